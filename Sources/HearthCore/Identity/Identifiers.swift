@@ -1,0 +1,104 @@
+/// A node's identity on the network.
+///
+/// In this release a node makes up a random 256-bit identifier on first start and keeps it in its
+/// data folder. The secure-mesh work replaces it with the SHA-256 of the node's Ed25519 public key.
+public struct NodeID: Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
+    /// Lowercase hexadecimal, 64 characters.
+    public let rawValue: String
+
+    /// Accepts only 64 lowercase hexadecimal characters.
+    public init?(_ rawValue: String) {
+        guard rawValue.utf8.count == 64, rawValue.utf8.allSatisfy({ Hex.isLowercaseDigit($0) }) else { return nil }
+        self.rawValue = rawValue
+    }
+
+    /// The first 12 characters, for logs, headers and UIs.
+    public var short: String { String(rawValue.prefix(12)) }
+    public var description: String { rawValue }
+
+    public static func < (lhs: NodeID, rhs: NodeID) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let raw = try container.decode(String.self)
+        guard let id = NodeID(raw) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "node id must be 64 lowercase hex characters")
+        }
+        self = id
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+/// A model name as clients send it, matched exactly (never by prefix or substring).
+public struct ModelID: Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
+    public let rawValue: String
+
+    /// Model ids are 1 to 128 printable ASCII characters without spaces.
+    public init?(_ rawValue: String) {
+        guard (1...128).contains(rawValue.utf8.count), rawValue.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else { return nil }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+    public static func < (lhs: ModelID, rhs: ModelID) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let raw = try container.decode(String.self)
+        guard let id = ModelID(raw) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "invalid model id")
+        }
+        self = id
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+/// A SHA-256 digest written as 64 lowercase hexadecimal characters.
+public struct SHA256Digest: Hashable, Sendable, Codable, CustomStringConvertible {
+    public let hex: String
+
+    public init?(hex: String) {
+        let lowered = hex.lowercased()
+        guard lowered.utf8.count == 64, lowered.utf8.allSatisfy({ Hex.isLowercaseDigit($0) }) else { return nil }
+        self.hex = lowered
+    }
+
+    public var description: String { hex }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        guard let digest = SHA256Digest(hex: try container.decode(String.self)) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "sha256 must be 64 hex characters")
+        }
+        self = digest
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(hex)
+    }
+}
+
+enum Hex {
+    static func isLowercaseDigit(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
+    }
+
+    static func encode(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

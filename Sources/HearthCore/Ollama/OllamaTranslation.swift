@@ -1,0 +1,150 @@
+/// Translates Ollama's `/api/chat` and `/api/generate` requests into OpenAI chat requests.
+///
+/// Ollama clients (Open WebUI, Continue, the `ollama` libraries) then reach the same nodes as OpenAI clients.
+public enum OllamaTranslation {
+    /// Option names in Ollama's `options` and the OpenAI / llama-server field each becomes.
+    static let optionNames: [(ollama: String, openAI: String)] = [
+        ("num_predict", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
+        ("min_p", "min_p"), ("seed", "seed"), ("stop", "stop"), ("repeat_penalty", "repeat_penalty"),
+        ("presence_penalty", "presence_penalty"), ("frequency_penalty", "frequency_penalty"),
+    ]
+
+    /// Whether an Ollama request streams: Ollama streams unless `stream` is `false`.
+    public static func wantsStream(_ body: JSONValue) throws(APIFailure) -> Bool {
+        switch body["stream"] {
+        case .none, .null?: return true
+        case .bool(let value)?: return value
+        default: throw APIFailure(.invalidRequest, "'stream' must be a boolean.", param: "stream", code: "invalid_type")
+        }
+    }
+
+    /// The OpenAI chat body for an Ollama `/api/chat` body.
+    public static func chatBody(fromChat body: JSONValue) throws(APIFailure) -> JSONValue {
+        guard case .object = body else { throw APIFailure(.invalidRequest, "The request body must be a JSON object.") }
+        guard let messages = body["messages"]?.arrayValue else {
+            throw APIFailure(.invalidRequest, "'messages' must be an array.", param: "messages", code: "invalid_type")
+        }
+        var openAIMessages: [JSONValue] = []
+        for (index, message) in messages.enumerated() {
+            guard let role = message["role"]?.stringValue else {
+                throw APIFailure(.invalidRequest, "messages[\(index)] needs a string 'role'.", param: "messages[\(index)].role")
+            }
+            let content = message["content"]?.stringValue ?? ""
+            openAIMessages.append(["role": .string(role), "content": .string(content)])
+        }
+        return try commonBody(body, messages: openAIMessages)
+    }
+
+    /// The OpenAI chat body for an Ollama `/api/generate` body (a system text and one user prompt).
+    public static func chatBody(fromGenerate body: JSONValue) throws(APIFailure) -> JSONValue {
+        guard case .object = body else { throw APIFailure(.invalidRequest, "The request body must be a JSON object.") }
+        guard let prompt = body["prompt"]?.stringValue else {
+            throw APIFailure(.invalidRequest, "'prompt' must be a string.", param: "prompt", code: "invalid_type")
+        }
+        var messages: [JSONValue] = []
+        if let system = body["system"]?.stringValue, !system.isEmpty {
+            messages.append(["role": "system", "content": .string(system)])
+        }
+        messages.append(["role": "user", "content": .string(prompt)])
+        return try commonBody(body, messages: messages)
+    }
+
+    private static func commonBody(_ body: JSONValue, messages: [JSONValue]) throws(APIFailure) -> JSONValue {
+        var result: JSONValue = ["messages": .array(messages), "stream": .bool(try wantsStream(body))]
+        result["model"] = body["model"] ?? body["name"]
+        if let options = body["options"], options != .null {
+            guard case .object = options else {
+                throw APIFailure(.invalidRequest, "'options' must be an object.", param: "options", code: "invalid_type")
+            }
+            for (ollama, openAI) in optionNames {
+                if let value = options[ollama], value != .null {
+                    // Ollama's num_predict of -1 or -2 means "no limit": leave it to the gateway's ceiling.
+                    if ollama == "num_predict", let number = value.integerValue, number < 0 { continue }
+                    result[openAI] = value
+                }
+            }
+        }
+        switch body["format"] {
+        case .string("json")?: result["response_format"] = ["type": "json_object"]
+        case .object(let schema)?: result["response_format"] = ["type": "json_schema", "json_schema": ["schema": .object(schema)]]
+        default: break
+        }
+        return result
+    }
+}
+
+/// The statistics Ollama puts on the last line of a response.
+public struct OllamaStatistics: Sendable, Equatable {
+    public var doneReason: String
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public var totalNanoseconds: UInt64
+    public var promptNanoseconds: UInt64
+    public var evalNanoseconds: UInt64
+
+    public init(
+        doneReason: String, promptTokens: Int, completionTokens: Int, totalNanoseconds: UInt64, promptNanoseconds: UInt64,
+        evalNanoseconds: UInt64
+    ) {
+        self.doneReason = doneReason
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.totalNanoseconds = totalNanoseconds
+        self.promptNanoseconds = promptNanoseconds
+        self.evalNanoseconds = evalNanoseconds
+    }
+}
+
+/// Builds Ollama response objects, one per NDJSON line.
+public struct OllamaResponseWriter: Sendable {
+    public enum Shape: Sendable { case chat, generate }
+
+    public var shape: Shape
+    public var model: String
+    public var createdAt: String
+
+    public init(shape: Shape, model: String, createdAt: String) {
+        self.shape = shape
+        self.model = model
+        self.createdAt = createdAt
+    }
+
+    /// A line carrying generated text, with `done: false`.
+    public func content(_ text: String) -> JSONValue {
+        var line: JSONValue = ["model": .string(model), "created_at": .string(createdAt), "done": false]
+        place(text, in: &line)
+        return line
+    }
+
+    /// The final line, with `done: true` and Ollama's counters and durations (nanoseconds).
+    /// - Parameter text: the whole text, for a response that does not stream; empty on a stream.
+    public func final(text: String, statistics: OllamaStatistics) -> JSONValue {
+        var line: JSONValue = [
+            "model": .string(model), "created_at": .string(createdAt), "done": true,
+            "done_reason": .string(statistics.doneReason),
+            "total_duration": .integer(Int64(clamping: statistics.totalNanoseconds)), "load_duration": 0,
+            "prompt_eval_count": .integer(Int64(statistics.promptTokens)),
+            "prompt_eval_duration": .integer(Int64(clamping: statistics.promptNanoseconds)),
+            "eval_count": .integer(Int64(statistics.completionTokens)),
+            "eval_duration": .integer(Int64(clamping: statistics.evalNanoseconds)),
+        ]
+        place(text, in: &line)
+        return line
+    }
+
+    private func place(_ text: String, in line: inout JSONValue) {
+        switch shape {
+        case .chat: line["message"] = ["role": "assistant", "content": .string(text)]
+        case .generate: line["response"] = .string(text)
+        }
+    }
+
+    /// Maps an OpenAI `finish_reason` to Ollama's `done_reason`.
+    public static func doneReason(fromFinishReason reason: String?) -> String {
+        switch reason {
+        case "length": "length"
+        case nil: "stop"
+        default: "stop"
+        }
+    }
+}

@@ -1,0 +1,167 @@
+/// Which OpenAI endpoint a request body is for.
+public enum CompletionEndpoint: String, Sendable, Hashable {
+    case chat = "/v1/chat/completions"
+    case text = "/v1/completions"
+}
+
+/// A checked OpenAI request body, ready to forward to a node.
+///
+/// Hearth reads the fields it must act on (model, streaming, limits) and passes every other field through unchanged,
+/// so that whatever llama-server honours keeps working.
+public struct CompletionRequest: Sendable, Equatable {
+    public var endpoint: CompletionEndpoint
+    public var model: ModelID
+    public var stream: Bool
+    /// The client asked for a final usage chunk on a stream (`stream_options.include_usage`).
+    public var clientWantsUsage: Bool
+    /// The generation limit Hearth enforces (the client's, or the gateway's ceiling when it sent none).
+    public var maxTokens: Int
+    /// The body to send upstream: usage is always requested on streams so Hearth can meter real token counts.
+    public var upstreamBody: JSONValue
+}
+
+/// Limits the gateway applies to every request.
+public struct RequestLimits: Sendable, Equatable {
+    /// The largest `max_tokens` a client may ask for; also the value used when a client sends none.
+    public var maxTokensCeiling: Int
+
+    public init(maxTokensCeiling: Int = 4096) {
+        self.maxTokensCeiling = maxTokensCeiling
+    }
+}
+
+extension CompletionRequest {
+    /// Checks an OpenAI request body and prepares the body to forward.
+    /// - Throws: `APIFailure` with kind `.invalidRequest` naming the offending field.
+    public init(endpoint: CompletionEndpoint, body: JSONValue, limits: RequestLimits) throws(APIFailure) {
+        guard case .object = body else {
+            throw APIFailure(.invalidRequest, "The request body must be a JSON object.")
+        }
+        guard let rawModel = body["model"] else {
+            throw APIFailure(.invalidRequest, "You must provide a model parameter.", param: "model", code: "missing_required_parameter")
+        }
+        guard let modelName = rawModel.stringValue, let model = ModelID(modelName) else {
+            throw APIFailure(.invalidRequest, "'model' must be a non-empty string without spaces.", param: "model", code: "invalid_type")
+        }
+        var upstream = body
+        switch endpoint {
+        case .chat: try Self.checkMessages(body["messages"])
+        case .text: try Self.checkPrompt(body["prompt"])
+        }
+        let stream = try Self.optionalBool(body, "stream") ?? false
+        var clientWantsUsage = false
+        if let options = body["stream_options"], options != .null {
+            guard case .object = options else {
+                throw APIFailure(.invalidRequest, "'stream_options' must be an object.", param: "stream_options", code: "invalid_type")
+            }
+            clientWantsUsage = try Self.optionalBool(options, "include_usage", param: "stream_options.include_usage") ?? false
+        }
+        let maxTokens = try Self.maxTokens(body, limits: limits)
+        try Self.checkSampling(body)
+
+        upstream["max_tokens"] = .integer(Int64(maxTokens))
+        upstream["max_completion_tokens"] = nil
+        if stream {
+            upstream["stream"] = true
+            upstream["stream_options"] = ["include_usage": true]
+        }
+        self.init(
+            endpoint: endpoint, model: model, stream: stream, clientWantsUsage: stream && clientWantsUsage,
+            maxTokens: maxTokens, upstreamBody: removingNulls(upstream)
+        )
+    }
+
+    private static func checkMessages(_ value: JSONValue?) throws(APIFailure) {
+        guard let value else {
+            throw APIFailure(.invalidRequest, "You must provide 'messages'.", param: "messages", code: "missing_required_parameter")
+        }
+        guard let messages = value.arrayValue else {
+            throw APIFailure(.invalidRequest, "'messages' must be an array.", param: "messages", code: "invalid_type")
+        }
+        guard !messages.isEmpty else {
+            throw APIFailure(.invalidRequest, "'messages' must contain at least one message.", param: "messages", code: "empty_array")
+        }
+        for (index, message) in messages.enumerated() {
+            guard let role = message["role"]?.stringValue else {
+                throw APIFailure(
+                    .invalidRequest, "messages[\(index)] must be an object with a string 'role'.", param: "messages[\(index)].role",
+                    code: "invalid_type")
+            }
+            guard ["system", "user", "assistant", "tool", "developer", "function"].contains(role) else {
+                throw APIFailure(
+                    .invalidRequest, "messages[\(index)].role '\(role)' is not one of system, user, assistant, tool, developer.",
+                    param: "messages[\(index)].role", code: "invalid_value")
+            }
+        }
+    }
+
+    private static func checkPrompt(_ value: JSONValue?) throws(APIFailure) {
+        switch value {
+        case .none:
+            throw APIFailure(.invalidRequest, "You must provide 'prompt'.", param: "prompt", code: "missing_required_parameter")
+        case .string?: return
+        case .array(let items)? where !items.isEmpty: return
+        default:
+            throw APIFailure(.invalidRequest, "'prompt' must be a string or a non-empty array.", param: "prompt", code: "invalid_type")
+        }
+    }
+
+    private static func maxTokens(_ body: JSONValue, limits: RequestLimits) throws(APIFailure) -> Int {
+        var requested: Int?
+        for key in ["max_completion_tokens", "max_tokens"] {
+            guard let value = body[key], value != .null else { continue }
+            guard let number = value.integerValue, number >= 1 else {
+                throw APIFailure(.invalidRequest, "'\(key)' must be a positive integer.", param: key, code: "invalid_value")
+            }
+            guard number <= limits.maxTokensCeiling else {
+                throw APIFailure(
+                    .invalidRequest, "'\(key)' is \(number), above this gateway's limit of \(limits.maxTokensCeiling) tokens.",
+                    param: key, code: "invalid_value")
+            }
+            requested = requested ?? Int(number)
+        }
+        return requested ?? limits.maxTokensCeiling
+    }
+
+    private static func checkSampling(_ body: JSONValue) throws(APIFailure) {
+        try checkNumber(body, "temperature", in: 0...2)
+        try checkNumber(body, "top_p", in: 0...1)
+        try checkNumber(body, "presence_penalty", in: -2...2)
+        try checkNumber(body, "frequency_penalty", in: -2...2)
+        if let seed = body["seed"], seed != .null, seed.integerValue == nil {
+            throw APIFailure(.invalidRequest, "'seed' must be an integer.", param: "seed", code: "invalid_type")
+        }
+        if let n = body["n"], n != .null, n.integerValue != 1 {
+            throw APIFailure(.invalidRequest, "Only n = 1 is supported.", param: "n", code: "invalid_value")
+        }
+        switch body["stop"] {
+        case .none, .null?, .string?: break
+        case .array(let items)? where items.count <= 4 && items.allSatisfy({ $0.stringValue != nil }): break
+        default:
+            throw APIFailure(.invalidRequest, "'stop' must be a string or an array of up to 4 strings.", param: "stop", code: "invalid_type")
+        }
+    }
+
+    private static func checkNumber(_ body: JSONValue, _ key: String, in range: ClosedRange<Double>) throws(APIFailure) {
+        guard let value = body[key], value != .null else { return }
+        guard let number = value.doubleValue, range.contains(number) else {
+            throw APIFailure(
+                .invalidRequest, "'\(key)' must be a number from \(range.lowerBound) to \(range.upperBound).", param: key,
+                code: "invalid_value")
+        }
+    }
+
+    private static func optionalBool(_ object: JSONValue, _ key: String, param: String? = nil) throws(APIFailure) -> Bool? {
+        switch object[key] {
+        case .none, .null?: return nil
+        case .bool(let value)?: return value
+        default: throw APIFailure(.invalidRequest, "'\(param ?? key)' must be a boolean.", param: param ?? key, code: "invalid_type")
+        }
+    }
+}
+
+/// Drops top-level members whose value is `null`, which llama-server may treat differently from a missing one.
+private func removingNulls(_ value: JSONValue) -> JSONValue {
+    guard case .object(let members) = value else { return value }
+    return .object(members.filter { $0.value != .null })
+}

@@ -1,0 +1,95 @@
+/// The OpenAI error envelope: `{"error":{"message","type","param","code"}}`.
+public struct OpenAIErrorBody: Codable, Sendable, Equatable {
+    public struct Detail: Codable, Sendable, Equatable {
+        public var message: String
+        public var type: String
+        public var param: String?
+        public var code: String?
+
+        public init(message: String, type: String, param: String?, code: String?) {
+            self.message = message
+            self.type = type
+            self.param = param
+            self.code = code
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            // `param` and `code` are always present (as null when unset), as OpenAI sends them.
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(message, forKey: .message)
+            try container.encode(type, forKey: .type)
+            try container.encode(param, forKey: .param)
+            try container.encode(code, forKey: .code)
+        }
+    }
+
+    public var error: Detail
+
+    public init(message: String, type: String, param: String? = nil, code: String? = nil) {
+        self.error = Detail(message: message, type: type, param: param, code: code)
+    }
+}
+
+/// What went wrong, as the API reports it: a kind that fixes the HTTP status and the OpenAI `type`.
+///
+/// The table follows llama.cpp's `format_error_response`.
+public struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case invalidRequest
+        case authentication
+        case permission
+        case notFound
+        case requestTooLarge
+        case rateLimited
+        case unavailable
+        case upstream
+        case server
+        case notSupported
+    }
+
+    public var kind: Kind
+    public var message: String
+    public var param: String?
+    public var code: String?
+
+    public init(_ kind: Kind, _ message: String, param: String? = nil, code: String? = nil) {
+        self.kind = kind
+        self.message = message
+        self.param = param
+        self.code = code
+    }
+
+    /// The HTTP status code for this kind of failure.
+    public var status: Int {
+        switch kind {
+        case .invalidRequest: 400
+        case .authentication: 401
+        case .permission: 403
+        case .notFound: 404
+        case .requestTooLarge: 413
+        case .rateLimited: 429
+        case .server: 500
+        case .notSupported: 501
+        case .upstream: 502
+        case .unavailable: 503
+        }
+    }
+
+    /// The OpenAI `error.type` string.
+    public var type: String {
+        switch kind {
+        case .invalidRequest, .requestTooLarge: "invalid_request_error"
+        case .authentication: "authentication_error"
+        case .permission: "permission_error"
+        case .notFound: "not_found_error"
+        case .rateLimited: "rate_limit_error"
+        case .unavailable: "unavailable_error"
+        case .upstream: "upstream_error"
+        case .server: "server_error"
+        case .notSupported: "not_supported_error"
+        }
+    }
+
+    public var body: OpenAIErrorBody { OpenAIErrorBody(message: message, type: type, param: param, code: code) }
+    public var description: String { "\(kind.rawValue): \(message)" }
+}

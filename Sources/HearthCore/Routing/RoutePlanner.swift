@@ -1,0 +1,67 @@
+/// A node as the router sees it at one instant.
+public struct RoutableNode: Sendable, Equatable {
+    public var id: NodeID
+    public var models: [ServedModel]
+    public var parallelSlots: Int
+    /// Requests the gateway has in flight on this node.
+    public var inFlight: Int
+    /// Smoothed recent latency to first byte, in seconds; `nil` before the first request.
+    public var recentLatency: Double?
+    public var draining: Bool
+
+    public init(
+        id: NodeID, models: [ServedModel], parallelSlots: Int, inFlight: Int, recentLatency: Double?, draining: Bool
+    ) {
+        self.id = id
+        self.models = models
+        self.parallelSlots = parallelSlots
+        self.inFlight = inFlight
+        self.recentLatency = recentLatency
+        self.draining = draining
+    }
+
+    /// The served model that `name` names exactly, by id or by a declared alias.
+    public func model(named name: ModelID) -> ServedModel? {
+        models.first { $0.id == name || $0.aliases.contains(name) }
+    }
+}
+
+/// Where a request for a model can go.
+public enum RoutePlan: Sendable, Equatable {
+    /// No node has ever announced this model name.
+    case unknownModel
+    /// Some node announced the model, but none is ready to serve it now.
+    case noReadyNode
+    /// Ready nodes, best first, with the canonical model id they serve it under.
+    case candidates([NodeID], canonical: ModelID)
+}
+
+/// The routing decision, as a pure function of a registry snapshot.
+public enum RoutePlanner {
+    /// Orders the ready nodes serving `model`: most free slots first, then lowest recent latency, then node id.
+    ///
+    /// Nodes without a free slot stay in the list, after the others: llama-server queues the request.
+    public static func plan(model: ModelID, nodes: [RoutableNode]) -> RoutePlan {
+        var known = false
+        var ready: [(node: RoutableNode, canonical: ModelID)] = []
+        for node in nodes {
+            guard let served = node.model(named: model) else { continue }
+            known = true
+            if served.state == .ready && !node.draining {
+                ready.append((node, served.id))
+            }
+        }
+        guard known else { return .unknownModel }
+        guard let first = ready.first else { return .noReadyNode }
+        let ordered = ready.sorted { lhs, rhs in
+            let lhsFree = lhs.node.parallelSlots - lhs.node.inFlight
+            let rhsFree = rhs.node.parallelSlots - rhs.node.inFlight
+            if lhsFree != rhsFree { return lhsFree > rhsFree }
+            let lhsLatency = lhs.node.recentLatency ?? 0
+            let rhsLatency = rhs.node.recentLatency ?? 0
+            if lhsLatency != rhsLatency { return lhsLatency < rhsLatency }
+            return lhs.node.id < rhs.node.id
+        }
+        return .candidates(ordered.map(\.node.id), canonical: first.canonical)
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import HearthCore
+import Hummingbird
+import Logging
+import NIOCore
+import NIOFoundationEssentialsCompat
+
+/// The steps every completion request shares, whichever API it came through: read the body, open a node,
+/// meter the result.
+struct CompletionPipeline: Sendable {
+    let dispatcher: Dispatcher
+    let database: GatewayDatabase
+    let metrics: GatewayMetrics
+    let maxBodyBytes: Int
+    let limits: RequestLimits
+
+    /// Reads and parses a JSON request body.
+    /// - Throws: `OpenAIError` 413 for an oversized body, 400 for a body that is not JSON.
+    func readJSON(_ request: Request) async throws -> JSONValue {
+        let buffer = try await request.body.collect(upTo: maxBodyBytes)
+        do {
+            return try JSONDecoder().decode(JSONValue.self, from: buffer)
+        } catch {
+            throw OpenAIError(.invalidRequest, "The request body is not valid JSON.", code: "invalid_json")
+        }
+    }
+
+    /// Opens the request on a node, or records the refusal and throws it as an `OpenAIError`.
+    func open(
+        _ endpoint: CompletionEndpoint, model: ModelID, body: JSONValue, route: String, context: GatewayRequestContext,
+        startedAt: Date
+    ) async throws -> OpenedUpstream {
+        do {
+            return try await dispatcher.open(endpoint: endpoint, model: model, body: body, requestID: context.id, logger: context.logger)
+        } catch {
+            await record(
+                UsageRecord(
+                    requestID: context.id, route: route, model: model.rawValue, nodeID: nil, promptTokens: 0, completionTokens: 0,
+                    status: String(error.failure.status), startedAt: startedAt, firstByteMilliseconds: nil,
+                    durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000),
+                logger: context.logger)
+            var headers = HTTPFields()
+            if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
+            throw OpenAIError(error.failure, headers: headers)
+        }
+    }
+
+    /// Turns a node's 4xx answer into the gateway's error envelope, keeping the node's message.
+    func relayNodeError(_ upstream: OpenedUpstream) async -> OpenAIError {
+        var body = upstream.firstChunk ?? ByteBuffer()
+        if var rest = try? await upstream.response.body.collect(upTo: 1 << 16) { body.writeBuffer(&rest) }
+        dispatcher.finish(upstream)
+        let message =
+            (try? JSONDecoder().decode(JSONValue.self, from: body))?["error"]?["message"]?.stringValue
+            ?? "The node refused the request."
+        let kind: APIFailure.Kind =
+            switch upstream.response.status {
+            case 404: .notFound
+            case 413: .requestTooLarge
+            case 429: .rateLimited
+            default: .invalidRequest
+            }
+        return OpenAIError(APIFailure(kind, message, code: "node_rejected"))
+    }
+
+    /// Stores a usage record and counts its tokens; a storage failure is logged, never shown to the client.
+    func record(_ usage: UsageRecord, logger: Logger) async {
+        metrics.tokens(model: usage.model, prompt: usage.promptTokens, completion: usage.completionTokens)
+        do {
+            try await database.record(usage)
+        } catch {
+            logger.error("could not store usage record", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Records a request served by `upstream`, and releases the node.
+    func finish(
+        _ upstream: OpenedUpstream, usage: TokenUsage?, fallbackCompletionTokens: Int, status: String, route: String, model: String,
+        requestID: String, startedAt: Date, logger: Logger
+    ) async {
+        dispatcher.finish(upstream)
+        let firstByte = upstream.firstByteAt - upstream.startedAt
+        metrics.timeToFirstToken(model: model, duration: firstByte)
+        await record(
+            UsageRecord(
+                requestID: requestID, route: route, model: model, nodeID: upstream.node.rawValue,
+                promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? fallbackCompletionTokens,
+                status: status, startedAt: startedAt, firstByteMilliseconds: firstByte.milliseconds,
+                durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000),
+            logger: logger)
+    }
+}
+
+extension Duration {
+    var milliseconds: Double {
+        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
+    }
+}

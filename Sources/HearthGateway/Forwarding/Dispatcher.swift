@@ -1,0 +1,103 @@
+import Foundation
+public import HearthCore
+public import Logging
+public import NIOCore
+
+/// An upstream response that has produced its first chunk, so the client can be answered.
+public struct OpenedUpstream: Sendable {
+    public var node: NodeID
+    public var response: NodeResponse
+    /// The first chunk of the body (`nil` for an empty body).
+    public var firstChunk: ByteBuffer?
+    public var startedAt: ContinuousClock.Instant
+    public var firstByteAt: ContinuousClock.Instant
+}
+
+/// Chooses nodes for a request and opens it, retrying on another node when one fails before its first byte.
+public struct Dispatcher: Sendable {
+    let registry: NodeRegistry
+    let transport: any NodeTransport
+    let maxAttempts: Int
+    let retryAfterSeconds: Int
+
+    public init(registry: NodeRegistry, transport: any NodeTransport, maxAttempts: Int, retryAfterSeconds: Int) {
+        self.registry = registry
+        self.transport = transport
+        self.maxAttempts = maxAttempts
+        self.retryAfterSeconds = retryAfterSeconds
+    }
+
+    /// Opens `body` for `model` on the best ready node. The caller must call `finish(_:)` when done with the stream.
+    /// - Throws: `DispatchFailure` with an `APIFailure` for the client: 404 for an unknown model, 503 when no node
+    ///   is ready, 502 when every attempted node failed.
+    public func open(
+        endpoint: CompletionEndpoint, model: ModelID, body: JSONValue, requestID: String, logger: Logger
+    ) async throws(DispatchFailure) -> OpenedUpstream {
+        let candidates: [NodeID]
+        let canonical: ModelID
+        switch RoutePlanner.plan(model: model, nodes: registry.routableNodes()) {
+        case .unknownModel:
+            throw DispatchFailure(
+                APIFailure(.notFound, "The model '\(model)' does not exist on this network.", param: "model", code: "model_not_found"))
+        case .noReadyNode:
+            throw DispatchFailure(
+                APIFailure(.unavailable, "No node serving '\(model)' is ready yet; try again shortly.", code: "model_not_ready"),
+                retryAfter: retryAfterSeconds)
+        case .candidates(let nodes, let name):
+            candidates = nodes
+            canonical = name
+        }
+        var forwarded = body
+        forwarded["model"] = .string(canonical.rawValue)
+        let bytes: ByteBuffer
+        do {
+            bytes = ByteBuffer(bytes: try JSONEncoder().encode(forwarded))
+        } catch {
+            throw DispatchFailure(APIFailure(.server, "Could not encode the request for the node."))
+        }
+        var failures: [String] = []
+        for node in candidates.prefix(max(1, maxAttempts)) {
+            guard let endpointURL = registry.endpoint(of: node) else { continue }
+            let startedAt = ContinuousClock.now
+            registry.begin(on: node)
+            do {
+                let response = try await transport.send(
+                    NodeRequest(endpoint: endpoint, body: bytes, requestID: requestID), to: node, endpoint: endpointURL)
+                if response.status >= 500 {
+                    registry.end(on: node, latency: nil)
+                    failures.append("\(node.short): HTTP \(response.status)")
+                    logger.debug("node answered with a server error", metadata: ["node.id": "\(node.short)", "http.status": "\(response.status)"])
+                    continue
+                }
+                let first = try await response.body.next()
+                let firstByteAt = ContinuousClock.now
+                return OpenedUpstream(node: node, response: response, firstChunk: first, startedAt: startedAt, firstByteAt: firstByteAt)
+            } catch {
+                registry.end(on: node, latency: nil)
+                failures.append("\(node.short): \(String(describing: error).prefix(120))")
+                logger.debug("node failed before its first byte", metadata: ["node.id": "\(node.short)", "error": "\(error)"])
+            }
+        }
+        throw DispatchFailure(
+            APIFailure(
+                .upstream, "No node could serve the request (\(failures.joined(separator: "; ")))", code: "upstream_failed"),
+            retryAfter: retryAfterSeconds)
+    }
+
+    /// Marks the request on `upstream.node` as over.
+    public func finish(_ upstream: OpenedUpstream) {
+        let latency = upstream.firstByteAt - upstream.startedAt
+        registry.end(on: upstream.node, latency: Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18)
+    }
+}
+
+/// A failure to dispatch, with the API error to return and an optional `Retry-After`.
+public struct DispatchFailure: Error, Sendable {
+    public var failure: APIFailure
+    public var retryAfter: Int?
+
+    public init(_ failure: APIFailure, retryAfter: Int? = nil) {
+        self.failure = failure
+        self.retryAfter = retryAfter
+    }
+}

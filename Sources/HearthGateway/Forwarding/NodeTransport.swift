@@ -1,0 +1,68 @@
+public import HearthCore
+public import NIOCore
+
+/// A request the gateway sends to a node: an OpenAI endpoint and the JSON body to post.
+public struct NodeRequest: Sendable {
+    public var endpoint: CompletionEndpoint
+    public var body: ByteBuffer
+    /// The gateway's request id, forwarded as `x-request-id` so both sides log the same id.
+    public var requestID: String
+
+    public init(endpoint: CompletionEndpoint, body: ByteBuffer, requestID: String) {
+        self.endpoint = endpoint
+        self.body = body
+        self.requestID = requestID
+    }
+}
+
+/// A node's answer: status, content type and a body read chunk by chunk as it arrives.
+public struct NodeResponse: Sendable {
+    public var status: Int
+    public var contentType: String?
+    public var body: NodeResponseBody
+
+    public init(status: Int, contentType: String?, body: NodeResponseBody) {
+        self.status = status
+        self.contentType = contentType
+        self.body = body
+    }
+}
+
+/// The body of a node's answer. Reading it is not thread-safe: one task reads it from start to end.
+/// Dropping it before the end cancels the request on the node.
+public final class NodeResponseBody: @unchecked Sendable {
+    private let nextChunk: () async throws -> ByteBuffer?
+
+    public init(next: @escaping () async throws -> ByteBuffer?) {
+        self.nextChunk = next
+    }
+
+    /// The next chunk, or `nil` at the end.
+    public func next() async throws -> ByteBuffer? {
+        try await nextChunk()
+    }
+
+    /// Reads the rest of the body, up to `limit` bytes.
+    public func collect(upTo limit: Int) async throws -> ByteBuffer {
+        var all = ByteBuffer()
+        while let chunk = try await next() {
+            guard all.readableBytes + chunk.readableBytes <= limit else { throw NodeTransportError.responseTooLarge }
+            var chunk = chunk
+            all.writeBuffer(&chunk)
+        }
+        return all
+    }
+}
+
+/// How the gateway reaches nodes. This is the one seam for gateway-to-node traffic: plain HTTP today,
+/// an encrypted link that the node dials out tomorrow.
+public protocol NodeTransport: Sendable {
+    /// Sends `request` to `node` and returns once the response head has arrived.
+    /// - Throws: when the node cannot be reached or fails before answering; the caller may retry elsewhere.
+    func send(_ request: NodeRequest, to node: NodeID, endpoint: String) async throws -> NodeResponse
+}
+
+public enum NodeTransportError: Error, Sendable {
+    case responseTooLarge
+    case invalidEndpoint(String)
+}

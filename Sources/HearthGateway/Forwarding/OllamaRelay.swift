@@ -1,0 +1,80 @@
+import Foundation
+import HearthCore
+import Hummingbird
+import NIOCore
+import NIOFoundationEssentialsCompat
+
+/// Turns a node's OpenAI chat stream into Ollama's lines: one per piece of text, then a final line with counters.
+struct OllamaRelay: Sendable {
+    let writer: OllamaResponseWriter
+    let upstream: OpenedUpstream
+    let started: ContinuousClock.Instant
+
+    struct Outcome: Sendable {
+        var status: String
+        var usage: TokenUsage?
+        var contentEvents: Int
+        var finalLine: JSONValue
+    }
+
+    /// Reads the stream to its end, writing each text line to `writer` as it arrives.
+    func stream(to writer: inout any ResponseBodyWriter) async -> Outcome {
+        await run(streaming: true) { line in try await writer.write(line) }
+    }
+
+    /// Reads the stream to its end and gathers the text into the final line (a response that does not stream).
+    func collect() async -> Outcome {
+        await run(streaming: false) { _ in }
+    }
+
+    private func run(streaming: Bool, emit: (ByteBuffer) async throws -> Void) async -> Outcome {
+        var reader = SSEEventReader(upstream)
+        var usage: TokenUsage?
+        var finishReason: String?
+        var text = ""
+        var contentEvents = 0
+        var status = "ok"
+        var firstToken: ContinuousClock.Instant?
+        let decoder = JSONDecoder()
+        relay: while true {
+            let event: ByteBuffer
+            do {
+                guard let next = try await reader.next() else { break }
+                event = next
+            } catch {
+                status = "upstream_error"
+                break
+            }
+            if case .usage(let reported, _, _) = UpstreamEvent.classify(event) { usage = reported }
+            guard let payload = event.ssePayload(), let chunk = try? decoder.decode(CompletionChunk.self, from: payload) else { continue }
+            if let reason = chunk.choices?.first?.finishReason { finishReason = reason }
+            guard let piece = chunk.choices?.first?.content, !piece.isEmpty else { continue }
+            contentEvents += 1
+            if firstToken == nil { firstToken = .now }
+            if streaming {
+                do {
+                    try await emit(OllamaController.ndjson(writer.content(piece)))
+                } catch {
+                    status = "client_closed"
+                    break relay
+                }
+            } else {
+                text += piece
+            }
+        }
+        let end = ContinuousClock.now
+        let promptEnd = firstToken ?? end
+        let statistics = OllamaStatistics(
+            doneReason: OllamaResponseWriter.doneReason(fromFinishReason: finishReason),
+            promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? contentEvents,
+            totalNanoseconds: (end - started).nanoseconds, promptNanoseconds: (promptEnd - started).nanoseconds,
+            evalNanoseconds: (end - promptEnd).nanoseconds)
+        return Outcome(status: status, usage: usage, contentEvents: contentEvents, finalLine: writer.final(text: text, statistics: statistics))
+    }
+}
+
+extension Duration {
+    var nanoseconds: UInt64 {
+        UInt64(max(0, components.seconds)) * 1_000_000_000 + UInt64(max(0, components.attoseconds) / 1_000_000_000)
+    }
+}

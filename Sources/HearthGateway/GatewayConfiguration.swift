@@ -1,0 +1,38 @@
+public import HearthCore
+
+/// Everything a gateway needs to start. Every field has a default, so tests set only what they care about.
+public struct GatewayConfiguration: Sendable {
+    /// Address the API listens on. `127.0.0.1` by default: expose it through a reverse proxy or say so explicitly.
+    public var host: String = "127.0.0.1"
+    /// TCP port; 0 picks a free one.
+    public var port: Int = 8080
+    /// Folder holding the gateway's SQLite database (`gateway.sqlite`). `nil` keeps it in memory (tests only).
+    public var dataDirectory: String?
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    public var maxBodyBytes: Int = 1 << 20
+    /// Ceiling on `max_tokens`; also the limit applied when a client sends none.
+    public var limits: RequestLimits = RequestLimits()
+    /// Requests per minute allowed to one client address (a burst of this size, refilled evenly).
+    public var rateLimitPerMinute: Int = 120
+    /// Direct peers whose `X-Forwarded-For` is believed. Requests from anyone else are keyed by their own address.
+    public var trustedProxies: Set<String> = []
+    /// A node that sends no heartbeat for this long is dropped from routing.
+    public var nodeTTL: Duration = .seconds(15)
+    /// How often the registry is swept for silent nodes.
+    public var sweepInterval: Duration = .seconds(1)
+    /// Attempts per request across different nodes, when a node fails before the first byte.
+    public var maxAttempts: Int = 3
+    /// Seconds a client should wait before retrying when no node is ready.
+    public var retryAfterSeconds: Int = 5
+    /// How long to wait for a node to connect.
+    public var nodeConnectTimeout: Duration = .seconds(3)
+
+    public init() {}
+
+    /// Returns a copy with `change` applied.
+    public func with(_ change: (inout GatewayConfiguration) -> Void) -> GatewayConfiguration {
+        var copy = self
+        change(&copy)
+        return copy
+    }
+}

@@ -1,0 +1,16 @@
+public import Hummingbird
+public import NIOCore
+
+/// The request context of the gateway: Hummingbird's core storage plus the peer's address.
+public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The direct peer (which may be a trusted proxy).
+    public let remoteAddress: SocketAddress?
+    /// The address the gateway attributes the request to, after trusted-proxy handling.
+    public var clientAddress: String = "unknown"
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.remoteAddress = source.channel.remoteAddress
+    }
+}

@@ -1,0 +1,39 @@
+import HTTPTypes
+import Hummingbird
+
+/// Adds `X-Request-Id` to every response and records request counts and latency by route template.
+///
+/// It sits outside `OpenAIErrorMiddleware`, so it always sees a response, never an error.
+struct EdgeMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    let metrics: GatewayMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        var response = try await next(request, context)
+        response.headers[.requestID] = context.id
+        let route = Self.routeLabel(context.endpointPath, path: request.uri.path)
+        let status = Int(response.status.code)
+        let metrics = self.metrics
+        let body = response.body
+        response.body = ResponseBody(contentLength: body.contentLength) { writer in
+            defer { metrics.requestFinished(route: route, status: status, duration: ContinuousClock.now - started) }
+            try await body.write(writer)
+        }
+        return response
+    }
+
+    /// A bounded label: the matched route template, or `unmatched`.
+    static func routeLabel(_ template: String?, path: String) -> String {
+        template ?? "unmatched"
+    }
+}
+
+extension HTTPField.Name {
+    static let requestID = Self("X-Request-Id")!
+    static let hearthNode = Self("X-Hearth-Node")!
+    static let rateLimitLimit = Self("X-RateLimit-Limit")!
+    static let rateLimitRemaining = Self("X-RateLimit-Remaining")!
+    static let rateLimitReset = Self("X-RateLimit-Reset")!
+    static let xForwardedFor = Self("X-Forwarded-For")!
+}

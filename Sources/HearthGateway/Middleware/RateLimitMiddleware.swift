@@ -1,0 +1,89 @@
+import Foundation
+import HearthCore
+import Hummingbird
+import NIOCore
+import Synchronization
+
+/// Per-client token buckets, keyed by the client address.
+final class RateLimiter: Sendable {
+    private let buckets = Mutex<[String: TokenBucket]>([:])
+    let perMinute: Int
+    private let clock = ContinuousClock()
+    private let origin = ContinuousClock.now
+
+    init(perMinute: Int) {
+        self.perMinute = perMinute
+    }
+
+    func take(for client: String) -> TokenBucket.Decision {
+        let now = seconds(since: origin)
+        return buckets.withLock { buckets in
+            if buckets.count > 10_000 {
+                buckets = buckets.filter { !$0.value.isFull(now: now) }
+            }
+            var bucket = buckets[client] ?? TokenBucket(capacity: perMinute, refillPerSecond: Double(perMinute) / 60, now: now)
+            let decision = bucket.take(now: now)
+            buckets[client] = bucket
+            return decision
+        }
+    }
+
+    private func seconds(since start: ContinuousClock.Instant) -> Double {
+        let elapsed = clock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+}
+
+/// Rate limits `/v1` and `/api` by client, with `X-RateLimit-*` on every response and 429 + `Retry-After` when over.
+///
+/// The client is the direct peer, unless that peer is a trusted proxy: then it is the right-most address in
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+struct RateLimitMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    let limiter: RateLimiter
+    let trustedProxies: Set<String>
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        context.clientAddress = Self.clientAddress(
+            peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[values: .xForwardedFor],
+            trustedProxies: trustedProxies)
+        let path = request.uri.path
+        guard path.hasPrefix("/v1/") || path.hasPrefix("/api/") else {
+            return try await next(request, context)
+        }
+        let decision = limiter.take(for: context.clientAddress)
+        var headers = HTTPFields()
+        headers[.rateLimitLimit] = String(limiter.perMinute)
+        headers[.rateLimitRemaining] = String(decision.remaining)
+        headers[.rateLimitReset] = String(decision.resetSeconds)
+        guard decision.allowed else {
+            headers[.retryAfter] = String(decision.retryAfterSeconds)
+            throw OpenAIError(
+                APIFailure(
+                    .rateLimited, "Rate limit of \(limiter.perMinute) requests per minute exceeded; retry in \(decision.retryAfterSeconds) s.",
+                    code: "rate_limit_exceeded"),
+                headers: headers)
+        }
+        do {
+            var response = try await next(request, context)
+            response.headers.append(contentsOf: headers)
+            return response
+        } catch var error as OpenAIError {
+            error.headers.append(contentsOf: headers)
+            throw error
+        } catch let error as HTTPError {
+            var error = error
+            error.headers.append(contentsOf: headers)
+            throw error
+        }
+    }
+
+    /// The address a request is attributed to.
+    static func clientAddress(peer: String?, forwardedFor: [String], trustedProxies: Set<String>) -> String {
+        guard let peer else { return "unknown" }
+        guard trustedProxies.contains(peer) else { return peer }
+        let hops = forwardedFor.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return hops.last { !trustedProxies.contains($0) } ?? peer
+    }
+}

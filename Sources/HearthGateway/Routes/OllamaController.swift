@@ -1,0 +1,157 @@
+import Foundation
+import HearthCore
+import Hummingbird
+import NIOCore
+
+/// Ollama's API on top of the same nodes: `/api/chat` and `/api/generate` stream NDJSON like Ollama does;
+/// `/api/tags`, `/api/show` and `/api/version` describe the models.
+struct OllamaController {
+    let pipeline: CompletionPipeline
+    let registry: NodeRegistry
+
+    /// The Ollama API version Hearth answers like.
+    static let compatibleVersion = "0.6.0"
+
+    func addRoutes(to router: Router<GatewayRequestContext>) {
+        router.post("/api/chat") { request, context in
+            try await generate(.chat, request: request, context: context)
+        }
+        router.post("/api/generate") { request, context in
+            try await generate(.generate, request: request, context: context)
+        }
+        router.get("/api/tags") { _, _ in
+            try jsonResponse(["models": .array(registry.readyModels().map { Self.tag(for: $0.model) })])
+        }
+        router.get("/api/ps") { _, _ in
+            try jsonResponse(["models": .array(registry.readyModels().map { Self.tag(for: $0.model) })])
+        }
+        router.post("/api/show") { request, context in
+            try await show(request: request)
+        }
+        router.get("/api/version") { _, _ in
+            try jsonResponse(["version": .string(Self.compatibleVersion)])
+        }
+    }
+
+    func show(request: Request) async throws -> Response {
+        let json = try await pipeline.readJSON(request)
+        guard let name = (json["model"] ?? json["name"])?.stringValue, let id = ModelID(name) else {
+            throw OpenAIError(.invalidRequest, "'model' must be a model name.", param: "model")
+        }
+        guard let served = registry.readyModels().first(where: { $0.model.id == id || $0.model.aliases.contains(id) })?.model else {
+            throw OpenAIError(.notFound, "The model '\(name)' does not exist on this network.", param: "model", code: "model_not_found")
+        }
+        return try jsonResponse([
+            "modelfile": "", "parameters": "", "template": "",
+            "details": Self.details(for: served),
+            "model_info": ["general.context_length": .integer(Int64(served.contextLength))],
+            "capabilities": ["completion"],
+        ])
+    }
+
+    func generate(_ shape: OllamaResponseWriter.Shape, request: Request, context: GatewayRequestContext) async throws -> Response {
+        let startedAt = Date()
+        let started = ContinuousClock.now
+        let json = try await pipeline.readJSON(request)
+        if shape == .generate, json["prompt"] == nil || json["prompt"] == "", let name = json["model"]?.stringValue, ModelID(name) != nil {
+            // Ollama answers an empty prompt by loading the model; Hearth's nodes keep it loaded already.
+            let writer = OllamaResponseWriter(shape: shape, model: name, createdAt: Self.timestamp())
+            var line = writer.content("")
+            line["done"] = true
+            line["done_reason"] = "load"
+            return try ndjsonResponse([line], node: nil)
+        }
+        let prepared: CompletionRequest
+        let stream: Bool
+        do {
+            stream = try OllamaTranslation.wantsStream(json)
+            let body =
+                shape == .chat ? try OllamaTranslation.chatBody(fromChat: json) : try OllamaTranslation.chatBody(fromGenerate: json)
+            var streamed = body
+            streamed["stream"] = true
+            prepared = try CompletionRequest(endpoint: .chat, body: streamed, limits: pipeline.limits)
+        } catch {
+            throw OpenAIError(error)
+        }
+        let route = shape == .chat ? "/api/chat" : "/api/generate"
+        let upstream = try await pipeline.open(
+            .chat, model: prepared.model, body: prepared.upstreamBody, route: route, context: context, startedAt: startedAt)
+        guard upstream.response.status < 400 else {
+            throw await pipeline.relayNodeError(upstream)
+        }
+        let writer = OllamaResponseWriter(shape: shape, model: prepared.model.rawValue, createdAt: Self.timestamp())
+        let relay = OllamaRelay(writer: writer, upstream: upstream, started: started)
+        let pipeline = self.pipeline
+        let requestID = context.id
+        let logger = context.logger
+        let model = prepared.model.rawValue
+        let finish: @Sendable (OllamaRelay.Outcome) async -> Void = { outcome in
+            await pipeline.finish(
+                upstream, usage: outcome.usage, fallbackCompletionTokens: outcome.contentEvents, status: outcome.status, route: route,
+                model: model, requestID: requestID, startedAt: startedAt, logger: logger)
+        }
+        guard stream else {
+            let outcome = await relay.collect()
+            await finish(outcome)
+            guard outcome.status == "ok" else { throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed") }
+            return try ndjsonResponse([outcome.finalLine], node: upstream.node, contentType: "application/json")
+        }
+        var headers: HTTPFields = [.contentType: "application/x-ndjson", .hearthNode: upstream.node.short]
+        headers[.cacheControl] = "no-cache"
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { bodyWriter in
+                pipeline.metrics.streamStarted()
+                defer { pipeline.metrics.streamEnded() }
+                let outcome = await relay.stream(to: &bodyWriter)
+                await finish(outcome)
+                if outcome.status != "client_closed" {
+                    if outcome.status == "ok" { try? await bodyWriter.write(Self.ndjson(outcome.finalLine)) }
+                    try await bodyWriter.finish(nil)
+                }
+            })
+    }
+
+    static func tag(for model: ServedModel) -> JSONValue {
+        [
+            "name": .string(model.id.rawValue), "model": .string(model.id.rawValue), "modified_at": .string(timestamp()),
+            "size": .integer(Int64(clamping: model.sizeBytes)), "digest": .string(model.sha256.hex), "details": details(for: model),
+        ]
+    }
+
+    static func details(for model: ServedModel) -> JSONValue {
+        let quantization = model.id.rawValue.split(separator: ":").last.map { $0.uppercased() } ?? ""
+        return [
+            "parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"], "parameter_size": "",
+            "quantization_level": .string(quantization),
+        ]
+    }
+
+    static func timestamp() -> String {
+        Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+    }
+
+    static func ndjson(_ line: JSONValue) -> ByteBuffer {
+        var buffer = ByteBuffer(bytes: (try? JSONEncoder().encode(line)) ?? Data())
+        buffer.writeString("\n")
+        return buffer
+    }
+
+    private func ndjsonResponse(_ lines: [JSONValue], node: NodeID?, contentType: String = "application/x-ndjson") throws -> Response {
+        var headers: HTTPFields = [.contentType: contentType]
+        if let node { headers[.hearthNode] = node.short }
+        var body = ByteBuffer()
+        for line in lines {
+            var encoded = Self.ndjson(line)
+            body.writeBuffer(&encoded)
+        }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: body))
+    }
+}
+
+/// Encodes a JSON value as an `application/json` response.
+func jsonResponse(_ value: JSONValue, status: HTTPResponse.Status = .ok) throws -> Response {
+    Response(
+        status: status, headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder().encode(value))))
+}

@@ -1,0 +1,60 @@
+public import Prometheus
+import Synchronization
+
+/// The gateway's Prometheus metrics. Labels are bounded: route templates, status codes, model ids of announced models.
+///
+/// The gateway owns its registry instead of bootstrapping the global `MetricsSystem`, so that several gateways
+/// (tests, `hearth up`) can live in one process and each `/metrics` shows only its own.
+public final class GatewayMetrics: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    private let nodesOnline: Gauge
+    private let nodesReady: Gauge
+    private let streamsInFlight: Gauge
+    private static let latencyBuckets: [Duration] = [
+        .milliseconds(1), .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300),
+    ]
+
+    public init() {
+        nodesOnline = registry.makeGauge(name: "hearth_nodes_online", help: "Nodes with a live heartbeat")
+        nodesReady = registry.makeGauge(name: "hearth_nodes_ready", help: "Nodes with at least one ready model")
+        streamsInFlight = registry.makeGauge(name: "hearth_streams_in_flight", help: "Streaming responses being relayed")
+    }
+
+    /// Counts one finished request and its duration.
+    func requestFinished(route: String, status: Int, duration: Duration) {
+        let labels = [("route", route), ("status", String(status))]
+        registry.makeCounter(name: "hearth_http_requests_total", labels: labels, help: "HTTP requests by route and status").increment()
+        registry.makeDurationHistogram(
+            name: "hearth_http_request_duration_seconds", labels: [("route", route)], buckets: Self.latencyBuckets,
+            help: "Request latency by route"
+        ).record(duration)
+    }
+
+    /// Records the time from receiving a request to the node's first byte.
+    func timeToFirstToken(model: String, duration: Duration) {
+        registry.makeDurationHistogram(
+            name: "hearth_time_to_first_token_seconds", labels: [("model", model)], buckets: Self.latencyBuckets,
+            help: "Time to the first byte from the node"
+        ).record(duration)
+    }
+
+    /// Adds metered tokens for `model`.
+    func tokens(model: String, prompt: Int, completion: Int) {
+        registry.makeCounter(name: "hearth_tokens_total", labels: [("model", model), ("direction", "in")], help: "Tokens metered")
+            .increment(by: Int64(prompt))
+        registry.makeCounter(name: "hearth_tokens_total", labels: [("model", model), ("direction", "out")], help: "Tokens metered")
+            .increment(by: Int64(completion))
+    }
+
+    func streamStarted() { streamsInFlight.increment() }
+    func streamEnded() { streamsInFlight.decrement() }
+
+    func nodes(online: Int, ready: Int) {
+        nodesOnline.set(Double(online))
+        nodesReady.set(Double(ready))
+    }
+
+    /// The Prometheus text exposition.
+    public func render() -> [UInt8] { registry.emitToBuffer() }
+}

@@ -1,0 +1,110 @@
+public import HearthCore
+import Synchronization
+
+/// The nodes the gateway knows, fed by heartbeats, read by routing and the model listings.
+///
+/// Heartbeats and routing touch it on every request, so it is a lock around a dictionary, not an actor.
+public final class NodeRegistry: Sendable {
+    struct Entry {
+        var announcement: NodeAnnouncement
+        var lastSeen: ContinuousClock.Instant
+        var inFlight: Int = 0
+        var recentLatency: Double?
+    }
+
+    private let entries = Mutex<[NodeID: Entry]>([:])
+    private let ttl: Duration
+    private let clock = ContinuousClock()
+
+    public init(ttl: Duration) {
+        self.ttl = ttl
+    }
+
+    /// Records an announcement. Returns `true` when the node is new.
+    @discardableResult
+    public func upsert(_ announcement: NodeAnnouncement) -> Bool {
+        let now = clock.now
+        return entries.withLock { entries in
+            if var entry = entries[announcement.nodeID] {
+                entry.announcement = announcement
+                entry.lastSeen = now
+                entries[announcement.nodeID] = entry
+                return false
+            }
+            entries[announcement.nodeID] = Entry(announcement: announcement, lastSeen: now)
+            return true
+        }
+    }
+
+    /// Drops nodes silent for longer than the TTL, and returns their ids.
+    public func expire() -> [NodeID] {
+        let deadline = clock.now - ttl
+        return entries.withLock { entries in
+            let silent = entries.filter { $0.value.lastSeen < deadline }.map(\.key)
+            for id in silent { entries[id] = nil }
+            return silent.sorted()
+        }
+    }
+
+    /// The routing view of every live node.
+    public func routableNodes() -> [RoutableNode] {
+        let deadline = clock.now - ttl
+        return entries.withLock { entries in
+            entries.values.compactMap { entry in
+                guard entry.lastSeen >= deadline else { return nil }
+                return RoutableNode(
+                    id: entry.announcement.nodeID, models: entry.announcement.models,
+                    parallelSlots: entry.announcement.limits.parallelSlots, inFlight: entry.inFlight,
+                    recentLatency: entry.recentLatency, draining: entry.announcement.draining)
+            }
+        }
+    }
+
+    /// The latest announcement of every live node, sorted by id.
+    public func announcements() -> [NodeAnnouncement] {
+        let deadline = clock.now - ttl
+        return entries.withLock { entries in
+            entries.values.filter { $0.lastSeen >= deadline }.map(\.announcement).sorted { $0.nodeID < $1.nodeID }
+        }
+    }
+
+    /// The endpoint of a live node.
+    public func endpoint(of id: NodeID) -> String? {
+        entries.withLock { $0[id]?.announcement.endpoint }
+    }
+
+    /// Counts a request the gateway starts on `id`.
+    public func begin(on id: NodeID) {
+        entries.withLock { $0[id]?.inFlight += 1 }
+    }
+
+    /// Counts a request on `id` as over; `latency` (seconds to first byte) feeds the smoothed latency.
+    public func end(on id: NodeID, latency: Double?) {
+        entries.withLock { entries in
+            guard var entry = entries[id] else { return }
+            entry.inFlight = max(0, entry.inFlight - 1)
+            if let latency {
+                entry.recentLatency = entry.recentLatency.map { 0.8 * $0 + 0.2 * latency } ?? latency
+            }
+            entries[id] = entry
+        }
+    }
+
+    /// Ready models with the nodes serving them, for the model listings.
+    public func readyModels() -> [(model: ServedModel, nodes: [NodeID])] {
+        var byID: [ModelID: (model: ServedModel, nodes: [NodeID])] = [:]
+        for node in routableNodes() where !node.draining {
+            for model in node.models where model.state == .ready {
+                byID[model.id, default: (model, [])].nodes.append(node.id)
+            }
+        }
+        return byID.values.sorted { $0.model.id < $1.model.id }
+    }
+
+    /// The number of live nodes and of those with at least one ready model.
+    public func counts() -> (online: Int, ready: Int) {
+        let nodes = routableNodes()
+        let ready = nodes.filter { node in !node.draining && node.models.contains { $0.state == .ready } }.count
+        return (nodes.count, ready)
+    }
+}

@@ -1,0 +1,160 @@
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+
+/// Runs one `llama-server` for one model: verifies the file's hash, starts the engine on a free loopback port,
+/// waits for `/health`, restarts it with backoff when it crashes, and stops it on shutdown.
+struct EngineSupervisorService: Service {
+    let handle: EngineHandle
+    let configuration: NodeConfiguration
+    let logger: Logger
+
+    private enum Event: Sendable {
+        case exited(Int32)
+        case shutdown
+    }
+
+    func run() async throws {
+        let model = handle.spec
+        var logger = logger
+        logger[metadataKey: "node.model"] = "\(model.id)"
+        do {
+            let digest = try await FileDigest.sha256(ofFileAt: model.path)
+            guard digest == model.sha256 else {
+                fail("sha256 of \(model.path) is \(digest), expected \(model.sha256); refusing to load it", logger: logger)
+                return try await gracefulShutdown()
+            }
+        } catch {
+            fail("cannot read \(model.path): \(error)", logger: logger)
+            return try await gracefulShutdown()
+        }
+
+        var failuresInARow = 0
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let healthy = try await runOnce(logger: logger)
+            if Task.isShuttingDownGracefully || Task.isCancelled { break }
+            failuresInARow = healthy ? 0 : failuresInARow + 1
+            let delay = Self.backoff(afterFailures: failuresInARow)
+            logger.warning("engine stopped; restarting", metadata: ["node.engine.restart_in_s": "\(delay)"])
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(delay)) }
+        }
+    }
+
+    /// Seconds to wait before the next start: 0.5 s after a crash of a healthy engine, doubling per failed start, at most 30 s.
+    static func backoff(afterFailures failures: Int) -> Double {
+        min(30, 0.5 * pow(2, Double(min(failures, 10))))
+    }
+
+    /// Starts the engine once and returns when it has exited. Returns whether it became healthy.
+    private func runOnce(logger: Logger) async throws -> Bool {
+        let port = try await Self.freeLoopbackPort()
+        let logPath = (configuration.dataDirectory as NSString).appendingPathComponent("engine-\(port).log")
+        handle.update {
+            $0.state = .loading
+            $0.port = port
+            $0.starts += 1
+        }
+        let process: EngineProcess
+        do {
+            process = try await EngineProcess.launch(
+                executable: configuration.llamaServerPath, arguments: arguments(port: port), logPath: logPath)
+        } catch {
+            fail("cannot start \(configuration.llamaServerPath): \(error)", logger: logger)
+            return false
+        }
+        handle.update { $0.pid = process.pid }
+        logger.info("engine starting", metadata: ["node.engine.port": "\(port)", "node.engine.pid": "\(process.pid)"])
+        defer { try? FileManager.default.removeItem(atPath: logPath) }
+
+        let (events, continuation) = AsyncStream.makeStream(of: Event.self)
+        Task {
+            continuation.yield(.exited(await process.waitForExit()))
+        }
+        let healthy = await waitUntilHealthy(port: port, process: process)
+        if healthy {
+            handle.update {
+                $0.state = .ready
+                $0.detail = nil
+            }
+            logger.info("engine ready", metadata: ["node.engine.port": "\(port)"])
+        } else if !process.hasExited {
+            fail("engine did not become healthy within \(configuration.engineStartTimeout)", logger: logger)
+            await process.stop(grace: .seconds(2))
+        }
+        await withGracefulShutdownHandler {
+            for await event in events {
+                switch event {
+                case .exited(let status):
+                    if !Task.isShuttingDownGracefully {
+                        fail("engine exited with status \(status): \(Self.tail(of: logPath))", logger: logger)
+                    }
+                    return
+                case .shutdown:
+                    logger.info("stopping engine")
+                    await process.stop(grace: .seconds(5))
+                }
+            }
+        } onGracefulShutdown: {
+            continuation.yield(.shutdown)
+        }
+        handle.update {
+            $0.pid = nil
+            $0.port = nil
+        }
+        return healthy
+    }
+
+    private func arguments(port: Int) -> [String] {
+        let limits = configuration.limits
+        var arguments = [
+            "--model", handle.spec.path, "--host", "127.0.0.1", "--port", String(port),
+            "--ctx-size", String(limits.contextSize * limits.parallelSlots), "--parallel", String(limits.parallelSlots),
+            "--threads", String(limits.threads), "--alias", handle.spec.id.rawValue, "--no-webui",
+        ]
+        arguments += configuration.extraEngineArguments
+        return arguments
+    }
+
+    /// Polls `/health` until it answers 200, the process exits, or the start timeout passes.
+    private func waitUntilHealthy(port: Int, process: EngineProcess) async -> Bool {
+        let deadline = ContinuousClock.now + configuration.engineStartTimeout
+        while ContinuousClock.now < deadline, !process.hasExited, !Task.isShuttingDownGracefully, !Task.isCancelled {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/health")
+            request.method = .GET
+            if let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(1)), response.status == .ok {
+                return true
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    private func fail(_ detail: String, logger: Logger) {
+        handle.update {
+            $0.state = .failed
+            $0.detail = detail
+        }
+        logger.error("engine failed", metadata: ["node.engine.detail": "\(detail)"])
+    }
+
+    /// The last lines of the engine's log, to explain a crash.
+    static func tail(of path: String) -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return "(no log)" }
+        return text.split(separator: "\n").suffix(3).joined(separator: " | ")
+    }
+
+    /// A port that was free a moment ago on 127.0.0.1.
+    static func freeLoopbackPort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress?.port ?? 0
+        try await channel.close()
+        return port
+    }
+}

@@ -1,0 +1,86 @@
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOFoundationEssentialsCompat
+import Synchronization
+
+/// The node's API for the gateway: completions are passed to the engine serving the model and streamed back
+/// as they come. When the gateway goes away, the engine request is dropped, which stops the generation.
+struct EngineProxyController {
+    let engines: [EngineHandle]
+    let load: NodeLoad
+    let maxBodyBytes: Int
+
+    private struct ModelField: Decodable {
+        var model: String?
+    }
+
+    func addRoutes(to router: Router<BasicRequestContext>) {
+        router.get("/health") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
+        }
+        router.post("/v1/chat/completions") { request, context in
+            try await forward(request, path: "/v1/chat/completions", context: context)
+        }
+        router.post("/v1/completions") { request, context in
+            try await forward(request, path: "/v1/completions", context: context)
+        }
+    }
+
+    func forward(_ request: Request, path: String, context: BasicRequestContext) async throws -> Response {
+        let body = try await request.body.collect(upTo: maxBodyBytes)
+        guard let name = (try? JSONDecoder().decode(ModelField.self, from: body))?.model else {
+            return Self.error(400, "The body must be JSON with a 'model' string.")
+        }
+        guard let engine = engines.first(where: { $0.serves(name) }) else {
+            return Self.error(404, "This node does not serve '\(name)'.")
+        }
+        let snapshot = engine.snapshot
+        guard snapshot.state == .ready, let port = snapshot.port else {
+            return Self.error(503, "The engine for '\(name)' is \(snapshot.state.rawValue).")
+        }
+        var upstream = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        upstream.method = .POST
+        upstream.headers.add(name: "content-type", value: "application/json")
+        upstream.body = .bytes(body)
+        context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[.init("x-request-id")!] ?? "-")"])
+        load.begin()
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(upstream, timeout: .seconds(1800))
+        } catch {
+            load.end()
+            return Self.error(502, "The engine did not answer: \(error)")
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
+        let load = self.load
+        return Response(
+            status: .init(code: Int(response.status.code)), headers: headers,
+            body: ResponseBody { writer in
+                defer { load.end() }
+                for try await chunk in response.body {
+                    try await writer.write(chunk)
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    static func error(_ status: Int, _ message: String) -> Response {
+        let body = OpenAIErrorBody(message: message, type: status == 503 ? "unavailable_error" : "invalid_request_error")
+        let data = (try? JSONEncoder().encode(body)) ?? Data()
+        return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Requests the node is serving right now.
+final class NodeLoad: Sendable {
+    private let count = Atomic<Int>(0)
+    func begin() { count.add(1, ordering: .relaxed) }
+    func end() { count.subtract(1, ordering: .relaxed) }
+    var inFlight: Int { count.load(ordering: .relaxed) }
+}
