@@ -42,7 +42,8 @@ struct ChatCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chat",
         abstract: "Chat with a model through the gateway, streaming the answer as it is generated.",
-        discussion: "With a message argument it answers once and exits; without, it reads your messages line by line until EOF.")
+        discussion: "With a message argument it answers once and exits; without, it reads your messages line by line until EOF."
+    )
 
     @OptionGroup var client: ClientOptions
 

@@ -6,7 +6,8 @@ struct EngineCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "engine",
         abstract: "Manage the inference engine (llama.cpp) and the default model.",
-        subcommands: [Install.self, Paths.self])
+        subcommands: [Install.self, Paths.self]
+    )
 
     struct Install: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -15,7 +16,8 @@ struct EngineCommand: AsyncParsableCommand {
                 Everything goes into the cache (env: HEARTH_CACHE_DIR, else $XDG_CACHE_HOME/hearth, else ~/.cache/hearth).
                 Safe to run again: finished parts are kept, interrupted ones are redone. Needs python3 with pip, a C++
                 compiler, and cmake/ninja (installed into a private venv when missing).
-                """)
+                """
+        )
 
         @Flag(help: "Only fetch the default model; do not build the engine.")
         var modelOnly = false

@@ -59,7 +59,8 @@ struct GatewayCommand: AsyncParsableCommand {
         discussion: """
             Prints `READY url=<base url>` on standard output once it listens; logs go to standard error.
             Nodes join with: hearth node --gateway <base url>
-            """)
+            """
+    )
 
     @OptionGroup var gateway: GatewayOptions
     @OptionGroup var logging: LoggingOptions

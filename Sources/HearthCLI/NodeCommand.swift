@@ -10,7 +10,8 @@ struct NodeCommand: AsyncParsableCommand {
         discussion: """
             Without --model the node serves the default model (SmolLM2-135M-Instruct), building the engine and fetching
             the model into the cache first if needed. Prints `READY port=<n>` on standard output once its API listens.
-            """)
+            """
+    )
 
     @Option(help: "The gateway to join, e.g. http://127.0.0.1:8080 (env: HEARTH_GATEWAY).")
     var gateway: String?
@@ -39,8 +40,11 @@ struct NodeCommand: AsyncParsableCommand {
         let environment = CommandEnvironment()
         let installer = EngineInstaller(progress: warn)
         var configuration = try await node.configuration(
-            dataDirectory: dataDir ?? environment.defaultDataDirectory + "/node", gatewayURL: gateway, environment: environment,
-            installer: installer)
+            dataDirectory: dataDir ?? environment.defaultDataDirectory + "/node",
+            gatewayURL: gateway,
+            environment: environment,
+            installer: installer
+        )
         configuration.host = host
         configuration.port = port
         configuration.advertisedURL = advertiseURL

@@ -31,7 +31,9 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Use this llama-server binary and skip the build (env: HEARTH_LLAMA_SERVER).")
     var llamaServer: String?
 
-    @Option(help: "A JSON file with node settings (keys: model, model_id, sha256, aliases, threads, ctx_size, parallel, llama_server, gateway, name).")
+    @Option(
+        help: "A JSON file with node settings (keys: model, model_id, sha256, aliases, threads, ctx_size, parallel, llama_server, gateway, name)."
+    )
     var config: String?
 
     @Option(help: "Time between heartbeats (e.g. 5s).")
@@ -52,7 +54,10 @@ struct NodeOptions: ParsableArguments {
 
     /// The node configuration, provisioning the engine and default model into the cache when they are needed.
     func configuration(
-        dataDirectory: String, gatewayURL: String?, environment: CommandEnvironment, installer: EngineInstaller
+        dataDirectory: String,
+        gatewayURL: String?,
+        environment: CommandEnvironment,
+        installer: EngineInstaller
     ) async throws -> NodeConfiguration {
         let file = try config.map(NodeConfigFile.load) ?? NodeConfigFile()
         var configuration = NodeConfiguration()
@@ -62,8 +67,10 @@ struct NodeOptions: ParsableArguments {
         configuration.heartbeatInterval = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
         let cores = ProcessInfo.processInfo.activeProcessorCount
         configuration.limits = NodeLimits(
-            threads: threads ?? file.threads ?? cores, contextSize: ctxSize ?? file.ctxSize ?? 2048,
-            parallelSlots: parallel ?? file.parallel ?? 2)
+            threads: threads ?? file.threads ?? cores,
+            contextSize: ctxSize ?? file.ctxSize ?? 2048,
+            parallelSlots: parallel ?? file.parallel ?? 2
+        )
 
         if let path = llamaServer ?? environment["HEARTH_LLAMA_SERVER"] ?? file.llamaServer {
             guard FileManager.default.isExecutableFile(atPath: path) else {

@@ -12,7 +12,8 @@ struct UpCommand: AsyncParsableCommand {
         discussion: """
             Builds the engine and fetches the default model into the cache on first use (a few minutes, with progress),
             then prints the API URL and a curl command to try. Ctrl-C stops everything, engines included.
-            """)
+            """
+    )
 
     @OptionGroup var gateway: GatewayOptions
     @OptionGroup var node: NodeOptions
@@ -34,12 +35,18 @@ struct UpCommand: AsyncParsableCommand {
         // heartbeat reads the URL through `ready`, so the node is built now and announces once the port is known.
         let installer = EngineInstaller(progress: warn)
         var nodeConfiguration = try await node.configuration(
-            dataDirectory: dataDirectory + "/node", gatewayURL: nil, environment: environment, installer: installer)
+            dataDirectory: dataDirectory + "/node",
+            gatewayURL: nil,
+            environment: environment,
+            installer: installer
+        )
         nodeConfiguration.gatewayURL = ready.placeholderURL
         let host = gatewayConfiguration.host == "0.0.0.0" ? "127.0.0.1" : gatewayConfiguration.host
         let model = nodeConfiguration.models[0].id
         let builtNode = try await buildNode(
-            configuration: nodeConfiguration.with { $0.gatewayURLProvider = { await ready.url(host: host) } }, logger: logger)
+            configuration: nodeConfiguration.with { $0.gatewayURLProvider = { await ready.url(host: host) } },
+            logger: logger
+        )
         Task {
             let port = await ready.port()
             let url = "http://\(host):\(port)"
@@ -55,7 +62,8 @@ struct UpCommand: AsyncParsableCommand {
 
                 or: hearth chat --url \(url)
                 Ctrl-C stops everything.
-                """)
+                """
+            )
         }
         // Start order: gateway loops, engines, node API, gateway API, heartbeat. Shutdown runs in reverse: the node
         // says it is draining, the gateway finishes its streams, then the node's API, engines and loops stop.

@@ -23,24 +23,39 @@ public struct Gateway: Sendable {
 ///   - onServerRunning: called with the bound port once the server listens (port 0 picks one).
 /// - Throws: when the database cannot be opened or migrated.
 public func buildGateway(
-    configuration: GatewayConfiguration, transport: (any NodeTransport)? = nil, logger: Logger,
+    configuration: GatewayConfiguration,
+    transport: (any NodeTransport)? = nil,
+    logger: Logger,
     onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> Gateway {
     let database = try GatewayDatabase.open(directory: configuration.dataDirectory)
     try await database.migrate()
     let registry = NodeRegistry(ttl: configuration.nodeTTL)
     let metrics = GatewayMetrics()
+    let nodeClient = HTTPClientService.makeNodeClient(connectTimeout: configuration.nodeConnectTimeout)
     let dispatcher = Dispatcher(
-        registry: registry, transport: transport ?? HTTPNodeTransport(), maxAttempts: configuration.maxAttempts,
-        retryAfterSeconds: configuration.retryAfterSeconds)
+        registry: registry,
+        transport: transport ?? HTTPNodeTransport(client: nodeClient),
+        maxAttempts: configuration.maxAttempts,
+        retryAfterSeconds: configuration.retryAfterSeconds
+    )
     let pipeline = CompletionPipeline(
-        dispatcher: dispatcher, database: database, metrics: metrics, maxBodyBytes: configuration.maxBodyBytes,
-        limits: configuration.limits)
+        dispatcher: dispatcher,
+        database: database,
+        metrics: metrics,
+        maxBodyBytes: configuration.maxBodyBytes,
+        limits: configuration.limits
+    )
 
     let router = Router(context: GatewayRequestContext.self)
     router.add(middleware: EdgeMiddleware(metrics: metrics))
     router.add(middleware: OpenAIErrorMiddleware())
-    router.add(middleware: RateLimitMiddleware(limiter: RateLimiter(perMinute: configuration.rateLimitPerMinute), trustedProxies: configuration.trustedProxies))
+    router.add(
+        middleware: RateLimitMiddleware(
+            limiter: RateLimiter(perMinute: configuration.rateLimitPerMinute),
+            trustedProxies: configuration.trustedProxies
+        )
+    )
     OperationsController(registry: registry, metrics: metrics).addRoutes(to: router)
     ModelsController(registry: registry).addRoutes(to: router)
     CompletionsController(pipeline: pipeline).addRoutes(to: router)
@@ -52,6 +67,13 @@ public func buildGateway(
         router: router,
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "hearth"),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
-        logger: logger)
-    return Gateway(application: application, registry: registry, database: database, metrics: metrics, services: [sweeper, application])
+        logger: logger
+    )
+    return Gateway(
+        application: application,
+        registry: registry,
+        database: database,
+        metrics: metrics,
+        services: [HTTPClientService(client: nodeClient), sweeper, application]
+    )
 }

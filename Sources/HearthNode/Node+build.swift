@@ -21,7 +21,9 @@ public struct Node: Sendable {
 ///   - onServerRunning: called with the bound port of the node's API.
 /// - Throws: `NodeStartError` when the configuration cannot work (no model, missing file, unreadable identity).
 public func buildNode(
-    configuration: NodeConfiguration, logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    configuration: NodeConfiguration,
+    logger: Logger,
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> Node {
     guard !configuration.models.isEmpty else { throw NodeStartError("no model to serve: give --model or use the default model") }
     try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
@@ -46,9 +48,16 @@ public func buildNode(
             boundPort.set(port)
             await onServerRunning(port)
         },
-        logger: logger)
+        logger: logger
+    )
     let supervisors: [any Service] = engines.map { EngineSupervisorService(handle: $0, configuration: configuration, logger: logger) }
     let heartbeat = HeartbeatService(
-        node: identity, configuration: configuration, engines: engines, load: load, boundPort: boundPort, logger: logger)
+        node: identity,
+        configuration: configuration,
+        engines: engines,
+        load: load,
+        boundPort: boundPort,
+        logger: logger
+    )
     return Node(identity: identity, engines: engines, services: supervisors + [application], heartbeat: heartbeat)
 }

@@ -83,7 +83,11 @@ public struct OllamaStatistics: Sendable, Equatable {
     public var evalNanoseconds: UInt64
 
     public init(
-        doneReason: String, promptTokens: Int, completionTokens: Int, totalNanoseconds: UInt64, promptNanoseconds: UInt64,
+        doneReason: String,
+        promptTokens: Int,
+        completionTokens: Int,
+        totalNanoseconds: UInt64,
+        promptNanoseconds: UInt64,
         evalNanoseconds: UInt64
     ) {
         self.doneReason = doneReason

@@ -66,8 +66,12 @@ extension CompletionRequest {
             upstream["stream_options"] = ["include_usage": true]
         }
         self.init(
-            endpoint: endpoint, model: model, stream: stream, clientWantsUsage: stream && clientWantsUsage,
-            maxTokens: maxTokens, upstreamBody: removingNulls(upstream)
+            endpoint: endpoint,
+            model: model,
+            stream: stream,
+            clientWantsUsage: stream && clientWantsUsage,
+            maxTokens: maxTokens,
+            upstreamBody: removingNulls(upstream)
         )
     }
 
@@ -84,13 +88,19 @@ extension CompletionRequest {
         for (index, message) in messages.enumerated() {
             guard let role = message["role"]?.stringValue else {
                 throw APIFailure(
-                    .invalidRequest, "messages[\(index)] must be an object with a string 'role'.", param: "messages[\(index)].role",
-                    code: "invalid_type")
+                    .invalidRequest,
+                    "messages[\(index)] must be an object with a string 'role'.",
+                    param: "messages[\(index)].role",
+                    code: "invalid_type"
+                )
             }
             guard ["system", "user", "assistant", "tool", "developer", "function"].contains(role) else {
                 throw APIFailure(
-                    .invalidRequest, "messages[\(index)].role '\(role)' is not one of system, user, assistant, tool, developer.",
-                    param: "messages[\(index)].role", code: "invalid_value")
+                    .invalidRequest,
+                    "messages[\(index)].role '\(role)' is not one of system, user, assistant, tool, developer.",
+                    param: "messages[\(index)].role",
+                    code: "invalid_value"
+                )
             }
         }
     }
@@ -115,8 +125,11 @@ extension CompletionRequest {
             }
             guard number <= limits.maxTokensCeiling else {
                 throw APIFailure(
-                    .invalidRequest, "'\(key)' is \(number), above this gateway's limit of \(limits.maxTokensCeiling) tokens.",
-                    param: key, code: "invalid_value")
+                    .invalidRequest,
+                    "'\(key)' is \(number), above this gateway's limit of \(limits.maxTokensCeiling) tokens.",
+                    param: key,
+                    code: "invalid_value"
+                )
             }
             requested = requested ?? Int(number)
         }
@@ -146,8 +159,11 @@ extension CompletionRequest {
         guard let value = body[key], value != .null else { return }
         guard let number = value.doubleValue, range.contains(number) else {
             throw APIFailure(
-                .invalidRequest, "'\(key)' must be a number from \(range.lowerBound) to \(range.upperBound).", param: key,
-                code: "invalid_value")
+                .invalidRequest,
+                "'\(key)' must be a number from \(range.lowerBound) to \(range.upperBound).",
+                param: key,
+                code: "invalid_value"
+            )
         }
     }
 

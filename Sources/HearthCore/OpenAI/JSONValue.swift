@@ -21,6 +21,12 @@ public enum JSONValue: Sendable, Hashable {
         }
     }
 
+    /// The element at `index` of an array, or `nil` out of range or for a non-array.
+    public subscript(index: Int) -> JSONValue? {
+        guard case .array(let elements) = self, elements.indices.contains(index) else { return nil }
+        return elements[index]
+    }
+
     public var stringValue: String? {
         if case .string(let value) = self { return value }
         return nil

@@ -15,8 +15,15 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
     public var version: String
 
     public init(
-        nodeID: NodeID, name: String, endpoint: String, hardware: HardwareProfile, limits: NodeLimits, models: [ServedModel],
-        inFlight: Int, draining: Bool, version: String
+        nodeID: NodeID,
+        name: String,
+        endpoint: String,
+        hardware: HardwareProfile,
+        limits: NodeLimits,
+        models: [ServedModel],
+        inFlight: Int,
+        draining: Bool,
+        version: String
     ) {
         self.nodeID = nodeID
         self.name = name
@@ -83,7 +90,12 @@ public struct ServedModel: Codable, Sendable, Equatable {
     public var detail: String?
 
     public init(
-        id: ModelID, aliases: [ModelID] = [], sha256: SHA256Digest, contextLength: Int, sizeBytes: UInt64, state: EngineState,
+        id: ModelID,
+        aliases: [ModelID] = [],
+        sha256: SHA256Digest,
+        contextLength: Int,
+        sizeBytes: UInt64,
+        state: EngineState,
         detail: String? = nil
     ) {
         self.id = id

@@ -10,7 +10,12 @@ public struct RoutableNode: Sendable, Equatable {
     public var draining: Bool
 
     public init(
-        id: NodeID, models: [ServedModel], parallelSlots: Int, inFlight: Int, recentLatency: Double?, draining: Bool
+        id: NodeID,
+        models: [ServedModel],
+        parallelSlots: Int,
+        inFlight: Int,
+        recentLatency: Double?,
+        draining: Bool
     ) {
         self.id = id
         self.models = models

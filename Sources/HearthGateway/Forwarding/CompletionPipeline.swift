@@ -27,7 +27,11 @@ struct CompletionPipeline: Sendable {
 
     /// Opens the request on a node, or records the refusal and throws it as an `OpenAIError`.
     func open(
-        _ endpoint: CompletionEndpoint, model: ModelID, body: JSONValue, route: String, context: GatewayRequestContext,
+        _ endpoint: CompletionEndpoint,
+        model: ModelID,
+        body: JSONValue,
+        route: String,
+        context: GatewayRequestContext,
         startedAt: Date
     ) async throws -> OpenedUpstream {
         do {
@@ -35,10 +39,19 @@ struct CompletionPipeline: Sendable {
         } catch {
             await record(
                 UsageRecord(
-                    requestID: context.id, route: route, model: model.rawValue, nodeID: nil, promptTokens: 0, completionTokens: 0,
-                    status: String(error.failure.status), startedAt: startedAt, firstByteMilliseconds: nil,
-                    durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000),
-                logger: context.logger)
+                    requestID: context.id,
+                    route: route,
+                    model: model.rawValue,
+                    nodeID: nil,
+                    promptTokens: 0,
+                    completionTokens: 0,
+                    status: String(error.failure.status),
+                    startedAt: startedAt,
+                    firstByteMilliseconds: nil,
+                    durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000
+                ),
+                logger: context.logger
+            )
             var headers = HTTPFields()
             if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
             throw OpenAIError(error.failure, headers: headers)
@@ -75,19 +88,34 @@ struct CompletionPipeline: Sendable {
 
     /// Records a request served by `upstream`, and releases the node.
     func finish(
-        _ upstream: OpenedUpstream, usage: TokenUsage?, fallbackCompletionTokens: Int, status: String, route: String, model: String,
-        requestID: String, startedAt: Date, logger: Logger
+        _ upstream: OpenedUpstream,
+        usage: TokenUsage?,
+        fallbackCompletionTokens: Int,
+        status: String,
+        route: String,
+        model: String,
+        requestID: String,
+        startedAt: Date,
+        logger: Logger
     ) async {
         dispatcher.finish(upstream)
         let firstByte = upstream.firstByteAt - upstream.startedAt
         metrics.timeToFirstToken(model: model, duration: firstByte)
         await record(
             UsageRecord(
-                requestID: requestID, route: route, model: model, nodeID: upstream.node.rawValue,
-                promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? fallbackCompletionTokens,
-                status: status, startedAt: startedAt, firstByteMilliseconds: firstByte.milliseconds,
-                durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000),
-            logger: logger)
+                requestID: requestID,
+                route: route,
+                model: model,
+                nodeID: upstream.node.rawValue,
+                promptTokens: usage?.promptTokens ?? 0,
+                completionTokens: usage?.completionTokens ?? fallbackCompletionTokens,
+                status: status,
+                startedAt: startedAt,
+                firstByteMilliseconds: firstByte.milliseconds,
+                durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000
+            ),
+            logger: logger
+        )
     }
 }
 

@@ -31,18 +31,24 @@ public struct Dispatcher: Sendable {
     /// - Throws: `DispatchFailure` with an `APIFailure` for the client: 404 for an unknown model, 503 when no node
     ///   is ready, 502 when every attempted node failed.
     public func open(
-        endpoint: CompletionEndpoint, model: ModelID, body: JSONValue, requestID: String, logger: Logger
+        endpoint: CompletionEndpoint,
+        model: ModelID,
+        body: JSONValue,
+        requestID: String,
+        logger: Logger
     ) async throws(DispatchFailure) -> OpenedUpstream {
         let candidates: [NodeID]
         let canonical: ModelID
         switch RoutePlanner.plan(model: model, nodes: registry.routableNodes()) {
         case .unknownModel:
             throw DispatchFailure(
-                APIFailure(.notFound, "The model '\(model)' does not exist on this network.", param: "model", code: "model_not_found"))
+                APIFailure(.notFound, "The model '\(model)' does not exist on this network.", param: "model", code: "model_not_found")
+            )
         case .noReadyNode:
             throw DispatchFailure(
                 APIFailure(.unavailable, "No node serving '\(model)' is ready yet; try again shortly.", code: "model_not_ready"),
-                retryAfter: retryAfterSeconds)
+                retryAfter: retryAfterSeconds
+            )
         case .candidates(let nodes, let name):
             candidates = nodes
             canonical = name
@@ -62,7 +68,10 @@ public struct Dispatcher: Sendable {
             registry.begin(on: node)
             do {
                 let response = try await transport.send(
-                    NodeRequest(endpoint: endpoint, body: bytes, requestID: requestID), to: node, endpoint: endpointURL)
+                    NodeRequest(endpoint: endpoint, body: bytes, requestID: requestID),
+                    to: node,
+                    endpoint: endpointURL
+                )
                 if response.status >= 500 {
                     registry.end(on: node, latency: nil)
                     failures.append("\(node.short): HTTP \(response.status)")
@@ -80,8 +89,12 @@ public struct Dispatcher: Sendable {
         }
         throw DispatchFailure(
             APIFailure(
-                .upstream, "No node could serve the request (\(failures.joined(separator: "; ")))", code: "upstream_failed"),
-            retryAfter: retryAfterSeconds)
+                .upstream,
+                "No node could serve the request (\(failures.joined(separator: "; ")))",
+                code: "upstream_failed"
+            ),
+            retryAfter: retryAfterSeconds
+        )
     }
 
     /// Marks the request on `upstream.node` as over.

@@ -9,7 +9,7 @@ public struct HTTPNodeTransport: NodeTransport {
     /// Upper bound on one whole request, generation included.
     private let deadline: Duration
 
-    public init(client: HTTPClient = .shared, deadline: Duration = .seconds(1800)) {
+    public init(client: HTTPClient, deadline: Duration = .seconds(1800)) {
         self.client = client
         self.deadline = deadline
     }
@@ -26,8 +26,10 @@ public struct HTTPNodeTransport: NodeTransport {
         let response = try await client.execute(upstream, timeout: .nanoseconds(Int64(deadline.components.seconds) * 1_000_000_000))
         let box = IteratorBox(response.body.makeAsyncIterator())
         return NodeResponse(
-            status: Int(response.status.code), contentType: response.headers.first(name: "content-type"),
-            body: NodeResponseBody(next: { try await box.next() }))
+            status: Int(response.status.code),
+            contentType: response.headers.first(name: "content-type"),
+            body: NodeResponseBody(next: { try await box.next() })
+        )
     }
 }
 

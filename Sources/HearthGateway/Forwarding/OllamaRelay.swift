@@ -66,9 +66,12 @@ struct OllamaRelay: Sendable {
         let promptEnd = firstToken ?? end
         let statistics = OllamaStatistics(
             doneReason: OllamaResponseWriter.doneReason(fromFinishReason: finishReason),
-            promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? contentEvents,
-            totalNanoseconds: (end - started).nanoseconds, promptNanoseconds: (promptEnd - started).nanoseconds,
-            evalNanoseconds: (end - promptEnd).nanoseconds)
+            promptTokens: usage?.promptTokens ?? 0,
+            completionTokens: usage?.completionTokens ?? contentEvents,
+            totalNanoseconds: (end - started).nanoseconds,
+            promptNanoseconds: (promptEnd - started).nanoseconds,
+            evalNanoseconds: (end - promptEnd).nanoseconds
+        )
         return Outcome(status: status, usage: usage, contentEvents: contentEvents, finalLine: writer.final(text: text, statistics: statistics))
     }
 }

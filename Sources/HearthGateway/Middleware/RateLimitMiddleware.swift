@@ -46,8 +46,10 @@ struct RateLimitMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
         context.clientAddress = Self.clientAddress(
-            peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[values: .xForwardedFor],
-            trustedProxies: trustedProxies)
+            peer: context.remoteAddress?.ipAddress,
+            forwardedFor: request.headers[values: .xForwardedFor],
+            trustedProxies: trustedProxies
+        )
         let path = request.uri.path
         guard path.hasPrefix("/v1/") || path.hasPrefix("/api/") else {
             return try await next(request, context)
@@ -61,9 +63,12 @@ struct RateLimitMiddleware: RouterMiddleware {
             headers[.retryAfter] = String(decision.retryAfterSeconds)
             throw OpenAIError(
                 APIFailure(
-                    .rateLimited, "Rate limit of \(limiter.perMinute) requests per minute exceeded; retry in \(decision.retryAfterSeconds) s.",
-                    code: "rate_limit_exceeded"),
-                headers: headers)
+                    .rateLimited,
+                    "Rate limit of \(limiter.perMinute) requests per minute exceeded; retry in \(decision.retryAfterSeconds) s.",
+                    code: "rate_limit_exceeded"
+                ),
+                headers: headers
+            )
         }
         do {
             var response = try await next(request, context)

@@ -21,8 +21,16 @@ public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var durationMilliseconds: Double
 
     public init(
-        requestID: String, route: String, model: String, nodeID: String?, promptTokens: Int, completionTokens: Int,
-        status: String, startedAt: Date, firstByteMilliseconds: Double?, durationMilliseconds: Double
+        requestID: String,
+        route: String,
+        model: String,
+        nodeID: String?,
+        promptTokens: Int,
+        completionTokens: Int,
+        status: String,
+        startedAt: Date,
+        firstByteMilliseconds: Double?,
+        durationMilliseconds: Double
     ) {
         self.requestID = requestID
         self.route = route

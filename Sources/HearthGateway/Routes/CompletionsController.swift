@@ -1,8 +1,8 @@
 import Foundation
 import HearthCore
 import Hummingbird
-import NIOFoundationEssentialsCompat
 import NIOCore
+import NIOFoundationEssentialsCompat
 
 /// `POST /v1/chat/completions` and `POST /v1/completions`: checked, routed to a node, relayed without buffering.
 struct CompletionsController {
@@ -28,7 +28,13 @@ struct CompletionsController {
         }
         let route = endpoint.rawValue
         let upstream = try await pipeline.open(
-            endpoint, model: prepared.model, body: prepared.upstreamBody, route: route, context: context, startedAt: startedAt)
+            endpoint,
+            model: prepared.model,
+            body: prepared.upstreamBody,
+            route: route,
+            context: context,
+            startedAt: startedAt
+        )
         guard upstream.response.status < 400 else {
             throw await pipeline.relayNodeError(upstream)
         }
@@ -49,8 +55,16 @@ struct CompletionsController {
             }
             let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: body))?.usage
             await pipeline.finish(
-                upstream, usage: usage, fallbackCompletionTokens: 0, status: outcome, route: route, model: model, requestID: requestID,
-                startedAt: startedAt, logger: logger)
+                upstream,
+                usage: usage,
+                fallbackCompletionTokens: 0,
+                status: outcome,
+                route: route,
+                model: model,
+                requestID: requestID,
+                startedAt: startedAt,
+                logger: logger
+            )
             guard outcome == "ok" else {
                 throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
             }
@@ -62,7 +76,8 @@ struct CompletionsController {
         headers[.cacheControl] = "no-cache"
         let clientWantsUsage = prepared.clientWantsUsage
         return Response(
-            status: .ok, headers: headers,
+            status: .ok,
+            headers: headers,
             body: ResponseBody { writer in
                 pipeline.metrics.streamStarted()
                 defer { pipeline.metrics.streamEnded() }
@@ -95,12 +110,21 @@ struct CompletionsController {
                     }
                 }
                 await pipeline.finish(
-                    upstream, usage: usage, fallbackCompletionTokens: max(0, contentEvents - 1), status: outcome, route: route,
-                    model: model, requestID: requestID, startedAt: startedAt, logger: logger)
+                    upstream,
+                    usage: usage,
+                    fallbackCompletionTokens: max(0, contentEvents - 1),
+                    status: outcome,
+                    route: route,
+                    model: model,
+                    requestID: requestID,
+                    startedAt: startedAt,
+                    logger: logger
+                )
                 if outcome != "client_closed" {
                     try await writer.finish(nil)
                 }
-            })
+            }
+        )
     }
 
     /// Sent when the node's stream breaks after the client already has a 200.

@@ -1,8 +1,8 @@
 import Foundation
 import HearthCore
 import Hummingbird
-import NIOFoundationEssentialsCompat
 import Logging
+import NIOFoundationEssentialsCompat
 
 /// Where nodes announce themselves and send heartbeats, and where operators list them.
 ///
@@ -29,7 +29,8 @@ struct NodesController {
                     metadata: [
                         "node.id": "\(announcement.nodeID.short)", "node.name": "\(announcement.name)",
                         "node.models": "\(announcement.models.map(\.id.rawValue))",
-                    ])
+                    ]
+                )
             }
             return Response(status: .noContent)
         }

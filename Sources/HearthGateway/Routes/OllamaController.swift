@@ -75,7 +75,13 @@ struct OllamaController {
         }
         let route = shape == .chat ? "/api/chat" : "/api/generate"
         let upstream = try await pipeline.open(
-            .chat, model: prepared.model, body: prepared.upstreamBody, route: route, context: context, startedAt: startedAt)
+            .chat,
+            model: prepared.model,
+            body: prepared.upstreamBody,
+            route: route,
+            context: context,
+            startedAt: startedAt
+        )
         guard upstream.response.status < 400 else {
             throw await pipeline.relayNodeError(upstream)
         }
@@ -87,8 +93,16 @@ struct OllamaController {
         let model = prepared.model.rawValue
         let finish: @Sendable (OllamaRelay.Outcome) async -> Void = { outcome in
             await pipeline.finish(
-                upstream, usage: outcome.usage, fallbackCompletionTokens: outcome.contentEvents, status: outcome.status, route: route,
-                model: model, requestID: requestID, startedAt: startedAt, logger: logger)
+                upstream,
+                usage: outcome.usage,
+                fallbackCompletionTokens: outcome.contentEvents,
+                status: outcome.status,
+                route: route,
+                model: model,
+                requestID: requestID,
+                startedAt: startedAt,
+                logger: logger
+            )
         }
         guard stream else {
             let outcome = await relay.collect()
@@ -99,7 +113,8 @@ struct OllamaController {
         var headers: HTTPFields = [.contentType: "application/x-ndjson", .hearthNode: upstream.node.short]
         headers[.cacheControl] = "no-cache"
         return Response(
-            status: .ok, headers: headers,
+            status: .ok,
+            headers: headers,
             body: ResponseBody { bodyWriter in
                 pipeline.metrics.streamStarted()
                 defer { pipeline.metrics.streamEnded() }
@@ -109,7 +124,8 @@ struct OllamaController {
                     if outcome.status == "ok" { try? await bodyWriter.write(Self.ndjson(outcome.finalLine)) }
                     try await bodyWriter.finish(nil)
                 }
-            })
+            }
+        )
     }
 
     static func tag(for model: ServedModel) -> JSONValue {
@@ -152,6 +168,8 @@ struct OllamaController {
 /// Encodes a JSON value as an `application/json` response.
 func jsonResponse(_ value: JSONValue, status: HTTPResponse.Status = .ok) throws -> Response {
     Response(
-        status: status, headers: [.contentType: "application/json"],
-        body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder().encode(value))))
+        status: status,
+        headers: [.contentType: "application/json"],
+        body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder().encode(value)))
+    )
 }

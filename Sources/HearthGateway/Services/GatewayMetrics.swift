@@ -26,7 +26,9 @@ public final class GatewayMetrics: Sendable {
         let labels = [("route", route), ("status", String(status))]
         registry.makeCounter(name: "hearth_http_requests_total", labels: labels, help: "HTTP requests by route and status").increment()
         registry.makeDurationHistogram(
-            name: "hearth_http_request_duration_seconds", labels: [("route", route)], buckets: Self.latencyBuckets,
+            name: "hearth_http_request_duration_seconds",
+            labels: [("route", route)],
+            buckets: Self.latencyBuckets,
             help: "Request latency by route"
         ).record(duration)
     }
@@ -34,7 +36,9 @@ public final class GatewayMetrics: Sendable {
     /// Records the time from receiving a request to the node's first byte.
     func timeToFirstToken(model: String, duration: Duration) {
         registry.makeDurationHistogram(
-            name: "hearth_time_to_first_token_seconds", labels: [("model", model)], buckets: Self.latencyBuckets,
+            name: "hearth_time_to_first_token_seconds",
+            labels: [("model", model)],
+            buckets: Self.latencyBuckets,
             help: "Time to the first byte from the node"
         ).record(duration)
     }

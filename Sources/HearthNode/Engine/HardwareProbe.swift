@@ -11,7 +11,8 @@ public enum HardwareProbe {
             memoryTotalBytes: memory.total ?? ProcessInfo.processInfo.physicalMemory,
             memoryAvailableBytes: memory.available ?? 0,
             diskFreeBytes: diskFree(at: diskPath),
-            gpus: gpus())
+            gpus: gpus()
+        )
     }
 
     /// `MemTotal` and `MemAvailable` from `/proc/meminfo` (Linux), in bytes.

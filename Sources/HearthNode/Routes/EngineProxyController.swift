@@ -4,8 +4,8 @@ import HearthCore
 import Hummingbird
 import Logging
 import NIOCore
-import NIOHTTP1
 import NIOFoundationEssentialsCompat
+import NIOHTTP1
 import Synchronization
 
 /// The node's API for the gateway: completions are passed to the engine serving the model and streamed back
@@ -60,14 +60,16 @@ struct EngineProxyController {
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
         let load = self.load
         return Response(
-            status: .init(code: Int(response.status.code)), headers: headers,
+            status: .init(code: Int(response.status.code)),
+            headers: headers,
             body: ResponseBody { writer in
                 defer { load.end() }
                 for try await chunk in response.body {
                     try await writer.write(chunk)
                 }
                 try await writer.finish(nil)
-            })
+            }
+        )
     }
 
     static func error(_ status: Int, _ message: String) -> Response {

@@ -51,13 +51,26 @@ struct HeartbeatService: Service {
         let models = engines.map { engine in
             let snapshot = engine.snapshot
             return ServedModel(
-                id: engine.spec.id, aliases: engine.spec.aliases, sha256: engine.spec.sha256, contextLength: configuration.limits.contextSize,
-                sizeBytes: engine.sizeBytes, state: snapshot.state, detail: snapshot.detail)
+                id: engine.spec.id,
+                aliases: engine.spec.aliases,
+                sha256: engine.spec.sha256,
+                contextLength: configuration.limits.contextSize,
+                sizeBytes: engine.sizeBytes,
+                state: snapshot.state,
+                detail: snapshot.detail
+            )
         }
         return NodeAnnouncement(
-            nodeID: node.id, name: configuration.name, endpoint: endpoint,
-            hardware: HardwareProbe.probe(diskPath: configuration.dataDirectory), limits: configuration.limits, models: models,
-            inFlight: load.inFlight, draining: draining, version: HearthVersion.current)
+            nodeID: node.id,
+            name: configuration.name,
+            endpoint: endpoint,
+            hardware: HardwareProbe.probe(diskPath: configuration.dataDirectory),
+            limits: configuration.limits,
+            models: models,
+            inFlight: load.inFlight,
+            draining: draining,
+            version: HearthVersion.current
+        )
     }
 
     private func send(_ announcement: NodeAnnouncement) async -> Bool {

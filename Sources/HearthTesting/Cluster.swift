@@ -1,0 +1,135 @@
+public import AsyncHTTPClient
+public import Foundation
+public import HearthCore
+public import NIOCore
+import NIOFoundationEssentialsCompat
+public import NIOHTTP1
+import Synchronization
+
+/// Real `hearth` processes for integration tests: a gateway and nodes serving the default model with the
+/// provisioned llama-server. Each cluster owns a temporary folder.
+public final class Cluster: Sendable {
+    public let directory: String
+    public let gateway: TestProcess
+    public let url: String
+
+    /// Starts `hearth gateway --port 0` with `arguments` added.
+    public init(label: String, gatewayArguments: [String] = []) async throws {
+        directory = try TestEnvironment.temporaryDirectory(label)
+        gateway = try await TestProcess(
+            name: "gateway",
+            executable: try TestEnvironment.hearthBinary(),
+            arguments: ["gateway", "--port", "0", "--data-dir", directory + "/gateway"] + gatewayArguments,
+            directory: directory
+        )
+        let ready = try await gateway.waitForLine { $0.hasPrefix("READY url=") }
+        url = String(ready.dropFirst("READY url=".count))
+    }
+
+    /// Starts a node serving the default model and waits until the gateway lists it as ready.
+    public func startNode(_ name: String, extraArguments: [String] = []) async throws -> TestProcess {
+        let node = try await TestProcess(
+            name: name,
+            executable: try TestEnvironment.hearthBinary(),
+            arguments: [
+                "node", "--gateway", url, "--port", "0", "--data-dir", "\(directory)/\(name)", "--name", name,
+                "--llama-server", try TestEnvironment.llamaServer(), "--model", try TestEnvironment.defaultModel(),
+                "--model-id", DefaultModel.id.rawValue, "--sha256", DefaultModel.sha256.hex, "--threads", "1",
+                "--heartbeat-interval", "500ms",
+            ] + extraArguments,
+            directory: directory
+        )
+        started.withLock { $0.append(node) }
+        _ = try await node.waitForLine { $0.hasPrefix("READY port=") }
+        return node
+    }
+
+    /// Polls `/v1/models` until the default model has `count` ready nodes.
+    public func waitForReadyNodes(_ count: Int, timeout: Duration = .seconds(90)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await readyNodeCount() == count { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw TestProcessError("the gateway did not list \(count) ready nodes in time; gateway stderr:\n\(gateway.errorOutput.suffix(3000))")
+    }
+
+    /// The number of ready nodes serving the default model, as `/v1/models` says.
+    public func readyNodeCount() async throws -> Int {
+        let models = try await HTTP.get(url + "/v1/models").json
+        let entry = models["data"]?.arrayValue?.first { $0["id"]?.stringValue == DefaultModel.id.rawValue }
+        return Int(entry?["hearth"]?["nodes"]?.integerValue ?? 0)
+    }
+
+    /// Runs `body` with a new cluster and stops every process it started, whether `body` succeeds or throws.
+    public static func with<T>(
+        label: String,
+        gatewayArguments: [String] = [],
+        _ body: (Cluster) async throws -> T
+    ) async throws -> T {
+        let cluster = try await Cluster(label: label, gatewayArguments: gatewayArguments)
+        do {
+            let value = try await body(cluster)
+            await cluster.stopAll()
+            return value
+        } catch {
+            await cluster.stopAll()
+            throw error
+        }
+    }
+
+    private let started = Mutex<[TestProcess]>([])
+
+    /// Stops every process this cluster started that still runs, nodes first.
+    public func stopAll() async {
+        for process in started.withLock({ $0 }).reversed() { await process.stop() }
+        await gateway.stop()
+    }
+}
+
+/// A plain HTTP client for tests.
+public enum HTTP {
+    public struct Reply: Sendable {
+        public var status: Int
+        public var headers: HTTPHeaders
+        public var body: ByteBuffer
+        public var text: String { String(buffer: body) }
+        public var json: JSONValue { (try? JSONDecoder().decode(JSONValue.self, from: body)) ?? .null }
+    }
+
+    public static func get(_ url: String) async throws -> Reply {
+        try await send(HTTPClientRequest(url: url))
+    }
+
+    public static func post(_ url: String, json: JSONValue, headers: [(String, String)] = []) async throws -> Reply {
+        try await post(url, body: ByteBuffer(bytes: try JSONEncoder().encode(json)), headers: headers)
+    }
+
+    public static func post(_ url: String, body: ByteBuffer, headers: [(String, String)] = []) async throws -> Reply {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        request.body = .bytes(body)
+        return try await send(request)
+    }
+
+    static func send(_ request: HTTPClientRequest) async throws -> Reply {
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+        let body = try await response.body.collect(upTo: 64 << 20)
+        return Reply(status: Int(response.status.code), headers: response.headers, body: body)
+    }
+
+    /// The JSON payloads of a server-sent-event body, `[DONE]` excluded.
+    public static func events(_ body: String) -> [JSONValue] {
+        body.components(separatedBy: "\n\n").compactMap { event in
+            guard event.hasPrefix("data: "), !event.hasSuffix("[DONE]") else { return nil }
+            return try? JSONDecoder().decode(JSONValue.self, from: Data(event.dropFirst(6).utf8))
+        }
+    }
+
+    /// The text of a chat stream's events.
+    public static func streamedText(_ body: String) -> String {
+        events(body).compactMap { $0["choices"]?.arrayValue?.first?["delta"]?["content"]?.stringValue }.joined()
+    }
+}

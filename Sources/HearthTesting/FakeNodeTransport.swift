@@ -1,0 +1,62 @@
+import Foundation
+public import HearthCore
+public import HearthGateway
+public import NIOCore
+import Synchronization
+
+/// A FAKE node transport for in-process gateway tests: it answers like a node would, from a script, without a
+/// network or an engine. Live tests use real nodes instead.
+public final class FakeNodeTransport: NodeTransport {
+    /// What a fake node does with a request.
+    public enum Behaviour: Sendable {
+        /// Answer with this status, content type and these body chunks.
+        case respond(status: Int, contentType: String, chunks: [String])
+        /// Fail before answering, like a node that went away.
+        case fail
+    }
+
+    private let behaviours: Mutex<[NodeID: Behaviour]>
+    private let received = Mutex<[(node: NodeID, body: JSONValue)]>([])
+
+    public init(_ behaviours: [NodeID: Behaviour]) {
+        self.behaviours = Mutex(behaviours)
+    }
+
+    /// The requests sent so far, with the node each went to.
+    public var requests: [(node: NodeID, body: JSONValue)] { received.withLock { $0 } }
+
+    public func send(_ request: NodeRequest, to node: NodeID, endpoint: String) async throws -> NodeResponse {
+        var bytes = request.body
+        let body = bytes.readBytes(length: bytes.readableBytes).flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0)) } ?? .null
+        received.withLock { $0.append((node, body)) }
+        switch behaviours.withLock({ $0[node] }) ?? .fail {
+        case .fail:
+            throw FakeNodeError()
+        case .respond(let status, let contentType, let chunks):
+            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
+            return NodeResponse(
+                status: status,
+                contentType: contentType,
+                body: NodeResponseBody(next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } })
+            )
+        }
+    }
+
+    public struct FakeNodeError: Error {}
+
+    /// A streamed chat answer in llama-server's format: a role chunk, one chunk per piece, a finish chunk, the usage
+    /// chunk and `[DONE]`.
+    public static func chatStream(_ pieces: [String], promptTokens: Int = 7) -> [String] {
+        var events = [#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"object":"chat.completion.chunk"}"# + "\n\n"]
+        for piece in pieces {
+            events.append(#"data: {"choices":[{"index":0,"delta":{"content":"\#(piece)"}}],"object":"chat.completion.chunk"}"# + "\n\n")
+        }
+        events.append(#"data: {"choices":[{"finish_reason":"stop","index":0,"delta":{}}],"object":"chat.completion.chunk"}"# + "\n\n")
+        events.append(
+            #"data: {"choices":[],"object":"chat.completion.chunk","usage":{"completion_tokens":\#(pieces.count),"prompt_tokens":\#(promptTokens),"total_tokens":\#(pieces.count + promptTokens)}}"#
+                + "\n\n"
+        )
+        events.append("data: [DONE]\n\n")
+        return events
+    }
+}

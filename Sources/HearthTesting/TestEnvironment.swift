@@ -1,0 +1,76 @@
+public import Foundation
+public import HearthCore
+import HearthNode
+
+/// Where integration tests find the `hearth` binary, the engine and the default model.
+public enum TestEnvironment {
+    /// `$HEARTH_BIN_DIR/hearth`, else the `hearth` built next to the running test bundle.
+    public static func hearthBinary() throws -> String {
+        if let folder = ProcessInfo.processInfo.environment["HEARTH_BIN_DIR"] {
+            return folder + "/hearth"
+        }
+        var folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<3 {
+            let candidate = folder.appendingPathComponent("hearth").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            folder = folder.deletingLastPathComponent()
+        }
+        throw TestProcessError("cannot find the hearth binary; set HEARTH_BIN_DIR to `swift build --show-bin-path`")
+    }
+
+    /// `$HEARTH_LLAMA_SERVER`, else the provisioned engine in the cache.
+    public static func llamaServer() throws -> String {
+        let path = ProcessInfo.processInfo.environment["HEARTH_LLAMA_SERVER"] ?? EngineInstaller(progress: { _ in }).llamaServerPath
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw TestProcessError("llama-server is not at \(path); run `swift run hearth engine install` first")
+        }
+        return path
+    }
+
+    /// The default model's GGUF file in the cache.
+    public static func defaultModel() throws -> String {
+        let path = EngineInstaller(progress: { _ in }).defaultModelPath
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw TestProcessError("the default model is not at \(path); run `swift run hearth engine install` first")
+        }
+        return path
+    }
+
+    /// A fresh folder under the system's temporary folder.
+    public static func temporaryDirectory(_ label: String = "test") throws -> String {
+        let path = NSTemporaryDirectory() + "hearth-\(label)-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+}
+
+/// Child processes of `pid` whose command name is `name`, from `/proc` (Linux).
+public func childProcesses(of pid: Int32, named name: String) -> [Int32] {
+    guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
+    return entries.compactMap(Int32.init).filter { candidate in
+        guard let status = try? String(contentsOfFile: "/proc/\(candidate)/status", encoding: .utf8) else { return false }
+        let fields = Dictionary(
+            status.split(separator: "\n").compactMap { line -> (String, String)? in
+                let parts = line.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2 else { return nil }
+                return (String(parts[0]), parts[1].trimmingCharacters(in: .whitespaces))
+            },
+            uniquingKeysWith: { first, _ in first }
+        )
+        return fields["PPid"] == String(pid) && fields["Name"].map { name.hasPrefix($0) } == true
+    }
+}
+
+/// Whether a process with this id exists (and is not a zombie).
+public func processIsAlive(_ pid: Int32) -> Bool {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
+    return !status.contains("State:\tZ")
+}
+
+/// The value of `--flag` on a process's command line.
+public func commandLineValue(of pid: Int32, flag: String) -> String? {
+    guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }
+    let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+    guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
+    return arguments[index + 1]
+}
