@@ -74,3 +74,8 @@ public func commandLineValue(of pid: Int32, flag: String) -> String? {
     guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
     return arguments[index + 1]
 }
+
+/// The per-user cache where the engine, the model and test tools live.
+public enum EngineCache {
+    public static var directory: String { EngineInstaller.defaultCacheDirectory() }
+}

@@ -1,0 +1,65 @@
+"""A scripted conversation through Hearth's gateway with the official `openai` and `ollama` Python clients.
+
+Usage: python sdk_conversation.py BASE_URL MODEL
+Exits non-zero with a message on the first thing that does not behave like the real APIs.
+"""
+
+import sys
+
+import ollama
+import openai
+
+base, model = sys.argv[1], sys.argv[2]
+
+client = openai.OpenAI(base_url=base + "/v1", api_key="not-needed")
+messages = [{"role": "user", "content": "Say hello in one short sentence."}]
+
+reply = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0)
+first = reply.choices[0].message.content
+assert first, f"empty answer: {reply}"
+assert reply.usage.completion_tokens > 0 and reply.usage.prompt_tokens > 0, reply.usage
+
+messages += [{"role": "assistant", "content": first}, {"role": "user", "content": "And once more."}]
+text, usage = "", None
+for chunk in client.chat.completions.create(
+    model=model, messages=messages, max_tokens=12, stream=True, stream_options={"include_usage": True}
+):
+    if chunk.choices:
+        text += chunk.choices[0].delta.content or ""
+    if chunk.usage:
+        usage = chunk.usage
+assert text, "streamed answer is empty"
+assert usage is not None and usage.completion_tokens > 0, f"no usage on the stream: {usage}"
+
+completion = client.completions.create(model=model, prompt="The sky is", max_tokens=5)
+assert completion.choices[0].text is not None and completion.usage.completion_tokens > 0, completion
+
+assert model in [m.id for m in client.models.list()], "model missing from /v1/models"
+
+try:
+    client.chat.completions.create(model=model + "-nope", messages=messages)
+    sys.exit("an unknown model was accepted")
+except openai.NotFoundError as error:
+    assert error.body["code"] == "model_not_found", error.body
+
+try:
+    client.chat.completions.create(model=model, messages=[])
+    sys.exit("empty messages were accepted")
+except openai.BadRequestError:
+    pass
+
+local = ollama.Client(host=base)
+answer = local.chat(model=model, messages=[{"role": "user", "content": "Hi"}], stream=False, options={"num_predict": 8})
+assert answer.message.content and answer.done and answer.eval_count > 0, answer
+
+parts = list(local.chat(model=model, messages=[{"role": "user", "content": "Hi"}], stream=True, options={"num_predict": 8}))
+assert parts[-1].done and parts[-1].eval_count > 0, parts[-1]
+assert "".join(part.message.content for part in parts), "streamed Ollama answer is empty"
+
+generated = local.generate(model=model, prompt="Hello", options={"num_predict": 6})
+assert generated.response and generated.done, generated
+
+assert any(entry.model == model for entry in local.list().models), "model missing from /api/tags"
+assert local.show(model).details.format == "gguf"
+
+print("OK")
