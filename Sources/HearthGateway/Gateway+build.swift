@@ -32,10 +32,19 @@ public func buildGateway(
     try await database.migrate()
     let registry = NodeRegistry(ttl: configuration.nodeTTL)
     let metrics = GatewayMetrics()
-    let nodeClient = HTTPClientService.makeNodeClient(connectTimeout: configuration.nodeConnectTimeout)
+    // The gateway owns an HTTP client only when it reaches nodes over HTTP itself; its service shuts it down.
+    var clientServices: [any Service] = []
+    let nodeTransport: any NodeTransport
+    if let transport {
+        nodeTransport = transport
+    } else {
+        let nodeClient = HTTPClientService.makeNodeClient(connectTimeout: configuration.nodeConnectTimeout)
+        clientServices.append(HTTPClientService(client: nodeClient))
+        nodeTransport = HTTPNodeTransport(client: nodeClient)
+    }
     let dispatcher = Dispatcher(
         registry: registry,
-        transport: transport ?? HTTPNodeTransport(client: nodeClient),
+        transport: nodeTransport,
         maxAttempts: configuration.maxAttempts,
         retryAfterSeconds: configuration.retryAfterSeconds
     )
@@ -48,14 +57,15 @@ public func buildGateway(
     )
 
     let router = Router(context: GatewayRequestContext.self)
+    // Outermost first: request id and metrics, rate limiting, then errors rendered as the OpenAI envelope.
     router.add(middleware: EdgeMiddleware(metrics: metrics))
-    router.add(middleware: OpenAIErrorMiddleware())
     router.add(
         middleware: RateLimitMiddleware(
             limiter: RateLimiter(perMinute: configuration.rateLimitPerMinute),
             trustedProxies: configuration.trustedProxies
         )
     )
+    router.add(middleware: OpenAIErrorMiddleware())
     OperationsController(registry: registry, metrics: metrics).addRoutes(to: router)
     ModelsController(registry: registry).addRoutes(to: router)
     CompletionsController(pipeline: pipeline).addRoutes(to: router)
@@ -74,6 +84,6 @@ public func buildGateway(
         registry: registry,
         database: database,
         metrics: metrics,
-        services: [HTTPClientService(client: nodeClient), sweeper, application]
+        services: clientServices + [sweeper, application]
     )
 }

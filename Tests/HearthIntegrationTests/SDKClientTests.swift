@@ -13,8 +13,11 @@ struct SDKClientTests {
             _ = try await cluster.startNode("node-a")
             try await cluster.waitForReadyNodes(1)
             let run = try await TestProcess(
-                name: "sdk-conversation", executable: python, arguments: [script, cluster.url, DefaultModel.id.rawValue],
-                directory: cluster.directory)
+                name: "sdk-conversation",
+                executable: python,
+                arguments: [script, cluster.url, DefaultModel.id.rawValue],
+                directory: cluster.directory
+            )
             let status = await run.waitForExit(timeout: .seconds(180))
             #expect(status == 0, "the client script failed:\n\(run.output.joined(separator: "\n"))\n\(run.errorOutput.suffix(4000))")
             #expect(run.output.last == "OK")
@@ -41,8 +44,11 @@ enum PythonClients {
 
     private static func run(_ executable: String, _ arguments: [String], in directory: String? = nil) async throws -> Int32 {
         let process = try await TestProcess(
-            name: "python-setup", executable: executable, arguments: arguments,
-            directory: try directory ?? TestEnvironment.temporaryDirectory("venv"))
+            name: "python-setup",
+            executable: executable,
+            arguments: arguments,
+            directory: try directory ?? TestEnvironment.temporaryDirectory("venv")
+        )
         return await process.waitForExit(timeout: .seconds(300))
     }
 }

@@ -45,6 +45,8 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return OpenAIError.response(for: error.failure, headers: error.headers)
         } catch let error as HTTPError {
             return OpenAIError.response(for: Self.failure(for: error, path: request.uri.path), headers: error.headers)
+        } catch is NIOTooManyBytesError {
+            return OpenAIError.response(for: Self.failure(for: HTTPError(.contentTooLarge), path: request.uri.path))
         } catch {
             context.logger.error("unhandled error", metadata: ["error.type": "\(type(of: error))", "error": "\(error)"])
             return OpenAIError.response(for: APIFailure(.server, "The gateway failed to handle the request.", code: "internal_error"))

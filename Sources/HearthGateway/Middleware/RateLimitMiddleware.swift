@@ -35,6 +35,7 @@ final class RateLimiter: Sendable {
 }
 
 /// Rate limits `/v1` and `/api` by client, with `X-RateLimit-*` on every response and 429 + `Retry-After` when over.
+/// It sits outside `OpenAIErrorMiddleware`, so every error has become a response by the time it adds its headers.
 ///
 /// The client is the direct peer, unless that peer is a trusted proxy: then it is the right-most address in
 /// `X-Forwarded-For` that is not itself a trusted proxy.
@@ -61,27 +62,12 @@ struct RateLimitMiddleware: RouterMiddleware {
         headers[.rateLimitReset] = String(decision.resetSeconds)
         guard decision.allowed else {
             headers[.retryAfter] = String(decision.retryAfterSeconds)
-            throw OpenAIError(
-                APIFailure(
-                    .rateLimited,
-                    "Rate limit of \(limiter.perMinute) requests per minute exceeded; retry in \(decision.retryAfterSeconds) s.",
-                    code: "rate_limit_exceeded"
-                ),
-                headers: headers
-            )
+            let message = "Rate limit of \(limiter.perMinute) requests per minute exceeded; retry in \(decision.retryAfterSeconds) s."
+            return OpenAIError.response(for: APIFailure(.rateLimited, message, code: "rate_limit_exceeded"), headers: headers)
         }
-        do {
-            var response = try await next(request, context)
-            response.headers.append(contentsOf: headers)
-            return response
-        } catch var error as OpenAIError {
-            error.headers.append(contentsOf: headers)
-            throw error
-        } catch let error as HTTPError {
-            var error = error
-            error.headers.append(contentsOf: headers)
-            throw error
-        }
+        var response = try await next(request, context)
+        response.headers.append(contentsOf: headers)
+        return response
     }
 
     /// The address a request is attributed to.

@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import HearthGateway
+import HearthTesting
+import Testing
+
+@testable import HearthCLI
+
+struct CommandParsingTests {
+    @Test func refusesOutOfRangePortsAndBadDurationsWithClearMessages() {
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["gateway", "--port", "70000"]) }
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["gateway", "--node-ttl", "soon"]) }
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--parallel", "0"]) }
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--model", "x.gguf"]) }
+        let message = HearthCommand.message(for: ValidationError("--node-ttl takes a positive duration such as 5s, 500ms or 2m, not 'soon'"))
+        #expect(message.contains("5s"))
+    }
+
+    @Test func parsesEveryCommand() throws {
+        #expect(try HearthCommand.parseAsRoot(["up", "--port", "0"]) is UpCommand)
+        #expect(try HearthCommand.parseAsRoot(["gateway", "--trusted-proxy", "10.0.0.1", "--node-ttl", "2s"]) is GatewayCommand)
+        #expect(try HearthCommand.parseAsRoot(["node", "--gateway", "http://127.0.0.1:1"]) is NodeCommand)
+        #expect(try HearthCommand.parseAsRoot(["engine", "install"]) is EngineCommand.Install)
+        #expect(try HearthCommand.parseAsRoot(["chat", "hello", "there"]) is ChatCommand)
+        #expect(try HearthCommand.parseAsRoot(["models"]) is ModelsCommand)
+    }
+
+    @Test func gatewayOptionsBecomeConfiguration() throws {
+        let command = try #require(
+            try HearthCommand.parseAsRoot(["gateway", "--port", "0", "--rate-limit", "7", "--trusted-proxy", "10.0.0.1", "--node-ttl", "1500ms"])
+                as? GatewayCommand
+        )
+        let configuration = try command.gateway.configuration(dataDirectory: "/tmp/x")
+        #expect(configuration.port == 0)
+        #expect(configuration.rateLimitPerMinute == 7)
+        #expect(configuration.trustedProxies == ["10.0.0.1"])
+        #expect(configuration.nodeTTL == .milliseconds(1500))
+    }
+
+    @Test func durationsTakeUnits() throws {
+        #expect(try parseDuration("500ms", option: "x") == .milliseconds(500))
+        #expect(try parseDuration("2m", option: "x") == .seconds(120))
+        #expect(try parseDuration("3", option: "x") == .seconds(3))
+        #expect(throws: ValidationError.self) { try parseDuration("-1s", option: "x") }
+    }
+}
+
+struct NodeConfigFileTests {
+    func write(_ text: String) throws -> String {
+        let path = try TestEnvironment.temporaryDirectory("config") + "/node.json"
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func readsKnownKeys() throws {
+        let file = try NodeConfigFile.load(try write(#"{"threads": 3, "ctx_size": 1024, "gateway": "http://g:1", "aliases": ["a"]}"#))
+        #expect(file.threads == 3)
+        #expect(file.ctxSize == 1024)
+        #expect(file.gateway == "http://g:1")
+        #expect(file.aliases == ["a"])
+    }
+
+    @Test func refusesUnknownKeysWrongTypesAndNonJSON() throws {
+        #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"thread": 3}"#)) }
+        #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"threads": "three"}"#)) }
+        #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write("threads = 3")) }
+        #expect(throws: ValidationError.self) { try NodeConfigFile.load("/nonexistent/node.json") }
+        do {
+            _ = try NodeConfigFile.load(try write(#"{"thread": 3}"#))
+        } catch let error as ValidationError {
+            #expect(error.message.contains("unknown key 'thread'"))
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import HearthCore
+import Testing
+
+struct OllamaTranslationTests {
+    @Test func chatBecomesAnOpenAIBodyWithOptionsMapped() throws {
+        let body = try OllamaTranslation.chatBody(fromChat: [
+            "model": "m", "messages": [["role": "user", "content": "hi"]],
+            "options": ["num_predict": 5, "temperature": 0.2, "seed": 3, "stop": ["x"], "num_ctx": 99],
+            "format": "json",
+        ])
+        #expect(body["model"] == "m")
+        #expect(body["stream"] == true)
+        #expect(body["max_tokens"] == 5)
+        #expect(body["temperature"] == 0.2)
+        #expect(body["seed"] == 3)
+        #expect(body["stop"] == ["x"])
+        #expect(body["num_ctx"] == nil)
+        #expect(body["response_format"]?["type"] == "json_object")
+    }
+
+    @Test func negativeNumPredictMeansTheGatewayDefault() throws {
+        let body = try OllamaTranslation.chatBody(fromChat: ["model": "m", "messages": [], "options": ["num_predict": -1]])
+        #expect(body["max_tokens"] == nil)
+    }
+
+    @Test func generateUsesSystemAndPromptAndHonoursStreamFalse() throws {
+        let body = try OllamaTranslation.chatBody(fromGenerate: ["model": "m", "prompt": "p", "system": "s", "stream": false])
+        #expect(body["messages"] == [["role": "system", "content": "s"], ["role": "user", "content": "p"]])
+        #expect(body["stream"] == false)
+    }
+
+    @Test func rejectsMalformedBodies() {
+        #expect(throws: APIFailure.self) { try OllamaTranslation.chatBody(fromChat: ["model": "m", "messages": "hi"]) }
+        #expect(throws: APIFailure.self) { try OllamaTranslation.chatBody(fromGenerate: ["model": "m", "prompt": 1]) }
+        #expect(throws: APIFailure.self) { try OllamaTranslation.chatBody(fromChat: ["model": "m", "messages": [], "options": 1]) }
+        #expect(throws: APIFailure.self) { try OllamaTranslation.wantsStream(["stream": "no"]) }
+    }
+
+    @Test func finalLineCarriesCountersAndDurations() {
+        let writer = OllamaResponseWriter(shape: .generate, model: "m", createdAt: "t")
+        let line = writer.final(
+            text: "all",
+            statistics: OllamaStatistics(
+                doneReason: "stop",
+                promptTokens: 3,
+                completionTokens: 4,
+                totalNanoseconds: 10,
+                promptNanoseconds: 2,
+                evalNanoseconds: 8
+            )
+        )
+        #expect(line["done"] == true)
+        #expect(line["response"] == "all")
+        #expect(line["prompt_eval_count"] == 3)
+        #expect(line["eval_count"] == 4)
+        #expect(line["eval_duration"] == 8)
+        #expect(OllamaResponseWriter.doneReason(fromFinishReason: "length") == "length")
+    }
+}

@@ -1,0 +1,59 @@
+import HearthCore
+import Testing
+
+struct RoutePlannerTests {
+    static let model = ModelID("smollm2-135m-instruct:q4_1")!
+    static let digest = SHA256Digest(hex: String(repeating: "ab", count: 32))!
+
+    func node(
+        _ byte: Character,
+        state: EngineState = .ready,
+        slots: Int = 2,
+        inFlight: Int = 0,
+        latency: Double? = nil,
+        aliases: [ModelID] = [],
+        draining: Bool = false
+    ) -> RoutableNode {
+        RoutableNode(
+            id: NodeID(String(repeating: byte, count: 64))!,
+            models: [ServedModel(id: Self.model, aliases: aliases, sha256: Self.digest, contextLength: 2048, sizeBytes: 1, state: state)],
+            parallelSlots: slots,
+            inFlight: inFlight,
+            recentLatency: latency,
+            draining: draining
+        )
+    }
+
+    @Test func unknownWhenNoNodeAnnouncedTheName() {
+        #expect(RoutePlanner.plan(model: ModelID("other")!, nodes: [node("a")]) == .unknownModel)
+    }
+
+    @Test func neverMatchesByPrefixOrSubstring() {
+        #expect(RoutePlanner.plan(model: ModelID("smollm2")!, nodes: [node("a")]) == .unknownModel)
+        #expect(RoutePlanner.plan(model: ModelID("smollm2-135m-instruct")!, nodes: [node("a")]) == .unknownModel)
+    }
+
+    @Test func matchesDeclaredAliasesExactlyAndRoutesUnderTheCanonicalID() {
+        let plan = RoutePlanner.plan(model: ModelID("smol")!, nodes: [node("a", aliases: [ModelID("smol")!])])
+        #expect(plan == .candidates([NodeID(String(repeating: "a", count: 64))!], canonical: Self.model))
+    }
+
+    @Test func knownButNotReadyWhenLoadingFailedOrDraining() {
+        #expect(RoutePlanner.plan(model: Self.model, nodes: [node("a", state: .loading), node("b", state: .failed)]) == .noReadyNode)
+        #expect(RoutePlanner.plan(model: Self.model, nodes: [node("a", draining: true)]) == .noReadyNode)
+    }
+
+    @Test func ordersByFreeSlotsThenLatency() {
+        let nodes = [
+            node("a", slots: 2, inFlight: 2),
+            node("b", slots: 4, inFlight: 1, latency: 0.5),
+            node("c", slots: 4, inFlight: 1, latency: 0.1),
+            node("d", slots: 1, inFlight: 0),
+        ]
+        guard case .candidates(let order, _) = RoutePlanner.plan(model: Self.model, nodes: nodes) else {
+            Issue.record("expected candidates")
+            return
+        }
+        #expect(order.map { $0.rawValue.first! } == ["c", "b", "d", "a"])
+    }
+}

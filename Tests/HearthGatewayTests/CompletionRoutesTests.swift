@@ -1,0 +1,136 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthGateway
+import HearthTesting
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+struct CompletionRoutesTests {
+    @Test func relaysAStreamUnchangedStripsUnaskedUsageAndMetersRealTokens() async throws {
+        let (gateway, _) = try await makeGateway([
+            nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: FakeNodeTransport.chatStream(["Hel", "lo"], promptTokens: 9))
+        ])
+        try await gateway.application.test(.router) { client in
+            try await announce(client, announcement(nodeA))
+            var body = chatBody
+            body["stream"] = true
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType] == "text/event-stream")
+                #expect(response.headers[HTTPField.Name("X-Hearth-Node")!] == nodeA.short)
+                #expect(response.headers[HTTPField.Name("X-Request-Id")!] != nil)
+                let text = String(buffer: response.body)
+                #expect(HTTP.streamedText(text) == "Hello")
+                #expect(!text.contains("\"usage\""))
+                #expect(text.hasSuffix("data: [DONE]\n\n"))
+            }
+        }
+        let usage = try await gateway.database.recentUsage()
+        #expect(usage.count == 1)
+        #expect(usage.first?.promptTokens == 9)
+        #expect(usage.first?.completionTokens == 2)
+        #expect(usage.first?.status == "ok")
+        #expect(usage.first?.nodeID == nodeA.rawValue)
+    }
+
+    @Test func keepsTheUsageChunkWhenTheClientAsksForIt() async throws {
+        let (gateway, transport) = try await makeGateway([
+            nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: FakeNodeTransport.chatStream(["x"]))
+        ])
+        try await gateway.application.test(.router) { client in
+            try await announce(client, announcement(nodeA))
+            var body = chatBody
+            body["stream"] = true
+            body["stream_options"] = ["include_usage": true]
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                let usage = HTTP.events(String(buffer: response.body)).last?["usage"]
+                #expect(usage?["completion_tokens"] == 1)
+            }
+        }
+        #expect(transport.requests.first?.body["stream_options"]?["include_usage"] == true)
+        #expect(transport.requests.first?.body["max_tokens"] == 64)
+    }
+
+    @Test func retriesOnTheNextNodeWhenOneFailsBeforeItsFirstByte() async throws {
+        let answer = #"{"choices":[{"message":{"content":"ok"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#
+        let (gateway, transport) = try await makeGateway([
+            nodeA: .fail, nodeB: .respond(status: 200, contentType: "application/json", chunks: [answer]),
+        ])
+        try await gateway.application.test(.router) { client in
+            // A has more free slots, so it is tried first.
+            try await announce(client, announcement(nodeA, slots: 8))
+            try await announce(client, announcement(nodeB, slots: 1))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[HTTPField.Name("X-Hearth-Node")!] == nodeB.short)
+                #expect(decode(response.body)["choices"]?[0]?["message"]?["content"] == "ok")
+            }
+        }
+        #expect(transport.requests.map(\.node) == [nodeA, nodeB])
+    }
+
+    @Test func answers502WhenEveryNodeFailsAnd503WhenNoneIsReady() async throws {
+        let (gateway, _) = try await makeGateway([nodeA: .fail, nodeB: .respond(status: 500, contentType: "text/plain", chunks: ["boom"])])
+        try await gateway.application.test(.router) { client in
+            try await announce(client, announcement(nodeA))
+            try await announce(client, announcement(nodeB))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
+                #expect(response.status == .badGateway)
+                #expect(decode(response.body)["error"]?["type"] == "upstream_error")
+            }
+            try await announce(client, announcement(nodeA, state: .loading))
+            try await announce(client, announcement(nodeB, state: .failed))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
+                #expect(response.status == .serviceUnavailable)
+                #expect(response.headers[.retryAfter] != nil)
+                #expect(decode(response.body)["error"]?["code"] == "model_not_ready")
+            }
+        }
+        let statuses = try await gateway.database.recentUsage().map(\.status).sorted()
+        #expect(statuses == ["502", "503"])
+    }
+
+    @Test func refusesBadRequestsWithTheOpenAIEnvelope() async throws {
+        let (gateway, transport) = try await makeGateway([nodeA: .fail])
+        try await gateway.application.test(.router) { client in
+            try await announce(client, announcement(nodeA))
+            let cases: [(ByteBuffer, HTTPResponse.Status, String?)] = [
+                (ByteBuffer(string: "{not json"), .badRequest, "invalid_json"),
+                (try json(["model": .string(testModel.rawValue), "messages": []]), .badRequest, "empty_array"),
+                (try json(["model": "tiny", "messages": [["role": "user", "content": "x"]]]), .notFound, "model_not_found"),
+                (try json(["model": .string(testModel.rawValue), "messages": [["role": "user"]], "max_tokens": 65]), .badRequest, "invalid_value"),
+                (ByteBuffer(repeating: UInt8(ascii: " "), count: 5000), .contentTooLarge, "request_too_large"),
+            ]
+            for (body, status, code) in cases {
+                try await client.execute(uri: "/v1/chat/completions", method: .post, body: body) { response in
+                    #expect(response.status == status)
+                    let error = decode(response.body)["error"]
+                    #expect(error?["code"]?.stringValue == code)
+                    #expect(error?["message"]?.stringValue?.isEmpty == false)
+                    #expect(error?["type"]?.stringValue != nil)
+                    #expect(response.headers[HTTPField.Name("X-RateLimit-Limit")!] != nil, "refusals carry rate-limit headers too")
+                }
+            }
+            try await client.execute(uri: "/v1/nope", method: .get) { response in
+                #expect(response.status == .notFound)
+                #expect(decode(response.body)["error"]?["code"] == "unknown_url")
+            }
+        }
+        #expect(transport.requests.isEmpty, "no bad request may reach a node")
+    }
+
+    @Test func relaysANodeRefusalAsAnEnvelopeWithTheNodesMessage() async throws {
+        let refusal = #"{"error":{"code":400,"message":"the request exceeds the available context size","type":"exceed_context_size_error"}}"#
+        let (gateway, _) = try await makeGateway([nodeA: .respond(status: 400, contentType: "application/json", chunks: [refusal])])
+        try await gateway.application.test(.router) { client in
+            try await announce(client, announcement(nodeA))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
+                #expect(response.status == .badRequest)
+                #expect(decode(response.body)["error"]?["message"] == "the request exceeds the available context size")
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthGateway
+import HearthTesting
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Testing
+
+let testModel = ModelID("tiny:q8_0")!
+let nodeA = NodeID(String(repeating: "a", count: 64))!
+let nodeB = NodeID(String(repeating: "b", count: 64))!
+
+/// A gateway with a real SQLite file in a temporary folder and a fake node transport.
+func makeGateway(
+    _ behaviours: [NodeID: FakeNodeTransport.Behaviour],
+    configure: (inout GatewayConfiguration) -> Void = { _ in }
+) async throws -> (Gateway, FakeNodeTransport) {
+    let transport = FakeNodeTransport(behaviours)
+    var configuration = GatewayConfiguration().with {
+        $0.port = 0
+        $0.dataDirectory = try? TestEnvironment.temporaryDirectory("gateway")
+        $0.limits = RequestLimits(maxTokensCeiling: 64)
+        $0.maxBodyBytes = 4096
+    }
+    configure(&configuration)
+    let gateway = try await buildGateway(configuration: configuration, transport: transport, logger: Logger(label: "test"))
+    return (gateway, transport)
+}
+
+func announcement(_ id: NodeID, state: EngineState = .ready, slots: Int = 2, model: ModelID = testModel) -> NodeAnnouncement {
+    NodeAnnouncement(
+        nodeID: id,
+        name: "n",
+        endpoint: "http://127.0.0.1:1",
+        hardware: HardwareProfile(cpuCores: 2, memoryTotalBytes: 1, memoryAvailableBytes: 1, diskFreeBytes: 1, gpus: []),
+        limits: NodeLimits(threads: 1, contextSize: 512, parallelSlots: slots),
+        models: [
+            ServedModel(id: model, sha256: SHA256Digest(hex: String(repeating: "0", count: 64))!, contextLength: 512, sizeBytes: 10, state: state)
+        ],
+        inFlight: 0,
+        draining: false,
+        version: "test"
+    )
+}
+
+/// Announces a node through the real heartbeat route.
+func announce(_ client: some TestClientProtocol, _ node: NodeAnnouncement) async throws {
+    try await client.execute(
+        uri: "/internal/v1/nodes/heartbeat",
+        method: .post,
+        body: ByteBuffer(bytes: try JSONEncoder().encode(node))
+    ) { response in
+        #expect(response.status == .noContent)
+    }
+}
+
+func json(_ value: JSONValue) throws -> ByteBuffer {
+    ByteBuffer(bytes: try JSONEncoder().encode(value))
+}
+
+func decode(_ buffer: ByteBuffer) -> JSONValue {
+    (try? JSONDecoder().decode(JSONValue.self, from: Data(buffer.readableBytesView))) ?? .null
+}
+
+let chatBody: JSONValue = ["model": .string(testModel.rawValue), "messages": [["role": "user", "content": "hi"]]]

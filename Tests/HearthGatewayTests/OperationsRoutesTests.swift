@@ -1,0 +1,120 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthGateway
+import HearthTesting
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+struct OperationsRoutesTests {
+    @Test func listsOnlyModelsWithAReadyNodeAndReportsReadiness() async throws {
+        let (gateway, _) = try await makeGateway([:])
+        try await gateway.application.test(.router) { client in
+            try await client.execute(uri: "/readyz", method: .get) { response in
+                #expect(response.status == .serviceUnavailable)
+            }
+            try await announce(client, announcement(nodeA, state: .loading))
+            try await announce(client, announcement(nodeB, state: .ready, model: ModelID("other:q8_0")!))
+            try await client.execute(uri: "/v1/models", method: .get) { response in
+                #expect(decode(response.body)["data"]?.arrayValue?.map { $0["id"]?.stringValue } == ["other:q8_0"])
+            }
+            try await client.execute(uri: "/api/tags", method: .get) { response in
+                #expect(decode(response.body)["models"]?[0]?["name"] == "other:q8_0")
+            }
+            try await client.execute(uri: "/readyz", method: .get) { response in
+                #expect(response.status == .ok)
+            }
+            try await client.execute(uri: "/health", method: .get) { response in
+                #expect(response.status == .ok)
+            }
+            try await client.execute(uri: "/metrics", method: .get) { response in
+                let text = String(buffer: response.body)
+                #expect(text.contains(#"hearth_http_requests_total{route="/v1/models",status="200"} 1"#))
+                #expect(text.contains("hearth_nodes_online 2"))
+                #expect(text.contains("hearth_nodes_ready 1"))
+            }
+        }
+    }
+
+    @Test func refusesMalformedAnnouncements() async throws {
+        let (gateway, _) = try await makeGateway([:])
+        try await gateway.application.test(.router) { client in
+            try await client.execute(uri: "/internal/v1/nodes/heartbeat", method: .post, body: ByteBuffer(string: #"{"nodeID":"short"}"#)) {
+                response in
+                #expect(response.status == .badRequest)
+            }
+            var bad = announcement(nodeA)
+            bad.endpoint = "file:///etc/passwd"
+            try await client.execute(uri: "/internal/v1/nodes/heartbeat", method: .post, body: ByteBuffer(bytes: try JSONEncoder().encode(bad))) {
+                response in
+                #expect(response.status == .badRequest)
+            }
+        }
+        #expect(gateway.registry.announcements().isEmpty)
+    }
+
+    @Test func rateLimitsEachClientWithHeadersAnd429() async throws {
+        let (gateway, _) = try await makeGateway([:]) { $0.rateLimitPerMinute = 2 }
+        try await gateway.application.test(.router) { client in
+            for remaining in ["1", "0"] {
+                try await client.execute(uri: "/v1/models", method: .get) { response in
+                    #expect(response.status == .ok)
+                    #expect(response.headers[HTTPField.Name("X-RateLimit-Limit")!] == "2")
+                    #expect(response.headers[HTTPField.Name("X-RateLimit-Remaining")!] == remaining)
+                }
+            }
+            try await client.execute(uri: "/v1/models", method: .get) { response in
+                #expect(response.status == .tooManyRequests)
+                #expect(Int(response.headers[.retryAfter] ?? "") ?? 0 >= 1)
+                #expect(decode(response.body)["error"]?["type"] == "rate_limit_error")
+            }
+            try await client.execute(uri: "/health", method: .get) { response in
+                #expect(response.status == .ok, "operations routes are not rate limited")
+            }
+        }
+    }
+
+    @Test func ollamaChatStreamsNDJSONAndAnswersOnceWithoutStreaming() async throws {
+        let (gateway, _) = try await makeGateway([
+            nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: FakeNodeTransport.chatStream(["a", "b"], promptTokens: 5))
+        ])
+        try await gateway.application.test(.router) { client in
+            try await announce(client, announcement(nodeA))
+            let body: JSONValue = ["model": .string(testModel.rawValue), "messages": [["role": "user", "content": "hi"]]]
+            try await client.execute(uri: "/api/chat", method: .post, body: try json(body)) { response in
+                #expect(response.headers[.contentType] == "application/x-ndjson")
+                let lines = String(buffer: response.body).split(separator: "\n").map { decode(ByteBuffer(string: String($0))) }
+                #expect(lines.map { $0["message"]?["content"]?.stringValue } == ["a", "b", ""])
+                #expect(lines.last?["done"] == true)
+                #expect(lines.last?["eval_count"] == 2)
+                #expect(lines.last?["prompt_eval_count"] == 5)
+            }
+            var once = body
+            once["stream"] = false
+            try await client.execute(uri: "/api/chat", method: .post, body: try json(once)) { response in
+                let line = decode(response.body)
+                #expect(line["message"]?["content"] == "ab")
+                #expect(line["done"] == true)
+            }
+        }
+    }
+}
+
+struct ClientAddressTests {
+    @Test func believesForwardedForOnlyFromTrustedProxies() {
+        #expect(GatewayTestHooks.clientAddress(peer: "10.0.0.9", forwardedFor: ["1.2.3.4"], trusted: []) == "10.0.0.9")
+        #expect(GatewayTestHooks.clientAddress(peer: "10.0.0.9", forwardedFor: ["1.2.3.4"], trusted: ["10.0.0.9"]) == "1.2.3.4")
+        #expect(
+            GatewayTestHooks.clientAddress(peer: "10.0.0.9", forwardedFor: ["6.6.6.6, 1.2.3.4, 10.0.0.8"], trusted: ["10.0.0.9", "10.0.0.8"])
+                == "1.2.3.4"
+        )
+        #expect(GatewayTestHooks.clientAddress(peer: "10.0.0.9", forwardedFor: [], trusted: ["10.0.0.9"]) == "10.0.0.9")
+    }
+
+    @Test func splitsServerSentEventsAcrossChunkBoundaries() {
+        #expect(GatewayTestHooks.splitEvents(["data: a\n", "\ndata: b\n\nda", "ta: c\n\n"]) == ["data: a\n\n", "data: b\n\n", "data: c\n\n"])
+        #expect(GatewayTestHooks.splitEvents(["data: a\r\n\r\ndata: b"]) == ["data: a\r\n\r\n", "data: b"])
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+import HearthCore
+import HearthTesting
+import Logging
+import Testing
+
+@testable import HearthNode
+
+struct HardwareProbeTests {
+    @Test func readsTotalAndAvailableMemoryFromMeminfo() {
+        let sample = "MemTotal:       24567890 kB\nMemFree:         1000 kB\nMemAvailable:   12345678 kB\n"
+        let memory = HardwareProbe.parseMeminfo(sample)
+        #expect(memory.total == 24_567_890 * 1024)
+        #expect(memory.available == 12_345_678 * 1024)
+        #expect(HardwareProbe.parseMeminfo("garbage\n").total == nil)
+    }
+
+    @Test func probesThisMachine() throws {
+        let profile = HardwareProbe.probe(diskPath: NSTemporaryDirectory())
+        #expect(profile.cpuCores >= 1)
+        #expect(profile.memoryTotalBytes > profile.memoryAvailableBytes)
+        #expect(profile.diskFreeBytes > 0)
+    }
+}
+
+struct NodeIdentityTests {
+    @Test func createsAnOwnerOnlyIdentityOnceAndKeepsIt() throws {
+        let directory = try TestEnvironment.temporaryDirectory("identity")
+        let first = try NodeIdentity.loadOrCreate(in: directory)
+        let second = try NodeIdentity.loadOrCreate(in: directory)
+        #expect(first.id == second.id)
+        let attributes = try FileManager.default.attributesOfItem(atPath: directory + "/node-id")
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+    }
+
+    @Test func refusesACorruptIdentityFileInsteadOfReplacingIt() throws {
+        let directory = try TestEnvironment.temporaryDirectory("identity")
+        try "not-an-id\n".write(toFile: directory + "/node-id", atomically: true, encoding: .utf8)
+        #expect(throws: NodeStartError.self) { try NodeIdentity.loadOrCreate(in: directory) }
+        #expect(try String(contentsOfFile: directory + "/node-id", encoding: .utf8) == "not-an-id\n")
+    }
+}
+
+struct EngineSupervisorTests {
+    @Test func backoffDoublesFromHalfASecondUpToThirtySeconds() {
+        #expect(EngineSupervisorService.backoff(afterFailures: 0) == 0.5)
+        #expect(EngineSupervisorService.backoff(afterFailures: 1) == 1)
+        #expect(EngineSupervisorService.backoff(afterFailures: 3) == 4)
+        #expect(EngineSupervisorService.backoff(afterFailures: 50) == 30)
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func refusesToLoadAFileWhoseHashIsNotThePinnedOne() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("supervisor")
+        let model = directory + "/tampered.gguf"
+        try Data("GGUF and then something else".utf8).write(to: URL(fileURLWithPath: model))
+        let spec = ModelSpec(id: ModelID("m")!, path: model, sha256: DefaultModel.sha256)
+        let handle = EngineHandle(spec: spec, sizeBytes: 28)
+        let configuration = NodeConfiguration().with {
+            $0.dataDirectory = directory
+            $0.llamaServerPath = "/bin/false"
+        }
+        let supervisor = Task {
+            try await EngineSupervisorService(handle: handle, configuration: configuration, logger: Logger(label: "test")).run()
+        }
+        defer { supervisor.cancel() }
+        while handle.snapshot.state != .failed { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(handle.snapshot.detail?.contains("sha256") == true)
+        #expect(handle.snapshot.starts == 0, "no engine may start on a tampered file")
+    }
+
+    @Test func hashesFilesWithSHA256() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("digest")
+        try Data("abc".utf8).write(to: URL(fileURLWithPath: directory + "/abc"))
+        let digest = try await FileDigest.sha256(ofFileAt: directory + "/abc")
+        #expect(digest.hex == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+    }
+}
+
+struct EngineInstallerTests {
+    @Test func readsNinjaProgress() {
+        #expect(EngineInstaller.ninjaPercent("[57/213] Building CXX object x.o") == 26)
+        #expect(EngineInstaller.ninjaPercent("[213/213] Linking") == 100)
+        #expect(EngineInstaller.ninjaPercent("-- Configuring done") == nil)
+        #expect(EngineInstaller.ninjaPercent("[x/2]") == nil)
+    }
+
+    @Test func cacheFollowsHearthThenXDGThenHome() {
+        #expect(EngineInstaller.defaultCacheDirectory(environment: ["HEARTH_CACHE_DIR": "/a", "XDG_CACHE_HOME": "/b", "HOME": "/c"]) == "/a")
+        #expect(EngineInstaller.defaultCacheDirectory(environment: ["XDG_CACHE_HOME": "/b", "HOME": "/c"]) == "/b/hearth")
+        #expect(EngineInstaller.defaultCacheDirectory(environment: ["HOME": "/c"]) == "/c/.cache/hearth")
+    }
+
+    @Test func keepsBinariesAndModelUnderPinnedNames() {
+        let installer = EngineInstaller(cacheDirectory: "/cache", progress: { _ in })
+        #expect(installer.llamaServerPath == "/cache/engine/llama.cpp-11434.0.0/bin/llama-server")
+        #expect(installer.defaultModelPath == "/cache/models/\(DefaultModel.sha256.hex).gguf")
+    }
+}
