@@ -105,6 +105,21 @@ let package = Package(
             dependencies: ["HearthCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(
+            name: "hearth-bench",
+            dependencies: [
+                "HearthTesting", "HearthCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
+            ],
+            path: "bench/Sources/hearth-bench",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "HearthCoreTests",
             dependencies: ["HearthCore"],

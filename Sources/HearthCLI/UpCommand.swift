@@ -1,4 +1,5 @@
 import ArgumentParser
+import HearthCore
 import HearthGateway
 import HearthNode
 import Logging
@@ -47,15 +48,26 @@ struct UpCommand: AsyncParsableCommand {
             configuration: nodeConfiguration.with { $0.gatewayURLProvider = { await ready.url(host: host) } },
             logger: logger
         )
+        let registry = builtGateway.registry
+        let engines = builtNode.engines
         Task {
             let port = await ready.port()
             let url = "http://\(host):\(port)"
             say("READY url=\(url)")
+            warn("Loading \(model)…")
+            // Announce the curl only once the gateway routes to the model, so it works when pasted.
+            while registry.readyModels().isEmpty {
+                if let failed = engines.first(where: { $0.snapshot.state == .failed }) {
+                    warn("The engine failed: \(failed.snapshot.detail ?? "see the log above"). Retrying with backoff; Ctrl-C to stop.")
+                    while engines.contains(where: { $0.snapshot.state == .failed }) { try? await Task.sleep(for: .milliseconds(500)) }
+                }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
             say(
                 """
 
-                Hearth is up. Point OpenAI or Ollama clients at \(url)
-                The model is loading; /v1/models lists it once it is ready. Try:
+                Hearth is up: \(model) is ready. Point OpenAI or Ollama clients at \(url)
+                Try:
 
                   curl \(url)/v1/chat/completions -H 'content-type: application/json' \\
                     -d '{"model":"\(model)","messages":[{"role":"user","content":"Hello!"}],"stream":true}'

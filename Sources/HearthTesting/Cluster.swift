@@ -63,6 +63,7 @@ public final class Cluster: Sendable {
 
     /// Runs `body` with a new cluster and stops every process it started, whether `body` succeeds or throws.
     public static func with<T>(
+        isolation: isolated (any Actor)? = #isolation,
         label: String,
         gatewayArguments: [String] = [],
         _ body: (Cluster) async throws -> T

@@ -1,0 +1,71 @@
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import HearthTesting
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// Start-up and shutdown of real processes: `hearth up` as a newcomer runs it, and a node draining on SIGTERM.
+@Suite(.serialized, .timeLimit(.minutes(5)))
+struct LifecycleTests {
+    @Test func hearthUpServesTheDefaultModelAndCtrlCStopsEverything() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("up")
+        let up = try await TestProcess(
+            name: "up",
+            executable: try TestEnvironment.hearthBinary(),
+            arguments: ["up", "--port", "0", "--data-dir", directory, "--threads", "1"],
+            environment: ["HEARTH_LLAMA_SERVER": try TestEnvironment.llamaServer()],
+            directory: directory
+        )
+        let ready = try await up.waitForLine { $0.hasPrefix("READY url=") }
+        let url = String(ready.dropFirst("READY url=".count))
+        // The printed curl must work as soon as it is printed.
+        _ = try await up.waitForLine { $0.contains("curl \(url)/v1/chat/completions") }
+        let reply = try await HTTP.post(
+            url + "/v1/chat/completions",
+            json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Hello!"]], "max_tokens": 8]
+        )
+        #expect(reply.status == 200, "\(reply.text)\nstderr:\n\(up.errorOutput.suffix(3000))")
+        #expect(reply.json["choices"]?[0]?["message"]?["content"]?.stringValue?.isEmpty == false)
+        #expect(FileManager.default.fileExists(atPath: directory + "/gateway/gateway.sqlite"))
+
+        let engines = childProcesses(of: up.pid, named: "llama-server")
+        #expect(engines.count == 1)
+        up.send(SIGINT)
+        #expect(await up.waitForExit(timeout: .seconds(20)) == 0, "stderr:\n\(up.errorOutput.suffix(3000))")
+        #expect(engines.allSatisfy { !processIsAlive($0) }, "an engine outlived hearth up")
+    }
+
+    @Test func nodeFinishesAStreamInFlightOnSIGTERMThenExitsCleanly() async throws {
+        try await Cluster.with(label: "drain") { cluster in
+            let node = try await cluster.startNode("node-a")
+            try await cluster.waitForReadyNodes(1)
+            let engines = childProcesses(of: node.pid, named: "llama-server")
+            let body: JSONValue = [
+                "model": .string(DefaultModel.id.rawValue), "prompt": "Once upon a time", "max_tokens": 150, "ignore_eos": true,
+                "stream": true, "stream_options": ["include_usage": true],
+            ]
+            var request = HTTPClientRequest(url: cluster.url + "/v1/completions")
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+            #expect(response.status == .ok)
+            var text = ""
+            var signalled = false
+            for try await chunk in response.body {
+                text += String(buffer: chunk)
+                if !signalled, text.contains("\"text\"") {
+                    node.send(SIGTERM)
+                    signalled = true
+                }
+            }
+            #expect(signalled)
+            #expect(text.hasSuffix("data: [DONE]\n\n"), "the stream in flight must finish, not break off")
+            let usage = HTTP.events(text).compactMap { $0["usage"] }.last
+            #expect(usage?["completion_tokens"] == 150)
+            #expect(await node.waitForExit(timeout: .seconds(20)) == 0)
+            #expect(engines.allSatisfy { !processIsAlive($0) })
+        }
+    }
+}
