@@ -120,6 +120,8 @@ struct CompletionRoutesTests {
             }
         }
         #expect(transport.requests.isEmpty, "no bad request may reach a node")
+        let metrics = String(decoding: gateway.metrics.render(), as: UTF8.self)
+        #expect(!metrics.contains(#"model="tiny""#), "a client-chosen model name must not become a metric label")
     }
 
     @Test func relaysANodeRefusalAsAnEnvelopeWithTheNodesMessage() async throws {

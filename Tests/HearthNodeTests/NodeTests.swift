@@ -97,3 +97,21 @@ struct EngineInstallerTests {
         #expect(installer.defaultModelPath == "/cache/models/\(DefaultModel.sha256.hex).gguf")
     }
 }
+
+struct SubprocessTests {
+    @Test(.timeLimit(.minutes(1)))
+    func childSeesSIGTERMEvenWhenSpawnedFromABlockingPoolThread() async throws {
+        // The shell exits 7 from its TERM trap; had SIGTERM stayed blocked, stop() would escalate to SIGKILL (137).
+        let child = try await Subprocess.spawn("/bin/sh", ["-c", "trap 'exit 7' TERM; while :; do sleep 0.05; done"])
+        try await Task.sleep(for: .milliseconds(200))
+        await child.stop(grace: .seconds(10))
+        #expect(child.exitCode == 7)
+    }
+
+    @Test func reportsExitCodesAndSignals() async throws {
+        #expect(try await Subprocess.spawn("/bin/sh", ["-c", "exit 3"]).waitForExit() == 3)
+        let killed = try await Subprocess.spawn("/bin/sh", ["-c", "kill -9 $$"])
+        #expect(await killed.waitForExit() == 137)
+        await #expect(throws: SubprocessError.self) { try await Subprocess.spawn("/nonexistent/tool", []) }
+    }
+}

@@ -77,8 +77,13 @@ struct CompletionPipeline: Sendable {
     }
 
     /// Stores a usage record and counts its tokens; a storage failure is logged, never shown to the client.
+    ///
+    /// Only served requests count in the token metrics: their model name matched one a node announced, so the
+    /// `model` label stays bounded. A refused request's name is whatever the client sent.
     func record(_ usage: UsageRecord, logger: Logger) async {
-        metrics.tokens(model: usage.model, prompt: usage.promptTokens, completion: usage.completionTokens)
+        if usage.nodeID != nil {
+            metrics.tokens(model: usage.model, prompt: usage.promptTokens, completion: usage.completionTokens)
+        }
         do {
             try await database.record(usage)
         } catch {

@@ -130,7 +130,7 @@ public struct EngineInstaller: Sendable {
 
     /// cmake and ninja from `PATH`, or installed with pip into a private venv in the cache.
     private func buildTools() async throws -> BuildTools {
-        if let cmake = EngineProcess.which("cmake"), let ninja = EngineProcess.which("ninja") {
+        if let cmake = Subprocess.which("cmake"), let ninja = Subprocess.which("ninja") {
             return BuildTools(cmake: cmake, ninja: ninja)
         }
         let venv = "\(cacheDirectory)/tools/venv"
@@ -168,7 +168,7 @@ public struct EngineInstaller: Sendable {
     }
 
     private func python() throws -> String {
-        if let python = EngineProcess.which("python3") { return python }
+        if let python = Subprocess.which("python3") { return python }
         throw InstallError("python3 is needed to fetch the pinned engine source and model; install it, or pass --llama-server")
     }
 
@@ -185,21 +185,23 @@ public struct EngineInstaller: Sendable {
         step: String,
         onLine: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
         environment["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-        process.environment = environment
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        let tail = try await NIOThreadPool.singleton.runIfActive { () throws -> [String] in
-            try process.run()
+        let output = try Subprocess.makePipe()
+        let process: Subprocess
+        do {
+            process = try await Subprocess.spawn(executable, arguments, environment: environment, outputFD: output.write)
+        } catch {
+            close(output.read)
+            close(output.write)
+            throw InstallError("could not \(step): \(error)")
+        }
+        close(output.write)
+        let reader = FileHandle(fileDescriptor: output.read, closeOnDealloc: true)
+        let tail = try await NIOThreadPool.singleton.runIfActive { () -> [String] in
             var tail: [String] = []
             var pending = Data()
-            while case let data = pipe.fileHandleForReading.availableData, !data.isEmpty {
+            while case let data = reader.availableData, !data.isEmpty {
                 pending.append(data)
                 while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                     let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
@@ -209,11 +211,11 @@ public struct EngineInstaller: Sendable {
                     if tail.count > 15 { tail.removeFirst() }
                 }
             }
-            process.waitUntilExit()
             return tail
         }
-        guard process.terminationStatus == 0 else {
-            throw InstallError("could not \(step): exit status \(process.terminationStatus)\n  " + tail.joined(separator: "\n  "))
+        let status = await process.waitForExit()
+        guard status == 0 else {
+            throw InstallError("could not \(step): exit status \(status)\n  " + tail.joined(separator: "\n  "))
         }
     }
 

@@ -59,12 +59,15 @@ struct EngineSupervisorService: Service {
             $0.port = port
             $0.starts += 1
         }
-        let process: EngineProcess
+        let process: Subprocess
         do {
-            process = try await EngineProcess.launch(
-                executable: configuration.llamaServerPath,
-                arguments: arguments(port: port),
-                logPath: logPath
+            let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            defer { if log >= 0 { close(log) } }
+            process = try await Subprocess.spawn(
+                configuration.llamaServerPath,
+                arguments(port: port),
+                outputFD: log >= 0 ? log : nil,
+                dieWithParent: true
             )
         } catch {
             fail("cannot start \(configuration.llamaServerPath): \(error)", logger: logger)
@@ -124,7 +127,7 @@ struct EngineSupervisorService: Service {
     }
 
     /// Polls `/health` until it answers 200, the process exits, or the start timeout passes.
-    private func waitUntilHealthy(port: Int, process: EngineProcess) async -> Bool {
+    private func waitUntilHealthy(port: Int, process: Subprocess) async -> Bool {
         let deadline = ContinuousClock.now + configuration.engineStartTimeout
         while ContinuousClock.now < deadline, !process.hasExited, !Task.isShuttingDownGracefully, !Task.isCancelled {
             var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/health")

@@ -1,0 +1,179 @@
+import Foundation
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A child process started with `posix_spawn`, with a clean signal state.
+///
+/// Foundation's `Process` lets the child inherit the spawning thread's signal mask. Threads of NIO's pool block
+/// almost every signal, so a child started from one would never see SIGTERM or SIGCHLD (cmake then hangs waiting
+/// for its own children, and llama-server ignores a polite stop). Here the child always starts with an empty mask,
+/// default signal dispositions, and its own process group (so a Ctrl-C in the terminal reaches only Hearth).
+///
+/// The spawn runs on NIO's thread pool, whose threads live as long as the process: a parent-death signal set with
+/// `setpriv --pdeathsig` follows the thread that spawned the child, and must not fire while Hearth still runs.
+public final class Subprocess: Sendable {
+    public let pid: Int32
+    private let exit = ExitBox()
+
+    private init(pid: Int32) {
+        self.pid = pid
+    }
+
+    /// Starts `executable` (an absolute path) with `arguments`; stdout and stderr go to `outputFD` (or /dev/null),
+    /// stdin reads /dev/null. With `dieWithParent`, the child is run under `setpriv --pdeathsig KILL` when available.
+    public static func spawn(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String]? = nil,
+        outputFD: Int32? = nil,
+        dieWithParent: Bool = false
+    ) async throws -> Subprocess {
+        let direct = [executable] + arguments
+        let command = dieWithParent ? which("setpriv").map { [$0, "--pdeathsig", "KILL", "--"] + direct } ?? direct : direct
+        let environment = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
+        let pid = try await NIOThreadPool.singleton.runIfActive { try spawnBlocking(command, environment: environment, outputFD: outputFD) }
+        let process = Subprocess(pid: pid)
+        // One thread per child waits for it; it holds no lock and ends when the child does.
+        Thread.detachNewThread {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            process.exit.finish(Self.exitCode(status))
+        }
+        return process
+    }
+
+    /// The exit code once the child has ended (128 + signal number when a signal ended it).
+    public var exitCode: Int32? { exit.code }
+    public var hasExited: Bool { exit.code != nil }
+
+    /// Waits until the child has ended and returns its exit code.
+    public func waitForExit() async -> Int32 {
+        await exit.wait()
+    }
+
+    /// Sends `signal` to the child's process group, or to the child alone if that fails.
+    public func signal(_ signal: Int32) {
+        guard !hasExited else { return }
+        if kill(-pid, signal) != 0 { kill(pid, signal) }
+    }
+
+    /// Asks the child to stop (SIGTERM), then kills it (SIGKILL) if it still runs after `grace`.
+    public func stop(grace: Duration) async {
+        guard !hasExited else { return }
+        signal(SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while !hasExited, ContinuousClock.now < deadline, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if !hasExited {
+            signal(SIGKILL)
+            _ = await waitForExit()
+        }
+    }
+
+    /// A pipe whose two ends are closed on exec, so only the descriptor handed to a child survives in it.
+    public static func makePipe() throws -> (read: Int32, write: Int32) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw SubprocessError("cannot create a pipe: \(String(cString: strerror(errno)))") }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return (fds[0], fds[1])
+    }
+
+    /// The full path of `tool` on `PATH`, if present.
+    public static func which(_ tool: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for folder in path.split(separator: ":") {
+            let candidate = "\(folder)/\(tool)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+
+    static func exitCode(_ status: Int32) -> Int32 {
+        let signal = status & 0x7f
+        return signal == 0 ? (status >> 8) & 0xff : 128 + signal
+    }
+
+    private static func spawnBlocking(_ command: [String], environment: [String], outputFD: Int32?) throws -> pid_t {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        sigdelset(&all, SIGKILL)
+        sigdelset(&all, SIGSTOP)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let outputFD {
+            posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
+            posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        }
+
+        let argv = command.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, command[0], &actions, &attributes, argv, envp)
+        guard result == 0 else {
+            throw SubprocessError("cannot start \(command[0]): \(String(cString: strerror(result)))")
+        }
+        return pid
+    }
+}
+
+/// The child could not be started.
+public struct SubprocessError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Holds a child's exit code and the tasks waiting for it.
+private final class ExitBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Int32?
+    private var waiters: [CheckedContinuation<Int32, Never>] = []
+
+    var code: Int32? { lock.withLock { value } }
+
+    func finish(_ code: Int32) {
+        let waiting = lock.withLock {
+            value = code
+            defer { waiters = [] }
+            return waiters
+        }
+        for waiter in waiting { waiter.resume(returning: code) }
+    }
+
+    func wait() async -> Int32 {
+        await withCheckedContinuation { continuation in
+            let ready: Int32? = lock.withLock {
+                if let value { return value }
+                waiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+}
