@@ -15,7 +15,8 @@ struct CompletionPipeline: Sendable {
     let limits: RequestLimits
 
     /// Reads and parses a JSON request body.
-    /// - Throws: `OpenAIError` 413 for an oversized body, 400 for a body that is not JSON.
+    /// - Throws: `NIOTooManyBytesError` for an oversized body (rendered as 413), `OpenAIError` 400 for a body that is
+    ///   not JSON.
     func readJSON(_ request: Request) async throws -> JSONValue {
         let buffer = try await request.body.collect(upTo: maxBodyBytes)
         do {
@@ -25,7 +26,8 @@ struct CompletionPipeline: Sendable {
         }
     }
 
-    /// Opens the request on a node, or records the refusal and throws it as an `OpenAIError`.
+    /// Opens the request on a node. A dispatch failure, or a node refusing the request (4xx), is recorded and thrown
+    /// as an `OpenAIError`; what returns is a request the node is serving.
     func open(
         _ endpoint: CompletionEndpoint,
         model: ModelID,
@@ -33,9 +35,10 @@ struct CompletionPipeline: Sendable {
         route: String,
         context: GatewayRequestContext,
         startedAt: Date
-    ) async throws -> OpenedUpstream {
+    ) async throws -> ServedRequest {
+        let upstream: OpenedUpstream
         do {
-            return try await dispatcher.open(endpoint: endpoint, model: model, body: body, requestID: context.id, logger: context.logger)
+            upstream = try await dispatcher.open(endpoint: endpoint, model: model, body: body, requestID: context.id, logger: context.logger)
         } catch {
             await record(
                 UsageRecord(
@@ -56,13 +59,27 @@ struct CompletionPipeline: Sendable {
             if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
             throw OpenAIError(error.failure, headers: headers)
         }
+        let served = ServedRequest(
+            pipeline: self,
+            upstream: upstream,
+            route: route,
+            model: model.rawValue,
+            requestID: context.id,
+            startedAt: startedAt,
+            logger: context.logger
+        )
+        guard upstream.response.status < 400 else {
+            let refusal = await nodeRefusal(upstream)
+            await served.finish(usage: nil, fallbackCompletionTokens: 0, status: String(upstream.response.status))
+            throw refusal
+        }
+        return served
     }
 
-    /// Turns a node's 4xx answer into the gateway's error envelope, keeping the node's message.
-    func relayNodeError(_ upstream: OpenedUpstream) async -> OpenAIError {
+    /// A node's 4xx answer as the gateway's error envelope, keeping the node's message.
+    private func nodeRefusal(_ upstream: OpenedUpstream) async -> OpenAIError {
         var body = upstream.firstChunk ?? ByteBuffer()
         if var rest = try? await upstream.response.body.collect(upTo: 1 << 16) { body.writeBuffer(&rest) }
-        dispatcher.finish(upstream)
         let message =
             (try? JSONDecoder().decode(JSONValue.self, from: body))?["error"]?["message"]?.stringValue
             ?? "The node refused the request."
@@ -90,23 +107,26 @@ struct CompletionPipeline: Sendable {
             logger.error("could not store usage record", metadata: ["error": "\(error)"])
         }
     }
+}
 
-    /// Records a request served by `upstream`, and releases the node.
-    func finish(
-        _ upstream: OpenedUpstream,
-        usage: TokenUsage?,
-        fallbackCompletionTokens: Int,
-        status: String,
-        route: String,
-        model: String,
-        requestID: String,
-        startedAt: Date,
-        logger: Logger
-    ) async {
-        dispatcher.finish(upstream)
+/// A request a node is serving. `finish` must be called once, after the client has its response: it releases the
+/// node and meters the request (the SQLite write stays off the response's critical path).
+struct ServedRequest: Sendable {
+    let pipeline: CompletionPipeline
+    let upstream: OpenedUpstream
+    let route: String
+    let model: String
+    let requestID: String
+    let startedAt: Date
+    let logger: Logger
+
+    var node: NodeID { upstream.node }
+
+    func finish(usage: TokenUsage?, fallbackCompletionTokens: Int, status: String) async {
+        pipeline.dispatcher.finish(upstream)
         let firstByte = upstream.firstByteAt - upstream.startedAt
-        metrics.timeToFirstToken(model: model, duration: firstByte)
-        await record(
+        pipeline.metrics.timeToFirstToken(model: model, duration: firstByte)
+        await pipeline.record(
             UsageRecord(
                 requestID: requestID,
                 route: route,

@@ -26,62 +26,55 @@ struct CompletionsController {
         } catch {
             throw OpenAIError(error)
         }
-        let route = endpoint.rawValue
-        let upstream = try await pipeline.open(
+        let served = try await pipeline.open(
             endpoint,
             model: prepared.model,
             body: prepared.upstreamBody,
-            route: route,
+            route: endpoint.rawValue,
             context: context,
             startedAt: startedAt
         )
-        guard upstream.response.status < 400 else {
-            throw await pipeline.relayNodeError(upstream)
-        }
-        var headers: HTTPFields = [.hearthNode: upstream.node.short]
-        let model = prepared.model.rawValue
-        let requestID = context.id
-        let logger = context.logger
-        let pipeline = self.pipeline
+        var headers: HTTPFields = [.hearthNode: served.node.short]
 
         guard prepared.stream else {
-            var body = upstream.firstChunk ?? ByteBuffer()
-            var outcome = "ok"
+            var body = served.upstream.firstChunk ?? ByteBuffer()
             do {
-                var rest = try await upstream.response.body.collect(upTo: 64 << 20)
+                var rest = try await served.upstream.response.body.collect(upTo: 64 << 20)
                 body.writeBuffer(&rest)
             } catch {
-                outcome = "upstream_error"
-            }
-            let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: body))?.usage
-            await pipeline.finish(
-                upstream,
-                usage: usage,
-                fallbackCompletionTokens: 0,
-                status: outcome,
-                route: route,
-                model: model,
-                requestID: requestID,
-                startedAt: startedAt,
-                logger: logger
-            )
-            guard outcome == "ok" else {
+                await served.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")
                 throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
             }
+            let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: body))?.usage
             headers[.contentType] = "application/json"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: body))
+            let answer = body
+            return Response(
+                status: .ok,
+                headers: headers,
+                body: ResponseBody(contentLength: answer.readableBytes) { writer in
+                    var outcome = "ok"
+                    do {
+                        try await writer.write(answer)
+                        try await writer.finish(nil)
+                    } catch {
+                        outcome = "client_closed"
+                    }
+                    await served.finish(usage: usage, fallbackCompletionTokens: 0, status: outcome)
+                }
+            )
         }
 
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-cache"
         let clientWantsUsage = prepared.clientWantsUsage
+        let metrics = pipeline.metrics
         return Response(
             status: .ok,
             headers: headers,
             body: ResponseBody { writer in
-                pipeline.metrics.streamStarted()
-                defer { pipeline.metrics.streamEnded() }
-                var reader = SSEEventReader(upstream)
+                metrics.streamStarted()
+                defer { metrics.streamEnded() }
+                var reader = SSEEventReader(served.upstream)
                 var usage: TokenUsage?
                 var contentEvents = 0
                 var outcome = "ok"
@@ -109,20 +102,10 @@ struct CompletionsController {
                         break relay
                     }
                 }
-                await pipeline.finish(
-                    upstream,
-                    usage: usage,
-                    fallbackCompletionTokens: max(0, contentEvents - 1),
-                    status: outcome,
-                    route: route,
-                    model: model,
-                    requestID: requestID,
-                    startedAt: startedAt,
-                    logger: logger
-                )
                 if outcome != "client_closed" {
-                    try await writer.finish(nil)
+                    do { try await writer.finish(nil) } catch { outcome = "client_closed" }
                 }
+                await served.finish(usage: usage, fallbackCompletionTokens: max(0, contentEvents - 1), status: outcome)
             }
         )
     }

@@ -59,7 +59,7 @@ struct OllamaController {
             var line = writer.content("")
             line["done"] = true
             line["done_reason"] = "load"
-            return try ndjsonResponse([line], node: nil)
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: Self.ndjson(line)))
         }
         let prepared: CompletionRequest
         let stream: Bool
@@ -73,57 +73,57 @@ struct OllamaController {
         } catch {
             throw OpenAIError(error)
         }
-        let route = shape == .chat ? "/api/chat" : "/api/generate"
-        let upstream = try await pipeline.open(
+        let served = try await pipeline.open(
             .chat,
             model: prepared.model,
             body: prepared.upstreamBody,
-            route: route,
+            route: shape == .chat ? "/api/chat" : "/api/generate",
             context: context,
             startedAt: startedAt
         )
-        guard upstream.response.status < 400 else {
-            throw await pipeline.relayNodeError(upstream)
-        }
         let writer = OllamaResponseWriter(shape: shape, model: prepared.model.rawValue, createdAt: Self.timestamp())
-        let relay = OllamaRelay(writer: writer, upstream: upstream, started: started)
-        let pipeline = self.pipeline
-        let requestID = context.id
-        let logger = context.logger
-        let model = prepared.model.rawValue
-        let finish: @Sendable (OllamaRelay.Outcome) async -> Void = { outcome in
-            await pipeline.finish(
-                upstream,
-                usage: outcome.usage,
-                fallbackCompletionTokens: outcome.contentEvents,
-                status: outcome.status,
-                route: route,
-                model: model,
-                requestID: requestID,
-                startedAt: startedAt,
-                logger: logger
-            )
-        }
+        let relay = OllamaRelay(writer: writer, upstream: served.upstream, started: started)
         guard stream else {
             let outcome = await relay.collect()
-            await finish(outcome)
-            guard outcome.status == "ok" else { throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed") }
-            return try ndjsonResponse([outcome.finalLine], node: upstream.node, contentType: "application/json")
+            guard outcome.status == "ok" else {
+                await served.finish(usage: outcome.usage, fallbackCompletionTokens: outcome.contentEvents, status: outcome.status)
+                throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
+            }
+            let body = Self.ndjson(outcome.finalLine)
+            return Response(
+                status: .ok,
+                headers: [.contentType: "application/json", .hearthNode: served.node.short],
+                body: ResponseBody(contentLength: body.readableBytes) { bodyWriter in
+                    var status = "ok"
+                    do {
+                        try await bodyWriter.write(body)
+                        try await bodyWriter.finish(nil)
+                    } catch {
+                        status = "client_closed"
+                    }
+                    await served.finish(usage: outcome.usage, fallbackCompletionTokens: outcome.contentEvents, status: status)
+                }
+            )
         }
-        var headers: HTTPFields = [.contentType: "application/x-ndjson", .hearthNode: upstream.node.short]
+        var headers: HTTPFields = [.contentType: "application/x-ndjson", .hearthNode: served.node.short]
         headers[.cacheControl] = "no-cache"
+        let metrics = pipeline.metrics
         return Response(
             status: .ok,
             headers: headers,
             body: ResponseBody { bodyWriter in
-                pipeline.metrics.streamStarted()
-                defer { pipeline.metrics.streamEnded() }
-                let outcome = await relay.stream(to: &bodyWriter)
-                await finish(outcome)
+                metrics.streamStarted()
+                defer { metrics.streamEnded() }
+                var outcome = await relay.stream(to: &bodyWriter)
                 if outcome.status != "client_closed" {
-                    if outcome.status == "ok" { try? await bodyWriter.write(Self.ndjson(outcome.finalLine)) }
-                    try await bodyWriter.finish(nil)
+                    do {
+                        if outcome.status == "ok" { try await bodyWriter.write(Self.ndjson(outcome.finalLine)) }
+                        try await bodyWriter.finish(nil)
+                    } catch {
+                        outcome.status = "client_closed"
+                    }
                 }
+                await served.finish(usage: outcome.usage, fallbackCompletionTokens: outcome.contentEvents, status: outcome.status)
             }
         )
     }
@@ -153,16 +153,6 @@ struct OllamaController {
         return buffer
     }
 
-    private func ndjsonResponse(_ lines: [JSONValue], node: NodeID?, contentType: String = "application/x-ndjson") throws -> Response {
-        var headers: HTTPFields = [.contentType: contentType]
-        if let node { headers[.hearthNode] = node.short }
-        var body = ByteBuffer()
-        for line in lines {
-            var encoded = Self.ndjson(line)
-            body.writeBuffer(&encoded)
-        }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: body))
-    }
 }
 
 /// Encodes a JSON value as an `application/json` response.
