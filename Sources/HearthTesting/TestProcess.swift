@@ -1,4 +1,5 @@
 public import Foundation
+import HearthNode
 import NIOPosix
 import Synchronization
 
@@ -37,15 +38,7 @@ public final class TestProcess: Sendable {
         try await NIOThreadPool.singleton.runIfActive { try process.run() }
         let reader = pipe.fileHandleForReading
         Thread.detachNewThread { [self] in
-            var pending = Data()
-            while case let data = reader.availableData, !data.isEmpty {
-                pending.append(data)
-                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
-                    pending.removeSubrange(pending.startIndex...newline)
-                    received(line)
-                }
-            }
+            Subprocess.readLines(from: reader) { received($0) }
             closeLines()
         }
     }

@@ -200,16 +200,10 @@ public struct EngineInstaller: Sendable {
         let reader = FileHandle(fileDescriptor: output.read, closeOnDealloc: true)
         let tail = try await NIOThreadPool.singleton.runIfActive { () -> [String] in
             var tail: [String] = []
-            var pending = Data()
-            while case let data = reader.availableData, !data.isEmpty {
-                pending.append(data)
-                while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = String(decoding: pending[pending.startIndex..<newline], as: UTF8.self)
-                    pending.removeSubrange(pending.startIndex...newline)
-                    onLine(line)
-                    tail.append(line)
-                    if tail.count > 15 { tail.removeFirst() }
-                }
+            Subprocess.readLines(from: reader) { line in
+                onLine(line)
+                tail.append(line)
+                if tail.count > 15 { tail.removeFirst() }
             }
             return tail
         }

@@ -23,14 +23,16 @@ struct EngineSupervisorService: Service {
         let model = handle.spec
         var logger = logger
         logger[metadataKey: "node.model"] = "\(model.id)"
+        let digest: HearthCore.SHA256Digest
         do {
-            let digest = try await FileDigest.sha256(ofFileAt: model.path)
-            guard digest == model.sha256 else {
-                fail("sha256 of \(model.path) is \(digest), expected \(model.sha256); refusing to load it", logger: logger)
-                return try await gracefulShutdown()
-            }
+            digest = try await FileDigest.sha256(ofFileAt: model.path)
         } catch {
             fail("cannot read \(model.path): \(error)", logger: logger)
+            return try await gracefulShutdown()
+        }
+        guard digest == model.sha256 else {
+            // A tampered or wrong file is never loaded; the node keeps reporting the failure until it is stopped.
+            fail("sha256 of \(model.path) is \(digest), expected \(model.sha256); refusing to load it", logger: logger)
             return try await gracefulShutdown()
         }
 

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import NIOPosix
 
 #if canImport(Glibc)
@@ -86,6 +86,19 @@ public final class Subprocess: Sendable {
         return (fds[0], fds[1])
     }
 
+    /// Reads `handle` to its end, passing each line (without its newline) to `onLine`. It blocks: call it on a
+    /// thread of its own or of NIO's thread pool, never on the cooperative pool.
+    public static func readLines(from handle: FileHandle, _ onLine: (String) -> Void) {
+        var pending = Data()
+        while case let data = handle.availableData, !data.isEmpty {
+            pending.append(data)
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                onLine(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
+                pending.removeSubrange(pending.startIndex...newline)
+            }
+        }
+    }
+
     /// The full path of `tool` on `PATH`, if present.
     public static func which(_ tool: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
@@ -131,8 +144,7 @@ public final class Subprocess: Sendable {
         let argv = command.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
         defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+            for pointer in argv + envp { free(pointer) }
         }
         var pid: pid_t = 0
         let result = posix_spawn(&pid, command[0], &actions, &attributes, argv, envp)
