@@ -52,7 +52,8 @@ struct NodeOptions: ParsableArguments {
         _ = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
     }
 
-    /// The node configuration, provisioning the engine and default model into the cache when they are needed.
+    /// The node configuration. When the engine or the default model is not provisioned yet, the node provisions it
+    /// as its preparation step, so it heartbeats (engines loading) during a long first build.
     func configuration(
         dataDirectory: String,
         gatewayURL: String?,
@@ -78,14 +79,19 @@ struct NodeOptions: ParsableArguments {
             }
             configuration.llamaServerPath = path
         } else {
-            configuration.llamaServerPath = try await installer.installEngine()
+            configuration.llamaServerPath = installer.llamaServerPath
         }
+        let needsEngine = !FileManager.default.isExecutableFile(atPath: configuration.llamaServerPath)
 
         let aliases = try (aliases.isEmpty ? (file.aliases ?? []) : aliases).map { name in
             guard let id = ModelID(name) else { throw ValidationError("alias '\(name)' is not a valid model name") }
             return id
         }
-        if let path = model ?? file.model {
+        let customModel = model ?? file.model
+        if let path = customModel {
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw ValidationError("model file \(path) does not exist")
+            }
             guard let hex = sha256 ?? file.sha256, let digest = SHA256Digest(hex: hex) else {
                 throw ValidationError("the model needs a valid --sha256 (64 hex characters)")
             }
@@ -95,10 +101,16 @@ struct NodeOptions: ParsableArguments {
             }
             configuration.models = [ModelSpec(id: id, aliases: aliases, path: path, sha256: digest)]
         } else {
-            try await installer.installDefaultModel()
             var spec = installer.defaultModelSpec
             spec.aliases = aliases
             configuration.models = [spec]
+        }
+        let needsModel = customModel == nil && !FileManager.default.fileExists(atPath: installer.defaultModelPath)
+        if needsEngine || needsModel {
+            configuration.prepare = {
+                if needsEngine { try await installer.installEngine() }
+                if needsModel { try await installer.installDefaultModel() }
+            }
         }
         return configuration
     }

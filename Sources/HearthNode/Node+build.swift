@@ -29,11 +29,12 @@ public func buildNode(
     try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
     let identity = try NodeIdentity.loadOrCreate(in: configuration.dataDirectory)
     let engines = try configuration.models.map { spec in
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: spec.path) else {
+        guard configuration.prepare != nil || FileManager.default.fileExists(atPath: spec.path) else {
             throw NodeStartError("model file \(spec.path) does not exist")
         }
-        return EngineHandle(spec: spec, sizeBytes: (attributes[.size] as? NSNumber)?.uint64Value ?? 0)
+        return EngineHandle(spec: spec)
     }
+    let preparation = Preparation(configuration.prepare)
     var logger = logger
     logger[metadataKey: "node.id"] = "\(identity.id.short)"
     let load = NodeLoad()
@@ -50,7 +51,9 @@ public func buildNode(
         },
         logger: logger
     )
-    let supervisors: [any Service] = engines.map { EngineSupervisorService(handle: $0, configuration: configuration, logger: logger) }
+    let supervisors: [any Service] = engines.map {
+        EngineSupervisorService(handle: $0, configuration: configuration, preparation: preparation, logger: logger)
+    }
     let heartbeat = HeartbeatService(
         node: identity,
         configuration: configuration,

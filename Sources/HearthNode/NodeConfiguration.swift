@@ -23,6 +23,10 @@ public struct NodeConfiguration: Sendable {
     public var limits: NodeLimits = NodeLimits(threads: 2, contextSize: 2048, parallelSlots: 2)
     /// The `llama-server` binary to run.
     public var llamaServerPath: String = "llama-server"
+    /// Work that must finish before the first engine starts, such as building llama.cpp and fetching the default
+    /// model. It runs once, inside the node's lifetime: the node heartbeats meanwhile and reports its engines as
+    /// loading, so a long build or download never hides it from the gateway.
+    public var prepare: (@Sendable () async throws -> Void)?
     /// Further `llama-server` arguments, as the owner gives them.
     public var extraEngineArguments: [String] = []
     /// Time between heartbeats.

@@ -2,6 +2,7 @@ import Foundation
 import HearthCore
 import HearthTesting
 import Logging
+import Synchronization
 import Testing
 
 @testable import HearthNode
@@ -55,18 +56,55 @@ struct EngineSupervisorTests {
         let model = directory + "/tampered.gguf"
         try Data("GGUF and then something else".utf8).write(to: URL(fileURLWithPath: model))
         let spec = ModelSpec(id: ModelID("m")!, path: model, sha256: DefaultModel.sha256)
-        let handle = EngineHandle(spec: spec, sizeBytes: 28)
+        let handle = EngineHandle(spec: spec)
         let configuration = NodeConfiguration().with {
             $0.dataDirectory = directory
             $0.llamaServerPath = "/bin/false"
         }
         let supervisor = Task {
-            try await EngineSupervisorService(handle: handle, configuration: configuration, logger: Logger(label: "test")).run()
+            try await EngineSupervisorService(
+                handle: handle,
+                configuration: configuration,
+                preparation: Preparation(nil),
+                logger: Logger(label: "test")
+            ).run()
         }
         defer { supervisor.cancel() }
         while handle.snapshot.state != .failed { try await Task.sleep(for: .milliseconds(10)) }
         #expect(handle.snapshot.detail?.contains("sha256") == true)
         #expect(handle.snapshot.starts == 0, "no engine may start on a tampered file")
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func reportsLoadingWhilePreparingAndFailedWhenPreparationFails() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("prepare")
+        let spec = ModelSpec(id: ModelID("m")!, path: directory + "/not-yet.gguf", sha256: DefaultModel.sha256)
+        let (gate, open) = AsyncStream.makeStream(of: Void.self)
+        let runs = Counter()
+        let preparation = Preparation {
+            runs.increment()
+            for await _ in gate { break }
+            throw SubprocessError("the build broke")
+        }
+        let handles = [EngineHandle(spec: spec), EngineHandle(spec: spec)]
+        let configuration = NodeConfiguration().with { $0.dataDirectory = directory }
+        let supervisors = handles.map { handle in
+            Task {
+                try await EngineSupervisorService(
+                    handle: handle,
+                    configuration: configuration,
+                    preparation: preparation,
+                    logger: Logger(label: "test")
+                ).run()
+            }
+        }
+        defer { for supervisor in supervisors { supervisor.cancel() } }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(handles.allSatisfy { $0.snapshot.state == .loading && $0.snapshot.detail == "preparing" })
+        open.yield()
+        while handles.contains(where: { $0.snapshot.state != .failed }) { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(handles.allSatisfy { $0.snapshot.detail?.contains("the build broke") == true })
+        #expect(runs.value == 1, "preparation runs once for all engines")
     }
 
     @Test func hashesFilesWithSHA256() async throws {
@@ -114,4 +152,11 @@ struct SubprocessTests {
         #expect(await killed.waitForExit() == 137)
         await #expect(throws: SubprocessError.self) { try await Subprocess.spawn("/nonexistent/tool", []) }
     }
+}
+
+/// A thread-safe counter for tests.
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }

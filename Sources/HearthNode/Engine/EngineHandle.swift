@@ -11,15 +11,16 @@ public final class EngineHandle: Sendable {
         /// Engine starts so far (1 after the first start).
         public var starts: Int
         public var pid: Int32?
+
+        /// The model file's size, once it exists.
+        public var sizeBytes: UInt64
     }
 
     public let spec: ModelSpec
-    public let sizeBytes: UInt64
-    private let current = Mutex(Snapshot(state: .loading, port: nil, detail: nil, starts: 0, pid: nil))
+    private let current = Mutex(Snapshot(state: .loading, port: nil, detail: "preparing", starts: 0, pid: nil, sizeBytes: 0))
 
-    init(spec: ModelSpec, sizeBytes: UInt64) {
+    init(spec: ModelSpec) {
         self.spec = spec
-        self.sizeBytes = sizeBytes
     }
 
     public var snapshot: Snapshot { current.withLock { $0 } }

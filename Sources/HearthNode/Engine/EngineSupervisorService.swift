@@ -12,6 +12,7 @@ import ServiceLifecycle
 struct EngineSupervisorService: Service {
     let handle: EngineHandle
     let configuration: NodeConfiguration
+    let preparation: Preparation
     let logger: Logger
 
     private enum Event: Sendable {
@@ -23,6 +24,19 @@ struct EngineSupervisorService: Service {
         let model = handle.spec
         var logger = logger
         logger[metadataKey: "node.model"] = "\(model.id)"
+        do {
+            try await preparation.run()
+        } catch is CancellationError {
+            return
+        } catch {
+            fail("preparation failed: \(error)", logger: logger)
+            return try await gracefulShutdown()
+        }
+        let size = (try? FileManager.default.attributesOfItem(atPath: model.path)[.size] as? NSNumber)?.uint64Value ?? 0
+        handle.update {
+            $0.sizeBytes = size
+            $0.detail = nil
+        }
         let digest: HearthCore.SHA256Digest
         do {
             digest = try await FileDigest.sha256(ofFileAt: model.path)

@@ -55,7 +55,7 @@ struct HeartbeatService: Service {
                 aliases: engine.spec.aliases,
                 sha256: engine.spec.sha256,
                 contextLength: configuration.limits.contextSize,
-                sizeBytes: engine.sizeBytes,
+                sizeBytes: snapshot.sizeBytes,
                 state: snapshot.state,
                 detail: snapshot.detail
             )
