@@ -122,6 +122,25 @@ struct ServedRequest: Sendable {
 
     var node: NodeID { upstream.node }
 
+    /// A 200 response carrying a whole body (a request that does not stream); the request is metered once the client
+    /// has the body, or as `client_closed` if it went away first.
+    func respond(with body: ByteBuffer, headers: HTTPFields, usage: TokenUsage?, fallbackCompletionTokens: Int) -> Response {
+        Response(
+            status: .ok,
+            headers: headers,
+            body: ResponseBody(contentLength: body.readableBytes) { writer in
+                var status = "ok"
+                do {
+                    try await writer.write(body)
+                    try await writer.finish(nil)
+                } catch {
+                    status = "client_closed"
+                }
+                await finish(usage: usage, fallbackCompletionTokens: fallbackCompletionTokens, status: status)
+            }
+        )
+    }
+
     func finish(usage: TokenUsage?, fallbackCompletionTokens: Int, status: String) async {
         pipeline.dispatcher.finish(upstream)
         let firstByte = upstream.firstByteAt - upstream.startedAt
@@ -141,11 +160,5 @@ struct ServedRequest: Sendable {
             ),
             logger: logger
         )
-    }
-}
-
-extension Duration {
-    var milliseconds: Double {
-        Double(components.seconds) * 1000 + Double(components.attoseconds) / 1e15
     }
 }

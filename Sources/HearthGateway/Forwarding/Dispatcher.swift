@@ -100,7 +100,7 @@ public struct Dispatcher: Sendable {
     /// Marks the request on `upstream.node` as over.
     public func finish(_ upstream: OpenedUpstream) {
         let latency = upstream.firstByteAt - upstream.startedAt
-        registry.end(on: upstream.node, latency: Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18)
+        registry.end(on: upstream.node, latency: latency.seconds)
     }
 }
 

@@ -23,7 +23,7 @@ public struct HTTPNodeTransport: NodeTransport {
         upstream.headers.add(name: "content-type", value: "application/json")
         upstream.headers.add(name: "x-request-id", value: request.requestID)
         upstream.body = .bytes(request.body)
-        let response = try await client.execute(upstream, timeout: .nanoseconds(Int64(deadline.components.seconds) * 1_000_000_000))
+        let response = try await client.execute(upstream, timeout: TimeAmount(deadline))
         let box = IteratorBox(response.body.makeAsyncIterator())
         return NodeResponse(
             status: Int(response.status.code),

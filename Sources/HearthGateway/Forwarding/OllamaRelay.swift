@@ -75,9 +75,3 @@ struct OllamaRelay: Sendable {
         return Outcome(status: status, usage: usage, contentEvents: contentEvents, finalLine: writer.final(text: text, statistics: statistics))
     }
 }
-
-extension Duration {
-    var nanoseconds: UInt64 {
-        UInt64(max(0, components.seconds)) * 1_000_000_000 + UInt64(max(0, components.attoseconds) / 1_000_000_000)
-    }
-}

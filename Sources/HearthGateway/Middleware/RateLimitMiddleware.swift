@@ -30,7 +30,7 @@ final class RateLimiter: Sendable {
 
     private func seconds(since start: ContinuousClock.Instant) -> Double {
         let elapsed = clock.now - start
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return elapsed.seconds
     }
 }
 

@@ -47,21 +47,7 @@ struct CompletionsController {
             }
             let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: body))?.usage
             headers[.contentType] = "application/json"
-            let answer = body
-            return Response(
-                status: .ok,
-                headers: headers,
-                body: ResponseBody(contentLength: answer.readableBytes) { writer in
-                    var outcome = "ok"
-                    do {
-                        try await writer.write(answer)
-                        try await writer.finish(nil)
-                    } catch {
-                        outcome = "client_closed"
-                    }
-                    await served.finish(usage: usage, fallbackCompletionTokens: 0, status: outcome)
-                }
-            )
+            return served.respond(with: body, headers: headers, usage: usage, fallbackCompletionTokens: 0)
         }
 
         headers[.contentType] = "text/event-stream"

@@ -89,20 +89,11 @@ struct OllamaController {
                 await served.finish(usage: outcome.usage, fallbackCompletionTokens: outcome.contentEvents, status: outcome.status)
                 throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
             }
-            let body = Self.ndjson(outcome.finalLine)
-            return Response(
-                status: .ok,
+            return served.respond(
+                with: Self.ndjson(outcome.finalLine),
                 headers: [.contentType: "application/json", .hearthNode: served.node.short],
-                body: ResponseBody(contentLength: body.readableBytes) { bodyWriter in
-                    var status = "ok"
-                    do {
-                        try await bodyWriter.write(body)
-                        try await bodyWriter.finish(nil)
-                    } catch {
-                        status = "client_closed"
-                    }
-                    await served.finish(usage: outcome.usage, fallbackCompletionTokens: outcome.contentEvents, status: status)
-                }
+                usage: outcome.usage,
+                fallbackCompletionTokens: outcome.contentEvents
             )
         }
         var headers: HTTPFields = [.contentType: "application/x-ndjson", .hearthNode: served.node.short]

@@ -11,9 +11,7 @@ struct HTTPClientService: Service {
     static func makeNodeClient(connectTimeout: Duration) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.timeout.connect = .nanoseconds(
-            Int64(connectTimeout.components.seconds) * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000
-        )
+        configuration.timeout.connect = TimeAmount(connectTimeout)
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
