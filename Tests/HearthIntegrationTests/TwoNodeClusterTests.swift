@@ -73,6 +73,24 @@ struct TwoNodeClusterTests {
                 models.json["data"]?.arrayValue?.map { $0["id"]?.stringValue } == [DefaultModel.id.rawValue]
             )
             #expect(try await cluster.readyNodeCount() == 2)
+
+            // The terminal clients a person uses: `hearth models` and a one-shot `hearth chat`.
+            let listing = try await TestProcess(
+                name: "models",
+                executable: try TestEnvironment.hearthBinary(),
+                arguments: ["models", "--url", cluster.url],
+                directory: cluster.directory
+            )
+            #expect(await listing.waitForExit() == 0)
+            #expect(listing.output.contains { $0.hasPrefix(DefaultModel.id.rawValue) && $0.contains(" 2 ") })
+            let chatting = try await TestProcess(
+                name: "chat",
+                executable: try TestEnvironment.hearthBinary(),
+                arguments: ["chat", "--url", cluster.url, "--max-tokens", "8", "Say", "hi"],
+                directory: cluster.directory
+            )
+            #expect(await chatting.waitForExit() == 0, "\(chatting.errorOutput)")
+            #expect(!chatting.output.joined().trimmingCharacters(in: .whitespaces).isEmpty)
         }
     }
 
