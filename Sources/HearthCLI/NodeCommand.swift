@@ -33,6 +33,9 @@ struct NodeCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
+        if ["0.0.0.0", "::"].contains(host) && advertiseURL == nil {
+            throw ValidationError("--host \(host) listens on every address; give --advertise-url with the address the gateway should call")
+        }
     }
 
     func run() async throws {

@@ -12,6 +12,8 @@ struct CommandParsingTests {
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["gateway", "--node-ttl", "soon"]) }
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--parallel", "0"]) }
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--model", "x.gguf"]) }
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--host", "0.0.0.0"]) }
+        #expect((try? HearthCommand.parseAsRoot(["node", "--host", "0.0.0.0", "--advertise-url", "http://10.0.0.5:9000"])) is NodeCommand)
         let message = HearthCommand.message(for: ValidationError("--node-ttl takes a positive duration such as 5s, 500ms or 2m, not 'soon'"))
         #expect(message.contains("5s"))
     }
