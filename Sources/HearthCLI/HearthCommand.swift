@@ -11,7 +11,9 @@ public struct HearthCommand: AsyncParsableCommand {
             Then:        hearth chat      (a streaming chat in the terminal)
             """,
         version: HearthVersion.current,
-        subcommands: [UpCommand.self, GatewayCommand.self, NodeCommand.self, EngineCommand.self, ChatCommand.self, ModelsCommand.self]
+        subcommands: [
+            UpCommand.self, GatewayCommand.self, NodeCommand.self, EngineCommand.self, ChatCommand.self, ModelsCommand.self, KeysCommand.self,
+        ]
     )
 
     public init() {}

@@ -1,31 +1,82 @@
 import Foundation
 public import HearthCore
 
-/// The node's identity, kept in its data folder so it survives restarts.
-public struct NodeIdentity: Sendable {
-    public let id: NodeID
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
-    public init(id: NodeID) {
-        self.id = id
+/// The node's identity: an Ed25519 key kept in its data folder, and the NodeID it proves.
+public struct NodeIdentity: Sendable {
+    public let key: IdentityKey
+    public var id: NodeID { key.nodeID }
+
+    public init(key: IdentityKey) {
+        self.key = key
     }
 
-    /// Loads `node-id` from `directory`, creating it (owner-only permissions) on first start.
-    /// - Throws: when the folder cannot be created or the file holds something that is not a node id.
+    /// The key file inside a node's data folder.
+    public static func keyPath(in directory: String) -> String {
+        (directory as NSString).appendingPathComponent("node.key")
+    }
+
+    /// Loads `node.key` from `directory`, creating it (owner-only, written atomically) on first start.
+    /// - Throws: `NodeStartError` when the folder cannot be created or the file is not a usable key; an existing
+    ///   file is never replaced.
     public static func loadOrCreate(in directory: String) throws -> NodeIdentity {
-        let path = (directory as NSString).appendingPathComponent("node-id")
-        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            guard let id = NodeID(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-                throw NodeStartError("\(path) does not hold a node id (64 lowercase hex characters); remove it to make a new one")
-            }
-            return NodeIdentity(id: id)
-        }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let id = NodeID.random()
-        let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data((id.rawValue + "\n").utf8), attributes: [.posixPermissions: 0o600])
-        else { throw NodeStartError("cannot write \(temporary)") }
-        guard rename(temporary, path) == 0 else { throw NodeStartError("cannot move \(temporary) to \(path)") }
-        return NodeIdentity(id: id)
+        let path = keyPath(in: directory)
+        if FileManager.default.fileExists(atPath: path) {
+            return NodeIdentity(key: try KeyFile.load(path))
+        }
+        let key = IdentityKey.generate()
+        try KeyFile.write(key, to: path, replacing: false)
+        return NodeIdentity(key: key)
+    }
+}
+
+/// Reads and writes private key files: PKCS#8 PEM, readable by the owner only.
+public enum KeyFile {
+    /// Reads a key file.
+    /// - Throws: `NodeStartError` if the file is missing, readable by others, or not an Ed25519 PKCS#8 key.
+    public static func load(_ path: String) throws -> IdentityKey {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw NodeStartError("cannot read key file \(path): \(String(cString: strerror(errno)))") }
+        guard info.st_mode & 0o077 == 0 else {
+            throw NodeStartError(
+                "key file \(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))); run `chmod 600 \(path)`"
+            )
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw NodeStartError("cannot read key file \(path)")
+        }
+        do {
+            return try IdentityKey(privateKeyPEM: text)
+        } catch {
+            throw NodeStartError("key file \(path) is not usable: \(error.description)")
+        }
+    }
+
+    /// Writes `key` to `path` with mode 0600: into a temporary file first, then renamed into place.
+    /// - Throws: `NodeStartError` if `path` exists and `replacing` is false, or the file cannot be written.
+    public static func write(_ key: IdentityKey, to path: String, replacing: Bool) throws {
+        if !replacing && FileManager.default.fileExists(atPath: path) {
+            throw NodeStartError("\(path) already exists; refusing to replace a key")
+        }
+        let folder = (path as NSString).deletingLastPathComponent
+        if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        let temporary = "\(path).tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw NodeStartError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        let bytes = Array(key.privateKeyPEM.utf8)
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw NodeStartError("cannot write key file \(path): \(String(cString: strerror(errno)))")
+        }
     }
 }
 

@@ -25,20 +25,46 @@ struct HardwareProbeTests {
 }
 
 struct NodeIdentityTests {
-    @Test func createsAnOwnerOnlyIdentityOnceAndKeepsIt() throws {
+    func mode(_ path: String) throws -> Int {
+        (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue ?? -1
+    }
+
+    @Test func createsAnOwnerOnlyKeyOnceAndDerivesTheNodeIDFromIt() throws {
         let directory = try TestEnvironment.temporaryDirectory("identity")
         let first = try NodeIdentity.loadOrCreate(in: directory)
         let second = try NodeIdentity.loadOrCreate(in: directory)
         #expect(first.id == second.id)
-        let attributes = try FileManager.default.attributesOfItem(atPath: directory + "/node-id")
-        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        #expect(first.id == NodeID(publicKey: first.key.publicKey))
+        #expect(try mode(NodeIdentity.keyPath(in: directory)) == 0o600)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["node.key"], "no temporary file is left")
     }
 
-    @Test func refusesACorruptIdentityFileInsteadOfReplacingIt() throws {
+    @Test func refusesACorruptKeyInsteadOfReplacingIt() throws {
         let directory = try TestEnvironment.temporaryDirectory("identity")
-        try "not-an-id\n".write(toFile: directory + "/node-id", atomically: true, encoding: .utf8)
+        let path = NodeIdentity.keyPath(in: directory)
+        FileManager.default.createFile(atPath: path, contents: Data("not-a-key\n".utf8), attributes: [.posixPermissions: 0o600])
         #expect(throws: NodeStartError.self) { try NodeIdentity.loadOrCreate(in: directory) }
-        #expect(try String(contentsOfFile: directory + "/node-id", encoding: .utf8) == "not-an-id\n")
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "not-a-key\n")
+    }
+
+    @Test func refusesAKeyOthersCanRead() throws {
+        let directory = try TestEnvironment.temporaryDirectory("identity")
+        let path = NodeIdentity.keyPath(in: directory)
+        _ = try NodeIdentity.loadOrCreate(in: directory)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
+        #expect(throws: NodeStartError.self) { try KeyFile.load(path) }
+    }
+
+    @Test func neverOverwritesAKeyUnlessAsked() throws {
+        let directory = try TestEnvironment.temporaryDirectory("identity")
+        let path = directory + "/k.key"
+        let original = IdentityKey.generate()
+        try KeyFile.write(original, to: path, replacing: false)
+        #expect(throws: NodeStartError.self) { try KeyFile.write(IdentityKey.generate(), to: path, replacing: false) }
+        #expect(try KeyFile.load(path).nodeID == original.nodeID)
+        let replacement = IdentityKey.generate()
+        try KeyFile.write(replacement, to: path, replacing: true)
+        #expect(try KeyFile.load(path).nodeID == replacement.nodeID)
     }
 }
 
