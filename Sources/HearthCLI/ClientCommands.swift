@@ -98,6 +98,15 @@ struct GatewayClient {
         return try check(response, body)
     }
 
+    func post(_ path: String, _ body: JSONValue) async throws -> JSONValue {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
+        let response = try await execute(request)
+        return try check(response, try await response.body.collect(upTo: 1 << 20))
+    }
+
     /// Sends a streaming chat request, prints the text as it arrives, and returns the whole answer.
     func streamChat(model: String, messages: [JSONValue], maxTokens: Int) async throws -> String {
         var request = HTTPClientRequest(url: baseURL + "/v1/chat/completions")

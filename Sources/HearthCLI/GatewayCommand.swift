@@ -28,6 +28,9 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Drop a node from routing after this long without a heartbeat (e.g. 15s).")
     var nodeTTL: String = "15s"
 
+    @Flag(help: "Refuse anonymous callers on /v1 and /api: every request needs a login token or an API key.")
+    var requireAuth = false
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
         guard rateLimit > 0 else { throw ValidationError("--rate-limit must be positive") }
@@ -47,6 +50,7 @@ struct GatewayOptions: ParsableArguments {
             $0.limits = RequestLimits(maxTokensCeiling: maxTokens)
             $0.maxBodyBytes = maxBodyBytes
             $0.nodeTTL = ttl
+            $0.requireAuth = requireAuth
         }
     }
 }

@@ -56,6 +56,7 @@ public func buildGateway(
         limits: configuration.limits
     )
 
+    let auth = AuthService(database: database, challengeTTL: configuration.challengeTTL, tokenTTL: configuration.tokenTTL)
     let router = Router(context: GatewayRequestContext.self)
     // Outermost first: request id and metrics, rate limiting, then errors rendered as the OpenAI envelope.
     router.add(middleware: EdgeMiddleware(metrics: metrics))
@@ -66,10 +67,12 @@ public func buildGateway(
         )
     )
     router.add(middleware: OpenAIErrorMiddleware())
+    router.add(middleware: AuthMiddleware(auth: auth, requireAuth: configuration.requireAuth))
     OperationsController(registry: registry, metrics: metrics).addRoutes(to: router)
     ModelsController(registry: registry).addRoutes(to: router)
     CompletionsController(pipeline: pipeline).addRoutes(to: router)
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
+    AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     NodesController(registry: registry, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
 
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)

@@ -27,6 +27,13 @@ public struct GatewayConfiguration: Sendable {
     /// How long to wait for a node to connect.
     public var nodeConnectTimeout: Duration = .seconds(3)
 
+    /// Refuse anonymous callers on `/v1` and `/api` (login and health stay open).
+    public var requireAuth: Bool = false
+    /// How long a login challenge can be answered.
+    public var challengeTTL: Duration = .seconds(60)
+    /// How long a login token stays valid.
+    public var tokenTTL: Duration = .seconds(3600)
+
     public init() {}
 
     /// Returns a copy with `change` applied.

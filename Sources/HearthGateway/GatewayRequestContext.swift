@@ -1,3 +1,4 @@
+public import HearthCore
 public import Hummingbird
 public import NIOCore
 
@@ -8,6 +9,8 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext
     public let remoteAddress: SocketAddress?
     /// The address the gateway attributes the request to, after trusted-proxy handling.
     public var clientAddress: String = "unknown"
+    /// Who the request comes from, once `AuthMiddleware` has read its bearer credential.
+    public var caller: Caller = .anonymous
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

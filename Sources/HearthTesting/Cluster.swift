@@ -98,8 +98,10 @@ public enum HTTP {
         public var json: JSONValue { (try? JSONDecoder().decode(JSONValue.self, from: body)) ?? .null }
     }
 
-    public static func get(_ url: String) async throws -> Reply {
-        try await send(HTTPClientRequest(url: url))
+    public static func get(_ url: String, headers: [(String, String)] = []) async throws -> Reply {
+        var request = HTTPClientRequest(url: url)
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        return try await send(request)
     }
 
     public static func post(_ url: String, json: JSONValue, headers: [(String, String)] = []) async throws -> Reply {

@@ -57,4 +57,17 @@ struct KeysCommandTests {
         #expect(await python.waitForExit() == 0, "\(python.errorOutput)")
         #expect(python.output.last == String(nodeID))
     }
+
+    @Test(.timeLimit(.minutes(1)))
+    func logsInWithAKeyAndGetsAWorkingToken() async throws {
+        try await Cluster.with(label: "login", gatewayArguments: ["--require-auth"]) { cluster in
+            let key = cluster.directory + "/user.key"
+            #expect(try await hearth(["keys", "new", "--file", key], in: cluster.directory).status == 0)
+            let login = try await hearth(["login", "--url", cluster.url, "--key", key], in: cluster.directory)
+            #expect(login.status == 0)
+            let token = try #require(login.output.first { $0.hasPrefix("token=ht_") }).dropFirst("token=".count)
+            #expect(try await HTTP.get(cluster.url + "/v1/models").status == 401)
+            #expect(try await HTTP.get(cluster.url + "/v1/models", headers: [("authorization", "Bearer \(token)")]).status == 200)
+        }
+    }
 }

@@ -35,7 +35,7 @@ public struct OpenAIError: HTTPResponseError {
 
 /// Turns every error into an OpenAI error envelope, so no client ever sees an empty 500 or a framework message.
 ///
-/// `OpenAIError` is rendered as is; Hummingbird's `HTTPError` keeps its status with a matching type; anything else
+/// `OpenAIError` and `APIFailure` are rendered as they are; Hummingbird's `HTTPError` keeps its status with a matching type; anything else
 /// becomes a logged 500 `server_error`. This is the outermost error handler: routes throw, it answers.
 struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -43,6 +43,8 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let error as OpenAIError {
             return OpenAIError.response(for: error.failure, headers: error.headers)
+        } catch let failure as APIFailure {
+            return OpenAIError.response(for: failure)
         } catch let error as HTTPError {
             return OpenAIError.response(for: Self.failure(for: error, path: request.uri.path), headers: error.headers)
         } catch is NIOTooManyBytesError {

@@ -59,7 +59,7 @@ public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
 
 /// The gateway's SQLite database (WAL mode), opened once per process.
 public struct GatewayDatabase: Sendable {
-    private let writer: any DatabaseWriter
+    let writer: any DatabaseWriter
 
     /// Opens `gateway.sqlite` in `directory` (creating the folder), or an in-memory database when `directory` is nil.
     public static func open(directory: String?) throws -> GatewayDatabase {
@@ -93,6 +93,7 @@ public struct GatewayDatabase: Sendable {
             }
             try db.create(index: "usage_started_at", on: "usage", columns: ["started_at"])
         }
+        Self.registerAPIKeyMigrations(&migrator)
         try migrator.migrate(writer)
     }
 

@@ -1,0 +1,29 @@
+public import Foundation
+
+/// Challenge/response login: the gateway hands out a single-use nonce for a public key; the holder of the private
+/// key signs `message(nonce:)` and trades the signature for a short-lived bearer token.
+public enum LoginProtocol {
+    /// The bytes a client signs to log in with `nonce`. The domain prefix keeps a login signature from being reused
+    /// as any other kind of signed record.
+    public static func message(nonce: String) -> Data {
+        Data("hearth-login-v1:\(nonce)".utf8)
+    }
+}
+
+/// Who is making a request, as the gateway established it.
+public enum Caller: Sendable, Equatable {
+    case anonymous
+    /// A person logged in with their key; the id is the SHA-256 of their public key.
+    case user(NodeID)
+    /// An app using an API key that `owner` created.
+    case apiKey(id: String, owner: NodeID)
+
+    /// The account behind the caller, if any.
+    public var account: NodeID? {
+        switch self {
+        case .anonymous: nil
+        case .user(let id): id
+        case .apiKey(_, let owner): owner
+        }
+    }
+}

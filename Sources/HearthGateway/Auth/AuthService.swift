@@ -1,0 +1,122 @@
+import Crypto
+public import Foundation
+public import HearthCore
+import Synchronization
+
+/// Logins, bearer tokens and API keys.
+///
+/// Challenges and tokens are short-lived and kept in memory (a restart logs everyone out); API keys are stored in the
+/// database, as SHA-256 hashes only, so a copy of the database does not hand out working keys.
+public final class AuthService: Sendable {
+    struct Challenge {
+        var publicKey: Data
+        var expiresAt: Date
+    }
+
+    struct Session {
+        var user: NodeID
+        var expiresAt: Date
+    }
+
+    private let challenges = Mutex<[String: Challenge]>([:])
+    private let sessions = Mutex<[String: Session]>([:])
+    private let database: GatewayDatabase
+    private let challengeTTL: TimeInterval
+    private let tokenTTL: TimeInterval
+    private let now: @Sendable () -> Date
+
+    public init(database: GatewayDatabase, challengeTTL: Duration, tokenTTL: Duration, now: @escaping @Sendable () -> Date = Date.init) {
+        self.database = database
+        self.challengeTTL = challengeTTL.seconds
+        self.tokenTTL = tokenTTL.seconds
+        self.now = now
+    }
+
+    /// Issues a single-use nonce for `publicKey` (raw 32 bytes).
+    public func challenge(publicKey: Data) throws(APIFailure) -> (nonce: String, expiresAt: Date) {
+        guard publicKey.count == 32 else {
+            throw APIFailure(.invalidRequest, "'public_key' must be a base64 Ed25519 public key (32 bytes).", param: "public_key")
+        }
+        let nonce = Self.randomHex(bytes: 32)
+        let time = now()
+        let expiresAt = time.addingTimeInterval(challengeTTL)
+        challenges.withLock { challenges in
+            if challenges.count > 10_000 { challenges = challenges.filter { $0.value.expiresAt >= time } }
+            challenges[nonce] = Challenge(publicKey: publicKey, expiresAt: expiresAt)
+        }
+        return (nonce, expiresAt)
+    }
+
+    /// Checks a signed challenge and returns a bearer token. The nonce is spent whatever the outcome.
+    /// - Throws: `APIFailure` 401 for an unknown, spent or expired nonce, a nonce issued to another key, or a bad signature.
+    public func verify(publicKey: Data, nonce: String, signature: Data) throws(APIFailure) -> (token: String, expiresAt: Date, user: NodeID) {
+        let challenge = challenges.withLock { $0.removeValue(forKey: nonce) }
+        let time = now()
+        guard let challenge else {
+            throw APIFailure(.authentication, "Unknown or already used nonce; ask for a new challenge.", param: "nonce", code: "invalid_nonce")
+        }
+        guard time <= challenge.expiresAt else {
+            throw APIFailure(.authentication, "The challenge expired; ask for a new one.", param: "nonce", code: "expired_nonce")
+        }
+        guard challenge.publicKey == publicKey else {
+            throw APIFailure(.authentication, "This nonce was issued to another key.", param: "nonce", code: "invalid_nonce")
+        }
+        guard IdentityKey.isValidSignature(signature, of: LoginProtocol.message(nonce: nonce), by: publicKey) else {
+            throw APIFailure(.authentication, "The signature does not verify.", param: "signature", code: "invalid_signature")
+        }
+        let user = NodeID(publicKey: publicKey)
+        let token = "ht_" + Self.randomHex(bytes: 32)
+        let expiresAt = time.addingTimeInterval(tokenTTL)
+        sessions.withLock { sessions in
+            if sessions.count > 10_000 { sessions = sessions.filter { $0.value.expiresAt >= time } }
+            sessions[Self.digest(token)] = Session(user: user, expiresAt: expiresAt)
+        }
+        return (token, expiresAt, user)
+    }
+
+    /// The caller a bearer credential (login token or API key) stands for.
+    /// - Throws: `APIFailure` 401 for an unknown, expired or revoked credential.
+    public func caller(forBearer credential: String) async throws -> Caller {
+        let digest = Self.digest(credential)
+        if credential.hasPrefix("ht_") {
+            let session = sessions.withLock { $0[digest] }
+            guard let session, now() <= session.expiresAt else {
+                throw APIFailure(.authentication, "The token is unknown or expired; log in again.", code: "invalid_token")
+            }
+            return .user(session.user)
+        }
+        guard let key = try await database.apiKey(secretDigest: digest), key.revokedAt == nil, let owner = NodeID(key.owner) else {
+            throw APIFailure(.authentication, "The API key is unknown or revoked.", code: "invalid_api_key")
+        }
+        return .apiKey(id: key.id, owner: owner)
+    }
+
+    /// Creates an API key for `owner`; the secret is returned once and only its hash is stored.
+    public func createAPIKey(owner: NodeID, name: String) async throws -> (record: APIKeyRecord, secret: String) {
+        let secret = "hk_" + Self.randomHex(bytes: 32)
+        let record = APIKeyRecord(
+            id: Self.randomHex(bytes: 8),
+            owner: owner.rawValue,
+            name: name,
+            secretDigest: Self.digest(secret),
+            createdAt: now(),
+            revokedAt: nil
+        )
+        try await database.insert(record)
+        return (record, secret)
+    }
+
+    /// Whether `credential` has the shape of a Hearth login token or API key.
+    static func isHearthCredential(_ credential: String) -> Bool {
+        credential.hasPrefix("ht_") || credential.hasPrefix("hk_")
+    }
+
+    static func digest(_ secret: String) -> String {
+        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func randomHex(bytes count: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+    }
+}
