@@ -41,12 +41,11 @@ public enum KeyFile {
     /// Reads a key file.
     /// - Throws: `NodeStartError` if the file is missing, readable by others, or not an Ed25519 PKCS#8 key.
     public static func load(_ path: String) throws -> IdentityKey {
-        var info = stat()
-        guard stat(path, &info) == 0 else { throw NodeStartError("cannot read key file \(path): \(String(cString: strerror(errno)))") }
-        guard info.st_mode & 0o077 == 0 else {
-            throw NodeStartError(
-                "key file \(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))); run `chmod 600 \(path)`"
-            )
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+            let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue
+        else { throw NodeStartError("cannot read key file \(path)") }
+        guard mode & 0o077 == 0 else {
+            throw NodeStartError("key file \(path) is readable by others (mode \(String(mode, radix: 8))); run `chmod 600 \(path)`")
         }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw NodeStartError("cannot read key file \(path)")
@@ -69,11 +68,17 @@ public enum KeyFile {
         let temporary = "\(path).tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw NodeStartError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        let bytes = Array(key.privateKeyPEM.utf8)
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        let synced = fsync(fd) == 0
-        close(fd)
-        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        let written: Bool
+        do {
+            try handle.write(contentsOf: Data(key.privateKeyPEM.utf8))
+            try handle.synchronize()
+            try handle.close()
+            written = true
+        } catch {
+            written = false
+        }
+        guard written, rename(temporary, path) == 0 else {
             unlink(temporary)
             throw NodeStartError("cannot write key file \(path): \(String(cString: strerror(errno)))")
         }
