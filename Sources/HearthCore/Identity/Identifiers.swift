@@ -87,12 +87,14 @@ public struct SHA256Digest: Hashable, Sendable, Codable, CustomStringConvertible
     }
 }
 
-enum Hex {
+/// Lowercase hexadecimal, the one encoding Hearth uses for digests, ids and random tokens.
+public enum Hex {
     static func isLowercaseDigit(_ byte: UInt8) -> Bool {
         (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
     }
 
-    static func encode(_ bytes: some Sequence<UInt8>) -> String {
+    /// `bytes` as lowercase hexadecimal, two characters per byte.
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
         for byte in bytes {
@@ -100,5 +102,11 @@ enum Hex {
             out.append(digits[Int(byte & 0x0F)])
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `count` bytes from the system's secure random generator, as hexadecimal.
+    public static func random(bytes count: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return encode((0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 }

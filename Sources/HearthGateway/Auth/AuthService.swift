@@ -37,7 +37,7 @@ public final class AuthService: Sendable {
         guard publicKey.count == 32 else {
             throw APIFailure(.invalidRequest, "'public_key' must be a base64 Ed25519 public key (32 bytes).", param: "public_key")
         }
-        let nonce = Self.randomHex(bytes: 32)
+        let nonce = Hex.random(bytes: 32)
         let time = now()
         let expiresAt = time.addingTimeInterval(challengeTTL)
         challenges.withLock { challenges in
@@ -65,7 +65,7 @@ public final class AuthService: Sendable {
             throw APIFailure(.authentication, "The signature does not verify.", param: "signature", code: "invalid_signature")
         }
         let user = NodeID(publicKey: publicKey)
-        let token = "ht_" + Self.randomHex(bytes: 32)
+        let token = "ht_" + Hex.random(bytes: 32)
         let expiresAt = time.addingTimeInterval(tokenTTL)
         sessions.withLock { sessions in
             if sessions.count > 10_000 { sessions = sessions.filter { $0.value.expiresAt >= time } }
@@ -93,9 +93,9 @@ public final class AuthService: Sendable {
 
     /// Creates an API key for `owner`; the secret is returned once and only its hash is stored.
     public func createAPIKey(owner: NodeID, name: String) async throws -> (record: APIKeyRecord, secret: String) {
-        let secret = "hk_" + Self.randomHex(bytes: 32)
+        let secret = "hk_" + Hex.random(bytes: 32)
         let record = APIKeyRecord(
-            id: Self.randomHex(bytes: 8),
+            id: Hex.random(bytes: 8),
             owner: owner.rawValue,
             name: name,
             secretDigest: Self.digest(secret),
@@ -112,11 +112,6 @@ public final class AuthService: Sendable {
     }
 
     static func digest(_ secret: String) -> String {
-        SHA256.hash(data: Data(secret.utf8)).map { String(format: "%02x", $0) }.joined()
-    }
-
-    static func randomHex(bytes count: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<count).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        Hex.encode(SHA256.hash(data: Data(secret.utf8)))
     }
 }

@@ -20,7 +20,6 @@ public enum FileDigest {
         while let data = try handle.read(upToCount: 4 << 20), !data.isEmpty {
             hasher.update(data: data)
         }
-        let hex = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        return HearthCore.SHA256Digest(hex: hex)!
+        return HearthCore.SHA256Digest(hex: Hex.encode(hasher.finalize()))!
     }
 }
