@@ -34,14 +34,14 @@ struct EngineProxyController {
     func forward(_ request: Request, path: String, context: BasicRequestContext) async throws -> Response {
         let body = try await request.body.collect(upTo: maxBodyBytes)
         guard let name = (try? JSONDecoder().decode(ModelField.self, from: body))?.model else {
-            return Self.error(400, "The body must be JSON with a 'model' string.")
+            return Self.error(APIFailure(.invalidRequest, "The body must be JSON with a 'model' string.", param: "model"))
         }
         guard let engine = engines.first(where: { $0.serves(name) }) else {
-            return Self.error(404, "This node does not serve '\(name)'.")
+            return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
         let snapshot = engine.snapshot
         guard snapshot.state == .ready, let port = snapshot.port else {
-            return Self.error(503, "The engine for '\(name)' is \(snapshot.state.rawValue).")
+            return Self.error(APIFailure(.unavailable, "The engine for '\(name)' is \(snapshot.state.rawValue).", code: "model_not_ready"))
         }
         var upstream = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         upstream.method = .POST
@@ -54,7 +54,7 @@ struct EngineProxyController {
             response = try await HTTPClient.shared.execute(upstream, timeout: .seconds(1800))
         } catch {
             load.end()
-            return Self.error(502, "The engine did not answer: \(error)")
+            return Self.error(APIFailure(.upstream, "The engine did not answer: \(error)", code: "engine_failed"))
         }
         var headers = HTTPFields()
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
@@ -72,10 +72,14 @@ struct EngineProxyController {
         )
     }
 
-    static func error(_ status: Int, _ message: String) -> Response {
-        let body = OpenAIErrorBody(message: message, type: status == 503 ? "unavailable_error" : "invalid_request_error")
-        let data = (try? JSONEncoder().encode(body)) ?? Data()
-        return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    /// `failure` in the OpenAI envelope, with the status and type from HearthCore's table (as the gateway renders it).
+    static func error(_ failure: APIFailure) -> Response {
+        let data = (try? JSONEncoder().encode(failure.body)) ?? Data()
+        return Response(
+            status: .init(code: failure.status),
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data))
+        )
     }
 }
 
