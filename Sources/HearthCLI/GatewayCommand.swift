@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import HearthCore
 import HearthGateway
 import Logging
@@ -25,7 +26,19 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Largest request body accepted, in bytes.")
     var maxBodyBytes: Int = 1 << 20
 
-    @Option(help: "Drop a node from routing after this long without a heartbeat (e.g. 15s).")
+    @Option(help: "Address of the mesh port, where nodes dial in; nodes must reach it, apps never use it (default: 0.0.0.0; `hearth up`: 127.0.0.1).")
+    var meshHost: String?
+
+    @Option(help: "Mesh port; 0 picks a free one (default: 7070; `hearth up`: 0).")
+    var meshPort: Int?
+
+    @Option(
+        help:
+            "The host name or address nodes use to reach the mesh, for the join string (default: --mesh-host, or this machine's name when that is a wildcard)."
+    )
+    var advertiseHost: String?
+
+    @Option(help: "Stop routing to a node whose last report is older than this (e.g. 15s); a closed link removes it at once.")
     var nodeTTL: String = "15s"
 
     @Flag(help: "Refuse anonymous callers on /v1 and /api: every request needs a login token or an API key.")
@@ -33,17 +46,29 @@ struct GatewayOptions: ParsableArguments {
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
+        if let meshPort, !(0...65535).contains(meshPort) {
+            throw ValidationError("--mesh-port must be between 0 and 65535, not \(meshPort)")
+        }
         guard rateLimit > 0 else { throw ValidationError("--rate-limit must be positive") }
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
         _ = try parseDuration(nodeTTL, option: "--node-ttl")
     }
 
-    func configuration(dataDirectory: String) throws -> GatewayConfiguration {
+    /// The mesh address, with the defaults of `hearth gateway` (open to nodes on 7070) or of `hearth up`
+    /// (loopback, any free port: its node is local).
+    func meshAddress(local: Bool) -> (host: String, port: Int) {
+        (meshHost ?? (local ? "127.0.0.1" : "0.0.0.0"), meshPort ?? (local ? 0 : 7070))
+    }
+
+    func configuration(dataDirectory: String, localMesh: Bool = false) throws -> GatewayConfiguration {
+        let mesh = meshAddress(local: localMesh)
         let ttl = try parseDuration(nodeTTL, option: "--node-ttl")
         return GatewayConfiguration().with {
             $0.host = host
             $0.port = port
+            $0.meshHost = mesh.host
+            $0.meshPort = mesh.port
             $0.dataDirectory = dataDirectory
             $0.rateLimitPerMinute = rateLimit
             $0.trustedProxies = Set(trustedProxies)
@@ -53,23 +78,40 @@ struct GatewayOptions: ParsableArguments {
             $0.requireAuth = requireAuth
         }
     }
+
+    /// The join string for a gateway with identity `id` whose mesh listens on `port`.
+    func joinAddress(id: NodeID, port: Int) -> JoinAddress {
+        let host = meshAddress(local: false).host
+        let wildcard = ["0.0.0.0", "::"].contains(host)
+        return JoinAddress(host: advertiseHost ?? (wildcard ? ProcessInfo.processInfo.hostName : host), port: port, gatewayID: id)
+    }
 }
 
-/// `hearth gateway`: the API that apps call; it routes each request to a ready node.
+/// `hearth gateway`: the API that apps call, and the mesh that nodes dial.
 struct GatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gateway",
-        abstract: "Run a gateway: the OpenAI/Ollama API that routes requests to nodes.",
+        abstract: "Run a gateway (the OpenAI/Ollama API that routes requests to nodes), or print its join string.",
+        subcommands: [GatewayRunCommand.self, JoinStringCommand.self],
+        defaultSubcommand: GatewayRunCommand.self
+    )
+}
+
+/// `hearth gateway [run]`: serve the API and accept node links.
+struct GatewayRunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a gateway: the OpenAI/Ollama API that routes requests to nodes, and the mesh port nodes dial.",
         discussion: """
-            Prints `READY url=<base url>` on standard output once it listens; logs go to standard error.
-            Nodes join with: hearth node --gateway <base url>
+            Prints `JOIN <host>:<port>#<gateway-id>` once the mesh listens and `READY url=<base url>` once the API
+            listens, on standard output; logs go to standard error. Nodes join with: hearth node --join <join string>
             """
     )
 
     @OptionGroup var gateway: GatewayOptions
     @OptionGroup var logging: LoggingOptions
 
-    @Option(help: "Folder for the gateway's database (env: HEARTH_DATA_DIR; default: the per-user data folder + /gateway).")
+    @Option(help: "Folder for the gateway's key and database (env: HEARTH_DATA_DIR; default: the per-user data folder + /gateway).")
     var dataDir: String?
 
     func run() async throws {
@@ -77,10 +119,39 @@ struct GatewayCommand: AsyncParsableCommand {
         let environment = CommandEnvironment()
         let configuration = try gateway.configuration(dataDirectory: dataDir ?? environment.defaultDataDirectory + "/gateway")
         let host = configuration.host
-        let built = try await buildGateway(configuration: configuration, logger: logger) { port in
-            say("READY url=http://\(host):\(port)")
-        }
+        let id = try GatewayIdentity.loadOrCreate(in: configuration.dataDirectory).nodeID
+        let options = gateway
+        let built = try await buildGateway(
+            configuration: configuration,
+            logger: logger,
+            onServerRunning: { port in say("READY url=http://\(host):\(port)") },
+            onMeshListening: { port in say("JOIN \(options.joinAddress(id: id, port: port))") }
+        )
         try await runServices(built.services, logger: logger)
+    }
+}
+
+/// `hearth gateway join-string`: what a node owner passes to `hearth node --join`.
+struct JoinStringCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "join-string",
+        abstract: "Print the string nodes pass to --join: the mesh address and the gateway's key id.",
+        discussion: "Creates the gateway's key in --data-dir if there is none yet, exactly as the gateway would."
+    )
+
+    @OptionGroup var gateway: GatewayOptions
+
+    @Option(help: "The gateway's data folder (env: HEARTH_DATA_DIR; default: the per-user data folder + /gateway).")
+    var dataDir: String?
+
+    func run() throws {
+        let directory = dataDir ?? CommandEnvironment().defaultDataDirectory + "/gateway"
+        do {
+            let id = try GatewayIdentity.loadOrCreate(in: directory).nodeID
+            say("\(gateway.joinAddress(id: id, port: gateway.meshAddress(local: false).port))")
+        } catch {
+            throw ValidationError("\(error)")
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HearthCore
+import HearthMesh
 import HearthNode
 
 /// `hearth keys`: make and inspect Ed25519 identity keys.

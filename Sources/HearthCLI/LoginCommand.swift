@@ -2,6 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import HearthCore
+import HearthMesh
 import HearthNode
 import NIOCore
 import NIOFoundationEssentialsCompat

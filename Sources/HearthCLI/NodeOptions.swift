@@ -32,12 +32,12 @@ struct NodeOptions: ParsableArguments {
     var llamaServer: String?
 
     @Option(
-        help: "A JSON file with node settings (keys: model, model_id, sha256, aliases, threads, ctx_size, parallel, llama_server, gateway, name)."
+        help: "A JSON file with node settings (keys: model, model_id, sha256, aliases, threads, ctx_size, parallel, llama_server, join, name)."
     )
     var config: String?
 
-    @Option(help: "Time between heartbeats (e.g. 5s).")
-    var heartbeatInterval: String = "5s"
+    @Option(help: "Dial the gateway again when it has not polled the node for this long (e.g. 30s).")
+    var linkTimeout: String = "30s"
 
     @Option(help: "A name for this node in listings (default: the host name).")
     var name: String?
@@ -49,23 +49,29 @@ struct NodeOptions: ParsableArguments {
         if model != nil && sha256 == nil && config == nil {
             throw ValidationError("--model needs --sha256: Hearth only loads files whose hash you pinned")
         }
-        _ = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
+        _ = try parseDuration(linkTimeout, option: "--link-timeout")
     }
 
     /// The node configuration. When the engine or the default model is not provisioned yet, the node provisions it
-    /// as its preparation step, so it heartbeats (engines loading) during a long first build.
+    /// as its preparation step, so it stays linked (engines loading) during a long first build.
     func configuration(
         dataDirectory: String,
-        gatewayURL: String?,
+        join: String?,
         environment: CommandEnvironment,
         installer: EngineInstaller
     ) async throws -> NodeConfiguration {
         let file = try config.map(NodeConfigFile.load) ?? NodeConfigFile()
         var configuration = NodeConfiguration()
         configuration.dataDirectory = dataDirectory
-        configuration.gatewayURL = gatewayURL ?? environment["HEARTH_GATEWAY"] ?? file.gateway ?? configuration.gatewayURL
+        if let text = join ?? environment["HEARTH_JOIN"] ?? file.join {
+            do {
+                configuration.join = try JoinAddress(parsing: text)
+            } catch {
+                throw ValidationError("--join: \(error.description)")
+            }
+        }
         configuration.name = name ?? file.name ?? ProcessInfo.processInfo.hostName
-        configuration.heartbeatInterval = try parseDuration(heartbeatInterval, option: "--heartbeat-interval")
+        configuration.linkTimeout = try parseDuration(linkTimeout, option: "--link-timeout")
         let cores = ProcessInfo.processInfo.activeProcessorCount
         configuration.limits = NodeLimits(
             threads: threads ?? file.threads ?? cores,
@@ -126,11 +132,11 @@ struct NodeConfigFile: Decodable {
     var ctxSize: Int?
     var parallel: Int?
     var llamaServer: String?
-    var gateway: String?
+    var join: String?
     var name: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, sha256, aliases, threads, parallel, gateway, name
+        case model, sha256, aliases, threads, parallel, join, name
         case modelID = "model_id"
         case ctxSize = "ctx_size"
         case llamaServer = "llama_server"

@@ -27,25 +27,31 @@ struct UpCommand: AsyncParsableCommand {
         let logger = try bootstrapLogging(logging)
         let environment = CommandEnvironment()
         let dataDirectory = dataDir ?? environment.defaultDataDirectory
-        let gatewayConfiguration = try gateway.configuration(dataDirectory: dataDirectory + "/gateway")
+        let gatewayConfiguration = try gateway.configuration(dataDirectory: dataDirectory + "/gateway", localMesh: true)
         let ready = ReadySignal()
-        let builtGateway = try await buildGateway(configuration: gatewayConfiguration, logger: logger) { port in
-            await ready.gatewayListening(on: port)
-        }
-        // The node must know the gateway's port, which is only known once it listens (port 0); the node's
-        // heartbeat reads the URL through `ready`, so the node is built now and announces once the port is known.
+        let mesh = ReadySignal()
+        let builtGateway = try await buildGateway(
+            configuration: gatewayConfiguration,
+            logger: logger,
+            onServerRunning: { port in await ready.listening(on: port) },
+            onMeshListening: { port in await mesh.listening(on: port) }
+        )
+        // The local node dials the gateway's mesh over loopback, pinning the gateway's key like any node. The mesh
+        // port is known only once it listens (port 0), so the node reads its join address through `mesh`.
         let installer = EngineInstaller(progress: warn)
-        var nodeConfiguration = try await node.configuration(
+        let nodeConfiguration = try await node.configuration(
             dataDirectory: dataDirectory + "/node",
-            gatewayURL: nil,
+            join: nil,
             environment: environment,
             installer: installer
         )
-        nodeConfiguration.gatewayURL = ready.placeholderURL
         let host = gatewayConfiguration.host == "0.0.0.0" ? "127.0.0.1" : gatewayConfiguration.host
         let model = nodeConfiguration.models[0].id
+        let gatewayID = builtGateway.id
         let builtNode = try await buildNode(
-            configuration: nodeConfiguration.with { $0.gatewayURLProvider = { await ready.url(host: host) } },
+            configuration: nodeConfiguration.with {
+                $0.joinProvider = { JoinAddress(host: "127.0.0.1", port: await mesh.port(), gatewayID: gatewayID) }
+            },
             logger: logger
         )
         let registry = builtGateway.registry
@@ -77,22 +83,20 @@ struct UpCommand: AsyncParsableCommand {
                 """
             )
         }
-        // Start order: gateway loops, engines, node API, gateway API, heartbeat. Shutdown runs in reverse: the node
-        // says it is draining, the gateway finishes its streams, then the node's API, engines and loops stop.
+        // Start order: gateway loops and mesh, engines, node link, gateway API. Shutdown runs in reverse: the API
+        // finishes its streams, the node drains and closes its link, then engines, the mesh and loops stop.
         let gatewayLoops = builtGateway.services.dropLast()
-        let services: [any Service] = gatewayLoops + builtNode.services + [builtGateway.application, builtNode.heartbeat]
+        let services: [any Service] = gatewayLoops + builtNode.services + [builtGateway.application]
         try await runServices(services, logger: logger)
     }
 }
 
-/// Hands the gateway's bound port to the parts that need it once it is known.
+/// Hands a bound port to the parts that need it once it is known.
 actor ReadySignal {
     private var bound: Int?
     private var waiters: [CheckedContinuation<Int, Never>] = []
 
-    nonisolated let placeholderURL = "http://127.0.0.1:0"
-
-    func gatewayListening(on port: Int) {
+    func listening(on port: Int) {
         bound = port
         for waiter in waiters { waiter.resume(returning: port) }
         waiters = []
@@ -101,9 +105,5 @@ actor ReadySignal {
     func port() async -> Int {
         if let bound { return bound }
         return await withCheckedContinuation { waiters.append($0) }
-    }
-
-    func url(host: String) async -> String {
-        "http://\(host):\(await port())"
     }
 }

@@ -1,5 +1,5 @@
-import AsyncHTTPClient
 public import HearthCore
+import HearthMesh
 public import Hummingbird
 public import Logging
 import NIOCore
@@ -11,36 +11,55 @@ public struct Gateway: Sendable {
     public let registry: NodeRegistry
     public let database: GatewayDatabase
     public let metrics: GatewayMetrics
-    /// The services to run, in start order: background loops, then the API server (which shuts down first).
+    /// The gateway's identity, which nodes pin: the NodeID of `gateway.key` in its data folder.
+    public let id: NodeID
+    /// The nodes' links, when the gateway runs its mesh.
+    public let links: NodeLinks?
+    /// The services to run, in start order: background loops, the mesh, then the API server. Shutdown runs in
+    /// reverse: the API finishes its requests while the links that carry them are still up.
     public let services: [any Service]
 }
 
-/// Builds the gateway: database, registry, routes and background services.
+/// Builds the gateway: identity, database, registry, routes, the mesh nodes dial, and background services.
 /// - Parameters:
 ///   - configuration: where to listen and which limits to apply.
-///   - transport: how to reach nodes; plain HTTP by default.
+///   - transport: how to reach nodes. `nil` (production) runs the mesh and sends requests over node links;
+///     tests of the gateway alone pass a fake and get no mesh.
 ///   - logger: the gateway's logger.
-///   - onServerRunning: called with the bound port once the server listens (port 0 picks one).
-/// - Throws: when the database cannot be opened or migrated.
+///   - onServerRunning: called with the bound port once the API listens (port 0 picks one).
+///   - onMeshListening: called with the bound mesh port once nodes can dial it.
+/// - Throws: when the identity or the database cannot be opened.
 public func buildGateway(
     configuration: GatewayConfiguration,
     transport: (any NodeTransport)? = nil,
     logger: Logger,
-    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in },
+    onMeshListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> Gateway {
+    let identity = try GatewayIdentity.loadOrCreate(in: configuration.dataDirectory)
     let database = try GatewayDatabase.open(directory: configuration.dataDirectory)
     try await database.migrate()
     let registry = NodeRegistry(ttl: configuration.nodeTTL)
     let metrics = GatewayMetrics()
-    // The gateway owns an HTTP client only when it reaches nodes over HTTP itself; its service shuts it down.
-    var clientServices: [any Service] = []
+    var meshServices: [any Service] = []
     let nodeTransport: any NodeTransport
+    var links: NodeLinks?
     if let transport {
         nodeTransport = transport
     } else {
-        let nodeClient = HTTPClientService.makeNodeClient(connectTimeout: configuration.nodeConnectTimeout)
-        clientServices.append(HTTPClientService(client: nodeClient))
-        nodeTransport = HTTPNodeTransport(client: nodeClient)
+        let nodeLinks = NodeLinks()
+        meshServices.append(
+            MeshListenerService(
+                configuration: configuration,
+                credentials: try LinkCredentials(identity: identity),
+                links: nodeLinks,
+                registry: registry,
+                logger: logger,
+                onListening: onMeshListening
+            )
+        )
+        nodeTransport = nodeLinks
+        links = nodeLinks
     }
     let dispatcher = Dispatcher(
         registry: registry,
@@ -73,7 +92,7 @@ public func buildGateway(
     CompletionsController(pipeline: pipeline).addRoutes(to: router)
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
-    NodesController(registry: registry, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
+    NodesController(registry: registry).addRoutes(to: router)
 
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)
     let application = Application(
@@ -87,6 +106,8 @@ public func buildGateway(
         registry: registry,
         database: database,
         metrics: metrics,
-        services: clientServices + [sweeper, application]
+        id: identity.nodeID,
+        links: links,
+        services: [sweeper] + meshServices + [application]
     )
 }

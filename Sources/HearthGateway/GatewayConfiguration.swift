@@ -16,7 +16,15 @@ public struct GatewayConfiguration: Sendable {
     public var rateLimitPerMinute: Int = 120
     /// Direct peers whose `X-Forwarded-For` is believed. Requests from anyone else are keyed by their own address.
     public var trustedProxies: Set<String> = []
-    /// A node that sends no heartbeat for this long is dropped from routing.
+    /// Address of the mesh port, where nodes dial their links. Nodes must reach it; clients never use it.
+    public var meshHost: String = "0.0.0.0"
+    /// TCP port of the mesh; 0 picks a free one.
+    public var meshPort: Int = 7070
+    /// Longest hold of a report poll: a node answers at once when its state changes, else after this long.
+    public var linkPollInterval: Duration = .seconds(5)
+    /// Extra time a node has to answer a report poll before its link counts as dead and is closed.
+    public var linkAnswerTimeout: Duration = .seconds(5)
+    /// A node whose report is older than this is not routed to (a safety net; a dead link removes it at once).
     public var nodeTTL: Duration = .seconds(15)
     /// How often the registry is swept for silent nodes.
     public var sweepInterval: Duration = .seconds(1)
@@ -24,8 +32,6 @@ public struct GatewayConfiguration: Sendable {
     public var maxAttempts: Int = 3
     /// Seconds a client should wait before retrying when no node is ready.
     public var retryAfterSeconds: Int = 5
-    /// How long to wait for a node to connect.
-    public var nodeConnectTimeout: Duration = .seconds(3)
 
     /// Refuse anonymous callers on `/v1` and `/api` (login and health stay open).
     public var requireAuth: Bool = false

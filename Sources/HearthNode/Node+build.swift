@@ -1,6 +1,8 @@
 import Foundation
 public import HearthCore
+import HearthMesh
 public import Hummingbird
+import HummingbirdCore
 public import Logging
 public import ServiceLifecycle
 
@@ -8,24 +10,23 @@ public import ServiceLifecycle
 public struct Node: Sendable {
     public let identity: NodeIdentity
     public let engines: [EngineHandle]
-    /// Engine supervisors first, then the API server. Shut down in reverse: the API drains before engines stop.
+    /// Engine supervisors first, then the gateway link. Shut down in reverse: the link drains (the node says it is
+    /// draining and finishes its requests) before the engines stop.
     public let services: [any Service]
-    /// Announces the node; list it after everything else so that, on shutdown, the node first says it is draining.
-    public let heartbeat: any Service
 }
 
-/// Builds a node: identity, one supervised engine per model, the API the gateway calls, and the heartbeat.
+/// Builds a node: identity, one supervised engine per model, and the link to the gateway that carries the
+/// gateway's requests. The node opens no listening socket.
 /// - Parameters:
-///   - configuration: models, limits, gateway and ports.
+///   - configuration: models, limits and the gateway to join.
 ///   - logger: the node's logger.
-///   - onServerRunning: called with the bound port of the node's API.
-/// - Throws: `NodeStartError` when the configuration cannot work (no model, missing file, unreadable identity).
-public func buildNode(
-    configuration: NodeConfiguration,
-    logger: Logger,
-    onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
-) async throws -> Node {
+/// - Throws: `NodeStartError` when the configuration cannot work (no model, missing file), `KeyFileError` when the
+///   identity cannot be read.
+public func buildNode(configuration: NodeConfiguration, logger: Logger) async throws -> Node {
     guard !configuration.models.isEmpty else { throw NodeStartError("no model to serve: give --model or use the default model") }
+    guard configuration.join != nil || configuration.joinProvider != nil else {
+        throw NodeStartError("no gateway to join: give --join host:port#gateway-id")
+    }
     try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
     let identity = try NodeIdentity.loadOrCreate(in: configuration.dataDirectory)
     let engines = try configuration.models.map { spec in
@@ -38,29 +39,50 @@ public func buildNode(
     var logger = logger
     logger[metadataKey: "node.id"] = "\(identity.id.short)"
     let load = NodeLoad()
-    let boundPort = BoundPort()
+    let status = NodeStatus(configuration: configuration, engines: engines, load: load)
     let router = Router()
     EngineProxyController(engines: engines, load: load, maxBodyBytes: 8 << 20).addRoutes(to: router)
-    let application = Application(
-        router: router,
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "hearth-node"),
-        onServerRunning: { channel in
-            let port = channel.localAddress?.port ?? 0
-            boundPort.set(port)
-            await onServerRunning(port)
-        },
-        logger: logger
-    )
+    LinkController(status: status).addRoutes(to: router)
     let supervisors: [any Service] = engines.map {
         EngineSupervisorService(handle: $0, configuration: configuration, preparation: preparation, logger: logger)
     }
-    let heartbeat = HeartbeatService(
-        node: identity,
+    let link = GatewayLinkService(
+        identity: identity,
         configuration: configuration,
-        engines: engines,
-        load: load,
-        boundPort: boundPort,
+        status: status,
+        responder: linkResponder(router.buildResponder(), logger: logger),
         logger: logger
     )
-    return Node(identity: identity, engines: engines, services: supervisors + [application], heartbeat: heartbeat)
+    return Node(identity: identity, engines: engines, services: supervisors + [link])
+}
+
+/// A gateway link serving `router` instead of a node's engines: for programs that stand in for a node, such as the
+/// benchmark's fake node. `router` must answer the gateway's report polls (`GET /link/v1/report`) itself.
+public func buildLinkService(
+    router: Router<BasicRequestContext>,
+    identity: NodeIdentity,
+    configuration: NodeConfiguration,
+    logger: Logger
+) -> any Service {
+    GatewayLinkService(
+        identity: identity,
+        configuration: configuration,
+        status: NodeStatus(configuration: configuration, engines: [], load: NodeLoad()),
+        responder: linkResponder(router.buildResponder(), logger: logger),
+        logger: logger
+    )
+}
+
+/// Serves the gateway's streams with the node's router, as Hummingbird's server would on a socket.
+private func linkResponder(_ responder: RouterResponder<BasicRequestContext>, logger: Logger) -> HTTP1Channel {
+    HTTP1Channel(responder: { request, writer, channel in
+        let context = BasicRequestContext(source: .init(channel: channel, logger: logger))
+        let response: Response
+        do {
+            response = try await responder.respond(to: request, context: context)
+        } catch {
+            response = EngineProxyController.error(APIFailure(.server, "The node failed: \(error)"))
+        }
+        try await writer.write(response: response.head, body: response.body)
+    })
 }

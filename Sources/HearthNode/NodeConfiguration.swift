@@ -2,17 +2,11 @@ public import HearthCore
 
 /// Everything a node needs to start. Every field has a default.
 public struct NodeConfiguration: Sendable {
-    /// Address of the node's API, which the gateway calls. Loopback by default.
-    public var host: String = "127.0.0.1"
-    /// TCP port of the node's API; 0 picks a free one.
-    public var port: Int = 0
-    /// The URL the gateway should use to reach this node; derived from host and bound port when `nil`.
-    public var advertisedURL: String?
-    /// The gateway to announce to, e.g. `http://127.0.0.1:8080`.
-    public var gatewayURL: String = "http://127.0.0.1:8080"
-    /// Resolves the gateway URL when a heartbeat is sent; overrides `gatewayURL`. `hearth up` uses it because its
-    /// gateway's port is known only once it listens.
-    public var gatewayURLProvider: (@Sendable () async -> String)?
+    /// The gateway to dial and the key it must prove (`host:port#gateway-id`).
+    public var join: JoinAddress?
+    /// Resolves the join address on each dial; overrides `join`. `hearth up` uses it because its gateway's mesh
+    /// port is known only once it listens.
+    public var joinProvider: (@Sendable () async -> JoinAddress)?
     /// Folder for the node's identity and state.
     public var dataDirectory: String = "."
     /// A name for this node in listings; the host name by default.
@@ -24,19 +18,25 @@ public struct NodeConfiguration: Sendable {
     /// The `llama-server` binary to run.
     public var llamaServerPath: String = "llama-server"
     /// Work that must finish before the first engine starts, such as building llama.cpp and fetching the default
-    /// model. It runs once, inside the node's lifetime: the node heartbeats meanwhile and reports its engines as
+    /// model. It runs once, inside the node's lifetime: the node is linked meanwhile and reports its engines as
     /// loading, so a long build or download never hides it from the gateway.
     public var prepare: (@Sendable () async throws -> Void)?
     /// Further `llama-server` arguments, as the owner gives them.
     public var extraEngineArguments: [String] = []
-    /// Time between heartbeats.
-    public var heartbeatInterval: Duration = .seconds(5)
+    /// The link counts as dead, and the node dials again, when the gateway has not polled for this long.
+    public var linkTimeout: Duration = .seconds(30)
     /// Longest wait for an engine to report healthy before it counts as failed and is restarted.
     public var engineStartTimeout: Duration = .seconds(120)
     /// Longest wait for streams in flight when the node shuts down.
     public var drainTimeout: Duration = .seconds(8)
 
     public init() {}
+
+    /// The join address for the next dial.
+    func resolveJoin() async -> JoinAddress? {
+        if let joinProvider { return await joinProvider() }
+        return join
+    }
 
     /// Returns a copy with `change` applied.
     public func with(_ change: (inout NodeConfiguration) -> Void) -> NodeConfiguration {

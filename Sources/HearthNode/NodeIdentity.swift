@@ -1,11 +1,6 @@
 import Foundation
 public import HearthCore
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import HearthMesh
 
 /// The node's identity: an Ed25519 key kept in its data folder, and the NodeID it proves.
 public struct NodeIdentity: Sendable {
@@ -22,66 +17,10 @@ public struct NodeIdentity: Sendable {
     }
 
     /// Loads `node.key` from `directory`, creating it (owner-only, written atomically) on first start.
-    /// - Throws: `NodeStartError` when the folder cannot be created or the file is not a usable key; an existing
+    /// - Throws: `KeyFileError` when the folder cannot be created or the file is not a usable key; an existing
     ///   file is never replaced.
     public static func loadOrCreate(in directory: String) throws -> NodeIdentity {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let path = keyPath(in: directory)
-        if FileManager.default.fileExists(atPath: path) {
-            return NodeIdentity(key: try KeyFile.load(path))
-        }
-        let key = IdentityKey.generate()
-        try KeyFile.write(key, to: path, replacing: false)
-        return NodeIdentity(key: key)
-    }
-}
-
-/// Reads and writes private key files: PKCS#8 PEM, readable by the owner only.
-public enum KeyFile {
-    /// Reads a key file.
-    /// - Throws: `NodeStartError` if the file is missing, readable by others, or not an Ed25519 PKCS#8 key.
-    public static func load(_ path: String) throws -> IdentityKey {
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-            let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue
-        else { throw NodeStartError("cannot read key file \(path)") }
-        guard mode & 0o077 == 0 else {
-            throw NodeStartError("key file \(path) is readable by others (mode \(String(mode, radix: 8))); run `chmod 600 \(path)`")
-        }
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw NodeStartError("cannot read key file \(path)")
-        }
-        do {
-            return try IdentityKey(privateKeyPEM: text)
-        } catch {
-            throw NodeStartError("key file \(path) is not usable: \(error.description)")
-        }
-    }
-
-    /// Writes `key` to `path` with mode 0600: into a temporary file first, then renamed into place.
-    /// - Throws: `NodeStartError` if `path` exists and `replacing` is false, or the file cannot be written.
-    public static func write(_ key: IdentityKey, to path: String, replacing: Bool) throws {
-        if !replacing && FileManager.default.fileExists(atPath: path) {
-            throw NodeStartError("\(path) already exists; refusing to replace a key")
-        }
-        let folder = (path as NSString).deletingLastPathComponent
-        if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
-        let temporary = "\(path).tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw NodeStartError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-        let written: Bool
-        do {
-            try handle.write(contentsOf: Data(key.privateKeyPEM.utf8))
-            try handle.synchronize()
-            try handle.close()
-            written = true
-        } catch {
-            written = false
-        }
-        guard written, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw NodeStartError("cannot write key file \(path): \(String(cString: strerror(errno)))")
-        }
+        NodeIdentity(key: try KeyFile.loadOrCreate(keyPath(in: directory)))
     }
 }
 

@@ -12,36 +12,45 @@ public final class Cluster: Sendable {
     public let directory: String
     public let gateway: TestProcess
     public let url: String
+    /// The join string the gateway printed: its mesh address and key id.
+    public let join: String
 
-    /// Starts `hearth gateway --port 0` with `arguments` added.
+    /// Starts `hearth gateway --port 0 --mesh-host 127.0.0.1 --mesh-port 0` with `arguments` added.
     public init(label: String, gatewayArguments: [String] = []) async throws {
         directory = try TestEnvironment.temporaryDirectory(label)
         gateway = try await TestProcess(
             name: "gateway",
             executable: try TestEnvironment.hearthBinary(),
-            arguments: ["gateway", "--port", "0", "--data-dir", directory + "/gateway"] + gatewayArguments,
+            arguments: ["gateway", "--port", "0", "--mesh-host", "127.0.0.1", "--mesh-port", "0", "--data-dir", directory + "/gateway"]
+                + gatewayArguments,
             directory: directory
         )
         let ready = try await gateway.waitForLine { $0.hasPrefix("READY url=") }
         url = String(ready.dropFirst("READY url=".count))
+        join = String(try await gateway.waitForLine { $0.hasPrefix("JOIN ") }.dropFirst("JOIN ".count))
     }
 
-    /// Starts a node serving the default model and waits until the gateway lists it as ready.
-    public func startNode(_ name: String, extraArguments: [String] = []) async throws -> TestProcess {
+    /// Starts a node serving the default model, joined with `join` (the gateway's own join string by default),
+    /// and returns once it has started; `waitForReadyNodes` waits for the gateway to route to it.
+    public func startNode(_ name: String, join: String? = nil, extraArguments: [String] = []) async throws -> TestProcess {
         let node = try await TestProcess(
             name: name,
             executable: try TestEnvironment.hearthBinary(),
-            arguments: [
-                "node", "--gateway", url, "--port", "0", "--data-dir", "\(directory)/\(name)", "--name", name,
-                "--llama-server", try TestEnvironment.llamaServer(), "--model", try TestEnvironment.defaultModel(),
-                "--model-id", DefaultModel.id.rawValue, "--sha256", DefaultModel.sha256.hex, "--threads", "1",
-                "--heartbeat-interval", "500ms",
-            ] + extraArguments,
+            arguments: Self.nodeArguments(name: name, directory: directory, join: join ?? self.join) + extraArguments,
             directory: directory
         )
         started.withLock { $0.append(node) }
-        _ = try await node.waitForLine { $0.hasPrefix("READY port=") }
+        _ = try await node.waitForLine { $0.hasPrefix("READY node=") }
         return node
+    }
+
+    /// The arguments of `hearth node` serving the default model with one thread.
+    public static func nodeArguments(name: String, directory: String, join: String) throws -> [String] {
+        [
+            "node", "--join", join, "--data-dir", "\(directory)/\(name)", "--name", name,
+            "--llama-server", try TestEnvironment.llamaServer(), "--model", try TestEnvironment.defaultModel(),
+            "--model-id", DefaultModel.id.rawValue, "--sha256", DefaultModel.sha256.hex, "--threads", "1",
+        ]
     }
 
     /// Polls `/v1/models` until the default model has `count` ready nodes.

@@ -25,7 +25,7 @@ public final class FakeNodeTransport: NodeTransport {
     /// The requests sent so far, with the node each went to.
     public var requests: [(node: NodeID, body: JSONValue)] { received.withLock { $0 } }
 
-    public func send(_ request: NodeRequest, to node: NodeID, endpoint: String) async throws -> NodeResponse {
+    public func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
         var bytes = request.body
         let body = bytes.readBytes(length: bytes.readableBytes).flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0)) } ?? .null
         received.withLock { $0.append((node, body)) }

@@ -12,16 +12,17 @@ struct CommandParsingTests {
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["gateway", "--node-ttl", "soon"]) }
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--parallel", "0"]) }
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--model", "x.gguf"]) }
-        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--host", "0.0.0.0"]) }
-        #expect((try? HearthCommand.parseAsRoot(["node", "--host", "0.0.0.0", "--advertise-url", "http://10.0.0.5:9000"])) is NodeCommand)
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["gateway", "--mesh-port", "-1"]) }
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--link-timeout", "never"]) }
         let message = HearthCommand.message(for: ValidationError("--node-ttl takes a positive duration such as 5s, 500ms or 2m, not 'soon'"))
         #expect(message.contains("5s"))
     }
 
     @Test func parsesEveryCommand() throws {
         #expect(try HearthCommand.parseAsRoot(["up", "--port", "0"]) is UpCommand)
-        #expect(try HearthCommand.parseAsRoot(["gateway", "--trusted-proxy", "10.0.0.1", "--node-ttl", "2s"]) is GatewayCommand)
-        #expect(try HearthCommand.parseAsRoot(["node", "--gateway", "http://127.0.0.1:1"]) is NodeCommand)
+        #expect(try HearthCommand.parseAsRoot(["gateway", "--trusted-proxy", "10.0.0.1", "--node-ttl", "2s"]) is GatewayRunCommand)
+        #expect(try HearthCommand.parseAsRoot(["gateway", "join-string", "--advertise-host", "hearth.example"]) is JoinStringCommand)
+        #expect(try HearthCommand.parseAsRoot(["node", "--join", "127.0.0.1:7070#\(String(repeating: "a", count: 64))"]) is NodeCommand)
         #expect(try HearthCommand.parseAsRoot(["engine", "install"]) is EngineCommand.Install)
         #expect(try HearthCommand.parseAsRoot(["chat", "hello", "there"]) is ChatCommand)
         #expect(try HearthCommand.parseAsRoot(["models"]) is ModelsCommand)
@@ -30,7 +31,7 @@ struct CommandParsingTests {
     @Test func gatewayOptionsBecomeConfiguration() throws {
         let command = try #require(
             try HearthCommand.parseAsRoot(["gateway", "--port", "0", "--rate-limit", "7", "--trusted-proxy", "10.0.0.1", "--node-ttl", "1500ms"])
-                as? GatewayCommand
+                as? GatewayRunCommand
         )
         let configuration = try command.gateway.configuration(dataDirectory: "/tmp/x")
         #expect(configuration.port == 0)
@@ -55,16 +56,19 @@ struct NodeConfigFileTests {
     }
 
     @Test func readsKnownKeys() throws {
-        let file = try NodeConfigFile.load(try write(#"{"threads": 3, "ctx_size": 1024, "gateway": "http://g:1", "aliases": ["a"]}"#))
+        let file = try NodeConfigFile.load(
+            try write(#"{"threads": 3, "ctx_size": 1024, "join": "g:7070#\#(String(repeating: "c", count: 64))", "aliases": ["a"]}"#)
+        )
         #expect(file.threads == 3)
         #expect(file.ctxSize == 1024)
-        #expect(file.gateway == "http://g:1")
+        #expect(file.join == "g:7070#" + String(repeating: "c", count: 64))
         #expect(file.aliases == ["a"])
     }
 
     @Test func refusesUnknownKeysWrongTypesAndNonJSON() throws {
         #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"thread": 3}"#)) }
         #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"threads": "three"}"#)) }
+        #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"gateway": "http://g:1"}"#)) }
         #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write("threads = 3")) }
         #expect(throws: ValidationError.self) { try NodeConfigFile.load("/nonexistent/node.json") }
         do {

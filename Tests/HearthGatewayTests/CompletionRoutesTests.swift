@@ -14,7 +14,7 @@ struct CompletionRoutesTests {
             nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: FakeNodeTransport.chatStream(["Hel", "lo"], promptTokens: 9))
         ])
         try await gateway.application.test(.router) { client in
-            try await announce(client, announcement(nodeA))
+            announce(gateway, announcement(nodeA))
             var body = chatBody
             body["stream"] = true
             try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
@@ -41,7 +41,7 @@ struct CompletionRoutesTests {
             nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: FakeNodeTransport.chatStream(["x"]))
         ])
         try await gateway.application.test(.router) { client in
-            try await announce(client, announcement(nodeA))
+            announce(gateway, announcement(nodeA))
             var body = chatBody
             body["stream"] = true
             body["stream_options"] = ["include_usage": true]
@@ -61,8 +61,8 @@ struct CompletionRoutesTests {
         ])
         try await gateway.application.test(.router) { client in
             // A has more free slots, so it is tried first.
-            try await announce(client, announcement(nodeA, slots: 8))
-            try await announce(client, announcement(nodeB, slots: 1))
+            announce(gateway, announcement(nodeA, slots: 8))
+            announce(gateway, announcement(nodeB, slots: 1))
             try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
                 #expect(response.status == .ok)
                 #expect(response.headers[HTTPField.Name("X-Hearth-Node")!] == nodeB.short)
@@ -75,14 +75,14 @@ struct CompletionRoutesTests {
     @Test func answers502WhenEveryNodeFailsAnd503WhenNoneIsReady() async throws {
         let (gateway, _) = try await makeGateway([nodeA: .fail, nodeB: .respond(status: 500, contentType: "text/plain", chunks: ["boom"])])
         try await gateway.application.test(.router) { client in
-            try await announce(client, announcement(nodeA))
-            try await announce(client, announcement(nodeB))
+            announce(gateway, announcement(nodeA))
+            announce(gateway, announcement(nodeB))
             try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
                 #expect(response.status == .badGateway)
                 #expect(decode(response.body)["error"]?["type"] == "upstream_error")
             }
-            try await announce(client, announcement(nodeA, state: .loading))
-            try await announce(client, announcement(nodeB, state: .failed))
+            announce(gateway, announcement(nodeA, state: .loading))
+            announce(gateway, announcement(nodeB, state: .failed))
             try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
                 #expect(response.status == .serviceUnavailable)
                 #expect(response.headers[.retryAfter] != nil)
@@ -96,7 +96,7 @@ struct CompletionRoutesTests {
     @Test func refusesBadRequestsWithTheOpenAIEnvelope() async throws {
         let (gateway, transport) = try await makeGateway([nodeA: .fail])
         try await gateway.application.test(.router) { client in
-            try await announce(client, announcement(nodeA))
+            announce(gateway, announcement(nodeA))
             let cases: [(ByteBuffer, HTTPResponse.Status, String?)] = [
                 (ByteBuffer(string: "{not json"), .badRequest, "invalid_json"),
                 (try json(["model": .string(testModel.rawValue), "messages": []]), .badRequest, "empty_array"),
@@ -128,7 +128,7 @@ struct CompletionRoutesTests {
         let refusal = #"{"error":{"code":400,"message":"the request exceeds the available context size","type":"exceed_context_size_error"}}"#
         let (gateway, _) = try await makeGateway([nodeA: .respond(status: 400, contentType: "application/json", chunks: [refusal])])
         try await gateway.application.test(.router) { client in
-            try await announce(client, announcement(nodeA))
+            announce(gateway, announcement(nodeA))
             try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
                 #expect(response.status == .badRequest)
                 #expect(decode(response.body)["error"]?["message"] == "the request exceeds the available context size")

@@ -34,7 +34,6 @@ func announcement(_ id: NodeID, state: EngineState = .ready, slots: Int = 2, mod
     NodeAnnouncement(
         nodeID: id,
         name: "n",
-        endpoint: "http://127.0.0.1:1",
         hardware: HardwareProfile(cpuCores: 2, memoryTotalBytes: 1, memoryAvailableBytes: 1, diskFreeBytes: 1, gpus: []),
         limits: NodeLimits(threads: 1, contextSize: 512, parallelSlots: slots),
         models: [
@@ -46,15 +45,10 @@ func announcement(_ id: NodeID, state: EngineState = .ready, slots: Int = 2, mod
     )
 }
 
-/// Announces a node through the real heartbeat route.
-func announce(_ client: some TestClientProtocol, _ node: NodeAnnouncement) async throws {
-    try await client.execute(
-        uri: "/internal/v1/nodes/heartbeat",
-        method: .post,
-        body: ByteBuffer(bytes: try JSONEncoder().encode(node))
-    ) { response in
-        #expect(response.status == .noContent)
-    }
+/// Records a node's report in the registry, as the mesh does when it polls a linked node (the link itself is
+/// tested with real nodes in HearthIntegrationTests).
+func announce(_ gateway: Gateway, _ node: NodeAnnouncement) {
+    gateway.registry.upsert(node)
 }
 
 func json(_ value: JSONValue) throws -> ByteBuffer {

@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthMesh
 import HearthTesting
 import Logging
 import Synchronization
@@ -43,7 +44,7 @@ struct NodeIdentityTests {
         let directory = try TestEnvironment.temporaryDirectory("identity")
         let path = NodeIdentity.keyPath(in: directory)
         FileManager.default.createFile(atPath: path, contents: Data("not-a-key\n".utf8), attributes: [.posixPermissions: 0o600])
-        #expect(throws: NodeStartError.self) { try NodeIdentity.loadOrCreate(in: directory) }
+        #expect(throws: KeyFileError.self) { try NodeIdentity.loadOrCreate(in: directory) }
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "not-a-key\n")
     }
 
@@ -52,7 +53,7 @@ struct NodeIdentityTests {
         let path = NodeIdentity.keyPath(in: directory)
         _ = try NodeIdentity.loadOrCreate(in: directory)
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: path)
-        #expect(throws: NodeStartError.self) { try KeyFile.load(path) }
+        #expect(throws: KeyFileError.self) { try KeyFile.load(path) }
     }
 
     @Test func neverOverwritesAKeyUnlessAsked() throws {
@@ -60,7 +61,7 @@ struct NodeIdentityTests {
         let path = directory + "/k.key"
         let original = IdentityKey.generate()
         try KeyFile.write(original, to: path, replacing: false)
-        #expect(throws: NodeStartError.self) { try KeyFile.write(IdentityKey.generate(), to: path, replacing: false) }
+        #expect(throws: KeyFileError.self) { try KeyFile.write(IdentityKey.generate(), to: path, replacing: false) }
         #expect(try KeyFile.load(path).nodeID == original.nodeID)
         let replacement = IdentityKey.generate()
         try KeyFile.write(replacement, to: path, replacing: true)

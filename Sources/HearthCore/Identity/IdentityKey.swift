@@ -76,9 +76,13 @@ public struct IdentityKey: Sendable {
     /// - Throws: `IdentityKeyError` when the text is not exactly an Ed25519 public key.
     public static func publicKey(fromPEM text: String) throws(IdentityKeyError) -> Data {
         let der = try der(fromPEM: text, label: "PUBLIC KEY")
-        guard der.count == spkiPrefix.count + 32, der.starts(with: spkiPrefix) else {
-            throw IdentityKeyError("not an Ed25519 public key")
-        }
+        guard let key = publicKey(fromSPKI: der) else { throw IdentityKeyError("not an Ed25519 public key") }
+        return key
+    }
+
+    /// The raw public key in a DER SubjectPublicKeyInfo, or `nil` when it is not exactly an Ed25519 key.
+    public static func publicKey(fromSPKI der: some Collection<UInt8>) -> Data? {
+        guard der.count == spkiPrefix.count + 32, der.starts(with: spkiPrefix) else { return nil }
         return Data(der.suffix(32))
     }
 

@@ -1,10 +1,9 @@
-/// What a node tells the gateway about itself, on joining and on every heartbeat.
+/// What the gateway knows about a node: the NodeID proven by the link's TLS handshake, and the node's latest report.
 public struct NodeAnnouncement: Codable, Sendable, Equatable {
+    /// Proven by the link, never read from a message body.
     public var nodeID: NodeID
     /// A human-readable name chosen by the owner (host name by default).
     public var name: String
-    /// Where the gateway reaches the node's API. Plain HTTP in this release; the secure mesh replaces it.
-    public var endpoint: String
     public var hardware: HardwareProfile
     public var limits: NodeLimits
     public var models: [ServedModel]
@@ -17,7 +16,6 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
     public init(
         nodeID: NodeID,
         name: String,
-        endpoint: String,
         hardware: HardwareProfile,
         limits: NodeLimits,
         models: [ServedModel],
@@ -27,7 +25,6 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
     ) {
         self.nodeID = nodeID
         self.name = name
-        self.endpoint = endpoint
         self.hardware = hardware
         self.limits = limits
         self.models = models
@@ -35,9 +32,61 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
         self.draining = draining
         self.version = version
     }
+
+    /// What the gateway records for the node proven as `nodeID` when it sends `report`.
+    public init(nodeID: NodeID, report: NodeReport) {
+        self.init(
+            nodeID: nodeID,
+            name: report.name,
+            hardware: report.hardware,
+            limits: report.limits,
+            models: report.models,
+            inFlight: report.inFlight,
+            draining: report.draining,
+            version: report.version
+        )
+    }
 }
 
-/// What the machine has, as probed at start and refreshed on heartbeats.
+/// What a node says about itself over its link when the gateway asks. It carries no NodeID: the link proves that.
+public struct NodeReport: Codable, Sendable, Equatable {
+    public var name: String
+    public var hardware: HardwareProfile
+    public var limits: NodeLimits
+    public var models: [ServedModel]
+    public var inFlight: Int
+    public var draining: Bool
+    public var version: String
+    /// Changes whenever an engine changes state or the node starts draining. The gateway's long poll passes the
+    /// last one it saw and the node answers as soon as it differs.
+    public var revision: String
+
+    public init(
+        name: String,
+        hardware: HardwareProfile,
+        limits: NodeLimits,
+        models: [ServedModel],
+        inFlight: Int,
+        draining: Bool,
+        version: String
+    ) {
+        self.name = name
+        self.hardware = hardware
+        self.limits = limits
+        self.models = models
+        self.inFlight = inFlight
+        self.draining = draining
+        self.version = version
+        self.revision = Self.revision(models: models, draining: draining)
+    }
+
+    /// The revision of a state: engine states in order, then whether the node drains.
+    public static func revision(models: [ServedModel], draining: Bool) -> String {
+        models.map { "\($0.id)=\($0.state.rawValue)" }.joined(separator: ",") + (draining ? ";draining" : ";serving")
+    }
+}
+
+/// What the machine has, as probed for each report.
 public struct HardwareProfile: Codable, Sendable, Equatable {
     public var cpuCores: Int
     public var memoryTotalBytes: UInt64

@@ -63,14 +63,12 @@ public struct Dispatcher: Sendable {
         }
         var failures: [String] = []
         for node in candidates.prefix(max(1, maxAttempts)) {
-            guard let endpointURL = registry.endpoint(of: node) else { continue }
             let startedAt = ContinuousClock.now
             registry.begin(on: node)
             do {
                 let response = try await transport.send(
                     NodeRequest(endpoint: endpoint, body: bytes, requestID: requestID),
-                    to: node,
-                    endpoint: endpointURL
+                    to: node
                 )
                 if response.status >= 500 {
                     registry.end(on: node, latency: nil)

@@ -54,15 +54,16 @@ public final class NodeResponseBody: @unchecked Sendable {
     }
 }
 
-/// How the gateway reaches nodes. This is the one seam for gateway-to-node traffic: plain HTTP today,
-/// an encrypted link that the node dials out tomorrow.
+/// How the gateway reaches nodes: the one seam for gateway-to-node traffic. In production it is the node's
+/// dial-out link (`NodeLinks`); tests of the gateway alone use a named fake.
 public protocol NodeTransport: Sendable {
     /// Sends `request` to `node` and returns once the response head has arrived.
     /// - Throws: when the node cannot be reached or fails before answering; the caller may retry elsewhere.
-    func send(_ request: NodeRequest, to node: NodeID, endpoint: String) async throws -> NodeResponse
+    func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse
 }
 
 public enum NodeTransportError: Error, Sendable {
     case responseTooLarge
-    case invalidEndpoint(String)
+    /// The node has no link to this gateway.
+    case notLinked(NodeID)
 }

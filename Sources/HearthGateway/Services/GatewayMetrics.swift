@@ -16,7 +16,7 @@ public final class GatewayMetrics: Sendable {
     ]
 
     public init() {
-        nodesOnline = registry.makeGauge(name: "hearth_nodes_online", help: "Nodes with a live heartbeat")
+        nodesOnline = registry.makeGauge(name: "hearth_nodes_online", help: "Nodes with a live link")
         nodesReady = registry.makeGauge(name: "hearth_nodes_ready", help: "Nodes with at least one ready model")
         streamsInFlight = registry.makeGauge(name: "hearth_streams_in_flight", help: "Streaming responses being relayed")
     }

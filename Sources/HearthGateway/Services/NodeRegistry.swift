@@ -1,9 +1,9 @@
 public import HearthCore
 import Synchronization
 
-/// The nodes the gateway knows, fed by heartbeats, read by routing and the model listings.
+/// The nodes the gateway knows, fed by the reports polled over their links, read by routing and the model listings.
 ///
-/// Heartbeats and routing touch it on every request, so it is a lock around a dictionary, not an actor.
+/// Reports and routing touch it on every request, so it is a lock around a dictionary, not an actor.
 public final class NodeRegistry: Sendable {
     struct Entry {
         var announcement: NodeAnnouncement
@@ -72,9 +72,9 @@ public final class NodeRegistry: Sendable {
         }
     }
 
-    /// The endpoint of a live node.
-    public func endpoint(of id: NodeID) -> String? {
-        entries.withLock { $0[id]?.announcement.endpoint }
+    /// Forgets a node at once, when its link closes.
+    public func remove(_ id: NodeID) {
+        entries.withLock { $0[id] = nil }
     }
 
     /// Counts a request the gateway starts on `id`.

@@ -3,7 +3,7 @@ import HearthCore
 import Logging
 import ServiceLifecycle
 
-/// Drops nodes whose heartbeats stopped, so routing and `/v1/models` forget them after the TTL.
+/// Drops nodes whose reports stopped, so routing and `/v1/models` forget them after the TTL.
 struct RegistrySweeperService: Service {
     let registry: NodeRegistry
     let metrics: GatewayMetrics
@@ -13,7 +13,7 @@ struct RegistrySweeperService: Service {
     func run() async throws {
         for await _ in AsyncTimerSequence(interval: interval, clock: .continuous).cancelOnGracefulShutdown() {
             for id in registry.expire() {
-                logger.info("node left: heartbeat timed out", metadata: ["node.id": "\(id.short)"])
+                logger.info("node left: no report within the TTL", metadata: ["node.id": "\(id.short)"])
             }
             let counts = registry.counts()
             metrics.nodes(online: counts.online, ready: counts.ready)

@@ -1,7 +1,7 @@
 public import HearthCore
 import Synchronization
 
-/// The live state of one engine, shared by its supervisor (which writes it), the node's routes and the heartbeat.
+/// The live state of one engine, shared by its supervisor (which writes it), the node's routes and its reports.
 public final class EngineHandle: Sendable {
     public struct Snapshot: Sendable, Equatable {
         public var state: EngineState

@@ -5,12 +5,23 @@ import NIOCore
 import ServiceLifecycle
 
 /// A FAKE node for the gateway-ceiling benchmark: it answers every chat request at once with `tokens` canned
-/// SSE events, so the measurement shows what the gateway itself costs, not an engine.
+/// SSE events, so the measurement shows what the gateway and the link cost, not an engine. It joins the gateway
+/// over a real link, like a node.
 struct FakeNode {
     let tokens: Int
+    let report: NodeReport
 
-    func application(onPort: @escaping @Sendable (Int) async -> Void) -> some ApplicationProtocol {
+    func router() throws -> Router<BasicRequestContext> {
         let router = Router()
+        let reportBuffer = ByteBuffer(bytes: try JSONEncoder().encode(report))
+        // The state never changes: answer a long poll at the end of its wait, a first poll at once.
+        router.get("/link/v1/report") { request, _ in
+            if request.headers[.init("x-hearth-after")!] != nil {
+                let wait = request.headers[.init("x-hearth-wait-ms")!].flatMap { Int($0) } ?? 0
+                try await Task.sleep(for: .milliseconds(min(wait, 60_000)))
+            }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: reportBuffer))
+        }
         var events = ByteBuffer()
         events.writeString(#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"object":"chat.completion.chunk"}"# + "\n\n")
         let token = #"data: {"choices":[{"index":0,"delta":{"content":" tok"}}],"object":"chat.completion.chunk"}"# + "\n\n"
@@ -35,10 +46,6 @@ struct FakeNode {
                 }
             )
         }
-        return Application(
-            router: router,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { channel in await onPort(channel.localAddress?.port ?? 0) }
-        )
+        return router
     }
 }

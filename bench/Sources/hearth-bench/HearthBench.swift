@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import HearthCore
+import HearthNode
 import HearthTesting
 import Hummingbird
 import Logging
@@ -97,20 +98,21 @@ struct HearthBench {
         return text
     }
 
+    /// Waits until the gateway lists `model` as ready.
+    static func waitForModel(_ model: ModelID, at url: String) async throws {
+        for _ in 0..<100 {
+            let models = try await HTTP.get(url + "/v1/models").json
+            if models["data"]?.arrayValue?.contains(where: { $0["id"]?.stringValue == model.rawValue }) == true { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw BenchError("the fake node did not join the gateway")
+    }
+
     static func ceiling(cluster: Cluster, http: HTTPClient, clients: Int, duration: Double) async throws -> String {
         let tokens = 32
-        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
-        let fake = FakeNode(tokens: tokens).application { sink.yield($0) }
-        let group = ServiceGroup(configuration: .init(services: [fake], logger: .init(label: "fake-node")))
-        let server = Task { try await group.run() }
-        defer { server.cancel() }
-        guard let port = await ports.first(where: { _ in true }) else { throw BenchError("fake node did not start") }
         let model = ModelID("fake:canned")!
-        let nodeID = NodeID.random()
-        let announcement = NodeAnnouncement(
-            nodeID: nodeID,
+        let report = NodeReport(
             name: "fake",
-            endpoint: "http://127.0.0.1:\(port)",
             hardware: HardwareProfile(cpuCores: 1, memoryTotalBytes: 1, memoryAvailableBytes: 1, diskFreeBytes: 1, gpus: []),
             limits: NodeLimits(threads: 1, contextSize: 512, parallelSlots: clients),
             models: [ServedModel(id: model, sha256: DefaultModel.sha256, contextLength: 512, sizeBytes: 1, state: .ready)],
@@ -118,17 +120,17 @@ struct HearthBench {
             draining: false,
             version: HearthVersion.current
         )
-        let heartbeat = Task {
-            while !Task.isCancelled {
-                _ = try? await HTTP.post(
-                    cluster.url + "/internal/v1/nodes/heartbeat",
-                    body: ByteBuffer(bytes: try JSONEncoder().encode(announcement))
-                )
-                try? await Task.sleep(for: .seconds(2))
-            }
-        }
-        defer { heartbeat.cancel() }
-        try await Task.sleep(for: .milliseconds(300))
+        let configuration = NodeConfiguration().with { $0.join = try? JoinAddress(parsing: cluster.join) }
+        let link = buildLinkService(
+            router: try FakeNode(tokens: tokens, report: report).router(),
+            identity: NodeIdentity(key: .generate()),
+            configuration: configuration,
+            logger: Logger(label: "fake-node")
+        )
+        let group = ServiceGroup(configuration: .init(services: [link], logger: .init(label: "fake-node")))
+        let server = Task { try await group.run() }
+        defer { server.cancel() }
+        try await waitForModel(model, at: cluster.url)
         let body: JSONValue = [
             "model": .string(model.rawValue), "messages": [["role": "user", "content": "go"]], "max_tokens": 64, "stream": true,
         ]

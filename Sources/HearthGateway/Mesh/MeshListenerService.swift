@@ -1,0 +1,139 @@
+import Foundation
+import HearthCore
+import HearthMesh
+import Logging
+import NIOCore
+import NIOFoundationEssentialsCompat
+import NIOHTTP1
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+
+/// Accepts the links nodes dial: TLS 1.3 with the gateway's key, the node's key proven in the same handshake,
+/// then HTTP/2 with the gateway as the client. The NodeID is the proven key's; no message can name another.
+///
+/// For each link it polls the node's report (a long poll that doubles as keepalive) and keeps the registry
+/// current. A link that closes, or a node that stops answering, leaves the registry at once.
+struct MeshListenerService: Service {
+    let configuration: GatewayConfiguration
+    let credentials: LinkCredentials
+    let links: NodeLinks
+    let registry: NodeRegistry
+    let logger: Logger
+    let onListening: @Sendable (Int) async -> Void
+
+    private typealias Accepted = (channel: any Channel, multiplexer: LinkMultiplexer, peer: EventLoopFuture<NodeID>)
+
+    func run() async throws {
+        let context = try NIOSSLContext(configuration: LinkTLS.configuration(credentials: credentials, role: .server))
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: configuration.meshHost, port: configuration.meshPort) { channel in
+                channel.eventLoop.makeCompletedFuture { () -> Accepted in
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOSSLServerHandler(context: context, customVerificationCallback: LinkTLS.verifier(pin: .anyIdentity)))
+                    let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
+                    try sync.addHandler(handshake)
+                    // Nodes are HTTP/2 servers on this connection; a stream they open is refused.
+                    let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .client) { stream in stream.close() }
+                    return (channel, multiplexer, handshake.peer)
+                }
+            }
+        let port = server.channel.localAddress?.port ?? 0
+        logger.info(
+            "mesh listening",
+            metadata: ["mesh.port": "\(port)", "gateway.id": "\(credentials.id)"]
+        )
+        await onListening(port)
+        try await withGracefulShutdownHandler {
+            try await server.executeThenClose { inbound in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await accepted in inbound {
+                        group.addTask { await serve(accepted) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+            for link in links.all() { link.close() }
+        }
+    }
+
+    /// Runs one link from handshake to close.
+    private func serve(_ accepted: Accepted) async {
+        let remote = accepted.channel.remoteAddress.map { "\($0)" } ?? "?"
+        let nodeID: NodeID
+        do {
+            nodeID = try await accepted.peer.get()
+        } catch {
+            logger.info("link refused in the TLS handshake", metadata: ["mesh.remote": "\(remote)", "error": "\(error)"])
+            accepted.channel.close(promise: nil)
+            return
+        }
+        let link = NodeLink(nodeID: nodeID, channel: accepted.channel, multiplexer: accepted.multiplexer)
+        if let previous = links.insert(link) {
+            logger.info("node linked again; closing its old link", metadata: ["node.id": "\(nodeID.short)"])
+            previous.close()
+        }
+        logger.info("node linked", metadata: ["node.id": "\(nodeID.short)", "mesh.remote": "\(remote)"])
+        do {
+            try await poll(link)
+        } catch {
+            logger.info("node link ended", metadata: ["node.id": "\(nodeID.short)", "error": "\(error)"])
+        }
+        link.close()
+        if links.remove(link) {
+            registry.remove(nodeID)
+            logger.info("node left", metadata: ["node.id": "\(nodeID.short)"])
+        }
+    }
+
+    /// Polls the node's report until the link fails. Each answer refreshes the registry entry.
+    private func poll(_ link: NodeLink) async throws {
+        let hold = configuration.linkPollInterval
+        var revision: String?
+        while !Task.isCancelled {
+            var headers: HTTPHeaders = ["x-hearth-wait-ms": String(Int(hold.milliseconds))]
+            if let revision { headers.add(name: "x-hearth-after", value: revision) }
+            let request = headers
+            let report = try await withDeadline(hold + configuration.linkAnswerTimeout) {
+                let response = try await link.send(.GET, "/link/v1/report", headers: request)
+                let body = try await response.body.collect(upTo: 1 << 20)
+                guard response.head.status == .ok else { throw LinkPollError(status: Int(response.head.status.code)) }
+                return try JSONDecoder().decode(NodeReport.self, from: Data(buffer: body))
+            }
+            let joined = registry.upsert(NodeAnnouncement(nodeID: link.nodeID, report: report))
+            if joined || revision != report.revision {
+                logger.info(
+                    joined ? "node joined" : "node changed",
+                    metadata: [
+                        "node.id": "\(link.nodeID.short)", "node.name": "\(report.name)", "node.state": "\(report.revision)",
+                    ]
+                )
+            }
+            revision = report.revision
+        }
+    }
+}
+
+/// The node answered a report poll with an error status.
+struct LinkPollError: Error, CustomStringConvertible {
+    var status: Int
+    var description: String { "the node answered the report poll with HTTP \(status)" }
+}
+
+/// Runs `body`, cancelling it and throwing `LinkError.timedOut` once `limit` has passed.
+func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else { throw LinkError.timedOut }
+        return value
+    }
+}

@@ -1,0 +1,76 @@
+public import HearthCore
+import HearthMesh
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// One node's live link: the channel the node dialed, with the gateway as the HTTP/2 client on it.
+final class NodeLink: Sendable {
+    let nodeID: NodeID
+    let channel: any Channel
+    let multiplexer: LinkMultiplexer
+
+    init(nodeID: NodeID, channel: any Channel, multiplexer: LinkMultiplexer) {
+        self.nodeID = nodeID
+        self.channel = channel
+        self.multiplexer = multiplexer
+    }
+
+    /// One request on a new stream of the link.
+    func send(_ method: HTTPMethod, _ uri: String, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) async throws -> LinkResponse {
+        try await LinkExchange.send(on: multiplexer, head: HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: headers), body: body)
+    }
+
+    func close() {
+        channel.close(promise: nil)
+    }
+}
+
+/// The links of every connected node, and the transport that sends requests over them.
+public final class NodeLinks: NodeTransport {
+    private let links = Mutex<[NodeID: NodeLink]>([:])
+
+    public init() {}
+
+    /// Records `link` as its node's link and returns the one it replaces (a node that dialed again).
+    func insert(_ link: NodeLink) -> NodeLink? {
+        links.withLock { links in
+            let previous = links[link.nodeID]
+            links[link.nodeID] = link
+            return previous
+        }
+    }
+
+    /// Forgets `link` if it is still its node's current link. Returns whether it was.
+    func remove(_ link: NodeLink) -> Bool {
+        links.withLock { links in
+            guard links[link.nodeID] === link else { return false }
+            links[link.nodeID] = nil
+            return true
+        }
+    }
+
+    /// Every current link.
+    func all() -> [NodeLink] {
+        links.withLock { Array($0.values) }
+    }
+
+    /// The number of linked nodes.
+    public var count: Int { links.withLock { $0.count } }
+
+    public func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
+        guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
+        let response = try await link.send(
+            .POST,
+            request.endpoint.rawValue,
+            headers: ["content-type": "application/json", "x-request-id": request.requestID],
+            body: request.body
+        )
+        let body = response.body
+        return NodeResponse(
+            status: Int(response.head.status.code),
+            contentType: response.head.headers.first(name: "content-type"),
+            body: NodeResponseBody(next: { try await body.next() })
+        )
+    }
+}

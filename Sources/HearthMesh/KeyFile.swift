@@ -1,0 +1,72 @@
+import Foundation
+public import HearthCore
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Reads and writes private key files: PKCS#8 PEM, readable by the owner only.
+public enum KeyFile {
+    /// Loads the key at `path`, creating it (owner-only, written atomically) when there is none yet.
+    /// - Throws: `KeyFileError` when the file exists but is not a usable key; an existing file is never replaced.
+    public static func loadOrCreate(_ path: String) throws -> IdentityKey {
+        if FileManager.default.fileExists(atPath: path) { return try load(path) }
+        let key = IdentityKey.generate()
+        try write(key, to: path, replacing: false)
+        return key
+    }
+
+    /// Reads a key file.
+    /// - Throws: `KeyFileError` if the file is missing, readable by others, or not an Ed25519 PKCS#8 key.
+    public static func load(_ path: String) throws -> IdentityKey {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+            let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue
+        else { throw KeyFileError("cannot read key file \(path)") }
+        guard mode & 0o077 == 0 else {
+            throw KeyFileError("key file \(path) is readable by others (mode \(String(mode, radix: 8))); run `chmod 600 \(path)`")
+        }
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw KeyFileError("cannot read key file \(path)")
+        }
+        do {
+            return try IdentityKey(privateKeyPEM: text)
+        } catch {
+            throw KeyFileError("key file \(path) is not usable: \(error.description)")
+        }
+    }
+
+    /// Writes `key` to `path` with mode 0600: into a temporary file first, then renamed into place.
+    /// - Throws: `KeyFileError` if `path` exists and `replacing` is false, or the file cannot be written.
+    public static func write(_ key: IdentityKey, to path: String, replacing: Bool) throws {
+        if !replacing && FileManager.default.fileExists(atPath: path) {
+            throw KeyFileError("\(path) already exists; refusing to replace a key")
+        }
+        let folder = (path as NSString).deletingLastPathComponent
+        if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        let temporary = "\(path).tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw KeyFileError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        let written: Bool
+        do {
+            try handle.write(contentsOf: Data(key.privateKeyPEM.utf8))
+            try handle.synchronize()
+            try handle.close()
+            written = true
+        } catch {
+            written = false
+        }
+        guard written, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw KeyFileError("cannot write key file \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+/// A key file cannot be read or written; the message says why and what to do.
+public struct KeyFileError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,50 @@
+public import Crypto
+import Foundation
+public import HearthCore
+public import NIOSSL
+import SwiftASN1
+import X509
+
+/// The TLS credentials of one end of a link: a self-signed Ed25519 certificate over the identity key.
+///
+/// Nothing in the certificate but its public key matters: each side pins the other's key, and the TLS 1.3
+/// handshake proves that the peer holds the matching private key.
+public struct LinkCredentials: Sendable {
+    public let certificate: NIOSSLCertificate
+    public let privateKey: NIOSSLPrivateKey
+    /// The identity these credentials prove.
+    public let id: NodeID
+
+    /// Makes a certificate for `identity`, valid from an hour ago for ten years.
+    /// - Throws: when swift-certificates or BoringSSL refuse the key, which a valid Ed25519 key never causes.
+    public init(identity: IdentityKey) throws {
+        let key = Certificate.PrivateKey(identity.privateKey)
+        let name = try DistinguishedName { CommonName("hearth-\(identity.nodeID.short)") }
+        let now = Date()
+        let certificate = try Certificate(
+            version: .v3,
+            serialNumber: Certificate.SerialNumber(),
+            publicKey: key.publicKey,
+            notValidBefore: now - 3600,
+            notValidAfter: now + 10 * 365 * 86400,
+            issuer: name,
+            subject: name,
+            signatureAlgorithm: .ed25519,
+            extensions: Certificate.Extensions {},
+            issuerPrivateKey: key
+        )
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        self.certificate = try NIOSSLCertificate(bytes: serializer.serializedBytes, format: .der)
+        self.privateKey = try NIOSSLPrivateKey(bytes: try key.serializeAsPEM().derBytes, format: .der)
+        self.id = identity.nodeID
+    }
+
+    /// The identity a peer's certificate proves: the NodeID of its Ed25519 key, or `nil` for any other kind of key.
+    public static func peerID(of certificate: NIOSSLCertificate) -> NodeID? {
+        guard let spki = try? certificate.extractPublicKey().toSPKIBytes(),
+            let raw = IdentityKey.publicKey(fromSPKI: spki)
+        else { return nil }
+        return NodeID(publicKey: raw)
+    }
+}

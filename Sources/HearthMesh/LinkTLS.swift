@@ -1,0 +1,129 @@
+public import HearthCore
+public import NIOCore
+public import NIOSSL
+import NIOTLS
+
+/// Which peer one end of a link accepts.
+public enum LinkPin: Sendable, Equatable {
+    /// Exactly this identity: a node pins the gateway from its join string.
+    case identity(NodeID)
+    /// Any Ed25519 identity: the gateway accepts any node and reads which one it is after the handshake.
+    case anyIdentity
+}
+
+/// TLS for links: TLS 1.3 only, Ed25519 certificates only, ALPN `h2`, and the peer pinned by key.
+///
+/// The pin is checked in a custom verification callback. NIOSSL only calls that callback when certificate
+/// verification is on, so the configuration uses `.noHostnameVerification`: with `.none` the callback is skipped
+/// and any peer is accepted (the test suite shows both).
+public enum LinkTLS {
+    public enum Role: Sendable {
+        /// The gateway, which accepts links.
+        case server
+        /// A node, which dials out.
+        case client
+    }
+
+    /// The TLS configuration for one end of a link.
+    public static func configuration(credentials: LinkCredentials, role: Role) -> TLSConfiguration {
+        var tls: TLSConfiguration
+        switch role {
+        case .server:
+            tls = .makeServerConfiguration(certificateChain: [.certificate(credentials.certificate)], privateKey: .privateKey(credentials.privateKey))
+        case .client:
+            tls = .makeClientConfiguration()
+            tls.certificateChain = [.certificate(credentials.certificate)]
+            tls.privateKey = .privateKey(credentials.privateKey)
+        }
+        tls.minimumTLSVersion = .tlsv13
+        tls.maximumTLSVersion = .tlsv13
+        tls.signingSignatureAlgorithms = [.ed25519]
+        tls.verifySignatureAlgorithms = [.ed25519]
+        tls.certificateVerification = .noHostnameVerification
+        tls.trustRoots = .certificates([])
+        tls.applicationProtocols = ["h2"]
+        return tls
+    }
+
+    /// The verification callback enforcing `pin`: the peer must present exactly one Ed25519 certificate whose key
+    /// is the pinned identity (or any Ed25519 key for `.anyIdentity`). CA chains and dates play no part.
+    public static func verifier(pin: LinkPin) -> NIOSSLCustomVerificationCallback {
+        { certificates, promise in
+            guard certificates.count == 1, let peer = LinkCredentials.peerID(of: certificates[0]) else {
+                promise.succeed(.failed)
+                return
+            }
+            switch pin {
+            case .anyIdentity: promise.succeed(.certificateVerified)
+            case .identity(let expected): promise.succeed(peer == expected ? .certificateVerified : .failed)
+            }
+        }
+    }
+}
+
+/// Reports the peer's identity once the TLS handshake has completed, or fails if the connection ends first.
+/// Add it right after the TLS handler.
+public final class LinkHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = NIOAny
+    private let promise: EventLoopPromise<NodeID>
+    private var settled = false
+
+    /// The proven identity of the peer.
+    public var peer: EventLoopFuture<NodeID> { promise.futureResult }
+
+    public init(eventLoop: any EventLoop) {
+        self.promise = eventLoop.makePromise(of: NodeID.self)
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            let certificate =
+                (try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate)
+                ?? (try? context.pipeline.syncOperations.handler(type: NIOSSLClientHandler.self).peerCertificate)
+            if let certificate, let id = LinkCredentials.peerID(of: certificate) {
+                settle(.success(id))
+            } else {
+                settle(.failure(LinkError.noPeerIdentity))
+                context.close(promise: nil)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        settle(.failure(error))
+        context.fireErrorCaught(error)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        settle(.failure(LinkError.closed))
+        context.fireChannelInactive()
+    }
+
+    private func settle(_ result: Result<NodeID, any Error>) {
+        guard !settled else { return }
+        settled = true
+        promise.completeWith(result)
+    }
+}
+
+/// Why a link or a stream on it failed.
+public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The TLS handshake finished without a usable Ed25519 peer certificate.
+    case noPeerIdentity
+    /// The link closed.
+    case closed
+    /// The peer did not answer in time.
+    case timedOut
+    /// The stream ended before a complete response.
+    case truncated
+
+    public var description: String {
+        switch self {
+        case .noPeerIdentity: "the peer proved no Ed25519 identity"
+        case .closed: "the link closed"
+        case .timedOut: "the peer did not answer in time"
+        case .truncated: "the stream ended before the response was complete"
+        }
+    }
+}

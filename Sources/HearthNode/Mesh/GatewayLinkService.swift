@@ -1,0 +1,139 @@
+import HearthCore
+import HearthMesh
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP2
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP2
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+import Synchronization
+
+/// The node's one connection to its gateway: dialed out, TLS 1.3 with the gateway's key pinned, HTTP/2 inside with
+/// the node as the server, so the node never listens on the network.
+///
+/// The gateway sends every request, and its report polls, as streams on this link. When the link drops, or the
+/// gateway stops polling for `linkTimeout`, the node dials again with jittered exponential backoff. On shutdown
+/// it reports that it is draining, waits for the requests in flight (up to `drainTimeout`), then closes the link.
+struct GatewayLinkService: Service {
+    let identity: NodeIdentity
+    let configuration: NodeConfiguration
+    let status: NodeStatus
+    let responder: HTTP1Channel
+    let logger: Logger
+
+    func run() async throws {
+        let credentials = try LinkCredentials(identity: identity.key)
+        let context = try NIOSSLContext(configuration: LinkTLS.configuration(credentials: credentials, role: .client))
+        let stopping = Atomic<Bool>(false)
+        try await withGracefulShutdownHandler {
+            var failures = 0
+            while !stopping.load(ordering: .relaxed) && !Task.isCancelled {
+                guard let join = await configuration.resolveJoin() else {
+                    throw NodeStartError("no gateway to join: give --join host:port#gateway-id")
+                }
+                do {
+                    try await connectAndServe(join, context: context)
+                    failures = 0
+                } catch {
+                    failures += 1
+                    logger.warning("gateway link failed", metadata: ["node.gateway": "\(join)", "error": "\(Self.explain(error, join: join))"])
+                }
+                if stopping.load(ordering: .relaxed) { break }
+                let delay = Self.backoff(failures: failures)
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+            }
+        } onGracefulShutdown: {
+            stopping.store(true, ordering: .relaxed)
+            status.beginDraining()
+        }
+    }
+
+    /// Dials `join`, proves both identities, and serves the gateway's streams until the link closes.
+    private func connectAndServe(_ join: JoinAddress, context: NIOSSLContext) async throws {
+        let (channel, multiplexer, peer) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(5))
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: join.host, port: join.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(
+                        NIOSSLClientHandler(
+                            context: context,
+                            serverHostname: nil,
+                            customVerificationCallback: LinkTLS.verifier(pin: .identity(join.gatewayID))
+                        )
+                    )
+                    let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
+                    try sync.addHandler(handshake)
+                    let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .server) { stream in
+                        stream.eventLoop.makeCompletedFuture {
+                            try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPServerCodec())
+                            return try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(wrappingChannelSynchronously: stream)
+                        }
+                    }
+                    return (channel, multiplexer, handshake.peer)
+                }
+            }
+        do {
+            _ = try await peer.get()
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+        status.polled()
+        logger.info("linked to gateway", metadata: ["node.gateway": "\(join)"])
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await watch(channel) }
+            for try await stream in multiplexer.inbound {
+                status.polled()
+                group.addTask { await responder.handle(value: stream, logger: logger) }
+            }
+            group.cancelAll()
+        }
+        logger.info("gateway link closed", metadata: ["node.gateway": "\(join)"])
+    }
+
+    /// Closes the link when the gateway stops sending anything (it polls at least every few seconds), or when
+    /// draining is over.
+    private func watch(_ channel: any Channel) async throws {
+        let clock = ContinuousClock()
+        var drainStarted: ContinuousClock.Instant?
+        while true {
+            try await Task.sleep(for: .milliseconds(100))
+            if status.draining {
+                let started = drainStarted ?? clock.now
+                drainStarted = started
+                // The gateway must have seen "draining" (its pending poll answers at once) before the link goes.
+                let told = status.drainingReported || clock.now - started >= .seconds(2)
+                let idle = told && status.load.inFlight == 0
+                if idle || clock.now - started >= configuration.drainTimeout {
+                    channel.close(promise: nil)
+                    return
+                }
+            } else if status.sinceLastPoll > configuration.linkTimeout {
+                logger.warning("gateway stopped polling; reconnecting", metadata: ["node.link_timeout": "\(configuration.linkTimeout)"])
+                channel.close(promise: nil)
+                return
+            }
+        }
+    }
+
+    /// 0.5 s doubling to 30 s, with ±25 % jitter so nodes of a restarted gateway do not all dial at once.
+    static func backoff(failures: Int) -> Duration {
+        let base = min(30.0, 0.5 * Double(1 << min(max(failures, 0), 6)))
+        return .milliseconds(Int(base * Double.random(in: 0.75...1.25) * 1000))
+    }
+
+    /// A failure in words an owner can act on.
+    static func explain(_ error: any Error, join: JoinAddress) -> String {
+        if let tls = error as? NIOSSLError, case .handshakeFailed = tls {
+            return "TLS handshake failed: the gateway at \(join.host):\(join.port) did not prove the key \(join.gatewayID.short)… "
+                + "from the join string, or refused this node (\(tls))"
+        }
+        return "\(error)"
+    }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import HearthCore
+import Synchronization
+
+/// What the node reports over its link, and the link's own state: draining, and when the gateway last polled.
+///
+/// It only reads shared state, so a model download or load never delays a report.
+final class NodeStatus: Sendable {
+    let configuration: NodeConfiguration
+    let engines: [EngineHandle]
+    let load: NodeLoad
+    private let state = Mutex<(draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant)>((false, false, .now))
+
+    init(configuration: NodeConfiguration, engines: [EngineHandle], load: NodeLoad) {
+        self.configuration = configuration
+        self.engines = engines
+        self.load = load
+    }
+
+    var draining: Bool { state.withLock { $0.draining } }
+
+    /// From now on the node takes no new work; the next report says so.
+    func beginDraining() {
+        state.withLock { $0.draining = true }
+    }
+
+    /// Records that the gateway just asked for a report: the link is alive.
+    func polled() {
+        state.withLock { $0.lastPoll = .now }
+    }
+
+    /// Records that the gateway received `report`; once it has seen "draining", it sends no new work.
+    func delivered(_ report: NodeReport) {
+        if report.draining { state.withLock { $0.drainingReported = true } }
+    }
+
+    /// Whether the gateway has been told that the node drains.
+    var drainingReported: Bool { state.withLock { $0.drainingReported } }
+
+    /// Since when the gateway has not polled.
+    var sinceLastPoll: Duration { .now - state.withLock { $0.lastPoll } }
+
+    /// The report as of now.
+    func report() -> NodeReport {
+        let models = engines.map { engine in
+            let snapshot = engine.snapshot
+            return ServedModel(
+                id: engine.spec.id,
+                aliases: engine.spec.aliases,
+                sha256: engine.spec.sha256,
+                contextLength: configuration.limits.contextSize,
+                sizeBytes: snapshot.sizeBytes,
+                state: snapshot.state,
+                detail: snapshot.detail
+            )
+        }
+        return NodeReport(
+            name: configuration.name,
+            hardware: HardwareProbe.probe(diskPath: configuration.dataDirectory),
+            limits: configuration.limits,
+            models: models,
+            inFlight: load.inFlight,
+            draining: draining,
+            version: HearthVersion.current
+        )
+    }
+
+    /// The revision of the current state, cheaper than a whole report.
+    var revision: String {
+        NodeReport.revision(
+            models: engines.map { ServedModel(id: $0.spec.id, sha256: $0.spec.sha256, contextLength: 0, sizeBytes: 0, state: $0.snapshot.state) },
+            draining: draining
+        )
+    }
+}
