@@ -31,12 +31,20 @@ public final class Cluster: Sendable {
     }
 
     /// Starts a node serving the default model, joined with `join` (the gateway's own join string by default),
-    /// and returns once it has started; `waitForReadyNodes` waits for the gateway to route to it.
-    public func startNode(_ name: String, join: String? = nil, extraArguments: [String] = []) async throws -> TestProcess {
+    /// and returns once it has started; `waitForReadyNodes` waits for the gateway to route to it. `launcher` wraps
+    /// the command, e.g. to run it in another network namespace.
+    public func startNode(
+        _ name: String,
+        join: String? = nil,
+        extraArguments: [String] = [],
+        launcher: ([String]) -> [String] = { $0 }
+    ) async throws -> TestProcess {
+        let arguments = try Self.nodeArguments(name: name, directory: directory, join: join ?? self.join)
+        let command = launcher([try TestEnvironment.hearthBinary()] + arguments + extraArguments)
         let node = try await TestProcess(
             name: name,
-            executable: try TestEnvironment.hearthBinary(),
-            arguments: Self.nodeArguments(name: name, directory: directory, join: join ?? self.join) + extraArguments,
+            executable: command[0],
+            arguments: Array(command.dropFirst()),
             directory: directory
         )
         started.withLock { $0.append(node) }

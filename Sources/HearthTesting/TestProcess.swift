@@ -100,8 +100,10 @@ public final class TestProcess: Sendable {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+            await drainOutput()
             return -9
         }
+        await drainOutput()
         return process.terminationStatus
     }
 
@@ -111,6 +113,15 @@ public final class TestProcess: Sendable {
         guard process.isRunning else { return process.terminationStatus }
         send(SIGTERM)
         return await waitForExit(timeout: grace)
+    }
+
+    /// Waits (briefly) until the reader thread has seen the end of standard output, so `output` has every line the
+    /// process printed before it exited.
+    private func drainOutput() async {
+        let deadline = ContinuousClock.now + .seconds(2)
+        while !lines.withLock({ $0.closed }) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
     }
 
     private func received(_ line: String) {

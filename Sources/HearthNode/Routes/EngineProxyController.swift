@@ -46,6 +46,9 @@ struct EngineProxyController {
         var upstream = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         upstream.method = .POST
         upstream.headers.add(name: "content-type", value: "application/json")
+        // A new loopback connection per request: llama-server closes idle keep-alive connections after 5 s, and a
+        // pooled connection closed under a new request failed it (seen with fifty concurrent streams).
+        upstream.headers.add(name: "connection", value: "close")
         upstream.body = .bytes(body)
         context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[.init("x-request-id")!] ?? "-")"])
         load.begin()
@@ -54,6 +57,7 @@ struct EngineProxyController {
             response = try await HTTPClient.shared.execute(upstream, timeout: .seconds(1800))
         } catch {
             load.end()
+            context.logger.warning("engine did not answer", metadata: ["node.model": "\(name)", "error": "\(error)"])
             return Self.error(APIFailure(.upstream, "The engine did not answer: \(error)", code: "engine_failed"))
         }
         var headers = HTTPFields()
