@@ -89,6 +89,26 @@ struct ChatCommand: AsyncParsableCommand {
 /// A small client of the gateway's OpenAI API for the CLI.
 struct GatewayClient {
     let baseURL: String
+    /// A login token or API key sent as `Authorization: Bearer`.
+    var bearer: String?
+
+    init(baseURL: String, bearer: String? = nil) {
+        self.baseURL = baseURL
+        self.bearer = bearer
+    }
+
+    /// Logs in with `identity` (challenge, signature, token) and returns a client that sends the token.
+    func loggedIn(as identity: IdentityKey) async throws -> (client: GatewayClient, answer: JSONValue) {
+        let publicKey = JSONValue.string(identity.publicKey.base64EncodedString())
+        let challenge = try await post("/api/auth/challenge", ["public_key": publicKey])
+        guard let nonce = challenge["nonce"]?.stringValue else {
+            warn("error: the gateway sent no nonce")
+            throw ExitCode(1)
+        }
+        let signature = try identity.sign(LoginProtocol.message(nonce: nonce)).base64EncodedString()
+        let login = try await post("/api/auth/verify", ["public_key": publicKey, "nonce": .string(nonce), "signature": .string(signature)])
+        return (GatewayClient(baseURL: baseURL, bearer: login["token"]?.stringValue), login)
+    }
 
     func get(_ path: String) async throws -> JSONValue {
         var request = HTTPClientRequest(url: baseURL + path)
@@ -140,7 +160,16 @@ struct GatewayClient {
         return answer
     }
 
+    func delete(_ path: String) async throws -> JSONValue {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = .DELETE
+        let response = try await execute(request)
+        return try check(response, try await response.body.collect(upTo: 1 << 20))
+    }
+
     private func execute(_ request: HTTPClientRequest) async throws -> HTTPClientResponse {
+        var request = request
+        if let bearer { request.headers.add(name: "authorization", value: "Bearer \(bearer)") }
         do {
             return try await HTTPClient.shared.execute(request, timeout: .seconds(600))
         } catch {

@@ -41,6 +41,12 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Stop routing to a node whose last report is older than this (e.g. 15s); a closed link removes it at once.")
     var nodeTTL: String = "15s"
 
+    @Option(help: "public: any node may join (new ones rate limited per address); private: a node needs an invite (`hearth invite create`).")
+    var network: String = "public"
+
+    @Flag(help: "Admit only nodes certified by an account key (`hearth keys certify-device`).")
+    var requireDeviceCertificate = false
+
     @Flag(help: "Refuse anonymous callers on /v1 and /api: every request needs a login token or an API key.")
     var requireAuth = false
 
@@ -53,6 +59,7 @@ struct GatewayOptions: ParsableArguments {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
         _ = try parseDuration(nodeTTL, option: "--node-ttl")
+        guard NetworkMode(rawValue: network) != nil else { throw ValidationError("--network must be public or private, not '\(network)'") }
     }
 
     /// The mesh address, with the defaults of `hearth gateway` (open to nodes on 7070) or of `hearth up`
@@ -76,6 +83,8 @@ struct GatewayOptions: ParsableArguments {
             $0.maxBodyBytes = maxBodyBytes
             $0.nodeTTL = ttl
             $0.requireAuth = requireAuth
+            $0.network = NetworkMode(rawValue: network) ?? .public
+            $0.requireDeviceCertificate = requireDeviceCertificate
         }
     }
 

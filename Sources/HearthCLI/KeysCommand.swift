@@ -9,7 +9,7 @@ struct KeysCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys",
         abstract: "Make and inspect Ed25519 identity keys (a node's NodeID is the SHA-256 of its public key).",
-        subcommands: [New.self, Show.self, ExportPublic.self]
+        subcommands: [New.self, Show.self, ExportPublic.self, CertifyDevice.self]
     )
 
     /// Which key file a subcommand works on.
@@ -24,7 +24,7 @@ struct KeysCommand: AsyncParsableCommand {
         func load() throws -> IdentityKey {
             do {
                 return try KeyFile.load(path)
-            } catch let error as NodeStartError {
+            } catch let error as KeyFileError {
                 throw ValidationError(error.description)
             }
         }
@@ -42,7 +42,7 @@ struct KeysCommand: AsyncParsableCommand {
             let identity = IdentityKey.generate()
             do {
                 try KeyFile.write(identity, to: key.path, replacing: force)
-            } catch let error as NodeStartError {
+            } catch let error as KeyFileError {
                 throw ValidationError(error.description + (force ? "" : " (use --force to replace it)"))
             }
             say("node-id=\(identity.nodeID)")
@@ -73,6 +73,77 @@ struct KeysCommand: AsyncParsableCommand {
 
         func run() throws {
             FileHandle.standardOutput.write(Data(try key.load().publicKeyPEM.utf8))
+        }
+    }
+
+    struct CertifyDevice: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "certify-device",
+            abstract: "Sign a device certificate: your account key vouches for one of your nodes.",
+            discussion: """
+                The certificate holds the account's and the device's public keys, the device name, its role and
+                validity. Put it in the node's data folder as device.cert (the default --out with --node-dir), or
+                pass it with `hearth node --device-cert`. Revoke one device with `hearth devices revoke`.
+                """
+        )
+
+        @Option(help: "Your account key (default: user.key in the per-user data folder).")
+        var account: String?
+
+        @Option(help: "The node's data folder: its node.key gives the device key, and device.cert is written there.")
+        var nodeDir: String?
+
+        @Option(help: "Or the device's public key as PEM (from `hearth keys export-public` on that machine).")
+        var devicePublic: String?
+
+        @Option(help: "A name for the device in listings.")
+        var name: String = ProcessInfo.processInfo.hostName
+
+        @Option(help: "Days the certificate stays valid.")
+        var days: Int = 365
+
+        @Option(help: "Where to write the certificate (default: <node-dir>/device.cert, else standard output).")
+        var out: String?
+
+        func validate() throws {
+            guard (nodeDir == nil) != (devicePublic == nil) else { throw ValidationError("give exactly one of --node-dir and --device-public") }
+            guard (1...3650).contains(days) else { throw ValidationError("--days must be between 1 and 3650") }
+        }
+
+        func run() throws {
+            let accountKey = try loadUserKey(account)
+            let deviceKey: Data
+            if let nodeDir {
+                do {
+                    deviceKey = try KeyFile.load(NodeIdentity.keyPath(in: nodeDir)).publicKey
+                } catch let error as KeyFileError {
+                    throw ValidationError("\(error.description) (start the node once to make its key)")
+                }
+            } else {
+                guard let text = try? String(contentsOfFile: devicePublic!, encoding: .utf8) else {
+                    throw ValidationError("cannot read \(devicePublic!)")
+                }
+                do {
+                    deviceKey = try IdentityKey.publicKey(fromPEM: text)
+                } catch {
+                    throw ValidationError("\(devicePublic!): \(error.description)")
+                }
+            }
+            let certificate = try DeviceCertificate.issue(
+                account: accountKey,
+                deviceKey: deviceKey,
+                deviceName: name,
+                validFor: TimeInterval(days) * 86400
+            )
+            let destination = out ?? nodeDir.map { ($0 as NSString).appendingPathComponent("device.cert") }
+            if let destination {
+                try (certificate.token + "\n").write(toFile: destination, atomically: true, encoding: .utf8)
+                say("file=\(destination)")
+            } else {
+                say(certificate.token)
+            }
+            say("account=\(certificate.account)")
+            say("device=\(certificate.device)")
         }
     }
 }

@@ -1,12 +1,8 @@
 import ArgumentParser
-import AsyncHTTPClient
 import Foundation
 import HearthCore
 import HearthMesh
 import HearthNode
-import NIOCore
-import NIOFoundationEssentialsCompat
-import NIOHTTP1
 
 /// `hearth login`: prove a key to the gateway and get a bearer token.
 struct LoginCommand: AsyncParsableCommand {
@@ -25,27 +21,21 @@ struct LoginCommand: AsyncParsableCommand {
     var key: String?
 
     func run() async throws {
-        let path = key ?? CommandEnvironment().defaultDataDirectory + "/user.key"
-        let identity: IdentityKey
-        do {
-            identity = try KeyFile.load(path)
-        } catch let error as NodeStartError {
-            throw ValidationError("\(error.description). Make a key with: hearth keys new --file \(path)")
-        }
-        let gateway = GatewayClient(baseURL: client.baseURL)
-        let publicKey = JSONValue.string(identity.publicKey.base64EncodedString())
-        let challenge = try await gateway.post("/api/auth/challenge", ["public_key": publicKey])
-        guard let nonce = challenge["nonce"]?.stringValue else {
-            warn("error: the gateway sent no nonce")
-            throw ExitCode(1)
-        }
-        let signature = try identity.sign(LoginProtocol.message(nonce: nonce)).base64EncodedString()
-        let login = try await gateway.post(
-            "/api/auth/verify",
-            ["public_key": publicKey, "nonce": .string(nonce), "signature": .string(signature)]
-        )
+        let identity = try loadUserKey(key)
+        let (_, login) = try await GatewayClient(baseURL: client.baseURL).loggedIn(as: identity)
         say("token=\(login["token"]?.stringValue ?? "")")
         say("expires_at=\(login["expires_at"]?.stringValue ?? "")")
         say("user_id=\(login["user_id"]?.stringValue ?? "")")
+    }
+}
+
+/// Loads a person's key (`--key`, default `user.key` in the per-user data folder) with a message that says how to
+/// make one.
+func loadUserKey(_ path: String?) throws -> IdentityKey {
+    let path = path ?? CommandEnvironment().defaultDataDirectory + "/user.key"
+    do {
+        return try KeyFile.load(path)
+    } catch let error as KeyFileError {
+        throw ValidationError("\(error.description). Make a key with: hearth keys new --file \(path)")
     }
 }

@@ -32,9 +32,16 @@ struct NodeOptions: ParsableArguments {
     var llamaServer: String?
 
     @Option(
-        help: "A JSON file with node settings (keys: model, model_id, sha256, aliases, threads, ctx_size, parallel, llama_server, join, name)."
+        help:
+            "A JSON file with node settings (keys: model, model_id, sha256, aliases, threads, ctx_size, parallel, llama_server, join, invite, device_cert, name)."
     )
     var config: String?
+
+    @Option(help: "An invite token from the operator of a private network (env: HEARTH_INVITE); needed on first join only.")
+    var invite: String?
+
+    @Option(help: "This node's device certificate from `hearth keys certify-device` (default: device.cert in the data folder, if present).")
+    var deviceCert: String?
 
     @Option(help: "Dial the gateway again when it has not polled the node for this long (e.g. 30s).")
     var linkTimeout: String = "30s"
@@ -72,6 +79,18 @@ struct NodeOptions: ParsableArguments {
         }
         configuration.name = name ?? file.name ?? ProcessInfo.processInfo.hostName
         configuration.linkTimeout = try parseDuration(linkTimeout, option: "--link-timeout")
+        configuration.invite = invite ?? environment["HEARTH_INVITE"] ?? file.invite
+        let defaultCertificate = (dataDirectory as NSString).appendingPathComponent("device.cert")
+        if let path = deviceCert ?? file.deviceCert ?? (FileManager.default.fileExists(atPath: defaultCertificate) ? defaultCertificate : nil) {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw ValidationError("cannot read the device certificate \(path)")
+            }
+            do {
+                configuration.deviceCertificate = try DeviceCertificate(token: text.trimmingCharacters(in: .whitespacesAndNewlines))
+            } catch {
+                throw ValidationError("the device certificate \(path) is not usable: \(error.description)")
+            }
+        }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         configuration.limits = NodeLimits(
             threads: threads ?? file.threads ?? cores,
@@ -133,10 +152,13 @@ struct NodeConfigFile: Decodable {
     var parallel: Int?
     var llamaServer: String?
     var join: String?
+    var invite: String?
+    var deviceCert: String?
     var name: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, sha256, aliases, threads, parallel, join, name
+        case model, sha256, aliases, threads, parallel, join, invite, name
+        case deviceCert = "device_cert"
         case modelID = "model_id"
         case ctxSize = "ctx_size"
         case llamaServer = "llama_server"

@@ -54,6 +54,13 @@ public func buildGateway(
                 credentials: try LinkCredentials(identity: identity),
                 links: nodeLinks,
                 registry: registry,
+                admission: Admission(
+                    gatewayKey: identity.publicKey,
+                    mode: configuration.network,
+                    requireDeviceCertificate: configuration.requireDeviceCertificate,
+                    database: database,
+                    newNodes: NewNodeLimiter(burst: configuration.newNodesPerAddress, period: configuration.newNodePeriod)
+                ),
                 logger: logger,
                 onListening: onMeshListening
             )
@@ -61,6 +68,7 @@ public func buildGateway(
         nodeTransport = nodeLinks
         links = nodeLinks
     }
+    let liveLinks = links
     let dispatcher = Dispatcher(
         registry: registry,
         transport: nodeTransport,
@@ -93,6 +101,7 @@ public func buildGateway(
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     NodesController(registry: registry).addRoutes(to: router)
+    DevicesController(database: database, links: liveLinks, registry: registry).addRoutes(to: router)
 
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)
     let application = Application(

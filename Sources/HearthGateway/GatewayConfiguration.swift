@@ -20,6 +20,13 @@ public struct GatewayConfiguration: Sendable {
     public var meshHost: String = "0.0.0.0"
     /// TCP port of the mesh; 0 picks a free one.
     public var meshPort: Int = 7070
+    /// Public (any node may join) or private (a node needs an invite the first time).
+    public var network: NetworkMode = .public
+    /// Admit only nodes certified by an account key.
+    public var requireDeviceCertificate: Bool = false
+    /// On a public network, new nodes allowed per source address per `newNodePeriod` (a burst, refilled evenly).
+    public var newNodesPerAddress: Int = 10
+    public var newNodePeriod: Duration = .seconds(3600)
     /// Longest hold of a report poll: a node answers at once when its state changes, else after this long.
     public var linkPollInterval: Duration = .seconds(5)
     /// Extra time a node has to answer a report poll before its link counts as dead and is closed.

@@ -29,6 +29,13 @@ public func buildNode(configuration: NodeConfiguration, logger: Logger) async th
     }
     try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
     let identity = try NodeIdentity.loadOrCreate(in: configuration.dataDirectory)
+    if let certificate = configuration.deviceCertificate {
+        do {
+            try certificate.check(for: identity.id)
+        } catch {
+            throw NodeStartError("the device certificate does not fit this node (\(identity.id.short)): \(error.description)")
+        }
+    }
     let engines = try configuration.models.map { spec in
         guard configuration.prepare != nil || FileManager.default.fileExists(atPath: spec.path) else {
             throw NodeStartError("model file \(spec.path) does not exist")

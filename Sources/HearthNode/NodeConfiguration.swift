@@ -7,6 +7,11 @@ public struct NodeConfiguration: Sendable {
     /// Resolves the join address on each dial; overrides `join`. `hearth up` uses it because its gateway's mesh
     /// port is known only once it listens.
     public var joinProvider: (@Sendable () async -> JoinAddress)?
+    /// The owner's device certificate for this node's key (`hearth keys certify-device`), so its work counts for
+    /// their account.
+    public var deviceCertificate: DeviceCertificate?
+    /// An invite token, needed the first time the node joins a private network.
+    public var invite: String?
     /// Folder for the node's identity and state.
     public var dataDirectory: String = "."
     /// A name for this node in listings; the host name by default.

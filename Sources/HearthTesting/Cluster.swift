@@ -1,5 +1,5 @@
-public import AsyncHTTPClient
-public import Foundation
+import AsyncHTTPClient
+import Foundation
 public import HearthCore
 public import NIOCore
 import NIOFoundationEssentialsCompat

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A home network for real, for tests: a LAN namespace behind a router namespace that masquerades (NAT) onto a
 /// veth link to this host, with no route back in. A node in the LAN can dial this host; this host cannot reach it.

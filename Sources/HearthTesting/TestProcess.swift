@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import HearthNode
 import NIOPosix
 import Synchronization
@@ -41,6 +41,24 @@ public final class TestProcess: Sendable {
             Subprocess.readLines(from: reader) { received($0) }
             closeLines()
         }
+    }
+
+    /// Runs `hearth` with `arguments` to the end and returns its exit status, standard output lines and standard error.
+    public static func hearth(
+        _ arguments: [String],
+        in directory: String,
+        timeout: Duration = .seconds(60)
+    ) async throws -> (
+        status: Int32, output: [String], errors: String
+    ) {
+        let run = try await TestProcess(
+            name: "hearth-\(arguments.prefix(2).joined(separator: "-"))-\(UUID().uuidString.prefix(6))",
+            executable: try TestEnvironment.hearthBinary(),
+            arguments: arguments,
+            directory: directory
+        )
+        let status = await run.waitForExit(timeout: timeout)
+        return (status, run.output, run.errorOutput)
     }
 
     public var pid: Int32 { process.processIdentifier }

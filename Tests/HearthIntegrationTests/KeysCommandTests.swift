@@ -7,14 +7,8 @@ import Testing
 /// (Python's `cryptography` package).
 struct KeysCommandTests {
     func hearth(_ arguments: [String], in directory: String) async throws -> (status: Int32, output: [String]) {
-        let run = try await TestProcess(
-            name: "keys-\(arguments.first ?? "")",
-            executable: try TestEnvironment.hearthBinary(),
-            arguments: arguments,
-            directory: directory
-        )
-        let status = await run.waitForExit()
-        return (status, run.output)
+        let run = try await TestProcess.hearth(arguments, in: directory)
+        return (run.status, run.output)
     }
 
     @Test(.timeLimit(.minutes(1)))

@@ -1,7 +1,7 @@
-/// A node's identity on the network.
-///
-/// In this release a node makes up a random 256-bit identifier on first start and keeps it in its
-/// data folder. The secure-mesh work replaces it with the SHA-256 of the node's Ed25519 public key.
+public import Foundation
+
+/// An identity on the network (a node, a person's account, a gateway): the lowercase hex SHA-256 of its raw Ed25519
+/// public key, proven by a signature or a TLS handshake, never taken on trust.
 public struct NodeID: Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
     /// Lowercase hexadecimal, 64 characters.
     public let rawValue: String
@@ -102,6 +102,20 @@ public enum Hex {
             out.append(digits[Int(byte & 0x0F)])
         }
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The bytes of lowercase hexadecimal text, or `nil` if it is not exactly that.
+    public static func decode(_ text: some StringProtocol) -> Data? {
+        let digits = Array(text.utf8)
+        guard digits.count % 2 == 0, digits.allSatisfy(isLowercaseDigit) else { return nil }
+        func value(_ digit: UInt8) -> UInt8 { digit <= UInt8(ascii: "9") ? digit - UInt8(ascii: "0") : digit - UInt8(ascii: "a") + 10 }
+        var bytes = Data(capacity: digits.count / 2)
+        var index = 0
+        while index < digits.count {
+            bytes.append(value(digits[index]) << 4 | value(digits[index + 1]))
+            index += 2
+        }
+        return bytes
     }
 
     /// `count` bytes from the system's secure random generator, as hexadecimal.

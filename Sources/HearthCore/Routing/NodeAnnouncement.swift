@@ -2,6 +2,8 @@
 public struct NodeAnnouncement: Codable, Sendable, Equatable {
     /// Proven by the link, never read from a message body.
     public var nodeID: NodeID
+    /// The account whose device certificate the node presented, if any.
+    public var account: NodeID?
     /// A human-readable name chosen by the owner (host name by default).
     public var name: String
     public var hardware: HardwareProfile
@@ -15,6 +17,7 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
 
     public init(
         nodeID: NodeID,
+        account: NodeID? = nil,
         name: String,
         hardware: HardwareProfile,
         limits: NodeLimits,
@@ -24,6 +27,7 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
         version: String
     ) {
         self.nodeID = nodeID
+        self.account = account
         self.name = name
         self.hardware = hardware
         self.limits = limits
@@ -33,10 +37,11 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
         self.version = version
     }
 
-    /// What the gateway records for the node proven as `nodeID` when it sends `report`.
-    public init(nodeID: NodeID, report: NodeReport) {
+    /// What the gateway records for the node proven as `nodeID` (certified for `account`) when it sends `report`.
+    public init(nodeID: NodeID, account: NodeID?, report: NodeReport) {
         self.init(
             nodeID: nodeID,
+            account: account,
             name: report.name,
             hardware: report.hardware,
             limits: report.limits,

@@ -20,6 +20,7 @@ struct MeshListenerService: Service {
     let credentials: LinkCredentials
     let links: NodeLinks
     let registry: NodeRegistry
+    let admission: Admission
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
 
@@ -73,13 +74,21 @@ struct MeshListenerService: Service {
             return
         }
         let link = NodeLink(nodeID: nodeID, channel: accepted.channel, multiplexer: accepted.multiplexer)
+        let account: NodeID?
+        do {
+            account = try await admit(link, address: accepted.channel.remoteAddress?.ipAddress)
+        } catch {
+            logger.info("node refused", metadata: ["node.id": "\(nodeID.short)", "mesh.remote": "\(remote)", "error": "\(error)"])
+            link.close()
+            return
+        }
         if let previous = links.insert(link) {
             logger.info("node linked again; closing its old link", metadata: ["node.id": "\(nodeID.short)"])
             previous.close()
         }
         logger.info("node linked", metadata: ["node.id": "\(nodeID.short)", "mesh.remote": "\(remote)"])
         do {
-            try await poll(link)
+            try await poll(link, account: account)
         } catch {
             logger.info("node link ended", metadata: ["node.id": "\(nodeID.short)", "error": "\(error)"])
         }
@@ -90,8 +99,29 @@ struct MeshListenerService: Service {
         }
     }
 
+    /// Reads the node's credentials and asks `admission`. A refused node is told why before its link closes.
+    /// - Returns: the account the node serves for, if it is certified.
+    private func admit(_ link: NodeLink, address: String?) async throws -> NodeID? {
+        let hello = try await withDeadline(configuration.linkAnswerTimeout) {
+            let response = try await link.send(.GET, "/link/v1/hello")
+            let body = try await response.body.collect(upTo: 64 << 10)
+            guard response.head.status == .ok else { throw LinkPollError(status: Int(response.head.status.code)) }
+            return try JSONDecoder().decode(LinkHello.self, from: Data(buffer: body))
+        }
+        do {
+            return try await admission.admit(link.nodeID, hello: hello, address: address)
+        } catch let refusal as LinkRefusal {
+            let body = ByteBuffer(bytes: try JSONEncoder().encode(refusal))
+            _ = try? await withDeadline(.seconds(2)) {
+                let response = try await link.send(.POST, "/link/v1/refused", headers: ["content-type": "application/json"], body: body)
+                _ = try await response.body.collect(upTo: 1024)
+            }
+            throw refusal
+        }
+    }
+
     /// Polls the node's report until the link fails. Each answer refreshes the registry entry.
-    private func poll(_ link: NodeLink) async throws {
+    private func poll(_ link: NodeLink, account: NodeID?) async throws {
         let hold = configuration.linkPollInterval
         var revision: String?
         while !Task.isCancelled {
@@ -104,7 +134,7 @@ struct MeshListenerService: Service {
                 guard response.head.status == .ok else { throw LinkPollError(status: Int(response.head.status.code)) }
                 return try JSONDecoder().decode(NodeReport.self, from: Data(buffer: body))
             }
-            let joined = registry.upsert(NodeAnnouncement(nodeID: link.nodeID, report: report))
+            let joined = registry.upsert(NodeAnnouncement(nodeID: link.nodeID, account: account, report: report))
             if joined || revision != report.revision {
                 logger.info(
                     joined ? "node joined" : "node changed",

@@ -55,6 +55,16 @@ public final class NodeLinks: NodeTransport {
         links.withLock { Array($0.values) }
     }
 
+    /// Closes `node`'s link, if it has one.
+    func close(_ node: NodeID) {
+        links.withLock { $0[node] }?.close()
+    }
+
+    /// Whether `node` has a link now.
+    func isLinked(_ node: NodeID) -> Bool {
+        links.withLock { $0[node] != nil }
+    }
+
     /// The number of linked nodes.
     public var count: Int { links.withLock { $0.count } }
 

@@ -94,6 +94,7 @@ public struct GatewayDatabase: Sendable {
             try db.create(index: "usage_started_at", on: "usage", columns: ["started_at"])
         }
         Self.registerAPIKeyMigrations(&migrator)
+        Self.registerNetworkMigrations(&migrator)
         try migrator.migrate(writer)
     }
 

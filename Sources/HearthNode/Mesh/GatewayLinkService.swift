@@ -42,6 +42,12 @@ struct GatewayLinkService: Service {
                     failures += 1
                     logger.warning("gateway link failed", metadata: ["node.gateway": "\(join)", "error": "\(Self.explain(error, join: join))"])
                 }
+                if let refusal = status.takeRefusal() {
+                    logger.error("the gateway refused this node: \(refusal.message)", metadata: ["node.refusal": "\(refusal.reason)"])
+                    // Dialing again cannot help until the owner changes something (an invite, a certificate).
+                    guard refusal.retry else { throw NodeStartError("the gateway at \(join) refused this node: \(refusal.description)") }
+                    failures = max(failures, 6)
+                }
                 if stopping.load(ordering: .relaxed) { break }
                 let delay = Self.backoff(failures: failures)
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
@@ -87,7 +93,7 @@ struct GatewayLinkService: Service {
         status.polled()
         logger.info("linked to gateway", metadata: ["node.gateway": "\(join)"])
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await watch(channel) }
+            group.addTask { await watch(channel) }
             for try await stream in multiplexer.inbound {
                 status.polled()
                 group.addTask { await responder.handle(value: stream, logger: logger) }
@@ -99,11 +105,11 @@ struct GatewayLinkService: Service {
 
     /// Closes the link when the gateway stops sending anything (it polls at least every few seconds), or when
     /// draining is over.
-    private func watch(_ channel: any Channel) async throws {
+    private func watch(_ channel: any Channel) async {
         let clock = ContinuousClock()
         var drainStarted: ContinuousClock.Instant?
-        while true {
-            try await Task.sleep(for: .milliseconds(100))
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
             if status.draining {
                 let started = drainStarted ?? clock.now
                 drainStarted = started
@@ -114,6 +120,9 @@ struct GatewayLinkService: Service {
                     channel.close(promise: nil)
                     return
                 }
+            } else if status.hasRefusal {
+                channel.close(promise: nil)
+                return
             } else if status.sinceLastPoll > configuration.linkTimeout {
                 logger.warning("gateway stopped polling; reconnecting", metadata: ["node.link_timeout": "\(configuration.linkTimeout)"])
                 channel.close(promise: nil)

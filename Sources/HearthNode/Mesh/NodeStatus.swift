@@ -9,7 +9,9 @@ final class NodeStatus: Sendable {
     let configuration: NodeConfiguration
     let engines: [EngineHandle]
     let load: NodeLoad
-    private let state = Mutex<(draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant)>((false, false, .now))
+    private let state = Mutex<(draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant, refusal: LinkRefusal?)>(
+        (false, false, .now, nil)
+    )
 
     init(configuration: NodeConfiguration, engines: [EngineHandle], load: NodeLoad) {
         self.configuration = configuration
@@ -36,6 +38,27 @@ final class NodeStatus: Sendable {
 
     /// Whether the gateway has been told that the node drains.
     var drainingReported: Bool { state.withLock { $0.drainingReported } }
+
+    /// The gateway said why it refuses this node; the link closes next.
+    func refused(_ refusal: LinkRefusal) {
+        state.withLock { $0.refusal = refusal }
+    }
+
+    /// Whether the gateway sent a refusal on this link.
+    var hasRefusal: Bool { state.withLock { $0.refusal != nil } }
+
+    /// Takes the refusal the gateway sent on the last link, if any.
+    func takeRefusal() -> LinkRefusal? {
+        state.withLock { state in
+            defer { state.refusal = nil }
+            return state.refusal
+        }
+    }
+
+    /// What the node presents when a link comes up.
+    var hello: LinkHello {
+        LinkHello(deviceCertificate: configuration.deviceCertificate?.token, invite: configuration.invite, version: HearthVersion.current)
+    }
 
     /// Since when the gateway has not polled.
     var sinceLastPoll: Duration { .now - state.withLock { $0.lastPoll } }

@@ -1,0 +1,58 @@
+import ArgumentParser
+import HearthCore
+
+/// `hearth devices`: the nodes your account certified, as a gateway sees them.
+struct DevicesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "devices",
+        abstract: "List or revoke the devices (nodes) your account key certified.",
+        subcommands: [List.self, Revoke.self]
+    )
+
+    struct Account: ParsableArguments {
+        @OptionGroup var client: ClientOptions
+
+        @Option(help: "Your account key (default: user.key in the per-user data folder).")
+        var key: String?
+
+        func client() async throws -> GatewayClient {
+            try await GatewayClient(baseURL: client.baseURL).loggedIn(as: try loadUserKey(key)).client
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List your devices this gateway has seen.")
+
+        @OptionGroup var account: Account
+
+        func run() async throws {
+            let answer = try await account.client().get("/api/devices")
+            for device in answer["data"]?.arrayValue ?? [] {
+                let state = device["revoked"] == true ? "revoked" : (device["online"] == true ? "online" : "offline")
+                say(
+                    "\(device["id"]?.stringValue ?? "?")  \(device["name"]?.stringValue ?? "")  \(state)  last_seen=\(device["last_seen"]?.stringValue ?? "")"
+                )
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Revoke one device: its link closes and its certificate is refused from now on. Your other devices keep working."
+        )
+
+        @OptionGroup var account: Account
+
+        @Argument(help: "The device's NodeID (from `hearth devices list` or `hearth keys show` on that machine).")
+        var device: String
+
+        func validate() throws {
+            guard NodeID(device) != nil else { throw ValidationError("'\(device)' is not a NodeID (64 lowercase hex characters)") }
+        }
+
+        func run() async throws {
+            _ = try await account.client().delete("/api/devices/\(device)")
+            say("revoked=\(device)")
+        }
+    }
+}

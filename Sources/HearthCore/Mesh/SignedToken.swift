@@ -1,0 +1,93 @@
+public import Foundation
+
+/// The wire form of Hearth's small signed credentials (device certificates, invites):
+/// `<kind>.<base64url(payload)>.<base64url(Ed25519 signature over payload)>`.
+///
+/// The payload is `kind` on the first line, then `key=value` lines in a fixed order. Values are limited to
+/// `[A-Za-z0-9._:-]` (free text is base64url-encoded first), so a payload has exactly one reading and the signed
+/// bytes never depend on dictionary order.
+public enum SignedToken {
+    /// Longest token accepted, so a hostile peer cannot make the parser work on megabytes.
+    public static let maxLength = 4096
+
+    /// The signed payload for `kind` with `fields` in this order.
+    public static func payload(kind: String, fields: [(String, String)]) -> Data {
+        var text = kind + "\n"
+        for (key, value) in fields { text += "\(key)=\(value)\n" }
+        return Data(text.utf8)
+    }
+
+    /// The token for a payload and its signature.
+    public static func encode(kind: String, payload: Data, signature: Data) -> String {
+        "\(kind).\(base64url(payload)).\(base64url(signature))"
+    }
+
+    /// Splits a token and reads its payload, which must list exactly `keys` in this order.
+    /// - Returns: the payload bytes (for the signature check), the values by key, and the signature.
+    /// - Throws: `CredentialError.malformed` for anything else.
+    public static func decode(
+        _ token: String,
+        kind: String,
+        keys: [String]
+    ) throws(CredentialError) -> (
+        payload: Data, values: [String: String], signature: Data
+    ) {
+        guard token.utf8.count <= maxLength else { throw .malformed("longer than \(maxLength) bytes") }
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == kind else { throw .malformed("not a \(kind) token") }
+        guard let payload = unbase64url(parts[1]), let signature = unbase64url(parts[2]), signature.count == 64 else {
+            throw .malformed("bad base64url or signature length")
+        }
+        guard let text = String(data: payload, encoding: .utf8), text.hasSuffix("\n") else { throw .malformed("payload is not text") }
+        var lines = text.dropLast().split(separator: "\n", omittingEmptySubsequences: false)
+        guard lines.first == Substring(kind) else { throw .malformed("payload kind differs") }
+        lines.removeFirst()
+        guard lines.count == keys.count else { throw .malformed("expected fields \(keys.joined(separator: ","))") }
+        var values: [String: String] = [:]
+        for (line, key) in zip(lines, keys) {
+            guard line.hasPrefix(key + "=") else { throw .malformed("expected field \(key)") }
+            let value = String(line.dropFirst(key.count + 1))
+            guard !value.isEmpty, value.utf8.allSatisfy(isValueByte) else { throw .malformed("field \(key) has a bad value") }
+            values[key] = value
+        }
+        return (payload, values, signature)
+    }
+
+    static func isValueByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"): true
+        case UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: ":"), UInt8(ascii: "-"): true
+        default: false
+        }
+    }
+
+    /// Base64url without padding (RFC 4648 §5).
+    public static func base64url(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// Decodes base64url without padding; `nil` for anything else.
+    public static func unbase64url(_ text: some StringProtocol) -> Data? {
+        guard text.utf8.allSatisfy({ isValueByte($0) && $0 != UInt8(ascii: ".") && $0 != UInt8(ascii: ":") }) else { return nil }
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64)
+    }
+}
+
+/// A credential was refused. `reason` is a short stable code for logs and metrics; the description explains.
+public struct CredentialError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var reason: String
+    public var description: String
+
+    public init(reason: String, _ description: String) {
+        self.reason = reason
+        self.description = description
+    }
+
+    public static func malformed(_ detail: String) -> CredentialError { CredentialError(reason: "malformed", "malformed credential: \(detail)") }
+    public static let badSignature = CredentialError(reason: "bad_signature", "the signature does not verify")
+    public static let expired = CredentialError(reason: "expired", "the credential has expired")
+    public static let notYetValid = CredentialError(reason: "not_yet_valid", "the credential is not valid yet")
+}

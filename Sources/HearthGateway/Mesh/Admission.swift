@@ -1,0 +1,103 @@
+import Foundation
+public import HearthCore
+import Synchronization
+
+/// Who may join: public networks take any node (new ones rate limited per source address), private ones need an
+/// invite the first time. A device certificate, when presented, must be for the proven key, valid and not revoked.
+public enum NetworkMode: String, Sendable, CaseIterable {
+    case `public`
+    case `private`
+}
+
+/// Decides whether a node whose key the handshake proved may join, and under which account.
+struct Admission: Sendable {
+    let gatewayKey: Data
+    let mode: NetworkMode
+    let requireDeviceCertificate: Bool
+    let database: GatewayDatabase
+    let newNodes: NewNodeLimiter
+
+    /// The account the node serves for (from its device certificate), or `nil` for an uncertified node.
+    /// - Throws: `LinkRefusal` saying why the node may not join.
+    func admit(_ node: NodeID, hello: LinkHello, address: String?, now: Date = Date()) async throws -> NodeID? {
+        var account: NodeID?
+        if let token = hello.deviceCertificate {
+            let certificate: DeviceCertificate
+            do {
+                certificate = try DeviceCertificate(token: token)
+                try certificate.check(for: node, now: now)
+            } catch {
+                throw LinkRefusal(reason: "device_certificate_\(error.reason)", message: "device certificate refused: \(error.description)")
+            }
+            if try await database.isRevoked(device: node) {
+                throw LinkRefusal(reason: "device_revoked", message: "the account revoked this device's certificate")
+            }
+            try await database.sawDevice(certificate, now: now)
+            account = certificate.account
+        } else if requireDeviceCertificate {
+            throw LinkRefusal(
+                reason: "device_certificate_required",
+                message: "this gateway only admits nodes certified by an account: run `hearth keys certify-device`"
+            )
+        }
+        if try await database.isMember(node) { return account }
+        switch mode {
+        case .private:
+            try await redeem(hello.invite, for: node, now: now)
+        case .public:
+            guard newNodes.allow(address ?? "?", now: now) else {
+                throw LinkRefusal(reason: "rate_limited", message: "too many new nodes from this address; try again later", retry: true)
+            }
+            try await database.addMember(node, now: now)
+        }
+        return account
+    }
+
+    private func redeem(_ token: String?, for node: NodeID, now: Date) async throws {
+        guard let token else {
+            throw LinkRefusal(reason: "invite_required", message: "this is a private network: join with --invite <token> from its operator")
+        }
+        let invite: InviteToken
+        do {
+            invite = try InviteToken(token: token)
+            try invite.check(gatewayKey: gatewayKey, role: .node, now: now)
+        } catch {
+            throw LinkRefusal(reason: "invite_\(error.reason)", message: "invite refused: \(error.description)")
+        }
+        do {
+            try await database.redeemInvite(invite.id, for: node, now: now)
+        } catch let error as InviteRedemptionError {
+            let (reason, message) =
+                switch error {
+                case .unknown: ("invite_unknown", "this gateway did not issue that invite")
+                case .revoked: ("invite_revoked", "the operator revoked that invite")
+                case .expired: ("invite_expired", "the invite has expired")
+                case .usedUp: ("invite_used_up", "the invite has no uses left")
+                }
+            throw LinkRefusal(reason: reason, message: message)
+        }
+    }
+}
+
+/// New nodes per source address on a public network: a burst of `burst`, refilled over `period`.
+final class NewNodeLimiter: Sendable {
+    private let buckets = Mutex<[String: TokenBucket]>([:])
+    private let burst: Int
+    private let period: Duration
+
+    init(burst: Int, period: Duration) {
+        self.burst = burst
+        self.period = period
+    }
+
+    func allow(_ address: String, now: Date) -> Bool {
+        buckets.withLock { buckets in
+            let seconds = now.timeIntervalSince1970
+            var bucket = buckets[address] ?? TokenBucket(capacity: burst, refillPerSecond: Double(burst) / period.seconds, now: seconds)
+            let decision = bucket.take(now: seconds)
+            buckets[address] = bucket
+            buckets = buckets.filter { !$0.value.isFull(now: seconds) || $0.key == address }
+            return decision.allowed
+        }
+    }
+}
