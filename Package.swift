@@ -196,7 +196,8 @@ let package = Package(
         .testTarget(
             name: "HearthIntegrationTests",
             dependencies: [
-                "HearthTesting", "hearth", "HearthCore", "HearthGateway", "HearthNode",
+                "HearthTesting", "hearth", "HearthCore", "HearthGateway", "HearthNode", "HearthMesh",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -11,7 +11,8 @@ struct NodeCommand: AsyncParsableCommand {
             The node dials out to its gateway over TLS 1.3, pins the gateway's key from the join string, and serves the
             gateway's requests over that one link: it opens no port. Without --model it serves the default model
             (SmolLM2-135M-Instruct), building the engine and fetching the model into the cache first if needed.
-            Prints `READY node=<node id>` on standard output once it starts.
+            Prints `READY node=<node id>` on standard output once it starts, and `DASHBOARD url=…` for your local
+            dashboard (127.0.0.1 only; pausing needs the token the node writes to control.token).
             """
     )
 
@@ -37,7 +38,9 @@ struct NodeCommand: AsyncParsableCommand {
         guard let target = configuration.join else {
             throw ValidationError("give the gateway to join: --join host:port#gateway-id (or HEARTH_JOIN, or \"join\" in --config)")
         }
-        let built = try await buildNode(configuration: configuration, logger: logger)
+        let built = try await buildNode(configuration: configuration, logger: logger) { port in
+            say("DASHBOARD url=http://127.0.0.1:\(port)")
+        }
         logger.info("node starting", metadata: ["node.id": "\(built.identity.id)", "node.gateway": "\(target)"])
         say("READY node=\(built.identity.id)")
         try await runServices(built.services, logger: logger)

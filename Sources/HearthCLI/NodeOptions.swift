@@ -43,6 +43,12 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "This node's device certificate from `hearth keys certify-device` (default: device.cert in the data folder, if present).")
     var deviceCert: String?
 
+    @Option(help: "Port of your dashboard on 127.0.0.1 (0 picks a free one); changes need the token in <data-dir>/control.token.")
+    var dashboardPort: Int = 0
+
+    @Flag(help: "Run no local dashboard.")
+    var noDashboard = false
+
     @Option(help: "Dial the gateway again when it has not polled the node for this long (e.g. 30s).")
     var linkTimeout: String = "30s"
 
@@ -57,6 +63,7 @@ struct NodeOptions: ParsableArguments {
             throw ValidationError("--model needs --sha256: Hearth only loads files whose hash you pinned")
         }
         _ = try parseDuration(linkTimeout, option: "--link-timeout")
+        guard (0...65535).contains(dashboardPort) else { throw ValidationError("--dashboard-port must be between 0 and 65535") }
     }
 
     /// The node configuration. When the engine or the default model is not provisioned yet, the node provisions it
@@ -80,6 +87,7 @@ struct NodeOptions: ParsableArguments {
         configuration.name = name ?? file.name ?? ProcessInfo.processInfo.hostName
         configuration.linkTimeout = try parseDuration(linkTimeout, option: "--link-timeout")
         configuration.invite = invite ?? environment["HEARTH_INVITE"] ?? file.invite
+        configuration.dashboardPort = noDashboard ? nil : dashboardPort
         let defaultCertificate = (dataDirectory as NSString).appendingPathComponent("device.cert")
         if let path = deviceCert ?? file.deviceCert ?? (FileManager.default.fileExists(atPath: defaultCertificate) ? defaultCertificate : nil) {
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {

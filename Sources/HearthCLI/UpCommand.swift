@@ -52,7 +52,8 @@ struct UpCommand: AsyncParsableCommand {
             configuration: nodeConfiguration.with {
                 $0.joinProvider = { JoinAddress(host: "127.0.0.1", port: await mesh.port(), gatewayID: gatewayID) }
             },
-            logger: logger
+            logger: logger,
+            onDashboardRunning: { port in warn("Node dashboard: http://127.0.0.1:\(port)") }
         )
         let registry = builtGateway.registry
         let engines = builtNode.engines

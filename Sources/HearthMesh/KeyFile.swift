@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 public import HearthCore
 
 #if canImport(Glibc)
@@ -43,6 +43,12 @@ public enum KeyFile {
         if !replacing && FileManager.default.fileExists(atPath: path) {
             throw KeyFileError("\(path) already exists; refusing to replace a key")
         }
+        try writeOwnerOnly(Data(key.privateKeyPEM.utf8), to: path)
+    }
+
+    /// Writes a secret with mode 0600: into a temporary file first, then renamed into place over any old one.
+    /// - Throws: `KeyFileError` when the file cannot be written.
+    public static func writeOwnerOnly(_ data: Data, to path: String) throws {
         let folder = (path as NSString).deletingLastPathComponent
         if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         let temporary = "\(path).tmp-\(getpid())"
@@ -51,7 +57,7 @@ public enum KeyFile {
         let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         let written: Bool
         do {
-            try handle.write(contentsOf: Data(key.privateKeyPEM.utf8))
+            try handle.write(contentsOf: data)
             try handle.synchronize()
             try handle.close()
             written = true
@@ -60,7 +66,7 @@ public enum KeyFile {
         }
         guard written, rename(temporary, path) == 0 else {
             unlink(temporary)
-            throw KeyFileError("cannot write key file \(path): \(String(cString: strerror(errno)))")
+            throw KeyFileError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
     }
 }

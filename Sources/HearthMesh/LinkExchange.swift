@@ -22,7 +22,22 @@ public enum LinkExchange {
         head: HTTPRequestHead,
         body: ByteBuffer?
     ) async throws -> LinkResponse {
-        let (channel, responseHead, responseBody) = try await multiplexer.openStream { channel in
+        let (channel, responseHead, responseBody) = try await openStream(on: multiplexer)
+        var head = head
+        if let body { head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes)) }
+        if !head.headers.contains(name: "host") { head.headers.add(name: "host", value: "hearth-node") }
+        channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        if let body, body.readableBytes > 0 { channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
+        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        return LinkResponse(head: try await waitForHead(responseHead, on: channel), body: responseBody)
+    }
+
+    /// A new stream speaking HTTP/1 parts: the channel to write the request to, the response head to come and its
+    /// body.
+    static func openStream(
+        on multiplexer: LinkMultiplexer
+    ) async throws -> (channel: any Channel, head: EventLoopFuture<HTTPResponseHead>, body: LinkResponseBody) {
+        try await multiplexer.openStream { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https))
                 let handler = LinkResponseHandler(eventLoop: channel.eventLoop)
@@ -30,18 +45,15 @@ public enum LinkExchange {
                 return (channel, handler.head, handler.takeBody())
             }
         }
-        var head = head
-        if let body { head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes)) }
-        if !head.headers.contains(name: "host") { head.headers.add(name: "host", value: "hearth-node") }
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        if let body, body.readableBytes > 0 { channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil) }
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-        let received = try await withTaskCancellationHandler {
-            try await responseHead.get()
+    }
+
+    /// Waits for the response head; cancelling the caller resets the stream.
+    static func waitForHead(_ head: EventLoopFuture<HTTPResponseHead>, on channel: any Channel) async throws -> HTTPResponseHead {
+        try await withTaskCancellationHandler {
+            try await head.get()
         } onCancel: {
             channel.close(promise: nil)
         }
-        return LinkResponse(head: received, body: responseBody)
     }
 }
 

@@ -10,9 +10,11 @@ public import ServiceLifecycle
 public struct Node: Sendable {
     public let identity: NodeIdentity
     public let engines: [EngineHandle]
-    /// Engine supervisors first, then the gateway link. Shut down in reverse: the link drains (the node says it is
-    /// draining and finishes its requests) before the engines stop.
+    /// Engine supervisors first, then the owner's dashboard, then the gateway link. Shut down in reverse: the link
+    /// drains (the node says it is draining and finishes its requests) before the dashboard and the engines stop.
     public let services: [any Service]
+    /// Where the dashboard's control token is (`control.token` in the data folder).
+    public let controlTokenPath: String
 }
 
 /// Builds a node: identity, one supervised engine per model, and the link to the gateway that carries the
@@ -20,9 +22,14 @@ public struct Node: Sendable {
 /// - Parameters:
 ///   - configuration: models, limits and the gateway to join.
 ///   - logger: the node's logger.
+///   - onDashboardRunning: called with the dashboard's port on 127.0.0.1 once it listens.
 /// - Throws: `NodeStartError` when the configuration cannot work (no model, missing file), `KeyFileError` when the
-///   identity cannot be read.
-public func buildNode(configuration: NodeConfiguration, logger: Logger) async throws -> Node {
+///   identity cannot be read or the control token not written.
+public func buildNode(
+    configuration: NodeConfiguration,
+    logger: Logger,
+    onDashboardRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+) async throws -> Node {
     guard !configuration.models.isEmpty else { throw NodeStartError("no model to serve: give --model or use the default model") }
     guard configuration.join != nil || configuration.joinProvider != nil else {
         throw NodeStartError("no gateway to join: give --join host:port#gateway-id")
@@ -50,6 +57,7 @@ public func buildNode(configuration: NodeConfiguration, logger: Logger) async th
     let router = Router()
     EngineProxyController(engines: engines, load: load, maxBodyBytes: 8 << 20).addRoutes(to: router)
     LinkController(status: status).addRoutes(to: router)
+    TunnelController(services: configuration.tunnelServices).addRoutes(to: router)
     let supervisors: [any Service] = engines.map {
         EngineSupervisorService(handle: $0, configuration: configuration, preparation: preparation, logger: logger)
     }
@@ -60,18 +68,36 @@ public func buildNode(configuration: NodeConfiguration, logger: Logger) async th
         responder: linkResponder(router.buildResponder(), logger: logger),
         logger: logger
     )
-    return Node(identity: identity, engines: engines, services: supervisors + [link])
+    let controlTokenPath = (configuration.dataDirectory as NSString).appendingPathComponent("control.token")
+    var dashboard: [any Service] = []
+    if let port = configuration.dashboardPort {
+        let token = "hc_" + Hex.random(bytes: 24)
+        try KeyFile.writeOwnerOnly(Data((token + "\n").utf8), to: controlTokenPath)
+        let dashboardRouter = Router()
+        DashboardController(status: status, token: token).addRoutes(to: dashboardRouter)
+        dashboard.append(
+            Application(
+                router: dashboardRouter,
+                configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "hearth-node"),
+                onServerRunning: { await onDashboardRunning($0.localAddress?.port ?? 0) },
+                logger: logger
+            )
+        )
+    }
+    return Node(identity: identity, engines: engines, services: supervisors + dashboard + [link], controlTokenPath: controlTokenPath)
 }
 
 /// A gateway link serving `router` instead of a node's engines: for programs that stand in for a node, such as the
-/// benchmark's fake node. `router` must answer the gateway's report polls (`GET /link/v1/report`) itself.
+/// benchmark's fake node. `router` must answer the gateway's hello and report polls (`/link/v1/hello`,
+/// `/link/v1/report`) itself; the configuration's tunnel services are added to it.
 public func buildLinkService(
     router: Router<BasicRequestContext>,
     identity: NodeIdentity,
     configuration: NodeConfiguration,
     logger: Logger
 ) -> any Service {
-    GatewayLinkService(
+    TunnelController(services: configuration.tunnelServices).addRoutes(to: router)
+    return GatewayLinkService(
         identity: identity,
         configuration: configuration,
         status: NodeStatus(configuration: configuration, engines: [], load: NodeLoad()),

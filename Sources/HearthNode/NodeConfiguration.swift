@@ -12,6 +12,11 @@ public struct NodeConfiguration: Sendable {
     public var deviceCertificate: DeviceCertificate?
     /// An invite token, needed the first time the node joins a private network.
     public var invite: String?
+    /// TCP services on 127.0.0.1 the gateway may open byte streams to, by name (e.g. `rpc` → a ggml-rpc-server
+    /// port). Nothing else on the node is reachable through the link.
+    public var tunnelServices: [String: Int] = [:]
+    /// Port of the owner's dashboard on 127.0.0.1 (0 picks one); `nil` runs none. It never listens elsewhere.
+    public var dashboardPort: Int? = 0
     /// Folder for the node's identity and state.
     public var dataDirectory: String = "."
     /// A name for this node in listings; the host name by default.

@@ -79,3 +79,42 @@ public func commandLineValue(of pid: Int32, flag: String) -> String? {
 public enum EngineCache {
     public static var directory: String { EngineInstaller.defaultCacheDirectory() }
 }
+
+/// The TCP addresses (`ip:port`, IPv4 and IPv6 in /proc's hex form decoded) on which `pid` listens, from its open
+/// sockets and `/proc/net/tcp{,6}` (Linux).
+public func listeningAddresses(of pid: Int32) -> [String] {
+    let fdDirectory = "/proc/\(pid)/fd"
+    let inodes = Set(
+        ((try? FileManager.default.contentsOfDirectory(atPath: fdDirectory)) ?? []).compactMap { fd -> String? in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "\(fdDirectory)/\(fd)"),
+                target.hasPrefix("socket:[")
+            else { return nil }
+            return String(target.dropFirst("socket:[".count).dropLast())
+        }
+    )
+    var addresses: [String] = []
+    for table in ["/proc/\(pid)/net/tcp", "/proc/\(pid)/net/tcp6"] {
+        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            // local_address, state 0A = LISTEN, inode
+            guard fields.count > 9, fields[3] == "0A", inodes.contains(String(fields[9])) else { continue }
+            addresses.append(decodeProcAddress(String(fields[1])))
+        }
+    }
+    return addresses
+}
+
+/// `0100007F:1F90` → `127.0.0.1:8080`; IPv6 addresses stay in hex except `::` and `::1`.
+func decodeProcAddress(_ field: String) -> String {
+    let parts = field.split(separator: ":")
+    guard parts.count == 2, let port = Int(parts[1], radix: 16) else { return field }
+    let hex = String(parts[0])
+    if hex.count == 8, let value = UInt32(hex, radix: 16) {
+        let bytes = [value & 0xff, (value >> 8) & 0xff, (value >> 16) & 0xff, value >> 24]
+        return bytes.map(String.init).joined(separator: ".") + ":\(port)"
+    }
+    if hex == String(repeating: "0", count: 32) { return "[::]:\(port)" }
+    if hex == "00000000000000000000000001000000" { return "[::1]:\(port)" }
+    return "[\(hex)]:\(port)"
+}

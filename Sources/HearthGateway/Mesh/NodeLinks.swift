@@ -1,5 +1,5 @@
 public import HearthCore
-import HearthMesh
+public import HearthMesh
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -63,6 +63,13 @@ public final class NodeLinks: NodeTransport {
     /// Whether `node` has a link now.
     func isLinked(_ node: NodeID) -> Bool {
         links.withLock { $0[node] != nil }
+    }
+
+    /// Opens a byte stream to `service` on `node`, through its link.
+    /// - Throws: `NodeTransportError.notLinked`, `LinkTunnelError.refused` or a link error.
+    public func openTunnel(to node: NodeID, service: String) async throws -> LinkTunnel {
+        guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
+        return try await LinkTunnel.open(on: link.multiplexer, service: service)
     }
 
     /// The number of linked nodes.

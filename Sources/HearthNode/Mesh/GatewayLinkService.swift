@@ -91,6 +91,8 @@ struct GatewayLinkService: Service {
             throw error
         }
         status.polled()
+        status.setLinked(true)
+        defer { status.setLinked(false) }
         logger.info("linked to gateway", metadata: ["node.gateway": "\(join)"])
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await watch(channel) }

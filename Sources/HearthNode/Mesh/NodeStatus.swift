@@ -9,9 +9,9 @@ final class NodeStatus: Sendable {
     let configuration: NodeConfiguration
     let engines: [EngineHandle]
     let load: NodeLoad
-    private let state = Mutex<(draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant, refusal: LinkRefusal?)>(
-        (false, false, .now, nil)
-    )
+    private let state = Mutex<
+        (draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant, refusal: LinkRefusal?, paused: Bool, linked: Bool)
+    >((false, false, .now, nil, false, false))
 
     init(configuration: NodeConfiguration, engines: [EngineHandle], load: NodeLoad) {
         self.configuration = configuration
@@ -20,6 +20,21 @@ final class NodeStatus: Sendable {
     }
 
     var draining: Bool { state.withLock { $0.draining } }
+
+    /// The owner paused the node from its dashboard: it reports draining, so the gateway sends no new work, but
+    /// keeps its link.
+    var paused: Bool { state.withLock { $0.paused } }
+
+    func setPaused(_ paused: Bool) {
+        state.withLock { $0.paused = paused }
+    }
+
+    /// Whether a gateway link is up now.
+    var linked: Bool { state.withLock { $0.linked } }
+
+    func setLinked(_ linked: Bool) {
+        state.withLock { $0.linked = linked }
+    }
 
     /// From now on the node takes no new work; the next report says so.
     func beginDraining() {
@@ -83,7 +98,7 @@ final class NodeStatus: Sendable {
             limits: configuration.limits,
             models: models,
             inFlight: load.inFlight,
-            draining: draining,
+            draining: draining || paused,
             version: HearthVersion.current
         )
     }
@@ -92,7 +107,7 @@ final class NodeStatus: Sendable {
     var revision: String {
         NodeReport.revision(
             models: engines.map { ServedModel(id: $0.spec.id, sha256: $0.spec.sha256, contextLength: 0, sizeBytes: 0, state: $0.snapshot.state) },
-            draining: draining
+            draining: draining || paused
         )
     }
 }

@@ -1,0 +1,52 @@
+import Foundation
+import HearthCore
+import HearthTesting
+import NIOHTTP1
+import Testing
+
+/// The owner's dashboard: loopback only, changes only with the control token.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct NodeDashboardTests {
+    @Test func theNodeListensOnLoopbackOnlyAndPausingNeedsTheControlToken() async throws {
+        try await Cluster.with(label: "dashboard") { cluster in
+            let node = try await cluster.startNode("node-a")
+            try await cluster.waitForReadyNodes(1)
+            let dashboard = String(try await node.waitForLine { $0.hasPrefix("DASHBOARD url=") }.dropFirst("DASHBOARD url=".count))
+            #expect(dashboard.hasPrefix("http://127.0.0.1:"))
+
+            // Nothing the node or its engine listens on is reachable from the network.
+            var listening = listeningAddresses(of: node.pid)
+            for engine in childProcesses(of: node.pid, named: "llama-server") { listening += listeningAddresses(of: engine) }
+            #expect(listening.count >= 2, "\(listening)")
+            #expect(listening.allSatisfy { $0.hasPrefix("127.0.0.1:") }, "\(listening)")
+
+            let status = try await HTTP.get(dashboard + "/api/status")
+            #expect(status.json["linked"] == true)
+            #expect(status.json["models"]?[0]?["state"]?.stringValue == "ready")
+            #expect(try await HTTP.get(dashboard + "/").text.contains("Hearth node node-a"))
+
+            let tokenPath = cluster.directory + "/node-a/control.token"
+            let mode = (try FileManager.default.attributesOfItem(atPath: tokenPath)[.posixPermissions] as? NSNumber)?.intValue
+            #expect(mode == 0o600)
+            let token = try String(contentsOfFile: tokenPath, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+
+            for headers in [[], [("authorization", "Bearer hc_wrong")], [("authorization", token)]] {
+                let refused = try await HTTP.post(dashboard + "/api/pause", json: [:], headers: headers)
+                #expect(refused.status == 401)
+                #expect(refused.json["error"]?["code"]?.stringValue == "control_token_required")
+            }
+            #expect(try await cluster.readyNodeCount() == 1)
+
+            // With the token: the gateway stops routing to the node, then routes again.
+            #expect(try await HTTP.post(dashboard + "/api/pause", json: [:], headers: [("authorization", "Bearer \(token)")]).status == 204)
+            try await cluster.waitForReadyNodes(0, timeout: .seconds(10))
+            let refusedChat = try await HTTP.post(
+                cluster.url + "/v1/chat/completions",
+                json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "hi"]], "max_tokens": 4]
+            )
+            #expect(refusedChat.status == 503)
+            #expect(try await HTTP.post(dashboard + "/api/resume", json: [:], headers: [("authorization", "Bearer \(token)")]).status == 204)
+            try await cluster.waitForReadyNodes(1, timeout: .seconds(10))
+        }
+    }
+}
