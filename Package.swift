@@ -136,7 +136,7 @@ let package = Package(
         .executableTarget(
             name: "hearth-bench",
             dependencies: [
-                "HearthTesting", "HearthCore", "HearthNode",
+                "HearthTesting", "HearthCore", "HearthNode", "HearthGateway", "HearthMesh",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -79,7 +79,7 @@ public final class LinkResponseBody: @unchecked Sendable {
     public func collect(upTo limit: Int) async throws -> ByteBuffer {
         var all = ByteBuffer()
         while var chunk = try await next() {
-            guard all.readableBytes + chunk.readableBytes <= limit else { throw LinkError.truncated }
+            guard all.readableBytes + chunk.readableBytes <= limit else { throw LinkError.tooLarge }
             all.writeBuffer(&chunk)
         }
         return all

@@ -1,5 +1,6 @@
 public import HearthCore
 public import NIOCore
+public import NIOHTTP2
 public import NIOSSL
 import NIOTLS
 
@@ -117,6 +118,8 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     case timedOut
     /// The stream ended before a complete response.
     case truncated
+    /// A body was larger than the reader allowed.
+    case tooLarge
 
     public var description: String {
         switch self {
@@ -124,6 +127,27 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
         case .closed: "the link closed"
         case .timedOut: "the peer did not answer in time"
         case .truncated: "the stream ended before the response was complete"
+        case .tooLarge: "the response was larger than allowed"
         }
+    }
+}
+
+/// HTTP/2 settings for links. A link carries many streams at once (every request to a node, and tunnels), so it
+/// allows 1,000 concurrent streams, and its windows are larger than HTTP/2's 64 KiB default so a tunnel is not
+/// limited to one small window per round trip: 1 MiB per stream, 8 MiB for the connection.
+public enum LinkHTTP2 {
+    public static var configuration: NIOHTTP2Handler.Configuration {
+        var configuration = NIOHTTP2Handler.Configuration()
+        configuration.connection.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000),
+            HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
+            HTTP2Setting(parameter: .maxFrameSize, value: 1 << 16),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16),
+        ]
+        configuration.connection.targetWindowSize = 8 << 20
+        configuration.stream.targetWindowSize = 1 << 20
+        configuration.stream.outboundBufferSizeHighWatermark = 256 << 10
+        configuration.stream.outboundBufferSizeLowWatermark = 64 << 10
+        return configuration
     }
 }

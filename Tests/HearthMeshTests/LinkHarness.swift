@@ -75,7 +75,8 @@ final class StreamLog: Sendable {
     func reset() { resets.add(1, ordering: .relaxed) }
 }
 
-/// Answers every request with its URI and body echoed; `/slow` instead streams fifty chunks 20 ms apart.
+/// Answers every request with its URI and body echoed; `/slow` instead streams fifty chunks 20 ms apart, and
+/// `/abort` sends one chunk and resets its stream.
 final class EchoHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -106,6 +107,12 @@ final class EchoHandler: ChannelInboundHandler {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/plain")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        if uri.hasPrefix("/abort") {
+            // The node gives up mid-response (say its engine died): one chunk, then the stream is reset.
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "partial")))), promise: nil)
+            context.close(promise: nil)
+            return
+        }
         if uri.hasPrefix("/slow") {
             // One chunk every 20 ms, 50 times: a long stream next to quick ones.
             let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)

@@ -172,4 +172,18 @@ struct LinkMultiplexingTests {
         #expect(String(buffer: try await after.body.collect(upTo: 1024)) == "/after|x")
         #expect(node.isActive)
     }
+
+    @Test func aStreamTheNodeResetsFailsOnTheGatewayAndOnlyThatStream() async throws {
+        let (server, node, link) = try await connectedLink()
+        defer {
+            node.close(promise: nil)
+            server.close(promise: nil)
+        }
+        let slow = try await LinkExchange.send(on: link.multiplexer, head: .init(version: .http1_1, method: .GET, uri: "/slow"), body: nil)
+        let aborted = try await LinkExchange.send(on: link.multiplexer, head: .init(version: .http1_1, method: .GET, uri: "/abort"), body: nil)
+        #expect(aborted.head.status == .ok)
+        await #expect(throws: LinkError.truncated) { _ = try await aborted.body.collect(upTo: 1024) }
+        // The other stream carries on to its end.
+        #expect(String(buffer: try await slow.body.collect(upTo: 4096)) == String(repeating: "tick\n", count: 50))
+    }
 }

@@ -38,7 +38,9 @@ struct MeshListenerService: Service {
                     let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
                     try sync.addHandler(handshake)
                     // Nodes are HTTP/2 servers on this connection; a stream they open is refused.
-                    let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .client) { stream in stream.close() }
+                    let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .client, configuration: LinkHTTP2.configuration) { stream in
+                        stream.close()
+                    }
                     return (channel, multiplexer, handshake.peer)
                 }
             }

@@ -61,7 +61,7 @@ public final class NodeLinks: NodeTransport {
     }
 
     /// Whether `node` has a link now.
-    func isLinked(_ node: NodeID) -> Bool {
+    public func isLinked(_ node: NodeID) -> Bool {
         links.withLock { $0[node] != nil }
     }
 

@@ -75,7 +75,7 @@ struct GatewayLinkService: Service {
                     )
                     let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
                     try sync.addHandler(handshake)
-                    let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .server) { stream in
+                    let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .server, configuration: LinkHTTP2.configuration) { stream in
                         stream.eventLoop.makeCompletedFuture {
                             try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPServerCodec())
                             return try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(wrappingChannelSynchronously: stream)

@@ -14,6 +14,10 @@ struct FakeNode {
     func router() throws -> Router<BasicRequestContext> {
         let router = Router()
         let reportBuffer = ByteBuffer(bytes: try JSONEncoder().encode(report))
+        let hello = ByteBuffer(bytes: try JSONEncoder().encode(LinkHello(deviceCertificate: nil, invite: nil, version: HearthVersion.current)))
+        router.get("/link/v1/hello") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: hello))
+        }
         // The state never changes: answer a long poll at the end of its wait, a first poll at once.
         router.get("/link/v1/report") { request, _ in
             if request.headers[.init("x-hearth-after")!] != nil {

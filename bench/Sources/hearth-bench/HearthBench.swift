@@ -14,8 +14,9 @@ import ServiceLifecycle
 ///     HEARTH_BIN_DIR=$(swift build -c release --show-bin-path) $(swift build -c release --show-bin-path)/hearth-bench
 ///
 /// Part 1 sends the same streamed prompts straight to a node's llama-server and through the gateway, alternating,
-/// and reports time to first token, tokens per second and total latency as ratios. Part 2 puts 64 concurrent
-/// streaming clients on the gateway in front of a fake node that streams canned tokens, to show the gateway's ceiling.
+/// and reports time to first token, tokens per second and total latency as ratios. Part 2 puts concurrent streaming
+/// clients on a gateway in front of a fake node that streams canned tokens, once over plain HTTP and once over the
+/// node's secure link, and compares CPU per streamed token. Part 3 measures tunnel throughput through a link.
 @main
 struct HearthBench {
     static func main() async throws {
@@ -27,17 +28,25 @@ struct HearthBench {
         let clients = Int(option("--clients", "64"))!
         let duration = Double(option("--seconds", "10"))!
         let output = option("--out", "bench/results/gateway-overhead.md")
+        let megabytes = Int(option("--tunnel-mb", "512"))!
+        let parts = Set(option("--parts", "1,2,3").split(separator: ","))
+        if let mode = arguments.dropFirst().first, !mode.hasPrefix("--") {
+            try await BenchServers.run(Array(arguments.dropFirst()))
+            return
+        }
 
         var client = HTTPClient.Configuration()
         client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = clients
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: client)
         var report = try header(rounds: rounds, clients: clients, duration: duration)
         do {
-            report += try await Cluster.with(label: "bench", gatewayArguments: ["--rate-limit", "100000000"]) { cluster in
-                var text = try await overhead(cluster: cluster, http: http, rounds: rounds)
-                text += try await ceiling(cluster: cluster, http: http, clients: clients, duration: duration)
-                return text
+            if parts.contains("1") {
+                report += try await Cluster.with(label: "bench", gatewayArguments: ["--rate-limit", "100000000"]) { cluster in
+                    try await overhead(cluster: cluster, http: http, rounds: rounds)
+                }
             }
+            if parts.contains("2") { report += try await ceiling(http: http, clients: clients, duration: duration) }
+            if parts.contains("3") { report += try await TunnelBench.run(megabytes: megabytes) }
         } catch {
             try? await http.shutdown()
             throw error
@@ -80,7 +89,7 @@ struct HearthBench {
             ## 1. Gateway overhead against llama-server directly
 
             SmolLM2-135M-Instruct Q4_1, one llama-server (1 thread, 1 slot) behind one node; \(rounds) rounds, each one
-            request straight to llama-server and one through the gateway (gateway → node → llama-server), streamed,
+            request straight to llama-server and one through the gateway (gateway → link → node → llama-server), streamed,
             64 tokens (`ignore_eos`), temperature 0, after 3 warm-up rounds.
 
             | metric | direct | through gateway | ratio (gateway / direct) |
@@ -93,7 +102,8 @@ struct HearthBench {
         text += row("total latency p99", \.total, 99)
         text += row("streamed tokens/s p50", \.tokensPerSecond, 50, scale: 1, unit: "tok/s")
         let extra = percentile(gatewaySamples.map(\.firstToken), 50) - percentile(directSamples.map(\.firstToken), 50)
-        text += "\nAdded time to first token (p50): \(format(extra * 1000, 3)) ms, for two extra HTTP hops (gateway and node).\n\n"
+        text +=
+            "\nAdded time to first token (p50): \(format(extra * 1000, 3)) ms, for the gateway and the node's link (TLS 1.3, HTTP/2) in between.\n\n"
         await node.stop()
         return text
     }
@@ -108,36 +118,27 @@ struct HearthBench {
         throw BenchError("the fake node did not join the gateway")
     }
 
-    static func ceiling(cluster: Cluster, http: HTTPClient, clients: Int, duration: Double) async throws -> String {
-        let tokens = 32
-        let model = ModelID("fake:canned")!
-        let report = NodeReport(
-            name: "fake",
-            hardware: HardwareProfile(cpuCores: 1, memoryTotalBytes: 1, memoryAvailableBytes: 1, diskFreeBytes: 1, gpus: []),
-            limits: NodeLimits(threads: 1, contextSize: 512, parallelSlots: clients),
-            models: [ServedModel(id: model, sha256: DefaultModel.sha256, contextLength: 512, sizeBytes: 1, state: .ready)],
-            inFlight: 0,
-            draining: false,
-            version: HearthVersion.current
-        )
-        let configuration = NodeConfiguration().with { $0.join = try? JoinAddress(parsing: cluster.join) }
-        let link = buildLinkService(
-            router: try FakeNode(tokens: tokens, report: report).router(),
-            identity: NodeIdentity(key: .generate()),
-            configuration: configuration,
-            logger: Logger(label: "fake-node")
-        )
-        let group = ServiceGroup(configuration: .init(services: [link], logger: .init(label: "fake-node")))
-        let server = Task { try await group.run() }
-        defer { server.cancel() }
-        try await waitForModel(model, at: cluster.url)
-        let body: JSONValue = [
-            "model": .string(model.rawValue), "messages": [["role": "user", "content": "go"]], "max_tokens": 64, "stream": true,
-        ]
-        let url = cluster.url + "/v1/chat/completions"
-        for _ in 0..<50 { _ = try await streamOnce(client: http, url: url, body: body) }
+    /// What one load run measured.
+    struct Load {
+        var requests: Int
+        var errors: Int
+        var elapsed: Double
+        var latencies: [Double]
+        var gatewayCPU: Double
+        var nodeCPU: Double
+        var tokens: Double { Double(requests * BenchServers.tokens) }
+    }
 
-        let cpuBefore = cpuSeconds(of: cluster.gateway.pid)
+    /// `clients` concurrent streaming clients for `duration` seconds against `url`; CPU of both processes.
+    static func load(url: String, gateway: Int32, node: Int32, http: HTTPClient, clients: Int, duration: Double) async throws -> Load {
+        let body: JSONValue = [
+            "model": .string(BenchServers.model.rawValue), "messages": [["role": "user", "content": "go"]], "max_tokens": 64,
+            "stream": true,
+        ]
+        let chat = url + "/v1/chat/completions"
+        for _ in 0..<50 { _ = try await streamOnce(client: http, url: chat, body: body) }
+        let gatewayBefore = cpuSeconds(of: gateway)
+        let nodeBefore = cpuSeconds(of: node)
         let start = ContinuousClock.now
         let results = try await withThrowingTaskGroup(of: ([Double], Int).self) { group in
             for _ in 0..<clients {
@@ -146,7 +147,7 @@ struct HearthBench {
                     var errors = 0
                     while seconds(since: start) < duration {
                         do {
-                            latencies.append(try await streamOnce(client: http, url: url, body: body).total)
+                            latencies.append(try await streamOnce(client: http, url: chat, body: body).total)
                         } catch {
                             errors += 1
                         }
@@ -161,28 +162,94 @@ struct HearthBench {
             }
             return all
         }
-        let elapsed = seconds(since: start)
-        let cpu = cpuSeconds(of: cluster.gateway.pid) - cpuBefore
-        let requests = Double(results.0.count)
-        let streamedTokens = requests * Double(tokens)
-        return """
-            ## 2. Gateway ceiling: \(clients) concurrent streaming clients, fake node with canned tokens
+        return Load(
+            requests: results.0.count,
+            errors: results.1,
+            elapsed: seconds(since: start),
+            latencies: results.0,
+            gatewayCPU: cpuSeconds(of: gateway) - gatewayBefore,
+            nodeCPU: cpuSeconds(of: node) - nodeBefore
+        )
+    }
 
-            A fake node (in the benchmark process) answers every request at once with \(tokens) token events, so the
-            numbers show the gateway's own cost. The load generator, the fake node and the gateway share the machine's cores.
+    /// This executable, to start its server modes as child processes.
+    static var selfPath: String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
 
-            | metric | value |
-            | --- | --- |
-            | duration | \(format(elapsed)) s |
-            | requests completed | \(Int(requests)) |
-            | errors | \(results.1) |
-            | requests per second | \(format(requests / elapsed, 1)) |
-            | latency p50 (whole stream) | \(format(percentile(results.0, 50) * 1000)) ms |
-            | latency p99 (whole stream) | \(format(percentile(results.0, 99) * 1000)) ms |
-            | gateway CPU per request | \(format(cpu / max(requests, 1) * 1e6, 1)) µs |
-            | gateway CPU per streamed token | \(format(cpu / max(streamedTokens, 1) * 1e6, 2)) µs |
+    static func ceiling(http: HTTPClient, clients: Int, duration: Double) async throws -> String {
+        let directory = try TestEnvironment.temporaryDirectory("bench-ceiling")
+
+        // The foundation's path: gateway → plain HTTP → node.
+        let plainNode = try await TestProcess(
+            name: "fake-node-plain",
+            executable: selfPath,
+            arguments: ["fake-node", "--listen"],
+            directory: directory
+        )
+        let nodeURL = String(try await plainNode.waitForLine { $0.hasPrefix("READY url=") }.dropFirst("READY url=".count))
+        let plainGateway = try await TestProcess(
+            name: "plain-gateway",
+            executable: selfPath,
+            arguments: ["plain-gateway", "--node", nodeURL, "--data-dir", directory + "/plain"],
+            directory: directory
+        )
+        let plainURL = String(try await plainGateway.waitForLine { $0.hasPrefix("READY url=") }.dropFirst("READY url=".count))
+        let plain = try await load(url: plainURL, gateway: plainGateway.pid, node: plainNode.pid, http: http, clients: clients, duration: duration)
+        _ = await plainGateway.stop()
+        _ = await plainNode.stop()
+
+        // The secure link: the real gateway binary, the same fake node dialing its mesh.
+        let gateway = try await TestProcess(
+            name: "gateway",
+            executable: try TestEnvironment.hearthBinary(),
+            arguments: [
+                "gateway", "--port", "0", "--mesh-host", "127.0.0.1", "--mesh-port", "0", "--data-dir", directory + "/link",
+                "--rate-limit", "100000000", "--log-level", "warning",
+            ],
+            directory: directory
+        )
+        let url = String(try await gateway.waitForLine { $0.hasPrefix("READY url=") }.dropFirst("READY url=".count))
+        let join = String(try await gateway.waitForLine { $0.hasPrefix("JOIN ") }.dropFirst("JOIN ".count))
+        let linkNode = try await TestProcess(
+            name: "fake-node-link",
+            executable: selfPath,
+            arguments: ["fake-node", "--join", join],
+            directory: directory
+        )
+        try await waitForModel(BenchServers.model, at: url)
+        let link = try await load(url: url, gateway: gateway.pid, node: linkNode.pid, http: http, clients: clients, duration: duration)
+        _ = await linkNode.stop()
+        _ = await gateway.stop()
+
+        func row(_ name: String, _ value: (Load) -> Double, digits: Int = 2) -> String {
+            let a = value(plain)
+            let b = value(link)
+            return "| \(name) | \(format(a, digits)) | \(format(b, digits)) | \(format(b - a, digits)) |\n"
+        }
+        var text = """
+            ## 2. The secure link against plain HTTP: \(clients) concurrent streaming clients, fake node
+
+            A fake node answers every request at once with \(BenchServers.tokens) token events, so the numbers show what
+            the gateway and the node-side relay cost, not an engine. Run A reaches it over plain HTTP (the foundation's
+            path, kept in the benchmark for this comparison); run B over the node's dial-out link (TLS 1.3, HTTP/2).
+            Gateway, fake node and load generator are separate processes sharing the machine's cores; CPU is counted
+            per process from /proc.
+
+            | metric | A: plain HTTP | B: secure link | B − A |
+            | --- | --- | --- | --- |
 
             """
+        text += row("requests completed", { Double($0.requests) }, digits: 0)
+        text += row("errors", { Double($0.errors) }, digits: 0)
+        text += row("requests per second", { Double($0.requests) / $0.elapsed }, digits: 1)
+        text += row("latency p50, whole stream (ms)", { percentile($0.latencies, 50) * 1000 })
+        text += row("latency p99, whole stream (ms)", { percentile($0.latencies, 99) * 1000 })
+        text += row("gateway CPU per streamed token (µs)", { $0.gatewayCPU / max($0.tokens, 1) * 1e6 })
+        text += row("node-side CPU per streamed token (µs)", { $0.nodeCPU / max($0.tokens, 1) * 1e6 })
+        text += row("gateway + node CPU per streamed token (µs)", { ($0.gatewayCPU + $0.nodeCPU) / max($0.tokens, 1) * 1e6 })
+        text += row("gateway CPU per request (µs)", { $0.gatewayCPU / Double(max($0.requests, 1)) * 1e6 }, digits: 1)
+        return text + "\n"
     }
 
     static func header(rounds: Int, clients: Int, duration: Double) throws -> String {
