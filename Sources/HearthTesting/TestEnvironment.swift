@@ -94,7 +94,9 @@ public func listeningAddresses(of pid: Int32) -> [String] {
     )
     var addresses: [String] = []
     for table in ["/proc/\(pid)/net/tcp", "/proc/\(pid)/net/tcp6"] {
-        guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+        // Read to the end: procfs reports a size of 0, and a busy table is longer than one read.
+        guard let data = FileHandle(forReadingAtPath: table)?.readDataToEndOfFile() else { continue }
+        let text = String(decoding: data, as: UTF8.self)
         for line in text.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ")
             // local_address, state 0A = LISTEN, inode

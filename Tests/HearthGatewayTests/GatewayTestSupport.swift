@@ -33,15 +33,17 @@ func makeGateway(
 func announcement(_ id: NodeID, state: EngineState = .ready, slots: Int = 2, model: ModelID = testModel) -> NodeAnnouncement {
     NodeAnnouncement(
         nodeID: id,
-        name: "n",
-        hardware: HardwareProfile(cpuCores: 2, memoryTotalBytes: 1, memoryAvailableBytes: 1, diskFreeBytes: 1, gpus: []),
-        limits: NodeLimits(threads: 1, contextSize: 512, parallelSlots: slots),
-        models: [
-            ServedModel(id: model, sha256: SHA256Digest(hex: String(repeating: "0", count: 64))!, contextLength: 512, sizeBytes: 10, state: state)
-        ],
-        inFlight: 0,
-        draining: false,
-        version: "test"
+        report: NodeReport(
+            name: "n",
+            hardware: HardwareProfile(cpuCores: 2, memoryTotalBytes: 1, memoryAvailableBytes: 1, diskFreeBytes: 1, gpus: []),
+            limits: NodeLimits(threads: 1, contextSize: 512, parallelSlots: slots),
+            models: [
+                ServedModel(id: model, sha256: SHA256Digest(hex: String(repeating: "0", count: 64))!, contextLength: 512, sizeBytes: 10, state: state)
+            ],
+            inFlight: 0,
+            draining: false,
+            version: "test"
+        )
     )
 }
 

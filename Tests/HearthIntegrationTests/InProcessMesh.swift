@@ -94,7 +94,11 @@ final class InProcessMesh: Sendable {
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: helloBytes))
         }
         router.get("/link/v1/report") { request, _ in
-            if request.headers[.init("x-hearth-after")!] != nil { try await Task.sleep(for: .milliseconds(300)) }
+            // The state never changes: hold a long poll for as long as the gateway asked, like a real node.
+            if request.headers[.init("x-hearth-after")!] != nil {
+                let wait = request.headers[.init("x-hearth-wait-ms")!].flatMap { Int($0) } ?? 0
+                try await Task.sleep(for: .milliseconds(min(wait, 60_000)))
+            }
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: reportBytes))
         }
         return router

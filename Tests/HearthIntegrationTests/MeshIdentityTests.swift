@@ -24,4 +24,24 @@ struct MeshIdentityTests {
             #expect(!mesh.gateway.registry.routableNodes().contains { $0.id == victim })
         }
     }
+
+    /// An idle node answers its long poll only when the hold ends; with a TTL shorter than the configured hold it
+    /// must still never drop out of routing (it did: a 2 s TTL against a 5 s hold made nodes flap).
+    @Test func anIdleNodeStaysRoutableWhenTheTTLIsShorterThanThePollHold() async throws {
+        let node = IdentityKey.generate()
+        let shortTTL: (inout GatewayConfiguration) -> Void = {
+            $0.nodeTTL = .milliseconds(900)
+            $0.linkPollInterval = .seconds(5)
+        }
+        try await InProcessMesh.with(label: "mesh-ttl", configure: shortTTL) { mesh in
+            mesh.join(key: node, router: try InProcessMesh.standInRouter(report: InProcessMesh.report(model: ModelID("idle:q8_0")!)))
+            _ = try await mesh.waitForNodes(1)
+            var missing = 0
+            for _ in 0..<30 {
+                try await Task.sleep(for: .milliseconds(100))
+                if !mesh.gateway.registry.routableNodes().contains(where: { $0.id == node.nodeID }) { missing += 1 }
+            }
+            #expect(missing == 0, "the idle node was out of routing in \(missing) of 30 samples")
+        }
+    }
 }

@@ -15,10 +15,12 @@ struct NodeDashboardTests {
             #expect(dashboard.hasPrefix("http://127.0.0.1:"))
 
             // Nothing the node or its engine listens on is reachable from the network.
-            var listening = listeningAddresses(of: node.pid)
-            for engine in childProcesses(of: node.pid, named: "llama-server") { listening += listeningAddresses(of: engine) }
-            #expect(listening.count >= 2, "\(listening)")
-            #expect(listening.allSatisfy { $0.hasPrefix("127.0.0.1:") }, "\(listening)")
+            let nodeListens = listeningAddresses(of: node.pid)
+            let engines = childProcesses(of: node.pid, named: "llama-server")
+            let engineListens = engines.flatMap { listeningAddresses(of: $0) }
+            #expect(nodeListens == ["127.0.0.1:\(dashboard.split(separator: ":").last!)"], "node listens on \(nodeListens)")
+            #expect(engines.count == 1 && !engineListens.isEmpty, "engines \(engines) listen on \(engineListens)")
+            #expect(engineListens.allSatisfy { $0.hasPrefix("127.0.0.1:") }, "\(engineListens)")
 
             let status = try await HTTP.get(dashboard + "/api/status")
             #expect(status.json["linked"] == true)

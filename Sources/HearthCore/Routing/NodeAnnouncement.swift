@@ -1,55 +1,42 @@
-/// What the gateway knows about a node: the NodeID proven by the link's TLS handshake, and the node's latest report.
+/// What the gateway knows about a node: the NodeID proven by the link's TLS handshake, the account that certified
+/// it, and the node's latest report. In JSON the report's fields sit beside `nodeID` and `account`.
+@dynamicMemberLookup
 public struct NodeAnnouncement: Codable, Sendable, Equatable {
     /// Proven by the link, never read from a message body.
     public var nodeID: NodeID
     /// The account whose device certificate the node presented, if any.
     public var account: NodeID?
-    /// A human-readable name chosen by the owner (host name by default).
-    public var name: String
-    public var hardware: HardwareProfile
-    public var limits: NodeLimits
-    public var models: [ServedModel]
-    /// Requests the node is serving right now.
-    public var inFlight: Int
-    /// The node is shutting down: it finishes what it has and takes nothing new.
-    public var draining: Bool
-    public var version: String
-
-    public init(
-        nodeID: NodeID,
-        account: NodeID? = nil,
-        name: String,
-        hardware: HardwareProfile,
-        limits: NodeLimits,
-        models: [ServedModel],
-        inFlight: Int,
-        draining: Bool,
-        version: String
-    ) {
-        self.nodeID = nodeID
-        self.account = account
-        self.name = name
-        self.hardware = hardware
-        self.limits = limits
-        self.models = models
-        self.inFlight = inFlight
-        self.draining = draining
-        self.version = version
-    }
+    public var report: NodeReport
 
     /// What the gateway records for the node proven as `nodeID` (certified for `account`) when it sends `report`.
-    public init(nodeID: NodeID, account: NodeID?, report: NodeReport) {
-        self.init(
-            nodeID: nodeID,
-            account: account,
-            name: report.name,
-            hardware: report.hardware,
-            limits: report.limits,
-            models: report.models,
-            inFlight: report.inFlight,
-            draining: report.draining,
-            version: report.version
-        )
+    public init(nodeID: NodeID, account: NodeID? = nil, report: NodeReport) {
+        self.nodeID = nodeID
+        self.account = account
+        self.report = report
+    }
+
+    /// The report's fields, read and written in place: `announcement.models`, `announcement.draining`.
+    public subscript<Value>(dynamicMember path: WritableKeyPath<NodeReport, Value>) -> Value {
+        get { report[keyPath: path] }
+        set { report[keyPath: path] = newValue }
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case nodeID, account
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        nodeID = try container.decode(NodeID.self, forKey: .nodeID)
+        account = try container.decodeIfPresent(NodeID.self, forKey: .account)
+        report = try NodeReport(from: decoder)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try report.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(nodeID, forKey: .nodeID)
+        try container.encodeIfPresent(account, forKey: .account)
     }
 }
 

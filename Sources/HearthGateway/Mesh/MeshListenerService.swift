@@ -124,9 +124,12 @@ struct MeshListenerService: Service {
 
     /// Polls the node's report until the link fails. Each answer refreshes the registry entry.
     private func poll(_ link: NodeLink, account: NodeID?) async throws {
-        let hold = configuration.linkPollInterval
+        // A node answers a poll at the latest after `hold`; keep that well inside the TTL so an idle node never
+        // looks silent.
+        let hold = min(configuration.linkPollInterval, configuration.nodeTTL / 3)
         var revision: String?
         while !Task.isCancelled {
+            registry.touch(link.nodeID)
             var headers: HTTPHeaders = ["x-hearth-wait-ms": String(Int(hold.milliseconds))]
             if let revision { headers.add(name: "x-hearth-after", value: revision) }
             let request = headers

@@ -72,6 +72,12 @@ public final class NodeRegistry: Sendable {
         }
     }
 
+    /// Marks a node as seen now: its link is up and a report poll is under way.
+    public func touch(_ id: NodeID) {
+        let now = clock.now
+        entries.withLock { $0[id]?.lastSeen = now }
+    }
+
     /// Forgets a node at once, when its link closes.
     public func remove(_ id: NodeID) {
         entries.withLock { $0[id] = nil }
