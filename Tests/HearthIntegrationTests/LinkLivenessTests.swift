@@ -1,0 +1,44 @@
+import Foundation
+import HearthCore
+import HearthTesting
+import Testing
+
+/// Links whose far end stops answering without closing (a frozen process, a dead router): both sides notice from
+/// the missing polls, drop the link, and the node dials again once the far end is back.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct LinkLivenessTests {
+    func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        Issue.record("timed out waiting for: \(what)")
+    }
+
+    @Test func aNodeDropsASilentGatewayAndLinksAgainWhenItIsBack() async throws {
+        try await Cluster.with(label: "silent-gateway") { cluster in
+            let node = try await cluster.startNode("node-a", extraArguments: ["--link-timeout", "2s"])
+            try await cluster.waitForReadyNodes(1)
+            cluster.gateway.send(SIGSTOP)
+            try await waitFor("the node to notice the silent gateway") { node.errorOutput.contains("gateway stopped polling") }
+            cluster.gateway.send(SIGCONT)
+            try await waitFor("a second link") { cluster.gateway.errorOutput.components(separatedBy: "node linked").count == 3 }
+            try await cluster.waitForReadyNodes(1)
+        }
+    }
+
+    @Test func aGatewayDropsASilentNodeAndTakesItBackWhenItIsBack() async throws {
+        try await Cluster.with(label: "silent-node", gatewayArguments: ["--node-ttl", "2s"]) { cluster in
+            let node = try await cluster.startNode("node-a")
+            try await cluster.waitForReadyNodes(1)
+            node.send(SIGSTOP)
+            // Out of routing within the TTL, then the unanswered poll closes the link.
+            try await waitFor("the node to leave routing", timeout: .seconds(5)) { try await cluster.readyNodeCount() == 0 }
+            try await waitFor("the gateway to close the link") { cluster.gateway.errorOutput.contains("node link ended") }
+            node.send(SIGCONT)
+            try await waitFor("a second link") { cluster.gateway.errorOutput.components(separatedBy: "node linked").count == 3 }
+            try await cluster.waitForReadyNodes(1, timeout: .seconds(30))
+        }
+    }
+}
