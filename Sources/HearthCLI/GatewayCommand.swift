@@ -112,7 +112,7 @@ struct GatewayRunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Run a gateway: the OpenAI/Ollama API that routes requests to nodes, and the mesh port nodes dial.",
         discussion: """
-            Prints `JOIN <host>:<port>#<gateway-id>` once the mesh listens and `READY url=<base url>` once the API
+            Prints `JOIN <host>:<port>#<gateway-id>` once the mesh listens and `READY url=<base url>` once the API \
             listens, on standard output; logs go to standard error. Nodes join with: hearth node --join <join string>
             """
     )

@@ -9,7 +9,7 @@ struct InviteCommand: AsyncParsableCommand {
         commandName: "invite",
         abstract: "Create, list and revoke invites into this gateway's private network.",
         discussion: """
-            Works on the gateway's data folder (its key signs invites, its database counts their uses), so run it
+            Works on the gateway's data folder (its key signs invites, its database counts their uses), so run it \
             where the gateway runs; it is safe while the gateway is running. A node joins with --invite <token>.
             """,
         subcommands: [Create.self, List.self, Revoke.self]

@@ -81,8 +81,8 @@ struct KeysCommand: AsyncParsableCommand {
             commandName: "certify-device",
             abstract: "Sign a device certificate: your account key vouches for one of your nodes.",
             discussion: """
-                The certificate holds the account's and the device's public keys, the device name, its role and
-                validity. Put it in the node's data folder as device.cert (the default --out with --node-dir), or
+                The certificate holds the account's and the device's public keys, the device name, its role and \
+                validity. Put it in the node's data folder as device.cert (the default --out with --node-dir), or \
                 pass it with `hearth node --device-cert`. Revoke one device with `hearth devices revoke`.
                 """
         )

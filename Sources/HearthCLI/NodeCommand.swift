@@ -8,10 +8,10 @@ struct NodeCommand: AsyncParsableCommand {
         commandName: "node",
         abstract: "Run a node: serve models to a gateway with a supervised llama-server.",
         discussion: """
-            The node dials out to its gateway over TLS 1.3, pins the gateway's key from the join string, and serves the
-            gateway's requests over that one link: it opens no port. Without --model it serves the default model
-            (SmolLM2-135M-Instruct), building the engine and fetching the model into the cache first if needed.
-            Prints `READY node=<node id>` on standard output once it starts, and `DASHBOARD url=…` for your local
+            The node dials out to its gateway over TLS 1.3, pins the gateway's key from the join string, and serves the \
+            gateway's requests over that one link: it opens no port. Without --model it serves the default model \
+            (SmolLM2-135M-Instruct), building the engine and fetching the model into the cache first if needed. \
+            Prints `READY node=<node id>` on standard output once it starts, and `DASHBOARD url=…` for your local \
             dashboard (127.0.0.1 only; pausing needs the token the node writes to control.token).
             """
     )
