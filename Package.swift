@@ -58,6 +58,7 @@ let package = Package(
             name: "HearthGateway",
             dependencies: [
                 "HearthCore", "HearthMesh",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

@@ -78,6 +78,7 @@ public func buildGateway(
     let pipeline = CompletionPipeline(
         dispatcher: dispatcher,
         database: database,
+        gatewayKey: identity,
         metrics: metrics,
         maxBodyBytes: configuration.maxBodyBytes,
         limits: configuration.limits
@@ -101,6 +102,7 @@ public func buildGateway(
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     NodesController(registry: registry).addRoutes(to: router)
+    LedgerController(database: database).addRoutes(to: router)
     DevicesController(database: database, links: liveLinks, registry: registry).addRoutes(to: router)
 
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)

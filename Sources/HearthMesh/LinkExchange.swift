@@ -1,6 +1,7 @@
 public import NIOCore
 public import NIOHTTP1
 public import NIOHTTP2
+import Synchronization
 
 /// The gateway's side of a link's HTTP/2 connection: the node dialed it, and the gateway is the HTTP/2 client.
 public typealias LinkMultiplexer = NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
@@ -59,6 +60,12 @@ public enum LinkExchange {
 
 /// A response body from a link stream. Read by one task from start to end; `next()` is not thread-safe.
 public final class LinkResponseBody: @unchecked Sendable {
+    /// The trailers, set by the handler before it finishes the body; read after `next()` returned `nil`.
+    let trailerBox = TrailerBox()
+
+    /// The trailers the node sent after the body, once the body has ended.
+    public var trailers: HTTPHeaders? { trailerBox.value }
+
     typealias Sequence = NIOThrowingAsyncSequenceProducer<
         ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, LinkResponseHandler.Delegate
     >
@@ -108,6 +115,7 @@ final class LinkResponseHandler: ChannelInboundHandler, RemovableChannelHandler 
     private var source: LinkResponseBody.Sequence.Source!
     /// Handed out once: the handler must not keep the body alive, or dropping it could not reset the stream.
     private var sequence: LinkResponseBody.Sequence?
+    private var trailerBox: TrailerBox?
     private var context: ChannelHandlerContext?
     private var headReceived = false
     private var ended = false
@@ -129,7 +137,9 @@ final class LinkResponseHandler: ChannelInboundHandler, RemovableChannelHandler 
     /// The response body; call once.
     func takeBody() -> LinkResponseBody {
         defer { sequence = nil }
-        return LinkResponseBody(sequence!)
+        let body = LinkResponseBody(sequence!)
+        trailerBox = body.trailerBox
+        return body
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -154,8 +164,9 @@ final class LinkResponseHandler: ChannelInboundHandler, RemovableChannelHandler 
             case .stopProducing: wantsMore = false
             case .dropped: context.close(promise: nil)
             }
-        case .end:
+        case .end(let trailers):
             ended = true
+            trailerBox?.set(trailers)
             source.finish()
         }
     }
@@ -194,4 +205,11 @@ final class LinkResponseHandler: ChannelInboundHandler, RemovableChannelHandler 
     fileprivate func readerGone() {
         if !ended { context?.close(promise: nil) }
     }
+}
+
+/// Trailers handed from the event loop to the body's reader.
+final class TrailerBox: Sendable {
+    private let trailers = Mutex<HTTPHeaders?>(nil)
+    var value: HTTPHeaders? { trailers.withLock { $0 } }
+    func set(_ value: HTTPHeaders?) { trailers.withLock { $0 = value } }
 }

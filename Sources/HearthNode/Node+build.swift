@@ -55,7 +55,13 @@ public func buildNode(
     let load = NodeLoad()
     let status = NodeStatus(configuration: configuration, engines: engines, load: load)
     let router = Router()
-    EngineProxyController(engines: engines, load: load, maxBodyBytes: 8 << 20).addRoutes(to: router)
+    let join = configuration.join
+    let receipts = ReceiptSigner(
+        key: identity.key,
+        account: configuration.deviceCertificate?.account,
+        gateway: { status.gatewayID ?? join?.gatewayID }
+    )
+    EngineProxyController(engines: engines, load: load, maxBodyBytes: 8 << 20, receipts: receipts).addRoutes(to: router)
     LinkController(status: status).addRoutes(to: router)
     TunnelController(services: configuration.tunnelServices).addRoutes(to: router)
     let supervisors: [any Service] = engines.map {

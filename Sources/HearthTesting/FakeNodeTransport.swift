@@ -11,6 +11,8 @@ public final class FakeNodeTransport: NodeTransport {
     public enum Behaviour: Sendable {
         /// Answer with this status, content type and these body chunks.
         case respond(status: Int, contentType: String, chunks: [String])
+        /// Answer like `respond`, then send `receipt(request)` as the `hearth-receipt` trailer, as a node does.
+        case respondWithReceipt(status: Int, contentType: String, chunks: [String], receipt: @Sendable (NodeRequest) -> String?)
         /// Fail before answering, like a node that went away.
         case fail
     }
@@ -38,6 +40,17 @@ public final class FakeNodeTransport: NodeTransport {
                 status: status,
                 contentType: contentType,
                 body: NodeResponseBody(next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } })
+            )
+        case .respondWithReceipt(let status, let contentType, let chunks, let receipt):
+            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
+            let trailer = receipt(request)
+            return NodeResponse(
+                status: status,
+                contentType: contentType,
+                body: NodeResponseBody(
+                    next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } },
+                    trailer: { name in name == "hearth-receipt" && queue.withLock({ $0.isEmpty }) ? trailer : nil }
+                )
             )
         }
     }

@@ -18,6 +18,15 @@ public enum Caller: Sendable, Equatable {
     /// An app using an API key that `owner` created.
     case apiKey(id: String, owner: NodeID)
 
+    /// How receipts and the ledger name the caller: `anonymous`, `user:<account id>` or `key:<api key id>`.
+    public var consumerName: String {
+        switch self {
+        case .anonymous: "anonymous"
+        case .user(let id): "user:\(id.rawValue)"
+        case .apiKey(let id, _): "key:\(id)"
+        }
+    }
+
     /// The account behind the caller, if any.
     public var account: NodeID? {
         switch self {

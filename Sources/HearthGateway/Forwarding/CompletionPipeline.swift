@@ -10,6 +10,8 @@ import NIOFoundationEssentialsCompat
 struct CompletionPipeline: Sendable {
     let dispatcher: Dispatcher
     let database: GatewayDatabase
+    /// The gateway's key, which countersigns credited receipts.
+    let gatewayKey: IdentityKey
     let metrics: GatewayMetrics
     let maxBodyBytes: Int
     let limits: RequestLimits
@@ -38,7 +40,14 @@ struct CompletionPipeline: Sendable {
     ) async throws -> ServedRequest {
         let upstream: OpenedUpstream
         do {
-            upstream = try await dispatcher.open(endpoint: endpoint, model: model, body: body, requestID: context.id, logger: context.logger)
+            upstream = try await dispatcher.open(
+                endpoint: endpoint,
+                model: model,
+                body: body,
+                requestID: context.id,
+                consumer: context.caller.consumerName,
+                logger: context.logger
+            )
         } catch {
             await record(
                 UsageRecord(
@@ -65,6 +74,7 @@ struct CompletionPipeline: Sendable {
             route: route,
             model: model.rawValue,
             requestID: context.id,
+            consumer: context.caller.consumerName,
             startedAt: startedAt,
             logger: context.logger
         )
@@ -93,16 +103,24 @@ struct CompletionPipeline: Sendable {
         return OpenAIError(APIFailure(kind, message, code: "node_rejected"))
     }
 
-    /// Stores a usage record and counts its tokens; a storage failure is logged, never shown to the client.
+    /// Stores a usage record, with its receipt's settlement in the same transaction, and counts its tokens; a
+    /// storage failure is logged, never shown to the client.
     ///
     /// Only served requests count in the token metrics: their model name matched one a node announced, so the
     /// `model` label stays bounded. A refused request's name is whatever the client sent.
-    func record(_ usage: UsageRecord, logger: Logger) async {
+    func record(_ usage: UsageRecord, settling settlement: ReceiptSettlement = .none, logger: Logger) async {
         if usage.nodeID != nil {
             metrics.tokens(model: usage.model, prompt: usage.promptTokens, completion: usage.completionTokens)
         }
+        switch settlement {
+        case .credit: metrics.receipt(credited: true)
+        case .refuse(let reason, let detail, _):
+            metrics.receipt(credited: false, reason: reason)
+            logger.warning("receipt refused", metadata: ["node.id": "\(usage.nodeID ?? "-")", "receipt.reason": "\(reason)", "detail": "\(detail)"])
+        case .none: break
+        }
         do {
-            try await database.record(usage)
+            try await database.record(usage, settling: settlement, gateway: gatewayKey)
         } catch {
             logger.error("could not store usage record", metadata: ["error": "\(error)"])
         }
@@ -117,6 +135,7 @@ struct ServedRequest: Sendable {
     let route: String
     let model: String
     let requestID: String
+    let consumer: String
     let startedAt: Date
     let logger: Logger
 
@@ -145,6 +164,17 @@ struct ServedRequest: Sendable {
         pipeline.dispatcher.finish(upstream)
         let firstByte = upstream.firstByteAt - upstream.startedAt
         pipeline.metrics.timeToFirstToken(model: model, duration: firstByte)
+        let settlement = ReceiptClerk.settle(
+            trailer: upstream.response.body.trailer("hearth-receipt"),
+            upstream: upstream,
+            requestID: requestID,
+            consumer: consumer,
+            gateway: pipeline.gatewayKey.nodeID,
+            usage: usage,
+            status: status,
+            sentAt: startedAt,
+            endedAt: Date()
+        )
         await pipeline.record(
             UsageRecord(
                 requestID: requestID,
@@ -158,6 +188,7 @@ struct ServedRequest: Sendable {
                 firstByteMilliseconds: firstByte.milliseconds,
                 durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000
             ),
+            settling: settlement,
             logger: logger
         )
     }

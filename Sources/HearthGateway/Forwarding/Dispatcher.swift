@@ -6,6 +6,11 @@ public import NIOCore
 /// An upstream response that has produced its first chunk, so the client can be answered.
 public struct OpenedUpstream: Sendable {
     public var node: NodeID
+    /// The model's canonical id, and the GGUF SHA-256 the node announced for it.
+    public var model: ModelID
+    public var modelSHA256: SHA256Digest?
+    /// The `max_tokens` sent to the node.
+    public var maxTokens: Int
     public var response: NodeResponse
     /// The first chunk of the body (`nil` for an empty body).
     public var firstChunk: ByteBuffer?
@@ -35,11 +40,13 @@ public struct Dispatcher: Sendable {
         model: ModelID,
         body: JSONValue,
         requestID: String,
+        consumer: String = "anonymous",
         logger: Logger
     ) async throws(DispatchFailure) -> OpenedUpstream {
+        let nodes = registry.routableNodes()
         let candidates: [NodeID]
         let canonical: ModelID
-        switch RoutePlanner.plan(model: model, nodes: registry.routableNodes()) {
+        switch RoutePlanner.plan(model: model, nodes: nodes) {
         case .unknownModel:
             throw DispatchFailure(
                 APIFailure(.notFound, "The model '\(model)' does not exist on this network.", param: "model", code: "model_not_found")
@@ -67,7 +74,7 @@ public struct Dispatcher: Sendable {
             registry.begin(on: node)
             do {
                 let response = try await transport.send(
-                    NodeRequest(endpoint: endpoint, body: bytes, requestID: requestID),
+                    NodeRequest(endpoint: endpoint, body: bytes, requestID: requestID, consumer: consumer),
                     to: node
                 )
                 if response.status >= 500 {
@@ -78,7 +85,17 @@ public struct Dispatcher: Sendable {
                 }
                 let first = try await response.body.next()
                 let firstByteAt = ContinuousClock.now
-                return OpenedUpstream(node: node, response: response, firstChunk: first, startedAt: startedAt, firstByteAt: firstByteAt)
+                let served = nodes.first { $0.id == node }?.models.first { $0.id == canonical }
+                return OpenedUpstream(
+                    node: node,
+                    model: canonical,
+                    modelSHA256: served?.sha256,
+                    maxTokens: Int(body["max_tokens"]?.integerValue ?? 0),
+                    response: response,
+                    firstChunk: first,
+                    startedAt: startedAt,
+                    firstByteAt: firstByteAt
+                )
             } catch {
                 registry.end(on: node, latency: nil)
                 failures.append("\(node.short): \(String(describing: error).prefix(120))")

@@ -7,11 +7,14 @@ public struct NodeRequest: Sendable {
     public var body: ByteBuffer
     /// The gateway's request id, forwarded as `x-request-id` so both sides log the same id.
     public var requestID: String
+    /// Who asked, as the node's receipt names them (`anonymous`, `user:<id>`, `key:<id>`): `x-hearth-consumer`.
+    public var consumer: String
 
-    public init(endpoint: CompletionEndpoint, body: ByteBuffer, requestID: String) {
+    public init(endpoint: CompletionEndpoint, body: ByteBuffer, requestID: String, consumer: String = "anonymous") {
         self.endpoint = endpoint
         self.body = body
         self.requestID = requestID
+        self.consumer = consumer
     }
 }
 
@@ -32,9 +35,16 @@ public struct NodeResponse: Sendable {
 /// Dropping it before the end cancels the request on the node.
 public final class NodeResponseBody: @unchecked Sendable {
     private let nextChunk: () async throws -> ByteBuffer?
+    private let trailerValue: (String) -> String?
 
-    public init(next: @escaping () async throws -> ByteBuffer?) {
+    public init(next: @escaping () async throws -> ByteBuffer?, trailer: @escaping (String) -> String? = { _ in nil }) {
         self.nextChunk = next
+        self.trailerValue = trailer
+    }
+
+    /// A trailer the node sent after the body (its signed receipt); known once `next()` has returned `nil`.
+    public func trailer(_ name: String) -> String? {
+        trailerValue(name)
     }
 
     /// The next chunk, or `nil` at the end.

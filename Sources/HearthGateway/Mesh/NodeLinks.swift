@@ -80,14 +80,14 @@ public final class NodeLinks: NodeTransport {
         let response = try await link.send(
             .POST,
             request.endpoint.rawValue,
-            headers: ["content-type": "application/json", "x-request-id": request.requestID],
+            headers: ["content-type": "application/json", "x-request-id": request.requestID, "x-hearth-consumer": request.consumer],
             body: request.body
         )
         let body = response.body
         return NodeResponse(
             status: Int(response.head.status.code),
             contentType: response.head.headers.first(name: "content-type"),
-            body: NodeResponseBody(next: { try await body.next() })
+            body: NodeResponseBody(next: { try await body.next() }, trailer: { body.trailers?.first(name: $0) })
         )
     }
 }

@@ -95,6 +95,7 @@ public struct GatewayDatabase: Sendable {
         }
         Self.registerAPIKeyMigrations(&migrator)
         Self.registerNetworkMigrations(&migrator)
+        Self.registerLedgerMigrations(&migrator)
         try migrator.migrate(writer)
     }
 

@@ -51,6 +51,12 @@ public final class GatewayMetrics: Sendable {
             .increment(by: Int64(completion))
     }
 
+    /// Counts a receipt: `credited`, or refused with its reason (a fixed set of codes).
+    func receipt(credited: Bool, reason: String = "") {
+        let labels = credited ? [("result", "credited")] : [("result", "refused"), ("reason", reason)]
+        registry.makeCounter(name: "hearth_receipts_total", labels: labels, help: "Node receipts credited or refused").increment()
+    }
+
     func streamStarted() { streamsInFlight.increment() }
     func streamEnded() { streamsInFlight.decrement() }
 

@@ -85,7 +85,7 @@ struct GatewayLinkService: Service {
                 }
             }
         do {
-            _ = try await peer.get()
+            status.setGateway(try await peer.get())
         } catch {
             channel.close(promise: nil)
             throw error

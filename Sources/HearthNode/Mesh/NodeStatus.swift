@@ -9,6 +9,7 @@ final class NodeStatus: Sendable {
     let configuration: NodeConfiguration
     let engines: [EngineHandle]
     let load: NodeLoad
+    private let gateway = Mutex<NodeID?>(nil)
     private let state = Mutex<
         (draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant, refusal: LinkRefusal?, paused: Bool, linked: Bool)
     >((false, false, .now, nil, false, false))
@@ -34,6 +35,13 @@ final class NodeStatus: Sendable {
 
     func setLinked(_ linked: Bool) {
         state.withLock { $0.linked = linked }
+    }
+
+    /// The gateway of the current (or last) link: the identity its handshake proved.
+    var gatewayID: NodeID? { gateway.withLock { $0 } }
+
+    func setGateway(_ id: NodeID) {
+        gateway.withLock { $0 = id }
     }
 
     /// From now on the node takes no new work; the next report says so.

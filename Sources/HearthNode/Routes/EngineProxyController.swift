@@ -14,9 +14,18 @@ struct EngineProxyController {
     let engines: [EngineHandle]
     let load: NodeLoad
     let maxBodyBytes: Int
+    /// Signs a receipt for every answer, sent as the `hearth-receipt` trailer; `nil` sends none.
+    let receipts: ReceiptSigner?
 
-    private struct ModelField: Decodable {
+    private struct RequestFields: Decodable {
         var model: String?
+        var stream: Bool?
+        var maxTokens: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case model, stream
+            case maxTokens = "max_tokens"
+        }
     }
 
     func addRoutes(to router: Router<BasicRequestContext>) {
@@ -33,7 +42,8 @@ struct EngineProxyController {
 
     func forward(_ request: Request, path: String, context: BasicRequestContext) async throws -> Response {
         let body = try await request.body.collect(upTo: maxBodyBytes)
-        guard let name = (try? JSONDecoder().decode(ModelField.self, from: body))?.model else {
+        let fields = try? JSONDecoder().decode(RequestFields.self, from: body)
+        guard let name = fields?.model else {
             return Self.error(APIFailure(.invalidRequest, "The body must be JSON with a 'model' string.", param: "model"))
         }
         guard let engine = engines.first(where: { $0.serves(name) }) else {
@@ -63,15 +73,41 @@ struct EngineProxyController {
         var headers = HTTPFields()
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
         let load = self.load
+        let receipts = response.status.code == 200 ? self.receipts : nil
+        let requestID = request.headers[.init("x-request-id")!]
+        let consumer = request.headers[.init("x-hearth-consumer")!] ?? "anonymous"
+        let maxTokens = fields?.maxTokens ?? 0
+        let spec = engine.spec
+        let startedAt = Date()
         return Response(
             status: .init(code: Int(response.status.code)),
             headers: headers,
             body: ResponseBody { writer in
                 defer { load.end() }
-                for try await chunk in response.body {
-                    try await writer.write(chunk)
+                var tap = UsageTap(streaming: fields?.stream ?? false)
+                var outcome = Receipt.Outcome.ok
+                do {
+                    for try await chunk in response.body {
+                        tap.observe(chunk)
+                        try await writer.write(chunk)
+                    }
+                } catch {
+                    outcome = .engineError
                 }
-                try await writer.finish(nil)
+                // The receipt rides as a trailer after the last byte: one exchange, nothing stored on the node.
+                var trailers = HTTPFields()
+                if let value = receipts?.trailer(
+                    requestID: requestID,
+                    consumer: consumer,
+                    spec: spec,
+                    usage: tap.usage,
+                    maxTokens: maxTokens,
+                    startedAt: startedAt,
+                    outcome: outcome
+                ) {
+                    trailers[.init("hearth-receipt")!] = value
+                }
+                try await writer.finish(trailers.isEmpty ? nil : trailers)
             }
         )
     }

@@ -1,0 +1,54 @@
+import Foundation
+import HearthCore
+
+/// Decides what a served request's receipt is worth: it must come from the node that served the request, verify,
+/// and match what the gateway relayed. The result is written with the usage record in one transaction.
+enum ReceiptClerk {
+    /// - Parameters:
+    ///   - trailer: the node's `hearth-receipt` trailer, if one came.
+    ///   - status: how the relay ended; only a complete relay (`ok`) has a receipt to settle.
+    ///   - usage: the engine's counts as they passed through the gateway.
+    static func settle(
+        trailer: String?,
+        upstream: OpenedUpstream,
+        requestID: String,
+        consumer: String,
+        gateway: NodeID,
+        usage: TokenUsage?,
+        status: String,
+        sentAt: Date,
+        endedAt: Date
+    ) -> ReceiptSettlement {
+        guard status == "ok" else { return .none }
+        guard let trailer else { return .refuse(reason: "missing", detail: "the node sent no receipt", signed: nil) }
+        guard let data = SignedToken.unbase64url(trailer), let message = try? COSESign1(decoding: data) else {
+            return .refuse(reason: "malformed", detail: "the receipt trailer is not a COSE_Sign1 message", signed: nil)
+        }
+        let signed = Array(data)
+        let receipt: Receipt
+        do {
+            receipt = try Receipt.verified(message, from: upstream.node)
+        } catch {
+            return .refuse(reason: error.reason, detail: error.description, signed: signed)
+        }
+        guard let digest = upstream.modelSHA256 else {
+            return .refuse(reason: "mismatch", detail: "the node announced no hash for the model", signed: signed)
+        }
+        let relayed = Receipt.Relayed(
+            requestID: requestID,
+            gateway: gateway,
+            model: upstream.model,
+            modelSHA256: digest,
+            consumer: consumer,
+            maxTokens: upstream.maxTokens,
+            promptTokens: usage?.promptTokens,
+            completionTokens: usage?.completionTokens,
+            sentAt: Int64(sentAt.timeIntervalSince1970 * 1000),
+            endedAt: Int64(endedAt.timeIntervalSince1970 * 1000)
+        )
+        if let problem = receipt.problem(against: relayed) {
+            return .refuse(reason: problem.reason, detail: problem.description, signed: signed)
+        }
+        return .credit(receipt, signed: signed)
+    }
+}

@@ -1,0 +1,142 @@
+import Crypto
+public import Foundation
+public import GRDB
+public import HearthCore
+
+/// One credited receipt in the ledger: the gateway's countersigned entry and its place in the hash chain.
+public struct LedgerRow: Codable, Sendable, Equatable, FetchableRecord {
+    public var seq: Int64
+    public var requestID: String
+    public var nodeID: String
+    public var account: String?
+    public var consumer: String
+    public var model: String
+    public var promptTokens: Int
+    public var completionTokens: Int
+    /// The gateway's COSE_Sign1 over the entry (which holds the node's signed receipt and the previous hash).
+    public var entry: Data
+    /// SHA-256 of `entry`: what the next entry commits to.
+    public var hash: Data
+    public var createdAt: Date
+
+    enum CodingKeys: String, CodingKey {
+        case seq
+        case requestID = "request_id"
+        case nodeID = "node_id"
+        case account, consumer, model
+        case promptTokens = "prompt_tokens"
+        case completionTokens = "completion_tokens"
+        case entry, hash
+        case createdAt = "created_at"
+    }
+}
+
+/// What to do with a receipt when a request is metered.
+public enum ReceiptSettlement: Sendable {
+    /// Credit it: append the countersigned entry to the ledger.
+    case credit(Receipt, signed: [UInt8])
+    /// Keep it for audit, uncredited, with the reason.
+    case refuse(reason: String, detail: String, signed: [UInt8]?)
+    /// Nothing to credit or audit (the client left before the end, or the request never reached a node).
+    case none
+}
+
+extension GatewayDatabase {
+    static func registerLedgerMigrations(_ migrator: inout DatabaseMigrator) {
+        migrator.registerMigration("v4-ledger") { db in
+            try db.create(table: "ledger") { table in
+                table.column("seq", .integer).primaryKey()
+                table.column("request_id", .text).notNull().unique()
+                table.column("node_id", .text).notNull().indexed()
+                table.column("account", .text).indexed()
+                table.column("consumer", .text).notNull().indexed()
+                table.column("model", .text).notNull()
+                table.column("prompt_tokens", .integer).notNull()
+                table.column("completion_tokens", .integer).notNull()
+                table.column("entry", .blob).notNull()
+                table.column("hash", .blob).notNull()
+                table.column("created_at", .datetime).notNull()
+            }
+            try db.create(table: "receipt_rejections") { table in
+                table.column("request_id", .text).notNull().indexed()
+                table.column("node_id", .text).notNull().indexed()
+                table.column("reason", .text).notNull()
+                table.column("detail", .text).notNull()
+                table.column("receipt", .blob)
+                table.column("created_at", .datetime).notNull()
+            }
+        }
+    }
+
+    /// Stores a usage record and settles its receipt in one transaction: a credited receipt is appended to the
+    /// ledger, countersigned by `gateway`, committing to the previous entry's hash. A second credit for the same
+    /// request fails on the ledger's unique request id, and the whole transaction with it.
+    /// - Returns: the appended ledger row, if any.
+    @discardableResult
+    public func record(
+        _ usage: UsageRecord,
+        settling settlement: ReceiptSettlement,
+        gateway: IdentityKey,
+        now: Date = Date()
+    ) async throws
+        -> LedgerRow?
+    {
+        try await writer.write { db in
+            try usage.insert(db)
+            switch settlement {
+            case .none:
+                return nil
+            case .refuse(let reason, let detail, let signed):
+                try db.execute(
+                    sql: "INSERT INTO receipt_rejections (request_id, node_id, reason, detail, receipt, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    arguments: [usage.requestID, usage.nodeID ?? "", reason, detail, signed.map { Data($0) }, now]
+                )
+                return nil
+            case .credit(let receipt, let signed):
+                let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+                let seq = (last?["seq"] as Int64? ?? 0) + 1
+                let previous: Data = last?["hash"] ?? Data(count: 32)
+                let entry = try LedgerEntry(seq: seq, previousHash: previous, receipt: signed, creditedAt: now).signed(by: gateway)
+                let row = LedgerRow(
+                    seq: seq,
+                    requestID: receipt.requestID,
+                    nodeID: receipt.node.rawValue,
+                    account: receipt.account?.rawValue,
+                    consumer: receipt.consumer,
+                    model: receipt.model.rawValue,
+                    promptTokens: receipt.promptTokens,
+                    completionTokens: receipt.completionTokens,
+                    entry: Data(entry),
+                    hash: Data(SHA256.hash(data: entry)),
+                    createdAt: now
+                )
+                try db.execute(
+                    sql: """
+                        INSERT INTO ledger (seq, request_id, node_id, account, consumer, model, prompt_tokens, completion_tokens, entry, hash, created_at)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        row.seq, row.requestID, row.nodeID, row.account, row.consumer, row.model, row.promptTokens, row.completionTokens,
+                        row.entry, row.hash, row.createdAt,
+                    ]
+                )
+                return row
+            }
+        }
+    }
+
+    /// Ledger rows after `seq`, oldest first.
+    public func ledger(after seq: Int64 = 0, limit: Int = 100) async throws -> [LedgerRow] {
+        try await writer.read { db in
+            try LedgerRow.fetchAll(db, sql: "SELECT * FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?", arguments: [seq, limit])
+        }
+    }
+
+    /// Refused receipts, newest first: (request id, node, reason).
+    public func receiptRejections(limit: Int = 100) async throws -> [(requestID: String, node: String, reason: String)] {
+        try await writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT request_id, node_id, reason FROM receipt_rejections ORDER BY rowid DESC LIMIT ?", arguments: [limit])
+                .map { ($0["request_id"], $0["node_id"], $0["reason"]) }
+        }
+    }
+}

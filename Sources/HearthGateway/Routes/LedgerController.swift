@@ -1,0 +1,27 @@
+import Foundation
+import HearthCore
+import Hummingbird
+import NIOCore
+
+/// The ledger, for anyone to audit: `GET /api/ledger/entries?after=<seq>&limit=<n>` pages through credited
+/// receipts in order, each with the gateway's countersigned entry (base64url COSE_Sign1) and its hash.
+struct LedgerController {
+    let database: GatewayDatabase
+
+    func addRoutes(to router: Router<GatewayRequestContext>) {
+        router.get("/api/ledger/entries") { request, _ in
+            let after = request.uri.queryParameters.get("after").flatMap { Int64($0) } ?? 0
+            let limit = min(max(request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 100, 1), 1000)
+            guard after >= 0 else { throw OpenAIError(.invalidRequest, "'after' must be a sequence number ≥ 0.", param: "after") }
+            let rows = try await database.ledger(after: after, limit: limit).map { row -> JSONValue in
+                [
+                    "seq": .integer(row.seq), "request_id": .string(row.requestID), "node": .string(row.nodeID),
+                    "account": row.account.map { .string($0) } ?? .null, "consumer": .string(row.consumer), "model": .string(row.model),
+                    "prompt_tokens": .integer(Int64(row.promptTokens)), "completion_tokens": .integer(Int64(row.completionTokens)),
+                    "hash": .string(Hex.encode(row.hash)), "entry": .string(SignedToken.base64url(row.entry)),
+                ]
+            }
+            return try jsonResponse(["data": .array(rows)])
+        }
+    }
+}

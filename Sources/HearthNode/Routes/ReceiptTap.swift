@@ -1,0 +1,81 @@
+import Foundation
+import HearthCore
+import NIOCore
+import NIOFoundationEssentialsCompat
+
+/// Watches one engine response go by, unchanged, to learn the engine's own token counts for the receipt: the usage
+/// event at the end of a stream, or the `usage` of a whole answer.
+struct UsageTap {
+    let streaming: Bool
+    /// Streams: the last bytes seen, where the usage event is. Whole answers: the answer, up to its limit.
+    private var kept = ByteBuffer()
+    private static let streamTail = 16 << 10
+    private static let answerLimit = 8 << 20
+
+    init(streaming: Bool) {
+        self.streaming = streaming
+    }
+
+    mutating func observe(_ chunk: ByteBuffer) {
+        var chunk = chunk
+        if streaming {
+            kept.writeBuffer(&chunk)
+            if kept.readableBytes > 2 * Self.streamTail { kept.moveReaderIndex(forwardBy: kept.readableBytes - Self.streamTail) }
+            kept.discardReadBytes()
+        } else if kept.readableBytes + chunk.readableBytes <= Self.answerLimit {
+            kept.writeBuffer(&chunk)
+        }
+    }
+
+    /// The engine's counts, if it reported them.
+    var usage: TokenUsage? {
+        guard streaming else { return (try? JSONDecoder().decode(CompletionChunk.self, from: kept))?.usage }
+        let text = String(buffer: kept)
+        for event in text.components(separatedBy: "\n\n").reversed() where event.contains("\"usage\"") {
+            guard let start = event.range(of: "data: ") else { continue }
+            if let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: Data(event[start.upperBound...].utf8)))?.usage {
+                return usage
+            }
+        }
+        return nil
+    }
+}
+
+/// Signs receipts with the node's key for what it served.
+struct ReceiptSigner: Sendable {
+    let key: IdentityKey
+    let account: NodeID?
+    /// The gateway the node is linked to, once known.
+    let gateway: @Sendable () -> NodeID?
+
+    /// The signed receipt as a trailer value (base64url of the COSE_Sign1 bytes), or `nil` when the gateway is not
+    /// known or the request carried no id.
+    func trailer(
+        requestID: String?,
+        consumer: String,
+        spec: ModelSpec,
+        usage: TokenUsage?,
+        maxTokens: Int,
+        startedAt: Date,
+        outcome: Receipt.Outcome
+    ) -> String? {
+        guard let requestID, !requestID.isEmpty, let gateway = gateway() else { return nil }
+        let receipt = Receipt(
+            requestID: requestID,
+            gateway: gateway,
+            node: key.nodeID,
+            account: account,
+            consumer: consumer,
+            model: spec.id,
+            modelSHA256: spec.sha256,
+            promptTokens: usage?.promptTokens ?? 0,
+            completionTokens: min(usage?.completionTokens ?? 0, maxTokens),
+            maxTokens: maxTokens,
+            startedAt: Int64(startedAt.timeIntervalSince1970 * 1000),
+            finishedAt: Int64(Date().timeIntervalSince1970 * 1000),
+            outcome: outcome
+        )
+        guard let bytes = try? receipt.signed(by: key).encoded() else { return nil }
+        return SignedToken.base64url(Data(bytes))
+    }
+}
