@@ -102,7 +102,7 @@ public func buildGateway(
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     NodesController(registry: registry).addRoutes(to: router)
-    LedgerController(database: database).addRoutes(to: router)
+    LedgerController(database: database, gatewayKey: identity).addRoutes(to: router)
     DevicesController(database: database, links: liveLinks, registry: registry).addRoutes(to: router)
 
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)

@@ -66,6 +66,47 @@ struct ReceiptFlowTests {
                 #expect(receipt.completionTokens > 0 && receipt.completionTokens <= receipt.maxTokens)
                 #expect(entry["completion_tokens"]?.integerValue == Int64(receipt.completionTokens))
             }
+
+            // Exported, it verifies offline with Hearth's verifier and with an independent one (cbor2 + cryptography).
+            let export = cluster.directory + "/ledger.jsonl"
+            let exported = try await TestProcess.hearth(["ledger", "export", "--url", cluster.url, "--out", export], in: cluster.directory)
+            #expect(exported.status == 0, "\(exported.errors)")
+            let verified = try await TestProcess.hearth(["ledger", "verify", export, "--gateway", gatewayID.rawValue], in: cluster.directory)
+            #expect(verified.status == 0, "\(verified.errors)")
+            #expect(verified.output.first?.hasPrefix("OK entries=3") == true)
+            let python = try await PythonClients.interpreter()
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/verify_ledger.py").path
+            let independent = try await TestProcess(
+                name: "verify-ledger",
+                executable: python,
+                arguments: [script, export],
+                directory: cluster.directory
+            )
+            #expect(await independent.waitForExit(timeout: .seconds(60)) == 0, "\(independent.errorOutput.suffix(2000))")
+            #expect(independent.output.last == "OK")
+            #expect(independent.output.first == verified.output.first.map { String($0.dropFirst("OK ".count)) })
+
+            // Tampering with the second entry is caught, and named, by both.
+            var lines = try String(contentsOfFile: export, encoding: .utf8).split(separator: "\n").map(String.init)
+            var second = try JSONDecoder().decode(JSONValue.self, from: Data(lines[2].utf8))
+            var bytes = try #require(second["entry"]?.stringValue.flatMap { SignedToken.unbase64url($0) })
+            bytes[bytes.count / 2] ^= 0x01
+            second["entry"] = .string(SignedToken.base64url(bytes))
+            lines[2] = String(decoding: try JSONEncoder().encode(second), as: UTF8.self)
+            let tampered = cluster.directory + "/tampered.jsonl"
+            try (lines.joined(separator: "\n") + "\n").write(toFile: tampered, atomically: true, encoding: .utf8)
+            let caught = try await TestProcess.hearth(["ledger", "verify", tampered], in: cluster.directory)
+            #expect(caught.status != 0)
+            #expect(caught.errors.contains("FAILED: entry 2:"), "\(caught.errors)")
+            let caughtIndependently = try await TestProcess(
+                name: "verify-tampered",
+                executable: python,
+                arguments: [script, tampered],
+                directory: cluster.directory
+            )
+            #expect(await caughtIndependently.waitForExit(timeout: .seconds(60)) != 0)
+            let foreign = try await TestProcess.hearth(["ledger", "verify", export, "--gateway", NodeID.random().rawValue], in: cluster.directory)
+            #expect(foreign.status != 0)
         }
     }
 }

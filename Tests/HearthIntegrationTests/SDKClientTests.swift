@@ -25,17 +25,32 @@ struct SDKClientTests {
     }
 }
 
-/// A venv with the `openai` and `ollama` packages, made once in the cache and reused.
+/// A venv with the `openai` and `ollama` packages, and `cbor2` and `cryptography` for the independent ledger check,
+/// made once in the cache and reused.
 enum PythonClients {
+    /// One setup for the whole test run, however many suites ask at once.
+    private static let prepared = Task { try await prepare() }
+
     static func interpreter() async throws -> String {
+        try await prepared.value
+    }
+
+    private static func prepare() async throws -> String {
         let venv = EngineCache.directory + "/test-venv"
         let python = venv + "/bin/python"
-        if FileManager.default.isExecutableFile(atPath: python), try await run(python, ["-c", "import openai, ollama"]) == 0 {
+        if FileManager.default.isExecutableFile(atPath: python), try await run(python, ["-c", "import openai, ollama, cbor2, cryptography"]) == 0 {
             return python
         }
         let directory = try TestEnvironment.temporaryDirectory("venv")
-        guard try await run("/usr/bin/env", ["python3", "-m", "venv", "--clear", venv], in: directory) == 0,
-            try await run(python, ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "openai", "ollama"], in: directory) == 0
+        // Reuse a venv missing only some packages; make one when there is none.
+        var made = FileManager.default.isExecutableFile(atPath: python)
+        if !made { made = try await run("/usr/bin/env", ["python3", "-m", "venv", "--clear", venv], in: directory) == 0 }
+        guard made,
+            try await run(
+                python,
+                ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "openai", "ollama", "cbor2", "cryptography"],
+                in: directory
+            ) == 0
         else {
             throw TestProcessError("could not create the Python client venv in \(venv) (needs python3-venv and the package index)")
         }

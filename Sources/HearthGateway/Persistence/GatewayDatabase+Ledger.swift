@@ -125,6 +125,14 @@ extension GatewayDatabase {
         }
     }
 
+    /// The last entry's sequence number and hash (0 and 32 zero bytes when the ledger is empty).
+    public func ledgerHead() async throws -> (seq: Int64, hash: Data) {
+        try await writer.read { db in
+            let row = try Row.fetchOne(db, sql: "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+            return (row?["seq"] ?? 0, row?["hash"] ?? Data(count: 32))
+        }
+    }
+
     /// Ledger rows after `seq`, oldest first.
     public func ledger(after seq: Int64 = 0, limit: Int = 100) async throws -> [LedgerRow] {
         try await writer.read { db in

@@ -4,9 +4,11 @@ import Hummingbird
 import NIOCore
 
 /// The ledger, for anyone to audit: `GET /api/ledger/entries?after=<seq>&limit=<n>` pages through credited
-/// receipts in order, each with the gateway's countersigned entry (base64url COSE_Sign1) and its hash.
+/// receipts in order, each with the gateway's countersigned entry (base64url COSE_Sign1) and its hash;
+/// `GET /api/ledger/head` gives the count and last hash, signed by the gateway.
 struct LedgerController {
     let database: GatewayDatabase
+    let gatewayKey: IdentityKey
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/api/ledger/entries") { request, _ in
@@ -22,6 +24,14 @@ struct LedgerController {
                 ]
             }
             return try jsonResponse(["data": .array(rows)])
+        }
+        router.get("/api/ledger/head") { _, _ in
+            let (seq, hash) = try await database.ledgerHead()
+            let signed = try LedgerHead(seq: seq, hash: hash, gateway: gatewayKey.nodeID, at: Date()).signed(by: gatewayKey)
+            return try jsonResponse([
+                "seq": .integer(seq), "hash": .string(Hex.encode(hash)), "gateway": .string(gatewayKey.nodeID.rawValue),
+                "signed": .string(SignedToken.base64url(Data(signed))),
+            ])
         }
     }
 }

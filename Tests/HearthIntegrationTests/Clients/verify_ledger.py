@@ -1,0 +1,67 @@
+"""Verifies a `hearth ledger export` file with an implementation independent of Hearth: cbor2 for CBOR and
+cryptography's Ed25519. Checks every gateway countersignature (COSE_Sign1, RFC 9052), every node receipt, that
+each payload is deterministic CBOR, the hash chain, and the signed head. Prints OK or raises."""
+import base64
+import hashlib
+import json
+import sys
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+def b64url(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def cose_sign1(raw):
+    """The signer's raw key and the payload of a tagged COSE_Sign1 whose EdDSA signature verifies."""
+    tagged = cbor2.loads(raw)
+    assert isinstance(tagged, cbor2.CBORTag) and tagged.tag == 18, "not a tagged COSE_Sign1"
+    protected, unprotected, payload, signature = tagged.value
+    assert cbor2.loads(protected) == {1: -8}, "the protected header is not alg EdDSA"
+    kid = unprotected[4]
+    to_be_signed = cbor2.dumps(["Signature1", protected, b"", payload])
+    Ed25519PublicKey.from_public_bytes(kid).verify(signature, to_be_signed)
+    return kid, payload
+
+
+def deterministic(payload):
+    """The decoded payload, after checking it is exactly its canonical encoding."""
+    value = cbor2.loads(payload)
+    assert cbor2.dumps(value, canonical=True) == payload, "not deterministic CBOR"
+    return value
+
+
+def main(path):
+    lines = open(path).read().splitlines()
+    header = json.loads(lines[0])
+    assert header["format"] == "hearth-ledger-v1"
+    gateway = header["gateway"]
+    previous = bytes(32)
+    prompt = completion = 0
+    for seq, line in enumerate(lines[1:], start=1):
+        raw = b64url(json.loads(line)["entry"])
+        kid, payload = cose_sign1(raw)
+        assert hashlib.sha256(kid).hexdigest() == gateway, f"entry {seq}: not signed by the gateway"
+        entry = deterministic(payload)
+        assert entry["seq"] == seq, f"entry {seq}: sequence {entry['seq']}"
+        assert entry["prev"] == previous, f"entry {seq}: breaks the hash chain"
+        node_kid, receipt_payload = cose_sign1(entry["receipt"])
+        receipt = deterministic(receipt_payload)
+        assert receipt["node"] == hashlib.sha256(node_kid).hexdigest(), f"entry {seq}: receipt signed by another node"
+        assert receipt["gateway"] == gateway, f"entry {seq}: receipt for another gateway"
+        assert 0 <= receipt["completion_tokens"] <= receipt["max_tokens"], f"entry {seq}: completion over max_tokens"
+        prompt += receipt["prompt_tokens"]
+        completion += receipt["completion_tokens"]
+        previous = hashlib.sha256(raw).digest()
+    kid, payload = cose_sign1(b64url(header["head"]))
+    head = deterministic(payload)
+    assert hashlib.sha256(kid).hexdigest() == gateway and head["gateway"] == gateway, "head not signed by the gateway"
+    assert head["seq"] == len(lines) - 1 and head["hash"] == previous, "the head does not match the chain"
+    print(f"entries={len(lines) - 1} prompt_tokens={prompt} completion_tokens={completion}")
+    print("OK")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
