@@ -35,9 +35,12 @@ struct GatewayLinkService: Service {
                 guard let join = await configuration.resolveJoin() else {
                     throw NodeStartError("no gateway to join: give --join host:port#gateway-id")
                 }
+                let dialedAt = ContinuousClock.now
                 do {
                     try await connectAndServe(join, context: context)
-                    failures = 0
+                    // A link that closes at once (say, a gateway that refuses this key after the handshake) counts
+                    // as a failure, so the node backs off instead of redialing every half second.
+                    failures = ContinuousClock.now - dialedAt >= .seconds(10) ? 0 : failures + 1
                 } catch {
                     failures += 1
                     logger.warning("gateway link failed", metadata: ["node.gateway": "\(join)", "error": "\(Self.explain(error, join: join))"])

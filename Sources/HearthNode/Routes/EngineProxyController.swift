@@ -86,13 +86,19 @@ struct EngineProxyController {
                 defer { load.end() }
                 var tap = UsageTap(streaming: fields?.stream ?? false)
                 var outcome = Receipt.Outcome.ok
-                do {
-                    for try await chunk in response.body {
-                        tap.observe(chunk)
-                        try await writer.write(chunk)
+                var chunks = response.body.makeAsyncIterator()
+                while true {
+                    let chunk: ByteBuffer?
+                    do {
+                        chunk = try await chunks.next()
+                    } catch {
+                        outcome = .engineError
+                        break
                     }
-                } catch {
-                    outcome = .engineError
+                    guard let chunk else { break }
+                    tap.observe(chunk)
+                    // A failed write means the gateway went away: the stream is reset, so no receipt can follow.
+                    try await writer.write(chunk)
                 }
                 // The receipt rides as a trailer after the last byte: one exchange, nothing stored on the node.
                 var trailers = HTTPFields()
