@@ -44,6 +44,12 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "public: any node may join (new ones rate limited per address); private: a node needs an invite (`hearth invite create`).")
     var network: String = "public"
 
+    @Option(help: "Token quota per hour for anonymous callers and accounts without standing (the floor).")
+    var anonymousTokensPerHour: Int = 20_000
+
+    @Option(help: "The most tokens per hour any account's standing can raise its quota to (the ceiling).")
+    var maxTokensPerHour: Int = 1_000_000
+
     @Flag(help: "Admit only nodes certified by an account key (`hearth keys certify-device`).")
     var requireDeviceCertificate = false
 
@@ -59,6 +65,9 @@ struct GatewayOptions: ParsableArguments {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
         _ = try parseDuration(nodeTTL, option: "--node-ttl")
+        guard anonymousTokensPerHour > 0, maxTokensPerHour >= anonymousTokensPerHour else {
+            throw ValidationError("--anonymous-tokens-per-hour must be positive and at most --max-tokens-per-hour")
+        }
         guard NetworkMode(rawValue: network) != nil else { throw ValidationError("--network must be public or private, not '\(network)'") }
     }
 
@@ -85,6 +94,7 @@ struct GatewayOptions: ParsableArguments {
             $0.requireAuth = requireAuth
             $0.network = NetworkMode(rawValue: network) ?? .public
             $0.requireDeviceCertificate = requireDeviceCertificate
+            $0.reciprocity = Reciprocity(floorTokensPerHour: Double(anonymousTokensPerHour), ceilingTokensPerHour: Double(maxTokensPerHour))
         }
     }
 

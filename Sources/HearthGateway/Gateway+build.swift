@@ -75,10 +75,12 @@ public func buildGateway(
         maxAttempts: configuration.maxAttempts,
         retryAfterSeconds: configuration.retryAfterSeconds
     )
+    let quotas = QuotaBook(reciprocity: configuration.reciprocity, database: database)
     let pipeline = CompletionPipeline(
         dispatcher: dispatcher,
         database: database,
         gatewayKey: identity,
+        quotas: quotas,
         metrics: metrics,
         maxBodyBytes: configuration.maxBodyBytes,
         limits: configuration.limits
@@ -103,6 +105,7 @@ public func buildGateway(
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     NodesController(registry: registry).addRoutes(to: router)
     LedgerController(database: database, gatewayKey: identity).addRoutes(to: router)
+    ReciprocityController(quotas: quotas).addRoutes(to: router)
     DevicesController(database: database, links: liveLinks, registry: registry).addRoutes(to: router)
 
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)

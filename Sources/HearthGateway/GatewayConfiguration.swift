@@ -40,6 +40,9 @@ public struct GatewayConfiguration: Sendable {
     /// Seconds a client should wait before retrying when no node is ready.
     public var retryAfterSeconds: Int = 5
 
+    /// Standing and token quotas: the floor for anonymous callers and new accounts, the ceiling, the half-life.
+    public var reciprocity: Reciprocity = Reciprocity()
+
     /// Refuse anonymous callers on `/v1` and `/api` (login and health stay open).
     public var requireAuth: Bool = false
     /// How long a login challenge can be answered.

@@ -12,6 +12,7 @@ struct CompletionPipeline: Sendable {
     let database: GatewayDatabase
     /// The gateway's key, which countersigns credited receipts.
     let gatewayKey: IdentityKey
+    let quotas: QuotaBook
     let metrics: GatewayMetrics
     let maxBodyBytes: Int
     let limits: RequestLimits
@@ -38,6 +39,26 @@ struct CompletionPipeline: Sendable {
         context: GatewayRequestContext,
         startedAt: Date
     ) async throws -> ServedRequest {
+        let quota = await quotas.check(caller: context.caller, address: context.clientAddress)
+        guard quota.allowed else {
+            metrics.quotaRefused(identity: context.caller.account == nil ? "anonymous" : "account")
+            var headers = HTTPFields()
+            headers[.retryAfter] = String(quota.retryAfterSeconds)
+            headers[.init("X-RateLimit-Limit-Tokens")!] = String(quota.limit)
+            headers[.init("X-RateLimit-Remaining-Tokens")!] = String(quota.remaining)
+            headers[.init("X-RateLimit-Reset-Tokens")!] = "\(quota.resetSeconds)s"
+            headers[.init("X-Hearth-Standing")!] = String(Int(quota.standing.rounded()))
+            throw OpenAIError(
+                APIFailure(
+                    .rateLimited,
+                    "You have used your token quota for now (\(quota.limit) tokens per hour; it refills in \(quota.retryAfterSeconds) s). "
+                        + "Run a node and certify it with your account (hearth keys certify-device) to earn more headroom: "
+                        + "tokens your nodes serve raise your quota.",
+                    code: "token_quota_exceeded"
+                ),
+                headers: headers
+            )
+        }
         let upstream: OpenedUpstream
         do {
             upstream = try await dispatcher.open(
@@ -75,6 +96,8 @@ struct CompletionPipeline: Sendable {
             model: model.rawValue,
             requestID: context.id,
             consumer: context.caller.consumerName,
+            account: context.caller.account,
+            quotaKey: quota.key,
             startedAt: startedAt,
             logger: context.logger
         )
@@ -112,6 +135,13 @@ struct CompletionPipeline: Sendable {
         if usage.nodeID != nil {
             metrics.tokens(model: usage.model, prompt: usage.promptTokens, completion: usage.completionTokens)
         }
+        var contributed = 0
+        if case .credit(let receipt, _) = settlement { contributed = receipt.promptTokens + receipt.completionTokens }
+        metrics.reciprocity(
+            contributed: contributed,
+            consumed: usage.nodeID == nil ? 0 : usage.promptTokens + usage.completionTokens,
+            identity: usage.account == nil ? "anonymous" : "account"
+        )
         switch settlement {
         case .credit: metrics.receipt(credited: true)
         case .refuse(let reason, let detail, _):
@@ -120,7 +150,7 @@ struct CompletionPipeline: Sendable {
         case .none: break
         }
         do {
-            try await database.record(usage, settling: settlement, gateway: gatewayKey)
+            try await database.record(usage, settling: settlement, gateway: gatewayKey, reciprocity: quotas.reciprocity)
         } catch {
             logger.error("could not store usage record", metadata: ["error": "\(error)"])
         }
@@ -136,6 +166,9 @@ struct ServedRequest: Sendable {
     let model: String
     let requestID: String
     let consumer: String
+    /// The account charged for the request, and the quota bucket it drew from.
+    let account: NodeID?
+    let quotaKey: String
     let startedAt: Date
     let logger: Logger
 
@@ -175,18 +208,23 @@ struct ServedRequest: Sendable {
             sentAt: startedAt,
             endedAt: Date()
         )
+        let promptTokens = usage?.promptTokens ?? 0
+        let completionTokens = usage?.completionTokens ?? fallbackCompletionTokens
+        pipeline.quotas.charge(quotaKey, tokens: promptTokens + completionTokens)
         await pipeline.record(
             UsageRecord(
                 requestID: requestID,
                 route: route,
                 model: model,
                 nodeID: upstream.node.rawValue,
-                promptTokens: usage?.promptTokens ?? 0,
-                completionTokens: usage?.completionTokens ?? fallbackCompletionTokens,
+                promptTokens: promptTokens,
+                completionTokens: completionTokens,
                 status: status,
                 startedAt: startedAt,
                 firstByteMilliseconds: firstByte.milliseconds,
-                durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000
+                durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000,
+                consumer: consumer,
+                account: account?.rawValue
             ),
             settling: settlement,
             logger: logger

@@ -70,19 +70,23 @@ extension GatewayDatabase {
 
     /// Stores a usage record and settles its receipt in one transaction: a credited receipt is appended to the
     /// ledger, countersigned by `gateway`, committing to the previous entry's hash. A second credit for the same
-    /// request fails on the ledger's unique request id, and the whole transaction with it.
+    /// request fails on the ledger's unique request id, and the whole transaction with it. The caller's account is
+    /// charged the tokens as consumption, and a credited receipt's account gets them as contribution.
     /// - Returns: the appended ledger row, if any.
     @discardableResult
     public func record(
         _ usage: UsageRecord,
         settling settlement: ReceiptSettlement,
         gateway: IdentityKey,
+        reciprocity: Reciprocity = Reciprocity(),
         now: Date = Date()
-    ) async throws
-        -> LedgerRow?
-    {
+    ) async throws -> LedgerRow? {
         try await writer.write { db in
             try usage.insert(db)
+            if let account = usage.account {
+                let tokens = Double(usage.promptTokens + usage.completionTokens)
+                try Self.addToStanding(db, account: account, consumed: tokens, reciprocity: reciprocity, now: now)
+            }
             switch settlement {
             case .none:
                 return nil
@@ -120,6 +124,10 @@ extension GatewayDatabase {
                         row.entry, row.hash, row.createdAt,
                     ]
                 )
+                if let account = receipt.account {
+                    let tokens = Double(receipt.promptTokens + receipt.completionTokens)
+                    try Self.addToStanding(db, account: account.rawValue, contributed: tokens, reciprocity: reciprocity, now: now)
+                }
                 return row
             }
         }

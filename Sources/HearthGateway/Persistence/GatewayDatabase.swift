@@ -19,6 +19,9 @@ public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     /// Milliseconds to the first byte from the node.
     public var firstByteMilliseconds: Double?
     public var durationMilliseconds: Double
+    /// Who asked (`anonymous`, `user:<id>`, `key:<id>`), and the account charged for it, if any.
+    public var consumer: String?
+    public var account: String?
 
     public init(
         requestID: String,
@@ -30,7 +33,9 @@ public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
         status: String,
         startedAt: Date,
         firstByteMilliseconds: Double?,
-        durationMilliseconds: Double
+        durationMilliseconds: Double,
+        consumer: String? = nil,
+        account: String? = nil
     ) {
         self.requestID = requestID
         self.route = route
@@ -42,6 +47,8 @@ public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
         self.startedAt = startedAt
         self.firstByteMilliseconds = firstByteMilliseconds
         self.durationMilliseconds = durationMilliseconds
+        self.consumer = consumer
+        self.account = account
     }
 
     enum CodingKeys: String, CodingKey {
@@ -54,6 +61,7 @@ public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
         case startedAt = "started_at"
         case firstByteMilliseconds = "first_byte_ms"
         case durationMilliseconds = "duration_ms"
+        case consumer, account
     }
 }
 
@@ -96,6 +104,7 @@ public struct GatewayDatabase: Sendable {
         Self.registerAPIKeyMigrations(&migrator)
         Self.registerNetworkMigrations(&migrator)
         Self.registerLedgerMigrations(&migrator)
+        Self.registerStandingMigrations(&migrator)
         try migrator.migrate(writer)
     }
 

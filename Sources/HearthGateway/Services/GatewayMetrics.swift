@@ -57,6 +57,23 @@ public final class GatewayMetrics: Sendable {
         registry.makeCounter(name: "hearth_receipts_total", labels: labels, help: "Node receipts credited or refused").increment()
     }
 
+    /// Adds tokens credited to contributing nodes, and tokens consumed by each identity class.
+    func reciprocity(contributed: Int, consumed: Int, identity: String) {
+        if contributed > 0 {
+            registry.makeCounter(name: "hearth_tokens_contributed_total", help: "Tokens in credited receipts").increment(by: Int64(contributed))
+        }
+        if consumed > 0 {
+            registry.makeCounter(name: "hearth_tokens_consumed_total", labels: [("identity", identity)], help: "Tokens used, by identity class")
+                .increment(by: Int64(consumed))
+        }
+    }
+
+    /// Counts a request refused for its token quota, by identity class (`anonymous` or `account`).
+    func quotaRefused(identity: String) {
+        registry.makeCounter(name: "hearth_quota_refusals_total", labels: [("identity", identity)], help: "Requests over their token quota")
+            .increment()
+    }
+
     func streamStarted() { streamsInFlight.increment() }
     func streamEnded() { streamsInFlight.decrement() }
 

@@ -65,6 +65,7 @@ enum BenchServers {
                     $0.port = 0
                     $0.dataDirectory = option("--data-dir")
                     $0.rateLimitPerMinute = 100_000_000
+                    $0.reciprocity = Reciprocity(floorTokensPerHour: 1e12, ceilingTokensPerHour: 1e12)
                 },
                 transport: PlainHTTPNodeTransport(client: client, endpoints: [node: url]),
                 logger: logger,

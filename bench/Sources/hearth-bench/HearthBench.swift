@@ -41,7 +41,12 @@ struct HearthBench {
         var report = try header(rounds: rounds, clients: clients, duration: duration)
         do {
             if parts.contains("1") {
-                report += try await Cluster.with(label: "bench", gatewayArguments: ["--rate-limit", "100000000"]) { cluster in
+                report += try await Cluster.with(
+                    label: "bench",
+                    gatewayArguments: [
+                        "--rate-limit", "100000000", "--anonymous-tokens-per-hour", "1000000000000", "--max-tokens-per-hour", "1000000000000",
+                    ]
+                ) { cluster in
                     try await overhead(cluster: cluster, http: http, rounds: rounds)
                 }
             }
@@ -205,7 +210,8 @@ struct HearthBench {
             executable: try TestEnvironment.hearthBinary(),
             arguments: [
                 "gateway", "--port", "0", "--mesh-host", "127.0.0.1", "--mesh-port", "0", "--data-dir", directory + "/link",
-                "--rate-limit", "100000000", "--log-level", "warning",
+                "--rate-limit", "100000000", "--anonymous-tokens-per-hour", "1000000000000", "--max-tokens-per-hour", "1000000000000",
+                "--log-level", "warning",
             ],
             directory: directory
         )
