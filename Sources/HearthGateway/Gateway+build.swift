@@ -39,6 +39,10 @@ public func buildGateway(
     let identity = try GatewayIdentity.loadOrCreate(in: configuration.dataDirectory)
     let database = try GatewayDatabase.open(directory: configuration.dataDirectory)
     try await database.migrate()
+    let cutOff = try await database.recoverCutOffRequests()
+    if cutOff > 0 {
+        logger.warning("the last run stopped while serving; recorded its requests as cut off", metadata: ["requests": "\(cutOff)"])
+    }
     let registry = NodeRegistry(ttl: configuration.nodeTTL)
     let metrics = GatewayMetrics()
     var meshServices: [any Service] = []

@@ -101,6 +101,23 @@ struct CompletionPipeline: Sendable {
             startedAt: startedAt,
             logger: context.logger
         )
+        database.markInFlight(
+            UsageRecord(
+                requestID: context.id,
+                route: route,
+                model: model.rawValue,
+                nodeID: upstream.node.rawValue,
+                promptTokens: 0,
+                completionTokens: 0,
+                status: "in_flight",
+                startedAt: startedAt,
+                firstByteMilliseconds: nil,
+                durationMilliseconds: 0,
+                consumer: context.caller.consumerName,
+                account: context.caller.account?.rawValue
+            ),
+            logger: context.logger
+        )
         guard upstream.response.status < 400 else {
             let refusal = await nodeRefusal(upstream)
             await served.finish(usage: nil, fallbackCompletionTokens: 0, status: String(upstream.response.status))

@@ -83,6 +83,7 @@ extension GatewayDatabase {
     ) async throws -> LedgerRow? {
         try await writer.write { db in
             try usage.insert(db)
+            try db.execute(sql: "DELETE FROM in_flight WHERE request_id = ?", arguments: [usage.requestID])
             if let account = usage.account {
                 let tokens = Double(usage.promptTokens + usage.completionTokens)
                 try Self.addToStanding(db, account: account, consumed: tokens, reciprocity: reciprocity, now: now)

@@ -105,6 +105,7 @@ public struct GatewayDatabase: Sendable {
         Self.registerNetworkMigrations(&migrator)
         Self.registerLedgerMigrations(&migrator)
         Self.registerStandingMigrations(&migrator)
+        Self.registerInFlightMigrations(&migrator)
         try migrator.migrate(writer)
     }
 
