@@ -56,4 +56,28 @@ struct RoutePlannerTests {
         }
         #expect(order.map { $0.rawValue.first! } == ["c", "b", "d", "a"])
     }
+
+    @Test func nodesWithRefusedReceiptsComeLastButStillServe() {
+        let model = ModelID("m:q8_0")!
+        let served = [ServedModel(id: model, sha256: DefaultModel.sha256, contextLength: 512, sizeBytes: 1, state: .ready)]
+        let suspect = RoutableNode(
+            id: NodeID(String(repeating: "1", count: 64))!,
+            models: served,
+            parallelSlots: 8,
+            inFlight: 0,
+            recentLatency: 0.001,
+            draining: false,
+            refusedReceipts: 2
+        )
+        let honest = RoutableNode(
+            id: NodeID(String(repeating: "2", count: 64))!,
+            models: served,
+            parallelSlots: 1,
+            inFlight: 1,
+            recentLatency: 0.5,
+            draining: false
+        )
+        #expect(RoutePlanner.plan(model: model, nodes: [suspect, honest]) == .candidates([honest.id, suspect.id], canonical: model))
+        #expect(RoutePlanner.plan(model: model, nodes: [suspect]) == .candidates([suspect.id], canonical: model))
+    }
 }

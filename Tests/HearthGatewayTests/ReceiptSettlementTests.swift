@@ -105,8 +105,10 @@ struct ReceiptSettlementTests {
         let rejections = try await gateway.database.receiptRejections()
         #expect(rejections.map(\.reason) == [reason])
         #expect(String(decoding: gateway.metrics.render(), as: UTF8.self).contains(#"hearth_receipts_total{result="refused",reason="\#(reason)"} 1"#))
-        // The request itself is still metered with the engine's counts.
+        // The request itself is still metered with the engine's counts, and the node's reputation suffers.
         #expect(try await gateway.database.recentUsage().first?.completionTokens == 3)
+        #expect(gateway.registry.refusedReceipts()[nodeKey.nodeID] == 1)
+        #expect(gateway.registry.routableNodes().first?.refusedReceipts == 1)
     }
 
     @Test func aReceiptIsCreditedOnceEvenAfterARestart() async throws {

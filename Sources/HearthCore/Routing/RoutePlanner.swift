@@ -8,6 +8,8 @@ public struct RoutableNode: Sendable, Equatable {
     /// Smoothed recent latency to first byte, in seconds; `nil` before the first request.
     public var recentLatency: Double?
     public var draining: Bool
+    /// Receipts from this node the gateway refused since it linked: its reputation.
+    public var refusedReceipts: Int
 
     public init(
         id: NodeID,
@@ -15,7 +17,8 @@ public struct RoutableNode: Sendable, Equatable {
         parallelSlots: Int,
         inFlight: Int,
         recentLatency: Double?,
-        draining: Bool
+        draining: Bool,
+        refusedReceipts: Int = 0
     ) {
         self.id = id
         self.models = models
@@ -23,6 +26,7 @@ public struct RoutableNode: Sendable, Equatable {
         self.inFlight = inFlight
         self.recentLatency = recentLatency
         self.draining = draining
+        self.refusedReceipts = refusedReceipts
     }
 
     /// The served model that `name` names exactly, by id or by a declared alias.
@@ -43,9 +47,11 @@ public enum RoutePlan: Sendable, Equatable {
 
 /// The routing decision, as a pure function of a registry snapshot.
 public enum RoutePlanner {
-    /// Orders the ready nodes serving `model`: most free slots first, then lowest recent latency, then node id.
+    /// Orders the ready nodes serving `model`: nodes whose receipts were never refused first (reputation), then most
+    /// free slots, then lowest recent latency, then node id.
     ///
-    /// Nodes without a free slot stay in the list, after the others: llama-server queues the request.
+    /// Nodes without a free slot stay in the list, after the others: llama-server queues the request. A node with
+    /// refused receipts still serves when no other can.
     public static func plan(model: ModelID, nodes: [RoutableNode]) -> RoutePlan {
         var known = false
         var ready: [(node: RoutableNode, canonical: ModelID)] = []
@@ -59,6 +65,9 @@ public enum RoutePlanner {
         guard known else { return .unknownModel }
         guard let first = ready.first else { return .noReadyNode }
         let ordered = ready.sorted { lhs, rhs in
+            let lhsTrusted = lhs.node.refusedReceipts == 0
+            let rhsTrusted = rhs.node.refusedReceipts == 0
+            if lhsTrusted != rhsTrusted { return lhsTrusted }
             let lhsFree = lhs.node.parallelSlots - lhs.node.inFlight
             let rhsFree = rhs.node.parallelSlots - rhs.node.inFlight
             if lhsFree != rhsFree { return lhsFree > rhsFree }

@@ -163,6 +163,7 @@ struct CompletionPipeline: Sendable {
         case .credit: metrics.receipt(credited: true)
         case .refuse(let reason, let detail, _):
             metrics.receipt(credited: false, reason: reason)
+            if let node = usage.nodeID.flatMap(NodeID.init) { dispatcher.registry.receiptRefused(by: node) }
             logger.warning("receipt refused", metadata: ["node.id": "\(usage.nodeID ?? "-")", "receipt.reason": "\(reason)", "detail": "\(detail)"])
         case .none: break
         }

@@ -140,6 +140,9 @@ struct MeshListenerService: Service {
                 return try JSONDecoder().decode(NodeReport.self, from: Data(buffer: body))
             }
             let joined = registry.upsert(NodeAnnouncement(nodeID: link.nodeID, account: account, report: report))
+            if joined, let refused = try? await admission.database.refusedReceiptCount(of: link.nodeID), refused > 0 {
+                registry.seedRefusedReceipts(link.nodeID, count: refused)
+            }
             if joined || revision != report.revision {
                 logger.info(
                     joined ? "node joined" : "node changed",

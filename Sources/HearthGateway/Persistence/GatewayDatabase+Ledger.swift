@@ -149,6 +149,13 @@ extension GatewayDatabase {
         }
     }
 
+    /// How many of `node`'s receipts were ever refused.
+    public func refusedReceiptCount(of node: NodeID) async throws -> Int {
+        try await writer.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM receipt_rejections WHERE node_id = ?", arguments: [node.rawValue]) ?? 0
+        }
+    }
+
     /// Refused receipts, newest first: (request id, node, reason).
     public func receiptRejections(limit: Int = 100) async throws -> [(requestID: String, node: String, reason: String)] {
         try await writer.read { db in

@@ -10,8 +10,14 @@ struct NodesController {
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/api/nodes") { _, _ in
-            let data = try JSONEncoder().encode(registry.announcements())
-            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: .init(bytes: data)))
+            // Each node's report, with its reputation: receipts of its the gateway refused.
+            let refused = registry.refusedReceipts()
+            let nodes = try registry.announcements().map { announcement -> JSONValue in
+                var node = try JSONDecoder().decode(JSONValue.self, from: try JSONEncoder().encode(announcement))
+                node["refusedReceipts"] = .integer(Int64(refused[announcement.nodeID] ?? 0))
+                return node
+            }
+            return try jsonResponse(.array(nodes))
         }
     }
 }

@@ -10,6 +10,7 @@ public final class NodeRegistry: Sendable {
         var lastSeen: ContinuousClock.Instant
         var inFlight: Int = 0
         var recentLatency: Double?
+        var refusedReceipts: Int = 0
     }
 
     private let entries = Mutex<[NodeID: Entry]>([:])
@@ -58,7 +59,8 @@ public final class NodeRegistry: Sendable {
                     parallelSlots: entry.announcement.limits.parallelSlots,
                     inFlight: entry.inFlight,
                     recentLatency: entry.recentLatency,
-                    draining: entry.announcement.draining
+                    draining: entry.announcement.draining,
+                    refusedReceipts: entry.refusedReceipts
                 )
             }
         }
@@ -81,6 +83,21 @@ public final class NodeRegistry: Sendable {
     /// Forgets a node at once, when its link closes.
     public func remove(_ id: NodeID) {
         entries.withLock { $0[id] = nil }
+    }
+
+    /// Counts a receipt from `id` that the gateway refused; routing prefers nodes without any.
+    public func receiptRefused(by id: NodeID) {
+        entries.withLock { $0[id]?.refusedReceipts += 1 }
+    }
+
+    /// Sets a node's refused-receipt count from its record, when it links.
+    public func seedRefusedReceipts(_ id: NodeID, count: Int) {
+        entries.withLock { $0[id]?.refusedReceipts = count }
+    }
+
+    /// Receipts refused from each live node.
+    public func refusedReceipts() -> [NodeID: Int] {
+        entries.withLock { $0.mapValues(\.refusedReceipts) }
     }
 
     /// Counts a request the gateway starts on `id`.
