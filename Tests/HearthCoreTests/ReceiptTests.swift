@@ -29,6 +29,7 @@ struct ReceiptTests {
         Receipt.Relayed(
             requestID: "req-1",
             gateway: gateway,
+            account: account,
             model: DefaultModel.id,
             modelSHA256: DefaultModel.sha256,
             consumer: "user:\(account.rawValue)",
@@ -75,6 +76,9 @@ struct ReceiptTests {
         var otherModel = receipt()
         otherModel.modelSHA256 = SHA256Digest(hex: String(repeating: "0", count: 64))!
         #expect(otherModel.problem(against: relayed) == .mismatch("another model"))
+        var otherAccount = receipt()
+        otherAccount.account = NodeID.random()
+        #expect(otherAccount.problem(against: relayed) == .mismatch("an account the node's certificate does not name"))
         var otherConsumer = receipt()
         otherConsumer.consumer = "anonymous"
         #expect(otherConsumer.problem(against: relayed) == .mismatch("another consumer"))

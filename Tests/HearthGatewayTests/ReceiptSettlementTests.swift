@@ -83,7 +83,7 @@ struct ReceiptSettlementTests {
 
     @Test(arguments: [
         ("inflated", "mismatch"), ("over max_tokens", "mismatch"), ("another signer", "wrong_signer"), ("garbage", "malformed"),
-        ("none", "missing"), ("another gateway", "mismatch"),
+        ("none", "missing"), ("another gateway", "mismatch"), ("someone else's account", "mismatch"),
     ])
     func aDishonestOrMissingReceiptIsKeptForAuditAndNotCredited(_ kind: String, _ reason: String) async throws {
         let gatewayBox = GatewayIDBox()
@@ -96,6 +96,8 @@ struct ReceiptSettlementTests {
             case "another signer": return Self.token(Self.receipt(for: request, gateway: id, node: key), by: IdentityKey.generate())
             case "another gateway": return Self.token(Self.receipt(for: request, gateway: NodeID.random(), node: key), by: key)
             case "garbage": return "not-a-receipt"
+            case "someone else's account":
+                return Self.token(Self.receipt(for: request, gateway: id, node: key) { $0.account = NodeID.random() }, by: key)
             default: return nil
             }
         }
@@ -109,6 +111,25 @@ struct ReceiptSettlementTests {
         #expect(try await gateway.database.recentUsage().first?.completionTokens == 3)
         #expect(gateway.registry.refusedReceipts()[nodeKey.nodeID] == 1)
         #expect(gateway.registry.routableNodes().first?.refusedReceipts == 1)
+    }
+
+    @Test func aRevokedDeviceEarnsNothing() async throws {
+        let gatewayBox = GatewayIDBox()
+        let account = IdentityKey.generate()
+        let gateway = try await gateway { request, key in
+            Self.token(Self.receipt(for: request, gateway: gatewayBox.id!, node: key) { $0.account = account.nodeID }, by: key)
+        }
+        gatewayBox.id = gateway.id
+        var certified = announcement(nodeKey.nodeID)
+        certified.account = account.nodeID
+        announce(gateway, certified)
+        let certificate = try DeviceCertificate.issue(account: account, deviceKey: nodeKey.publicKey, deviceName: "n", validFor: 86400)
+        try await gateway.database.sawDevice(certificate)
+        #expect(try await gateway.database.revoke(device: nodeKey.nodeID, by: account.nodeID))
+        try await streamOnce(gateway)
+        #expect(try await gateway.database.ledger().isEmpty)
+        #expect(try await gateway.database.receiptRejections().map(\.reason) == ["device_revoked"])
+        #expect(try await gateway.database.balance(of: account.nodeID, reciprocity: Reciprocity()).contributed == 0)
     }
 
     @Test func aReceiptIsCreditedOnceEvenAfterARestart() async throws {

@@ -171,6 +171,8 @@ public struct Receipt: Sendable, Equatable {
     public struct Relayed: Sendable, Equatable {
         public var requestID: String
         public var gateway: NodeID
+        /// The account of the device certificate the node's link presented (`nil` for an uncertified node).
+        public var account: NodeID?
         public var model: ModelID
         public var modelSHA256: SHA256Digest
         public var consumer: String
@@ -185,6 +187,7 @@ public struct Receipt: Sendable, Equatable {
         public init(
             requestID: String,
             gateway: NodeID,
+            account: NodeID? = nil,
             model: ModelID,
             modelSHA256: SHA256Digest,
             consumer: String,
@@ -196,6 +199,7 @@ public struct Receipt: Sendable, Equatable {
         ) {
             self.requestID = requestID
             self.gateway = gateway
+            self.account = account
             self.model = model
             self.modelSHA256 = modelSHA256
             self.consumer = consumer
@@ -210,6 +214,7 @@ public struct Receipt: Sendable, Equatable {
     /// Why this receipt cannot be credited for `relayed`, or `nil` when it holds. Clocks may differ by `skew`.
     public func problem(against relayed: Relayed, skewMilliseconds: Int64 = 5_000) -> ReceiptError? {
         guard requestID == relayed.requestID, gateway == relayed.gateway else { return .mismatch("another request or gateway") }
+        guard account == relayed.account else { return .mismatch("an account the node's certificate does not name") }
         guard model == relayed.model, modelSHA256 == relayed.modelSHA256 else { return .mismatch("another model") }
         guard consumer == relayed.consumer else { return .mismatch("another consumer") }
         guard maxTokens == relayed.maxTokens, completionTokens <= maxTokens else { return .mismatch("completion_tokens above max_tokens") }

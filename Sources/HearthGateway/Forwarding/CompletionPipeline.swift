@@ -148,7 +148,12 @@ struct CompletionPipeline: Sendable {
     ///
     /// Only served requests count in the token metrics: their model name matched one a node announced, so the
     /// `model` label stays bounded. A refused request's name is whatever the client sent.
-    func record(_ usage: UsageRecord, settling settlement: ReceiptSettlement = .none, logger: Logger) async {
+    func record(_ usage: UsageRecord, settling proposed: ReceiptSettlement = .none, logger: Logger) async {
+        var settlement = proposed
+        // A device its account revoked earns nothing, even for a request that was under way when it was revoked.
+        if case .credit(let receipt, let signed) = proposed, (try? await database.isRevoked(device: receipt.node)) == true {
+            settlement = .refuse(reason: "device_revoked", detail: "the node's account revoked this device", signed: signed)
+        }
         if usage.nodeID != nil {
             metrics.tokens(model: usage.model, prompt: usage.promptTokens, completion: usage.completionTokens)
         }

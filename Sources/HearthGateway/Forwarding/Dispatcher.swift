@@ -6,6 +6,8 @@ public import NIOCore
 /// An upstream response that has produced its first chunk, so the client can be answered.
 public struct OpenedUpstream: Sendable {
     public var node: NodeID
+    /// The account of the node's device certificate, as admission established it.
+    public var account: NodeID?
     /// The model's canonical id, and the GGUF SHA-256 the node announced for it.
     public var model: ModelID
     public var modelSHA256: SHA256Digest?
@@ -88,6 +90,7 @@ public struct Dispatcher: Sendable {
                 let served = nodes.first { $0.id == node }?.models.first { $0.id == canonical }
                 return OpenedUpstream(
                     node: node,
+                    account: registry.account(of: node),
                     model: canonical,
                     modelSHA256: served?.sha256,
                     maxTokens: Int(body["max_tokens"]?.integerValue ?? 0),

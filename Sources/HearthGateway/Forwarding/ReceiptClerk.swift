@@ -37,6 +37,7 @@ enum ReceiptClerk {
         let relayed = Receipt.Relayed(
             requestID: requestID,
             gateway: gateway,
+            account: upstream.account,
             model: upstream.model,
             modelSHA256: digest,
             consumer: consumer,

@@ -90,6 +90,11 @@ public final class NodeRegistry: Sendable {
         entries.withLock { $0[id]?.refusedReceipts += 1 }
     }
 
+    /// The account a live node serves for.
+    public func account(of id: NodeID) -> NodeID? {
+        entries.withLock { $0[id]?.announcement.account }
+    }
+
     /// Sets a node's refused-receipt count from its record, when it links.
     public func seedRefusedReceipts(_ id: NodeID, count: Int) {
         entries.withLock { $0[id]?.refusedReceipts = count }
