@@ -9,6 +9,7 @@ final class QuotaBook: Sendable {
     let reciprocity: Reciprocity
     let database: GatewayDatabase
     private let buckets = Mutex<[String: (level: Double, updated: Double)]>([:])
+    private static let maxBuckets = 10_000
 
     init(reciprocity: Reciprocity, database: GatewayDatabase) {
         self.reciprocity = reciprocity
@@ -45,6 +46,10 @@ final class QuotaBook: Sendable {
             let current = buckets[key] ?? (quota, seconds)
             let level = min(quota, current.level + max(0, seconds - current.updated) * rate)
             buckets[key] = (level, seconds)
+            // Forget buckets idle long enough to be full again (an hour at most), so many callers do not pile up.
+            if buckets.count > Self.maxBuckets {
+                buckets = buckets.filter { $0.key == key || seconds - $0.value.updated < 3600 }
+            }
             return level
         }
         return Decision(
