@@ -20,6 +20,10 @@ struct LinkLivenessTests {
         try await Cluster.with(label: "silent-gateway") { cluster in
             let node = try await cluster.startNode("node-a", extraArguments: ["--link-timeout", "2s"])
             try await cluster.waitForReadyNodes(1)
+            // An idle link whose polls are held longer (5 s) than the node's timeout is not silent: it stays up.
+            try await Task.sleep(for: .seconds(6))
+            #expect(!node.errorOutput.contains("gateway stopped polling"), "the node dropped a healthy link")
+            #expect(cluster.gateway.errorOutput.components(separatedBy: "node linked").count == 2)
             cluster.gateway.send(SIGSTOP)
             try await waitFor("the node to notice the silent gateway") { node.errorOutput.contains("gateway stopped polling") }
             cluster.gateway.send(SIGCONT)

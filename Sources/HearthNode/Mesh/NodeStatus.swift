@@ -51,7 +51,13 @@ final class NodeStatus: Sendable {
 
     /// Records that the gateway just asked for a report: the link is alive.
     func polled() {
-        state.withLock { $0.lastPoll = .now }
+        state.withLock { $0.lastPoll = max($0.lastPoll, .now) }
+    }
+
+    /// Records a long poll the node will hold for `hold`: the gateway is waiting on the node meanwhile, so the link
+    /// counts as alive until the hold ends.
+    func polled(holding hold: Duration) {
+        state.withLock { $0.lastPoll = max($0.lastPoll, .now + hold) }
     }
 
     /// Records that the gateway received `report`; once it has seen "draining", it sends no new work.
@@ -84,7 +90,7 @@ final class NodeStatus: Sendable {
     }
 
     /// Since when the gateway has not polled.
-    var sinceLastPoll: Duration { .now - state.withLock { $0.lastPoll } }
+    var sinceLastPoll: Duration { max(.zero, .now - state.withLock { $0.lastPoll }) }
 
     /// The report as of now.
     func report() -> NodeReport {

@@ -28,7 +28,9 @@ struct LinkController {
             let after = request.headers[.init("x-hearth-after")!]
             let waitMilliseconds = request.headers[.init("x-hearth-wait-ms")!].flatMap { Int($0) } ?? 0
             if let after {
-                let deadline = ContinuousClock.now + .milliseconds(min(max(waitMilliseconds, 0), 60_000))
+                let hold = Duration.milliseconds(min(max(waitMilliseconds, 0), 60_000))
+                status.polled(holding: hold)
+                let deadline = ContinuousClock.now + hold
                 while status.revision == after && ContinuousClock.now < deadline {
                     try await Task.sleep(for: .milliseconds(50))
                 }
