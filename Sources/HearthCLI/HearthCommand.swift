@@ -13,7 +13,7 @@ public struct HearthCommand: AsyncParsableCommand {
         version: HearthVersion.current,
         subcommands: [
             UpCommand.self, GatewayCommand.self, NodeCommand.self, EngineCommand.self, ChatCommand.self, ModelsCommand.self, KeysCommand.self,
-            LoginCommand.self, DevicesCommand.self, InviteCommand.self, LedgerCommand.self, StandingCommand.self,
+            LoginCommand.self, DevicesCommand.self, InviteCommand.self, LedgerCommand.self, StandingCommand.self, GGUFCommand.self,
         ]
     )
 
