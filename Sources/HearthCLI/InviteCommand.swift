@@ -95,8 +95,3 @@ struct InviteCommand: AsyncParsableCommand {
         }
     }
 }
-
-extension Duration {
-    /// The duration in seconds.
-    var seconds: TimeInterval { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

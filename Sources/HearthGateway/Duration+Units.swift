@@ -1,10 +1,8 @@
-/// `Duration` in the units the gateway reports: seconds for latency, milliseconds for usage rows,
-/// nanoseconds for Ollama's counters.
-extension Duration {
-    var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
+import HearthCore
 
+/// `Duration` in the units the gateway reports: milliseconds for usage rows, nanoseconds for Ollama's counters
+/// (seconds come from HearthCore).
+extension Duration {
     var milliseconds: Double { seconds * 1000 }
 
     var nanoseconds: UInt64 {

@@ -63,7 +63,7 @@ public func buildGateway(
                     mode: configuration.network,
                     requireDeviceCertificate: configuration.requireDeviceCertificate,
                     database: database,
-                    newNodes: NewNodeLimiter(burst: configuration.newNodesPerAddress, period: configuration.newNodePeriod)
+                    newNodes: RateLimiter(capacity: configuration.newNodesPerAddress, period: configuration.newNodePeriod)
                 ),
                 logger: logger,
                 onListening: onMeshListening

@@ -19,7 +19,7 @@ struct AdmissionTests {
             mode: mode,
             requireDeviceCertificate: requireCertificate,
             database: database,
-            newNodes: NewNodeLimiter(burst: burst, period: .seconds(3600))
+            newNodes: RateLimiter(capacity: burst, period: .seconds(3600))
         )
     }
 

@@ -1,6 +1,5 @@
 import Foundation
 public import HearthCore
-import Synchronization
 
 /// Who may join: public networks take any node (new ones rate limited per source address), private ones need an
 /// invite the first time. A device certificate, when presented, must be for the proven key, valid and not revoked.
@@ -15,7 +14,8 @@ struct Admission: Sendable {
     let mode: NetworkMode
     let requireDeviceCertificate: Bool
     let database: GatewayDatabase
-    let newNodes: NewNodeLimiter
+    /// New nodes per source address on a public network.
+    let newNodes: RateLimiter
 
     /// The account the node serves for (from its device certificate), or `nil` for an uncertified node.
     /// - Throws: `LinkRefusal` saying why the node may not join.
@@ -45,7 +45,7 @@ struct Admission: Sendable {
         case .private:
             try await redeem(hello.invite, for: node, now: now)
         case .public:
-            guard newNodes.allow(address ?? "?", now: now) else {
+            guard newNodes.take(for: address ?? "?").allowed else {
                 throw LinkRefusal(reason: "rate_limited", message: "too many new nodes from this address; try again later", retry: true)
             }
             try await database.addMember(node, now: now)
@@ -75,29 +75,6 @@ struct Admission: Sendable {
                 case .usedUp: ("invite_used_up", "the invite has no uses left")
                 }
             throw LinkRefusal(reason: reason, message: message)
-        }
-    }
-}
-
-/// New nodes per source address on a public network: a burst of `burst`, refilled over `period`.
-final class NewNodeLimiter: Sendable {
-    private let buckets = Mutex<[String: TokenBucket]>([:])
-    private let burst: Int
-    private let period: Duration
-
-    init(burst: Int, period: Duration) {
-        self.burst = burst
-        self.period = period
-    }
-
-    func allow(_ address: String, now: Date) -> Bool {
-        buckets.withLock { buckets in
-            let seconds = now.timeIntervalSince1970
-            var bucket = buckets[address] ?? TokenBucket(capacity: burst, refillPerSecond: Double(burst) / period.seconds, now: seconds)
-            let decision = bucket.take(now: seconds)
-            buckets[address] = bucket
-            buckets = buckets.filter { !$0.value.isFull(now: seconds) || $0.key == address }
-            return decision.allowed
         }
     }
 }

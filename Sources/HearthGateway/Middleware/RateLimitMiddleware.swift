@@ -4,16 +4,25 @@ import Hummingbird
 import NIOCore
 import Synchronization
 
-/// Per-client token buckets, keyed by the client address.
+/// Per-key token buckets: `capacity` at once, refilled evenly over `period`. Keyed by client address for request
+/// rates, and by source address for new nodes joining a public network.
 final class RateLimiter: Sendable {
     private let buckets = Mutex<[String: TokenBucket]>([:])
-    let perMinute: Int
+    let capacity: Int
+    private let refillPerSecond: Double
     private let clock = ContinuousClock()
     private let origin = ContinuousClock.now
 
-    init(perMinute: Int) {
-        self.perMinute = perMinute
+    init(capacity: Int, period: Duration) {
+        self.capacity = capacity
+        self.refillPerSecond = Double(capacity) / period.seconds
     }
+
+    convenience init(perMinute: Int) {
+        self.init(capacity: perMinute, period: .seconds(60))
+    }
+
+    var perMinute: Int { capacity }
 
     func take(for client: String) -> TokenBucket.Decision {
         let now = seconds(since: origin)
@@ -21,7 +30,7 @@ final class RateLimiter: Sendable {
             if buckets.count > 10_000 {
                 buckets = buckets.filter { !$0.value.isFull(now: now) }
             }
-            var bucket = buckets[client] ?? TokenBucket(capacity: perMinute, refillPerSecond: Double(perMinute) / 60, now: now)
+            var bucket = buckets[client] ?? TokenBucket(capacity: capacity, refillPerSecond: refillPerSecond, now: now)
             let decision = bucket.take(now: now)
             buckets[client] = bucket
             return decision
