@@ -101,23 +101,7 @@ struct CompletionPipeline: Sendable {
             startedAt: startedAt,
             logger: context.logger
         )
-        database.markInFlight(
-            UsageRecord(
-                requestID: context.id,
-                route: route,
-                model: model.rawValue,
-                nodeID: upstream.node.rawValue,
-                promptTokens: 0,
-                completionTokens: 0,
-                status: "in_flight",
-                startedAt: startedAt,
-                firstByteMilliseconds: nil,
-                durationMilliseconds: 0,
-                consumer: context.caller.consumerName,
-                account: context.caller.account?.rawValue
-            ),
-            logger: context.logger
-        )
+        database.markInFlight(served.usageRecord(promptTokens: 0, completionTokens: 0, status: "in_flight"), logger: context.logger)
         guard upstream.response.status < 400 else {
             let refusal = await nodeRefusal(upstream)
             await served.finish(usage: nil, fallbackCompletionTokens: 0, status: String(upstream.response.status))
@@ -235,22 +219,27 @@ struct ServedRequest: Sendable {
         let completionTokens = usage?.completionTokens ?? fallbackCompletionTokens
         pipeline.quotas.charge(quotaKey, tokens: promptTokens + completionTokens)
         await pipeline.record(
-            UsageRecord(
-                requestID: requestID,
-                route: route,
-                model: model,
-                nodeID: upstream.node.rawValue,
-                promptTokens: promptTokens,
-                completionTokens: completionTokens,
-                status: status,
-                startedAt: startedAt,
-                firstByteMilliseconds: firstByte.milliseconds,
-                durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000,
-                consumer: consumer,
-                account: account?.rawValue
-            ),
+            usageRecord(promptTokens: promptTokens, completionTokens: completionTokens, status: status, firstByte: firstByte),
             settling: settlement,
             logger: logger
+        )
+    }
+
+    /// This request's usage row as of now: the in-flight note when it starts, the metered row when it ends.
+    func usageRecord(promptTokens: Int, completionTokens: Int, status: String, firstByte: Duration? = nil) -> UsageRecord {
+        UsageRecord(
+            requestID: requestID,
+            route: route,
+            model: model,
+            nodeID: upstream.node.rawValue,
+            promptTokens: promptTokens,
+            completionTokens: completionTokens,
+            status: status,
+            startedAt: startedAt,
+            firstByteMilliseconds: firstByte?.milliseconds,
+            durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000,
+            consumer: consumer,
+            account: account?.rawValue
         )
     }
 }
