@@ -103,11 +103,14 @@ public struct NodeLimits: Codable, Sendable, Equatable {
     public var contextSize: Int
     /// Requests an engine serves at once (llama-server `--parallel`).
     public var parallelSlots: Int
+    /// Memory the owner lets the node's models use, in bytes; `nil` leaves it to the machine's available memory.
+    public var memoryBytes: UInt64?
 
-    public init(threads: Int, contextSize: Int, parallelSlots: Int) {
+    public init(threads: Int, contextSize: Int, parallelSlots: Int, memoryBytes: UInt64? = nil) {
         self.threads = threads
         self.contextSize = contextSize
         self.parallelSlots = parallelSlots
+        self.memoryBytes = memoryBytes
     }
 }
 
