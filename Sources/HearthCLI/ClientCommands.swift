@@ -91,10 +91,14 @@ struct GatewayClient {
     let baseURL: String
     /// A login token or API key sent as `Authorization: Bearer`.
     var bearer: String?
+    /// Says nothing when the gateway cannot be reached, and gives up after 5 s instead of 10 minutes, for commands
+    /// that can do without it (the client retries a refused connection until the timeout).
+    var quiet = false
 
-    init(baseURL: String, bearer: String? = nil) {
+    init(baseURL: String, bearer: String? = nil, quiet: Bool = false) {
         self.baseURL = baseURL
         self.bearer = bearer
+        self.quiet = quiet
     }
 
     /// Logs in with `identity` (challenge, signature, token) and returns a client that sends the token.
@@ -171,9 +175,9 @@ struct GatewayClient {
         var request = request
         if let bearer { request.headers.add(name: "authorization", value: "Bearer \(bearer)") }
         do {
-            return try await HTTPClient.shared.execute(request, timeout: .seconds(600))
+            return try await HTTPClient.shared.execute(request, timeout: .seconds(quiet ? 5 : 600))
         } catch {
-            warn("error: cannot reach the gateway at \(baseURL) (\(error)). Is `hearth up` running?")
+            if !quiet { warn("error: cannot reach the gateway at \(baseURL) (\(error)). Is `hearth up` running?") }
             throw ExitCode(1)
         }
     }

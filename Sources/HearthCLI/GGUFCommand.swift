@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 import HearthCore
+import HearthNode
 
-/// `hearth gguf inspect FILE`: a GGUF file's metadata and tensor table, read from its header only.
+/// `hearth gguf inspect FILE|URL`: a GGUF file's metadata and tensor table, read from its header only.
 struct GGUFCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gguf",
@@ -10,40 +11,38 @@ struct GGUFCommand: AsyncParsableCommand {
         subcommands: [Inspect.self]
     )
 
-    struct Inspect: ParsableCommand {
+    struct Inspect: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print a GGUF file's metadata (long arrays such as the tokenizer summarised) and its tensor count.",
-            discussion: "Reads only the header, growing the read until the header is complete; the weights are never loaded."
+            discussion: """
+                Reads only the header, growing the read until the header is complete; the weights are never loaded. \
+                For an http(s) URL it fetches only the header with Range requests.
+                """
         )
 
-        @Argument(help: "The GGUF file.")
+        @Argument(help: "The GGUF file, or its http(s) URL.")
         var file: String
 
         @Flag(help: "Also list every tensor with its shape and type.")
         var tensors = false
 
-        func run() throws {
-            guard let handle = FileHandle(forReadingAtPath: file) else { throw ValidationError("cannot open \(file)") }
-            defer { try? handle.close() }
-            var length: UInt64 = 1 << 20
-            var header: GGUFHeader?
-            while header == nil {
-                try handle.seek(toOffset: 0)
-                let bytes = try handle.read(upToCount: Int(length)) ?? Data()
-                switch Result(catching: { () throws(GGUFError) in try GGUFHeader(bytes: bytes) }) {
-                case .success(let parsed):
-                    header = parsed
-                case .failure(.truncated(let needed)) where UInt64(bytes.count) == length && needed <= 1 << 30:
-                    length = max(needed, length * 2)
-                case .failure(let error):
-                    throw ValidationError("\(file): \(error.description)")
+        func run() async throws {
+            let header: GGUFHeader
+            var size: UInt64?
+            do {
+                if file.hasPrefix("http://") || file.hasPrefix("https://") {
+                    (header, size) = try await GGUFSource.header(url: file)
+                } else {
+                    header = try await GGUFSource.header(atPath: file)
                 }
+            } catch let error as GGUFSourceError {
+                throw ValidationError(error.description)
             }
-            guard let header else { return }
             say("version=\(header.version)")
             for (key, value) in header.metadata { say("\(key)=\(Self.describe(value))") }
             say("tensors=\(header.tensors.count)")
             say("data_offset=\(header.dataOffset)")
+            if let size { say("file_size=\(size)") }
             if tensors {
                 for tensor in header.tensors {
                     say("tensor \(tensor.name) \(tensor.dimensions.map(String.init).joined(separator: "x")) type=\(tensor.type)")

@@ -128,6 +128,7 @@ struct GatewayRunCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var gateway: GatewayOptions
+    @OptionGroup var catalog: CatalogOptions
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: "Folder for the gateway's key and database (env: HEARTH_DATA_DIR; default: the per-user data folder + /gateway).")
@@ -136,7 +137,9 @@ struct GatewayRunCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = try bootstrapLogging(logging)
         let environment = CommandEnvironment()
-        let configuration = try gateway.configuration(dataDirectory: dataDir ?? environment.defaultDataDirectory + "/gateway")
+        let dataDirectory = dataDir ?? environment.defaultDataDirectory + "/gateway"
+        var configuration = try gateway.configuration(dataDirectory: dataDirectory)
+        configuration.catalog = try catalog.load(dataDirectory: dataDirectory)
         let host = configuration.host
         let id = try GatewayIdentity.loadOrCreate(in: configuration.dataDirectory).nodeID
         let options = gateway

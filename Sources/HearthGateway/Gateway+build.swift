@@ -108,6 +108,7 @@ public func buildGateway(
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     NodesController(registry: registry).addRoutes(to: router)
+    CatalogController(catalog: configuration.catalog, registry: registry).addRoutes(to: router)
     LedgerController(database: database, gatewayKey: identity).addRoutes(to: router)
     ReciprocityController(quotas: quotas).addRoutes(to: router)
     DevicesController(database: database, links: liveLinks, registry: registry).addRoutes(to: router)

@@ -49,6 +49,8 @@ public struct GatewayConfiguration: Sendable {
     public var challengeTTL: Duration = .seconds(60)
     /// How long a login token stays valid.
     public var tokenTTL: Duration = .seconds(3600)
+    /// The models the network may run: only what nodes report under a pinned id and hash is ever routed to.
+    public var catalog: Catalog = .builtin
 
     public init() {}
 

@@ -37,6 +37,19 @@ public enum TestEnvironment {
     }
 
     /// A fresh folder under the system's temporary folder.
+    /// Mounts a tmpfs of `megabytes` on a new temporary folder (needs root, as CI has), for tests of a full disk.
+    /// - Throws: `TestProcessError` when the mount fails.
+    public static func tinyFileSystem(megabytes: Int) throws -> TinyFileSystem {
+        let path = try temporaryDirectory("tmpfs")
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", path]
+        try mount.run()
+        mount.waitUntilExit()
+        guard mount.terminationStatus == 0 else { throw TestProcessError("cannot mount a tmpfs on \(path) (needs root)") }
+        return TinyFileSystem(path: path)
+    }
+
     public static func temporaryDirectory(_ label: String = "test") throws -> String {
         let path = NSTemporaryDirectory() + "hearth-\(label)-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -119,4 +132,18 @@ func decodeProcAddress(_ field: String) -> String {
     if hex == String(repeating: "0", count: 32) { return "[::]:\(port)" }
     if hex == "00000000000000000000000001000000" { return "[::1]:\(port)" }
     return "[\(hex)]:\(port)"
+}
+
+/// A mounted tmpfs; `unmount()` removes it and its folder.
+public struct TinyFileSystem: Sendable {
+    public let path: String
+
+    public func unmount() {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/umount")
+        process.arguments = [path]
+        try? process.run()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: path)
+    }
 }

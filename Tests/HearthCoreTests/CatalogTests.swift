@@ -107,6 +107,8 @@ func catalogEntry(
         ])
         #expect(catalog.resolve(ModelID("m")!)?.id == ModelID("m:q6_k"))
         #expect(catalog.resolve(ModelID("m")!) { $0.sizeBytes <= 5 << 30 }?.id == ModelID("m:q4_k_m"))
+        // Planning may size the unpinned F16; loading never picks it.
+        #expect(catalog.resolve(ModelID("m")!, includeUnpinned: true)?.id == ModelID("m:f16"))
     }
 
     @Test func allowsOnlyTheExactPinnedHash() throws {

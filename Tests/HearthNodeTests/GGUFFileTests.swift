@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthNode
 import HearthTesting
 import Testing
 
@@ -35,5 +36,47 @@ struct GGUFFileTests {
         #expect(model.dataOffset % model.alignment == 0)
         #expect(model.dataOffset < size && size - model.dataOffset > 50_000_000)
         #expect(model.dataOffset <= length)
+    }
+}
+
+/// `GGUFSource` over HTTP: only the header's bytes are fetched, with Range requests.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct GGUFURLTests {
+    @Test func readsTheHeaderOverHTTPWithRangeRequestsOnly() async throws {
+        let path = try TestEnvironment.defaultModel()
+        let model = try #require(FileManager.default.contents(atPath: path))
+        let local = try await GGUFSource.header(atPath: path)
+        let server = try await FileServer.start(files: ["smol.gguf": model, "junk.gguf": Data(repeating: 7, count: 4096)])
+        do {
+            let (header, size) = try await GGUFSource.header(url: server.url("smol.gguf"))
+            #expect(header == local)
+            #expect(size == UInt64(model.count))
+            // The header is 1.7 MiB: a first 1 MiB read, then one grown read; never the 98 MB of weights.
+            #expect(server.rangesSeen == ["bytes=0-1048575", "bytes=0-\(max(2 << 20, Int(local.dataOffset)) - 1)"])
+            #expect(ModelShape(header: header) == ModelShape(layers: 30, kvHeads: 3, headDim: 64, embedding: 576))
+
+            server.then(.ignoreRange)
+            #expect(try await GGUFSource.header(url: server.url("smol.gguf")).header == local)
+
+            for (name, expected) in [("junk.gguf", "no GGUF magic"), ("missing.gguf", "HTTP 404")] {
+                do {
+                    _ = try await GGUFSource.header(url: server.url(name))
+                    Issue.record("\(name) must be refused")
+                } catch let error as GGUFSourceError {
+                    #expect(error.description.contains(expected), "\(error)")
+                }
+            }
+            server.then(.truncated(bytes: 1_500_000), .truncated(bytes: 1_500_000))
+            do {
+                _ = try await GGUFSource.header(url: server.url("smol.gguf"))
+                Issue.record("a file that ends inside its header must be refused")
+            } catch let error as GGUFSourceError {
+                #expect(error.description.contains("ends inside its GGUF header"), "\(error)")
+            }
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
     }
 }

@@ -133,11 +133,22 @@ struct MeshListenerService: Service {
             var headers: HTTPHeaders = ["x-hearth-wait-ms": String(Int(hold.milliseconds))]
             if let revision { headers.add(name: "x-hearth-after", value: revision) }
             let request = headers
-            let report = try await withDeadline(hold + configuration.linkAnswerTimeout) {
+            var report = try await withDeadline(hold + configuration.linkAnswerTimeout) {
                 let response = try await link.send(.GET, "/link/v1/report", headers: request)
                 let body = try await response.body.collect(upTo: 1 << 20)
                 guard response.head.status == .ok else { throw LinkPollError(status: Int(response.head.status.code)) }
                 return try JSONDecoder().decode(NodeReport.self, from: Data(buffer: body))
+            }
+            // Only allowlisted files are routed to: a model under an unknown id or another hash is dropped.
+            let offList = report.models.filter { !configuration.catalog.allows($0.id, sha256: $0.sha256) }
+            if !offList.isEmpty {
+                report.models.removeAll { !configuration.catalog.allows($0.id, sha256: $0.sha256) }
+                if revision != report.revision {
+                    logger.warning(
+                        "node reports models off the allowlist; not routing to them",
+                        metadata: ["node.id": "\(link.nodeID.short)", "node.models": "\(offList.map { "\($0.id)@\($0.sha256.hex.prefix(12))" })"]
+                    )
+                }
             }
             let joined = registry.upsert(NodeAnnouncement(nodeID: link.nodeID, account: account, report: report))
             if joined, let refused = try? await admission.database.refusedReceiptCount(of: link.nodeID), refused > 0 {

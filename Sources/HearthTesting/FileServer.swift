@@ -1,0 +1,114 @@
+public import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// A real HTTP server on 127.0.0.1 that serves files with Range support, and misbehaves on request, so tests can
+/// download models without the internet.
+public final class FileServer: Sendable {
+    /// How the server answers the next requests.
+    public enum Behaviour: Sendable, Equatable {
+        /// The file as it is, honouring `Range: bytes=N-`.
+        case normal
+        /// Sends the head for the whole rest, then only `bytes` bytes, then closes the connection.
+        case dropAfter(bytes: Int)
+        /// Serves the file with the byte at `offset` flipped.
+        case corruptByte(offset: Int)
+        /// Serves only the first `bytes` bytes, as if that were the whole file.
+        case truncated(bytes: Int)
+        /// Ignores Range and always sends the whole file with 200.
+        case ignoreRange
+    }
+
+    private let files: [String: Data]
+    private let behaviours = Mutex<[Behaviour]>([])
+    private let ranges = Mutex<[String]>([])
+    private let running = Mutex<(port: Int, group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
+
+    /// The port it listens on, on 127.0.0.1.
+    public var port: Int { running.withLock { $0?.port ?? 0 } }
+
+    /// The `Range` headers received, in order (`""` for a request without one).
+    public var rangesSeen: [String] { ranges.withLock { $0 } }
+
+    public func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
+
+    /// Answers the next requests with `behaviours` in order, then normally.
+    public func then(_ behaviours: Behaviour...) {
+        self.behaviours.withLock { $0 = behaviours }
+    }
+
+    private init(files: [String: Data]) {
+        self.files = files
+    }
+
+    /// Starts a server for `files` (name → contents) on a free port and waits until it listens.
+    public static func start(files: [String: Data]) async throws -> FileServer {
+        let server = FileServer(files: files)
+        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+        let application = Application(
+            router: server.router(),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "hearth-test-files"),
+            onServerRunning: { sink.yield($0.localAddress?.port ?? 0) },
+            logger: Logger(label: "file-server")
+        )
+        let group = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: "file-server")))
+        let task = Task { try await group.run() }
+        guard let port = await ports.first(where: { _ in true }) else { throw TestProcessError("the file server did not start") }
+        server.running.withLock { $0 = (port, group, task) }
+        return server
+    }
+
+    public func stop() async {
+        guard let (_, group, task) = running.withLock({ $0 }) else { return }
+        await group.triggerGracefulShutdown()
+        _ = await task.result
+    }
+
+    private func nextBehaviour(range: String) -> Behaviour {
+        ranges.withLock { $0.append(range) }
+        return behaviours.withLock { $0.isEmpty ? .normal : $0.removeFirst() }
+    }
+
+    func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("/:name") { request, context in
+            guard let name = context.parameters.get("name"), var file = self.files[name] else { return Response(status: .notFound) }
+            let rangeHeader = request.headers[.range] ?? ""
+            let behaviour = self.nextBehaviour(range: rangeHeader)
+            switch behaviour {
+            case .corruptByte(let offset): file[offset] ^= 0xFF
+            case .truncated(let bytes): file = file.prefix(bytes)
+            default: break
+            }
+            var start = 0
+            if behaviour != .ignoreRange, rangeHeader.hasPrefix("bytes="), let first = Int(rangeHeader.dropFirst(6).split(separator: "-").first ?? "")
+            {
+                guard first < file.count else {
+                    return Response(status: .rangeNotSatisfiable, headers: [.contentRange: "bytes */\(file.count)"])
+                }
+                start = first
+            }
+            let body = file.subdata(in: start..<file.count)
+            var headers: HTTPFields = [.contentLength: String(body.count), .acceptRanges: "bytes"]
+            if start > 0 || (!rangeHeader.isEmpty && behaviour != .ignoreRange) {
+                headers[.contentRange] = "bytes \(start)-\(file.count - 1)/\(file.count)"
+            }
+            let status: HTTPResponse.Status = headers[.contentRange] == nil ? .ok : .partialContent
+            if case .dropAfter(let bytes) = behaviour {
+                return Response(
+                    status: status,
+                    headers: headers,
+                    body: ResponseBody { writer in
+                        try await writer.write(ByteBuffer(bytes: body.prefix(bytes)))
+                        throw TestProcessError("dropping the connection on purpose")
+                    }
+                )
+            }
+            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        }
+        return router
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthGateway
+import HearthTesting
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+struct CatalogRoutesTests {
+    static func withMemory(_ node: NodeID, gib: UInt64) -> NodeAnnouncement {
+        var node = announcement(node)
+        node.limits.memoryBytes = gib << 30
+        return node
+    }
+
+    @Test func listsTheCatalogWithRunnabilityAndTheAllowlist() async throws {
+        let (gateway, _) = try await makeGateway([:])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, Self.withMemory(nodeA, gib: 6))
+            announce(gateway, Self.withMemory(nodeB, gib: 4))
+            try await client.execute(uri: "/api/catalog", method: .get) { response in
+                #expect(response.status == .ok)
+                let body = decode(response.body)
+                #expect(body["context"] == 4096)
+                let entries = body["data"]?.arrayValue ?? []
+                #expect(entries.count == Catalog.builtin.entries.count)
+                let smol = entries.first { $0["id"]?.stringValue == DefaultModel.id.rawValue }
+                #expect(smol?["sha256"]?.stringValue == DefaultModel.sha256.hex)
+                #expect(smol?["pinned"] == true)
+                #expect(smol?["runnability"]?["status"] == "singleNode")
+                #expect(smol?["runnability"]?["nodes"]?.arrayValue?.count == 2)
+                // 8 GB of Q8_0 weights: neither node alone, both together.
+                let qwen = entries.first { $0["id"]?.stringValue == "qwen2.5-7b-instruct:q8_0" }
+                #expect(qwen?["pinned"] == false)
+                #expect(qwen?["runnability"]?["status"] == "pool")
+                #expect(qwen?["runnability"]?["pool"]?.arrayValue?.map(\.stringValue) == [nodeA.rawValue, nodeB.rawValue])
+                // The 70B model stays visible, with what it would take.
+                let large = entries.first { $0["id"]?.stringValue == "llama-3.3-70b-instruct:q4_k_m" }
+                #expect(large?["runnability"]?["status"] == "needsMoreNodes")
+                #expect(large?["runnability"]?["summary"]?.stringValue?.hasPrefix("needs ") == true)
+            }
+            try await client.execute(uri: "/api/catalog/allowlist", method: .get) { response in
+                let pins = decode(response.body)["data"]?.arrayValue ?? []
+                #expect(pins == [["id": .string(DefaultModel.id.rawValue), "sha256": .string(DefaultModel.sha256.hex)]])
+            }
+        }
+    }
+
+    @Test func capacityFollowsTheRequestedContextAndRefusesBadParameters() async throws {
+        let (gateway, _) = try await makeGateway([:])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, Self.withMemory(nodeA, gib: 1))
+            func status(of model: String, context: Int) async throws -> String? {
+                try await client.execute(uri: "/api/capacity?context=\(context)", method: .get) { response in
+                    decode(response.body)["data"]?.arrayValue?.first { $0["model"]?.stringValue == model }?["status"]?.stringValue
+                }
+            }
+            // Qwen2.5 0.5B: 676 MB of weights; its KV cache grows by 12 KiB a token.
+            #expect(try await status(of: "qwen2.5-0.5b-instruct:q8_0", context: 2048) == "singleNode")
+            #expect(try await status(of: "qwen2.5-0.5b-instruct:q8_0", context: 131_072) == "needsMoreNodes")
+            for bad in ["context=0", "context=abc", "parallel=1000", "context=-5"] {
+                try await client.execute(uri: "/api/capacity?\(bad)", method: .get) { response in
+                    #expect(response.status == .badRequest, "\(bad)")
+                    #expect(decode(response.body)["error"]?["type"] == "invalid_request_error")
+                }
+            }
+        }
+    }
+
+    @Test func anOperatorCatalogReplacesWhatIsListed() async throws {
+        let entry = CatalogEntry(
+            id: ModelID("house:q8_0")!,
+            name: "House model",
+            family: "house",
+            parameters: 1,
+            tier: .tiny,
+            quantization: "Q8_0",
+            contextLength: 512,
+            licence: "MIT",
+            sizeBytes: 1000,
+            shape: ModelShape(layers: 1, kvHeads: 1, headDim: 1, embedding: 1),
+            sources: [],
+            sha256: SHA256Digest(hex: String(repeating: "0", count: 64))
+        )
+        let (gateway, _) = try await makeGateway([:]) { $0.catalog = try! Catalog(entries: [entry]) }
+        try await gateway.application.test(.router) { client in
+            try await client.execute(uri: "/api/catalog/allowlist", method: .get) { response in
+                #expect(decode(response.body)["data"]?.arrayValue?.map { $0["id"]?.stringValue } == ["house:q8_0"])
+            }
+        }
+    }
+}
