@@ -14,25 +14,43 @@ struct ClientOptions: ParsableArguments {
     var baseURL: String { url ?? CommandEnvironment()["HEARTH_URL"] ?? "http://127.0.0.1:8080" }
 }
 
-/// `hearth models`: what the gateway can serve now.
+/// `hearth models`: what the gateway can serve now, and what the network could run.
 struct ModelsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "models", abstract: "List the models that ready nodes serve.")
+    static let configuration = CommandConfiguration(
+        commandName: "models",
+        abstract: "List the models nodes serve now, then every catalog model with what it would take to run it.",
+        discussion: "The capacity section comes from GET /api/capacity: alone on one node, split over several, or how many more nodes are needed."
+    )
 
     @OptionGroup var client: ClientOptions
 
+    @Option(help: "Context in tokens per request that the capacity section sizes for.")
+    var context: Int = 4096
+
+    func validate() throws {
+        guard context >= 1 else { throw ValidationError("--context must be at least 1") }
+    }
+
     func run() async throws {
-        let body = try await GatewayClient(baseURL: client.baseURL).get("/v1/models")
-        let models = body["data"]?.arrayValue ?? []
-        guard !models.isEmpty else {
+        let gateway = GatewayClient(baseURL: client.baseURL)
+        let models = try await gateway.get("/v1/models")["data"]?.arrayValue ?? []
+        if models.isEmpty {
             say("No model is ready on \(client.baseURL) yet.")
-            return
+        } else {
+            say(row(["MODEL", "NODES", "SHA256"], [40, 7]))
+            for model in models {
+                let nodes = model["hearth"]?["nodes"]?.integerValue ?? 0
+                let sha = model["hearth"]?["sha256"]?.stringValue?.prefix(16) ?? ""
+                say(row([model["id"]?.stringValue ?? "?", String(nodes), String(sha)], [40, 7]))
+            }
         }
-        say("MODEL".padding(toLength: 32, withPad: " ", startingAt: 0) + "NODES  SHA256")
-        for model in models {
-            let id = model["id"]?.stringValue ?? "?"
-            let nodes = model["hearth"]?["nodes"]?.integerValue ?? 0
-            let sha = model["hearth"]?["sha256"]?.stringValue?.prefix(16) ?? ""
-            say(id.padding(toLength: 32, withPad: " ", startingAt: 0) + String(nodes).padding(toLength: 7, withPad: " ", startingAt: 0) + sha)
+        let capacity = try await gateway.get("/api/capacity?context=\(context)")["data"]?.arrayValue ?? []
+        say("")
+        say("CAPACITY at \(context) tokens of context")
+        say(row(["MODEL", "NEEDS", "NOW"], [40, 11]))
+        for verdict in capacity {
+            let needs = UInt64(verdict["estimate"]?["totalBytes"]?.integerValue ?? 0)
+            say(row([verdict["model"]?.stringValue ?? "?", needs.binaryBytes, verdict["summary"]?.stringValue ?? ""], [40, 11]))
         }
     }
 }

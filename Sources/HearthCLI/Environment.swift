@@ -53,3 +53,13 @@ func parseDuration(_ text: String, option: String) throws -> Duration {
     if let number = Double(text), number > 0 { return .milliseconds(Int64(number * 1000)) }
     throw ValidationError("\(option) takes a positive duration such as 5s, 500ms or 2m, not '\(text)'")
 }
+
+/// Parses a size such as `6GiB`, `512MiB`, `8G` or a bare number of bytes (binary units either way).
+func parseBytes(_ text: String, option: String) throws -> UInt64 {
+    let units: [(String, UInt64)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)]
+    for (suffix, factor) in units where text.hasSuffix(suffix) {
+        if let number = Double(text.dropLast(suffix.count)), number > 0 { return UInt64(number * Double(factor)) }
+    }
+    if let number = UInt64(text), number > 0 { return number }
+    throw ValidationError("\(option) takes a size such as 6GiB or 512MiB, not '\(text)'")
+}

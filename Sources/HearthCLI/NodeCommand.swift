@@ -23,15 +23,18 @@ struct NodeCommand: AsyncParsableCommand {
     var dataDir: String?
 
     @OptionGroup var node: NodeOptions
+    @OptionGroup var catalog: CatalogOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
         let logger = try bootstrapLogging(logging)
         let environment = CommandEnvironment()
         let installer = EngineInstaller(progress: warn)
+        let dataDirectory = dataDir ?? environment.defaultDataDirectory + "/node"
         let configuration = try await node.configuration(
-            dataDirectory: dataDir ?? environment.defaultDataDirectory + "/node",
+            dataDirectory: dataDirectory,
             join: join,
+            catalog: try catalog.load(dataDirectory: dataDirectory),
             environment: environment,
             installer: installer
         )

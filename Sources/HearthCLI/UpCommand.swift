@@ -18,6 +18,7 @@ struct UpCommand: AsyncParsableCommand {
 
     @OptionGroup var gateway: GatewayOptions
     @OptionGroup var node: NodeOptions
+    @OptionGroup var catalog: CatalogOptions
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: "Folder for all state: gateway/ and node/ inside it (env: HEARTH_DATA_DIR; default: the per-user data folder).")
@@ -27,7 +28,10 @@ struct UpCommand: AsyncParsableCommand {
         let logger = try bootstrapLogging(logging)
         let environment = CommandEnvironment()
         let dataDirectory = dataDir ?? environment.defaultDataDirectory
-        let gatewayConfiguration = try gateway.configuration(dataDirectory: dataDirectory + "/gateway", localMesh: true)
+        var gatewayConfiguration = try gateway.configuration(dataDirectory: dataDirectory + "/gateway", localMesh: true)
+        // One catalog for both: the gateway's (--catalog, or gateway/catalog.json).
+        let models = try catalog.load(dataDirectory: dataDirectory + "/gateway")
+        gatewayConfiguration.catalog = models
         let ready = ReadySignal()
         let mesh = ReadySignal()
         let builtGateway = try await buildGateway(
@@ -42,6 +46,7 @@ struct UpCommand: AsyncParsableCommand {
         let nodeConfiguration = try await node.configuration(
             dataDirectory: dataDirectory + "/node",
             join: nil,
+            catalog: models,
             environment: environment,
             installer: installer
         )

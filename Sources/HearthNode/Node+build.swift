@@ -17,13 +17,15 @@ public struct Node: Sendable {
     public let controlTokenPath: String
 }
 
-/// Builds a node: identity, one supervised engine per model, and the link to the gateway that carries the
-/// gateway's requests. The node opens no listening socket.
+/// Builds a node: identity, one supervised engine per catalog model (loaded at start while they fit in the memory
+/// limit, the rest on demand), and the link to the gateway that carries the gateway's requests. The node opens no
+/// listening socket.
 /// - Parameters:
 ///   - configuration: models, limits and the gateway to join.
 ///   - logger: the node's logger.
 ///   - onDashboardRunning: called with the dashboard's port on 127.0.0.1 once it listens.
-/// - Throws: `NodeStartError` when the configuration cannot work (no model, missing file), `KeyFileError` when the
+/// - Throws: `NodeStartError` when the configuration cannot work (no model, a model the catalog does not pin, a
+///   missing file that cannot be downloaded), `KeyFileError` when the
 ///   identity cannot be read or the control token not written.
 public func buildNode(
     configuration: NodeConfiguration,
@@ -43,11 +45,30 @@ public func buildNode(
             throw NodeStartError("the device certificate does not fit this node (\(identity.id.short)): \(error.description)")
         }
     }
-    let engines = try configuration.models.map { spec in
-        guard configuration.prepare != nil || FileManager.default.fileExists(atPath: spec.path) else {
+    var configuration = configuration
+    for spec in configuration.models {
+        // Only what the catalog pins, under exactly its id and hash, is ever loaded.
+        guard let entry = configuration.catalog[spec.id] else {
+            throw NodeStartError("\(spec.id) is not in the catalog; only catalog models can be served (`hearth catalog list`)")
+        }
+        guard entry.sha256 == spec.sha256 else {
+            let pinned = entry.sha256.map { "pins \($0.hex)" } ?? "does not pin it"
+            throw NodeStartError("the catalog \(pinned) for \(spec.id), not \(spec.sha256.hex); refusing to serve it")
+        }
+        guard configuration.prepare != nil || spec.entry != nil || FileManager.default.fileExists(atPath: spec.path) else {
             throw NodeStartError("model file \(spec.path) does not exist")
         }
-        return EngineHandle(spec: spec)
+    }
+    // The owner's memory limit; without one, four fifths of what is available now.
+    let budget = configuration.limits.memoryBytes ?? HardwareProbe.probe(diskPath: configuration.dataDirectory).memoryAvailableBytes / 5 * 4
+    configuration.limits.memoryBytes = budget
+    let initial = EngineHost.initialLoad(configuration.models, budget: budget)
+    let engines = zip(configuration.models, initial).map { EngineHandle(spec: $0, wanted: $1) }
+    let host = EngineHost(engines: engines, budget: budget)
+    var stores: [String: ModelStore] = [:]
+    for spec in configuration.models where spec.entry != nil {
+        let directory = (spec.path as NSString).deletingLastPathComponent
+        if stores[directory] == nil { stores[directory] = ModelStore(directory: directory) }
     }
     let preparation = Preparation(configuration.prepare)
     var logger = logger
@@ -61,11 +82,17 @@ public func buildNode(
         account: configuration.deviceCertificate?.account,
         gateway: { status.gatewayID ?? join?.gatewayID }
     )
-    EngineProxyController(engines: engines, load: load, maxBodyBytes: 8 << 20, receipts: receipts).addRoutes(to: router)
+    EngineProxyController(host: host, load: load, maxBodyBytes: 8 << 20, receipts: receipts).addRoutes(to: router)
     LinkController(status: status).addRoutes(to: router)
     TunnelController(services: configuration.tunnelServices).addRoutes(to: router)
     let supervisors: [any Service] = engines.map {
-        EngineSupervisorService(handle: $0, configuration: configuration, preparation: preparation, logger: logger)
+        EngineSupervisorService(
+            handle: $0,
+            configuration: configuration,
+            preparation: preparation,
+            store: stores[($0.spec.path as NSString).deletingLastPathComponent],
+            logger: logger
+        )
     }
     let link = GatewayLinkService(
         identity: identity,

@@ -1,3 +1,4 @@
+public import Foundation
 public import HearthCore
 
 /// Everything a node needs to start. Every field has a default.
@@ -21,8 +22,11 @@ public struct NodeConfiguration: Sendable {
     public var dataDirectory: String = "."
     /// A name for this node in listings; the host name by default.
     public var name: String = "node"
-    /// The models to serve, each with its own engine.
+    /// The models to serve, each with its own engine, in order of preference: at start the node loads them in this
+    /// order while they fit in its memory limit; the rest load on their first request, evicting idle ones.
     public var models: [ModelSpec] = []
+    /// The catalog: the node refuses any model whose id and hash it does not pin.
+    public var catalog: Catalog = .builtin
     /// The owner's limits.
     public var limits: NodeLimits = NodeLimits(threads: 2, contextSize: 2048, parallelSlots: 2)
     /// The `llama-server` binary to run.
@@ -62,11 +66,32 @@ public struct ModelSpec: Sendable, Equatable, Codable {
     public var aliases: [ModelID]
     public var path: String
     public var sha256: SHA256Digest
+    /// The catalog entry the file comes from: where to download it when it is missing.
+    public var entry: CatalogEntry?
+    /// What the engine needs in memory (the sizer's estimate at the node's context and slots); 0 when unknown.
+    public var memoryBytes: UInt64
 
-    public init(id: ModelID, aliases: [ModelID] = [], path: String, sha256: SHA256Digest) {
+    public init(id: ModelID, aliases: [ModelID] = [], path: String, sha256: SHA256Digest, entry: CatalogEntry? = nil, memoryBytes: UInt64 = 0) {
         self.id = id
         self.aliases = aliases
         self.path = path
         self.sha256 = sha256
+        self.entry = entry
+        self.memoryBytes = memoryBytes
+    }
+
+    /// The spec of a pinned catalog entry whose file is (or will be downloaded) in `directory` as `<sha256>.gguf`,
+    /// sized for `limits`; `nil` when the entry is not pinned.
+    public init?(entry: CatalogEntry, directory: String, limits: NodeLimits, aliases: [ModelID] = []) {
+        guard let sha256 = entry.sha256 else { return nil }
+        let estimate = ModelSizer.estimate(entry, context: limits.contextSize, parallel: limits.parallelSlots)
+        self.init(
+            id: entry.id,
+            aliases: aliases,
+            path: (directory as NSString).appendingPathComponent("\(sha256.hex).gguf"),
+            sha256: sha256,
+            entry: entry,
+            memoryBytes: estimate.totalBytes
+        )
     }
 }

@@ -56,8 +56,8 @@ public final class Cluster: Sendable {
     public static func nodeArguments(name: String, directory: String, join: String) throws -> [String] {
         [
             "node", "--join", join, "--data-dir", "\(directory)/\(name)", "--name", name,
-            "--llama-server", try TestEnvironment.llamaServer(), "--model", try TestEnvironment.defaultModel(),
-            "--model-id", DefaultModel.id.rawValue, "--sha256", DefaultModel.sha256.hex, "--threads", "1",
+            "--llama-server", try TestEnvironment.llamaServer(), "--model", DefaultModel.id.rawValue,
+            "--models-dir", (try TestEnvironment.defaultModel() as NSString).deletingLastPathComponent, "--threads", "1",
         ]
     }
 

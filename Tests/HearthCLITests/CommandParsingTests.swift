@@ -12,6 +12,7 @@ struct CommandParsingTests {
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["gateway", "--node-ttl", "soon"]) }
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--parallel", "0"]) }
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--model", "x.gguf"]) }
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--memory", "lots"]) }
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["gateway", "--mesh-port", "-1"]) }
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--link-timeout", "never"]) }
         let message = HearthCommand.message(for: ValidationError("--node-ttl takes a positive duration such as 5s, 500ms or 2m, not 'soon'"))
@@ -26,6 +27,10 @@ struct CommandParsingTests {
         #expect(try HearthCommand.parseAsRoot(["engine", "install"]) is EngineCommand.Install)
         #expect(try HearthCommand.parseAsRoot(["chat", "hello", "there"]) is ChatCommand)
         #expect(try HearthCommand.parseAsRoot(["models"]) is ModelsCommand)
+        #expect(try HearthCommand.parseAsRoot(["catalog"]) is CatalogCommand.List)
+        #expect(try HearthCommand.parseAsRoot(["catalog", "pin", "m:q8_0", "--sha256", "ab"]) is CatalogCommand.Pin)
+        #expect(try HearthCommand.parseAsRoot(["size", "m", "--context", "2048"]) is SizeCommand)
+        #expect(try HearthCommand.parseAsRoot(["node", "--model", "a", "--model", "b", "--memory", "6GiB"]) is NodeCommand)
     }
 
     @Test func gatewayOptionsBecomeConfiguration() throws {
@@ -57,8 +62,12 @@ struct NodeConfigFileTests {
 
     @Test func readsKnownKeys() throws {
         let file = try NodeConfigFile.load(
-            try write(#"{"threads": 3, "ctx_size": 1024, "join": "g:7070#\#(String(repeating: "c", count: 64))", "aliases": ["a"]}"#)
+            try write(
+                #"{"threads": 3, "ctx_size": 1024, "join": "g:7070#\#(String(repeating: "c", count: 64))", "aliases": ["a"], "models": ["m"], "memory": "6GiB"}"#
+            )
         )
+        #expect(file.models == ["m"])
+        #expect(file.memory == "6GiB")
         #expect(file.threads == 3)
         #expect(file.ctxSize == 1024)
         #expect(file.join == "g:7070#" + String(repeating: "c", count: 64))
@@ -67,6 +76,8 @@ struct NodeConfigFileTests {
 
     @Test func refusesUnknownKeysWrongTypesAndNonJSON() throws {
         #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"thread": 3}"#)) }
+        // A file path and a hash are no longer node settings: models come from the catalog.
+        #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"sha256": "ab"}"#)) }
         #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"threads": "three"}"#)) }
         #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"gateway": "http://g:1"}"#)) }
         #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write("threads = 3")) }

@@ -31,6 +31,9 @@ struct CatalogRoutesTests {
                 #expect(smol?["pinned"] == true)
                 #expect(smol?["runnability"]?["status"] == "singleNode")
                 #expect(smol?["runnability"]?["nodes"]?.arrayValue?.count == 2)
+                let estimate = smol?["runnability"]?["estimate"]
+                let parts = ["weightsBytes", "kvCacheBytes", "computeBytes", "runtimeBytes"].compactMap { estimate?[$0]?.integerValue }
+                #expect(parts.count == 4 && estimate?["totalBytes"]?.integerValue == parts.reduce(0, +))
                 // 8 GB of Q8_0 weights: neither node alone, both together.
                 let qwen = entries.first { $0["id"]?.stringValue == "qwen2.5-7b-instruct:q8_0" }
                 #expect(qwen?["pinned"] == false)

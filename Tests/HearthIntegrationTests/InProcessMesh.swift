@@ -14,11 +14,14 @@ import Synchronization
 final class InProcessMesh: Sendable {
     let gateway: Gateway
     let meshPort: Int
+    /// The gateway's API, on 127.0.0.1.
+    let apiURL: String
     private let groups = Mutex<[(ServiceGroup, Task<Void, any Error>)]>([])
 
-    private init(gateway: Gateway, meshPort: Int) {
+    private init(gateway: Gateway, meshPort: Int, apiPort: Int) {
         self.gateway = gateway
         self.meshPort = meshPort
+        self.apiURL = "http://127.0.0.1:\(apiPort)"
     }
 
     /// Runs `body` with a gateway whose mesh listens on loopback, then shuts everything down gracefully.
@@ -28,6 +31,7 @@ final class InProcessMesh: Sendable {
         _ body: (InProcessMesh) async throws -> Void
     ) async throws {
         let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+        let (apiPorts, apiSink) = AsyncStream.makeStream(of: Int.self)
         var configuration = GatewayConfiguration().with {
             $0.port = 0
             $0.meshHost = "127.0.0.1"
@@ -36,11 +40,18 @@ final class InProcessMesh: Sendable {
             $0.linkPollInterval = .milliseconds(300)
         }
         configure(&configuration)
-        let gateway = try await buildGateway(configuration: configuration, logger: Logger(label: "gateway"), onMeshListening: { sink.yield($0) })
+        let gateway = try await buildGateway(
+            configuration: configuration,
+            logger: Logger(label: "gateway"),
+            onServerRunning: { apiSink.yield($0) },
+            onMeshListening: { sink.yield($0) }
+        )
         let services = ServiceGroup(configuration: .init(services: gateway.services, logger: Logger(label: "gateway")))
         let running = Task { try await services.run() }
-        guard let port = await ports.first(where: { _ in true }) else { throw TestProcessError("the mesh did not start") }
-        let mesh = InProcessMesh(gateway: gateway, meshPort: port)
+        guard let port = await ports.first(where: { _ in true }), let apiPort = await apiPorts.first(where: { _ in true }) else {
+            throw TestProcessError("the gateway did not start")
+        }
+        let mesh = InProcessMesh(gateway: gateway, meshPort: port, apiPort: apiPort)
         let outcome: Result<Void, any Error>
         do {
             try await body(mesh)
@@ -65,6 +76,17 @@ final class InProcessMesh: Sendable {
         let link = buildLinkService(router: router, identity: NodeIdentity(key: key), configuration: configuration, logger: Logger(label: "node"))
         let node = ServiceGroup(configuration: .init(services: [link], logger: Logger(label: "node")))
         groups.withLock { $0.append((node, Task { try await node.run() })) }
+    }
+
+    /// Runs a real node (engines and all) built for this gateway until the mesh shuts down.
+    func run(_ node: Node) {
+        let group = ServiceGroup(configuration: .init(services: node.services, logger: Logger(label: "node")))
+        groups.withLock { $0.append((group, Task { try await group.run() })) }
+    }
+
+    /// The configuration of a real node that joins this gateway.
+    func nodeConfiguration() -> NodeConfiguration {
+        NodeConfiguration().with { $0.join = JoinAddress(host: "127.0.0.1", port: meshPort, gatewayID: gateway.id) }
     }
 
     /// Waits until the registry lists `count` nodes.

@@ -83,6 +83,10 @@ struct TwoNodeClusterTests {
             )
             #expect(await listing.waitForExit() == 0)
             #expect(listing.output.contains { $0.hasPrefix(DefaultModel.id.rawValue) && $0.contains(" 2 ") })
+            // The capacity section lists every catalog model, large ones included, with what it would take.
+            #expect(listing.output.contains("CAPACITY at 4096 tokens of context"))
+            #expect(listing.output.contains { $0.hasPrefix(DefaultModel.id.rawValue) && $0.hasSuffix("runs on 2 nodes alone") })
+            #expect(listing.output.contains { $0.hasPrefix("llama-3.3-70b-instruct:q4_k_m") && $0.contains("needs ") })
             let chatting = try await TestProcess(
                 name: "chat",
                 executable: try TestEnvironment.hearthBinary(),

@@ -187,3 +187,55 @@ final class Counter: Sendable {
     func increment() { count.withLock { $0 += 1 } }
     var value: Int { count.withLock { $0 } }
 }
+
+struct EngineHostTests {
+    static func handle(_ name: String, memory: UInt64, wanted: Bool) -> EngineHandle {
+        EngineHandle(spec: ModelSpec(id: ModelID(name)!, path: "/nonexistent", sha256: DefaultModel.sha256, memoryBytes: memory), wanted: wanted)
+    }
+
+    @Test func loadsInOrderWhileTheyFitTheFirstAlways() {
+        let specs = [1000, 600, 500, 300].map { ModelSpec(id: ModelID("m\($0)")!, path: "/x", sha256: DefaultModel.sha256, memoryBytes: UInt64($0)) }
+        #expect(EngineHost.initialLoad(specs, budget: 1400) == [true, false, false, true])
+        #expect(EngineHost.initialLoad(specs, budget: 500) == [true, false, false, false])
+    }
+
+    @Test func evictsTheLeastRecentlyUsedIdleEngineButNeverABusyOne() throws {
+        let busy = Self.handle("busy", memory: 100, wanted: true)
+        let old = Self.handle("old", memory: 100, wanted: true)
+        let recent = Self.handle("recent", memory: 100, wanted: true)
+        let cold = Self.handle("cold", memory: 100, wanted: false)
+        let host = EngineHost(engines: [busy, old, recent, cold], budget: 300)
+        busy.begin()
+        old.begin()
+        old.end()
+        recent.begin()
+        recent.end()
+        // busy is the least recently used, but serving: old goes.
+        try host.admit(cold)
+        #expect(cold.wanted && busy.wanted && recent.wanted)
+        #expect(!old.wanted)
+        // Everything that is left is busy: a new load is refused, nothing is evicted.
+        recent.begin()
+        cold.begin()
+        do {
+            try host.admit(old)
+            Issue.record("no room may be made by evicting busy engines")
+        } catch {
+            #expect(error.code == "node_busy")
+            #expect(busy.wanted && recent.wanted && cold.wanted && !old.wanted)
+        }
+    }
+
+    @Test func aRefusedFileIsNeverRetried() {
+        let handle = Self.handle("tampered", memory: 1, wanted: true)
+        handle.failPermanently("sha256 differs")
+        let host = EngineHost(engines: [handle], budget: 10)
+        do {
+            try host.admit(handle)
+            Issue.record("a refused file must stay refused")
+        } catch {
+            #expect(error.code == "model_refused")
+            #expect(!handle.wanted)
+        }
+    }
+}

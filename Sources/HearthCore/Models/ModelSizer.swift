@@ -26,6 +26,36 @@ public struct MemoryEstimate: Codable, Sendable, Equatable {
     public var runtimeBytes: UInt64
 
     public var totalBytes: UInt64 { weightsBytes + kvCacheBytes + computeBytes + runtimeBytes }
+
+    private enum CodingKeys: String, CodingKey {
+        case weightsBytes, kvCacheBytes, computeBytes, runtimeBytes, totalBytes
+    }
+
+    public init(weightsBytes: UInt64, kvCacheBytes: UInt64, computeBytes: UInt64, runtimeBytes: UInt64) {
+        self.weightsBytes = weightsBytes
+        self.kvCacheBytes = kvCacheBytes
+        self.computeBytes = computeBytes
+        self.runtimeBytes = runtimeBytes
+    }
+
+    /// Reads the parts; the total is computed, not trusted.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        weightsBytes = try container.decode(UInt64.self, forKey: .weightsBytes)
+        kvCacheBytes = try container.decode(UInt64.self, forKey: .kvCacheBytes)
+        computeBytes = try container.decode(UInt64.self, forKey: .computeBytes)
+        runtimeBytes = try container.decode(UInt64.self, forKey: .runtimeBytes)
+    }
+
+    /// The parts and, for readers of the JSON, their total.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(weightsBytes, forKey: .weightsBytes)
+        try container.encode(kvCacheBytes, forKey: .kvCacheBytes)
+        try container.encode(computeBytes, forKey: .computeBytes)
+        try container.encode(runtimeBytes, forKey: .runtimeBytes)
+        try container.encode(totalBytes, forKey: .totalBytes)
+    }
 }
 
 /// Estimates what serving a model costs in memory, from its shape. The formula follows how llama.cpp allocates on

@@ -116,6 +116,8 @@ public struct NodeLimits: Codable, Sendable, Equatable {
 
 /// The life of one engine, as the node reports it.
 public enum EngineState: String, Codable, Sendable, Equatable {
+    /// On the node's list but not loaded: the node loads it (downloading it if needed) on the first request.
+    case standby
     case loading
     case ready
     case failed

@@ -47,24 +47,27 @@ public enum RoutePlan: Sendable, Equatable {
 
 /// The routing decision, as a pure function of a registry snapshot.
 public enum RoutePlanner {
-    /// Orders the ready nodes serving `model`: nodes whose receipts were never refused first (reputation), then most
-    /// free slots, then lowest recent latency, then node id.
+    /// Orders the nodes that can serve `model`: those with it loaded before those that would load it on demand
+    /// (standby); within each, nodes whose receipts were never refused first (reputation), then most free slots,
+    /// then lowest recent latency, then node id.
     ///
     /// Nodes without a free slot stay in the list, after the others: llama-server queues the request. A node with
     /// refused receipts still serves when no other can.
     public static func plan(model: ModelID, nodes: [RoutableNode]) -> RoutePlan {
         var known = false
-        var ready: [(node: RoutableNode, canonical: ModelID)] = []
+        var ready: [(node: RoutableNode, canonical: ModelID, warm: Bool)] = []
         for node in nodes {
             guard let served = node.model(named: model) else { continue }
             known = true
-            if served.state == .ready && !node.draining {
-                ready.append((node, served.id))
+            if (served.state == .ready || served.state == .standby) && !node.draining {
+                ready.append((node, served.id, served.state == .ready))
             }
         }
         guard known else { return .unknownModel }
         guard let first = ready.first else { return .noReadyNode }
         let ordered = ready.sorted { lhs, rhs in
+            // A node with the model loaded first; one that would load it on demand only after those.
+            if lhs.warm != rhs.warm { return lhs.warm }
             let lhsTrusted = lhs.node.refusedReceipts == 0
             let rhsTrusted = rhs.node.refusedReceipts == 0
             if lhsTrusted != rhsTrusted { return lhsTrusted }

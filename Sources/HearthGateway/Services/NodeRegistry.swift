@@ -122,11 +122,11 @@ public final class NodeRegistry: Sendable {
         }
     }
 
-    /// Ready models with the nodes serving them, for the model listings.
+    /// Models that a node serves now or loads on the first request (standby), with those nodes, for the listings.
     public func readyModels() -> [(model: ServedModel, nodes: [NodeID])] {
         var byID: [ModelID: (model: ServedModel, nodes: [NodeID])] = [:]
         for node in routableNodes() where !node.draining {
-            for model in node.models where model.state == .ready {
+            for model in node.models where model.state == .ready || model.state == .standby {
                 byID[model.id, default: (model, [])].nodes.append(node.id)
             }
         }

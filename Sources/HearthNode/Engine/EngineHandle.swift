@@ -1,7 +1,8 @@
 public import HearthCore
 import Synchronization
 
-/// The live state of one engine, shared by its supervisor (which writes it), the node's routes and its reports.
+/// The live state of one engine, shared by its supervisor (which writes it), the node's routes and its reports; and
+/// whether the node wants it loaded (the `EngineHost` decides, the supervisor follows).
 public final class EngineHandle: Sendable {
     public struct Snapshot: Sendable, Equatable {
         public var state: EngineState
@@ -16,11 +17,28 @@ public final class EngineHandle: Sendable {
         public var sizeBytes: UInt64
     }
 
-    public let spec: ModelSpec
-    private let current = Mutex(Snapshot(state: .loading, port: nil, detail: "preparing", starts: 0, pid: nil, sizeBytes: 0))
+    /// Whether the engine should run, and its use, for the host's least-recently-used eviction.
+    struct Demand {
+        var wanted: Bool
+        var inFlight = 0
+        var lastUsed = ContinuousClock.now
+        /// A failure no retry can fix (a file whose hash is not the pinned one); requests are refused at once.
+        var permanentFailure: String?
+        var waiters: [(id: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        var nextWaiter = 0
+    }
 
-    init(spec: ModelSpec) {
+    public let spec: ModelSpec
+    private let current: Mutex<Snapshot>
+    private let demand: Mutex<Demand>
+
+    /// - Parameter wanted: whether the supervisor loads the model as soon as it runs (otherwise it waits in standby).
+    init(spec: ModelSpec, wanted: Bool = true) {
         self.spec = spec
+        current = Mutex(
+            Snapshot(state: wanted ? .loading : .standby, port: nil, detail: wanted ? "preparing" : nil, starts: 0, pid: nil, sizeBytes: 0)
+        )
+        demand = Mutex(Demand(wanted: wanted))
     }
 
     public var snapshot: Snapshot { current.withLock { $0 } }
@@ -32,5 +50,67 @@ public final class EngineHandle: Sendable {
     /// Whether `name` names this engine's model, by id or declared alias (exactly).
     func serves(_ name: String) -> Bool {
         spec.id.rawValue == name || spec.aliases.contains { $0.rawValue == name }
+    }
+
+    // MARK: Demand
+
+    var wanted: Bool { demand.withLock { $0.wanted } }
+    var inFlight: Int { demand.withLock { $0.inFlight } }
+    var lastUsed: ContinuousClock.Instant { demand.withLock { $0.lastUsed } }
+    var permanentFailure: String? { demand.withLock { $0.permanentFailure } }
+
+    /// Asks the supervisor to load (`true`) or unload the engine.
+    func want(_ wanted: Bool) {
+        let waiters = demand.withLock { demand in
+            defer { demand.waiters = [] }
+            demand.wanted = wanted
+            return demand.waiters
+        }
+        for waiter in waiters { waiter.continuation.resume() }
+    }
+
+    /// Marks a failure that retrying cannot fix; the engine is not loaded again until the node restarts.
+    func failPermanently(_ detail: String) {
+        demand.withLock { $0.permanentFailure = detail }
+        want(false)
+    }
+
+    /// Waits until `want` is called or the task is cancelled.
+    func demandChanged() async {
+        let id = demand.withLock { demand in
+            demand.nextWaiter += 1
+            return demand.nextWaiter
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let cancelled = demand.withLock { demand in
+                    if Task.isCancelled { return true }
+                    demand.waiters.append((id, continuation))
+                    return false
+                }
+                if cancelled { continuation.resume() }
+            }
+        } onCancel: {
+            let waiter = demand.withLock { demand -> CheckedContinuation<Void, Never>? in
+                guard let index = demand.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                return demand.waiters.remove(at: index).continuation
+            }
+            waiter?.resume()
+        }
+    }
+
+    /// A request starts using the engine: it is not evicted while any is in flight.
+    func begin() {
+        demand.withLock {
+            $0.inFlight += 1
+            $0.lastUsed = .now
+        }
+    }
+
+    func end() {
+        demand.withLock {
+            $0.inFlight -= 1
+            $0.lastUsed = .now
+        }
     }
 }

@@ -32,7 +32,9 @@ public struct EngineInstaller: Sendable {
     public var llamaServerPath: String { "\(engineDirectory)/bin/llama-server" }
     public var rpcServerPath: String { "\(engineDirectory)/bin/ggml-rpc-server" }
     /// Where the default model lives once installed (named by its hash).
-    public var defaultModelPath: String { "\(cacheDirectory)/models/\(DefaultModel.sha256.hex).gguf" }
+    public var defaultModelPath: String { "\(modelsDirectory)/\(DefaultModel.sha256.hex).gguf" }
+    /// Where nodes keep model files by default, named `<sha256>.gguf`.
+    public var modelsDirectory: String { "\(cacheDirectory)/models" }
 
     /// The default model as a node serves it.
     public var defaultModelSpec: ModelSpec {

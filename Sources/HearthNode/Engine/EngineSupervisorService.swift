@@ -6,59 +6,139 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
-/// Runs one `llama-server` for one model: verifies the file's hash, starts the engine on a free loopback port,
-/// waits for `/health`, restarts it with backoff when it crashes, and stops it on shutdown.
+/// Runs one `llama-server` for one model while the node wants it loaded: fetches the file when it is missing
+/// (`ModelStore`), verifies its hash once, starts the engine on a free loopback port, waits for `/health`, restarts
+/// it with backoff when it crashes, stops it when the host evicts it or the node shuts down, and otherwise waits in
+/// standby.
 struct EngineSupervisorService: Service {
     let handle: EngineHandle
     let configuration: NodeConfiguration
     let preparation: Preparation
+    var store: ModelStore?
     let logger: Logger
+
+    init(handle: EngineHandle, configuration: NodeConfiguration, preparation: Preparation, store: ModelStore? = nil, logger: Logger) {
+        self.handle = handle
+        self.configuration = configuration
+        self.preparation = preparation
+        self.store = store
+        self.logger = logger
+    }
 
     private enum Event: Sendable {
         case exited(Int32)
         case shutdown
+        case unload
     }
 
     func run() async throws {
-        let model = handle.spec
         var logger = logger
-        logger[metadataKey: "node.model"] = "\(model.id)"
+        logger[metadataKey: "node.model"] = "\(handle.spec.id)"
         do {
             try await preparation.run()
         } catch is CancellationError {
             return
         } catch {
             fail("preparation failed: \(error)", logger: logger)
+            handle.failPermanently("preparation failed: \(error)")
             return try await gracefulShutdown()
+        }
+        var verified = false
+        var failuresInARow = 0
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            guard handle.wanted else {
+                if handle.permanentFailure == nil {
+                    handle.update {
+                        $0.state = .standby
+                        $0.port = nil
+                    }
+                }
+                try? await cancelWhenGracefulShutdown { await handle.demandChanged() }
+                continue
+            }
+            if !verified {
+                verified = await fileIsReady(logger: logger)
+                if !verified { continue }
+            }
+            let healthy = try await runOnce(logger: logger)
+            if Task.isShuttingDownGracefully || Task.isCancelled || !handle.wanted {
+                failuresInARow = 0
+                continue
+            }
+            failuresInARow = healthy ? 0 : failuresInARow + 1
+            let delay = Self.backoff(afterFailures: failuresInARow)
+            logger.warning("engine stopped; restarting", metadata: ["node.engine.restart_in_s": "\(delay)"])
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(delay)) }
+        }
+    }
+
+    /// Downloads the file when it is missing and checks its hash. A file whose hash is not the pinned one is never
+    /// loaded: the engine stays failed until the node restarts. A failed download leaves the engine in standby, so
+    /// the next request tries again.
+    private func fileIsReady(logger: Logger) async -> Bool {
+        let model = handle.spec
+        if !FileManager.default.fileExists(atPath: model.path) {
+            guard let entry = model.entry, let store, store.path(for: model.sha256) == model.path else {
+                fail("model file \(model.path) does not exist", logger: logger)
+                handle.failPermanently("model file \(model.path) does not exist")
+                return false
+            }
+            do {
+                try await download(entry, into: store, logger: logger)
+            } catch {
+                let detail = "the download failed: \(error)"
+                logger.error("model download failed", metadata: ["node.engine.detail": "\(detail)"])
+                handle.update { $0.detail = detail }
+                handle.want(false)
+                return false
+            }
         }
         let size = (try? FileManager.default.attributesOfItem(atPath: model.path)[.size] as? NSNumber)?.uint64Value ?? 0
         handle.update {
+            $0.state = .loading
             $0.sizeBytes = size
-            $0.detail = nil
+            $0.detail = "verifying sha256"
         }
         let digest: HearthCore.SHA256Digest
         do {
             digest = try await FileDigest.sha256(ofFileAt: model.path)
         } catch {
             fail("cannot read \(model.path): \(error)", logger: logger)
-            return try await gracefulShutdown()
+            handle.failPermanently("cannot read \(model.path)")
+            return false
         }
         guard digest == model.sha256 else {
             // A tampered or wrong file is never loaded; the node keeps reporting the failure until it is stopped.
-            fail("sha256 of \(model.path) is \(digest), expected \(model.sha256); refusing to load it", logger: logger)
-            return try await gracefulShutdown()
+            let detail = "sha256 of \(model.path) is \(digest), expected \(model.sha256); refusing to load it"
+            fail(detail, logger: logger)
+            handle.failPermanently(detail)
+            return false
         }
+        return true
+    }
 
-        var failuresInARow = 0
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let healthy = try await runOnce(logger: logger)
-            if Task.isShuttingDownGracefully || Task.isCancelled { break }
-            failuresInARow = healthy ? 0 : failuresInARow + 1
-            let delay = Self.backoff(afterFailures: failuresInARow)
-            logger.warning("engine stopped; restarting", metadata: ["node.engine.restart_in_s": "\(delay)"])
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(delay)) }
+    /// Fetches the model into the store, reporting progress in the engine's detail and every tenth in the log.
+    private func download(_ entry: CatalogEntry, into store: ModelStore, logger: Logger) async throws {
+        handle.update {
+            $0.state = .loading
+            $0.detail = "downloading"
         }
+        logger.info("downloading model", metadata: ["node.model.size": "\(entry.sizeBytes.binaryBytes)"])
+        let tenths = Mutex(-1)
+        let handle = self.handle
+        _ = try await store.fetch(entry) { received, total in
+            let percent = total > 0 ? Int(received * 100 / total) : 0
+            handle.update { $0.detail = "downloading \(percent)% (\(received.binaryBytes) of \(total.binaryBytes))" }
+            if tenths.withLock({ last in
+                defer { last = max(last, percent / 10) }
+                return percent / 10 > last
+            }) {
+                logger.info("downloading model", metadata: ["node.model.progress": "\(percent)%"])
+            }
+        }
+        logger.info("model downloaded and verified")
     }
 
     /// Seconds to wait before the next start: 0.5 s after a crash of a healthy engine, doubling per failed start, at most 30 s.
@@ -97,6 +177,13 @@ struct EngineSupervisorService: Service {
         Task {
             continuation.yield(.exited(await process.waitForExit()))
         }
+        // The host evicts the engine by no longer wanting it.
+        let handle = self.handle
+        let unloadWatch = Task {
+            while handle.wanted, !Task.isCancelled { await handle.demandChanged() }
+            if !Task.isCancelled { continuation.yield(.unload) }
+        }
+        defer { unloadWatch.cancel() }
         let healthy = await waitUntilHealthy(port: port, process: process)
         if healthy {
             handle.update {
@@ -112,12 +199,15 @@ struct EngineSupervisorService: Service {
             for await event in events {
                 switch event {
                 case .exited(let status):
-                    if !Task.isShuttingDownGracefully {
+                    if !Task.isShuttingDownGracefully && handle.wanted {
                         fail("engine exited with status \(status): \(Self.tail(of: logPath))", logger: logger)
                     }
                     return
                 case .shutdown:
                     logger.info("stopping engine")
+                    await process.stop(grace: .seconds(5))
+                case .unload:
+                    logger.info("unloading engine (evicted)")
                     await process.stop(grace: .seconds(5))
                 }
             }

@@ -14,12 +14,15 @@ struct DashboardController {
     func addRoutes(to router: Router<BasicRequestContext>) {
         router.get("/") { _, _ in
             let report = status.report()
-            let rows = report.models.map { "<tr><td>\(Self.escape($0.id.rawValue))</td><td>\($0.state.rawValue)</td></tr>" }.joined()
+            // The detail carries download progress ("downloading 45% …") and why a load failed.
+            let rows = report.models.map {
+                "<tr><td>\(Self.escape($0.id.rawValue))</td><td>\($0.state.rawValue)</td><td>\(Self.escape($0.detail ?? ""))</td></tr>"
+            }.joined()
             let html = """
                 <!doctype html><meta charset="utf-8"><title>Hearth node</title>
                 <h1>Hearth node \(Self.escape(report.name))</h1>
                 <p>Gateway link: \(status.linked ? "up" : "down") · serving: \(report.inFlight) · \(status.paused ? "paused" : (report.draining ? "draining" : "taking work"))</p>
-                <table><tr><th>model</th><th>state</th></tr>\(rows)</table>
+                <table><tr><th>model</th><th>state</th><th>detail</th></tr>\(rows)</table>
                 <p>JSON: <a href="/api/status">/api/status</a>. Pause or resume with POST /api/pause or /api/resume and the token in control.token.</p>
                 """
             return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: html)))

@@ -11,7 +11,7 @@ import Synchronization
 /// The node's API for the gateway: completions are passed to the engine serving the model and streamed back
 /// as they come. When the gateway goes away, the engine request is dropped, which stops the generation.
 struct EngineProxyController {
-    let engines: [EngineHandle]
+    let host: EngineHost
     let load: NodeLoad
     let maxBodyBytes: Int
     /// Signs a receipt for every answer, sent as the `hearth-receipt` trailer; `nil` sends none.
@@ -46,12 +46,16 @@ struct EngineProxyController {
         guard let name = fields?.model else {
             return Self.error(APIFailure(.invalidRequest, "The body must be JSON with a 'model' string.", param: "model"))
         }
-        guard let engine = engines.first(where: { $0.serves(name) }) else {
+        guard let engine = host.engine(named: name) else {
             return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
-        let snapshot = engine.snapshot
-        guard snapshot.state == .ready, let port = snapshot.port else {
-            return Self.error(APIFailure(.unavailable, "The engine for '\(name)' is \(snapshot.state.rawValue).", code: "model_not_ready"))
+        // Loads the model first when it is in standby (evicting idle ones); the engine counts this request as its
+        // use until the answer ends.
+        let port: Int
+        do {
+            port = try await host.acquire(engine)
+        } catch {
+            return Self.error(error)
         }
         var upstream = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         upstream.method = .POST
@@ -67,6 +71,7 @@ struct EngineProxyController {
             response = try await HTTPClient.shared.execute(upstream, timeout: .seconds(1800))
         } catch {
             load.end()
+            engine.end()
             context.logger.warning("engine did not answer", metadata: ["node.model": "\(name)", "error": "\(error)"])
             return Self.error(APIFailure(.upstream, "The engine did not answer: \(error)", code: "engine_failed"))
         }
@@ -83,7 +88,10 @@ struct EngineProxyController {
             status: .init(code: Int(response.status.code)),
             headers: headers,
             body: ResponseBody { writer in
-                defer { load.end() }
+                defer {
+                    load.end()
+                    engine.end()
+                }
                 var tap = UsageTap(streaming: fields?.stream ?? false)
                 var outcome = Receipt.Outcome.ok
                 var chunks = response.body.makeAsyncIterator()

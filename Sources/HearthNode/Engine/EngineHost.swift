@@ -1,0 +1,94 @@
+import HearthCore
+import Synchronization
+
+/// Decides which of the node's models are loaded, within the owner's memory limit.
+///
+/// Each model has its engine supervisor; the host only says which engines should run. At start it loads the models
+/// in the owner's order while they fit (the first always). A request for a model that is not loaded loads it,
+/// evicting the least-recently-used engines that serve no request until the new one fits; the request waits for
+/// the engine (and its download) and is refused only when busy engines leave no room.
+final class EngineHost: Sendable {
+    let engines: [EngineHandle]
+    /// Memory the models may use together, in bytes.
+    let budget: UInt64
+    private let decisions = Mutex<Void>(())
+
+    init(engines: [EngineHandle], budget: UInt64) {
+        self.engines = engines
+        self.budget = budget
+    }
+
+    /// Which specs load at start: in order while their estimates fit in `budget`; the first always.
+    static func initialLoad(_ specs: [ModelSpec], budget: UInt64) -> [Bool] {
+        var used: UInt64 = 0
+        return specs.enumerated().map { index, spec in
+            guard index == 0 || used + spec.memoryBytes <= budget else { return false }
+            used += spec.memoryBytes
+            return true
+        }
+    }
+
+    func engine(named name: String) -> EngineHandle? {
+        engines.first { $0.serves(name) }
+    }
+
+    /// Gets `engine` ready for one request and returns its port; the caller calls `engine.end()` when done.
+    /// - Throws: `APIFailure` when the model cannot be loaded now (no room, a failed download, a refused file).
+    func acquire(_ engine: EngineHandle) async throws(APIFailure) -> Int {
+        engine.begin()
+        do {
+            try admit(engine)
+            return try await ready(engine)
+        } catch {
+            engine.end()
+            throw error
+        }
+    }
+
+    /// Marks `engine` wanted, evicting idle engines (least recently used first) until it fits.
+    func admit(_ engine: EngineHandle) throws(APIFailure) {
+        try decisions.withLock { _ throws(APIFailure) in
+            if let failure = engine.permanentFailure {
+                throw APIFailure(.unavailable, "The node refuses to load \(engine.spec.id): \(failure)", code: "model_refused")
+            }
+            guard !engine.wanted else { return }
+            let others = engines.filter { $0 !== engine && $0.wanted }
+            var used = others.reduce(UInt64(0)) { $0 + $1.spec.memoryBytes }
+            var victims: [EngineHandle] = []
+            for candidate in others.filter({ $0.inFlight == 0 }).sorted(by: { $0.lastUsed < $1.lastUsed }) {
+                guard used + engine.spec.memoryBytes > budget else { break }
+                victims.append(candidate)
+                used -= candidate.spec.memoryBytes
+            }
+            guard used + engine.spec.memoryBytes <= budget || others.isEmpty else {
+                throw APIFailure(
+                    .unavailable,
+                    "Not enough memory to load \(engine.spec.id) (\(engine.spec.memoryBytes.binaryBytes)) while other models serve requests.",
+                    code: "node_busy"
+                )
+            }
+            for victim in victims { victim.want(false) }
+            engine.want(true)
+        }
+    }
+
+    /// Waits until the engine is ready, or its load failed.
+    private func ready(_ engine: EngineHandle) async throws(APIFailure) -> Int {
+        while true {
+            let snapshot = engine.snapshot
+            if snapshot.state == .ready, let port = snapshot.port { return port }
+            if let failure = engine.permanentFailure {
+                throw APIFailure(.unavailable, "The node refuses to load \(engine.spec.id): \(failure)", code: "model_refused")
+            }
+            if !engine.wanted || snapshot.state == .failed {
+                let reason = snapshot.detail ?? "it was unloaded"
+                throw APIFailure(.unavailable, "The node could not load \(engine.spec.id): \(reason)", code: "model_not_ready")
+            }
+            do {
+                try await Task.sleep(for: .milliseconds(50))
+            } catch {
+                throw APIFailure(.unavailable, "The request was cancelled while \(engine.spec.id) loaded.", code: "model_not_ready")
+            }
+        }
+    }
+}

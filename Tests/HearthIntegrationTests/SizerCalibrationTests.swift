@@ -1,0 +1,61 @@
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import HearthNode
+import HearthTesting
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// The sizer's estimate against a real llama-server's resident memory, with SmolLM2 at two context sizes.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct SizerCalibrationTests {
+    /// VmRSS of `pid`, in bytes (procfs is read to its end).
+    static func residentBytes(of pid: Int32) -> UInt64? {
+        guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/status") else { return nil }
+        defer { try? handle.close() }
+        let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+        let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
+        return line?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }.map { $0 * 1024 }
+    }
+
+    @Test(arguments: [1024, 4096])
+    func theEstimateIsWithinFifteenPercentOfMeasuredMemory(context: Int) async throws {
+        let model = try TestEnvironment.defaultModel()
+        let header = try await GGUFSource.header(atPath: model)
+        let shape = try #require(ModelShape(header: header))
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: model)[.size] as? NSNumber).uint64Value
+        let slots = 2
+        let estimate = ModelSizer.estimate(weightsBytes: size - header.dataOffset, shape: shape, context: context, parallel: slots)
+
+        let directory = try TestEnvironment.temporaryDirectory("sizer")
+        let port = Int.random(in: 20_000...60_000)
+        // The arguments a node gives its engine: --ctx-size is the context of all slots together.
+        let engine = try await TestProcess(
+            name: "llama-server-\(context)",
+            executable: try TestEnvironment.llamaServer(),
+            arguments: [
+                "--model", model, "--host", "127.0.0.1", "--port", String(port), "--ctx-size", String(context * slots),
+                "--parallel", String(slots), "--threads", "1", "--no-webui",
+            ],
+            directory: directory
+        )
+        var healthy = false
+        for _ in 0..<300 where !healthy {
+            // A short timeout: the client retries a refused connection until the deadline.
+            let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/health")
+            healthy = (try? await HTTPClient.shared.execute(request, timeout: .seconds(1)))?.status == .ok
+            if !healthy { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let measured = Self.residentBytes(of: engine.pid)
+        engine.send(SIGKILL)
+        _ = await engine.waitForExit()
+        try #require(healthy, "llama-server did not start: \(engine.errorOutput.suffix(500))")
+        let resident = try #require(measured)
+        let error = (Double(estimate.totalBytes) - Double(resident)) / Double(resident)
+        print(
+            "sizer: context \(context) × \(slots): estimate \(estimate.totalBytes.binaryBytes), measured \(resident.binaryBytes), error \(String(format: "%+.1f", error * 100)) %"
+        )
+        #expect(abs(error) < 0.15, "estimate \(estimate.totalBytes) against \(resident) resident bytes")
+    }
+}
