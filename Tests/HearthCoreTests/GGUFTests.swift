@@ -166,3 +166,27 @@ struct GGUFTests {
         #expect(refused > 0)
     }
 }
+
+/// The fuzzer's corpus (fuzz/gguf/corpus) replayed through the reader: every input either parses to a consistent
+/// header or is refused with a `GGUFError`.
+@Suite struct GGUFCorpusTests {
+    @Test func everyCorpusInputIsParsedOrRefused() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../fuzz/gguf/corpus").standardized
+        let names = try FileManager.default.contentsOfDirectory(atPath: corpus.path)
+        #expect(names.count > 100)
+        var parsed = 0
+        for name in names {
+            let bytes = try Data(contentsOf: corpus.appendingPathComponent(name))
+            switch Result(catching: { () throws(GGUFError) in try GGUFHeader(bytes: bytes) }) {
+            case .success(let header):
+                parsed += 1
+                #expect(header.dataOffset % header.alignment == 0, "\(name)")
+            case .failure(.truncated(let needed)):
+                #expect(needed > UInt64(bytes.count), "\(name)")
+            case .failure:
+                break
+            }
+        }
+        #expect(parsed > 0, "the corpus keeps some valid headers")
+    }
+}
