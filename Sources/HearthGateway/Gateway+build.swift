@@ -77,7 +77,8 @@ public func buildGateway(
         registry: registry,
         transport: nodeTransport,
         maxAttempts: configuration.maxAttempts,
-        retryAfterSeconds: configuration.retryAfterSeconds
+        retryAfterSeconds: configuration.retryAfterSeconds,
+        catalog: configuration.catalog
     )
     let quotas = QuotaBook(reciprocity: configuration.reciprocity, database: database)
     let pipeline = CompletionPipeline(

@@ -81,3 +81,45 @@ struct RoutePlannerTests {
         #expect(RoutePlanner.plan(model: model, nodes: [suspect]) == .candidates([suspect.id], canonical: model))
     }
 }
+
+struct CatalogRoutingTests {
+    static func node(_ byte: Character, _ models: [(String, EngineState)]) -> RoutableNode {
+        RoutableNode(
+            id: NodeID(String(repeating: byte, count: 64))!,
+            models: models.map { ServedModel(id: ModelID($0.0)!, sha256: RoutePlannerTests.digest, contextLength: 2048, sizeBytes: 1, state: $0.1) },
+            parallelSlots: 2,
+            inFlight: 0,
+            recentLatency: nil,
+            draining: false
+        )
+    }
+
+    static let a = NodeID(String(repeating: "a", count: 64))!
+    static let b = NodeID(String(repeating: "b", count: 64))!
+
+    @Test func nodesWithTheModelLoadedComeBeforeThoseInStandby() {
+        let nodes = [Self.node("a", [("m:q8_0", .standby)]), Self.node("b", [("m:q8_0", .ready)])]
+        #expect(RoutePlanner.plan(model: ModelID("m:q8_0")!, nodes: nodes) == .candidates([Self.b, Self.a], canonical: ModelID("m:q8_0")!))
+        // Standby alone is servable: the node loads on demand. Loading alone is not.
+        #expect(RoutePlanner.plan(model: ModelID("m:q8_0")!, nodes: [nodes[0]]) == .candidates([Self.a], canonical: ModelID("m:q8_0")!))
+        #expect(RoutePlanner.plan(model: ModelID("m:q8_0")!, nodes: [Self.node("a", [("m:q8_0", .loading)])]) == .noReadyNode)
+    }
+
+    @Test func aNameWithoutQuantizationRoutesToTheCatalogsChoice() throws {
+        let catalog = try Catalog(entries: [
+            catalogEntry("m:q8_0", quantization: "Q8_0", sizeBytes: 8 << 30),
+            catalogEntry("m:q4_k_m", quantization: "Q4_K_M", sizeBytes: 4 << 30, approved: true),
+        ])
+        let both = [Self.node("a", [("m:q4_k_m", .ready)]), Self.node("b", [("m:q8_0", .ready)])]
+        #expect(RoutePlanner.plan(model: ModelID("m")!, nodes: both, catalog: catalog) == .candidates([Self.b], canonical: ModelID("m:q8_0")!))
+        // Only the approved lower quantization is served: it stands in for the Q8_0.
+        #expect(
+            RoutePlanner.plan(model: ModelID("m")!, nodes: [both[0]], catalog: catalog) == .candidates([Self.a], canonical: ModelID("m:q4_k_m")!)
+        )
+        #expect(RoutePlanner.plan(model: ModelID("m")!, nodes: [], catalog: catalog) == .unknownModel)
+        // An exact name is never rewritten.
+        #expect(
+            RoutePlanner.plan(model: ModelID("m:q4_k_m")!, nodes: both, catalog: catalog) == .candidates([Self.a], canonical: ModelID("m:q4_k_m")!)
+        )
+    }
+}

@@ -50,7 +50,8 @@ struct MultiModelTests {
         let c = try Self.copy("smollm2-c:q4_1")
         let catalog = Catalog.builtin.merged(with: try Catalog(entries: [a, b, c]))
         let specs = try [a, b, c].map { try Self.spec($0, directory: directory) }
-        try await InProcessMesh.with(label: "multi-model", configure: { $0.catalog = catalog }) { mesh in
+        let withCatalog: (inout GatewayConfiguration) -> Void = { $0.catalog = catalog }
+        try await InProcessMesh.with(label: "multi-model", configure: withCatalog) { mesh in
             // Room for two engines, not three.
             let budget = specs[0].memoryBytes * 5 / 2
             let node = try await buildNode(
@@ -96,7 +97,8 @@ struct MultiModelTests {
         let remote = try Self.copy("smollm2-remote:q4_1", sources: [server.url("smol.gguf")])
         let tampered = try Self.copy("smollm2-tampered:q4_1", sha256: tamperedHash)
         let catalog = Catalog.builtin.merged(with: try Catalog(entries: [remote, tampered]))
-        try await InProcessMesh.with(label: "download", configure: { $0.catalog = catalog }) { mesh in
+        let withCatalog: (inout GatewayConfiguration) -> Void = { $0.catalog = catalog }
+        try await InProcessMesh.with(label: "download", configure: withCatalog) { mesh in
             var configuration = mesh.nodeConfiguration().with {
                 $0.dataDirectory = (try? TestEnvironment.temporaryDirectory("download-node")) ?? "."
                 $0.catalog = catalog

@@ -81,4 +81,18 @@ public enum RoutePlanner {
         }
         return .candidates(ordered.map(\.node.id), canonical: first.canonical)
     }
+
+    /// As `plan(model:nodes:)`, and when no node knows the name exactly, the catalog's choice for it: a name without
+    /// quantization (`qwen2.5-7b-instruct`) stands for its Q8_0 if some node can serve that, else for an approved
+    /// lower quantization that a node serves (`Catalog.resolve`).
+    public static func plan(model: ModelID, nodes: [RoutableNode], catalog: Catalog) -> RoutePlan {
+        let exact = plan(model: model, nodes: nodes)
+        guard exact == .unknownModel else { return exact }
+        let served = catalog.resolve(model) { entry in
+            if case .candidates = plan(model: entry.id, nodes: nodes) { return true }
+            return false
+        }
+        guard let served else { return .unknownModel }
+        return plan(model: served.id, nodes: nodes)
+    }
 }

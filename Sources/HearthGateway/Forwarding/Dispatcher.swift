@@ -26,12 +26,15 @@ public struct Dispatcher: Sendable {
     let transport: any NodeTransport
     let maxAttempts: Int
     let retryAfterSeconds: Int
+    /// Resolves a name without quantization to the catalog's choice (Q8_0 first).
+    let catalog: Catalog
 
-    public init(registry: NodeRegistry, transport: any NodeTransport, maxAttempts: Int, retryAfterSeconds: Int) {
+    public init(registry: NodeRegistry, transport: any NodeTransport, maxAttempts: Int, retryAfterSeconds: Int, catalog: Catalog = .builtin) {
         self.registry = registry
         self.transport = transport
         self.maxAttempts = maxAttempts
         self.retryAfterSeconds = retryAfterSeconds
+        self.catalog = catalog
     }
 
     /// Opens `body` for `model` on the best ready node. The caller must call `finish(_:)` when done with the stream.
@@ -48,7 +51,7 @@ public struct Dispatcher: Sendable {
         let nodes = registry.routableNodes()
         let candidates: [NodeID]
         let canonical: ModelID
-        switch RoutePlanner.plan(model: model, nodes: nodes) {
+        switch RoutePlanner.plan(model: model, nodes: nodes, catalog: catalog) {
         case .unknownModel:
             throw DispatchFailure(
                 APIFailure(.notFound, "The model '\(model)' does not exist on this network.", param: "model", code: "model_not_found")
