@@ -171,7 +171,10 @@ let package = Package(
         ),
         .testTarget(
             name: "HearthNodeTests",
-            dependencies: ["HearthNode", "HearthTesting", "HearthCore", "HearthMesh"],
+            dependencies: [
+                "HearthNode", "HearthTesting", "HearthCore", "HearthMesh",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

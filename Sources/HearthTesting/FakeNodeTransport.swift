@@ -19,6 +19,7 @@ public final class FakeNodeTransport: NodeTransport {
 
     private let behaviours: Mutex<[NodeID: Behaviour]>
     private let received = Mutex<[(node: NodeID, body: JSONValue)]>([])
+    private let hashes = Mutex<[SHA256Digest?]>([])
 
     public init(_ behaviours: [NodeID: Behaviour]) {
         self.behaviours = Mutex(behaviours)
@@ -27,10 +28,14 @@ public final class FakeNodeTransport: NodeTransport {
     /// The requests sent so far, with the node each went to.
     public var requests: [(node: NodeID, body: JSONValue)] { received.withLock { $0 } }
 
+    /// The model hash each request named (`x-hearth-model-sha256` on a real link), in order.
+    public var modelHashes: [SHA256Digest?] { hashes.withLock { $0 } }
+
     public func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
         var bytes = request.body
         let body = bytes.readBytes(length: bytes.readableBytes).flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0)) } ?? .null
         received.withLock { $0.append((node, body)) }
+        hashes.withLock { $0.append(request.modelSHA256) }
         switch behaviours.withLock({ $0[node] }) ?? .fail {
         case .fail:
             throw FakeNodeError()

@@ -94,4 +94,20 @@ struct CatalogRoutesTests {
             }
         }
     }
+
+    @Test func requestsNameTheCatalogsHashAndABaseNameRoutesToThePinnedFile() async throws {
+        let answer = FakeNodeTransport.Behaviour.respond(status: 200, contentType: "application/json", chunks: [#"{"choices":[]}"#])
+        let (gateway, transport) = try await makeGateway([nodeA: answer])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA, model: DefaultModel.id))
+            for name in [DefaultModel.id.rawValue, "smollm2-135m-instruct"] {
+                let body: JSONValue = ["model": .string(name), "messages": [["role": "user", "content": "hi"]]]
+                try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                    #expect(response.status == .ok, "\(name)")
+                }
+            }
+            #expect(transport.requests.map { $0.body["model"]?.stringValue } == [DefaultModel.id.rawValue, DefaultModel.id.rawValue])
+            #expect(transport.modelHashes == [DefaultModel.sha256, DefaultModel.sha256])
+        }
+    }
 }

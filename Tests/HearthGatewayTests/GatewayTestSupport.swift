@@ -24,6 +24,8 @@ func makeGateway(
         $0.dataDirectory = try? TestEnvironment.temporaryDirectory("gateway")
         $0.limits = RequestLimits(maxTokensCeiling: 64)
         $0.maxBodyBytes = 4096
+        // Nodes are announced once by hand: they must not expire while a slow, loaded test runs.
+        $0.nodeTTL = .seconds(600)
     }
     configure(&configuration)
     let gateway = try await buildGateway(configuration: configuration, transport: transport, logger: Logger(label: "test"))

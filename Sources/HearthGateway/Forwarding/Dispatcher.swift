@@ -79,7 +79,7 @@ public struct Dispatcher: Sendable {
             registry.begin(on: node)
             do {
                 let response = try await transport.send(
-                    NodeRequest(endpoint: endpoint, body: bytes, requestID: requestID, consumer: consumer),
+                    NodeRequest(endpoint: endpoint, body: bytes, requestID: requestID, consumer: consumer, modelSHA256: catalog[canonical]?.sha256),
                     to: node
                 )
                 if response.status >= 500 {

@@ -9,12 +9,15 @@ public struct NodeRequest: Sendable {
     public var requestID: String
     /// Who asked, as the node's receipt names them (`anonymous`, `user:<id>`, `key:<id>`): `x-hearth-consumer`.
     public var consumer: String
+    /// The catalog's hash for the model, as `x-hearth-model-sha256`: the node serves only that file.
+    public var modelSHA256: SHA256Digest?
 
-    public init(endpoint: CompletionEndpoint, body: ByteBuffer, requestID: String, consumer: String = "anonymous") {
+    public init(endpoint: CompletionEndpoint, body: ByteBuffer, requestID: String, consumer: String = "anonymous", modelSHA256: SHA256Digest? = nil) {
         self.endpoint = endpoint
         self.body = body
         self.requestID = requestID
         self.consumer = consumer
+        self.modelSHA256 = modelSHA256
     }
 }
 

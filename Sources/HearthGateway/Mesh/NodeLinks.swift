@@ -77,12 +77,9 @@ public final class NodeLinks: NodeTransport {
 
     public func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
         guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
-        let response = try await link.send(
-            .POST,
-            request.endpoint.rawValue,
-            headers: ["content-type": "application/json", "x-request-id": request.requestID, "x-hearth-consumer": request.consumer],
-            body: request.body
-        )
+        var headers: HTTPHeaders = ["content-type": "application/json", "x-request-id": request.requestID, "x-hearth-consumer": request.consumer]
+        if let digest = request.modelSHA256 { headers.add(name: "x-hearth-model-sha256", value: digest.hex) }
+        let response = try await link.send(.POST, request.endpoint.rawValue, headers: headers, body: request.body)
         let body = response.body
         return NodeResponse(
             status: Int(response.head.status.code),

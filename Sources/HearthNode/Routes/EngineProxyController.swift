@@ -49,6 +49,16 @@ struct EngineProxyController {
         guard let engine = host.engine(named: name) else {
             return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
+        // The gateway names the file it means by the catalog's hash; this node serves no other.
+        if let asked = request.headers[.init("x-hearth-model-sha256")!], asked != engine.spec.sha256.hex {
+            return Self.error(
+                APIFailure(
+                    .unavailable,
+                    "The gateway asks for \(name) with sha256 \(asked); this node's file has \(engine.spec.sha256.hex).",
+                    code: "model_hash_mismatch"
+                )
+            )
+        }
         // Loads the model first when it is in standby (evicting idle ones); the engine counts this request as its
         // use until the answer ends.
         let port: Int
