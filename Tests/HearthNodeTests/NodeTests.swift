@@ -239,3 +239,25 @@ struct EngineHostTests {
         }
     }
 }
+
+struct EngineDemandTests {
+    @Test(.timeLimit(.minutes(1)))
+    func aWaiterSeesEveryChangeOfDemandAndNoneIsLost() async {
+        let handle = EngineHostTests.handle("m", memory: 1, wanted: false)
+        // Already as asked: returns at once.
+        await handle.waitUntil(wanted: false)
+        for _ in 0..<200 {
+            let loaded = Task { await handle.waitUntil(wanted: true) }
+            handle.want(true)
+            await loaded.value
+            let unloaded = Task { await handle.waitUntil(wanted: false) }
+            handle.want(false)
+            await unloaded.value
+        }
+        // A waiter that is cancelled returns without the change.
+        let cancelled = Task { await handle.waitUntil(wanted: true) }
+        cancelled.cancel()
+        await cancelled.value
+        #expect(!handle.wanted)
+    }
+}

@@ -66,6 +66,7 @@ public final class EngineHandle: Sendable {
             demand.wanted = wanted
             return demand.waiters
         }
+        // Every waiter wakes and checks again (`waitUntil` waits anew for the other value).
         for waiter in waiters { waiter.continuation.resume() }
     }
 
@@ -75,20 +76,26 @@ public final class EngineHandle: Sendable {
         want(false)
     }
 
-    /// Waits until `want` is called or the task is cancelled.
-    func demandChanged() async {
+    /// Waits until the engine is wanted (`true`) or not (`false`), or the task is cancelled. The check and the
+    /// registration happen under one lock, so a `want` in between is never missed.
+    func waitUntil(wanted value: Bool) async {
+        while !Task.isCancelled, wanted != value { await nextDemandChange(unless: value) }
+    }
+
+    /// Waits for the next `want`, unless the engine is already wanted as `value`.
+    private func nextDemandChange(unless value: Bool) async {
         let id = demand.withLock { demand in
             demand.nextWaiter += 1
             return demand.nextWaiter
         }
         await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let cancelled = demand.withLock { demand in
-                    if Task.isCancelled { return true }
+                let done = demand.withLock { demand in
+                    if Task.isCancelled || demand.wanted == value { return true }
                     demand.waiters.append((id, continuation))
                     return false
                 }
-                if cancelled { continuation.resume() }
+                if done { continuation.resume() }
             }
         } onCancel: {
             let waiter = demand.withLock { demand -> CheckedContinuation<Void, Never>? in

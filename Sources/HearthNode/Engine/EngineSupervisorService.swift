@@ -55,7 +55,7 @@ struct EngineSupervisorService: Service {
                         $0.port = nil
                     }
                 }
-                try? await cancelWhenGracefulShutdown { await handle.demandChanged() }
+                try? await cancelWhenGracefulShutdown { await handle.waitUntil(wanted: true) }
                 continue
             }
             if !verified {
@@ -180,7 +180,7 @@ struct EngineSupervisorService: Service {
         // The host evicts the engine by no longer wanting it.
         let handle = self.handle
         let unloadWatch = Task {
-            while handle.wanted, !Task.isCancelled { await handle.demandChanged() }
+            await handle.waitUntil(wanted: false)
             if !Task.isCancelled { continuation.yield(.unload) }
         }
         defer { unloadWatch.cancel() }
