@@ -20,6 +20,8 @@ public final class FileServer: Sendable {
         case truncated(bytes: Int)
         /// Ignores Range and always sends the whole file with 200.
         case ignoreRange
+        /// Sends `bytes` bytes, pauses for `seconds`, then sends the rest: a slow mirror.
+        case stallAfter(bytes: Int, seconds: Double)
     }
 
     private let files: [String: Data]
@@ -97,6 +99,18 @@ public final class FileServer: Sendable {
                 headers[.contentRange] = "bytes \(start)-\(file.count - 1)/\(file.count)"
             }
             let status: HTTPResponse.Status = headers[.contentRange] == nil ? .ok : .partialContent
+            if case .stallAfter(let bytes, let seconds) = behaviour {
+                return Response(
+                    status: status,
+                    headers: headers,
+                    body: ResponseBody { writer in
+                        try await writer.write(ByteBuffer(bytes: body.prefix(bytes)))
+                        try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+                        try await writer.write(ByteBuffer(bytes: body.dropFirst(bytes)))
+                        try await writer.finish(nil)
+                    }
+                )
+            }
             if case .dropAfter(let bytes) = behaviour {
                 return Response(
                     status: status,

@@ -43,6 +43,14 @@ struct MultiModelTests {
 
     static func states(_ node: Node) -> [EngineState] { node.engines.map(\.snapshot.state) }
 
+    /// Waits until the gateway's registry has the model in `state`: the node's own state reaches the gateway with
+    /// its next report, a moment later.
+    static func waitForGateway(_ mesh: InProcessMesh, _ model: ModelID, _ state: EngineState) async throws {
+        try await waitFor("the gateway to see \(model) \(state)") {
+            mesh.gateway.registry.announcements().contains { $0.models.contains { $0.id == model && $0.state == state } }
+        }
+    }
+
     @Test func loadsOnDemandAndEvictsTheLeastRecentlyUsedIdleModel() async throws {
         let directory = (try TestEnvironment.defaultModel() as NSString).deletingLastPathComponent
         let a = try Self.copy("smollm2-a:q4_1")
@@ -122,7 +130,7 @@ struct MultiModelTests {
             let node = try await buildNode(configuration: configuration, logger: Logger(label: "node"))
             mesh.run(node)
             // Nothing is on disk for the first model: it downloads before it loads.
-            try await Self.waitFor("the download and load") { node.engines[0].snapshot.state == .ready }
+            try await Self.waitForGateway(mesh, remote.id, .ready)
             #expect(FileManager.default.contents(atPath: store + "/\(DefaultModel.sha256.hex).gguf")?.count == modelBytes.count)
             #expect(server.rangesSeen == [""])
             #expect(try await Self.chat(mesh, model: remote.id).status == 200)
@@ -135,6 +143,47 @@ struct MultiModelTests {
             #expect(reported?.detail?.contains("refusing to load it") == true, "\(String(describing: reported))")
             let refused = try await Self.chat(mesh, model: tampered.id)
             #expect(refused.status == 503, "\(refused.body)")
+        }
+    }
+
+    @Test func aSlowDownloadHoldsUpNeitherTheLinkNorTheOtherModels() async throws {
+        let modelBytes = try #require(FileManager.default.contents(atPath: try TestEnvironment.defaultModel()))
+        let server = try await FileServer.start(files: ["smol.gguf": modelBytes])
+        defer { Task { await server.stop() } }
+        server.then(.stallAfter(bytes: 12 << 20, seconds: 4))
+        let directory = (try TestEnvironment.defaultModel() as NSString).deletingLastPathComponent
+        let store = try TestEnvironment.temporaryDirectory("slow-store")
+        let local = try #require(Catalog.builtin[DefaultModel.id])
+        let remote = try Self.copy("smollm2-slow:q4_1", sources: [server.url("smol.gguf")])
+        let catalog = Catalog.builtin.merged(with: try Catalog(entries: [remote]))
+        let withCatalog: (inout GatewayConfiguration) -> Void = { $0.catalog = catalog }
+        try await InProcessMesh.with(label: "slow-download", configure: withCatalog) { mesh in
+            let node = try await buildNode(
+                configuration: mesh.nodeConfiguration().with {
+                    $0.dataDirectory = (try? TestEnvironment.temporaryDirectory("slow-node")) ?? "."
+                    $0.catalog = catalog
+                    $0.limits = Self.limits
+                    $0.limits.memoryBytes = 4 << 30
+                    $0.models = [(try? Self.spec(local, directory: directory)), (try? Self.spec(remote, directory: store))].compactMap { $0 }
+                    $0.llamaServerPath = (try? TestEnvironment.llamaServer()) ?? "llama-server"
+                    $0.dashboardPort = nil
+                },
+                logger: Logger(label: "node")
+            )
+            #expect(node.engines.count == 2)
+            mesh.run(node)
+            try await Self.waitForGateway(mesh, DefaultModel.id, .ready)
+            try await Self.waitFor("the download to stall") { node.engines[1].snapshot.detail?.hasPrefix("downloading ") == true }
+            // Mid-download: the other model answers, and the gateway hears about the progress over the link.
+            let answer = try await Self.chat(mesh, model: DefaultModel.id)
+            #expect(answer.status == 200, "\(answer.body)")
+            try await Self.waitFor("the gateway to see the progress") {
+                let reported = mesh.gateway.registry.announcements().first?.models.first { $0.id == remote.id }
+                return reported?.state == .loading && reported?.detail?.hasPrefix("downloading ") == true
+            }
+            #expect(node.engines[1].snapshot.state == .loading, "still downloading: \(String(describing: node.engines[1].snapshot.detail))")
+            try await Self.waitForGateway(mesh, remote.id, .ready)
+            #expect(try await Self.chat(mesh, model: remote.id).status == 200)
         }
     }
 }
