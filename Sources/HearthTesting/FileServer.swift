@@ -76,52 +76,64 @@ public final class FileServer: Sendable {
 
     func router() -> Router<BasicRequestContext> {
         let router = Router()
+        // Whole files as buffers: a response is a slice of one, never a copy (the model is 98 MB).
+        let buffers = files.mapValues { ByteBuffer(bytes: $0) }
         router.get("/:name") { request, context in
-            guard let name = context.parameters.get("name"), var file = self.files[name] else { return Response(status: .notFound) }
+            guard let name = context.parameters.get("name"), var file = buffers[name] else { return Response(status: .notFound) }
             let rangeHeader = request.headers[.range] ?? ""
             let behaviour = self.nextBehaviour(range: rangeHeader)
             switch behaviour {
-            case .corruptByte(let offset): file[offset] ^= 0xFF
-            case .truncated(let bytes): file = file.prefix(bytes)
-            default: break
+            case .corruptByte(let offset):
+                var copy = ByteBuffer(buffer: file)
+                copy.setInteger(copy.getInteger(at: offset, as: UInt8.self)! ^ 0xFF, at: offset)
+                file = copy
+            case .truncated(let bytes):
+                file = file.getSlice(at: 0, length: bytes)!
+            default:
+                break
             }
-            var start = 0
-            if behaviour != .ignoreRange, rangeHeader.hasPrefix("bytes="), let first = Int(rangeHeader.dropFirst(6).split(separator: "-").first ?? "")
-            {
-                guard first < file.count else {
-                    return Response(status: .rangeNotSatisfiable, headers: [.contentRange: "bytes */\(file.count)"])
+            // `bytes=a-` or `bytes=a-b`, as the downloads and the header reader ask.
+            var first = 0
+            var last = file.readableBytes - 1
+            let bounds = rangeHeader.hasPrefix("bytes=") ? rangeHeader.dropFirst(6).split(separator: "-", omittingEmptySubsequences: false) : []
+            let ranged = behaviour != .ignoreRange && bounds.count == 2 && Int(bounds[0]) != nil
+            if ranged {
+                first = Int(bounds[0]) ?? 0
+                last = min(Int(bounds[1]) ?? last, last)
+                guard first <= last else {
+                    return Response(status: .rangeNotSatisfiable, headers: [.contentRange: "bytes */\(file.readableBytes)"])
                 }
-                start = first
             }
-            let body = file.subdata(in: start..<file.count)
-            var headers: HTTPFields = [.contentLength: String(body.count), .acceptRanges: "bytes"]
-            if start > 0 || (!rangeHeader.isEmpty && behaviour != .ignoreRange) {
-                headers[.contentRange] = "bytes \(start)-\(file.count - 1)/\(file.count)"
-            }
-            let status: HTTPResponse.Status = headers[.contentRange] == nil ? .ok : .partialContent
-            if case .stallAfter(let bytes, let seconds) = behaviour {
+            let body = file.getSlice(at: first, length: last - first + 1) ?? ByteBuffer()
+            var headers: HTTPFields = [.contentLength: String(body.readableBytes), .acceptRanges: "bytes"]
+            if ranged { headers[.contentRange] = "bytes \(first)-\(last)/\(file.readableBytes)" }
+            let status: HTTPResponse.Status = ranged ? .partialContent : .ok
+            switch behaviour {
+            case .stallAfter(let bytes, let seconds):
                 return Response(
                     status: status,
                     headers: headers,
                     body: ResponseBody { writer in
-                        try await writer.write(ByteBuffer(bytes: body.prefix(bytes)))
+                        try await writer.write(body.getSlice(at: 0, length: min(bytes, body.readableBytes)) ?? ByteBuffer())
                         try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
-                        try await writer.write(ByteBuffer(bytes: body.dropFirst(bytes)))
+                        if bytes < body.readableBytes {
+                            try await writer.write(body.getSlice(at: bytes, length: body.readableBytes - bytes) ?? ByteBuffer())
+                        }
                         try await writer.finish(nil)
                     }
                 )
-            }
-            if case .dropAfter(let bytes) = behaviour {
+            case .dropAfter(let bytes):
                 return Response(
                     status: status,
                     headers: headers,
                     body: ResponseBody { writer in
-                        try await writer.write(ByteBuffer(bytes: body.prefix(bytes)))
+                        try await writer.write(body.getSlice(at: 0, length: min(bytes, body.readableBytes)) ?? ByteBuffer())
                         throw TestProcessError("dropping the connection on purpose")
                     }
                 )
+            default:
+                return Response(status: status, headers: headers, body: .init(byteBuffer: body))
             }
-            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
         }
         return router
     }

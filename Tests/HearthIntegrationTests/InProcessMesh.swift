@@ -103,7 +103,8 @@ final class InProcessMesh: Sendable {
     static func standInRouter(
         report: NodeReport,
         extraHello: String = "",
-        extraReport: [String: JSONValue] = [:]
+        extraReport: [String: JSONValue] = [:],
+        onPoll: @escaping @Sendable (_ holdMilliseconds: Int) -> Void = { _ in }
     ) throws -> Router<
         BasicRequestContext
     > {
@@ -117,8 +118,9 @@ final class InProcessMesh: Sendable {
         }
         router.get("/link/v1/report") { request, _ in
             // The state never changes: hold a long poll for as long as the gateway asked, like a real node.
+            let wait = request.headers[.init("x-hearth-wait-ms")!].flatMap { Int($0) } ?? 0
+            onPoll(wait)
             if request.headers[.init("x-hearth-after")!] != nil {
-                let wait = request.headers[.init("x-hearth-wait-ms")!].flatMap { Int($0) } ?? 0
                 try await Task.sleep(for: .milliseconds(min(wait, 60_000)))
             }
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: reportBytes))
