@@ -30,6 +30,18 @@ import Testing
         #expect(ModelShape(header: header) == nil)
     }
 
+    @Test func aHostileShapeSaturatesInsteadOfOverflowing() {
+        let huge = ModelShape(layers: .max, kvHeads: .max, headDim: .max, embedding: .max)
+        let estimate = ModelSizer.estimate(weightsBytes: .max, shape: huge, context: .max, parallel: .max)
+        #expect(estimate.kvCacheBytes == .max && estimate.computeBytes == .max && estimate.totalBytes == .max)
+        let entry = catalogEntry("huge:q8_0", sizeBytes: .max, shape: huge)
+        let verdict = CapacityPlanner.plan(entry: entry, nodes: [CapacityPlannerTests.node(1, gib: 8)], context: .max, parallel: .max)
+        #expect(verdict.status == .needsMoreNodes)
+        #expect(verdict.missing?.memoryBytesEach == .max)
+        let negative = ModelSizer.estimate(weightsBytes: 0, shape: ModelShape(layers: -1, kvHeads: 2, headDim: 2, embedding: -5), context: -3)
+        #expect(negative.kvCacheBytes == 0 && negative.computeBytes == UInt64(ModelSizer.microBatch * 2))
+    }
+
     @Test func formatsBinaryUnits() {
         #expect(UInt64(512).binaryBytes == "512 B")
         #expect(UInt64(1536 << 20).binaryBytes == "1.5 GiB")

@@ -71,7 +71,9 @@ func catalogEntry(
         let badHash = pinned.replacingOccurrences(of: String(repeating: "ab", count: 32), with: "xyz")
         let version = pinned.replacingOccurrences(of: "\"version\" : 1", with: "\"version\" : 2")
         let missingShape = pinned.replacingOccurrences(of: "\"shape\"", with: "\"shap\"")
-        for bad in [contradiction, badHash, version, missingShape, "[]", "not json", ""] {
+        let absurdShape = pinned.replacingOccurrences(of: "\"layers\" : 32", with: "\"layers\" : 4000000000")
+        #expect(absurdShape != pinned)
+        for bad in [contradiction, badHash, version, missingShape, absurdShape, "[]", "not json", ""] {
             #expect(throws: CatalogError.self, "\(bad.prefix(40))") { try Catalog.decode(Data(bad.utf8)) }
         }
         #expect(throws: CatalogError.self) { try Catalog(entries: [catalogEntry("a:q8_0"), catalogEntry("a:q8_0")]) }

@@ -87,10 +87,12 @@ struct MultiModelTests {
             #expect(answer.body["choices"]?[0]?["message"]?["content"]?.stringValue?.isEmpty == false)
             #expect(Self.states(node) == [.standby, .ready, .ready])
             #expect(node.engines[0].snapshot.pid == nil, "the evicted engine's process is gone")
+            let startsBefore = node.engines[0].snapshot.starts
             // And back: a is loaded again, evicting b (now the least recently used).
             #expect(try await Self.chat(mesh, model: a.id).status == 200)
             #expect(Self.states(node) == [.ready, .standby, .ready])
-            #expect(node.engines[0].snapshot.starts == 2)
+            // Started again for the request (more than once if a free loopback port was taken before it bound it).
+            #expect(node.engines[0].snapshot.starts > startsBefore)
         }
     }
 

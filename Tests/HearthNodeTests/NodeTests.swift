@@ -3,6 +3,8 @@ import HearthCore
 import HearthMesh
 import HearthTesting
 import Logging
+import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -259,5 +261,36 @@ struct EngineDemandTests {
         cancelled.cancel()
         await cancelled.value
         #expect(!handle.wanted)
+    }
+}
+
+struct EnginePortTests {
+    /// An engine whose port is taken starts again at once on another; a port never free fails it after a few tries.
+    /// The owner's extra `--port` (the last one wins in llama-server) stands for a port someone else keeps taking.
+    @Test(.timeLimit(.minutes(1)))
+    func aTakenPortIsRetriedAtOnceAndFailsOnlyWhenItNeverFrees() async throws {
+        let taken = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        defer { taken.close(promise: nil) }
+        let directory = try TestEnvironment.temporaryDirectory("port")
+        let spec = ModelSpec(id: DefaultModel.id, path: try TestEnvironment.defaultModel(), sha256: DefaultModel.sha256)
+        let handle = EngineHandle(spec: spec)
+        let configuration = NodeConfiguration().with {
+            $0.dataDirectory = directory
+            $0.llamaServerPath = (try? TestEnvironment.llamaServer()) ?? "llama-server"
+            $0.limits = NodeLimits(threads: 1, contextSize: 256, parallelSlots: 1)
+            $0.extraEngineArguments = ["--port", String(taken.localAddress?.port ?? 1)]
+        }
+        let supervisor = Task {
+            try await EngineSupervisorService(
+                handle: handle,
+                configuration: configuration,
+                preparation: Preparation(nil),
+                logger: Logger(label: "test")
+            ).run()
+        }
+        defer { supervisor.cancel() }
+        while handle.snapshot.state != .failed { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(handle.snapshot.starts == EngineSupervisorService.portRetries + 1)
+        #expect(handle.snapshot.detail?.contains("could not bind a loopback port") == true, "\(String(describing: handle.snapshot.detail))")
     }
 }

@@ -106,14 +106,14 @@ public enum CapacityPlanner {
             return verdict
         }
         // A pool: every member pays its own compute buffer and runtime; the rest holds a share of the layers.
-        let memberCost = estimate.computeBytes + estimate.runtimeBytes
-        let shared = estimate.weightsBytes + estimate.kvCacheBytes
+        let memberCost = estimate.computeBytes.addingSaturated(estimate.runtimeBytes)
+        let shared = estimate.weightsBytes.addingSaturated(estimate.kvCacheBytes)
         let limit = max(1, min(maxPoolSize, entry.shape.layers))
         var covered: UInt64 = 0
         var pool: [PoolNode] = []
         for node in sorted.prefix(limit) where node.memoryBytes > memberCost {
             pool.append(node)
-            covered += node.memoryBytes - memberCost
+            covered = covered.addingSaturated(node.memoryBytes - memberCost)
             if covered >= shared { break }
         }
         if covered >= shared, pool.count > 1 {
@@ -152,19 +152,21 @@ public enum CapacityPlanner {
         let room = limit - pool.count
         if room > 0 {
             let median = nodes.isEmpty ? typicalNodeBytes : nodes[nodes.count / 2].memoryBytes
-            let each = roundUpToGiB(max(median, memberCost + (1 << 30)))
-            let count = Int((remaining + (each - memberCost) - 1) / (each - memberCost))
+            let each = roundUpToGiB(max(median, memberCost.addingSaturated(1 << 30)))
+            let perNode = max(each - min(memberCost, each), 1)
+            let count = Int(clamping: remaining / perNode + (remaining % perNode == 0 ? 0 : 1))
             if count <= room { return .init(count: count, memoryBytesEach: each) }
-            return .init(count: room, memoryBytesEach: roundUpToGiB(remaining / UInt64(room) + memberCost + 1))
+            return .init(count: room, memoryBytesEach: roundUpToGiB((remaining / UInt64(room)).addingSaturated(memberCost).addingSaturated(1)))
         }
         // The pool is as large as it may be: its members must be bigger.
-        let each = roundUpToGiB(shared / UInt64(limit) + memberCost + 1)
+        let each = roundUpToGiB((shared / UInt64(limit)).addingSaturated(memberCost).addingSaturated(1))
         let big = nodes.prefix(limit).filter { $0.memoryBytes >= each }.count
         return .init(count: max(limit - big, 1), memoryBytesEach: each)
     }
 
     static func roundUpToGiB(_ bytes: UInt64) -> UInt64 {
         let gib: UInt64 = 1 << 30
-        return (bytes + gib - 1) / gib * gib
+        let whole = bytes / gib + (bytes % gib == 0 ? 0 : 1)
+        return whole >= UInt64.max / gib ? .max : whole * gib
     }
 }

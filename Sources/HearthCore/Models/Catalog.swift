@@ -109,6 +109,14 @@ public struct CatalogEntry: Codable, Sendable, Equatable {
         licence = try container.decode(String.self, forKey: .licence)
         sizeBytes = try container.decode(UInt64.self, forKey: .sizeBytes)
         shape = try container.decode(ModelShape.self, forKey: .shape)
+        let facts = [shape.layers, shape.kvHeads, shape.headDim, shape.embedding, contextLength]
+        guard facts.allSatisfy({ (1...(1 << 24)).contains($0) }) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .shape,
+                in: container,
+                debugDescription: "\(id): layers, KV heads, head dim, embedding and context must be from 1 to 16777216"
+            )
+        }
         sources = try container.decode([String].self, forKey: .sources)
         sha256 = try container.decodeIfPresent(SHA256Digest.self, forKey: .sha256)
         approvedForConstrainedPools = try container.decodeIfPresent(Bool.self, forKey: .approvedForConstrainedPools) ?? false

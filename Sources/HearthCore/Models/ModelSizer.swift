@@ -25,7 +25,8 @@ public struct MemoryEstimate: Codable, Sendable, Equatable {
     /// The process itself: code, libraries, tokenizer, HTTP server.
     public var runtimeBytes: UInt64
 
-    public var totalBytes: UInt64 { weightsBytes + kvCacheBytes + computeBytes + runtimeBytes }
+    /// The sum of the parts (saturating: a hostile shape cannot overflow it).
+    public var totalBytes: UInt64 { [weightsBytes, kvCacheBytes, computeBytes, runtimeBytes].reduce(0) { $0.addingSaturated($1) } }
 
     private enum CodingKeys: String, CodingKey {
         case weightsBytes, kvCacheBytes, computeBytes, runtimeBytes, totalBytes
@@ -85,12 +86,18 @@ public enum ModelSizer {
         parallel: Int = 1,
         cacheType: KVCacheType = .f16
     ) -> MemoryEstimate {
-        let context = UInt64(max(context, 1))
-        let slots = UInt64(max(parallel, 1))
-        let perToken = 2 * Double(max(shape.layers, 0) * max(shape.kvHeads, 0) * max(shape.headDim, 0)) * cacheType.bytesPerElement
-        let kv = UInt64(perToken * Double(context * slots))
-        let compute = microBatch * (13 * UInt64(max(shape.embedding, 0)) * 4 + context * 2)
-        return MemoryEstimate(weightsBytes: weightsBytes, kvCacheBytes: kv, computeBytes: compute, runtimeBytes: runtimeBytes)
+        // In floating point, so that no shape or context from a file or a query can overflow; saturated on the way back.
+        let context = Double(max(context, 1))
+        let slots = Double(max(parallel, 1))
+        let perToken = 2 * Double(max(shape.layers, 0)) * Double(max(shape.kvHeads, 0)) * Double(max(shape.headDim, 0)) * cacheType.bytesPerElement
+        let kv = perToken * context * slots
+        let compute = Double(microBatch) * (13 * Double(max(shape.embedding, 0)) * 4 + context * 2)
+        return MemoryEstimate(
+            weightsBytes: weightsBytes,
+            kvCacheBytes: UInt64(saturating: kv),
+            computeBytes: UInt64(saturating: compute),
+            runtimeBytes: runtimeBytes
+        )
     }
 
     /// The estimate for a catalog entry, its file size standing for the weights.
@@ -116,6 +123,17 @@ extension ModelShape {
 }
 
 extension UInt64 {
+    /// `value` rounded down, or `UInt64.max` when it is larger.
+    init(saturating value: Double) {
+        self = value >= 18_446_744_073_709_549_568 ? .max : (value > 0 ? UInt64(value) : 0)
+    }
+
+    /// `self + other`, or `UInt64.max` when that overflows.
+    public func addingSaturated(_ other: UInt64) -> UInt64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
+    }
+
     /// Bytes in binary units with one decimal: `1.5 GiB`, `98.4 MiB`.
     public var binaryBytes: String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]

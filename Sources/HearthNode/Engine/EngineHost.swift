@@ -22,8 +22,8 @@ final class EngineHost: Sendable {
     static func initialLoad(_ specs: [ModelSpec], budget: UInt64) -> [Bool] {
         var used: UInt64 = 0
         return specs.enumerated().map { index, spec in
-            guard index == 0 || used + spec.memoryBytes <= budget else { return false }
-            used += spec.memoryBytes
+            guard index == 0 || used.addingSaturated(spec.memoryBytes) <= budget else { return false }
+            used = used.addingSaturated(spec.memoryBytes)
             return true
         }
     }
@@ -53,14 +53,14 @@ final class EngineHost: Sendable {
             }
             guard !engine.wanted else { return }
             let others = engines.filter { $0 !== engine && $0.wanted }
-            var used = others.reduce(UInt64(0)) { $0 + $1.spec.memoryBytes }
+            var used = others.reduce(UInt64(0)) { $0.addingSaturated($1.spec.memoryBytes) }
             var victims: [EngineHandle] = []
             for candidate in others.filter({ $0.inFlight == 0 }).sorted(by: { $0.lastUsed < $1.lastUsed }) {
-                guard used + engine.spec.memoryBytes > budget else { break }
+                guard used.addingSaturated(engine.spec.memoryBytes) > budget else { break }
                 victims.append(candidate)
                 used -= candidate.spec.memoryBytes
             }
-            guard used + engine.spec.memoryBytes <= budget || others.isEmpty else {
+            guard used.addingSaturated(engine.spec.memoryBytes) <= budget || others.isEmpty else {
                 throw APIFailure(
                     .unavailable,
                     "Not enough memory to load \(engine.spec.id) (\(engine.spec.memoryBytes.binaryBytes)) while other models serve requests.",

@@ -47,6 +47,7 @@ struct EngineSupervisorService: Service {
         }
         var verified = false
         var failuresInARow = 0
+        var portsTaken = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             guard handle.wanted else {
                 if handle.permanentFailure == nil {
@@ -62,11 +63,21 @@ struct EngineSupervisorService: Service {
                 verified = await fileIsReady(logger: logger)
                 if !verified { continue }
             }
-            let healthy = try await runOnce(logger: logger)
+            var outcome = try await runOnce(logger: logger)
+            if outcome == .portTaken {
+                // A port taken between choosing and binding it is no failure: start again on another at once, a few
+                // times; a port that is never free is.
+                portsTaken += 1
+                if portsTaken <= Self.portRetries { continue }
+                fail("the engine could not bind a loopback port \(portsTaken) times in a row", logger: logger)
+                outcome = .unhealthy
+            }
+            portsTaken = 0
             if Task.isShuttingDownGracefully || Task.isCancelled || !handle.wanted {
                 failuresInARow = 0
                 continue
             }
+            let healthy = outcome == .healthy
             failuresInARow = healthy ? 0 : failuresInARow + 1
             let delay = Self.backoff(afterFailures: failuresInARow)
             logger.warning("engine stopped; restarting", metadata: ["node.engine.restart_in_s": "\(delay)"])
@@ -147,7 +158,19 @@ struct EngineSupervisorService: Service {
     }
 
     /// Starts the engine once and returns when it has exited. Returns whether it became healthy.
-    private func runOnce(logger: Logger) async throws -> Bool {
+    /// Immediate restarts after a taken port, before it counts as a failure.
+    static let portRetries = 5
+
+    /// How one run of the engine ended.
+    enum Outcome: Equatable {
+        /// It became healthy (and has since exited or been stopped).
+        case healthy
+        case unhealthy
+        /// Another process took the chosen port before the engine bound it.
+        case portTaken
+    }
+
+    private func runOnce(logger: Logger) async throws -> Outcome {
         let port = try await Self.freeLoopbackPort()
         let logPath = (configuration.dataDirectory as NSString).appendingPathComponent("engine-\(port).log")
         handle.update {
@@ -167,7 +190,7 @@ struct EngineSupervisorService: Service {
             )
         } catch {
             fail("cannot start \(configuration.llamaServerPath): \(error)", logger: logger)
-            return false
+            return .unhealthy
         }
         handle.update { $0.pid = process.pid }
         logger.info("engine starting", metadata: ["node.engine.port": "\(port)", "node.engine.pid": "\(process.pid)"])
@@ -195,12 +218,18 @@ struct EngineSupervisorService: Service {
             fail("engine did not become healthy within \(configuration.engineStartTimeout)", logger: logger)
             await process.stop(grace: .seconds(2))
         }
+        var portTaken = false
         await withGracefulShutdownHandler {
             for await event in events {
                 switch event {
                 case .exited(let status):
-                    if !Task.isShuttingDownGracefully && handle.wanted {
-                        fail("engine exited with status \(status): \(Self.tail(of: logPath))", logger: logger)
+                    let tail = Self.tail(of: logPath)
+                    let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+                    if !healthy && log.contains("couldn't bind") {
+                        portTaken = true
+                        logger.info("engine port was taken; starting again on another", metadata: ["node.engine.port": "\(port)"])
+                    } else if !Task.isShuttingDownGracefully && handle.wanted {
+                        fail("engine exited with status \(status): \(tail)", logger: logger)
                     }
                     return
                 case .shutdown:
@@ -218,7 +247,7 @@ struct EngineSupervisorService: Service {
             $0.pid = nil
             $0.port = nil
         }
-        return healthy
+        return portTaken ? .portTaken : (healthy ? .healthy : .unhealthy)
     }
 
     private func arguments(port: Int) -> [String] {
