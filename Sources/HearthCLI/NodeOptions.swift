@@ -10,7 +10,9 @@ struct NodeOptions: ParsableArguments {
     @Option(
         name: .customLong("model"),
         help: """
-            A catalog model to serve (repeatable; default: the embedded default model). The first ones load at start             while they fit in --memory; the rest load on their first request, evicting idle ones. Only pinned entries             can be served (`hearth catalog list`).
+            A catalog model to serve (repeatable; default: the embedded default model). The first ones load at start \
+            while they fit in --memory; the rest load on their first request, evicting idle ones. Only pinned entries \
+            can be served (`hearth catalog list`).
             """
     )
     var models: [String] = []
