@@ -72,6 +72,20 @@ struct NodeIdentityTests {
 }
 
 struct EngineSupervisorTests {
+    /// Runs a supervisor for `handle` (no preparation) until the engine reports failed, then stops it.
+    static func superviseUntilFailed(_ handle: EngineHandle, _ configuration: NodeConfiguration) async throws {
+        let supervisor = Task {
+            try await EngineSupervisorService(
+                handle: handle,
+                configuration: configuration,
+                preparation: Preparation(nil),
+                logger: Logger(label: "test")
+            ).run()
+        }
+        defer { supervisor.cancel() }
+        while handle.snapshot.state != .failed { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
     @Test func backoffDoublesFromHalfASecondUpToThirtySeconds() {
         #expect(EngineSupervisorService.backoff(afterFailures: 0) == 0.5)
         #expect(EngineSupervisorService.backoff(afterFailures: 1) == 1)
@@ -90,16 +104,7 @@ struct EngineSupervisorTests {
             $0.dataDirectory = directory
             $0.llamaServerPath = "/bin/false"
         }
-        let supervisor = Task {
-            try await EngineSupervisorService(
-                handle: handle,
-                configuration: configuration,
-                preparation: Preparation(nil),
-                logger: Logger(label: "test")
-            ).run()
-        }
-        defer { supervisor.cancel() }
-        while handle.snapshot.state != .failed { try await Task.sleep(for: .milliseconds(10)) }
+        try await EngineSupervisorTests.superviseUntilFailed(handle, configuration)
         #expect(handle.snapshot.detail?.contains("sha256") == true)
         #expect(handle.snapshot.starts == 0, "no engine may start on a tampered file")
     }
@@ -280,16 +285,7 @@ struct EnginePortTests {
             $0.limits = NodeLimits(threads: 1, contextSize: 256, parallelSlots: 1)
             $0.extraEngineArguments = ["--port", String(taken.localAddress?.port ?? 1)]
         }
-        let supervisor = Task {
-            try await EngineSupervisorService(
-                handle: handle,
-                configuration: configuration,
-                preparation: Preparation(nil),
-                logger: Logger(label: "test")
-            ).run()
-        }
-        defer { supervisor.cancel() }
-        while handle.snapshot.state != .failed { try await Task.sleep(for: .milliseconds(20)) }
+        try await EngineSupervisorTests.superviseUntilFailed(handle, configuration)
         #expect(handle.snapshot.starts == EngineSupervisorService.portRetries + 1)
         #expect(handle.snapshot.detail?.contains("could not bind a loopback port") == true, "\(String(describing: handle.snapshot.detail))")
     }
