@@ -18,6 +18,14 @@ enum BenchServers {
     static let model = ModelID("fake:canned")!
     static let tokens = 32
 
+    /// A catalog that pins the fake node's model (the default model's entry under the fake id and hash).
+    static func catalog() throws -> Catalog {
+        guard var entry = Catalog.builtin[DefaultModel.id] else { throw BenchError("the built-in catalog lacks the default model") }
+        entry.id = model
+        entry.name = "canned tokens (benchmark)"
+        return try Catalog(entries: [entry])
+    }
+
     static func report(slots: Int) -> NodeReport {
         NodeReport(
             name: "fake",

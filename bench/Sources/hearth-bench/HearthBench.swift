@@ -204,7 +204,10 @@ struct HearthBench {
         _ = await plainGateway.stop()
         _ = await plainNode.stop()
 
-        // The secure link: the real gateway binary, the same fake node dialing its mesh.
+        // The secure link: the real gateway binary, the same fake node dialing its mesh. The gateway routes only to
+        // catalog models, so its catalog file pins the fake node's model.
+        try FileManager.default.createDirectory(atPath: directory + "/link", withIntermediateDirectories: true)
+        try BenchServers.catalog().encoded().write(to: URL(fileURLWithPath: directory + "/link/catalog.json"))
         let gateway = try await TestProcess(
             name: "gateway",
             executable: try TestEnvironment.hearthBinary(),
