@@ -233,6 +233,27 @@ struct EngineHostTests {
         }
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func anEngineStartsOnlyOnceTheEnginesEvictedForItHaveStopped() async throws {
+        let old = Self.handle("old", memory: 100, wanted: true)
+        let new = Self.handle("new", memory: 100, wanted: false)
+        old.update { $0.pid = 4242 }
+        try EngineHost(engines: [old, new], budget: 150).admit(new)
+        #expect(!old.wanted && new.wanted)
+        let started = Mutex(false)
+        let waiting = Task {
+            await new.waitForPredecessors(limit: .seconds(30))
+            started.withLock { $0 = true }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!started.withLock { $0 }, "the evicted engine's process is still there")
+        old.update { $0.pid = nil }
+        await waiting.value
+        #expect(started.withLock { $0 })
+        // Nothing is left to wait for the next time.
+        await new.waitForPredecessors(limit: .seconds(30))
+    }
+
     @Test func aRefusedFileIsNeverRetried() {
         let handle = Self.handle("tampered", memory: 1, wanted: true)
         handle.failPermanently("sha256 differs")

@@ -31,6 +31,8 @@ public final class EngineHandle: Sendable {
     public let spec: ModelSpec
     private let current: Mutex<Snapshot>
     private let demand: Mutex<Demand>
+    /// Engines evicted to make room for this one: it starts only once their processes are gone.
+    private let predecessors = Mutex<[EngineHandle]>([])
 
     /// - Parameter wanted: whether the supervisor loads the model as soon as it runs (otherwise it waits in standby).
     init(spec: ModelSpec, wanted: Bool = true) {
@@ -103,6 +105,24 @@ public final class EngineHandle: Sendable {
                 return demand.waiters.remove(at: index).continuation
             }
             waiter?.resume()
+        }
+    }
+
+    /// Records the engines evicted for this one, which must stop before it starts.
+    func startAfter(_ evicted: [EngineHandle]) {
+        predecessors.withLock { $0 = evicted }
+    }
+
+    /// Waits until the engines evicted for this one have no process left, at most `limit` (they get SIGKILL after a
+    /// few seconds anyway), so two engines never hold their memory at once.
+    func waitForPredecessors(limit: Duration) async {
+        let evicted = predecessors.withLock { list in
+            defer { list = [] }
+            return list
+        }
+        let deadline = ContinuousClock.now + limit
+        while evicted.contains(where: { $0.snapshot.pid != nil }), ContinuousClock.now < deadline, !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(20))
         }
     }
 

@@ -5,8 +5,9 @@ import Synchronization
 ///
 /// Each model has its engine supervisor; the host only says which engines should run. At start it loads the models
 /// in the owner's order while they fit (the first always). A request for a model that is not loaded loads it,
-/// evicting the least-recently-used engines that serve no request until the new one fits; the request waits for
-/// the engine (and its download) and is refused only when busy engines leave no room.
+/// evicting the least-recently-used engines that serve no request until the new one fits (it starts once their
+/// processes are gone); the request waits for the engine (and its download) and is refused only when busy engines
+/// leave no room.
 final class EngineHost: Sendable {
     let engines: [EngineHandle]
     /// Memory the models may use together, in bytes.
@@ -68,6 +69,7 @@ final class EngineHost: Sendable {
                 )
             }
             for victim in victims { victim.want(false) }
+            engine.startAfter(victims)
             engine.want(true)
         }
     }

@@ -63,6 +63,7 @@ struct EngineSupervisorService: Service {
                 verified = await fileIsReady(logger: logger)
                 if !verified { continue }
             }
+            await handle.waitForPredecessors(limit: .seconds(15))
             var outcome = try await runOnce(logger: logger)
             if outcome == .portTaken {
                 // A port taken between choosing and binding it is no failure: start again on another at once, a few
