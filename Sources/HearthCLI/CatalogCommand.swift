@@ -20,18 +20,24 @@ struct CatalogOptions: ParsableArguments {
 
     /// The built-in catalog with the operator's file applied. A file named with `--catalog` must exist.
     func load(dataDirectory: String) throws -> Catalog {
+        Self.effective(try operatorFile(dataDirectory: dataDirectory))
+    }
+
+    /// The catalog in effect with `file`: it extends the built-in one, or replaces it.
+    static func effective(_ file: (catalog: Catalog, replacesBuiltin: Bool)?) -> Catalog {
+        guard let file else { return .builtin }
+        return file.replacesBuiltin ? file.catalog : Catalog.builtin.merged(with: file.catalog)
+    }
+
+    /// The operator's file as it stands, `nil` when there is none (and `--catalog` did not name one).
+    func operatorFile(dataDirectory: String) throws -> (catalog: Catalog, replacesBuiltin: Bool)? {
         let path = path(dataDirectory: dataDirectory)
         guard let data = FileManager.default.contents(atPath: path) else {
             if catalog != nil { throw ValidationError("cannot read the catalog file \(path)") }
-            return .builtin
+            return nil
         }
-        return try Self.apply(data, path: path)
-    }
-
-    static func apply(_ data: Data, path: String) throws -> Catalog {
         do {
-            let (overlay, replaces) = try Catalog.decode(data)
-            return replaces ? overlay : Catalog.builtin.merged(with: overlay)
+            return try Catalog.decode(data)
         } catch {
             throw ValidationError("the catalog file \(path) is not usable: \(error.description)")
         }
@@ -60,6 +66,7 @@ struct CatalogCommand: AsyncParsableCommand {
 
         var directory: String { dataDir ?? CommandEnvironment().defaultDataDirectory + "/gateway" }
         func load() throws -> Catalog { try options.load(dataDirectory: directory) }
+        func operatorFile() throws -> (catalog: Catalog, replacesBuiltin: Bool)? { try options.operatorFile(dataDirectory: directory) }
     }
 
     struct List: ParsableCommand {
@@ -113,33 +120,17 @@ struct CatalogCommand: AsyncParsableCommand {
             guard let id = ModelID(model) else { throw ValidationError("'\(model)' is not a valid model id") }
             guard let digest = SHA256Digest(hex: sha256) else { throw ValidationError("--sha256 must be 64 hex characters") }
             let path = location.options.path(dataDirectory: location.directory)
-            guard let entry = try location.load()[id] else {
+            let file = try location.operatorFile()
+            guard var pinned = CatalogOptions.effective(file)[id] else {
                 throw ValidationError("the catalog has no model \(id); `hearth catalog list` shows the ids")
             }
             // Only the operator's file changes: the pinned entry is written there, replacing any earlier copy.
-            var overlay: [CatalogEntry] = []
-            var replaces = false
-            if let data = FileManager.default.contents(atPath: path) {
-                let decoded: (catalog: Catalog, replacesBuiltin: Bool)
-                do {
-                    decoded = try Catalog.decode(data)
-                } catch {
-                    throw ValidationError("the catalog file \(path) is not usable: \(error.description)")
-                }
-                overlay = decoded.catalog.entries
-                replaces = decoded.replacesBuiltin
-            }
-            var pinned = entry
             pinned.sha256 = digest
             if let size { pinned.sizeBytes = size }
-            if let index = overlay.firstIndex(where: { $0.id == id }) {
-                overlay[index] = pinned
-            } else {
-                overlay.append(pinned)
-            }
-            let catalog = try Catalog(entries: overlay)
+            let overlay = (file?.catalog ?? Catalog.empty).merged(with: try Catalog(entries: [pinned]))
+            let replaces = file?.replacesBuiltin ?? false
             try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try catalog.encoded(replacesBuiltin: replaces).write(to: URL(fileURLWithPath: path), options: .atomic)
+            try overlay.encoded(replacesBuiltin: replaces).write(to: URL(fileURLWithPath: path), options: .atomic)
             say("pinned \(id) to \(digest.hex) in \(path)")
         }
     }
@@ -185,7 +176,7 @@ struct SizeCommand: AsyncParsableCommand {
             guard let shape = ModelShape(header: header) else {
                 throw ValidationError("\(model) does not state its layers, heads and embedding size")
             }
-            let size = (try FileManager.default.attributesOfItem(atPath: model)[.size] as? NSNumber)?.uint64Value ?? 0
+            let size = ModelStore.fileSize(atPath: model)
             estimate = ModelSizer.estimate(weightsBytes: size - min(size, header.dataOffset), shape: shape, context: context, parallel: parallel)
         } else {
             guard let id = ModelID(model), let entry = try location.load().resolve(id, includeUnpinned: true) else {

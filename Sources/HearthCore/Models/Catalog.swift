@@ -233,6 +233,9 @@ public struct Catalog: Sendable, Equatable {
         entries = uncheckedEntries
     }
 
+    /// A catalog with no entries.
+    public static let empty = Catalog(uncheckedEntries: [])
+
     public subscript(id: ModelID) -> CatalogEntry? {
         entries.first { $0.id == id }
     }

@@ -140,9 +140,10 @@ struct MeshListenerService: Service {
                 return try JSONDecoder().decode(NodeReport.self, from: Data(buffer: body))
             }
             // Only allowlisted files are routed to: a model under an unknown id or another hash is dropped.
-            let offList = report.models.filter { !configuration.catalog.allows($0.id, sha256: $0.sha256) }
-            if !offList.isEmpty {
-                report.models.removeAll { !configuration.catalog.allows($0.id, sha256: $0.sha256) }
+            let allowed = report.models.filter { configuration.catalog.allows($0.id, sha256: $0.sha256) }
+            if allowed.count < report.models.count {
+                let offList = report.models.filter { !allowed.contains($0) }
+                report.models = allowed
                 if revision != report.revision {
                     logger.warning(
                         "node reports models off the allowlist; not routing to them",

@@ -107,7 +107,7 @@ struct EngineSupervisorService: Service {
                 return false
             }
         }
-        let size = (try? FileManager.default.attributesOfItem(atPath: model.path)[.size] as? NSNumber)?.uint64Value ?? 0
+        let size = ModelStore.fileSize(atPath: model.path)
         handle.update {
             $0.state = .loading
             $0.sizeBytes = size
@@ -224,13 +224,12 @@ struct EngineSupervisorService: Service {
             for await event in events {
                 switch event {
                 case .exited(let status):
-                    let tail = Self.tail(of: logPath)
-                    let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-                    if !healthy && log.contains("couldn't bind") {
+                    let log = try? String(contentsOfFile: logPath, encoding: .utf8)
+                    if !healthy && log?.contains("couldn't bind") == true {
                         portTaken = true
                         logger.info("engine port was taken; starting again on another", metadata: ["node.engine.port": "\(port)"])
                     } else if !Task.isShuttingDownGracefully && handle.wanted {
-                        fail("engine exited with status \(status): \(tail)", logger: logger)
+                        fail("engine exited with status \(status): \(Self.tail(of: log))", logger: logger)
                     }
                     return
                 case .shutdown:
@@ -285,9 +284,9 @@ struct EngineSupervisorService: Service {
     }
 
     /// The last lines of the engine's log, to explain a crash.
-    static func tail(of path: String) -> String {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return "(no log)" }
-        return text.split(separator: "\n").suffix(3).joined(separator: " | ")
+    static func tail(of log: String?) -> String {
+        guard let log else { return "(no log)" }
+        return log.split(separator: "\n").suffix(3).joined(separator: " | ")
     }
 
     /// A port that was free a moment ago on 127.0.0.1.

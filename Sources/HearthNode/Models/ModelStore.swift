@@ -76,8 +76,8 @@ public actor ModelStore {
         guard !sources.isEmpty else { throw ModelStoreError.noSource(entry.id) }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let part = partPath(for: sha256)
-        let have = Self.size(of: part)
-        let free = Self.freeSpace(directory)
+        let have = Self.fileSize(atPath: part)
+        let free = HardwareProbe.diskFree(at: directory)
         let needed = entry.sizeBytes - min(have, entry.sizeBytes)
         guard free >= needed else { throw ModelStoreError.diskFull(needed: needed, free: free, directory: directory) }
 
@@ -107,7 +107,7 @@ public actor ModelStore {
 
     /// Appends `url`'s bytes to `part`, from the byte after what it holds.
     private func transfer(from url: String, to part: String, total: UInt64, progress: @Sendable (UInt64, UInt64) -> Void) async throws {
-        var offset = Self.size(of: part)
+        var offset = Self.fileSize(atPath: part)
         var request = HTTPClientRequest(url: url)
         if offset > 0 { request.headers.add(name: "range", value: "bytes=\(offset)-") }
         let response: HTTPClientResponse
@@ -161,7 +161,7 @@ public actor ModelStore {
             try await NIOThreadPool.singleton.runIfActive { try file.write(contentsOf: bytes) }
         } catch {
             let folder = (path as NSString).deletingLastPathComponent
-            let free = freeSpace(folder)
+            let free = HardwareProbe.diskFree(at: folder)
             try? FileManager.default.removeItem(atPath: path)
             if (error as NSError).code == Int(ENOSPC) || free < UInt64(bytes.count) {
                 throw ModelStoreError.diskFull(needed: UInt64(bytes.count), free: free, directory: folder)
@@ -175,11 +175,8 @@ public actor ModelStore {
         FileManager.default.createFile(atPath: path, contents: nil) ? FileHandle(forUpdatingAtPath: path) : nil
     }
 
-    static func size(of path: String) -> UInt64 {
+    /// The size of the file at `path`, 0 when there is none.
+    public static func fileSize(atPath path: String) -> UInt64 {
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
-    }
-
-    static func freeSpace(_ directory: String) -> UInt64 {
-        ((try? FileManager.default.attributesOfFileSystem(forPath: directory))?[.systemFreeSize] as? NSNumber)?.uint64Value ?? 0
     }
 }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import HTTPTypes
 import HearthCore
 import Hummingbird
 import Logging
@@ -16,6 +17,11 @@ struct EngineProxyController {
     let maxBodyBytes: Int
     /// Signs a receipt for every answer, sent as the `hearth-receipt` trailer; `nil` sends none.
     let receipts: ReceiptSigner?
+
+    /// Headers the gateway sends with each request, named once rather than per request.
+    static let requestIDHeader = HTTPField.Name("x-request-id")!
+    static let consumerHeader = HTTPField.Name("x-hearth-consumer")!
+    static let modelSHA256Header = HTTPField.Name("x-hearth-model-sha256")!
 
     private struct RequestFields: Decodable {
         var model: String?
@@ -50,7 +56,7 @@ struct EngineProxyController {
             return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
         // The gateway names the file it means by the catalog's hash; this node serves no other.
-        if let asked = request.headers[.init("x-hearth-model-sha256")!], asked != engine.spec.sha256.hex {
+        if let asked = request.headers[Self.modelSHA256Header], asked != engine.spec.sha256.hex {
             return Self.error(
                 APIFailure(
                     .unavailable,
@@ -74,7 +80,7 @@ struct EngineProxyController {
         // pooled connection closed under a new request failed it (seen with fifty concurrent streams).
         upstream.headers.add(name: "connection", value: "close")
         upstream.body = .bytes(body)
-        context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[.init("x-request-id")!] ?? "-")"])
+        context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[Self.requestIDHeader] ?? "-")"])
         load.begin()
         let response: HTTPClientResponse
         do {
@@ -89,8 +95,8 @@ struct EngineProxyController {
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
         let load = self.load
         let receipts = response.status.code == 200 ? self.receipts : nil
-        let requestID = request.headers[.init("x-request-id")!]
-        let consumer = request.headers[.init("x-hearth-consumer")!] ?? "anonymous"
+        let requestID = request.headers[Self.requestIDHeader]
+        let consumer = request.headers[Self.consumerHeader] ?? "anonymous"
         let maxTokens = fields?.maxTokens ?? 0
         let spec = engine.spec
         let startedAt = Date()
