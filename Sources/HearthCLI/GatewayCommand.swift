@@ -56,6 +56,35 @@ struct GatewayOptions: ParsableArguments {
     @Flag(help: "Refuse anonymous callers on /v1 and /api: every request needs a login token or an API key.")
     var requireAuth = false
 
+    @Option(
+        name: .customLong("allowed-host"),
+        help: """
+            A host name the API answers besides loopback names (repeatable; * answers any). Bound to loopback, the \
+            gateway answers only localhost, 127.x.x.x, [::1] and these, which stops DNS rebinding; bound elsewhere \
+            it answers any name unless some are listed.
+            """
+    )
+    var allowedHosts: [String] = []
+
+    @Option(
+        name: .customLong("allowed-origin"),
+        help: """
+            A web origin whose pages may call the API from a browser (repeatable; exact like https://chat.example.org, \
+            * for any, or with * wildcards like http://localhost:*), as Ollama's OLLAMA_ORIGINS. The gateway's own \
+            pages are always allowed; requests without an Origin header (curl, SDKs) are never affected.
+            """
+    )
+    var allowedOrigins: [String] = []
+
+    @Option(help: "Close a connection that has not sent a whole request head this long after connecting (e.g. 10s).")
+    var headerTimeout: String = "10s"
+
+    @Option(help: "Close a keep-alive connection idle this long between requests, or a request body stalled this long (e.g. 60s).")
+    var idleTimeout: String = "60s"
+
+    @Option(help: "API connections one client address may hold open at once (trusted proxies are exempt).")
+    var maxConnectionsPerAddress: Int = 256
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
         if let meshPort, !(0...65535).contains(meshPort) {
@@ -65,6 +94,9 @@ struct GatewayOptions: ParsableArguments {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
         guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be at least 1024") }
         _ = try parseDuration(nodeTTL, option: "--node-ttl")
+        _ = try parseDuration(headerTimeout, option: "--header-timeout")
+        _ = try parseDuration(idleTimeout, option: "--idle-timeout")
+        guard maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
         guard anonymousTokensPerHour > 0, maxTokensPerHour >= anonymousTokensPerHour else {
             throw ValidationError("--anonymous-tokens-per-hour must be positive and at most --max-tokens-per-hour")
         }
@@ -80,7 +112,14 @@ struct GatewayOptions: ParsableArguments {
     func configuration(dataDirectory: String, localMesh: Bool = false) throws -> GatewayConfiguration {
         let mesh = meshAddress(local: localMesh)
         let ttl = try parseDuration(nodeTTL, option: "--node-ttl")
+        let headerTimeout = try parseDuration(headerTimeout, option: "--header-timeout")
+        let idleTimeout = try parseDuration(idleTimeout, option: "--idle-timeout")
         return GatewayConfiguration().with {
+            $0.allowedHosts = allowedHosts
+            $0.allowedOrigins = allowedOrigins
+            $0.headerTimeout = headerTimeout
+            $0.idleTimeout = idleTimeout
+            $0.maxConnectionsPerAddress = maxConnectionsPerAddress
             $0.host = host
             $0.port = port
             $0.meshHost = mesh.host

@@ -1,13 +1,14 @@
 public import HearthCore
 import HearthMesh
 public import Hummingbird
+import HummingbirdCore
 public import Logging
 import NIOCore
 public import ServiceLifecycle
 
 /// A built gateway: its application (a `Service`) and the parts tests and `hearth up` look at.
 public struct Gateway: Sendable {
-    public let application: Application<RouterResponder<GatewayRequestContext>>
+    public let application: Application<GatewayResponder>
     public let registry: NodeRegistry
     public let database: GatewayDatabase
     public let metrics: GatewayMetrics
@@ -18,6 +19,8 @@ public struct Gateway: Sendable {
     /// The services to run, in start order: background loops, the mesh, then the API server. Shutdown runs in
     /// reverse: the API finishes its requests while the links that carry them are still up.
     public let services: [any Service]
+    /// Every route the API serves, as (method, path template): tests walk them all.
+    package let routes: [(method: String, path: String)]
 }
 
 /// Builds the gateway: identity, database, registry, routes, the mesh nodes dial, and background services.
@@ -92,9 +95,20 @@ public func buildGateway(
     )
 
     let auth = AuthService(database: database, challengeTTL: configuration.challengeTTL, tokenTTL: configuration.tokenTTL)
-    let router = Router(context: GatewayRequestContext.self)
-    // Outermost first: request id and metrics, rate limiting, then errors rendered as the OpenAI envelope.
+    // HEAD answers as GET without the body.
+    let router = Router(context: GatewayRequestContext.self, options: .autoGenerateHeadEndpoints)
+    // Outermost first: request id and metrics, the browser guard (Host, Origin, CORS), rate limiting, then errors
+    // rendered as the API's envelope, then the caller. All of them see the canonical path (`GatewayResponder`).
     router.add(middleware: EdgeMiddleware(metrics: metrics))
+    router.add(
+        middleware: BrowserGuardMiddleware(
+            policy: BrowserPolicy(
+                bindHost: configuration.host,
+                allowedHosts: configuration.allowedHosts,
+                allowedOrigins: configuration.allowedOrigins
+            )
+        )
+    )
     router.add(
         middleware: RateLimitMiddleware(
             limiter: RateLimiter(perMinute: configuration.rateLimitPerMinute),
@@ -115,8 +129,16 @@ public func buildGateway(
     DevicesController(database: database, links: liveLinks, registry: registry).addRoutes(to: router)
 
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)
+    let connections = ConnectionCounter(limitPerAddress: configuration.maxConnectionsPerAddress, exempt: configuration.trustedProxies)
+    let headerTimeout = TimeAmount(configuration.headerTimeout)
     let application = Application(
-        router: router,
+        responder: GatewayResponder(router: router.buildResponder(), metrics: metrics),
+        server: .http1(
+            configuration: HTTP1Channel.Configuration(
+                additionalChannelHandlers: [ConnectionGuardHandler(counter: connections, headerTimeout: headerTimeout)],
+                idleTimeout: TimeAmount(configuration.idleTimeout)
+            )
+        ),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "hearth"),
         onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
         logger: logger
@@ -128,6 +150,7 @@ public func buildGateway(
         metrics: metrics,
         id: identity.nodeID,
         links: links,
-        services: [sweeper] + meshServices + [application]
+        services: [sweeper] + meshServices + [application],
+        routes: router.routes.map { ($0.method.rawValue, $0.path.description) }
     )
 }

@@ -16,6 +16,19 @@ public struct GatewayConfiguration: Sendable {
     public var rateLimitPerMinute: Int = 120
     /// Direct peers whose `X-Forwarded-For` is believed. Requests from anyone else are keyed by their own address.
     public var trustedProxies: Set<String> = []
+    /// Host names the API answers beyond loopback (`Host` header, without port); `*` answers any. A gateway bound to
+    /// loopback answers only loopback names and these, which stops DNS rebinding; one bound elsewhere answers any
+    /// name unless this lists some.
+    public var allowedHosts: [String] = []
+    /// Web origins whose pages may call the API from a browser, beyond the gateway's own (exact, `*`, or with `*`
+    /// wildcards such as `http://localhost:*`). Requests without an `Origin` (curl, SDKs) are not affected.
+    public var allowedOrigins: [String] = []
+    /// Time a new connection has to send its first request head before it is closed.
+    public var headerTimeout: Duration = .seconds(10)
+    /// Time a keep-alive connection may sit idle between requests (or a request body may stall) before it is closed.
+    public var idleTimeout: Duration = .seconds(60)
+    /// API connections one client address may hold open at once (trusted proxies are exempt).
+    public var maxConnectionsPerAddress: Int = 256
     /// Address of the mesh port, where nodes dial their links. Nodes must reach it; clients never use it.
     public var meshHost: String = "0.0.0.0"
     /// TCP port of the mesh; 0 picks a free one.

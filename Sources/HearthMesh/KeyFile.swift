@@ -46,6 +46,33 @@ public enum KeyFile {
         try writeOwnerOnly(Data(key.privateKeyPEM.utf8), to: path)
     }
 
+    /// Creates `path` (and missing parents) and makes it the owner's alone (0700): data folders hold keys, tokens and
+    /// the database, which nobody else on the machine should read.
+    /// - Throws: `KeyFileError` when the folder cannot be created or its mode set.
+    public static func createPrivateDirectory(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw KeyFileError("cannot create \(path): \(error.localizedDescription)")
+        }
+        guard chmod(path, 0o700) == 0 else { throw KeyFileError("cannot make \(path) private: \(String(cString: strerror(errno)))") }
+    }
+
+    /// Makes the files at `paths` the owner's alone (0600), creating any that is missing as an empty file. SQLite
+    /// gives its `-wal` and `-shm` files the mode of the database file, so creating that one 0600 first is enough
+    /// for new databases; older ones are tightened here.
+    /// - Throws: `KeyFileError` when a file cannot be created or its mode set.
+    public static func makeOwnerOnly(_ path: String, creating: Bool) throws {
+        if creating {
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw KeyFileError("cannot create \(path): \(String(cString: strerror(errno)))") }
+            close(fd)
+        } else if !FileManager.default.fileExists(atPath: path) {
+            return
+        }
+        guard chmod(path, 0o600) == 0 else { throw KeyFileError("cannot make \(path) private: \(String(cString: strerror(errno)))") }
+    }
+
     /// Writes a secret with mode 0600: into a temporary file first, then renamed into place over any old one.
     /// - Throws: `KeyFileError` when the file cannot be written.
     public static func writeOwnerOnly(_ data: Data, to path: String) throws {

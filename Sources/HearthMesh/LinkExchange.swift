@@ -150,6 +150,8 @@ final class LinkResponseHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        // A stream torn down without going inactive first must still answer whoever waits for its head or body.
+        fail(LinkError.closed)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

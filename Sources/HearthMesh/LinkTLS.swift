@@ -101,6 +101,12 @@ public final class LinkHandshakeHandler: ChannelInboundHandler, RemovableChannel
         context.fireChannelInactive()
     }
 
+    /// A channel torn down before it was ever active (a refused dial) reaches neither of the events above: the
+    /// promise must still be settled, or NIO traps on a leaked promise and whoever waits on `peer` waits for ever.
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        settle(.failure(LinkError.closed))
+    }
+
     private func settle(_ result: Result<NodeID, any Error>) {
         guard !settled else { return }
         settled = true

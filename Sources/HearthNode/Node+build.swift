@@ -36,7 +36,7 @@ public func buildNode(
     guard configuration.join != nil || configuration.joinProvider != nil else {
         throw NodeStartError("no gateway to join: give --join host:port#gateway-id")
     }
-    try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+    try KeyFile.createPrivateDirectory(configuration.dataDirectory)
     let identity = try NodeIdentity.loadOrCreate(in: configuration.dataDirectory)
     if let certificate = configuration.deviceCertificate {
         do {
@@ -140,12 +140,27 @@ public func buildLinkService(
 }
 
 /// Serves the gateway's streams with the node's router, as Hummingbird's server would on a socket.
+///
+/// A stream the gateway resets (its client went away) closes the stream's channel; the handler is then cancelled, so
+/// an engine request still waiting for its answer's head (a long non-streamed answer) is dropped at once instead of
+/// generating for nobody. Once the body streams, a failed write ends it the same way.
 private func linkResponder(_ responder: RouterResponder<BasicRequestContext>, logger: Logger) -> HTTP1Channel {
     HTTP1Channel(responder: { request, writer, channel in
         let context = BasicRequestContext(source: .init(channel: channel, logger: logger))
         let response: Response
         do {
-            response = try await responder.respond(to: request, context: context)
+            response = try await withThrowingTaskGroup(of: Response?.self) { group in
+                group.addTask { try await responder.respond(to: request, context: context) }
+                group.addTask {
+                    try? await channel.closeFuture.get()
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let response = first else { throw CancellationError() }
+                return response
+            }
+        } catch is CancellationError {
+            return
         } catch {
             response = EngineProxyController.error(APIFailure(.server, "The node failed: \(error)"))
         }

@@ -5,38 +5,48 @@ import Synchronization
 
 /// A child process for integration tests: stdout is read line by line (a machine protocol such as `READY port=…`),
 /// stderr goes to a file that failure messages quote.
+///
+/// Children are started with the project's own `Subprocess` (posix_spawn, a reaper thread per child, a process
+/// group of their own, a parent-death signal), not Foundation's `Process`, which could leave a crashed child as a
+/// zombie it never reaped. They run with `SWIFT_BACKTRACE=enable=no`: the runtime's backtracer once stalled for half
+/// an hour reading a crashed child's memory. Every wait here is bounded and returns when the test is cancelled
+/// (Swift Testing's `.timeLimit` cancels it), killing the child; a child that died of a signal has its stderr tail
+/// printed to the test run's stderr so the CI log shows why.
 public final class TestProcess: Sendable {
     public let name: String
-    private let process: Process
+    private let process: Subprocess
     private let lines = Mutex<
         (all: [String], waiters: [(id: UUID, match: @Sendable (String) -> Bool, continuation: CheckedContinuation<String?, Never>)], closed: Bool)
     >(([], [], false))
     public let stderrPath: String
 
     /// Starts `executable` with `arguments`; the environment is inherited, with `environment` on top.
-    ///
-    /// Where `setpriv` exists the child gets a parent-death signal, so it cannot outlive a crashed test run. That
-    /// signal follows the spawning thread, so the spawn happens on NIO's long-lived thread pool.
     public init(name: String, executable: String, arguments: [String], environment: [String: String] = [:], directory: String) async throws {
         self.name = name
-        process = Process()
-        if FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            process.arguments = ["--pdeathsig", "KILL", "--", executable] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-        }
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         stderrPath = (directory as NSString).appendingPathComponent("\(name).stderr")
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
-        process.standardInput = FileHandle.nullDevice
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        let process = self.process
-        try await NIOThreadPool.singleton.runIfActive { try process.run() }
-        let reader = pipe.fileHandleForReading
+        let errorFD = open(stderrPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard errorFD >= 0 else { throw TestProcessError("cannot create \(stderrPath)") }
+        defer { close(errorFD) }
+        let pipe = try Subprocess.makePipe()
+        var merged = ProcessInfo.processInfo.environment
+        merged["SWIFT_BACKTRACE"] = "enable=no"
+        merged.merge(environment) { _, new in new }
+        do {
+            process = try await Subprocess.spawn(
+                executable,
+                arguments,
+                environment: merged,
+                outputFD: pipe.write,
+                errorFD: errorFD,
+                dieWithParent: true
+            )
+        } catch {
+            close(pipe.read)
+            close(pipe.write)
+            throw error
+        }
+        close(pipe.write)
+        let reader = FileHandle(fileDescriptor: pipe.read, closeOnDealloc: true)
         Thread.detachNewThread { [self] in
             Subprocess.readLines(from: reader) { received($0) }
             closeLines()
@@ -61,8 +71,8 @@ public final class TestProcess: Sendable {
         return (status, run.output, run.errorOutput)
     }
 
-    public var pid: Int32 { process.processIdentifier }
-    public var isRunning: Bool { process.isRunning }
+    public var pid: Int32 { process.pid }
+    public var isRunning: Bool { !process.hasExited }
 
     /// Standard output so far.
     public var output: [String] { lines.withLock { $0.all } }
@@ -72,7 +82,8 @@ public final class TestProcess: Sendable {
         (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? ""
     }
 
-    /// Waits for the first stdout line matching `match`, and returns it; fails if the process exits or `timeout` passes.
+    /// Waits for the first stdout line matching `match`, and returns it; fails if the process exits, `timeout`
+    /// passes or the test is cancelled.
     public func waitForLine(timeout: Duration = .seconds(60), where match: @escaping @Sendable (String) -> Bool) async throws -> String {
         let id = UUID()
         let line: String? = await withTaskGroup(of: String?.self) { group in
@@ -92,43 +103,62 @@ public final class TestProcess: Sendable {
                 self.cancelWaiter(id)
                 return nil
             }
-            let first = await group.next() ?? nil
+            let first = await withTaskCancellationHandler {
+                await group.next() ?? nil
+            } onCancel: {
+                self.cancelWaiter(id)
+            }
             self.cancelWaiter(id)
             group.cancelAll()
             return first
         }
         guard let line else {
-            throw TestProcessError("\(name) printed no matching line (running: \(isRunning)). stderr:\n\(errorOutput.suffix(4000))")
+            let why =
+                Task.isCancelled ? "the test was cancelled" : isRunning ? "timed out after \(timeout)" : "it exited with \(process.exitCode ?? -1)"
+            throw TestProcessError("\(name) printed no matching line (\(why)). stderr:\n\(errorOutput.suffix(4000))")
         }
         return line
     }
 
-    /// Sends `signal` to the process.
+    /// Sends `signal` to the process (not to its group: a node's engines must see only what the node does).
     public func send(_ signal: Int32) {
-        kill(process.processIdentifier, signal)
+        guard !process.hasExited else { return }
+        kill(process.pid, signal)
     }
 
-    /// Waits until the process exits and returns its status; kills it with SIGKILL after `timeout`.
+    /// Waits until the process exits and returns its exit code (128 + signal number when a signal ended it). After
+    /// `timeout`, or when the test is cancelled, it kills the process group and returns -9.
     @discardableResult
     public func waitForExit(timeout: Duration = .seconds(20)) async -> Int32 {
-        let deadline = ContinuousClock.now + timeout
-        while process.isRunning && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
+        let process = self.process
+        let exited: Int32? = await withTaskGroup(of: Int32?.self) { group in
+            group.addTask { await process.waitForExit() }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            while process.isRunning { try? await Task.sleep(for: .milliseconds(20)) }
+        guard let exited else {
+            process.signal(SIGKILL)
+            _ = await process.waitForExit()
             await drainOutput()
             return -9
         }
+        if exited > 128 {
+            let tail = errorOutput.suffix(3000)
+            FileHandle.standardError.write(Data("[\(name)] ended by signal \(exited - 128); last stderr:\n\(tail)\n".utf8))
+        }
         await drainOutput()
-        return process.terminationStatus
+        return exited
     }
 
-    /// SIGTERM, then wait (SIGKILL after `grace`). Returns the exit status.
+    /// SIGTERM, then wait (SIGKILL after `grace`). Returns the exit code.
     @discardableResult
     public func stop(grace: Duration = .seconds(20)) async -> Int32 {
-        guard process.isRunning else { return process.terminationStatus }
+        if let code = process.exitCode { return code }
         send(SIGTERM)
         return await waitForExit(timeout: grace)
     }
@@ -138,7 +168,7 @@ public final class TestProcess: Sendable {
     private func drainOutput() async {
         let deadline = ContinuousClock.now + .seconds(2)
         while !lines.withLock({ $0.closed }) && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(5))
+            do { try await Task.sleep(for: .milliseconds(5)) } catch { return }
         }
     }
 
@@ -170,7 +200,7 @@ public final class TestProcess: Sendable {
     }
 
     deinit {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.signal(SIGKILL)
     }
 }
 

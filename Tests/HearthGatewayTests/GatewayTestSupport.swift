@@ -7,6 +7,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import ServiceLifecycle
 import Testing
 
 let testModel = ModelID("tiny:q8_0")!
@@ -64,3 +65,56 @@ func decode(_ buffer: ByteBuffer) -> JSONValue {
 }
 
 let chatBody: JSONValue = ["model": .string(testModel.rawValue), "messages": [["role": "user", "content": "hi"]]]
+
+/// Logs `key` in (challenge, signed nonce) and returns its bearer token.
+func loginToken(_ client: some TestClientProtocol, _ key: IdentityKey) async throws -> String {
+    let nonce = try await client.execute(
+        uri: "/api/auth/challenge",
+        method: .post,
+        body: try json(["public_key": .string(key.publicKey.base64EncodedString())])
+    ) { try #require(decode($0.body)["nonce"]?.stringValue) }
+    let body: JSONValue = [
+        "public_key": .string(key.publicKey.base64EncodedString()), "nonce": .string(nonce),
+        "signature": .string(try key.sign(LoginProtocol.message(nonce: nonce)).base64EncodedString()),
+    ]
+    return try await client.execute(uri: "/api/auth/verify", method: .post, body: try json(body)) {
+        try #require(decode($0.body)["token"]?.stringValue)
+    }
+}
+
+/// Runs `body` against a gateway (fake node transport) listening on a real loopback port, then stops it.
+func withLiveGateway(
+    _ behaviours: [NodeID: FakeNodeTransport.Behaviour] = [:],
+    configure: (inout GatewayConfiguration) -> Void = { _ in },
+    _ body: (_ gateway: Gateway, _ port: Int) async throws -> Void
+) async throws {
+    let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+    var configuration = GatewayConfiguration().with {
+        $0.port = 0
+        $0.dataDirectory = try? TestEnvironment.temporaryDirectory("gateway")
+        $0.limits = RequestLimits(maxTokensCeiling: 64)
+        $0.maxBodyBytes = 4096
+        $0.nodeTTL = .seconds(600)
+    }
+    configure(&configuration)
+    let gateway = try await buildGateway(
+        configuration: configuration,
+        transport: FakeNodeTransport(behaviours),
+        logger: Logger(label: "test"),
+        onServerRunning: { sink.yield($0) }
+    )
+    let group = ServiceGroup(configuration: .init(services: gateway.services, logger: Logger(label: "test")))
+    let running = Task { try await group.run() }
+    defer { running.cancel() }
+    guard let port = await ports.first(where: { _ in true }) else { throw TestProcessError("the gateway did not start") }
+    let outcome: Result<Void, any Error>
+    do {
+        try await body(gateway, port)
+        outcome = .success(())
+    } catch {
+        outcome = .failure(error)
+    }
+    await group.triggerGracefulShutdown()
+    _ = await running.result
+    try outcome.get()
+}

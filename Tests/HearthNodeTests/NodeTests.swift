@@ -174,8 +174,15 @@ struct SubprocessTests {
     @Test(.timeLimit(.minutes(1)))
     func childSeesSIGTERMEvenWhenSpawnedFromABlockingPoolThread() async throws {
         // The shell exits 7 from its TERM trap; had SIGTERM stayed blocked, stop() would escalate to SIGKILL (137).
-        let child = try await Subprocess.spawn("/bin/sh", ["-c", "trap 'exit 7' TERM; while :; do sleep 0.05; done"])
-        try await Task.sleep(for: .milliseconds(200))
+        let pipe = try Subprocess.makePipe()
+        let child = try await Subprocess.spawn(
+            "/bin/sh",
+            ["-c", "trap 'exit 7' TERM; echo trapped; while :; do sleep 0.05; done"],
+            outputFD: pipe.write
+        )
+        close(pipe.write)
+        // The trap is set once the shell says so; a signal before that would end it with 143.
+        #expect(try await Self.firstLine(of: pipe.read) == "trapped")
         await child.stop(grace: .seconds(10))
         #expect(child.exitCode == 7)
     }
@@ -185,6 +192,36 @@ struct SubprocessTests {
         let killed = try await Subprocess.spawn("/bin/sh", ["-c", "kill -9 $$"])
         #expect(await killed.waitForExit() == 137)
         await #expect(throws: SubprocessError.self) { try await Subprocess.spawn("/nonexistent/tool", []) }
+    }
+
+    /// An engine must not hold the parent's listening sockets or links: descriptors without close-on-exec included.
+    @Test(.timeLimit(.minutes(1)))
+    func aChildHoldsNoDescriptorOfItsParent() async throws {
+        let leaky = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(leaky > 2)
+        #expect(fcntl(leaky, F_GETFD) & FD_CLOEXEC == 0, "the probe descriptor must be inheritable")
+        defer { close(leaky) }
+        let pipe = try Subprocess.makePipe()
+        let child = try await Subprocess.spawn("/bin/sh", ["-c", "echo up; exec sleep 30"], outputFD: pipe.write, dieWithParent: true)
+        close(pipe.write)
+        defer { child.signal(SIGKILL) }
+        #expect(try await Self.firstLine(of: pipe.read) == "up")
+        let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(child.pid)/fd").compactMap(Int32.init).sorted()
+        #expect(descriptors == [0, 1, 2], "the child holds \(descriptors)")
+    }
+
+    /// The first line a child writes to the pipe `fd` (read on a thread, as blocking reads must be).
+    static func firstLine(of fd: Int32) async throws -> String? {
+        try await NIOThreadPool.singleton.runIfActive {
+            defer { close(fd) }
+            var bytes: [UInt8] = []
+            var byte: UInt8 = 0
+            while read(fd, &byte, 1) == 1 {
+                if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+                bytes.append(byte)
+            }
+            return nil
+        }
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 import HearthCore
 import Hummingbird
 
@@ -14,9 +15,7 @@ struct AuthMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
-        if let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-            case let credential = String(header.dropFirst(7)), AuthService.isHearthCredential(credential)
-        {
+        if let credential = Self.bearerCredential(request.headers[.authorization]), AuthService.isHearthCredential(credential) {
             context.caller = try await auth.caller(forBearer: credential)
         } else if requireAuth && Self.needsCaller(request.uri.path) {
             throw OpenAIError(
@@ -28,8 +27,21 @@ struct AuthMiddleware: RouterMiddleware {
         return try await next(request, context)
     }
 
-    /// The API routes a `--require-auth` gateway closes to anonymous callers; logging in stays possible.
+    /// The API routes a `--require-auth` gateway closes to anonymous callers; logging in stays possible. `path` is
+    /// canonical (`GatewayResponder` made it so before any middleware ran).
     static func needsCaller(_ path: String) -> Bool {
-        (path.hasPrefix("/v1/") || path.hasPrefix("/api/")) && !path.hasPrefix("/api/auth/")
+        CanonicalPath.isAPI(path) && path != "/api/auth" && !path.hasPrefix("/api/auth/")
+    }
+
+    /// The credential of an `Authorization: Bearer …` header. The scheme is case-insensitive (RFC 9110 §11.1), so
+    /// `bearer ht_…` is read exactly as `Bearer ht_…`; whitespace around the credential is ignored.
+    static func bearerCredential(_ header: String?) -> String? {
+        guard let header else { return nil }
+        let trimmed = header.drop { $0 == " " || $0 == "\t" }
+        guard let space = trimmed.firstIndex(where: { $0 == " " || $0 == "\t" }),
+            trimmed[..<space].lowercased() == "bearer"
+        else { return nil }
+        let credential = trimmed[space...].trimmingCharacters(in: .whitespaces)
+        return credential.isEmpty ? nil : credential
     }
 }

@@ -14,7 +14,7 @@ public enum GatewayIdentity {
     /// - Throws: `KeyFileError` when the file exists but is not a usable key.
     public static func loadOrCreate(in directory: String?) throws -> IdentityKey {
         guard let directory else { return IdentityKey.generate() }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try KeyFile.createPrivateDirectory(directory)
         return try KeyFile.loadOrCreate(keyPath(in: directory))
     }
 }

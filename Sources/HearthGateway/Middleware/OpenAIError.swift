@@ -3,6 +3,7 @@ public import HearthCore
 public import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
 
 /// An API failure rendered as the OpenAI error envelope, with optional extra headers such as `Retry-After`.
 public struct OpenAIError: HTTPResponseError {
@@ -21,15 +22,37 @@ public struct OpenAIError: HTTPResponseError {
     public var status: HTTPResponse.Status { .init(code: failure.status) }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        Self.response(for: failure, headers: headers)
+        Self.response(for: failure, headers: headers, shape: ErrorShape(path: request.uri.path))
     }
 
-    /// The envelope as a response.
-    static func response(for failure: APIFailure, headers: HTTPFields = [:]) -> Response {
+    /// The failure as a response, in the envelope of the route's API.
+    static func response(for failure: APIFailure, headers: HTTPFields = [:], shape: ErrorShape) -> Response {
         var headers = headers
         headers[.contentType] = "application/json"
-        let body = (try? JSONEncoder().encode(failure.body)) ?? Data(#"{"error":{"message":"error","type":"server_error"}}"#.utf8)
+        let encoded: Data?
+        switch shape {
+        case .openAI: encoded = try? JSONEncoder().encode(failure.body)
+        case .ollama: encoded = try? JSONEncoder().encode(["error": failure.message])
+        }
+        let body = encoded ?? Data(#"{"error":{"message":"error","type":"server_error"}}"#.utf8)
         return Response(status: .init(code: failure.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Which error body a route answers with: OpenAI's envelope everywhere, except on the routes that mimic Ollama,
+/// whose clients read Ollama's `{"error": "message"}`.
+enum ErrorShape: Sendable {
+    case openAI
+    case ollama
+
+    /// The Ollama routes (canonical paths); everything else under `/api` is Hearth's own and uses OpenAI's envelope.
+    static let ollamaPaths: Set<String> = [
+        "/api/chat", "/api/generate", "/api/tags", "/api/ps", "/api/show", "/api/version", "/api/embed", "/api/embeddings",
+        "/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete",
+    ]
+
+    init(path: String) {
+        self = Self.ollamaPaths.contains(path) ? .ollama : .openAI
     }
 }
 
@@ -39,19 +62,27 @@ public struct OpenAIError: HTTPResponseError {
 /// becomes a logged 500 `server_error`. This is the outermost error handler: routes throw, it answers.
 struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let shape = ErrorShape(path: request.uri.path)
         do {
             return try await next(request, context)
         } catch let error as OpenAIError {
-            return OpenAIError.response(for: error.failure, headers: error.headers)
+            return OpenAIError.response(for: error.failure, headers: error.headers, shape: shape)
         } catch let failure as APIFailure {
-            return OpenAIError.response(for: failure)
+            return OpenAIError.response(for: failure, shape: shape)
         } catch let error as HTTPError {
-            return OpenAIError.response(for: Self.failure(for: error, path: request.uri.path), headers: error.headers)
+            return OpenAIError.response(for: Self.failure(for: error, path: request.uri.path), headers: error.headers, shape: shape)
         } catch is NIOTooManyBytesError {
-            return OpenAIError.response(for: Self.failure(for: HTTPError(.contentTooLarge), path: request.uri.path))
+            return OpenAIError.response(for: Self.failure(for: HTTPError(.contentTooLarge), path: request.uri.path), shape: shape)
+        } catch let error as HTTPParserError {
+            // A body whose framing broke (invalid chunked encoding, a connection cut mid-body) is the client's
+            // doing, not the gateway's.
+            return OpenAIError.response(
+                for: APIFailure(.invalidRequest, "The request could not be read: \(error).", code: "invalid_body"),
+                shape: shape
+            )
         } catch {
             context.logger.error("unhandled error", metadata: ["error.type": "\(type(of: error))", "error": "\(error)"])
-            return OpenAIError.response(for: APIFailure(.server, "The gateway failed to handle the request.", code: "internal_error"))
+            return OpenAIError.response(for: APIFailure(.server, "The gateway failed to handle the request.", code: "internal_error"), shape: shape)
         }
     }
 

@@ -61,7 +61,7 @@ struct RateLimitMiddleware: RouterMiddleware {
             trustedProxies: trustedProxies
         )
         let path = request.uri.path
-        guard path.hasPrefix("/v1/") || path.hasPrefix("/api/") else {
+        guard CanonicalPath.isAPI(path) else {
             return try await next(request, context)
         }
         let decision = limiter.take(for: context.clientAddress)
@@ -72,7 +72,11 @@ struct RateLimitMiddleware: RouterMiddleware {
         guard decision.allowed else {
             headers[.retryAfter] = String(decision.retryAfterSeconds)
             let message = "Rate limit of \(limiter.perMinute) requests per minute exceeded; retry in \(decision.retryAfterSeconds) s."
-            return OpenAIError.response(for: APIFailure(.rateLimited, message, code: "rate_limit_exceeded"), headers: headers)
+            return OpenAIError.response(
+                for: APIFailure(.rateLimited, message, code: "rate_limit_exceeded"),
+                headers: headers,
+                shape: ErrorShape(path: path)
+            )
         }
         var response = try await next(request, context)
         response.headers.append(contentsOf: headers)

@@ -1,5 +1,6 @@
 public import Foundation
 public import GRDB
+import HearthMesh
 
 /// One metered request. Never holds prompt or completion text.
 public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
@@ -72,10 +73,13 @@ public struct GatewayDatabase: Sendable {
     /// Opens `gateway.sqlite` in `directory` (creating the folder), or an in-memory database when `directory` is nil.
     public static func open(directory: String?) throws -> GatewayDatabase {
         guard let directory else { return GatewayDatabase(writer: try DatabaseQueue()) }
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try KeyFile.createPrivateDirectory(directory)
+        let path = (directory as NSString).appendingPathComponent("gateway.sqlite")
+        try KeyFile.makeOwnerOnly(path, creating: true)
+        for suffix in ["-wal", "-shm"] { try KeyFile.makeOwnerOnly(path + suffix, creating: false) }
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)
-        let pool = try DatabasePool(path: (directory as NSString).appendingPathComponent("gateway.sqlite"), configuration: configuration)
+        let pool = try DatabasePool(path: path, configuration: configuration)
         return GatewayDatabase(writer: pool)
     }
 

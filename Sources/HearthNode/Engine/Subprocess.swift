@@ -26,19 +26,24 @@ public final class Subprocess: Sendable {
         self.pid = pid
     }
 
-    /// Starts `executable` (an absolute path) with `arguments`; stdout and stderr go to `outputFD` (or /dev/null),
-    /// stdin reads /dev/null. With `dieWithParent`, the child is run under `setpriv --pdeathsig KILL` when available.
+    /// Starts `executable` (an absolute path) with `arguments`; stdout goes to `outputFD` and stderr to `errorFD`
+    /// (which defaults to `outputFD`; /dev/null without either), stdin reads /dev/null. The child holds no other
+    /// descriptor of ours: every one from 3 up is closed in it, so an engine never holds the gateway's listening
+    /// sockets or the link. With `dieWithParent`, the child is run under `setpriv --pdeathsig KILL` when available.
     public static func spawn(
         _ executable: String,
         _ arguments: [String],
         environment: [String: String]? = nil,
         outputFD: Int32? = nil,
+        errorFD: Int32? = nil,
         dieWithParent: Bool = false
     ) async throws -> Subprocess {
         let direct = [executable] + arguments
         let command = dieWithParent ? which("setpriv").map { [$0, "--pdeathsig", "KILL", "--"] + direct } ?? direct : direct
         let environment = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
-        let pid = try await NIOThreadPool.singleton.runIfActive { try spawnBlocking(command, environment: environment, outputFD: outputFD) }
+        let pid = try await NIOThreadPool.singleton.runIfActive {
+            try spawnBlocking(command, environment: environment, outputFD: outputFD, errorFD: errorFD ?? outputFD)
+        }
         let process = Subprocess(pid: pid)
         // One thread per child waits for it; it holds no lock and ends when the child does.
         Thread.detachNewThread {
@@ -114,7 +119,7 @@ public final class Subprocess: Sendable {
         return signal == 0 ? (status >> 8) & 0xff : 128 + signal
     }
 
-    private static func spawnBlocking(_ command: [String], environment: [String], outputFD: Int32?) throws -> pid_t {
+    private static func spawnBlocking(_ command: [String], environment: [String], outputFD: Int32?, errorFD: Int32?) throws -> pid_t {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -133,13 +138,14 @@ public final class Subprocess: Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        if let outputFD {
-            posix_spawn_file_actions_adddup2(&actions, outputFD, 1)
-            posix_spawn_file_actions_adddup2(&actions, outputFD, 2)
-        } else {
-            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        for (fd, target) in [(outputFD, Int32(1)), (errorFD, Int32(2))] {
+            if let fd {
+                posix_spawn_file_actions_adddup2(&actions, fd, target)
+            } else {
+                posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
+            }
         }
+        closeInheritedDescriptors(&actions)
 
         let argv = command.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
@@ -152,6 +158,28 @@ public final class Subprocess: Sendable {
             throw SubprocessError("cannot start \(command[0]): \(String(cString: strerror(result)))")
         }
         return pid
+    }
+}
+
+/// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34 and later), looked up at run time because Glibc's module
+/// map hides GNU extensions.
+private let addCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+    return unsafeBitCast(symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+}()
+
+extension Subprocess {
+    /// Closes every descriptor from 3 up in the child, after the dups above it: `POSIX_SPAWN_CLOEXEC_DEFAULT` does
+    /// not exist on Linux. Without `addclosefrom`, every open descriptor of ours is marked close-on-exec instead
+    /// (the dups onto 0–2 clear that flag on their copies).
+    fileprivate static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        if let addCloseFrom, addCloseFrom(&actions, 3) == 0 { return }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for name in open {
+            guard let fd = Int32(name), fd > 2 else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
     }
 }
 

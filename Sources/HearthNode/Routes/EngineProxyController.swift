@@ -84,7 +84,8 @@ struct EngineProxyController {
         load.begin()
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(upstream, timeout: .seconds(1800))
+            // The deadline is a ceiling for a runaway engine; the gateway's reset cancels this task much sooner.
+            response = try await EngineClient.shared.execute(upstream, deadline: .now() + .hours(6))
         } catch {
             load.end()
             engine.end()

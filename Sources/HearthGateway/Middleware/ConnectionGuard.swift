@@ -1,0 +1,116 @@
+import HummingbirdCore
+import NIOCore
+import NIOHTTPTypes
+import Synchronization
+
+/// Counts the API connections open from each client address, so a handful of clients cannot take every file
+/// descriptor the gateway has.
+final class ConnectionCounter: Sendable {
+    private let open = Mutex<[String: Int]>([:])
+    /// Connections one address may hold at once.
+    let limitPerAddress: Int
+    /// Addresses that are never limited (trusted proxies carry many clients' connections).
+    let exempt: Set<String>
+
+    init(limitPerAddress: Int, exempt: Set<String>) {
+        self.limitPerAddress = limitPerAddress
+        self.exempt = exempt
+    }
+
+    /// Counts a new connection from `address`; `false` when that address is at its limit (nothing is counted then).
+    func admit(_ address: String) -> Bool {
+        if exempt.contains(address) { return true }
+        return open.withLock { open in
+            let current = open[address, default: 0]
+            guard current < limitPerAddress else { return false }
+            open[address] = current + 1
+            return true
+        }
+    }
+
+    func release(_ address: String) {
+        if exempt.contains(address) { return }
+        open.withLock { open in
+            let remaining = open[address, default: 0] - 1
+            open[address] = remaining > 0 ? remaining : nil
+        }
+    }
+
+    /// Open connections from `address` (for tests and the metrics page).
+    func count(for address: String) -> Int {
+        open.withLock { $0[address, default: 0] }
+    }
+}
+
+/// One per API connection: refuses a connection over its address's limit, and closes one whose first request head
+/// has not arrived within `headerTimeout` (a client that connects and sends nothing, or trickles its headers).
+///
+/// Between requests, and while a body is being read, Hummingbird's own idle timeout applies; a request being
+/// answered (a long stream, a slow non-streamed answer) is never cut by either.
+final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private let counter: ConnectionCounter
+    private let headerTimeout: TimeAmount
+    private var address: String?
+    private var counted = false
+    private var headerTimer: Scheduled<Void>?
+
+    init(counter: ConnectionCounter, headerTimeout: TimeAmount) {
+        self.counter = counter
+        self.headerTimeout = headerTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .head = unwrapInboundIn(data) {
+            headerTimer?.cancel()
+            headerTimer = nil
+        }
+        context.fireChannelRead(data)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stop()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stop()
+    }
+
+    private func start(_ context: ChannelHandlerContext) {
+        guard address == nil else { return }
+        let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
+        self.address = address
+        guard counter.admit(address) else {
+            context.close(promise: nil)
+            return
+        }
+        counted = true
+        let loopBound = context.eventLoop.assumeIsolated()
+        headerTimer = loopBound.scheduleTask(in: headerTimeout) {
+            context.close(promise: nil)
+        }
+    }
+
+    private func stop() {
+        headerTimer?.cancel()
+        headerTimer = nil
+        if counted, let address {
+            counted = false
+            counter.release(address)
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+public import NIOCore
+import NIOPosix
+import Synchronization
+
+/// A plain TCP connection for tests that must send what no HTTP client would: broken framing, smuggling attempts,
+/// half-sent headers, or nothing at all. One task reads everything the server sends from the start; the waits below
+/// are woken by what it reads, each bounded by its timeout.
+public final class RawConnection: Sendable {
+    private struct State {
+        var text = ""
+        var closed = false
+        var waiters: [(id: UUID, ready: @Sendable (String, Bool) -> Bool, continuation: CheckedContinuation<Void, Never>)] = []
+    }
+
+    private let channel: any Channel
+    /// The reading task's findings, shared with the waits (a class, so the task and the waits hold the same one).
+    private final class Box: Sendable {
+        let state = Mutex(State())
+    }
+
+    private let box = Box()
+    private let reader: Task<Void, Never>
+
+    private init(channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>) {
+        self.channel = channel.channel
+        let box = self.box
+        reader = Task {
+            do {
+                try await channel.executeThenClose { inbound, _ in
+                    for try await chunk in inbound { Self.update(box) { $0.text += String(buffer: chunk) } }
+                }
+            } catch {
+                // A reset counts as closed, like a clean end.
+            }
+            Self.update(box) { $0.closed = true }
+        }
+    }
+
+    /// Connects to `host:port`.
+    public static func connect(host: String = "127.0.0.1", port: Int) async throws -> RawConnection {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(5))
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return RawConnection(channel: channel)
+    }
+
+    /// Sends `text` as it is (write `\r\n` yourself).
+    public func send(_ text: String) async throws {
+        try await channel.writeAndFlush(ByteBuffer(string: text))
+    }
+
+    /// What the server has sent so far, and whether it closed the connection.
+    public var received: (text: String, closed: Bool) { box.state.withLock { ($0.text, $0.closed) } }
+
+    /// Waits until the server has closed the connection, or `timeout` passes; returns what it sent and whether it
+    /// closed.
+    public func readUntilClosed(timeout: Duration) async -> (text: String, closed: Bool) {
+        await wait(timeout: timeout) { _, closed in closed }
+        return received
+    }
+
+    /// Waits until `marker` has arrived (or the connection closes, or `timeout` passes) and returns what came.
+    public func read(until marker: String, timeout: Duration) async -> String {
+        await wait(timeout: timeout) { text, closed in closed || text.contains(marker) }
+        return received.text
+    }
+
+    public func close() {
+        channel.close(promise: nil)
+        reader.cancel()
+    }
+
+    deinit {
+        channel.close(promise: nil)
+    }
+
+    private func wait(timeout: Duration, until ready: @escaping @Sendable (String, Bool) -> Bool) async {
+        let id = UUID()
+        let box = self.box
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let now = box.state.withLock { state -> Bool in
+                        if ready(state.text, state.closed) { return true }
+                        state.waiters.append((id, ready, continuation))
+                        return false
+                    }
+                    if now { continuation.resume() }
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                Self.release(box, id)
+            }
+            await withTaskCancellationHandler {
+                _ = await group.next()
+            } onCancel: {
+                Self.release(box, id)
+            }
+            Self.release(box, id)
+            group.cancelAll()
+        }
+    }
+
+    private static func update(_ box: Box, _ change: (inout State) -> Void) {
+        let woken = box.state.withLock { state in
+            change(&state)
+            let ready = state.waiters.filter { $0.ready(state.text, state.closed) }
+            state.waiters.removeAll { waiter in ready.contains { $0.id == waiter.id } }
+            return ready.map(\.continuation)
+        }
+        for continuation in woken { continuation.resume() }
+    }
+
+    private static func release(_ box: Box, _ id: UUID) {
+        let waiter = box.state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.waiters.remove(at: index).continuation
+        }
+        waiter?.resume()
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import HearthCore
+import HearthGateway
+import HearthTesting
+import NIOCore
+import Testing
+
+/// What no HTTP client library would send, over real sockets to a gateway on loopback.
+@Suite(.timeLimit(.minutes(2)))
+struct RawHTTPTests {
+    static let modelsRequest = "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+    @Test func connectionsThatNeverSendAByteAreClosedAfterTheHeaderTimeout() async throws {
+        try await withLiveGateway(configure: { $0.headerTimeout = .milliseconds(500) }) { _, port in
+            var silent: [RawConnection] = []
+            for _ in 0..<40 { silent.append(try await RawConnection.connect(port: port)) }
+            let trickling = try await RawConnection.connect(port: port)
+            try await trickling.send("GET /v1/models HTTP/1.1\r\nHost: 127")
+            for connection in silent + [trickling] {
+                let (text, closed) = await connection.readUntilClosed(timeout: .seconds(30))
+                #expect(closed, "a silent connection stayed open")
+                #expect(text.isEmpty)
+            }
+            // The gateway still serves.
+            let client = try await RawConnection.connect(port: port)
+            try await client.send(Self.modelsRequest)
+            #expect(await client.read(until: "\"data\"", timeout: .seconds(30)).hasPrefix("HTTP/1.1 200"))
+        }
+    }
+
+    @Test func oneAddressCannotHoldMoreConnectionsThanItsCap() async throws {
+        try await withLiveGateway(configure: { $0.maxConnectionsPerAddress = 4 }) { _, port in
+            var held: [RawConnection] = []
+            for _ in 0..<4 { held.append(try await RawConnection.connect(port: port)) }
+            // Each held connection is open and served.
+            for connection in held {
+                try await connection.send(Self.modelsRequest)
+                #expect(await connection.read(until: "\"data\"", timeout: .seconds(30)).hasPrefix("HTTP/1.1 200"))
+            }
+            let extra = try await RawConnection.connect(port: port)
+            try await extra.send(Self.modelsRequest)
+            let (text, closed) = await extra.readUntilClosed(timeout: .seconds(30))
+            #expect(closed)
+            #expect(!text.contains("200 OK"), "a fifth connection was served: \(text)")
+            // Closing one frees its place.
+            held.removeFirst().close()
+            var served = false
+            for _ in 0..<100 where !served {
+                let next = try await RawConnection.connect(port: port)
+                try await next.send(Self.modelsRequest)
+                served = await next.read(until: "\"data\"", timeout: .seconds(5)).hasPrefix("HTTP/1.1 200")
+                if !served { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(served)
+        }
+    }
+
+    @Test func anInvalidChunkedBodyIsTheClientsError() async throws {
+        try await withLiveGateway { _, port in
+            let connection = try await RawConnection.connect(port: port)
+            try await connection.send(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
+            )
+            let (text, _) = await connection.readUntilClosed(timeout: .seconds(30))
+            #expect(text.hasPrefix("HTTP/1.1 400"), "\(text)")
+            #expect(!text.contains("internal_error"))
+        }
+    }
+}
