@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs Hearth's whole test suite: builds, provisions the engine and the default model (cached after the first
 # run), then runs every test, integration tests with real llama-server included.
+#
+# A watchdog bounds the run (HEARTH_TEST_TIMEOUT seconds, 40 minutes by default): a suite that hangs fails, and
+# prints the last output of the processes the tests started, instead of holding CI until its own limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,4 +15,17 @@ echo "== engine and default model (cached in ${HEARTH_CACHE_DIR:-${XDG_CACHE_HOM
 "$bin_dir/hearth" engine install
 
 echo "== tests"
-HEARTH_BIN_DIR="$bin_dir" swift test --skip-build "$@"
+# Each run's test folders live under one temporary root, so the watchdog knows whose output to show.
+run_root="$(mktemp -d -t hearth-tests-XXXXXX)"
+limit="${HEARTH_TEST_TIMEOUT:-2400}"
+status=0
+TMPDIR="$run_root/" HEARTH_BIN_DIR="$bin_dir" timeout --kill-after=30 "$limit" swift test --skip-build "$@" || status=$?
+if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+  echo "== the suite did not finish within ${limit} s; the last stderr of the newest test processes:"
+  find "$run_root" -name '*.stderr' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -8 | while read -r _ file; do
+    echo "--- $file"
+    tail -n 40 "$file"
+  done
+fi
+rm -rf "$run_root"
+exit "$status"

@@ -168,6 +168,7 @@ struct GatewayRunCommand: AsyncParsableCommand {
 
     @OptionGroup var gateway: GatewayOptions
     @OptionGroup var catalog: CatalogOptions
+    @OptionGroup var shutdown: ShutdownOptions
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: "Folder for the gateway's key and database (env: HEARTH_DATA_DIR; default: the per-user data folder + /gateway).")
@@ -188,7 +189,7 @@ struct GatewayRunCommand: AsyncParsableCommand {
             onServerRunning: { port in say("READY url=http://\(host):\(port)") },
             onMeshListening: { port in say("JOIN \(options.joinAddress(id: id, port: port))") }
         )
-        try await runServices(built.services, logger: logger)
+        try await runServices(built.services, drain: shutdown.duration, logger: logger)
     }
 }
 
@@ -216,9 +217,40 @@ struct JoinStringCommand: ParsableCommand {
     }
 }
 
+/// How long a stopping process waits for the answers it is serving, shared by `hearth gateway`, `node` and `up`.
+struct ShutdownOptions: ParsableArguments {
+    @Option(
+        help: """
+            On SIGTERM or Ctrl-C, wait this long for answers in flight to finish before stopping (e.g. 120s). A \
+            second Ctrl-C stops at once.
+            """
+    )
+    var drainTimeout: String = "120s"
+
+    func validate() throws {
+        _ = try parseDuration(drainTimeout, option: "--drain-timeout")
+    }
+
+    var duration: Duration { (try? parseDuration(drainTimeout, option: "--drain-timeout")) ?? .seconds(120) }
+}
+
 /// Runs services as the process's one `ServiceGroup`, stopping gracefully on SIGTERM and SIGINT.
-func runServices(_ services: [any Service], logger: Logger) async throws {
+///
+/// The services drain within `drain`; the group allows 15 s more for what follows (closing links, stopping engines)
+/// before it cancels what is left. A second Ctrl-C exits at once; engines die with the process (parent-death signal).
+func runServices(_ services: [any Service], drain: Duration, logger: Logger) async throws {
     var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-    configuration.maximumGracefulShutdownDuration = .seconds(10)
+    configuration.maximumGracefulShutdownDuration = drain + .seconds(15)
+    let impatience = Task {
+        var interrupts = 0
+        for await _ in await UnixSignalsSequence(trapping: .sigint) {
+            interrupts += 1
+            if interrupts == 2 {
+                warn("Second Ctrl-C: stopping now, without waiting for answers in flight.")
+                exit(130)
+            }
+        }
+    }
+    defer { impatience.cancel() }
     try await ServiceGroup(configuration: configuration).run()
 }

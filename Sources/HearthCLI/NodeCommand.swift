@@ -23,6 +23,7 @@ struct NodeCommand: AsyncParsableCommand {
     var dataDir: String?
 
     @OptionGroup var node: NodeOptions
+    @OptionGroup var shutdown: ShutdownOptions
     @OptionGroup var catalog: CatalogOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -31,13 +32,14 @@ struct NodeCommand: AsyncParsableCommand {
         let environment = CommandEnvironment()
         let installer = EngineInstaller(progress: warn)
         let dataDirectory = dataDir ?? environment.defaultDataDirectory + "/node"
-        let configuration = try await node.configuration(
+        var configuration = try await node.configuration(
             dataDirectory: dataDirectory,
             join: join,
             catalog: try catalog.load(dataDirectory: dataDirectory),
             environment: environment,
             installer: installer
         )
+        configuration.drainTimeout = shutdown.duration
         guard let target = configuration.join else {
             throw ValidationError("give the gateway to join: --join host:port#gateway-id (or HEARTH_JOIN, or \"join\" in --config)")
         }
@@ -46,6 +48,6 @@ struct NodeCommand: AsyncParsableCommand {
         }
         logger.info("node starting", metadata: ["node.id": "\(built.identity.id)", "node.gateway": "\(target)"])
         say("READY node=\(built.identity.id)")
-        try await runServices(built.services, logger: logger)
+        try await runServices(built.services, drain: shutdown.duration, logger: logger)
     }
 }

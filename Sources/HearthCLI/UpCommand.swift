@@ -18,6 +18,7 @@ struct UpCommand: AsyncParsableCommand {
 
     @OptionGroup var gateway: GatewayOptions
     @OptionGroup var node: NodeOptions
+    @OptionGroup var shutdown: ShutdownOptions
     @OptionGroup var catalog: CatalogOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -56,6 +57,7 @@ struct UpCommand: AsyncParsableCommand {
         let builtNode = try await buildNode(
             configuration: nodeConfiguration.with {
                 $0.joinProvider = { JoinAddress(host: "127.0.0.1", port: await mesh.port(), gatewayID: gatewayID) }
+                $0.drainTimeout = shutdown.duration
             },
             logger: logger,
             onDashboardRunning: { port in warn("Node dashboard: http://127.0.0.1:\(port)") }
@@ -93,7 +95,7 @@ struct UpCommand: AsyncParsableCommand {
         // finishes its streams, the node drains and closes its link, then engines, the mesh and loops stop.
         let gatewayLoops = builtGateway.services.dropLast()
         let services: [any Service] = gatewayLoops + builtNode.services + [builtGateway.application]
-        try await runServices(services, logger: logger)
+        try await runServices(services, drain: shutdown.duration, logger: logger)
     }
 }
 

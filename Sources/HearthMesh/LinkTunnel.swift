@@ -1,3 +1,4 @@
+import HearthCore
 public import NIOCore
 import NIOHTTP1
 
@@ -18,7 +19,7 @@ public final class LinkTunnel: Sendable {
     /// - Throws: `LinkTunnelError.refused` when the node has no such service or cannot reach it; link errors.
     public static func open(on multiplexer: LinkMultiplexer, service: String) async throws -> LinkTunnel {
         let (channel, head, body) = try await LinkExchange.openStream(on: multiplexer)
-        var request = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/link/v1/tunnel/\(service)")
+        var request = HTTPRequestHead(version: .http1_1, method: .POST, uri: LinkProtocol.Path.tunnel(service))
         request.headers.add(name: "host", value: "hearth-node")
         request.headers.add(name: "content-type", value: "application/octet-stream")
         try await channel.writeAndFlush(HTTPClientRequestPart.head(request))

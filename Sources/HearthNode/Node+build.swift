@@ -82,8 +82,9 @@ public func buildNode(
         account: configuration.deviceCertificate?.account,
         gateway: { status.gatewayID ?? join?.gatewayID }
     )
-    EngineProxyController(host: host, load: load, maxBodyBytes: 8 << 20, receipts: receipts).addRoutes(to: router)
-    LinkController(status: status).addRoutes(to: router)
+    let inFlight = InFlightRequests()
+    EngineProxyController(host: host, load: load, maxBodyBytes: 8 << 20, receipts: receipts, inFlight: inFlight).addRoutes(to: router)
+    LinkController(status: status, inFlight: inFlight).addRoutes(to: router)
     TunnelController(services: configuration.tunnelServices).addRoutes(to: router)
     let supervisors: [any Service] = engines.map {
         EngineSupervisorService(
@@ -149,15 +150,12 @@ private func linkResponder(_ responder: RouterResponder<BasicRequestContext>, lo
         let context = BasicRequestContext(source: .init(channel: channel, logger: logger))
         let response: Response
         do {
-            response = try await withThrowingTaskGroup(of: Response?.self) { group in
-                group.addTask { try await responder.respond(to: request, context: context) }
-                group.addTask {
-                    try? await channel.closeFuture.get()
-                    return nil
-                }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let response = first else { throw CancellationError() }
-                return response
+            let work = Task { try await responder.respond(to: request, context: context) }
+            channel.closeFuture.whenComplete { _ in work.cancel() }
+            response = try await withTaskCancellationHandler {
+                try await work.value
+            } onCancel: {
+                work.cancel()
             }
         } catch is CancellationError {
             return

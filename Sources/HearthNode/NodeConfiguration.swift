@@ -41,8 +41,8 @@ public struct NodeConfiguration: Sendable {
     public var linkTimeout: Duration = .seconds(30)
     /// Longest wait for an engine to report healthy before it counts as failed and is restarted.
     public var engineStartTimeout: Duration = .seconds(120)
-    /// Longest wait for streams in flight when the node shuts down.
-    public var drainTimeout: Duration = .seconds(8)
+    /// Longest wait for streams in flight when the node shuts down: long enough for a long answer on a CPU.
+    public var drainTimeout: Duration = .seconds(120)
 
     public init() {}
 

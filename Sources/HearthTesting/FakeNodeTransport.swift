@@ -54,7 +54,7 @@ public final class FakeNodeTransport: NodeTransport {
                 contentType: contentType,
                 body: NodeResponseBody(
                     next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } },
-                    trailer: { name in name == "hearth-receipt" && queue.withLock({ $0.isEmpty }) ? trailer : nil }
+                    trailer: { name in name == LinkProtocol.receiptTrailer && queue.withLock({ $0.isEmpty }) ? trailer : nil }
                 )
             )
         }

@@ -80,6 +80,48 @@ struct CompletionRequestTests {
         #expect(failure(["model": "m", "prompt": 5], .text)?.param == "prompt")
     }
 
+    /// What an engine would refuse as a server error (and so count against an honest node) is the client's mistake,
+    /// refused here with the field named.
+    @Test(
+        arguments: [
+            (["tools": "notalist"], "tools"),
+            (["tools": [["type": "function"]]], "tools[0].function"),
+            (["tools": [["type": "retrieval", "function": ["name": "f"]]]], "tools[0].type"),
+            (["tools": [["type": "function", "function": ["name": ""]]]], "tools[0].function.name"),
+            (["tools": [["type": "function", "function": ["name": "f", "parameters": "x"]]]], "tools[0].function.parameters"),
+            (["tool_choice": "sometimes"], "tool_choice"),
+            (["response_format": ["type": "bogus"]], "response_format"),
+            (["response_format": "json"], "response_format"),
+            (["response_format": ["type": "json_schema", "json_schema": ["name": "x"]]], "response_format.json_schema.schema"),
+        ] as [(JSONValue, String)]
+    )
+    func refusesMalformedToolsAndFormatsNamingTheField(extra: JSONValue, param: String) {
+        var body = valid
+        for (key, value) in extra.objectValue ?? [:] { body[key] = value }
+        #expect(failure(body)?.param == param)
+        #expect(failure(body)?.kind == .invalidRequest)
+    }
+
+    @Test func acceptsWellFormedToolsFormatsAndTextParts() {
+        var body = valid
+        body["tools"] = [["type": "function", "function": ["name": "weather", "parameters": ["type": "object"]]]]
+        body["tool_choice"] = ["type": "function", "function": ["name": "weather"]]
+        body["response_format"] = ["type": "json_schema", "json_schema": ["name": "w", "schema": ["type": "object"]]]
+        body["messages"] = [["role": "user", "content": [["type": "text", "text": "hi"]]], ["role": "assistant", "content": .null]]
+        #expect(failure(body) == nil)
+    }
+
+    @Test func refusesContentPartsTheModelsCannotRead() {
+        var body = valid
+        body["messages"] = [["role": "user", "content": [["type": "image_url", "image_url": ["url": "data:image/png;base64,AAAA"]]]]]
+        #expect(failure(body)?.code == "unsupported_content")
+        #expect(failure(body)?.param == "messages[0].content[0]")
+        body["messages"] = [["role": "user", "content": 123]]
+        #expect(failure(body)?.param == "messages[0].content")
+        body["messages"] = [["role": "user", "content": [["type": "text"]]]]
+        #expect(failure(body)?.param == "messages[0].content[0].text")
+    }
+
     @Test func errorKindsMapToTheOpenAIStatusTable() {
         #expect(APIFailure(.invalidRequest, "").status == 400)
         #expect(APIFailure(.notFound, "").status == 404)

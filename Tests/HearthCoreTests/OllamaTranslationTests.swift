@@ -36,6 +36,23 @@ struct OllamaTranslationTests {
         #expect(throws: APIFailure.self) { try OllamaTranslation.wantsStream(["stream": "no"]) }
     }
 
+    /// What Hearth cannot honour is refused, never silently dropped or turned into an empty string.
+    @Test func refusesImagesNonStringContentAndTools() {
+        func param(_ body: JSONValue, generate: Bool = false) -> String? {
+            do {
+                _ = generate ? try OllamaTranslation.chatBody(fromGenerate: body) : try OllamaTranslation.chatBody(fromChat: body)
+                return nil
+            } catch {
+                return error.param
+            }
+        }
+        #expect(param(["model": "m", "messages": [["role": "user", "content": "hi", "images": ["AAAA"]]]]) == "messages[0].images")
+        #expect(param(["model": "m", "prompt": "hi", "images": ["AAAA"]], generate: true) == "images")
+        #expect(param(["model": "m", "messages": [["role": "user", "content": 123]]]) == "messages[0].content")
+        #expect(param(["model": "m", "messages": [["role": "user", "content": "hi"]], "tools": [["type": "function"]]]) == "tools")
+        #expect(param(["model": "m", "messages": [["role": "user", "content": "hi", "images": []]], "tools": []]) == nil)
+    }
+
     @Test func finalLineCarriesCountersAndDurations() {
         let writer = OllamaResponseWriter(shape: .generate, model: "m", createdAt: "t")
         let line = writer.final(

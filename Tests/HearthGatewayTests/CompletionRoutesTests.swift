@@ -136,3 +136,31 @@ struct CompletionRoutesTests {
         }
     }
 }
+
+/// A request the engine refuses is the client's mistake: answered 400 with the engine's reason, tried on no other
+/// node, and held against no node.
+struct EngineRefusalRoutingTests {
+    @Test func aRefusedRequestIsNotRetriedAndCostsTheNodeNothing() async throws {
+        let refusal =
+            #"{"error":{"message":"Field 'top_k': type must be number","type":"invalid_request_error","param":null,"code":"engine_rejected"}}"#
+        let (gateway, transport) = try await makeGateway([
+            nodeA: .respond(status: 400, contentType: "application/json", chunks: [refusal]),
+            nodeB: .respond(status: 400, contentType: "application/json", chunks: [refusal]),
+        ])
+        announce(gateway, announcement(nodeA))
+        announce(gateway, announcement(nodeB))
+        var refused = chatBody
+        refused["top_k"] = "many"
+        let body = refused
+        try await gateway.application.test(.router) { client in
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                #expect(response.status == .badRequest)
+                let error = decode(response.body)["error"]
+                #expect(error?["code"] == "engine_rejected")
+                #expect(error?["message"]?.stringValue?.contains("top_k") == true)
+            }
+        }
+        #expect(transport.requests.count == 1, "a client's mistake was tried on another node")
+        #expect(gateway.registry.refusedReceipts().values.allSatisfy { $0 == 0 })
+    }
+}

@@ -11,7 +11,8 @@ struct RawHTTPTests {
     static let modelsRequest = "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
     @Test func connectionsThatNeverSendAByteAreClosedAfterTheHeaderTimeout() async throws {
-        try await withLiveGateway(configure: { $0.headerTimeout = .milliseconds(500) }) { _, port in
+        let shortHeaderTimeout: (inout GatewayConfiguration) -> Void = { $0.headerTimeout = .milliseconds(500) }
+        try await withLiveGateway(configure: shortHeaderTimeout) { _, port in
             var silent: [RawConnection] = []
             for _ in 0..<40 { silent.append(try await RawConnection.connect(port: port)) }
             let trickling = try await RawConnection.connect(port: port)
@@ -29,7 +30,12 @@ struct RawHTTPTests {
     }
 
     @Test func oneAddressCannotHoldMoreConnectionsThanItsCap() async throws {
-        try await withLiveGateway(configure: { $0.maxConnectionsPerAddress = 4 }) { _, port in
+        // A header timeout long enough that only the cap closes connections here, however loaded the machine.
+        let capOfFour: (inout GatewayConfiguration) -> Void = {
+            $0.maxConnectionsPerAddress = 4
+            $0.headerTimeout = .seconds(600)
+        }
+        try await withLiveGateway(configure: capOfFour) { _, port in
             var held: [RawConnection] = []
             for _ in 0..<4 { held.append(try await RawConnection.connect(port: port)) }
             // Each held connection is open and served.
@@ -38,7 +44,8 @@ struct RawHTTPTests {
                 #expect(await connection.read(until: "\"data\"", timeout: .seconds(30)).hasPrefix("HTTP/1.1 200"))
             }
             let extra = try await RawConnection.connect(port: port)
-            try await extra.send(Self.modelsRequest)
+            // The gateway may close it before this is written.
+            try? await extra.send(Self.modelsRequest)
             let (text, closed) = await extra.readUntilClosed(timeout: .seconds(30))
             #expect(closed)
             #expect(!text.contains("200 OK"), "a fifth connection was served: \(text)")
@@ -47,7 +54,7 @@ struct RawHTTPTests {
             var served = false
             for _ in 0..<100 where !served {
                 let next = try await RawConnection.connect(port: port)
-                try await next.send(Self.modelsRequest)
+                try? await next.send(Self.modelsRequest)
                 served = await next.read(until: "\"data\"", timeout: .seconds(5)).hasPrefix("HTTP/1.1 200")
                 if !served { try await Task.sleep(for: .milliseconds(50)) }
             }

@@ -43,7 +43,9 @@ struct LifecycleTests {
             try await cluster.waitForReadyNodes(1)
             let engines = childProcesses(of: node.pid, named: "llama-server")
             let body: JSONValue = [
-                "model": .string(DefaultModel.id.rawValue), "prompt": "Once upon a time", "max_tokens": 150, "ignore_eos": true,
+                // Long enough to outlast the old drain bound (8 s) and the old shutdown ceiling (10 s) on this
+                // machine: a short stream passed by finishing before any bound was reached, whatever the bound was.
+                "model": .string(DefaultModel.id.rawValue), "prompt": "Once upon a time", "max_tokens": 600, "ignore_eos": true,
                 "stream": true, "stream_options": ["include_usage": true],
             ]
             var request = HTTPClientRequest(url: cluster.url + "/v1/completions")
@@ -63,7 +65,7 @@ struct LifecycleTests {
             #expect(signalled)
             #expect(text.hasSuffix("data: [DONE]\n\n"), "the stream in flight must finish, not break off")
             let usage = HTTP.events(text).compactMap { $0["usage"] }.last
-            #expect(usage?["completion_tokens"] == 150)
+            #expect(usage?["completion_tokens"] == 600)
             #expect(await node.waitForExit(timeout: .seconds(20)) == 0)
             #expect(engines.allSatisfy { !processIsAlive($0) })
         }

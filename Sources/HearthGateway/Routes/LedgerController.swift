@@ -12,10 +12,9 @@ struct LedgerController {
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/api/ledger/entries") { request, _ in
-            let after = request.uri.queryParameters.get("after").flatMap { Int64($0) } ?? 0
-            let limit = min(max(request.uri.queryParameters.get("limit").flatMap { Int($0) } ?? 100, 1), 1000)
-            guard after >= 0 else { throw OpenAIError(.invalidRequest, "'after' must be a sequence number ≥ 0.", param: "after") }
-            let rows = try await database.ledger(after: after, limit: limit).map { row -> JSONValue in
+            let after = try QueryParameter.integer(request, "after", default: 0, in: 0...Int64.max)
+            let limit = try QueryParameter.integer(request, "limit", default: 100, in: 1...1000)
+            let rows = try await database.ledger(after: after, limit: Int(limit)).map { row -> JSONValue in
                 [
                     "seq": .integer(row.seq), "request_id": .string(row.requestID), "node": .string(row.nodeID),
                     "account": row.account.map { .string($0) } ?? .null, "consumer": .string(row.consumer), "model": .string(row.model),

@@ -53,8 +53,13 @@ struct OllamaController {
         let startedAt = Date()
         let started = ContinuousClock.now
         let json = try await pipeline.readJSON(request)
-        if shape == .generate, json["prompt"] == nil || json["prompt"] == "", let name = json["model"]?.stringValue, ModelID(name) != nil {
-            // Ollama answers an empty prompt by loading the model; Hearth's nodes keep it loaded already.
+        if shape == .generate, json["prompt"] == nil || json["prompt"] == "", let name = json["model"]?.stringValue, let id = ModelID(name) {
+            // Ollama answers an empty prompt by loading the model; Hearth's nodes keep it loaded already. A model
+            // that no node serves is a 404, as Ollama answers for a model it does not have.
+            let resolved = pipeline.dispatcher.catalog.resolve(id)?.id ?? id
+            guard registry.readyModels().contains(where: { $0.model.id == resolved || $0.model.aliases.contains(id) }) else {
+                throw OpenAIError(.notFound, "model '\(name)' not found", param: "model", code: "model_not_found")
+            }
             let writer = OllamaResponseWriter(shape: shape, model: name, createdAt: Self.timestamp())
             var line = writer.content("")
             line["done"] = true
@@ -82,18 +87,22 @@ struct OllamaController {
             startedAt: startedAt
         )
         let writer = OllamaResponseWriter(shape: shape, model: prepared.model.rawValue, createdAt: Self.timestamp())
-        let relay = OllamaRelay(writer: writer, upstream: served.upstream, started: started)
+        let relay = OllamaRelay(writer: writer, served: served, started: started)
         guard stream else {
             let outcome = await relay.collect()
             guard outcome.status == "ok" else {
-                await served.finish(usage: outcome.usage, fallbackCompletionTokens: outcome.contentEvents, status: outcome.status)
+                await served.finish(
+                    usage: outcome.tally.counted,
+                    fallbackCompletionTokens: outcome.tally.fallbackCompletionTokens,
+                    status: outcome.status
+                )
                 throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
             }
             return served.respond(
                 with: Self.ndjson(outcome.finalLine),
                 headers: [.contentType: "application/json", .hearthNode: served.node.short],
-                usage: outcome.usage,
-                fallbackCompletionTokens: outcome.contentEvents
+                usage: outcome.tally.counted,
+                fallbackCompletionTokens: outcome.tally.fallbackCompletionTokens
             )
         }
         var headers: HTTPFields = [.contentType: "application/x-ndjson", .hearthNode: served.node.short]
@@ -114,7 +123,11 @@ struct OllamaController {
                         outcome.status = "client_closed"
                     }
                 }
-                await served.finish(usage: outcome.usage, fallbackCompletionTokens: outcome.contentEvents, status: outcome.status)
+                await served.finish(
+                    usage: outcome.tally.counted,
+                    fallbackCompletionTokens: outcome.tally.fallbackCompletionTokens,
+                    status: outcome.status
+                )
             }
         )
     }

@@ -10,13 +10,18 @@ import NIOCore
 /// connection (it died or finished), when the caller's deadline passes, or when the caller's task is cancelled,
 /// which is what happens when the gateway resets the request's stream (see `linkResponder`).
 enum EngineClient {
-    /// Connecting to an engine on loopback is immediate or refused; five seconds covers a machine under load.
-    static let shared: HTTPClient = HTTPClient(
-        eventLoopGroup: HTTPClient.defaultEventLoopGroup,
-        configuration: HTTPClient.Configuration(
+    ///
+    /// Every request has its own loopback connection (`connection: close`, see `EngineProxyController`), so the pool
+    /// must not cap them: AsyncHTTPClient's default of 8 per host made the ninth concurrent stream wait for a slot,
+    /// and a wait longer than the connect timeout failed it. Connecting on loopback is immediate or refused; 30 s
+    /// covers a machine under heavy load.
+    static let shared: HTTPClient = {
+        var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
-            timeout: HTTPClient.Configuration.Timeout(connect: .seconds(5), read: nil),
+            timeout: HTTPClient.Configuration.Timeout(connect: .seconds(30), read: nil),
             decompression: .disabled
         )
-    )
+        configuration.connectionPool = .init(idleTimeout: .seconds(5), concurrentHTTP1ConnectionsPerHostSoftLimit: 4096)
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
 }

@@ -28,7 +28,7 @@ public struct EngineInstaller: Sendable {
     }
 
     /// Where the built engine binaries live once installed.
-    public var engineDirectory: String { "\(cacheDirectory)/engine/llama.cpp-\(EnginePins.llamaCppVersion)" }
+    public var engineDirectory: String { "\(cacheDirectory)/engine/llama.cpp-\(EnginePins.llamaCppVersion)-\(EnginePins.buildRecipe)" }
     public var llamaServerPath: String { "\(engineDirectory)/bin/llama-server" }
     public var rpcServerPath: String { "\(engineDirectory)/bin/ggml-rpc-server" }
     /// Where the default model lives once installed (named by its hash).
@@ -61,13 +61,15 @@ public struct EngineInstaller: Sendable {
         progress("engine: unpacking \((archive as NSString).lastPathComponent)")
         try await run("/usr/bin/env", ["tar", "-xzf", archive, "-C", work], step: "unpack the llama.cpp source")
         let build = "\(work)/build"
-        progress("engine: configuring llama.cpp (CPU, native, RPC on)")
+        progress("engine: configuring llama.cpp (CPU, native without AMX, RPC on)")
         try await run(
             tools.cmake,
             [
                 "-S", "\(work)/\(EnginePins.llamaCppSourceFolder)", "-B", build, "-G", "Ninja", "-DCMAKE_MAKE_PROGRAM=\(tools.ninja)",
                 "-DCMAKE_BUILD_TYPE=Release", "-DGGML_RPC=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
                 "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF",
+                "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF",
+                "-DCMAKE_C_FLAGS=\(EnginePins.compilerFlags)", "-DCMAKE_CXX_FLAGS=\(EnginePins.compilerFlags)",
             ],
             step: "configure llama.cpp (cmake)"
         )

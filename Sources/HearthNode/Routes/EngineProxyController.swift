@@ -1,3 +1,4 @@
+import AsyncAlgorithms
 import AsyncHTTPClient
 import Foundation
 import HTTPTypes
@@ -17,11 +18,13 @@ struct EngineProxyController {
     let maxBodyBytes: Int
     /// Signs a receipt for every answer, sent as the `hearth-receipt` trailer; `nil` sends none.
     let receipts: ReceiptSigner?
+    /// The answers under way, which the gateway may cancel by request id.
+    let inFlight: InFlightRequests
 
     /// Headers the gateway sends with each request, named once rather than per request.
-    static let requestIDHeader = HTTPField.Name("x-request-id")!
-    static let consumerHeader = HTTPField.Name("x-hearth-consumer")!
-    static let modelSHA256Header = HTTPField.Name("x-hearth-model-sha256")!
+    static let requestIDHeader = HTTPField.Name(LinkProtocol.Header.requestID)!
+    static let consumerHeader = HTTPField.Name(LinkProtocol.Header.consumer)!
+    static let modelSHA256Header = HTTPField.Name(LinkProtocol.Header.modelSHA256)!
 
     private struct RequestFields: Decodable {
         var model: String?
@@ -92,35 +95,65 @@ struct EngineProxyController {
             context.logger.warning("engine did not answer", metadata: ["node.model": "\(name)", "error": "\(error)"])
             return Self.error(APIFailure(.upstream, "The engine did not answer: \(error)", code: "engine_failed"))
         }
+        guard response.status == .ok else {
+            // An error answer is short; it is read whole and restated for the gateway (see `EngineRefusal`).
+            let body = (try? await response.body.collect(upTo: 64 << 10)) ?? ByteBuffer()
+            load.end()
+            engine.end()
+            let failure = EngineRefusal.failure(status: Int(response.status.code), body: body)
+            context.logger.debug("engine refused the request", metadata: ["node.model": "\(name)", "http.status": "\(response.status.code)"])
+            return Self.error(failure)
+        }
         var headers = HTTPFields()
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
         let load = self.load
-        let receipts = response.status.code == 200 ? self.receipts : nil
+        let receipts = self.receipts
+        let inFlight = self.inFlight
         let requestID = request.headers[Self.requestIDHeader]
         let consumer = request.headers[Self.consumerHeader] ?? "anonymous"
         let maxTokens = fields?.maxTokens ?? 0
         let spec = engine.spec
         let startedAt = Date()
         return Response(
-            status: .init(code: Int(response.status.code)),
+            status: .ok,
             headers: headers,
             body: ResponseBody { writer in
+                // The engine's body is read by a task of its own, handed over one chunk at a time (the channel keeps
+                // the backpressure), so a cancellation from the gateway can stop the engine at once, even while it
+                // is still reading the prompt, and the stream still ends with a receipt.
+                let relay = AsyncThrowingChannel<ByteBuffer, any Error>()
+                let reader = Task {
+                    do {
+                        for try await chunk in response.body { await relay.send(chunk) }
+                        relay.finish()
+                    } catch {
+                        relay.fail(error)
+                    }
+                }
+                let cancellation = requestID.map { inFlight.open($0) }
+                cancellation?.onCancel { reader.cancel() }
                 defer {
+                    reader.cancel()
+                    if let requestID, let cancellation { inFlight.close(requestID, cancellation) }
                     load.end()
                     engine.end()
                 }
                 var tap = UsageTap(streaming: fields?.stream ?? false)
                 var outcome = Receipt.Outcome.ok
-                var chunks = response.body.makeAsyncIterator()
+                var chunks = relay.makeAsyncIterator()
                 while true {
                     let chunk: ByteBuffer?
                     do {
                         chunk = try await chunks.next()
                     } catch {
-                        outcome = .engineError
+                        outcome = cancellation?.isCancelled == true ? .cancelled : .engineError
                         break
                     }
                     guard let chunk else { break }
+                    if cancellation?.isCancelled == true {
+                        outcome = .cancelled
+                        break
+                    }
                     tap.observe(chunk)
                     // A failed write means the gateway went away: the stream is reset, so no receipt can follow.
                     try await writer.write(chunk)
@@ -131,12 +164,12 @@ struct EngineProxyController {
                     requestID: requestID,
                     consumer: consumer,
                     spec: spec,
-                    usage: tap.usage,
+                    usage: outcome == .cancelled ? tap.partialUsage : tap.usage,
                     maxTokens: maxTokens,
                     startedAt: startedAt,
                     outcome: outcome
                 ) {
-                    trailers[.init("hearth-receipt")!] = value
+                    trailers[.init(LinkProtocol.receiptTrailer)!] = value
                 }
                 try await writer.finish(trailers.isEmpty ? nil : trailers)
             }

@@ -12,6 +12,12 @@ struct UsageTap {
     private static let streamTail = 16 << 10
     private static let answerLimit = 8 << 20
 
+    /// Events seen on a stream (each ends with a blank line), and the prompt size the engine's per-token timings
+    /// gave: what a cut-off stream is worth when its usage event never came.
+    private(set) var events = 0
+    private(set) var promptFromTimings: Int?
+    private var lastByte: UInt8 = 0
+
     init(streaming: Bool) {
         self.streaming = streaming
     }
@@ -19,12 +25,25 @@ struct UsageTap {
     mutating func observe(_ chunk: ByteBuffer) {
         var chunk = chunk
         if streaming {
+            for byte in chunk.readableBytesView {
+                if byte == UInt8(ascii: "\n") && lastByte == UInt8(ascii: "\n") { events += 1 }
+                lastByte = byte
+            }
+            if promptFromTimings == nil { promptFromTimings = EngineTimings.promptTokens(in: chunk.readableBytesView) }
             kept.writeBuffer(&chunk)
             if kept.readableBytes > 2 * Self.streamTail { kept.moveReaderIndex(forwardBy: kept.readableBytes - Self.streamTail) }
             kept.discardReadBytes()
         } else if kept.readableBytes + chunk.readableBytes <= Self.answerLimit {
             kept.writeBuffer(&chunk)
         }
+    }
+
+    /// What a stream cut off before its usage event is worth: the prompt the engine had read (from its timings), and
+    /// one token per content event after the first (which carries only the role), as the gateway counts them.
+    var partialUsage: TokenUsage? {
+        if let usage { return usage }
+        guard streaming, events > 0 || promptFromTimings != nil else { return nil }
+        return TokenUsage(promptTokens: promptFromTimings ?? 0, completionTokens: max(0, events - 1))
     }
 
     /// The engine's counts, if it reported them.

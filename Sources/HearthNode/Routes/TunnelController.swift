@@ -14,7 +14,7 @@ struct TunnelController {
     let services: [String: Int]
 
     func addRoutes(to router: Router<BasicRequestContext>) {
-        router.post("/link/v1/tunnel/{service}") { request, context in
+        router.post(RouterPath(LinkProtocol.Path.tunnelPrefix + "{service}")) { request, context in
             let name = context.parameters.get("service") ?? ""
             guard let port = services[name] else {
                 return EngineProxyController.error(

@@ -15,13 +15,13 @@ struct FakeNode {
         let router = Router()
         let reportBuffer = ByteBuffer(bytes: try JSONEncoder().encode(report))
         let hello = ByteBuffer(bytes: try JSONEncoder().encode(LinkHello(deviceCertificate: nil, invite: nil, version: HearthVersion.current)))
-        router.get("/link/v1/hello") { _, _ in
+        router.get(RouterPath(LinkProtocol.Path.hello)) { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: hello))
         }
         // The state never changes: answer a long poll at the end of its wait, a first poll at once.
-        router.get("/link/v1/report") { request, _ in
-            if request.headers[.init("x-hearth-after")!] != nil {
-                let wait = request.headers[.init("x-hearth-wait-ms")!].flatMap { Int($0) } ?? 0
+        router.get(RouterPath(LinkProtocol.Path.report)) { request, _ in
+            if request.headers[.init(LinkProtocol.Header.after)!] != nil {
+                let wait = request.headers[.init(LinkProtocol.Header.waitMilliseconds)!].flatMap { Int($0) } ?? 0
                 try await Task.sleep(for: .milliseconds(min(wait, 60_000)))
             }
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: reportBuffer))

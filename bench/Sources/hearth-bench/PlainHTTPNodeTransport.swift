@@ -16,7 +16,7 @@ struct PlainHTTPNodeTransport: NodeTransport {
         var upstream = HTTPClientRequest(url: endpoint + request.endpoint.rawValue)
         upstream.method = .POST
         upstream.headers.add(name: "content-type", value: "application/json")
-        upstream.headers.add(name: "x-request-id", value: request.requestID)
+        upstream.headers.add(name: LinkProtocol.Header.requestID, value: request.requestID)
         upstream.body = .bytes(request.body)
         let response = try await client.execute(upstream, timeout: .seconds(300))
         let box = IteratorBox(response.body.makeAsyncIterator())

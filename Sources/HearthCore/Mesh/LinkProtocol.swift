@@ -1,0 +1,37 @@
+/// Every name the link between a gateway and its nodes uses on the wire: paths, headers and the receipt trailer.
+/// Both sides, the tests and the benchmark's stand-in node read them from here, so a rename cannot leave one side
+/// behind.
+public enum LinkProtocol {
+    /// Paths the node serves for the gateway (besides the OpenAI completion routes it proxies to its engines).
+    public enum Path {
+        /// `GET`: the node's credentials (device certificate, invite) for admission.
+        public static let hello = "/link/v1/hello"
+        /// `POST {reason, message, retry}`: the gateway's refusal, sent before it closes the link.
+        public static let refused = "/link/v1/refused"
+        /// `GET`: the node's report, long-polled (see `Header.after` and `Header.waitMilliseconds`).
+        public static let report = "/link/v1/report"
+        /// `POST` with `Header.requestID`: the gateway's client went away; stop the engine and end the stream with a
+        /// receipt for what was done.
+        public static let cancel = "/link/v1/cancel"
+        /// `POST /link/v1/tunnel/{service}`: one full-duplex byte stream to a loopback service the owner listed.
+        public static let tunnelPrefix = "/link/v1/tunnel/"
+        public static func tunnel(_ service: String) -> String { tunnelPrefix + service }
+    }
+
+    /// Header names, lower-case as HTTP/2 sends them.
+    public enum Header {
+        /// The gateway's request id, so both sides log (and the receipt names) the same id.
+        public static let requestID = "x-request-id"
+        /// Who asked, as the receipt names them: `anonymous`, `user:<id>`, `key:<id>`.
+        public static let consumer = "x-hearth-consumer"
+        /// The catalog's SHA-256 for the model: the node serves only that file.
+        public static let modelSHA256 = "x-hearth-model-sha256"
+        /// The report revision the gateway has; the node answers at once when its own differs.
+        public static let after = "x-hearth-after"
+        /// How long the node may hold a report poll, in milliseconds.
+        public static let waitMilliseconds = "x-hearth-wait-ms"
+    }
+
+    /// The trailer that carries the node's signed receipt (base64url COSE_Sign1) after the last body byte.
+    public static let receiptTrailer = "hearth-receipt"
+}
