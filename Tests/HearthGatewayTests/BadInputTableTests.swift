@@ -329,14 +329,13 @@ struct BadInputTableTests {
         var problems: [String] = []
         if status != item.status { problems.append("status \(status)") }
         let body = answer.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+        let error = (try? JSONDecoder().decode(JSONValue.self, from: Data(body.utf8)))?["error"]
         switch item.shape {
         case .openAI:
-            let error = (try? JSONDecoder().decode(JSONValue.self, from: Data(body.utf8)))?["error"]
             if error?["message"]?.stringValue?.isEmpty != false { problems.append("no message in an OpenAI envelope") }
             if error?["type"]?.stringValue == nil { problems.append("no type") }
             if case .object(let fields)? = error, fields["param"] == nil || fields["code"] == nil { problems.append("param or code missing") }
         case .ollama:
-            let error = (try? JSONDecoder().decode(JSONValue.self, from: Data(body.utf8)))?["error"]
             if error?.stringValue?.isEmpty != false { problems.append("not Ollama's {\"error\": \"…\"}") }
         case .bare, .closed:
             break

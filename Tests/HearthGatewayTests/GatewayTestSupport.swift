@@ -14,13 +14,9 @@ let testModel = ModelID("tiny:q8_0")!
 let nodeA = NodeID(String(repeating: "a", count: 64))!
 let nodeB = NodeID(String(repeating: "b", count: 64))!
 
-/// A gateway with a real SQLite file in a temporary folder and a fake node transport.
-func makeGateway(
-    _ behaviours: [NodeID: FakeNodeTransport.Behaviour],
-    configure: (inout GatewayConfiguration) -> Void = { _ in }
-) async throws -> (Gateway, FakeNodeTransport) {
-    let transport = FakeNodeTransport(behaviours)
-    var configuration = GatewayConfiguration().with {
+/// The gateway tests' configuration: any free port, a real SQLite file in a temporary folder, small limits.
+func testConfiguration() -> GatewayConfiguration {
+    GatewayConfiguration().with {
         $0.port = 0
         $0.dataDirectory = try? TestEnvironment.temporaryDirectory("gateway")
         $0.limits = RequestLimits(maxTokensCeiling: 64)
@@ -28,6 +24,15 @@ func makeGateway(
         // Nodes are announced once by hand: they must not expire while a slow, loaded test runs.
         $0.nodeTTL = .seconds(600)
     }
+}
+
+/// A gateway with a real SQLite file in a temporary folder and a fake node transport.
+func makeGateway(
+    _ behaviours: [NodeID: FakeNodeTransport.Behaviour],
+    configure: (inout GatewayConfiguration) -> Void = { _ in }
+) async throws -> (Gateway, FakeNodeTransport) {
+    let transport = FakeNodeTransport(behaviours)
+    var configuration = testConfiguration()
     configure(&configuration)
     let gateway = try await buildGateway(configuration: configuration, transport: transport, logger: Logger(label: "test"))
     return (gateway, transport)
@@ -89,13 +94,7 @@ func withLiveGateway(
     _ body: (_ gateway: Gateway, _ port: Int) async throws -> Void
 ) async throws {
     let (ports, sink) = AsyncStream.makeStream(of: Int.self)
-    var configuration = GatewayConfiguration().with {
-        $0.port = 0
-        $0.dataDirectory = try? TestEnvironment.temporaryDirectory("gateway")
-        $0.limits = RequestLimits(maxTokensCeiling: 64)
-        $0.maxBodyBytes = 4096
-        $0.nodeTTL = .seconds(600)
-    }
+    var configuration = testConfiguration()
     configure(&configuration)
     let gateway = try await buildGateway(
         configuration: configuration,
