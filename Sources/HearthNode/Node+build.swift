@@ -63,7 +63,8 @@ public func buildNode(
     let budget = configuration.limits.memoryBytes ?? HardwareProbe.probe(diskPath: configuration.dataDirectory).memoryAvailableBytes / 5 * 4
     configuration.limits.memoryBytes = budget
     let initial = EngineHost.initialLoad(configuration.models, budget: budget)
-    let engines = zip(configuration.models, initial).map { EngineHandle(spec: $0, wanted: $1) }
+    let changes = ChangeSignal()
+    let engines = zip(configuration.models, initial).map { EngineHandle(spec: $0, wanted: $1, changes: changes) }
     let host = EngineHost(engines: engines, budget: budget)
     var stores: [String: ModelStore] = [:]
     for spec in configuration.models where spec.entry != nil {
@@ -74,7 +75,7 @@ public func buildNode(
     var logger = logger
     logger[metadataKey: "node.id"] = "\(identity.id.short)"
     let load = NodeLoad()
-    let status = NodeStatus(configuration: configuration, engines: engines, load: load)
+    let status = NodeStatus(configuration: configuration, engines: engines, load: load, changes: changes)
     let router = Router()
     let join = configuration.join
     let receipts = ReceiptSigner(

@@ -107,7 +107,10 @@ struct CompletionRequestTests {
         body["tools"] = [["type": "function", "function": ["name": "weather", "parameters": ["type": "object"]]]]
         body["tool_choice"] = ["type": "function", "function": ["name": "weather"]]
         body["response_format"] = ["type": "json_schema", "json_schema": ["name": "w", "schema": ["type": "object"]]]
-        body["messages"] = [["role": "user", "content": [["type": "text", "text": "hi"]]], ["role": "assistant", "content": .null]]
+        body["messages"] = [
+            ["role": "user", "content": [["type": "text", "text": "hi"]]], ["role": "assistant", "content": .null],
+            ["role": "assistant", "content": [["type": "refusal", "refusal": "no"]]],
+        ]
         #expect(failure(body) == nil)
     }
 

@@ -157,6 +157,13 @@ struct EdgeHardeningTests {
                 #expect(response.status == .ok)
             }
         }
+        // Bound to one LAN address without a list: any name, like a wildcard bind.
+        let lan = BrowserPolicy(bindHost: "192.168.1.5", allowedHosts: [], allowedOrigins: [])
+        #expect(lan.allowsHost("box.local:8080") && lan.allowsHost("192.168.1.5:8080"))
+        // With a list: those names, the bound address and loopback only.
+        let listed = BrowserPolicy(bindHost: "192.168.1.5", allowedHosts: ["ai.example.org"], allowedOrigins: [])
+        #expect(listed.allowsHost("ai.example.org") && listed.allowsHost("192.168.1.5:8080") && listed.allowsHost("localhost"))
+        #expect(!listed.allowsHost("evil.example"))
     }
 
     @Test func aWebPageOfAnotherOriginCannotUseTheGateway() async throws {

@@ -352,3 +352,40 @@ struct EnginePortTests {
         #expect(handle.snapshot.detail?.contains("could not bind a loopback port") == true, "\(String(describing: handle.snapshot.detail))")
     }
 }
+
+struct ChangeSignalTests {
+    @Test(.timeLimit(.minutes(1)))
+    func aWaiterWakesOnTheChangeItWaitsFor() async throws {
+        let signal = ChangeSignal()
+        let flag = Counter()
+        let waiter = Task { await signal.wait(until: .now + .seconds(600)) { flag.value > 0 } }
+        // Changes that do not satisfy the waiter leave it waiting; the one that does ends the wait.
+        signal.notify()
+        flag.increment()
+        signal.notify()
+        await waiter.value
+        #expect(flag.value == 1)
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func noChangeIsMissedBetweenTheCheckAndTheWait() async throws {
+        // A thousand rounds of "set the condition, then notify" racing a waiter: each waiter must end.
+        for _ in 0..<1000 {
+            let signal = ChangeSignal()
+            let flag = Counter()
+            async let waited: Void = signal.wait(until: .now + .seconds(600)) { flag.value > 0 }
+            flag.increment()
+            signal.notify()
+            await waited
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func aWaitEndsAtItsDeadlineOrWhenCancelled() async throws {
+        let signal = ChangeSignal()
+        await signal.wait(until: .now + .milliseconds(50)) { false }
+        let waiter = Task { await signal.wait(until: .now + .seconds(600)) { false } }
+        waiter.cancel()
+        await waiter.value
+    }
+}

@@ -127,6 +127,16 @@ extension CompletionRequest {
                     guard part["text"]?.stringValue != nil else {
                         throw APIFailure(.invalidRequest, "\(partParam).text must be a string.", param: "\(partParam).text", code: "invalid_type")
                     }
+                case "refusal":
+                    // An assistant turn the model declined, as OpenAI returns it.
+                    guard part["refusal"]?.stringValue != nil else {
+                        throw APIFailure(
+                            .invalidRequest,
+                            "\(partParam).refusal must be a string.",
+                            param: "\(partParam).refusal",
+                            code: "invalid_type"
+                        )
+                    }
                 case "image_url", "input_audio", "file", "image", "audio":
                     throw APIFailure(
                         .invalidRequest,

@@ -72,12 +72,14 @@ struct BrowserPolicy: Sendable {
     var allowedOrigins: [String]
     /// Whether the API listens on a loopback address only.
     var boundToLoopback: Bool
+    /// The address the API listens on, which clients may always name.
+    var bindHost: String
 
     init(bindHost: String, allowedHosts: [String], allowedOrigins: [String]) {
         self.allowedHosts = Set(allowedHosts.map { $0.lowercased() })
         self.allowedOrigins = allowedOrigins
-        self.boundToLoopback = Self.isLoopback(bindHost.lowercased())
-        if !boundToLoopback && !Self.isWildcardAddress(bindHost) { self.allowedHosts.insert(bindHost.lowercased()) }
+        self.bindHost = Self.hostName(bindHost)
+        self.boundToLoopback = Self.isLoopback(self.bindHost)
     }
 
     func allowsHost(_ header: String?) -> Bool {
@@ -85,7 +87,7 @@ struct BrowserPolicy: Sendable {
         // HTTP/1.0 clients may send no Host; browsers always send one.
         guard let header, !header.isEmpty else { return true }
         let name = Self.hostName(header)
-        if Self.isLoopback(name) || allowedHosts.contains(name) { return true }
+        if Self.isLoopback(name) || allowedHosts.contains(name) || (name == bindHost && !Self.isWildcardAddress(name)) { return true }
         // Off loopback the gateway is meant to be reached by whatever name its network gives it, unless listed.
         return !boundToLoopback && allowedHosts.isEmpty
     }

@@ -33,10 +33,15 @@ public final class EngineHandle: Sendable {
     private let demand: Mutex<Demand>
     /// Engines evicted to make room for this one: it starts only once their processes are gone.
     private let predecessors = Mutex<[EngineHandle]>([])
+    /// Told of every state change, so the node's report answers a waiting poll at once.
+    private let changes: ChangeSignal
 
-    /// - Parameter wanted: whether the supervisor loads the model as soon as it runs (otherwise it waits in standby).
-    init(spec: ModelSpec, wanted: Bool = true) {
+    /// - Parameters:
+    ///   - wanted: whether the supervisor loads the model as soon as it runs (otherwise it waits in standby).
+    ///   - changes: the node's change signal (see `NodeStatus`).
+    init(spec: ModelSpec, wanted: Bool = true, changes: ChangeSignal = ChangeSignal()) {
         self.spec = spec
+        self.changes = changes
         current = Mutex(
             Snapshot(state: wanted ? .loading : .standby, port: nil, detail: wanted ? "preparing" : nil, starts: 0, pid: nil, sizeBytes: 0)
         )
@@ -47,6 +52,7 @@ public final class EngineHandle: Sendable {
 
     func update(_ change: (inout Snapshot) -> Void) {
         current.withLock { change(&$0) }
+        changes.notify()
     }
 
     /// Whether `name` names this engine's model, by id or declared alias (exactly).

@@ -9,15 +9,18 @@ final class NodeStatus: Sendable {
     let configuration: NodeConfiguration
     let engines: [EngineHandle]
     let load: NodeLoad
+    /// Rung on every change a report shows (engine states, draining, pausing).
+    let changes: ChangeSignal
     private let gateway = Mutex<NodeID?>(nil)
     private let state = Mutex<
         (draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant, refusal: LinkRefusal?, paused: Bool, linked: Bool)
     >((false, false, .now, nil, false, false))
 
-    init(configuration: NodeConfiguration, engines: [EngineHandle], load: NodeLoad) {
+    init(configuration: NodeConfiguration, engines: [EngineHandle], load: NodeLoad, changes: ChangeSignal = ChangeSignal()) {
         self.configuration = configuration
         self.engines = engines
         self.load = load
+        self.changes = changes
     }
 
     var draining: Bool { state.withLock { $0.draining } }
@@ -28,6 +31,7 @@ final class NodeStatus: Sendable {
 
     func setPaused(_ paused: Bool) {
         state.withLock { $0.paused = paused }
+        changes.notify()
     }
 
     /// Whether a gateway link is up now.
@@ -47,6 +51,7 @@ final class NodeStatus: Sendable {
     /// From now on the node takes no new work; the next report says so.
     func beginDraining() {
         state.withLock { $0.draining = true }
+        changes.notify()
     }
 
     /// Records that the gateway just asked for a report: the link is alive.

@@ -40,10 +40,8 @@ struct LinkController {
             if let after {
                 let hold = Duration.milliseconds(min(max(waitMilliseconds, 0), 60_000))
                 status.polled(holding: hold)
-                let deadline = ContinuousClock.now + hold
-                while status.revision == after && ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(50))
-                }
+                // Answered as soon as anything the report shows changes (`ChangeSignal`), else when the hold ends.
+                await status.changes.wait(until: .now + hold) { status.revision != after }
             }
             status.polled()
             let report = status.report()
