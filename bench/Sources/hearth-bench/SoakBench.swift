@@ -14,7 +14,8 @@ import Synchronization
 /// hangs up on after its first token.
 enum SoakBench {
     enum Kind: String, CaseIterable, Sendable {
-        case streamed, whole, ollama, refused, hangUp = "hang-up"
+        case streamed, whole, ollama, refused
+        case hangUp = "hang-up"
     }
 
     struct Sample: Sendable {
