@@ -127,8 +127,9 @@ public final class EngineHandle: Sendable {
             return list
         }
         let deadline = ContinuousClock.now + limit
-        while evicted.contains(where: { $0.snapshot.pid != nil }), ContinuousClock.now < deadline, !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(20))
+        // Each evicted engine's supervisor clears its pid when the process is gone, which rings its change signal.
+        for engine in evicted {
+            await engine.changes.wait(until: deadline) { engine.snapshot.pid == nil }
         }
     }
 
