@@ -92,7 +92,12 @@ struct EngineProxyController {
         } catch {
             load.end()
             engine.end()
-            context.logger.warning("engine did not answer", metadata: ["node.model": "\(name)", "error": "\(error)"])
+            // A cancelled wait is the gateway's reset (its client left), not the engine's fault.
+            context.logger.log(
+                level: Task.isCancelled ? .debug : .warning,
+                "engine did not answer",
+                metadata: ["node.model": "\(name)", "error": "\(error)"]
+            )
             return Self.error(APIFailure(.upstream, "The engine did not answer: \(error)", code: "engine_failed"))
         }
         guard response.status == .ok else {
