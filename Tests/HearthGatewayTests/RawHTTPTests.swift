@@ -16,16 +16,22 @@ struct RawHTTPTests {
             var silent: [RawConnection] = []
             for _ in 0..<40 { silent.append(try await RawConnection.connect(port: port)) }
             let trickling = try await RawConnection.connect(port: port)
-            try await trickling.send("GET /v1/models HTTP/1.1\r\nHost: 127")
+            // On a loaded machine the gateway may close it before this is written; closed is what is expected.
+            try? await trickling.send("GET /v1/models HTTP/1.1\r\nHost: 127")
             for connection in silent + [trickling] {
                 let (text, closed) = await connection.readUntilClosed(timeout: .seconds(30))
                 #expect(closed, "a silent connection stayed open")
                 #expect(text.isEmpty)
             }
-            // The gateway still serves.
-            let client = try await RawConnection.connect(port: port)
-            try await client.send(Self.modelsRequest)
-            #expect(await client.read(until: "\"data\"", timeout: .seconds(30)).hasPrefix("HTTP/1.1 200"))
+            // The gateway still serves (sent again on a new connection if a loaded machine let the half-second
+            // header timeout close it first).
+            var served = ""
+            for _ in 0..<5 where !served.hasPrefix("HTTP/1.1 200") {
+                let client = try await RawConnection.connect(port: port)
+                try? await client.send(Self.modelsRequest)
+                served = await client.read(until: "\"data\"", timeout: .seconds(30))
+            }
+            #expect(served.hasPrefix("HTTP/1.1 200"))
         }
     }
 
