@@ -19,7 +19,13 @@ struct CrashSafetyTests {
                 "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Hello"]], "max_tokens": 6,
             ]
             for _ in 0..<2 { #expect(try await HTTP.post(cluster.url + "/v1/chat/completions", json: short).status == 200) }
-            try await Task.sleep(for: .milliseconds(300))  // their usage rows follow the last byte
+            // Their usage rows and ledger entries follow the last byte: wait until both are credited (bounded).
+            var credited = 0
+            for _ in 0..<300 where credited < 2 {
+                credited = try await HTTP.get(cluster.url + "/api/ledger/entries").json["data"]?.arrayValue?.count ?? 0
+                if credited < 2 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(credited == 2, "the two short requests were not credited before the crash")
 
             // Three long streams, each read until tokens flow, then the gateway dies under them.
             let long: JSONValue = [
