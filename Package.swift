@@ -151,9 +151,16 @@ let package = Package(
             path: "bench/Sources/hearth-bench",
             swiftSettings: swiftSettings
         ),
+        // The fuzz targets' checks, shared by `hearth-fuzz` and the corpus replay in HearthCoreTests.
+        .target(
+            name: "HearthFuzzing",
+            dependencies: ["HearthCore", .product(name: "Crypto", package: "swift-crypto")],
+            path: "fuzz/Sources/HearthFuzzing",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "HearthCoreTests",
-            dependencies: ["HearthCore", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["HearthCore", "HearthFuzzing", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -219,3 +226,11 @@ let package = Package(
         ),
     ]
 )
+
+// libFuzzer's entry points: built only by fuzz/run.sh (HEARTH_FUZZ=1 with --sanitize=fuzzer), since the executable
+// has no main of its own.
+if Context.environment["HEARTH_FUZZ"] != nil {
+    package.targets.append(
+        .executableTarget(name: "hearth-fuzz", dependencies: ["HearthFuzzing"], path: "fuzz/Sources/hearth-fuzz", swiftSettings: swiftSettings)
+    )
+}

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import HearthCore
 import HearthNode
 import Logging
 
@@ -22,6 +24,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Folder for the node's identity and engine logs (env: HEARTH_DATA_DIR; default: the per-user data folder + /node).")
     var dataDir: String?
 
+    @Flag(help: "Create the sandbox user and folders engines run in (needs root), check the limits work, and exit.")
+    var setupSandbox = false
+
     @OptionGroup var node: NodeOptions
     @OptionGroup var shutdown: ShutdownOptions
     @OptionGroup var catalog: CatalogOptions
@@ -29,6 +34,21 @@ struct NodeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try bootstrapLogging(logging)
+        if setupSandbox {
+            var settings = SandboxSettings()
+            settings.user = node.sandboxUser
+            let limits = NodeLimits(threads: ProcessInfo.processInfo.activeProcessorCount, contextSize: 1, parallelSlots: 1)
+            let sandbox = await EngineSandbox.prepare(
+                settings: settings,
+                limits: limits,
+                dataDirectory: NSTemporaryDirectory(),
+                name: "setup",
+                logger: logger
+            )
+            say(sandbox.report.summary)
+            if !sandbox.report.blockers.isEmpty { throw ExitCode.failure }
+            return
+        }
         let environment = CommandEnvironment()
         let installer = EngineInstaller(progress: warn)
         let dataDirectory = dataDir ?? environment.defaultDataDirectory + "/node"
@@ -47,6 +67,7 @@ struct NodeCommand: AsyncParsableCommand {
             say("DASHBOARD url=http://127.0.0.1:\(port)")
         }
         logger.info("node starting", metadata: ["node.id": "\(built.identity.id)", "node.gateway": "\(target)"])
+        say("SANDBOX \(built.sandbox.summary)")
         say("READY node=\(built.identity.id)")
         try await runServices(built.services, drain: shutdown.duration, logger: logger)
     }

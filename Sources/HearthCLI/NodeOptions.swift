@@ -56,6 +56,17 @@ struct NodeOptions: ParsableArguments {
     @Flag(help: "Run no local dashboard.")
     var noDashboard = false
 
+    @Flag(
+        help: """
+            Run engines without the sandbox (dedicated user, no_new_privs, memory and CPU limits). Without this flag a \
+            node that cannot confine its engines serves nothing and says why; with it, every report says the sandbox is off.
+            """
+    )
+    var noSandbox = false
+
+    @Option(help: "The unprivileged user engines run as when the node runs as root (created once if missing).")
+    var sandboxUser: String = "hearth-engine"
+
     @Option(help: "Dial the gateway again when it has not polled the node for this long (e.g. 30s).")
     var linkTimeout: String = "30s"
 
@@ -118,6 +129,8 @@ struct NodeOptions: ParsableArguments {
             memoryBytes: try (memory ?? file.memory).map { try parseBytes($0, option: "--memory") }
         )
         configuration.catalog = catalog
+        configuration.sandbox.enabled = !noSandbox
+        configuration.sandbox.user = sandboxUser
 
         if let path = llamaServer ?? environment["HEARTH_LLAMA_SERVER"] ?? file.llamaServer {
             guard FileManager.default.isExecutableFile(atPath: path) else {

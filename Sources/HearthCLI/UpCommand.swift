@@ -62,6 +62,7 @@ struct UpCommand: AsyncParsableCommand {
             logger: logger,
             onDashboardRunning: { port in warn("Node dashboard: http://127.0.0.1:\(port)") }
         )
+        warn(builtNode.sandbox.summary.prefix(1).uppercased() + builtNode.sandbox.summary.dropFirst())
         let registry = builtGateway.registry
         let engines = builtNode.engines
         Task {

@@ -15,6 +15,8 @@ public struct Node: Sendable {
     public let services: [any Service]
     /// Where the dashboard's control token is (`control.token` in the data folder).
     public let controlTokenPath: String
+    /// How the engines are confined, or why they cannot be (then the node serves nothing).
+    public let sandbox: EngineSandboxReport
 }
 
 /// Builds a node: identity, one supervised engine per catalog model (loaded at start while they fit in the memory
@@ -74,8 +76,15 @@ public func buildNode(
     let preparation = Preparation(configuration.prepare)
     var logger = logger
     logger[metadataKey: "node.id"] = "\(identity.id.short)"
+    let sandbox = await EngineSandbox.prepare(
+        settings: configuration.sandbox,
+        limits: configuration.limits,
+        dataDirectory: configuration.dataDirectory,
+        name: identity.id.short,
+        logger: logger
+    )
     let load = NodeLoad()
-    let status = NodeStatus(configuration: configuration, engines: engines, load: load, changes: changes)
+    let status = NodeStatus(configuration: configuration, engines: engines, load: load, changes: changes, sandbox: sandbox.report)
     let router = Router()
     let join = configuration.join
     let receipts = ReceiptSigner(
@@ -93,6 +102,7 @@ public func buildNode(
             configuration: configuration,
             preparation: preparation,
             store: stores[($0.spec.path as NSString).deletingLastPathComponent],
+            sandbox: sandbox,
             logger: logger
         )
     }
@@ -119,7 +129,13 @@ public func buildNode(
             )
         )
     }
-    return Node(identity: identity, engines: engines, services: supervisors + dashboard + [link], controlTokenPath: controlTokenPath)
+    return Node(
+        identity: identity,
+        engines: engines,
+        services: supervisors + dashboard + [link],
+        controlTokenPath: controlTokenPath,
+        sandbox: sandbox.report
+    )
 }
 
 /// A gateway link serving `router` instead of a node's engines: for programs that stand in for a node, such as the

@@ -43,6 +43,8 @@ public struct NodeConfiguration: Sendable {
     public var engineStartTimeout: Duration = .seconds(120)
     /// Longest wait for streams in flight when the node shuts down: long enough for a long answer on a CPU.
     public var drainTimeout: Duration = .seconds(120)
+    /// How engines are confined (`EngineSandbox`); `--no-sandbox` turns it off.
+    public var sandbox = SandboxSettings()
 
     public init() {}
 

@@ -123,3 +123,46 @@ struct CatalogRoutingTests {
         )
     }
 }
+
+struct NodeReportBoundsTests {
+    static func report(slots: Int = 2, inFlight: Int = 0, name: String = "n", models: [ServedModel] = []) -> NodeReport {
+        NodeReport(
+            name: name,
+            hardware: HardwareProfile(cpuCores: 4, memoryTotalBytes: 8 << 30, memoryAvailableBytes: 4 << 30, diskFreeBytes: 1 << 30, gpus: []),
+            limits: NodeLimits(threads: 2, contextSize: 2048, parallelSlots: slots),
+            models: models,
+            inFlight: inFlight,
+            draining: false,
+            version: "1"
+        )
+    }
+
+    @Test func aReportWithinBoundsIsAccepted() throws {
+        try Self.report().validate()
+    }
+
+    /// A hostile node's numbers would otherwise reach the router's arithmetic (`slots - inFlight` overflows for
+    /// `Int.min`) and the gateway's pages.
+    @Test func outOfRangeNumbersAndHugeTextAreRefusedNamingTheField() {
+        let cases: [(NodeReport, String)] = [
+            (Self.report(slots: .min), "limits.parallelSlots"),
+            (Self.report(slots: 0), "limits.parallelSlots"),
+            (Self.report(inFlight: -1), "inFlight"),
+            (Self.report(name: String(repeating: "x", count: 10_000)), "name"),
+        ]
+        for (report, field) in cases {
+            #expect(throws: ReportError.self) { try report.validate() }
+            #expect((try? report.validate()) == nil)
+            do { try report.validate() } catch { #expect(error.field == field) }
+        }
+        let model = ServedModel(
+            id: ModelID("m")!,
+            sha256: SHA256Digest(hex: String(repeating: "0", count: 64))!,
+            contextLength: 1,
+            sizeBytes: 1,
+            state: .ready
+        )
+        let tooMany = Self.report(models: Array(repeating: model, count: NodeReport.Bound.models + 1))
+        #expect(throws: ReportError(field: "models", problem: "lists more than \(NodeReport.Bound.models)")) { try tooMany.validate() }
+    }
+}

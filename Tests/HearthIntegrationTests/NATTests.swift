@@ -20,7 +20,9 @@ struct NATTests {
         defer { network.remove() }
         try await Cluster.with(label: "nat", gatewayArguments: ["--mesh-host", network.hostAddress]) { cluster in
             #expect(cluster.join.hasPrefix("\(network.hostAddress):"))
-            let node = try await cluster.startNode("behind-nat", launcher: network.launcher)
+            // `ip netns exec` mounts a fresh /sys without the cgroup hierarchies, so the sandbox cannot limit the engine
+            // there and the node would (rightly) refuse to serve; this test is about the network path.
+            let node = try await cluster.startNode("behind-nat", extraArguments: ["--no-sandbox"], launcher: network.launcher)
             try await cluster.waitForReadyNodes(1)
 
             let answer = try await HTTP.post(

@@ -79,6 +79,7 @@ struct EngineSupervisorTests {
                 handle: handle,
                 configuration: configuration,
                 preparation: Preparation(nil),
+                sandbox: .off(limits: configuration.limits),
                 logger: Logger(label: "test")
             ).run()
         }
@@ -128,6 +129,7 @@ struct EngineSupervisorTests {
                     handle: handle,
                     configuration: configuration,
                     preparation: preparation,
+                    sandbox: .off(limits: configuration.limits),
                     logger: Logger(label: "test")
                 ).run()
             }

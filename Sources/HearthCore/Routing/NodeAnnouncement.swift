@@ -52,6 +52,8 @@ public struct NodeReport: Codable, Sendable, Equatable {
     /// Changes whenever an engine changes state or the node starts draining. The gateway's long poll passes the
     /// last one it saw and the node answers as soon as it differs.
     public var revision: String
+    /// How the node confines its engines (absent from nodes older than the sandbox).
+    public var sandbox: EngineSandboxReport?
 
     public init(
         name: String,
@@ -60,7 +62,8 @@ public struct NodeReport: Codable, Sendable, Equatable {
         models: [ServedModel],
         inFlight: Int,
         draining: Bool,
-        version: String
+        version: String,
+        sandbox: EngineSandboxReport? = nil
     ) {
         self.name = name
         self.hardware = hardware
@@ -70,11 +73,74 @@ public struct NodeReport: Codable, Sendable, Equatable {
         self.draining = draining
         self.version = version
         self.revision = Self.revision(models: models, draining: draining)
+        self.sandbox = sandbox
     }
 
     /// The revision of a state: engine states in order, then whether the node drains.
     public static func revision(models: [ServedModel], draining: Bool) -> String {
         models.map { "\($0.id)=\($0.state.rawValue)" }.joined(separator: ",") + (draining ? ";draining" : ";serving")
+    }
+}
+
+extension NodeReport {
+    /// Bounds on what a node may claim. A report is the one document a node writes that the gateway keeps and
+    /// computes with (routing order, capacity planning, pages), so out-of-range numbers and huge strings are refused
+    /// rather than clamped: a node that sends them is broken or hostile.
+    public enum Bound {
+        public static let models = 256
+        public static let aliases = 32
+        public static let text = 256
+        public static let detail = 4096
+        public static let gpus = 64
+        public static let count = 1 << 20
+        public static let tokens = 1 << 24
+    }
+
+    /// Checks the report against `Bound`.
+    /// - Throws: `ReportError` naming the first field out of range.
+    public func validate() throws(ReportError) {
+        func text(_ value: String, _ field: String, limit: Int = Bound.text) throws(ReportError) {
+            guard value.utf8.count <= limit else { throw ReportError(field: field, problem: "is longer than \(limit) bytes") }
+        }
+        func range(_ value: Int, _ field: String, _ bounds: ClosedRange<Int>) throws(ReportError) {
+            guard bounds.contains(value) else { throw ReportError(field: field, problem: "is outside \(bounds.lowerBound)...\(bounds.upperBound)") }
+        }
+        try text(name, "name")
+        try text(version, "version")
+        try text(revision, "revision", limit: Bound.models * (2 * Bound.text + 16))
+        if let sandbox {
+            try text(sandbox.user, "sandbox.user")
+            try text(sandbox.limits, "sandbox.limits")
+            guard sandbox.blockers.count <= Bound.gpus else { throw ReportError(field: "sandbox.blockers", problem: "lists more than \(Bound.gpus)") }
+            for blocker in sandbox.blockers { try text(blocker, "sandbox.blockers", limit: Bound.detail) }
+        }
+        try range(hardware.cpuCores, "hardware.cpuCores", 0...Bound.count)
+        guard hardware.gpus.count <= Bound.gpus else { throw ReportError(field: "hardware.gpus", problem: "lists more than \(Bound.gpus)") }
+        for gpu in hardware.gpus { try text(gpu, "hardware.gpus") }
+        try range(limits.threads, "limits.threads", 1...Bound.count)
+        try range(limits.contextSize, "limits.contextSize", 1...Bound.tokens)
+        try range(limits.parallelSlots, "limits.parallelSlots", 1...Bound.count)
+        try range(inFlight, "inFlight", 0...Bound.count)
+        guard models.count <= Bound.models else { throw ReportError(field: "models", problem: "lists more than \(Bound.models)") }
+        for model in models {
+            try range(model.contextLength, "models.contextLength", 0...Bound.tokens)
+            guard model.aliases.count <= Bound.aliases else {
+                throw ReportError(field: "models.aliases", problem: "lists more than \(Bound.aliases)")
+            }
+            if let detail = model.detail { try text(detail, "models.detail", limit: Bound.detail) }
+        }
+    }
+}
+
+/// A node's report was refused.
+public struct ReportError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var field: String
+    public var problem: String
+    public var description: String { "the node's report is refused: \(field) \(problem)" }
+
+    public init(field: String, problem: String) {
+        self.field = field
+        self.problem = problem
     }
 }
 

@@ -139,6 +139,8 @@ struct MeshListenerService: Service {
                 guard response.head.status == .ok else { throw LinkPollError(status: Int(response.head.status.code)) }
                 return try JSONDecoder().decode(NodeReport.self, from: Data(buffer: body))
             }
+            // A report out of bounds ends the link: the node is broken or hostile, and its numbers are not routed on.
+            try report.validate()
             // Only allowlisted files are routed to: a model under an unknown id or another hash is dropped.
             let allowed = report.models.filter { configuration.catalog.allows($0.id, sha256: $0.sha256) }
             if allowed.count < report.models.count {

@@ -17,13 +17,22 @@ struct EngineSupervisorService: Service {
     let configuration: NodeConfiguration
     let preparation: Preparation
     var store: ModelStore?
+    let sandbox: EngineSandbox
     let logger: Logger
 
-    init(handle: EngineHandle, configuration: NodeConfiguration, preparation: Preparation, store: ModelStore? = nil, logger: Logger) {
+    init(
+        handle: EngineHandle,
+        configuration: NodeConfiguration,
+        preparation: Preparation,
+        store: ModelStore? = nil,
+        sandbox: EngineSandbox,
+        logger: Logger
+    ) {
         self.handle = handle
         self.configuration = configuration
         self.preparation = preparation
         self.store = store
+        self.sandbox = sandbox
         self.logger = logger
     }
 
@@ -43,6 +52,12 @@ struct EngineSupervisorService: Service {
         } catch {
             fail("preparation failed: \(error)", logger: logger)
             handle.failPermanently("preparation failed: \(error)")
+            return try await gracefulShutdown()
+        }
+        // A missing protection is no crash to retry: the node serves nothing until the owner fixes it or opts out.
+        if !sandbox.report.blockers.isEmpty {
+            fail("refused: \(sandbox.report.summary)", logger: logger)
+            handle.failPermanently("refused: \(sandbox.report.summary)")
             return try await gracefulShutdown()
         }
         var verified = false
@@ -180,13 +195,24 @@ struct EngineSupervisorService: Service {
             $0.starts += 1
         }
         let process: Subprocess
+        let launch: EngineSandbox.Launch
+        let memoryKillsBefore = sandbox.memoryKills
+        do {
+            launch = try sandbox.launch(configuration.llamaServerPath, arguments(port: port))
+        } catch {
+            fail("cannot start \(configuration.llamaServerPath): \(error)", logger: logger)
+            return .unhealthy
+        }
+        defer { launch.finish() }
         do {
             let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             defer { if log >= 0 { close(log) } }
             process = try await Subprocess.spawn(
-                configuration.llamaServerPath,
-                arguments(port: port),
+                launch.command[0],
+                Array(launch.command.dropFirst()),
+                environment: launch.environment,
                 outputFD: log >= 0 ? log : nil,
+                keep: launch.keep,
                 dieWithParent: true
             )
         } catch {
@@ -228,6 +254,8 @@ struct EngineSupervisorService: Service {
                     if !healthy && log?.contains("couldn't bind") == true {
                         portTaken = true
                         logger.info("engine port was taken; starting again on another", metadata: ["node.engine.port": "\(port)"])
+                    } else if let killed = sandbox.explainExit(status: status, killsBefore: memoryKillsBefore) {
+                        fail(killed, logger: logger)
                     } else if !Task.isShuttingDownGracefully && handle.wanted {
                         fail("engine exited with status \(status): \(Self.tail(of: log))", logger: logger)
                     }

@@ -29,20 +29,22 @@ public final class Subprocess: Sendable {
     /// Starts `executable` (an absolute path) with `arguments`; stdout goes to `outputFD` and stderr to `errorFD`
     /// (which defaults to `outputFD`; /dev/null without either), stdin reads /dev/null. The child holds no other
     /// descriptor of ours: every one from 3 up is closed in it, so an engine never holds the gateway's listening
-    /// sockets or the link. With `dieWithParent`, the child is run under `setpriv --pdeathsig KILL` when available.
+    /// sockets or the link, except those in `keep`, which it gets as 3, 4, … With `dieWithParent`, the child is run
+    /// under `setpriv --pdeathsig KILL` when available.
     public static func spawn(
         _ executable: String,
         _ arguments: [String],
         environment: [String: String]? = nil,
         outputFD: Int32? = nil,
         errorFD: Int32? = nil,
+        keep: [Int32] = [],
         dieWithParent: Bool = false
     ) async throws -> Subprocess {
         let direct = [executable] + arguments
         let command = dieWithParent ? which("setpriv").map { [$0, "--pdeathsig", "KILL", "--"] + direct } ?? direct : direct
         let environment = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
         let pid = try await NIOThreadPool.singleton.runIfActive {
-            try spawnBlocking(command, environment: environment, outputFD: outputFD, errorFD: errorFD ?? outputFD)
+            try spawnBlocking(command, environment: environment, outputFD: outputFD, errorFD: errorFD ?? outputFD, keep: keep)
         }
         let process = Subprocess(pid: pid)
         // One thread per child waits for it; it holds no lock and ends when the child does.
@@ -119,7 +121,11 @@ public final class Subprocess: Sendable {
         return signal == 0 ? (status >> 8) & 0xff : 128 + signal
     }
 
-    private static func spawnBlocking(_ command: [String], environment: [String], outputFD: Int32?, errorFD: Int32?) throws -> pid_t {
+    private static func spawnBlocking(_ command: [String], environment: [String], outputFD: Int32?, errorFD: Int32?, keep: [Int32]) throws -> pid_t {
+        // Each kept descriptor lands on its own number; one already sitting on another's target would be lost.
+        for (index, fd) in keep.enumerated() where fd < 3 + Int32(keep.count) && fd != 3 + Int32(index) {
+            throw SubprocessError("descriptor \(fd) would be overwritten before it is handed over")
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -145,7 +151,8 @@ public final class Subprocess: Sendable {
                 posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_WRONLY, 0)
             }
         }
-        closeInheritedDescriptors(&actions)
+        for (index, fd) in keep.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, 3 + Int32(index)) }
+        closeInheritedDescriptors(&actions, from: 3 + Int32(keep.count))
 
         let argv = command.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
@@ -172,8 +179,8 @@ extension Subprocess {
     /// Closes every descriptor from 3 up in the child, after the dups above it: `POSIX_SPAWN_CLOEXEC_DEFAULT` does
     /// not exist on Linux. Without `addclosefrom`, every open descriptor of ours is marked close-on-exec instead
     /// (the dups onto 0–2 clear that flag on their copies).
-    fileprivate static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
-        if let addCloseFrom, addCloseFrom(&actions, 3) == 0 { return }
+    fileprivate static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t, from first: Int32) {
+        if let addCloseFrom, addCloseFrom(&actions, first) == 0 { return }
         let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
         for name in open {
             guard let fd = Int32(name), fd > 2 else { continue }

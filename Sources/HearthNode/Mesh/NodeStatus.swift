@@ -11,16 +11,25 @@ final class NodeStatus: Sendable {
     let load: NodeLoad
     /// Rung on every change a report shows (engine states, draining, pausing).
     let changes: ChangeSignal
+    /// How engines are confined, for every report.
+    let sandbox: EngineSandboxReport?
     private let gateway = Mutex<NodeID?>(nil)
     private let state = Mutex<
         (draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant, refusal: LinkRefusal?, paused: Bool, linked: Bool)
     >((false, false, .now, nil, false, false))
 
-    init(configuration: NodeConfiguration, engines: [EngineHandle], load: NodeLoad, changes: ChangeSignal = ChangeSignal()) {
+    init(
+        configuration: NodeConfiguration,
+        engines: [EngineHandle],
+        load: NodeLoad,
+        changes: ChangeSignal = ChangeSignal(),
+        sandbox: EngineSandboxReport? = nil
+    ) {
         self.configuration = configuration
         self.engines = engines
         self.load = load
         self.changes = changes
+        self.sandbox = sandbox
     }
 
     var draining: Bool { state.withLock { $0.draining } }
@@ -118,7 +127,8 @@ final class NodeStatus: Sendable {
             models: models,
             inFlight: load.inFlight,
             draining: draining || paused,
-            version: HearthVersion.current
+            version: HearthVersion.current,
+            sandbox: sandbox
         )
     }
 

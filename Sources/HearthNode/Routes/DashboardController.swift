@@ -22,6 +22,7 @@ struct DashboardController {
                 <!doctype html><meta charset="utf-8"><title>Hearth node</title>
                 <h1>Hearth node \(Self.escape(report.name))</h1>
                 <p>Gateway link: \(status.linked ? "up" : "down") · serving: \(report.inFlight) · \(status.paused ? "paused" : (report.draining ? "draining" : "taking work"))</p>
+                <p>\(Self.escape(report.sandbox?.summary ?? "engine sandbox: unknown"))</p>
                 <table><tr><th>model</th><th>state</th><th>detail</th></tr>\(rows)</table>
                 <p>JSON: <a href="/api/status">/api/status</a>. Pause or resume with POST /api/pause or /api/resume and the token in control.token.</p>
                 """

@@ -1,0 +1,65 @@
+/// How server-sent events are cut out of a byte stream (the WHATWG event-stream format, as llama-server writes it):
+/// an event ends at its first blank line (`\n\n` or `\n\r\n`), and its data is the `data:` lines joined.
+///
+/// Pure functions over bytes, so that the gateway's buffering splitter and the fuzzer judge the same rules.
+public enum SSEFraming {
+    /// The length of the first event in `bytes`, through its terminating blank line, or `nil` when no event is whole.
+    /// `start` skips bytes already searched (a terminator may begin at most two bytes before the old end).
+    public static func endOfEvent(in bytes: UnsafeRawBufferPointer, from start: Int = 0) -> Int? {
+        guard bytes.count >= 2 else { return nil }
+        var index = max(0, min(start, bytes.count))
+        while index + 1 < bytes.count {
+            if bytes[index] == UInt8(ascii: "\n") {
+                if bytes[index + 1] == UInt8(ascii: "\n") { return index + 2 }
+                if bytes[index + 1] == UInt8(ascii: "\r"), index + 2 < bytes.count, bytes[index + 2] == UInt8(ascii: "\n") {
+                    return index + 3
+                }
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// Finds event ends in a buffer that grows at its end and is consumed at its front, remembering how far it has
+    /// searched, so an event arriving in many small chunks is scanned once, not once per chunk.
+    public struct Scanner: Sendable {
+        private var searched = 0
+
+        public init() {}
+
+        /// The length of the first whole event in `pending`; the caller then consumes exactly that many bytes.
+        /// `nil` means more bytes are needed: the caller appends them and asks again.
+        public mutating func nextEvent(in pending: UnsafeRawBufferPointer) -> Int? {
+            // A terminator may begin up to two bytes before where the last search stopped.
+            guard let end = SSEFraming.endOfEvent(in: pending, from: max(0, searched - 2)) else {
+                searched = pending.count
+                return nil
+            }
+            searched = 0
+            return end
+        }
+
+        /// Forgets the search, after the caller consumed the buffer another way.
+        public mutating func reset() { searched = 0 }
+    }
+
+    /// The data of one event: its `data:` lines (the one space after the colon and a trailing `\r` dropped) joined
+    /// by newlines, as the format says; `nil` when the event has no data or it is not UTF-8.
+    public static func payload(of event: some BidirectionalCollection<UInt8>) -> String? {
+        var data: [UInt8] = []
+        var found = false
+        for var line in event.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
+            if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+            guard line.starts(with: prefix) else { continue }
+            var value = line.dropFirst(prefix.count)
+            if value.first == UInt8(ascii: " ") { value = value.dropFirst() }
+            if found { data.append(UInt8(ascii: "\n")) }
+            data.append(contentsOf: value)
+            found = true
+        }
+        guard found, !data.isEmpty else { return nil }
+        return String(validating: data, as: UTF8.self)
+    }
+
+    private static let prefix = Array("data:".utf8)
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Fuzzes Hearth's parsers with libFuzzer and AddressSanitizer (see fuzz/README.md).
+#   fuzz/run.sh list                      the targets
+#   fuzz/run.sh TARGET [RUNS] [ARGS...]   fuzz one target for RUNS executions (default 10,000,000), growing
+#                                         fuzz/TARGET/corpus; crashes go to fuzz/TARGET/crashes/
+#   fuzz/run.sh seeds                     add every target's seeds (made by Hearth's own encoders) to its corpus
+#   fuzz/run.sh merge TARGET              minimise fuzz/TARGET/corpus (keeps the inputs that add coverage)
+# The build lives in .build-fuzz (release, -sanitize=fuzzer,address); the first one takes several minutes.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+scratch="$root/.build-fuzz"
+# Swift's runtime keeps metadata caches for the life of the process, which LeakSanitizer reports as leaks.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
+
+build() {
+    # Dead stripping would drop libFuzzer's coverage tables: without them it fuzzes blind.
+    HEARTH_FUZZ=1 swift build --package-path "$root" --scratch-path "$scratch" -c release --product hearth-fuzz \
+        --sanitize=fuzzer --sanitize=address --disable-dead-strip -Xlinker --no-gc-sections >&2
+    binary="$scratch/release/hearth-fuzz"
+}
+
+max_len() { if [ "$1" = gguf ]; then echo 4000000; else echo 8192; fi; }
+
+case "${1:-}" in
+list)
+    ls -d "$here"/*/corpus | xargs -n1 dirname | xargs -n1 basename
+    ;;
+seeds)
+    build
+    seeds="$(mktemp -d)"
+    trap 'rm -rf "$seeds"' EXIT
+    HEARTH_FUZZ_SEEDS="$seeds" "$binary" || true
+    for dir in "$seeds"/*/; do
+        target="$(basename "$dir")"
+        mkdir -p "$here/$target/corpus"
+        HEARTH_FUZZ_TARGET="$target" "$binary" -merge=1 -max_len="$(max_len "$target")" "$here/$target/corpus" "$dir"
+    done
+    ;;
+merge)
+    target="${2:?usage: fuzz/run.sh merge TARGET}"
+    build
+    merged="$(mktemp -d)"
+    trap 'rm -rf "$merged"' EXIT
+    HEARTH_FUZZ_TARGET="$target" "$binary" -merge=1 -max_len="$(max_len "$target")" "$merged" "$here/$target/corpus"
+    rm -f "$here/$target/corpus"/*
+    cp "$merged"/* "$here/$target/corpus/"
+    ;;
+"" | -h | --help)
+    sed -n '2,9p' "$0"
+    ;;
+*)
+    target="$1"
+    runs="${2:-10000000}"
+    shift $(($# < 2 ? $# : 2))
+    build
+    mkdir -p "$here/$target/corpus" "$here/$target/crashes"
+    HEARTH_FUZZ_TARGET="$target" "$binary" "$here/$target/corpus" -runs="$runs" -max_len="$(max_len "$target")" \
+        -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$here/$target/crashes/" -print_final_stats=1 "$@"
+    ;;
+esac
