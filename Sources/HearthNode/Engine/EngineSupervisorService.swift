@@ -198,7 +198,7 @@ struct EngineSupervisorService: Service {
         let launch: EngineSandbox.Launch
         let memoryKillsBefore = sandbox.memoryKills
         do {
-            launch = try sandbox.launch(configuration.llamaServerPath, arguments(port: port))
+            launch = try await sandbox.prepareLaunch(configuration.llamaServerPath, arguments(port: port))
         } catch {
             fail("cannot start \(configuration.llamaServerPath): \(error)", logger: logger)
             return .unhealthy
@@ -242,7 +242,10 @@ struct EngineSupervisorService: Service {
             }
             logger.info("engine ready", metadata: ["node.engine.port": "\(port)"])
         } else if !process.hasExited {
-            fail("engine did not become healthy within \(configuration.engineStartTimeout)", logger: logger)
+            // Stopped while starting is no failure of the engine's.
+            if !Task.isShuttingDownGracefully && !Task.isCancelled {
+                fail("engine did not become healthy within \(configuration.engineStartTimeout)", logger: logger)
+            }
             await process.stop(grace: .seconds(2))
         }
         var portTaken = false

@@ -1,6 +1,8 @@
 import Foundation
 public import HearthCore
 public import Logging
+import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -39,6 +41,8 @@ public struct EngineSandbox: Sendable {
     private let limits: NodeLimits
     private let workRoot: String
     private let name: String
+    /// Installed copies of engine binaries by original path, so a binary is hashed and copied once per process.
+    private let copies = InstalledCopies()
 
     struct Account: Sendable, Equatable {
         var name: String
@@ -138,8 +142,14 @@ public struct EngineSandbox: Sendable {
         var finish: @Sendable () -> Void
     }
 
+    /// As `launch(_:_:)`, on NIO's blocking pool: the first launch hashes and copies the engine binary, which must
+    /// not hold up a thread of the cooperative pool (the link's answers run there).
+    func prepareLaunch(_ executable: String, _ arguments: [String]) async throws -> Launch {
+        try await NIOThreadPool.singleton.runIfActive { try self.launch(executable, arguments) }
+    }
+
     /// The command that starts `executable` with `arguments` inside the sandbox; the value after `--model` is
-    /// replaced by the read-only descriptor of that file.
+    /// replaced by the read-only descriptor of that file. It may block (the first time for a binary).
     /// - Throws: `SandboxProblem` when a blocker stands, or the model or the binary cannot be handed over.
     func launch(_ executable: String, _ arguments: [String]) throws(SandboxProblem) -> Launch {
         guard report.enforced else { return Launch(command: [executable] + arguments, environment: nil, keep: [], finish: {}) }
@@ -226,8 +236,17 @@ public struct EngineSandbox: Sendable {
 
     /// A root-owned copy of the engine binary in the sandbox home, which the sandbox user can run but not change,
     /// keyed by the binary's hash (the original usually sits in root's home, which the user cannot enter).
-    private func installedCopy(of executable: String) throws(SandboxProblem) -> String {
-        let executable = URL(fileURLWithPath: executable).resolvingSymlinksInPath().path
+    private func installedCopy(of original: String) throws(SandboxProblem) -> String {
+        let executable = URL(fileURLWithPath: original).resolvingSymlinksInPath().path
+        let attributes = (try? FileManager.default.attributesOfItem(atPath: executable)) ?? [:]
+        let key = "\(executable)|\(attributes[.size] ?? "")|\(attributes[.modificationDate] ?? "")"
+        if let copy = copies.value(for: key), FileManager.default.isExecutableFile(atPath: copy) { return copy }
+        let copy = try install(executable)
+        copies.set(copy, for: key)
+        return copy
+    }
+
+    private func install(_ executable: String) throws(SandboxProblem) -> String {
         let digest: HearthCore.SHA256Digest
         do { digest = try FileDigest.sha256Blocking(path: executable) } catch {
             throw SandboxProblem("cannot read the engine \(executable): \(error)")
@@ -293,4 +312,12 @@ public struct EngineSandbox: Sendable {
     static func currentUserName() -> String {
         getpwuid(geteuid()).map { String(cString: $0.pointee.pw_name) } ?? "uid \(geteuid())"
     }
+}
+
+/// Original binary (path, size, modification time) → its installed copy.
+private final class InstalledCopies: Sendable {
+    private let copies = Mutex<[String: String]>([:])
+
+    func value(for key: String) -> String? { copies.withLock { $0[key] } }
+    func set(_ copy: String, for key: String) { copies.withLock { $0[key] = copy } }
 }
