@@ -28,7 +28,8 @@ public struct SandboxSettings: Sendable, Equatable {
 /// - `PR_SET_NO_NEW_PRIVS` (`setpriv --no-new-privs`), an empty working folder of their own, a minimal environment;
 /// - the model is handed over as a read-only descriptor (`--model /proc/self/fd/3`), so the engine needs no path
 ///   into the node's data folder, which stays 0700;
-/// - memory (the node's budget) and CPU (its thread count) are limited by cgroups, v2 or v1, or a systemd scope.
+/// - memory (the node's budget and a quarter) and CPU (its thread count) are limited by cgroups, v2 or v1, or a
+///   systemd scope.
 ///
 /// A required protection that is missing is a blocker: the node serves nothing and says why, unless the owner
 /// passed `--no-sandbox`.
@@ -105,7 +106,11 @@ public struct EngineSandbox: Sendable {
             }
         }
         var mechanism = LimitMechanism.none
-        switch CgroupSetup.prepare(name: "hearth-node-\(name)", memoryBytes: limits.memoryBytes, threads: limits.threads) {
+        // The kernel's limit sits a quarter above the budget the node plans engines in: the sizer's estimate is not
+        // a ceiling, and the page cache of the mapped weights counts too. At the budget itself engines near it would
+        // thrash the weights (shared with every other engine of the same file) instead of being stopped.
+        let memoryLimit = limits.memoryBytes.map { $0.addingSaturated($0 / 4) }
+        switch CgroupSetup.prepare(name: "hearth-node-\(name)", memoryBytes: memoryLimit, threads: limits.threads) {
         case .success(let found): mechanism = found
         case .failure(let problem): blockers.append("no memory and CPU limits: \(problem)")
         }
@@ -114,7 +119,7 @@ public struct EngineSandbox: Sendable {
             user: account?.name ?? ownUser,
             noNewPrivileges: setpriv != nil,
             limits: mechanism.name,
-            memoryLimitBytes: mechanism == .none ? nil : limits.memoryBytes,
+            memoryLimitBytes: mechanism == .none ? nil : memoryLimit,
             cpuThreads: mechanism == .none ? nil : limits.threads,
             modelsReadOnly: account != nil,
             blockers: blockers
@@ -188,7 +193,7 @@ public struct EngineSandbox: Sendable {
         var command: [String] = []
         if case .systemdRun(let path, let user) = mechanism {
             let unit = "hearth-engine-\(name)-\(UUID().uuidString.prefix(8).lowercased())"
-            command += CgroupSetup.systemdRunPrefix(path, user: user, unit: unit, memoryBytes: limits.memoryBytes, threads: limits.threads)
+            command += CgroupSetup.systemdRunPrefix(path, user: user, unit: unit, memoryBytes: report.memoryLimitBytes, threads: limits.threads)
         }
         let joins = mechanism.joinFiles
         // The shell joins the groups as the node's user, before anything of the engine runs, then becomes it. The
@@ -216,7 +221,7 @@ public struct EngineSandbox: Sendable {
     /// The exit of an engine in words, saying when the kernel killed it for going over its memory limit.
     func explainExit(status: Int32, killsBefore: Int?) -> String? {
         guard status == 128 + SIGKILL, let before = killsBefore, let after = memoryKills, after > before else { return nil }
-        let limit = limits.memoryBytes.map { "\($0 >> 20) MiB" } ?? "its limit"
+        let limit = report.memoryLimitBytes.map { "\($0 >> 20) MiB" } ?? "its limit"
         return "killed by the kernel: the engine went over its memory limit of \(limit) (\(mechanism.name))"
     }
 
