@@ -20,6 +20,18 @@ build() {
     binary="$scratch/release/hearth-fuzz"
 }
 
+# A link that lost libFuzzer's counters for the Swift modules fuzzes blind ("no interesting inputs were found"); seen
+# once after an incremental rebuild, and cured by recompiling the entry module. Checked before every run.
+ensure_coverage() {
+    local target="$1"
+    has_coverage() { HEARTH_FUZZ_TARGET="$target" "$binary" -runs=0 "$here/$target/corpus" 2>&1 | grep -q "INITED cov:"; }
+    has_coverage && return
+    echo "hearth-fuzz has no coverage counters; relinking" >&2
+    touch "$here/Sources/hearth-fuzz/Entry.swift"
+    build
+    has_coverage || { echo "hearth-fuzz still has no coverage counters; not fuzzing blind" >&2; exit 1; }
+}
+
 max_len() { if [ "$1" = gguf ]; then echo 4000000; else echo 8192; fi; }
 
 case "${1:-}" in
@@ -55,6 +67,7 @@ merge)
     shift $(($# < 2 ? $# : 2))
     build
     mkdir -p "$here/$target/corpus" "$here/$target/crashes"
+    ensure_coverage "$target"
     HEARTH_FUZZ_TARGET="$target" "$binary" "$here/$target/corpus" -runs="$runs" -max_len="$(max_len "$target")" \
         -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$here/$target/crashes/" -print_final_stats=1 "$@"
     ;;
