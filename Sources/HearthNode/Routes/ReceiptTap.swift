@@ -51,10 +51,8 @@ struct UsageTap {
         guard streaming else { return (try? JSONDecoder().decode(CompletionChunk.self, from: kept))?.usage }
         let text = String(buffer: kept)
         for event in text.components(separatedBy: "\n\n").reversed() where event.contains("\"usage\"") {
-            guard let start = event.range(of: "data: ") else { continue }
-            if let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: Data(event[start.upperBound...].utf8)))?.usage {
-                return usage
-            }
+            guard let payload = SSEFraming.payload(of: Array(event.utf8)) else { continue }
+            if let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: Data(payload.utf8)))?.usage { return usage }
         }
         return nil
     }
