@@ -167,7 +167,7 @@ struct EngineInstallerTests {
 
     @Test func keepsBinariesAndModelUnderPinnedNames() {
         let installer = EngineInstaller(cacheDirectory: "/cache", progress: { _ in })
-        #expect(installer.llamaServerPath == "/cache/engine/llama.cpp-11434.0.0-native-noamx/bin/llama-server")
+        #expect(installer.llamaServerPath == "/cache/engine/llama.cpp-11434.0.0-native-noamx-2/bin/llama-server")
         #expect(installer.defaultModelPath == "/cache/models/\(DefaultModel.sha256.hex).gguf")
     }
 }

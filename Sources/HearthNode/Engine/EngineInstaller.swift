@@ -69,6 +69,8 @@ public struct EngineInstaller: Sendable {
                 "-DCMAKE_BUILD_TYPE=Release", "-DGGML_RPC=ON", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
                 "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DBUILD_SHARED_LIBS=OFF",
                 "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF",
+                // The sdist has no .git: without these the engine calls itself build 0 "unknown".
+                "-DLLAMA_BUILD_NUMBER=\(EnginePins.llamaCppBuildNumber)", "-DLLAMA_BUILD_COMMIT=\(EnginePins.llamaCppCommit)",
                 "-DCMAKE_C_FLAGS=\(EnginePins.compilerFlags)", "-DCMAKE_CXX_FLAGS=\(EnginePins.compilerFlags)",
             ],
             step: "configure llama.cpp (cmake)"

@@ -1,0 +1,141 @@
+/// Which engine a node runs, as far as pooling cares. llama.cpp's RPC sends raw host-endian structs that hold
+/// pointers, so only nodes whose builds agree on all of this may serve one model together.
+public struct EngineBuild: Codable, Sendable, Hashable, CustomStringConvertible {
+    /// llama.cpp's build number (its tag `bN`).
+    public var llamaCpp: Int
+    /// The RPC protocol version of that build.
+    public var rpcProtocol: String
+    /// CPU architecture, as Swift names it (`x86_64`, `arm64`).
+    public var architecture: String
+    /// `little` or `big`.
+    public var byteOrder: String
+
+    public init(llamaCpp: Int, rpcProtocol: String, architecture: String, byteOrder: String) {
+        self.llamaCpp = llamaCpp
+        self.rpcProtocol = rpcProtocol
+        self.architecture = architecture
+        self.byteOrder = byteOrder
+    }
+
+    /// The pinned build on this machine.
+    public static let current = EngineBuild(
+        llamaCpp: EnginePins.llamaCppBuildNumber,
+        rpcProtocol: EnginePins.rpcProtocol,
+        architecture: currentArchitecture,
+        byteOrder: 1.littleEndian == 1 ? "little" : "big"
+    )
+
+    private static var currentArchitecture: String {
+        #if arch(x86_64)
+        "x86_64"
+        #elseif arch(arm64)
+        "arm64"
+        #elseif arch(riscv64)
+        "riscv64"
+        #else
+        "other"
+        #endif
+    }
+
+    /// One string for logs and listings: `b11434 rpc 7.0.0 x86_64 little-endian`.
+    public var description: String { "b\(llamaCpp) rpc \(rpcProtocol) \(architecture) \(byteOrder)-endian" }
+}
+
+/// What a node lends to pools, in its report. Absent when the owner has not opted in.
+public struct PoolOffer: Codable, Sendable, Equatable {
+    /// Memory the node gives to pool work (members' rpc-servers and heads), beside its own engines.
+    public var memoryBytes: UInt64
+    /// CPU threads each rpc-server or head may use.
+    public var threads: Int
+    public var build: EngineBuild
+    /// Whether the node can run a head: it fetches catalog files (or holds them).
+    public var canHead: Bool
+    /// Models whose GGUF file the node holds (it can head them without a download).
+    public var files: [SHA256Digest]
+    /// Models whose tensors the node's rpc cache holds from earlier pools (less to send when it serves them again).
+    public var cached: [SHA256Digest]
+    /// The pool work it runs now, as the gateway asked.
+    public var work: [PoolWorkStatus]
+
+    public init(
+        memoryBytes: UInt64,
+        threads: Int,
+        build: EngineBuild = .current,
+        canHead: Bool,
+        files: [SHA256Digest] = [],
+        cached: [SHA256Digest] = [],
+        work: [PoolWorkStatus] = []
+    ) {
+        self.memoryBytes = memoryBytes
+        self.threads = threads
+        self.build = build
+        self.canHead = canHead
+        self.files = files
+        self.cached = cached
+        self.work = work
+    }
+}
+
+/// One piece of pool work on a node: a member's rpc-server or a pool's head.
+public struct PoolWorkStatus: Codable, Sendable, Equatable {
+    public enum Role: String, Codable, Sendable {
+        case member
+        case head
+    }
+
+    public enum State: String, Codable, Sendable {
+        case starting
+        case ready
+        /// It exited or never became ready; `detail` says how.
+        case failed
+    }
+
+    public var pool: PoolID
+    /// Which plan of the pool it belongs to: the gateway ignores news of work from a plan it has replaced.
+    public var epoch: Int
+    public var role: Role
+    public var state: State
+    /// What the head's engine is doing (`loading 40 %`) or why it failed.
+    public var detail: String?
+    /// Head only: how long a busy slot has made no token progress (`nil` or 0: none stuck).
+    public var stalledSeconds: Int?
+
+    public init(pool: PoolID, epoch: Int, role: Role, state: State, detail: String? = nil, stalledSeconds: Int? = nil) {
+        self.pool = pool
+        self.epoch = epoch
+        self.role = role
+        self.state = state
+        self.detail = detail
+        self.stalledSeconds = stalledSeconds
+    }
+}
+
+/// A pool's name: `p-` and 12 lowercase hex digits, chosen by the gateway that planned it.
+public struct PoolID: Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
+    public let rawValue: String
+
+    public init?(_ rawValue: String) {
+        let digits = rawValue.utf8.dropFirst(2)
+        guard rawValue.hasPrefix("p-"), digits.count == 12, digits.allSatisfy({ Hex.isLowercaseDigit($0) }) else { return nil }
+        self.rawValue = rawValue
+    }
+
+    /// A fresh random id.
+    public static func random() -> PoolID { PoolID("p-" + Hex.random(bytes: 6))! }
+
+    public var description: String { rawValue }
+    public static func < (lhs: PoolID, rhs: PoolID) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        guard let id = PoolID(try container.decode(String.self)) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "a pool id is p- and 12 lowercase hex digits")
+        }
+        self = id
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
