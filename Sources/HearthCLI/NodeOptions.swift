@@ -26,6 +26,16 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Memory the node's models may use together, e.g. 6GiB or 512MiB (default: 80% of what is available at start).")
     var memory: String?
 
+    @Option(
+        help: """
+            Memory lent to pools (models split over several nodes), out of --memory: a size (2GiB) or a share (25%).             0 lends nothing (the default for `hearth node`; `hearth up` lends 25%).
+            """
+    )
+    var poolMemory: String?
+
+    @Option(help: "Use this ggml-rpc-server for pool work (env: HEARTH_RPC_SERVER; default: beside llama-server).")
+    var rpcServer: String?
+
     @Option(help: "CPU threads for the engine (default: all cores).")
     var threads: Int?
 
@@ -78,6 +88,7 @@ struct NodeOptions: ParsableArguments {
             if let value, value < 1 { throw ValidationError("\(flag) must be at least 1, not \(value)") }
         }
         if let memory { _ = try parseBytes(memory, option: "--memory") }
+        if let poolMemory { _ = try parsePoolMemory(poolMemory) }
         if let file = models.first(where: { $0.hasSuffix(".gguf") || $0.contains("/") }) {
             throw ValidationError(
                 "--model takes a catalog id, not a file (\(file)): pin the file in the catalog (`hearth catalog pin`) and put it in --models-dir as <sha256>.gguf"
@@ -89,7 +100,19 @@ struct NodeOptions: ParsableArguments {
 
     /// The node configuration. When the engine or the default model is not provisioned yet, the node provisions it
     /// as its preparation step, so it stays linked (engines loading) during a long first build.
+    /// `--pool-memory`: bytes, or a share of the node's memory (0 < share < 1).
+    func parsePoolMemory(_ text: String) throws -> PoolMemory {
+        if text.hasSuffix("%") {
+            guard let percent = Double(text.dropLast()), percent >= 0, percent < 100 else {
+                throw ValidationError("--pool-memory: a share is 0% to 99%, not \(text)")
+            }
+            return .share(percent / 100)
+        }
+        return .bytes(try parseBytes(text, option: "--pool-memory"))
+    }
+
     func configuration(
+        defaultPoolMemory: String? = nil,
         dataDirectory: String,
         join: String?,
         catalog: Catalog,
@@ -141,6 +164,17 @@ struct NodeOptions: ParsableArguments {
             configuration.llamaServerPath = installer.llamaServerPath
         }
         let needsEngine = !FileManager.default.isExecutableFile(atPath: configuration.llamaServerPath)
+        if let text = poolMemory ?? defaultPoolMemory {
+            let rpcServer =
+                rpcServer ?? environment["HEARTH_RPC_SERVER"]
+                ?? ((configuration.llamaServerPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent("ggml-rpc-server")
+            let threads = max(1, configuration.limits.threads)
+            switch try parsePoolMemory(text) {
+            case .bytes(0), .share(0): break
+            case .bytes(let bytes): configuration.pool = PoolSettings(memoryBytes: bytes, threads: threads, rpcServerPath: rpcServer)
+            case .share(let share): configuration.pool = PoolSettings(memoryShare: share, threads: threads, rpcServerPath: rpcServer)
+            }
+        }
 
         let aliases = try (aliases.isEmpty ? (file.aliases ?? []) : aliases).map { name in
             guard let id = ModelID(name) else { throw ValidationError("alias '\(name)' is not a valid model name") }

@@ -45,6 +45,8 @@ struct UpCommand: AsyncParsableCommand {
         // port is known only once it listens (port 0), so the node reads its join address through `mesh`.
         let installer = EngineInstaller(progress: warn)
         let nodeConfiguration = try await node.configuration(
+            // The local node lends a quarter of its memory to pools unless told otherwise.
+            defaultPoolMemory: "25%",
             dataDirectory: dataDirectory + "/node",
             join: nil,
             catalog: models,

@@ -64,10 +64,19 @@ public func buildNode(
     // The owner's memory limit; without one, four fifths of what is available now.
     let budget = configuration.limits.memoryBytes ?? HardwareProbe.probe(diskPath: configuration.dataDirectory).memoryAvailableBytes / 5 * 4
     configuration.limits.memoryBytes = budget
-    let initial = EngineHost.initialLoad(configuration.models, budget: budget)
+    if let share = configuration.pool?.memoryShare {
+        configuration.pool?.memoryBytes = UInt64(Double(budget) * share)
+        configuration.pool?.memoryShare = nil
+    }
+    if let pool = configuration.pool, pool.memoryBytes >= budget {
+        throw NodeStartError("--pool-memory (\(pool.memoryBytes.binaryBytes)) must be less than the node's memory limit (\(budget.binaryBytes))")
+    }
+    // What the node lends to pools is not its own engines' to use.
+    let engineBudget = budget - (configuration.pool?.memoryBytes ?? 0)
+    let initial = EngineHost.initialLoad(configuration.models, budget: engineBudget)
     let changes = ChangeSignal()
     let engines = zip(configuration.models, initial).map { EngineHandle(spec: $0, wanted: $1, changes: changes) }
-    let host = EngineHost(engines: engines, budget: budget)
+    let host = EngineHost(engines: engines, budget: engineBudget)
     var stores: [String: ModelStore] = [:]
     for spec in configuration.models where spec.entry != nil {
         let directory = (spec.path as NSString).deletingLastPathComponent
@@ -84,7 +93,18 @@ public func buildNode(
         logger: logger
     )
     let load = NodeLoad()
-    let status = NodeStatus(configuration: configuration, engines: engines, load: load, changes: changes, sandbox: sandbox.report)
+    let pools = configuration.pool.map {
+        PoolWorker(
+            settings: $0,
+            node: identity.id,
+            configuration: configuration,
+            sandbox: sandbox,
+            store: stores.values.first,
+            changes: changes,
+            logger: logger
+        )
+    }
+    let status = NodeStatus(configuration: configuration, engines: engines, load: load, changes: changes, sandbox: sandbox.report, pools: pools)
     let router = Router()
     let join = configuration.join
     let receipts = ReceiptSigner(
@@ -93,7 +113,8 @@ public func buildNode(
         gateway: { status.gatewayID ?? join?.gatewayID }
     )
     let inFlight = InFlightRequests()
-    EngineProxyController(host: host, load: load, maxBodyBytes: 8 << 20, receipts: receipts, inFlight: inFlight).addRoutes(to: router)
+    EngineProxyController(host: host, load: load, maxBodyBytes: 8 << 20, receipts: receipts, inFlight: inFlight, pools: pools).addRoutes(to: router)
+    PoolController(worker: pools).addRoutes(to: router)
     LinkController(status: status, inFlight: inFlight).addRoutes(to: router)
     TunnelController(services: configuration.tunnelServices).addRoutes(to: router)
     let supervisors: [any Service] = engines.map {
@@ -129,13 +150,25 @@ public func buildNode(
             )
         )
     }
+    // Pool work stops after the link has drained and before the engines do.
+    let poolWork: [any Service] = pools.map { [PoolWorkService(worker: $0)] } ?? []
     return Node(
         identity: identity,
         engines: engines,
-        services: supervisors + dashboard + [link],
+        services: supervisors + poolWork + dashboard + [link],
         controlTokenPath: controlTokenPath,
         sandbox: sandbox.report
     )
+}
+
+/// Stops every rpc-server and head of the node when it shuts down.
+struct PoolWorkService: Service {
+    let worker: PoolWorker
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await worker.dropAll()
+    }
 }
 
 /// A gateway link serving `router` instead of a node's engines: for programs that stand in for a node, such as the

@@ -45,6 +45,8 @@ public struct NodeConfiguration: Sendable {
     public var drainTimeout: Duration = .seconds(120)
     /// How engines are confined (`EngineSandbox`); `--no-sandbox` turns it off.
     public var sandbox = SandboxSettings()
+    /// What the node lends to pools (out of `limits.memoryBytes`); `nil` lends nothing.
+    public var pool: PoolSettings?
 
     public init() {}
 

@@ -16,6 +16,14 @@ public enum LinkProtocol {
         /// `POST /link/v1/tunnel/{service}`: one full-duplex byte stream to a loopback service the owner listed.
         public static let tunnelPrefix = "/link/v1/tunnel/"
         public static func tunnel(_ service: String) -> String { tunnelPrefix + service }
+        /// `PUT {epoch, plan}`: serve this node's part of a pool (an rpc-server, or the head); `DELETE`: drop all of it.
+        public static let poolPrefix = "/link/v1/pool/"
+        public static func pool(_ id: PoolID) -> String { poolPrefix + id.rawValue }
+        /// `POST`: a byte stream to this member's rpc-server for the pool.
+        public static func poolRPC(_ id: PoolID) -> String { pool(id) + "/rpc" }
+        /// `POST`: held by the gateway until the head's engine connects to member `index`'s local port, then the
+        /// byte stream of that connection.
+        public static func poolPeer(_ id: PoolID, index: Int) -> String { pool(id) + "/peer/\(index)" }
     }
 
     /// Header names, lower-case as HTTP/2 sends them.
@@ -30,6 +38,8 @@ public enum LinkProtocol {
         public static let after = "x-hearth-after"
         /// How long the node may hold a report poll, in milliseconds.
         public static let waitMilliseconds = "x-hearth-wait-ms"
+        /// The pool whose head should answer (a node may also serve the same model alone).
+        public static let pool = "x-hearth-pool"
     }
 
     /// The trailer that carries the node's signed receipt (base64url COSE_Sign1) after the last body byte.

@@ -39,6 +39,8 @@ public struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
         case authentication
         case permission
         case notFound
+        /// The request contradicts the current state (a stale plan, memory already lent).
+        case conflict
         case requestTooLarge
         case rateLimited
         case unavailable
@@ -66,6 +68,7 @@ public struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
         case .authentication: 401
         case .permission: 403
         case .notFound: 404
+        case .conflict: 409
         case .requestTooLarge: 413
         case .rateLimited: 429
         case .server: 500
@@ -78,7 +81,7 @@ public struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
     /// The OpenAI `error.type` string.
     public var type: String {
         switch kind {
-        case .invalidRequest, .requestTooLarge: "invalid_request_error"
+        case .invalidRequest, .requestTooLarge, .conflict: "invalid_request_error"
         case .authentication: "authentication_error"
         case .permission: "permission_error"
         case .notFound: "not_found_error"

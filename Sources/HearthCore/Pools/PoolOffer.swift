@@ -139,3 +139,17 @@ public struct PoolID: Hashable, Sendable, Codable, CustomStringConvertible, Comp
         try container.encode(rawValue)
     }
 }
+
+/// The gateway's instruction to serve a node's part of a pool: the whole plan, so the node can check that it is in
+/// it, with what share, and on which build.
+public struct PoolAssignment: Codable, Sendable, Equatable {
+    public var pool: PoolID
+    public var epoch: Int
+    public var plan: PoolPlan
+
+    public init(pool: PoolID, epoch: Int, plan: PoolPlan) {
+        self.pool = pool
+        self.epoch = epoch
+        self.plan = plan
+    }
+}

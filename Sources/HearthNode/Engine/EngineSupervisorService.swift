@@ -19,6 +19,10 @@ struct EngineSupervisorService: Service {
     var store: ModelStore?
     let sandbox: EngineSandbox
     let logger: Logger
+    /// Whether a crashed engine is started again. A pool's head is not: its gateway plans again first.
+    var restarts = true
+    /// Variables the engine gets beside the sandbox's own.
+    var environment: [String: String] = [:]
 
     init(
         handle: EngineHandle,
@@ -26,7 +30,9 @@ struct EngineSupervisorService: Service {
         preparation: Preparation,
         store: ModelStore? = nil,
         sandbox: EngineSandbox,
-        logger: Logger
+        logger: Logger,
+        restarts: Bool = true,
+        environment: [String: String] = [:]
     ) {
         self.handle = handle
         self.configuration = configuration
@@ -34,6 +40,8 @@ struct EngineSupervisorService: Service {
         self.store = store
         self.sandbox = sandbox
         self.logger = logger
+        self.restarts = restarts
+        self.environment = environment
     }
 
     private enum Event: Sendable {
@@ -92,6 +100,10 @@ struct EngineSupervisorService: Service {
             if Task.isShuttingDownGracefully || Task.isCancelled || !handle.wanted {
                 failuresInARow = 0
                 continue
+            }
+            guard restarts else {
+                if handle.snapshot.state != .failed { fail("engine exited", logger: logger) }
+                return
             }
             let healthy = outcome == .healthy
             failuresInARow = healthy ? 0 : failuresInARow + 1
@@ -198,7 +210,7 @@ struct EngineSupervisorService: Service {
         let launch: EngineSandbox.Launch
         let memoryKillsBefore = sandbox.memoryKills
         do {
-            launch = try await sandbox.prepareLaunch(configuration.llamaServerPath, arguments(port: port))
+            launch = try await sandbox.prepareLaunch(configuration.llamaServerPath, arguments(port: port), environment: environment)
         } catch {
             fail("cannot start \(configuration.llamaServerPath): \(error)", logger: logger)
             return .unhealthy
@@ -274,6 +286,8 @@ struct EngineSupervisorService: Service {
         } onGracefulShutdown: {
             continuation.yield(.shutdown)
         }
+        // A cancelled supervisor (a pool's head being dropped) ends the loop above without an event: stop it here.
+        if !process.hasExited { await process.stop(grace: .seconds(5)) }
         handle.update {
             $0.pid = nil
             $0.port = nil

@@ -13,6 +13,8 @@ final class NodeStatus: Sendable {
     let changes: ChangeSignal
     /// How engines are confined, for every report.
     let sandbox: EngineSandboxReport?
+    /// The pool work, when the owner lends memory to pools.
+    let pools: PoolWorker?
     private let gateway = Mutex<NodeID?>(nil)
     private let state = Mutex<
         (draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant, refusal: LinkRefusal?, paused: Bool, linked: Bool)
@@ -23,13 +25,15 @@ final class NodeStatus: Sendable {
         engines: [EngineHandle],
         load: NodeLoad,
         changes: ChangeSignal = ChangeSignal(),
-        sandbox: EngineSandboxReport? = nil
+        sandbox: EngineSandboxReport? = nil,
+        pools: PoolWorker? = nil
     ) {
         self.configuration = configuration
         self.engines = engines
         self.load = load
         self.changes = changes
         self.sandbox = sandbox
+        self.pools = pools
     }
 
     var draining: Bool { state.withLock { $0.draining } }
@@ -120,23 +124,27 @@ final class NodeStatus: Sendable {
                 detail: snapshot.detail
             )
         }
+        let offer = pools?.offer()
         return NodeReport(
             name: configuration.name,
             hardware: HardwareProbe.probe(diskPath: configuration.dataDirectory),
             limits: configuration.limits,
-            models: models,
+            models: models + (pools?.servedModels() ?? []),
             inFlight: load.inFlight,
             draining: draining || paused,
             version: HearthVersion.current,
-            sandbox: sandbox
+            sandbox: sandbox,
+            pool: offer
         )
     }
 
     /// The revision of the current state, cheaper than a whole report.
     var revision: String {
         NodeReport.revision(
-            models: engines.map { ServedModel(id: $0.spec.id, sha256: $0.spec.sha256, contextLength: 0, sizeBytes: 0, state: $0.snapshot.state) },
-            draining: draining || paused
+            models: engines.map { ServedModel(id: $0.spec.id, sha256: $0.spec.sha256, contextLength: 0, sizeBytes: 0, state: $0.snapshot.state) }
+                + (pools?.servedModels() ?? []),
+            draining: draining || paused,
+            pool: pools?.statuses ?? []
         )
     }
 }

@@ -20,11 +20,14 @@ struct EngineProxyController {
     let receipts: ReceiptSigner?
     /// The answers under way, which the gateway may cancel by request id.
     let inFlight: InFlightRequests
+    /// The node's pool work: a request naming a pool goes to that pool's head.
+    var pools: PoolWorker? = nil
 
     /// Headers the gateway sends with each request, named once rather than per request.
     static let requestIDHeader = HTTPField.Name(LinkProtocol.Header.requestID)!
     static let consumerHeader = HTTPField.Name(LinkProtocol.Header.consumer)!
     static let modelSHA256Header = HTTPField.Name(LinkProtocol.Header.modelSHA256)!
+    static let poolHeader = HTTPField.Name(LinkProtocol.Header.pool)!
 
     private struct RequestFields: Decodable {
         var model: String?
@@ -55,7 +58,15 @@ struct EngineProxyController {
         guard let name = fields?.model else {
             return Self.error(APIFailure(.invalidRequest, "The body must be JSON with a 'model' string.", param: "model"))
         }
-        guard let engine = host.engine(named: name) else {
+        let engine: EngineHandle
+        if let asked = request.headers[Self.poolHeader] {
+            guard let pool = PoolID(asked), let head = pools?.head(of: pool), head.serves(name) else {
+                return Self.error(APIFailure(.notFound, "This node heads no pool \(asked) for '\(name)'.", param: "model", code: "model_not_found"))
+            }
+            engine = head
+        } else if let own = host.engine(named: name) {
+            engine = own
+        } else {
             return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
         // The gateway names the file it means by the catalog's hash; this node serves no other.

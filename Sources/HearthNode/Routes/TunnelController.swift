@@ -23,18 +23,7 @@ struct TunnelController {
             }
             let connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>
             do {
-                connection = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .connectTimeout(.seconds(3))
-                    .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-                    .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
-                    .connect(host: "127.0.0.1", port: port) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                                wrappingChannelSynchronously: channel,
-                                configuration: .init(isOutboundHalfClosureEnabled: true)
-                            )
-                        }
-                    }
+                connection = try await Self.connect(port: port)
             } catch {
                 context.logger.warning("tunnel service unreachable", metadata: ["tunnel.service": "\(name)", "error": "\(error)"])
                 return EngineProxyController.error(
@@ -42,27 +31,47 @@ struct TunnelController {
                 )
             }
             context.logger.debug("tunnel open", metadata: ["tunnel.service": "\(name)"])
-            return Response(
-                status: .ok,
-                headers: [.contentType: "application/octet-stream"],
-                body: ResponseBody { writer in
-                    try await connection.executeThenClose { inbound, outbound in
-                        try await withThrowingTaskGroup { group in
-                            // Gateway → service; the end of the request body half-closes the connection.
-                            group.addTask {
-                                for try await chunk in request.body { try await outbound.write(chunk) }
-                                // Every byte must be on the wire before the half-close (which may become a close).
-                                try await connection.channel.writeAndFlush(ByteBuffer())
-                                outbound.finish()
-                            }
-                            // Service → gateway, until the service closes.
-                            for try await chunk in inbound { try await writer.write(chunk) }
-                            group.cancelAll()
-                        }
-                    }
-                    try await writer.finish(nil)
-                }
-            )
+            return Self.splice(request.body, with: connection)
         }
+    }
+
+    /// The 200 answer whose body is `connection`'s bytes while `body` is copied to it: gateway → service until the
+    /// request ends (then a half-close), service → gateway until the service closes.
+    static func splice(_ body: RequestBody, with connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>) -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "application/octet-stream"],
+            body: ResponseBody { writer in
+                try await connection.executeThenClose { inbound, outbound in
+                    try await withThrowingTaskGroup { group in
+                        group.addTask {
+                            for try await chunk in body { try await outbound.write(chunk) }
+                            // Every byte must be on the wire before the half-close (which may become a close).
+                            try await connection.channel.writeAndFlush(ByteBuffer())
+                            outbound.finish()
+                        }
+                        for try await chunk in inbound { try await writer.write(chunk) }
+                        group.cancelAll()
+                    }
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+
+    /// A connection to `port` on 127.0.0.1 that can be half-closed.
+    static func connect(port: Int) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(3))
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(isOutboundHalfClosureEnabled: true)
+                    )
+                }
+            }
     }
 }

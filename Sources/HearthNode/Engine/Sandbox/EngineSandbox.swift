@@ -149,15 +149,18 @@ public struct EngineSandbox: Sendable {
 
     /// As `launch(_:_:)`, on NIO's blocking pool: the first launch hashes and copies the engine binary, which must
     /// not hold up a thread of the cooperative pool (the link's answers run there).
-    func prepareLaunch(_ executable: String, _ arguments: [String]) async throws -> Launch {
-        try await NIOThreadPool.singleton.runIfActive { try self.launch(executable, arguments) }
+    func prepareLaunch(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> Launch {
+        try await NIOThreadPool.singleton.runIfActive { try self.launch(executable, arguments, environment: environment) }
     }
 
     /// The command that starts `executable` with `arguments` inside the sandbox; the value after `--model` is
     /// replaced by the read-only descriptor of that file. It may block (the first time for a binary).
     /// - Throws: `SandboxProblem` when a blocker stands, or the model or the binary cannot be handed over.
-    func launch(_ executable: String, _ arguments: [String]) throws(SandboxProblem) -> Launch {
-        guard report.enforced else { return Launch(command: [executable] + arguments, environment: nil, keep: [], finish: {}) }
+    func launch(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) throws(SandboxProblem) -> Launch {
+        guard report.enforced else {
+            let environment = extra.isEmpty ? nil : ProcessInfo.processInfo.environment.merging(extra) { $1 }
+            return Launch(command: [executable] + arguments, environment: environment, keep: [], finish: {})
+        }
         guard report.blockers.isEmpty, let setpriv else { throw SandboxProblem(report.summary) }
         var arguments = arguments
         var keep: [Int32] = []
@@ -199,7 +202,7 @@ public struct EngineSandbox: Sendable {
         // The shell joins the groups as the node's user, before anything of the engine runs, then becomes it. The
         // paths arrive as arguments, never inside the script.
         command += ["/bin/sh", "-c", Self.joinScript, "hearth-engine", work, String(joins.count)] + joins + inner
-        let environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"]
+        let environment = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": work, "TMPDIR": work, "LANG": "C.UTF-8"].merging(extra) { $1 }
         return Launch(command: command, environment: environment, keep: keep) {
             closeAll()
             try? FileManager.default.removeItem(atPath: work)
@@ -223,6 +226,22 @@ public struct EngineSandbox: Sendable {
         guard status == 128 + SIGKILL, let before = killsBefore, let after = memoryKills, after > before else { return nil }
         let limit = report.memoryLimitBytes.map { "\($0 >> 20) MiB" } ?? "its limit"
         return "killed by the kernel: the engine went over its memory limit of \(limit) (\(mechanism.name))"
+    }
+
+    /// A folder that lasts across engine starts and that the engines may write: `rpc-cache/<node>` beside the work
+    /// folders, owned by the sandbox user. ggml-rpc-server keeps its tensor cache there (`LLAMA_CACHE`).
+    func persistentFolder(_ purpose: String) throws(SandboxProblem) -> String {
+        let root = workRoot.isEmpty ? NSTemporaryDirectory() : (workRoot as NSString).deletingLastPathComponent
+        let folder = ((root as NSString).appendingPathComponent(purpose) as NSString).appendingPathComponent(name)
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw SandboxProblem("cannot create \(folder): \(error.localizedDescription)")
+        }
+        if report.enforced, let account, chown(folder, account.uid, account.gid) != 0 {
+            throw SandboxProblem("cannot give \(folder) to \(account.name): \(String(cString: strerror(errno)))")
+        }
+        return folder
     }
 
     private func makeWorkFolder() throws(SandboxProblem) -> String {
