@@ -85,6 +85,22 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "API connections one client address may hold open at once (trusted proxies are exempt).")
     var maxConnectionsPerAddress: Int = 256
 
+    @Option(
+        help: """
+            Create a pool (a model split over several nodes) when a request asks for a pinned model that no node             serves alone but the nodes lending memory could together: on or off (default: off; on for `hearth up`).
+            """
+    )
+    var autoPools: String?
+
+    @Option(name: .customLong("operator"), help: "An account id (64 hex digits) that may create and stop pools, besides the gateway's own key (repeatable).")
+    var operators: [String] = []
+
+    @Option(help: "Context size in tokens of a pool's engine.")
+    var poolContext: Int = 4096
+
+    @Option(help: "Stop an automatic pool that served nothing for this long, so its members get their memory back (e.g. 15m).")
+    var poolIdleTimeout: String = "15m"
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
         if let meshPort, !(0...65535).contains(meshPort) {
@@ -96,6 +112,10 @@ struct GatewayOptions: ParsableArguments {
         _ = try parseDuration(nodeTTL, option: "--node-ttl")
         _ = try parseDuration(headerTimeout, option: "--header-timeout")
         _ = try parseDuration(idleTimeout, option: "--idle-timeout")
+        if let autoPools, !["on", "off"].contains(autoPools) { throw ValidationError("--auto-pools must be on or off, not '\(autoPools)'") }
+        for account in operators where NodeID(account) == nil { throw ValidationError("--operator: '\(account)' is not an account id") }
+        guard poolContext >= 256 else { throw ValidationError("--pool-context must be at least 256") }
+        _ = try parseDuration(poolIdleTimeout, option: "--pool-idle-timeout")
         guard maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
         guard anonymousTokensPerHour > 0, maxTokensPerHour >= anonymousTokensPerHour else {
             throw ValidationError("--anonymous-tokens-per-hour must be positive and at most --max-tokens-per-hour")
@@ -114,7 +134,12 @@ struct GatewayOptions: ParsableArguments {
         let ttl = try parseDuration(nodeTTL, option: "--node-ttl")
         let headerTimeout = try parseDuration(headerTimeout, option: "--header-timeout")
         let idleTimeout = try parseDuration(idleTimeout, option: "--idle-timeout")
+        let poolIdle = try parseDuration(poolIdleTimeout, option: "--pool-idle-timeout")
         return GatewayConfiguration().with {
+            $0.pools.automatic = (autoPools ?? (localMesh ? "on" : "off")) == "on"
+            $0.pools.context = poolContext
+            $0.operators = Set(operators.compactMap(NodeID.init))
+            $0.pools.idleTimeout = poolIdle
             $0.allowedHosts = allowedHosts
             $0.allowedOrigins = allowedOrigins
             $0.headerTimeout = headerTimeout

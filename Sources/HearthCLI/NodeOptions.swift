@@ -33,6 +33,9 @@ struct NodeOptions: ParsableArguments {
     )
     var poolMemory: String?
 
+    @Flag(help: "Serve no model alone: only lend --pool-memory to pools (needs --pool-memory).")
+    var poolOnly = false
+
     @Option(help: "Use this ggml-rpc-server for pool work (env: HEARTH_RPC_SERVER; default: beside llama-server).")
     var rpcServer: String?
 
@@ -89,6 +92,8 @@ struct NodeOptions: ParsableArguments {
         }
         if let memory { _ = try parseBytes(memory, option: "--memory") }
         if let poolMemory { _ = try parsePoolMemory(poolMemory) }
+        if poolOnly, poolMemory == nil { throw ValidationError("--pool-only needs --pool-memory: there is nothing else to lend") }
+        if poolOnly, !models.isEmpty { throw ValidationError("--pool-only serves no model alone; drop --model") }
         if let file = models.first(where: { $0.hasSuffix(".gguf") || $0.contains("/") }) {
             throw ValidationError(
                 "--model takes a catalog id, not a file (\(file)): pin the file in the catalog (`hearth catalog pin`) and put it in --models-dir as <sha256>.gguf"
@@ -193,6 +198,8 @@ struct NodeOptions: ParsableArguments {
             }
             return spec
         }
+        configuration.modelsDirectory = directory
+        if poolOnly { configuration.models = [] }
         // The default model comes from its wheel, through the installer, not from a URL.
         let defaultSpec = configuration.models.first { $0.sha256 == DefaultModel.sha256 }
         let needsModel = defaultSpec.map { !FileManager.default.fileExists(atPath: $0.path) } ?? false

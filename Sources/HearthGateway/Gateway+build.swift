@@ -16,6 +16,8 @@ public struct Gateway: Sendable {
     public let id: NodeID
     /// The nodes' links, when the gateway runs its mesh.
     public let links: NodeLinks?
+    /// The pools, when the gateway runs its mesh.
+    public let pools: PoolReconciler?
     /// The services to run, in start order: background loops, the mesh, then the API server. Shutdown runs in
     /// reverse: the API finishes its requests while the links that carry them are still up.
     public let services: [any Service]
@@ -76,12 +78,24 @@ public func buildGateway(
         links = nodeLinks
     }
     let liveLinks = links
+    // Pools need the mesh: their members and heads are reached over the links.
+    let pools = links.map {
+        PoolReconciler(
+            registry: registry,
+            links: $0,
+            catalog: configuration.catalog,
+            policy: configuration.pools,
+            metrics: metrics,
+            logger: logger
+        )
+    }
     let dispatcher = Dispatcher(
         registry: registry,
         transport: nodeTransport,
         maxAttempts: configuration.maxAttempts,
         retryAfterSeconds: configuration.retryAfterSeconds,
-        catalog: configuration.catalog
+        catalog: configuration.catalog,
+        pools: pools
     )
     let quotas = QuotaBook(reciprocity: configuration.reciprocity, database: database)
     let pipeline = CompletionPipeline(
@@ -123,6 +137,7 @@ public func buildGateway(
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     NodesController(registry: registry).addRoutes(to: router)
+    PoolsController(pools: pools, operators: configuration.operators.union([identity.nodeID])).addRoutes(to: router)
     CatalogController(catalog: configuration.catalog, registry: registry).addRoutes(to: router)
     LedgerController(database: database, gatewayKey: identity).addRoutes(to: router)
     ReciprocityController(quotas: quotas).addRoutes(to: router)
@@ -150,7 +165,10 @@ public func buildGateway(
         metrics: metrics,
         id: identity.nodeID,
         links: links,
-        services: [sweeper] + meshServices + [application],
+        pools: pools,
+        // The reconciler starts after the mesh (it talks over the links) and stops before it (its stops are sent
+        // while the links are up).
+        services: [sweeper] + meshServices + (pools.map { [$0] } ?? []) + [application],
         routes: router.routes.map { ($0.method.rawValue, $0.path.description) }
     )
 }

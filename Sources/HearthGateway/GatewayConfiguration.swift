@@ -64,6 +64,10 @@ public struct GatewayConfiguration: Sendable {
     public var tokenTTL: Duration = .seconds(3600)
     /// The models the network may run: only what nodes report under a pinned id and hash is ever routed to.
     public var catalog: Catalog = .builtin
+    /// Accounts that may control pools besides the gateway's own key (`--operator`).
+    public var operators: Set<NodeID> = []
+    /// How pools are run: automatic or on request only, their context, when idle ones stop.
+    public var pools = PoolPolicy()
 
     public init() {}
 

@@ -18,8 +18,14 @@ public final class LinkTunnel: Sendable {
     /// Opens a tunnel to `service` over a link.
     /// - Throws: `LinkTunnelError.refused` when the node has no such service or cannot reach it; link errors.
     public static func open(on multiplexer: LinkMultiplexer, service: String) async throws -> LinkTunnel {
+        try await open(on: multiplexer, path: LinkProtocol.Path.tunnel(service))
+    }
+
+    /// Opens a byte stream on any of the node's stream routes (`POST path`); returns once the node answered 200,
+    /// which for a pool's peer stream is when the head's engine connects.
+    public static func open(on multiplexer: LinkMultiplexer, path: String) async throws -> LinkTunnel {
         let (channel, head, body) = try await LinkExchange.openStream(on: multiplexer)
-        var request = HTTPRequestHead(version: .http1_1, method: .POST, uri: LinkProtocol.Path.tunnel(service))
+        var request = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
         request.headers.add(name: "host", value: "hearth-node")
         request.headers.add(name: "content-type", value: "application/octet-stream")
         try await channel.writeAndFlush(HTTPClientRequestPart.head(request))

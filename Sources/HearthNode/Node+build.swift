@@ -34,7 +34,9 @@ public func buildNode(
     logger: Logger,
     onDashboardRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> Node {
-    guard !configuration.models.isEmpty else { throw NodeStartError("no model to serve: give --model or use the default model") }
+    guard !configuration.models.isEmpty || configuration.pool != nil else {
+        throw NodeStartError("no model to serve: give --model or use the default model")
+    }
     guard configuration.join != nil || configuration.joinProvider != nil else {
         throw NodeStartError("no gateway to join: give --join host:port#gateway-id")
     }
@@ -81,6 +83,9 @@ public func buildNode(
     for spec in configuration.models where spec.entry != nil {
         let directory = (spec.path as NSString).deletingLastPathComponent
         if stores[directory] == nil { stores[directory] = ModelStore(directory: directory) }
+    }
+    if configuration.pool != nil, stores.isEmpty, let directory = configuration.modelsDirectory {
+        stores[directory] = ModelStore(directory: directory)
     }
     let preparation = Preparation(configuration.prepare)
     var logger = logger

@@ -45,6 +45,8 @@ public struct NodeConfiguration: Sendable {
     public var drainTimeout: Duration = .seconds(120)
     /// How engines are confined (`EngineSandbox`); `--no-sandbox` turns it off.
     public var sandbox = SandboxSettings()
+    /// Where model files are kept (`<sha256>.gguf`), for pools' heads when the node serves no model alone.
+    public var modelsDirectory: String?
     /// What the node lends to pools (out of `limits.memoryBytes`); `nil` lends nothing.
     public var pool: PoolSettings?
 

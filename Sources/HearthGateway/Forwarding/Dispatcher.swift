@@ -28,13 +28,32 @@ public struct Dispatcher: Sendable {
     let retryAfterSeconds: Int
     /// Resolves a name without quantization to the catalog's choice (Q8_0 first).
     let catalog: Catalog
+    /// Pools: asked when no node is ready for a model, told when a request goes to a pool's head.
+    var pools: PoolReconciler?
 
-    public init(registry: NodeRegistry, transport: any NodeTransport, maxAttempts: Int, retryAfterSeconds: Int, catalog: Catalog = .builtin) {
+    public init(
+        registry: NodeRegistry,
+        transport: any NodeTransport,
+        maxAttempts: Int,
+        retryAfterSeconds: Int,
+        catalog: Catalog = .builtin,
+        pools: PoolReconciler? = nil
+    ) {
         self.registry = registry
         self.transport = transport
         self.maxAttempts = maxAttempts
         self.retryAfterSeconds = retryAfterSeconds
         self.catalog = catalog
+        self.pools = pools
+    }
+
+    /// 503 for a model a pool is warming for (or was just created for), with how far it is; `nil` when no pool helps.
+    private func warming(_ model: ModelID) -> DispatchFailure? {
+        guard let progress = pools?.demand(model: model) else { return nil }
+        return DispatchFailure(
+            APIFailure(.unavailable, "The pool for '\(model)' is warming (\(progress)); try again shortly.", code: "pool_warming"),
+            retryAfter: retryAfterSeconds
+        )
     }
 
     /// Opens `body` for `model` on the best ready node. The caller must call `finish(_:)` when done with the stream.
@@ -53,10 +72,12 @@ public struct Dispatcher: Sendable {
         let canonical: ModelID
         switch RoutePlanner.plan(model: model, nodes: nodes, catalog: catalog) {
         case .unknownModel:
+            if let warming = warming(model) { throw warming }
             throw DispatchFailure(
                 APIFailure(.notFound, "The model '\(model)' does not exist on this network.", param: "model", code: "model_not_found")
             )
         case .noReadyNode:
+            if let warming = warming(model) { throw warming }
             throw DispatchFailure(
                 APIFailure(.unavailable, "No node serving '\(model)' is ready yet; try again shortly.", code: "model_not_ready"),
                 retryAfter: retryAfterSeconds
@@ -77,9 +98,20 @@ public struct Dispatcher: Sendable {
         for node in candidates.prefix(max(1, maxAttempts)) {
             let startedAt = ContinuousClock.now
             registry.begin(on: node)
+            // A node serving the model alone is asked for that; one that serves it only as a pool's head, for the pool.
+            let offered = nodes.first { $0.id == node }?.models.filter { $0.id == canonical } ?? []
+            let pool = offered.contains { $0.pool == nil && ($0.state == .ready || $0.state == .standby) } ? nil : offered.first { $0.pool != nil && $0.state == .ready }?.pool
+            if let pool { pools?.used(pool) }
             do {
                 let response = try await transport.send(
-                    NodeRequest(endpoint: endpoint, body: bytes, requestID: requestID, consumer: consumer, modelSHA256: catalog[canonical]?.sha256),
+                    NodeRequest(
+                        endpoint: endpoint,
+                        body: bytes,
+                        requestID: requestID,
+                        consumer: consumer,
+                        modelSHA256: catalog[canonical]?.sha256,
+                        pool: pool
+                    ),
                     to: node
                 )
                 if response.status >= 500 {

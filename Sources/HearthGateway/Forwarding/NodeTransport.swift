@@ -11,13 +11,23 @@ public struct NodeRequest: Sendable {
     public var consumer: String
     /// The catalog's hash for the model, as `x-hearth-model-sha256`: the node serves only that file.
     public var modelSHA256: SHA256Digest?
+    /// The pool whose head should answer, as `x-hearth-pool`, when the node serves the model as a pool's head.
+    public var pool: PoolID?
 
-    public init(endpoint: CompletionEndpoint, body: ByteBuffer, requestID: String, consumer: String = "anonymous", modelSHA256: SHA256Digest? = nil) {
+    public init(
+        endpoint: CompletionEndpoint,
+        body: ByteBuffer,
+        requestID: String,
+        consumer: String = "anonymous",
+        modelSHA256: SHA256Digest? = nil,
+        pool: PoolID? = nil
+    ) {
         self.endpoint = endpoint
         self.body = body
         self.requestID = requestID
         self.consumer = consumer
         self.modelSHA256 = modelSHA256
+        self.pool = pool
     }
 }
 

@@ -72,6 +72,21 @@ public final class NodeLinks: NodeTransport {
         return try await LinkTunnel.open(on: link.multiplexer, service: service)
     }
 
+    /// Opens a byte stream on `path` of `node` (see `LinkTunnel.open(on:path:)`).
+    public func openStream(to node: NodeID, path: String) async throws -> LinkTunnel {
+        guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
+        return try await LinkTunnel.open(on: link.multiplexer, path: path)
+    }
+
+    /// One request to `node` with a JSON body, its answer's status and up to 64 KiB of its body.
+    func call(_ method: HTTPMethod, _ path: String, on node: NodeID, json body: ByteBuffer? = nil) async throws -> (status: Int, body: String) {
+        guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
+        let response = try await link.send(method, path, headers: ["content-type": "application/json"], body: body)
+        var text = ""
+        while let chunk = try await response.body.next(), text.utf8.count < 65_536 { text += String(buffer: chunk) }
+        return (Int(response.head.status.code), text)
+    }
+
     /// The number of linked nodes.
     public var count: Int { links.withLock { $0.count } }
 
@@ -87,6 +102,7 @@ public final class NodeLinks: NodeTransport {
             LinkProtocol.Header.consumer: request.consumer,
         ]
         if let digest = request.modelSHA256 { headers.add(name: LinkProtocol.Header.modelSHA256, value: digest.hex) }
+        if let pool = request.pool { headers.add(name: LinkProtocol.Header.pool, value: pool.rawValue) }
         let response = try await link.send(.POST, request.endpoint.rawValue, headers: headers, body: request.body)
         let body = response.body
         return NodeResponse(

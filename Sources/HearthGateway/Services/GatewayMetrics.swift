@@ -1,4 +1,5 @@
 public import Prometheus
+import HearthCore
 import Synchronization
 
 /// The gateway's Prometheus metrics. Labels are bounded: route templates, status codes, model ids of announced models.
@@ -72,6 +73,17 @@ public final class GatewayMetrics: Sendable {
     func quotaRefused(identity: String) {
         registry.makeCounter(name: "hearth_quota_refusals_total", labels: [("identity", identity)], help: "Requests over their token quota")
             .increment()
+    }
+
+    /// Pools by state (every state listed, zeros included, so a dashboard sees a pool leave a state).
+    func pools(_ counts: [PoolState: Int]) {
+        for state in PoolState.allCases {
+            registry.makeGauge(name: "hearth_pools", labels: [("state", state.rawValue)], help: "Pools by state").set(Int64(counts[state] ?? 0))
+        }
+    }
+
+    func poolIncident(_ kind: PoolIncident.Kind) {
+        registry.makeCounter(name: "hearth_pool_incidents_total", labels: [("kind", kind.rawValue)], help: "Pool incidents by kind").increment()
     }
 
     func streamStarted() { streamsInFlight.increment() }

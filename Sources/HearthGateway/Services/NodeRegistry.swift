@@ -14,6 +14,8 @@ public final class NodeRegistry: Sendable {
     }
 
     private let entries = Mutex<[NodeID: Entry]>([:])
+    /// Rung when a node comes, goes, or reports something new: the pool reconciler waits on it.
+    public let changes = ChangeSignal()
     private let ttl: Duration
     private let clock = ContinuousClock()
 
@@ -25,26 +27,31 @@ public final class NodeRegistry: Sendable {
     @discardableResult
     public func upsert(_ announcement: NodeAnnouncement) -> Bool {
         let now = clock.now
-        return entries.withLock { entries in
+        let (new, changed) = entries.withLock { entries in
             if var entry = entries[announcement.nodeID] {
+                let changed = entry.announcement != announcement
                 entry.announcement = announcement
                 entry.lastSeen = now
                 entries[announcement.nodeID] = entry
-                return false
+                return (false, changed)
             }
             entries[announcement.nodeID] = Entry(announcement: announcement, lastSeen: now)
-            return true
+            return (true, true)
         }
+        if changed { changes.notify() }
+        return new
     }
 
     /// Drops nodes silent for longer than the TTL, and returns their ids.
     public func expire() -> [NodeID] {
         let deadline = clock.now - ttl
-        return entries.withLock { entries in
+        let silent = entries.withLock { entries in
             let silent = entries.filter { $0.value.lastSeen < deadline }.map(\.key)
             for id in silent { entries[id] = nil }
             return silent.sorted()
         }
+        if !silent.isEmpty { changes.notify() }
+        return silent
     }
 
     /// The routing view of every live node.
@@ -83,6 +90,29 @@ public final class NodeRegistry: Sendable {
     /// Forgets a node at once, when its link closes.
     public func remove(_ id: NodeID) {
         entries.withLock { $0[id] = nil }
+        changes.notify()
+    }
+
+    /// What the pool planner needs of every live node: its pool offer, latency and whether it drains.
+    public func poolCandidates() -> [PoolCandidate] {
+        let deadline = clock.now - ttl
+        return entries.withLock { entries in
+            entries.values.compactMap { entry in
+                guard entry.lastSeen >= deadline, let offer = entry.announcement.pool else { return nil }
+                return PoolCandidate(
+                    id: entry.announcement.nodeID,
+                    offer: offer,
+                    latencyMilliseconds: entry.recentLatency,
+                    draining: entry.announcement.draining
+                )
+            }
+        }
+    }
+
+    /// The latest report of a live node.
+    public func announcement(of id: NodeID) -> NodeAnnouncement? {
+        let deadline = clock.now - ttl
+        return entries.withLock { entries in entries[id].flatMap { $0.lastSeen >= deadline ? $0.announcement : nil } }
     }
 
     /// Counts a receipt from `id` that the gateway refused; routing prefers nodes without any.

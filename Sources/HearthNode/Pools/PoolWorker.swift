@@ -208,7 +208,13 @@ final class PoolWorker: Sendable {
                 next = .head(head)
             } else {
                 let member = RPCMember(assignment: assignment, share: share, changes: changes)
-                member.start(executable: settings.rpcServerPath, threads: settings.threads, sandbox: sandbox, logger: logger)
+                member.start(
+                    executable: settings.rpcServerPath,
+                    threads: settings.threads,
+                    sandbox: sandbox,
+                    logDirectory: configuration.dataDirectory,
+                    logger: logger
+                )
                 next = .member(member)
             }
             work.withLock { $0[assignment.pool] = next }

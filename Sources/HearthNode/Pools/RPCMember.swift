@@ -44,8 +44,8 @@ final class RPCMember: Sendable {
         changes.notify()
     }
 
-    func start(executable: String, threads: Int, sandbox: EngineSandbox, logger: Logger) {
-        let work = Task { await run(executable: executable, threads: threads, sandbox: sandbox, logger: logger) }
+    func start(executable: String, threads: Int, sandbox: EngineSandbox, logDirectory: String, logger: Logger) {
+        let work = Task { await run(executable: executable, threads: threads, sandbox: sandbox, logDirectory: logDirectory, logger: logger) }
         task.withLock { $0 = work }
     }
 
@@ -56,7 +56,7 @@ final class RPCMember: Sendable {
         await work?.value
     }
 
-    private func run(executable: String, threads: Int, sandbox: EngineSandbox, logger: Logger) async {
+    private func run(executable: String, threads: Int, sandbox: EngineSandbox, logDirectory: String, logger: Logger) async {
         var logger = logger
         logger[metadataKey: "pool.id"] = "\(assignment.pool)"
         let port: Int
@@ -75,12 +75,17 @@ final class RPCMember: Sendable {
             return
         }
         defer { launch.finish() }
+        let logPath = (logDirectory as NSString).appendingPathComponent("rpc-\(port).log")
+        defer { try? FileManager.default.removeItem(atPath: logPath) }
         let process: Subprocess
         do {
+            let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            defer { if log >= 0 { close(log) } }
             process = try await Subprocess.spawn(
                 launch.command[0],
                 Array(launch.command.dropFirst()),
                 environment: launch.environment,
+                outputFD: log >= 0 ? log : nil,
                 keep: launch.keep,
                 dieWithParent: true
             )
@@ -96,7 +101,8 @@ final class RPCMember: Sendable {
             }
             let status = await process.waitForExit()
             if !Task.isCancelled {
-                update(.failed, "ggml-rpc-server exited with status \(status)")
+                let output = EngineSupervisorService.tail(of: try? String(contentsOfFile: logPath, encoding: .utf8))
+                update(.failed, "ggml-rpc-server exited with status \(status): \(output)")
                 logger.warning("pool member exited", metadata: ["status": "\(status)"])
             }
         } onCancel: {

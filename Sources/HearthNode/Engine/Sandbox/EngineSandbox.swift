@@ -232,8 +232,12 @@ public struct EngineSandbox: Sendable {
     /// folders, owned by the sandbox user. ggml-rpc-server keeps its tensor cache there (`LLAMA_CACHE`).
     func persistentFolder(_ purpose: String) throws(SandboxProblem) -> String {
         let root = workRoot.isEmpty ? NSTemporaryDirectory() : (workRoot as NSString).deletingLastPathComponent
-        let folder = ((root as NSString).appendingPathComponent(purpose) as NSString).appendingPathComponent(name)
+        let parent = (root as NSString).appendingPathComponent(purpose)
+        let folder = (parent as NSString).appendingPathComponent(name.isEmpty ? "node" : name)
         do {
+            // The parent only lets the engine user pass through to its own folder, as the work folders do.
+            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o711])
+            _ = chmod(parent, 0o711)
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw SandboxProblem("cannot create \(folder): \(error.localizedDescription)")

@@ -1,0 +1,130 @@
+import Foundation
+import HearthCore
+import HearthMesh
+import Logging
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+extension PoolReconciler {
+    func apply(_ action: PoolMachine.Action, to instance: Instance) async {
+        let id = instance.id
+        switch action {
+        case .plan(let excluded):
+            let result = PoolPlanner.plan(
+                entry: instance.entry,
+                context: policy.context,
+                slots: policy.slots,
+                candidates: registry.poolCandidates(),
+                excluding: excluded,
+                only: instance.only
+            )
+            switch result {
+            case .success(let plan): await feed(id, .planned(plan))
+            case .failure(let error): await feed(id, .planFailed(error))
+            }
+        case .startMember(let share, let epoch):
+            guard let plan = current(id, epoch: epoch) else { return }
+            if let problem = await assign(PoolAssignment(pool: id, epoch: epoch, plan: plan), to: share.node) {
+                await feed(id, .memberLost(share.node, epoch: epoch, detail: problem))
+            }
+        case .startHead(let plan, let epoch):
+            if let problem = await assign(PoolAssignment(pool: id, epoch: epoch, plan: plan), to: plan.head.node) {
+                await feed(id, .memberLost(plan.head.node, epoch: epoch, detail: problem))
+                return
+            }
+            // One relay per member: the head's engine reaches member i through peer stream i.
+            let relays = plan.members.enumerated().map { index, member in
+                Task { await self.relay(pool: id, head: plan.head.node, index: index, member: member.node) }
+            }
+            pools.withLock { $0[id]?.relays += relays }
+        case .stopWork(let nodes):
+            let relays = pools.withLock { pools -> [Task<Void, Never>] in
+                defer { pools[id]?.relays = [] }
+                return pools[id]?.relays ?? []
+            }
+            for relay in relays { relay.cancel() }
+            await withTaskGroup(of: Void.self) { group in
+                for node in nodes {
+                    group.addTask { _ = try? await self.links.call(.DELETE, LinkProtocol.Path.pool(id), on: node) }
+                }
+            }
+            await feed(id, .workGone)
+        case .report(let incident):
+            metrics.poolIncident(incident.kind)
+            var metadata: Logger.Metadata = ["pool.id": "\(id)", "node.model": "\(instance.entry.id)", "pool.incident": "\(incident.kind.rawValue)"]
+            if let node = incident.node { metadata["node.id"] = "\(node.short)" }
+            logger.warning("pool incident: \(incident.detail)", metadata: metadata)
+        }
+    }
+
+    /// The plan of `id` if it is still at `epoch`.
+    private func current(_ id: PoolID, epoch: Int) -> PoolPlan? {
+        pools.withLock { pools in pools[id].flatMap { $0.machine.epoch == epoch ? $0.machine.plan : nil } }
+    }
+
+    /// Sends `assignment` to `node`; returns why it failed, or `nil`.
+    private func assign(_ assignment: PoolAssignment, to node: NodeID) async -> String? {
+        do {
+            let body = ByteBuffer(bytes: try JSONEncoder().encode(assignment))
+            let answer = try await links.call(.PUT, LinkProtocol.Path.pool(assignment.pool), on: node, json: body)
+            guard answer.status == 202 else { return "node \(node.short) refused its part (HTTP \(answer.status)): \(answer.body.prefix(300))" }
+            return nil
+        } catch {
+            return "node \(node.short) could not be told its part: \(error)"
+        }
+    }
+
+    /// Joins the head's engine to one member's rpc-server, connection after connection: a peer stream is parked on
+    /// the head until its engine connects, then a tunnel to the member's rpc-server is opened and the two are
+    /// spliced. Only the gateway opens either stream, and only for the plan it made.
+    private func relay(pool: PoolID, head: NodeID, index: Int, member: NodeID) async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                let peer = try await links.openStream(to: head, path: LinkProtocol.Path.poolPeer(pool, index: index))
+                let rpc: LinkTunnel
+                do {
+                    rpc = try await links.openStream(to: member, path: LinkProtocol.Path.poolRPC(pool))
+                } catch {
+                    peer.close()
+                    throw error
+                }
+                failures = 0
+                // The splice runs beside the next parked stream; both end with this relay.
+                Task { await Self.splice(peer, rpc) }
+            } catch {
+                if Task.isCancelled { return }
+                failures += 1
+                logger.debug("pool relay failed", metadata: ["pool.id": "\(pool)", "pool.member": "\(index)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(min(2_000, 100 * (1 << min(failures, 5)))))
+            }
+        }
+    }
+
+    /// Copies both ways until each side has finished; a failure on either side resets both.
+    static func splice(_ a: LinkTunnel, _ b: LinkTunnel) async {
+        defer {
+            a.close()
+            b.close()
+        }
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask { await copy(from: a, to: b) }
+            group.addTask { await copy(from: b, to: a) }
+            for await finished in group where !finished {
+                group.cancelAll()
+                return
+            }
+        }
+    }
+
+    private static func copy(from source: LinkTunnel, to target: LinkTunnel) async -> Bool {
+        do {
+            while let chunk = try await source.inbound.next() { try await target.write(chunk) }
+            try await target.finish()
+            return true
+        } catch {
+            return false
+        }
+    }
+}

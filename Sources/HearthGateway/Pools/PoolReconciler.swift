@@ -1,0 +1,250 @@
+import Foundation
+public import HearthCore
+import HearthMesh
+public import Logging
+import NIOCore
+public import ServiceLifecycle
+import Synchronization
+
+/// How the gateway runs pools.
+public struct PoolPolicy: Sendable {
+    /// Create a pool when a request asks for a pinned model no single node serves (`--auto-pools`).
+    public var automatic = false
+    /// Tokens per slot, and slots, of a pool's head (`--pool-context`).
+    public var context = 4096
+    public var slots = 1
+    /// An automatic pool that served nothing for this long is stopped, so its members get their memory back.
+    public var idleTimeout: Duration = .seconds(900)
+    /// How often pools are looked at when nothing changes.
+    public var interval: Duration = .seconds(2)
+    public var timing = PoolMachine.Timing()
+
+    public init() {}
+}
+
+/// A pool as `GET /api/pools` shows it.
+public struct PoolView: Codable, Sendable, Equatable {
+    public struct Member: Codable, Sendable, Equatable {
+        public var node: NodeID
+        public var role: String
+        public var layers: Int
+        public var memoryBytes: UInt64
+    }
+
+    public var id: PoolID
+    public var model: ModelID
+    public var state: PoolState
+    public var progress: String
+    public var automatic: Bool
+    public var epoch: Int
+    public var head: NodeID?
+    public var members: [Member]
+    /// Seconds in the current state.
+    public var sinceSeconds: Int
+    public var lastIncident: PoolIncident?
+}
+
+/// Owns every pool: feeds each one's `PoolMachine` what the registry says about its nodes, and carries out what the
+/// machine returns (assignments over the links, the peer streams between head and members, stops, incident lines).
+/// It looks at the pools every `interval` and at once on every registry change.
+public final class PoolReconciler: Service, Sendable {
+    struct Instance: Sendable {
+        var id: PoolID
+        var entry: CatalogEntry
+        var only: [NodeID]?
+        var automatic: Bool
+        var machine: PoolMachine
+        var lastUsed: ContinuousClock.Instant
+        var relays: [Task<Void, Never>] = []
+    }
+
+    let registry: NodeRegistry
+    let links: NodeLinks
+    let catalog: Catalog
+    let policy: PoolPolicy
+    let metrics: GatewayMetrics
+    let logger: Logger
+    let pools = Mutex<[PoolID: Instance]>([:])
+    private let wake = ChangeSignal()
+
+    public init(registry: NodeRegistry, links: NodeLinks, catalog: Catalog, policy: PoolPolicy, metrics: GatewayMetrics, logger: Logger) {
+        self.registry = registry
+        self.links = links
+        self.catalog = catalog
+        self.policy = policy
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    // MARK: Requests from routes and the dispatcher
+
+    /// Creates a pool for `model` (over `nodes` only, when given).
+    /// - Throws: `APIFailure` for a model the catalog does not pin.
+    public func create(model: ModelID, nodes: [NodeID]? = nil, automatic: Bool = false) throws(APIFailure) -> PoolID {
+        guard let entry = catalog.resolve(model), entry.sha256 != nil else {
+            throw APIFailure(.notFound, "The catalog pins no model '\(model)'.", param: "model", code: "model_not_found")
+        }
+        let id = PoolID.random()
+        let now = ContinuousClock.now
+        pools.withLock {
+            $0[id] = Instance(
+                id: id,
+                entry: entry,
+                only: nodes,
+                automatic: automatic,
+                machine: PoolMachine(now: now, timing: policy.timing),
+                lastUsed: now
+            )
+        }
+        logger.info("pool created", metadata: ["pool.id": "\(id)", "node.model": "\(entry.id)", "pool.automatic": "\(automatic)"])
+        wake.notify()
+        return id
+    }
+
+    /// Stops a pool; returns whether it existed.
+    public func stop(_ id: PoolID) -> Bool {
+        let found = pools.withLock { $0[id] != nil }
+        if found { enqueue(id, .stop) }
+        return found
+    }
+
+    /// A request for `model` found no node ready: returns how far the pool serving it is, creating one when pools
+    /// are automatic and the current nodes could hold it; `nil` when no pool can help.
+    public func demand(model: ModelID) -> String? {
+        guard let entry = catalog.resolve(model), entry.sha256 != nil else { return nil }
+        let now = ContinuousClock.now
+        let existing = pools.withLock { pools -> String? in
+            guard let key = pools.first(where: { $0.value.entry.id == entry.id && $0.value.machine.state != .stopped && $0.value.machine.state != .stopping })?.key
+            else { return nil }
+            pools[key]?.lastUsed = now
+            return pools[key]?.machine.progress
+        }
+        if let existing { return existing }
+        guard policy.automatic else { return nil }
+        // Only when a pool of the nodes now could hold it: otherwise the client's 503 says so without a pool.
+        guard case .success = PoolPlanner.plan(entry: entry, context: policy.context, slots: policy.slots, candidates: registry.poolCandidates()) else {
+            return nil
+        }
+        _ = try? create(model: entry.id, automatic: true)
+        return "planning"
+    }
+
+    /// A request was routed to `pool`'s head.
+    public func used(_ pool: PoolID) {
+        let now = ContinuousClock.now
+        pools.withLock { $0[pool]?.lastUsed = now }
+    }
+
+    public func views() -> [PoolView] {
+        let now = ContinuousClock.now
+        return pools.withLock { Array($0.values) }.map { instance in
+            let machine = instance.machine
+            let plan = machine.plan
+            var members: [PoolView.Member] = []
+            if let plan {
+                members.append(.init(node: plan.head.node, role: "head", layers: plan.head.layers, memoryBytes: plan.head.memoryBytes))
+                members += plan.members.map { .init(node: $0.node, role: "member", layers: $0.layers, memoryBytes: $0.memoryBytes) }
+            }
+            return PoolView(
+                id: instance.id,
+                model: instance.entry.id,
+                state: machine.state,
+                progress: machine.progress,
+                automatic: instance.automatic,
+                epoch: machine.epoch,
+                head: plan?.head.node,
+                members: members,
+                sinceSeconds: Int((now - machine.since).components.seconds),
+                lastIncident: machine.lastIncident
+            )
+        }.sorted { $0.id < $1.id }
+    }
+
+    // MARK: The loop
+
+    private let queued = Mutex<[(PoolID, PoolMachine.Event)]>([])
+
+    private func enqueue(_ id: PoolID, _ event: PoolMachine.Event) {
+        queued.withLock { $0.append((id, event)) }
+        wake.notify()
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let seenRegistry = self.registry.changes.generation
+                let seenWake = self.wake.generation
+                await self.step()
+                let deadline = ContinuousClock.now + self.policy.interval
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await self.registry.changes.wait(until: deadline) { self.registry.changes.generation != seenRegistry } }
+                    group.addTask { await self.wake.wait(until: deadline) { self.wake.generation != seenWake } }
+                    await group.next()
+                    group.cancelAll()
+                }
+            }
+        }
+        // Shutdown: members get their memory back; this is no incident.
+        for id in pools.withLock({ Array($0.keys) }) { await feed(id, .stop) }
+    }
+
+    /// One look at every pool: queued events, what the registry says, the idle check, then a tick.
+    func step() async {
+        for (id, event) in queued.withLock({ queued in defer { queued = [] }; return queued }) { await feed(id, event) }
+        let now = ContinuousClock.now
+        for instance in pools.withLock({ Array($0.values) }) {
+            for event in observe(instance) { await feed(instance.id, event) }
+            let state = instance.machine.state
+            if instance.automatic, state == .ready || state == .failed, now - instance.lastUsed > policy.idleTimeout {
+                logger.info("pool idle; stopping it", metadata: ["pool.id": "\(instance.id)"])
+                await feed(instance.id, .stop)
+            }
+            await feed(instance.id, .tick)
+        }
+        // Stopped pools go once their work is gone.
+        pools.withLock { $0 = $0.filter { $0.value.machine.state != .stopped } }
+        metrics.pools(Dictionary(grouping: pools.withLock { $0.values.map(\.machine.state) }, by: { $0 }).mapValues(\.count))
+    }
+
+    /// What the registry says about the nodes of the current plan, as events.
+    func observe(_ instance: Instance) -> [PoolMachine.Event] {
+        guard let plan = instance.machine.plan else { return [] }
+        let epoch = instance.machine.epoch
+        var events: [PoolMachine.Event] = []
+        for node in plan.nodes {
+            guard let announcement = registry.announcement(of: node) else {
+                events.append(.memberLost(node, epoch: epoch, detail: "node \(node.short) is gone (its link closed or went silent)"))
+                continue
+            }
+            if announcement.draining {
+                events.append(.memberLost(node, epoch: epoch, detail: "node \(node.short) is draining"))
+                continue
+            }
+            guard let work = announcement.pool?.work.first(where: { $0.pool == instance.id && $0.epoch == epoch }) else { continue }
+            switch (work.role, work.state) {
+            case (.member, .ready): events.append(.memberReady(node, epoch: epoch))
+            case (.member, .failed): events.append(.memberLost(node, epoch: epoch, detail: work.detail ?? "its rpc-server failed"))
+            case (.head, .ready):
+                events.append(.headReady(epoch: epoch))
+                if let stalled = work.stalledSeconds, stalled > 0 { events.append(.headStalled(epoch: epoch, seconds: stalled)) }
+            case (.head, .failed): events.append(.headFailed(epoch: epoch, detail: work.detail ?? "the head's engine failed"))
+            case (_, .starting): break
+            }
+        }
+        return events
+    }
+
+    /// Hands `event` to the pool's machine and carries out its actions.
+    func feed(_ id: PoolID, _ event: PoolMachine.Event) async {
+        let now = ContinuousClock.now
+        guard
+            let (actions, instance) = pools.withLock({ pools -> ([PoolMachine.Action], Instance)? in
+                guard var instance = pools[id] else { return nil }
+                let actions = instance.machine.handle(event, now: now)
+                pools[id] = instance
+                return (actions, instance)
+            })
+        else { return }
+        for action in actions { await apply(action, to: instance) }
+    }
+}
