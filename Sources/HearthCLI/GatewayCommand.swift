@@ -92,11 +92,17 @@ struct GatewayOptions: ParsableArguments {
     )
     var autoPools: String?
 
-    @Option(name: .customLong("operator"), help: "An account id (64 hex digits) that may create and stop pools, besides the gateway's own key (repeatable).")
+    @Option(
+        name: .customLong("operator"),
+        help: "An account id (64 hex digits) that may create and stop pools, besides the gateway's own key (repeatable)."
+    )
     var operators: [String] = []
 
     @Option(help: "Context size in tokens of a pool's engine.")
     var poolContext: Int = 4096
+
+    @Option(help: "Replan a pool whose head made no token progress on a busy slot for this long (e.g. 30s).")
+    var poolStallTimeout: String = "30s"
 
     @Option(help: "Stop an automatic pool that served nothing for this long, so its members get their memory back (e.g. 15m).")
     var poolIdleTimeout: String = "15m"
@@ -116,6 +122,7 @@ struct GatewayOptions: ParsableArguments {
         for account in operators where NodeID(account) == nil { throw ValidationError("--operator: '\(account)' is not an account id") }
         guard poolContext >= 256 else { throw ValidationError("--pool-context must be at least 256") }
         _ = try parseDuration(poolIdleTimeout, option: "--pool-idle-timeout")
+        _ = try parseDuration(poolStallTimeout, option: "--pool-stall-timeout")
         guard maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
         guard anonymousTokensPerHour > 0, maxTokensPerHour >= anonymousTokensPerHour else {
             throw ValidationError("--anonymous-tokens-per-hour must be positive and at most --max-tokens-per-hour")
@@ -135,11 +142,13 @@ struct GatewayOptions: ParsableArguments {
         let headerTimeout = try parseDuration(headerTimeout, option: "--header-timeout")
         let idleTimeout = try parseDuration(idleTimeout, option: "--idle-timeout")
         let poolIdle = try parseDuration(poolIdleTimeout, option: "--pool-idle-timeout")
+        let poolStall = try parseDuration(poolStallTimeout, option: "--pool-stall-timeout")
         return GatewayConfiguration().with {
             $0.pools.automatic = (autoPools ?? (localMesh ? "on" : "off")) == "on"
             $0.pools.context = poolContext
             $0.operators = Set(operators.compactMap(NodeID.init))
             $0.pools.idleTimeout = poolIdle
+            $0.pools.timing.stallAfter = poolStall
             $0.allowedHosts = allowedHosts
             $0.allowedOrigins = allowedOrigins
             $0.headerTimeout = headerTimeout

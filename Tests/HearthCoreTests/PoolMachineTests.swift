@@ -71,7 +71,7 @@ import Testing
         var stalled = Self.ready()
         #expect(stalled.handle(.headStalled(epoch: 1, seconds: 5), now: Self.at(5)).isEmpty)
         #expect(stalled.state == .ready)
-        let stall = stalled.handle(.headStalled(epoch: 1, seconds: 20), now: Self.at(20))
+        let stall = stalled.handle(.headStalled(epoch: 1, seconds: 30), now: Self.at(30))
         #expect(stall.first.map { if case .report(let incident) = $0 { incident.kind == .stall } else { false } } == true)
         #expect(stalled.state == .degraded)
     }

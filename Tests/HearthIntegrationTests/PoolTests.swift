@@ -55,7 +55,12 @@ struct PoolTests {
             for name in ["pool-a", "pool-b", "pool-c"] {
                 let arguments = try Self.poolNodeArguments(name, cluster: cluster)
                 nodes.append(
-                    try await TestProcess(name: name, executable: try TestEnvironment.hearthBinary(), arguments: arguments, directory: cluster.directory)
+                    try await TestProcess(
+                        name: name,
+                        executable: try TestEnvironment.hearthBinary(),
+                        arguments: arguments,
+                        directory: cluster.directory
+                    )
                 )
             }
             for node in nodes { _ = try await node.waitForLine { $0.hasPrefix("READY node=") } }
@@ -98,6 +103,123 @@ struct PoolTests {
             #expect(alone.json["choices"]?[0]?["message"]?["content"]?.stringValue == pooled)
             _ = await reference.stop()
             for node in nodes { _ = await node.stop() }
+        }
+    }
+
+    /// Starts pool-only nodes and returns them with their NodeIDs.
+    static func startLenders(_ names: [String], cluster: Cluster) async throws -> [(process: TestProcess, id: NodeID)] {
+        var started: [(TestProcess, NodeID)] = []
+        for name in names {
+            let process = try await TestProcess(
+                name: name,
+                executable: try TestEnvironment.hearthBinary(),
+                arguments: try poolNodeArguments(name, cluster: cluster),
+                directory: cluster.directory
+            )
+            let ready = try await process.waitForLine { $0.hasPrefix("READY node=") }
+            started.append((process, try #require(NodeID(String(ready.dropFirst("READY node=".count))))))
+        }
+        return started
+    }
+
+    static func pool(_ cluster: Cluster) async throws -> JSONValue {
+        try #require(try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0])
+    }
+
+    static func incidents(_ cluster: Cluster) -> [String] {
+        cluster.gateway.errorOutput.split(separator: "\n").filter { $0.contains("pool incident:") }.map(String.init)
+    }
+
+    /// Waits until `pid` is gone.
+    static func waitUntilGone(_ pid: Int32, timeout: Duration = .seconds(20)) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while processIsAlive(pid), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        return !processIsAlive(pid)
+    }
+
+    /// A long streamed answer, in the background; returns once the gateway relays it.
+    static func streamInBackground(_ cluster: Cluster) async throws -> Task<HTTP.Reply?, Never> {
+        var long = question
+        long["max_tokens"] = 400
+        long["stream"] = true
+        let request = long
+        let stream = Task { try? await HTTP.post(cluster.url + "/v1/chat/completions", json: request) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let metrics = try await HTTP.get(cluster.url + "/metrics").text
+            if metrics.split(separator: "\n").contains(where: { $0.hasPrefix("hearth_streams_in_flight") && !$0.hasSuffix(" 0") }) { return stream }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestProcessError("the stream did not start")
+    }
+
+    @Test func aKilledMemberIsReplacedByTheNodesLeftAndOneThatJoined() async throws {
+        try await Cluster.with(label: "pool-loss", gatewayArguments: ["--auto-pools", "on", "--pool-context", "8192"]) { cluster in
+            let nodes = try await Self.startLenders(["loss-a", "loss-b", "loss-c"], cluster: cluster)
+            try await Self.waitForLenders(3, cluster: cluster)
+            _ = try await Self.askUntilServed(cluster)
+            let first = try await Self.pool(cluster)
+            let head = try #require(first["head"]?.stringValue)
+            let victim = try #require(nodes.first { $0.id.rawValue != head })
+            let victimRPC = try #require(childProcesses(of: victim.process.pid, named: "ggml-rpc-server").first)
+            let headNode = try #require(nodes.first { $0.id.rawValue == head })
+            let headEngine = try #require(childProcesses(of: headNode.process.pid, named: "llama-server").first)
+            // A fourth node joins while the pool serves; it is not needed until a member is lost.
+            let late = try await Self.startLenders(["loss-d"], cluster: cluster)[0]
+            try await Self.waitForLenders(4, cluster: cluster)
+
+            let stream = try await Self.streamInBackground(cluster)
+            victim.process.send(SIGKILL)
+            _ = await stream.value
+            // The member's rpc-server dies with its node, and the head's engine, which lost a peer, is replaced.
+            #expect(try await Self.waitUntilGone(victimRPC), "ggml-rpc-server outlived its node")
+            #expect(try await Self.waitUntilGone(headEngine), "the head's old engine outlived the plan")
+
+            _ = try await Self.askUntilServed(cluster)
+            let second = try await Self.pool(cluster)
+            #expect(second["state"]?.stringValue == "ready")
+            #expect((second["epoch"]?.integerValue ?? 0) >= 2)
+            let members = Set(second["members"]?.arrayValue?.compactMap { $0["node"]?.stringValue } ?? [])
+            #expect(members.count == 3)
+            #expect(!members.contains(victim.id.rawValue))
+            #expect(members.contains(late.id.rawValue))
+            // Exactly one incident, the lost member; the head's crash that followed is part of it.
+            let incidents = Self.incidents(cluster)
+            #expect(incidents.count == 1, "\(incidents)")
+            #expect(incidents.first?.contains("pool.incident=member_lost") == true, "\(incidents)")
+            #expect(incidents.first?.contains("node.id=\(victim.id.short)") == true, "\(incidents)")
+
+            // Nothing outlives a node that stops.
+            let children = (nodes + [late]).flatMap {
+                childProcesses(of: $0.process.pid, named: "ggml-rpc-server") + childProcesses(of: $0.process.pid, named: "llama-server")
+            }
+            for node in nodes + [late] { _ = await node.process.stop() }
+            for pid in children { #expect(try await Self.waitUntilGone(pid)) }
+        }
+    }
+
+    @Test func aFrozenMemberIsFoundByTheStallWatchAndThePoolRecovers() async throws {
+        let arguments = ["--auto-pools", "on", "--pool-context", "8192", "--pool-stall-timeout", "6s"]
+        try await Cluster.with(label: "pool-stall", gatewayArguments: arguments) { cluster in
+            let nodes = try await Self.startLenders(["stall-a", "stall-b", "stall-c"], cluster: cluster)
+            try await Self.waitForLenders(3, cluster: cluster)
+            _ = try await Self.askUntilServed(cluster)
+            let rpc = try #require(nodes.flatMap { childProcesses(of: $0.process.pid, named: "ggml-rpc-server") }.first)
+
+            let stream = try await Self.streamInBackground(cluster)
+            // The rpc-server freezes; its node and its link stay up, so only the head's progress can tell.
+            kill(rpc, SIGSTOP)
+            let frozenAt = ContinuousClock.now
+            _ = await stream.value
+            let (_, _) = try await Self.askUntilServed(cluster)
+            let recovered = ContinuousClock.now - frozenAt
+            let incidents = Self.incidents(cluster)
+            #expect(incidents.count == 1, "\(incidents)")
+            #expect(incidents.first?.contains("pool.incident=stall") == true, "\(incidents)")
+            // The bound: the stall timeout, plus the watch's 2 s period and a report, plus the time to warm again.
+            #expect(recovered < .seconds(120), "recovered after \(recovered)")
+            #expect(!processIsAlive(rpc), "the frozen rpc-server was not stopped")
+            for node in nodes { _ = await node.process.stop() }
         }
     }
 }

@@ -57,7 +57,7 @@ public struct PoolMachine: Sendable {
         /// Longest time from a plan to a serving head.
         public var warmingTimeout: Duration = .seconds(600)
         /// A busy slot without token progress for this long counts as a stall.
-        public var stallAfter: Duration = .seconds(20)
+        public var stallAfter: Duration = .seconds(30)
 
         public init() {}
     }

@@ -44,9 +44,12 @@ extension PoolReconciler {
                 return pools[id]?.relays ?? []
             }
             for relay in relays { relay.cancel() }
+            // Each node gets a bounded time to drop its part: a frozen node must not hold up every pool.
             await withTaskGroup(of: Void.self) { group in
                 for node in nodes {
-                    group.addTask { _ = try? await self.links.call(.DELETE, LinkProtocol.Path.pool(id), on: node) }
+                    group.addTask {
+                        await Self.bounded(.seconds(15)) { _ = try? await self.links.call(.DELETE, LinkProtocol.Path.pool(id), on: node) }
+                    }
                 }
             }
             await feed(id, .workGone)
@@ -55,6 +58,16 @@ extension PoolReconciler {
             var metadata: Logger.Metadata = ["pool.id": "\(id)", "node.model": "\(instance.entry.id)", "pool.incident": "\(incident.kind.rawValue)"]
             if let node = incident.node { metadata["node.id"] = "\(node.short)" }
             logger.warning("pool incident: \(incident.detail)", metadata: metadata)
+        }
+    }
+
+    /// Runs `work` for at most `limit`; past it, `work` is cancelled and left behind.
+    static func bounded(_ limit: Duration, _ work: @escaping @Sendable () async -> Void) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await work() }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
         }
     }
 

@@ -114,7 +114,10 @@ public final class PoolReconciler: Service, Sendable {
         guard let entry = catalog.resolve(model), entry.sha256 != nil else { return nil }
         let now = ContinuousClock.now
         let existing = pools.withLock { pools -> String? in
-            guard let key = pools.first(where: { $0.value.entry.id == entry.id && $0.value.machine.state != .stopped && $0.value.machine.state != .stopping })?.key
+            guard
+                let key = pools.first(where: {
+                    $0.value.entry.id == entry.id && $0.value.machine.state != .stopped && $0.value.machine.state != .stopping
+                })?.key
             else { return nil }
             pools[key]?.lastUsed = now
             return pools[key]?.machine.progress
@@ -122,7 +125,8 @@ public final class PoolReconciler: Service, Sendable {
         if let existing { return existing }
         guard policy.automatic else { return nil }
         // Only when a pool of the nodes now could hold it: otherwise the client's 503 says so without a pool.
-        guard case .success = PoolPlanner.plan(entry: entry, context: policy.context, slots: policy.slots, candidates: registry.poolCandidates()) else {
+        guard case .success = PoolPlanner.plan(entry: entry, context: policy.context, slots: policy.slots, candidates: registry.poolCandidates())
+        else {
             return nil
         }
         _ = try? create(model: entry.id, automatic: true)
@@ -190,7 +194,10 @@ public final class PoolReconciler: Service, Sendable {
 
     /// One look at every pool: queued events, what the registry says, the idle check, then a tick.
     func step() async {
-        for (id, event) in queued.withLock({ queued in defer { queued = [] }; return queued }) { await feed(id, event) }
+        for (id, event) in queued.withLock({ queued in
+            defer { queued = [] }
+            return queued
+        }) { await feed(id, event) }
         let now = ContinuousClock.now
         for instance in pools.withLock({ Array($0.values) }) {
             for event in observe(instance) { await feed(instance.id, event) }
@@ -206,12 +213,13 @@ public final class PoolReconciler: Service, Sendable {
         metrics.pools(Dictionary(grouping: pools.withLock { $0.values.map(\.machine.state) }, by: { $0 }).mapValues(\.count))
     }
 
-    /// What the registry says about the nodes of the current plan, as events.
+    /// What the registry says about the nodes of the current plan, as events: losses of members first, because a
+    /// head that dies of a lost member is that member's incident, not a crash of its own.
     func observe(_ instance: Instance) -> [PoolMachine.Event] {
         guard let plan = instance.machine.plan else { return [] }
         let epoch = instance.machine.epoch
         var events: [PoolMachine.Event] = []
-        for node in plan.nodes {
+        for node in plan.members.map(\.node) + [plan.head.node] {
             guard let announcement = registry.announcement(of: node) else {
                 events.append(.memberLost(node, epoch: epoch, detail: "node \(node.short) is gone (its link closed or went silent)"))
                 continue
@@ -231,7 +239,15 @@ public final class PoolReconciler: Service, Sendable {
             case (_, .starting): break
             }
         }
-        return events
+        return events.sorted { Self.urgency($0) < Self.urgency($1) }
+    }
+
+    private static func urgency(_ event: PoolMachine.Event) -> Int {
+        switch event {
+        case .memberLost: 0
+        case .headFailed, .headStalled: 1
+        default: 2
+        }
     }
 
     /// Hands `event` to the pool's machine and carries out its actions.

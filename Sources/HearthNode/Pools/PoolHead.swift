@@ -124,20 +124,21 @@ final class PoolHead: Sendable {
         case unanswered
     }
 
-    /// The summed `n_decoded` of the busy slots from `GET /slots`.
+    /// The summed `n_decoded` and `n_prompt_tokens_processed` of the busy slots from `GET /slots`.
     static func slotProgress(port: Int) async -> SlotProgress {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/slots")
         request.headers.add(name: "connection", value: "close")
         guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(3)), response.status == .ok,
-            let body = try? await response.body.collect(upTo: 1 << 20),
+            let body = try? await response.body.collect(upTo: 16 << 20),
             let slots = try? JSONSerialization.jsonObject(with: Data(buffer: body)) as? [[String: Any]]
         else { return .unanswered }
         var busy = false
         var decoded = 0
         for slot in slots where slot["is_processing"] as? Bool == true {
             busy = true
+            // Prompt processing moves too: a long prompt is no stall while its batches go through.
             let next = (slot["next_token"] as? [[String: Any]])?.first
-            decoded += (next?["n_decoded"] as? Int) ?? (slot["n_decoded"] as? Int) ?? 0
+            decoded += ((next?["n_decoded"] as? Int) ?? 0) + ((slot["n_prompt_tokens_processed"] as? Int) ?? 0)
         }
         return busy ? .busy(decoded: decoded) : .idle
     }

@@ -106,7 +106,8 @@ final class RPCMember: Sendable {
                 logger.warning("pool member exited", metadata: ["status": "\(status)"])
             }
         } onCancel: {
-            process.signal(SIGTERM)
+            // SIGKILL: it holds nothing to save, and a frozen (stopped) process would never act on SIGTERM.
+            process.signal(SIGKILL)
         }
         await process.stop(grace: .seconds(3))
     }

@@ -1,0 +1,160 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthTesting
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Testing
+
+@testable import HearthNode
+
+/// The node's pool routes: what it refuses before running anything, and a real ggml-rpc-server started, reached,
+/// replaced and stopped on the gateway's word.
+struct PoolWorkTests {
+    static let me = NodeID(String(repeating: "a", count: 64))!
+    static let other = NodeID(String(repeating: "b", count: 64))!
+    static let third = NodeID(String(repeating: "c", count: 64))!
+
+    static func worker(
+        memory: UInt64 = 200 << 20,
+        rpcServer: String = "/nonexistent/ggml-rpc-server",
+        directory: String = NSTemporaryDirectory()
+    ) -> PoolWorker {
+        let limits = NodeLimits(threads: 1, contextSize: 2048, parallelSlots: 1, memoryBytes: 1 << 30)
+        let configuration = NodeConfiguration().with {
+            $0.dataDirectory = directory
+            $0.limits = limits
+        }
+        return PoolWorker(
+            settings: PoolSettings(memoryBytes: memory, threads: 1, rpcServerPath: rpcServer),
+            node: me,
+            configuration: configuration,
+            sandbox: .off(limits: limits),
+            store: nil,
+            changes: ChangeSignal(),
+            logger: Logger(label: "test")
+        )
+    }
+
+    static func plan(head: NodeID = other, members: [NodeID] = [me], memory: UInt64 = 100 << 20, build: EngineBuild = .current) -> PoolPlan {
+        PoolPlan(
+            model: DefaultModel.id,
+            sha256: DefaultModel.sha256,
+            context: 2048,
+            slots: 1,
+            build: build,
+            head: .init(node: head, layers: 15, memoryBytes: memory),
+            members: members.map { .init(node: $0, layers: 15, memoryBytes: memory) }
+        )
+    }
+
+    static func put(_ client: some TestClientProtocol, _ assignment: PoolAssignment) async throws -> (HTTPResponse.Status, String) {
+        try await client.execute(
+            uri: LinkProtocol.Path.pool(assignment.pool),
+            method: .put,
+            body: ByteBuffer(bytes: try JSONEncoder().encode(assignment))
+        ) { ($0.status, String(buffer: $0.body)) }
+    }
+
+    static func application(_ worker: PoolWorker?) -> some ApplicationProtocol {
+        let router = Router()
+        PoolController(worker: worker).addRoutes(to: router)
+        return Application(router: router)
+    }
+
+    @Test func refusesPlansThatDoNotFitThisNode() async throws {
+        let pool = PoolID.random()
+        let foreign = EngineBuild(llamaCpp: 1, rpcProtocol: "1.0.0", architecture: "x86_64", byteOrder: "little")
+        let unpinned = Self.plan().with { $0.sha256 = SHA256Digest(hex: String(repeating: "e", count: 64))! }
+        try await Self.application(Self.worker()).test(.router) { client in
+            let cases: [(PoolPlan, HTTPResponse.Status, String)] = [
+                (Self.plan(build: foreign), .conflict, "engine_build_mismatch"),
+                (Self.plan(head: Self.other, members: [Self.third]), .forbidden, "not_in_plan"),
+                (unpinned, .forbidden, "model_not_pinned"),
+                (Self.plan(memory: 300 << 20), .conflict, "over_lent_memory"),
+            ]
+            for (plan, status, code) in cases {
+                let (answer, body) = try await Self.put(client, PoolAssignment(pool: pool, epoch: 1, plan: plan))
+                #expect(answer == status, "\(code): \(body)")
+                #expect(body.contains(code), "\(body)")
+            }
+            // An assignment for another pool id than the path's, and nonsense, are refused too.
+            let mismatch = try await client.execute(
+                uri: LinkProtocol.Path.pool(.random()),
+                method: .put,
+                body: ByteBuffer(bytes: try JSONEncoder().encode(PoolAssignment(pool: pool, epoch: 1, plan: Self.plan())))
+            ) { $0.status }
+            #expect(mismatch == .badRequest)
+            let bad = try await client.execute(uri: LinkProtocol.Path.poolPrefix + "..%2f..", method: .delete) { $0.status }
+            #expect(bad == .badRequest)
+        }
+    }
+
+    @Test func streamsAreOnlyForWorkTheNodeRuns() async throws {
+        let pool = PoolID.random()
+        try await Self.application(Self.worker()).test(.router) { client in
+            let rpc = try await client.execute(uri: LinkProtocol.Path.poolRPC(pool), method: .post) { ($0.status, String(buffer: $0.body)) }
+            #expect(rpc.0 == .notFound && rpc.1.contains("not_a_member"))
+            let peer = try await client.execute(uri: LinkProtocol.Path.poolPeer(pool, index: 0), method: .post) {
+                ($0.status, String(buffer: $0.body))
+            }
+            #expect(peer.0 == .notFound && peer.1.contains("not_a_head"))
+        }
+        // A node that lends nothing answers every pool route with the same refusal.
+        try await Self.application(nil).test(.router) { client in
+            for (uri, method) in [
+                (LinkProtocol.Path.pool(pool), HTTPRequest.Method.put), (LinkProtocol.Path.pool(pool), .delete),
+                (LinkProtocol.Path.poolRPC(pool), .post),
+            ] {
+                let body = try await client.execute(uri: uri, method: method) { String(buffer: $0.body) }
+                #expect(body.contains("pools_off"))
+            }
+        }
+    }
+
+    /// A real rpc-server: started for epoch 2, reachable through the route while it runs, never replaced by an older
+    /// plan, gone after DELETE.
+    @Test func runsAMembersRPCServerOnTheGatewaysWord() async throws {
+        let rpcServer = ((try TestEnvironment.llamaServer() as NSString).deletingLastPathComponent as NSString).appendingPathComponent(
+            "ggml-rpc-server"
+        )
+        let directory = try TestEnvironment.temporaryDirectory("pool-member")
+        let worker = Self.worker(rpcServer: rpcServer, directory: directory)
+        let pool = PoolID.random()
+        try await Self.application(worker).test(.router) { client in
+            let (started, body) = try await Self.put(client, PoolAssignment(pool: pool, epoch: 2, plan: Self.plan()))
+            #expect(started == .accepted, "\(body)")
+            let deadline = ContinuousClock.now + .seconds(30)
+            while worker.memberPort(of: pool) == nil, ContinuousClock.now < deadline {
+                #expect(worker.statuses.first?.state != .failed, "\(worker.statuses)")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let port = try #require(worker.memberPort(of: pool))
+            #expect(worker.statuses == [PoolWorkStatus(pool: pool, epoch: 2, role: .member, state: .ready)])
+            let pid = try #require(childProcesses(of: getpid(), named: "ggml-rpc-server").first)
+            #expect(listeningAddresses(of: pid) == ["127.0.0.1:\(port)"])
+            #expect(commandLineValue(of: pid, flag: "-H") == "127.0.0.1")
+            // The same assignment again changes nothing; an older one is refused.
+            #expect(try await Self.put(client, PoolAssignment(pool: pool, epoch: 2, plan: Self.plan())).0 == .accepted)
+            let stale = try await Self.put(client, PoolAssignment(pool: pool, epoch: 1, plan: Self.plan()))
+            #expect(stale.0 == .conflict && stale.1.contains("stale_plan"))
+            // A second pool's share would pass what the node lends.
+            let greedy = try await Self.put(client, PoolAssignment(pool: .random(), epoch: 1, plan: Self.plan(memory: 150 << 20)))
+            #expect(greedy.0 == .conflict && greedy.1.contains("over_lent_memory"))
+            #expect(try await client.execute(uri: LinkProtocol.Path.pool(pool), method: .delete) { $0.status } == .noContent)
+            #expect(worker.memberPort(of: pool) == nil && worker.statuses.isEmpty)
+            #expect(!processIsAlive(pid))
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+extension PoolPlan {
+    func with(_ change: (inout PoolPlan) -> Void) -> PoolPlan {
+        var copy = self
+        change(&copy)
+        return copy
+    }
+}
