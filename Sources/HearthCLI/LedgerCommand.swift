@@ -88,7 +88,9 @@ struct LedgerCommand: AsyncParsableCommand {
             }
             do {
                 let summary = try LedgerVerifier.verify(entries: entries, head: Array(head), gateway: expected ?? named)
-                say("OK entries=\(summary.entries) prompt_tokens=\(summary.promptTokens) completion_tokens=\(summary.completionTokens)")
+                say(
+                    "OK entries=\(summary.entries) prompt_tokens=\(summary.promptTokens) completion_tokens=\(summary.completionTokens) pooled=\(summary.pooledEntries)"
+                )
                 say("head=\(Hex.encode(summary.headHash))")
             } catch {
                 warn("FAILED: \(error.description)")

@@ -180,6 +180,69 @@ struct ReceiptSettlementTests {
         #expect(try await reopened.ledger().count == 1)
         #expect(try await reopened.recentUsage().map(\.requestID) == ["req-replayed"])
     }
+    /// A pooled receipt's tokens go to each node's account by its layers; an uncertified node's share is recorded
+    /// in the ledger but credits no account.
+    @Test func aPooledReceiptCreditsEveryMembersAccountItsShare() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("ledger-pool")
+        let gatewayKey = IdentityKey.generate()
+        let member = IdentityKey.generate()
+        let uncertified = IdentityKey.generate()
+        let (headAccount, memberAccount) = (IdentityKey.generate().nodeID, IdentityKey.generate().nodeID)
+        let shares = PoolShares(
+            pool: .random(),
+            epoch: 1,
+            shares: [.init(node: nodeKey.nodeID, layers: 6), .init(node: member.nodeID, layers: 18), .init(node: uncertified.nodeID, layers: 6)]
+        )
+        let receipt = Receipt(
+            requestID: "req-pooled",
+            gateway: gatewayKey.nodeID,
+            node: nodeKey.nodeID,
+            account: headAccount,
+            consumer: "anonymous",
+            model: testModel,
+            modelSHA256: DefaultModel.sha256,
+            promptTokens: 51,
+            completionTokens: 50,
+            maxTokens: 64,
+            startedAt: 1,
+            finishedAt: 2,
+            outcome: .ok,
+            pool: shares
+        )
+        let database = try GatewayDatabase.open(directory: directory)
+        try await database.migrate()
+        let usage = UsageRecord(
+            requestID: "req-pooled",
+            route: "/v1/chat/completions",
+            model: testModel.rawValue,
+            nodeID: nodeKey.nodeID.rawValue,
+            promptTokens: 51,
+            completionTokens: 50,
+            status: "ok",
+            startedAt: Date(),
+            firstByteMilliseconds: 1,
+            durationMilliseconds: 2
+        )
+        let accounts = [nodeKey.nodeID: headAccount, member.nodeID: memberAccount]
+        let row = try await database.record(
+            usage,
+            settling: .credit(receipt, signed: try receipt.signed(by: nodeKey).encoded()),
+            gateway: gatewayKey,
+            accounts: { accounts[$0] }
+        )
+        // 101 tokens by 6 : 18 : 6 is 20.2, 60.6, 20.2: 20, 61, 20.
+        let reciprocity = Reciprocity()
+        let now = Date()
+        #expect(try await database.balance(of: headAccount, reciprocity: reciprocity, now: now).contributed.rounded() == 20)
+        #expect(try await database.balance(of: memberAccount, reciprocity: reciprocity, now: now).contributed.rounded() == 61)
+        let entry = try LedgerEntry(cbor: try CBOR(decoding: try COSESign1(decoding: Array(try #require(row).entry)).payload))
+        #expect(
+            entry.credits == [
+                .init(node: nodeKey.nodeID, account: headAccount, tokens: 20), .init(node: member.nodeID, account: memberAccount, tokens: 61),
+                .init(node: uncertified.nodeID, account: nil, tokens: 20),
+            ]
+        )
+    }
 }
 
 /// The gateway's id, known only once it is built, for the fake node's receipt closure.

@@ -102,8 +102,37 @@ struct PoolTests {
             let alone = try await HTTP.post("http://127.0.0.1:\(port)/v1/chat/completions", json: Self.question)
             #expect(alone.json["choices"]?[0]?["message"]?["content"]?.stringValue == pooled)
             _ = await reference.stop()
+
+            // The head's receipt names the pool and every node's layers; the ledger shares its tokens among them, and
+            // both verifiers agree.
+            try await Self.verifyPooledLedger(cluster, entries: 1)
             for node in nodes { _ = await node.stop() }
         }
+    }
+
+    /// Exports the ledger, checks it has `entries` pooled entries, and verifies it with Hearth and with Python.
+    static func verifyPooledLedger(_ cluster: Cluster, entries: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            let rows = try await HTTP.get(cluster.url + "/api/ledger/entries").json["data"]?.arrayValue ?? []
+            if rows.count >= entries { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let export = cluster.directory + "/ledger.jsonl"
+        let exported = try await TestProcess.hearth(["ledger", "export", "--url", cluster.url, "--out", export], in: cluster.directory)
+        #expect(exported.status == 0, "\(exported.errors)")
+        let verified = try await TestProcess.hearth(["ledger", "verify", export], in: cluster.directory)
+        #expect(verified.status == 0, "\(verified.errors)")
+        #expect(verified.output.first?.hasSuffix("pooled=\(entries)") == true, "\(verified.output) \(cluster.gateway.errorOutput.suffix(2000))")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/verify_ledger.py").path
+        let python = try await TestProcess(
+            name: "verify-ledger",
+            executable: try await PythonClients.interpreter(),
+            arguments: [script, export],
+            directory: cluster.directory
+        )
+        #expect(await python.waitForExit(timeout: .seconds(60)) == 0, "\(python.errorOutput.suffix(2000))")
+        #expect(python.output.first == verified.output.first.map { String($0.dropFirst("OK ".count)) })
     }
 
     /// Starts pool-only nodes and returns them with their NodeIDs.

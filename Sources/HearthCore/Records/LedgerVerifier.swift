@@ -53,6 +53,8 @@ public enum LedgerVerifier {
         public var promptTokens: Int
         public var completionTokens: Int
         public var headHash: Data
+        /// Entries whose tokens were shared among a pool's nodes.
+        public var pooledEntries = 0
     }
 
     /// Verifies `entries` (the gateway's COSE_Sign1 bytes, in order) against `head`, for the gateway `gateway`.
@@ -82,6 +84,18 @@ public enum LedgerVerifier {
                 throw fail("node receipt: \(error.description)")
             }
             guard receipt.gateway == gateway else { throw fail("the node receipt names another gateway") }
+            // A pooled receipt's tokens are credited to its nodes by the documented split, nothing created or lost.
+            switch (receipt.pool, entry.credits) {
+            case (nil, nil): break
+            case (let pool?, let credits?):
+                let expected = pool.split(receipt.promptTokens + receipt.completionTokens)
+                guard credits.map(\.node) == expected.map(\.node), credits.map(\.tokens) == expected.map(\.tokens) else {
+                    throw fail("the credits are not the pool's shares of the receipt's tokens")
+                }
+                guard pool.shares.first?.node == receipt.node else { throw fail("the pooled receipt is not signed by the pool's head") }
+                summary.pooledEntries += 1
+            default: throw fail("credits without a pooled receipt, or a pooled receipt without credits")
+            }
             previous = Data(SHA256.hash(data: bytes))
             summary.entries += 1
             summary.promptTokens += receipt.promptTokens

@@ -3,8 +3,12 @@ public import Foundation
 /// A node's signed statement about one request it served: which request and gateway, which node and account,
 /// which consumer, which model (id and GGUF SHA-256), the engine's token counts, when it started and finished,
 /// and how it ended. Encoded as a deterministic CBOR map with text keys inside a COSE_Sign1 signed by the node.
+///
+/// Version 2 adds `pool`: a pool's head names the pool, the plan's epoch and every node's layers, so each is credited
+/// its share. A receipt without a pool is still version 1, byte for byte.
 public struct Receipt: Sendable, Equatable {
     public static let version: Int64 = 1
+    public static let pooledVersion: Int64 = 2
 
     public var requestID: String
     public var gateway: NodeID
@@ -23,6 +27,8 @@ public struct Receipt: Sendable, Equatable {
     public var startedAt: Int64
     public var finishedAt: Int64
     public var outcome: Outcome
+    /// The pool that computed the answer, when the node is its head.
+    public var pool: PoolShares?
 
     /// How the request ended.
     public enum Outcome: String, Sendable, CaseIterable {
@@ -47,7 +53,8 @@ public struct Receipt: Sendable, Equatable {
         maxTokens: Int,
         startedAt: Int64,
         finishedAt: Int64,
-        outcome: Outcome
+        outcome: Outcome,
+        pool: PoolShares? = nil
     ) {
         self.requestID = requestID
         self.gateway = gateway
@@ -62,6 +69,7 @@ public struct Receipt: Sendable, Equatable {
         self.startedAt = startedAt
         self.finishedAt = finishedAt
         self.outcome = outcome
+        self.pool = pool
     }
 
     static let keys = [
@@ -71,8 +79,8 @@ public struct Receipt: Sendable, Equatable {
 
     /// The receipt as a CBOR map (text keys; `account` is null for an uncertified node).
     public var cbor: CBOR {
-        .map([
-            (.text("v"), .int(Self.version)),
+        var pairs: [(CBOR, CBOR)] = [
+            (.text("v"), .int(pool == nil ? Self.version : Self.pooledVersion)),
             (.text("request"), .text(requestID)),
             (.text("gateway"), .text(gateway.rawValue)),
             (.text("node"), .text(node.rawValue)),
@@ -86,16 +94,20 @@ public struct Receipt: Sendable, Equatable {
             (.text("started_ms"), .int(startedAt)),
             (.text("finished_ms"), .int(finishedAt)),
             (.text("outcome"), .text(outcome.rawValue)),
-        ])
+        ]
+        if let pool { pairs.append((.text("pool"), pool.cbor)) }
+        return .map(pairs)
     }
 
     /// Reads a receipt map. Every key must be present, with its type, and no other key.
     /// - Throws: `ReceiptError.malformed` naming the field.
     public init(cbor: CBOR) throws(ReceiptError) {
-        guard case .map(let pairs) = cbor, pairs.count == Self.keys.count else { throw .malformed("not a receipt map") }
+        let pooled = cbor[.text("v")]?.int64 == Self.pooledVersion
+        let keys = Self.keys + (pooled ? ["pool"] : [])
+        guard case .map(let pairs) = cbor, pairs.count == keys.count else { throw .malformed("not a receipt map") }
         var fields: [String: CBOR] = [:]
         for (key, value) in pairs {
-            guard let name = key.textValue, Self.keys.contains(name) else { throw .malformed("unknown key") }
+            guard let name = key.textValue, keys.contains(name) else { throw .malformed("unknown key") }
             fields[name] = value
         }
         func text(_ key: String) throws(ReceiptError) -> String {
@@ -110,7 +122,8 @@ public struct Receipt: Sendable, Equatable {
             guard let value = fields[key]?.int64, value >= 0 else { throw .malformed(key) }
             return value
         }
-        guard fields["v"]?.int64 == Self.version else { throw .malformed("v") }
+        guard fields["v"]?.int64 == Self.version || pooled else { throw .malformed("v") }
+        let pool = try fields["pool"].map { value throws(ReceiptError) in try PoolShares(cbor: value) }
         guard let gateway = NodeID(try text("gateway")) else { throw .malformed("gateway") }
         guard let node = NodeID(try text("node")) else { throw .malformed("node") }
         let account: NodeID?
@@ -141,7 +154,8 @@ public struct Receipt: Sendable, Equatable {
             maxTokens: try count("max_tokens"),
             startedAt: try milliseconds("started_ms"),
             finishedAt: try milliseconds("finished_ms"),
-            outcome: outcome
+            outcome: outcome,
+            pool: pool
         )
     }
 

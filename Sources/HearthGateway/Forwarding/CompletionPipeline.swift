@@ -164,7 +164,14 @@ struct CompletionPipeline: Sendable {
         case .none: break
         }
         do {
-            try await database.record(usage, settling: settlement, gateway: gatewayKey, reciprocity: quotas.reciprocity)
+            let registry = dispatcher.registry
+            try await database.record(
+                usage,
+                settling: settlement,
+                gateway: gatewayKey,
+                reciprocity: quotas.reciprocity,
+                accounts: { registry.account(of: $0) }
+            )
         } catch {
             logger.error("could not store usage record", metadata: ["error": "\(error)"])
         }

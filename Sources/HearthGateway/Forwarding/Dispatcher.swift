@@ -11,6 +11,9 @@ public struct OpenedUpstream: Sendable {
     /// The model's canonical id, and the GGUF SHA-256 the node announced for it.
     public var model: ModelID
     public var modelSHA256: SHA256Digest?
+    /// The pool whose head answered, and the plan the gateway made for it, when the node served as a pool's head.
+    public var pool: PoolID?
+    public var poolPlan: (epoch: Int, plan: PoolPlan)?
     /// The `max_tokens` sent to the node.
     public var maxTokens: Int
     public var response: NodeResponse
@@ -100,7 +103,9 @@ public struct Dispatcher: Sendable {
             registry.begin(on: node)
             // A node serving the model alone is asked for that; one that serves it only as a pool's head, for the pool.
             let offered = nodes.first { $0.id == node }?.models.filter { $0.id == canonical } ?? []
-            let pool = offered.contains { $0.pool == nil && ($0.state == .ready || $0.state == .standby) } ? nil : offered.first { $0.pool != nil && $0.state == .ready }?.pool
+            let pool =
+                offered.contains { $0.pool == nil && ($0.state == .ready || $0.state == .standby) }
+                ? nil : offered.first { $0.pool != nil && $0.state == .ready }?.pool
             if let pool { pools?.used(pool) }
             do {
                 let response = try await transport.send(
@@ -128,6 +133,8 @@ public struct Dispatcher: Sendable {
                     account: registry.account(of: node),
                     model: canonical,
                     modelSHA256: served?.sha256,
+                    pool: pool,
+                    poolPlan: pool.flatMap { pools?.currentPlan(of: $0) },
                     maxTokens: Int(body["max_tokens"]?.integerValue ?? 0),
                     response: response,
                     firstChunk: first,

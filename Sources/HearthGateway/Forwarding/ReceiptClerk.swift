@@ -53,6 +53,19 @@ enum ReceiptClerk {
         if let problem = receipt.problem(against: relayed) {
             return .refuse(reason: problem.reason, detail: problem.description, signed: signed)
         }
+        // A head's receipt must name the pool the gateway sent the request to, with exactly the plan it made; a
+        // receipt for a request sent to a node's own engine must name none.
+        switch (upstream.pool, receipt.pool) {
+        case (nil, nil): break
+        case (let pool?, let claimed?):
+            guard let (epoch, plan) = upstream.poolPlan, claimed == PoolShares(pool: pool, epoch: epoch, plan: plan) else {
+                return .refuse(reason: "mismatch", detail: "the receipt's pool shares are not the plan the gateway made", signed: signed)
+            }
+        case (_?, nil):
+            return .refuse(reason: "mismatch", detail: "a pool's head sent a receipt that names no pool", signed: signed)
+        case (nil, _?):
+            return .refuse(reason: "mismatch", detail: "the receipt names a pool, but the request went to the node alone", signed: signed)
+        }
         return .credit(receipt, signed: signed)
     }
 }

@@ -79,9 +79,14 @@ extension GatewayDatabase {
         settling settlement: ReceiptSettlement,
         gateway: IdentityKey,
         reciprocity: Reciprocity = Reciprocity(),
+        accounts: (NodeID) -> NodeID? = { _ in nil },
         now: Date = Date()
     ) async throws -> LedgerRow? {
-        try await writer.write { db in
+        // A pooled receipt is shared among its nodes, each credited to the account it serves for now.
+        var credits: [LedgerEntry.Credit]?
+        if case .credit(let receipt, _) = settlement { credits = LedgerEntry.credits(for: receipt, accounts: accounts) }
+        let shared = credits
+        return try await writer.write { db in
             try usage.insert(db)
             try db.execute(sql: "DELETE FROM in_flight WHERE request_id = ?", arguments: [usage.requestID])
             if let account = usage.account {
@@ -101,7 +106,7 @@ extension GatewayDatabase {
                 let last = try Row.fetchOne(db, sql: "SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
                 let seq = (last?["seq"] as Int64? ?? 0) + 1
                 let previous: Data = last?["hash"] ?? Data(count: 32)
-                let entry = try LedgerEntry(seq: seq, previousHash: previous, receipt: signed, creditedAt: now).signed(by: gateway)
+                let entry = try LedgerEntry(seq: seq, previousHash: previous, receipt: signed, creditedAt: now, credits: shared).signed(by: gateway)
                 let row = LedgerRow(
                     seq: seq,
                     requestID: receipt.requestID,
@@ -125,7 +130,12 @@ extension GatewayDatabase {
                         row.entry, row.hash, row.createdAt,
                     ]
                 )
-                if let account = receipt.account {
+                if let shared {
+                    for credit in shared where credit.tokens > 0 {
+                        guard let account = credit.account else { continue }
+                        try Self.addToStanding(db, account: account.rawValue, contributed: Double(credit.tokens), reciprocity: reciprocity, now: now)
+                    }
+                } else if let account = receipt.account {
                     let tokens = Double(receipt.promptTokens + receipt.completionTokens)
                     try Self.addToStanding(db, account: account.rawValue, contributed: tokens, reciprocity: reciprocity, now: now)
                 }

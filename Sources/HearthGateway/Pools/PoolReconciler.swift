@@ -133,6 +133,11 @@ public final class PoolReconciler: Service, Sendable {
         return "planning"
     }
 
+    /// The plan `pool` runs now, with its epoch: what a pooled receipt must name.
+    public func currentPlan(of pool: PoolID) -> (epoch: Int, plan: PoolPlan)? {
+        pools.withLock { pools in pools[pool].flatMap { instance in instance.machine.plan.map { (instance.machine.epoch, $0) } } }
+    }
+
     /// A request was routed to `pool`'s head.
     public func used(_ pool: PoolID) {
         let now = ContinuousClock.now

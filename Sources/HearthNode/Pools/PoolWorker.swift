@@ -141,10 +141,10 @@ final class PoolWorker: Sendable {
         }.sorted { ($0.pool?.rawValue ?? "") < ($1.pool?.rawValue ?? "") }
     }
 
-    /// The head engine of `pool`, for the proxy.
-    func head(of pool: PoolID) -> EngineHandle? {
+    /// The head engine of `pool`, for the proxy, and the shares its receipts name.
+    func head(of pool: PoolID) -> (engine: EngineHandle, shares: PoolShares)? {
         guard case .head(let head) = work.withLock({ $0[pool] }) else { return nil }
-        return head.engine
+        return (head.engine, PoolShares(pool: pool, epoch: head.assignment.epoch, plan: head.assignment.plan))
     }
 
     /// The port of this node's ready rpc-server for `pool`.
@@ -192,7 +192,8 @@ final class PoolWorker: Sendable {
             if let existing { await existing.stop() }
             let next: Work
             if plan.head.node == node {
-                guard let spec = ModelSpec(entry: entry, directory: store?.directory ?? configuration.dataDirectory, limits: configuration.limits) else {
+                guard let spec = ModelSpec(entry: entry, directory: store?.directory ?? configuration.dataDirectory, limits: configuration.limits)
+                else {
                     throw PoolRefusal(.permission, "\(plan.model) is not pinned.", code: "model_not_pinned")
                 }
                 var peers: [PeerPort] = []

@@ -59,11 +59,13 @@ struct EngineProxyController {
             return Self.error(APIFailure(.invalidRequest, "The body must be JSON with a 'model' string.", param: "model"))
         }
         let engine: EngineHandle
+        var shares: PoolShares?
         if let asked = request.headers[Self.poolHeader] {
-            guard let pool = PoolID(asked), let head = pools?.head(of: pool), head.serves(name) else {
+            guard let pool = PoolID(asked), let head = pools?.head(of: pool), head.engine.serves(name) else {
                 return Self.error(APIFailure(.notFound, "This node heads no pool \(asked) for '\(name)'.", param: "model", code: "model_not_found"))
             }
-            engine = head
+            engine = head.engine
+            shares = head.shares
         } else if let own = host.engine(named: name) {
             engine = own
         } else {
@@ -129,6 +131,7 @@ struct EngineProxyController {
         let consumer = request.headers[Self.consumerHeader] ?? "anonymous"
         let maxTokens = fields?.maxTokens ?? 0
         let spec = engine.spec
+        let poolShares = shares
         let startedAt = Date()
         return Response(
             status: .ok,
@@ -183,7 +186,8 @@ struct EngineProxyController {
                     usage: outcome == .cancelled ? tap.partialUsage : tap.usage,
                     maxTokens: maxTokens,
                     startedAt: startedAt,
-                    outcome: outcome
+                    outcome: outcome,
+                    pool: poolShares
                 ) {
                     trailers[.init(LinkProtocol.receiptTrailer)!] = value
                 }

@@ -74,7 +74,8 @@ struct ReceiptSigner: Sendable {
         usage: TokenUsage?,
         maxTokens: Int,
         startedAt: Date,
-        outcome: Receipt.Outcome
+        outcome: Receipt.Outcome,
+        pool: PoolShares? = nil
     ) -> String? {
         guard let requestID, !requestID.isEmpty, let gateway = gateway() else { return nil }
         let receipt = Receipt(
@@ -90,7 +91,8 @@ struct ReceiptSigner: Sendable {
             maxTokens: maxTokens,
             startedAt: Int64(startedAt.timeIntervalSince1970 * 1000),
             finishedAt: Int64(Date().timeIntervalSince1970 * 1000),
-            outcome: outcome
+            outcome: outcome,
+            pool: pool
         )
         guard let bytes = try? receipt.signed(by: key).encoded() else { return nil }
         return SignedToken.base64url(Data(bytes))

@@ -33,13 +33,27 @@ def deterministic(payload):
     return value
 
 
+def split(tokens, shares):
+    """A pool's tokens shared by layers as docs/POOLS.md states it: floors, then the remainder one each to the largest
+    remainders, ties to the earlier share."""
+    total = sum(layers for _, layers in shares)
+    if total == 0 or tokens == 0:
+        return [0 for _ in shares]
+    parts = [tokens * layers // total for _, layers in shares]
+    remainders = [tokens * layers % total for _, layers in shares]
+    order = sorted(range(len(shares)), key=lambda i: (-remainders[i], i))
+    for i in order[: tokens - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
 def main(path):
     lines = open(path).read().splitlines()
     header = json.loads(lines[0])
     assert header["format"] == "hearth-ledger-v1"
     gateway = header["gateway"]
     previous = bytes(32)
-    prompt = completion = 0
+    prompt = completion = pooled = 0
     for seq, line in enumerate(lines[1:], start=1):
         raw = b64url(json.loads(line)["entry"])
         kid, payload = cose_sign1(raw)
@@ -52,6 +66,16 @@ def main(path):
         assert receipt["node"] == hashlib.sha256(node_kid).hexdigest(), f"entry {seq}: receipt signed by another node"
         assert receipt["gateway"] == gateway, f"entry {seq}: receipt for another gateway"
         assert 0 <= receipt["completion_tokens"] <= receipt["max_tokens"], f"entry {seq}: completion over max_tokens"
+        if receipt["v"] == 2:
+            shares = receipt["pool"]["shares"]
+            assert shares[0][0] == receipt["node"], f"entry {seq}: pooled receipt not signed by the pool's head"
+            expected = split(receipt["prompt_tokens"] + receipt["completion_tokens"], shares)
+            credits = entry["credits"]
+            assert [c[0] for c in credits] == [s[0] for s in shares], f"entry {seq}: credits name other nodes"
+            assert [c[2] for c in credits] == expected, f"entry {seq}: credits are not the pool's shares"
+            pooled += 1
+        else:
+            assert receipt["v"] == 1 and "credits" not in entry, f"entry {seq}: credits without a pool"
         prompt += receipt["prompt_tokens"]
         completion += receipt["completion_tokens"]
         previous = hashlib.sha256(raw).digest()
@@ -59,7 +83,7 @@ def main(path):
     head = deterministic(payload)
     assert hashlib.sha256(kid).hexdigest() == gateway and head["gateway"] == gateway, "head not signed by the gateway"
     assert head["seq"] == len(lines) - 1 and head["hash"] == previous, "the head does not match the chain"
-    print(f"entries={len(lines) - 1} prompt_tokens={prompt} completion_tokens={completion}")
+    print(f"entries={len(lines) - 1} prompt_tokens={prompt} completion_tokens={completion} pooled={pooled}")
     print("OK")
 
 
