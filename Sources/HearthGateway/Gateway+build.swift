@@ -86,6 +86,7 @@ public func buildGateway(
             catalog: configuration.catalog,
             policy: configuration.pools,
             metrics: metrics,
+            database: database,
             logger: logger
         )
     }

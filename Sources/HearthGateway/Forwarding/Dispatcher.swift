@@ -51,8 +51,8 @@ public struct Dispatcher: Sendable {
     }
 
     /// 503 for a model a pool is warming for (or was just created for), with how far it is; `nil` when no pool helps.
-    private func warming(_ model: ModelID) -> DispatchFailure? {
-        guard let progress = pools?.demand(model: model) else { return nil }
+    private func warming(_ model: ModelID) async -> DispatchFailure? {
+        guard let progress = await pools?.demand(model: model) else { return nil }
         return DispatchFailure(
             APIFailure(.unavailable, "The pool for '\(model)' is warming (\(progress)); try again shortly.", code: "pool_warming"),
             retryAfter: retryAfterSeconds
@@ -75,12 +75,12 @@ public struct Dispatcher: Sendable {
         let canonical: ModelID
         switch RoutePlanner.plan(model: model, nodes: nodes, catalog: catalog) {
         case .unknownModel:
-            if let warming = warming(model) { throw warming }
+            if let warming = await warming(model) { throw warming }
             throw DispatchFailure(
                 APIFailure(.notFound, "The model '\(model)' does not exist on this network.", param: "model", code: "model_not_found")
             )
         case .noReadyNode:
-            if let warming = warming(model) { throw warming }
+            if let warming = await warming(model) { throw warming }
             throw DispatchFailure(
                 APIFailure(.unavailable, "No node serving '\(model)' is ready yet; try again shortly.", code: "model_not_ready"),
                 retryAfter: retryAfterSeconds

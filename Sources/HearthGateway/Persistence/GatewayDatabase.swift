@@ -110,6 +110,7 @@ public struct GatewayDatabase: Sendable {
         Self.registerLedgerMigrations(&migrator)
         Self.registerStandingMigrations(&migrator)
         Self.registerInFlightMigrations(&migrator)
+        Self.registerPoolMigrations(&migrator)
         try migrator.migrate(writer)
     }
 

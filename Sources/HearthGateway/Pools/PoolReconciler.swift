@@ -64,10 +64,21 @@ public final class PoolReconciler: Service, Sendable {
     let policy: PoolPolicy
     let metrics: GatewayMetrics
     let logger: Logger
+    /// Where pool definitions are kept across restarts; `nil` keeps them in memory only.
+    let database: GatewayDatabase?
     let pools = Mutex<[PoolID: Instance]>([:])
     private let wake = ChangeSignal()
 
-    public init(registry: NodeRegistry, links: NodeLinks, catalog: Catalog, policy: PoolPolicy, metrics: GatewayMetrics, logger: Logger) {
+    public init(
+        registry: NodeRegistry,
+        links: NodeLinks,
+        catalog: Catalog,
+        policy: PoolPolicy,
+        metrics: GatewayMetrics,
+        database: GatewayDatabase? = nil,
+        logger: Logger
+    ) {
+        self.database = database
         self.registry = registry
         self.links = links
         self.catalog = catalog
@@ -80,11 +91,22 @@ public final class PoolReconciler: Service, Sendable {
 
     /// Creates a pool for `model` (over `nodes` only, when given).
     /// - Throws: `APIFailure` for a model the catalog does not pin.
-    public func create(model: ModelID, nodes: [NodeID]? = nil, automatic: Bool = false) throws(APIFailure) -> PoolID {
+    public func create(model: ModelID, nodes: [NodeID]? = nil, automatic: Bool = false, id: PoolID = .random()) async throws(APIFailure) -> PoolID {
         guard let entry = catalog.resolve(model), entry.sha256 != nil else {
             throw APIFailure(.notFound, "The catalog pins no model '\(model)'.", param: "model", code: "model_not_found")
         }
-        let id = PoolID.random()
+        let record = PoolRecord(
+            id: id.rawValue,
+            model: entry.id.rawValue,
+            nodes: nodes.map { $0.map(\.rawValue).joined(separator: ",") },
+            automatic: automatic,
+            createdAt: Date()
+        )
+        do {
+            try await database?.savePool(record)
+        } catch {
+            throw APIFailure(.server, "The pool could not be stored: \(error)")
+        }
         let now = ContinuousClock.now
         pools.withLock {
             $0[id] = Instance(
@@ -101,16 +123,34 @@ public final class PoolReconciler: Service, Sendable {
         return id
     }
 
-    /// Stops a pool; returns whether it existed.
-    public func stop(_ id: PoolID) -> Bool {
+    /// Stops a pool and forgets its definition; returns whether it existed.
+    public func stop(_ id: PoolID) async -> Bool {
         let found = pools.withLock { $0[id] != nil }
-        if found { enqueue(id, .stop) }
-        return found
+        guard found else { return false }
+        try? await database?.deletePool(id: id.rawValue)
+        enqueue(id, .stop)
+        return true
+    }
+
+    /// The pools stored by an earlier run, planned again.
+    func restore() async {
+        guard let records = try? await database?.pools() else { return }
+        for record in records {
+            guard let id = PoolID(record.id), let model = ModelID(record.model) else { continue }
+            let nodes = record.nodes.map { $0.split(separator: ",").compactMap { NodeID(String($0)) } }
+            do {
+                _ = try await create(model: model, nodes: nodes, automatic: record.automatic, id: id)
+                logger.info("pool restored", metadata: ["pool.id": "\(id)"])
+            } catch {
+                logger.warning("a stored pool cannot be restored", metadata: ["pool.id": "\(id)", "error": "\(error.message)"])
+                try? await database?.deletePool(id: record.id)
+            }
+        }
     }
 
     /// A request for `model` found no node ready: returns how far the pool serving it is, creating one when pools
     /// are automatic and the current nodes could hold it; `nil` when no pool can help.
-    public func demand(model: ModelID) -> String? {
+    public func demand(model: ModelID) async -> String? {
         guard let entry = catalog.resolve(model), entry.sha256 != nil else { return nil }
         let now = ContinuousClock.now
         let existing = pools.withLock { pools -> String? in
@@ -129,7 +169,7 @@ public final class PoolReconciler: Service, Sendable {
         else {
             return nil
         }
-        _ = try? create(model: entry.id, automatic: true)
+        _ = try? await create(model: entry.id, automatic: true)
         return "planning"
     }
 
@@ -179,6 +219,7 @@ public final class PoolReconciler: Service, Sendable {
     }
 
     public func run() async throws {
+        await restore()
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let seenRegistry = self.registry.changes.generation
@@ -209,6 +250,7 @@ public final class PoolReconciler: Service, Sendable {
             let state = instance.machine.state
             if instance.automatic, state == .ready || state == .failed, now - instance.lastUsed > policy.idleTimeout {
                 logger.info("pool idle; stopping it", metadata: ["pool.id": "\(instance.id)"])
+                try? await database?.deletePool(id: instance.id.rawValue)
                 await feed(instance.id, .stop)
             }
             await feed(instance.id, .tick)

@@ -37,14 +37,14 @@ struct PoolsController {
                     return id
                 }
             }
-            let id = try pools.create(model: model, nodes: nodes)
+            let id = try await pools.create(model: model, nodes: nodes)
             let data = try JSONEncoder().encode(["id": id.rawValue])
             return Response(status: .created, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }
         router.delete("/api/pools/{id}") { _, context in
             try authorize(context)
             guard let pools else { throw Self.noMesh }
-            guard let id = PoolID(context.parameters.get("id") ?? ""), pools.stop(id) else {
+            guard let id = PoolID(context.parameters.get("id") ?? ""), await pools.stop(id) else {
                 throw APIFailure(.notFound, "There is no pool '\(context.parameters.get("id") ?? "")'.", param: "id", code: "pool_not_found")
             }
             return Response(status: .accepted)

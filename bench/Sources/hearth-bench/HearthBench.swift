@@ -38,6 +38,18 @@ struct HearthBench {
         var client = HTTPClient.Configuration()
         client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = clients
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: client)
+        if parts == ["pools"] {
+            // `--parts pools [--rounds 5] [--out bench/results/pools.md]`
+            let poolOutput = option("--out", "bench/results/pools.md")
+            let report =
+                try header(command: "--parts pools --rounds \(option("--rounds", "5"))")
+                + (try await PoolBench.run(rounds: Int(option("--rounds", "5"))!))
+            try await http.shutdown()
+            try report.write(toFile: poolOutput, atomically: true, encoding: .utf8)
+            print(report)
+            print("written to \(poolOutput)")
+            return
+        }
         if parts == ["soak"] {
             // `--parts soak [--minutes 60] [--sample-seconds 60] [--soak-clients 6] [--out bench/results/soak.md]`
             let soakOutput = option("--out", "bench/results/soak.md")

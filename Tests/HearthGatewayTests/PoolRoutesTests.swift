@@ -1,0 +1,81 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthTesting
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Synchronization
+import Testing
+
+@testable import HearthGateway
+
+/// Who may control pools, and what outlives a restart.
+struct PoolRoutesTests {
+    @Test func onlyOperatorsCreateOrStopPools() async throws {
+        let named = IdentityKey.generate()
+        let directory = try TestEnvironment.temporaryDirectory("pool-routes")
+        let (gateway, _) = try await makeGateway([:]) {
+            $0.operators = [named.nodeID]
+            $0.dataDirectory = directory
+        }
+        let own = try GatewayIdentity.loadOrCreate(in: directory)
+        try await gateway.application.test(.router) { client in
+            let create = try json(["model": .string(DefaultModel.id.rawValue)])
+            let anonymous = try await client.execute(uri: "/api/pools", method: .post, body: create) { ($0.status, String(buffer: $0.body)) }
+            #expect(anonymous.0 == .unauthorized && anonymous.1.contains("login_required"))
+            let stranger = try await loginToken(client, IdentityKey.generate())
+            for (method, uri) in [(HTTPRequest.Method.post, "/api/pools"), (.delete, "/api/pools/p-0123456789ab")] {
+                let refused = try await client.execute(uri: uri, method: method, headers: [.authorization: "Bearer \(stranger)"], body: create) {
+                    ($0.status, String(buffer: $0.body))
+                }
+                #expect(refused.0 == .forbidden && refused.1.contains("not_an_operator"), "\(method) \(uri): \(refused.1)")
+            }
+            // The gateway's own key and a named operator pass; this gateway runs no mesh, so it has no pools to make.
+            for key in [own, named] {
+                let token = try await loginToken(client, key)
+                let answer = try await client.execute(uri: "/api/pools", method: .post, headers: [.authorization: "Bearer \(token)"], body: create) {
+                    ($0.status, String(buffer: $0.body))
+                }
+                #expect(answer.0 == .notImplemented && answer.1.contains("pools_unavailable"), "\(answer.1)")
+            }
+            // Anyone may list them.
+            let list = try await client.execute(uri: "/api/pools", method: .get) { decode($0.body) }
+            #expect(list["pools"]?.arrayValue?.isEmpty == true)
+        }
+    }
+
+    @Test func aPoolsDefinitionOutlivesTheGatewayAndAStopForgetsIt() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("pools-db")
+        let database = try GatewayDatabase.open(directory: directory)
+        try await database.migrate()
+        func reconciler() -> PoolReconciler {
+            PoolReconciler(
+                registry: NodeRegistry(ttl: .seconds(60)),
+                links: NodeLinks(),
+                catalog: .builtin,
+                policy: PoolPolicy(),
+                metrics: GatewayMetrics(),
+                database: database,
+                logger: Logger(label: "test")
+            )
+        }
+        let first = reconciler()
+        let only = [NodeID(String(repeating: "d", count: 64))!]
+        let id = try await first.create(model: DefaultModel.id, nodes: only)
+        await #expect(throws: APIFailure.self) { try await first.create(model: ModelID("no-such-model:q8_0")!) }
+
+        let second = reconciler()
+        await second.restore()
+        let restored = try #require(second.views().first)
+        #expect(restored.id == id && restored.model == DefaultModel.id && restored.state == .requested && !restored.automatic)
+        #expect(second.pools.withLock { $0[id]?.only } == only)
+        #expect(await second.stop(id))
+        #expect(!(await second.stop(.random())))
+
+        let third = reconciler()
+        await third.restore()
+        #expect(third.views().isEmpty)
+    }
+}

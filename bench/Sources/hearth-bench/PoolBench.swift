@@ -1,0 +1,183 @@
+import Foundation
+import HearthCore
+import HearthTesting
+
+/// `--parts pools`: decode speed of SmolLM2 split over 2 and 3 nodes through Hearth's relay, against the same split
+/// with llama.cpp's own RPC straight to local rpc-servers (no relay), and against one unsplit engine; and the time
+/// from a pool's first request to its first answer. Everything runs on this machine, one thread per process.
+enum PoolBench {
+    static let context = 8192
+    /// What each node lends: 200 MiB makes a 2-node pool (no node holds the model alone at 8 Ki), 150 MiB a 3-node one.
+    static let lent: [Int: Int] = [2: 200, 3: 150]
+
+    static func question(tokens: Int) -> JSONValue {
+        [
+            "model": .string(DefaultModel.id.rawValue),
+            "messages": [["role": "user", "content": "Write a short story about a lighthouse keeper."]],
+            "max_tokens": .integer(Int64(tokens)), "temperature": 0, "seed": 7, "ignore_eos": true, "cache_prompt": false,
+        ]
+    }
+
+    /// The engine's own decode rate (`timings.predicted_per_second`), median of `rounds`.
+    static func decodeRate(url: String, rounds: Int) async throws -> Double {
+        _ = try await HTTP.post(url, json: question(tokens: 16))
+        var rates: [Double] = []
+        for _ in 0..<rounds {
+            let reply = try await HTTP.post(url, json: question(tokens: 128))
+            guard reply.status == 200, let rate = reply.json["timings"]?["predicted_per_second"]?.doubleValue else {
+                throw BenchError("no timings from \(url): \(reply.status) \(reply.text.prefix(300))")
+            }
+            rates.append(rate)
+        }
+        return percentile(rates, 0.5)
+    }
+
+    static func waitHealthy(_ port: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            if (try? await HTTP.get("http://127.0.0.1:\(port)/health"))?.status == 200 { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw BenchError("llama-server on \(port) did not become healthy")
+    }
+
+    static func freePort() -> Int { Int.random(in: 30_000..<60_000) }
+
+    /// One llama-server with `extra` arguments, optionally over local rpc-servers; returns its decode rate.
+    static func direct(plan: PoolPlan?, rounds: Int, directory: String) async throws -> Double {
+        let bin = (try TestEnvironment.llamaServer() as NSString).deletingLastPathComponent
+        var servers: [TestProcess] = []
+        defer { for server in servers { Task { _ = await server.stop() } } }
+        var extra: [String] = []
+        if let plan {
+            var endpoints: [String] = []
+            for index in plan.members.indices {
+                let port = freePort()
+                servers.append(
+                    try await TestProcess(
+                        name: "rpc-\(index)",
+                        executable: bin + "/ggml-rpc-server",
+                        arguments: ["-H", "127.0.0.1", "-p", String(port), "-t", "1"],
+                        environment: ["GGML_RPC_NO_RDMA": "1"],
+                        directory: directory
+                    )
+                )
+                endpoints.append("127.0.0.1:\(port)")
+            }
+            // It has no ready line: it listens once it accepts a connection.
+            for endpoint in endpoints { try await waitListening(Int(endpoint.split(separator: ":")[1])!) }
+            extra = plan.engineArguments(endpoints: endpoints)
+        }
+        let port = freePort()
+        let engine = try await TestProcess(
+            name: "engine",
+            executable: bin + "/llama-server",
+            arguments: [
+                "--model", try TestEnvironment.defaultModel(), "--host", "127.0.0.1", "--port", String(port), "--ctx-size", String(context),
+                "--parallel", "1", "--threads", "1", "--alias", DefaultModel.id.rawValue, "--no-webui",
+            ] + extra,
+            environment: ["GGML_RPC_NO_RDMA": "1"],
+            directory: directory
+        )
+        servers.insert(engine, at: 0)
+        try await waitHealthy(port)
+        return try await decodeRate(url: "http://127.0.0.1:\(port)/v1/chat/completions", rounds: rounds)
+    }
+
+    static func waitListening(_ port: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if let connection = try? await RawConnection.connect(port: port) {
+                connection.close()
+                return
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw BenchError("nothing listens on \(port)")
+    }
+
+    /// A Hearth pool of `size` pool-only nodes; returns its decode rate, the time from the first request to the
+    /// first answer, and the plan it made.
+    static func pooled(size: Int, rounds: Int) async throws -> (rate: Double, warm: Duration, plan: JSONValue) {
+        try await Cluster.with(
+            label: "bench-pool",
+            gatewayArguments: ["--auto-pools", "on", "--pool-context", String(context), "--rate-limit", "100000000"]
+        ) { cluster in
+            for index in 0..<size {
+                var arguments = try Cluster.nodeArguments(name: "pool-\(index)", directory: cluster.directory, join: cluster.join)
+                if let model = arguments.firstIndex(of: "--model") { arguments.removeSubrange(model...(model + 1)) }
+                arguments += ["--pool-only", "--pool-memory", "\(lent[size]!)MiB", "--memory", "\(lent[size]! + 50)MiB", "--no-sandbox"]
+                let node = try await TestProcess(
+                    name: "pool-\(index)",
+                    executable: try TestEnvironment.hearthBinary(),
+                    arguments: arguments,
+                    directory: cluster.directory
+                )
+                _ = try await node.waitForLine { $0.hasPrefix("READY node=") }
+            }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                let nodes = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
+                if nodes.filter({ $0["pool"] != nil }).count == size { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let url = cluster.url + "/v1/chat/completions"
+            let asked = ContinuousClock.now
+            while true {
+                let reply = try await HTTP.post(url, json: question(tokens: 1))
+                if reply.status == 200 { break }
+                guard reply.status == 503, ContinuousClock.now - asked < .seconds(300) else {
+                    throw BenchError("the pool did not serve: \(reply.status) \(reply.text.prefix(300))")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let warm = ContinuousClock.now - asked
+            let plan = try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0] ?? .null
+            return (try await decodeRate(url: url, rounds: rounds), warm, plan)
+        }
+    }
+
+    static func run(rounds: Int) async throws -> String {
+        let directory = try TestEnvironment.temporaryDirectory("bench-pool-direct")
+        let entry = Catalog.builtin[DefaultModel.id]!
+        let alone = try await direct(plan: nil, rounds: rounds, directory: directory)
+        var rows = ""
+        for size in [2, 3] {
+            let pooled = try await pooled(size: size, rounds: rounds)
+            // The same split, by the same planner, with llama.cpp's own RPC to rpc-servers on loopback.
+            let candidates = (0..<size).map { index in
+                PoolCandidate(
+                    id: NodeID(String(repeating: String(format: "%02x", index + 1), count: 32))!,
+                    offer: PoolOffer(memoryBytes: UInt64(lent[size]!) << 20, threads: 1, canHead: true)
+                )
+            }
+            let plan = try PoolPlanner.plan(entry: entry, context: context, slots: 1, candidates: candidates).get()
+            let local = try await direct(plan: plan, rounds: rounds, directory: directory)
+            let layers = pooled.plan["members"]?.arrayValue?.compactMap { $0["layers"]?.integerValue }.map(String.init).joined(separator: "+") ?? "?"
+            // Per decoded token the relay adds (1/pool − 1/local); the head waits on each remote member once per token.
+            let added = (1 / pooled.rate - 1 / local) * 1000
+            let perMember = added / Double(plan.members.count)
+            rows += "| \(size) nodes (\(layers) layers) | \(format(pooled.rate)) | \(format(local)) | \(format(pooled.rate / local, 3)) | "
+            rows +=
+                "\(format(pooled.rate / alone, 3)) | \(format(perMember, 2)) ms | \(format(Double(pooled.warm.components.seconds) + Double(pooled.warm.components.attoseconds) / 1e18, 1)) s |\n"
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+        return """
+            ## Pools: SmolLM2 split over nodes
+
+            SmolLM2-135M-Instruct Q4_1 at \(context) tokens, one slot, 1 thread per process, temperature 0, 128 tokens
+            decoded (`ignore_eos`), median of \(rounds) rounds of the engine's own `predicted_per_second`. "Hearth pool": pool-only
+            nodes lending \(lent[2]!) MiB (2 nodes) or \(lent[3]!) MiB (3 nodes), planned by the gateway, the head reaching each
+            member through the gateway's relay (two link hops each way). "llama.cpp RPC, no relay": the same planner's
+            split with llama-server's `--rpc` straight to rpc-servers on loopback. One engine alone: \(format(alone)) tok/s.
+
+            | pool | Hearth pool tok/s | llama.cpp RPC, no relay tok/s | pool / no relay | pool / one engine | relay per member per token | first request → first answer |
+            | --- | --- | --- | --- | --- | --- | --- |
+            \(rows)
+            "Relay per member per token" is (1/pool − 1/no relay) / remote members: what the model
+            t_token ≈ t_compute + Σ RTT charges the relay, measured in the same run. "First request → first answer" includes
+            planning, starting the rpc-servers and the head, and sending the weights (no tensor cache yet: fresh folders).
+
+            """
+    }
+}
