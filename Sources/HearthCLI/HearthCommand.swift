@@ -14,7 +14,7 @@ public struct HearthCommand: AsyncParsableCommand {
         subcommands: [
             UpCommand.self, GatewayCommand.self, NodeCommand.self, EngineCommand.self, ChatCommand.self, ModelsCommand.self, KeysCommand.self,
             LoginCommand.self, DevicesCommand.self, InviteCommand.self, LedgerCommand.self, StandingCommand.self, GGUFCommand.self,
-            CatalogCommand.self, SizeCommand.self,
+            CatalogCommand.self, SizeCommand.self, PoolsCommand.self,
         ]
     )
 

@@ -106,6 +106,26 @@ struct PoolTests {
             // The head's receipt names the pool and every node's layers; the ledger shares its tokens among them, and
             // both verifiers agree.
             try await Self.verifyPooledLedger(cluster, entries: 1)
+
+            // `hearth pools` lists it; only an operator stops it, and an intentional stop is no incident.
+            let listed = try await TestProcess.hearth(["pools", "--url", cluster.url], in: cluster.directory)
+            #expect(listed.status == 0 && listed.output.first?.contains("ready") == true, "\(listed.output) \(listed.errors)")
+            #expect(listed.output.filter { $0.contains("layers=") }.count == 3)
+            let id = try #require(pool["id"]?.stringValue)
+            let stranger = cluster.directory + "/stranger.key"
+            _ = try await TestProcess.hearth(["keys", "new", "--file", stranger], in: cluster.directory)
+            let refused = try await TestProcess.hearth(["pools", "stop", id, "--url", cluster.url, "--key", stranger], in: cluster.directory)
+            #expect(refused.status != 0 && refused.errors.contains("operators"), "\(refused.errors)")
+            let gatewayKey = cluster.directory + "/gateway/gateway.key"
+            let stopped = try await TestProcess.hearth(["pools", "stop", id, "--url", cluster.url, "--key", gatewayKey], in: cluster.directory)
+            #expect(stopped.status == 0 && stopped.output == ["stopping=\(id)"], "\(stopped.errors)")
+            for pid in rpcServers { #expect(try await Self.waitUntilGone(pid), "an rpc-server outlived its stopped pool") }
+            let stopDeadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < stopDeadline, !(try await HTTP.get(cluster.url + "/api/pools").json["pools"]?.arrayValue ?? []).isEmpty {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(try await HTTP.get(cluster.url + "/api/pools").json["pools"]?.arrayValue?.isEmpty == true)
+            #expect(Self.incidents(cluster).isEmpty, "\(Self.incidents(cluster))")
             for node in nodes { _ = await node.stop() }
         }
     }
@@ -248,6 +268,43 @@ struct PoolTests {
             // The bound: the stall timeout, plus the watch's 2 s period and a report, plus the time to warm again.
             #expect(recovered < .seconds(120), "recovered after \(recovered)")
             #expect(!processIsAlive(rpc), "the frozen rpc-server was not stopped")
+            for node in nodes { _ = await node.process.stop() }
+        }
+    }
+
+    /// One of the three nodes sits behind a real NAT: it only dials out, and still serves its share through the relay.
+    @Test func aMemberBehindNATServesItsShareThroughTheRelay() async throws {
+        let network: NATNetwork
+        do {
+            network = try NATNetwork()
+        } catch let unavailable as NATUnavailable {
+            print("SKIPPED aMemberBehindNATServesItsShareThroughTheRelay: \(unavailable)")
+            return
+        }
+        defer { network.remove() }
+        let arguments = ["--auto-pools", "on", "--pool-context", "8192", "--mesh-host", network.hostAddress]
+        try await Cluster.with(label: "pool-nat", gatewayArguments: arguments) { cluster in
+            var nodes = try await Self.startLenders(["nat-a", "nat-b"], cluster: cluster)
+            // `ip netns exec` has no cgroup hierarchies, so this node runs its engines unconfined (see NATTests).
+            let command = network.launcher(
+                [try TestEnvironment.hearthBinary()] + (try Self.poolNodeArguments("nat-c", cluster: cluster)) + ["--no-sandbox"]
+            )
+            let behind = try await TestProcess(
+                name: "nat-c",
+                executable: command[0],
+                arguments: Array(command.dropFirst()),
+                directory: cluster.directory
+            )
+            let ready = try await behind.waitForLine { $0.hasPrefix("READY node=") }
+            let behindID = try #require(NodeID(String(ready.dropFirst("READY node=".count))))
+            nodes.append((behind, behindID))
+            try await Self.waitForLenders(3, cluster: cluster)
+            let (reply, _) = try await Self.askUntilServed(cluster)
+            let content = reply.json["choices"]?[0]?["message"]?["content"]?.stringValue ?? ""
+            #expect(!content.isEmpty)
+            let members = try await Self.pool(cluster)["members"]?.arrayValue?.compactMap { $0["node"]?.stringValue } ?? []
+            #expect(members.contains(behindID.rawValue), "the node behind NAT is not in the pool: \(members)")
+            #expect(cluster.gateway.errorOutput.contains("mesh.remote=[IPv4]\(network.routerAddress)"))
             for node in nodes { _ = await node.process.stop() }
         }
     }

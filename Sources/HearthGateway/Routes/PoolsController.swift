@@ -47,7 +47,8 @@ struct PoolsController {
             guard let id = PoolID(context.parameters.get("id") ?? ""), await pools.stop(id) else {
                 throw APIFailure(.notFound, "There is no pool '\(context.parameters.get("id") ?? "")'.", param: "id", code: "pool_not_found")
             }
-            return Response(status: .accepted)
+            let data = try JSONEncoder().encode(["id": id.rawValue, "state": "stopping"])
+            return Response(status: .accepted, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }
     }
 
