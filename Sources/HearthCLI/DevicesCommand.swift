@@ -9,21 +9,10 @@ struct DevicesCommand: AsyncParsableCommand {
         subcommands: [List.self, Revoke.self]
     )
 
-    struct Account: ParsableArguments {
-        @OptionGroup var client: ClientOptions
-
-        @Option(help: "Your account key (default: user.key in the per-user data folder).")
-        var key: String?
-
-        func client() async throws -> GatewayClient {
-            try await GatewayClient(baseURL: client.baseURL).loggedIn(as: try loadUserKey(key)).client
-        }
-    }
-
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List your devices this gateway has seen.")
 
-        @OptionGroup var account: Account
+        @OptionGroup var account: AccountLogin
 
         func run() async throws {
             let answer = try await account.client().get("/api/devices")
@@ -41,7 +30,7 @@ struct DevicesCommand: AsyncParsableCommand {
             abstract: "Revoke one device: its link closes and its certificate is refused from now on. Your other devices keep working."
         )
 
-        @OptionGroup var account: Account
+        @OptionGroup var account: AccountLogin
 
         @Argument(help: "The device's NodeID (from `hearth devices list` or `hearth keys show` on that machine).")
         var device: String
@@ -54,5 +43,17 @@ struct DevicesCommand: AsyncParsableCommand {
             _ = try await account.client().delete("/api/devices/\(device)")
             say("revoked=\(device)")
         }
+    }
+}
+
+/// The gateway and the key to log in to it with, for commands that act as an account.
+struct AccountLogin: ParsableArguments {
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "The key to log in with (default: user.key in the per-user data folder; an operator may use the gateway's gateway.key).")
+    var key: String?
+
+    func client() async throws -> GatewayClient {
+        try await GatewayClient(baseURL: client.baseURL).loggedIn(as: try loadUserKey(key)).client
     }
 }

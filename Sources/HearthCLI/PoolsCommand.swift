@@ -15,17 +15,6 @@ struct PoolsCommand: AsyncParsableCommand {
         defaultSubcommand: List.self
     )
 
-    struct Operator: ParsableArguments {
-        @OptionGroup var client: ClientOptions
-
-        @Option(help: "The key to log in with (default: user.key in the per-user data folder).")
-        var key: String?
-
-        func client() async throws -> GatewayClient {
-            try await GatewayClient(baseURL: client.baseURL).loggedIn(as: try loadUserKey(key)).client
-        }
-    }
-
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List every pool: model, state, head, members and their layers.")
 
@@ -54,7 +43,7 @@ struct PoolsCommand: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a pool for a pinned catalog model.")
 
-        @OptionGroup var login: Operator
+        @OptionGroup var login: AccountLogin
 
         @Argument(help: "The catalog id of the model.")
         var model: String
@@ -80,7 +69,7 @@ struct PoolsCommand: AsyncParsableCommand {
     struct Stop: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Stop a pool: its nodes get their memory back, and it is not planned again.")
 
-        @OptionGroup var login: Operator
+        @OptionGroup var login: AccountLogin
 
         @Argument(help: "The pool's id (p- and 12 hex digits, from `hearth pools`).")
         var id: String

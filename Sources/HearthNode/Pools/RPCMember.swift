@@ -79,16 +79,7 @@ final class RPCMember: Sendable {
         defer { try? FileManager.default.removeItem(atPath: logPath) }
         let process: Subprocess
         do {
-            let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            defer { if log >= 0 { close(log) } }
-            process = try await Subprocess.spawn(
-                launch.command[0],
-                Array(launch.command.dropFirst()),
-                environment: launch.environment,
-                outputFD: log >= 0 ? log : nil,
-                keep: launch.keep,
-                dieWithParent: true
-            )
+            process = try await launch.spawn(loggingTo: logPath)
         } catch {
             update(.failed, "cannot start ggml-rpc-server: \(error)")
             return

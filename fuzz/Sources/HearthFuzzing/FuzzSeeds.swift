@@ -42,8 +42,18 @@ package enum FuzzSeeds {
     }
 
     static var signedReceipts: [[UInt8]] {
-        Receipt.Outcome.allCases.flatMap { outcome -> [[UInt8]] in
-            let receipt = receipt(outcome, account: outcome == .ok ? FuzzKeys.key(2).nodeID : nil)
+        // A pooled receipt (version 2) beside the plain ones: the head first, then two members with their layers.
+        var pooled = receipt(.ok, account: nil)
+        pooled.pool = PoolShares(
+            pool: PoolID("p-0123456789ab")!,
+            epoch: 2,
+            shares: [
+                .init(node: FuzzKeys.node.nodeID, layers: 8), .init(node: FuzzKeys.key(3).nodeID, layers: 11),
+                .init(node: FuzzKeys.key(4).nodeID, layers: 11),
+            ]
+        )
+        let receipts = Receipt.Outcome.allCases.map { receipt($0, account: $0 == .ok ? FuzzKeys.key(2).nodeID : nil) } + [pooled]
+        return receipts.flatMap { receipt -> [[UInt8]] in
             let signed = (try? receipt.signed(by: FuzzKeys.node).encoded()) ?? []
             return [signed, (try? receipt.cbor.encoded()) ?? []]
         }

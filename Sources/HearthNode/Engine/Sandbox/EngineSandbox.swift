@@ -145,6 +145,21 @@ public struct EngineSandbox: Sendable {
         var keep: [Int32]
         /// Closes the parent's copies and removes the working folder; call once the engine has exited.
         var finish: @Sendable () -> Void
+
+        /// Starts the command, its output (both streams) going to a new file at `logPath`; the kernel kills it if
+        /// the node dies.
+        func spawn(loggingTo logPath: String) async throws -> Subprocess {
+            let log = open(logPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            defer { if log >= 0 { close(log) } }
+            return try await Subprocess.spawn(
+                command[0],
+                Array(command.dropFirst()),
+                environment: environment,
+                outputFD: log >= 0 ? log : nil,
+                keep: keep,
+                dieWithParent: true
+            )
+        }
     }
 
     /// As `launch(_:_:)`, on NIO's blocking pool: the first launch hashes and copies the engine binary, which must
