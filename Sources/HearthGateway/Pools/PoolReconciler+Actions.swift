@@ -105,7 +105,8 @@ extension PoolReconciler {
                 }
                 failures = 0
                 // The splice runs beside the next parked stream; both end with this relay.
-                Task { await Self.splice(peer, rpc) }
+                let counted = relayed
+                Task { await Self.splice(peer, rpc, counting: { toMember, bytes in counted.add(pool, toMember: toMember, bytes: bytes) }) }
             } catch {
                 if Task.isCancelled { return }
                 failures += 1
@@ -115,15 +116,16 @@ extension PoolReconciler {
         }
     }
 
-    /// Copies both ways until each side has finished; a failure on either side resets both.
-    static func splice(_ a: LinkTunnel, _ b: LinkTunnel) async {
+    /// Copies both ways until each side has finished; a failure on either side resets both. `counting` hears of
+    /// every chunk: `true` for head → member.
+    static func splice(_ head: LinkTunnel, _ member: LinkTunnel, counting: @escaping @Sendable (Bool, Int) -> Void) async {
         defer {
-            a.close()
-            b.close()
+            head.close()
+            member.close()
         }
         await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await copy(from: a, to: b) }
-            group.addTask { await copy(from: b, to: a) }
+            group.addTask { await copy(from: head, to: member) { counting(true, $0) } }
+            group.addTask { await copy(from: member, to: head) { counting(false, $0) } }
             for await finished in group where !finished {
                 group.cancelAll()
                 return
@@ -131,9 +133,12 @@ extension PoolReconciler {
         }
     }
 
-    private static func copy(from source: LinkTunnel, to target: LinkTunnel) async -> Bool {
+    private static func copy(from source: LinkTunnel, to target: LinkTunnel, counting: (Int) -> Void) async -> Bool {
         do {
-            while let chunk = try await source.inbound.next() { try await target.write(chunk) }
+            while let chunk = try await source.inbound.next() {
+                counting(chunk.readableBytes)
+                try await target.write(chunk)
+            }
             try await target.finish()
             return true
         } catch {

@@ -42,6 +42,27 @@ public struct PoolView: Codable, Sendable, Equatable {
     /// Seconds in the current state.
     public var sinceSeconds: Int
     public var lastIncident: PoolIncident?
+    /// Bytes the gateway relayed since the pool was created: head → members (the weights at load, then each token's
+    /// activations) and members → head.
+    public var relayedToMembers: UInt64
+    public var relayedFromMembers: UInt64
+}
+
+/// Bytes relayed per pool, both ways.
+final class RelayCounters: Sendable {
+    private let counts = Mutex<[PoolID: (toMembers: UInt64, fromMembers: UInt64)]>([:])
+
+    func add(_ pool: PoolID, toMember: Bool, bytes: Int) {
+        counts.withLock { counts in
+            var entry = counts[pool] ?? (0, 0)
+            if toMember { entry.toMembers += UInt64(bytes) } else { entry.fromMembers += UInt64(bytes) }
+            counts[pool] = entry
+        }
+    }
+
+    func of(_ pool: PoolID) -> (toMembers: UInt64, fromMembers: UInt64) { counts.withLock { $0[pool] ?? (0, 0) } }
+
+    func forget(_ pool: PoolID) { counts.withLock { $0[pool] = nil } }
 }
 
 /// Owns every pool: feeds each one's `PoolMachine` what the registry says about its nodes, and carries out what the
@@ -67,6 +88,7 @@ public final class PoolReconciler: Service, Sendable {
     /// Where pool definitions are kept across restarts; `nil` keeps them in memory only.
     let database: GatewayDatabase?
     let pools = Mutex<[PoolID: Instance]>([:])
+    let relayed = RelayCounters()
     private let wake = ChangeSignal()
 
     public init(
@@ -204,7 +226,9 @@ public final class PoolReconciler: Service, Sendable {
                 head: plan?.head.node,
                 members: members,
                 sinceSeconds: Int((now - machine.since).components.seconds),
-                lastIncident: machine.lastIncident
+                lastIncident: machine.lastIncident,
+                relayedToMembers: relayed.of(instance.id).toMembers,
+                relayedFromMembers: relayed.of(instance.id).fromMembers
             )
         }.sorted { $0.id < $1.id }
     }
@@ -256,7 +280,12 @@ public final class PoolReconciler: Service, Sendable {
             await feed(instance.id, .tick)
         }
         // Stopped pools go once their work is gone.
-        pools.withLock { $0 = $0.filter { $0.value.machine.state != .stopped } }
+        let gone = pools.withLock { pools -> [PoolID] in
+            let gone = pools.filter { $0.value.machine.state == .stopped }.map(\.key)
+            for id in gone { pools[id] = nil }
+            return gone
+        }
+        for id in gone { relayed.forget(id) }
         metrics.pools(Dictionary(grouping: pools.withLock { $0.values.map(\.machine.state) }, by: { $0 }).mapValues(\.count))
     }
 

@@ -98,7 +98,8 @@ enum PoolBench {
 
     /// A Hearth pool of `size` pool-only nodes; returns its decode rate, the time from the first request to the
     /// first answer, and the plan it made.
-    static func pooled(size: Int, rounds: Int) async throws -> (rate: Double, warm: Duration, plan: JSONValue) {
+    static func pooled(size: Int, rounds: Int) async throws -> (rate: Double, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double)
+    {
         try await Cluster.with(
             label: "bench-pool",
             gatewayArguments: ["--auto-pools", "on", "--pool-context", String(context), "--rate-limit", "100000000"]
@@ -133,7 +134,16 @@ enum PoolBench {
             }
             let warm = ContinuousClock.now - asked
             let plan = try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0] ?? .null
-            return (try await decodeRate(url: url, rounds: rounds), warm, plan)
+            func relayed() async throws -> (Double, Double) {
+                let pool = try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0]
+                return (Double(pool?["relayedToMembers"]?.integerValue ?? 0), Double(pool?["relayedFromMembers"]?.integerValue ?? 0))
+            }
+            let (load, loadBack) = try await relayed()
+            let rate = try await decodeRate(url: url, rounds: rounds)
+            let (to, from) = try await relayed()
+            // Warm-up (16) plus the rounds (128 each), with their prompts: an upper bound per decoded token.
+            let tokens = Double(16 + 128 * rounds)
+            return (rate, warm, plan, load, (to - load + from - loadBack) / tokens)
         }
     }
 
@@ -141,6 +151,10 @@ enum PoolBench {
         let directory = try TestEnvironment.temporaryDirectory("bench-pool-direct")
         let entry = Catalog.builtin[DefaultModel.id]!
         let alone = try await direct(plan: nil, rounds: rounds, directory: directory)
+        // One link's round trip (client → gateway → node → service and back) against loopback, in this run.
+        let (linkRTT, loopbackRTT) = try await TunnelBench.roundTrips(samples: 2_000)
+        // The head reaches a member over two links (head node → gateway → member node) instead of one loopback hop.
+        let relayRTT = 2 * linkRTT - loopbackRTT
         var rows = ""
         for size in [2, 3] {
             let pooled = try await pooled(size: size, rounds: rounds)
@@ -157,9 +171,16 @@ enum PoolBench {
             // Per decoded token the relay adds (1/pool − 1/local); the head waits on each remote member once per token.
             let added = (1 / pooled.rate - 1 / local) * 1000
             let perMember = added / Double(plan.members.count)
-            rows += "| \(size) nodes (\(layers) layers) | \(format(pooled.rate)) | \(format(local)) | \(format(pooled.rate / local, 3)) | "
-            rows +=
-                "\(format(pooled.rate / alone, 3)) | \(format(perMember, 2)) ms | \(format(Double(pooled.warm.components.seconds) + Double(pooled.warm.components.attoseconds) / 1e18, 1)) s |\n"
+            // The model: t_token = t_token(no relay) + Σ over remote members of the relay's extra round trip.
+            let modelRate = 1 / (1 / local + Double(plan.members.count) * relayRTT)
+            let warmSeconds = Double(pooled.warm.components.seconds) + Double(pooled.warm.components.attoseconds) / 1e18
+            let cells = [
+                "\(size) nodes (\(layers) layers)", format(pooled.rate), format(local), format(pooled.rate / local, 3),
+                format(pooled.rate / alone, 3),
+                "\(format(perMember, 2)) ms", format(modelRate), format(pooled.rate / modelRate, 3), "\(format(warmSeconds, 1)) s",
+                "\(format(pooled.loadBytes / 1_048_576, 1)) MiB", "\(format(pooled.tokenBytes / 1024, 1)) KiB",
+            ]
+            rows += "| " + cells.joined(separator: " | ") + " |\n"
         }
         try? FileManager.default.removeItem(atPath: directory)
         return """
@@ -171,12 +192,20 @@ enum PoolBench {
             member through the gateway's relay (two link hops each way). "llama.cpp RPC, no relay": the same planner's
             split with llama-server's `--rpc` straight to rpc-servers on loopback. One engine alone: \(format(alone)) tok/s.
 
-            | pool | Hearth pool tok/s | llama.cpp RPC, no relay tok/s | pool / no relay | pool / one engine | relay per member per token | first request → first answer |
-            | --- | --- | --- | --- | --- | --- | --- |
+            Round trip of a 64-byte message through one link: \(format(linkRTT * 1e6, 0)) µs (loopback TCP: \(format(loopbackRTT * 1e6, 0)) µs), so
+            the relay's extra round trip per member is \(format(relayRTT * 1e6, 0)) µs (two links instead of one loopback hop).
+
+            | pool | Hearth pool tok/s | llama.cpp RPC, no relay tok/s | pool / no relay | pool / one engine | relay per member per token | model tok/s | pool / model | first request → first answer | sent to members at load | relayed per token |
+            | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
             \(rows)
-            "Relay per member per token" is (1/pool − 1/no relay) / remote members: what the model
-            t_token ≈ t_compute + Σ RTT charges the relay, measured in the same run. "First request → first answer" includes
+            "Relay per member per token" is (1/pool − 1/no relay) / remote members. "Model" is t_token = t_token(no relay) +
+            remote members × the relay's extra round trip, with the round trip measured in the same run; "pool / model"
+            near 1 means the relay costs what its round trips cost and nothing more. "First request → first answer" includes
             planning, starting the rpc-servers and the head, and sending the weights (no tensor cache yet: fresh folders).
+            "Sent to members at load" is what the gateway relayed head → members up to the first answer (the members'
+            weights and KV-cache allocations); a warm tensor cache would not shrink it for this model, because llama.cpp
+            offers only tensors over 10 MiB by hash and SmolLM2's largest per-layer tensor is about 0.6 MiB. "Relayed per
+            token" counts both directions during the timed rounds, prompts included, over the tokens decoded.
 
             """
     }

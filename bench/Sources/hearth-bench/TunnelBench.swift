@@ -23,6 +23,17 @@ enum TunnelBench {
             sink.close(promise: nil)
             source.close(promise: nil)
         }
+        return try await withLinkedNode(services: ["sink": sink.localAddress!.port!, "source": source.localAddress!.port!]) { forward in
+            try await measureThroughput(bytes: bytes, megabytes: megabytes, sink: sink, source: source, forward: forward)
+        }
+    }
+
+    /// Runs `body` with a gateway and a stand-in node linked over the real mesh in this process, the node exposing
+    /// `services`; `body` gets a function that opens a `TunnelForward` to one of them.
+    static func withLinkedNode<T: Sendable>(
+        services: [String: Int],
+        _ body: (_ forward: (String) async throws -> TunnelForward) async throws -> T
+    ) async throws -> T {
         var logger = Logger(label: "bench-tunnel")
         logger.logLevel = .warning
         let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
@@ -45,7 +56,7 @@ enum TunnelBench {
             identity: NodeIdentity(key: key),
             configuration: NodeConfiguration().with {
                 $0.join = JoinAddress(host: "127.0.0.1", port: meshPort, gatewayID: gateway.id)
-                $0.tunnelServices = ["sink": sink.localAddress!.port!, "source": source.localAddress!.port!]
+                $0.tunnelServices = services
             },
             logger: logger
         )
@@ -61,8 +72,48 @@ enum TunnelBench {
         }
         guard let links = gateway.links else { throw BenchError("no mesh") }
         for _ in 0..<200 where !links.isLinked(key.nodeID) { try await Task.sleep(for: .milliseconds(25)) }
-        let toSink = try await TunnelForward(links: links, node: key.nodeID, service: "sink", logger: logger)
-        let fromSource = try await TunnelForward(links: links, node: key.nodeID, service: "source", logger: logger)
+        return try await body { service in try await TunnelForward(links: links, node: key.nodeID, service: service, logger: logger) }
+    }
+
+    /// Median round trip of a 64-byte message to an echo service on a node: through one link (client → gateway →
+    /// node → service and back) and straight on loopback.
+    static func roundTrips(samples: Int) async throws -> (link: Double, direct: Double) {
+        let echo = try await serve { EchoHandler() }
+        defer { echo.close(promise: nil) }
+        let port = echo.localAddress!.port!
+        return try await withLinkedNode(services: ["echo": port]) { forward in
+            let tunnel = try await forward("echo")
+            defer { tunnel.close() }
+            return (try await pingPong(port: tunnel.port, samples: samples), try await pingPong(port: port, samples: samples))
+        }
+    }
+
+    static func pingPong(port: Int, samples: Int) async throws -> Double {
+        let message = ByteBuffer(repeating: 0x42, count: 64)
+        return try await connect(port: port).executeThenClose { inbound, outbound in
+            var iterator = inbound.makeAsyncIterator()
+            var times: [Double] = []
+            for round in 0..<(samples + 50) {
+                let start = ContinuousClock.now
+                try await outbound.write(message)
+                var received = 0
+                while received < 64, let chunk = try await iterator.next() { received += chunk.readableBytes }
+                if round >= 50 { times.append(seconds(since: start)) }
+            }
+            outbound.finish()
+            return percentile(times, 0.5)
+        }
+    }
+
+    static func measureThroughput(
+        bytes: Int,
+        megabytes: Int,
+        sink: any Channel,
+        source: any Channel,
+        forward: (String) async throws -> TunnelForward
+    ) async throws -> String {
+        let toSink = try await forward("sink")
+        let fromSource = try await forward("source")
         defer {
             toSink.close()
             fromSource.close()
@@ -159,6 +210,16 @@ enum TunnelBench {
             }
             .bind(host: "127.0.0.1", port: 0)
             .get()
+    }
+}
+
+/// Writes back whatever it reads.
+final class EchoHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.writeAndFlush(data, promise: nil)
     }
 }
 
