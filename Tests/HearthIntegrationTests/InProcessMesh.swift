@@ -38,6 +38,10 @@ final class InProcessMesh: Sendable {
             $0.meshPort = 0
             $0.dataDirectory = try? TestEnvironment.temporaryDirectory(label)
             $0.linkPollInterval = .milliseconds(300)
+            // The node answers from this test process, which shares two cores with the whole parallel suite (pools
+            // included) and a CPU hog in CI: a poll late by seconds is load here, not a silent node. Liveness is
+            // tested with real processes (LinkLivenessTests).
+            $0.linkAnswerTimeout = .seconds(30)
         }
         configure(&configuration)
         let gateway = try await buildGateway(
