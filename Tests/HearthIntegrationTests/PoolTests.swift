@@ -238,8 +238,14 @@ struct PoolTests {
             #expect(incidents.first?.contains("pool.incident=member_lost") == true, "\(incidents)")
             #expect(incidents.first?.contains("node.id=\(victim.id.short)") == true, "\(incidents)")
             let metrics = try await HTTP.get(cluster.url + "/metrics").text.split(separator: "\n")
-            #expect(metrics.contains { $0.hasPrefix("hearth_pool_incidents_total{kind=\"member_lost\"}") && $0.hasSuffix(" 1") }, "\(metrics.filter { $0.contains("pool") })")
-            #expect(metrics.contains { $0.hasPrefix("hearth_pools{state=\"ready\"}") && $0.hasSuffix(" 1.0") }, "\(metrics.filter { $0.contains("pool") })")
+            #expect(
+                metrics.contains { $0.hasPrefix("hearth_pool_incidents_total{kind=\"member_lost\"}") && $0.hasSuffix(" 1") },
+                "\(metrics.filter { $0.contains("pool") })"
+            )
+            #expect(
+                metrics.contains { $0.hasPrefix("hearth_pools{state=\"ready\"}") && $0.hasSuffix(" 1.0") },
+                "\(metrics.filter { $0.contains("pool") })"
+            )
 
             // Nothing outlives a node that stops.
             let children = (nodes + [late]).flatMap {

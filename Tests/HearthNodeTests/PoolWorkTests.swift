@@ -20,15 +20,18 @@ struct PoolWorkTests {
     static func worker(
         memory: UInt64 = 200 << 20,
         rpcServer: String = "/nonexistent/ggml-rpc-server",
-        directory: String = NSTemporaryDirectory()
+        directory: String = NSTemporaryDirectory(),
+        startTimeout: Duration = .seconds(30)
     ) -> PoolWorker {
         let limits = NodeLimits(threads: 1, contextSize: 2048, parallelSlots: 1, memoryBytes: 1 << 30)
         let configuration = NodeConfiguration().with {
             $0.dataDirectory = directory
             $0.limits = limits
         }
+        var settings = PoolSettings(memoryBytes: memory, threads: 1, rpcServerPath: rpcServer)
+        settings.startTimeout = startTimeout
         return PoolWorker(
-            settings: PoolSettings(memoryBytes: memory, threads: 1, rpcServerPath: rpcServer),
+            settings: settings,
             node: me,
             configuration: configuration,
             sandbox: .off(limits: limits),
@@ -148,6 +151,31 @@ struct PoolWorkTests {
             #expect(!processIsAlive(pid))
         }
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// An rpc-server that exits at once, or never listens, is reported failed with why; it is never left running.
+    @Test func aMemberThatCannotServeIsReportedFailed() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("pool-member-fail")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let crashing = directory + "/crashing-rpc-server"
+        let silent = directory + "/silent-rpc-server"
+        try "#!/bin/sh\necho 'bind failed: address in use'\nexit 0\n".write(toFile: crashing, atomically: true, encoding: .utf8)
+        // A copy of sleep under a name no other test's process has, to look for it afterwards.
+        try FileManager.default.copyItem(atPath: "/bin/sleep", toPath: directory + "/pool-silent")
+        try "#!/bin/sh\nexec \(directory)/pool-silent 120\n".write(toFile: silent, atomically: true, encoding: .utf8)
+        for path in [crashing, silent] { chmod(path, 0o755) }
+        for (path, words) in [(crashing, "bind failed"), (silent, "did not listen")] {
+            let worker = Self.worker(rpcServer: path, directory: directory, startTimeout: .seconds(1))
+            let pool = PoolID.random()
+            try await worker.assign(PoolAssignment(pool: pool, epoch: 1, plan: Self.plan()))
+            let deadline = ContinuousClock.now + .seconds(20)
+            while worker.statuses.first?.state != .failed, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            let status = try #require(worker.statuses.first)
+            #expect(status.state == .failed && status.detail?.contains(words) == true, "\(status)")
+            #expect(worker.memberPort(of: pool) == nil)
+            await worker.drop(pool)
+            #expect(childProcesses(of: getpid(), named: "pool-silent").isEmpty, "the silent rpc-server was left running")
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-public import Prometheus
 import HearthCore
+public import Prometheus
 import Synchronization
 
 /// The gateway's Prometheus metrics. Labels are bounded: route templates, status codes, model ids of announced models.

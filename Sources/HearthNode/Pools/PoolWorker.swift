@@ -13,6 +13,8 @@ public struct PoolSettings: Sendable, Equatable {
     public var threads: Int
     /// The `ggml-rpc-server` binary.
     public var rpcServerPath: String
+    /// Longest wait for an rpc-server to listen before it counts as failed.
+    public var startTimeout: Duration = .seconds(30)
 
     public init(memoryBytes: UInt64, threads: Int, rpcServerPath: String) {
         self.memoryBytes = memoryBytes
@@ -214,6 +216,7 @@ final class PoolWorker: Sendable {
                     threads: settings.threads,
                     sandbox: sandbox,
                     logDirectory: configuration.dataDirectory,
+                    startTimeout: settings.startTimeout,
                     logger: logger
                 )
                 next = .member(member)

@@ -44,8 +44,17 @@ final class RPCMember: Sendable {
         changes.notify()
     }
 
-    func start(executable: String, threads: Int, sandbox: EngineSandbox, logDirectory: String, logger: Logger) {
-        let work = Task { await run(executable: executable, threads: threads, sandbox: sandbox, logDirectory: logDirectory, logger: logger) }
+    func start(executable: String, threads: Int, sandbox: EngineSandbox, logDirectory: String, startTimeout: Duration, logger: Logger) {
+        let work = Task {
+            await run(
+                executable: executable,
+                threads: threads,
+                sandbox: sandbox,
+                logDirectory: logDirectory,
+                startTimeout: startTimeout,
+                logger: logger
+            )
+        }
         task.withLock { $0 = work }
     }
 
@@ -56,7 +65,7 @@ final class RPCMember: Sendable {
         await work?.value
     }
 
-    private func run(executable: String, threads: Int, sandbox: EngineSandbox, logDirectory: String, logger: Logger) async {
+    private func run(executable: String, threads: Int, sandbox: EngineSandbox, logDirectory: String, startTimeout: Duration, logger: Logger) async {
         var logger = logger
         logger[metadataKey: "pool.id"] = "\(assignment.pool)"
         let port: Int
@@ -86,9 +95,13 @@ final class RPCMember: Sendable {
         }
         logger.info("pool member starting", metadata: ["node.engine.port": "\(port)", "node.engine.pid": "\(process.pid)"])
         await withTaskCancellationHandler {
-            if await Self.waitUntilListening(port: port, process: process) {
+            if await Self.waitUntilListening(port: port, process: process, timeout: startTimeout) {
                 update(.ready, nil, port: port)
                 logger.info("pool member ready", metadata: ["node.engine.port": "\(port)"])
+            } else if !Task.isCancelled, !process.hasExited {
+                // Never listening is a failure too: say so, rather than stay "starting" until the gateway gives up.
+                update(.failed, "ggml-rpc-server did not listen on port \(port) within \(startTimeout)")
+                process.signal(SIGKILL)
             }
             let status = await process.waitForExit()
             if !Task.isCancelled {
@@ -103,9 +116,9 @@ final class RPCMember: Sendable {
         await process.stop(grace: .seconds(3))
     }
 
-    /// Connects to the port until the server accepts, it exits, or 30 s pass.
-    static func waitUntilListening(port: Int, process: Subprocess) async -> Bool {
-        let deadline = ContinuousClock.now + .seconds(30)
+    /// Connects to the port until the server accepts, it exits, or `timeout` passes.
+    static func waitUntilListening(port: Int, process: Subprocess, timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline, !process.hasExited, !Task.isCancelled {
             if let channel = try? await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.seconds(1))

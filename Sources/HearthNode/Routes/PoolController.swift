@@ -22,7 +22,9 @@ struct PoolController {
             guard let pool = PoolID(context.parameters.get("pool") ?? "") else { return Self.badID }
             let body = try await request.body.collect(upTo: 1 << 20)
             guard let assignment = try? JSONDecoder().decode(PoolAssignment.self, from: body), assignment.pool == pool else {
-                return EngineProxyController.error(APIFailure(.invalidRequest, "The body must be a pool assignment for \(pool).", code: "invalid_assignment"))
+                return EngineProxyController.error(
+                    APIFailure(.invalidRequest, "The body must be a pool assignment for \(pool).", code: "invalid_assignment")
+                )
             }
             do throws(PoolRefusal) {
                 try await worker.assign(assignment)
