@@ -78,4 +78,45 @@ struct PoolRoutesTests {
         await third.restore()
         #expect(third.views().isEmpty)
     }
+
+    /// Requests that arrive together for a model no node serves alone create one automatic pool, and only when the
+    /// lenders could hold it.
+    @Test func concurrentDemandCreatesOnePool() async throws {
+        let registry = NodeRegistry(ttl: .seconds(60))
+        var policy = PoolPolicy()
+        policy.automatic = true
+        policy.context = 8192
+        // A real database: storing the definition suspends, which is where two requests could both create one.
+        let database = try GatewayDatabase.open(directory: try TestEnvironment.temporaryDirectory("pools-demand"))
+        try await database.migrate()
+        let reconciler = PoolReconciler(
+            registry: registry,
+            links: NodeLinks(),
+            catalog: .builtin,
+            policy: policy,
+            metrics: GatewayMetrics(),
+            database: database,
+            logger: Logger(label: "test")
+        )
+        func lend(_ seed: UInt8) {
+            var lender = announcement(NodeID(String(repeating: String(format: "%02x", seed), count: 32))!)
+            lender.report.models = []
+            lender.report.pool = PoolOffer(memoryBytes: 150 << 20, threads: 1, canHead: true)
+            registry.upsert(lender)
+        }
+        lend(1)
+        lend(2)
+        // Two lenders cannot hold SmolLM2 at 8 Ki: no pool, and the client hears no "warming".
+        #expect(await reconciler.demand(model: DefaultModel.id) == nil)
+        lend(3)
+        let answers = await withTaskGroup(of: String?.self) { group in
+            for _ in 0..<20 { group.addTask { await reconciler.demand(model: DefaultModel.id) } }
+            return await group.reduce(into: [String?]()) { $0.append($1) }
+        }
+        #expect(answers.allSatisfy { $0 != nil })
+        #expect(reconciler.views().count == 1)
+        #expect(reconciler.views().first?.automatic == true)
+        // An unpinned or unknown model never gets one.
+        #expect(await reconciler.demand(model: ModelID("no-such-model:q8_0")!) == nil)
+    }
 }

@@ -89,6 +89,8 @@ public final class PoolReconciler: Service, Sendable {
     let database: GatewayDatabase?
     let pools = Mutex<[PoolID: Instance]>([:])
     let relayed = RelayCounters()
+    /// Models an automatic pool is being created for, so two requests at once create one pool, not two.
+    private let creating = Mutex<Set<ModelID>>([])
     private let wake = ChangeSignal()
 
     public init(
@@ -190,6 +192,12 @@ public final class PoolReconciler: Service, Sendable {
         guard case .success = PoolPlanner.plan(entry: entry, context: policy.context, slots: policy.slots, candidates: registry.poolCandidates())
         else {
             return nil
+        }
+        guard creating.withLock({ $0.insert(entry.id).inserted }) else { return "planning" }
+        defer { creating.withLock { _ = $0.remove(entry.id) } }
+        // Checked again under the claim: a request just before this one may have created it already.
+        if pools.withLock({ $0.values.contains { $0.entry.id == entry.id && $0.machine.state != .stopped && $0.machine.state != .stopping } }) {
+            return "planning"
         }
         _ = try? await create(model: entry.id, automatic: true)
         return "planning"
