@@ -21,13 +21,24 @@ struct PoolTests {
         "max_tokens": 48, "temperature": 0, "seed": 1, "cache_prompt": false,
     ]
 
-    /// Asks until the pool answers, checking that every refusal meanwhile is the warming 503 with Retry-After.
-    static func askUntilServed(_ cluster: Cluster, timeout: Duration = .seconds(240)) async throws -> (reply: HTTP.Reply, warming: [String]) {
+    /// Asks until the pool answers, checking that every refusal meanwhile is the warming 503 with Retry-After. After a
+    /// loss (`recovering`), a request that reached the dying head in the instant before the gateway noticed may fail
+    /// with a 502 that also says when to retry; nothing else is accepted.
+    static func askUntilServed(
+        _ cluster: Cluster,
+        recovering: Bool = false,
+        timeout: Duration = .seconds(240)
+    ) async throws -> (reply: HTTP.Reply, warming: [String]) {
         let deadline = ContinuousClock.now + timeout
         var warming: [String] = []
         while ContinuousClock.now < deadline {
             let reply = try await HTTP.post(cluster.url + "/v1/chat/completions", json: question)
             if reply.status == 200 { return (reply, warming) }
+            if recovering, reply.status == 502, reply.json["error"]?["code"]?.stringValue == "upstream_failed" {
+                #expect(reply.headers.first(name: "retry-after") != nil)
+                try await Task.sleep(for: .milliseconds(500))
+                continue
+            }
             #expect(reply.status == 503, "unexpected answer \(reply.status): \(reply.text)")
             #expect(reply.headers.first(name: "retry-after") != nil)
             #expect(reply.json["error"]?["code"]?.stringValue == "pool_warming", "\(reply.text)")
@@ -224,7 +235,7 @@ struct PoolTests {
             #expect(try await Self.waitUntilGone(victimRPC), "ggml-rpc-server outlived its node")
             #expect(try await Self.waitUntilGone(headEngine), "the head's old engine outlived the plan")
 
-            _ = try await Self.askUntilServed(cluster)
+            _ = try await Self.askUntilServed(cluster, recovering: true)
             let second = try await Self.pool(cluster)
             #expect(second["state"]?.stringValue == "ready")
             #expect((second["epoch"]?.integerValue ?? 0) >= 2)
@@ -269,7 +280,7 @@ struct PoolTests {
             kill(rpc, SIGSTOP)
             let frozenAt = ContinuousClock.now
             _ = await stream.value
-            let (_, _) = try await Self.askUntilServed(cluster)
+            let (_, _) = try await Self.askUntilServed(cluster, recovering: true)
             let recovered = ContinuousClock.now - frozenAt
             let incidents = Self.incidents(cluster)
             #expect(incidents.count == 1, "\(incidents)")

@@ -56,6 +56,26 @@ struct EngineProxyTests {
         }
     }
 
+    /// A request for a pool this node does not head (now) is a 503 the gateway retries elsewhere, never a 404 to the
+    /// client, and never served by the node's own engine for the same model.
+    @Test func aRequestForAPoolItDoesNotHeadIsRetriable() async throws {
+        let handle = EngineHandle(spec: Self.spec, wanted: false)
+        try await Self.application(handle).test(.router) { client in
+            for pool in [PoolID.random().rawValue, "not-a-pool"] {
+                try await client.execute(
+                    uri: "/v1/chat/completions",
+                    method: .post,
+                    headers: [.init(LinkProtocol.Header.pool)!: pool],
+                    body: Self.body(DefaultModel.id.rawValue)
+                ) { response in
+                    #expect(response.status == .serviceUnavailable)
+                    #expect(String(buffer: response.body).contains("pool_head_gone"))
+                }
+            }
+            #expect(!handle.wanted, "the node's own engine was loaded for a pool request")
+        }
+    }
+
     @Test func aFileRefusedOnceIsRefusedAtOnce() async throws {
         let handle = EngineHandle(spec: Self.spec, wanted: true)
         handle.failPermanently("sha256 differs")

@@ -70,7 +70,15 @@ public struct Dispatcher: Sendable {
         consumer: String = "anonymous",
         logger: Logger
     ) async throws(DispatchFailure) -> OpenedUpstream {
-        let nodes = registry.routableNodes()
+        var nodes = registry.routableNodes()
+        // A head is routed to only while the gateway's own plan says its pool serves there: a report a poll behind
+        // would otherwise send requests to a head that was just stopped.
+        if let pools {
+            for index in nodes.indices {
+                let node = nodes[index].id
+                nodes[index].models.removeAll { model in model.pool.map { !pools.serves($0, head: node) } ?? false }
+            }
+        }
         let candidates: [NodeID]
         let canonical: ModelID
         switch RoutePlanner.plan(model: model, nodes: nodes, catalog: catalog) {

@@ -208,6 +208,11 @@ public final class PoolReconciler: Service, Sendable {
         pools.withLock { pools in pools[pool].flatMap { instance in instance.machine.plan.map { (instance.machine.epoch, $0) } } }
     }
 
+    /// Whether `pool` is ready with its head on `node`, by the gateway's own plan.
+    public func serves(_ pool: PoolID, head node: NodeID) -> Bool {
+        pools.withLock { pools in pools[pool].map { $0.machine.state == .ready && $0.machine.plan?.head.node == node } ?? false }
+    }
+
     /// A request was routed to `pool`'s head.
     public func used(_ pool: PoolID) {
         let now = ContinuousClock.now

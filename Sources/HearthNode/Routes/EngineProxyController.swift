@@ -62,7 +62,8 @@ struct EngineProxyController {
         var shares: PoolShares?
         if let asked = request.headers[Self.poolHeader] {
             guard let pool = PoolID(asked), let head = pools?.head(of: pool), head.engine.serves(name) else {
-                return Self.error(APIFailure(.notFound, "This node heads no pool \(asked) for '\(name)'.", param: "model", code: "model_not_found"))
+                // Not the client's mistake: the gateway routed on a report the node has moved past. 503, so it tries elsewhere.
+                return Self.error(APIFailure(.unavailable, "This node heads no pool \(asked) for '\(name)' now.", code: "pool_head_gone"))
             }
             engine = head.engine
             shares = head.shares
