@@ -61,6 +61,25 @@ public final class Cluster: Sendable {
         ]
     }
 
+    /// The arguments of `hearth node --pool-only`: a node that serves no model alone and lends `lentMiB` MiB to pools,
+    /// out of a memory limit of `lentMiB + 50` MiB.
+    public func poolNodeArguments(name: String, lentMiB: Int) throws -> [String] {
+        var arguments = try Self.nodeArguments(name: name, directory: directory, join: join)
+        if let index = arguments.firstIndex(of: "--model") { arguments.removeSubrange(index...(index + 1)) }
+        return arguments + ["--pool-only", "--pool-memory", "\(lentMiB)MiB", "--memory", "\(lentMiB + 50)MiB"]
+    }
+
+    /// Polls `/api/nodes` until `count` nodes lend memory to pools.
+    public func waitForLenders(_ count: Int, timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let nodes = try await HTTP.get(url + "/api/nodes").json.arrayValue ?? []
+            if nodes.filter({ $0["pool"]?["memoryBytes"] != nil }).count >= count { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw TestProcessError("the gateway did not see \(count) nodes lending memory; gateway stderr:\n\(gateway.errorOutput.suffix(3000))")
+    }
+
     /// Polls `/v1/models` until the default model has `count` ready nodes.
     public func waitForReadyNodes(_ count: Int, timeout: Duration = .seconds(90)) async throws {
         let deadline = ContinuousClock.now + timeout

@@ -10,9 +10,7 @@ import Testing
 struct PoolTests {
     /// 150 MiB each: the planner finds that two cannot hold the model at 8 Ki tokens (about 330 MiB) and three can.
     static func poolNodeArguments(_ name: String, cluster: Cluster) throws -> [String] {
-        var arguments = try Cluster.nodeArguments(name: name, directory: cluster.directory, join: cluster.join)
-        if let index = arguments.firstIndex(of: "--model") { arguments.removeSubrange(index...(index + 1)) }
-        return arguments + ["--pool-only", "--pool-memory", "150MiB", "--memory", "200MiB"]
+        try cluster.poolNodeArguments(name: name, lentMiB: 150)
     }
 
     static let question: JSONValue = [
@@ -49,17 +47,6 @@ struct PoolTests {
         throw TestProcessError("the pool did not serve in time; pools: \(pools)\ngateway:\n\(cluster.gateway.errorOutput.suffix(4000))")
     }
 
-    /// Waits until the gateway has the reports of `count` nodes lending memory.
-    static func waitForLenders(_ count: Int, cluster: Cluster) async throws {
-        let deadline = ContinuousClock.now + .seconds(60)
-        while ContinuousClock.now < deadline {
-            let nodes = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
-            if nodes.filter({ $0["pool"]?["memoryBytes"] != nil }).count >= count { return }
-            try await Task.sleep(for: .milliseconds(200))
-        }
-        throw TestProcessError("the gateway did not see \(count) nodes lending memory; gateway:\n\(cluster.gateway.errorOutput.suffix(3000))")
-    }
-
     @Test func threeNodesServeAModelNoneCanHoldAloneWithTheSameTextAsOneUnsplitEngine() async throws {
         try await Cluster.with(label: "pool", gatewayArguments: ["--auto-pools", "on", "--pool-context", "8192"]) { cluster in
             var nodes: [TestProcess] = []
@@ -75,7 +62,7 @@ struct PoolTests {
                 )
             }
             for node in nodes { _ = try await node.waitForLine { $0.hasPrefix("READY node=") } }
-            try await Self.waitForLenders(3, cluster: cluster)
+            try await cluster.waitForLenders(3)
             // Until all three lend memory, the gateway cannot plan; after that the pool warms and then serves.
             let (reply, warming) = try await Self.askUntilServed(cluster)
             #expect(!warming.isEmpty, "the first request should have found the pool warming")
@@ -216,7 +203,7 @@ struct PoolTests {
     @Test func aKilledMemberIsReplacedByTheNodesLeftAndOneThatJoined() async throws {
         try await Cluster.with(label: "pool-loss", gatewayArguments: ["--auto-pools", "on", "--pool-context", "8192"]) { cluster in
             let nodes = try await Self.startLenders(["loss-a", "loss-b", "loss-c"], cluster: cluster)
-            try await Self.waitForLenders(3, cluster: cluster)
+            try await cluster.waitForLenders(3)
             _ = try await Self.askUntilServed(cluster)
             let first = try await Self.pool(cluster)
             let head = try #require(first["head"]?.stringValue)
@@ -226,7 +213,7 @@ struct PoolTests {
             let headEngine = try #require(childProcesses(of: headNode.process.pid, named: "llama-server").first)
             // A fourth node joins while the pool serves; it is not needed until a member is lost.
             let late = try await Self.startLenders(["loss-d"], cluster: cluster)[0]
-            try await Self.waitForLenders(4, cluster: cluster)
+            try await cluster.waitForLenders(4)
 
             let stream = try await Self.streamInBackground(cluster)
             victim.process.send(SIGKILL)
@@ -271,7 +258,7 @@ struct PoolTests {
         let arguments = ["--auto-pools", "on", "--pool-context", "8192", "--pool-stall-timeout", "6s"]
         try await Cluster.with(label: "pool-stall", gatewayArguments: arguments) { cluster in
             let nodes = try await Self.startLenders(["stall-a", "stall-b", "stall-c"], cluster: cluster)
-            try await Self.waitForLenders(3, cluster: cluster)
+            try await cluster.waitForLenders(3)
             _ = try await Self.askUntilServed(cluster)
             let rpc = try #require(nodes.flatMap { childProcesses(of: $0.process.pid, named: "ggml-rpc-server") }.first)
 
@@ -318,7 +305,7 @@ struct PoolTests {
             let ready = try await behind.waitForLine { $0.hasPrefix("READY node=") }
             let behindID = try #require(NodeID(String(ready.dropFirst("READY node=".count))))
             nodes.append((behind, behindID))
-            try await Self.waitForLenders(3, cluster: cluster)
+            try await cluster.waitForLenders(3)
             let (reply, _) = try await Self.askUntilServed(cluster)
             let content = reply.json["choices"]?[0]?["message"]?["content"]?.stringValue ?? ""
             #expect(!content.isEmpty)

@@ -77,6 +77,9 @@ public final class PoolReconciler: Service, Sendable {
         var machine: PoolMachine
         var lastUsed: ContinuousClock.Instant
         var relays: [Task<Void, Never>] = []
+
+        /// Not stopped or being stopped: it serves, or will.
+        var isLive: Bool { machine.state != .stopped && machine.state != .stopping }
     }
 
     let registry: NodeRegistry
@@ -179,9 +182,7 @@ public final class PoolReconciler: Service, Sendable {
         let now = ContinuousClock.now
         let existing = pools.withLock { pools -> String? in
             guard
-                let key = pools.first(where: {
-                    $0.value.entry.id == entry.id && $0.value.machine.state != .stopped && $0.value.machine.state != .stopping
-                })?.key
+                let key = pools.first(where: { $0.value.entry.id == entry.id && $0.value.isLive })?.key
             else { return nil }
             pools[key]?.lastUsed = now
             return pools[key]?.machine.progress
@@ -196,7 +197,7 @@ public final class PoolReconciler: Service, Sendable {
         guard creating.withLock({ $0.insert(entry.id).inserted }) else { return "planning" }
         defer { creating.withLock { _ = $0.remove(entry.id) } }
         // Checked again under the claim: a request just before this one may have created it already.
-        if pools.withLock({ $0.values.contains { $0.entry.id == entry.id && $0.machine.state != .stopped && $0.machine.state != .stopping } }) {
+        if pools.withLock({ $0.values.contains { $0.entry.id == entry.id && $0.isLive } }) {
             return "planning"
         }
         _ = try? await create(model: entry.id, automatic: true)
@@ -224,6 +225,7 @@ public final class PoolReconciler: Service, Sendable {
         return pools.withLock { Array($0.values) }.map { instance in
             let machine = instance.machine
             let plan = machine.plan
+            let bytes = relayed.of(instance.id)
             var members: [PoolView.Member] = []
             if let plan {
                 members.append(.init(node: plan.head.node, role: "head", layers: plan.head.layers, memoryBytes: plan.head.memoryBytes))
@@ -240,8 +242,8 @@ public final class PoolReconciler: Service, Sendable {
                 members: members,
                 sinceSeconds: Int((now - machine.since).components.seconds),
                 lastIncident: machine.lastIncident,
-                relayedToMembers: relayed.of(instance.id).toMembers,
-                relayedFromMembers: relayed.of(instance.id).fromMembers
+                relayedToMembers: bytes.toMembers,
+                relayedFromMembers: bytes.fromMembers
             )
         }.sorted { $0.id < $1.id }
     }

@@ -108,7 +108,6 @@ final class PoolWorker: Sendable {
 
     /// The offer for the report: memory, build, whether a head is possible, files held, and the work now.
     func offer() -> PoolOffer {
-        let current = work.withLock { Array($0.values) }
         var files: [SHA256Digest] = []
         if let store {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: store.directory)) ?? []
@@ -119,11 +118,14 @@ final class PoolWorker: Sendable {
             threads: settings.threads,
             canHead: store != nil,
             files: Array(files.prefix(NodeReport.Bound.models)),
-            work: current.map(\.status).sorted { ($0.pool, $0.role.rawValue) < ($1.pool, $1.role.rawValue) }
+            work: statuses
         )
     }
 
-    var statuses: [PoolWorkStatus] { offer().work }
+    /// The pool work now, without the files: the report's revision is computed often and needs only this.
+    var statuses: [PoolWorkStatus] {
+        work.withLock { Array($0.values) }.map(\.status).sorted { ($0.pool, $0.role.rawValue) < ($1.pool, $1.role.rawValue) }
+    }
 
     /// The models this node's heads serve, for the report: routable like its own engines, under their pool's id.
     func servedModels() -> [ServedModel] {

@@ -59,7 +59,7 @@ struct EngineProxyController {
             return Self.error(APIFailure(.invalidRequest, "The body must be JSON with a 'model' string.", param: "model"))
         }
         let engine: EngineHandle
-        var shares: PoolShares?
+        let shares: PoolShares?
         if let asked = request.headers[Self.poolHeader] {
             guard let pool = PoolID(asked), let head = pools?.head(of: pool), head.engine.serves(name) else {
                 // Not the client's mistake: the gateway routed on a report the node has moved past. 503, so it tries elsewhere.
@@ -69,6 +69,7 @@ struct EngineProxyController {
             shares = head.shares
         } else if let own = host.engine(named: name) {
             engine = own
+            shares = nil
         } else {
             return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
@@ -132,7 +133,6 @@ struct EngineProxyController {
         let consumer = request.headers[Self.consumerHeader] ?? "anonymous"
         let maxTokens = fields?.maxTokens ?? 0
         let spec = engine.spec
-        let poolShares = shares
         let startedAt = Date()
         return Response(
             status: .ok,
@@ -188,7 +188,7 @@ struct EngineProxyController {
                     maxTokens: maxTokens,
                     startedAt: startedAt,
                     outcome: outcome,
-                    pool: poolShares
+                    pool: shares
                 ) {
                     trailers[.init(LinkProtocol.receiptTrailer)!] = value
                 }

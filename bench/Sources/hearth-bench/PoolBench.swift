@@ -105,9 +105,7 @@ enum PoolBench {
             gatewayArguments: ["--auto-pools", "on", "--pool-context", String(context), "--rate-limit", "100000000"]
         ) { cluster in
             for index in 0..<size {
-                var arguments = try Cluster.nodeArguments(name: "pool-\(index)", directory: cluster.directory, join: cluster.join)
-                if let model = arguments.firstIndex(of: "--model") { arguments.removeSubrange(model...(model + 1)) }
-                arguments += ["--pool-only", "--pool-memory", "\(lent[size]!)MiB", "--memory", "\(lent[size]! + 50)MiB", "--no-sandbox"]
+                let arguments = try cluster.poolNodeArguments(name: "pool-\(index)", lentMiB: lent[size]!) + ["--no-sandbox"]
                 let node = try await TestProcess(
                     name: "pool-\(index)",
                     executable: try TestEnvironment.hearthBinary(),
@@ -116,12 +114,7 @@ enum PoolBench {
                 )
                 _ = try await node.waitForLine { $0.hasPrefix("READY node=") }
             }
-            let deadline = ContinuousClock.now + .seconds(60)
-            while ContinuousClock.now < deadline {
-                let nodes = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
-                if nodes.filter({ $0["pool"] != nil }).count == size { break }
-                try await Task.sleep(for: .milliseconds(100))
-            }
+            try await cluster.waitForLenders(size)
             let url = cluster.url + "/v1/chat/completions"
             let asked = ContinuousClock.now
             while true {
