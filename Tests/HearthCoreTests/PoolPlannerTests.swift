@@ -148,9 +148,34 @@ import Testing
         #expect(arguments[rpc + 1] == "127.0.0.1:4001,127.0.0.1:4002")
         #expect(arguments[device + 1] == "RPC0,RPC1")
         let split = try #require(arguments.firstIndex(of: "--tensor-split"))
-        #expect(arguments[split + 1] == plan.members.map { String($0.layers) }.joined(separator: ","))
+        // llama.cpp's output layer takes the last slot after the blocks: each member's range is exactly its blocks.
+        let weights = try arguments[split + 1].split(separator: ",").map { try #require(Int($0)) }
+        #expect(weights == [plan.members[0].layers, plan.members[1].layers + 1])
         let layers = try #require(arguments.firstIndex(of: "--n-gpu-layers"))
-        #expect(Int(arguments[layers + 1]) == 30 - plan.head.layers)
+        let offloaded = try #require(Int(arguments[layers + 1]))
+        #expect(offloaded == 30 - plan.head.layers + 1)
+        // llama.cpp's assignment (llama-model.cpp): block i goes to the CPU below `n_layer + 1 − ngl`, else to the
+        // first device whose cumulative share exceeds (i − start) / ngl.
+        let start = 30 + 1 - offloaded
+        #expect(start == plan.head.layers)
+        let cumulative = weights.indices.map { Float(weights[...$0].reduce(0, +)) / Float(weights.reduce(0, +)) }
+        var perDevice = [0, 0]
+        for block in start..<30 {
+            perDevice[cumulative.firstIndex { $0 > Float(block - start) / Float(offloaded) }!] += 1
+        }
+        #expect(perDevice == plan.members.map(\.layers))
+        // The output's weights are pinned to the head's CPU by an anchored pattern that no block tensor matches.
+        let override = try #require(arguments.firstIndex(of: "--override-tensor"))
+        let rules = arguments[override + 1].split(separator: ",")
+        #expect(rules.allSatisfy { $0.hasSuffix("=CPU") })
+        // llama.cpp searches each name with std::regex_search; Swift's `contains` is the same search.
+        let patterns = try rules.map { try Regex(String($0.dropLast(4))) }
+        for name in ["output.weight", "output_norm.weight", "output_norm.bias", "token_embd.weight"] {
+            #expect(patterns.contains { name.contains($0) }, "\(name)")
+        }
+        for name in ["blk.3.attn_output.weight", "blk.0.ffn_norm.weight", "blk.1.attn_norm.weight", "blk.2.ffn_down.weight"] {
+            #expect(!patterns.contains { name.contains($0) }, "\(name)")
+        }
     }
 
     @Test func aReportsPoolOfferIsBounded() throws {

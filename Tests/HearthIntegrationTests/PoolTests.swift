@@ -76,6 +76,16 @@ struct PoolTests {
             #expect(pool["members"]?.arrayValue?.count == 3)
             let layers = pool["members"]?.arrayValue?.compactMap { $0["layers"]?.integerValue }.reduce(0, +)
             #expect(layers == 30)
+            // The output layer stays on the head: per token, each member sends back its hidden state (576 floats,
+            // 2.3 KiB), not the last one the 49,152 logits (192 KiB) it would if it held the output.
+            let before = UInt64(pool["relayedFromMembers"]?.integerValue ?? 0)
+            let again = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(again.json["choices"]?[0]?["message"]?["content"]?.stringValue == pooled)
+            let usage = again.json["usage"]
+            let tokens = UInt64((usage?["prompt_tokens"]?.integerValue ?? 0) + (usage?["completion_tokens"]?.integerValue ?? 0))
+            let after = UInt64(try await Self.pool(cluster)["relayedFromMembers"]?.integerValue ?? 0)
+            #expect(tokens > 0 && after > before)
+            #expect(after - before < tokens * 2 * 8_192, "\(after - before) bytes back from 2 members for \(tokens) tokens")
             // Every node runs its part: one head, two rpc-servers, each bound to loopback only.
             let rpcServers = nodes.flatMap { childProcesses(of: $0.pid, named: "ggml-rpc-server") }
             #expect(rpcServers.count == 2)
@@ -103,7 +113,7 @@ struct PoolTests {
 
             // The head's receipt names the pool and every node's layers; the ledger shares its tokens among them, and
             // both verifiers agree.
-            try await Self.verifyPooledLedger(cluster, entries: 1)
+            try await Self.verifyPooledLedger(cluster, entries: 2)
 
             // `hearth pools` lists it; only an operator stops it, and an intentional stop is no incident.
             let listed = try await TestProcess.hearth(["pools", "--url", cluster.url], in: cluster.directory)

@@ -71,9 +71,16 @@ public struct PoolPlan: Codable, Sendable, Equatable {
             "--rpc", endpoints.joined(separator: ","),
             "--device", members.indices.map { "RPC\($0)" }.joined(separator: ","),
             "--split-mode", "layer",
-            "--tensor-split", members.map { String($0.layers) }.joined(separator: ","),
-            // The first (layers − ngl) blocks, the input embeddings and the output stay on the head's CPU.
-            "--n-gpu-layers", String(totalLayers - head.layers),
+            // llama.cpp counts the output as one more layer after the last block and gives it to the last device;
+            // it takes a slot in the split so that every member gets exactly its blocks.
+            "--tensor-split",
+            members.enumerated().map { String($1.layers + ($0 == members.count - 1 ? 1 : 0)) }
+                .joined(separator: ","),
+            "--n-gpu-layers", String(totalLayers - head.layers + 1),
+            // ...but its weights stay on the head (the planner sized them there): the last member then sends back
+            // n_embd floats per token instead of n_vocab logits (2.3 KiB instead of 192 KiB for SmolLM2), and does
+            // not hold a copy of a tied embedding matrix. Anchored: `attn_output.weight` must not match.
+            "--override-tensor", #"^output(_norm)?\.(weight|bias)$=CPU,^token_embd\.weight$=CPU"#,
         ]
     }
 }
