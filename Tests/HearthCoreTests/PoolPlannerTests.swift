@@ -161,9 +161,11 @@ import Testing
         let cumulative = weights.indices.map { Float(weights[...$0].reduce(0, +)) / Float(weights.reduce(0, +)) }
         var perDevice = [0, 0]
         for block in start..<30 {
-            perDevice[cumulative.firstIndex { $0 > Float(block - start) / Float(offloaded) }!] += 1
+            perDevice[try #require(cumulative.firstIndex { $0 > Float(block - start) / Float(offloaded) })] += 1
         }
         #expect(perDevice == plan.members.map(\.layers))
+        let cache = try #require(arguments.firstIndex(of: "--cache-ram"))
+        #expect(arguments[cache + 1] == "0")
         // The output's weights are pinned to the head's CPU by an anchored pattern that no block tensor matches.
         let override = try #require(arguments.firstIndex(of: "--override-tensor"))
         let rules = arguments[override + 1].split(separator: ",")

@@ -84,7 +84,7 @@ struct PoolTests {
             let usage = again.json["usage"]
             let tokens = UInt64((usage?["prompt_tokens"]?.integerValue ?? 0) + (usage?["completion_tokens"]?.integerValue ?? 0))
             let after = UInt64(try await Self.pool(cluster)["relayedFromMembers"]?.integerValue ?? 0)
-            #expect(tokens > 0 && after > before)
+            try #require(tokens > 0 && after > before)
             #expect(after - before < tokens * 2 * 8_192, "\(after - before) bytes back from 2 members for \(tokens) tokens")
             // Every node runs its part: one head, two rpc-servers, each bound to loopback only.
             let rpcServers = nodes.flatMap { childProcesses(of: $0.pid, named: "ggml-rpc-server") }

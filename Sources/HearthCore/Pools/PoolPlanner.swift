@@ -81,6 +81,9 @@ public struct PoolPlan: Codable, Sendable, Equatable {
             // n_embd floats per token instead of n_vocab logits (2.3 KiB instead of 192 KiB for SmolLM2), and does
             // not hold a copy of a tied embedding matrix. Anchored: `attn_output.weight` must not match.
             "--override-tensor", #"^output(_norm)?\.(weight|bias)$=CPU,^token_embd\.weight$=CPU"#,
+            // No host-RAM prompt cache (8 GiB by default): saving a slot would pull the members' KV cache back over
+            // the relay at every new prompt, into memory the plan never gave the head.
+            "--cache-ram", "0",
         ]
     }
 }

@@ -55,9 +55,6 @@ final class PoolHead: Sendable {
             $0.limits.contextSize = plan.context
             $0.limits.parallelSlots = plan.slots
             $0.extraEngineArguments += plan.engineArguments(endpoints: endpoints)
-            // No host-RAM prompt cache (8 GiB by default): saving a slot would pull the members' KV cache back over
-            // the relay at every new prompt, into memory the plan never gave the head.
-            $0.extraEngineArguments += ["--cache-ram", "0"]
         }
         var logger = logger
         logger[metadataKey: "pool.id"] = "\(assignment.pool)"
