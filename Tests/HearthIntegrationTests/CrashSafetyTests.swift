@@ -50,7 +50,6 @@ struct CrashSafetyTests {
                 started += 1
                 if started == 3 { break }
             }
-            try await Task.sleep(for: .milliseconds(200))
             cluster.gateway.send(SIGKILL)
             _ = await cluster.gateway.waitForExit()
             for stream in streams { _ = await stream.result }

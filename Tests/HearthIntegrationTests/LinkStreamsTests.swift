@@ -28,6 +28,8 @@ struct LinkStreamsTests {
             try await cluster.waitForReadyNodes(1)
             let engine = try #require(childProcesses(of: node.pid, named: "llama-server").first)
             let enginePort = try #require(commandLineValue(of: engine, flag: "--port"))
+            // No host prompt cache beyond what the sizer charged (its default is 8 GiB).
+            #expect(commandLineValue(of: engine, flag: "--cache-ram") == "0")
 
             // One long generation (EOS ignored) that will be cancelled once the others are under way.
             let (started, startedSink) = AsyncStream.makeStream(of: Void.self)
@@ -53,7 +55,8 @@ struct LinkStreamsTests {
             }
             _ = await started.first { _ in true }
 
-            // Forty-nine short streamed chats at once, beside it.
+            // Forty-nine short streamed chats at once, beside it; the long one is cancelled once they stream.
+            let (shortFlowing, shortFlowingSink) = AsyncStream.makeStream(of: Void.self)
             let answers = try await withThrowingTaskGroup(of: (String, JSONValue?).self) { group in
                 for index in 0..<49 {
                     group.addTask {
@@ -66,12 +69,16 @@ struct LinkStreamsTests {
                         request.method = .POST
                         request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
                         let response = try await client.execute(request, timeout: .seconds(120))
-                        let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+                        var buffer = ByteBuffer()
+                        for try await chunk in response.body {
+                            shortFlowingSink.yield()
+                            buffer.writeImmutableBuffer(chunk)
+                        }
+                        let text = String(buffer: buffer)
                         return (text, HTTP.events(text).last?["usage"])
                     }
                 }
-                // Cancel the long one while the short ones stream.
-                try await Task.sleep(for: .milliseconds(500))
+                _ = await shortFlowing.first { _ in true }
                 long.cancel()
                 var all: [(String, JSONValue?)] = []
                 for try await answer in group { all.append(answer) }

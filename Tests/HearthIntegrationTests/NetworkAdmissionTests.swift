@@ -50,7 +50,14 @@ struct NetworkAdmissionTests {
 
             let short = try await TestProcess.hearth(["invite", "create", "--data-dir", gatewayDirectory, "--expires", "1s"], in: cluster.directory)
             let expiring = try #require(short.output.first { $0.hasPrefix("token=") }?.dropFirst("token=".count))
-            try await Task.sleep(for: .milliseconds(1500))
+            // Wait until the gateway's own store calls it expired, rather than for a guessed time.
+            var expired = false
+            for _ in 0..<100 where !expired {
+                let listed = try await TestProcess.hearth(["invite", "list", "--data-dir", gatewayDirectory], in: cluster.directory)
+                expired = listed.output.contains { $0.contains("uses=0/1") && $0.contains("expired") }
+                if !expired { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(expired, "the one-second invite was never listed as expired")
             await expectRefused(try await cluster.startNode("late", extraArguments: ["--invite", String(expiring)]), reason: "invite_expired")
 
             let listed = try await TestProcess.hearth(["invite", "list", "--data-dir", gatewayDirectory], in: cluster.directory)

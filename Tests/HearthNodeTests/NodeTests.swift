@@ -135,8 +135,11 @@ struct EngineSupervisorTests {
             }
         }
         defer { for supervisor in supervisors { supervisor.cancel() } }
-        try await Task.sleep(for: .milliseconds(100))
-        #expect(handles.allSatisfy { $0.snapshot.state == .loading && $0.snapshot.detail == "preparing" })
+        // Both report that they are preparing while the preparation is held (bounded by the suite's time limit).
+        while !handles.allSatisfy({ $0.snapshot.state == .loading && $0.snapshot.detail == "preparing" }) {
+            #expect(handles.allSatisfy { $0.snapshot.state != .failed }, "an engine failed before its preparation did")
+            try await Task.sleep(for: .milliseconds(10))
+        }
         open.yield()
         while handles.contains(where: { $0.snapshot.state != .failed }) { try await Task.sleep(for: .milliseconds(10)) }
         #expect(handles.allSatisfy { $0.snapshot.detail?.contains("the build broke") == true })
@@ -288,6 +291,7 @@ struct EngineHostTests {
             await new.waitForPredecessors(limit: .seconds(30))
             started.withLock { $0 = true }
         }
+        // A window for the wrong thing to happen (nothing to wait on: the point is that nothing happens).
         try await Task.sleep(for: .milliseconds(200))
         #expect(!started.withLock { $0 }, "the evicted engine's process is still there")
         old.update { $0.pid = nil }

@@ -292,6 +292,10 @@ struct EngineSupervisorService: Service {
             "--model", handle.spec.path, "--host", "127.0.0.1", "--port", String(port),
             "--ctx-size", String(limits.contextSize * limits.parallelSlots), "--parallel", String(limits.parallelSlots),
             "--threads", String(limits.threads), "--alias", handle.spec.id.rawValue, "--no-webui",
+            // llama-server keeps finished prompts' KV in a host cache of up to 8 GiB by default: memory the sizer does
+            // not charge, which would take an engine past its sandbox limit after enough distinct prompts. Each slot
+            // still reuses its own cached prefix.
+            "--cache-ram", "0",
         ]
         arguments += configuration.extraEngineArguments
         return arguments
