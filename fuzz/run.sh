@@ -75,7 +75,7 @@ merge)
     shift $(($# < 2 ? $# : 2))
     build
     mkdir -p "$here/$target/corpus" "$here/$target/crashes"
-    ensure_coverage "$target"
+    ensure_coverage
     HEARTH_FUZZ_TARGET="$target" "$binary" "$here/$target/corpus" -runs="$runs" -max_len="$(max_len "$target")" \
         -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$here/$target/crashes/" -print_final_stats=1 "$@"
     ;;
