@@ -121,7 +121,6 @@ public func buildNode(
     EngineProxyController(host: host, load: load, maxBodyBytes: 8 << 20, receipts: receipts, inFlight: inFlight, pools: pools).addRoutes(to: router)
     PoolController(worker: pools).addRoutes(to: router)
     LinkController(status: status, inFlight: inFlight).addRoutes(to: router)
-    TunnelController(services: configuration.tunnelServices).addRoutes(to: router)
     let supervisors: [any Service] = engines.map {
         EngineSupervisorService(
             handle: $0,
@@ -137,6 +136,7 @@ public func buildNode(
         configuration: configuration,
         status: status,
         responder: linkResponder(router.buildResponder(), logger: logger),
+        streams: LinkByteStreams(services: configuration.tunnelServices, pools: pools),
         logger: logger
     )
     let controlTokenPath = (configuration.dataDirectory as NSString).appendingPathComponent("control.token")
@@ -178,19 +178,19 @@ struct PoolWorkService: Service {
 
 /// A gateway link serving `router` instead of a node's engines: for programs that stand in for a node, such as the
 /// benchmark's fake node. `router` must answer the gateway's hello and report polls (`/link/v1/hello`,
-/// `/link/v1/report`) itself; the configuration's tunnel services are added to it.
+/// `/link/v1/report`) itself; the configuration's tunnel services are served beside it.
 public func buildLinkService(
     router: Router<BasicRequestContext>,
     identity: NodeIdentity,
     configuration: NodeConfiguration,
     logger: Logger
 ) -> any Service {
-    TunnelController(services: configuration.tunnelServices).addRoutes(to: router)
-    return GatewayLinkService(
+    GatewayLinkService(
         identity: identity,
         configuration: configuration,
         status: NodeStatus(configuration: configuration, engines: [], load: NodeLoad()),
         responder: linkResponder(router.buildResponder(), logger: logger),
+        streams: LinkByteStreams(services: configuration.tunnelServices, pools: nil),
         logger: logger
     )
 }

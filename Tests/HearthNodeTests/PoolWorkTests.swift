@@ -1,11 +1,13 @@
 import Foundation
 import HTTPTypes
 import HearthCore
+import HearthMesh
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import HearthNode
@@ -95,25 +97,43 @@ struct PoolWorkTests {
         }
     }
 
+    /// The refusal a byte-stream route on the link answers with, or `nil` when it would open a connection.
+    static func refusal(_ path: String, pools: PoolWorker?) async throws -> APIFailure? {
+        let open = try #require(
+            LinkByteStreams(services: [:], pools: pools).route(HTTPRequest(method: .post, scheme: nil, authority: nil, path: path))
+        )
+        switch await open(MultiThreadedEventLoopGroup.singleton.next()) {
+        case .success(let connection):
+            connection.close()
+            return nil
+        case .failure(let failure):
+            return failure
+        }
+    }
+
     @Test func streamsAreOnlyForWorkTheNodeRuns() async throws {
         let pool = PoolID.random()
-        try await Self.application(Self.worker()).test(.router) { client in
-            let rpc = try await client.execute(uri: LinkProtocol.Path.poolRPC(pool), method: .post) { ($0.status, String(buffer: $0.body)) }
-            #expect(rpc.0 == .notFound && rpc.1.contains("not_a_member"))
-            let peer = try await client.execute(uri: LinkProtocol.Path.poolPeer(pool, index: 0), method: .post) {
-                ($0.status, String(buffer: $0.body))
-            }
-            #expect(peer.0 == .notFound && peer.1.contains("not_a_head"))
-        }
-        // A node that lends nothing answers every pool route with the same refusal.
+        let worker = Self.worker()
+        #expect(try await Self.refusal(LinkProtocol.Path.poolRPC(pool), pools: worker)?.code == "not_a_member")
+        #expect(try await Self.refusal(LinkProtocol.Path.poolPeer(pool, index: 0), pools: worker)?.code == "not_a_head")
+        #expect(try await Self.refusal(LinkProtocol.Path.poolPeer(pool, index: 0) + "x", pools: worker)?.code == "not_a_head")
+        #expect(try await Self.refusal(LinkProtocol.Path.poolPrefix + "..%2f../rpc", pools: worker)?.code == "invalid_pool")
+        // A node that lends nothing answers every pool stream with the same refusal, and the PUT and DELETE routes too.
+        #expect(try await Self.refusal(LinkProtocol.Path.poolRPC(pool), pools: nil)?.code == "pools_off")
+        #expect(try await Self.refusal(LinkProtocol.Path.poolPeer(pool, index: 0), pools: nil)?.code == "pools_off")
         try await Self.application(nil).test(.router) { client in
-            for (uri, method) in [
-                (LinkProtocol.Path.pool(pool), HTTPRequest.Method.put), (LinkProtocol.Path.pool(pool), .delete),
-                (LinkProtocol.Path.poolRPC(pool), .post),
-            ] {
-                let body = try await client.execute(uri: uri, method: method) { String(buffer: $0.body) }
+            for method in [HTTPRequest.Method.put, .delete] {
+                let body = try await client.execute(uri: LinkProtocol.Path.pool(pool), method: method) { String(buffer: $0.body) }
                 #expect(body.contains("pools_off"))
             }
+        }
+        // Only POSTs to those paths are byte streams; anything else is the router's.
+        let streams = LinkByteStreams(services: ["echo": 1], pools: worker)
+        for (method, path) in [
+            (HTTPRequest.Method.get, LinkProtocol.Path.poolRPC(pool)), (.post, LinkProtocol.Path.pool(pool)),
+            (.post, LinkProtocol.Path.poolRPC(pool) + "/more"), (.post, "/v1/chat/completions"), (.post, ""),
+        ] {
+            #expect(streams.route(HTTPRequest(method: method, scheme: nil, authority: nil, path: path)) == nil, "\(method) \(path)")
         }
     }
 

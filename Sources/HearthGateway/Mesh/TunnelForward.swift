@@ -1,19 +1,14 @@
 public import HearthCore
 import HearthMesh
 public import Logging
-public import NIOCore
+import NIOCore
 import NIOPosix
 
-/// Waits until every write handed to `channel` so far is on the wire: closing right after `finish()` would drop
-/// writes still queued in the channel.
-func flushed(_ channel: any Channel) async throws {
-    try await channel.writeAndFlush(ByteBuffer())
-}
-
 /// A TCP port on this machine whose every connection becomes a tunnel to `service` on `node`: how a local program
-/// (a llama-server with `--rpc`, a test, the benchmark) reaches a service behind a node's link.
+/// (a test, the benchmark) reaches a service behind a node's link. Each connection is spliced to its link stream on
+/// the event loops (`Splice`).
 public final class TunnelForward: Sendable {
-    private let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+    private let server: NIOAsyncChannel<SplicedConnection, Never>
     private let task: Task<Void, Never>
 
     /// The port it listens on.
@@ -33,12 +28,7 @@ public final class TunnelForward: Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .bind(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(
-                        wrappingChannelSynchronously: channel,
-                        configuration: .init(isOutboundHalfClosureEnabled: true)
-                    )
-                }
+                channel.eventLoop.makeCompletedFuture { try SplicedConnection.prepare(channel) }
             }
         self.server = server
         task = Task {
@@ -48,10 +38,11 @@ public final class TunnelForward: Sendable {
                         for try await connection in connections {
                             group.addTask {
                                 do {
-                                    try await Self.pipe(connection, to: try await links.openTunnel(to: node, service: service))
+                                    try await links.openTunnel(to: node, service: service).splice(with: connection)
                                 } catch {
+                                    connection.close()
                                     logger.info(
-                                        "tunnel ended",
+                                        "tunnel refused",
                                         metadata: ["node.id": "\(node.short)", "tunnel.service": "\(service)", "error": "\(error)"]
                                     )
                                 }
@@ -67,22 +58,5 @@ public final class TunnelForward: Sendable {
     public func close() {
         server.channel.close(promise: nil)
         task.cancel()
-    }
-
-    /// Copies both ways until the local side and the service have both finished.
-    static func pipe(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, to tunnel: LinkTunnel) async throws {
-        defer { tunnel.close() }
-        try await connection.executeThenClose { inbound, outbound in
-            try await withThrowingTaskGroup { group in
-                group.addTask {
-                    for try await chunk in inbound { try await tunnel.write(chunk) }
-                    try await tunnel.finish()
-                }
-                while let chunk = try await tunnel.inbound.next() { try await outbound.write(chunk) }
-                try await flushed(connection.channel)
-                outbound.finish()
-                try await group.waitForAll()
-            }
-        }
     }
 }

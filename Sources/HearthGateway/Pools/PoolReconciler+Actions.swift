@@ -104,45 +104,15 @@ extension PoolReconciler {
                     throw error
                 }
                 failures = 0
-                // The splice runs beside the next parked stream; both end with this relay.
+                // The splice runs on the event loops, beside the next parked stream; both streams end together.
                 let counted = relayed
-                Task { await Self.splice(peer, rpc, counting: { toMember, bytes in counted.add(pool, toMember: toMember, bytes: bytes) }) }
+                peer.splice(with: rpc) { fromHead, bytes in counted.add(pool, toMember: fromHead, bytes: bytes) }
             } catch {
                 if Task.isCancelled { return }
                 failures += 1
                 logger.debug("pool relay failed", metadata: ["pool.id": "\(pool)", "pool.member": "\(index)", "error": "\(error)"])
                 try? await Task.sleep(for: .milliseconds(min(2_000, 100 * (1 << min(failures, 5)))))
             }
-        }
-    }
-
-    /// Copies both ways until each side has finished; a failure on either side resets both. `counting` hears of
-    /// every chunk: `true` for head → member.
-    static func splice(_ head: LinkTunnel, _ member: LinkTunnel, counting: @escaping @Sendable (Bool, Int) -> Void) async {
-        defer {
-            head.close()
-            member.close()
-        }
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask { await copy(from: head, to: member) { counting(true, $0) } }
-            group.addTask { await copy(from: member, to: head) { counting(false, $0) } }
-            for await finished in group where !finished {
-                group.cancelAll()
-                return
-            }
-        }
-    }
-
-    private static func copy(from source: LinkTunnel, to target: LinkTunnel, counting: (Int) -> Void) async -> Bool {
-        do {
-            while let chunk = try await source.inbound.next() {
-                counting(chunk.readableBytes)
-                try await target.write(chunk)
-            }
-            try await target.finish()
-            return true
-        } catch {
-            return false
         }
     }
 }

@@ -23,6 +23,8 @@ struct GatewayLinkService: Service {
     let configuration: NodeConfiguration
     let status: NodeStatus
     let responder: HTTP1Channel
+    /// The byte-stream routes, spliced below the router.
+    let streams: LinkByteStreams
     let logger: Logger
 
     func run() async throws {
@@ -81,6 +83,7 @@ struct GatewayLinkService: Service {
                     let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .server, configuration: LinkHTTP2.configuration) { stream in
                         stream.eventLoop.makeCompletedFuture {
                             try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPServerCodec())
+                            try stream.pipeline.syncOperations.addHandler(ByteStreamSplitter(streams: streams))
                             return try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(wrappingChannelSynchronously: stream)
                         }
                     }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import HearthCore
+import HearthMesh
 import Logging
 import NIOCore
 import NIOFoundationEssentialsCompat
@@ -148,7 +149,7 @@ final class PoolHead: Sendable {
 /// it with a peer stream (`POST /link/v1/pool/{id}/peer/{index}`), which then carries its bytes to the member's
 /// rpc-server. llama.cpp connects more than once (a first connection asks for the devices, then it reconnects).
 final class PeerPort: Sendable {
-    typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>
+    typealias Connection = SplicedConnection
     private struct Queue {
         var connections: [Connection] = []
         var waiters: [(id: Int, continuation: CheckedContinuation<Connection?, Never>)] = []
@@ -167,9 +168,7 @@ final class PeerPort: Sendable {
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .bind(host: "127.0.0.1", port: 0) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try Connection(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                }
+                channel.eventLoop.makeCompletedFuture { try SplicedConnection.prepare(channel) }
             }
         port = server.channel.localAddress?.port ?? 0
         let server = self.server
@@ -231,6 +230,6 @@ final class PeerPort: Sendable {
             return (queue.waiters, queue.connections)
         }
         for waiter in waiters { waiter.continuation.resume(returning: nil) }
-        for connection in unclaimed { connection.channel.close(promise: nil) }
+        for connection in unclaimed { connection.close() }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import HearthCore
 import HearthTesting
+import NIOCore
 
 /// `--parts pools`: decode speed of SmolLM2 split over 2 and 3 nodes through Hearth's relay, against the same split
 /// with llama.cpp's own RPC straight to local rpc-servers (no relay), and against one unsplit engine; and the time
@@ -18,12 +19,12 @@ enum PoolBench {
         ]
     }
 
-    /// The engine's own decode rate (`timings.predicted_per_second`), median of `rounds`.
-    static func decodeRate(url: String, rounds: Int) async throws -> Double {
+    /// The engine's own decode rate (`timings.predicted_per_second`) over `tokens`, median of `rounds`.
+    static func decodeRate(url: String, rounds: Int, tokens: Int = 128) async throws -> Double {
         _ = try await HTTP.post(url, json: question(tokens: 16))
         var rates: [Double] = []
         for _ in 0..<rounds {
-            let reply = try await HTTP.post(url, json: question(tokens: 128))
+            let reply = try await HTTP.post(url, json: question(tokens: tokens))
             guard reply.status == 200, let rate = reply.json["timings"]?["predicted_per_second"]?.doubleValue else {
                 throw BenchError("no timings from \(url): \(reply.status) \(reply.text.prefix(300))")
             }
@@ -97,15 +98,31 @@ enum PoolBench {
     }
 
     /// A Hearth pool of `size` pool-only nodes; returns its decode rate, the time from the first request to the
-    /// first answer, and the plan it made.
-    static func pooled(size: Int, rounds: Int) async throws -> (rate: Double, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double)
-    {
+    /// first answer, and the plan it made. With `delay`, every node's link goes through a `DelayProxy` that holds
+    /// each chunk that long in each direction.
+    static func pooled(
+        size: Int,
+        rounds: Int,
+        tokens: Int = 128,
+        delay: TimeAmount? = nil
+    ) async throws -> (rate: Double, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double) {
         try await Cluster.with(
             label: "bench-pool",
             gatewayArguments: ["--auto-pools", "on", "--pool-context", String(context), "--rate-limit", "100000000"]
         ) { cluster in
+            var proxy: DelayProxy?
+            defer { proxy?.close() }
+            if let delay {
+                // The join string is host:port#gateway-id; nodes dial the proxy instead of the mesh port.
+                let parts = cluster.join.split(separator: "#", maxSplits: 1)
+                let meshPort = Int(parts[0].split(separator: ":").last!)!
+                proxy = try await DelayProxy(to: meshPort, delay: delay)
+            }
             for index in 0..<size {
-                let arguments = try cluster.poolNodeArguments(name: "pool-\(index)", lentMiB: lent[size]!) + ["--no-sandbox"]
+                var arguments = try cluster.poolNodeArguments(name: "pool-\(index)", lentMiB: lent[size]!) + ["--no-sandbox"]
+                if let proxy, let join = arguments.firstIndex(of: "--join") {
+                    arguments[join + 1] = "127.0.0.1:\(proxy.port)#" + cluster.join.split(separator: "#")[1]
+                }
                 let node = try await TestProcess(
                     name: "pool-\(index)",
                     executable: try TestEnvironment.hearthBinary(),
@@ -132,11 +149,11 @@ enum PoolBench {
                 return (Double(pool?["relayedToMembers"]?.integerValue ?? 0), Double(pool?["relayedFromMembers"]?.integerValue ?? 0))
             }
             let (load, loadBack) = try await relayed()
-            let rate = try await decodeRate(url: url, rounds: rounds)
+            let rate = try await decodeRate(url: url, rounds: rounds, tokens: tokens)
             let (to, from) = try await relayed()
-            // Warm-up (16) plus the rounds (128 each), with their prompts: an upper bound per decoded token.
-            let tokens = Double(16 + 128 * rounds)
-            return (rate, warm, plan, load, (to - load + from - loadBack) / tokens)
+            // Warm-up (16) plus the rounds, with their prompts: an upper bound per decoded token.
+            let decoded = Double(16 + tokens * rounds)
+            return (rate, warm, plan, load, (to - load + from - loadBack) / decoded)
         }
     }
 
@@ -149,6 +166,8 @@ enum PoolBench {
         // The head reaches a member over two links (head node → gateway → member node) instead of one loopback hop.
         let relayRTT = 2 * linkRTT - loopbackRTT
         var rows = ""
+        // The no-relay rate and remote member count of each size, for the delayed runs' model.
+        var locals: [Int: (rate: Double, members: Int)] = [:]
         for size in [2, 3] {
             let pooled = try await pooled(size: size, rounds: rounds)
             // The same split, by the same planner, with llama.cpp's own RPC to rpc-servers on loopback.
@@ -160,6 +179,7 @@ enum PoolBench {
             }
             let plan = try PoolPlanner.plan(entry: entry, context: context, slots: 1, candidates: candidates).get()
             let local = try await direct(plan: plan, rounds: rounds, directory: directory)
+            locals[size] = (local, plan.members.count)
             let layers = pooled.plan["members"]?.arrayValue?.compactMap { $0["layers"]?.integerValue }.map(String.init).joined(separator: "+") ?? "?"
             // Per decoded token the relay adds (1/pool − 1/local); the head waits on each remote member once per token.
             let added = (1 / pooled.rate - 1 / local) * 1000
@@ -174,6 +194,23 @@ enum PoolBench {
                 "\(format(pooled.loadBytes / 1_048_576, 1)) MiB", "\(format(pooled.tokenBytes / 1024, 1)) KiB",
             ]
             rows += "| " + cells.joined(separator: " | ") + " |\n"
+        }
+        // Longer links: every node's link through a DelayProxy. A member's round trip crosses two delayed links,
+        // each delayed both ways, so the model charges 4 × delay more per member per token.
+        var delayedRows = ""
+        for delay in [5, 20] {
+            for size in [2, 3] {
+                let pooled = try await pooled(size: size, rounds: 3, tokens: 64, delay: .milliseconds(Int64(delay)))
+                let (local, members) = locals[size]!
+                let perMember: Double = relayRTT + 4 * Double(delay) / 1000
+                let modelRate = 1 / (1 / local + Double(members) * perMember)
+                let warmSeconds = Double(pooled.warm.components.seconds) + Double(pooled.warm.components.attoseconds) / 1e18
+                let cells = [
+                    "\(size) nodes", "\(delay) ms", format(pooled.rate), format(modelRate), format(pooled.rate / modelRate, 3),
+                    "\(format(warmSeconds, 1)) s",
+                ]
+                delayedRows += "| " + cells.joined(separator: " | ") + " |\n"
+            }
         }
         try? FileManager.default.removeItem(atPath: directory)
         return """
@@ -200,6 +237,16 @@ enum PoolBench {
             offers only tensors over 10 MiB by hash and SmolLM2's largest per-layer tensor is about 0.6 MiB. "Relayed per
             token" counts both directions during the timed rounds, prompts included, over the tokens decoded.
 
+            ### Longer links
+
+            This kernel has no `sch_netem`, so `tc netem delay` cannot run here; instead every node's link goes through a
+            loopback proxy that holds each chunk for the delay in each direction (`DelayProxy`, a stand-in for netem: no
+            loss, jitter or bandwidth limit). 64 tokens, median of 3 rounds. A member's round trip crosses two delayed
+            links, so the model is t_token = t_token(no relay) + remote members × (relay round trip + 4 × delay).
+
+            | pool | delay each way, every link | Hearth pool tok/s | model tok/s | pool / model | first request → first answer |
+            | --- | --- | --- | --- | --- | --- |
+            \(delayedRows)
             """
     }
 }
