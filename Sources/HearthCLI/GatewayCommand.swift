@@ -107,6 +107,9 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "Stop an automatic pool that served nothing for this long, so its members get their memory back (e.g. 15m).")
     var poolIdleTimeout: String = "15m"
 
+    @Option(help: "At most this many automatic pools at once; a request that would need one more gets 503 pool_limit.")
+    var maxAutoPools: Int = 2
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
         if let meshPort, !(0...65535).contains(meshPort) {
@@ -122,6 +125,7 @@ struct GatewayOptions: ParsableArguments {
         for account in operators where NodeID(account) == nil { throw ValidationError("--operator: '\(account)' is not an account id") }
         guard poolContext >= 256 else { throw ValidationError("--pool-context must be at least 256") }
         _ = try parseDuration(poolIdleTimeout, option: "--pool-idle-timeout")
+        guard maxAutoPools >= 0 else { throw ValidationError("--max-auto-pools must be 0 or more") }
         _ = try parseDuration(poolStallTimeout, option: "--pool-stall-timeout")
         guard maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
         guard anonymousTokensPerHour > 0, maxTokensPerHour >= anonymousTokensPerHour else {
@@ -148,6 +152,7 @@ struct GatewayOptions: ParsableArguments {
             $0.pools.context = poolContext
             $0.operators = Set(operators.compactMap(NodeID.init))
             $0.pools.idleTimeout = poolIdle
+            $0.pools.maxAutomatic = maxAutoPools
             $0.pools.timing.stallAfter = poolStall
             $0.allowedHosts = allowedHosts
             $0.allowedOrigins = allowedOrigins

@@ -109,14 +109,63 @@ struct PoolRoutesTests {
         // Two lenders cannot hold SmolLM2 at 8 Ki: no pool, and the client hears no "warming".
         #expect(await reconciler.demand(model: DefaultModel.id) == nil)
         lend(3)
-        let answers = await withTaskGroup(of: String?.self) { group in
+        let answers = await withTaskGroup(of: PoolReconciler.Demand?.self) { group in
             for _ in 0..<20 { group.addTask { await reconciler.demand(model: DefaultModel.id) } }
-            return await group.reduce(into: [String?]()) { $0.append($1) }
+            return await group.reduce(into: [PoolReconciler.Demand?]()) { $0.append($1) }
         }
-        #expect(answers.allSatisfy { $0 != nil })
+        #expect(answers.allSatisfy { if case .warming = $0 { true } else { false } }, "\(answers)")
         #expect(reconciler.views().count == 1)
         #expect(reconciler.views().first?.automatic == true)
         // An unpinned or unknown model never gets one.
         #expect(await reconciler.demand(model: ModelID("no-such-model:q8_0")!) == nil)
+    }
+
+    /// Any caller may ask for any pinned model: automatic pools stop at `maxAutomatic`, counting those being created
+    /// at the same moment; an operator's pool does not count, and a model with a pool is still served by it.
+    @Test func automaticPoolsStopAtTheCap() async throws {
+        let registry = NodeRegistry(ttl: .seconds(60))
+        var policy = PoolPolicy()
+        policy.automatic = true
+        policy.context = 8192
+        policy.maxAutomatic = 2
+        // Three pinned models the same three lenders could each hold together.
+        let smol = try #require(Catalog.builtin.resolve(DefaultModel.id))
+        let twins = (1...3).map { index in
+            var twin = smol
+            twin.id = ModelID("twin-\(index):q4_1")!
+            twin.sha256 = SHA256Digest(hex: String(repeating: "\(index)", count: 64))!
+            return twin
+        }
+        let database = try GatewayDatabase.open(directory: try TestEnvironment.temporaryDirectory("pools-cap"))
+        try await database.migrate()
+        let reconciler = PoolReconciler(
+            registry: registry,
+            links: NodeLinks(),
+            catalog: try Catalog(entries: [smol] + twins),
+            policy: policy,
+            metrics: GatewayMetrics(),
+            database: database,
+            logger: Logger(label: "test")
+        )
+        for seed: UInt8 in 1...3 {
+            var lender = announcement(NodeID(String(repeating: String(format: "%02x", seed), count: 32))!)
+            lender.report.models = []
+            lender.report.pool = PoolOffer(memoryBytes: 150 << 20, threads: 1, canHead: true)
+            registry.upsert(lender)
+        }
+        // An operator's pool first: it leaves both automatic places free.
+        _ = try await reconciler.create(model: smol.id)
+        // Three models asked for at once: two get pools, the third hears of the cap.
+        let answers = await withTaskGroup(of: PoolReconciler.Demand?.self) { group in
+            for twin in twins { group.addTask { await reconciler.demand(model: twin.id) } }
+            return await group.reduce(into: [PoolReconciler.Demand?]()) { $0.append($1) }
+        }
+        #expect(answers.filter { $0 == .full(limit: 2) }.count == 1, "\(answers)")
+        #expect(answers.filter { if case .warming = $0 { true } else { false } }.count == 2, "\(answers)")
+        #expect(reconciler.views().filter(\.automatic).count == 2)
+        #expect(reconciler.views().count == 3)
+        // A model that has a pool is still answered by it at the cap.
+        let served = try #require(reconciler.views().first { $0.automatic }?.model)
+        if case .warming = await reconciler.demand(model: served) {} else { Issue.record("a pooled model was refused at the cap") }
     }
 }

@@ -50,13 +50,28 @@ public struct Dispatcher: Sendable {
         self.pools = pools
     }
 
-    /// 503 for a model a pool is warming for (or was just created for), with how far it is; `nil` when no pool helps.
+    /// 503 for a model a pool is warming for (or was just created for), with how far it is, or that could have one
+    /// but for the cap on automatic pools; `nil` when no pool helps.
     private func warming(_ model: ModelID) async -> DispatchFailure? {
-        guard let progress = await pools?.demand(model: model) else { return nil }
-        return DispatchFailure(
-            APIFailure(.unavailable, "The pool for '\(model)' is warming (\(progress)); try again shortly.", code: "pool_warming"),
-            retryAfter: retryAfterSeconds
-        )
+        switch await pools?.demand(model: model) {
+        case nil:
+            return nil
+        case .warming(let progress):
+            return DispatchFailure(
+                APIFailure(.unavailable, "The pool for '\(model)' is warming (\(progress)); try again shortly.", code: "pool_warming"),
+                retryAfter: retryAfterSeconds
+            )
+        case .full(let limit):
+            return DispatchFailure(
+                APIFailure(
+                    .unavailable,
+                    "No node serves '\(model)' alone, and this gateway already runs as many automatic pools as it allows "
+                        + "(\(limit)); try again when one has gone idle, or ask an operator to create one.",
+                    code: "pool_limit"
+                ),
+                retryAfter: retryAfterSeconds
+            )
+        }
     }
 
     /// Opens `body` for `model` on the best ready node. The caller must call `finish(_:)` when done with the stream.

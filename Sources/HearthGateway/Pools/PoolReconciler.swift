@@ -15,6 +15,9 @@ public struct PoolPolicy: Sendable {
     public var slots = 1
     /// An automatic pool that served nothing for this long is stopped, so its members get their memory back.
     public var idleTimeout: Duration = .seconds(900)
+    /// At most this many automatic pools at once (`--max-auto-pools`): any caller may ask for any pinned model, and
+    /// each pool takes memory the volunteers lend from every other use. Operators' pools do not count.
+    public var maxAutomatic = 2
     /// How often pools are looked at when nothing changes.
     public var interval: Duration = .seconds(2)
     public var timing = PoolMachine.Timing()
@@ -175,9 +178,18 @@ public final class PoolReconciler: Service, Sendable {
         }
     }
 
-    /// A request for `model` found no node ready: returns how far the pool serving it is, creating one when pools
-    /// are automatic and the current nodes could hold it; `nil` when no pool can help.
-    public func demand(model: ModelID) async -> String? {
+    /// What a pool can do for a request that found no node ready.
+    public enum Demand: Sendable, Equatable {
+        /// A pool for the model is warming (or was just created): how far it is.
+        case warming(String)
+        /// A pool could serve it, but the gateway already runs `limit` automatic pools.
+        case full(limit: Int)
+    }
+
+    /// A request for `model` found no node ready: how far the pool serving it is, creating one when pools are
+    /// automatic, the current nodes could hold it and fewer than `maxAutomatic` automatic pools run; `nil` when no
+    /// pool can help.
+    public func demand(model: ModelID) async -> Demand? {
         guard let entry = catalog.resolve(model), entry.sha256 != nil else { return nil }
         let now = ContinuousClock.now
         let existing = pools.withLock { pools -> String? in
@@ -187,21 +199,27 @@ public final class PoolReconciler: Service, Sendable {
             pools[key]?.lastUsed = now
             return pools[key]?.machine.progress
         }
-        if let existing { return existing }
+        if let existing { return .warming(existing) }
         guard policy.automatic else { return nil }
         // Only when a pool of the nodes now could hold it: otherwise the client's 503 says so without a pool.
         guard case .success = PoolPlanner.plan(entry: entry, context: policy.context, slots: policy.slots, candidates: registry.poolCandidates())
         else {
             return nil
         }
-        guard creating.withLock({ $0.insert(entry.id).inserted }) else { return "planning" }
+        guard let others = creating.withLock({ $0.insert(entry.id).inserted ? $0.count - 1 : nil }) else { return .warming("planning") }
         defer { creating.withLock { _ = $0.remove(entry.id) } }
-        // Checked again under the claim: a request just before this one may have created it already.
-        if pools.withLock({ $0.values.contains { $0.entry.id == entry.id && $0.isLive } }) {
-            return "planning"
+        // Checked again under the claim: a request just before this one may have created it already; and the cap
+        // counts the pools other requests are creating right now.
+        let (exists, automatic) = pools.withLock { pools in
+            (
+                pools.values.contains { $0.entry.id == entry.id && $0.isLive },
+                pools.values.filter { $0.automatic && $0.isLive }.count
+            )
         }
+        if exists { return .warming("planning") }
+        guard automatic + others < policy.maxAutomatic else { return .full(limit: policy.maxAutomatic) }
         _ = try? await create(model: entry.id, automatic: true)
-        return "planning"
+        return .warming("planning")
     }
 
     /// The plan `pool` runs now, with its epoch: what a pooled receipt must name.
