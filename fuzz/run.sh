@@ -15,23 +15,35 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}"
 
 build() {
     # Dead stripping would drop libFuzzer's coverage tables: without them it fuzzes blind.
+    # SwiftPM hands swiftc each sanitizer as its own -sanitize= flag, in an order that changes from run to run (it
+    # keeps them in a Set), and swiftc keeps only the last one: Swift code was built with coverage and no ASan, or
+    # (more often) ASan and no coverage, which fuzzes the Swift parsers blind. One flag naming both, given last,
+    # is what swiftc keeps.
     HEARTH_FUZZ=1 swift build --package-path "$root" --scratch-path "$scratch" -c release --product hearth-fuzz \
-        --sanitize=fuzzer --sanitize=address --disable-dead-strip -Xlinker --no-gc-sections >&2
+        --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer,address \
+        --disable-dead-strip -Xlinker --no-gc-sections >&2
     binary="$scratch/release/hearth-fuzz"
 }
 
-# A link can lose libFuzzer's counters for the Swift modules and fuzz blind: seen after clean builds and once after an
-# incremental one, cured by recompiling the entry module and relinking. Such a binary still prints "INITED cov:" (from
-# BoringSSL's C code), so count instead: every object's __sancov_cntrs section must be in the binary (a blind link had
-# 30,490 of 59,352 counters). Checked before every run.
+# Two ways to fuzz blind were seen, and each still prints libFuzzer's "INITED cov:" (BoringSSL's C code has counters
+# of its own), so count instead. (1) The Swift objects were compiled without coverage (the flag order above): the
+# parsers' module must carry counters. (2) The link lost the Swift modules' counters (after clean builds, once after
+# an incremental one; cured by recompiling the entry module and relinking): the binary's __sancov_cntrs section must
+# hold at least 90 % of the objects'. Checked before every run.
 ensure_coverage() {
     has_coverage() {
-        local linked compiled
+        local linked compiled parsers
         linked="$(size -A "$binary" | awk '$1 == "__sancov_cntrs" { print $2 }')"
         compiled="$(find "$scratch/release/" -name '*.o' -print0 | xargs -0 size -A 2>/dev/null |
             awk '$1 == "__sancov_cntrs" { s += $2 } END { print s + 0 }')"
-        echo "coverage counters: $linked linked of $compiled compiled" >&2
-        [ "$compiled" -gt 0 ] && [ $((linked * 10)) -ge $((compiled * 9)) ]
+        parsers="$(find "$scratch/release/HearthCore.build" -name '*.o' -print0 | xargs -0 size -A 2>/dev/null |
+            awk '$1 == "__sancov_cntrs" { s += $2 } END { print s + 0 }')"
+        echo "coverage counters: $linked linked of $compiled compiled, $parsers in HearthCore" >&2
+        if [ "$parsers" -eq 0 ]; then
+            echo "HearthCore was compiled without coverage: swiftc did not get -sanitize=fuzzer last" >&2
+            exit 1
+        fi
+        [ $((linked * 10)) -ge $((compiled * 9)) ]
     }
     has_coverage && return
     echo "hearth-fuzz lacks the Swift modules' coverage counters; relinking" >&2
