@@ -264,6 +264,62 @@ struct PoolTests {
         }
     }
 
+    /// SIGKILL the gateway under a serving pool and start it again on the same data folder and mesh port: the nodes
+    /// redial, the pool's definition comes back from SQLite, it is planned again with a newer epoch, and it serves.
+    /// The head's engine, which lost its relay with the old gateway, is replaced; meanwhile clients get retriable
+    /// answers only.
+    @Test func aRestartedGatewayPlansItsPoolAgainWithTheNodesThatRedial() async throws {
+        let arguments = ["--auto-pools", "on", "--pool-context", "8192"]
+        try await Cluster.with(label: "pool-restart", gatewayArguments: arguments) { cluster in
+            let nodes = try await Self.startLenders(["restart-a", "restart-b", "restart-c"], cluster: cluster)
+            try await cluster.waitForLenders(3)
+            _ = try await Self.askUntilServed(cluster)
+            let before = try await Self.pool(cluster)
+            let id = try #require(before["id"]?.stringValue)
+            let headNode = try #require(nodes.first { $0.id.rawValue == before["head"]?.stringValue })
+            let headEngine = try #require(childProcesses(of: headNode.process.pid, named: "llama-server").first)
+
+            cluster.gateway.send(SIGKILL)
+            _ = await cluster.gateway.waitForExit()
+            let meshPort = try #require(cluster.join.split(separator: "#").first?.split(separator: ":").last.map(String.init))
+            let restarted = try await TestProcess(
+                name: "gateway-restarted",
+                executable: try TestEnvironment.hearthBinary(),
+                arguments: [
+                    "gateway", "--port", "0", "--mesh-host", "127.0.0.1", "--mesh-port", meshPort, "--data-dir", cluster.directory + "/gateway",
+                ] + arguments,
+                directory: cluster.directory
+            )
+            defer { Task { _ = await restarted.stop() } }
+            let url = String(try await restarted.waitForLine { $0.hasPrefix("READY url=") }.dropFirst("READY url=".count))
+
+            // Polled, bounded: until the pool serves again. Every answer before that must say to come back later.
+            let deadline = ContinuousClock.now + .seconds(240)
+            var refusals: [String] = []
+            var served = false
+            while !served, ContinuousClock.now < deadline {
+                let reply = try await HTTP.post(url + "/v1/chat/completions", json: Self.question)
+                if reply.status == 200 {
+                    served = true
+                } else {
+                    #expect([502, 503].contains(reply.status), "\(reply.status): \(reply.text)")
+                    #expect(reply.headers.first(name: "retry-after") != nil, "\(reply.status): \(reply.text)")
+                    refusals.append(reply.json["error"]?["code"]?.stringValue ?? "\(reply.status)")
+                    try await Task.sleep(for: .milliseconds(500))
+                }
+            }
+            #expect(served, "the pool did not serve after the restart; answers: \(Set(refusals)); gateway:\n\(restarted.errorOutput.suffix(3000))")
+            let after = try #require(try await HTTP.get(url + "/api/pools").json["pools"]?.arrayValue)
+            #expect(after.count == 1)
+            #expect(after.first?["id"]?.stringValue == id, "the restored pool is not the one the gateway had")
+            #expect(after.first?["state"]?.stringValue == "ready")
+            #expect((after.first?["epoch"]?.integerValue ?? 0) > (before["epoch"]?.integerValue ?? 0))
+            #expect(try await Self.waitUntilGone(headEngine), "the head's engine from before the restart still runs")
+            for node in nodes { _ = await node.process.stop() }
+            _ = await restarted.stop()
+        }
+    }
+
     @Test func aFrozenMemberIsFoundByTheStallWatchAndThePoolRecovers() async throws {
         let arguments = ["--auto-pools", "on", "--pool-context", "8192", "--pool-stall-timeout", "6s"]
         try await Cluster.with(label: "pool-stall", gatewayArguments: arguments) { cluster in
