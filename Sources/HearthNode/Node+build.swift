@@ -73,6 +73,20 @@ public func buildNode(
     if let pool = configuration.pool, pool.memoryBytes >= budget {
         throw NodeStartError("--pool-memory (\(pool.memoryBytes.binaryBytes)) must be less than the node's memory limit (\(budget.binaryBytes))")
     }
+    if configuration.pool != nil {
+        // An engine still to be provisioned will be the pinned build; one that is there says which it is.
+        let path = configuration.llamaServerPath
+        let present = path.contains("/") ? FileManager.default.isExecutableFile(atPath: path) : Subprocess.which(path) != nil
+        if present || configuration.prepare == nil {
+            configuration.pool?.build = await EngineBuild.probe(llamaServer: path)
+        }
+        if let build = configuration.pool?.build, build != .current {
+            logger.warning(
+                "this node's engine is not the pinned build: it is pooled only with nodes of the same build",
+                metadata: ["node.engine.build": "\(build)", "node.engine.pinned": "\(EngineBuild.current)"]
+            )
+        }
+    }
     // What the node lends to pools is not its own engines' to use.
     let engineBudget = budget - (configuration.pool?.memoryBytes ?? 0)
     let initial = EngineHost.initialLoad(configuration.models, budget: engineBudget)

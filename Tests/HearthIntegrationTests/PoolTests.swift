@@ -320,6 +320,53 @@ struct PoolTests {
         }
     }
 
+    /// RPC carries raw structs of one build: a node whose `llama-server` says it is another build is never planned
+    /// with the others, even when the pool then cannot be made, and is left out once a third node of the pinned build
+    /// joins. Its engine is a stand-in script that reports build 9000 and runs the real engine otherwise.
+    @Test func aNodeOfAnotherBuildIsNeverPooledWithTheOthers() async throws {
+        try await Cluster.with(label: "pool-build", gatewayArguments: ["--auto-pools", "on", "--pool-context", "8192"]) { cluster in
+            let wrapper = cluster.directory + "/llama-server-b9000"
+            let body = """
+                #!/bin/sh
+                case "$1" in --version) echo 'version: 0.0.1 (build 9000, commit f00)' >&2; exit 0;; esac
+                exec \(try TestEnvironment.llamaServer()) "$@"
+
+                """
+            try body.write(toFile: wrapper, atomically: true, encoding: .utf8)
+            chmod(wrapper, 0o755)
+            var arguments = try Self.poolNodeArguments("build-odd", cluster: cluster)
+            arguments[try #require(arguments.firstIndex(of: "--llama-server")) + 1] = wrapper
+            let odd = try await TestProcess(
+                name: "build-odd",
+                executable: try TestEnvironment.hearthBinary(),
+                arguments: arguments,
+                directory: cluster.directory
+            )
+            let oddID = String(try await odd.waitForLine { $0.hasPrefix("READY node=") }.dropFirst("READY node=".count))
+            let nodes = try await Self.startLenders(["build-a", "build-b"], cluster: cluster)
+            try await cluster.waitForLenders(3)
+            let listed = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
+            let oddBuild = listed.first { $0["nodeID"]?.stringValue == oddID }?["pool"]?["build"]?["llamaCpp"]?.integerValue
+            #expect(oddBuild == 9000, "\(listed)")
+
+            // Three lenders, but only two of one build: no pool, and the client is not told one is warming (the
+            // network has no way to serve the model now).
+            let refused = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect([404, 503].contains(refused.status), "\(refused.text)")
+            #expect(refused.json["error"]?["code"]?.stringValue != "pool_warming", "\(refused.text)")
+            #expect(try await HTTP.get(cluster.url + "/api/pools").json["pools"]?.arrayValue?.isEmpty == true)
+
+            let third = try await Self.startLenders(["build-c"], cluster: cluster)
+            try await cluster.waitForLenders(4)
+            _ = try await Self.askUntilServed(cluster)
+            let pool = try await Self.pool(cluster)
+            let members = Set(pool["members"]?.arrayValue?.compactMap { $0["node"]?.stringValue } ?? [])
+            #expect(members == Set((nodes + third).map(\.id.rawValue)), "\(pool)")
+            for node in nodes + third { _ = await node.process.stop() }
+            _ = await odd.stop()
+        }
+    }
+
     @Test func aFrozenMemberIsFoundByTheStallWatchAndThePoolRecovers() async throws {
         let arguments = ["--auto-pools", "on", "--pool-context", "8192", "--pool-stall-timeout", "6s"]
         try await Cluster.with(label: "pool-stall", gatewayArguments: arguments) { cluster in

@@ -206,3 +206,31 @@ extension PoolPlan {
         return copy
     }
 }
+
+/// Which engine build a node reports: what its `llama-server` says, not what Hearth pins.
+struct EngineBuildProbeTests {
+    @Test func readsTheBuildNumberFromTheVersionText() {
+        #expect(EngineBuild.buildNumber(in: "version: 0.6.0-dev (build 11434, commit 515e85511)\nbuilt with GNU 12.2.0") == 11434)
+        #expect(EngineBuild.buildNumber(in: "version: 1 (abc)") == nil)
+        #expect(EngineBuild.buildNumber(in: "") == nil)
+    }
+
+    @Test func thePinnedEngineIsThePinnedBuildAndAnyOtherIsNot() async throws {
+        #expect(await EngineBuild.probe(llamaServer: try TestEnvironment.llamaServer()) == .current)
+
+        let directory = try TestEnvironment.temporaryDirectory("engine-build")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func script(_ name: String, _ body: String) throws -> String {
+            let path = directory + "/" + name
+            try "#!/bin/sh\n\(body)\n".write(toFile: path, atomically: true, encoding: .utf8)
+            chmod(path, 0o755)
+            return path
+        }
+        let other = await EngineBuild.probe(llamaServer: try script("other", "echo 'version: 9.9 (build 9000, commit f00)' >&2"))
+        #expect(other.llamaCpp == 9000 && other.rpcProtocol == "unknown" && other != .current)
+        // Says nothing, hangs, or is not there: a build of its own (0), never the pinned one.
+        #expect(await EngineBuild.probe(llamaServer: try script("mute", "exit 0")).llamaCpp == 0)
+        #expect(await EngineBuild.probe(llamaServer: try script("hangs", "exec sleep 600"), timeout: .seconds(1)).llamaCpp == 0)
+        #expect(await EngineBuild.probe(llamaServer: directory + "/missing").llamaCpp == 0)
+    }
+}

@@ -15,6 +15,8 @@ public struct PoolSettings: Sendable, Equatable {
     public var rpcServerPath: String
     /// Longest wait for an rpc-server to listen before it counts as failed.
     public var startTimeout: Duration = .seconds(30)
+    /// The engine build this node runs (`EngineBuild.probe`, when the node is built).
+    public var build: EngineBuild = .current
 
     public init(memoryBytes: UInt64, threads: Int, rpcServerPath: String) {
         self.memoryBytes = memoryBytes
@@ -116,6 +118,7 @@ final class PoolWorker: Sendable {
         return PoolOffer(
             memoryBytes: settings.memoryBytes,
             threads: settings.threads,
+            build: settings.build,
             canHead: store != nil,
             files: Array(files.prefix(NodeReport.Bound.models)),
             work: statuses
@@ -168,8 +171,8 @@ final class PoolWorker: Sendable {
     ///   a model the catalog does not pin, or older than the work it would replace.
     func assign(_ assignment: PoolAssignment) async throws(PoolRefusal) {
         let plan = assignment.plan
-        guard plan.build == EngineBuild.current else {
-            throw PoolRefusal(.conflict, "This node runs engine \(EngineBuild.current), the plan \(plan.build).", code: "engine_build_mismatch")
+        guard plan.build == settings.build else {
+            throw PoolRefusal(.conflict, "This node runs engine \(settings.build), the plan \(plan.build).", code: "engine_build_mismatch")
         }
         guard let share = plan.share(of: node) else {
             throw PoolRefusal(.permission, "This node is not in the plan of \(assignment.pool).", code: "not_in_plan")

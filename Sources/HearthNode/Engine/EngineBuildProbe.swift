@@ -1,0 +1,55 @@
+import Foundation
+import HearthCore
+import NIOPosix
+
+extension EngineBuild {
+    /// The build of the `llama-server` this node runs, as it says itself (`--version`): an owner may point
+    /// `--llama-server` at a build of their own, and pooling it with others would mix RPC structs of two builds. The
+    /// RPC protocol is known for the pinned build only; a binary that does not say its build number reports 0, a build
+    /// of its own that is never pooled with anyone's.
+    static func probe(llamaServer path: String, timeout: Duration = .seconds(10)) async -> EngineBuild {
+        let output = await versionOutput(of: path, timeout: timeout)
+        let number = output.flatMap(buildNumber(in:)) ?? 0
+        return EngineBuild(
+            llamaCpp: number,
+            rpcProtocol: number == EnginePins.llamaCppBuildNumber ? EnginePins.rpcProtocol : "unknown",
+            architecture: current.architecture,
+            byteOrder: current.byteOrder
+        )
+    }
+
+    /// The build number in llama.cpp's `--version` text: `version: 0.6.0-dev (build 11434, commit 515e85511)`.
+    static func buildNumber(in text: String) -> Int? {
+        guard let range = text.range(of: "(build ") else { return nil }
+        let digits = text[range.upperBound...].prefix { $0.isNumber }
+        return Int(digits)
+    }
+
+    /// What `path --version` prints (it writes to stderr), or `nil` when it cannot run; killed after `timeout`.
+    private static func versionOutput(of path: String, timeout: Duration) async -> String? {
+        guard let executable = path.contains("/") ? path : Subprocess.which(path), let pipe = try? Subprocess.makePipe() else { return nil }
+        let process: Subprocess
+        do {
+            process = try await Subprocess.spawn(executable, ["--version"], outputFD: pipe.write)
+        } catch {
+            close(pipe.read)
+            close(pipe.write)
+            return nil
+        }
+        close(pipe.write)
+        let reader = FileHandle(fileDescriptor: pipe.read, closeOnDealloc: true)
+        // A binary that hangs is killed, which closes the pipe and ends the read.
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            process.signal(SIGKILL)
+        }
+        defer { watchdog.cancel() }
+        let lines = try? await NIOThreadPool.singleton.runIfActive { () -> [String] in
+            var lines: [String] = []
+            Subprocess.readLines(from: reader) { if lines.count < 50 { lines.append($0) } }
+            return lines
+        }
+        _ = await process.waitForExit()
+        return lines?.joined(separator: "\n")
+    }
+}
