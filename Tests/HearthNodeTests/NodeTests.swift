@@ -203,6 +203,19 @@ struct SubprocessTests {
         await #expect(throws: SubprocessError.self) { try await Subprocess.spawn("/nonexistent/tool", []) }
     }
 
+    /// `run` hands over stdout and stderr lines in order and the exit code, and kills a child past its time.
+    @Test(.timeLimit(.minutes(1)))
+    func runCollectsBothStreamsAndBoundsAHang() async throws {
+        let lines = Mutex<[String]>([])
+        let status = try await Subprocess.run("/bin/sh", ["-c", "echo one; echo two >&2; echo three; exit 4"]) { line in
+            lines.withLock { $0.append(line) }
+        }
+        #expect(status == 4)
+        #expect(lines.withLock { $0 } == ["one", "two", "three"])
+        #expect(try await Subprocess.run("/bin/sh", ["-c", "exec sleep 600"], timeout: .seconds(1)) { _ in } == 137)
+        await #expect(throws: SubprocessError.self) { try await Subprocess.run("/nonexistent/tool", []) { _ in } }
+    }
+
     /// An engine must not hold the parent's listening sockets or links: descriptors without close-on-exec included.
     @Test(.timeLimit(.minutes(1)))
     func aChildHoldsNoDescriptorOfItsParent() async throws {

@@ -1,6 +1,6 @@
 import Foundation
 import HearthCore
-import NIOPosix
+import Synchronization
 
 extension EngineBuild {
     /// The build of the `llama-server` this node runs, as it says itself (`--version`): an owner may point
@@ -27,29 +27,15 @@ extension EngineBuild {
 
     /// What `path --version` prints (it writes to stderr), or `nil` when it cannot run; killed after `timeout`.
     private static func versionOutput(of path: String, timeout: Duration) async -> String? {
-        guard let executable = path.contains("/") ? path : Subprocess.which(path), let pipe = try? Subprocess.makePipe() else { return nil }
-        let process: Subprocess
+        guard let executable = path.contains("/") ? path : Subprocess.which(path) else { return nil }
+        let lines = Mutex<[String]>([])
         do {
-            process = try await Subprocess.spawn(executable, ["--version"], outputFD: pipe.write)
+            _ = try await Subprocess.run(executable, ["--version"], timeout: timeout) { line in
+                lines.withLock { if $0.count < 50 { $0.append(line) } }
+            }
         } catch {
-            close(pipe.read)
-            close(pipe.write)
             return nil
         }
-        close(pipe.write)
-        let reader = FileHandle(fileDescriptor: pipe.read, closeOnDealloc: true)
-        // A binary that hangs is killed, which closes the pipe and ends the read.
-        let watchdog = Task {
-            try await Task.sleep(for: timeout)
-            process.signal(SIGKILL)
-        }
-        defer { watchdog.cancel() }
-        let lines = try? await NIOThreadPool.singleton.runIfActive { () -> [String] in
-            var lines: [String] = []
-            Subprocess.readLines(from: reader) { if lines.count < 50 { lines.append($0) } }
-            return lines
-        }
-        _ = await process.waitForExit()
-        return lines?.joined(separator: "\n")
+        return lines.withLock { $0 }.joined(separator: "\n")
     }
 }

@@ -193,29 +193,21 @@ public struct EngineInstaller: Sendable {
     ) async throws {
         var environment = ProcessInfo.processInfo.environment
         environment["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-        let output = try Subprocess.makePipe()
-        let process: Subprocess
+        let tail = Mutex<[String]>([])
+        let status: Int32
         do {
-            process = try await Subprocess.spawn(executable, arguments, environment: environment, outputFD: output.write)
+            status = try await Subprocess.run(executable, arguments, environment: environment) { line in
+                onLine(line)
+                tail.withLock { tail in
+                    tail.append(line)
+                    if tail.count > 15 { tail.removeFirst() }
+                }
+            }
         } catch {
-            close(output.read)
-            close(output.write)
             throw InstallError("could not \(step): \(error)")
         }
-        close(output.write)
-        let reader = FileHandle(fileDescriptor: output.read, closeOnDealloc: true)
-        let tail = try await NIOThreadPool.singleton.runIfActive { () -> [String] in
-            var tail: [String] = []
-            Subprocess.readLines(from: reader) { line in
-                onLine(line)
-                tail.append(line)
-                if tail.count > 15 { tail.removeFirst() }
-            }
-            return tail
-        }
-        let status = await process.waitForExit()
         guard status == 0 else {
-            throw InstallError("could not \(step): exit status \(status)\n  " + tail.joined(separator: "\n  "))
+            throw InstallError("could not \(step): exit status \(status)\n  " + tail.withLock { $0 }.joined(separator: "\n  "))
         }
     }
 

@@ -85,6 +85,39 @@ public final class Subprocess: Sendable {
         }
     }
 
+    /// Runs `executable` to its end, its stdout and stderr in one pipe whose lines go to `onLine` as they come; after
+    /// `timeout`, when given, it is killed. Returns its exit code.
+    /// - Throws: `SubprocessError` when it cannot start.
+    public static func run(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String]? = nil,
+        timeout: Duration? = nil,
+        onLine: @escaping @Sendable (String) -> Void
+    ) async throws -> Int32 {
+        let output = try makePipe()
+        let process: Subprocess
+        do {
+            process = try await spawn(executable, arguments, environment: environment, outputFD: output.write)
+        } catch {
+            close(output.read)
+            close(output.write)
+            throw error
+        }
+        close(output.write)
+        let reader = FileHandle(fileDescriptor: output.read, closeOnDealloc: true)
+        // A child that hangs is killed, which closes the pipe and ends the read.
+        let watchdog = timeout.map { limit in
+            Task {
+                try await Task.sleep(for: limit)
+                process.signal(SIGKILL)
+            }
+        }
+        defer { watchdog?.cancel() }
+        try await NIOThreadPool.singleton.runIfActive { readLines(from: reader, onLine) }
+        return await process.waitForExit()
+    }
+
     /// A pipe whose two ends are closed on exec, so only the descriptor handed to a child survives in it.
     public static func makePipe() throws -> (read: Int32, write: Int32) {
         var fds: [Int32] = [0, 0]
