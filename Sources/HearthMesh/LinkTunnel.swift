@@ -88,7 +88,7 @@ enum LinkClientFraming: SpliceFraming {
     static var end: HTTPClientRequestPart? { .end(nil) }
 }
 
-/// Waits for a tunnel's answer: on 200 it passes the body on to the splice; otherwise it reads up to 4 KiB of the
+/// Waits for a tunnel's answer: on 200 it leaves the pipeline to the splice; otherwise it reads up to 4 KiB of the
 /// node's error and fails the open with it.
 final class TunnelHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
@@ -117,6 +117,8 @@ final class TunnelHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
             if head.status == .ok {
                 state = .open
                 promise.succeed(head)
+                // The body goes straight to the splice from now on.
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
             } else {
                 state = .refused(status: Int(head.status.code), message: ByteBuffer())
             }

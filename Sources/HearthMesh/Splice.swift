@@ -115,6 +115,8 @@ package final class SpliceHandler<Framing: SpliceFraming>: ChannelDuplexHandler,
     /// Completes once this side's end is written: everything the other end sent is out.
     private var outputFinished: EventLoopFuture<Void>?
     private var closed = false
+    /// The channel failed, or was closed because the other end was gone: its close is no clean end.
+    private var failed = false
 
     /// Call on `eventLoop`, where the handler will live (a channel initializer is).
     package init(eventLoop: any EventLoop, early: [SpliceInput] = []) {
@@ -188,12 +190,16 @@ package final class SpliceHandler<Framing: SpliceFraming>: ChannelDuplexHandler,
     }
 
     package func channelInactive(context: ChannelHandlerContext) {
+        // A clean close that came without an end is one: NIO reads to the EOF, and after our own half-close it closes
+        // the socket without an `inputClosed`. Passed on as an end, so the other side sends what it holds first.
+        if !failed && !inputEnded { take(.end) }
         closed = true
         partner?.send { $0.partnerGone() }
         context.fireChannelInactive()
     }
 
     package func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failed = true
         context.close(promise: nil)
     }
 
@@ -295,6 +301,7 @@ package final class SpliceHandler<Framing: SpliceFraming>: ChannelDuplexHandler,
     }
 
     func partnerGone() {
+        failed = true
         guard let channel = context?.channel else { return }
         // After the other end's own end, its close is no failure: what it sent goes out first (an HTTP/2 stream
         // closed with data still waiting for its window would drop it).

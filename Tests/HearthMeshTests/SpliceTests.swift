@@ -11,10 +11,12 @@ import Testing
 struct SpliceTests {
     typealias Connection = NIOAsyncChannel<ByteBuffer, ByteBuffer>
 
-    /// A listener whose connections come out as `SplicedConnection`s.
+    /// A listener whose connections come out as `SplicedConnection`s. Small kernel buffers toward the client, so what
+    /// the client has not read waits in the splice's channel rather than in the kernel.
     static func listener() async throws -> NIOAsyncChannel<SplicedConnection, Never> {
         try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .childChannelOption(ChannelOptions.socketOption(.so_sndbuf), value: 16 << 10)
             .bind(host: "127.0.0.1", port: 0) { channel in
                 channel.eventLoop.makeCompletedFuture { try SplicedConnection.prepare(channel) }
             }
@@ -34,6 +36,7 @@ struct SpliceTests {
     static func client(port: Int) async throws -> Connection {
         try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .channelOption(ChannelOptions.socketOption(.so_rcvbuf), value: 16 << 10)
             .connect(host: "127.0.0.1", port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try Connection(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
@@ -84,6 +87,38 @@ struct SpliceTests {
         }
         #expect(try await heard == "early ")
         #expect(reply == "got \(6 + (3 << 20))")
+    }
+
+    /// After our half-close the service answers and closes its socket outright. NIO then reads to the EOF and closes
+    /// without an `inputClosed`; that close must still be passed on as an end, so what the client has not read yet
+    /// (held in the front connection's buffers, since the client reads only once the service is gone) still reaches it.
+    @Test func aServiceThatAnswersAndClosesLosesNothing() async throws {
+        let (client, service, _) = try await Self.spliced()
+        let reply = 2 << 20
+        let (closed, closedSink) = AsyncStream.makeStream(of: Void.self)
+        let answering = Task {
+            try await service.executeThenClose { inbound, outbound in
+                for try await _ in inbound {}
+                var left = reply
+                while left > 0 {
+                    let chunk = min(left, 64 << 10)
+                    try await outbound.write(ByteBuffer(repeating: 0x62, count: chunk))
+                    left -= chunk
+                }
+            }
+            closedSink.yield()
+            closedSink.finish()
+        }
+        let received: Int = try await client.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(string: "question"))
+            outbound.finish()
+            for await _ in closed {}
+            var count = 0
+            for try await chunk in inbound { count += chunk.readableBytes }
+            return count
+        }
+        try await answering.value
+        #expect(received == reply)
     }
 
     /// A reset (not an end: an end is passed on as a half-close, as above) closes the other side too.
