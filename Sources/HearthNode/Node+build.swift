@@ -74,11 +74,12 @@ public func buildNode(
         throw NodeStartError("--pool-memory (\(pool.memoryBytes.binaryBytes)) must be less than the node's memory limit (\(budget.binaryBytes))")
     }
     if configuration.pool != nil {
-        // An engine still to be provisioned will be the pinned build; one that is there says which it is.
-        let path = configuration.llamaServerPath
-        let present = path.contains("/") ? FileManager.default.isExecutableFile(atPath: path) : Subprocess.which(path) != nil
-        if present || configuration.prepare == nil {
-            configuration.pool?.build = await EngineBuild.probe(llamaServer: path)
+        // An engine that is there says which build it is; one still to be provisioned will be the pinned build; a
+        // node with neither is a build of its own.
+        if let build = await EngineBuild.probe(llamaServer: configuration.llamaServerPath) {
+            configuration.pool?.build = build
+        } else if configuration.prepare == nil {
+            configuration.pool?.build = EngineBuild(llamaCpp: 0)
         }
         if let build = configuration.pool?.build, build != .current {
             logger.warning(

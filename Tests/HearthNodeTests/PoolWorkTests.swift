@@ -226,11 +226,12 @@ struct EngineBuildProbeTests {
             chmod(path, 0o755)
             return path
         }
-        let other = await EngineBuild.probe(llamaServer: try script("other", "echo 'version: 9.9 (build 9000, commit f00)' >&2"))
+        let other = try #require(await EngineBuild.probe(llamaServer: try script("other", "echo 'version: 9.9 (build 9000, commit f00)' >&2")))
         #expect(other.llamaCpp == 9000 && other.rpcProtocol == "unknown" && other != .current)
-        // Says nothing, hangs, or is not there: a build of its own (0), never the pinned one.
-        #expect(await EngineBuild.probe(llamaServer: try script("mute", "exit 0")).llamaCpp == 0)
-        #expect(await EngineBuild.probe(llamaServer: try script("hangs", "exec sleep 600"), timeout: .seconds(1)).llamaCpp == 0)
-        #expect(await EngineBuild.probe(llamaServer: directory + "/missing").llamaCpp == 0)
+        // Says nothing or hangs: a build of its own (0), never the pinned one. Not there: no build to say.
+        #expect(await EngineBuild.probe(llamaServer: try script("mute", "exit 0"))?.llamaCpp == 0)
+        #expect(await EngineBuild.probe(llamaServer: try script("hangs", "exec sleep 600"), timeout: .seconds(1))?.llamaCpp == 0)
+        #expect(await EngineBuild.probe(llamaServer: directory + "/missing") == nil)
+        #expect(await EngineBuild.probe(llamaServer: "no-such-engine-on-path") == nil)
     }
 }

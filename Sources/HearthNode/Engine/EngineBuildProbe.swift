@@ -6,15 +6,21 @@ extension EngineBuild {
     /// The build of the `llama-server` this node runs, as it says itself (`--version`): an owner may point
     /// `--llama-server` at a build of their own, and pooling it with others would mix RPC structs of two builds. The
     /// RPC protocol is known for the pinned build only; a binary that does not say its build number reports 0, a build
-    /// of its own that is never pooled with anyone's.
-    static func probe(llamaServer path: String, timeout: Duration = .seconds(10)) async -> EngineBuild {
-        let output = await versionOutput(of: path, timeout: timeout)
-        let number = output.flatMap(buildNumber(in:)) ?? 0
-        return EngineBuild(
+    /// of its own that is never pooled with anyone's. `nil` when there is no such executable (yet).
+    static func probe(llamaServer path: String, timeout: Duration = .seconds(10)) async -> EngineBuild? {
+        guard let executable = path.contains("/") ? path : Subprocess.which(path), FileManager.default.isExecutableFile(atPath: executable)
+        else { return nil }
+        let output = await versionOutput(of: executable, timeout: timeout)
+        return EngineBuild(llamaCpp: output.flatMap(buildNumber(in:)) ?? 0)
+    }
+
+    /// A build by its number, on this machine.
+    init(llamaCpp number: Int) {
+        self.init(
             llamaCpp: number,
             rpcProtocol: number == EnginePins.llamaCppBuildNumber ? EnginePins.rpcProtocol : "unknown",
-            architecture: current.architecture,
-            byteOrder: current.byteOrder
+            architecture: EngineBuild.current.architecture,
+            byteOrder: EngineBuild.current.byteOrder
         )
     }
 
@@ -26,8 +32,7 @@ extension EngineBuild {
     }
 
     /// What `path --version` prints (it writes to stderr), or `nil` when it cannot run; killed after `timeout`.
-    private static func versionOutput(of path: String, timeout: Duration) async -> String? {
-        guard let executable = path.contains("/") ? path : Subprocess.which(path) else { return nil }
+    private static func versionOutput(of executable: String, timeout: Duration) async -> String? {
         let lines = Mutex<[String]>([])
         do {
             _ = try await Subprocess.run(executable, ["--version"], timeout: timeout) { line in
