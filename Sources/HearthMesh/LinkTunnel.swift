@@ -66,9 +66,6 @@ public final class LinkTunnel: Sendable {
         Splice.join(peer, connection.peer)
     }
 
-    /// Completes once the stream has closed.
-    public var closed: EventLoopFuture<Void> { channel.closeFuture }
-
     /// Resets the stream: both directions end at once.
     public func close() {
         channel.close(promise: nil)
