@@ -110,6 +110,14 @@ struct GatewayOptions: ParsableArguments {
     @Option(help: "At most this many automatic pools at once; a request that would need one more gets 503 pool_limit.")
     var maxAutoPools: Int = 2
 
+    @Option(
+        help: """
+            Continue a stream whose node broke (died, lost its link, was stopped) on another node serving the same \
+            file, at most this many times per stream; 0 ends such a stream with an error event instead.
+            """
+    )
+    var maxContinuations: Int = 2
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
         if let meshPort, !(0...65535).contains(meshPort) {
@@ -126,6 +134,7 @@ struct GatewayOptions: ParsableArguments {
         guard poolContext >= 256 else { throw ValidationError("--pool-context must be at least 256") }
         _ = try parseDuration(poolIdleTimeout, option: "--pool-idle-timeout")
         guard maxAutoPools >= 0 else { throw ValidationError("--max-auto-pools must be 0 or more") }
+        guard (0...16).contains(maxContinuations) else { throw ValidationError("--max-continuations must be between 0 and 16") }
         _ = try parseDuration(poolStallTimeout, option: "--pool-stall-timeout")
         guard maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
         guard anonymousTokensPerHour > 0, maxTokensPerHour >= anonymousTokensPerHour else {
@@ -153,6 +162,7 @@ struct GatewayOptions: ParsableArguments {
             $0.operators = Set(operators.compactMap(NodeID.init))
             $0.pools.idleTimeout = poolIdle
             $0.pools.maxAutomatic = maxAutoPools
+            $0.maxContinuations = maxContinuations
             $0.pools.timing.stallAfter = poolStall
             $0.allowedHosts = allowedHosts
             $0.allowedOrigins = allowedOrigins
@@ -260,8 +270,9 @@ struct JoinStringCommand: ParsableCommand {
 struct ShutdownOptions: ParsableArguments {
     @Option(
         help: """
-            On SIGTERM or Ctrl-C, wait this long for answers in flight to finish before stopping (e.g. 120s). A \
-            second Ctrl-C stops at once.
+            On SIGTERM or Ctrl-C, wait this long for answers in flight to finish before stopping (e.g. 120s); a node \
+            then hands the streams still going over to its gateway, which continues them on another node. A second \
+            Ctrl-C stops at once.
             """
     )
     var drainTimeout: String = "120s"

@@ -48,6 +48,16 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Requests the engine serves at once.")
     var parallel: Int?
 
+    @Option(
+        name: .customLong("engine-arg"),
+        parsing: .unconditionalSingleValue,
+        help: """
+            An argument passed to every llama-server after Hearth's own (repeatable), e.g. --engine-arg=-ub \
+            --engine-arg=1 for bit-exact continuations. Hearth's sizing does not know what it does.
+            """
+    )
+    var engineArguments: [String] = []
+
     @Option(help: "Use this llama-server binary and skip the build (env: HEARTH_LLAMA_SERVER).")
     var llamaServer: String?
 
@@ -157,6 +167,7 @@ struct NodeOptions: ParsableArguments {
             memoryBytes: try (memory ?? file.memory).map { try parseBytes($0, option: "--memory") }
         )
         configuration.catalog = catalog
+        configuration.extraEngineArguments = engineArguments
         configuration.sandbox.enabled = !noSandbox
         configuration.sandbox.user = sandboxUser
 

@@ -106,7 +106,8 @@ public func buildGateway(
         quotas: quotas,
         metrics: metrics,
         maxBodyBytes: configuration.maxBodyBytes,
-        limits: configuration.limits
+        limits: configuration.limits,
+        maxContinuations: configuration.maxContinuations
     )
 
     let auth = AuthService(database: database, challengeTTL: configuration.challengeTTL, tokenTTL: configuration.tokenTTL)

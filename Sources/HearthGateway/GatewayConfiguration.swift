@@ -50,6 +50,8 @@ public struct GatewayConfiguration: Sendable {
     public var sweepInterval: Duration = .seconds(1)
     /// Attempts per request across different nodes, when a node fails before the first byte.
     public var maxAttempts: Int = 3
+    /// How many times a stream whose node broke may be continued on another node (0: never).
+    public var maxContinuations: Int = 2
     /// Seconds a client should wait before retrying when no node is ready.
     public var retryAfterSeconds: Int = 5
 

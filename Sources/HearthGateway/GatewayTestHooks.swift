@@ -1,3 +1,4 @@
+import HearthMesh
 import NIOCore
 
 /// Entry points into internal pieces, for the gateway's unit tests (`package`: not part of the public API).

@@ -152,6 +152,7 @@ public func buildNode(
         status: status,
         responder: linkResponder(router.buildResponder(), logger: logger),
         streams: LinkByteStreams(services: configuration.tunnelServices, pools: pools),
+        inFlight: inFlight,
         logger: logger
     )
     let controlTokenPath = (configuration.dataDirectory as NSString).appendingPathComponent("control.token")
@@ -206,6 +207,7 @@ public func buildLinkService(
         status: NodeStatus(configuration: configuration, engines: [], load: NodeLoad()),
         responder: linkResponder(router.buildResponder(), logger: logger),
         streams: LinkByteStreams(services: configuration.tunnelServices, pools: nil),
+        inFlight: InFlightRequests(),
         logger: logger
     )
 }

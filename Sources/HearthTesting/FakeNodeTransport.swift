@@ -15,6 +15,12 @@ public final class FakeNodeTransport: NodeTransport {
         case respondWithReceipt(status: Int, contentType: String, chunks: [String], receipt: @Sendable (NodeRequest) -> String?)
         /// Fail before answering, like a node that went away.
         case fail
+        /// Answer 200 with these stream chunks, then break, like a node that died mid-stream.
+        case breakAfter(chunks: [String])
+        /// Answer 200 with these stream chunks, then end with `hearth-handover`, like a node that drains.
+        case handOver(chunks: [String])
+        /// Answer a continuation: these chunks, with `x-hearth-prefill` (`nil`: a node that ignores continuations).
+        case continuation(chunks: [String], prefill: Int?)
     }
 
     private let behaviours: Mutex<[NodeID: Behaviour]>
@@ -46,6 +52,34 @@ public final class FakeNodeTransport: NodeTransport {
                 contentType: contentType,
                 body: NodeResponseBody(next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } })
             )
+        case .breakAfter(let chunks):
+            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
+            return NodeResponse(
+                status: 200,
+                contentType: "text/event-stream",
+                body: NodeResponseBody(next: {
+                    guard let chunk = queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { throw FakeNodeError() }
+                    return chunk
+                })
+            )
+        case .handOver(let chunks):
+            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
+            return NodeResponse(
+                status: 200,
+                contentType: "text/event-stream",
+                body: NodeResponseBody(
+                    next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } },
+                    trailer: { name in name == LinkProtocol.handoverTrailer && queue.withLock({ $0.isEmpty }) ? "1" : nil }
+                )
+            )
+        case .continuation(let chunks, let prefill):
+            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
+            return NodeResponse(
+                status: 200,
+                contentType: "text/event-stream",
+                body: NodeResponseBody(next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } }),
+                prefill: prefill
+            )
         case .respondWithReceipt(let status, let contentType, let chunks, let receipt):
             let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
             let trailer = receipt(request)
@@ -61,6 +95,26 @@ public final class FakeNodeTransport: NodeTransport {
     }
 
     public struct FakeNodeError: Error {}
+
+    /// Chat events as a node marks them (`TokenMark`): each piece's event preceded by its token's comment line.
+    /// `first` adds the role chunk a stream starts with (a continuation has none).
+    public static func markedChatEvents(_ pieces: [(text: String, token: Int32)], first: Bool) -> [String] {
+        var events: [String] = []
+        if first {
+            events.append(
+                #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"object":"chat.completion.chunk"}"#
+                    + "\n\n"
+            )
+        }
+        for piece in pieces {
+            events.append(
+                TokenMark(token: piece.token, kind: .clean).line
+                    + #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"content":"\#(piece.text)"}}],"object":"chat.completion.chunk"}"#
+                    + "\n\n"
+            )
+        }
+        return events
+    }
 
     /// A streamed chat answer in llama-server's format: a role chunk, one chunk per piece, a finish chunk, the usage
     /// chunk and `[DONE]`.

@@ -40,8 +40,18 @@ public enum LinkProtocol {
         public static let waitMilliseconds = "x-hearth-wait-ms"
         /// The pool whose head should answer (a node may also serve the same model alone).
         public static let pool = "x-hearth-pool"
+        /// On a node's answer to a continuation (`Continuation.field`): how many tokens of its prompt were the earlier
+        /// nodes' answer, which its usage counts as prompt. Its presence says the node did continue.
+        public static let prefill = "x-hearth-prefill"
     }
+
+    /// The start of the comment line a node puts in front of each generated event of a stream (`TokenMark`).
+    public static let tokenMarkPrefix = ": hearth-token "
+    public static let tokenMarkPrefixBytes = Array(tokenMarkPrefix.utf8)
 
     /// The trailer that carries the node's signed receipt (base64url COSE_Sign1) after the last body byte.
     public static let receiptTrailer = "hearth-receipt"
+
+    /// Ends a stream the node stopped because it drains, not because it finished: the gateway continues it elsewhere.
+    public static let handoverTrailer = "hearth-handover"
 }

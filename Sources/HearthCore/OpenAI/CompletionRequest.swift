@@ -61,6 +61,8 @@ extension CompletionRequest {
         try Self.checkTools(body)
         try Self.checkResponseFormat(body["response_format"])
 
+        // Only the gateway continues a stream on another node (see `Continuation`).
+        upstream[Continuation.field] = nil
         upstream["max_tokens"] = .integer(Int64(maxTokens))
         upstream["max_completion_tokens"] = nil
         if stream {

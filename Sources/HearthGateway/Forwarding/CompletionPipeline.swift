@@ -16,6 +16,8 @@ struct CompletionPipeline: Sendable {
     let metrics: GatewayMetrics
     let maxBodyBytes: Int
     let limits: RequestLimits
+    /// How many times one stream may be continued on another node after its node broke (0: never).
+    var maxContinuations = 2
 
     /// Reads and parses a JSON request body.
     /// - Throws: `NIOTooManyBytesError` for an oversized body (rendered as 413), `OpenAIError` 400 for a body that is
@@ -97,6 +99,7 @@ struct CompletionPipeline: Sendable {
             route: route,
             model: upstream.model.rawValue,
             requestID: context.id,
+            rootID: context.id,
             consumer: context.caller.consumerName,
             account: context.caller.account,
             quotaKey: quota.key,
@@ -185,7 +188,9 @@ struct ServedRequest: Sendable {
     let upstream: OpenedUpstream
     let route: String
     let model: String
+    /// The id the node gets (`<id>.<part>` for a later part), and the client's request id.
     let requestID: String
+    var rootID: String
     let consumer: String
     /// The account charged for the request, and the quota bucket it drew from.
     let account: NodeID?
@@ -240,7 +245,45 @@ struct ServedRequest: Sendable {
     /// How long a cancelled stream may take to end with its receipt.
     static let cancelDrainLimit: Duration = .seconds(5)
 
-    func finish(usage: TokenUsage?, fallbackCompletionTokens: Int, status: String) async {
+    /// Opens part `part` of this request on another node serving the same file: the continuation of a broken stream
+    /// (`ContinuingStream`), or a whole answer asked again. The part is its own request to the node (`<id>.<part>`), so
+    /// that its receipt and usage row are its own.
+    func openPart(_ part: Int, endpoint: CompletionEndpoint, body: JSONValue, excluding: Set<NodeID>) async throws -> ServedRequest {
+        let partID = "\(rootID).\(part)"
+        let upstream = try await pipeline.dispatcher.open(
+            endpoint: endpoint,
+            model: upstream.model,
+            body: body,
+            requestID: partID,
+            consumer: consumer,
+            logger: logger,
+            excluding: excluding,
+            sameFile: upstream.modelSHA256
+        )
+        let next = ServedRequest(
+            pipeline: pipeline,
+            upstream: upstream,
+            route: route,
+            model: model,
+            requestID: partID,
+            rootID: rootID,
+            consumer: consumer,
+            account: account,
+            quotaKey: quotaKey,
+            startedAt: Date(),
+            logger: logger
+        )
+        pipeline.database.markInFlight(next.usageRecord(promptTokens: 0, completionTokens: 0, status: "in_flight"), logger: logger)
+        guard upstream.response.status < 400 else {
+            await next.finish(usage: nil, fallbackCompletionTokens: 0, status: String(upstream.response.status))
+            throw DispatchFailure(APIFailure(.upstream, "The node refused the continuation (HTTP \(upstream.response.status))."))
+        }
+        return next
+    }
+
+    /// Releases the node and meters the request: `usage` is what the node's receipt is checked against, `charge` what
+    /// the client is charged (the same, but for a continued stream's later parts).
+    func finish(usage: TokenUsage?, charge: TokenUsage? = nil, fallbackCompletionTokens: Int, status: String) async {
         pipeline.dispatcher.finish(upstream)
         let firstByte = upstream.firstByteAt - upstream.startedAt
         pipeline.metrics.timeToFirstToken(model: model, duration: firstByte)
@@ -255,8 +298,9 @@ struct ServedRequest: Sendable {
             sentAt: startedAt,
             endedAt: Date()
         )
-        let promptTokens = usage?.promptTokens ?? 0
-        let completionTokens = usage?.completionTokens ?? fallbackCompletionTokens
+        let charged = charge ?? usage
+        let promptTokens = charged?.promptTokens ?? 0
+        let completionTokens = charged?.completionTokens ?? fallbackCompletionTokens
         pipeline.quotas.charge(quotaKey, tokens: promptTokens + completionTokens)
         await pipeline.record(
             usageRecord(promptTokens: promptTokens, completionTokens: completionTokens, status: status, firstByte: firstByte),

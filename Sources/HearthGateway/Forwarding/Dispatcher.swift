@@ -83,7 +83,9 @@ public struct Dispatcher: Sendable {
         body: JSONValue,
         requestID: String,
         consumer: String = "anonymous",
-        logger: Logger
+        logger: Logger,
+        excluding: Set<NodeID> = [],
+        sameFile: SHA256Digest? = nil
     ) async throws(DispatchFailure) -> OpenedUpstream {
         var nodes = registry.routableNodes()
         // A head is routed to only while the gateway's own plan says its pool serves there: a report a poll behind
@@ -108,9 +110,19 @@ public struct Dispatcher: Sendable {
                 APIFailure(.unavailable, "No node serving '\(model)' is ready yet; try again shortly.", code: "model_not_ready"),
                 retryAfter: retryAfterSeconds
             )
-        case .candidates(let nodes, let name):
-            candidates = nodes
+        case .candidates(let planned, let name):
+            // A continuation goes only to another node with the very file the earlier part came from.
+            candidates = planned.filter { node in
+                !excluding.contains(node)
+                    && (sameFile == nil || nodes.first { $0.id == node }?.models.contains { $0.id == name && $0.sha256 == sameFile } == true)
+            }
             canonical = name
+        }
+        guard !candidates.isEmpty else {
+            throw DispatchFailure(
+                APIFailure(.unavailable, "No other node serving '\(model)' is ready.", code: "model_not_ready"),
+                retryAfter: retryAfterSeconds
+            )
         }
         var forwarded = body
         forwarded["model"] = .string(canonical.rawValue)

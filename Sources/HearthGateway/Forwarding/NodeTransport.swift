@@ -36,11 +36,14 @@ public struct NodeResponse: Sendable {
     public var status: Int
     public var contentType: String?
     public var body: NodeResponseBody
+    /// For a continuation the node made: how many of its prompt tokens were the earlier answer (`x-hearth-prefill`).
+    public var prefill: Int?
 
-    public init(status: Int, contentType: String?, body: NodeResponseBody) {
+    public init(status: Int, contentType: String?, body: NodeResponseBody, prefill: Int? = nil) {
         self.status = status
         self.contentType = contentType
         self.body = body
+        self.prefill = prefill
     }
 }
 

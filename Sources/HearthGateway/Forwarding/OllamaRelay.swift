@@ -1,36 +1,36 @@
 import Foundation
 import HearthCore
+import HearthMesh
 import Hummingbird
 import NIOCore
 import NIOFoundationEssentialsCompat
 
 /// Turns a node's OpenAI chat stream into Ollama's lines: one per piece of text, then a final line with counters.
-struct OllamaRelay: Sendable {
+struct OllamaRelay {
     let writer: OllamaResponseWriter
-    let served: ServedRequest
     let started: ContinuousClock.Instant
 
-    struct Outcome: Sendable {
+    struct Outcome {
+        /// `ok`, `upstream_error`, or `client_closed` (the stream is then already cancelled and metered).
         var status: String
-        /// What to charge, and to check the node's receipt against (see `StreamTally`).
-        var tally: StreamTally
+        /// The stream, to be finished once the client has the final line.
+        var stream: ContinuingStream
         var finalLine: JSONValue
     }
 
     /// Reads the stream to its end, writing each text line to `writer` as it arrives. When the client goes away, the
-    /// node is asked to stop, and its receipt is still read (`ServedRequest.cancelAndDrain`).
-    func stream(to writer: inout any ResponseBodyWriter) async -> Outcome {
-        await run(streaming: true) { line in try await writer.write(line) }
+    /// node is asked to stop, and its receipt is still read (`ContinuingStream.cancel`).
+    func stream(_ stream: ContinuingStream, to writer: inout any ResponseBodyWriter) async -> Outcome {
+        await run(stream, streaming: true) { line in try await writer.write(line) }
     }
 
     /// Reads the stream to its end and gathers the text into the final line (a response that does not stream).
-    func collect() async -> Outcome {
-        await run(streaming: false) { _ in }
+    func collect(_ stream: ContinuingStream) async -> Outcome {
+        await run(stream, streaming: false) { _ in }
     }
 
-    private func run(streaming: Bool, emit: (ByteBuffer) async throws -> Void) async -> Outcome {
-        var reader = SSEEventReader(served.upstream)
-        var tally = StreamTally()
+    private func run(_ opened: ContinuingStream, streaming: Bool, emit: (ByteBuffer) async throws -> Void) async -> Outcome {
+        var stream = opened
         var usage: TokenUsage?
         var finishReason: String?
         var text = ""
@@ -41,13 +41,13 @@ struct OllamaRelay: Sendable {
         relay: while true {
             let event: ByteBuffer
             do {
-                guard let next = try await reader.next() else { break }
-                event = next
+                guard let next = try await stream.next() else { break }
+                event = next.event
+                if case .usage(let reported, _) = next.kind { usage = reported }
             } catch {
                 status = "upstream_error"
                 break
             }
-            if case .usage(let reported, _, _) = tally.observe(event) { usage = reported }
             guard let payload = event.ssePayload(), let chunk = try? decoder.decode(CompletionChunk.self, from: payload) else { continue }
             if let reason = chunk.choices?.first?.finishReason { finishReason = reason }
             guard let piece = chunk.choices?.first?.content, !piece.isEmpty else { continue }
@@ -58,7 +58,7 @@ struct OllamaRelay: Sendable {
                     try await emit(OllamaController.ndjson(writer.content(piece)))
                 } catch {
                     status = "client_closed"
-                    await served.cancelAndDrain(&reader, tally: &tally)
+                    await stream.cancel()
                     break relay
                 }
             } else {
@@ -75,6 +75,6 @@ struct OllamaRelay: Sendable {
             promptNanoseconds: (promptEnd - started).nanoseconds,
             evalNanoseconds: (end - promptEnd).nanoseconds
         )
-        return Outcome(status: status, tally: tally, finalLine: writer.final(text: text, statistics: statistics))
+        return Outcome(status: status, stream: stream, finalLine: writer.final(text: text, statistics: statistics))
     }
 }

@@ -7,7 +7,8 @@ enum ReceiptClerk {
     /// - Parameters:
     ///   - trailer: the node's `hearth-receipt` trailer, if one came.
     ///   - status: how the relay ended. A complete relay (`ok`) must have a receipt; one whose client went away
-    ///     (`client_closed`) is settled when the node still sent one (it finished, or was cancelled and said so).
+    ///     (`client_closed`), or that its draining node handed over (`handed_over`), is settled when the node still sent
+    ///     one (it finished, or was cancelled and said so).
     ///   - usage: the engine's counts as they passed through the gateway.
     static func settle(
         trailer: String?,
@@ -20,7 +21,7 @@ enum ReceiptClerk {
         sentAt: Date,
         endedAt: Date
     ) -> ReceiptSettlement {
-        guard status == "ok" || status == "client_closed" else { return .none }
+        guard status == "ok" || status == "client_closed" || status == "handed_over" else { return .none }
         guard let trailer else {
             return status == "ok" ? .refuse(reason: "missing", detail: "the node sent no receipt", signed: nil) : .none
         }

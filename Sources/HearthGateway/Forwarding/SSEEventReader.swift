@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthMesh
 import NIOCore
 import NIOFoundationEssentialsCompat
 
@@ -36,7 +37,7 @@ struct SSEEventReader {
 /// What one upstream event means to the gateway.
 enum UpstreamEvent {
     /// The usage report; `usageOnly` when it is the extra chunk with no choices that `include_usage` adds.
-    case usage(TokenUsage, usageOnly: Bool, chunk: CompletionChunk)
+    case usage(TokenUsage, usageOnly: Bool)
     /// The `[DONE]` terminator.
     case done
     /// Anything else: content, role or finish chunks.
@@ -48,7 +49,7 @@ enum UpstreamEvent {
             if let payload = event.ssePayload(), let chunk = try? JSONDecoder().decode(CompletionChunk.self, from: payload),
                 let usage = chunk.usage
             {
-                return .usage(usage, usageOnly: chunk.choices?.isEmpty ?? true, chunk: chunk)
+                return .usage(usage, usageOnly: chunk.choices?.isEmpty ?? true)
             }
         } else if event.contains("[DONE]") {
             return .done

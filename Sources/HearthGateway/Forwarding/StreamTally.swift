@@ -14,7 +14,7 @@ struct StreamTally: Sendable {
     mutating func observe(_ event: ByteBuffer) -> UpstreamEvent {
         let kind = UpstreamEvent.classify(event)
         switch kind {
-        case .usage(let reported, let usageOnly, _):
+        case .usage(let reported, let usageOnly):
             usage = reported
             if !usageOnly { events += 1 }
         case .done: break

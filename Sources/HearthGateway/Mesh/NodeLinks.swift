@@ -108,7 +108,8 @@ public final class NodeLinks: NodeTransport {
         return NodeResponse(
             status: Int(response.head.status.code),
             contentType: response.head.headers.first(name: "content-type"),
-            body: NodeResponseBody(next: { try await body.next() }, trailer: { body.trailers?.first(name: $0) })
+            body: NodeResponseBody(next: { try await body.next() }, trailer: { body.trailers?.first(name: $0) }),
+            prefill: response.head.headers.first(name: LinkProtocol.Header.prefill).flatMap { Int($0) }.flatMap { $0 >= 0 ? $0 : nil }
         )
     }
 }

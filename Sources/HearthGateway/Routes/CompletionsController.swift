@@ -1,6 +1,7 @@
 import Foundation
 import HearthCore
 import Hummingbird
+import Logging
 import NIOCore
 import NIOFoundationEssentialsCompat
 
@@ -34,46 +35,40 @@ struct CompletionsController {
             context: context,
             startedAt: startedAt
         )
-        var headers: HTTPFields = [.hearthNode: served.node.short]
-
         guard prepared.stream else {
-            var body = served.upstream.firstChunk ?? ByteBuffer()
-            do {
-                var rest = try await served.upstream.response.body.collect(upTo: 64 << 20)
-                body.writeBuffer(&rest)
-            } catch {
-                await served.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")
-                throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
-            }
-            let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: body))?.usage
-            headers[.contentType] = "application/json"
-            return served.respond(with: body, headers: headers, usage: usage, fallbackCompletionTokens: 0)
+            return try await answerWhole(served, body: prepared.upstreamBody, endpoint: endpoint)
         }
+        var headers: HTTPFields = [.hearthNode: served.node.short]
 
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-cache"
         let clientWantsUsage = prepared.clientWantsUsage
         let metrics = pipeline.metrics
+        let opened = ContinuingStream(
+            served,
+            endpoint: endpoint,
+            body: prepared.upstreamBody,
+            maxContinuations: pipeline.maxContinuations
+        )
         return Response(
             status: .ok,
             headers: headers,
             body: ResponseBody { writer in
                 metrics.streamStarted()
                 defer { metrics.streamEnded() }
-                var reader = SSEEventReader(served.upstream)
-                var tally = StreamTally()
+                var stream = opened
                 var outcome = "ok"
                 relay: while true {
                     let event: ByteBuffer
                     do {
-                        guard let next = try await reader.next() else { break relay }
-                        event = next
+                        guard let next = try await stream.next() else { break relay }
+                        if case .usage(_, let usageOnly) = next.kind, usageOnly && !clientWantsUsage { continue relay }
+                        event = next.event
                     } catch {
                         outcome = "upstream_error"
                         try? await writer.write(ByteBuffer(string: Self.streamErrorEvent))
                         break relay
                     }
-                    if case .usage(_, let usageOnly, _) = tally.observe(event), usageOnly && !clientWantsUsage { continue relay }
                     do {
                         try await writer.write(event)
                     } catch {
@@ -83,13 +78,43 @@ struct CompletionsController {
                 }
                 if outcome == "client_closed" {
                     // The engine stops now; the node's receipt for what it did comes at the end of the stream.
-                    await served.cancelAndDrain(&reader, tally: &tally)
-                } else {
-                    do { try await writer.finish(nil) } catch { outcome = "client_closed" }
+                    await stream.cancel()
+                    return
                 }
-                await served.finish(usage: tally.counted, fallbackCompletionTokens: tally.fallbackCompletionTokens, status: outcome)
+                do { try await writer.finish(nil) } catch { outcome = "client_closed" }
+                await stream.finish(status: outcome)
             }
         )
+    }
+
+    /// A request that does not stream: the client sees nothing until the whole answer is in, so when the node breaks
+    /// off, the request is asked again of another node (as part `<id>.<n>`, at most `--max-continuations` times), and
+    /// the client just gets its answer later.
+    func answerWhole(_ opened: ServedRequest, body: JSONValue, endpoint: CompletionEndpoint) async throws -> Response {
+        var served = opened
+        var tried: Set<NodeID> = [served.node]
+        var part = 0
+        while true {
+            var answer = served.upstream.firstChunk ?? ByteBuffer()
+            do {
+                var rest = try await served.upstream.response.body.collect(upTo: 64 << 20)
+                answer.writeBuffer(&rest)
+                let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: answer))?.usage
+                let headers: HTTPFields = [.hearthNode: served.node.short, .contentType: "application/json"]
+                return served.respond(with: answer, headers: headers, usage: usage, fallbackCompletionTokens: 0)
+            } catch {
+                await served.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")
+                part += 1
+                guard part <= pipeline.maxContinuations,
+                    let next = try? await served.openPart(part, endpoint: endpoint, body: body, excluding: tried)
+                else {
+                    throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
+                }
+                served.logger.info("node's answer broke; asking another node", metadata: ["node.id": "\(served.node.short)"])
+                served = next
+                tried.insert(next.node)
+            }
+        }
     }
 
     /// Sent when the node's stream breaks after the client already has a 200.

@@ -87,22 +87,17 @@ struct OllamaController {
             startedAt: startedAt
         )
         let writer = OllamaResponseWriter(shape: shape, model: prepared.model.rawValue, createdAt: Self.timestamp())
-        let relay = OllamaRelay(writer: writer, served: served, started: started)
+        let relay = OllamaRelay(writer: writer, started: started)
+        let opened = ContinuingStream(served, endpoint: .chat, body: prepared.upstreamBody, maxContinuations: pipeline.maxContinuations)
         guard stream else {
-            let outcome = await relay.collect()
+            var outcome = await relay.collect(opened)
             guard outcome.status == "ok" else {
-                await served.finish(
-                    usage: outcome.tally.counted,
-                    fallbackCompletionTokens: outcome.tally.fallbackCompletionTokens,
-                    status: outcome.status
-                )
+                await outcome.stream.finish(status: outcome.status)
                 throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
             }
-            return served.respond(
+            return outcome.stream.respond(
                 with: Self.ndjson(outcome.finalLine),
-                headers: [.contentType: "application/json", .hearthNode: served.node.short],
-                usage: outcome.tally.counted,
-                fallbackCompletionTokens: outcome.tally.fallbackCompletionTokens
+                headers: [.contentType: "application/json", .hearthNode: served.node.short]
             )
         }
         var headers: HTTPFields = [.contentType: "application/x-ndjson", .hearthNode: served.node.short]
@@ -114,20 +109,16 @@ struct OllamaController {
             body: ResponseBody { bodyWriter in
                 metrics.streamStarted()
                 defer { metrics.streamEnded() }
-                var outcome = await relay.stream(to: &bodyWriter)
-                if outcome.status != "client_closed" {
-                    do {
-                        if outcome.status == "ok" { try await bodyWriter.write(Self.ndjson(outcome.finalLine)) }
-                        try await bodyWriter.finish(nil)
-                    } catch {
-                        outcome.status = "client_closed"
-                    }
+                var outcome = await relay.stream(opened, to: &bodyWriter)
+                // A client that went away was metered when its stream was cancelled.
+                guard outcome.status != "client_closed" else { return }
+                do {
+                    if outcome.status == "ok" { try await bodyWriter.write(Self.ndjson(outcome.finalLine)) }
+                    try await bodyWriter.finish(nil)
+                } catch {
+                    outcome.status = "client_closed"
                 }
-                await served.finish(
-                    usage: outcome.tally.counted,
-                    fallbackCompletionTokens: outcome.tally.fallbackCompletionTokens,
-                    status: outcome.status
-                )
+                await outcome.stream.finish(status: outcome.status)
             }
         )
     }

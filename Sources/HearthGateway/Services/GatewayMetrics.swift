@@ -87,6 +87,11 @@ public final class GatewayMetrics: Sendable {
     }
 
     func streamStarted() { streamsInFlight.increment() }
+
+    /// A stream whose node broke was continued on another node.
+    func continued() {
+        registry.makeCounter(name: "hearth_stream_continuations_total", help: "Streams continued on another node after theirs broke").increment()
+    }
     func streamEnded() { streamsInFlight.decrement() }
 
     func nodes(online: Int, ready: Int) {

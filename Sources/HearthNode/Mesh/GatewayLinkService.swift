@@ -25,6 +25,8 @@ struct GatewayLinkService: Service {
     let responder: HTTP1Channel
     /// The byte-stream routes, spliced below the router.
     let streams: LinkByteStreams
+    /// The answers under way: streams still going at the drain timeout are handed over.
+    let inFlight: InFlightRequests
     let logger: Logger
 
     func run() async throws {
@@ -116,6 +118,7 @@ struct GatewayLinkService: Service {
     private func watch(_ channel: any Channel) async {
         let clock = ContinuousClock()
         var drainStarted: ContinuousClock.Instant?
+        var handedOverAt: ContinuousClock.Instant?
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(100))
             if status.draining {
@@ -124,9 +127,22 @@ struct GatewayLinkService: Service {
                 // The gateway must have seen "draining" (its pending poll answers at once) before the link goes.
                 let told = status.drainingReported || clock.now - started >= .seconds(2)
                 let idle = told && status.load.inFlight == 0
-                if idle || clock.now - started >= configuration.drainTimeout {
+                if idle {
                     channel.close(promise: nil)
                     return
+                }
+                if clock.now - started >= configuration.drainTimeout {
+                    // Streams still under way are handed over (the gateway continues them elsewhere) rather than cut;
+                    // they end at once, with their receipts, and the link goes when they have or shortly after.
+                    if handedOverAt == nil, inFlight.handOverStreams() > 0 {
+                        logger.info("drain timeout: handing the streams under way over to the gateway")
+                        handedOverAt = clock.now
+                        continue
+                    }
+                    if status.load.inFlight == 0 || clock.now - (handedOverAt ?? started) >= .seconds(5) || handedOverAt == nil {
+                        channel.close(promise: nil)
+                        return
+                    }
                 }
             } else if status.hasRefusal {
                 channel.close(promise: nil)

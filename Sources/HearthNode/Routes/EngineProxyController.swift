@@ -28,15 +28,18 @@ struct EngineProxyController {
     static let consumerHeader = HTTPField.Name(LinkProtocol.Header.consumer)!
     static let modelSHA256Header = HTTPField.Name(LinkProtocol.Header.modelSHA256)!
     static let poolHeader = HTTPField.Name(LinkProtocol.Header.pool)!
+    static let prefillHeader = HTTPField.Name(LinkProtocol.Header.prefill)!
 
     private struct RequestFields: Decodable {
         var model: String?
         var stream: Bool?
         var maxTokens: Int?
+        var continuation: JSONValue?
 
         enum CodingKeys: String, CodingKey {
             case model, stream
             case maxTokens = "max_tokens"
+            case continuation = "hearth_continuation"
         }
     }
 
@@ -91,13 +94,27 @@ struct EngineProxyController {
         } catch {
             return Self.error(error)
         }
-        var upstream = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        let call: EngineCall
+        do {
+            // A stream's events are marked with their token ids, so that the gateway can continue it elsewhere.
+            if fields?.stream == true, let json = try? JSONDecoder().decode(JSONValue.self, from: body) {
+                call = try await EngineCall.stream(path: path, body: json, port: port)
+            } else if fields?.continuation != nil {
+                throw APIFailure(.invalidRequest, "Only a stream can be continued.", param: Continuation.field, code: "not_continuable")
+            } else {
+                call = .unchanged(path: path, body: body)
+            }
+        } catch {
+            engine.end()
+            return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
+        }
+        var upstream = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(call.path)")
         upstream.method = .POST
         upstream.headers.add(name: "content-type", value: "application/json")
         // A new loopback connection per request: llama-server closes idle keep-alive connections after 5 s, and a
         // pooled connection closed under a new request failed it (seen with fifty concurrent streams).
         upstream.headers.add(name: "connection", value: "close")
-        upstream.body = .bytes(body)
+        upstream.body = .bytes(call.body)
         context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[Self.requestIDHeader] ?? "-")"])
         load.begin()
         let response: HTTPClientResponse
@@ -126,6 +143,8 @@ struct EngineProxyController {
         }
         var headers = HTTPFields()
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
+        if let prefill = call.prefill { headers[Self.prefillHeader] = String(prefill) }
+        let rewriterAtStart = call.rewriter
         let load = self.load
         let receipts = self.receipts
         let inFlight = self.inFlight
@@ -150,7 +169,7 @@ struct EngineProxyController {
                         relay.fail(error)
                     }
                 }
-                let cancellation = requestID.map { inFlight.open($0) }
+                let cancellation = requestID.map { inFlight.open($0, stream: rewriterAtStart != nil) }
                 cancellation?.onCancel { reader.cancel() }
                 defer {
                     reader.cancel()
@@ -158,6 +177,7 @@ struct EngineProxyController {
                     load.end()
                     engine.end()
                 }
+                var rewriter = rewriterAtStart
                 var tap = UsageTap(streaming: fields?.stream ?? false)
                 var outcome = Receipt.Outcome.ok
                 var chunks = relay.makeAsyncIterator()
@@ -174,9 +194,14 @@ struct EngineProxyController {
                         outcome = .cancelled
                         break
                     }
-                    tap.observe(chunk)
+                    let rewritten = rewriter?.rewrite(chunk) ?? chunk
+                    tap.observe(rewritten)
                     // A failed write means the gateway went away: the stream is reset, so no receipt can follow.
-                    try await writer.write(chunk)
+                    if rewritten.readableBytes > 0 { try await writer.write(rewritten) }
+                }
+                if let rest = rewriter?.finish(), rest.readableBytes > 0 {
+                    tap.observe(rest)
+                    try await writer.write(rest)
                 }
                 // The receipt rides as a trailer after the last byte: one exchange, nothing stored on the node.
                 var trailers = HTTPFields()
@@ -192,6 +217,7 @@ struct EngineProxyController {
                 ) {
                     trailers[.init(LinkProtocol.receiptTrailer)!] = value
                 }
+                if cancellation?.isHandover == true { trailers[.init(LinkProtocol.handoverTrailer)!] = "1" }
                 try await writer.finish(trailers.isEmpty ? nil : trailers)
             }
         )

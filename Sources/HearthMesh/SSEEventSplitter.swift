@@ -1,14 +1,16 @@
 import HearthCore
-import NIOCore
+package import NIOCore
 
 /// Cuts a byte stream of server-sent events into whole events without copying in the usual case
 /// (a chunk that holds whole events is sliced, not copied).
-struct SSEEventSplitter {
+package struct SSEEventSplitter: Sendable {
+    package init() {}
+
     private var pending = ByteBuffer()
     private var scanner = SSEFraming.Scanner()
 
     /// Adds bytes read from upstream.
-    mutating func append(_ chunk: ByteBuffer) {
+    package mutating func append(_ chunk: ByteBuffer) {
         if pending.readableBytes == 0 {
             pending = chunk
         } else {
@@ -18,13 +20,13 @@ struct SSEEventSplitter {
     }
 
     /// The next whole event, blank line included, or `nil` when no whole event is buffered.
-    mutating func nextEvent() -> ByteBuffer? {
+    package mutating func nextEvent() -> ByteBuffer? {
         guard let end = pending.withUnsafeReadableBytes({ scanner.nextEvent(in: $0) }) else { return nil }
         return pending.readSlice(length: end)
     }
 
     /// Whatever is left when the stream ends (an unterminated last event).
-    mutating func remainder() -> ByteBuffer? {
+    package mutating func remainder() -> ByteBuffer? {
         guard pending.readableBytes > 0 else { return nil }
         scanner.reset()
         return pending.readSlice(length: pending.readableBytes)
@@ -33,7 +35,7 @@ struct SSEEventSplitter {
 
 extension ByteBuffer {
     /// Whether the readable bytes contain `needle` (ASCII).
-    func contains(_ needle: StaticString) -> Bool {
+    package func contains(_ needle: StaticString) -> Bool {
         withUnsafeReadableBytes { haystack in
             needle.withUTF8Buffer { needle in
                 guard needle.count <= haystack.count, let first = needle.first else { return false }
@@ -55,7 +57,7 @@ extension ByteBuffer {
     }
 
     /// The JSON payload of a `data:` event, without the prefix and trailing blank line.
-    func ssePayload() -> ByteBuffer? {
+    package func ssePayload() -> ByteBuffer? {
         SSEFraming.payload(of: readableBytesView).map { ByteBuffer(string: $0) }
     }
 }

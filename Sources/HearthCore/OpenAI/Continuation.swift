@@ -1,0 +1,221 @@
+/// Continuing a stream on another node when the one serving it breaks (docs/ROUTING.md, "Continuation").
+///
+/// The node serving a stream marks every event that carries generated text with the token it came from
+/// (`TokenMark`, written by `TokenMarker`); the gateway keeps those ids, or the event's text where the ids do not cover
+/// it (`Generation`). When the stream breaks, the gateway sends the original request to another node serving the same
+/// file, with what was generated (`ContinuationRequest`); that node prefills it after the prompt and generates the rest,
+/// which the gateway splices into the client's stream.
+public enum Continuation {
+    /// The request body member that carries a `ContinuationRequest` from the gateway to a node. A client's body never
+    /// reaches a node with it (`CompletionRequest` drops it).
+    public static let field = "hearth_continuation"
+
+    /// Why a request cannot be continued, or `nil` when it can: a continuation is a text completion of the prompt
+    /// followed by the answer so far, so a request whose answer is more than one text (several choices, tool calls, a
+    /// schema the engine enforces on the whole answer) or whose prompt is several is not.
+    public static func refusal(for body: JSONValue, chat: Bool) -> String? {
+        if let count = body["n"]?.integerValue, count > 1 { return "it asks for \(count) choices" }
+        guard chat else {
+            switch body["prompt"] {
+            case .string?: return nil
+            case .array(let items)? where !items.isEmpty && items.allSatisfy({ $0.integerValue != nil }): return nil
+            default: return "its prompt is not one text or one list of token ids"
+            }
+        }
+        if let tools = body["tools"]?.arrayValue, !tools.isEmpty { return "it offers tools" }
+        if let format = body["response_format"], format != .null, format["type"]?.stringValue != "text" {
+            return "it asks for a response format"
+        }
+        return nil
+    }
+}
+
+/// What a node says about one event of its stream, on a comment line in front of the event's data (SSE clients
+/// ignore comment lines; the gateway removes it before relaying): `: hearth-token 57 clean`.
+public struct TokenMark: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// The event's text is exactly the text of the tokens held since the last clean event, then `token`.
+        case clean
+        /// The event carries no text yet (a stop string may be starting); `token` is owed to the next clean event.
+        case held
+        /// The event's text is more than its token covers (a character split over tokens whose ids the engine did not
+        /// report): the event's text stands for everything since the last clean event.
+        case gap
+    }
+
+    /// The id of the token the event came from, when the engine reported it.
+    public var token: Int32?
+    public var kind: Kind
+
+    public init(token: Int32?, kind: Kind) {
+        self.token = token
+        self.kind = kind
+    }
+
+    /// The comment line, newline included, that the node writes before the event's data.
+    public var line: String {
+        LinkProtocol.tokenMarkPrefix + (token.map { String($0) } ?? "-") + " " + kind.rawValue + "\n"
+    }
+
+    /// Reads a mark from the first line of an event. Returns the mark and the length of its line (newline included),
+    /// or `nil` when the event does not start with one.
+    public static func parse(_ event: UnsafeRawBufferPointer) -> (mark: TokenMark, length: Int)? {
+        let prefix = LinkProtocol.tokenMarkPrefixBytes
+        guard event.count > prefix.count, event.starts(with: prefix) else { return nil }
+        guard let newline = event[prefix.count...].firstIndex(of: UInt8(ascii: "\n")) else { return nil }
+        let fields = event[prefix.count..<newline].split(separator: UInt8(ascii: " "))
+        guard fields.count == 2, let kind = Kind(rawValue: String(decoding: fields[1], as: UTF8.self)) else { return nil }
+        let tokenText = String(decoding: fields[0], as: UTF8.self)
+        let token: Int32?
+        if tokenText == "-" {
+            token = nil
+        } else if let value = Int32(tokenText), value >= 0 {
+            token = value
+        } else {
+            return nil
+        }
+        return (TokenMark(token: token, kind: kind), newline + 1)
+    }
+}
+
+/// The node's side: decides each event's mark from the event's text and the token the engine reported with it.
+///
+/// llama-server reports the sampled token of each event (with log-probabilities asked for), but sends no event for a
+/// token that ends inside a UTF-8 character, and an event with no text for one that may begin a stop string. Comparing
+/// bytes tells the cases apart.
+public struct TokenMarker: Sendable {
+    /// Bytes of tokens reported with empty events, which the next event's text must start with.
+    private var owed: [UInt8] = []
+
+    public init() {}
+
+    /// The mark for an event with `text` (its new text) and the token reported with it (`nil`: none).
+    public mutating func mark(text: [UInt8], token: (id: Int32, bytes: [UInt8])?) -> TokenMark? {
+        guard let token else {
+            owed = []
+            return text.isEmpty ? nil : TokenMark(token: nil, kind: .gap)
+        }
+        if text.isEmpty {
+            owed += token.bytes
+            return TokenMark(token: token.id, kind: .held)
+        }
+        defer { owed = [] }
+        return TokenMark(token: token.id, kind: text == owed + token.bytes ? .clean : .gap)
+    }
+}
+
+/// The gateway's side: what a stream has produced so far, as llama-server takes it back in a prompt (token ids, with
+/// text where the ids are unknown), in bounded memory.
+public struct Generation: Sendable, Equatable {
+    public enum Segment: Sendable, Equatable {
+        case tokens([Int32])
+        case text(String)
+    }
+
+    public private(set) var segments: [Segment] = []
+    /// Tokens of `held` events not yet followed by a clean one: the client has not seen their text.
+    private var held: [Int32] = []
+    /// Generated tokens the client has seen, counting a gap as one (the engine's count comes with its usage).
+    public private(set) var tokens = 0
+    /// The bytes kept, bounded by `limit`.
+    public private(set) var size = 0
+    /// Set when the record outgrew `limit` or the stream carried a mark it could not use: no continuation then.
+    public private(set) var abandoned = false
+    public let limit: Int
+
+    /// Four bytes per token id, and the text of gap events; at 1 MiB a stream is not continued.
+    public static let defaultLimit = 1 << 20
+
+    public init(limit: Int = Generation.defaultLimit) {
+        self.limit = limit
+    }
+
+    /// Takes an event's mark; `text` is asked for only for a gap (it decodes the event).
+    public mutating func observe(_ mark: TokenMark, text: () -> String?) {
+        guard !abandoned else { return }
+        switch mark.kind {
+        case .held:
+            guard let token = mark.token else { return abandon() }
+            held.append(token)
+        case .clean:
+            guard let token = mark.token else { return abandon() }
+            append(tokens: held + [token])
+            held = []
+        case .gap:
+            held = []
+            guard let text = text() else { return abandon() }
+            append(text: text)
+        }
+        if size > limit { abandon() }
+    }
+
+    private mutating func append(tokens new: [Int32]) {
+        tokens += new.count
+        size += 4 * new.count
+        if case .tokens(let earlier)? = segments.last {
+            segments[segments.count - 1] = .tokens(earlier + new)
+        } else {
+            segments.append(.tokens(new))
+        }
+    }
+
+    private mutating func append(text new: String) {
+        tokens += 1
+        size += new.utf8.count
+        if case .text(let earlier)? = segments.last {
+            segments[segments.count - 1] = .text(earlier + new)
+        } else {
+            segments.append(.text(new))
+        }
+    }
+
+    private mutating func abandon() {
+        abandoned = true
+        segments = []
+        held = []
+    }
+
+    /// The segments as llama-server's mixed prompt array: token ids as numbers, text as strings.
+    public var promptPieces: [JSONValue] {
+        segments.flatMap { segment -> [JSONValue] in
+            switch segment {
+            case .tokens(let ids): ids.map { .integer(Int64($0)) }
+            case .text(let text): [.string(text)]
+            }
+        }
+    }
+}
+
+/// What the gateway sends a node to continue a stream, as `Continuation.field` of the original request's body.
+public struct ContinuationRequest: Codable, Sendable, Equatable {
+    /// What the earlier nodes generated, as `Generation.promptPieces`.
+    public var generated: [JSONValue]
+    /// The `id` and `created` of the stream the client has, which the continued events carry too.
+    public var id: String
+    public var created: Int64
+
+    public init(generated: [JSONValue], id: String, created: Int64) {
+        self.generated = generated
+        self.id = id
+        self.created = created
+    }
+
+    /// Reads one from a request body, checking its shape: pieces are token ids (0 ... Int32.max) and strings.
+    public init?(_ value: JSONValue?) {
+        guard let value, let id = value["id"]?.stringValue, let created = value["created"]?.integerValue,
+            let generated = value["generated"]?.arrayValue
+        else { return nil }
+        for piece in generated {
+            switch piece {
+            case .string: continue
+            case .integer(let token) where token >= 0 && token <= Int64(Int32.max): continue
+            default: return nil
+            }
+        }
+        self.init(generated: generated, id: id, created: created)
+    }
+
+    public var json: JSONValue {
+        ["generated": .array(generated), "id": .string(id), "created": .integer(created)]
+    }
+}

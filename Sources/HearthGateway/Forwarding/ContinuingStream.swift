@@ -1,0 +1,209 @@
+import Foundation
+import HearthCore
+import HearthMesh
+import Hummingbird
+import Logging
+import NIOCore
+import NIOFoundationEssentialsCompat
+
+/// One client's stream, from the node that opened it to its end: when that node's stream breaks before the engine's
+/// last event, it is continued on another node serving the same file, and the client reads on as if nothing happened
+/// (docs/ROUTING.md, "Continuation"). Each node's part is its own request to the node (`<id>.<part>`), metered and
+/// settled with that node's receipt; the client's usage event adds the parts up.
+///
+/// Used by one task at a time, from the first event to `finish` (or `cancel`).
+struct ContinuingStream {
+    /// The part being read, and its reader and tally (what its receipt is checked against).
+    private(set) var served: ServedRequest
+    private var reader: SSEEventReader
+    private var tally = StreamTally()
+    /// The request as the first node got it, when it can be continued at all.
+    private let original: (endpoint: CompletionEndpoint, body: JSONValue)?
+    private let maxContinuations: Int
+    private var part = 0
+    private var tried: Set<NodeID>
+    /// What the client has seen generated, and the stream's `id` and `created` (from its first event).
+    private var generation = Generation()
+    private var identity: (id: String, created: Int64, model: String)?
+    private var partStartTokens = 0
+    /// What the parts finished so far charged the client.
+    private var charged = TokenUsage(promptTokens: 0, completionTokens: 0)
+    /// The current part's node ended it early to hand it over (it drains): its receipt is settled, not refused.
+    private var handedOver = false
+    /// The current part has been metered (a broken part that could not be continued stays the current one).
+    private var partFinished = false
+    /// A finish reason went by: the text is complete, only usage and `[DONE]` may follow.
+    private var finished = false
+    /// The client's usage, when the stream has been continued (the last part's, minus what it prefilled).
+    private(set) var clientUsage: TokenUsage?
+
+    init(_ served: ServedRequest, endpoint: CompletionEndpoint, body: JSONValue, maxContinuations: Int) {
+        self.served = served
+        self.reader = SSEEventReader(served.upstream)
+        self.original = Continuation.refusal(for: body, chat: endpoint == .chat) == nil ? (endpoint, body) : nil
+        self.maxContinuations = maxContinuations
+        self.tried = [served.node]
+    }
+
+    /// The node serving the current part.
+    var node: NodeID { served.node }
+
+    /// The next event for the client with what it is, or `nil` at the end of the stream.
+    /// - Throws: when the stream broke and could not be continued.
+    mutating func next() async throws -> (event: ByteBuffer, kind: UpstreamEvent)? {
+        while true {
+            var event: ByteBuffer
+            do {
+                guard let next = try await reader.next() else {
+                    // A node that drains ends its streams early with its receipt and says so: go on elsewhere.
+                    guard !finished, served.upstream.response.body.trailer(LinkProtocol.handoverTrailer) != nil else { return nil }
+                    handedOver = true
+                    if await continueElsewhere(after: HandedOver()) { continue }
+                    throw HandedOver()
+                }
+                event = next
+            } catch let error as HandedOver {
+                throw error
+            } catch {
+                if finished { return nil }
+                if await continueElsewhere(after: error) { continue }
+                throw error
+            }
+            if let (mark, length) = event.withUnsafeReadableBytes({ TokenMark.parse($0) }) {
+                event.moveReaderIndex(forwardBy: length)
+                let marked = event
+                generation.observe(mark) { Self.text(of: marked) }
+            }
+            let kind = tally.observe(event)
+            if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONDecoder().decode(JSONValue.self, from: payload) {
+                identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0, chunk["model"]?.stringValue ?? "")
+            }
+            if event.contains("\"finish_reason\":\"") { finished = true }
+            if case .usage(let usage, let usageOnly) = kind, part > 0, let prefill = served.upstream.response.prefill {
+                let client = TokenUsage(promptTokens: max(0, usage.promptTokens - prefill), completionTokens: prefill + usage.completionTokens)
+                clientUsage = client
+                return (Self.replacingUsage(in: event, with: client) ?? event, .usage(client, usageOnly: usageOnly))
+            }
+            return (event, kind)
+        }
+    }
+
+    /// The node's stream broke: finishes its part as broken and opens the next one, unless the stream cannot or
+    /// may not be continued. Returns whether a new part is open.
+    private mutating func continueElsewhere(after error: any Error) async -> Bool {
+        guard let original, part < maxContinuations, !generation.abandoned, let identity else { return false }
+        let broken = served
+        served.logger.info(
+            "node's stream broke; continuing on another node",
+            metadata: ["node.id": "\(broken.node.short)", "tokens": "\(generation.tokens)", "error": "\(error)"]
+        )
+        await finishPart(status: "upstream_error")
+        var body = original.body
+        body[Continuation.field] = ContinuationRequest(generated: generation.promptPieces, id: identity.id, created: identity.created).json
+        while part < maxContinuations {
+            part += 1
+            guard let next = try? await broken.openPart(part, endpoint: original.endpoint, body: body, excluding: tried) else {
+                return false
+            }
+            tried.insert(next.node)
+            guard next.upstream.response.prefill != nil else {
+                // A node that does not know continuations would start the answer over: not for this client.
+                served.logger.warning("node did not continue the stream", metadata: ["node.id": "\(next.node.short)"])
+                await next.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")
+                continue
+            }
+            served = next
+            partFinished = false
+            reader = SSEEventReader(next.upstream)
+            tally = StreamTally()
+            partStartTokens = generation.tokens
+            served.pipeline.metrics.continued()
+            return true
+        }
+        return false
+    }
+
+    /// The client went away: the node is asked to stop, and its part ends with its receipt (see `cancelAndDrain`).
+    mutating func cancel() async {
+        await served.cancelAndDrain(&reader, tally: &tally)
+        await finishPart(status: "client_closed")
+    }
+
+    /// Meters the last part once the client has its response (or went away).
+    mutating func finish(status: String) async {
+        await finishPart(status: status)
+    }
+
+    /// A 200 response carrying a whole body made from the stream (Ollama's answer that does not stream); metered once
+    /// the client has it, or as `client_closed` if it went away first.
+    func respond(with body: ByteBuffer, headers: HTTPFields) -> Response {
+        let finished = self
+        return Response(
+            status: .ok,
+            headers: headers,
+            body: ResponseBody(contentLength: body.readableBytes) { writer in
+                var stream = finished
+                var status = "ok"
+                do {
+                    try await writer.write(body)
+                    try await writer.finish(nil)
+                } catch {
+                    status = "client_closed"
+                }
+                await stream.finish(status: status)
+            }
+        )
+    }
+
+    /// Ends the current part: its receipt is checked against what it relayed. The client is charged what it saw of
+    /// it: the first part as any stream; a later one the tokens it added, or, when the stream ended with its usage,
+    /// whatever the client's usage says the earlier parts did not charge (a broken part's prompt count is what the
+    /// engine had read, which leaves out a cached prefix).
+    private mutating func finishPart(status: String) async {
+        guard !partFinished else { return }
+        partFinished = true
+        let status = handedOver ? "handed_over" : status
+        handedOver = false
+        let relayed = tally.counted
+        var charge = relayed
+        if part > 0 {
+            if let client = clientUsage {
+                charge = TokenUsage(
+                    promptTokens: max(0, client.promptTokens - charged.promptTokens),
+                    completionTokens: max(0, client.completionTokens - charged.completionTokens)
+                )
+            } else {
+                charge = TokenUsage(promptTokens: 0, completionTokens: max(0, generation.tokens - partStartTokens))
+            }
+        }
+        charged.promptTokens += charge?.promptTokens ?? 0
+        charged.completionTokens += charge?.completionTokens ?? tally.fallbackCompletionTokens
+        await served.finish(usage: relayed, charge: charge, fallbackCompletionTokens: tally.fallbackCompletionTokens, status: status)
+    }
+
+    /// A node's stream that ended without its answer because the node drains.
+    struct HandedOver: Error, CustomStringConvertible {
+        var description: String { "the node handed the stream over (it is stopping)" }
+    }
+
+    /// The generated text of an event (the first choice's), decoded: only gaps need it.
+    private static func text(of event: ByteBuffer) -> String? {
+        guard let payload = event.ssePayload() else { return nil }
+        return (try? JSONDecoder().decode(CompletionChunk.self, from: payload))?.choices?.first?.content
+    }
+
+    /// A usage event with the client's counts in place of the last node's.
+    private static func replacingUsage(in event: ByteBuffer, with usage: TokenUsage) -> ByteBuffer? {
+        guard let payload = event.ssePayload(), var chunk = try? JSONDecoder().decode(JSONValue.self, from: payload),
+            let counts = try? JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(usage))
+        else { return nil }
+        chunk["usage"] = counts
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard let bytes = try? encoder.encode(chunk) else { return nil }
+        var rewritten = ByteBuffer(string: "data: ")
+        rewritten.writeBytes(bytes)
+        rewritten.writeString("\n\n")
+        return rewritten
+    }
+}

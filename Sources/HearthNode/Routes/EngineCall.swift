@@ -1,0 +1,126 @@
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import NIOCore
+import NIOFoundationEssentialsCompat
+import NIOHTTP1
+
+/// The request a node sends its engine for one of the gateway's, and how the answer's events must be rewritten.
+///
+/// A stream asks the engine for the sampled token's log-probability with every event, which is how the node learns the
+/// token ids it marks (`TokenMark`); a continuation (`Continuation.field`) becomes a text completion whose prompt is
+/// the original prompt followed by what the earlier nodes generated, as tokens (docs/ROUTING.md, "Continuation").
+struct EngineCall {
+    var path: String
+    var body: ByteBuffer
+    /// For streams: how their events are rewritten.
+    var rewriter: EngineStreamRewriter?
+    /// For a continuation: how many prompt tokens were the earlier answer.
+    var prefill: Int?
+
+    /// A request passed on as it came (a whole answer, not a stream).
+    static func unchanged(path: String, body: ByteBuffer) -> EngineCall {
+        EngineCall(path: path, body: body)
+    }
+
+    /// The call for a streamed request, `body` already decoded.
+    /// - Throws: `APIFailure` for a continuation this node cannot make (a malformed one, or one of a request that
+    ///   cannot be continued), or when the engine refused to template or tokenize it.
+    static func stream(path: String, body: JSONValue, port: Int) async throws(APIFailure) -> EngineCall {
+        let chat = path == CompletionEndpoint.chat.rawValue
+        var forwarded = body
+        forwarded[Continuation.field] = nil
+        let keepLogprobs = chat ? body["logprobs"]?.boolValue == true : (body["logprobs"]?.integerValue ?? 0) > 0
+        if !keepLogprobs {
+            // The sampled token's id comes with its log-probability; one alternative is the least llama-server sends.
+            if chat {
+                forwarded["logprobs"] = true
+                forwarded["top_logprobs"] = 1
+            } else {
+                forwarded["logprobs"] = 1
+            }
+        }
+        guard let value = body[Continuation.field] else {
+            return EngineCall(
+                path: path,
+                body: try encode(forwarded),
+                rewriter: EngineStreamRewriter(shape: .init(chat: chat, keepLogprobs: keepLogprobs))
+            )
+        }
+        guard let continuation = ContinuationRequest(value) else {
+            throw APIFailure(.invalidRequest, "The continuation is malformed.", param: Continuation.field)
+        }
+        if let problem = Continuation.refusal(for: body, chat: chat) {
+            throw APIFailure(.invalidRequest, "This request cannot be continued: \(problem).", param: Continuation.field, code: "not_continuable")
+        }
+        var prompt: [JSONValue]
+        if chat {
+            let templated = try await post("/apply-template", body: forwarded, port: port)
+            guard let text = templated["prompt"]?.stringValue else {
+                throw APIFailure(.upstream, "The engine did not template the conversation.", code: "engine_failed")
+            }
+            prompt = [.string(text)]
+            for member in ["messages", "tools", "tool_choice", "response_format", "chat_template_kwargs", "top_logprobs"] {
+                forwarded[member] = nil
+            }
+        } else if case .string(let text)? = body["prompt"] {
+            prompt = [.string(text)]
+        } else {
+            prompt = body["prompt"]?.arrayValue ?? []
+        }
+        prompt += continuation.generated
+        // What the earlier nodes generated counts against max_tokens: the ids one each, text as the engine reads it.
+        var prefill = 0
+        for piece in continuation.generated {
+            guard case .string(let text) = piece else {
+                prefill += 1
+                continue
+            }
+            let tokens = try await post("/tokenize", body: ["content": .string(text), "add_special": false, "parse_special": true], port: port)
+            prefill += tokens["tokens"]?.arrayValue?.count ?? 0
+        }
+        // A mixed array of text and ids is one prompt only inside `prompt_string` (a bare array of strings is several).
+        forwarded["prompt"] = ["prompt_string": .array(prompt)]
+        if let maxTokens = body["max_tokens"]?.integerValue {
+            // A cut just before the end leaves nothing to generate; one more token is the least an engine makes.
+            forwarded["max_tokens"] = .integer(max(1, maxTokens - Int64(prefill)))
+        }
+        return EngineCall(
+            path: CompletionEndpoint.text.rawValue,
+            body: try encode(forwarded),
+            rewriter: EngineStreamRewriter(
+                shape: .init(chat: chat, keepLogprobs: keepLogprobs, continuation: (continuation.id, continuation.created, chat))
+            ),
+            prefill: prefill
+        )
+    }
+
+    private static func encode(_ body: JSONValue) throws(APIFailure) -> ByteBuffer {
+        do {
+            return ByteBuffer(bytes: try JSONEncoder().encode(body))
+        } catch {
+            throw APIFailure(.server, "Could not encode the engine request.")
+        }
+    }
+
+    /// A short JSON exchange with the engine (templating, tokenizing).
+    private static func post(_ path: String, body: JSONValue, port: Int) async throws(APIFailure) -> JSONValue {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.headers.add(name: "connection", value: "close")
+        do {
+            request.body = .bytes(try JSONEncoder().encode(body))
+            let response = try await EngineClient.shared.execute(request, deadline: .now() + .seconds(60))
+            let answer = try await response.body.collect(upTo: 16 << 20)
+            guard response.status == .ok else {
+                throw EngineRefusal.failure(status: Int(response.status.code), body: answer)
+            }
+            return try JSONDecoder().decode(JSONValue.self, from: answer)
+        } catch let failure as APIFailure {
+            throw failure
+        } catch {
+            throw APIFailure(.upstream, "The engine did not answer \(path): \(error)", code: "engine_failed")
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import HearthCore
+import HearthMesh
+import NIOCore
+import NIOFoundationEssentialsCompat
+
+/// Rewrites an engine's stream on its way to the gateway, event by event: each event with generated text gets its
+/// `TokenMark` line, log-probabilities the node asked for (to learn the token ids) are removed again, and a
+/// continuation's events take the client's stream `id` and `created` (and, when a chat was continued through the
+/// text-completion endpoint, the shape of chat chunks).
+struct EngineStreamRewriter: Sendable {
+    /// What the stream's events must look like to the gateway.
+    struct Shape: Sendable {
+        /// The client gets chat chunks (`/v1/chat/completions`), not text-completion ones.
+        var chat: Bool
+        /// The client asked for log-probabilities itself: they stay.
+        var keepLogprobs: Bool
+        /// A continuation: the stream's `id` and `created`, and whether text-completion events become chat chunks.
+        var continuation: (id: String, created: Int64, asChat: Bool)?
+    }
+
+    let shape: Shape
+    private var splitter = SSEEventSplitter()
+    private var marker = TokenMarker()
+
+    init(shape: Shape) {
+        self.shape = shape
+    }
+
+    /// The rewritten bytes of every event `chunk` completes (possibly none).
+    mutating func rewrite(_ chunk: ByteBuffer) -> ByteBuffer {
+        splitter.append(chunk)
+        var output = ByteBuffer()
+        while let event = splitter.nextEvent() { write(event, to: &output) }
+        return output
+    }
+
+    /// The end of the stream: an unterminated last event, as it came.
+    mutating func finish() -> ByteBuffer {
+        splitter.remainder() ?? ByteBuffer()
+    }
+
+    private mutating func write(_ event: ByteBuffer, to output: inout ByteBuffer) {
+        guard let payload = SSEFraming.payload(of: event.readableBytesView), payload != "[DONE]",
+            var chunk = try? JSONDecoder().decode(JSONValue.self, from: Data(payload.utf8)), case .object = chunk
+        else {
+            var event = event
+            output.writeBuffer(&event)
+            return
+        }
+        var mark: TokenMark?
+        if var choices = chunk["choices"]?.arrayValue, !choices.isEmpty {
+            for index in choices.indices {
+                let text = choices[index]["delta"]?["content"]?.stringValue ?? choices[index]["text"]?.stringValue ?? ""
+                if index == 0 { mark = marker.mark(text: Array(text.utf8), token: Self.sampledToken(choices[index])) }
+                if !shape.keepLogprobs { choices[index]["logprobs"] = shape.chat ? nil : .null }
+                if shape.continuation?.asChat == true { choices[index] = Self.chatChoice(from: choices[index], text: text) }
+            }
+            chunk["choices"] = .array(choices)
+        }
+        if let continuation = shape.continuation {
+            chunk["id"] = .string(continuation.id)
+            chunk["created"] = .integer(continuation.created)
+            if continuation.asChat { chunk["object"] = "chat.completion.chunk" }
+        }
+        if let mark { output.writeString(mark.line) }
+        output.writeString("data: ")
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        output.writeBytes((try? encoder.encode(chunk)) ?? Data(payload.utf8))
+        output.writeString("\n\n")
+    }
+
+    /// The token sampled for a choice, from its log-probabilities (`logprobs.content[0]`: `id` and `bytes`).
+    static func sampledToken(_ choice: JSONValue) -> (id: Int32, bytes: [UInt8])? {
+        guard let entry = choice["logprobs"]?["content"]?[0], let id = entry["id"]?.integerValue,
+            let values = entry["bytes"]?.arrayValue, id >= 0, id <= Int64(Int32.max)
+        else { return nil }
+        var bytes: [UInt8] = []
+        for value in values {
+            guard let byte = value.integerValue, byte >= 0, byte <= 255 else { return nil }
+            bytes.append(UInt8(byte))
+        }
+        return (Int32(id), bytes)
+    }
+
+    /// A text-completion choice as a chat chunk's choice: its text becomes the delta's content.
+    static func chatChoice(from choice: JSONValue, text: String) -> JSONValue {
+        var converted: JSONValue = [
+            "index": choice["index"] ?? .integer(0),
+            "delta": text.isEmpty ? [:] : ["content": .string(text)],
+            "finish_reason": choice["finish_reason"] ?? .null,
+        ]
+        if let logprobs = choice["logprobs"] { converted["logprobs"] = logprobs }
+        return converted
+    }
+}

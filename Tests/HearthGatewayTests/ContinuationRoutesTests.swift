@@ -1,0 +1,219 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthGateway
+import HearthTesting
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+/// Streams whose node breaks, continued on another (FAKE node transport; real engines: ContinuationTests in
+/// HearthIntegrationTests).
+struct ContinuationRoutesTests {
+    /// The rest of the answer as the continuing node sends it: marked pieces, a finish chunk, its usage, `[DONE]`.
+    static func rest(_ pieces: [(text: String, token: Int32)], prompt: Int, completion: Int) -> [String] {
+        FakeNodeTransport.markedChatEvents(pieces, first: false) + [
+            #"data: {"id":"chatcmpl-1","created":42,"choices":[{"finish_reason":"stop","index":0,"delta":{}}],"object":"chat.completion.chunk"}"#
+                + "\n\n",
+            #"data: {"id":"chatcmpl-1","created":42,"choices":[],"usage":{"prompt_tokens":\#(prompt),"completion_tokens":\#(completion),"total_tokens":\#(prompt + completion)}}"#
+                + "\n\n",
+            "data: [DONE]\n\n",
+        ]
+    }
+
+    static let brokenStream = FakeNodeTransport.Behaviour.breakAfter(
+        chunks: FakeNodeTransport.markedChatEvents([("Once", 10), (" upon", 11), (" a", 12)], first: true)
+    )
+
+    func streamingChat(usage: Bool = true) -> JSONValue {
+        var body = chatBody
+        body["stream"] = true
+        if usage { body["stream_options"] = ["include_usage": true] }
+        return body
+    }
+
+    @Test func aBrokenStreamGoesOnFromAnotherNodeWithTheTokensSoFar() async throws {
+        let (gateway, transport) = try await makeGateway([
+            nodeA: Self.brokenStream,
+            // The engine's usage counts the three prefilled tokens as prompt: 7 + 3.
+            nodeB: .continuation(chunks: Self.rest([(" time", 13), (".", 14)], prompt: 10, completion: 2), prefill: 3),
+        ])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA, slots: 4))
+            announce(gateway, announcement(nodeB, slots: 1))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat())) { response in
+                #expect(response.status == .ok)
+                let text = String(buffer: response.body)
+                #expect(HTTP.streamedText(text) == "Once upon a time.")
+                #expect(!text.contains("hearth-token"), "the node's marks stay between node and gateway")
+                #expect(!text.contains("error"))
+                #expect(text.components(separatedBy: "\"role\"").count == 2, "one role chunk")
+                #expect(text.hasSuffix("data: [DONE]\n\n"))
+                let events = HTTP.events(text)
+                #expect(events.allSatisfy { $0["id"] == "chatcmpl-1" && $0["created"] == 42 })
+                let usage = events.last?["usage"]
+                #expect(usage?["prompt_tokens"] == 7)
+                #expect(usage?["completion_tokens"] == 5)
+                #expect(usage?["total_tokens"] == 12)
+            }
+            try await client.execute(uri: "/metrics", method: .get) { response in
+                #expect(String(buffer: response.body).contains("hearth_stream_continuations_total 1"))
+            }
+        }
+        let requests = transport.requests
+        #expect(requests.map(\.node) == [nodeA, nodeB])
+        #expect(requests[0].body[Continuation.field] == nil)
+        let continuation = try #require(ContinuationRequest(requests[1].body[Continuation.field]))
+        #expect(continuation == ContinuationRequest(generated: [10, 11, 12], id: "chatcmpl-1", created: 42))
+        #expect(requests[1].body["messages"] == requests[0].body["messages"])
+        #expect(requests[1].body["max_tokens"] == requests[0].body["max_tokens"])
+
+        // Each part is metered on its own; together they charge what the client's usage says.
+        let rows = try await gateway.database.recentUsage().sorted { $0.requestID < $1.requestID }
+        #expect(rows.count == 2)
+        #expect(rows[0].nodeID == nodeA.rawValue && rows[0].status == "upstream_error")
+        #expect(rows[1].nodeID == nodeB.rawValue && rows[1].status == "ok" && rows[1].requestID == rows[0].requestID + ".1")
+        #expect(rows.map(\.promptTokens).reduce(0, +) == 7)
+        #expect(rows.map(\.completionTokens).reduce(0, +) == 5)
+    }
+
+    @Test func aStreamItsDrainingNodeHandsOverGoesOnElsewhere() async throws {
+        let (gateway, transport) = try await makeGateway([
+            nodeA: .handOver(chunks: FakeNodeTransport.markedChatEvents([("Once", 10), (" upon", 11), (" a", 12)], first: true)),
+            nodeB: .continuation(chunks: Self.rest([(" time", 13), (".", 14)], prompt: 10, completion: 2), prefill: 3),
+        ])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA, slots: 4))
+            announce(gateway, announcement(nodeB, slots: 1))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat())) { response in
+                let text = String(buffer: response.body)
+                #expect(HTTP.streamedText(text) == "Once upon a time.")
+                #expect(!text.contains("error"))
+            }
+        }
+        #expect(transport.requests.map(\.node) == [nodeA, nodeB])
+        let statuses = try await gateway.database.recentUsage().sorted { $0.requestID < $1.requestID }.map(\.status)
+        #expect(statuses == ["handed_over", "ok"])
+    }
+
+    @Test func aStreamThatEndsWithoutItsFinishIsNotContinuedUnlessHandedOver() async throws {
+        // A node's stream that simply ends early (no handover, no break) is relayed as it is.
+        let (gateway, transport) = try await makeGateway([
+            nodeA: .respond(
+                status: 200,
+                contentType: "text/event-stream",
+                chunks: FakeNodeTransport.markedChatEvents([("Once", 10)], first: true)
+            ),
+            nodeB: .continuation(chunks: Self.rest([(" time", 13)], prompt: 10, completion: 1), prefill: 1),
+        ])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA, slots: 4))
+            announce(gateway, announcement(nodeB, slots: 1))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat())) { response in
+                #expect(HTTP.streamedText(String(buffer: response.body)) == "Once")
+            }
+        }
+        #expect(transport.requests.map(\.node) == [nodeA])
+    }
+
+    @Test func theOllamaStreamIsContinuedToo() async throws {
+        let (gateway, _) = try await makeGateway([
+            nodeA: Self.brokenStream,
+            nodeB: .continuation(chunks: Self.rest([(" time", 13)], prompt: 10, completion: 1), prefill: 3),
+        ])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA, slots: 4))
+            announce(gateway, announcement(nodeB, slots: 1))
+            let body: JSONValue = ["model": .string(testModel.rawValue), "messages": [["role": "user", "content": "hi"]]]
+            try await client.execute(uri: "/api/chat", method: .post, body: try json(body)) { response in
+                let lines = String(buffer: response.body).split(separator: "\n").map { decode(ByteBuffer(string: String($0))) }
+                let text = lines.compactMap { $0["message"]?["content"]?.stringValue }.joined()
+                #expect(text == "Once upon a time")
+                #expect(lines.last?["done"] == true)
+                #expect(lines.last?["prompt_eval_count"] == 7)
+                #expect(lines.last?["eval_count"] == 4)
+            }
+        }
+    }
+
+    @Test func aNodeThatStartsOverInsteadOfContinuingIsNotSpliced() async throws {
+        let (gateway, transport) = try await makeGateway([
+            nodeA: Self.brokenStream,
+            // No prefill header: a node that ignored the continuation and would repeat the answer from its start.
+            nodeB: .continuation(chunks: FakeNodeTransport.chatStream(["Once", " upon"]), prefill: nil),
+        ])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA, slots: 4))
+            announce(gateway, announcement(nodeB, slots: 1))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat())) { response in
+                let text = String(buffer: response.body)
+                #expect(HTTP.streamedText(text) == "Once upon a")
+                #expect(text.contains("upstream_failed"))
+            }
+        }
+        #expect(transport.requests.count == 2)
+        let statuses = try await gateway.database.recentUsage().map(\.status).sorted()
+        #expect(statuses == ["upstream_error", "upstream_error"])
+    }
+
+    @Test func noContinuationOnANodeWithAnotherFileOrWhenTurnedOff() async throws {
+        var other = announcement(nodeB, slots: 1)
+        other.report.models[0].sha256 = SHA256Digest(hex: String(repeating: "1", count: 64))!
+        for (announced, limit) in [(other, 2), (announcement(nodeB, slots: 1), 0)] {
+            let (gateway, transport) = try await makeGateway(
+                [nodeA: Self.brokenStream, nodeB: .continuation(chunks: Self.rest([(" time", 13)], prompt: 10, completion: 1), prefill: 3)],
+                configure: { $0.maxContinuations = limit }
+            )
+            try await gateway.application.test(.router) { client in
+                announce(gateway, announcement(nodeA, slots: 4))
+                announce(gateway, announced)
+                try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat())) { response in
+                    let text = String(buffer: response.body)
+                    #expect(HTTP.streamedText(text) == "Once upon a")
+                    #expect(text.contains("upstream_failed"))
+                }
+            }
+            #expect(transport.requests.map(\.node) == [nodeA])
+        }
+    }
+
+    @Test func aWholeAnswerWhoseNodeBreaksIsAskedOfAnotherNode() async throws {
+        let answer =
+            #"{"id":"chatcmpl-2","choices":[{"index":0,"message":{"role":"assistant","content":"Once upon a time."}}],"usage":{"prompt_tokens":7,"completion_tokens":5}}"#
+        let (gateway, transport) = try await makeGateway([
+            nodeA: .breakAfter(chunks: [#"{"id":"chatcmpl-1","choices":[{"#]),
+            nodeB: .respond(status: 200, contentType: "application/json", chunks: [answer]),
+        ])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA, slots: 4))
+            announce(gateway, announcement(nodeB, slots: 1))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[HTTPField.Name("X-Hearth-Node")!] == nodeB.short)
+                #expect(decode(response.body)["choices"]?[0]?["message"]?["content"] == "Once upon a time.")
+            }
+        }
+        #expect(transport.requests.map(\.node) == [nodeA, nodeB])
+        #expect(transport.requests[1].body[Continuation.field] == nil, "a whole answer is asked again, not continued")
+        let rows = try await gateway.database.recentUsage().sorted { $0.requestID < $1.requestID }
+        #expect(rows.map(\.status) == ["upstream_error", "ok"])
+        #expect(rows[1].requestID == rows[0].requestID + ".1" && rows[1].completionTokens == 5)
+    }
+
+    @Test func aClientCannotSmuggleAContinuationToANode() async throws {
+        let (gateway, transport) = try await makeGateway([
+            nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: FakeNodeTransport.chatStream(["x"]))
+        ])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA))
+            var body = streamingChat()
+            body[Continuation.field] = ContinuationRequest(generated: [1, 2], id: "forged", created: 1).json
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                #expect(response.status == .ok)
+            }
+        }
+        #expect(transport.requests.count == 1)
+        #expect(transport.requests.first?.body[Continuation.field] == nil)
+    }
+}

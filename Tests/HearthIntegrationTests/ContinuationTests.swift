@@ -1,0 +1,205 @@
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import HearthTesting
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// Real engines: the node serving a stream is SIGKILLed halfway, and the client's stream goes on from another node.
+/// The engines run with `-ub 1`, with which a continuation at the token level is bit-identical (docs/POOLS.md).
+@Suite(.serialized, .timeLimit(.minutes(8)))
+struct ContinuationTests {
+    struct Endpoint {
+        var path: String
+        var body: JSONValue
+        /// The generated text and the usage (prompt, completion) a body reports, for this endpoint's format.
+        var read: @Sendable (String) -> (text: String, usage: (Int, Int)?, failed: Bool)
+        /// Newlines per generated token in this format (an SSE event ends with two, an NDJSON line with one).
+        var newlinesPerToken: Int
+    }
+
+    static let maxTokens = 300
+
+    static func sse(_ body: String) -> (text: String, usage: (Int, Int)?, failed: Bool) {
+        let events = HTTP.events(body)
+        let text = events.compactMap { event -> String? in
+            let choice = event["choices"]?[0]
+            return choice?["delta"]?["content"]?.stringValue ?? choice?["text"]?.stringValue
+        }.joined()
+        let usage = events.last?["usage"].map { (Int($0["prompt_tokens"]?.integerValue ?? -1), Int($0["completion_tokens"]?.integerValue ?? -1)) }
+        return (text, usage, events.contains { $0["error"] != nil } || !body.hasSuffix("data: [DONE]\n\n"))
+    }
+
+    static func ndjson(_ body: String) -> (text: String, usage: (Int, Int)?, failed: Bool) {
+        let lines = body.split(separator: "\n").compactMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+        let text = lines.compactMap { $0["message"]?["content"]?.stringValue }.joined()
+        let last = lines.last
+        let usage = last.map { (Int($0["prompt_eval_count"]?.integerValue ?? -1), Int($0["eval_count"]?.integerValue ?? -1)) }
+        return (text, usage, last?["done"] != true || lines.contains { $0["error"] != nil })
+    }
+
+    static let story: JSONValue = [["role": "user", "content": "Write a long story about a fox who learns to fly."]]
+    static let sampling: [String: JSONValue] = ["temperature": 0, "seed": 1, "ignore_eos": true]
+
+    static let endpoints: [Endpoint] = [
+        Endpoint(
+            path: "/v1/chat/completions",
+            body: .object(
+                sampling.merging([
+                    "model": .string(DefaultModel.id.rawValue), "messages": story, "max_tokens": .integer(Int64(maxTokens)), "stream": true,
+                    "stream_options": ["include_usage": true],
+                ]) { $1 }
+            ),
+            read: sse,
+            newlinesPerToken: 2
+        ),
+        Endpoint(
+            path: "/v1/completions",
+            body: .object(
+                sampling.merging([
+                    "model": .string(DefaultModel.id.rawValue), "prompt": "Once upon a time, in a faraway land,",
+                    "max_tokens": .integer(Int64(maxTokens)), "stream": true, "stream_options": ["include_usage": true],
+                ]) { $1 }
+            ),
+            read: sse,
+            newlinesPerToken: 2
+        ),
+        Endpoint(
+            path: "/api/chat",
+            body: [
+                "model": .string(DefaultModel.id.rawValue), "messages": story,
+                "options": ["num_predict": .integer(Int64(maxTokens)), "temperature": 0, "seed": 1],
+            ],
+            read: ndjson,
+            newlinesPerToken: 1
+        ),
+    ]
+
+    @Test func aStreamWhoseNodeIsKilledHalfwayEndsAsIfNothingHappened() async throws {
+        try await Cluster.with(label: "continuation") { cluster in
+            // Three kills, one node left at the end.
+            var nodes: [String: TestProcess] = [:]
+            for name in ["node-a", "node-b", "node-c", "node-d"] {
+                nodes[name] = try await cluster.startNode(name, extraArguments: ["--engine-arg=-ub", "--engine-arg=1", "--parallel", "1"])
+            }
+            try await cluster.waitForReadyNodes(4)
+            let names = try await Self.nodeNames(cluster)
+
+            for (index, endpoint) in Self.endpoints.enumerated() {
+                let reference = try await HTTP.post(cluster.url + endpoint.path, json: endpoint.body)
+                let expected = endpoint.read(reference.text)
+                #expect(reference.status == 200 && !expected.failed, "\(endpoint.path): \(reference.text.suffix(300))")
+                // Long enough to be cut well inside (Ollama's options have no ignore_eos; this story runs on).
+                #expect((expected.usage?.1 ?? 0) >= 150, "\(endpoint.path): \(String(describing: expected.usage))")
+
+                // The same request; its node is killed once the client has read 30 of its 300 tokens (early enough that a
+                // client slowed by a busy machine still reads them before the engine is done).
+                var request = HTTPClientRequest(url: cluster.url + endpoint.path)
+                request.method = .POST
+                request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(endpoint.body)))
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(180))
+                #expect(response.status == .ok)
+                let served = try #require(response.headers.first(name: "x-hearth-node"))
+                let requestID = try #require(response.headers.first(name: "x-request-id"))
+                let victim = try #require(names[served].flatMap { nodes[$0] }, "node \(served) of \(names)")
+                var body = ""
+                var newlines = 0
+                var killed = false
+                for try await chunk in response.body {
+                    body += String(buffer: chunk)
+                    // Counted, not parsed, so that the client keeps pace with the engine.
+                    newlines += chunk.readableBytesView.lazy.filter { $0 == UInt8(ascii: "\n") }.count
+                    if !killed && newlines >= 30 * endpoint.newlinesPerToken {
+                        victim.send(SIGKILL)
+                        killed = true
+                    }
+                }
+                #expect(killed, "\(endpoint.path): the stream ended before the kill")
+                _ = await victim.waitForExit()
+                nodes = nodes.filter { $0.value !== victim }
+
+                let continued = endpoint.read(body)
+                #expect(!continued.failed, "\(endpoint.path): \(body.suffix(400))")
+                #expect(continued.text == expected.text, "\(endpoint.path): the continued text differs")
+                let continuations = cluster.gateway.errorOutput.components(separatedBy: "continuing on another node").count - 1
+                #expect(continuations == index + 1, "\(endpoint.path): the stream was not continued (did it end before the kill?)")
+                #expect(continued.usage?.0 == expected.usage?.0 && continued.usage?.1 == expected.usage?.1, "\(endpoint.path): usage")
+
+                // The part the surviving node served is in the ledger under its receipt; the dead node's is not.
+                // The ledger is written once the client has its answer.
+                let (entries, part) = try await eventually("\(endpoint.path): the surviving node's receipt in the ledger") {
+                    let entries = try await Self.ledgerEntries(cluster)
+                    return entries.first { $0["request_id"]?.stringValue == requestID + ".1" }.map { (entries, $0) }
+                }
+                #expect(part["node"]?.stringValue?.hasPrefix(served) == false)
+                #expect(part["completion_tokens"]?.integerValue ?? 0 > 0)
+                #expect(!entries.contains { $0["request_id"]?.stringValue == requestID })
+            }
+            let metrics = try await HTTP.get(cluster.url + "/metrics").text
+            #expect(metrics.contains("hearth_stream_continuations_total 3"))
+        }
+    }
+
+    @Test func aDrainingNodeHandsItsStreamOverAtItsDrainTimeout() async throws {
+        try await Cluster.with(label: "handover") { cluster in
+            let arguments = ["--engine-arg=-ub", "--engine-arg=1", "--parallel", "1", "--drain-timeout", "2s"]
+            var nodes: [String: TestProcess] = [:]
+            for name in ["node-a", "node-b"] { nodes[name] = try await cluster.startNode(name, extraArguments: arguments) }
+            try await cluster.waitForReadyNodes(2)
+            let names = try await Self.nodeNames(cluster)
+            let endpoint = Self.endpoints[0]
+            let expected = endpoint.read(try await HTTP.post(cluster.url + endpoint.path, json: endpoint.body).text)
+
+            var request = HTTPClientRequest(url: cluster.url + endpoint.path)
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(endpoint.body)))
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(180))
+            let served = try #require(response.headers.first(name: "x-hearth-node"))
+            let requestID = try #require(response.headers.first(name: "x-request-id"))
+            let stopping = try #require(names[served].flatMap { nodes[$0] })
+            var body = ""
+            var newlines = 0
+            var stopped = false
+            for try await chunk in response.body {
+                body += String(buffer: chunk)
+                newlines += chunk.readableBytesView.lazy.filter { $0 == UInt8(ascii: "\n") }.count
+                if !stopped && newlines >= 40 * endpoint.newlinesPerToken {
+                    // The owner stops the node: it drains for 2 s, then hands the stream over.
+                    stopping.send(SIGTERM)
+                    stopped = true
+                }
+            }
+            #expect(await stopping.waitForExit(timeout: .seconds(60)) == 0)
+            let continued = endpoint.read(body)
+            #expect(!continued.failed, "\(body.suffix(400))")
+            #expect(continued.text == expected.text)
+            #expect(continued.usage?.0 == expected.usage?.0 && continued.usage?.1 == expected.usage?.1)
+
+            // Both parts are credited: the stopping node's up to the handover (its receipt says cancelled), the rest to
+            // the node that continued.
+            let entries = try await eventually("both parts' receipts in the ledger") {
+                let entries = try await Self.ledgerEntries(cluster).filter { $0["request_id"]?.stringValue?.hasPrefix(requestID) == true }
+                return entries.count == 2 ? entries : nil
+            }
+            let first = try #require(entries.first { $0["request_id"]?.stringValue == requestID })
+            #expect(first["node"]?.stringValue?.hasPrefix(served) == true)
+            #expect((first["completion_tokens"]?.integerValue ?? 0) >= 40)
+            #expect(entries.contains { $0["request_id"]?.stringValue == requestID + ".1" && $0["node"]?.stringValue?.hasPrefix(served) == false })
+        }
+    }
+
+    /// Short node id → node name, from the gateway's node list.
+    static func nodeNames(_ cluster: Cluster) async throws -> [String: String] {
+        let nodes = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
+        var names: [String: String] = [:]
+        for node in nodes {
+            if let id = node["nodeID"]?.stringValue, let name = node["name"]?.stringValue { names[String(id.prefix(12))] = name }
+        }
+        return names
+    }
+
+    static func ledgerEntries(_ cluster: Cluster) async throws -> [JSONValue] {
+        try await HTTP.get(cluster.url + "/api/ledger/entries?after=0&limit=1000").json["data"]?.arrayValue ?? []
+    }
+}

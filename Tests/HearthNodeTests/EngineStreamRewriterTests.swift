@@ -1,0 +1,103 @@
+import Foundation
+import HearthCore
+import NIOCore
+import Testing
+
+@testable import HearthNode
+
+/// The node's rewriting of engine streams, on events shaped as llama-server b11434 writes them (recorded from a real
+/// engine; the live path is in ContinuationTests of HearthIntegrationTests).
+struct EngineStreamRewriterTests {
+    static func chatEvent(_ text: String?, token: (Int, [UInt8])?, finish: String? = nil) -> String {
+        let delta = text.map { #"{"content":\#(quoted($0))}"# } ?? "{}"
+        let logprobs =
+            token.map { id, bytes in
+                #","logprobs":{"content":[{"id":\#(id),"token":"t","bytes":\#(bytes),"logprob":-0.5,"top_logprobs":[{"id":\#(id),"token":"t","bytes":\#(bytes),"logprob":-0.5}]}]}"#
+            } ?? ""
+        let reason = finish.map(quoted) ?? "null"
+        return
+            #"data: {"choices":[{"finish_reason":\#(reason),"index":0,"delta":\#(delta)\#(logprobs)}],"created":1796294059,"id":"chatcmpl-x","model":"m","object":"chat.completion.chunk"}"#
+            + "\n\n"
+    }
+
+    static func textEvent(_ text: String, token: (Int, [UInt8])) -> String {
+        #"data: {"choices":[{"text":\#(quoted(text)),"index":0,"logprobs":{"content":[{"id":\#(token.0),"token":"t","bytes":\#(token.1),"logprob":-1.0,"top_logprobs":[]}]},"finish_reason":null}],"created":7,"id":"cmpl-y","model":"m","object":"text_completion"}"#
+            + "\n\n"
+    }
+
+    static func quoted(_ text: String) -> String {
+        String(decoding: try! JSONEncoder().encode(text), as: UTF8.self)
+    }
+
+    /// An event's JSON data, read past its mark line as an SSE client would.
+    func payload(_ event: String) -> JSONValue? {
+        SSEFraming.payload(of: Array(event.utf8)).flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
+    }
+
+    /// Feeds `stream` cut into `size`-byte chunks and returns the events written.
+    func rewrite(_ stream: String, shape: EngineStreamRewriter.Shape, size: Int) -> [String] {
+        var rewriter = EngineStreamRewriter(shape: shape)
+        var output = ""
+        let bytes = Array(stream.utf8)
+        var start = 0
+        while start < bytes.count {
+            let chunk = ByteBuffer(bytes: bytes[start..<min(bytes.count, start + size)])
+            output += String(buffer: rewriter.rewrite(chunk))
+            start += size
+        }
+        output += String(buffer: rewriter.finish())
+        return output.components(separatedBy: "\n\n").filter { !$0.isEmpty }
+    }
+
+    @Test func marksEachTokenAndRemovesTheLogprobsOnlyTheNodeWanted() {
+        let stream =
+            Self.chatEvent(nil, token: nil).replacingOccurrences(of: #""delta":{}"#, with: #""delta":{"role":"assistant","content":null}"#)
+            + Self.chatEvent("I", token: (57, [73])) + Self.chatEvent("'m", token: (5248, [39, 109]))
+            // "é" as two byte tokens: the engine reports only the second, with the whole character.
+            + Self.chatEvent("é", token: (202, [0xA9])) + Self.chatEvent(nil, token: nil, finish: "length") + "data: [DONE]\n\n"
+        for size in [1, 7, 64, 4096] {
+            let events = rewrite(stream, shape: .init(chat: true, keepLogprobs: false), size: size)
+            #expect(events.count == 6, "chunks of \(size)")
+            #expect(events.allSatisfy { !$0.contains("logprobs") })
+            #expect(!events[0].hasPrefix(":"), "the role chunk carries no token")
+            #expect(events[1].hasPrefix(": hearth-token 57 clean\ndata: {"))
+            #expect(events[2].hasPrefix(": hearth-token 5248 clean\n"))
+            #expect(events[3].hasPrefix(": hearth-token 202 gap\n"))
+            #expect(events[5] == "data: [DONE]")
+            #expect(events.compactMap { payload($0)?["choices"]?[0]?["delta"]?["content"]?.stringValue }.joined() == "I'mé")
+        }
+        let kept = rewrite(stream, shape: .init(chat: true, keepLogprobs: true), size: 4096)
+        #expect(kept[1].contains(#""logprobs":{"content":[{"bytes":[73]"#))
+    }
+
+    @Test func aContinuedChatTurnsTextCompletionEventsIntoChatChunksOfTheClientsStream() throws {
+        let stream = Self.textEvent(" time", token: (673, Array(" time".utf8))) + Self.textEvent(".", token: (30, [46])) + "data: [DONE]\n\n"
+        let shape = EngineStreamRewriter.Shape(chat: true, keepLogprobs: false, continuation: ("chatcmpl-original", 42, true))
+        let events = rewrite(stream, shape: shape, size: 5)
+        #expect(events.count == 3)
+        #expect(events[0].hasPrefix(": hearth-token 673 clean\n"))
+        let chunk = try #require(payload(events[0]))
+        #expect(chunk["id"] == "chatcmpl-original")
+        #expect(chunk["created"] == 42)
+        #expect(chunk["object"] == "chat.completion.chunk")
+        #expect(chunk["choices"]?[0]?["delta"]?["content"] == " time")
+        #expect(chunk["choices"]?[0]?["text"] == nil)
+        #expect(chunk["choices"]?[0]?["logprobs"] == nil)
+
+        // A continued text completion stays one, with null log-probabilities as OpenAI writes them.
+        let text = rewrite(stream, shape: .init(chat: false, keepLogprobs: false, continuation: ("cmpl-original", 9, false)), size: 4096)
+        let textChunk = try #require(payload(text[1]))
+        #expect(textChunk["id"] == "cmpl-original" && textChunk["object"] == "text_completion")
+        #expect(textChunk["choices"]?[0]?["text"] == ".")
+        #expect(textChunk["choices"]?[0]?["logprobs"] == .null)
+    }
+
+    @Test func eventsItCannotReadPassUnchanged() {
+        let stream = ": ping\n\n" + "data: not json\n\n" + "data: [DONE]\n\n" + "data: {\"unterminated\""
+        #expect(
+            rewrite(stream, shape: .init(chat: true, keepLogprobs: false), size: 3) == [
+                ": ping", "data: not json", "data: [DONE]", "data: {\"unterminated\"",
+            ]
+        )
+    }
+}
