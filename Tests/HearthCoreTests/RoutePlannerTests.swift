@@ -43,18 +43,52 @@ struct RoutePlannerTests {
         #expect(RoutePlanner.plan(model: Self.model, nodes: [node("a", draining: true)]) == .noReadyNode)
     }
 
-    @Test func ordersByFreeSlotsThenLatency() {
+    @Test func ordersByTheScoreOfFreeSlotsAndLatency() {
         let nodes = [
             node("a", slots: 2, inFlight: 2),
             node("b", slots: 4, inFlight: 1, latency: 0.5),
             node("c", slots: 4, inFlight: 1, latency: 0.1),
             node("d", slots: 1, inFlight: 0),
+            node("e", slots: 4, inFlight: 9),
         ]
         guard case .candidates(let order, _) = RoutePlanner.plan(model: Self.model, nodes: nodes) else {
             Issue.record("expected candidates")
             return
         }
-        #expect(order.map { $0.rawValue.first! } == ["c", "b", "d", "a"])
+        // d: idle (1.0); c: 4/5 free, 0.1 s (0.76); b: 4/5, 0.5 s (0.64); a: full (1/3); e: over-full (1/5).
+        #expect(order.map { $0.rawValue.first! } == ["d", "c", "b", "a", "e"])
+    }
+
+    @Test func theScoreIsTheProductOfItsParts() {
+        var busy = node("a", slots: 3, inFlight: 1, latency: 2)
+        busy.interTokenLatency = 0.25
+        busy.successRate = 0.8
+        busy.refusedReceipts = 1
+        busy.spotCheckReputation = 0.5
+        let score = RoutingScore(busy)
+        #expect(score == RoutingScore(capacity: 0.75, latency: 0.5, pace: 0.5, reliability: 0.8 * 0.8, reputation: 0.25))
+        #expect(abs(score.value - 0.75 * 0.5 * 0.5 * 0.64 * 0.25) < 1e-12)
+        // Absurd reports cannot push a part out of (0, 1].
+        var absurd = node("b", slots: -5, inFlight: -9, latency: -1)
+        absurd.successRate = 7
+        absurd.refusedReceipts = -3
+        let parts = RoutingScore(absurd)
+        for part in [parts.capacity, parts.latency, parts.pace, parts.reliability, parts.reputation] { #expect(part > 0 && part <= 1) }
+    }
+
+    @Test func aNodeThatFailsOftenComesAfterOneThatDoesNot() {
+        var flaky = node("a", slots: 8)
+        flaky.successRate = 0.5
+        let steady = node("b", slots: 2, inFlight: 1)
+        #expect(RoutePlanner.plan(model: Self.model, nodes: [flaky, steady]) == .candidates([steady.id, flaky.id], canonical: Self.model))
+    }
+
+    @Test func ejectedNodesAreLeftOutWhileAnotherCanServe() {
+        var ejected = node("a", slots: 8)
+        ejected.ejected = true
+        let other = node("b", slots: 1, inFlight: 3)
+        #expect(RoutePlanner.plan(model: Self.model, nodes: [ejected, other]) == .candidates([other.id], canonical: Self.model))
+        #expect(RoutePlanner.plan(model: Self.model, nodes: [ejected]) == .candidates([ejected.id], canonical: Self.model))
     }
 
     @Test func nodesWithRefusedReceiptsComeLastButStillServe() {

@@ -10,6 +10,14 @@ public struct RoutableNode: Sendable, Equatable {
     public var draining: Bool
     /// Receipts from this node the gateway refused since it linked: its reputation.
     public var refusedReceipts: Int
+    /// Smoothed time between the tokens of its streams, in seconds; `nil` before the first stream.
+    public var interTokenLatency: Double?
+    /// Smoothed share of its recent requests that neither broke nor failed before their first byte (1 to start).
+    public var successRate: Double
+    /// What spot checks of its answers say, 0 ... 1 (1 to start).
+    public var spotCheckReputation: Double
+    /// Out of routing for now, after failing too often (`OutlierDetector`).
+    public var ejected: Bool
 
     public init(
         id: NodeID,
@@ -18,7 +26,11 @@ public struct RoutableNode: Sendable, Equatable {
         inFlight: Int,
         recentLatency: Double?,
         draining: Bool,
-        refusedReceipts: Int = 0
+        refusedReceipts: Int = 0,
+        interTokenLatency: Double? = nil,
+        successRate: Double = 1,
+        spotCheckReputation: Double = 1,
+        ejected: Bool = false
     ) {
         self.id = id
         self.models = models
@@ -27,6 +39,10 @@ public struct RoutableNode: Sendable, Equatable {
         self.recentLatency = recentLatency
         self.draining = draining
         self.refusedReceipts = refusedReceipts
+        self.interTokenLatency = interTokenLatency
+        self.successRate = successRate
+        self.spotCheckReputation = spotCheckReputation
+        self.ejected = ejected
     }
 
     /// The served model that `name` names exactly, by id or by a declared alias.
@@ -48,35 +64,27 @@ public enum RoutePlan: Sendable, Equatable {
 /// The routing decision, as a pure function of a registry snapshot.
 public enum RoutePlanner {
     /// Orders the nodes that can serve `model`: those with it loaded before those that would load it on demand
-    /// (standby); within each, nodes whose receipts were never refused first (reputation), then most free slots,
-    /// then lowest recent latency, then node id.
+    /// (standby, which costs a load and evicts idle models); within each, by `RoutingScore`, highest first, then node id.
+    /// Ejected nodes (`OutlierDetector`) are left out while another node can serve.
     ///
-    /// Nodes without a free slot stay in the list, after the others: llama-server queues the request. A node with
-    /// refused receipts still serves when no other can.
+    /// Busy nodes stay in the list, with a low score: llama-server queues the request. A node with refused receipts
+    /// or a poor success rate still serves when no other can.
     public static func plan(model: ModelID, nodes: [RoutableNode]) -> RoutePlan {
         var known = false
-        var ready: [(node: RoutableNode, canonical: ModelID, warm: Bool)] = []
+        var ready: [(node: RoutableNode, canonical: ModelID, warm: Bool, score: Double)] = []
         for node in nodes {
             guard let served = node.model(named: model) else { continue }
             known = true
             if (served.state == .ready || served.state == .standby) && !node.draining {
-                ready.append((node, served.id, served.state == .ready))
+                ready.append((node, served.id, served.state == .ready, RoutingScore(node).value))
             }
         }
         guard known else { return .unknownModel }
         guard let first = ready.first else { return .noReadyNode }
+        if ready.contains(where: { !$0.node.ejected }) { ready.removeAll { $0.node.ejected } }
         let ordered = ready.sorted { lhs, rhs in
-            // A node with the model loaded first; one that would load it on demand only after those.
             if lhs.warm != rhs.warm { return lhs.warm }
-            let lhsTrusted = lhs.node.refusedReceipts == 0
-            let rhsTrusted = rhs.node.refusedReceipts == 0
-            if lhsTrusted != rhsTrusted { return lhsTrusted }
-            let lhsFree = lhs.node.parallelSlots - lhs.node.inFlight
-            let rhsFree = rhs.node.parallelSlots - rhs.node.inFlight
-            if lhsFree != rhsFree { return lhsFree > rhsFree }
-            let lhsLatency = lhs.node.recentLatency ?? 0
-            let rhsLatency = rhs.node.recentLatency ?? 0
-            if lhsLatency != rhsLatency { return lhsLatency < rhsLatency }
+            if lhs.score != rhs.score { return lhs.score > rhs.score }
             return lhs.node.id < rhs.node.id
         }
         return .candidates(ordered.map(\.node.id), canonical: first.canonical)

@@ -258,7 +258,8 @@ struct ServedRequest: Sendable {
             consumer: consumer,
             logger: logger,
             excluding: excluding,
-            sameFile: upstream.modelSHA256
+            sameFile: upstream.modelSHA256,
+            retry: true
         )
         let next = ServedRequest(
             pipeline: pipeline,
@@ -284,7 +285,9 @@ struct ServedRequest: Sendable {
     /// Releases the node and meters the request: `usage` is what the node's receipt is checked against, `charge` what
     /// the client is charged (the same, but for a continued stream's later parts).
     func finish(usage: TokenUsage?, charge: TokenUsage? = nil, fallbackCompletionTokens: Int, status: String) async {
-        pipeline.dispatcher.finish(upstream)
+        let tokens = usage?.completionTokens ?? fallbackCompletionTokens
+        let pace = status == "ok" && tokens >= 2 ? (ContinuousClock.now - upstream.firstByteAt).seconds / Double(tokens - 1) : nil
+        pipeline.dispatcher.finish(upstream, broken: status == "upstream_error", pace: pace)
         let firstByte = upstream.firstByteAt - upstream.startedAt
         pipeline.metrics.timeToFirstToken(model: model, duration: firstByte)
         let settlement = ReceiptClerk.settle(

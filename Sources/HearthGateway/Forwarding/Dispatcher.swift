@@ -2,6 +2,7 @@ import Foundation
 public import HearthCore
 public import Logging
 public import NIOCore
+import Synchronization
 
 /// An upstream response that has produced its first chunk, so the client can be answered.
 public struct OpenedUpstream: Sendable {
@@ -33,6 +34,9 @@ public struct Dispatcher: Sendable {
     let catalog: Catalog
     /// Pools: asked when no node is ready for a model, told when a request goes to a pool's head.
     var pools: PoolReconciler?
+    /// Retries in flight, held within `retryBudget` of the requests in flight.
+    let retries = RetriesInFlight()
+    var retryBudget = RetryBudget()
 
     public init(
         registry: NodeRegistry,
@@ -85,7 +89,8 @@ public struct Dispatcher: Sendable {
         consumer: String = "anonymous",
         logger: Logger,
         excluding: Set<NodeID> = [],
-        sameFile: SHA256Digest? = nil
+        sameFile: SHA256Digest? = nil,
+        retry: Bool = false
     ) async throws(DispatchFailure) -> OpenedUpstream {
         var nodes = registry.routableNodes()
         // A head is routed to only while the gateway's own plan says its pool serves there: a report a poll behind
@@ -133,7 +138,22 @@ public struct Dispatcher: Sendable {
             throw DispatchFailure(APIFailure(.server, "Could not encode the request for the node."))
         }
         var failures: [String] = []
-        for node in candidates.prefix(max(1, maxAttempts)) {
+        // A request that is itself a retry (a continuation, an answer asked again) holds one retry while it opens.
+        if retry {
+            guard retries.begin(within: retryBudget, requests: registry.requestsInFlight()) else {
+                throw DispatchFailure(APIFailure(.unavailable, "Too many retries are under way; try again shortly.", code: "retry_budget"))
+            }
+        }
+        defer { if retry { retries.end() } }
+        for (attempt, node) in candidates.prefix(max(1, maxAttempts)).enumerated() {
+            // Another node after a failure is a retry too: only within the budget, so a bad hour cannot multiply load.
+            if attempt > 0 && !retry {
+                guard retries.begin(within: retryBudget, requests: registry.requestsInFlight()) else {
+                    failures.append("retry budget spent")
+                    break
+                }
+            }
+            defer { if attempt > 0 && !retry { retries.end() } }
             let startedAt = ContinuousClock.now
             registry.begin(on: node)
             // A node serving the model alone is asked for that; one that serves it only as a pool's head, for the pool.
@@ -156,6 +176,7 @@ public struct Dispatcher: Sendable {
                 )
                 if response.status >= 500 {
                     registry.end(on: node, latency: nil)
+                    registry.outcome(on: node, success: false)
                     failures.append("\(node.short): HTTP \(response.status)")
                     logger.debug("node answered with a server error", metadata: ["node.id": "\(node.short)", "http.status": "\(response.status)"])
                     continue
@@ -178,6 +199,7 @@ public struct Dispatcher: Sendable {
                 )
             } catch {
                 registry.end(on: node, latency: nil)
+                registry.outcome(on: node, success: false)
                 failures.append("\(node.short): \(String(describing: error).prefix(120))")
                 logger.debug("node failed before its first byte", metadata: ["node.id": "\(node.short)", "error": "\(error)"])
             }
@@ -192,11 +214,29 @@ public struct Dispatcher: Sendable {
         )
     }
 
-    /// Marks the request on `upstream.node` as over.
-    public func finish(_ upstream: OpenedUpstream) {
+    /// Marks the request on `upstream.node` as over: `broken` when its answer broke off, `pace` the seconds between
+    /// its tokens (streams of two tokens or more).
+    public func finish(_ upstream: OpenedUpstream, broken: Bool = false, pace: Double? = nil) {
         let latency = upstream.firstByteAt - upstream.startedAt
-        registry.end(on: upstream.node, latency: latency.seconds)
+        registry.end(on: upstream.node, latency: latency.seconds, pace: pace)
+        registry.outcome(on: upstream.node, success: !broken)
     }
+}
+
+/// Retries under way across the gateway, counted against `RetryBudget`.
+final class RetriesInFlight: Sendable {
+    private let count = Mutex(0)
+
+    /// Starts a retry if the budget allows one with `requests` requests in flight.
+    func begin(within budget: RetryBudget, requests: Int) -> Bool {
+        count.withLock { count in
+            guard budget.allows(retries: count, requests: requests) else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func end() { count.withLock { $0 = max(0, $0 - 1) } }
 }
 
 /// A failure to dispatch, with the API error to return and an optional `Retry-After`.

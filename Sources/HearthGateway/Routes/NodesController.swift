@@ -10,11 +10,21 @@ struct NodesController {
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/api/nodes") { _, _ in
-            // Each node's report, with its reputation: receipts of its the gateway refused.
+            // Each node's report, with its reputation (receipts of its the gateway refused) and its routing score with
+            // the parts it is the product of (docs/ROUTING.md).
             let refused = registry.refusedReceipts()
             let nodes = try registry.announcements().map { announcement -> JSONValue in
                 var node = try JSONDecoder().decode(JSONValue.self, from: try JSONEncoder().encode(announcement))
                 node["refusedReceipts"] = .integer(Int64(refused[announcement.nodeID] ?? 0))
+                if let routing = registry.routing(of: announcement.nodeID) {
+                    node["routing"] = [
+                        "score": .number(routing.score.value), "capacity": .number(routing.score.capacity),
+                        "latency": .number(routing.score.latency), "pace": .number(routing.score.pace),
+                        "reliability": .number(routing.score.reliability), "reputation": .number(routing.score.reputation),
+                        "successRate": .number(routing.successRate), "ejections": .integer(Int64(routing.ejections)),
+                        "ejectedForSeconds": routing.ejectedForSeconds.map { .number($0) } ?? .null,
+                    ]
+                }
                 return node
             }
             return try jsonResponse(.array(nodes))

@@ -11,16 +11,21 @@ public final class NodeRegistry: Sendable {
         var inFlight: Int = 0
         var recentLatency: Double?
         var refusedReceipts: Int = 0
+        var interTokenLatency: Double?
+        var successRate: Double = 1
     }
 
     private let entries = Mutex<[NodeID: Entry]>([:])
+    /// Which nodes fail too often to be routed to for now.
+    private let outliers: Mutex<OutlierDetector>
     /// Rung when a node comes, goes, or reports something new: the pool reconciler waits on it.
     public let changes = ChangeSignal()
     private let ttl: Duration
     private let clock = ContinuousClock()
 
-    public init(ttl: Duration) {
+    public init(ttl: Duration, outliers: OutlierPolicy = OutlierPolicy()) {
         self.ttl = ttl
+        self.outliers = Mutex(OutlierDetector(policy: outliers))
     }
 
     /// Records an announcement. Returns `true` when the node is new.
@@ -56,7 +61,9 @@ public final class NodeRegistry: Sendable {
 
     /// The routing view of every live node.
     public func routableNodes() -> [RoutableNode] {
-        let deadline = clock.now - ttl
+        let now = clock.now
+        let deadline = now - ttl
+        let detector = outliers.withLock { $0 }
         return entries.withLock { entries in
             entries.values.compactMap { entry in
                 guard entry.lastSeen >= deadline else { return nil }
@@ -67,10 +74,40 @@ public final class NodeRegistry: Sendable {
                     inFlight: entry.inFlight,
                     recentLatency: entry.recentLatency,
                     draining: entry.announcement.draining,
-                    refusedReceipts: entry.refusedReceipts
+                    refusedReceipts: entry.refusedReceipts,
+                    interTokenLatency: entry.interTokenLatency,
+                    successRate: entry.successRate,
+                    ejected: detector.isEjected(entry.announcement.nodeID, now: now)
                 )
             }
         }
+    }
+
+    /// A node's routing score and its parts, its success rate, and when its ejection ends (seconds from now), for
+    /// `/api/nodes`.
+    public func routing(of id: NodeID) -> (score: RoutingScore, successRate: Double, ejectedForSeconds: Double?, ejections: Int)? {
+        guard let node = routableNodes().first(where: { $0.id == id }) else { return nil }
+        let now = clock.now
+        let (until, ejections) = outliers.withLock { ($0.ejectedUntil(id, now: now), $0.ejections(of: id)) }
+        return (RoutingScore(node), node.successRate, until.map { ($0 - now).seconds }, ejections)
+    }
+
+    /// Records how a request on `id` went: `false` for one that broke or failed before its first byte. It moves the
+    /// node's success rate, and may eject the node from routing for a while (`OutlierDetector`).
+    public func outcome(on id: NodeID, success: Bool) {
+        let population = entries.withLock { entries in
+            if let rate = entries[id]?.successRate { entries[id]?.successRate = 0.9 * rate + (success ? 0.1 : 0) }
+            return entries.count
+        }
+        let now = clock.now
+        if outliers.withLock({ $0.record(id, success: success, population: population, now: now) }) != nil {
+            changes.notify()
+        }
+    }
+
+    /// Requests in flight on every node together (for the retry budget).
+    public func requestsInFlight() -> Int {
+        entries.withLock { $0.values.reduce(0) { $0 + $1.inFlight } }
     }
 
     /// The latest announcement of every live node, sorted by id.
@@ -140,13 +177,17 @@ public final class NodeRegistry: Sendable {
         entries.withLock { $0[id]?.inFlight += 1 }
     }
 
-    /// Counts a request on `id` as over; `latency` (seconds to first byte) feeds the smoothed latency.
-    public func end(on id: NodeID, latency: Double?) {
+    /// Counts a request on `id` as over; `latency` (seconds to first byte) and `pace` (seconds between tokens) feed
+    /// their smoothed values.
+    public func end(on id: NodeID, latency: Double?, pace: Double? = nil) {
         entries.withLock { entries in
             guard var entry = entries[id] else { return }
             entry.inFlight = max(0, entry.inFlight - 1)
             if let latency {
                 entry.recentLatency = entry.recentLatency.map { 0.8 * $0 + 0.2 * latency } ?? latency
+            }
+            if let pace {
+                entry.interTokenLatency = entry.interTokenLatency.map { 0.8 * $0 + 0.2 * pace } ?? pace
             }
             entries[id] = entry
         }
