@@ -161,6 +161,8 @@ let package = Package(
         .testTarget(
             name: "HearthCoreTests",
             dependencies: ["HearthCore", "HearthFuzzing", .product(name: "Crypto", package: "swift-crypto")],
+            // Recorded engine outputs, read from the source tree (see SpotCheckTests).
+            exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

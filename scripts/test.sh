@@ -14,6 +14,10 @@ bin_dir="$(swift build --show-bin-path)"
 echo "== engine and default model (cached in ${HEARTH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hearth})"
 "$bin_dir/hearth" engine install
 
+echo "== second model (Gemma 3 270M, for the spot-check tests)"
+HEARTH_SECOND_MODEL="$(scripts/second-model.sh)"
+export HEARTH_SECOND_MODEL
+
 echo "== tests"
 # Each run's test folders live under one temporary root, so the watchdog knows whose output to show.
 run_root="$(mktemp -d -t hearth-tests-XXXXXX)"

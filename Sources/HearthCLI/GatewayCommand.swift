@@ -118,6 +118,15 @@ struct GatewayOptions: ParsableArguments {
     )
     var maxContinuations: Int = 2
 
+    @Option(
+        help: """
+            The share of answers checked on a second node serving the same file (0 ... 1), besides each new node's \
+            first three: the claimed tokens are scored under that node's model; a node whose answers the model finds \
+            unlikely loses reputation and traffic.
+            """
+    )
+    var spotCheckShare: Double = 0.03
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
         if let meshPort, !(0...65535).contains(meshPort) {
@@ -135,6 +144,7 @@ struct GatewayOptions: ParsableArguments {
         _ = try parseDuration(poolIdleTimeout, option: "--pool-idle-timeout")
         guard maxAutoPools >= 0 else { throw ValidationError("--max-auto-pools must be 0 or more") }
         guard (0...16).contains(maxContinuations) else { throw ValidationError("--max-continuations must be between 0 and 16") }
+        guard (0...1).contains(spotCheckShare) else { throw ValidationError("--spot-check-share must be between 0 and 1") }
         _ = try parseDuration(poolStallTimeout, option: "--pool-stall-timeout")
         guard maxConnectionsPerAddress > 0 else { throw ValidationError("--max-connections-per-address must be positive") }
         guard anonymousTokensPerHour > 0, maxTokensPerHour >= anonymousTokensPerHour else {
@@ -163,6 +173,7 @@ struct GatewayOptions: ParsableArguments {
             $0.pools.idleTimeout = poolIdle
             $0.pools.maxAutomatic = maxAutoPools
             $0.maxContinuations = maxContinuations
+            $0.spotChecks.share = spotCheckShare
             $0.pools.timing.stallAfter = poolStall
             $0.allowedHosts = allowedHosts
             $0.allowedOrigins = allowedOrigins

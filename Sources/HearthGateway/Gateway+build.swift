@@ -107,7 +107,8 @@ public func buildGateway(
         metrics: metrics,
         maxBodyBytes: configuration.maxBodyBytes,
         limits: configuration.limits,
-        maxContinuations: configuration.maxContinuations
+        maxContinuations: configuration.maxContinuations,
+        spotChecker: SpotChecker(policy: configuration.spotChecks, dispatcher: dispatcher, database: database, metrics: metrics, logger: logger)
     )
 
     let auth = AuthService(database: database, challengeTTL: configuration.challengeTTL, tokenTTL: configuration.tokenTTL)

@@ -52,6 +52,8 @@ public struct GatewayConfiguration: Sendable {
     public var maxAttempts: Int = 3
     /// How many times a stream whose node broke may be continued on another node (0: never).
     public var maxContinuations: Int = 2
+    /// Which answers are spot-checked on another node, and how they are judged.
+    public var spotChecks = SpotCheck.Policy()
     /// Seconds a client should wait before retrying when no node is ready.
     public var retryAfterSeconds: Int = 5
 

@@ -36,6 +36,19 @@ public enum TestEnvironment {
         return path
     }
 
+    /// The second real model (Gemma 3 270M Q4_K_M) that `scripts/second-model.sh` provisions: `$HEARTH_SECOND_MODEL`,
+    /// else its place in the models cache.
+    public static func secondModel() throws -> String {
+        let path =
+            ProcessInfo.processInfo.environment["HEARTH_SECOND_MODEL"]
+            ?? ((EngineInstaller(progress: { _ in }).defaultModelPath as NSString).deletingLastPathComponent as NSString)
+            .appendingPathComponent("a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818.gguf")
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw TestProcessError("the second model is not at \(path); run scripts/second-model.sh first")
+        }
+        return path
+    }
+
     /// A fresh folder under the system's temporary folder.
     /// Mounts a tmpfs of `megabytes` on a new temporary folder (needs root, as CI has), for tests of a full disk.
     /// - Throws: `TestProcessError` when the mount fails.

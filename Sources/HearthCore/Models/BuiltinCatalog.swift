@@ -25,7 +25,8 @@ extension Catalog {
                 "embedding": 576,
                 "headDim": 64,
                 "kvHeads": 3,
-                "layers": 30
+                "layers": 30,
+                "vocabulary": 49152
               },
               "sizeBytes": 98362432,
               "sources": [

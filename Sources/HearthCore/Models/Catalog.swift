@@ -17,12 +17,16 @@ public struct ModelShape: Codable, Sendable, Equatable {
     public var headDim: Int
     /// Hidden size (`<arch>.embedding_length`).
     public var embedding: Int
+    /// Tokens in the vocabulary (`tokenizer.ggml.tokens`), when the catalog knows it: a node claiming a token id at or
+    /// past it is not serving this model (spot checks).
+    public var vocabulary: Int?
 
-    public init(layers: Int, kvHeads: Int, headDim: Int, embedding: Int) {
+    public init(layers: Int, kvHeads: Int, headDim: Int, embedding: Int, vocabulary: Int? = nil) {
         self.layers = layers
         self.kvHeads = kvHeads
         self.headDim = headDim
         self.embedding = embedding
+        self.vocabulary = vocabulary
     }
 }
 

@@ -175,6 +175,17 @@ public struct Generation: Sendable, Equatable {
         held = []
     }
 
+    /// Every generated token's id, when the ids cover the whole answer (no gap): what a spot check scores. Tokens
+    /// held at the end (the one that ended the answer, which has no text) are not part of it.
+    public var claimedTokens: [Int32]? {
+        guard !abandoned else { return nil }
+        switch segments.count {
+        case 0: return []
+        case 1: if case .tokens(let ids) = segments[0] { return ids } else { return nil }
+        default: return nil
+        }
+    }
+
     /// The segments as llama-server's mixed prompt array: token ids as numbers, text as strings.
     public var promptPieces: [JSONValue] {
         segments.flatMap { segment -> [JSONValue] in

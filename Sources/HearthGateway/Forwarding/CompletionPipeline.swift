@@ -18,6 +18,8 @@ struct CompletionPipeline: Sendable {
     let limits: RequestLimits
     /// How many times one stream may be continued on another node after its node broke (0: never).
     var maxContinuations = 2
+    /// Checks a share of the answers on another node (`nil`: no checks).
+    var spotChecker: SpotChecker?
 
     /// Reads and parses a JSON request body.
     /// - Throws: `NIOTooManyBytesError` for an oversized body (rendered as 413), `OpenAIError` 400 for a body that is
@@ -250,6 +252,8 @@ struct ServedRequest: Sendable {
     /// that its receipt and usage row are its own.
     func openPart(_ part: Int, endpoint: CompletionEndpoint, body: JSONValue, excluding: Set<NodeID>) async throws -> ServedRequest {
         let partID = "\(rootID).\(part)"
+        // Sent now: the node's receipt may not say it started before this.
+        let sentAt = Date()
         let upstream = try await pipeline.dispatcher.open(
             endpoint: endpoint,
             model: upstream.model,
@@ -271,7 +275,7 @@ struct ServedRequest: Sendable {
             consumer: consumer,
             account: account,
             quotaKey: quotaKey,
-            startedAt: Date(),
+            startedAt: sentAt,
             logger: logger
         )
         pipeline.database.markInFlight(next.usageRecord(promptTokens: 0, completionTokens: 0, status: "in_flight"), logger: logger)

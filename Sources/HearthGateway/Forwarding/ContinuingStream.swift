@@ -129,9 +129,25 @@ struct ContinuingStream {
         await finishPart(status: "client_closed")
     }
 
-    /// Meters the last part once the client has its response (or went away).
+    /// Meters the last part once the client has its response (or went away), and offers a whole answer that one node
+    /// gave, with all its token ids, for a spot check.
     mutating func finish(status: String) async {
         await finishPart(status: status)
+        guard status == "ok", part == 0, finished, let original, let checker = served.pipeline.spotChecker,
+            let sha256 = served.upstream.modelSHA256, let claimed = generation.claimedTokens
+        else { return }
+        checker.consider(
+            SpotChecker.Answer(
+                requestID: served.requestID,
+                node: served.node,
+                model: served.upstream.model,
+                sha256: sha256,
+                endpoint: original.endpoint,
+                body: original.body,
+                consumer: served.consumer,
+                claimed: claimed
+            )
+        )
     }
 
     /// A 200 response carrying a whole body made from the stream (Ollama's answer that does not stream); metered once

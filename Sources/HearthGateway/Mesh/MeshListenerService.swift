@@ -157,6 +157,9 @@ struct MeshListenerService: Service {
             if joined, let refused = try? await admission.database.refusedReceiptCount(of: link.nodeID), refused > 0 {
                 registry.seedRefusedReceipts(link.nodeID, count: refused)
             }
+            if joined, let checks = try? await admission.database.spotChecks(of: link.nodeID, limit: 20) {
+                registry.seedSpotChecks(link.nodeID, passed: checks.reversed().filter { $0.result != "inconclusive" }.map { $0.result == "pass" })
+            }
             if joined || revision != report.revision {
                 logger.info(
                     joined ? "node joined" : "node changed",

@@ -111,6 +111,7 @@ public struct GatewayDatabase: Sendable {
         Self.registerStandingMigrations(&migrator)
         Self.registerInFlightMigrations(&migrator)
         Self.registerPoolMigrations(&migrator)
+        Self.registerSpotCheckMigrations(&migrator)
         try migrator.migrate(writer)
     }
 

@@ -24,6 +24,8 @@ struct NodesController {
                         "successRate": .number(routing.successRate), "ejections": .integer(Int64(routing.ejections)),
                         "ejectedForSeconds": routing.ejectedForSeconds.map { .number($0) } ?? .null,
                     ]
+                    let spot = registry.spotCheckStanding(of: announcement.nodeID)
+                    node["spotChecks"] = ["reputation": .number(spot.reputation), "checked": .integer(Int64(spot.checked))]
                 }
                 return node
             }

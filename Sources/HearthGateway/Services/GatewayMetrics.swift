@@ -88,6 +88,12 @@ public final class GatewayMetrics: Sendable {
 
     func streamStarted() { streamsInFlight.increment() }
 
+    /// A spot check's result: `pass`, `fail` or `inconclusive`.
+    func spotCheck(result: String) {
+        registry.makeCounter(name: "hearth_spot_checks_total", labels: [("result", result)], help: "Spot checks of node answers by result")
+            .increment()
+    }
+
     /// A stream whose node broke was continued on another node.
     func continued() {
         registry.makeCounter(name: "hearth_stream_continuations_total", help: "Streams continued on another node after theirs broke").increment()

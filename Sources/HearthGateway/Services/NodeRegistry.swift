@@ -1,3 +1,4 @@
+import Foundation
 public import HearthCore
 import Synchronization
 
@@ -18,6 +19,8 @@ public final class NodeRegistry: Sendable {
     private let entries = Mutex<[NodeID: Entry]>([:])
     /// Which nodes fail too often to be routed to for now.
     private let outliers: Mutex<OutlierDetector>
+    /// What spot checks say of each node, kept when its link drops (a node cannot shed it by dialling again).
+    private let spotChecks = Mutex<[NodeID: SpotReputation]>([:])
     /// Rung when a node comes, goes, or reports something new: the pool reconciler waits on it.
     public let changes = ChangeSignal()
     private let ttl: Duration
@@ -64,6 +67,7 @@ public final class NodeRegistry: Sendable {
         let now = clock.now
         let deadline = now - ttl
         let detector = outliers.withLock { $0 }
+        let reputations = spotChecks.withLock { $0 }
         return entries.withLock { entries in
             entries.values.compactMap { entry in
                 guard entry.lastSeen >= deadline else { return nil }
@@ -77,6 +81,7 @@ public final class NodeRegistry: Sendable {
                     refusedReceipts: entry.refusedReceipts,
                     interTokenLatency: entry.interTokenLatency,
                     successRate: entry.successRate,
+                    spotCheckReputation: reputations[entry.announcement.nodeID]?.value(at: now) ?? 1,
                     ejected: detector.isEjected(entry.announcement.nodeID, now: now)
                 )
             }
@@ -103,6 +108,31 @@ public final class NodeRegistry: Sendable {
         if outliers.withLock({ $0.record(id, success: success, population: population, now: now) }) != nil {
             changes.notify()
         }
+    }
+
+    /// Records a spot check of `id`'s answer.
+    public func spotChecked(_ id: NodeID, passed: Bool) {
+        let now = clock.now
+        spotChecks.withLock { $0[id, default: SpotReputation()].record(passed: passed, now: now) }
+        changes.notify()
+    }
+
+    /// Seeds what spot checks said of a node that links, from its stored results (oldest first), when this gateway
+    /// has none for it yet (after a restart).
+    public func seedSpotChecks(_ id: NodeID, passed: [Bool]) {
+        let now = clock.now
+        spotChecks.withLock { checks in
+            guard checks[id] == nil, !passed.isEmpty else { return }
+            var reputation = SpotReputation()
+            for result in passed { reputation.record(passed: result, now: now) }
+            checks[id] = reputation
+        }
+    }
+
+    /// A node's spot-check reputation now, and how many of its answers have been checked.
+    public func spotCheckStanding(of id: NodeID) -> (reputation: Double, checked: Int) {
+        let now = clock.now
+        return spotChecks.withLock { ($0[id]?.value(at: now) ?? 1, $0[id]?.checked ?? 0) }
     }
 
     /// Requests in flight on every node together (for the retry budget).
@@ -209,5 +239,27 @@ public final class NodeRegistry: Sendable {
         let nodes = routableNodes()
         let ready = nodes.filter { node in !node.draining && node.models.contains { $0.state == .ready } }.count
         return (nodes.count, ready)
+    }
+}
+
+/// A node's spot-check reputation: each check moves it 30 % towards 1 (passed) or 0 (failed), and between checks it
+/// recovers towards 1 with a half-life of an hour, so an old failure fades while repeated ones keep it low.
+struct SpotReputation: Sendable {
+    private var value = 1.0
+    private var updated: ContinuousClock.Instant?
+    private(set) var checked = 0
+
+    static let halfLife: Duration = .seconds(3600)
+
+    func value(at now: ContinuousClock.Instant) -> Double {
+        guard let updated else { return value }
+        let elapsed = max(0, (now - updated).seconds)
+        return 1 - (1 - value) * pow(0.5, elapsed / Self.halfLife.seconds)
+    }
+
+    mutating func record(passed: Bool, now: ContinuousClock.Instant) {
+        value = 0.7 * value(at: now) + (passed ? 0.3 : 0)
+        updated = now
+        checked += 1
     }
 }

@@ -1,0 +1,112 @@
+/// Checking that a node's answer is what the model it claims would say (docs/ROUTING.md, "Spot checks").
+///
+/// The claimed tokens are scored under another node's copy of the model: that node is asked the same request with a
+/// grammar that forces exactly those token ids (llama.cpp's `<[id]>` terminals) and for the log-probabilities of
+/// each. llama-server reports them before the grammar constrains sampling, so each forced token comes with the
+/// probability the model itself gives it, and its rank among the `topK` most likely: teacher forcing in one request.
+/// An honest answer, sampled or greedy, is made of tokens the model finds likely; another model's, or random tokens,
+/// are not. Pure: building the request, reading the answer and judging it.
+public enum SpotCheck {
+    public struct Policy: Sendable, Equatable {
+        /// The share of checkable answers checked, besides every new node's first `firstAnswers`.
+        public var share = 0.03
+        public var firstAnswers = 3
+        /// The alternatives asked for at each position; a claimed token among them is "likely". 40 is llama.cpp's
+        /// default `top_k`: an honest sampled token is always among its model's 40 most likely.
+        public var topK = 40
+        /// At most this share of the claimed tokens may fall outside the top `topK` ...
+        public var maxOutsideTopK = 0.1
+        /// ... and their mean log-probability must be at least this.
+        public var minMeanLogprob = -4.0
+        /// The most claimed tokens one check scores (the first ones).
+        public var maxTokens = 128
+
+        public init() {}
+    }
+
+    /// One claimed token as the checker's model sees it.
+    public struct Scored: Sendable, Equatable {
+        public var logprob: Double
+        public var inTopK: Bool
+
+        public init(logprob: Double, inTopK: Bool) {
+            self.logprob = logprob
+            self.inTopK = inTopK
+        }
+    }
+
+    public struct Verdict: Sendable, Equatable {
+        public var tokens: Int
+        public var meanLogprob: Double
+        public var outsideTopK: Double
+        public var passed: Bool
+        /// Why it failed, in words.
+        public var reason: String?
+
+        public init(tokens: Int, meanLogprob: Double, outsideTopK: Double, passed: Bool, reason: String?) {
+            self.tokens = tokens
+            self.meanLogprob = meanLogprob
+            self.outsideTopK = outsideTopK
+            self.passed = passed
+            self.reason = reason
+        }
+    }
+
+    /// Whether an answer to `body` can be judged this way: a client's own constraints (logit bias, grammars, schemas,
+    /// tools, a wide top-k at a high temperature) make honest answers look unlikely, so those are not checked.
+    public static func checkable(_ body: JSONValue) -> Bool {
+        for member in ["logit_bias", "grammar", "json_schema", "tools", "response_format", "n_probs"] {
+            if let value = body[member], value != .null { return false }
+        }
+        if let temperature = body["temperature"]?.doubleValue, temperature > 1.2 { return false }
+        if let topK = body["top_k"]?.integerValue, topK <= 0 || topK > 40 { return false }
+        return true
+    }
+
+    /// The request that scores `claimed` (at most `policy.maxTokens` of them) on another node: the original body, not
+    /// streamed, greedy, with a grammar forcing exactly those tokens and the log-probabilities of each.
+    public static func request(for body: JSONValue, claimed: [Int32], chat: Bool, policy: Policy = Policy()) -> JSONValue {
+        let tokens = claimed.prefix(policy.maxTokens)
+        var check = body
+        for member in ["stream", "stream_options", "timings_per_token", Continuation.field] { check[member] = nil }
+        check["grammar"] = .string("root ::= " + tokens.map { "<[\($0)]>" }.joined(separator: " "))
+        check["max_tokens"] = .integer(Int64(tokens.count))
+        check["temperature"] = 0
+        if chat {
+            check["logprobs"] = true
+            check["top_logprobs"] = .integer(Int64(policy.topK))
+        } else {
+            check["logprobs"] = .integer(Int64(policy.topK))
+        }
+        return check
+    }
+
+    /// The claimed tokens' scores from the checker's answer, or `nil` when the answer did not follow them (a checker
+    /// that ignored the grammar cannot vouch for anything).
+    public static func scores(answer: JSONValue, claimed: [Int32], policy: Policy = Policy()) -> [Scored]? {
+        guard let entries = answer["choices"]?[0]?["logprobs"]?["content"]?.arrayValue else { return nil }
+        let expected = Array(claimed.prefix(policy.maxTokens))
+        guard entries.count == expected.count else { return nil }
+        var scored: [Scored] = []
+        for (entry, token) in zip(entries, expected) {
+            guard entry["id"]?.integerValue == Int64(token), let logprob = entry["logprob"]?.doubleValue else { return nil }
+            let alternatives = entry["top_logprobs"]?.arrayValue ?? []
+            scored.append(Scored(logprob: logprob, inTopK: alternatives.contains { $0["id"]?.integerValue == Int64(token) }))
+        }
+        return scored
+    }
+
+    /// Passes when the claimed tokens are, by both measures, what the model finds likely.
+    public static func judge(_ scored: [Scored], policy: Policy = Policy()) -> Verdict {
+        guard !scored.isEmpty else { return Verdict(tokens: 0, meanLogprob: 0, outsideTopK: 0, passed: true, reason: nil) }
+        let mean = scored.map(\.logprob).reduce(0, +) / Double(scored.count)
+        let outside = Double(scored.filter { !$0.inTopK }.count) / Double(scored.count)
+        var reason: String?
+        if outside > policy.maxOutsideTopK {
+            reason = "\(Int((outside * 100).rounded())) % of the tokens are outside the model's top \(policy.topK)"
+        } else if mean < policy.minMeanLogprob {
+            reason = "mean log-probability \(mean) is below \(policy.minMeanLogprob)"
+        }
+        return Verdict(tokens: scored.count, meanLogprob: mean, outsideTopK: outside, passed: reason == nil, reason: reason)
+    }
+}

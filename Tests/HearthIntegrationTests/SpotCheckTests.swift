@@ -1,0 +1,69 @@
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import HearthTesting
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// Real engines: a node that serves another model (Gemma 3 270M) under SmolLM2's pinned hash, beside two honest nodes.
+@Suite(.serialized, .timeLimit(.minutes(6)))
+struct SpotCheckTests {
+    @Test func aNodeServingAnotherModelUnderThePinnedHashIsCaughtAndLosesItsTraffic() async throws {
+        let gemma = try TestEnvironment.secondModel()
+        try await Cluster.with(label: "cheater") { cluster in
+            _ = try await cluster.startNode("honest-1")
+            _ = try await cluster.startNode("honest-2")
+            let fake = try CheatingEngine.script(in: cluster.directory, llamaServer: try TestEnvironment.llamaServer(), servingInstead: gemma)
+            _ = try await cluster.startNode("cheater", extraArguments: ["--no-sandbox"]) { command in
+                var command = command
+                if let index = command.firstIndex(of: "--llama-server") { command[index + 1] = fake }
+                return command
+            }
+            try await cluster.waitForReadyNodes(3)
+            let names = try await ContinuationTests.nodeNames(cluster)
+            let cheater = try #require(names.first { $0.value == "cheater" }?.key)
+
+            // Sampled answers, one at a time; each node's first three are checked on another node.
+            var servedBy: [String] = []
+            for round in 0..<18 {
+                let reply = try await HTTP.post(
+                    cluster.url + "/v1/chat/completions",
+                    json: [
+                        "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Tell me about rivers."]],
+                        "max_tokens": 24, "temperature": 0.7, "seed": .integer(Int64(round)), "stream": true,
+                    ]
+                )
+                #expect(reply.status == 200)
+                servedBy.append(reply.headers.first(name: "x-hearth-node") ?? "")
+                if round == 5 {
+                    // A node with no history scores best, so each node has served by now; the checks run after the
+                    // answers: wait until the cheater's has concluded.
+                    _ = try await eventually("the cheater's spot check", within: .seconds(90)) {
+                        let standing = try await Self.spotStanding(cluster, cheater)
+                        return standing.reputation < 0.8 ? standing : nil
+                    }
+                }
+            }
+            let caught = try await Self.spotStanding(cluster, cheater)
+            #expect(caught.reputation < 0.8 && caught.checked >= 1, "the cheater's reputation: \(caught)")
+            for (short, name) in names where name != "cheater" {
+                let honest = try await Self.spotStanding(cluster, short)
+                #expect(honest.reputation > 0.9, "\(name) was punished: \(honest)")
+            }
+            // Once caught, its score is below the honest nodes': the answers after that came from them.
+            #expect(servedBy.contains(cheater), "the cheater never served, so it was never checked")
+            #expect(servedBy.suffix(12).allSatisfy { $0 != cheater }, "\(servedBy.map { names[$0] ?? $0 })")
+            let metrics = try await HTTP.get(cluster.url + "/metrics").text
+            #expect(metrics.contains("hearth_spot_checks_total{result=\"fail\"}"))
+            #expect(metrics.contains("hearth_spot_checks_total{result=\"pass\"}"))
+        }
+    }
+
+    /// A node's spot-check reputation and count from `/api/nodes`.
+    static func spotStanding(_ cluster: Cluster, _ short: String) async throws -> (reputation: Double, checked: Int) {
+        let nodes = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
+        let node = nodes.first { $0["nodeID"]?.stringValue?.hasPrefix(short) == true }
+        return (node?["spotChecks"]?["reputation"]?.doubleValue ?? 1, Int(node?["spotChecks"]?["checked"]?.integerValue ?? 0))
+    }
+}
