@@ -127,6 +127,15 @@ struct GatewayOptions: ParsableArguments {
     )
     var spotCheckShare: Double = 0.03
 
+    @Flag(
+        help: """
+            When no node can serve the model asked for, serve a smaller one of its family instead, for every request \
+            (one request can ask with the header X-Hearth-Allow-Degrade: 1). Answers name the model that served them \
+            and carry X-Hearth-Degraded-From.
+            """
+    )
+    var allowDegrade = false
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
         if let meshPort, !(0...65535).contains(meshPort) {
@@ -174,6 +183,7 @@ struct GatewayOptions: ParsableArguments {
             $0.pools.maxAutomatic = maxAutoPools
             $0.maxContinuations = maxContinuations
             $0.spotChecks.share = spotCheckShare
+            $0.allowDegrade = allowDegrade
             $0.pools.timing.stallAfter = poolStall
             $0.allowedHosts = allowedHosts
             $0.allowedOrigins = allowedOrigins

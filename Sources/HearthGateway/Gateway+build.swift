@@ -108,7 +108,8 @@ public func buildGateway(
         maxBodyBytes: configuration.maxBodyBytes,
         limits: configuration.limits,
         maxContinuations: configuration.maxContinuations,
-        spotChecker: SpotChecker(policy: configuration.spotChecks, dispatcher: dispatcher, database: database, metrics: metrics, logger: logger)
+        spotChecker: SpotChecker(policy: configuration.spotChecks, dispatcher: dispatcher, database: database, metrics: metrics, logger: logger),
+        degradeByDefault: configuration.allowDegrade
     )
 
     let auth = AuthService(database: database, challengeTTL: configuration.challengeTTL, tokenTTL: configuration.tokenTTL)

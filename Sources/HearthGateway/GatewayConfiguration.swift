@@ -52,6 +52,9 @@ public struct GatewayConfiguration: Sendable {
     public var maxAttempts: Int = 3
     /// How many times a stream whose node broke may be continued on another node (0: never).
     public var maxContinuations: Int = 2
+    /// Serve every request with a smaller model of its family when its own has no capacity (a request opts in alone
+    /// with `X-Hearth-Allow-Degrade: 1`); answers say so in `X-Hearth-Degraded-From`.
+    public var allowDegrade = false
     /// Which answers are spot-checked on another node, and how they are judged.
     public var spotChecks = SpotCheck.Policy()
     /// Seconds a client should wait before retrying when no node is ready.

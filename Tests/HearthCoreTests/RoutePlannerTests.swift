@@ -200,3 +200,20 @@ struct NodeReportBoundsTests {
         #expect(throws: ReportError(field: "models", problem: "lists more than \(NodeReport.Bound.models)")) { try tooMany.validate() }
     }
 }
+
+struct DegradationTests {
+    @Test func aSmallerModelOfTheSameFamilyLargestFirst() {
+        let catalog = Catalog.builtin
+        #expect(
+            Degradation.alternatives(for: ModelID("smollm2-360m-instruct:q8_0")!, in: catalog).map(\.id.rawValue) == ["smollm2-135m-instruct:q4_1"]
+        )
+        #expect(Degradation.alternatives(for: ModelID("smollm2-360m-instruct")!, in: catalog).map(\.id.rawValue) == ["smollm2-135m-instruct:q4_1"])
+        #expect(Degradation.alternatives(for: DefaultModel.id, in: catalog).isEmpty, "nothing is smaller than the smallest")
+        #expect(Degradation.alternatives(for: ModelID("no-such-model")!, in: catalog).isEmpty)
+        let qwen = catalog.entries.filter { $0.family == "qwen2.5" }
+        let largest = qwen.max { $0.parameters < $1.parameters }!
+        let alternatives = Degradation.alternatives(for: largest.id, in: catalog)
+        #expect(!alternatives.isEmpty && alternatives.allSatisfy { $0.family == "qwen2.5" && $0.parameters < largest.parameters })
+        #expect(alternatives.map(\.parameters) == alternatives.map(\.parameters).sorted(by: >))
+    }
+}

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import HearthCore
 import Hummingbird
 import Logging
@@ -20,6 +21,8 @@ struct CompletionPipeline: Sendable {
     var maxContinuations = 2
     /// Checks a share of the answers on another node (`nil`: no checks).
     var spotChecker: SpotChecker?
+    /// Every request may be served by a smaller model of its family when its own has no capacity (`--allow-degrade`).
+    var degradeByDefault = false
 
     /// Reads and parses a JSON request body.
     /// - Throws: `NIOTooManyBytesError` for an oversized body (rendered as 413), `OpenAIError` 400 for a body that is
@@ -41,7 +44,8 @@ struct CompletionPipeline: Sendable {
         body: JSONValue,
         route: String,
         context: GatewayRequestContext,
-        startedAt: Date
+        startedAt: Date,
+        allowDegrade: Bool = false
     ) async throws -> ServedRequest {
         let quota = await quotas.check(caller: context.caller, address: context.clientAddress)
         guard quota.allowed else {
@@ -71,7 +75,8 @@ struct CompletionPipeline: Sendable {
                 body: body,
                 requestID: context.id,
                 consumer: context.caller.consumerName,
-                logger: context.logger
+                logger: context.logger,
+                allowDegrade: allowDegrade || degradeByDefault
             )
         } catch {
             await record(
@@ -332,5 +337,22 @@ struct ServedRequest: Sendable {
             consumer: consumer,
             account: account?.rawValue
         )
+    }
+}
+
+extension ServedRequest {
+    /// `X-Hearth-Degraded-From` and `X-Hearth-Served-Model` when a smaller model served instead of the one asked for.
+    func addDegradation(to headers: inout HTTPFields) {
+        guard let asked = upstream.degradedFrom else { return }
+        headers[HTTPField.Name(Degradation.degradedFromHeader)!] = asked.rawValue
+        headers[HTTPField.Name(Degradation.servedModelHeader)!] = upstream.model.rawValue
+    }
+}
+
+extension Request {
+    /// Whether the client allows a smaller model of the same family (`X-Hearth-Allow-Degrade: 1`).
+    var allowsDegrade: Bool {
+        let value = headers[HTTPField.Name(Degradation.header)!]?.lowercased()
+        return value == "1" || value == "true"
     }
 }

@@ -17,6 +17,8 @@ public struct OpenedUpstream: Sendable {
     public var poolPlan: (epoch: Int, plan: PoolPlan)?
     /// The `max_tokens` sent to the node.
     public var maxTokens: Int
+    /// The model the client asked for, when a smaller one of its family serves instead (`Degradation`).
+    public var degradedFrom: ModelID?
     public var response: NodeResponse
     /// The first chunk of the body (`nil` for an empty body).
     public var firstChunk: ByteBuffer?
@@ -90,7 +92,8 @@ public struct Dispatcher: Sendable {
         logger: Logger,
         excluding: Set<NodeID> = [],
         sameFile: SHA256Digest? = nil,
-        retry: Bool = false
+        retry: Bool = false,
+        allowDegrade: Bool = false
     ) async throws(DispatchFailure) -> OpenedUpstream {
         var nodes = registry.routableNodes()
         // A head is routed to only while the gateway's own plan says its pool serves there: a report a poll behind
@@ -103,7 +106,20 @@ public struct Dispatcher: Sendable {
         }
         let candidates: [NodeID]
         let canonical: ModelID
-        switch RoutePlanner.plan(model: model, nodes: nodes, catalog: catalog) {
+        var degradedFrom: ModelID?
+        var plan = RoutePlanner.plan(model: model, nodes: nodes, catalog: catalog)
+        if allowDegrade, sameFile == nil, !plan.hasCandidates {
+            // No capacity for the model asked: the largest smaller one of its family that has some, and say so.
+            for alternative in Degradation.alternatives(for: model, in: catalog) {
+                let smaller = RoutePlanner.plan(model: alternative.id, nodes: nodes)
+                guard smaller.hasCandidates else { continue }
+                degradedFrom = catalog.resolve(model, includeUnpinned: true)?.id ?? model
+                plan = smaller
+                logger.info("degrading to a smaller model", metadata: ["model.asked": "\(model)", "model.served": "\(alternative.id)"])
+                break
+            }
+        }
+        switch plan {
         case .unknownModel:
             if let warming = await warming(model) { throw warming }
             throw DispatchFailure(
@@ -192,6 +208,7 @@ public struct Dispatcher: Sendable {
                     pool: pool,
                     poolPlan: pool.flatMap { pools?.currentPlan(of: $0) },
                     maxTokens: Int(body["max_tokens"]?.integerValue ?? 0),
+                    degradedFrom: degradedFrom,
                     response: response,
                     firstChunk: first,
                     startedAt: startedAt,
@@ -247,5 +264,12 @@ public struct DispatchFailure: Error, Sendable {
     public init(_ failure: APIFailure, retryAfter: Int? = nil) {
         self.failure = failure
         self.retryAfter = retryAfter
+    }
+}
+
+extension RoutePlan {
+    var hasCandidates: Bool {
+        if case .candidates = self { return true }
+        return false
     }
 }

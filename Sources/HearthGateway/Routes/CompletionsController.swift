@@ -33,12 +33,14 @@ struct CompletionsController {
             body: prepared.upstreamBody,
             route: endpoint.rawValue,
             context: context,
-            startedAt: startedAt
+            startedAt: startedAt,
+            allowDegrade: request.allowsDegrade
         )
         guard prepared.stream else {
             return try await answerWhole(served, body: prepared.upstreamBody, endpoint: endpoint)
         }
         var headers: HTTPFields = [.hearthNode: served.node.short]
+        served.addDegradation(to: &headers)
 
         headers[.contentType] = "text/event-stream"
         headers[.cacheControl] = "no-cache"
@@ -100,7 +102,8 @@ struct CompletionsController {
                 var rest = try await served.upstream.response.body.collect(upTo: 64 << 20)
                 answer.writeBuffer(&rest)
                 let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: answer))?.usage
-                let headers: HTTPFields = [.hearthNode: served.node.short, .contentType: "application/json"]
+                var headers: HTTPFields = [.hearthNode: served.node.short, .contentType: "application/json"]
+                served.addDegradation(to: &headers)
                 return served.respond(with: answer, headers: headers, usage: usage, fallbackCompletionTokens: 0)
             } catch {
                 await served.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")

@@ -84,9 +84,15 @@ struct OllamaController {
             body: prepared.upstreamBody,
             route: shape == .chat ? "/api/chat" : "/api/generate",
             context: context,
-            startedAt: startedAt
+            startedAt: startedAt,
+            allowDegrade: request.allowsDegrade
         )
-        let writer = OllamaResponseWriter(shape: shape, model: prepared.model.rawValue, createdAt: Self.timestamp())
+        // A smaller model that served instead says its name, as the OpenAI answer's `model` does.
+        let writer = OllamaResponseWriter(
+            shape: shape,
+            model: served.upstream.degradedFrom == nil ? prepared.model.rawValue : served.upstream.model.rawValue,
+            createdAt: Self.timestamp()
+        )
         let relay = OllamaRelay(writer: writer, started: started)
         let opened = ContinuingStream(served, endpoint: .chat, body: prepared.upstreamBody, maxContinuations: pipeline.maxContinuations)
         guard stream else {
@@ -95,12 +101,12 @@ struct OllamaController {
                 await outcome.stream.finish(status: outcome.status)
                 throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
             }
-            return outcome.stream.respond(
-                with: Self.ndjson(outcome.finalLine),
-                headers: [.contentType: "application/json", .hearthNode: served.node.short]
-            )
+            var headers: HTTPFields = [.contentType: "application/json", .hearthNode: served.node.short]
+            served.addDegradation(to: &headers)
+            return outcome.stream.respond(with: Self.ndjson(outcome.finalLine), headers: headers)
         }
         var headers: HTTPFields = [.contentType: "application/x-ndjson", .hearthNode: served.node.short]
+        served.addDegradation(to: &headers)
         headers[.cacheControl] = "no-cache"
         let metrics = pipeline.metrics
         return Response(
