@@ -91,6 +91,16 @@ public final class Cluster: Sendable {
     }
 
     /// The number of ready nodes serving the default model, as `/v1/models` says.
+    /// Short node id (as `X-Hearth-Node` gives it) → the node's name, from the gateway's node list.
+    public func nodeNames() async throws -> [String: String] {
+        let nodes = try await HTTP.get(url + "/api/nodes").json.arrayValue ?? []
+        var names: [String: String] = [:]
+        for node in nodes {
+            if let id = node["nodeID"]?.stringValue, let name = node["name"]?.stringValue { names[String(id.prefix(12))] = name }
+        }
+        return names
+    }
+
     public func readyNodeCount() async throws -> Int {
         let models = try await HTTP.get(url + "/v1/models").json
         let entry = models["data"]?.arrayValue?.first { $0["id"]?.stringValue == DefaultModel.id.rawValue }

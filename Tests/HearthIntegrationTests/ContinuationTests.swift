@@ -84,7 +84,7 @@ struct ContinuationTests {
                 nodes[name] = try await cluster.startNode(name, extraArguments: ["--engine-arg=-ub", "--engine-arg=1", "--parallel", "1"])
             }
             try await cluster.waitForReadyNodes(4)
-            let names = try await Self.nodeNames(cluster)
+            let names = try await cluster.nodeNames()
 
             for (index, endpoint) in Self.endpoints.enumerated() {
                 let reference = try await HTTP.post(cluster.url + endpoint.path, json: endpoint.body)
@@ -147,7 +147,7 @@ struct ContinuationTests {
             var nodes: [String: TestProcess] = [:]
             for name in ["node-a", "node-b"] { nodes[name] = try await cluster.startNode(name, extraArguments: arguments) }
             try await cluster.waitForReadyNodes(2)
-            let names = try await Self.nodeNames(cluster)
+            let names = try await cluster.nodeNames()
             let endpoint = Self.endpoints[0]
             let expected = endpoint.read(try await HTTP.post(cluster.url + endpoint.path, json: endpoint.body).text)
 
@@ -187,16 +187,6 @@ struct ContinuationTests {
             #expect((first["completion_tokens"]?.integerValue ?? 0) >= 40)
             #expect(entries.contains { $0["request_id"]?.stringValue == requestID + ".1" && $0["node"]?.stringValue?.hasPrefix(served) == false })
         }
-    }
-
-    /// Short node id → node name, from the gateway's node list.
-    static func nodeNames(_ cluster: Cluster) async throws -> [String: String] {
-        let nodes = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
-        var names: [String: String] = [:]
-        for node in nodes {
-            if let id = node["nodeID"]?.stringValue, let name = node["name"]?.stringValue { names[String(id.prefix(12))] = name }
-        }
-        return names
     }
 
     static func ledgerEntries(_ cluster: Cluster) async throws -> [JSONValue] {

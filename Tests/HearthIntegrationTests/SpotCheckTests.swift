@@ -21,7 +21,7 @@ struct SpotCheckTests {
                 return command
             }
             try await cluster.waitForReadyNodes(3)
-            let names = try await ContinuationTests.nodeNames(cluster)
+            let names = try await cluster.nodeNames()
             let cheater = try #require(names.first { $0.value == "cheater" }?.key)
 
             // Sampled answers, one at a time; each node's first three are checked on another node.

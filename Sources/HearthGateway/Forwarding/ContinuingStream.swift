@@ -24,7 +24,7 @@ struct ContinuingStream {
     private var tried: Set<NodeID>
     /// What the client has seen generated, and the stream's `id` and `created` (from its first event).
     private var generation = Generation()
-    private var identity: (id: String, created: Int64, model: String)?
+    private var identity: (id: String, created: Int64)?
     private var partStartTokens = 0
     /// What the parts finished so far charged the client.
     private var charged = TokenUsage(promptTokens: 0, completionTokens: 0)
@@ -76,7 +76,7 @@ struct ContinuingStream {
             }
             let kind = tally.observe(event)
             if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONDecoder().decode(JSONValue.self, from: payload) {
-                identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0, chunk["model"]?.stringValue ?? "")
+                identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0)
             }
             if event.contains("\"finish_reason\":\"") { finished = true }
             if case .usage(let usage, let usageOnly) = kind, part > 0, let prefill = served.upstream.response.prefill {

@@ -63,6 +63,8 @@ struct EngineCall {
             for member in ["messages", "tools", "tool_choice", "response_format", "chat_template_kwargs", "top_logprobs"] {
                 forwarded[member] = nil
             }
+            // A text completion counts its alternatives in `logprobs` itself.
+            if keepLogprobs { forwarded["logprobs"] = .integer(max(1, body["top_logprobs"]?.integerValue ?? 1)) }
         } else if case .string(let text)? = body["prompt"] {
             prompt = [.string(text)]
         } else {

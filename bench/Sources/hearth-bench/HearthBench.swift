@@ -50,6 +50,18 @@ struct HearthBench {
             print("written to \(poolOutput)")
             return
         }
+        if parts == ["continuation"] {
+            // `--parts continuation [--rounds 10] [--out bench/results/continuation.md]`
+            let continuationOutput = option("--out", "bench/results/continuation.md")
+            let report =
+                try header(command: "--parts continuation --rounds \(option("--rounds", "10"))")
+                + (try await ContinuationBench.run(rounds: Int(option("--rounds", "10"))!))
+            try await http.shutdown()
+            try report.write(toFile: continuationOutput, atomically: true, encoding: .utf8)
+            print(report)
+            print("written to \(continuationOutput)")
+            return
+        }
         if parts == ["soak"] {
             // `--parts soak [--minutes 60] [--sample-seconds 60] [--soak-clients 6] [--out bench/results/soak.md]`
             let soakOutput = option("--out", "bench/results/soak.md")

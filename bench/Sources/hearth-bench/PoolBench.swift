@@ -30,7 +30,7 @@ enum PoolBench {
             }
             rates.append(rate)
         }
-        return percentile(rates, 0.5)
+        return percentile(rates, 50)
     }
 
     static func waitHealthy(_ port: Int) async throws {
