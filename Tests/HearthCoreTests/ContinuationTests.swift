@@ -55,6 +55,14 @@ struct ContinuationTests {
         #expect(generation.promptPieces == [1, 2, 3, " café!", 6])
         #expect(generation.tokens == 6)
         #expect(!generation.abandoned)
+        // A spot check scores the ids up to the first gap; the vocabulary holds every id reported.
+        #expect(generation.claimedTokens == [1, 2, 3])
+        #expect(generation.reportedTokens == [1, 2, 3, 6])
+        var gapFirst = Generation()
+        gapFirst.observe(TokenMark(token: 9, kind: .gap)) { "é" }
+        gapFirst.observe(TokenMark(token: 4, kind: .clean)) { nil }
+        #expect(gapFirst.claimedTokens == [])
+        #expect(gapFirst.reportedTokens == [4])
     }
 
     @Test func aGenerationPastItsLimitOrWithAnUnreadableGapIsAbandoned() {

@@ -39,9 +39,15 @@ struct SpotCheckTests {
                 if round == 5 {
                     // A node with no history scores best, so each node has served by now; the checks run after the
                     // answers: wait until the cheater's has concluded.
-                    _ = try await eventually("the cheater's spot check", within: .seconds(90)) {
-                        let standing = try await Self.spotStanding(cluster, cheater)
-                        return standing.reputation < 0.8 ? standing : nil
+                    do {
+                        _ = try await eventually("the cheater's spot check", within: .seconds(90)) {
+                            let standing = try await Self.spotStanding(cluster, cheater)
+                            return standing.reputation < 0.8 ? standing : nil
+                        }
+                    } catch {
+                        let log = cluster.gateway.errorOutput.split(separator: "\n").filter { $0.contains("spot check") }
+                        Issue.record("\(error); served by \(servedBy.map { names[$0] ?? $0 }); \(log.suffix(8).joined(separator: "\n"))")
+                        throw error
                     }
                 }
             }

@@ -175,14 +175,20 @@ public struct Generation: Sendable, Equatable {
         held = []
     }
 
-    /// Every generated token's id, when the ids cover the whole answer (no gap): what a spot check scores. Tokens
-    /// held at the end (the one that ended the answer, which has no text) are not part of it.
+    /// The ids of the answer from its start to its first gap (all of it when it has none): what a spot check scores,
+    /// as the model's tokens in order. Tokens held at the end (the one that ended the answer, which has no text) are
+    /// not part of it. `nil` when the record was abandoned.
     public var claimedTokens: [Int32]? {
         guard !abandoned else { return nil }
-        switch segments.count {
-        case 0: return []
-        case 1: if case .tokens(let ids) = segments[0] { return ids } else { return nil }
-        default: return nil
+        if case .tokens(let ids)? = segments.first { return ids }
+        return []
+    }
+
+    /// Every token id the answer reported, gaps skipped: what the model's vocabulary must contain.
+    public var reportedTokens: [Int32] {
+        segments.flatMap { segment -> [Int32] in
+            if case .tokens(let ids) = segment { return ids }
+            return []
         }
     }
 

@@ -145,7 +145,8 @@ struct ContinuingStream {
                 endpoint: original.endpoint,
                 body: original.body,
                 consumer: served.consumer,
-                claimed: claimed
+                claimed: claimed,
+                reported: generation.reportedTokens
             )
         )
     }

@@ -38,15 +38,17 @@ final class SpotChecker: Sendable {
         var endpoint: CompletionEndpoint
         var body: JSONValue
         var consumer: String
+        /// The answer's ids up to its first gap, which a check scores; and every id it reported.
         var claimed: [Int32]
+        var reported: [Int32]
     }
 
     /// Checks `answer` when the policy picks it: every new node's first answers, then a share of the rest. Every answer
     /// is checked against the model's vocabulary, which costs nothing.
     func consider(_ answer: Answer) {
-        if let vocabulary = dispatcher.catalog[answer.model]?.shape.vocabulary, let token = answer.claimed.first(where: { $0 >= vocabulary }) {
+        if let vocabulary = dispatcher.catalog[answer.model]?.shape.vocabulary, let token = answer.reported.first(where: { $0 >= vocabulary }) {
             let verdict = SpotCheck.Verdict(
-                tokens: answer.claimed.count,
+                tokens: answer.reported.count,
                 meanLogprob: 0,
                 outsideTopK: 1,
                 passed: false,
@@ -146,6 +148,9 @@ final class SpotChecker: Sendable {
     /// Records a check's verdict (`nil`: inconclusive, for the reason given).
     private func conclude(_ answer: Answer, checker: String, verdict: SpotCheck.Verdict?, inconclusive: String) async {
         let result = verdict.map { $0.passed ? "pass" : "fail" } ?? "inconclusive"
+        if verdict == nil {
+            logger.info("spot check inconclusive", metadata: ["node.id": "\(answer.node.short)", "reason": "\(inconclusive)"])
+        }
         metrics.spotCheck(result: result)
         if let verdict {
             dispatcher.registry.spotChecked(answer.node, passed: verdict.passed)
