@@ -66,9 +66,10 @@ struct OutlierDetectorTests {
 
     @Test func retriesStayWithinTheirShareOfTheRequests() {
         let budget = RetryBudget()
-        #expect(budget.allows(retries: 2, requests: 0), "a few retries are always allowed")
-        #expect(!budget.allows(retries: 3, requests: 10))
-        #expect(budget.allows(retries: 19, requests: 100))
-        #expect(!budget.allows(retries: 20, requests: 100))
+        #expect(budget.allows(retries: 3, requests: 0), "a few retries are always allowed")
+        #expect(!budget.allows(retries: 5, requests: 10))
+        #expect(budget.allows(retries: 49, requests: 100))
+        #expect(!budget.allows(retries: 50, requests: 100))
+        #expect(!RetryBudget(ratio: 0.2, minimum: 3).allows(retries: 3, requests: 10))
     }
 }

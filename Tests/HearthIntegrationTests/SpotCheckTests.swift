@@ -24,8 +24,24 @@ struct SpotCheckTests {
             let names = try await cluster.nodeNames()
             let cheater = try #require(names.first { $0.value == "cheater" }?.key)
 
-            // Sampled answers, one at a time; each node's first three are checked on another node.
-            var servedBy: [String] = []
+            // Three at once first, so that every node serves one (a busy node scores below an idle one), then sampled
+            // answers one at a time; each node's first three are checked on another node.
+            var servedBy: [String] = try await withThrowingTaskGroup(of: String.self) { group in
+                for seed in 100..<103 {
+                    group.addTask {
+                        let reply = try await HTTP.post(
+                            cluster.url + "/v1/chat/completions",
+                            json: [
+                                "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Tell me about rivers."]],
+                                "max_tokens": 24, "temperature": 0.7, "seed": .integer(Int64(seed)), "stream": true,
+                            ]
+                        )
+                        return reply.headers.first(name: "x-hearth-node") ?? ""
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(servedBy.contains(cheater), "every node serves one of three requests at once: \(servedBy.map { names[$0] ?? $0 })")
             for round in 0..<18 {
                 let reply = try await HTTP.post(
                     cluster.url + "/v1/chat/completions",

@@ -88,14 +88,16 @@ public struct OutlierDetector: Sendable {
     public mutating func forget(_ node: NodeID) { records[node] = nil }
 }
 
-/// Retries (another node before the first byte, a stream continued, a whole answer asked again) are allowed while
-/// fewer than `ratio` of the requests in flight are retries, or fewer than `minimum` retries are in flight: a bad hour
-/// cannot multiply the load on the nodes left (Envoy's retry budget).
+/// Retries (another node before the first byte, a whole answer asked again) are allowed while fewer than `ratio` of the
+/// requests in flight are retries, or fewer than `minimum` retries are in flight: a bad hour cannot multiply the load
+/// on the nodes left (Envoy's retry budget). Half, not Envoy's fifth: in a network of a few volunteers one node's death
+/// takes a quarter or a third of the requests with it, and all of them must go on. A continued stream is not a retry:
+/// it resumes the work rather than repeating it (and `--max-continuations` bounds it per stream).
 public struct RetryBudget: Sendable, Equatable {
-    public var ratio = 0.2
-    public var minimum = 3
+    public var ratio = 0.5
+    public var minimum = 4
 
-    public init(ratio: Double = 0.2, minimum: Int = 3) {
+    public init(ratio: Double = 0.5, minimum: Int = 4) {
         self.ratio = ratio
         self.minimum = minimum
     }

@@ -255,7 +255,7 @@ struct ServedRequest: Sendable {
     /// Opens part `part` of this request on another node serving the same file: the continuation of a broken stream
     /// (`ContinuingStream`), or a whole answer asked again. The part is its own request to the node (`<id>.<part>`), so
     /// that its receipt and usage row are its own.
-    func openPart(_ part: Int, endpoint: CompletionEndpoint, body: JSONValue, excluding: Set<NodeID>) async throws -> ServedRequest {
+    func openPart(_ part: Int, endpoint: CompletionEndpoint, body: JSONValue, excluding: Set<NodeID>, retry: Bool) async throws -> ServedRequest {
         let partID = "\(rootID).\(part)"
         // Sent now: the node's receipt may not say it started before this.
         let sentAt = Date()
@@ -268,7 +268,7 @@ struct ServedRequest: Sendable {
             logger: logger,
             excluding: excluding,
             sameFile: upstream.modelSHA256,
-            retry: true
+            retry: retry
         )
         let next = ServedRequest(
             pipeline: pipeline,

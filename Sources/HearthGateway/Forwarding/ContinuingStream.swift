@@ -102,7 +102,7 @@ struct ContinuingStream {
         body[Continuation.field] = ContinuationRequest(generated: generation.promptPieces, id: identity.id, created: identity.created).json
         while part < maxContinuations {
             part += 1
-            guard let next = try? await broken.openPart(part, endpoint: original.endpoint, body: body, excluding: tried) else {
+            guard let next = try? await broken.openPart(part, endpoint: original.endpoint, body: body, excluding: tried, retry: false) else {
                 return false
             }
             tried.insert(next.node)

@@ -19,6 +19,8 @@ public struct OpenedUpstream: Sendable {
     public var maxTokens: Int
     /// The model the client asked for, when a smaller one of its family serves instead (`Degradation`).
     public var degradedFrom: ModelID?
+    /// Whether the node streams the answer: only then is its first byte a time to first token.
+    public var streamed: Bool
     public var response: NodeResponse
     /// The first chunk of the body (`nil` for an empty body).
     public var firstChunk: ByteBuffer?
@@ -209,6 +211,7 @@ public struct Dispatcher: Sendable {
                     poolPlan: pool.flatMap { pools?.currentPlan(of: $0) },
                     maxTokens: Int(body["max_tokens"]?.integerValue ?? 0),
                     degradedFrom: degradedFrom,
+                    streamed: body["stream"]?.boolValue == true,
                     response: response,
                     firstChunk: first,
                     startedAt: startedAt,
@@ -232,10 +235,11 @@ public struct Dispatcher: Sendable {
     }
 
     /// Marks the request on `upstream.node` as over: `broken` when its answer broke off, `pace` the seconds between
-    /// its tokens (streams of two tokens or more).
+    /// its tokens (streams of two tokens or more). A whole answer's first byte comes when it is all generated, so only
+    /// a stream's feeds the node's time to first byte.
     public func finish(_ upstream: OpenedUpstream, broken: Bool = false, pace: Double? = nil) {
         let latency = upstream.firstByteAt - upstream.startedAt
-        registry.end(on: upstream.node, latency: latency.seconds, pace: pace)
+        registry.end(on: upstream.node, latency: upstream.streamed ? latency.seconds : nil, pace: pace)
         registry.outcome(on: upstream.node, success: !broken)
     }
 }

@@ -109,7 +109,7 @@ struct CompletionsController {
                 await served.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")
                 part += 1
                 guard part <= pipeline.maxContinuations,
-                    let next = try? await served.openPart(part, endpoint: endpoint, body: body, excluding: tried)
+                    let next = try? await served.openPart(part, endpoint: endpoint, body: body, excluding: tried, retry: true)
                 else {
                     throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
                 }
