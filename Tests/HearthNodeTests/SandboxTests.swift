@@ -192,6 +192,31 @@ struct SandboxTests {
 }
 
 struct SandboxOffTests {
+    /// A node killed and started again finds its group as the last run left it; a larger budget must still apply
+    /// (cgroup v1 refused a memory limit above the old memory+swap limit).
+    @Test func aNodeStartedAgainWithALargerBudgetGetsItsGroup() throws {
+        let name = "t" + Hex.random(bytes: 4)
+        guard case .success(let first) = CgroupSetup.prepare(name: name, memoryBytes: 64 << 20, threads: 1) else {
+            Issue.record("no cgroup on this machine")
+            return
+        }
+        // An empty group goes with rmdir(2), not by deleting its control files.
+        defer {
+            if case .cgroupV1(let memory, let cpu) = first {
+                _ = rmdir(memory)
+                _ = cpu.map { rmdir($0) }
+            }
+        }
+        guard case .success(let second) = CgroupSetup.prepare(name: name, memoryBytes: 256 << 20, threads: 1) else {
+            Issue.record("the group of a previous run with a smaller limit refused the larger one")
+            return
+        }
+        if case .cgroupV1(let memory, _) = second {
+            let limit = try String(contentsOfFile: memory + "/memory.limit_in_bytes", encoding: .utf8)
+            #expect(limit.trimmingCharacters(in: .whitespacesAndNewlines) == String(256 << 20))
+        }
+    }
+
     @Test func turningTheSandboxOffIsStatedInTheReport() async throws {
         var settings = SandboxSettings()
         settings.enabled = false

@@ -98,6 +98,10 @@ enum CgroupSetup {
         do {
             try makeGroup(memory)
             if let memoryBytes {
+                // The group outlives a node that was killed, with the memory+swap limit of that run; the kernel refuses
+                // a memory limit above it (EINVAL), which failed every engine of a node restarted with a larger budget.
+                // Lift it first, set the memory limit, then bound memory+swap to the same.
+                try? write("-1", to: memory + "/memory.memsw.limit_in_bytes")
                 try write(String(memoryBytes), to: memory + "/memory.limit_in_bytes")
                 // Swap would let an engine exceed the limit slowly instead of being stopped; not every kernel accounts it.
                 try? write(String(memoryBytes), to: memory + "/memory.memsw.limit_in_bytes")
