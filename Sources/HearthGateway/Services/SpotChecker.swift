@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import Hummingbird
 import Logging
 import NIOCore
 import NIOFoundationEssentialsCompat
@@ -118,12 +119,12 @@ final class SpotChecker: Sendable {
     /// - Throws: when no node other than `excluding` serves the same file, or the checker broke off.
     private func score(_ answer: Answer, excluding: Set<NodeID>) async throws -> (checker: NodeID, verdict: SpotCheck.Verdict?) {
         let request = SpotCheck.request(for: answer.body, claimed: answer.claimed, chat: answer.endpoint == .chat, policy: policy)
-        // To the checker it is one more request of the same consumer, under an id like any other.
+        // To the checker it is one more request of the same consumer, under an id from the generator of every other.
         let opened = try await dispatcher.open(
             endpoint: answer.endpoint,
             model: answer.model,
             body: request,
-            requestID: Hex.random(bytes: 16),
+            requestID: RequestID().description,
             consumer: answer.consumer,
             logger: logger,
             excluding: excluding,
