@@ -95,26 +95,14 @@ struct ContinuationTests {
 
                 // The same request; its node is killed once the client has read 30 of its 300 tokens (early enough that a
                 // client slowed by a busy machine still reads them before the engine is done).
-                var request = HTTPClientRequest(url: cluster.url + endpoint.path)
-                request.method = .POST
-                request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(endpoint.body)))
-                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(180))
-                #expect(response.status == .ok)
-                let served = try #require(response.headers.first(name: "x-hearth-node"))
-                let requestID = try #require(response.headers.first(name: "x-request-id"))
-                let victim = try #require(names[served].flatMap { nodes[$0] }, "node \(served) of \(names)")
-                var body = ""
-                var newlines = 0
-                var killed = false
-                for try await chunk in response.body {
-                    body += String(buffer: chunk)
-                    // Counted, not parsed, so that the client keeps pace with the engine.
-                    newlines += chunk.readableBytesView.lazy.filter { $0 == UInt8(ascii: "\n") }.count
-                    if !killed && newlines >= 30 * endpoint.newlinesPerToken {
-                        victim.send(SIGKILL)
-                        killed = true
-                    }
-                }
+                let (body, served, requestID, victim, killed) = try await Self.stream(
+                    endpoint,
+                    in: cluster,
+                    sending: SIGKILL,
+                    afterTokens: 30,
+                    nodes: nodes,
+                    names: names
+                )
                 #expect(killed, "\(endpoint.path): the stream ended before the kill")
                 _ = await victim.waitForExit()
                 nodes = nodes.filter { $0.value !== victim }
@@ -151,25 +139,15 @@ struct ContinuationTests {
             let endpoint = Self.endpoints[0]
             let expected = endpoint.read(try await HTTP.post(cluster.url + endpoint.path, json: endpoint.body).text)
 
-            var request = HTTPClientRequest(url: cluster.url + endpoint.path)
-            request.method = .POST
-            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(endpoint.body)))
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(180))
-            let served = try #require(response.headers.first(name: "x-hearth-node"))
-            let requestID = try #require(response.headers.first(name: "x-request-id"))
-            let stopping = try #require(names[served].flatMap { nodes[$0] })
-            var body = ""
-            var newlines = 0
-            var stopped = false
-            for try await chunk in response.body {
-                body += String(buffer: chunk)
-                newlines += chunk.readableBytesView.lazy.filter { $0 == UInt8(ascii: "\n") }.count
-                if !stopped && newlines >= 40 * endpoint.newlinesPerToken {
-                    // The owner stops the node: it drains for 2 s, then hands the stream over.
-                    stopping.send(SIGTERM)
-                    stopped = true
-                }
-            }
+            // The owner stops the node after 40 tokens: it drains for 2 s, then hands the stream over.
+            let (body, served, requestID, stopping, _) = try await Self.stream(
+                endpoint,
+                in: cluster,
+                sending: SIGTERM,
+                afterTokens: 40,
+                nodes: nodes,
+                names: names
+            )
             #expect(await stopping.waitForExit(timeout: .seconds(60)) == 0)
             let continued = endpoint.read(body)
             #expect(!continued.failed, "\(body.suffix(400))")
@@ -187,6 +165,38 @@ struct ContinuationTests {
             #expect((first["completion_tokens"]?.integerValue ?? 0) >= 40)
             #expect(entries.contains { $0["request_id"]?.stringValue == requestID + ".1" && $0["node"]?.stringValue?.hasPrefix(served) == false })
         }
+    }
+
+    /// Streams `endpoint`'s request, sends `signal` to the node serving it once `tokens` tokens have come, and reads the
+    /// stream to its end. Newlines are counted, not events parsed, so that the client keeps pace with the engine.
+    static func stream(
+        _ endpoint: Endpoint,
+        in cluster: Cluster,
+        sending signal: Int32,
+        afterTokens tokens: Int,
+        nodes: [String: TestProcess],
+        names: [String: String]
+    ) async throws -> (body: String, served: String, requestID: String, node: TestProcess, signalled: Bool) {
+        var request = HTTPClientRequest(url: cluster.url + endpoint.path)
+        request.method = .POST
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(endpoint.body)))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(180))
+        #expect(response.status == .ok)
+        let served = try #require(response.headers.first(name: "x-hearth-node"))
+        let requestID = try #require(response.headers.first(name: "x-request-id"))
+        let node = try #require(names[served].flatMap { nodes[$0] }, "node \(served) of \(names)")
+        var body = ""
+        var newlines = 0
+        var signalled = false
+        for try await chunk in response.body {
+            body += String(buffer: chunk)
+            newlines += chunk.readableBytesView.lazy.filter { $0 == UInt8(ascii: "\n") }.count
+            if !signalled && newlines >= tokens * endpoint.newlinesPerToken {
+                node.send(signal)
+                signalled = true
+            }
+        }
+        return (body, served, requestID, node, signalled)
     }
 
     static func ledgerEntries(_ cluster: Cluster) async throws -> [JSONValue] {

@@ -210,20 +210,9 @@ struct ServedRequest: Sendable {
     /// A 200 response carrying a whole body (a request that does not stream); the request is metered once the client
     /// has the body, or as `client_closed` if it went away first.
     func respond(with body: ByteBuffer, headers: HTTPFields, usage: TokenUsage?, fallbackCompletionTokens: Int) -> Response {
-        Response(
-            status: .ok,
-            headers: headers,
-            body: ResponseBody(contentLength: body.readableBytes) { writer in
-                var status = "ok"
-                do {
-                    try await writer.write(body)
-                    try await writer.finish(nil)
-                } catch {
-                    status = "client_closed"
-                }
-                await finish(usage: usage, fallbackCompletionTokens: fallbackCompletionTokens, status: status)
-            }
-        )
+        .whole(body, headers: headers) { status in
+            await finish(usage: usage, fallbackCompletionTokens: fallbackCompletionTokens, status: status)
+        }
     }
 
     /// The client went away mid-stream: asks the node to stop the engine, then reads what the node still sends (for at
@@ -354,5 +343,26 @@ extension Request {
     var allowsDegrade: Bool {
         let value = headers[HTTPField.Name(Degradation.header)!]?.lowercased()
         return value == "1" || value == "true"
+    }
+}
+
+extension Response {
+    /// A 200 response carrying `body` whole; `then` gets `ok` once the client has it, or `client_closed` if it went
+    /// away first (the request is metered then, off the response's critical path).
+    static func whole(_ body: ByteBuffer, headers: HTTPFields, then: @escaping @Sendable (String) async -> Void) -> Response {
+        Response(
+            status: .ok,
+            headers: headers,
+            body: ResponseBody(contentLength: body.readableBytes) { writer in
+                var status = "ok"
+                do {
+                    try await writer.write(body)
+                    try await writer.finish(nil)
+                } catch {
+                    status = "client_closed"
+                }
+                await then(status)
+            }
+        )
     }
 }

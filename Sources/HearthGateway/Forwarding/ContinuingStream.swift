@@ -155,21 +155,10 @@ struct ContinuingStream {
     /// the client has it, or as `client_closed` if it went away first.
     func respond(with body: ByteBuffer, headers: HTTPFields) -> Response {
         let finished = self
-        return Response(
-            status: .ok,
-            headers: headers,
-            body: ResponseBody(contentLength: body.readableBytes) { writer in
-                var stream = finished
-                var status = "ok"
-                do {
-                    try await writer.write(body)
-                    try await writer.finish(nil)
-                } catch {
-                    status = "client_closed"
-                }
-                await stream.finish(status: status)
-            }
-        )
+        return .whole(body, headers: headers) { status in
+            var stream = finished
+            await stream.finish(status: status)
+        }
     }
 
     /// Ends the current part: its receipt is checked against what it relayed. The client is charged what it saw of
