@@ -54,10 +54,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The pages people use (chat, network, account, node dashboard): files embedded in the binary, served by
+        // the gateway and the node themselves.
+        .target(
+            name: "HearthWeb",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            resources: [.embedInCode("Assets")],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "HearthGateway",
             dependencies: [
-                "HearthCore", "HearthMesh",
+                "HearthCore", "HearthMesh", "HearthWeb",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -81,7 +94,7 @@ let package = Package(
         .target(
             name: "HearthNode",
             dependencies: [
-                "HearthCore", "HearthMesh",
+                "HearthCore", "HearthMesh", "HearthWeb",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),

@@ -1,5 +1,6 @@
 public import HearthCore
 import HearthMesh
+import HearthWeb
 public import Hummingbird
 import HummingbirdCore
 public import Logging
@@ -146,6 +147,12 @@ public func buildGateway(
     LedgerController(database: database, gatewayKey: identity).addRoutes(to: router)
     ReciprocityController(quotas: quotas).addRoutes(to: router)
     DevicesController(database: database, links: liveLinks, registry: registry).addRoutes(to: router)
+    ActivityController(database: database).addRoutes(to: router)
+    // The pages people use (HearthWeb). They need no login to load: they call the API above with the browser's own.
+    WebRoutes(
+        pages: ["/": "chat.html", "/network": "network.html", "/account": "account.html"],
+        files: ["hearth.css", "icon.svg", "common.js", "markdown.js", "chat.js", "charts.js", "cbor.js", "ledger.js", "network.js", "account.js"]
+    ).add(to: router)
 
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)
     let connections = ConnectionCounter(limitPerAddress: configuration.maxConnectionsPerAddress, exempt: configuration.trustedProxies)

@@ -130,7 +130,8 @@ public func buildNode(
     let receipts = ReceiptSigner(
         key: identity.key,
         account: configuration.deviceCertificate?.account,
-        gateway: { status.gatewayID ?? join?.gatewayID }
+        gateway: { status.gatewayID ?? join?.gatewayID },
+        log: status.receipts
     )
     let inFlight = InFlightRequests()
     EngineProxyController(host: host, load: load, maxBodyBytes: 8 << 20, receipts: receipts, inFlight: inFlight, pools: pools).addRoutes(to: router)

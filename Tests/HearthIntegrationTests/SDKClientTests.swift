@@ -25,8 +25,8 @@ struct SDKClientTests {
     }
 }
 
-/// A venv with the `openai` and `ollama` packages, and `cbor2` and `cryptography` for the independent ledger check,
-/// made once in the cache and reused.
+/// A venv with the `openai` and `ollama` packages, `cbor2` and `cryptography` for the independent ledger check, and
+/// `selenium` for the browser tests, made once in the cache and reused.
 enum PythonClients {
     /// One setup for the whole test run, however many suites ask at once.
     private static let prepared = Task { try await prepare() }
@@ -38,7 +38,9 @@ enum PythonClients {
     private static func prepare() async throws -> String {
         let venv = EngineCache.directory + "/test-venv"
         let python = venv + "/bin/python"
-        if FileManager.default.isExecutableFile(atPath: python), try await run(python, ["-c", "import openai, ollama, cbor2, cryptography"]) == 0 {
+        if FileManager.default.isExecutableFile(atPath: python),
+            try await run(python, ["-c", "import openai, ollama, cbor2, cryptography, selenium"]) == 0
+        {
             return python
         }
         let directory = try TestEnvironment.temporaryDirectory("venv")
@@ -48,7 +50,7 @@ enum PythonClients {
         guard made,
             try await run(
                 python,
-                ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "openai", "ollama", "cbor2", "cryptography"],
+                ["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "openai", "ollama", "cbor2", "cryptography", "selenium"],
                 in: directory
             ) == 0
         else {

@@ -37,6 +37,7 @@ extension GatewayDatabase {
                 """,
             arguments: [account, updated.contributed, updated.consumed, updated.updatedAt]
         )
+        try addToAccountActivity(db, account: account, contributed: contributed, consumed: consumed, now: now)
     }
 
     static func balance(_ db: Database, account: String) throws -> Reciprocity.Balance {

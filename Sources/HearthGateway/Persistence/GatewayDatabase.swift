@@ -112,6 +112,7 @@ public struct GatewayDatabase: Sendable {
         Self.registerInFlightMigrations(&migrator)
         Self.registerPoolMigrations(&migrator)
         Self.registerSpotCheckMigrations(&migrator)
+        Self.registerAccountActivityMigrations(&migrator)
         try migrator.migrate(writer)
     }
 

@@ -19,7 +19,8 @@ struct LedgerController {
                     "seq": .integer(row.seq), "request_id": .string(row.requestID), "node": .string(row.nodeID),
                     "account": row.account.map { .string($0) } ?? .null, "consumer": .string(row.consumer), "model": .string(row.model),
                     "prompt_tokens": .integer(Int64(row.promptTokens)), "completion_tokens": .integer(Int64(row.completionTokens)),
-                    "hash": .string(Hex.encode(row.hash)), "entry": .string(SignedToken.base64url(row.entry)),
+                    "hash": .string(Hex.encode(row.hash)), "credited_at": .string(row.createdAt.formatted(.iso8601)),
+                    "entry": .string(SignedToken.base64url(row.entry)),
                 ]
             }
             return try jsonResponse(["data": .array(rows)])

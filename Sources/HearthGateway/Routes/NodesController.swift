@@ -16,6 +16,10 @@ struct NodesController {
             let nodes = try registry.announcements().map { announcement -> JSONValue in
                 var node = try JSONDecoder().decode(JSONValue.self, from: try JSONEncoder().encode(announcement))
                 node["refusedReceipts"] = .integer(Int64(refused[announcement.nodeID] ?? 0))
+                if let joined = registry.joined(announcement.nodeID) {
+                    node["linkedSince"] = .string(joined.formatted(.iso8601))
+                    node["linkedForSeconds"] = .integer(Int64(max(0, Date().timeIntervalSince(joined))))
+                }
                 if let routing = registry.routing(of: announcement.nodeID) {
                     node["routing"] = [
                         "score": .number(routing.score.value), "capacity": .number(routing.score.capacity),

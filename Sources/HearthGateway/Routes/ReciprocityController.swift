@@ -3,6 +3,8 @@ import HearthCore
 import Hummingbird
 
 /// `GET /api/reciprocity/standing`: the caller's contribution, consumption, standing, quota and when it refills.
+/// `GET /api/reciprocity/history?days=N`: the caller's account's tokens consumed and contributed per hour (N ≤ 2) or
+/// per day (default 30 days), every bucket present, oldest first.
 struct ReciprocityController {
     let quotas: QuotaBook
 
@@ -27,5 +29,37 @@ struct ReciprocityController {
                 "how_to_earn_more": .string("Serve with a node certified by your account: `hearth keys certify-device`, then `hearth node`."),
             ])
         }
+        router.get("/api/reciprocity/history") { request, context in
+            guard let account = context.caller.account else {
+                throw OpenAIError(.authentication, "Log in (or use an API key) to see your account's history.", code: "login_required")
+            }
+            let days = try QueryParameter.integer(request, "days", default: 30, in: 1...366)
+            let bucket: Int64 = days <= 2 ? 3600 : 86400
+            let now = Int64(Date().timeIntervalSince1970)
+            let last = now / bucket * bucket
+            let first = last - (days * 86400 / bucket - 1) * bucket
+            let found = try await quotas.database.accountActivity(
+                of: account.rawValue,
+                since: Date(timeIntervalSince1970: TimeInterval(first)),
+                bucketSeconds: Int(bucket)
+            )
+            let byStart = Dictionary(found.map { ($0.start, $0) }, uniquingKeysWith: { first, _ in first })
+            let buckets = stride(from: first, through: last, by: Int(bucket)).map {
+                byStart[$0] ?? AccountActivityBucket(start: $0, consumedTokens: 0, contributedTokens: 0)
+            }
+            return try CatalogController.response(History(account: account.rawValue, bucketSeconds: Int(bucket), buckets: buckets))
+        }
+    }
+}
+
+struct History: Encodable {
+    var account: String
+    var bucketSeconds: Int
+    var buckets: [AccountActivityBucket]
+
+    enum CodingKeys: String, CodingKey {
+        case account
+        case bucketSeconds = "bucket_seconds"
+        case buckets
     }
 }

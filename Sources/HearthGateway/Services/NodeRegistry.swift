@@ -14,6 +14,8 @@ public final class NodeRegistry: Sendable {
         var refusedReceipts: Int = 0
         var interTokenLatency: Double?
         var successRate: Double = 1
+        /// When this link's first report came (wall clock, for people: the network page shows the link's age).
+        var joined = Date()
     }
 
     private let entries = Mutex<[NodeID: Entry]>([:])
@@ -185,6 +187,11 @@ public final class NodeRegistry: Sendable {
     /// Counts a receipt from `id` that the gateway refused; routing prefers nodes without any.
     public func receiptRefused(by id: NodeID) {
         entries.withLock { $0[id]?.refusedReceipts += 1 }
+    }
+
+    /// When a live node's current link sent its first report.
+    func joined(_ id: NodeID) -> Date? {
+        entries.withLock { $0[id]?.joined }
     }
 
     /// The account a live node serves for.

@@ -15,6 +15,8 @@ final class NodeStatus: Sendable {
     let sandbox: EngineSandboxReport?
     /// The pool work, when the owner lends memory to pools.
     let pools: PoolWorker?
+    /// Receipts signed since start, for the owner's dashboard.
+    let receipts = ReceiptLog()
     private let gateway = Mutex<NodeID?>(nil)
     private let state = Mutex<
         (draining: Bool, drainingReported: Bool, lastPoll: ContinuousClock.Instant, refusal: LinkRefusal?, paused: Bool, linked: Bool)

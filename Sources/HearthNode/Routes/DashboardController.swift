@@ -1,5 +1,7 @@
 import Foundation
+import HTTPTypes
 import HearthCore
+import HearthWeb
 import Hummingbird
 import NIOCore
 
@@ -12,31 +14,26 @@ struct DashboardController {
     let token: String
 
     func addRoutes(to router: Router<BasicRequestContext>) {
-        router.get("/") { _, _ in
-            let report = status.report()
-            // The detail carries download progress ("downloading 45% …") and why a load failed.
-            let rows = report.models.map {
-                "<tr><td>\(Self.escape($0.id.rawValue))</td><td>\($0.state.rawValue)</td><td>\(Self.escape($0.detail ?? ""))</td></tr>"
-            }.joined()
-            let html = """
-                <!doctype html><meta charset="utf-8"><title>Hearth node</title>
-                <h1>Hearth node \(Self.escape(report.name))</h1>
-                <p>Gateway link: \(status.linked ? "up" : "down") · serving: \(report.inFlight) · \(status.paused ? "paused" : (report.draining ? "draining" : "taking work"))</p>
-                <p>\(Self.escape(report.sandbox?.summary ?? "engine sandbox: unknown"))</p>
-                <table><tr><th>model</th><th>state</th><th>detail</th></tr>\(rows)</table>
-                <p>JSON: <a href="/api/status">/api/status</a>. Pause or resume with POST /api/pause or /api/resume and the token in control.token.</p>
-                """
-            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: .init(byteBuffer: ByteBuffer(string: html)))
+        // DNS rebinding would let a web page reach 127.0.0.1 under its own name: only loopback names are answered.
+        router.add(middleware: LoopbackHostMiddleware())
+        WebRoutes(pages: ["/": "node.html"], files: ["hearth.css", "icon.svg", "common.js", "charts.js", "node.js"]).add(to: router)
+        // The page's own server hands it the control token, so the owner never types it. Only a same-origin page gets
+        // it: a browser marks every request with `Sec-Fetch-Site`, and a page of another site cannot read this
+        // answer anyway (no CORS). Anyone who can open the dashboard on this machine can therefore pause the node,
+        // as the dashboard has always said.
+        router.get("/api/session") { request, _ in
+            if let site = request.headers[.secFetchSite], site != "same-origin", site != "none" {
+                return Self.forbidden
+            }
+            return try Self.json(["token": .string(token)])
         }
         router.get("/api/status") { _, _ in
             var json = try JSONDecoder().decode(JSONValue.self, from: try JSONEncoder().encode(status.report()))
             json["linked"] = .bool(status.linked)
             json["paused"] = .bool(status.paused)
-            return Response(
-                status: .ok,
-                headers: [.contentType: "application/json"],
-                body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder().encode(json)))
-            )
+            json["gateway"] = status.gatewayID.map { .string($0.rawValue) } ?? .null
+            json["receipts"] = try JSONDecoder().decode(JSONValue.self, from: try JSONEncoder().encode(status.receipts.lastDay()))
+            return try Self.json(json)
         }
         router.post("/api/pause") { request, _ in
             guard authorized(request) else { return Self.unauthorized }
@@ -60,6 +57,18 @@ struct DashboardController {
         return zip(left, right).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
     }
 
+    static func json(_ value: JSONValue) throws -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: try JSONEncoder().encode(value)))
+        )
+    }
+
+    static var forbidden: Response {
+        EngineProxyController.error(APIFailure(.permission, "Only the dashboard's own page may ask for its session.", code: "cross_site"))
+    }
+
     static var unauthorized: Response {
         EngineProxyController.error(
             APIFailure(
@@ -69,8 +78,34 @@ struct DashboardController {
             )
         )
     }
+}
 
-    static func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")
+/// Answers only requests whose `Host` names this machine's loopback (`localhost`, `127.x.x.x`, `[::1]`), with any port.
+struct LoopbackHostMiddleware: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard Self.isLoopback(request.head.authority ?? request.headers[.host]) else {
+            return EngineProxyController.error(
+                APIFailure(.permission, "The node's dashboard answers only on this machine: open http://127.0.0.1:<port>/.", code: "host_not_allowed")
+            )
+        }
+        return try await next(request, context)
     }
+
+    static func isLoopback(_ authority: String?) -> Bool {
+        guard var host = authority?.lowercased() else { return true }
+        if host.hasPrefix("[") {
+            return host.hasPrefix("[::1]")
+        }
+        if let colon = host.lastIndex(of: ":") { host = String(host[..<colon]) }
+        if host == "localhost" { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
+}
+
+extension HTTPField.Name {
+    static let secFetchSite = Self("Sec-Fetch-Site")!
+    static let host = Self("Host")!
 }

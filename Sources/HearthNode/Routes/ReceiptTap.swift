@@ -64,6 +64,8 @@ struct ReceiptSigner: Sendable {
     let account: NodeID?
     /// The gateway the node is linked to, once known.
     let gateway: @Sendable () -> NodeID?
+    /// Where signed receipts are counted for the owner's dashboard.
+    var log: ReceiptLog?
 
     /// The signed receipt as a trailer value (base64url of the COSE_Sign1 bytes), or `nil` when the gateway is not
     /// known or the request carried no id.
@@ -95,6 +97,7 @@ struct ReceiptSigner: Sendable {
             pool: pool
         )
         guard let bytes = try? receipt.signed(by: key).encoded() else { return nil }
+        log?.signed(tokens: receipt.promptTokens + receipt.completionTokens)
         return SignedToken.base64url(Data(bytes))
     }
 }
