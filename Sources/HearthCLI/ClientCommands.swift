@@ -71,11 +71,39 @@ struct ChatCommand: AsyncParsableCommand {
     @Option(help: "Most tokens per answer.")
     var maxTokens: Int = 512
 
+    @Option(help: "A system prompt that leads the conversation (e.g. \"Answer in French.\").")
+    var system: String?
+
+    @Option(help: "Sampling temperature, 0 to 2 (default: the model's).")
+    var temperature: Double?
+
+    @Option(help: "A login token or API key, for a gateway that requires one (env: HEARTH_TOKEN).")
+    var token: String?
+
     @Argument(help: "A message to send; omit it to chat interactively.")
     var message: [String] = []
 
+    func validate() throws {
+        guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
+        if let temperature, !(0...2).contains(temperature) { throw ValidationError("--temperature must be from 0 to 2") }
+    }
+
+    /// The request the web chat sends too (chat.js): the system prompt first, then the turns, streamed with usage.
+    static func body(model: String, system: String?, turns: [JSONValue], maxTokens: Int, temperature: Double?) -> JSONValue {
+        var messages: [JSONValue] = []
+        if let system, !system.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+            messages.append(["role": "system", "content": .string(system)])
+        }
+        var body: JSONValue = [
+            "model": .string(model), "messages": .array(messages + turns), "stream": true, "stream_options": ["include_usage": true],
+            "max_tokens": .integer(Int64(maxTokens)),
+        ]
+        if let temperature { body["temperature"] = .number(temperature) }
+        return body
+    }
+
     func run() async throws {
-        let gateway = GatewayClient(baseURL: client.baseURL)
+        let gateway = GatewayClient(baseURL: client.baseURL, bearer: token ?? CommandEnvironment()["HEARTH_TOKEN"])
         let modelName: String
         if let model {
             modelName = model
@@ -87,9 +115,12 @@ struct ChatCommand: AsyncParsableCommand {
             modelName = first
         }
         var history: [JSONValue] = []
+        let ask = { (turns: [JSONValue]) in
+            try await gateway.streamChat(Self.body(model: modelName, system: system, turns: turns, maxTokens: maxTokens, temperature: temperature))
+        }
         if !message.isEmpty {
             history.append(["role": "user", "content": .string(message.joined(separator: " "))])
-            _ = try await gateway.streamChat(model: modelName, messages: history, maxTokens: maxTokens)
+            _ = try await ask(history)
             return
         }
         warn("Chatting with \(modelName). End with Ctrl-D.")
@@ -98,7 +129,7 @@ struct ChatCommand: AsyncParsableCommand {
             guard let line = readLine() else { break }
             guard !line.trimmingCharacters(in: .whitespaces).isEmpty else { continue }
             history.append(["role": "user", "content": .string(line)])
-            let answer = try await gateway.streamChat(model: modelName, messages: history, maxTokens: maxTokens)
+            let answer = try await ask(history)
             history.append(["role": "assistant", "content": .string(answer)])
         }
     }
@@ -150,13 +181,12 @@ struct GatewayClient {
     }
 
     /// Sends a streaming chat request, prints the text as it arrives, and returns the whole answer.
-    func streamChat(model: String, messages: [JSONValue], maxTokens: Int) async throws -> String {
+    /// Streams a chat completion's text to standard output, then a newline; returns the text. An error event in the
+    /// stream ends the command with its message.
+    func streamChat(_ body: JSONValue) async throws -> String {
         var request = HTTPClientRequest(url: baseURL + "/v1/chat/completions")
         request.method = .POST
         request.headers.add(name: "content-type", value: "application/json")
-        let body: JSONValue = [
-            "model": .string(model), "messages": .array(messages), "stream": true, "max_tokens": .integer(Int64(maxTokens)),
-        ]
         request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
         let response = try await execute(request)
         guard response.status == .ok else {
@@ -172,6 +202,11 @@ struct GatewayClient {
                 pending.removeSubrange(pending.startIndex..<end.upperBound)
                 guard event.hasPrefix("data: "), !event.hasSuffix("[DONE]") else { continue }
                 let payload = Data(event.dropFirst(6).utf8)
+                if let error = (try? JSONDecoder().decode(JSONValue.self, from: payload))?["error"] {
+                    FileHandle.standardOutput.write(Data("\n".utf8))
+                    warn("error: \(error["message"]?.stringValue ?? "the stream ended with an error")")
+                    throw ExitCode(1)
+                }
                 if let piece = (try? JSONDecoder().decode(CompletionChunk.self, from: payload))?.choices?.first?.content {
                     answer += piece
                     FileHandle.standardOutput.write(Data(piece.utf8))

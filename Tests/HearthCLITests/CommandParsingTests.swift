@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HearthCore
 import HearthGateway
 import HearthTesting
 import Testing
@@ -87,5 +88,38 @@ struct NodeConfigFileTests {
         } catch let error as ValidationError {
             #expect(error.message.contains("unknown key 'thread'"))
         }
+    }
+}
+
+struct ChatCommandTests {
+    /// `hearth chat` sends what the web chat sends: the system prompt first, then the turns, streamed with usage.
+    @Test func asksWithTheWebChatsRequestShape() throws {
+        let command = try #require(
+            try HearthCommand.parseAsRoot(["chat", "--system", "Answer in French.", "--temperature", "0.3", "--max-tokens", "40", "hi"])
+                as? ChatCommand
+        )
+        let turns: [JSONValue] = [["role": "user", "content": "hi"]]
+        let body = ChatCommand.body(
+            model: "m:q8_0",
+            system: command.system,
+            turns: turns,
+            maxTokens: command.maxTokens,
+            temperature: command.temperature
+        )
+        #expect(body["messages"]?.arrayValue?.map { $0["role"]?.stringValue ?? "" } == ["system", "user"])
+        #expect(body["messages"]?[0]?["content"] == "Answer in French.")
+        #expect(body["stream"] == true)
+        #expect(body["stream_options"]?["include_usage"] == true)
+        #expect(body["max_tokens"] == 40)
+        #expect(body["temperature"]?.doubleValue == 0.3)
+        // Without them, no system message and the model's own temperature.
+        let plain = ChatCommand.body(model: "m:q8_0", system: "  ", turns: turns, maxTokens: 10, temperature: nil)
+        #expect(plain["messages"]?.arrayValue?.count == 1)
+        #expect(plain["temperature"] == nil)
+    }
+
+    @Test func refusesATemperatureOrLimitOutOfRange() {
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["chat", "--temperature", "3", "hi"]) }
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["chat", "--max-tokens", "0", "hi"]) }
     }
 }

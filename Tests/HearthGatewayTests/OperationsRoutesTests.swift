@@ -23,6 +23,16 @@ struct OperationsRoutesTests {
             try await client.execute(uri: "/api/tags", method: .get) { response in
                 #expect(decode(response.body)["models"]?[0]?["name"] == "other:q8_0")
             }
+            // Ollama's running models: Open WebUI shows a model as loaded only with `expires_at` and `size_vram`.
+            try await client.execute(uri: "/api/ps", method: .get) { response in
+                let models = decode(response.body)["models"]?.arrayValue ?? []
+                #expect(models.count == 1)
+                #expect(models.first?["name"] == "other:q8_0")
+                let expires = models.first?["expires_at"]?.stringValue.flatMap { try? Date($0, strategy: .iso8601) }
+                #expect(expires.map { $0 > Date().addingTimeInterval(365 * 86400) } == true)
+                #expect(models.first?["size_vram"]?.integerValue == 0)
+                #expect(models.first?["context_length"]?.integerValue == 512)
+            }
             try await client.execute(uri: "/readyz", method: .get) { response in
                 #expect(response.status == .ok)
             }

@@ -23,7 +23,7 @@ struct OllamaController {
             try jsonResponse(["models": .array(registry.readyModels().map { Self.tag(for: $0.model) })])
         }
         router.get("/api/ps") { _, _ in
-            try jsonResponse(["models": .array(registry.readyModels().map { Self.tag(for: $0.model) })])
+            try jsonResponse(["models": .array(registry.readyModels().map { Self.running($0.model) })])
         }
         router.post("/api/show") { request, context in
             try await show(request: request)
@@ -135,6 +135,19 @@ struct OllamaController {
             "size": .integer(Int64(clamping: model.sizeBytes)), "digest": .string(model.sha256.hex), "details": details(for: model),
         ]
     }
+
+    /// An `/api/ps` entry: Ollama's running-model shape, which clients (Open WebUI) read to show a model as loaded.
+    /// A network model has no unload time (nodes keep it while they serve it), so `expires_at` is far off, as Ollama
+    /// says for `keep_alive: -1`; `size_vram` is 0, as nodes report no accelerator memory per model.
+    static func running(_ model: ServedModel) -> JSONValue {
+        var entry = tag(for: model)
+        entry["expires_at"] = .string(Self.noExpiry)
+        entry["size_vram"] = 0
+        entry["context_length"] = .integer(Int64(model.contextLength))
+        return entry
+    }
+
+    static let noExpiry = "2318-11-26T00:00:00Z"
 
     static func details(for model: ServedModel) -> JSONValue {
         let quantization = model.id.rawValue.split(separator: ":").last.map { $0.uppercased() } ?? ""
