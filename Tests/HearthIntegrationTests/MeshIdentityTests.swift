@@ -32,8 +32,10 @@ struct MeshIdentityTests {
     @Test func anIdleNodeStaysRoutableWhenTheTTLIsShorterThanThePollHold() async throws {
         let node = IdentityKey.generate()
         let shortTTL: (inout GatewayConfiguration) -> Void = {
-            $0.nodeTTL = .milliseconds(900)
-            $0.linkPollInterval = .seconds(5)
+            // The TTL is short against the poll interval, yet long enough that a loaded machine's scheduling delays
+            // (a hold of a third of it, then the answer) stay inside it: 900 ms failed once beside stress-ng.
+            $0.nodeTTL = .seconds(3)
+            $0.linkPollInterval = .seconds(10)
         }
         let holds = Mutex<[Int]>([])
         try await InProcessMesh.with(label: "mesh-ttl", configure: shortTTL) { mesh in
@@ -42,10 +44,10 @@ struct MeshIdentityTests {
             }
             mesh.join(key: node, router: router)
             _ = try await mesh.waitForNodes(1)
-            while holds.withLock({ $0.count }) < 6 { try await Task.sleep(for: .milliseconds(50)) }
+            _ = try await eventually("four report polls", within: .seconds(60)) { holds.withLock { $0.count } >= 4 ? true : nil }
             #expect(mesh.gateway.registry.routableNodes().contains { $0.id == node.nodeID })
         }
         let asked = holds.withLock { $0 }
-        #expect(asked.allSatisfy { $0 > 0 && $0 <= 300 }, "holds asked for: \(asked) ms against a 900 ms TTL")
+        #expect(asked.allSatisfy { $0 > 0 && $0 <= 1000 }, "holds asked for: \(asked) ms against a 3 s TTL")
     }
 }

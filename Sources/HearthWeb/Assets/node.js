@@ -36,7 +36,7 @@ function render(status) {
     blockers.length ? el("div", { class: "notice error", role: "alert" }, el("strong", {}, "Preflight blockers: "), blockers.join("; ")) : null,
     status.sandbox ? el("p", { class: "muted small" }, `Engine sandbox: user ${status.sandbox.user || "–"}, limits ${status.sandbox.limits || "none"}, ${status.sandbox.enforced ? "enforced" : "not enforced"}.`) : null,
   );
-  const kinds = { ready: "ok", loading: "warn", downloading: "warn", standby: "idle", failed: "bad" };
+  const kinds = { ready: "ok", loading: "warn", downloading: "warn", starting: "warn", standby: "idle", failed: "bad" };
   fill(
     $("engines"),
     (status.models || []).map((m) => el("tr", { "data-model": m.id, "data-state": m.state }, el("td", {}, m.id), el("td", {}, badge(m.state, kinds[m.state] || "idle")), el("td", {}, progress(m.detail)), el("td", {}, bytes(m.sizeBytes)))),
@@ -58,7 +58,13 @@ function render(status) {
       ? [
           el("p", {}, `Lends ${bytes(pool.memoryBytes)} and ${pool.threads} threads to pools; ${pool.canHead ? "can" : "cannot"} be a pool's head.`),
           (pool.work || []).length
-            ? el("ul", {}, pool.work.map((w) => el("li", {}, `${w.model || w.pool || "pool"}: ${w.role || ""} ${w.state || ""}`)))
+            ? el(
+                "ul",
+                {},
+                pool.work.map((w) =>
+                  el("li", { "data-pool": w.pool }, `pool ${shortID(w.pool)} (plan ${w.epoch}): ${w.role} `, badge(w.state, kinds[w.state] || "idle"), w.detail ? ` ${w.detail}` : ""),
+                ),
+              )
             : el("p", { class: "muted" }, "Not in a pool right now."),
         ]
       : el("p", { class: "muted" }, "Lends no memory to pools (start with --pool-memory to lend some)."),
