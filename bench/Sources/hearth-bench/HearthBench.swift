@@ -19,20 +19,89 @@ import ServiceLifecycle
 /// node's secure link, and compares CPU per streamed token. Part 3 measures tunnel throughput through a link.
 @main
 struct HearthBench {
+    static let usage = """
+        USAGE: hearth-bench [--parts LIST] [options]
+
+        Measures what Hearth costs, with the release build (HEARTH_BIN_DIR=$(swift build -c release --show-bin-path)).
+        Every figure is also given as a ratio to a reference measured in the same run.
+
+        PARTS (--parts, comma-separated; default 1,2,3):
+          1             time to first token and latency, llama-server directly vs through gateway and node
+          2             gateway CPU per streamed token at the ceiling (--clients, --seconds), plain HTTP vs the link
+          3             tunnel throughput through a link (--tunnel-mb)
+          pools         SmolLM2 split over 2 and 3 pool-only nodes vs llama.cpp RPC without relay (--rounds, default 5)
+          continuation  the gap a client sees when its node dies mid-stream (--rounds, default 10)
+          soak          an hour of paced streams, memory and CPU over time (--minutes, --sample-seconds, --soak-clients)
+
+        OPTIONS:
+          --rounds N        rounds per measurement (part 1: 30)
+          --clients N       concurrent clients for part 2 (64)
+          --seconds N       seconds per part-2 run (10)
+          --tunnel-mb N     megabytes through the tunnel in part 3 (512)
+          --out FILE        where to write the report
+          --replace         write over the committed report in bench/results/ (by default a run writes a new file,
+                            bench/results/runs/<part>-<time>.md, so a trial run never replaces the committed figures)
+          -h, --help        this text
+        """
+
+    /// Options that take a value, and flags; anything else is refused before a long run starts.
+    static let valued: Set<String> = [
+        "--rounds", "--clients", "--seconds", "--tunnel-mb", "--out", "--parts", "--minutes", "--sample-seconds", "--soak-clients",
+    ]
+    static let flags: Set<String> = ["--replace", "--help", "-h"]
+
     static func main() async throws {
         let arguments = CommandLine.arguments
+        if let mode = arguments.dropFirst().first, !mode.hasPrefix("-") {
+            try await BenchServers.run(Array(arguments.dropFirst()))
+            return
+        }
+        if arguments.contains("--help") || arguments.contains("-h") {
+            print(usage)
+            return
+        }
+        var index = 1
+        while index < arguments.count {
+            let argument = arguments[index]
+            if valued.contains(argument), index + 1 < arguments.count {
+                index += 2
+            } else if flags.contains(argument) {
+                index += 1
+            } else {
+                FileHandle.standardError.write(Data("error: unknown or incomplete option '\(argument)'\n\n\(usage)\n".utf8))
+                exit(64)
+            }
+        }
         func option(_ name: String, _ fallback: String) -> String {
             arguments.firstIndex(of: name).flatMap { arguments.indices.contains($0 + 1) ? arguments[$0 + 1] : nil } ?? fallback
         }
-        let rounds = Int(option("--rounds", "30"))!
-        let clients = Int(option("--clients", "64"))!
-        let duration = Double(option("--seconds", "10"))!
-        let output = option("--out", "bench/results/gateway-overhead.md")
-        let megabytes = Int(option("--tunnel-mb", "512"))!
+        func number(_ name: String, _ fallback: String) -> Double {
+            guard let value = Double(option(name, fallback)), value > 0 else {
+                FileHandle.standardError.write(Data("error: \(name) takes a positive number, not '\(option(name, fallback))'\n".utf8))
+                exit(64)
+            }
+            return value
+        }
+        /// The committed report with `--replace` or `--out`, else a new file beside them.
+        func resultPath(_ name: String) -> String {
+            if let out = arguments.firstIndex(of: "--out").map({ arguments[$0 + 1] }) { return out }
+            if arguments.contains("--replace") { return "bench/results/\(name).md" }
+            let stamp = Date().formatted(
+                .iso8601.year().month().day().dateSeparator(.omitted).time(includingFractionalSeconds: false).timeSeparator(.omitted)
+            )
+            try? FileManager.default.createDirectory(atPath: "bench/results/runs", withIntermediateDirectories: true)
+            return "bench/results/runs/\(name)-\(stamp).md"
+        }
+        let rounds = Int(number("--rounds", "30"))
+        let clients = Int(number("--clients", "64"))
+        let duration = number("--seconds", "10")
+        let output = resultPath("gateway-overhead")
+        let megabytes = Int(number("--tunnel-mb", "512"))
         let parts = Set(option("--parts", "1,2,3").split(separator: ","))
-        if let mode = arguments.dropFirst().first, !mode.hasPrefix("--") {
-            try await BenchServers.run(Array(arguments.dropFirst()))
-            return
+        let known: Set<Substring> = ["1", "2", "3", "pools", "continuation", "soak"]
+        guard parts.isSubset(of: known), !parts.isEmpty else {
+            FileHandle.standardError.write(Data("error: --parts takes 1, 2, 3, pools, continuation or soak\n\n\(usage)\n".utf8))
+            exit(64)
         }
 
         var client = HTTPClient.Configuration()
@@ -40,10 +109,10 @@ struct HearthBench {
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: client)
         if parts == ["pools"] {
             // `--parts pools [--rounds 5] [--out bench/results/pools.md]`
-            let poolOutput = option("--out", "bench/results/pools.md")
+            let poolOutput = resultPath("pools")
             let report =
-                try header(command: "--parts pools --rounds \(option("--rounds", "5"))")
-                + (try await PoolBench.run(rounds: Int(option("--rounds", "5"))!))
+                try header(command: "--parts pools --rounds \(option("--rounds", "5")) --replace")
+                + (try await PoolBench.run(rounds: Int(number("--rounds", "5"))))
             try await http.shutdown()
             try report.write(toFile: poolOutput, atomically: true, encoding: .utf8)
             print(report)
@@ -52,10 +121,10 @@ struct HearthBench {
         }
         if parts == ["continuation"] {
             // `--parts continuation [--rounds 10] [--out bench/results/continuation.md]`
-            let continuationOutput = option("--out", "bench/results/continuation.md")
+            let continuationOutput = resultPath("continuation")
             let report =
-                try header(command: "--parts continuation --rounds \(option("--rounds", "10"))")
-                + (try await ContinuationBench.run(rounds: Int(option("--rounds", "10"))!))
+                try header(command: "--parts continuation --rounds \(option("--rounds", "10")) --replace")
+                + (try await ContinuationBench.run(rounds: Int(number("--rounds", "10"))))
             try await http.shutdown()
             try report.write(toFile: continuationOutput, atomically: true, encoding: .utf8)
             print(report)
@@ -64,13 +133,13 @@ struct HearthBench {
         }
         if parts == ["soak"] {
             // `--parts soak [--minutes 60] [--sample-seconds 60] [--soak-clients 6] [--out bench/results/soak.md]`
-            let soakOutput = option("--out", "bench/results/soak.md")
+            let soakOutput = resultPath("soak")
             let text: String
             do {
                 text = try await SoakBench.run(
-                    minutes: Double(option("--minutes", "60"))!,
-                    sampleSeconds: Double(option("--sample-seconds", "60"))!,
-                    clients: Int(option("--soak-clients", "6"))!,
+                    minutes: number("--minutes", "60"),
+                    sampleSeconds: number("--sample-seconds", "60"),
+                    clients: Int(number("--soak-clients", "6")),
                     output: soakOutput,
                     http: http
                 )
@@ -86,7 +155,7 @@ struct HearthBench {
             print("written to \(soakOutput) and its .svg")
             return
         }
-        var report = try header(command: "--rounds \(rounds) --clients \(clients) --seconds \(Int(duration))")
+        var report = try header(command: "--rounds \(rounds) --clients \(clients) --seconds \(Int(duration)) --replace")
         do {
             if parts.contains("1") {
                 report += try await Cluster.with(

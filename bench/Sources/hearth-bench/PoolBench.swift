@@ -112,48 +112,62 @@ enum PoolBench {
         ) { cluster in
             var proxy: DelayProxy?
             defer { proxy?.close() }
-            if let delay {
-                // The join string is host:port#gateway-id; nodes dial the proxy instead of the mesh port.
-                let parts = cluster.join.split(separator: "#", maxSplits: 1)
-                let meshPort = Int(parts[0].split(separator: ":").last!)!
-                proxy = try await DelayProxy(to: meshPort, delay: delay)
-            }
-            for index in 0..<size {
-                var arguments = try cluster.poolNodeArguments(name: "pool-\(index)", lentMiB: lent[size]!) + ["--no-sandbox"]
-                if let proxy, let join = arguments.firstIndex(of: "--join") {
-                    arguments[join + 1] = "127.0.0.1:\(proxy.port)#" + cluster.join.split(separator: "#")[1]
+            // The nodes are not the cluster's (they may dial through the proxy): stopped here, so that none of this
+            // size's nodes is still redialling while the next size is measured.
+            var nodes: [TestProcess] = []
+            func measure() async throws -> (rate: Double, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double) {
+                if let delay {
+                    // The join string is host:port#gateway-id; nodes dial the proxy instead of the mesh port.
+                    let parts = cluster.join.split(separator: "#", maxSplits: 1)
+                    let meshPort = Int(parts[0].split(separator: ":").last!)!
+                    proxy = try await DelayProxy(to: meshPort, delay: delay)
                 }
-                let node = try await TestProcess(
-                    name: "pool-\(index)",
-                    executable: try TestEnvironment.hearthBinary(),
-                    arguments: arguments,
-                    directory: cluster.directory
-                )
-                _ = try await node.waitForLine { $0.hasPrefix("READY node=") }
-            }
-            try await cluster.waitForLenders(size)
-            let url = cluster.url + "/v1/chat/completions"
-            let asked = ContinuousClock.now
-            while true {
-                let reply = try await HTTP.post(url, json: question(tokens: 1))
-                if reply.status == 200 { break }
-                guard reply.status == 503, ContinuousClock.now - asked < .seconds(300) else {
-                    throw BenchError("the pool did not serve: \(reply.status) \(reply.text.prefix(300))")
+                for index in 0..<size {
+                    var arguments = try cluster.poolNodeArguments(name: "pool-\(index)", lentMiB: lent[size]!) + ["--no-sandbox"]
+                    if let proxy, let join = arguments.firstIndex(of: "--join") {
+                        arguments[join + 1] = "127.0.0.1:\(proxy.port)#" + cluster.join.split(separator: "#")[1]
+                    }
+                    let node = try await TestProcess(
+                        name: "pool-\(index)",
+                        executable: try TestEnvironment.hearthBinary(),
+                        arguments: arguments,
+                        directory: cluster.directory
+                    )
+                    nodes.append(node)
+                    _ = try await node.waitForLine { $0.hasPrefix("READY node=") }
                 }
-                try await Task.sleep(for: .milliseconds(100))
+                try await cluster.waitForLenders(size)
+                let url = cluster.url + "/v1/chat/completions"
+                let asked = ContinuousClock.now
+                while true {
+                    let reply = try await HTTP.post(url, json: question(tokens: 1))
+                    if reply.status == 200 { break }
+                    guard reply.status == 503, ContinuousClock.now - asked < .seconds(300) else {
+                        throw BenchError("the pool did not serve: \(reply.status) \(reply.text.prefix(300))")
+                    }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                let warm = ContinuousClock.now - asked
+                let plan = try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0] ?? .null
+                func relayed() async throws -> (Double, Double) {
+                    let pool = try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0]
+                    return (Double(pool?["relayedToMembers"]?.integerValue ?? 0), Double(pool?["relayedFromMembers"]?.integerValue ?? 0))
+                }
+                let (load, loadBack) = try await relayed()
+                let rate = try await decodeRate(url: url, rounds: rounds, tokens: tokens)
+                let (to, from) = try await relayed()
+                // Warm-up (16) plus the rounds, with their prompts: an upper bound per decoded token.
+                let decoded = Double(16 + tokens * rounds)
+                return (rate, warm, plan, load, (to - load + from - loadBack) / decoded)
             }
-            let warm = ContinuousClock.now - asked
-            let plan = try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0] ?? .null
-            func relayed() async throws -> (Double, Double) {
-                let pool = try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0]
-                return (Double(pool?["relayedToMembers"]?.integerValue ?? 0), Double(pool?["relayedFromMembers"]?.integerValue ?? 0))
+            do {
+                let result = try await measure()
+                for node in nodes { await node.stop() }
+                return result
+            } catch {
+                for node in nodes { await node.stop() }
+                throw error
             }
-            let (load, loadBack) = try await relayed()
-            let rate = try await decodeRate(url: url, rounds: rounds, tokens: tokens)
-            let (to, from) = try await relayed()
-            // Warm-up (16) plus the rounds, with their prompts: an upper bound per decoded token.
-            let decoded = Double(16 + tokens * rounds)
-            return (rate, warm, plan, load, (to - load + from - loadBack) / decoded)
         }
     }
 
