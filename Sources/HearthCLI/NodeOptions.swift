@@ -58,6 +58,13 @@ struct NodeOptions: ParsableArguments {
     )
     var engineArguments: [String] = []
 
+    @Flag(
+        help: """
+            Serve embeddings (/v1/embeddings, Ollama's /api/embed) from every model too, with mean pooling. Catalog             embedding models always serve them.
+            """
+    )
+    var embeddings = false
+
     @Option(help: "Use this llama-server binary and skip the build (env: HEARTH_LLAMA_SERVER).")
     var llamaServer: String?
 
@@ -168,6 +175,7 @@ struct NodeOptions: ParsableArguments {
         )
         configuration.catalog = catalog
         configuration.extraEngineArguments = engineArguments
+        configuration.embeddings = embeddings
         configuration.sandbox.enabled = !noSandbox
         configuration.sandbox.user = sandboxUser
 

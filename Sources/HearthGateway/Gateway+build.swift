@@ -140,6 +140,7 @@ public func buildGateway(
     ModelsController(registry: registry).addRoutes(to: router)
     CompletionsController(pipeline: pipeline).addRoutes(to: router)
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
+    EmbeddingsController(pipeline: pipeline).addRoutes(to: router)
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     NodesController(registry: registry).addRoutes(to: router)
     PoolsController(pools: pools, operators: configuration.operators.union([identity.nodeID])).addRoutes(to: router)

@@ -134,7 +134,15 @@ public func buildNode(
         log: status.receipts
     )
     let inFlight = InFlightRequests()
-    EngineProxyController(host: host, load: load, maxBodyBytes: 8 << 20, receipts: receipts, inFlight: inFlight, pools: pools).addRoutes(to: router)
+    EngineProxyController(
+        host: host,
+        load: load,
+        maxBodyBytes: 8 << 20,
+        receipts: receipts,
+        inFlight: inFlight,
+        pools: pools,
+        embeddingsForAll: configuration.embeddings
+    ).addRoutes(to: router)
     PoolController(worker: pools).addRoutes(to: router)
     LinkController(status: status, inFlight: inFlight).addRoutes(to: router)
     let supervisors: [any Service] = engines.map {

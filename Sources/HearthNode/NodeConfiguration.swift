@@ -37,6 +37,9 @@ public struct NodeConfiguration: Sendable {
     public var prepare: (@Sendable () async throws -> Void)?
     /// Further `llama-server` arguments, as the owner gives them.
     public var extraEngineArguments: [String] = []
+    /// Every engine also answers `/v1/embeddings` (llama-server `--embeddings --pooling mean`). Catalog embedding
+    /// models (tier `embed`) always do.
+    public var embeddings = false
     /// The link counts as dead, and the node dials again, when the gateway has not polled for this long.
     public var linkTimeout: Duration = .seconds(30)
     /// Longest wait for an engine to report healthy before it counts as failed and is restarted.
@@ -76,6 +79,11 @@ public struct ModelSpec: Sendable, Equatable, Codable {
     public var entry: CatalogEntry?
     /// What the engine needs in memory (the sizer's estimate at the node's context and slots); 0 when unknown.
     public var memoryBytes: UInt64
+
+    /// Whether this model's engine serves embeddings: an embedding model always, any other when the owner asks.
+    public func servesEmbeddings(forAll: Bool) -> Bool {
+        forAll || entry?.tier == .embed
+    }
 
     public init(id: ModelID, aliases: [ModelID] = [], path: String, sha256: SHA256Digest, entry: CatalogEntry? = nil, memoryBytes: UInt64 = 0) {
         self.id = id

@@ -2,6 +2,8 @@
 public enum CompletionEndpoint: String, Sendable, Hashable {
     case chat = "/v1/chat/completions"
     case text = "/v1/completions"
+    /// Vectors, not text: checked by `EmbeddingRequest`, answered whole, routed only to engines started for them.
+    case embeddings = "/v1/embeddings"
 }
 
 /// A checked OpenAI request body, ready to forward to a node.
@@ -47,6 +49,7 @@ extension CompletionRequest {
         switch endpoint {
         case .chat: try Self.checkMessages(body["messages"])
         case .text: try Self.checkPrompt(body["prompt"])
+        case .embeddings: throw APIFailure(.invalidRequest, "Embeddings are asked at /v1/embeddings with 'input'.", code: "wrong_endpoint")
         }
         let stream = try Self.optionalBool(body, "stream") ?? false
         var clientWantsUsage = false

@@ -222,6 +222,8 @@ public struct ServedModel: Codable, Sendable, Equatable {
     public var detail: String?
     /// The pool this engine is the head of, when it serves a model split over several nodes.
     public var pool: PoolID?
+    /// Its engine answers `/v1/embeddings` too (started with `--embeddings`); absent when it does not.
+    public var embeddings: Bool?
 
     public init(
         id: ModelID,
@@ -231,8 +233,10 @@ public struct ServedModel: Codable, Sendable, Equatable {
         sizeBytes: UInt64,
         state: EngineState,
         detail: String? = nil,
-        pool: PoolID? = nil
+        pool: PoolID? = nil,
+        embeddings: Bool? = nil
     ) {
+        self.embeddings = embeddings
         self.id = id
         self.aliases = aliases
         self.sha256 = sha256

@@ -106,6 +106,10 @@ public struct Dispatcher: Sendable {
                 nodes[index].models.removeAll { model in model.pool.map { !pools.serves($0, head: node) } ?? false }
             }
         }
+        // Embeddings go only to engines started for them.
+        if endpoint == .embeddings {
+            for index in nodes.indices { nodes[index].models.removeAll { $0.embeddings != true || $0.pool != nil } }
+        }
         let candidates: [NodeID]
         let canonical: ModelID
         var degradedFrom: ModelID?
@@ -123,6 +127,16 @@ public struct Dispatcher: Sendable {
         }
         switch plan {
         case .unknownModel:
+            if endpoint == .embeddings {
+                throw DispatchFailure(
+                    APIFailure(
+                        .notFound,
+                        "No node serves embeddings with '\(model)'. Nodes serve them from catalog embedding models, or from any model when started with --embeddings.",
+                        param: "model",
+                        code: "model_not_found"
+                    )
+                )
+            }
             if let warming = await warming(model) { throw warming }
             throw DispatchFailure(
                 APIFailure(.notFound, "The model '\(model)' does not exist on this network.", param: "model", code: "model_not_found")

@@ -297,6 +297,11 @@ struct EngineSupervisorService: Service {
             // still reuses its own cached prefix.
             "--cache-ram", "0",
         ]
+        if handle.spec.servesEmbeddings(forAll: configuration.embeddings) {
+            // Mean pooling: right for the catalog's embedding models, and what a chat model's embeddings are taken
+            // as here (its own last-token pooling would need a model trained for it). The same engine still completes.
+            arguments += ["--embeddings", "--pooling", "mean"]
+        }
         arguments += configuration.extraEngineArguments
         return arguments
     }

@@ -123,7 +123,8 @@ final class NodeStatus: Sendable {
                 contextLength: configuration.limits.contextSize,
                 sizeBytes: snapshot.sizeBytes,
                 state: snapshot.state,
-                detail: snapshot.detail
+                detail: snapshot.detail,
+                embeddings: engine.spec.servesEmbeddings(forAll: configuration.embeddings) ? true : nil
             )
         }
         let offer = pools?.offer()

@@ -22,6 +22,10 @@ struct EngineProxyController {
     let inFlight: InFlightRequests
     /// The node's pool work: a request naming a pool goes to that pool's head.
     var pools: PoolWorker? = nil
+    /// The owner started every engine with embeddings (`--embeddings`).
+    var embeddingsForAll = false
+    /// Embeddings go to each engine one request at a time (see `EmbeddingCall`).
+    let embeddingGates = SerialGates()
 
     /// Headers the gateway sends with each request, named once rather than per request.
     static let requestIDHeader = HTTPField.Name(LinkProtocol.Header.requestID)!
@@ -53,6 +57,9 @@ struct EngineProxyController {
         router.post("/v1/completions") { request, context in
             try await forward(request, path: "/v1/completions", context: context)
         }
+        router.post("/v1/embeddings") { request, context in
+            try await forward(request, path: "/v1/embeddings", context: context)
+        }
     }
 
     func forward(_ request: Request, path: String, context: BasicRequestContext) async throws -> Response {
@@ -76,6 +83,11 @@ struct EngineProxyController {
         } else {
             return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
+        if path == CompletionEndpoint.embeddings.rawValue, shares != nil || !engine.spec.servesEmbeddings(forAll: embeddingsForAll) {
+            return Self.error(
+                APIFailure(.invalidRequest, "This node serves '\(name)' without embeddings.", param: "model", code: "embeddings_not_served")
+            )
+        }
         // The gateway names the file it means by the catalog's hash; this node serves no other.
         if let asked = request.headers[Self.modelSHA256Header], asked != engine.spec.sha256.hex {
             return Self.error(
@@ -93,6 +105,9 @@ struct EngineProxyController {
             port = try await host.acquire(engine)
         } catch {
             return Self.error(error)
+        }
+        if path == CompletionEndpoint.embeddings.rawValue {
+            return await embed(body, engine: engine, port: port, request: request)
         }
         let call: EngineCall
         do {
@@ -219,6 +234,49 @@ struct EngineProxyController {
                 }
                 if cancellation?.isHandover == true { trailers[.init(LinkProtocol.handoverTrailer)!] = "1" }
                 try await writer.finish(trailers.isEmpty ? nil : trailers)
+            }
+        )
+    }
+
+    /// An embeddings request: answered whole, with its receipt (prompt tokens only) as the trailer.
+    private func embed(_ body: ByteBuffer, engine: EngineHandle, port: Int, request: Request) async -> Response {
+        load.begin()
+        defer {
+            load.end()
+            engine.end()
+        }
+        let startedAt = Date()
+        let result: (answer: JSONValue, usage: TokenUsage)
+        do {
+            guard let json = try? JSONDecoder().decode(JSONValue.self, from: body) else {
+                throw APIFailure(.invalidRequest, "The body must be JSON.", code: "invalid_json")
+            }
+            result = try await EmbeddingCall(port: port, gate: embeddingGates.gate(for: engine.spec.sha256.hex + engine.spec.id.rawValue)).run(
+                body: json
+            )
+        } catch {
+            return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
+        }
+        let bytes = ByteBuffer(bytes: (try? JSONEncoder().encode(result.answer)) ?? Data())
+        var trailers = HTTPFields()
+        if let value = receipts?.trailer(
+            requestID: request.headers[Self.requestIDHeader],
+            consumer: request.headers[Self.consumerHeader] ?? "anonymous",
+            spec: engine.spec,
+            usage: result.usage,
+            maxTokens: 0,
+            startedAt: startedAt,
+            outcome: .ok
+        ) {
+            trailers[.init(LinkProtocol.receiptTrailer)!] = value
+        }
+        let finalTrailers = trailers
+        return Response(
+            status: .ok,
+            headers: [.contentType: "application/json"],
+            body: ResponseBody { writer in
+                try await writer.write(bytes)
+                try await writer.finish(finalTrailers.isEmpty ? nil : finalTrailers)
             }
         )
     }

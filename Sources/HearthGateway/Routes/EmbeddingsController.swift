@@ -1,0 +1,98 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import Hummingbird
+import Logging
+import NIOCore
+import NIOFoundationEssentialsCompat
+
+/// Embeddings: `POST /v1/embeddings` (OpenAI) and Ollama's `POST /api/embed` and `POST /api/embeddings`, routed like
+/// completions but only to engines started for them (`ServedModel.embeddings`), metered (prompt tokens only) and
+/// receipted like the rest. The answer is whole: a node that breaks off is asked again elsewhere, as for completions.
+struct EmbeddingsController {
+    let pipeline: CompletionPipeline
+
+    enum Shape {
+        case openAI
+        /// `/api/embed`: `{model, embeddings: [[…]], prompt_eval_count}`.
+        case ollama
+        /// `/api/embeddings`: `{embedding: […]}`, one prompt.
+        case ollamaLegacy
+    }
+
+    func addRoutes(to router: Router<GatewayRequestContext>) {
+        router.post("/v1/embeddings") { request, context in try await embed(.openAI, request: request, context: context) }
+        router.post("/api/embed") { request, context in try await embed(.ollama, request: request, context: context) }
+        router.post("/api/embeddings") { request, context in try await embed(.ollamaLegacy, request: request, context: context) }
+    }
+
+    func embed(_ shape: Shape, request: Request, context: GatewayRequestContext) async throws -> Response {
+        let startedAt = Date()
+        let started = ContinuousClock.now
+        let json = try await pipeline.readJSON(request)
+        let prepared: EmbeddingRequest
+        do {
+            prepared = shape == .openAI ? try EmbeddingRequest(body: json) : try EmbeddingRequest.fromOllama(json, legacy: shape == .ollamaLegacy)
+        } catch {
+            throw OpenAIError(error)
+        }
+        var served = try await pipeline.open(
+            .embeddings,
+            model: prepared.model,
+            body: prepared.upstreamBody,
+            route: request.uri.path,
+            context: context,
+            startedAt: startedAt
+        )
+        var tried: Set<NodeID> = [served.node]
+        var part = 0
+        while true {
+            var answer = served.upstream.firstChunk ?? ByteBuffer()
+            let complete: Bool
+            do {
+                var rest = try await served.upstream.response.body.collect(upTo: 64 << 20)
+                answer.writeBuffer(&rest)
+                complete = true
+            } catch {
+                complete = false
+            }
+            if complete {
+                let decoded = try? JSONDecoder().decode(JSONValue.self, from: answer)
+                let usage = decoded.flatMap(TokenUsage.embedding(in:))
+                var headers: HTTPFields = [.hearthNode: served.node.short, .contentType: "application/json"]
+                guard shape != .openAI else {
+                    return served.respond(with: answer, headers: headers, usage: usage, fallbackCompletionTokens: 0)
+                }
+                let nanoseconds = Int64(clamping: (ContinuousClock.now - started).nanoseconds)
+                guard let decoded,
+                    let translated = EmbeddingRequest.ollamaAnswer(
+                        decoded,
+                        model: prepared.model,
+                        legacy: shape == .ollamaLegacy,
+                        durationNanoseconds: nanoseconds
+                    )
+                else {
+                    await served.finish(usage: usage, fallbackCompletionTokens: 0, status: "upstream_error")
+                    throw OpenAIError(.upstream, "The node's answer was not a list of embeddings.", code: "upstream_failed")
+                }
+                headers[.contentType] = "application/json; charset=utf-8"
+                return served.respond(
+                    with: ByteBuffer(bytes: try JSONEncoder().encode(translated)),
+                    headers: headers,
+                    usage: usage,
+                    fallbackCompletionTokens: 0
+                )
+            }
+            await served.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")
+            part += 1
+            guard part <= pipeline.maxContinuations,
+                let next = try? await served.openPart(part, endpoint: .embeddings, body: prepared.upstreamBody, excluding: tried, retry: true)
+            else {
+                throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
+            }
+            served.logger.info("node's answer broke; asking another node", metadata: ["node.id": "\(served.node.short)"])
+            served = next
+            tried.insert(next.node)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import HearthCore
+import Testing
+
+extension JSONValue {
+    fileprivate init(parsing text: String) throws {
+        self = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+    }
+}
+
+struct EmbeddingRequestTests {
+    @Test(arguments: [
+        (#"{"model":"m:q8_0","input":"hello"}"#, 1),
+        (#"{"model":"m:q8_0","input":["a","b","c"]}"#, 3),
+        (#"{"model":"m:q8_0","input":[1,2,3]}"#, 1),
+        (#"{"model":"m:q8_0","input":[[1,2],[3]],"encoding_format":"base64"}"#, 2),
+    ])
+    func acceptsOpenAIsInputShapes(body: String, inputs: Int) throws {
+        let request = try EmbeddingRequest(body: try JSONValue(parsing: body))
+        #expect(request.model == ModelID("m:q8_0"))
+        #expect(request.inputs == inputs)
+        #expect(request.upstreamBody == (try JSONValue(parsing: body)))
+    }
+
+    @Test(arguments: [
+        (#"[]"#, nil as String?, nil as String?),
+        (#"{"input":"x"}"#, "model", "missing_required_parameter"),
+        (#"{"model":"","input":"x"}"#, "model", "invalid_type"),
+        (#"{"model":"m:q8_0"}"#, "input", "missing_required_parameter"),
+        (#"{"model":"m:q8_0","input":""}"#, "input", "invalid_value"),
+        (#"{"model":"m:q8_0","input":[]}"#, "input", "invalid_value"),
+        (#"{"model":"m:q8_0","input":["a",""]}"#, "input", "invalid_value"),
+        (#"{"model":"m:q8_0","input":[[1],[-2]]}"#, "input", "invalid_value"),
+        (#"{"model":"m:q8_0","input":[{"a":1}]}"#, "input", "invalid_type"),
+        (#"{"model":"m:q8_0","input":7}"#, "input", "invalid_type"),
+        (#"{"model":"m:q8_0","input":"x","encoding_format":"int8"}"#, "encoding_format", "invalid_value"),
+        (#"{"model":"m:q8_0","input":"x","dimensions":64}"#, "dimensions", "unsupported_parameter"),
+    ])
+    func refusesBadBodiesNamingTheField(body: String, param: String?, code: String?) throws {
+        #expect {
+            _ = try EmbeddingRequest(body: try JSONValue(parsing: body))
+        } throws: { error in
+            guard let failure = error as? APIFailure else { return false }
+            return failure.status == 400 && failure.param == param && (code == nil || failure.code == code)
+        }
+    }
+
+    @Test func refusesMoreInputsThanAVolunteerShouldEmbedAtOnce() throws {
+        let many = JSONValue.array(Array(repeating: "x", count: EmbeddingRequest.maxInputs + 1))
+        #expect(throws: APIFailure.self) { try EmbeddingRequest(body: ["model": "m:q8_0", "input": many]) }
+        let most = JSONValue.array(Array(repeating: "x", count: EmbeddingRequest.maxInputs))
+        #expect(try EmbeddingRequest(body: ["model": "m:q8_0", "input": most]).inputs == EmbeddingRequest.maxInputs)
+    }
+
+    @Test func translatesOllamasRequestsAndAnswers() throws {
+        let embed = try EmbeddingRequest.fromOllama(["model": "m:q8_0", "input": ["a", "b"], "keep_alive": "5m", "options": [:]], legacy: false)
+        #expect(embed.upstreamBody == ["input": ["a", "b"], "model": "m:q8_0"])
+        let legacy = try EmbeddingRequest.fromOllama(["model": "m:q8_0", "prompt": "a"], legacy: true)
+        #expect(legacy.upstreamBody == ["input": "a", "model": "m:q8_0"])
+        #expect(throws: APIFailure.self) { try EmbeddingRequest.fromOllama(["model": "m:q8_0", "prompt": ["a"]], legacy: true) }
+        #expect(throws: APIFailure.self) { try EmbeddingRequest.fromOllama(["model": "m:q8_0", "input": "a"], legacy: true) }
+
+        let answer: JSONValue = [
+            "object": "list", "model": "m:q8_0", "usage": ["prompt_tokens": 5, "total_tokens": 5],
+            "data": [["index": 0, "embedding": [0.5, -0.5]], ["index": 1, "embedding": [1, 0]]],
+        ]
+        let ollama = try #require(EmbeddingRequest.ollamaAnswer(answer, model: ModelID("m:q8_0")!, legacy: false, durationNanoseconds: 42))
+        #expect(ollama["embeddings"] == [[0.5, -0.5], [1, 0]])
+        #expect(ollama["prompt_eval_count"] == 5)
+        #expect(ollama["total_duration"] == 42)
+        #expect(EmbeddingRequest.ollamaAnswer(answer, model: ModelID("m:q8_0")!, legacy: true, durationNanoseconds: 0) == ["embedding": [0.5, -0.5]])
+        #expect(EmbeddingRequest.ollamaAnswer(["error": "x"], model: ModelID("m:q8_0")!, legacy: false, durationNanoseconds: 0) == nil)
+        #expect(TokenUsage.embedding(in: answer) == TokenUsage(promptTokens: 5, completionTokens: 0))
+        #expect(TokenUsage.embedding(in: ["usage": ["prompt_tokens": -1]]) == nil)
+    }
+}
