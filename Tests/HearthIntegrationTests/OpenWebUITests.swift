@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthGateway
 import HearthTesting
 import Testing
 
@@ -14,7 +15,8 @@ struct OpenWebUITests {
         let python = try await OpenWebUI.interpreter()
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/open_webui_client.py").path
         try await Cluster.with(label: "open-webui") { cluster in
-            _ = try await cluster.startNode("node-a")
+            // Embeddings from the node's own model, for Open WebUI's document search.
+            _ = try await cluster.startNode("node-a", extraArguments: ["--embeddings"])
             try await cluster.waitForReadyNodes(1)
             let port = try OpenWebUI.freePort()
             let data = cluster.directory + "/open-webui"
@@ -46,6 +48,11 @@ struct OpenWebUITests {
                 "the Open WebUI steps failed:\n\(client.output.joined(separator: "\n"))\n\(client.errorOutput.suffix(4000))\nOpen WebUI:\n\(server.errorOutput.suffix(4000))"
             )
             #expect(client.output.last == "OK")
+            // The document and the query were embedded by the node, and metered.
+            let usage = try await GatewayDatabase.open(directory: cluster.directory + "/gateway").recentUsage(limit: 500)
+            let embedded = usage.filter { $0.route == "/v1/embeddings" && $0.status == "ok" }
+            #expect(embedded.count >= 2, "\(embedded.count) embeddings requests metered")
+            #expect(embedded.allSatisfy { $0.promptTokens > 0 && $0.completionTokens == 0 })
         }
     }
 }
@@ -112,6 +119,7 @@ enum OpenWebUI {
             "DATA_DIR": data, "WEBUI_SECRET_KEY": "test-only-" + UUID().uuidString,
             "OFFLINE_MODE": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
             "RAG_EMBEDDING_ENGINE": "openai", "RAG_OPENAI_API_BASE_URL": gateway + "/v1", "RAG_OPENAI_API_KEY": "unused",
+            "RAG_EMBEDDING_MODEL": DefaultModel.id.rawValue,
             "ENABLE_OPENAI_API": "true", "OPENAI_API_BASE_URLS": gateway + "/v1", "OPENAI_API_KEYS": "unused",
             "ENABLE_OLLAMA_API": "true", "OLLAMA_BASE_URLS": gateway,
             "ANONYMIZED_TELEMETRY": "false", "DO_NOT_TRACK": "true", "SCARF_NO_ANALYTICS": "true",

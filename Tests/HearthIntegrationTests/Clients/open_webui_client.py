@@ -1,7 +1,8 @@
 """Drives Open WebUI through its own HTTP API, as its users' browsers do, against a Hearth gateway it knows as an
 OpenAI connection (GATEWAY/v1) and an Ollama connection (GATEWAY): sign up the first user (its admin), verify both
 connections, give the OpenAI one a prefix so both lists survive, list models, chat through each connection streamed
-and not, check Ollama's running-model list, and one long non-streamed answer (what its background tasks ask).
+and not, check Ollama's running-model list, store and find a document with embeddings from the gateway (its document
+search), and one long non-streamed answer (what its background tasks ask).
 
 Usage: open_webui_client.py GATEWAY_URL OPEN_WEBUI_URL MODEL. Prints one line per step, then OK."""
 import json
@@ -83,6 +84,18 @@ for model in [through_openai, through_ollama]:
     assert "".join(pieces).strip(), "no streamed text"
     assert len([p for p in pieces if p]) > 1, "the answer came in one piece"
     assert done or model == through_ollama, "the OpenAI stream did not end with [DONE]"
+
+step("document search embeds through the gateway")
+embedding = check(client.get(WEBUI + "/api/v1/retrieval/embedding", headers=auth)).json()
+assert embedding["RAG_EMBEDDING_ENGINE"] == "openai" and embedding["RAG_EMBEDDING_MODEL"] == MODEL, embedding
+text = "Hearth is community infrastructure for running open language models together on volunteers' machines."
+stored = check(client.post(WEBUI + "/api/v1/retrieval/process/text", headers=auth, json={"name": "hearth.txt", "content": text})).json()
+found = check(client.post(
+    WEBUI + "/api/v1/retrieval/query/doc",
+    headers=auth,
+    json={"collection_name": stored["collection_name"], "query": "What is Hearth?", "k": 1},
+)).json()
+assert found["documents"][0] == [text], found
 
 step("a long whole answer, as Open WebUI's background tasks ask")
 started = time.monotonic()
