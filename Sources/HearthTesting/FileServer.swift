@@ -20,11 +20,40 @@ public final class FileServer: Sendable {
         case truncated(bytes: Int)
         /// Ignores Range and always sends the whole file with 200.
         case ignoreRange
-        /// Sends `bytes` bytes, pauses for `seconds`, then sends the rest: a slow mirror.
-        case stallAfter(bytes: Int, seconds: Double)
+        /// Sends `bytes` bytes, then waits for `releaseHeld()` (two minutes at most) before the rest: a mirror that
+        /// stalls for exactly as long as a test needs, however slow the machine.
+        case holdAfter(bytes: Int)
     }
 
     private let files: [String: Data]
+    private let held = Mutex<(released: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+
+    /// Lets every `holdAfter` answer, now and later, send the rest.
+    public func releaseHeld() {
+        let waiting = held.withLock { state in
+            state.released = true
+            defer { state.waiting = [] }
+            return state.waiting
+        }
+        for continuation in waiting { continuation.resume() }
+    }
+
+    private func waitUntilReleased() async {
+        // The bound: a test that never releases fails on its own waits, not on a hung download.
+        let timeout = Task { [weak self] in
+            try? await Task.sleep(for: .seconds(120))
+            self?.releaseHeld()
+        }
+        defer { timeout.cancel() }
+        await withCheckedContinuation { continuation in
+            let now = held.withLock { state -> Bool in
+                if state.released { return true }
+                state.waiting.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
     private let behaviours = Mutex<[Behaviour]>([])
     private let ranges = Mutex<[String]>([])
     private let running = Mutex<(port: Int, group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
@@ -109,13 +138,13 @@ public final class FileServer: Sendable {
             if ranged { headers[.contentRange] = "bytes \(first)-\(last)/\(file.readableBytes)" }
             let status: HTTPResponse.Status = ranged ? .partialContent : .ok
             switch behaviour {
-            case .stallAfter(let bytes, let seconds):
+            case .holdAfter(let bytes):
                 return Response(
                     status: status,
                     headers: headers,
                     body: ResponseBody { writer in
                         try await writer.write(body.getSlice(at: 0, length: min(bytes, body.readableBytes)) ?? ByteBuffer())
-                        try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+                        await self.waitUntilReleased()
                         if bytes < body.readableBytes {
                             try await writer.write(body.getSlice(at: bytes, length: body.readableBytes - bytes) ?? ByteBuffer())
                         }

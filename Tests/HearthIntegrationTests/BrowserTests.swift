@@ -4,49 +4,51 @@ import HearthGateway
 import HearthTesting
 import Testing
 
-/// The web pages in a real headless Chromium, against a real gateway and a node with its engine: chat (streaming,
-/// stop, refusal, hostile output), the network page and its in-browser ledger check, the account page with a browser
-/// key, the node dashboard's pause. The steps are in `Clients/browser_pages.py` (Selenium); screenshots of every page
-/// land in the test's folder.
-@Suite(.serialized, .timeLimit(.minutes(10)))
-struct BrowserTests {
-    @Test func peopleUseThePagesInABrowser() async throws {
-        let python = try await PythonClients.interpreter()
-        let driver = "/usr/bin/chromedriver"
-        try #require(
-            FileManager.default.isExecutableFile(atPath: driver) && FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"),
-            "needs Debian's chromium and chromium-driver (.ci/run installs them)"
-        )
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/browser_pages.py").path
-        // A small anonymous quota, so the last step can show the refusal.
-        try await Cluster.with(label: "browser", gatewayArguments: ["--anonymous-tokens-per-hour", "500"]) { cluster in
-            let node = try await cluster.startNode("node-a", extraArguments: ["--dashboard-port", "0"])
-            let dashboard = try await node.waitForLine { $0.hasPrefix("DASHBOARD url=") }.dropFirst("DASHBOARD url=".count)
-            try await cluster.waitForReadyNodes(1)
-            let engine = try #require(childProcesses(of: node.pid, named: "llama-server").first)
-            let enginePort = try #require(commandLineValue(of: engine, flag: "--port"))
-            let shots = cluster.directory + "/screenshots"
-            try FileManager.default.createDirectory(atPath: shots, withIntermediateDirectories: true)
-            let run = try await TestProcess(
-                name: "browser",
-                executable: python,
-                arguments: [script, cluster.url, String(dashboard), enginePort, shots],
-                directory: cluster.directory
+extension OneAtATime {
+    /// The web pages in a real headless Chromium, against a real gateway and a node with its engine: chat (streaming,
+    /// stop, refusal, hostile output), the network page and its in-browser ledger check, the account page with a browser
+    /// key, the node dashboard's pause. The steps are in `Clients/browser_pages.py` (Selenium); screenshots of every page
+    /// land in the test's folder.
+    @Suite(.serialized, .timeLimit(.minutes(10)))
+    struct BrowserTests {
+        @Test func peopleUseThePagesInABrowser() async throws {
+            let python = try await PythonClients.interpreter()
+            let driver = "/usr/bin/chromedriver"
+            try #require(
+                FileManager.default.isExecutableFile(atPath: driver) && FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"),
+                "needs Debian's chromium and chromium-driver (.ci/run installs them)"
             )
-            let status = await run.waitForExit(timeout: .seconds(480))
-            try #require(status == 0, "the browser steps failed:\n\(run.output.joined(separator: "\n"))\n\(run.errorOutput.suffix(6000))")
-            #expect(run.output.last == "OK")
-            for page in ["chat", "chat-refusal", "network", "account", "node"] {
-                #expect(FileManager.default.fileExists(atPath: "\(shots)/\(page).png"), "no screenshot of \(page)")
-            }
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/browser_pages.py").path
+            // A small anonymous quota, so the last step can show the refusal.
+            try await Cluster.with(label: "browser", gatewayArguments: ["--anonymous-tokens-per-hour", "500"]) { cluster in
+                let node = try await cluster.startNode("node-a", extraArguments: ["--dashboard-port", "0"])
+                let dashboard = try await node.waitForLine { $0.hasPrefix("DASHBOARD url=") }.dropFirst("DASHBOARD url=".count)
+                try await cluster.waitForReadyNodes(1)
+                let engine = try #require(childProcesses(of: node.pid, named: "llama-server").first)
+                let enginePort = try #require(commandLineValue(of: engine, flag: "--port"))
+                let shots = cluster.directory + "/screenshots"
+                try FileManager.default.createDirectory(atPath: shots, withIntermediateDirectories: true)
+                let run = try await TestProcess(
+                    name: "browser",
+                    executable: python,
+                    arguments: [script, cluster.url, String(dashboard), enginePort, shots],
+                    directory: cluster.directory
+                )
+                let status = await run.waitForExit(timeout: .seconds(480))
+                try #require(status == 0, "the browser steps failed:\n\(run.output.joined(separator: "\n"))\n\(run.errorOutput.suffix(6000))")
+                #expect(run.output.last == "OK")
+                for page in ["chat", "chat-refusal", "network", "account", "node"] {
+                    #expect(FileManager.default.fileExists(atPath: "\(shots)/\(page).png"), "no screenshot of \(page)")
+                }
 
-            // Stop really stopped the request: the gateway recorded its client leaving before the end.
-            let stopped = try #require(run.output.first { $0.hasPrefix("STOPPED request=") }?.dropFirst("STOPPED request=".count))
-            let database = try GatewayDatabase.open(directory: cluster.directory + "/gateway")
-            let usage = try await database.recentUsage(limit: 200)
-            let record = try #require(usage.first { $0.requestID == String(stopped) }, "no usage record for the stopped request")
-            #expect(record.status == "client_closed", "the stopped request was recorded as \(record.status)")
-            #expect(record.completionTokens < 1500)
+                // Stop really stopped the request: the gateway recorded its client leaving before the end.
+                let stopped = try #require(run.output.first { $0.hasPrefix("STOPPED request=") }?.dropFirst("STOPPED request=".count))
+                let database = try GatewayDatabase.open(directory: cluster.directory + "/gateway")
+                let usage = try await database.recentUsage(limit: 200)
+                let record = try #require(usage.first { $0.requestID == String(stopped) }, "no usage record for the stopped request")
+                #expect(record.status == "client_closed", "the stopped request was recorded as \(record.status)")
+                #expect(record.completionTokens < 1500)
+            }
         }
     }
 }

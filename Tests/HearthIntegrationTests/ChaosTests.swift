@@ -6,101 +6,103 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
-/// Four real nodes under sixteen concurrent clients; one node is SIGKILLed, another frozen and thawed (SIGSTOP and
-/// SIGCONT) again and again. No client may see an error: every stream ends whole.
-@Suite(.serialized, .timeLimit(.minutes(6)))
-struct ChaosTests {
-    struct Figures {
-        var streams = 0
-        var whole = 0
-        var failures: [String] = []
-    }
-
-    static let clients = 16
-    static let traffic: Duration = .seconds(45)
-
-    @Test func noClientSeesAnErrorWhileNodesDieAndFreeze() async throws {
-        try await Cluster.with(label: "chaos", gatewayArguments: ["--node-ttl", "2s", "--max-continuations", "4"]) { cluster in
-            var nodes: [TestProcess] = []
-            for name in ["node-a", "node-b", "node-c", "node-d"] {
-                nodes.append(try await cluster.startNode(name, extraArguments: ["--parallel", "4"]))
-            }
-            try await cluster.waitForReadyNodes(4)
-            let (doomed, flaky) = (nodes[0], nodes[1])
-
-            let deadline = ContinuousClock.now + Self.traffic
-            let url = cluster.url
-            let result = try await withThrowingTaskGroup(of: Figures.self) { group in
-                for client in 0..<Self.clients {
-                    group.addTask {
-                        var figures = Figures()
-                        while ContinuousClock.now < deadline {
-                            figures.streams += 1
-                            if let failure = try await Self.stream(url, seed: client * 1000 + figures.streams) {
-                                figures.failures.append(failure)
-                            } else {
-                                figures.whole += 1
-                            }
-                        }
-                        return figures
-                    }
-                }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(6))
-                    doomed.send(SIGKILL)
-                    return Figures()
-                }
-                group.addTask {
-                    // Frozen 8 s out of every 12: long enough for the gateway to stop routing to it (the TTL is 2 s) and
-                    // to close its link (an unanswered poll), cutting its streams; then it links again and takes work.
-                    try await Task.sleep(for: .seconds(3))
-                    while ContinuousClock.now < deadline - .seconds(10) {
-                        flaky.send(SIGSTOP)
-                        try await Task.sleep(for: .seconds(8))
-                        flaky.send(SIGCONT)
-                        try await Task.sleep(for: .seconds(4))
-                    }
-                    return Figures()
-                }
-                var total = Figures()
-                for try await figures in group {
-                    total.streams += figures.streams
-                    total.whole += figures.whole
-                    total.failures += figures.failures
-                }
-                return total
-            }
-            let metrics = try await HTTP.get(cluster.url + "/metrics").text
-            let continued = metrics.split(separator: "\n").first { $0.hasPrefix("hearth_stream_continuations_total ") } ?? "none"
-            print("chaos: \(result.streams) streams, \(result.whole) whole, \(result.failures.count) failed; \(continued)")
-            #expect(result.failures.isEmpty, "\(result.failures.prefix(5))")
-            #expect(result.streams >= Self.clients)
-            #expect(continued != "none", "no stream was cut: the chaos did not reach the streams")
+extension OneAtATime {
+    /// Four real nodes under sixteen concurrent clients; one node is SIGKILLed, another frozen and thawed (SIGSTOP and
+    /// SIGCONT) again and again. No client may see an error: every stream ends whole.
+    @Suite(.serialized, .timeLimit(.minutes(6)))
+    struct ChaosTests {
+        struct Figures {
+            var streams = 0
+            var whole = 0
+            var failures: [String] = []
         }
-    }
 
-    /// One streamed chat request read to its end; `nil` when it ended whole, else what went wrong.
-    static func stream(_ url: String, seed: Int) async throws -> String? {
-        let body: JSONValue = [
-            "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Tell me about foxes."]],
-            "max_tokens": 64, "temperature": 0.7, "seed": .integer(Int64(seed)), "stream": true, "ignore_eos": true,
-        ]
-        var request = HTTPClientRequest(url: url + "/v1/chat/completions")
-        request.method = .POST
-        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
-        do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
-            let text = String(buffer: try await response.body.collect(upTo: 8 << 20))
-            guard response.status == .ok else { return "HTTP \(response.status.code): \(text.prefix(200))" }
-            let events = HTTP.events(text)
-            if let error = events.first(where: { $0["error"] != nil }) { return "error event: \(error)" }
-            guard text.hasSuffix("data: [DONE]\n\n") else { return "no [DONE]" }
-            guard events.contains(where: { $0["choices"]?[0]?["finish_reason"]?.stringValue == "length" }) else {
-                return "no finish reason"
+        static let clients = 16
+        static let traffic: Duration = .seconds(45)
+
+        @Test func noClientSeesAnErrorWhileNodesDieAndFreeze() async throws {
+            try await Cluster.with(label: "chaos", gatewayArguments: ["--node-ttl", "2s", "--max-continuations", "4"]) { cluster in
+                var nodes: [TestProcess] = []
+                for name in ["node-a", "node-b", "node-c", "node-d"] {
+                    nodes.append(try await cluster.startNode(name, extraArguments: ["--parallel", "4"]))
+                }
+                try await cluster.waitForReadyNodes(4)
+                let (doomed, flaky) = (nodes[0], nodes[1])
+
+                let deadline = ContinuousClock.now + Self.traffic
+                let url = cluster.url
+                let result = try await withThrowingTaskGroup(of: Figures.self) { group in
+                    for client in 0..<Self.clients {
+                        group.addTask {
+                            var figures = Figures()
+                            while ContinuousClock.now < deadline {
+                                figures.streams += 1
+                                if let failure = try await Self.stream(url, seed: client * 1000 + figures.streams) {
+                                    figures.failures.append(failure)
+                                } else {
+                                    figures.whole += 1
+                                }
+                            }
+                            return figures
+                        }
+                    }
+                    group.addTask {
+                        try await Task.sleep(for: .seconds(6))
+                        doomed.send(SIGKILL)
+                        return Figures()
+                    }
+                    group.addTask {
+                        // Frozen 8 s out of every 12: long enough for the gateway to stop routing to it (the TTL is 2 s) and
+                        // to close its link (an unanswered poll), cutting its streams; then it links again and takes work.
+                        try await Task.sleep(for: .seconds(3))
+                        while ContinuousClock.now < deadline - .seconds(10) {
+                            flaky.send(SIGSTOP)
+                            try await Task.sleep(for: .seconds(8))
+                            flaky.send(SIGCONT)
+                            try await Task.sleep(for: .seconds(4))
+                        }
+                        return Figures()
+                    }
+                    var total = Figures()
+                    for try await figures in group {
+                        total.streams += figures.streams
+                        total.whole += figures.whole
+                        total.failures += figures.failures
+                    }
+                    return total
+                }
+                let metrics = try await HTTP.get(cluster.url + "/metrics").text
+                let continued = metrics.split(separator: "\n").first { $0.hasPrefix("hearth_stream_continuations_total ") } ?? "none"
+                print("chaos: \(result.streams) streams, \(result.whole) whole, \(result.failures.count) failed; \(continued)")
+                #expect(result.failures.isEmpty, "\(result.failures.prefix(5))")
+                #expect(result.streams >= Self.clients)
+                #expect(continued != "none", "no stream was cut: the chaos did not reach the streams")
             }
-            return nil
-        } catch {
-            return "\(error)"
+        }
+
+        /// One streamed chat request read to its end; `nil` when it ended whole, else what went wrong.
+        static func stream(_ url: String, seed: Int) async throws -> String? {
+            let body: JSONValue = [
+                "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Tell me about foxes."]],
+                "max_tokens": 64, "temperature": 0.7, "seed": .integer(Int64(seed)), "stream": true, "ignore_eos": true,
+            ]
+            var request = HTTPClientRequest(url: url + "/v1/chat/completions")
+            request.method = .POST
+            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
+            do {
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+                let text = String(buffer: try await response.body.collect(upTo: 8 << 20))
+                guard response.status == .ok else { return "HTTP \(response.status.code): \(text.prefix(200))" }
+                let events = HTTP.events(text)
+                if let error = events.first(where: { $0["error"] != nil }) { return "error event: \(error)" }
+                guard text.hasSuffix("data: [DONE]\n\n") else { return "no [DONE]" }
+                guard events.contains(where: { $0["choices"]?[0]?["finish_reason"]?.stringValue == "length" }) else {
+                    return "no finish reason"
+                }
+                return nil
+            } catch {
+                return "\(error)"
+            }
         }
     }
 }

@@ -152,7 +152,8 @@ struct MultiModelTests {
         let modelBytes = try #require(FileManager.default.contents(atPath: try TestEnvironment.defaultModel()))
         let server = try await FileServer.start(files: ["smol.gguf": modelBytes])
         defer { Task { await server.stop() } }
-        server.then(.stallAfter(bytes: 12 << 20, seconds: 4))
+        // Held until the test has seen what it looks for: a fixed stall ended too soon on a busy machine.
+        server.then(.holdAfter(bytes: 12 << 20))
         let directory = (try TestEnvironment.defaultModel() as NSString).deletingLastPathComponent
         let store = try TestEnvironment.temporaryDirectory("slow-store")
         let local = try #require(Catalog.builtin[DefaultModel.id])
@@ -184,6 +185,7 @@ struct MultiModelTests {
                 return reported?.state == .loading && reported?.detail?.hasPrefix("downloading ") == true
             }
             #expect(node.engines[1].snapshot.state == .loading, "still downloading: \(String(describing: node.engines[1].snapshot.detail))")
+            server.releaseHeld()
             try await Self.waitForGateway(mesh, remote.id, .ready)
             #expect(try await Self.chat(mesh, model: remote.id).status == 200)
         }

@@ -4,55 +4,57 @@ import HearthGateway
 import HearthTesting
 import Testing
 
-/// Open WebUI (PyPI `open-webui` 0.12), installed once into a private venv in the cache, as a first-class client:
-/// pointed at a real gateway both as an OpenAI and as an Ollama connection, driven through its own HTTP API
-/// (`Clients/open_webui_client.py`). The venv is about 7 GB (torch and its CUDA wheels come with it); the test is
-/// disabled, saying why, when the disk cannot hold it.
-@Suite(.serialized, .timeLimit(.minutes(20)))
-struct OpenWebUITests {
-    @Test(.enabled(if: OpenWebUI.installedOrRoomFor, OpenWebUI.noRoom))
-    func openWebUIChatsThroughBothConnections() async throws {
-        let python = try await OpenWebUI.interpreter()
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/open_webui_client.py").path
-        try await Cluster.with(label: "open-webui") { cluster in
-            // Embeddings from the node's own model, for Open WebUI's document search.
-            _ = try await cluster.startNode("node-a", extraArguments: ["--embeddings"])
-            try await cluster.waitForReadyNodes(1)
-            let port = try OpenWebUI.freePort()
-            let data = cluster.directory + "/open-webui"
-            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-            let server = try await TestProcess(
-                name: "open-webui",
-                executable: OpenWebUI.venv + "/bin/open-webui",
-                arguments: ["serve", "--host", "127.0.0.1", "--port", String(port)],
-                environment: OpenWebUI.environment(data: data, gateway: cluster.url),
-                directory: cluster.directory
-            )
-            let client: TestProcess
-            let status: Int32
-            do {
-                client = try await TestProcess(
-                    name: "open-webui-client",
-                    executable: python,
-                    arguments: [script, cluster.url, "http://127.0.0.1:\(port)", DefaultModel.id.rawValue],
+extension OneAtATime {
+    /// Open WebUI (PyPI `open-webui` 0.12), installed once into a private venv in the cache, as a first-class client:
+    /// pointed at a real gateway both as an OpenAI and as an Ollama connection, driven through its own HTTP API
+    /// (`Clients/open_webui_client.py`). The venv is about 7 GB (torch and its CUDA wheels come with it); the test is
+    /// disabled, saying why, when the disk cannot hold it.
+    @Suite(.serialized, .timeLimit(.minutes(20)))
+    struct OpenWebUITests {
+        @Test(.enabled(if: OpenWebUI.installedOrRoomFor, OpenWebUI.noRoom))
+        func openWebUIChatsThroughBothConnections() async throws {
+            let python = try await OpenWebUI.interpreter()
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/open_webui_client.py").path
+            try await Cluster.with(label: "open-webui") { cluster in
+                // Embeddings from the node's own model, for Open WebUI's document search.
+                _ = try await cluster.startNode("node-a", extraArguments: ["--embeddings"])
+                try await cluster.waitForReadyNodes(1)
+                let port = try OpenWebUI.freePort()
+                let data = cluster.directory + "/open-webui"
+                try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+                let server = try await TestProcess(
+                    name: "open-webui",
+                    executable: OpenWebUI.venv + "/bin/open-webui",
+                    arguments: ["serve", "--host", "127.0.0.1", "--port", String(port)],
+                    environment: OpenWebUI.environment(data: data, gateway: cluster.url),
                     directory: cluster.directory
                 )
-                status = await client.waitForExit(timeout: .seconds(600))
-            } catch {
+                let client: TestProcess
+                let status: Int32
+                do {
+                    client = try await TestProcess(
+                        name: "open-webui-client",
+                        executable: python,
+                        arguments: [script, cluster.url, "http://127.0.0.1:\(port)", DefaultModel.id.rawValue],
+                        directory: cluster.directory
+                    )
+                    status = await client.waitForExit(timeout: .seconds(600))
+                } catch {
+                    await server.stop()
+                    throw error
+                }
                 await server.stop()
-                throw error
+                try #require(
+                    status == 0,
+                    "the Open WebUI steps failed:\n\(client.output.joined(separator: "\n"))\n\(client.errorOutput.suffix(4000))\nOpen WebUI:\n\(server.errorOutput.suffix(4000))"
+                )
+                #expect(client.output.last == "OK")
+                // The document and the query were embedded by the node, and metered.
+                let usage = try await GatewayDatabase.open(directory: cluster.directory + "/gateway").recentUsage(limit: 500)
+                let embedded = usage.filter { $0.route == "/v1/embeddings" && $0.status == "ok" }
+                #expect(embedded.count >= 2, "\(embedded.count) embeddings requests metered")
+                #expect(embedded.allSatisfy { $0.promptTokens > 0 && $0.completionTokens == 0 })
             }
-            await server.stop()
-            try #require(
-                status == 0,
-                "the Open WebUI steps failed:\n\(client.output.joined(separator: "\n"))\n\(client.errorOutput.suffix(4000))\nOpen WebUI:\n\(server.errorOutput.suffix(4000))"
-            )
-            #expect(client.output.last == "OK")
-            // The document and the query were embedded by the node, and metered.
-            let usage = try await GatewayDatabase.open(directory: cluster.directory + "/gateway").recentUsage(limit: 500)
-            let embedded = usage.filter { $0.route == "/v1/embeddings" && $0.status == "ok" }
-            #expect(embedded.count >= 2, "\(embedded.count) embeddings requests metered")
-            #expect(embedded.allSatisfy { $0.promptTokens > 0 && $0.completionTokens == 0 })
         }
     }
 }
