@@ -1,6 +1,7 @@
 import Foundation
 public import HearthCore
 public import HearthGateway
+import HearthMesh
 public import NIOCore
 import Synchronization
 
@@ -15,6 +16,8 @@ public final class FakeNodeTransport: NodeTransport {
         case respondWithReceipt(status: Int, contentType: String, chunks: [String], receipt: @Sendable (NodeRequest) -> String?)
         /// Fail before answering, like a node that went away.
         case fail
+        /// Fail before answering as a link does when it closes: the node is gone.
+        case linkClosed
         /// Answer 200 with these stream chunks, then break, like a node that died mid-stream.
         case breakAfter(chunks: [String])
         /// Answer 200 with these stream chunks, then end with `hearth-handover`, like a node that drains.
@@ -45,6 +48,8 @@ public final class FakeNodeTransport: NodeTransport {
         switch behaviours.withLock({ $0[node] }) ?? .fail {
         case .fail:
             throw FakeNodeError()
+        case .linkClosed:
+            throw LinkError.closed
         case .respond(let status, let contentType, let chunks):
             let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
             return NodeResponse(

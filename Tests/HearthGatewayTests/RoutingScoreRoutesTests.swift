@@ -4,6 +4,7 @@ import HearthGateway
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOCore
 import Testing
 
@@ -54,5 +55,40 @@ struct RoutingScoreRoutesTests {
         // B failing as well stays in: two nodes may not both be out.
         for _ in 0..<5 { gateway.registry.outcome(on: nodeB, success: false) }
         #expect(gateway.registry.routableNodes().first { $0.id == nodeB }?.ejected == false)
+    }
+}
+
+/// The retry budget holds back retries away from nodes that fail while still there, not from nodes that went away.
+struct RetryBudgetDispatchTests {
+    func dispatcher(first: FakeNodeTransport.Behaviour) -> Dispatcher {
+        let registry = NodeRegistry(ttl: .seconds(600))
+        registry.upsert(announcement(nodeA))
+        registry.upsert(announcement(nodeB))
+        let transport = FakeNodeTransport([
+            nodeA: first,
+            nodeB: .respond(status: 200, contentType: "application/json", chunks: [#"{"choices":[]}"#]),
+        ])
+        var dispatcher = Dispatcher(registry: registry, transport: transport, maxAttempts: 3, retryAfterSeconds: 1)
+        // No retry at all is within this budget.
+        dispatcher.retryBudget = RetryBudget(ratio: 0, minimum: 0)
+        return dispatcher
+    }
+
+    func open(_ dispatcher: Dispatcher) async throws(DispatchFailure) -> OpenedUpstream {
+        try await dispatcher.open(endpoint: .chat, model: testModel, body: chatBody, requestID: "r", logger: Logger(label: "test"))
+    }
+
+    @Test func aNodeThatFailsWhileThereSpendsTheBudget() async throws {
+        do {
+            _ = try await open(dispatcher(first: .fail))
+            Issue.record("the retry went ahead without budget")
+        } catch {
+            #expect(error.failure.message.contains("retry budget spent"), "\(error.failure.message)")
+        }
+    }
+
+    @Test func aNodeWhoseLinkClosedHasItsRequestMovedWithoutBudget() async throws {
+        let opened = try await open(dispatcher(first: .linkClosed))
+        #expect(opened.node == nodeB)
     }
 }

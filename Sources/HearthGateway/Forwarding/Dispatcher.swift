@@ -1,5 +1,6 @@
 import Foundation
 public import HearthCore
+import HearthMesh
 public import Logging
 public import NIOCore
 import Synchronization
@@ -40,7 +41,7 @@ public struct Dispatcher: Sendable {
     var pools: PoolReconciler?
     /// Retries in flight, held within `retryBudget` of the requests in flight.
     let retries = RetriesInFlight()
-    var retryBudget = RetryBudget()
+    package var retryBudget = RetryBudget()
 
     public init(
         registry: NodeRegistry,
@@ -177,15 +178,20 @@ public struct Dispatcher: Sendable {
             }
         }
         defer { if retry { retries.end() } }
+        // Whether the last node failed by going away (its link closed or cut the stream): its requests must move, and
+        // it is out of routing, so moving them cannot add load to a sick node. The budget is for nodes that are still
+        // there and failing; a node that dies with all its slots busy would otherwise spend it in one go.
+        var nodeWentAway = false
         for (attempt, node) in candidates.prefix(max(1, maxAttempts)).enumerated() {
             // Another node after a failure is a retry too: only within the budget, so a bad hour cannot multiply load.
-            if attempt > 0 && !retry {
+            let budgeted = attempt > 0 && !retry && !nodeWentAway
+            if budgeted {
                 guard retries.begin(within: retryBudget, requests: registry.requestsInFlight()) else {
                     failures.append("retry budget spent")
                     break
                 }
             }
-            defer { if attempt > 0 && !retry { retries.end() } }
+            defer { if budgeted { retries.end() } }
             let startedAt = ContinuousClock.now
             registry.begin(on: node)
             // A node serving the model alone is asked for that; one that serves it only as a pool's head, for the pool.
@@ -207,6 +213,7 @@ public struct Dispatcher: Sendable {
                     to: node
                 )
                 if response.status >= 500 {
+                    nodeWentAway = false
                     registry.end(on: node, latency: nil)
                     registry.outcome(on: node, success: false)
                     failures.append("\(node.short): HTTP \(response.status)")
@@ -234,6 +241,7 @@ public struct Dispatcher: Sendable {
             } catch {
                 registry.end(on: node, latency: nil)
                 registry.outcome(on: node, success: false)
+                nodeWentAway = error as? LinkError == .closed || error as? LinkError == .truncated
                 failures.append("\(node.short): \(String(describing: error).prefix(120))")
                 logger.debug("node failed before its first byte", metadata: ["node.id": "\(node.short)", "error": "\(error)"])
             }
