@@ -1,0 +1,51 @@
+import Foundation
+import HearthCore
+import HearthTesting
+import Testing
+
+/// `hearth-bench` on a tiny configuration, so the benchmark does not rot between the runs whose figures are committed.
+/// It checks the report's shape and that nothing failed, never a figure: timings belong in `bench/`, not in tests.
+extension OneAtATime {
+    @Suite(.serialized, .timeLimit(.minutes(5)))
+    struct BenchSmokeTests {
+        static var bench: String {
+            get throws { (try TestEnvironment.hearthBinary() as NSString).deletingLastPathComponent + "/hearth-bench" }
+        }
+
+        @Test func theBenchmarkRunsEveryDefaultPartOnATinyConfiguration() async throws {
+            let directory = try TestEnvironment.temporaryDirectory("bench-smoke")
+            let report = directory + "/report.md"
+            let run = try await TestProcess(
+                name: "hearth-bench",
+                executable: try Self.bench,
+                arguments: ["--parts", "1,2,3", "--rounds", "1", "--clients", "2", "--seconds", "1", "--tunnel-mb", "1", "--out", report],
+                environment: ["HEARTH_BIN_DIR": (try TestEnvironment.hearthBinary() as NSString).deletingLastPathComponent],
+                directory: directory
+            )
+            let status = await run.waitForExit(timeout: .seconds(240))
+            try #require(status == 0, "hearth-bench failed:\n\(run.output.suffix(20).joined(separator: "\n"))\n\(run.errorOutput.suffix(3000))")
+            let text = try String(contentsOfFile: report, encoding: .utf8)
+            for section in ["## 1. Gateway overhead", "## 2. The secure link against plain HTTP", "## 3. Tunnel throughput"] {
+                #expect(text.contains(section), "no section '\(section)'")
+            }
+            #expect(text.contains("| errors | 0 | 0 | 0 |"), "requests failed in part 2")
+            let ratio = text.split(separator: "\n").first { $0.hasPrefix("| streamed tokens/s p50 |") }
+            #expect(ratio.map { $0.split(separator: "|").last.flatMap { Double($0.trimmingCharacters(in: .whitespaces)) } != nil } == true)
+        }
+
+        @Test func helpExplainsAndAMistypedOptionRunsNothing() async throws {
+            let directory = try TestEnvironment.temporaryDirectory("bench-options")
+            let help = try await TestProcess(name: "bench-help", executable: try Self.bench, arguments: ["--help"], directory: directory)
+            #expect(await help.waitForExit(timeout: .seconds(30)) == 0)
+            #expect(help.output.first?.hasPrefix("USAGE: hearth-bench") == true)
+            #expect(help.output.contains { $0.contains("--replace") })
+            for arguments in [["--roundz", "1"], ["--rounds", "x"], ["--parts", "9"]] {
+                let wrong = try await TestProcess(name: "bench-wrong", executable: try Self.bench, arguments: arguments, directory: directory)
+                #expect(await wrong.waitForExit(timeout: .seconds(30)) == 64, "\(arguments)")
+                #expect(wrong.errorOutput.contains("error: "), "\(arguments)")
+            }
+            // Nothing ran, so nothing was written.
+            #expect(!FileManager.default.fileExists(atPath: directory + "/bench"))
+        }
+    }
+}
