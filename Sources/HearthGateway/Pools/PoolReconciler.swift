@@ -282,7 +282,9 @@ public final class PoolReconciler: Service, Sendable {
                 let seenRegistry = self.registry.changes.generation
                 let seenWake = self.wake.generation
                 await self.step()
-                let deadline = ContinuousClock.now + self.policy.interval
+                // Ticks drive the pools' timers; with no pool there is nothing to time, so only a change wakes it.
+                let idle = self.pools.withLock { $0.isEmpty }
+                let deadline = ContinuousClock.now + (idle ? .seconds(3600) : self.policy.interval)
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask { await self.registry.changes.wait(until: deadline) { self.registry.changes.generation != seenRegistry } }
                     group.addTask { await self.wake.wait(until: deadline) { self.wake.generation != seenWake } }

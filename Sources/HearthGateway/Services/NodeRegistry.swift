@@ -64,6 +64,11 @@ public final class NodeRegistry: Sendable {
         return silent
     }
 
+    /// When the oldest report passes the TTL, if any node is known: the sweeper sleeps until then.
+    func nextExpiry() -> ContinuousClock.Instant? {
+        entries.withLock { $0.values.map(\.lastSeen).min() }.map { $0 + ttl }
+    }
+
     /// The routing view of every live node.
     public func routableNodes() -> [RoutableNode] {
         let now = clock.now

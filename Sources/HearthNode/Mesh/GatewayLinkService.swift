@@ -115,12 +115,23 @@ struct GatewayLinkService: Service {
 
     /// Closes the link when the gateway stops sending anything (it polls at least every few seconds), or when
     /// draining is over.
+    ///
+    /// An idle node sleeps until the watchdog's deadline (the last poll plus `linkTimeout`) or until its state changes
+    /// (draining, a refusal): a volunteer's idle machine should not wake ten times a second for nothing. Draining is
+    /// short and waits on in-flight counts, which have no event: it looks every 100 ms.
     private func watch(_ channel: any Channel) async {
         let clock = ContinuousClock()
         var drainStarted: ContinuousClock.Instant?
         var handedOverAt: ContinuousClock.Instant?
         while !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(100))
+            if status.draining {
+                try? await Task.sleep(for: .milliseconds(100))
+            } else {
+                let status = self.status
+                await status.changes.wait(until: status.lastPoll + configuration.linkTimeout + .milliseconds(10)) {
+                    status.draining || status.hasRefusal
+                }
+            }
             if status.draining {
                 let started = drainStarted ?? clock.now
                 drainStarted = started

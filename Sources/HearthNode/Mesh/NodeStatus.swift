@@ -91,6 +91,7 @@ final class NodeStatus: Sendable {
     /// The gateway said why it refuses this node; the link closes next.
     func refused(_ refusal: LinkRefusal) {
         state.withLock { $0.refusal = refusal }
+        changes.notify()
     }
 
     /// Whether the gateway sent a refusal on this link.
@@ -110,7 +111,10 @@ final class NodeStatus: Sendable {
     }
 
     /// Since when the gateway has not polled.
-    var sinceLastPoll: Duration { max(.zero, .now - state.withLock { $0.lastPoll }) }
+    var sinceLastPoll: Duration { max(.zero, .now - lastPoll) }
+
+    /// When the gateway last polled, or when the poll it is holding ends (then in the future).
+    var lastPoll: ContinuousClock.Instant { state.withLock { $0.lastPoll } }
 
     /// The report as of now.
     func report() -> NodeReport {
