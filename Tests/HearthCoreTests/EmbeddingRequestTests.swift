@@ -74,3 +74,20 @@ struct EmbeddingRequestTests {
         #expect(TokenUsage.embedding(in: ["usage": ["prompt_tokens": -1]]) == nil)
     }
 }
+
+struct JSONDepthTests {
+    @Test func countsNestingOutsideStringsOnly() {
+        #expect(JSONValue.nestingDepth(of: Array(#"{"a":[1,{"b":[]}]}"#.utf8)) == 4)
+        #expect(JSONValue.nestingDepth(of: Array(#"{"a":"[[[[{{{{"}"#.utf8)) == 1)
+        #expect(JSONValue.nestingDepth(of: Array(#"{"a":"\"[[[[","b":[]}"#.utf8)) == 2)
+        #expect(JSONValue.nestingDepth(of: Array("1".utf8)) == 0)
+    }
+
+    @Test func refusesDeeperThanTheLimitBeforeDecoding() throws {
+        let ok = String(repeating: "[", count: JSONValue.maxDepth) + String(repeating: "]", count: JSONValue.maxDepth)
+        #expect(try JSONValue.parse(Array(ok.utf8)) != .null)
+        let deep = "[" + ok + "]"
+        #expect(throws: JSONValue.ParseError.tooDeep(limit: JSONValue.maxDepth)) { try JSONValue.parse(Array(deep.utf8)) }
+        #expect(throws: JSONValue.ParseError.invalid) { try JSONValue.parse(Array("{".utf8)) }
+    }
+}

@@ -39,6 +39,9 @@ struct BadInputTableTests {
         "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\(headers)Connection: close\r\n\r\n"
     }
 
+    /// Arrays nested `levels` deep.
+    static func deep(_ levels: Int) -> String { String(repeating: "[", count: levels) + String(repeating: "]", count: levels) }
+
     static let model = testModel.rawValue
     static let chat = "/v1/chat/completions"
     static func chatBody(_ extra: String) -> String {
@@ -50,6 +53,12 @@ struct BadInputTableTests {
         Case(name: "body is not JSON", raw: post(chat, "{"), status: 400, shape: .openAI),
         Case(name: "body is an array", raw: post(chat, "[]"), status: 400, shape: .openAI),
         Case(name: "body is a string", raw: post(chat, #""x""#), status: 400, shape: .openAI),
+        // 300 levels cost the decoder 0.4 s of CPU (quadratic in depth); refused before decoding.
+        Case(name: "nested 300 levels", raw: post(chat, chatBody(",\"x\":" + deep(300))), status: 400, shape: .openAI),
+        Case(name: "Ollama chat nested 300 levels", raw: post("/api/chat", deep(300)), status: 400, shape: .ollama),
+        Case(name: "login challenge nested 300 levels", raw: post("/api/auth/challenge", deep(300)), status: 400, shape: .openAI),
+        Case(name: "embeddings without input", raw: post("/v1/embeddings", #"{"model":"\#(model)"}"#), status: 400, shape: .openAI),
+        Case(name: "Ollama embed without input", raw: post("/api/embed", #"{"model":"\#(model)"}"#), status: 400, shape: .ollama),
         Case(name: "no model", raw: post(chat, #"{"messages":[{"role":"user","content":"hi"}]}"#), status: 400, shape: .openAI),
         Case(name: "model is a number", raw: post(chat, #"{"model":5,"messages":[]}"#), status: 400, shape: .openAI),
         Case(name: "model is empty", raw: post(chat, #"{"model":"","messages":[]}"#), status: 400, shape: .openAI),

@@ -70,7 +70,7 @@ struct AuthController {
 
     private func readObject(_ request: Request) async throws -> JSONValue {
         let buffer = try await request.body.collect(upTo: maxBodyBytes)
-        guard let value = try? JSONDecoder().decode(JSONValue.self, from: buffer), case .object = value else {
+        guard let value = try? CompletionPipeline.parse(buffer), case .object = value else {
             throw OpenAIError(.invalidRequest, "The request body must be a JSON object.", code: "invalid_json")
         }
         return value

@@ -29,8 +29,15 @@ struct CompletionPipeline: Sendable {
     ///   not JSON.
     func readJSON(_ request: Request) async throws -> JSONValue {
         let buffer = try await request.body.collect(upTo: maxBodyBytes)
+        return try Self.parse(buffer)
+    }
+
+    /// A client's JSON body, nesting bounded (`JSONValue.parse`).
+    static func parse(_ buffer: ByteBuffer) throws(OpenAIError) -> JSONValue {
         do {
-            return try JSONDecoder().decode(JSONValue.self, from: buffer)
+            return try JSONValue.parse(buffer.readableBytesView)
+        } catch .tooDeep(let limit) {
+            throw OpenAIError(.invalidRequest, "The request body nests arrays and objects deeper than \(limit) levels.", code: "invalid_json")
         } catch {
             throw OpenAIError(.invalidRequest, "The request body is not valid JSON.", code: "invalid_json")
         }
@@ -132,7 +139,7 @@ struct CompletionPipeline: Sendable {
     private func nodeRefusal(_ upstream: OpenedUpstream) async -> OpenAIError {
         var body = upstream.firstChunk ?? ByteBuffer()
         if var rest = try? await upstream.response.body.collect(upTo: 1 << 16) { body.writeBuffer(&rest) }
-        let error = (try? JSONDecoder().decode(JSONValue.self, from: body))?["error"]
+        let error = (try? JSONValue.parse(body.readableBytesView))?["error"]
         let message = error?["message"]?.stringValue ?? "The node refused the request."
         let kind: APIFailure.Kind =
             switch upstream.response.status {

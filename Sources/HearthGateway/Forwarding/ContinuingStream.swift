@@ -75,7 +75,7 @@ struct ContinuingStream {
                 generation.observe(mark) { Self.text(of: marked) }
             }
             let kind = tally.observe(event)
-            if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONDecoder().decode(JSONValue.self, from: payload) {
+            if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONValue.parse(payload.readableBytesView) {
                 identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0)
             }
             if event.contains("\"finish_reason\":\"") { finished = true }
@@ -200,7 +200,7 @@ struct ContinuingStream {
 
     /// A usage event with the client's counts in place of the last node's.
     private static func replacingUsage(in event: ByteBuffer, with usage: TokenUsage) -> ByteBuffer? {
-        guard let payload = event.ssePayload(), var chunk = try? JSONDecoder().decode(JSONValue.self, from: payload),
+        guard let payload = event.ssePayload(), var chunk = try? JSONValue.parse(payload.readableBytesView),
             let counts = try? JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(usage))
         else { return nil }
         chunk["usage"] = counts

@@ -57,7 +57,7 @@ struct EmbeddingsController {
                 complete = false
             }
             if complete {
-                let decoded = try? JSONDecoder().decode(JSONValue.self, from: answer)
+                let decoded = try? JSONValue.parse(answer.readableBytesView)
                 let usage = decoded.flatMap(TokenUsage.embedding(in:))
                 var headers: HTTPFields = [.hearthNode: served.node.short, .contentType: "application/json"]
                 guard shape != .openAI else {

@@ -139,7 +139,7 @@ final class SpotChecker: Sendable {
             dispatcher.finish(opened, broken: true)
             throw error
         }
-        let json = (try? JSONDecoder().decode(JSONValue.self, from: body)) ?? .null
+        let json = (try? JSONValue.parse(body.readableBytesView)) ?? .null
         guard opened.response.status == 200, let scores = SpotCheck.scores(answer: json, claimed: answer.claimed, policy: policy) else {
             return (opened.node, nil)
         }

@@ -5,7 +5,7 @@ extension FuzzTarget {
     /// The OpenAI request checker, on both endpoints: an accepted body is forwarded with the limits Hearth enforces,
     /// encodes as JSON, and is accepted again unchanged in meaning (the node and a retry see what the gateway saw).
     static let completion = FuzzTarget(name: "completion", summary: "OpenAI request checker (chat and text completions)") { bytes in
-        guard let body = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)) else { return nil }
+        guard let body = try? JSONValue.parse(bytes) else { return nil }
         for endpoint in [CompletionEndpoint.chat, .text] {
             if let problem = checkForwarded(endpoint: endpoint, body: body) { return problem }
         }
@@ -15,7 +15,7 @@ extension FuzzTarget {
     /// Ollama's `/api/chat` and `/api/generate`: a translated body is one the OpenAI checker judges cleanly, and it
     /// streams exactly when Ollama's rules say so.
     static let ollama = FuzzTarget(name: "ollama", summary: "Ollama /api/chat and /api/generate translation") { bytes in
-        guard let body = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)) else { return nil }
+        guard let body = try? JSONValue.parse(bytes) else { return nil }
         let translations = [
             Result(catching: { () throws(APIFailure) -> JSONValue in try OllamaTranslation.chatBody(fromChat: body) }),
             Result(catching: { () throws(APIFailure) -> JSONValue in try OllamaTranslation.chatBody(fromGenerate: body) }),
