@@ -84,6 +84,7 @@ struct UpCommand: AsyncParsableCommand {
                 """
 
                 Hearth is up: \(model) is ready. Point OpenAI or Ollama clients at \(url)
+                Chat in your browser: \(url)/   (the network: \(url)/network, your account: \(url)/account)
                 Try:
 
                   curl \(url)/v1/chat/completions -H 'content-type: application/json' \\
