@@ -68,9 +68,8 @@ async function renderStanding() {
       standing.full_again_in_seconds > 0 ? `full again in ${duration(standing.full_again_in_seconds)}` : "full"),
   );
   fill($("earn"), standing.how_to_earn_more);
-  fill($("chart-consumed"), lineChart(history.buckets.map((b) => b.consumed_tokens), { title: "Tokens you used per day", format: (v) => number(v) }));
-  fill($("chart-contributed"), lineChart(history.buckets.map((b) => b.contributed_tokens), { title: "Tokens your nodes served per day", format: (v) => number(v) }));
-  for (const span of document.querySelectorAll("#account .chart text:last-of-type")) span.textContent = "last 30 days";
+  fill($("chart-consumed"), lineChart(history.buckets.map((b) => b.consumed_tokens), { title: "Tokens you used per day", format: (v) => number(v), span: "last 30 days" }));
+  fill($("chart-contributed"), lineChart(history.buckets.map((b) => b.contributed_tokens), { title: "Tokens your nodes served per day", format: (v) => number(v), span: "last 30 days" }));
 }
 
 async function renderKeys() {

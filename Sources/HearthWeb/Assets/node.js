@@ -72,8 +72,7 @@ function render(status) {
   const receipts = status.receipts || [];
   const total = receipts.reduce((sum, h) => sum + h.tokens, 0);
   fill($("receipts-total"), `${number(receipts.reduce((sum, h) => sum + h.receipts, 0))} receipts for ${number(total)} tokens in the last day (since this node started). The gateway's ledger says what was credited.`);
-  fill($("chart-receipts"), lineChart(receipts.map((h) => h.tokens), { title: "Tokens served per hour", format: (v) => number(v) }));
-  for (const span of document.querySelectorAll("#chart-receipts text:last-of-type")) span.textContent = "last day";
+  fill($("chart-receipts"), lineChart(receipts.map((h) => h.tokens), { title: "Tokens served per hour", format: (v) => number(v), span: "last day" }));
 }
 
 async function control(path) {
