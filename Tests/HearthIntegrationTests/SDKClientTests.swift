@@ -10,7 +10,7 @@ struct SDKClientTests {
         let python = try await PythonClients.interpreter()
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/sdk_conversation.py").path
         try await Cluster.with(label: "sdk") { cluster in
-            _ = try await cluster.startNode("node-a")
+            _ = try await cluster.startNode("node-a", extraArguments: ["--embeddings"])
             try await cluster.waitForReadyNodes(1)
             let run = try await TestProcess(
                 name: "sdk-conversation",

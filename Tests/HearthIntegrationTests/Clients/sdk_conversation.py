@@ -4,6 +4,7 @@ Usage: python sdk_conversation.py BASE_URL MODEL
 Exits non-zero with a message on the first thing that does not behave like the real APIs.
 """
 
+import base64
 import sys
 
 import ollama
@@ -36,6 +37,14 @@ assert completion.choices[0].text is not None and completion.usage.completion_to
 
 assert model in [m.id for m in client.models.list()], "model missing from /v1/models"
 
+# Embeddings (the node serves its model's own, `--embeddings`). The SDK asks for base64 by default and decodes it;
+# asked for explicitly, base64 comes back as the string: 576 float32s.
+vectors = client.embeddings.create(model=model, input=["a cat", "a dog"])
+assert [item.index for item in vectors.data] == [0, 1] and len(vectors.data[0].embedding) == 576, vectors.data[0].index
+assert vectors.usage.prompt_tokens > 0, vectors.usage
+packed = client.embeddings.create(model=model, input="a cat", encoding_format="base64")
+assert len(base64.b64decode(packed.data[0].embedding)) == 576 * 4, "base64 embeddings are not 576 float32s"
+
 try:
     client.chat.completions.create(model=model + "-nope", messages=messages)
     sys.exit("an unknown model was accepted")
@@ -60,6 +69,8 @@ generated = local.generate(model=model, prompt="Hello", options={"num_predict": 
 assert generated.response and generated.done, generated
 
 assert any(entry.model == model for entry in local.list().models), "model missing from /api/tags"
+embedded = local.embed(model=model, input=["a cat", "a dog"])
+assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == 576, len(embedded.embeddings)
 assert local.show(model).details.format == "gguf"
 
 print("OK")
