@@ -19,7 +19,7 @@ extension OneAtATime {
                 // Embeddings from the node's own model, for Open WebUI's document search.
                 _ = try await cluster.startNode("node-a", extraArguments: ["--embeddings"])
                 try await cluster.waitForReadyNodes(1)
-                let port = try OpenWebUI.freePort()
+                let port = try TestEnvironment.freePort()
                 let data = cluster.directory + "/open-webui"
                 try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
                 let server = try await TestProcess(
@@ -127,22 +127,5 @@ enum OpenWebUI {
             "ANONYMIZED_TELEMETRY": "false", "DO_NOT_TRACK": "true", "SCARF_NO_ANALYTICS": "true",
             "ENABLE_VERSION_UPDATE_CHECK": "false",
         ]
-    }
-
-    /// A TCP port free on loopback now (the kernel's pick for port 0).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestProcessError("socket() failed") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw TestProcessError("could not bind a loopback port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

@@ -29,7 +29,9 @@ struct SizerCalibrationTests {
         let estimate = ModelSizer.estimate(weightsBytes: size - header.dataOffset, shape: shape, context: context, parallel: slots)
 
         let directory = try TestEnvironment.temporaryDirectory("sizer")
-        let port = Int.random(in: 20_000...60_000)
+        // A port the kernel has just handed out: a random one collided once with another test's, and the engine
+        // that could not bind it was polled until the time limit.
+        let port = try TestEnvironment.freePort()
         // The arguments a node gives its engine: --ctx-size is the context of all slots together.
         let engine = try await TestProcess(
             name: "llama-server-\(context)",
@@ -41,7 +43,7 @@ struct SizerCalibrationTests {
             directory: directory
         )
         var healthy = false
-        for _ in 0..<300 where !healthy {
+        for _ in 0..<300 where !healthy && processIsAlive(engine.pid) {
             // A short timeout: the client retries a refused connection until the deadline.
             let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/health")
             healthy = (try? await HTTPClient.shared.execute(request, timeout: .seconds(1)))?.status == .ok
