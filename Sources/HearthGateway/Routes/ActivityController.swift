@@ -12,14 +12,10 @@ struct ActivityController {
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/api/activity") { request, _ in
             let minutes = Int(try QueryParameter.integer(request, "minutes", default: 60, in: 1...1440))
-            let now = Int64(Date().timeIntervalSince1970)
-            let bucket = Int64(Self.bucketSeconds)
-            let last = now / bucket * bucket
-            let first = last - Int64(minutes - 1) * bucket
-            let found = try await database.activity(since: Date(timeIntervalSince1970: TimeInterval(first)), bucketSeconds: Self.bucketSeconds)
-            let byStart = Dictionary(found.map { ($0.start, $0) }, uniquingKeysWith: { first, _ in first })
-            let buckets = stride(from: first, through: last, by: Int(bucket)).map { start in
-                byStart[start] ?? ActivityBucket(start: start, requests: 0, failed: 0, promptTokens: 0, completionTokens: 0)
+            let window = BucketWindow(count: minutes, seconds: Int64(Self.bucketSeconds))
+            let found = try await database.activity(since: window.since, bucketSeconds: Self.bucketSeconds)
+            let buckets = window.fill(found, start: \.start) {
+                ActivityBucket(start: $0, requests: 0, failed: 0, promptTokens: 0, completionTokens: 0)
             }
             return try CatalogController.response(Activity(bucketSeconds: Self.bucketSeconds, buckets: buckets))
         }
@@ -33,5 +29,27 @@ struct ActivityController {
             case bucketSeconds = "bucket_seconds"
             case buckets
         }
+    }
+}
+
+/// The last `count` buckets of `seconds` each, up to the one holding now: what the activity and history routes answer,
+/// every bucket present, oldest first.
+struct BucketWindow {
+    let first: Int64
+    let last: Int64
+    let seconds: Int64
+
+    init(count: Int, seconds: Int64, now: Date = Date()) {
+        self.seconds = seconds
+        last = Int64(now.timeIntervalSince1970) / seconds * seconds
+        first = last - Int64(count - 1) * seconds
+    }
+
+    var since: Date { Date(timeIntervalSince1970: TimeInterval(first)) }
+
+    /// Every bucket of the window: the one `found` for its start, else `empty(start)`.
+    func fill<Bucket>(_ found: [Bucket], start: KeyPath<Bucket, Int64>, empty: (Int64) -> Bucket) -> [Bucket] {
+        let byStart = Dictionary(found.map { ($0[keyPath: start], $0) }, uniquingKeysWith: { first, _ in first })
+        return stride(from: first, through: last, by: Int(seconds)).map { byStart[$0] ?? empty($0) }
     }
 }

@@ -35,18 +35,9 @@ struct ReciprocityController {
             }
             let days = try QueryParameter.integer(request, "days", default: 30, in: 1...366)
             let bucket: Int64 = days <= 2 ? 3600 : 86400
-            let now = Int64(Date().timeIntervalSince1970)
-            let last = now / bucket * bucket
-            let first = last - (days * 86400 / bucket - 1) * bucket
-            let found = try await quotas.database.accountActivity(
-                of: account.rawValue,
-                since: Date(timeIntervalSince1970: TimeInterval(first)),
-                bucketSeconds: Int(bucket)
-            )
-            let byStart = Dictionary(found.map { ($0.start, $0) }, uniquingKeysWith: { first, _ in first })
-            let buckets = stride(from: first, through: last, by: Int(bucket)).map {
-                byStart[$0] ?? AccountActivityBucket(start: $0, consumedTokens: 0, contributedTokens: 0)
-            }
+            let window = BucketWindow(count: Int(days * 86400 / bucket), seconds: bucket)
+            let found = try await quotas.database.accountActivity(of: account.rawValue, since: window.since, bucketSeconds: Int(bucket))
+            let buckets = window.fill(found, start: \.start) { AccountActivityBucket(start: $0, consumedTokens: 0, contributedTokens: 0) }
             return try CatalogController.response(History(account: account.rawValue, bucketSeconds: Int(bucket), buckets: buckets))
         }
     }
