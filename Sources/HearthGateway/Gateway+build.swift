@@ -91,6 +91,8 @@ public func buildGateway(
             logger: logger
         )
     }
+    // Before the API listens: a request in the first moments must find the stored pools warming, not be refused.
+    await pools?.restore()
     let dispatcher = Dispatcher(
         registry: registry,
         transport: nodeTransport,

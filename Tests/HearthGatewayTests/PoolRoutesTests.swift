@@ -66,8 +66,14 @@ struct PoolRoutesTests {
         let id = try await first.create(model: DefaultModel.id, nodes: only)
         await #expect(throws: APIFailure.self) { try await first.create(model: ModelID("no-such-model:q8_0")!) }
 
+        // A definition whose model the catalog no longer pins is dropped on restore, the others kept.
+        let unpinned = PoolRecord(id: PoolID.random().rawValue, model: "no-such-model:q8_0", nodes: nil, automatic: true, createdAt: Date())
+        try await database.savePool(unpinned)
+
         let second = reconciler()
         await second.restore()
+        #expect(second.views().count == 1)
+        #expect(try await database.pools().map(\.id) == [id.rawValue])
         let restored = try #require(second.views().first)
         #expect(restored.id == id && restored.model == DefaultModel.id && restored.state == .requested && !restored.automatic)
         #expect(second.pools.withLock { $0[id]?.only } == only)

@@ -137,6 +137,13 @@ public final class PoolReconciler: Service, Sendable {
         } catch {
             throw APIFailure(.server, "The pool could not be stored: \(error)")
         }
+        adopt(id: id, entry: entry, nodes: nodes, automatic: automatic)
+        logger.info("pool created", metadata: ["pool.id": "\(id)", "node.model": "\(entry.id)", "pool.automatic": "\(automatic)"])
+        return id
+    }
+
+    /// Takes a pool on, already stored, to be planned by the loop.
+    private func adopt(id: PoolID, entry: CatalogEntry, nodes: [NodeID]?, automatic: Bool) {
         let now = ContinuousClock.now
         pools.withLock {
             $0[id] = Instance(
@@ -148,9 +155,7 @@ public final class PoolReconciler: Service, Sendable {
                 lastUsed: now
             )
         }
-        logger.info("pool created", metadata: ["pool.id": "\(id)", "node.model": "\(entry.id)", "pool.automatic": "\(automatic)"])
         wake.notify()
-        return id
     }
 
     /// Stops a pool and forgets its definition; returns whether it existed.
@@ -162,19 +167,21 @@ public final class PoolReconciler: Service, Sendable {
         return true
     }
 
-    /// The pools stored by an earlier run, planned again.
+    /// Takes on the pools stored by an earlier run, to be planned again. Called before the API listens, so that no
+    /// request finds the model without its pool and is refused as unknown.
     func restore() async {
         guard let records = try? await database?.pools() else { return }
         for record in records {
-            guard let id = PoolID(record.id), let model = ModelID(record.model) else { continue }
             let nodes = record.nodes.map { $0.split(separator: ",").compactMap { NodeID(String($0)) } }
-            do {
-                _ = try await create(model: model, nodes: nodes, automatic: record.automatic, id: id)
-                logger.info("pool restored", metadata: ["pool.id": "\(id)"])
-            } catch {
-                logger.warning("a stored pool cannot be restored", metadata: ["pool.id": "\(id)", "error": "\(error.message)"])
+            guard let id = PoolID(record.id), let model = ModelID(record.model),
+                let entry = catalog.resolve(model), entry.sha256 != nil
+            else {
+                logger.warning("a stored pool cannot be restored: its model is not pinned by the catalog", metadata: ["pool.id": "\(record.id)", "node.model": "\(record.model)"])
                 try? await database?.deletePool(id: record.id)
+                continue
             }
+            adopt(id: id, entry: entry, nodes: nodes, automatic: record.automatic)
+            logger.info("pool restored", metadata: ["pool.id": "\(id)", "node.model": "\(entry.id)"])
         }
     }
 
@@ -276,7 +283,6 @@ public final class PoolReconciler: Service, Sendable {
     }
 
     public func run() async throws {
-        await restore()
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let seenRegistry = self.registry.changes.generation
