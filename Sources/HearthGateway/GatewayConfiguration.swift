@@ -55,6 +55,9 @@ public struct GatewayConfiguration: Sendable {
     /// Serve every request with a smaller model of its family when its own has no capacity (a request opts in alone
     /// with `X-Hearth-Allow-Degrade: 1`); answers say so in `X-Hearth-Degraded-From`.
     public var allowDegrade = false
+    /// Route to models that nodes serve through their owners' own servers even when the node could not check that the
+    /// server's file is the pinned one (`ExternalBackend.verified`).
+    public var allowUnverifiedBackends = false
     /// Which answers are spot-checked on another node, and how they are judged.
     public var spotChecks = SpotCheck.Policy()
     /// Seconds a client should wait before retrying when no node is ready.

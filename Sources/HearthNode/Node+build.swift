@@ -34,8 +34,8 @@ public func buildNode(
     logger: Logger,
     onDashboardRunning: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> Node {
-    guard !configuration.models.isEmpty || configuration.pool != nil else {
-        throw NodeStartError("no model to serve: give --model or use the default model")
+    guard !configuration.models.isEmpty || configuration.pool != nil || configuration.backend?.models.isEmpty == false else {
+        throw NodeStartError("no model to serve: give --model, use the default model, or map the models of your own server with --backend-model")
     }
     guard configuration.join != nil || configuration.joinProvider != nil else {
         throw NodeStartError("no gateway to join: give --join host:port#gateway-id")
@@ -92,7 +92,9 @@ public func buildNode(
     let engineBudget = budget - (configuration.pool?.memoryBytes ?? 0)
     let initial = EngineHost.initialLoad(configuration.models, budget: engineBudget)
     let changes = ChangeSignal()
-    let engines = zip(configuration.models, initial).map { EngineHandle(spec: $0, wanted: $1, changes: changes) }
+    let managed = zip(configuration.models, initial).map { EngineHandle(spec: $0, wanted: $1, changes: changes) }
+    let external = try backendEngines(configuration, changes: changes)
+    let engines = managed + external
     let host = EngineHost(engines: engines, budget: engineBudget)
     var stores: [String: ModelStore] = [:]
     for spec in configuration.models where spec.entry != nil {
@@ -145,7 +147,7 @@ public func buildNode(
     ).addRoutes(to: router)
     PoolController(worker: pools).addRoutes(to: router)
     LinkController(status: status, inFlight: inFlight).addRoutes(to: router)
-    let supervisors: [any Service] = engines.map {
+    var supervisors: [any Service] = managed.map {
         EngineSupervisorService(
             handle: $0,
             configuration: configuration,
@@ -154,6 +156,9 @@ public func buildNode(
             sandbox: sandbox,
             logger: logger
         )
+    }
+    if let backend = configuration.backend, !external.isEmpty {
+        supervisors.append(BackendMonitorService(settings: backend, engines: external, logger: logger))
     }
     let link = GatewayLinkService(
         identity: identity,
@@ -189,6 +194,31 @@ public func buildNode(
         controlTokenPath: controlTokenPath,
         sandbox: sandbox.report
     )
+}
+
+/// The handles of the owner's server's models (`--backend-model`), each under a pinned catalog id; they take no
+/// memory of the node's and are reported loading until the first look at the server.
+/// - Throws: `NodeStartError` for a mapping to a model the catalog does not pin, or one the node also runs itself.
+private func backendEngines(_ configuration: NodeConfiguration, changes: ChangeSignal) throws -> [EngineHandle] {
+    guard let backend = configuration.backend else { return [] }
+    var seen: Set<ModelID> = Set(configuration.models.map(\.id))
+    return try backend.models.map { mapping in
+        guard let entry = configuration.catalog.resolve(mapping.id), let sha256 = entry.sha256 else {
+            throw NodeStartError(
+                "--backend-model \(mapping.name)=\(mapping.id): the catalog pins no such model, so no node may serve it (`hearth catalog list`)"
+            )
+        }
+        guard seen.insert(entry.id).inserted else {
+            throw NodeStartError("\(entry.id) is served twice (by --model or another --backend-model); map it once")
+        }
+        let handle = EngineHandle(
+            spec: ModelSpec(id: entry.id, path: "", sha256: sha256, entry: entry),
+            changes: changes,
+            backend: (backend.baseURL, mapping.name)
+        )
+        handle.update { $0.detail = "asking the owner's server" }
+        return handle
+    }
 }
 
 /// Stops every rpc-server and head of the node when it shuts down.

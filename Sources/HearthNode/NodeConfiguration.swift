@@ -52,6 +52,8 @@ public struct NodeConfiguration: Sendable {
     public var modelsDirectory: String?
     /// What the node lends to pools (out of `limits.memoryBytes`); `nil` lends nothing.
     public var pool: PoolSettings?
+    /// The owner's own OpenAI-compatible server, whose models the node serves beside (or instead of) its engines.
+    public var backend: BackendSettings?
 
     public init() {}
 
@@ -108,4 +110,61 @@ public struct ModelSpec: Sendable, Equatable, Codable {
             memoryBytes: estimate.totalBytes
         )
     }
+}
+
+/// The owner's own OpenAI-compatible server (Ollama, vLLM, LM Studio, a llama-server of their own) and the names of
+/// its models in the catalog (`--backend`, `--backend-model`).
+public struct BackendSettings: Sendable, Equatable {
+    /// One of the server's models, served under a catalog id.
+    public struct Mapping: Sendable, Equatable {
+        /// The server's name for it (`/v1/models`).
+        public var name: String
+        /// The catalog id whose pinned sha256 the owner states the server serves.
+        public var id: ModelID
+
+        public init(name: String, id: ModelID) {
+            self.name = name
+            self.id = id
+        }
+    }
+
+    /// The API's base URL, up to and including `/v1` (`http://127.0.0.1:11434/v1`).
+    public var baseURL: String
+    public var models: [Mapping]
+    /// How often the node asks the server which models it has (and checks their files again).
+    public var checkInterval: Duration = .seconds(15)
+
+    public init(baseURL: String, models: [Mapping]) {
+        self.baseURL = baseURL
+        self.models = models
+    }
+
+    /// `openai:URL`, as `--backend` takes it; the URL must be http(s) and end in `/v1`.
+    public static func parse(_ text: String) throws(BackendSettingsError) -> String {
+        guard text.hasPrefix("openai:") else {
+            throw BackendSettingsError("--backend takes openai:URL (e.g. openai:http://127.0.0.1:11434/v1), not \(text)")
+        }
+        var url = String(text.dropFirst("openai:".count))
+        while url.hasSuffix("/") { url.removeLast() }
+        guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host?.isEmpty == false else {
+            throw BackendSettingsError("--backend needs an http(s) URL, not \(url)")
+        }
+        guard url.hasSuffix("/v1") else {
+            throw BackendSettingsError("--backend's URL must end in /v1, where the OpenAI API is (\(url)/v1?)")
+        }
+        return url
+    }
+
+    /// `NAME=CATALOG_ID`, as `--backend-model` takes it.
+    public static func mapping(_ text: String) throws(BackendSettingsError) -> (name: String, id: String) {
+        guard let equals = text.lastIndex(of: "="), equals != text.startIndex, text.index(after: equals) != text.endIndex else {
+            throw BackendSettingsError("--backend-model takes NAME=CATALOG_ID (the server's name, then the catalog id), not \(text)")
+        }
+        return (String(text[..<equals]), String(text[text.index(after: equals)...]))
+    }
+}
+
+public struct BackendSettingsError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    init(_ description: String) { self.description = description }
 }

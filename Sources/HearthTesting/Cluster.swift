@@ -52,6 +52,20 @@ public final class Cluster: Sendable {
         return node
     }
 
+    /// Starts a node that runs no engine of its own: `arguments` say what it serves (e.g. `--backend`), after its
+    /// join, data folder and name.
+    public func startNode(_ name: String, serving arguments: [String]) async throws -> TestProcess {
+        let node = try await TestProcess(
+            name: name,
+            executable: try TestEnvironment.hearthBinary(),
+            arguments: ["node", "--join", join, "--data-dir", "\(directory)/\(name)", "--name", name, "--no-dashboard"] + arguments,
+            directory: directory
+        )
+        started.withLock { $0.append(node) }
+        _ = try await node.waitForLine { $0.hasPrefix("READY node=") }
+        return node
+    }
+
     /// The arguments of `hearth node` serving the default model with one thread.
     public static func nodeArguments(name: String, directory: String, join: String) throws -> [String] {
         [

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HearthCore
 import HearthGateway
+import HearthNode
 import HearthTesting
 import Testing
 
@@ -75,6 +76,15 @@ struct NodeConfigFileTests {
         #expect(file.aliases == ["a"])
     }
 
+    @Test func readsABackendAndItsModels() throws {
+        let file = try NodeConfigFile.load(
+            try write(#"{"backend": "openai:http://127.0.0.1:11434/v1", "backend_models": {"smollm2:135m": "smollm2-135m-instruct:q4_1"}}"#)
+        )
+        #expect(file.backend == "openai:http://127.0.0.1:11434/v1")
+        #expect(file.backendModels == ["smollm2:135m": "smollm2-135m-instruct:q4_1"])
+        #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"backend_models": ["a=b"]}"#)) }
+    }
+
     @Test func refusesUnknownKeysWrongTypesAndNonJSON() throws {
         #expect(throws: ValidationError.self) { try NodeConfigFile.load(try write(#"{"thread": 3}"#)) }
         // A file path and a hash are no longer node settings: models come from the catalog.
@@ -87,6 +97,38 @@ struct NodeConfigFileTests {
             _ = try NodeConfigFile.load(try write(#"{"thread": 3}"#))
         } catch let error as ValidationError {
             #expect(error.message.contains("unknown key 'thread'"))
+        }
+    }
+}
+
+struct BackendOptionTests {
+    @Test func takesAnOpenAIServerAndItsModelNames() throws {
+        #expect(try BackendSettings.parse("openai:http://127.0.0.1:11434/v1/") == "http://127.0.0.1:11434/v1")
+        #expect(try BackendSettings.mapping("llama3.2:1b=llama-3.2-1b-instruct:q8_0") == ("llama3.2:1b", "llama-3.2-1b-instruct:q8_0"))
+        let node = try HearthCommand.parseAsRoot([
+            "node", "--backend", "openai:http://192.168.1.5:8000/v1", "--backend-model", "a=smollm2-135m-instruct:q4_1",
+            "--backend-check-interval", "2s",
+        ])
+        #expect(node is NodeCommand)
+    }
+
+    @Test func refusesWhatCannotBeAServerOrAMappingWithTheReason() {
+        for (arguments, reason) in [
+            (["--backend", "http://127.0.0.1:11434/v1"], "openai:URL"),
+            (["--backend", "openai:ftp://host/v1"], "http(s)"),
+            (["--backend", "openai:http://127.0.0.1:11434"], "must end in /v1"),
+            (["--backend", "openai:http://h/v1", "--backend-model", "just-a-name"], "NAME=CATALOG_ID"),
+            (["--backend", "openai:http://h/v1", "--backend-model", "a="], "NAME=CATALOG_ID"),
+            (["--backend-model", "a=smollm2-135m-instruct:q4_1"], "needs --backend"),
+            (["--backend", "openai:http://h/v1", "--backend-check-interval", "often"], "--backend-check-interval"),
+        ] {
+            do {
+                _ = try HearthCommand.parseAsRoot(["node"] + arguments)
+                Issue.record("\(arguments) was accepted")
+            } catch {
+                let message = HearthCommand.message(for: error)
+                #expect(message.contains(reason), "\(arguments): \(message)")
+            }
         }
     }
 }

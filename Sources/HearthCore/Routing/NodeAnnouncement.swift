@@ -82,7 +82,7 @@ public struct NodeReport: Codable, Sendable, Equatable {
 
     /// The revision of a state: engine states in order, whether the node drains, then its pool work.
     public static func revision(models: [ServedModel], draining: Bool, pool work: [PoolWorkStatus] = []) -> String {
-        models.map { "\($0.id)=\($0.state.rawValue)" }.joined(separator: ",") + (draining ? ";draining" : ";serving")
+        models.map { "\($0.id)=\($0.state.rawValue)\($0.backend?.verified == false ? "?" : "")" }.joined(separator: ",") + (draining ? ";draining" : ";serving")
             + work.map { ";\($0.pool)/\($0.epoch)/\($0.role.rawValue)=\($0.state.rawValue)\(($0.stalledSeconds ?? 0) > 0 ? "+stalled" : "")" }
             .joined()
     }
@@ -148,6 +148,10 @@ extension NodeReport {
                 throw ReportError(field: "models.aliases", problem: "lists more than \(Bound.aliases)")
             }
             if let detail = model.detail { try text(detail, "models.detail", limit: Bound.detail) }
+            if let backend = model.backend {
+                try text(backend.kind, "models.backend.kind", limit: Bound.text)
+                try text(backend.evidence, "models.backend.evidence", limit: Bound.detail)
+            }
         }
     }
 }
@@ -224,6 +228,8 @@ public struct ServedModel: Codable, Sendable, Equatable {
     public var pool: PoolID?
     /// Its engine answers `/v1/embeddings` too (started with `--embeddings`); absent when it does not.
     public var embeddings: Bool?
+    /// The owner's own server answers for it (`--backend`), not an engine the node runs; absent for managed engines.
+    public var backend: ExternalBackend?
 
     public init(
         id: ModelID,
@@ -234,9 +240,11 @@ public struct ServedModel: Codable, Sendable, Equatable {
         state: EngineState,
         detail: String? = nil,
         pool: PoolID? = nil,
-        embeddings: Bool? = nil
+        embeddings: Bool? = nil,
+        backend: ExternalBackend? = nil
     ) {
         self.embeddings = embeddings
+        self.backend = backend
         self.id = id
         self.aliases = aliases
         self.sha256 = sha256
@@ -245,5 +253,24 @@ public struct ServedModel: Codable, Sendable, Equatable {
         self.state = state
         self.detail = detail
         self.pool = pool
+    }
+}
+
+/// A model a node serves through the owner's own OpenAI-compatible server, and what the node could check of it.
+///
+/// The node maps the server's model name to a catalog id; the catalog's sha256 is what the owner states the server
+/// serves. `verified` says whether the node could check that (Ollama's blob digest, or the file llama-server names,
+/// hashed); `evidence` says how, or why it could not. A server found serving another file is not reported ready at
+/// all. The gateway routes to unverified ones only when its operator allows it (`--allow-unverified-backends`).
+public struct ExternalBackend: Codable, Sendable, Equatable {
+    /// The protocol the node speaks to it: `openai`.
+    public var kind: String
+    public var verified: Bool
+    public var evidence: String
+
+    public init(kind: String, verified: Bool, evidence: String) {
+        self.kind = kind
+        self.verified = verified
+        self.evidence = evidence
     }
 }

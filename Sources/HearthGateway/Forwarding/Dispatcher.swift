@@ -39,6 +39,8 @@ public struct Dispatcher: Sendable {
     let catalog: Catalog
     /// Pools: asked when no node is ready for a model, told when a request goes to a pool's head.
     var pools: PoolReconciler?
+    /// Whether models a node serves through its owner's own server, unchecked, are routed to (`ExternalBackend`).
+    var allowUnverifiedBackends = false
     /// Retries in flight, held within `retryBudget` of the requests in flight.
     let retries = RetriesInFlight()
     package var retryBudget = RetryBudget()
@@ -107,6 +109,12 @@ public struct Dispatcher: Sendable {
                 nodes[index].models.removeAll { model in model.pool.map { !pools.serves($0, head: node) } ?? false }
             }
         }
+        // A model from an owner's own server whose file the node could not check is routed to only when allowed.
+        let withUnverified = nodes
+        if !allowUnverifiedBackends {
+            // A failed one stays: it is served by no one anyway, and keeps the model known (503, not 404).
+            for index in nodes.indices { nodes[index].models.removeAll { $0.backend?.verified == false && $0.state != .failed } }
+        }
         // Embeddings go only to engines started for them.
         if endpoint == .embeddings {
             for index in nodes.indices { nodes[index].models.removeAll { $0.embeddings != true || $0.pool != nil } }
@@ -125,6 +133,19 @@ public struct Dispatcher: Sendable {
                 logger.info("degrading to a smaller model", metadata: ["model.asked": "\(model)", "model.served": "\(alternative.id)"])
                 break
             }
+        }
+        if !plan.hasCandidates, !allowUnverifiedBackends, endpoint != .embeddings,
+            RoutePlanner.plan(model: model, nodes: withUnverified, catalog: catalog).hasCandidates
+        {
+            throw DispatchFailure(
+                APIFailure(
+                    .unavailable,
+                    "'\(model)' is served now only by owners' own servers whose file could not be checked, and this gateway "
+                        + "does not route to unverified backends (its operator can allow them with --allow-unverified-backends).",
+                    code: "model_unverified"
+                ),
+                retryAfter: retryAfterSeconds
+            )
         }
         switch plan {
         case .unknownModel:

@@ -7,6 +7,8 @@ import NIOFoundationEssentialsCompat
 /// Where operators list the nodes. Nodes themselves never call the API: they report over their links.
 struct NodesController {
     let registry: NodeRegistry
+    /// The gateway's `--allow-unverified-backends`, shown with every model from an owner's own server as `routed`.
+    var allowUnverifiedBackends = false
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/api/nodes") { _, _ in
@@ -15,6 +17,13 @@ struct NodesController {
             let refused = registry.refusedReceipts()
             let nodes = try registry.announcements().map { announcement -> JSONValue in
                 var node = try JSONDecoder().decode(JSONValue.self, from: try JSONEncoder().encode(announcement))
+                if var models = node["models"]?.arrayValue {
+                    for index in models.indices where models[index]["backend"] != nil {
+                        let verified = models[index]["backend"]?["verified"]?.boolValue == true
+                        models[index]["backend"]?["routed"] = .bool(verified || allowUnverifiedBackends)
+                    }
+                    node["models"] = .array(models)
+                }
                 node["refusedReceipts"] = .integer(Int64(refused[announcement.nodeID] ?? 0))
                 if let joined = registry.joined(announcement.nodeID) {
                     node["linkedSince"] = .string(joined.formatted(.iso8601))

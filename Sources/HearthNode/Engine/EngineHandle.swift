@@ -15,6 +15,8 @@ public final class EngineHandle: Sendable {
 
         /// The model file's size, once it exists.
         public var sizeBytes: UInt64
+        /// For a model of the owner's own server: what the node could check of it.
+        public var backend: ExternalBackend? = nil
     }
 
     /// Whether the engine should run, and its use, for the host's least-recently-used eviction.
@@ -29,18 +31,21 @@ public final class EngineHandle: Sendable {
     }
 
     public let spec: ModelSpec
+    /// The owner's own server answers for this model under this name, instead of an engine the node runs.
+    let backend: (baseURL: String, name: String)?
     private let current: Mutex<Snapshot>
     private let demand: Mutex<Demand>
     /// Engines evicted to make room for this one: it starts only once their processes are gone.
     private let predecessors = Mutex<[EngineHandle]>([])
     /// Told of every state change, so the node's report answers a waiting poll at once.
-    private let changes: ChangeSignal
+    let changes: ChangeSignal
 
     /// - Parameters:
     ///   - wanted: whether the supervisor loads the model as soon as it runs (otherwise it waits in standby).
     ///   - changes: the node's change signal (see `NodeStatus`).
-    init(spec: ModelSpec, wanted: Bool = true, changes: ChangeSignal = ChangeSignal()) {
+    init(spec: ModelSpec, wanted: Bool = true, changes: ChangeSignal = ChangeSignal(), backend: (baseURL: String, name: String)? = nil) {
         self.spec = spec
+        self.backend = backend
         self.changes = changes
         current = Mutex(
             Snapshot(state: wanted ? .loading : .standby, port: nil, detail: wanted ? "preparing" : nil, starts: 0, pid: nil, sizeBytes: 0)

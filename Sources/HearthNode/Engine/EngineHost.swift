@@ -33,9 +33,9 @@ final class EngineHost: Sendable {
         engines.first { $0.serves(name) }
     }
 
-    /// Gets `engine` ready for one request and returns its port; the caller calls `engine.end()` when done.
+    /// Gets `engine` ready for one request and returns where to send it; the caller calls `engine.end()` when done.
     /// - Throws: `APIFailure` when the model cannot be loaded now (no room, a failed download, a refused file).
-    func acquire(_ engine: EngineHandle) async throws(APIFailure) -> Int {
+    func acquire(_ engine: EngineHandle) async throws(APIFailure) -> EngineAddress {
         engine.begin()
         do {
             try admit(engine)
@@ -75,10 +75,11 @@ final class EngineHost: Sendable {
     }
 
     /// Waits until the engine is ready, or its load failed.
-    private func ready(_ engine: EngineHandle) async throws(APIFailure) -> Int {
+    private func ready(_ engine: EngineHandle) async throws(APIFailure) -> EngineAddress {
         while true {
             let snapshot = engine.snapshot
-            if snapshot.state == .ready, let port = snapshot.port { return port }
+            if snapshot.state == .ready, let backend = engine.backend { return EngineAddress(backend: backend.baseURL, name: backend.name) }
+            if snapshot.state == .ready, let port = snapshot.port { return EngineAddress(port: port) }
             if let failure = engine.permanentFailure {
                 throw APIFailure(.unavailable, "The node refuses to load \(engine.spec.id): \(failure)", code: "model_refused")
             }
@@ -86,11 +87,36 @@ final class EngineHost: Sendable {
                 let reason = snapshot.detail ?? "it was unloaded"
                 throw APIFailure(.unavailable, "The node could not load \(engine.spec.id): \(reason)", code: "model_not_ready")
             }
-            do {
-                try await Task.sleep(for: .milliseconds(50))
-            } catch {
+            // Every state change rings the node's signal; the deadline only bounds a missed `want(false)`.
+            await engine.changes.wait(until: .now + .seconds(1)) { engine.snapshot != snapshot }
+            if Task.isCancelled {
                 throw APIFailure(.unavailable, "The request was cancelled while \(engine.spec.id) loaded.", code: "model_not_ready")
             }
         }
     }
+}
+
+/// Where one request for a model goes: a managed engine on a loopback port, or the owner's own server.
+struct EngineAddress: Sendable, Equatable {
+    /// Scheme, host and port (and any path before `/v1`): request paths such as `/v1/chat/completions` follow it.
+    let root: String
+    /// A managed llama-server's port: only there are llama.cpp's own routes (`/apply-template`, `/tokenize`).
+    let port: Int?
+    /// The owner's server's name for the model, which requests must carry instead of the catalog id.
+    let backendName: String?
+
+    init(port: Int) {
+        root = "http://127.0.0.1:\(port)"
+        self.port = port
+        backendName = nil
+    }
+
+    /// `baseURL` ends in `/v1` (`BackendSettings.parse`).
+    init(backend baseURL: String, name: String) {
+        root = String(baseURL.dropLast("/v1".count))
+        port = nil
+        backendName = name
+    }
+
+    func url(_ path: String) -> String { root + path }
 }

@@ -128,7 +128,8 @@ final class NodeStatus: Sendable {
                 sizeBytes: snapshot.sizeBytes,
                 state: snapshot.state,
                 detail: snapshot.detail,
-                embeddings: engine.spec.servesEmbeddings(forAll: configuration.embeddings) ? true : nil
+                embeddings: engine.backend == nil && engine.spec.servesEmbeddings(forAll: configuration.embeddings) ? true : nil,
+                backend: snapshot.backend
             )
         }
         let offer = pools?.offer()
@@ -148,7 +149,10 @@ final class NodeStatus: Sendable {
     /// The revision of the current state, cheaper than a whole report.
     var revision: String {
         NodeReport.revision(
-            models: engines.map { ServedModel(id: $0.spec.id, sha256: $0.spec.sha256, contextLength: 0, sizeBytes: 0, state: $0.snapshot.state) }
+            models: engines.map { engine in
+                let snapshot = engine.snapshot
+                return ServedModel(id: engine.spec.id, sha256: engine.spec.sha256, contextLength: 0, sizeBytes: 0, state: snapshot.state, backend: snapshot.backend)
+            }
                 + (pools?.servedModels() ?? []),
             draining: draining || paused,
             pool: pools?.statuses ?? []

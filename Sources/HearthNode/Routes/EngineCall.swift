@@ -17,6 +17,8 @@ struct EngineCall {
     var rewriter: EngineStreamRewriter?
     /// For a continuation: how many prompt tokens were the earlier answer.
     var prefill: Int?
+    /// For a whole answer from the owner's own server: the catalog id its `model` must name again.
+    var answerModel: ModelID?
 
     /// A request passed on as it came (a whole answer, not a stream).
     static func unchanged(path: String, body: ByteBuffer) -> EngineCall {
@@ -95,6 +97,36 @@ struct EngineCall {
             ),
             prefill: prefill
         )
+    }
+
+    /// The call for the owner's own server (`--backend`): the request under the server's name for the model, without
+    /// llama.cpp's own extensions, and the answer named by the catalog id again. Its stream's events carry no token
+    /// ids (the OpenAI API has none), so the gateway can continue them elsewhere from their text only.
+    /// - Throws: `APIFailure` for a continuation: the server has no token prompt to take one.
+    static func backend(path: String, body: JSONValue, name: String, model: ModelID) throws(APIFailure) -> EngineCall {
+        guard body[Continuation.field] == nil else {
+            throw APIFailure(
+                .unavailable,
+                "This node serves '\(model)' through its owner's own server, which cannot continue another node's answer.",
+                code: "not_continuable"
+            )
+        }
+        var forwarded = body
+        forwarded["model"] = .string(name)
+        forwarded["timings_per_token"] = nil
+        guard body["stream"]?.boolValue == true else {
+            return EngineCall(path: path, body: try encode(forwarded), answerModel: model)
+        }
+        let shape = EngineStreamRewriter.Shape(chat: path == CompletionEndpoint.chat.rawValue, keepLogprobs: true, model: model.rawValue)
+        return EngineCall(path: path, body: try encode(forwarded), rewriter: EngineStreamRewriter(shape: shape))
+    }
+
+    /// A whole answer from the owner's server, its `model` named by the catalog id again (unchanged if it is no JSON
+    /// object).
+    static func renamed(_ answer: ByteBuffer, model: ModelID) -> ByteBuffer {
+        guard var json = try? JSONValue.parse(answer.readableBytesView), case .object = json, json["model"] != nil else { return answer }
+        json["model"] = .string(model.rawValue)
+        return (try? encode(json)) ?? answer
     }
 
     private static func encode(_ body: JSONValue) throws(APIFailure) -> ByteBuffer {

@@ -83,7 +83,7 @@ struct EngineProxyController {
         } else {
             return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
-        if path == CompletionEndpoint.embeddings.rawValue, shares != nil || !engine.spec.servesEmbeddings(forAll: embeddingsForAll) {
+        if path == CompletionEndpoint.embeddings.rawValue, shares != nil || engine.backend != nil || !engine.spec.servesEmbeddings(forAll: embeddingsForAll) {
             return Self.error(
                 APIFailure(.invalidRequest, "This node serves '\(name)' without embeddings.", param: "model", code: "embeddings_not_served")
             )
@@ -100,19 +100,24 @@ struct EngineProxyController {
         }
         // Loads the model first when it is in standby (evicting idle ones); the engine counts this request as its
         // use until the answer ends.
-        let port: Int
+        let address: EngineAddress
         do {
-            port = try await host.acquire(engine)
+            address = try await host.acquire(engine)
         } catch {
             return Self.error(error)
         }
-        if path == CompletionEndpoint.embeddings.rawValue {
+        if path == CompletionEndpoint.embeddings.rawValue, let port = address.port {
             return await embed(body, engine: engine, port: port, request: request)
         }
         let call: EngineCall
         do {
-            // A stream's events are marked with their token ids, so that the gateway can continue it elsewhere.
-            if fields?.stream == true, let json = try? JSONDecoder().decode(JSONValue.self, from: body) {
+            if let name = address.backendName {
+                guard let json = try? JSONValue.parse(body.readableBytesView) else {
+                    throw APIFailure(.invalidRequest, "The body must be JSON.", code: "invalid_json")
+                }
+                call = try EngineCall.backend(path: path, body: json, name: name, model: engine.spec.id)
+            } else if fields?.stream == true, let port = address.port, let json = try? JSONDecoder().decode(JSONValue.self, from: body) {
+                // A stream's events are marked with their token ids, so that the gateway can continue it elsewhere.
                 call = try await EngineCall.stream(path: path, body: json, port: port)
             } else if fields?.continuation != nil {
                 throw APIFailure(.invalidRequest, "Only a stream can be continued.", param: Continuation.field, code: "not_continuable")
@@ -123,7 +128,7 @@ struct EngineProxyController {
             engine.end()
             return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
         }
-        var upstream = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(call.path)")
+        var upstream = HTTPClientRequest(url: address.url(call.path))
         upstream.method = .POST
         upstream.headers.add(name: "content-type", value: "application/json")
         // A new loopback connection per request: llama-server closes idle keep-alive connections after 5 s, and a
@@ -160,6 +165,9 @@ struct EngineProxyController {
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
         if let prefill = call.prefill { headers[Self.prefillHeader] = String(prefill) }
         let rewriterAtStart = call.rewriter
+        let answerModel = call.answerModel
+        // An owner's server that reports no usage is metered as the gateway meters it: one token per streamed event.
+        let meteredByEvents = engine.backend != nil
         let load = self.load
         let receipts = self.receipts
         let inFlight = self.inFlight
@@ -196,6 +204,8 @@ struct EngineProxyController {
                 var tap = UsageTap(streaming: fields?.stream ?? false)
                 var outcome = Receipt.Outcome.ok
                 var chunks = relay.makeAsyncIterator()
+                // A whole answer from the owner's server is held, to name the catalog's model in it again.
+                var held = answerModel.map { _ in ByteBuffer() }
                 while true {
                     let chunk: ByteBuffer?
                     do {
@@ -209,11 +219,16 @@ struct EngineProxyController {
                         outcome = .cancelled
                         break
                     }
-                    let rewritten = rewriter?.rewrite(chunk) ?? chunk
+                    var rewritten = rewriter?.rewrite(chunk) ?? chunk
                     tap.observe(rewritten)
+                    if held != nil {
+                        held?.writeBuffer(&rewritten)
+                        continue
+                    }
                     // A failed write means the gateway went away: the stream is reset, so no receipt can follow.
                     if rewritten.readableBytes > 0 { try await writer.write(rewritten) }
                 }
+                if let whole = held, let answerModel { try await writer.write(EngineCall.renamed(whole, model: answerModel)) }
                 if let rest = rewriter?.finish(), rest.readableBytes > 0 {
                     tap.observe(rest)
                     try await writer.write(rest)
@@ -224,7 +239,7 @@ struct EngineProxyController {
                     requestID: requestID,
                     consumer: consumer,
                     spec: spec,
-                    usage: outcome == .cancelled ? tap.partialUsage : tap.usage,
+                    usage: outcome == .cancelled || (outcome == .ok && meteredByEvents) ? (tap.usage ?? tap.partialUsage) : tap.usage,
                     maxTokens: maxTokens,
                     startedAt: startedAt,
                     outcome: outcome,

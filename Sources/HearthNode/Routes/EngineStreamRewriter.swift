@@ -16,7 +16,9 @@ struct EngineStreamRewriter: Sendable {
         /// The client asked for log-probabilities itself: they stay.
         var keepLogprobs: Bool
         /// A continuation: the stream's `id` and `created`, and whether text-completion events become chat chunks.
-        var continuation: (id: String, created: Int64, asChat: Bool)?
+        var continuation: (id: String, created: Int64, asChat: Bool)? = nil
+        /// The `model` every event names (the catalog id, where the owner's own server names it its way).
+        var model: String? = nil
     }
 
     let shape: Shape
@@ -58,6 +60,7 @@ struct EngineStreamRewriter: Sendable {
             }
             chunk["choices"] = .array(choices)
         }
+        if let model = shape.model, chunk["model"] != nil { chunk["model"] = .string(model) }
         if let continuation = shape.continuation {
             chunk["id"] = .string(continuation.id)
             chunk["created"] = .integer(continuation.created)

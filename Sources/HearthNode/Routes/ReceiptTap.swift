@@ -43,7 +43,9 @@ struct UsageTap {
     var partialUsage: TokenUsage? {
         if let usage { return usage }
         guard streaming, events > 0 || promptFromTimings != nil else { return nil }
-        return TokenUsage(promptTokens: promptFromTimings ?? 0, completionTokens: max(0, events - 1))
+        // `[DONE]` is no event the gateway counts (a whole stream without usage ends with it).
+        let done = kept.readableBytesView.suffix(14).elementsEqual("data: [DONE]\n\n".utf8)
+        return TokenUsage(promptTokens: promptFromTimings ?? 0, completionTokens: max(0, events - (done ? 2 : 1)))
     }
 
     /// The engine's counts, if it reported them.

@@ -126,8 +126,8 @@ export function shortID(id) {
   return id ? String(id).slice(0, 10) : "–";
 }
 
-export function badge(text, kind) {
-  return el("span", { class: `badge ${kind}` }, text);
+export function badge(text, kind, title) {
+  return el("span", title ? { class: `badge ${kind}`, title } : { class: `badge ${kind}` }, text);
 }
 
 /**

@@ -11,6 +11,14 @@ function modelState(model) {
   return badge(model.state, kinds[model.state] || "idle");
 }
 
+// A model from an owner's own server: whether the node could check its file, and whether this gateway routes to it.
+function backendBadge(model) {
+  const backend = model.backend;
+  if (!backend) return null;
+  if (backend.verified) return badge("own server, verified", "ok", backend.evidence);
+  return badge(backend.routed ? "own server, unverified" : "own server, unverified: not routed", backend.routed ? "warn" : "bad", backend.evidence);
+}
+
 function nodeState(node) {
   if (node.draining) return badge("draining", "warn");
   if ((node.models || []).some((m) => m.state === "ready")) return badge("serving", "ok");
@@ -38,7 +46,7 @@ function renderNodes(nodes) {
             el("td", { class: "mono", title: node.nodeID }, shortID(node.nodeID)),
             el("td", { class: "mono", title: node.account || "" }, node.account ? shortID(node.account) : el("span", { class: "muted" }, "none")),
             el("td", {}, nodeState(node)),
-            el("td", {}, (node.models || []).map((m) => el("div", {}, m.id, " ", modelState(m), m.detail ? el("span", { class: "muted small" }, ` ${m.detail}`) : null))),
+            el("td", {}, (node.models || []).map((m) => el("div", {}, m.id, " ", modelState(m), m.backend ? " " : null, backendBadge(m), m.detail ? el("span", { class: "muted small" }, ` ${m.detail}`) : null))),
             el("td", {}, `${node.inFlight} / ${slots}`),
             el("td", {}, score(node.routing?.score), node.routing?.ejectedForSeconds ? el("div", { class: "small" }, badge(`ejected ${duration(node.routing.ejectedForSeconds)}`, "bad")) : null),
             el("td", {}, spot ? `${number(spot.reputation, 2)} (${spot.checked} checked)` : "–"),

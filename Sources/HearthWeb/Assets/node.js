@@ -39,7 +39,7 @@ function render(status) {
   const kinds = { ready: "ok", loading: "warn", downloading: "warn", starting: "warn", standby: "idle", failed: "bad" };
   fill(
     $("engines"),
-    (status.models || []).map((m) => el("tr", { "data-model": m.id, "data-state": m.state }, el("td", {}, m.id), el("td", {}, badge(m.state, kinds[m.state] || "idle")), el("td", {}, progress(m.detail)), el("td", {}, bytes(m.sizeBytes)))),
+    (status.models || []).map((m) => el("tr", { "data-model": m.id, "data-state": m.state }, el("td", {}, m.id), el("td", {}, badge(m.state, kinds[m.state] || "idle"), m.backend ? el("div", { class: "small muted", "data-backend": m.backend.verified ? "verified" : "unverified" }, `your server, ${m.backend.verified ? "verified" : "unverified"}: ${m.backend.evidence}`) : null), el("td", {}, progress(m.detail)), el("td", {}, bytes(m.sizeBytes)))),
   );
   const hw = status.hardware || {}, limits = status.limits || {};
   fill(

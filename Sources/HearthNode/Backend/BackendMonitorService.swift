@@ -1,0 +1,129 @@
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import Logging
+import NIOCore
+import NIOFoundationEssentialsCompat
+import NIOHTTP1
+import ServiceLifecycle
+import Synchronization
+
+/// Watches the owner's own OpenAI-compatible server (`--backend`) for the node's mapped models, every
+/// `checkInterval`: a model the server lists is reported ready, with what the node could check of its file
+/// (`BackendCheck`); one it does not list, or whose file is not the pinned one, is reported failed and never served.
+struct BackendMonitorService: Service {
+    let settings: BackendSettings
+    /// The handles of the mapped models (each with its `backend`).
+    let engines: [EngineHandle]
+    let logger: Logger
+
+    /// Files already hashed, by path, size and modification time: a 100 MB file is hashed once, not every check.
+    private final class DigestCache: Sendable {
+        private let entries = Mutex<[String: (size: UInt64, modified: Date, digest: SHA256Digest)]>([:])
+
+        func digest(of path: String) async -> SHA256Digest? {
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+                let size = (attributes[.size] as? NSNumber)?.uint64Value, let modified = attributes[.modificationDate] as? Date
+            else { return nil }
+            if let known = entries.withLock({ $0[path] }), known.size == size, known.modified == modified { return known.digest }
+            guard let digest = try? await FileDigest.sha256(ofFileAt: path) else { return nil }
+            entries.withLock { $0[path] = (size, modified, digest) }
+            return digest
+        }
+    }
+
+    private let digests = DigestCache()
+
+    init(settings: BackendSettings, engines: [EngineHandle], logger: Logger) {
+        self.settings = settings
+        self.engines = engines
+        self.logger = logger
+    }
+
+    func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await check()
+                try await Task.sleep(for: settings.checkInterval)
+            }
+        }
+    }
+
+    /// One look at the server for every mapped model.
+    func check() async {
+        let root = String(settings.baseURL.dropLast("/v1".count))
+        let listed: [String]
+        do {
+            let answer = try await Self.exchange(settings.baseURL + "/models")
+            guard let names = BackendCheck.listedModels(answer) else { throw BackendAnswerError("its /v1/models is not a model list") }
+            listed = names
+        } catch {
+            for engine in engines {
+                apply(.refused("the owner's server at \(settings.baseURL) does not answer: \(error)"), to: engine)
+            }
+            return
+        }
+        for engine in engines {
+            guard let backend = engine.backend else { continue }
+            guard listed.contains(backend.name) else {
+                let others = listed.prefix(8).joined(separator: ", ")
+                apply(.refused("the owner's server lists no model '\(backend.name)' (it lists: \(others.isEmpty ? "none" : others))"), to: engine)
+                continue
+            }
+            apply(BackendCheck.verdict(evidence: await evidence(for: backend.name, root: root), pinned: engine.spec.sha256), to: engine)
+        }
+    }
+
+    /// What the server says about the file behind `name`: Ollama's blob first, then llama-server's loaded file.
+    private func evidence(for name: String, root: String) async -> BackendCheck.Evidence {
+        if let show = try? await Self.exchange(root + "/api/show", body: ["model": .string(name)]), let blob = BackendCheck.ollamaBlob(show) {
+            return .ollamaBlob(blob)
+        }
+        if let props = try? await Self.exchange(root + "/props"), let path = BackendCheck.loadedFile(props) {
+            return .file(path: path, sha256: await digests.digest(of: path))
+        }
+        return .none
+    }
+
+    private func apply(_ verdict: BackendCheck.Verdict, to engine: EngineHandle) {
+        let before = engine.snapshot
+        var after = before
+        switch verdict {
+        case .verified(let evidence), .unverified(let evidence):
+            after.state = .ready
+            after.detail = nil
+            after.backend = ExternalBackend(kind: "openai", verified: { if case .verified = verdict { true } else { false } }(), evidence: evidence)
+        case .refused(let reason):
+            after.state = .failed
+            after.detail = reason
+            after.backend = ExternalBackend(kind: "openai", verified: false, evidence: reason)
+        }
+        guard after != before else { return }
+        engine.update { $0 = after }
+        logger.log(
+            level: after.state == .ready ? .info : .warning,
+            "owner's server model \(after.state == .ready ? "ready" : "not served")",
+            metadata: ["node.model": "\(engine.spec.id)", "node.backend.verified": "\(after.backend?.verified ?? false)", "node.backend.evidence": "\(after.backend?.evidence ?? "")"]
+        )
+    }
+
+    /// One short JSON exchange with the server: GET, or POST when there is a body.
+    private static func exchange(_ url: String, body: JSONValue? = nil) async throws -> JSONValue {
+        var request = HTTPClientRequest(url: url)
+        if let body {
+            request.method = .POST
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(try JSONEncoder().encode(body))
+        }
+        request.headers.add(name: "connection", value: "close")
+        let response = try await EngineClient.shared.execute(request, deadline: .now() + .seconds(10))
+        let bytes = try await response.body.collect(upTo: 4 << 20)
+        guard response.status == .ok else { throw BackendAnswerError("\(url) answered \(response.status.code)") }
+        return try JSONValue.parse(bytes.readableBytesView)
+    }
+}
+
+struct BackendAnswerError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,96 @@
+public import Foundation
+public import HearthCore
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// A named fake: an owner's own OpenAI-compatible server as `hearth node --backend` sees one, for what no real server
+/// here can show: a server that lies about its file, one that gives no way to check it, and Ollama's answers replayed
+/// from fixtures (no Ollama can run on this machine). Real HTTP on 127.0.0.1; the answers are the script's.
+public final class FakeOpenAIServer: Sendable {
+    public struct Script: Sendable {
+        /// The ids `/v1/models` lists.
+        public var models: [String]
+        /// Ollama's `/api/show` answer for any model; `nil` answers 404, as servers without that route do.
+        public var show: JSONValue?
+        /// A non-streamed chat answer.
+        public var answer: JSONValue
+        /// A streamed chat answer: the body as sent (`data:` events and `[DONE]`).
+        public var stream: String
+
+        public init(models: [String], show: JSONValue? = nil, answer: JSONValue, stream: String) {
+            self.models = models
+            self.show = show
+            self.answer = answer
+            self.stream = stream
+        }
+    }
+
+    private let script: Script
+    private let received = Mutex<[(path: String, body: JSONValue)]>([])
+    private let running = Mutex<(port: Int, group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
+
+    private init(script: Script) {
+        self.script = script
+    }
+
+    /// The base URL `--backend openai:` takes.
+    public var baseURL: String { "http://127.0.0.1:\(running.withLock { $0?.port ?? 0 })/v1" }
+
+    /// The bodies of the completions asked so far, with their paths.
+    public var requests: [(path: String, body: JSONValue)] { received.withLock { $0 } }
+
+    /// Starts the server on a free port and waits until it listens.
+    public static func start(_ script: Script) async throws -> FakeOpenAIServer {
+        let server = FakeOpenAIServer(script: script)
+        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+        let application = Application(
+            router: server.router(),
+            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "fake-openai"),
+            onServerRunning: { sink.yield($0.localAddress?.port ?? 0) },
+            logger: Logger(label: "fake-openai")
+        )
+        let group = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: "fake-openai")))
+        let task = Task { try await group.run() }
+        guard let port = await ports.first(where: { _ in true }) else { throw TestProcessError("the fake OpenAI server did not start") }
+        server.running.withLock { $0 = (port, group, task) }
+        return server
+    }
+
+    public func stop() async {
+        guard let (_, group, task) = running.withLock({ $0 }) else { return }
+        await group.triggerGracefulShutdown()
+        _ = await task.result
+    }
+
+    private func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        let script = self.script
+        router.get("/v1/models") { _, _ in
+            Self.json(["object": "list", "data": .array(script.models.map { ["id": .string($0), "object": "model", "owned_by": "library"] })])
+        }
+        router.post("/api/show") { _, _ in
+            guard let show = script.show else { return Response(status: .notFound) }
+            return Self.json(show)
+        }
+        router.post("/v1/chat/completions") { request, _ in
+            let bytes = try await request.body.collect(upTo: 1 << 20)
+            let body = (try? JSONValue.parse(bytes.readableBytesView)) ?? .null
+            self.received.withLock { $0.append(("/v1/chat/completions", body)) }
+            guard body["stream"]?.boolValue == true else { return Self.json(script.answer) }
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/event-stream"],
+                body: .init(byteBuffer: ByteBuffer(string: script.stream))
+            )
+        }
+        return router
+    }
+
+    private static func json(_ value: JSONValue) -> Response {
+        let data = (try? JSONEncoder().encode(value)) ?? Data()
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

@@ -1,0 +1,224 @@
+import Foundation
+import HearthCore
+import HearthTesting
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// A node in front of its owner's own OpenAI-compatible server (`hearth node --backend`): a real llama-server the test
+/// starts as "the owner's", and `FakeOpenAIServer` (a named fake) where a real server cannot show it: one that lies
+/// about its file, one that gives no way to check it, and Ollama's answers replayed from fixtures.
+@Suite(.serialized, .timeLimit(.minutes(5)))
+struct BackendTests {
+    static let question: JSONValue = ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "What is the capital of France?"]], "max_tokens": 16]
+
+    static func streamed(_ body: JSONValue) -> JSONValue {
+        var body = body
+        body["stream"] = true
+        body["stream_options"] = ["include_usage": true]
+        return body
+    }
+
+    /// `hearth node` arguments serving the owner's server at `baseURL` with its model `name` as the default model.
+    static func backend(_ baseURL: String, name: String) -> [String] {
+        ["--backend", "openai:" + baseURL, "--backend-model", "\(name)=\(DefaultModel.id.rawValue)", "--backend-check-interval", "500ms"]
+    }
+
+    /// The gateway's view of the node's model.
+    static func reported(_ cluster: Cluster) async throws -> JSONValue? {
+        let nodes = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
+        return nodes.first?["models"]?.arrayValue?.first { $0["id"]?.stringValue == DefaultModel.id.rawValue }
+    }
+
+    static func ledgerEntry(_ cluster: Cluster, _ requestID: String) async throws -> JSONValue {
+        try await eventually("the ledger entry of \(requestID)") {
+            let entries = try await HTTP.get(cluster.url + "/api/ledger/entries").json["data"]?.arrayValue ?? []
+            return entries.first { $0["request_id"]?.stringValue == requestID }
+        }
+    }
+
+    static func fixture(_ name: String) throws -> String {
+        let directory = (URL(fileURLWithPath: #filePath).deletingLastPathComponent().path as NSString).appendingPathComponent("Fixtures/ollama")
+        return try String(contentsOfFile: (directory as NSString).appendingPathComponent(name), encoding: .utf8)
+    }
+
+    static func ollamaScript() throws -> FakeOpenAIServer.Script {
+        FakeOpenAIServer.Script(
+            models: ["smollm2-hearth:latest"],
+            show: try JSONValue.parse(Array(try fixture("show.json").utf8)),
+            answer: try JSONValue.parse(Array(try fixture("chat.json").utf8)),
+            stream: try fixture("chat-stream.txt")
+        )
+    }
+
+    /// The owner's own llama-server, as they would start it, on `port`.
+    static func ownersLlamaServer(port: Int, directory: String) async throws -> TestProcess {
+        let server = try await TestProcess(
+            name: "owners-llama-server",
+            executable: try TestEnvironment.llamaServer(),
+            arguments: [
+                "-m", try TestEnvironment.defaultModel(), "--alias", "my-smollm", "--host", "127.0.0.1", "--port", String(port),
+                "-t", "1", "-c", "2048", "-np", "2",
+            ],
+            directory: directory
+        )
+        _ = try await eventually("the owner's llama-server to be healthy", within: .seconds(90), every: .milliseconds(200)) { () -> Bool? in
+            guard server.isRunning else { throw TestProcessError("the owner's llama-server exited:\n\(server.errorOutput.suffix(2000))") }
+            return (try? await HTTP.get("http://127.0.0.1:\(port)/health"))?.status == 200 ? true : nil
+        }
+        return server
+    }
+
+    @Test func aNodeServesItsOwnersLlamaServerAfterHashingTheFileItNames() async throws {
+        // The test polls the gateway while the owner's server goes and comes back: more than a client's 120 a minute.
+        try await Cluster.with(label: "backend-llama", gatewayArguments: ["--rate-limit", "3000"]) { cluster in
+            let port = try TestEnvironment.freePort()
+            var owners = try await Self.ownersLlamaServer(port: port, directory: cluster.directory)
+            defer { Task { [owners] in _ = await owners.stop() } }
+            let node = try await cluster.startNode("owner", serving: Self.backend("http://127.0.0.1:\(port)/v1", name: "my-smollm"))
+            try await cluster.waitForReadyNodes(1)
+            #expect(childProcesses(of: node.pid, named: "llama-server").isEmpty, "the node started an engine of its own")
+
+            let model = try #require(try await Self.reported(cluster))
+            #expect(model["backend"]?["kind"] == "openai")
+            #expect(model["backend"]?["verified"] == true, "\(model)")
+            #expect(model["backend"]?["routed"] == true)
+            #expect(model["backend"]?["evidence"]?.stringValue?.contains("hashed by this node") == true, "\(model)")
+
+            // Streamed: real tokens, named by the catalog id, with the engine's usage metered and receipted.
+            let stream = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.streamed(Self.question))
+            try #require(stream.status == 200, "\(stream.status) \(stream.text.prefix(400))")
+            let events = HTTP.events(stream.text)
+            #expect(!HTTP.streamedText(stream.text).isEmpty)
+            #expect(events.allSatisfy { $0["model"]?.stringValue == DefaultModel.id.rawValue }, "an event named another model")
+            let usage = try #require(events.last { $0["usage"] != nil }?["usage"])
+            let requestID = try #require(stream.headers.first(name: "x-request-id"))
+            let entry = try await Self.ledgerEntry(cluster, requestID)
+            #expect(entry["completion_tokens"] == usage["completion_tokens"])
+            #expect(entry["prompt_tokens"] == usage["prompt_tokens"])
+            #expect((usage["completion_tokens"]?.integerValue ?? 0) > 0)
+
+            // Whole, and through Ollama's API on the gateway.
+            let whole = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(whole.status == 200)
+            #expect(whole.json["model"]?.stringValue == DefaultModel.id.rawValue)
+            #expect(whole.json["choices"]?[0]?["message"]?["content"]?.stringValue?.isEmpty == false)
+            let ollama = try await HTTP.post(
+                cluster.url + "/api/chat",
+                json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "hi"]], "stream": false, "options": ["num_predict": 8]]
+            )
+            #expect(ollama.status == 200 && ollama.json["message"]?["content"]?.stringValue?.isEmpty == false, "\(ollama.text.prefix(300))")
+
+            // The owner's server serves no embeddings through the node.
+            let embeddings = try await HTTP.post(cluster.url + "/v1/embeddings", json: ["model": .string(DefaultModel.id.rawValue), "input": "x"])
+            #expect(embeddings.status == 404)
+
+            // The owner stops their server: the node reports it failed and the gateway stops routing; back when it is.
+            _ = await owners.stop()
+            let failed = try await eventually("the model to be reported failed", within: .seconds(30), every: .milliseconds(250)) { () -> JSONValue? in
+                let model = try await Self.reported(cluster)
+                return model?["state"] == "failed" ? model : nil
+            }
+            #expect(failed["detail"]?.stringValue?.contains("does not answer") == true, "\(failed)")
+            let refused = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(refused.status == 503, "\(refused.status) \(refused.text.prefix(300))")
+            owners = try await Self.ownersLlamaServer(port: port, directory: cluster.directory)
+            try await cluster.waitForReadyNodes(1, timeout: .seconds(30))
+            let again = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(again.status == 200)
+            _ = await owners.stop()
+        }
+    }
+
+    @Test func ollamasAnswersAreServedUnderTheCatalogIdAndMeteredByTheirUsage() async throws {
+        let fake = try await FakeOpenAIServer.start(try Self.ollamaScript())
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-ollama") { cluster in
+            _ = try await cluster.startNode("ollama-owner", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            try await cluster.waitForReadyNodes(1)
+            let model = try #require(try await Self.reported(cluster))
+            #expect(model["backend"]?["verified"] == true, "\(model)")
+            #expect(model["backend"]?["evidence"]?.stringValue?.contains("blob digest") == true)
+
+            let stream = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.streamed(Self.question))
+            try #require(stream.status == 200, "\(stream.status) \(stream.text.prefix(400))")
+            #expect(HTTP.streamedText(stream.text) == "Paris is the capital of France.")
+            #expect(HTTP.events(stream.text).allSatisfy { $0["model"]?.stringValue == DefaultModel.id.rawValue })
+            let entry = try await Self.ledgerEntry(cluster, try #require(stream.headers.first(name: "x-request-id")))
+            #expect(entry["prompt_tokens"] == 31 && entry["completion_tokens"] == 8, "\(entry)")
+
+            // What Ollama was sent: its own name, usage asked for, nothing of llama.cpp's or Hearth's own.
+            let sent = try #require(fake.requests.last?.body)
+            #expect(sent["model"] == "smollm2-hearth:latest")
+            #expect(sent["stream_options"]?["include_usage"] == true)
+            #expect(sent["timings_per_token"] == nil && sent["logprobs"] == nil && sent[Continuation.field] == nil)
+
+            let whole = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(whole.json["model"]?.stringValue == DefaultModel.id.rawValue)
+            #expect(whole.json["choices"]?[0]?["message"]?["content"] == "Paris is the capital of France.")
+            #expect(whole.json["usage"]?["completion_tokens"] == 8)
+
+            // A client of Ollama's own API on the gateway gets the same answer as NDJSON.
+            let ndjson = try await HTTP.post(cluster.url + "/api/chat", json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "hi"]]])
+            #expect(ndjson.status == 200)
+            let lines = ndjson.text.split(separator: "\n").compactMap { try? JSONValue.parse(Array($0.utf8)) }
+            #expect(lines.compactMap { $0["message"]?["content"]?.stringValue }.joined() == "Paris is the capital of France.")
+            #expect(lines.last?["done"] == true && lines.last?["eval_count"] == 8)
+        }
+    }
+
+    @Test func aServerWhoseBlobIsAnotherFileIsNeverServed() async throws {
+        var script = try Self.ollamaScript()
+        // It says it is SmolLM2, but Ollama's own modelfile names another blob.
+        let other = String(repeating: "0f", count: 32)
+        script.show?["modelfile"] = .string("FROM /usr/share/ollama/.ollama/models/blobs/sha256-\(other)\n")
+        let fake = try await FakeOpenAIServer.start(script)
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-liar") { cluster in
+            _ = try await cluster.startNode("liar", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            let model = try await eventually("the lying server's model to be reported") { () -> JSONValue? in
+                let model = try await Self.reported(cluster)
+                return model?["state"] == "failed" ? model : nil
+            }
+            #expect(model["detail"]?.stringValue?.contains("another file") == true, "\(model)")
+            #expect(model["backend"]?["verified"] == false)
+            let reply = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(reply.status == 503, "\(reply.status) \(reply.text.prefix(300))")
+            #expect(fake.requests.isEmpty, "a request reached the server that serves another file")
+        }
+    }
+
+    @Test func anUncheckableServerIsRoutedOnlyWhereTheOperatorAllowsIt() async throws {
+        var script = try Self.ollamaScript()
+        script.show = nil  // neither Ollama's /api/show nor llama-server's /props: nothing to check the file by
+        // …nor usage in its streams.
+        script.stream = script.stream.components(separatedBy: "\n\n").filter { !$0.contains("\"usage\"") }.joined(separator: "\n\n")
+        let fake = try await FakeOpenAIServer.start(script)
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-unverified") { cluster in
+            _ = try await cluster.startNode("unchecked", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            let model = try await eventually("the unverified model to be reported") { () -> JSONValue? in
+                let model = try await Self.reported(cluster)
+                return model?["state"] == "ready" ? model : nil
+            }
+            #expect(model["backend"]?["verified"] == false && model["backend"]?["routed"] == false, "\(model)")
+            #expect(model["backend"]?["evidence"]?.stringValue?.contains("no way to check") == true)
+            let reply = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(reply.status == 503 && reply.json["error"]?["code"] == "model_unverified", "\(reply.status) \(reply.text.prefix(300))")
+            #expect(reply.text.contains("--allow-unverified-backends"))
+            #expect(fake.requests.isEmpty)
+        }
+        try await Cluster.with(label: "backend-allowed", gatewayArguments: ["--allow-unverified-backends"]) { cluster in
+            _ = try await cluster.startNode("unchecked", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            try await cluster.waitForReadyNodes(1)
+            #expect(try await Self.reported(cluster)?["backend"]?["routed"] == true)
+            let reply = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(reply.status == 200 && reply.json["choices"]?[0]?["message"]?["content"] == "Paris is the capital of France.")
+            // A stream without usage is metered by its events on both sides, and the ledger says what was counted.
+            let stream = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.streamed(Self.question))
+            #expect(HTTP.streamedText(stream.text) == "Paris is the capital of France.")
+            let entry = try await Self.ledgerEntry(cluster, try #require(stream.headers.first(name: "x-request-id")))
+            #expect(entry["prompt_tokens"] == 0 && entry["completion_tokens"] == 7, "8 events, the first counted as the role's: \(entry)")
+        }
+    }
+}
