@@ -143,7 +143,9 @@ struct NodeOptions: ParsableArguments {
         if let backend { _ = try parseBackend(backend) }
         _ = try parseDuration(backendCheckInterval, option: "--backend-check-interval")
         for mapping in backendModels { _ = try parseBackendModel(mapping) }
-        if !backendModels.isEmpty, backend == nil, config == nil { throw ValidationError("--backend-model needs --backend: the server whose models it names") }
+        if !backendModels.isEmpty, backend == nil, config == nil {
+            throw ValidationError("--backend-model needs --backend: the server whose models it names")
+        }
         guard (0...65535).contains(dashboardPort) else { throw ValidationError("--dashboard-port must be between 0 and 65535") }
     }
 
@@ -233,7 +235,8 @@ struct NodeOptions: ParsableArguments {
             configuration.llamaServerPath = installer.llamaServerPath
         }
         if let text = backend ?? file.backend {
-            let mappings = backendModels.isEmpty ? (file.backendModels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } : backendModels
+            let mappings =
+                backendModels.isEmpty ? (file.backendModels ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" } : backendModels
             guard !mappings.isEmpty else {
                 throw ValidationError("--backend serves nothing without --backend-model NAME=CATALOG_ID (or backend_models in --config)")
             }

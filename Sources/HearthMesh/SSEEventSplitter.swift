@@ -58,6 +58,6 @@ extension ByteBuffer {
 
     /// The JSON payload of a `data:` event, without the prefix and trailing blank line.
     package func ssePayload() -> ByteBuffer? {
-        SSEFraming.payload(of: readableBytesView).map { ByteBuffer(string: $0) }
+        SSEFraming.payloadBytes(of: readableBytesView).map { ByteBuffer(bytes: $0) }
     }
 }

@@ -10,7 +10,9 @@ import Testing
 /// about its file, one that gives no way to check it, and Ollama's answers replayed from fixtures.
 @Suite(.serialized, .timeLimit(.minutes(5)))
 struct BackendTests {
-    static let question: JSONValue = ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "What is the capital of France?"]], "max_tokens": 16]
+    static let question: JSONValue = [
+        "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "What is the capital of France?"]], "max_tokens": 16,
+    ]
 
     static func streamed(_ body: JSONValue) -> JSONValue {
         var body = body
@@ -105,7 +107,10 @@ struct BackendTests {
             #expect(whole.json["choices"]?[0]?["message"]?["content"]?.stringValue?.isEmpty == false)
             let ollama = try await HTTP.post(
                 cluster.url + "/api/chat",
-                json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "hi"]], "stream": false, "options": ["num_predict": 8]]
+                json: [
+                    "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "hi"]], "stream": false,
+                    "options": ["num_predict": 8],
+                ]
             )
             #expect(ollama.status == 200 && ollama.json["message"]?["content"]?.stringValue?.isEmpty == false, "\(ollama.text.prefix(300))")
 
@@ -115,7 +120,8 @@ struct BackendTests {
 
             // The owner stops their server: the node reports it failed and the gateway stops routing; back when it is.
             _ = await owners.stop()
-            let failed = try await eventually("the model to be reported failed", within: .seconds(30), every: .milliseconds(250)) { () -> JSONValue? in
+            let failed = try await eventually("the model to be reported failed", within: .seconds(30), every: .milliseconds(250)) {
+                () -> JSONValue? in
                 let model = try await Self.reported(cluster)
                 return model?["state"] == "failed" ? model : nil
             }
@@ -159,7 +165,10 @@ struct BackendTests {
             #expect(whole.json["usage"]?["completion_tokens"] == 8)
 
             // A client of Ollama's own API on the gateway gets the same answer as NDJSON.
-            let ndjson = try await HTTP.post(cluster.url + "/api/chat", json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "hi"]]])
+            let ndjson = try await HTTP.post(
+                cluster.url + "/api/chat",
+                json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "hi"]]]
+            )
             #expect(ndjson.status == 200)
             let lines = ndjson.text.split(separator: "\n").compactMap { try? JSONValue.parse(Array($0.utf8)) }
             #expect(lines.compactMap { $0["message"]?["content"]?.stringValue }.joined() == "Paris is the capital of France.")

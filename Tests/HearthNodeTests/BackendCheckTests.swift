@@ -93,7 +93,10 @@ struct UsageTapTests {
     }
 
     @Test func countsOneTokenPerEventAfterTheFirstAndNotDone() {
-        let events = [#"{"choices":[{"delta":{"role":"assistant"}}]}"#, #"{"choices":[{"delta":{"content":"a"}}]}"#, #"{"choices":[{"delta":{"content":"b"}}]}"#]
+        let events = [
+            #"{"choices":[{"delta":{"role":"assistant"}}]}"#, #"{"choices":[{"delta":{"content":"a"}}]}"#,
+            #"{"choices":[{"delta":{"content":"b"}}]}"#,
+        ]
         for done in [false, true] {
             var tap = UsageTap(streaming: true)
             // In pieces that split events, as they come off a socket.

@@ -152,8 +152,11 @@ public struct Generation: Sendable, Equatable {
     private mutating func append(tokens new: [Int32]) {
         tokens += new.count
         size += 4 * new.count
-        if case .tokens(let earlier)? = segments.last {
-            segments[segments.count - 1] = .tokens(earlier + new)
+        // Taken out and put back, so the array is extended in place rather than copied for every token.
+        if case .tokens(var earlier)? = segments.last {
+            segments.removeLast()
+            earlier += new
+            segments.append(.tokens(earlier))
         } else {
             segments.append(.tokens(new))
         }
@@ -162,8 +165,10 @@ public struct Generation: Sendable, Equatable {
     private mutating func append(text new: String) {
         tokens += 1
         size += new.utf8.count
-        if case .text(let earlier)? = segments.last {
-            segments[segments.count - 1] = .text(earlier + new)
+        if case .text(var earlier)? = segments.last {
+            segments.removeLast()
+            earlier += new
+            segments.append(.text(earlier))
         } else {
             segments.append(.text(new))
         }

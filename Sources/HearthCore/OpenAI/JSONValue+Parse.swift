@@ -12,18 +12,23 @@ extension JSONValue {
         case invalid
     }
 
-    /// Parses `bytes`, refusing nesting deeper than `maxDepth` before decoding them.
+    /// Parses `bytes`, refusing nesting deeper than `maxDepth` before decoding them (`JSONValue+Native`).
     ///
     /// Foundation's decoder spends time on each value in proportion to its depth, so a body of nested brackets costs
     /// the square of its depth: 320 levels, under 1 KB, took 0.6 s of gateway CPU, and the decoder only stops at 512
     /// (found by the `completion` fuzzer as a timeout). The depth is counted first, in one pass outside strings.
     public static func parse(_ bytes: some Collection<UInt8>, maxDepth: Int = JSONValue.maxDepth) throws(ParseError) -> JSONValue {
-        guard nestingDepth(of: bytes, stoppingAbove: maxDepth) <= maxDepth else { throw .tooDeep(limit: maxDepth) }
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-        } catch {
-            throw .invalid
+        // The parser counts the depth as it descends and stops past `maxDepth`.
+        let parsed: Result<JSONValue, ParseError>? = bytes.withContiguousStorageIfAvailable { buffer in
+            Result { () throws(ParseError) in try nativeParse(buffer, maxDepth: maxDepth) }
         }
+        if let parsed { return try parsed.get() }
+        return try Array(bytes).withUnsafeBufferPointer { buffer throws(ParseError) in try nativeParse(buffer, maxDepth: maxDepth) }
+    }
+
+    /// What Foundation's `JSONDecoder` makes of `bytes`: the reference the native parser is tested against.
+    package static func foundationParse(_ bytes: some Collection<UInt8>) -> JSONValue? {
+        try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))
     }
 
     /// How deep arrays and objects nest in `bytes` (brackets inside strings do not count); it stops counting once past

@@ -52,6 +52,57 @@ public struct CompletionChunk: Decodable, Sendable {
 
     public var choices: [Choice]?
     public var usage: TokenUsage?
+
+    /// Reads one event's JSON with the native parser (`JSONValue+Native`), which costs a fraction of `JSONDecoder`
+    /// on the streaming path; `nil` when it is no JSON object, or a member has the wrong type, as decoding would say.
+    public static func parse(_ bytes: some Collection<UInt8>) -> CompletionChunk? {
+        guard let json = try? JSONValue.parse(bytes), case .object(let members) = json else { return nil }
+        var chunk = CompletionChunk()
+        switch members["choices"] {
+        case nil, .null?: break
+        case .array(let elements)?:
+            var choices: [Choice] = []
+            for element in elements {
+                guard case .object(let fields) = element else { return nil }
+                func text(_ key: String) -> String?? {
+                    switch fields[key] {
+                    case nil, .null?: return .some(nil)
+                    case .string(let value)?: return .some(value)
+                    default: return nil
+                    }
+                }
+                func delta(_ key: String) -> Choice.Delta?? {
+                    switch fields[key] {
+                    case nil, .null?: return .some(nil)
+                    case .object(let inner)?:
+                        switch inner["content"] {
+                        case nil, .null?: return .some(Choice.Delta(content: nil))
+                        case .string(let value)?: return .some(Choice.Delta(content: value))
+                        default: return nil
+                        }
+                    default: return nil
+                    }
+                }
+                guard let deltaValue = delta("delta"), let message = delta("message"), let plain = text("text"), let finish = text("finish_reason")
+                else {
+                    return nil
+                }
+                choices.append(Choice(delta: deltaValue, message: message, text: plain, finishReason: finish))
+            }
+            chunk.choices = choices
+        default: return nil
+        }
+        switch members["usage"] {
+        case nil, .null?: break
+        case .object(let fields)?:
+            guard let prompt = fields["prompt_tokens"]?.integerValue, let completion = fields["completion_tokens"]?.integerValue,
+                let promptTokens = Int(exactly: prompt), let completionTokens = Int(exactly: completion)
+            else { return nil }
+            chunk.usage = TokenUsage(promptTokens: promptTokens, completionTokens: completionTokens)
+        default: return nil
+        }
+        return chunk
+    }
 }
 
 /// llama-server's per-token timings: with `timings_per_token: true` every streamed event carries

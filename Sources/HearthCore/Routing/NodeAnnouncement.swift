@@ -82,7 +82,8 @@ public struct NodeReport: Codable, Sendable, Equatable {
 
     /// The revision of a state: engine states in order, whether the node drains, then its pool work.
     public static func revision(models: [ServedModel], draining: Bool, pool work: [PoolWorkStatus] = []) -> String {
-        models.map { "\($0.id)=\($0.state.rawValue)\($0.backend?.verified == false ? "?" : "")" }.joined(separator: ",") + (draining ? ";draining" : ";serving")
+        models.map { "\($0.id)=\($0.state.rawValue)\($0.backend?.verified == false ? "?" : "")" }.joined(separator: ",")
+            + (draining ? ";draining" : ";serving")
             + work.map { ";\($0.pool)/\($0.epoch)/\($0.role.rawValue)=\($0.state.rawValue)\(($0.stalledSeconds ?? 0) > 0 ? "+stalled" : "")" }
             .joined()
     }

@@ -194,19 +194,18 @@ struct ContinuingStream {
 
     /// The generated text of an event (the first choice's), decoded: only gaps need it.
     private static func text(of event: ByteBuffer) -> String? {
-        guard let payload = event.ssePayload() else { return nil }
-        return (try? JSONDecoder().decode(CompletionChunk.self, from: payload))?.choices?.first?.content
+        guard let payload = SSEFraming.payloadBytes(of: event.readableBytesView) else { return nil }
+        return CompletionChunk.parse(payload)?.choices?.first?.content
     }
 
     /// A usage event with the client's counts in place of the last node's.
     private static func replacingUsage(in event: ByteBuffer, with usage: TokenUsage) -> ByteBuffer? {
-        guard let payload = event.ssePayload(), var chunk = try? JSONValue.parse(payload.readableBytesView),
-            let counts = try? JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(usage))
-        else { return nil }
-        chunk["usage"] = counts
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard let bytes = try? encoder.encode(chunk) else { return nil }
+        guard let payload = event.ssePayload(), var chunk = try? JSONValue.parse(payload.readableBytesView) else { return nil }
+        chunk["usage"] = [
+            "prompt_tokens": .integer(Int64(usage.promptTokens)), "completion_tokens": .integer(Int64(usage.completionTokens)),
+            "total_tokens": .integer(Int64(usage.totalTokens)),
+        ]
+        let bytes = chunk.serialized(sortedKeys: true)
         var rewritten = ByteBuffer(string: "data: ")
         rewritten.writeBytes(bytes)
         rewritten.writeString("\n\n")

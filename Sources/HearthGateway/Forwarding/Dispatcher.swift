@@ -185,12 +185,7 @@ public struct Dispatcher: Sendable {
         }
         var forwarded = body
         forwarded["model"] = .string(canonical.rawValue)
-        let bytes: ByteBuffer
-        do {
-            bytes = ByteBuffer(bytes: try JSONEncoder().encode(forwarded))
-        } catch {
-            throw DispatchFailure(APIFailure(.server, "Could not encode the request for the node."))
-        }
+        let bytes = ByteBuffer(bytes: forwarded.serialized())
         var failures: [String] = []
         // A request that is itself a retry (a continuation, an answer asked again) holds one retry while it opens.
         if retry {

@@ -46,7 +46,7 @@ enum UpstreamEvent {
     /// Classifies an event by scanning its bytes; only the rare usage event is decoded.
     static func classify(_ event: ByteBuffer) -> UpstreamEvent {
         if event.contains("\"usage\":{") {
-            if let payload = event.ssePayload(), let chunk = try? JSONDecoder().decode(CompletionChunk.self, from: payload),
+            if let payload = SSEFraming.payloadBytes(of: event.readableBytesView), let chunk = CompletionChunk.parse(payload),
                 let usage = chunk.usage
             {
                 return .usage(usage, usageOnly: chunk.choices?.isEmpty ?? true)

@@ -176,7 +176,10 @@ public final class PoolReconciler: Service, Sendable {
             guard let id = PoolID(record.id), let model = ModelID(record.model),
                 let entry = catalog.resolve(model), entry.sha256 != nil
             else {
-                logger.warning("a stored pool cannot be restored: its model is not pinned by the catalog", metadata: ["pool.id": "\(record.id)", "node.model": "\(record.model)"])
+                logger.warning(
+                    "a stored pool cannot be restored: its model is not pinned by the catalog",
+                    metadata: ["pool.id": "\(record.id)", "node.model": "\(record.model)"]
+                )
                 try? await database?.deletePool(id: record.id)
                 continue
             }

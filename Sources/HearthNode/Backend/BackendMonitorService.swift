@@ -103,7 +103,10 @@ struct BackendMonitorService: Service {
         logger.log(
             level: after.state == .ready ? .info : .warning,
             "owner's server model \(after.state == .ready ? "ready" : "not served")",
-            metadata: ["node.model": "\(engine.spec.id)", "node.backend.verified": "\(after.backend?.verified ?? false)", "node.backend.evidence": "\(after.backend?.evidence ?? "")"]
+            metadata: [
+                "node.model": "\(engine.spec.id)", "node.backend.verified": "\(after.backend?.verified ?? false)",
+                "node.backend.evidence": "\(after.backend?.evidence ?? "")",
+            ]
         )
     }
 

@@ -151,7 +151,14 @@ final class NodeStatus: Sendable {
         NodeReport.revision(
             models: engines.map { engine in
                 let snapshot = engine.snapshot
-                return ServedModel(id: engine.spec.id, sha256: engine.spec.sha256, contextLength: 0, sizeBytes: 0, state: snapshot.state, backend: snapshot.backend)
+                return ServedModel(
+                    id: engine.spec.id,
+                    sha256: engine.spec.sha256,
+                    contextLength: 0,
+                    sizeBytes: 0,
+                    state: snapshot.state,
+                    backend: snapshot.backend
+                )
             }
                 + (pools?.servedModels() ?? []),
             draining: draining || paused,

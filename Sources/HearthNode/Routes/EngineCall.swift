@@ -45,7 +45,7 @@ struct EngineCall {
         guard let value = body[Continuation.field] else {
             return EngineCall(
                 path: path,
-                body: try encode(forwarded),
+                body: encode(forwarded),
                 rewriter: EngineStreamRewriter(shape: .init(chat: chat, keepLogprobs: keepLogprobs))
             )
         }
@@ -91,7 +91,7 @@ struct EngineCall {
         }
         return EngineCall(
             path: CompletionEndpoint.text.rawValue,
-            body: try encode(forwarded),
+            body: encode(forwarded),
             rewriter: EngineStreamRewriter(
                 shape: .init(chat: chat, keepLogprobs: keepLogprobs, continuation: (continuation.id, continuation.created, chat))
             ),
@@ -115,10 +115,10 @@ struct EngineCall {
         forwarded["model"] = .string(name)
         forwarded["timings_per_token"] = nil
         guard body["stream"]?.boolValue == true else {
-            return EngineCall(path: path, body: try encode(forwarded), answerModel: model)
+            return EngineCall(path: path, body: encode(forwarded), answerModel: model)
         }
         let shape = EngineStreamRewriter.Shape(chat: path == CompletionEndpoint.chat.rawValue, keepLogprobs: true, model: model.rawValue)
-        return EngineCall(path: path, body: try encode(forwarded), rewriter: EngineStreamRewriter(shape: shape))
+        return EngineCall(path: path, body: encode(forwarded), rewriter: EngineStreamRewriter(shape: shape))
     }
 
     /// A whole answer from the owner's server, its `model` named by the catalog id again (unchanged if it is no JSON
@@ -126,15 +126,11 @@ struct EngineCall {
     static func renamed(_ answer: ByteBuffer, model: ModelID) -> ByteBuffer {
         guard var json = try? JSONValue.parse(answer.readableBytesView), case .object = json, json["model"] != nil else { return answer }
         json["model"] = .string(model.rawValue)
-        return (try? encode(json)) ?? answer
+        return encode(json)
     }
 
-    private static func encode(_ body: JSONValue) throws(APIFailure) -> ByteBuffer {
-        do {
-            return ByteBuffer(bytes: try JSONEncoder().encode(body))
-        } catch {
-            throw APIFailure(.server, "Could not encode the engine request.")
-        }
+    private static func encode(_ body: JSONValue) -> ByteBuffer {
+        ByteBuffer(bytes: body.serialized())
     }
 
     /// A short JSON exchange with the engine (templating, tokenizing).

@@ -34,16 +34,21 @@ struct EngineProxyController {
     static let poolHeader = HTTPField.Name(LinkProtocol.Header.pool)!
     static let prefillHeader = HTTPField.Name(LinkProtocol.Header.prefill)!
 
-    private struct RequestFields: Decodable {
+    /// What the node reads of a request's body: its model, whether it streams, its `max_tokens`, a continuation.
+    private struct RequestFields {
+        var json: JSONValue
         var model: String?
         var stream: Bool?
         var maxTokens: Int?
         var continuation: JSONValue?
 
-        enum CodingKeys: String, CodingKey {
-            case model, stream
-            case maxTokens = "max_tokens"
-            case continuation = "hearth_continuation"
+        init?(_ body: ByteBuffer) {
+            guard let json = try? JSONValue.parse(body.readableBytesView) else { return nil }
+            self.json = json
+            model = json["model"]?.stringValue
+            stream = json["stream"]?.boolValue
+            maxTokens = json["max_tokens"]?.integerValue.flatMap { Int(exactly: $0) }
+            continuation = json[Continuation.field]
         }
     }
 
@@ -64,7 +69,7 @@ struct EngineProxyController {
 
     func forward(_ request: Request, path: String, context: BasicRequestContext) async throws -> Response {
         let body = try await request.body.collect(upTo: maxBodyBytes)
-        let fields = try? JSONDecoder().decode(RequestFields.self, from: body)
+        let fields = RequestFields(body)
         guard let name = fields?.model else {
             return Self.error(APIFailure(.invalidRequest, "The body must be JSON with a 'model' string.", param: "model"))
         }
@@ -83,7 +88,9 @@ struct EngineProxyController {
         } else {
             return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
-        if path == CompletionEndpoint.embeddings.rawValue, shares != nil || engine.backend != nil || !engine.spec.servesEmbeddings(forAll: embeddingsForAll) {
+        if path == CompletionEndpoint.embeddings.rawValue,
+            shares != nil || engine.backend != nil || !engine.spec.servesEmbeddings(forAll: embeddingsForAll)
+        {
             return Self.error(
                 APIFailure(.invalidRequest, "This node serves '\(name)' without embeddings.", param: "model", code: "embeddings_not_served")
             )
@@ -111,12 +118,9 @@ struct EngineProxyController {
         }
         let call: EngineCall
         do {
-            if let name = address.backendName {
-                guard let json = try? JSONValue.parse(body.readableBytesView) else {
-                    throw APIFailure(.invalidRequest, "The body must be JSON.", code: "invalid_json")
-                }
+            if let name = address.backendName, let json = fields?.json {
                 call = try EngineCall.backend(path: path, body: json, name: name, model: engine.spec.id)
-            } else if fields?.stream == true, let port = address.port, let json = try? JSONDecoder().decode(JSONValue.self, from: body) {
+            } else if fields?.stream == true, let port = address.port, let json = fields?.json {
                 // A stream's events are marked with their token ids, so that the gateway can continue it elsewhere.
                 call = try await EngineCall.stream(path: path, body: json, port: port)
             } else if fields?.continuation != nil {
@@ -263,7 +267,7 @@ struct EngineProxyController {
         let startedAt = Date()
         let result: (answer: JSONValue, usage: TokenUsage)
         do {
-            guard let json = try? JSONDecoder().decode(JSONValue.self, from: body) else {
+            guard let json = try? JSONValue.parse(body.readableBytesView) else {
                 throw APIFailure(.invalidRequest, "The body must be JSON.", code: "invalid_json")
             }
             result = try await EmbeddingCall(port: port, gate: embeddingGates.gate(for: engine.spec.sha256.hex + engine.spec.id.rawValue)).run(

@@ -43,8 +43,7 @@ struct EngineStreamRewriter: Sendable {
     }
 
     private mutating func write(_ event: ByteBuffer, to output: inout ByteBuffer) {
-        guard let payload = SSEFraming.payload(of: event.readableBytesView), payload != "[DONE]",
-            var chunk = try? JSONDecoder().decode(JSONValue.self, from: Data(payload.utf8)), case .object = chunk
+        guard let payload = SSEFraming.payloadBytes(of: event.readableBytesView), var chunk = try? JSONValue.parse(payload), case .object = chunk
         else {
             var event = event
             output.writeBuffer(&event)
@@ -68,9 +67,7 @@ struct EngineStreamRewriter: Sendable {
         }
         if let mark { output.writeString(mark.line) }
         output.writeString("data: ")
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        output.writeBytes((try? encoder.encode(chunk)) ?? Data(payload.utf8))
+        output.writeBytes(chunk.serialized(sortedKeys: true))
         output.writeString("\n\n")
     }
 

@@ -14,6 +14,7 @@ import UnixSignals
 ///     hearth-bench fake-node --listen            plain HTTP on 127.0.0.1, prints READY url=…
 ///     hearth-bench fake-node --join JOIN         over a link to a gateway, prints READY node=…
 ///     hearth-bench plain-gateway --node URL      a gateway reaching that node over plain HTTP, prints READY url=…
+///     hearth-bench mock-upstream                 a paced OpenAI-compatible server (`MockUpstream`), prints READY url=…
 enum BenchServers {
     static let model = ModelID("fake:canned")!
     static let tokens = 32
@@ -57,6 +58,13 @@ enum BenchServers {
                 logger: logger
             )
             announce("READY node=\(identity.id)")
+        case "mock-upstream":
+            service = Application(
+                router: MockUpstream().router(),
+                configuration: .init(address: .hostname("127.0.0.1", port: 0), backlog: 4096),
+                onServerRunning: { channel in announce("READY url=http://127.0.0.1:\(channel.localAddress?.port ?? 0)") },
+                logger: logger
+            )
         case "fake-node":
             service = Application(
                 router: try fake.router(),

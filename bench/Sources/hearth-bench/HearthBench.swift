@@ -32,12 +32,20 @@ struct HearthBench {
           pools         SmolLM2 split over 2 and 3 pool-only nodes vs llama.cpp RPC without relay (--rounds, default 5)
           continuation  the gap a client sees when its node dies mid-stream (--rounds, default 10)
           soak          an hour of paced streams, memory and CPU over time (--minutes, --sample-seconds, --soak-clients)
+          proxies       Hearth beside nginx and LiteLLM in front of one paced mock upstream, and beside nginx in front of
+                        a real engine; the issue's goals as ratios (--sequential, --paced-requests, --streams,
+                        --stream-seconds, --seconds, --engine-requests; needs nginx, LiteLLM optional)
 
         OPTIONS:
           --rounds N        rounds per measurement (part 1: 30)
           --clients N       concurrent clients for part 2 (64)
           --seconds N       seconds per part-2 run (10)
           --tunnel-mb N     megabytes through the tunnel in part 3 (512)
+          --sequential N    proxies: sequential whole answers per target for the added latency (200)
+          --paced-requests N  proxies: streams per client in the paced load, 8 clients (16)
+          --streams N       proxies: streams held open at once at 20 tokens/s (1000)
+          --stream-seconds N  proxies: how long each held stream lasts (10)
+          --engine-requests N  proxies: answers per client against the real engine, 8 clients; 0 skips it (6)
           --out FILE        where to write the report
           --replace         write over the committed report in bench/results/ (by default a run writes a new file,
                             bench/results/runs/<part>-<time>.md, so a trial run never replaces the committed figures)
@@ -47,6 +55,7 @@ struct HearthBench {
     /// Options that take a value, and flags; anything else is refused before a long run starts.
     static let valued: Set<String> = [
         "--rounds", "--clients", "--seconds", "--tunnel-mb", "--out", "--parts", "--minutes", "--sample-seconds", "--soak-clients",
+        "--sequential", "--paced-requests", "--streams", "--stream-seconds", "--engine-requests",
     ]
     static let flags: Set<String> = ["--replace", "--help", "-h"]
 
@@ -98,14 +107,20 @@ struct HearthBench {
         let output = resultPath("gateway-overhead")
         let megabytes = Int(number("--tunnel-mb", "512"))
         let parts = Set(option("--parts", "1,2,3").split(separator: ","))
-        let known: Set<Substring> = ["1", "2", "3", "pools", "continuation", "soak"]
+        let known: Set<Substring> = ["1", "2", "3", "pools", "continuation", "soak", "proxies"]
         guard parts.isSubset(of: known), !parts.isEmpty else {
-            FileHandle.standardError.write(Data("error: --parts takes 1, 2, 3, pools, continuation or soak\n\n\(usage)\n".utf8))
+            FileHandle.standardError.write(Data("error: --parts takes 1, 2, 3, pools, continuation, soak or proxies\n\n\(usage)\n".utf8))
             exit(64)
+        }
+        // Thousands of streams need as many descriptors, here and in the proxies started from here.
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         }
 
         var client = HTTPClient.Configuration()
-        client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = clients
+        client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = max(clients, Int(number("--streams", "1000")) + 64)
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: client)
         if parts == ["pools"] {
             // `--parts pools [--rounds 5] [--out bench/results/pools.md]`
@@ -117,6 +132,37 @@ struct HearthBench {
             try report.write(toFile: poolOutput, atomically: true, encoding: .utf8)
             print(report)
             print("written to \(poolOutput)")
+            return
+        }
+        if parts == ["proxies"] {
+            // `--parts proxies [--sequential 200] [--paced-requests 16] [--streams 1000] [--stream-seconds 10] [--seconds 8]
+            // [--engine-requests 6] [--out bench/results/proxies.md]`
+            let proxiesOutput = resultPath("proxies")
+            var settings = ProxyBench.Settings()
+            settings.sequential = Int(number("--sequential", "200"))
+            settings.pacedRequests = Int(number("--paced-requests", "16"))
+            settings.streams = Int(number("--streams", "1000"))
+            settings.streamSeconds = number("--stream-seconds", "10")
+            settings.requestSeconds = number("--seconds", "8")
+            let engineRequests = Int(option("--engine-requests", "6")) ?? 6
+            let text: String
+            do {
+                let engine =
+                    engineRequests > 0
+                    ? try await ProxyEngineBench.run(http: http, streams: 8, requests: engineRequests, tokens: 128, idleSeconds: 30) : nil
+                text = try await ProxyBench.run(settings: settings, http: http, engine: engine)
+            } catch {
+                try? await http.shutdown()
+                throw error
+            }
+            try await http.shutdown()
+            let command =
+                "--parts proxies --sequential \(settings.sequential) --paced-requests \(settings.pacedRequests) --streams \(settings.streams) "
+                + "--stream-seconds \(Int(settings.streamSeconds)) --seconds \(Int(settings.requestSeconds)) --engine-requests \(engineRequests) --replace"
+            let report = try header(command: command) + text
+            try report.write(toFile: proxiesOutput, atomically: true, encoding: .utf8)
+            print(report)
+            print("written to \(proxiesOutput)")
             return
         }
         if parts == ["continuation"] {

@@ -1,0 +1,270 @@
+import AsyncHTTPClient
+import Foundation
+import HearthCore
+import HearthTesting
+import NIOCore
+import NIOFoundationEssentialsCompat
+import NIOHTTP1
+
+/// Part `proxies`: Hearth beside nginx and LiteLLM, each in front of the same paced mock upstream (`MockUpstream`),
+/// the mock also reached directly; every figure a ratio to nginx's or to direct, measured in the same run.
+enum ProxyBench {
+    struct Settings {
+        /// Sequential whole requests per target, for the added latency.
+        var sequential = 200
+        /// Paced streams: clients at once, requests each, tokens each, milliseconds between events.
+        var pacedClients = 8
+        var pacedRequests = 16
+        var pacedTokens = 128
+        var paceMilliseconds = 5
+        /// Whole requests at the ceiling, for CPU per request: clients and seconds.
+        var requestClients = 16
+        var requestSeconds = 8.0
+        /// Streams held open at once at 20 tokens/s, for how long.
+        var streams = 1000
+        var streamSeconds = 10.0
+    }
+
+    /// One load's outcome against one target.
+    struct Load {
+        var cpu = 0.0
+        var requests = 0
+        var errors = 0
+        var tokens = 0
+        var elapsed = 0.0
+        var latencies: [Double] = []
+        var peakRSS = 0.0
+        var firstError: String?
+        /// CPU seconds by process, for targets of several (Hearth's gateway and node).
+        var cpuByProcess: [Int32: Double] = [:]
+    }
+
+    /// CPU seconds of each of `target`'s processes so far.
+    static func cpuByProcess(_ target: ProxyTarget) -> [Int32: Double] {
+        Dictionary(uniqueKeysWithValues: target.processes().map { ($0, cpuSeconds(of: $0)) })
+    }
+
+    /// What each process spent since `before`.
+    static func spent(_ target: ProxyTarget, since before: [Int32: Double]) -> [Int32: Double] {
+        cpuByProcess(target).reduce(into: [:]) { $0[$1.key] = $1.value - (before[$1.key] ?? 0) }
+    }
+
+    static func run(settings: Settings, http: HTTPClient, engine: ProxyEngineBench.Outcome?) async throws -> String {
+        let directory = try TestEnvironment.temporaryDirectory("bench-proxies")
+        let mockProcess = try await TestProcess(name: "mock", executable: HearthBench.selfPath, arguments: ["mock-upstream"], directory: directory)
+        defer { Task { _ = await mockProcess.stop() } }
+        let mock = String(try await mockProcess.waitForLine { $0.hasPrefix("READY url=") }.dropFirst("READY url=".count))
+
+        var targets = [ProxyTargets.direct(mock)]
+        try FileManager.default.createDirectory(atPath: directory + "/nginx", withIntermediateDirectories: true)
+        guard let nginx = try await ProxyTargets.nginx(in: directory + "/nginx", upstream: mock, connections: settings.streams + 256) else {
+            throw BenchError("the proxies part needs nginx (apt-get install nginx): every goal is a ratio to it")
+        }
+        targets.append(nginx)
+        try FileManager.default.createDirectory(atPath: directory + "/litellm", withIntermediateDirectories: true)
+        let litellm = try await ProxyTargets.litellm(in: directory + "/litellm", upstream: mock)
+        if let litellm { targets.append(litellm) }
+        let hearth = try await ProxyTargets.hearth(in: directory, upstream: mock, slots: max(64, settings.streams))
+        let gatewayIdleRSS = residentBytes(of: hearth.gateway)
+        let nodeIdleRSS = residentBytes(of: hearth.node)
+        targets.append(hearth.target)
+        defer { for target in targets { Task { await target.stop() } } }
+
+        // Warm every path, then the loads.
+        for target in targets { for _ in 0..<20 { _ = try await whole(http, target, tokens: 16) } }
+        var latencies: [String: [Double]] = [:]
+        for _ in 0..<settings.sequential {
+            for target in targets { latencies[target.name, default: []].append(try await whole(http, target, tokens: 16)) }
+        }
+        var paced: [String: Load] = [:]
+        var perRequest: [String: Load] = [:]
+        for target in targets {
+            paced[target.name] = try await pacedStreams(http, target, settings: settings)
+            perRequest[target.name] = try await wholeAtCeiling(http, target, settings: settings)
+        }
+        var held: [String: Load] = [:]
+        for target in [nginx, hearth.target] {
+            held[target.name] = try await heldStreams(http, target, count: settings.streams, seconds: settings.streamSeconds)
+        }
+
+        return report(
+            settings: settings,
+            targets: targets,
+            latencies: latencies,
+            paced: paced,
+            perRequest: perRequest,
+            held: held,
+            hearth: (hearth.gateway, hearth.node),
+            idle: (gatewayIdleRSS, nodeIdleRSS),
+            litellmMissing: litellm == nil,
+            engine: engine
+        )
+    }
+
+    // MARK: Loads
+
+    static func body(_ target: ProxyTarget, tokens: Int, pace: Int, stream: Bool) -> ByteBuffer {
+        var body: JSONValue = [
+            "model": .string(target.model), "messages": [["role": "user", "content": "go"]], "max_tokens": .integer(Int64(tokens)),
+            "seed": .integer(Int64(pace)),
+        ]
+        if stream {
+            body["stream"] = true
+            body["stream_options"] = ["include_usage": true]
+        }
+        return ByteBuffer(bytes: (try? JSONEncoder().encode(body)) ?? Data())
+    }
+
+    static func request(_ target: ProxyTarget, _ body: ByteBuffer) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: target.chat)
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        for (name, value) in target.headers { request.headers.add(name: name, value: value) }
+        request.body = .bytes(body)
+        return request
+    }
+
+    /// One whole answer; its latency in seconds.
+    static func whole(_ http: HTTPClient, _ target: ProxyTarget, tokens: Int) async throws -> Double {
+        let start = ContinuousClock.now
+        let response = try await http.execute(request(target, body(target, tokens: tokens, pace: 0, stream: false)), timeout: .seconds(60))
+        let answer = try await response.body.collect(upTo: 1 << 20)
+        guard response.status == .ok else { throw BenchError("\(target.name): HTTP \(response.status.code) \(String(buffer: answer).prefix(200))") }
+        return seconds(since: start)
+    }
+
+    /// One stream read to its end; the content events it carried.
+    static func stream(_ http: HTTPClient, _ target: ProxyTarget, tokens: Int, pace: Int) async throws -> Int {
+        let response = try await http.execute(request(target, body(target, tokens: tokens, pace: pace, stream: true)), timeout: .seconds(600))
+        guard response.status == .ok else { throw BenchError("\(target.name): HTTP \(response.status.code)") }
+        var count = 0
+        var tail: [UInt8] = []
+        for try await chunk in response.body {
+            // Count the token's text, `" tok"`, across chunk borders (proxies re-encode events with their own spacing).
+            let bytes = tail + Array(chunk.readableBytesView)
+            count += occurrences(of: Array(#"" tok""#.utf8), in: bytes)
+            tail = Array(bytes.suffix(5))
+            if tail.count == bytes.count { tail = [] }
+        }
+        return count
+    }
+
+    static func occurrences(of needle: [UInt8], in bytes: [UInt8]) -> Int {
+        guard bytes.count >= needle.count else { return 0 }
+        var count = 0
+        var index = 0
+        while index + needle.count <= bytes.count {
+            if bytes[index] == needle[0], Array(bytes[index..<(index + needle.count)]) == needle {
+                count += 1
+                index += needle.count
+            } else {
+                index += 1
+            }
+        }
+        return count
+    }
+
+    /// `pacedClients` clients, each `pacedRequests` streams of `pacedTokens` tokens one `paceMilliseconds` apart.
+    static func pacedStreams(_ http: HTTPClient, _ target: ProxyTarget, settings: Settings) async throws -> Load {
+        let before = cpuByProcess(target)
+        let start = ContinuousClock.now
+        var load = try await withThrowingTaskGroup(of: Load.self) { group in
+            for _ in 0..<settings.pacedClients {
+                group.addTask {
+                    var mine = Load()
+                    for _ in 0..<settings.pacedRequests {
+                        do {
+                            mine.tokens += try await stream(http, target, tokens: settings.pacedTokens, pace: settings.paceMilliseconds)
+                            mine.requests += 1
+                        } catch {
+                            mine.errors += 1
+                            mine.firstError = mine.firstError ?? "\(error)"
+                        }
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: Load()) { merge(&$0, $1) }
+        }
+        load.elapsed = seconds(since: start)
+        load.cpuByProcess = spent(target, since: before)
+        load.cpu = load.cpuByProcess.values.reduce(0, +)
+        return load
+    }
+
+    /// Whole answers as fast as `requestClients` clients can ask, for `requestSeconds`.
+    static func wholeAtCeiling(_ http: HTTPClient, _ target: ProxyTarget, settings: Settings) async throws -> Load {
+        let before = cpuByProcess(target)
+        let start = ContinuousClock.now
+        var load = try await withThrowingTaskGroup(of: Load.self) { group in
+            for _ in 0..<settings.requestClients {
+                group.addTask {
+                    var mine = Load()
+                    while seconds(since: start) < settings.requestSeconds {
+                        do {
+                            mine.latencies.append(try await whole(http, target, tokens: 16))
+                            mine.requests += 1
+                        } catch {
+                            mine.errors += 1
+                            mine.firstError = mine.firstError ?? "\(error)"
+                        }
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: Load()) { merge(&$0, $1) }
+        }
+        load.elapsed = seconds(since: start)
+        load.cpuByProcess = spent(target, since: before)
+        load.cpu = load.cpuByProcess.values.reduce(0, +)
+        return load
+    }
+
+    /// `count` streams at 20 tokens/s open together for `seconds` (started over the first second); errors, the peak
+    /// memory of the proxy's processes.
+    static func heldStreams(_ http: HTTPClient, _ target: ProxyTarget, count: Int, seconds duration: Double) async throws -> Load {
+        let tokens = Int(duration * 20)
+        let before = cpuByProcess(target)
+        let start = ContinuousClock.now
+        let sampler = Task {
+            var peak = 0.0
+            while !Task.isCancelled {
+                peak = max(peak, target.rss())
+                try? await Task.sleep(for: .milliseconds(250))
+            }
+            return peak
+        }
+        var load = try await withThrowingTaskGroup(of: Load.self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    try? await Task.sleep(for: .milliseconds(1000 * index / max(1, count)))
+                    var mine = Load()
+                    do {
+                        mine.tokens = try await stream(http, target, tokens: tokens, pace: 50)
+                        mine.requests = 1
+                        if mine.tokens != tokens { mine.errors = 1 }
+                    } catch {
+                        mine.errors = 1
+                        mine.firstError = "\(error)"
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: Load()) { merge(&$0, $1) }
+        }
+        sampler.cancel()
+        load.peakRSS = await sampler.value
+        load.elapsed = seconds(since: start)
+        load.cpuByProcess = spent(target, since: before)
+        load.cpu = load.cpuByProcess.values.reduce(0, +)
+        return load
+    }
+
+    static func merge(_ into: inout Load, _ other: Load) {
+        into.requests += other.requests
+        into.errors += other.errors
+        into.tokens += other.tokens
+        into.latencies += other.latencies
+        into.firstError = into.firstError ?? other.firstError
+    }
+}
