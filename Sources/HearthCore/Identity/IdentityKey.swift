@@ -6,29 +6,32 @@ public import Foundation
 /// Keys are stored as standard PEM (PKCS#8 for the private key, SubjectPublicKeyInfo for the public key, RFC 8410),
 /// so other tools (OpenSSL, Python's `cryptography`) read them too.
 public struct IdentityKey: Sendable {
-    /// The 32-byte private seed. Kept as bytes so the key is `Sendable`; the Crypto key is made when needed.
-    private let seed: Data
+    /// The private key, made once: making it from its seed derives the public point, which cost the gateway more than
+    /// the signature itself on every ledger entry it signed.
+    public var privateKey: Curve25519.Signing.PrivateKey { box.key }
+    private let box: KeyBox
+    /// The raw 32-byte public key.
+    public let publicKey: Data
+    /// The identity this key proves.
+    public let nodeID: NodeID
 
     public init(privateKey: Curve25519.Signing.PrivateKey) {
-        self.seed = privateKey.rawRepresentation
+        box = KeyBox(key: privateKey)
+        publicKey = privateKey.publicKey.rawRepresentation
+        nodeID = NodeID(publicKey: publicKey)
     }
 
-    /// The private key.
-    public var privateKey: Curve25519.Signing.PrivateKey {
-        // The seed came from a valid key, so this cannot fail.
-        try! Curve25519.Signing.PrivateKey(rawRepresentation: seed)
+    /// Holds the key so that `IdentityKey` is `Sendable`: swift-crypto does not mark its keys so, but a key is an
+    /// immutable value (its storage is never written after it is made), so reading it from several threads is safe.
+    private final class KeyBox: @unchecked Sendable {
+        let key: Curve25519.Signing.PrivateKey
+        init(key: Curve25519.Signing.PrivateKey) { self.key = key }
     }
 
     /// A new key from the system's secure random generator.
     public static func generate() -> IdentityKey {
         IdentityKey(privateKey: Curve25519.Signing.PrivateKey())
     }
-
-    /// The raw 32-byte public key.
-    public var publicKey: Data { privateKey.publicKey.rawRepresentation }
-
-    /// The identity this key proves.
-    public var nodeID: NodeID { NodeID(publicKey: publicKey) }
 
     /// Signs `data` (Ed25519).
     public func sign(_ data: some DataProtocol) throws -> Data {

@@ -37,7 +37,6 @@ struct OllamaRelay {
         var contentEvents = 0
         var status = "ok"
         var firstToken: ContinuousClock.Instant?
-        let decoder = JSONDecoder()
         relay: while true {
             let event: ByteBuffer
             do {
@@ -48,7 +47,7 @@ struct OllamaRelay {
                 status = "upstream_error"
                 break
             }
-            guard let payload = event.ssePayload(), let chunk = try? decoder.decode(CompletionChunk.self, from: payload) else { continue }
+            guard let payload = SSEFraming.payloadBytes(of: event.readableBytesView), let chunk = CompletionChunk.parse(payload) else { continue }
             if let reason = chunk.choices?.first?.finishReason { finishReason = reason }
             guard let piece = chunk.choices?.first?.content, !piece.isEmpty else { continue }
             contentEvents += 1

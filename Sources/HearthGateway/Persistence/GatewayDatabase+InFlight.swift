@@ -17,11 +17,11 @@ extension GatewayDatabase {
         }
     }
 
-    /// Notes a request a node is serving, so that a crash leaves a trace of it. The write is queued at once on the
-    /// database's serial writer, ahead of the request's own usage row, and nobody waits for it: it stays off the
-    /// response's critical path. The usage row's transaction removes the note.
+    /// Notes a request a node is serving, so that a crash leaves a trace of it. The write is queued at once
+    /// (`GroupCommit`), ahead of the request's own usage row, and nobody waits for it: it stays off the response's
+    /// critical path. The usage row's transaction removes the note.
     public func markInFlight(_ usage: UsageRecord, logger: Logger) {
-        writer.asyncWrite(
+        commits.enqueue(
             { db in
                 try db.execute(
                     sql: """
@@ -30,10 +30,9 @@ extension GatewayDatabase {
                         """,
                     arguments: [usage.requestID, usage.route, usage.model, usage.nodeID ?? "", usage.consumer, usage.account, usage.startedAt]
                 )
+                return nil
             },
-            completion: { _, result in
-                if case .failure(let error) = result { logger.error("could not note a request in flight", metadata: ["error": "\(error)"]) }
-            }
+            failed: { error in logger.error("could not note a request in flight", metadata: ["error": "\(error)"]) }
         )
     }
 

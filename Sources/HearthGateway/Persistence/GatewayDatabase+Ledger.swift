@@ -86,7 +86,8 @@ extension GatewayDatabase {
         var credits: [LedgerEntry.Credit]?
         if case .credit(let receipt, _) = settlement { credits = LedgerEntry.credits(for: receipt, accounts: accounts) }
         let shared = credits
-        return try await writer.write { db in
+        // Committed with the records of the other requests that finished meanwhile; this returns once it is durable.
+        return try await commits.write { db in
             try usage.insert(db)
             try db.execute(sql: "DELETE FROM in_flight WHERE request_id = ?", arguments: [usage.requestID])
             if let account = usage.account {

@@ -69,6 +69,8 @@ public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
 /// The gateway's SQLite database (WAL mode), opened once per process.
 public struct GatewayDatabase: Sendable {
     let writer: any DatabaseWriter
+    /// The per-request writes (usage rows, ledger entries, in-flight notes), committed in groups (`GroupCommit`).
+    let commits: GroupCommit
 
     /// Opens `gateway.sqlite` in `directory` (creating the folder), or an in-memory database when `directory` is nil.
     public static func open(directory: String?) throws -> GatewayDatabase {
@@ -85,6 +87,7 @@ public struct GatewayDatabase: Sendable {
 
     private init(writer: any DatabaseWriter) {
         self.writer = writer
+        commits = GroupCommit(writer: writer)
     }
 
     /// Brings the schema up to date. Migrations are named and never edited once shipped.

@@ -101,7 +101,7 @@ struct CompletionsController {
             do {
                 var rest = try await served.upstream.response.body.collect(upTo: 64 << 20)
                 answer.writeBuffer(&rest)
-                let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: answer))?.usage
+                let usage = CompletionChunk.parse(answer.readableBytesView)?.usage
                 var headers: HTTPFields = [.hearthNode: served.node.short, .contentType: "application/json"]
                 served.addDegradation(to: &headers)
                 return served.respond(with: answer, headers: headers, usage: usage, fallbackCompletionTokens: 0)

@@ -50,11 +50,11 @@ struct UsageTap {
 
     /// The engine's counts, if it reported them.
     var usage: TokenUsage? {
-        guard streaming else { return (try? JSONDecoder().decode(CompletionChunk.self, from: kept))?.usage }
+        guard streaming else { return CompletionChunk.parse(kept.readableBytesView)?.usage }
         let text = String(buffer: kept)
         for event in text.components(separatedBy: "\n\n").reversed() where event.contains("\"usage\"") {
             guard let payload = SSEFraming.payload(of: Array(event.utf8)) else { continue }
-            if let usage = (try? JSONDecoder().decode(CompletionChunk.self, from: Data(payload.utf8)))?.usage { return usage }
+            if let usage = CompletionChunk.parse(payload.utf8)?.usage { return usage }
         }
         return nil
     }

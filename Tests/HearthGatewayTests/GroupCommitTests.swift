@@ -1,0 +1,96 @@
+import Dispatch
+import Foundation
+import GRDB
+import HearthCore
+import HearthTesting
+import Synchronization
+import Testing
+
+@testable import HearthGateway
+
+/// Requests' records committed together (`GroupCommit`): one transaction for all that were queued, each acknowledged
+/// only once committed, a failing one rolled back alone, and the ledger's chain intact.
+struct GroupCommitTests {
+    final class Commits: TransactionObserver, @unchecked Sendable {
+        let count = Mutex(0)
+        func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool { true }
+        func databaseDidChange(with event: DatabaseEvent) {}
+        func databaseDidCommit(_ db: Database) { count.withLock { $0 += 1 } }
+        func databaseDidRollback(_ db: Database) {}
+    }
+
+    @Test func recordsQueuedTogetherShareOneCommitAndAFailureStaysAlone() async throws {
+        let database = try GatewayDatabase.open(directory: try TestEnvironment.temporaryDirectory("group-commit"))
+        try await database.migrate()
+        let gatewayKey = IdentityKey.generate()
+        let nodeKey = IdentityKey.generate()
+        let commits = Commits()
+        database.writer.add(transactionObserver: commits, extent: .databaseLifetime)
+        func usage(_ id: String) -> UsageRecord {
+            UsageRecord(
+                requestID: id,
+                route: "/v1/chat/completions",
+                model: DefaultModel.id.rawValue,
+                nodeID: nodeKey.nodeID.rawValue,
+                promptTokens: 3,
+                completionTokens: 4,
+                status: "ok",
+                startedAt: Date(),
+                firstByteMilliseconds: 1,
+                durationMilliseconds: 2
+            )
+        }
+        func credit(_ id: String) throws -> ReceiptSettlement {
+            let receipt = Receipt(
+                requestID: id,
+                gateway: gatewayKey.nodeID,
+                node: nodeKey.nodeID,
+                account: nil,
+                consumer: "anonymous",
+                model: DefaultModel.id,
+                modelSHA256: DefaultModel.sha256,
+                promptTokens: 3,
+                completionTokens: 4,
+                maxTokens: 8,
+                startedAt: 1,
+                finishedAt: 2,
+                outcome: .ok
+            )
+            return .credit(receipt, signed: try receipt.signed(by: nodeKey).encoded())
+        }
+
+        // The writer is held busy, so every record below is queued before the next transaction begins.
+        let gate = DispatchSemaphore(value: 0)
+        database.writer.asyncWrite({ _ in gate.wait() }, completion: { _, _ in })
+        let count = 30
+        let settlements = try (0..<count).map { try credit("req-\($0)") }
+        let outcomes = Task {
+            await withTaskGroup(of: Bool.self) { group in
+                for index in 0..<count {
+                    group.addTask { (try? await database.record(usage("req-\(index)"), settling: settlements[index], gateway: gatewayKey)) != nil }
+                }
+                // The same request credited twice: refused alone.
+                group.addTask { (try? await database.record(usage("req-0-again"), settling: settlements[0], gateway: gatewayKey)) != nil }
+                return await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+        }
+        _ = try await eventually("every record to be queued") { database.commits.queued == count + 1 ? true : nil }
+        let before = commits.count.withLock { $0 }
+        gate.signal()
+        let results = await outcomes.value
+        #expect(results.filter { $0 }.count == count, "every record but the second credit is stored")
+        #expect(results.filter { !$0 }.count == 1)
+        #expect(commits.count.withLock { $0 } - before == 2, "the held write and one transaction for all \(count + 1) records")
+
+        // The chain is whole: sequence numbers 1…30, each entry committing to the hash of the one before it.
+        let rows = try await database.ledger()
+        #expect(rows.map(\.seq) == Array(1...Int64(count)))
+        var previous = Data(count: 32)
+        for row in rows {
+            let entry = try LedgerEntry(cbor: try CBOR(decoding: try COSESign1(decoding: Array(row.entry)).payload))
+            #expect(entry.previousHash == previous)
+            previous = row.hash
+        }
+        #expect(try await database.recentUsage(limit: 100).count == count)
+    }
+}
