@@ -177,6 +177,8 @@ struct NodeOptions: ParsableArguments {
             }
             return .share(percent / 100)
         }
+        // "0" lends nothing, as the help says, with or without a unit.
+        if text == "0" { return .bytes(0) }
         return .bytes(try parseBytes(text, option: "--pool-memory"))
     }
 

@@ -33,6 +33,9 @@ struct CommandParsingTests {
         #expect(try HearthCommand.parseAsRoot(["catalog", "pin", "m:q8_0", "--sha256", "ab"]) is CatalogCommand.Pin)
         #expect(try HearthCommand.parseAsRoot(["size", "m", "--context", "2048"]) is SizeCommand)
         #expect(try HearthCommand.parseAsRoot(["node", "--model", "a", "--model", "b", "--memory", "6GiB"]) is NodeCommand)
+        // `hearth up` lends a quarter by default; 0 lends nothing, as its help says.
+        #expect(try HearthCommand.parseAsRoot(["up", "--pool-memory", "0"]) is UpCommand)
+        #expect(try HearthCommand.parseAsRoot(["up", "--pool-memory", "0%"]) is UpCommand)
     }
 
     @Test func gatewayOptionsBecomeConfiguration() throws {

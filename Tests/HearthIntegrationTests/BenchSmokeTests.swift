@@ -33,6 +33,49 @@ extension OneAtATime {
             #expect(ratio.map { $0.split(separator: "|").last.flatMap { Double($0.trimmingCharacters(in: .whitespaces)) } != nil } == true)
         }
 
+        /// The proxies part on a tiny load: Hearth, nginx (and LiteLLM when its venv is there) in front of the mock, and
+        /// nginx against `hearth up` in front of the real engine; the report has every table and the goals.
+        @Test func theProxiesPartRunsOnATinyConfiguration() async throws {
+            let directory = try TestEnvironment.temporaryDirectory("bench-proxies-smoke")
+            let report = directory + "/proxies.md"
+            let run = try await TestProcess(
+                name: "hearth-bench",
+                executable: try Self.bench,
+                arguments: [
+                    "--parts", "proxies", "--sequential", "3", "--paced-requests", "1", "--streams", "10", "--stream-seconds", "1",
+                    "--seconds", "1", "--engine-requests", "1", "--idle-seconds", "1", "--out", report,
+                ],
+                environment: ["HEARTH_BIN_DIR": (try TestEnvironment.hearthBinary() as NSString).deletingLastPathComponent],
+                directory: directory
+            )
+            let status = await run.waitForExit(timeout: .seconds(280))
+            try #require(status == 0, "hearth-bench failed:\n\(run.output.suffix(20).joined(separator: "\n"))\n\(run.errorOutput.suffix(3000))")
+            let text = try String(contentsOfFile: report, encoding: .utf8)
+            for section in [
+                "### Added latency", "### Paced streams", "### Whole answers at the ceiling", "streams held open", "### A real engine", "### Goals",
+            ] {
+                #expect(text.contains(section), "no section '\(section)'")
+            }
+            // No load lost a request: every cell under an "errors" heading is 0.
+            var errorsColumn: Int?
+            var checked = 0
+            for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+                let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+                guard line.hasPrefix("|") else {
+                    errorsColumn = nil
+                    continue
+                }
+                if let column = cells.firstIndex(of: "errors") {
+                    errorsColumn = column
+                } else if let column = errorsColumn, cells.indices.contains(column), !cells[column].hasPrefix("---") {
+                    #expect(cells[column] == "0", "\(line)")
+                    checked += 1
+                }
+            }
+            #expect(checked >= 8, "the error columns were not found")
+            #expect(text.contains("| aggregate tokens/s |"))
+        }
+
         @Test func helpExplainsAndAMistypedOptionRunsNothing() async throws {
             let directory = try TestEnvironment.temporaryDirectory("bench-options")
             let help = try await TestProcess(name: "bench-help", executable: try Self.bench, arguments: ["--help"], directory: directory)

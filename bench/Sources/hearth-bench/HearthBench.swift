@@ -46,6 +46,7 @@ struct HearthBench {
           --streams N       proxies: streams held open at once at 20 tokens/s (1000)
           --stream-seconds N  proxies: how long each held stream lasts (10)
           --engine-requests N  proxies: answers per client against the real engine, 8 clients; 0 skips it (6)
+          --idle-seconds N  proxies: how long `hearth up` is watched doing nothing (30)
           --out FILE        where to write the report
           --replace         write over the committed report in bench/results/ (by default a run writes a new file,
                             bench/results/runs/<part>-<time>.md, so a trial run never replaces the committed figures)
@@ -55,7 +56,7 @@ struct HearthBench {
     /// Options that take a value, and flags; anything else is refused before a long run starts.
     static let valued: Set<String> = [
         "--rounds", "--clients", "--seconds", "--tunnel-mb", "--out", "--parts", "--minutes", "--sample-seconds", "--soak-clients",
-        "--sequential", "--paced-requests", "--streams", "--stream-seconds", "--engine-requests",
+        "--sequential", "--paced-requests", "--streams", "--stream-seconds", "--engine-requests", "--idle-seconds",
     ]
     static let flags: Set<String> = ["--replace", "--help", "-h"]
 
@@ -149,7 +150,13 @@ struct HearthBench {
             do {
                 let engine =
                     engineRequests > 0
-                    ? try await ProxyEngineBench.run(http: http, streams: 8, requests: engineRequests, tokens: 128, idleSeconds: 30) : nil
+                    ? try await ProxyEngineBench.run(
+                        http: http,
+                        streams: 8,
+                        requests: engineRequests,
+                        tokens: 128,
+                        idleSeconds: number("--idle-seconds", "30")
+                    ) : nil
                 text = try await ProxyBench.run(settings: settings, http: http, engine: engine)
             } catch {
                 try? await http.shutdown()
@@ -158,7 +165,8 @@ struct HearthBench {
             try await http.shutdown()
             let command =
                 "--parts proxies --sequential \(settings.sequential) --paced-requests \(settings.pacedRequests) --streams \(settings.streams) "
-                + "--stream-seconds \(Int(settings.streamSeconds)) --seconds \(Int(settings.requestSeconds)) --engine-requests \(engineRequests) --replace"
+                + "--stream-seconds \(Int(settings.streamSeconds)) --seconds \(Int(settings.requestSeconds)) --engine-requests \(engineRequests) "
+                + "--idle-seconds \(Int(number("--idle-seconds", "30"))) --replace"
             let report = try header(command: command) + text
             try report.write(toFile: proxiesOutput, atomically: true, encoding: .utf8)
             print(report)
