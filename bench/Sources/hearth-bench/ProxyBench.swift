@@ -52,7 +52,7 @@ enum ProxyBench {
     static func run(settings: Settings, http: HTTPClient, engine: ProxyEngineBench.Outcome?) async throws -> String {
         let directory = try TestEnvironment.temporaryDirectory("bench-proxies")
         let mockProcess = try await TestProcess(name: "mock", executable: HearthBench.selfPath, arguments: ["mock-upstream"], directory: directory)
-        defer { Task { _ = await mockProcess.stop() } }
+
         let mock = String(try await mockProcess.waitForLine { $0.hasPrefix("READY url=") }.dropFirst("READY url=".count))
 
         var targets = [ProxyTargets.direct(mock)]
@@ -68,7 +68,6 @@ enum ProxyBench {
         let gatewayIdleRSS = residentBytes(of: hearth.gateway)
         let nodeIdleRSS = residentBytes(of: hearth.node)
         targets.append(hearth.target)
-        defer { for target in targets { Task { await target.stop() } } }
 
         // Warm every path, then the loads.
         for target in targets { for _ in 0..<20 { _ = try await whole(http, target, tokens: 16) } }
@@ -87,6 +86,9 @@ enum ProxyBench {
             held[target.name] = try await heldStreams(http, target, count: settings.streams, seconds: settings.streamSeconds)
         }
 
+        // Stopped here, not left to the process's exit: nginx's workers outlive a master that is killed.
+        for target in targets { await target.stop() }
+        _ = await mockProcess.stop()
         return report(
             settings: settings,
             targets: targets,

@@ -57,6 +57,7 @@ enum ProxyEngineBench {
                 "up", "--port", "0", "--data-dir", directory + "/up", "--parallel", String(streams), "--threads", "2",
                 "--ctx-size", String(slotContext), "--pool-memory", "0", "--no-dashboard", "--log-level", "warning",
                 "--rate-limit", "100000000", "--anonymous-tokens-per-hour", "1000000000000", "--max-tokens-per-hour", "1000000000000",
+                "--max-connections-per-address", "100000",
             ],
             directory: directory
         )

@@ -93,7 +93,7 @@ extension ProxyBench {
             """
         for (name, load) in held.sorted(by: { $0.key > $1.key }) {
             text +=
-                "| \(name) | \(load.requests - load.errors) | \(load.errors) | \(format(load.peakRSS / 1_048_576, 1)) MiB | \(format(load.cpu, 2)) s |\n"
+                "| \(name) | \(settings.streams - load.errors) | \(load.errors) | \(format(load.peakRSS / 1_048_576, 1)) MiB | \(format(load.cpu, 2)) s |\n"
             if let error = load.firstError { text += "\n\(name)'s first error: `\(error.prefix(200))`\n\n" }
         }
         let hearthHeld = held["Hearth"] ?? Load()

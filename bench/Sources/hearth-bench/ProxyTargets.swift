@@ -136,7 +136,12 @@ enum ProxyTargets {
 
     /// `hearth gateway` and a `hearth node --backend` on the mock, two processes as on two machines.
     static func hearth(in directory: String, upstream: String, slots: Int) async throws -> (target: ProxyTarget, gateway: Int32, node: Int32) {
-        let limits = ["--rate-limit", "100000000", "--anonymous-tokens-per-hour", "1000000000000", "--max-tokens-per-hour", "1000000000000"]
+        // Every client of the benchmark comes from 127.0.0.1: without these, the per-address limits a public gateway
+        // needs would refuse them (connections past --max-connections-per-address are reset).
+        let limits = [
+            "--rate-limit", "100000000", "--anonymous-tokens-per-hour", "1000000000000", "--max-tokens-per-hour", "1000000000000",
+            "--max-connections-per-address", "100000",
+        ]
         let gateway = try await TestProcess(
             name: "gateway",
             executable: try TestEnvironment.hearthBinary(),
