@@ -33,8 +33,8 @@ extension OneAtATime {
             #expect(ratio.map { $0.split(separator: "|").last.flatMap { Double($0.trimmingCharacters(in: .whitespaces)) } != nil } == true)
         }
 
-        /// The proxies part on a tiny load: Hearth, nginx (and LiteLLM when its venv is there) in front of the mock, and
-        /// nginx against `hearth up` in front of the real engine; the report has every table and the goals.
+        /// The proxies part on a tiny load: Hearth and nginx in front of the mock (LiteLLM left out: it takes a minute to
+        /// start), and nginx against `hearth up` in front of the real engine; the report has every table and the goals.
         @Test func theProxiesPartRunsOnATinyConfiguration() async throws {
             let directory = try TestEnvironment.temporaryDirectory("bench-proxies-smoke")
             let report = directory + "/proxies.md"
@@ -43,7 +43,7 @@ extension OneAtATime {
                 executable: try Self.bench,
                 arguments: [
                     "--parts", "proxies", "--sequential", "3", "--paced-requests", "1", "--streams", "10", "--stream-seconds", "1",
-                    "--seconds", "1", "--engine-requests", "1", "--idle-seconds", "1", "--out", report,
+                    "--seconds", "1", "--engine-requests", "1", "--engine-tokens", "8", "--idle-seconds", "1", "--without-litellm", "--out", report,
                 ],
                 environment: ["HEARTH_BIN_DIR": (try TestEnvironment.hearthBinary() as NSString).deletingLastPathComponent],
                 directory: directory

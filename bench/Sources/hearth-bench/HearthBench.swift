@@ -46,7 +46,9 @@ struct HearthBench {
           --streams N       proxies: streams held open at once at 20 tokens/s (1000)
           --stream-seconds N  proxies: how long each held stream lasts (10)
           --engine-requests N  proxies: answers per client against the real engine, 8 clients; 0 skips it (6)
+          --engine-tokens N  proxies: tokens per answer against the real engine (128)
           --idle-seconds N  proxies: how long `hearth up` is watched doing nothing (30)
+          --without-litellm proxies: leave LiteLLM out even when its venv is there (it takes a minute to start)
           --out FILE        where to write the report
           --replace         write over the committed report in bench/results/ (by default a run writes a new file,
                             bench/results/runs/<part>-<time>.md, so a trial run never replaces the committed figures)
@@ -56,9 +58,9 @@ struct HearthBench {
     /// Options that take a value, and flags; anything else is refused before a long run starts.
     static let valued: Set<String> = [
         "--rounds", "--clients", "--seconds", "--tunnel-mb", "--out", "--parts", "--minutes", "--sample-seconds", "--soak-clients",
-        "--sequential", "--paced-requests", "--streams", "--stream-seconds", "--engine-requests", "--idle-seconds",
+        "--sequential", "--paced-requests", "--streams", "--stream-seconds", "--engine-requests", "--idle-seconds", "--engine-tokens",
     ]
-    static let flags: Set<String> = ["--replace", "--help", "-h"]
+    static let flags: Set<String> = ["--replace", "--help", "-h", "--without-litellm"]
 
     static func main() async throws {
         let arguments = CommandLine.arguments
@@ -145,6 +147,7 @@ struct HearthBench {
             settings.streams = Int(number("--streams", "1000"))
             settings.streamSeconds = number("--stream-seconds", "10")
             settings.requestSeconds = number("--seconds", "8")
+            settings.litellm = !arguments.contains("--without-litellm")
             let engineRequests = Int(option("--engine-requests", "6")) ?? 6
             let text: String
             do {
@@ -154,7 +157,7 @@ struct HearthBench {
                         http: http,
                         streams: 8,
                         requests: engineRequests,
-                        tokens: 128,
+                        tokens: Int(number("--engine-tokens", "128")),
                         idleSeconds: number("--idle-seconds", "30")
                     ) : nil
                 text = try await ProxyBench.run(settings: settings, http: http, engine: engine)
@@ -166,7 +169,7 @@ struct HearthBench {
             let command =
                 "--parts proxies --sequential \(settings.sequential) --paced-requests \(settings.pacedRequests) --streams \(settings.streams) "
                 + "--stream-seconds \(Int(settings.streamSeconds)) --seconds \(Int(settings.requestSeconds)) --engine-requests \(engineRequests) "
-                + "--idle-seconds \(Int(number("--idle-seconds", "30"))) --replace"
+                + "--engine-tokens \(Int(number("--engine-tokens", "128"))) --idle-seconds \(Int(number("--idle-seconds", "30"))) --replace"
             let report = try header(command: command) + text
             try report.write(toFile: proxiesOutput, atomically: true, encoding: .utf8)
             print(report)

@@ -23,6 +23,8 @@ enum ProxyBench {
         /// Streams held open at once at 20 tokens/s, for how long.
         var streams = 1000
         var streamSeconds = 10.0
+        /// Whether LiteLLM is measured when its venv is there.
+        var litellm = true
     }
 
     /// One load's outcome against one target.
@@ -62,7 +64,7 @@ enum ProxyBench {
         }
         targets.append(nginx)
         try FileManager.default.createDirectory(atPath: directory + "/litellm", withIntermediateDirectories: true)
-        let litellm = try await ProxyTargets.litellm(in: directory + "/litellm", upstream: mock)
+        let litellm = settings.litellm ? try await ProxyTargets.litellm(in: directory + "/litellm", upstream: mock) : nil
         if let litellm { targets.append(litellm) }
         let hearth = try await ProxyTargets.hearth(in: directory, upstream: mock, slots: max(64, settings.streams))
         let gatewayIdleRSS = residentBytes(of: hearth.gateway)

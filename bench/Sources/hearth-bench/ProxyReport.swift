@@ -23,7 +23,7 @@ extension ProxyBench {
             an engine. In front of it, each started as its users would: \(proxies.map { "**\($0.name)** (\($0.version))" }.joined(separator: ", ")).
             Hearth is a `hearth gateway` and a `hearth node --backend openai:<mock>/v1` (two processes, linked over TLS
             1.3 + HTTP/2 as on two machines), metering, receipts and the ledger on; nginx has one worker, `proxy_buffering
-            off` and keep-alive upstream; LiteLLM one worker.\(litellmMissing ? " LiteLLM was not installed for this run (its venv, `~/.cache/hearth/litellm`, is missing), so it is left out." : "")
+            off` and keep-alive upstream; LiteLLM one worker.\(litellmMissing ? " LiteLLM is left out of this run (`--without-litellm`, or its venv, `~/.cache/hearth/litellm`, is missing)." : "")
             CPU is each proxy's processes' user + system time from /proc; the mock and the load generator (this process)
             share the same 2 cores and are not counted.
 
