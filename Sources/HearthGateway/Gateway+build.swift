@@ -49,7 +49,7 @@ public func buildGateway(
     if cutOff > 0 {
         logger.warning("the last run stopped while serving; recorded its requests as cut off", metadata: ["requests": "\(cutOff)"])
     }
-    let registry = NodeRegistry(ttl: configuration.nodeTTL)
+    let registry = NodeRegistry(ttl: configuration.nodeTTL, listsUnverifiedBackends: configuration.allowUnverifiedBackends)
     let metrics = GatewayMetrics()
     var meshServices: [any Service] = []
     let nodeTransport: any NodeTransport

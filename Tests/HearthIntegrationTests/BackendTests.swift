@@ -211,6 +211,8 @@ struct BackendTests {
                 return model?["state"] == "ready" ? model : nil
             }
             #expect(model["backend"]?["verified"] == false && model["backend"]?["routed"] == false, "\(model)")
+            // Nor listed as a model a client can use.
+            #expect(try await cluster.readyNodeCount() == 0)
             #expect(model["backend"]?["evidence"]?.stringValue?.contains("no way to check") == true)
             let reply = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
             #expect(reply.status == 503 && reply.json["error"]?["code"] == "model_unverified", "\(reply.status) \(reply.text.prefix(300))")

@@ -22,6 +22,16 @@ extension OneAtATime {
             // A small anonymous quota, so the last step can show the refusal.
             try await Cluster.with(label: "browser", gatewayArguments: ["--anonymous-tokens-per-hour", "500"]) { cluster in
                 let node = try await cluster.startNode("node-a", extraArguments: ["--dashboard-port", "0"])
+                // A second node in front of its owner's server (a named fake with no way to check its file): the
+                // network page must say it is unverified and not routed to.
+                let ownServer = try await FakeOpenAIServer.start(
+                    .init(models: ["mine"], answer: ["choices": []], stream: "data: [DONE]\n\n")
+                )
+                defer { Task { await ownServer.stop() } }
+                _ = try await cluster.startNode(
+                    "own-server",
+                    serving: ["--backend", "openai:" + ownServer.baseURL, "--backend-model", "mine=\(DefaultModel.id.rawValue)"]
+                )
                 let dashboard = try await node.waitForLine { $0.hasPrefix("DASHBOARD url=") }.dropFirst("DASHBOARD url=".count)
                 try await cluster.waitForReadyNodes(1)
                 let engine = try #require(childProcesses(of: node.pid, named: "llama-server").first)

@@ -27,10 +27,14 @@ public final class NodeRegistry: Sendable {
     public let changes = ChangeSignal()
     private let ttl: Duration
     private let clock = ContinuousClock()
+    /// Whether models of owners' own servers that could not be checked count in the listings (as they are routed to
+    /// only then: `--allow-unverified-backends`).
+    let listsUnverifiedBackends: Bool
 
-    public init(ttl: Duration, outliers: OutlierPolicy = OutlierPolicy()) {
+    public init(ttl: Duration, outliers: OutlierPolicy = OutlierPolicy(), listsUnverifiedBackends: Bool = false) {
         self.ttl = ttl
         self.outliers = Mutex(OutlierDetector(policy: outliers))
+        self.listsUnverifiedBackends = listsUnverifiedBackends
     }
 
     /// Records an announcement. Returns `true` when the node is new.
@@ -240,6 +244,8 @@ public final class NodeRegistry: Sendable {
         var byID: [ModelID: (model: ServedModel, nodes: [NodeID])] = [:]
         for node in routableNodes() where !node.draining {
             for model in node.models where model.state == .ready || model.state == .standby {
+                // The listings name only what a request would be routed to.
+                if model.backend?.verified == false, !listsUnverifiedBackends { continue }
                 byID[model.id, default: (model, [])].nodes.append(node.id)
             }
         }

@@ -217,8 +217,14 @@ def refusal():
 def network(request_id):
     step("the network page lists the node, the planner, the ledger")
     driver.get(GATEWAY + "/network")
-    row = wait().until(lambda d: text("#node-rows tr[data-node]"))
-    assert "node-a" in row and "serving" in row, row
+    rows = lambda: driver.execute_script("return [...document.querySelectorAll('#node-rows tr[data-node]')].map(r => r.innerText)")
+    wait().until(lambda d: len(rows()) == 2)
+    row = next(r for r in rows() if "node-a" in r)
+    assert "serving" in row, row
+    # The second node serves the model through its owner's server, which gives no way to check its file: shown as
+    # such, and not routed to by this gateway.
+    own = next(r for r in rows() if "own-server" in r)
+    assert "own server, unverified: not routed" in own, own
     big = '#capacity [data-model="llama-3.3-70b-instruct:q4_k_m"]'
     wait().until(lambda d: text(big))
     assert attribute(big, "data-status") == "needsMoreNodes", attribute(big, "data-status")
@@ -305,10 +311,10 @@ def node_dashboard():
     shot("node")
     find("#pause").click()
     wait().until(lambda d: "paused" in (text("#state") or ""))
-    # The gateway now routes nothing to it.
+    # The gateway now routes nothing to it (nor to the unverified own-server node).
     def drained():
         status, nodes = http("GET", GATEWAY + "/api/nodes")
-        return status == 200 and nodes and all(node["draining"] for node in nodes)
+        return status == 200 and any(node["name"] == "node-a" and node["draining"] for node in nodes)
     poll("the gateway to see the node paused", drained, timeout=30)
     status, body = http("POST", GATEWAY + "/v1/chat/completions", {"model": "smollm2-135m-instruct:q4_1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
     assert status == 503, (status, body)
