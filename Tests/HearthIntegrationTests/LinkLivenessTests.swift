@@ -37,9 +37,16 @@ struct LinkLivenessTests {
             let node = try await cluster.startNode("node-a")
             try await cluster.waitForReadyNodes(1)
             node.send(SIGSTOP)
-            // Out of routing within the TTL, then the unanswered poll closes the link.
-            try await waitFor("the node to leave routing", timeout: .seconds(5)) { try await cluster.readyNodeCount() == 0 }
+            // Out of routing by the TTL (2 s: the sweeper says so), before the unanswered poll closes the link (5 s
+            // later). Checked as an order in the gateway's log, not against a clock: a 5 s bound on the first failed
+            // once with the whole suite and a fuzzer sharing two cores.
             try await waitFor("the gateway to close the link") { cluster.gateway.errorOutput.contains("node link ended") }
+            let log = cluster.gateway.errorOutput
+            let left = log.range(of: "node left: no report within the TTL")
+            let ended = log.range(of: "node link ended")
+            #expect(left != nil, "the TTL did not take the silent node out of routing")
+            if let left, let ended { #expect(left.lowerBound < ended.lowerBound, "the node left routing only when its link closed") }
+            #expect(try await cluster.readyNodeCount() == 0)
             node.send(SIGCONT)
             try await waitFor("a second link") { cluster.gateway.errorOutput.components(separatedBy: "node linked").count == 3 }
             try await cluster.waitForReadyNodes(1, timeout: .seconds(30))
