@@ -86,6 +86,7 @@ struct BackendTests {
             #expect(model["backend"]?["verified"] == true, "\(model)")
             #expect(model["backend"]?["routed"] == true)
             #expect(model["backend"]?["evidence"]?.stringValue?.contains("hashed by this node") == true, "\(model)")
+            #expect(model["backend"]?["evidence"]?.stringValue?.contains("/") == false, "the owner's folders are in the public node list")
 
             // Streamed: real tokens, named by the catalog id, with the engine's usage metered and receipted.
             let stream = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.streamed(Self.question))
@@ -126,6 +127,7 @@ struct BackendTests {
                 return model?["state"] == "failed" ? model : nil
             }
             #expect(failed["detail"]?.stringValue?.contains("does not answer") == true, "\(failed)")
+            #expect(failed["detail"]?.stringValue?.contains("127.0.0.1") == false, "the owner's address is in the public node list")
             let refused = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
             #expect(refused.status == 503, "\(refused.status) \(refused.text.prefix(300))")
             owners = try await Self.ownersLlamaServer(port: port, directory: cluster.directory)

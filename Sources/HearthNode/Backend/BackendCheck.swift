@@ -24,6 +24,7 @@ struct BackendCheck: Equatable {
     }
 
     /// The verdict for a model the server lists, from `evidence`, against the catalog's `pinned` hash.
+    /// The evidence names a file by its name only: the owner's folders (and user name) are not the network's to see.
     static func verdict(evidence: Evidence, pinned: SHA256Digest) -> Verdict {
         switch evidence {
         case .ollamaBlob(let digest):
@@ -32,15 +33,20 @@ struct BackendCheck: Equatable {
             }
             return .verified("Ollama's blob digest is the pinned sha256")
         case .file(let path, let digest?):
+            let name = fileName(path)
             guard digest == pinned else {
-                return .refused("the server's file \(path) has sha256 \(digest.hex), not the pinned \(pinned.hex)")
+                return .refused("the server's file \(name) has sha256 \(digest.hex), not the pinned \(pinned.hex)")
             }
-            return .verified("the server's file \(path), hashed by this node, is the pinned sha256")
+            return .verified("the server's file \(name), hashed by this node, is the pinned sha256")
         case .file(let path, nil):
-            return .unverified("the server names its file \(path), which this node cannot read to hash")
+            return .unverified("the server names its file \(fileName(path)), which this node cannot read to hash")
         case .none:
             return .unverified("the server offers no way to check its file (no Ollama /api/show, no llama-server /props)")
         }
+    }
+
+    private static func fileName(_ path: String) -> String {
+        path.split(separator: "/").last.map(String.init) ?? path
     }
 
     /// The model ids in a `/v1/models` answer (`data[].id`); `nil` when it is not one.

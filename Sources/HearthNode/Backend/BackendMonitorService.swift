@@ -58,9 +58,10 @@ struct BackendMonitorService: Service {
             guard let names = BackendCheck.listedModels(answer) else { throw BackendAnswerError("its /v1/models is not a model list") }
             listed = names
         } catch {
-            for engine in engines {
-                apply(.refused("the owner's server at \(settings.baseURL) does not answer: \(error)"), to: engine)
-            }
+            // The report says only that it does not answer: the server's address is the owner's own network's, which a
+            // public gateway's node list must not show. The owner's log has it.
+            logger.warning("the owner's server does not answer", metadata: ["node.backend.url": "\(settings.baseURL)", "error": "\(error)"])
+            for engine in engines { apply(.refused("the owner's server does not answer"), to: engine) }
             return
         }
         for engine in engines {
@@ -87,6 +88,14 @@ struct BackendMonitorService: Service {
 
     private func apply(_ verdict: BackendCheck.Verdict, to engine: EngineHandle) {
         let before = engine.snapshot
+        // What the server said goes into the report: bounded, so a server listing long names cannot make the gateway
+        // refuse the node's report (`NodeReport.Bound.detail`).
+        let verdict: BackendCheck.Verdict =
+            switch verdict {
+            case .verified(let text): .verified(String(text.prefix(1024)))
+            case .unverified(let text): .unverified(String(text.prefix(1024)))
+            case .refused(let text): .refused(String(text.prefix(1024)))
+            }
         var after = before
         switch verdict {
         case .verified(let evidence), .unverified(let evidence):
