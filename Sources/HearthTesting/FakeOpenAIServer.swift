@@ -1,9 +1,7 @@
 public import Foundation
 public import HearthCore
 import Hummingbird
-import Logging
 import NIOCore
-import ServiceLifecycle
 import Synchronization
 
 /// A named fake: an owner's own OpenAI-compatible server as `hearth node --backend` sees one, for what no real server
@@ -30,7 +28,7 @@ public final class FakeOpenAIServer: Sendable {
 
     private let script: Script
     private let received = Mutex<[(path: String, body: JSONValue)]>([])
-    private let running = Mutex<(port: Int, group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
+    private let running = Mutex<LoopbackServer?>(nil)
 
     private init(script: Script) {
         self.script = script
@@ -45,24 +43,13 @@ public final class FakeOpenAIServer: Sendable {
     /// Starts the server on a free port and waits until it listens.
     public static func start(_ script: Script) async throws -> FakeOpenAIServer {
         let server = FakeOpenAIServer(script: script)
-        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
-        let application = Application(
-            router: server.router(),
-            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "fake-openai"),
-            onServerRunning: { sink.yield($0.localAddress?.port ?? 0) },
-            logger: Logger(label: "fake-openai")
-        )
-        let group = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: "fake-openai")))
-        let task = Task { try await group.run() }
-        guard let port = await ports.first(where: { _ in true }) else { throw TestProcessError("the fake OpenAI server did not start") }
-        server.running.withLock { $0 = (port, group, task) }
+        let running = try await LoopbackServer.start(router: server.router(), name: "fake-openai")
+        server.running.withLock { $0 = running }
         return server
     }
 
     public func stop() async {
-        guard let (_, group, task) = running.withLock({ $0 }) else { return }
-        await group.triggerGracefulShutdown()
-        _ = await task.result
+        await running.withLock({ $0 })?.stop()
     }
 
     private func router() -> Router<BasicRequestContext> {

@@ -1,8 +1,6 @@
 public import Foundation
 import Hummingbird
-import Logging
 import NIOCore
-import ServiceLifecycle
 import Synchronization
 
 /// A real HTTP server on 127.0.0.1 that serves files with Range support, and misbehaves on request, so tests can
@@ -56,7 +54,7 @@ public final class FileServer: Sendable {
     }
     private let behaviours = Mutex<[Behaviour]>([])
     private let ranges = Mutex<[String]>([])
-    private let running = Mutex<(port: Int, group: ServiceGroup, task: Task<Void, any Error>)?>(nil)
+    private let running = Mutex<LoopbackServer?>(nil)
 
     /// The port it listens on, on 127.0.0.1.
     public var port: Int { running.withLock { $0?.port ?? 0 } }
@@ -78,24 +76,13 @@ public final class FileServer: Sendable {
     /// Starts a server for `files` (name → contents) on a free port and waits until it listens.
     public static func start(files: [String: Data]) async throws -> FileServer {
         let server = FileServer(files: files)
-        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
-        let application = Application(
-            router: server.router(),
-            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "hearth-test-files"),
-            onServerRunning: { sink.yield($0.localAddress?.port ?? 0) },
-            logger: Logger(label: "file-server")
-        )
-        let group = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: "file-server")))
-        let task = Task { try await group.run() }
-        guard let port = await ports.first(where: { _ in true }) else { throw TestProcessError("the file server did not start") }
-        server.running.withLock { $0 = (port, group, task) }
+        let running = try await LoopbackServer.start(router: server.router(), name: "hearth-test-files")
+        server.running.withLock { $0 = running }
         return server
     }
 
     public func stop() async {
-        guard let (_, group, task) = running.withLock({ $0 }) else { return }
-        await group.triggerGracefulShutdown()
-        _ = await task.result
+        await running.withLock({ $0 })?.stop()
     }
 
     private func nextBehaviour(range: String) -> Behaviour {
