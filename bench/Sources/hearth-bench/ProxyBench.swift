@@ -39,6 +39,19 @@ enum ProxyBench {
         var firstError: String?
         /// CPU seconds by process, for targets of several (Hearth's gateway and node).
         var cpuByProcess: [Int32: Double] = [:]
+
+        /// Counts one request's outcome: a request, or an error with the first one's text; its value when it succeeded.
+        mutating func count<T>(_ outcome: Result<T, any Error>) -> T? {
+            switch outcome {
+            case .success(let value):
+                requests += 1
+                return value
+            case .failure(let error):
+                errors += 1
+                firstError = firstError ?? "\(error)"
+                return nil
+            }
+        }
     }
 
     /// CPU seconds of each of `target`'s processes so far.
@@ -49,6 +62,21 @@ enum ProxyBench {
     /// What each process spent since `before`.
     static func spent(_ target: ProxyTarget, since before: [Int32: Double]) -> [Int32: Double] {
         cpuByProcess(target).reduce(into: [:]) { $0[$1.key] = $1.value - (before[$1.key] ?? 0) }
+    }
+
+    /// `clients` concurrent clients against `target`, each returning what it did (`client` gets its index), merged,
+    /// with the time they took and the CPU each of the target's processes spent meanwhile.
+    static func measure(_ target: ProxyTarget, clients: Int, _ client: @escaping @Sendable (Int) async -> Load) async -> Load {
+        let before = cpuByProcess(target)
+        let start = ContinuousClock.now
+        var load = await withTaskGroup(of: Load.self) { group in
+            for index in 0..<clients { group.addTask { await client(index) } }
+            return await group.reduce(into: Load()) { merge(&$0, $1) }
+        }
+        load.elapsed = seconds(since: start)
+        load.cpuByProcess = spent(target, since: before)
+        load.cpu = load.cpuByProcess.values.reduce(0, +)
+        return load
     }
 
     static func run(settings: Settings, http: HTTPClient, engine: ProxyEngineBench.Outcome?) async throws -> String {
@@ -80,12 +108,12 @@ enum ProxyBench {
         var paced: [String: Load] = [:]
         var perRequest: [String: Load] = [:]
         for target in targets {
-            paced[target.name] = try await pacedStreams(http, target, settings: settings)
-            perRequest[target.name] = try await wholeAtCeiling(http, target, settings: settings)
+            paced[target.name] = await pacedStreams(http, target, settings: settings)
+            perRequest[target.name] = await wholeAtCeiling(http, target, settings: settings)
         }
         var held: [String: Load] = [:]
         for target in [nginx, hearth.target] {
-            held[target.name] = try await heldStreams(http, target, count: settings.streams, seconds: settings.streamSeconds)
+            held[target.name] = await heldStreams(http, target, count: settings.streams, seconds: settings.streamSeconds)
         }
 
         // Stopped here, not left to the process's exit: nginx's workers outlive a master that is killed.
@@ -169,67 +197,33 @@ enum ProxyBench {
     }
 
     /// `pacedClients` clients, each `pacedRequests` streams of `pacedTokens` tokens one `paceMilliseconds` apart.
-    static func pacedStreams(_ http: HTTPClient, _ target: ProxyTarget, settings: Settings) async throws -> Load {
-        let before = cpuByProcess(target)
-        let start = ContinuousClock.now
-        var load = try await withThrowingTaskGroup(of: Load.self) { group in
-            for _ in 0..<settings.pacedClients {
-                group.addTask {
-                    var mine = Load()
-                    for _ in 0..<settings.pacedRequests {
-                        do {
-                            mine.tokens += try await stream(http, target, tokens: settings.pacedTokens, pace: settings.paceMilliseconds)
-                            mine.requests += 1
-                        } catch {
-                            mine.errors += 1
-                            mine.firstError = mine.firstError ?? "\(error)"
-                        }
-                    }
-                    return mine
-                }
+    static func pacedStreams(_ http: HTTPClient, _ target: ProxyTarget, settings: Settings) async -> Load {
+        await measure(target, clients: settings.pacedClients) { _ in
+            var mine = Load()
+            for _ in 0..<settings.pacedRequests {
+                let outcome = await attempt { try await stream(http, target, tokens: settings.pacedTokens, pace: settings.paceMilliseconds) }
+                mine.tokens += mine.count(outcome) ?? 0
             }
-            return try await group.reduce(into: Load()) { merge(&$0, $1) }
+            return mine
         }
-        load.elapsed = seconds(since: start)
-        load.cpuByProcess = spent(target, since: before)
-        load.cpu = load.cpuByProcess.values.reduce(0, +)
-        return load
     }
 
     /// Whole answers as fast as `requestClients` clients can ask, for `requestSeconds`.
-    static func wholeAtCeiling(_ http: HTTPClient, _ target: ProxyTarget, settings: Settings) async throws -> Load {
-        let before = cpuByProcess(target)
+    static func wholeAtCeiling(_ http: HTTPClient, _ target: ProxyTarget, settings: Settings) async -> Load {
         let start = ContinuousClock.now
-        var load = try await withThrowingTaskGroup(of: Load.self) { group in
-            for _ in 0..<settings.requestClients {
-                group.addTask {
-                    var mine = Load()
-                    while seconds(since: start) < settings.requestSeconds {
-                        do {
-                            mine.latencies.append(try await whole(http, target, tokens: 16))
-                            mine.requests += 1
-                        } catch {
-                            mine.errors += 1
-                            mine.firstError = mine.firstError ?? "\(error)"
-                        }
-                    }
-                    return mine
-                }
+        return await measure(target, clients: settings.requestClients) { _ in
+            var mine = Load()
+            while seconds(since: start) < settings.requestSeconds {
+                if let latency = mine.count(await attempt { try await whole(http, target, tokens: 16) }) { mine.latencies.append(latency) }
             }
-            return try await group.reduce(into: Load()) { merge(&$0, $1) }
+            return mine
         }
-        load.elapsed = seconds(since: start)
-        load.cpuByProcess = spent(target, since: before)
-        load.cpu = load.cpuByProcess.values.reduce(0, +)
-        return load
     }
 
     /// `count` streams at 20 tokens/s open together for `seconds` (started over the first second); errors, the peak
     /// memory of the proxy's processes.
-    static func heldStreams(_ http: HTTPClient, _ target: ProxyTarget, count: Int, seconds duration: Double) async throws -> Load {
+    static func heldStreams(_ http: HTTPClient, _ target: ProxyTarget, count: Int, seconds duration: Double) async -> Load {
         let tokens = Int(duration * 20)
-        let before = cpuByProcess(target)
-        let start = ContinuousClock.now
         let sampler = Task {
             var peak = 0.0
             while !Task.isCancelled {
@@ -238,30 +232,30 @@ enum ProxyBench {
             }
             return peak
         }
-        var load = try await withThrowingTaskGroup(of: Load.self) { group in
-            for index in 0..<count {
-                group.addTask {
-                    try? await Task.sleep(for: .milliseconds(1000 * index / max(1, count)))
-                    var mine = Load()
-                    do {
-                        mine.tokens = try await stream(http, target, tokens: tokens, pace: 50)
-                        mine.requests = 1
-                        if mine.tokens != tokens { mine.errors = 1 }
-                    } catch {
-                        mine.errors = 1
-                        mine.firstError = "\(error)"
-                    }
-                    return mine
-                }
+        var load = await measure(target, clients: count) { index in
+            try? await Task.sleep(for: .milliseconds(1000 * index / max(1, count)))
+            var mine = Load()
+            let outcome = await attempt {
+                let received = try await stream(http, target, tokens: tokens, pace: 50)
+                // A stream cut short is an error too.
+                guard received == tokens else { throw BenchError("a stream ended after \(received) of \(tokens) tokens") }
+                return received
             }
-            return try await group.reduce(into: Load()) { merge(&$0, $1) }
+            mine.tokens = mine.count(outcome) ?? 0
+            return mine
         }
         sampler.cancel()
         load.peakRSS = await sampler.value
-        load.elapsed = seconds(since: start)
-        load.cpuByProcess = spent(target, since: before)
-        load.cpu = load.cpuByProcess.values.reduce(0, +)
         return load
+    }
+
+    /// What `work` returned or threw.
+    static func attempt<T>(_ work: () async throws -> T) async -> Result<T, any Error> {
+        do {
+            return .success(try await work())
+        } catch {
+            return .failure(error)
+        }
     }
 
     static func merge(_ into: inout Load, _ other: Load) {

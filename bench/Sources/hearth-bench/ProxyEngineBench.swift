@@ -87,27 +87,13 @@ enum ProxyEngineBench {
         ]
         // One warm-up answer, so both engines have their weights paged in.
         _ = try await streamOnce(client: http, url: target.chat, body: body)
-        let before = target.cpu()
-        let start = ContinuousClock.now
-        var load = try await withThrowingTaskGroup(of: ProxyBench.Load.self) { group in
-            for _ in 0..<streams {
-                group.addTask {
-                    var mine = ProxyBench.Load()
-                    for _ in 0..<requests {
-                        do {
-                            mine.tokens += try await streamOnce(client: http, url: target.chat, body: body).completionTokens
-                            mine.requests += 1
-                        } catch {
-                            mine.errors += 1
-                        }
-                    }
-                    return mine
-                }
+        return await ProxyBench.measure(target, clients: streams) { _ in
+            var mine = ProxyBench.Load()
+            for _ in 0..<requests {
+                let outcome = await ProxyBench.attempt { try await streamOnce(client: http, url: target.chat, body: body).completionTokens }
+                mine.tokens += mine.count(outcome) ?? 0
             }
-            return try await group.reduce(into: ProxyBench.Load()) { ProxyBench.merge(&$0, $1) }
+            return mine
         }
-        load.elapsed = seconds(since: start)
-        load.cpu = target.cpu() - before
-        return load
     }
 }
