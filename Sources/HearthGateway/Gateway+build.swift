@@ -49,7 +49,7 @@ public func buildGateway(
     if cutOff > 0 {
         logger.warning("the last run stopped while serving; recorded its requests as cut off", metadata: ["requests": "\(cutOff)"])
     }
-    let registry = NodeRegistry(ttl: configuration.nodeTTL, listsUnverifiedBackends: configuration.allowUnverifiedBackends)
+    let registry = NodeRegistry(ttl: configuration.nodeTTL, routesUnverifiedBackends: configuration.allowUnverifiedBackends)
     let metrics = GatewayMetrics()
     var meshServices: [any Service] = []
     let nodeTransport: any NodeTransport
@@ -93,7 +93,7 @@ public func buildGateway(
     }
     // Before the API listens: a request in the first moments must find the stored pools warming, not be refused.
     await pools?.restore()
-    var dispatcher = Dispatcher(
+    let dispatcher = Dispatcher(
         registry: registry,
         transport: nodeTransport,
         maxAttempts: configuration.maxAttempts,
@@ -101,7 +101,6 @@ public func buildGateway(
         catalog: configuration.catalog,
         pools: pools
     )
-    dispatcher.allowUnverifiedBackends = configuration.allowUnverifiedBackends
     let quotas = QuotaBook(reciprocity: configuration.reciprocity, database: database)
     let pipeline = CompletionPipeline(
         dispatcher: dispatcher,
@@ -145,7 +144,7 @@ public func buildGateway(
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
     EmbeddingsController(pipeline: pipeline).addRoutes(to: router)
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
-    NodesController(registry: registry, allowUnverifiedBackends: configuration.allowUnverifiedBackends).addRoutes(to: router)
+    NodesController(registry: registry).addRoutes(to: router)
     PoolsController(pools: pools, operators: configuration.operators.union([identity.nodeID])).addRoutes(to: router)
     CatalogController(catalog: configuration.catalog, registry: registry).addRoutes(to: router)
     LedgerController(database: database, gatewayKey: identity).addRoutes(to: router)

@@ -39,8 +39,6 @@ public struct Dispatcher: Sendable {
     let catalog: Catalog
     /// Pools: asked when no node is ready for a model, told when a request goes to a pool's head.
     var pools: PoolReconciler?
-    /// Whether models a node serves through its owner's own server, unchecked, are routed to (`ExternalBackend`).
-    var allowUnverifiedBackends = false
     /// Retries in flight, held within `retryBudget` of the requests in flight.
     let retries = RetriesInFlight()
     package var retryBudget = RetryBudget()
@@ -110,10 +108,12 @@ public struct Dispatcher: Sendable {
             }
         }
         // A model from an owner's own server whose file the node could not check is routed to only when allowed.
+        // A failed one stays: it is served by no one anyway, and keeps the model known (503, not 404). Filtered only
+        // when there is one, so the common request copies no node list.
         let withUnverified = nodes
-        if !allowUnverifiedBackends {
-            // A failed one stays: it is served by no one anyway, and keeps the model known (503, not 404).
-            for index in nodes.indices { nodes[index].models.removeAll { $0.backend?.verified == false && $0.state != .failed } }
+        let leftOut = { (model: ServedModel) in !self.registry.routes(model) && model.state != .failed }
+        if nodes.contains(where: { $0.models.contains(where: leftOut) }) {
+            for index in nodes.indices { nodes[index].models.removeAll(where: leftOut) }
         }
         // Embeddings go only to engines started for them.
         if endpoint == .embeddings {
@@ -134,7 +134,7 @@ public struct Dispatcher: Sendable {
                 break
             }
         }
-        if !plan.hasCandidates, !allowUnverifiedBackends, endpoint != .embeddings,
+        if !plan.hasCandidates, !registry.routesUnverifiedBackends, endpoint != .embeddings,
             RoutePlanner.plan(model: model, nodes: withUnverified, catalog: catalog).hasCandidates
         {
             throw DispatchFailure(

@@ -7,8 +7,6 @@ import NIOFoundationEssentialsCompat
 /// Where operators list the nodes. Nodes themselves never call the API: they report over their links.
 struct NodesController {
     let registry: NodeRegistry
-    /// The gateway's `--allow-unverified-backends`, shown with every model from an owner's own server as `routed`.
-    var allowUnverifiedBackends = false
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/api/nodes") { _, _ in
@@ -17,10 +15,10 @@ struct NodesController {
             let refused = registry.refusedReceipts()
             let nodes = try registry.announcements().map { announcement -> JSONValue in
                 var node = try JSONDecoder().decode(JSONValue.self, from: try JSONEncoder().encode(announcement))
+                // Every model from an owner's own server says whether this gateway routes to it.
                 if var models = node["models"]?.arrayValue {
-                    for index in models.indices where models[index]["backend"] != nil {
-                        let verified = models[index]["backend"]?["verified"]?.boolValue == true
-                        models[index]["backend"]?["routed"] = .bool(verified || allowUnverifiedBackends)
+                    for (index, model) in announcement.models.enumerated() where model.backend != nil && models.indices.contains(index) {
+                        models[index]["backend"]?["routed"] = .bool(registry.routes(model))
                     }
                     node["models"] = .array(models)
                 }

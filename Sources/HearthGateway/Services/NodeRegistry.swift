@@ -27,14 +27,20 @@ public final class NodeRegistry: Sendable {
     public let changes = ChangeSignal()
     private let ttl: Duration
     private let clock = ContinuousClock()
-    /// Whether models of owners' own servers that could not be checked count in the listings (as they are routed to
-    /// only then: `--allow-unverified-backends`).
-    let listsUnverifiedBackends: Bool
+    /// Whether models of owners' own servers that could not be checked are routed to, and so listed
+    /// (`--allow-unverified-backends`). `routes(_:)` applies it; the dispatcher, the listings and `/api/nodes` ask it.
+    let routesUnverifiedBackends: Bool
 
-    public init(ttl: Duration, outliers: OutlierPolicy = OutlierPolicy(), listsUnverifiedBackends: Bool = false) {
+    public init(ttl: Duration, outliers: OutlierPolicy = OutlierPolicy(), routesUnverifiedBackends: Bool = false) {
         self.ttl = ttl
         self.outliers = Mutex(OutlierDetector(policy: outliers))
-        self.listsUnverifiedBackends = listsUnverifiedBackends
+        self.routesUnverifiedBackends = routesUnverifiedBackends
+    }
+
+    /// Whether `model` may be routed to as far as where it comes from goes: an engine of the node's, a checked
+    /// owner's server, or an unchecked one where the operator allows them.
+    func routes(_ model: ServedModel) -> Bool {
+        model.backend?.verified != false || routesUnverifiedBackends
     }
 
     /// Records an announcement. Returns `true` when the node is new.
@@ -245,7 +251,7 @@ public final class NodeRegistry: Sendable {
         for node in routableNodes() where !node.draining {
             for model in node.models where model.state == .ready || model.state == .standby {
                 // The listings name only what a request would be routed to.
-                if model.backend?.verified == false, !listsUnverifiedBackends { continue }
+                guard routes(model) else { continue }
                 byID[model.id, default: (model, [])].nodes.append(node.id)
             }
         }
