@@ -131,6 +131,12 @@ public struct BackendSettings: Sendable, Equatable {
     /// The API's base URL, up to and including `/v1` (`http://127.0.0.1:11434/v1`).
     public var baseURL: String
     public var models: [Mapping]
+    /// Scheme, host and port (and any path before `/v1`) of a base URL: where the server's other routes are
+    /// (`/v1/chat/completions`, Ollama's `/api/show`, llama-server's `/props`).
+    static func root(of baseURL: String) -> String {
+        String(baseURL.dropLast("/v1".count))
+    }
+
     /// How often the node asks the server which models it has (and checks their files again).
     public var checkInterval: Duration = .seconds(15)
 

@@ -51,7 +51,7 @@ struct BackendMonitorService: Service {
 
     /// One look at the server for every mapped model.
     func check() async {
-        let root = String(settings.baseURL.dropLast("/v1".count))
+        let root = BackendSettings.root(of: settings.baseURL)
         let listed: [String]
         do {
             let answer = try await Self.exchange(settings.baseURL + "/models")

@@ -113,7 +113,7 @@ struct EngineAddress: Sendable, Equatable {
 
     /// `baseURL` ends in `/v1` (`BackendSettings.parse`).
     init(backend baseURL: String, name: String) {
-        root = String(baseURL.dropLast("/v1".count))
+        root = BackendSettings.root(of: baseURL)
         port = nil
         backendName = name
     }
