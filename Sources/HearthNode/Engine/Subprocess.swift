@@ -75,13 +75,14 @@ public final class Subprocess: Sendable {
     public func stop(grace: Duration) async {
         guard !hasExited else { return }
         signal(SIGTERM)
-        let deadline = ContinuousClock.now + grace
-        while !hasExited, ContinuousClock.now < deadline, !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        if !hasExited {
+        // The exit itself is the event: race it against the grace period (a cancelled caller kills at once).
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { _ = await self.waitForExit() }
+            group.addTask { try? await Task.sleep(for: grace) }
+            await group.next()
+            group.cancelAll()
+            // The group then waits for the exit, which a kill brings.
             signal(SIGKILL)
-            _ = await waitForExit()
         }
     }
 
@@ -114,7 +115,14 @@ public final class Subprocess: Sendable {
             }
         }
         defer { watchdog?.cancel() }
-        try await NIOThreadPool.singleton.runIfActive { readLines(from: reader, onLine) }
+        // A thread of its own: a build reads for minutes, and NIO's pool (as many threads as cores) also hashes
+        // models and spawns engines, which must not wait behind it.
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                readLines(from: reader, onLine)
+                done.resume()
+            }
+        }
         return await process.waitForExit()
     }
 

@@ -165,7 +165,9 @@ public struct EngineSandbox: Sendable {
     /// As `launch(_:_:)`, on NIO's blocking pool: the first launch hashes and copies the engine binary, which must
     /// not hold up a thread of the cooperative pool (the link's answers run there).
     func prepareLaunch(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> Launch {
-        try await NIOThreadPool.singleton.runIfActive { try self.launch(executable, arguments, environment: environment) }
+        // Without the sandbox nothing blocks, and nothing should wait for a pool thread busy hashing a model.
+        guard report.enforced else { return try launch(executable, arguments, environment: environment) }
+        return try await NIOThreadPool.singleton.runIfActive { try self.launch(executable, arguments, environment: environment) }
     }
 
     /// The command that starts `executable` with `arguments` inside the sandbox; the value after `--model` is
