@@ -36,24 +36,7 @@ package struct SSEEventSplitter: Sendable {
 extension ByteBuffer {
     /// Whether the readable bytes contain `needle` (ASCII).
     package func contains(_ needle: StaticString) -> Bool {
-        withUnsafeReadableBytes { haystack in
-            needle.withUTF8Buffer { needle in
-                guard needle.count <= haystack.count, let first = needle.first else { return false }
-                var index = 0
-                while index + needle.count <= haystack.count {
-                    if haystack[index] == first {
-                        var match = true
-                        for offset in 1..<needle.count where haystack[index + offset] != needle[offset] {
-                            match = false
-                            break
-                        }
-                        if match { return true }
-                    }
-                    index += 1
-                }
-                return false
-            }
-        }
+        withUnsafeReadableBytes { ByteSearch.firstIndex(of: needle, in: $0) != nil }
     }
 
     /// The JSON payload of a `data:` event, without the prefix and trailing blank line.

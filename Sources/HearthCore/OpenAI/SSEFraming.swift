@@ -52,16 +52,27 @@ public enum SSEFraming {
     /// The data of one event as bytes, not checked to be UTF-8: for the JSON parser, which checks as it reads, on the
     /// streaming path where making a `String` of every event cost a tenth of the gateway's CPU.
     public static func payloadBytes(of event: some BidirectionalCollection<UInt8>) -> [UInt8]? {
+        ByteSearch.withBytes(of: event) { payloadBytes(in: $0) }
+    }
+
+    /// The lines walked by hand over contiguous bytes: a generic `split` made an array of slices for every event.
+    private static func payloadBytes(in bytes: UnsafeRawBufferPointer) -> [UInt8]? {
         var data: [UInt8] = []
         var found = false
-        for var line in event.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
-            if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
-            guard line.starts(with: prefix) else { continue }
-            var value = line.dropFirst(prefix.count)
-            if value.first == UInt8(ascii: " ") { value = value.dropFirst() }
-            if found { data.append(UInt8(ascii: "\n")) }
-            data.append(contentsOf: value)
-            found = true
+        var start = 0
+        while start < bytes.count {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[start...])
+            let end = rest.firstIndex(of: UInt8(ascii: "\n")).map { start + $0 } ?? bytes.count
+            var lineEnd = end
+            if lineEnd > start, bytes[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
+            if lineEnd - start >= prefix.count, prefix.indices.allSatisfy({ bytes[start + $0] == prefix[$0] }) {
+                var valueStart = start + prefix.count
+                if valueStart < lineEnd, bytes[valueStart] == UInt8(ascii: " ") { valueStart += 1 }
+                if found { data.append(UInt8(ascii: "\n")) }
+                data.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<lineEnd]))
+                found = true
+            }
+            start = end + 1
         }
         guard found, !data.isEmpty else { return nil }
         return data

@@ -112,28 +112,21 @@ public enum EngineTimings {
     /// The request field that asks llama-server for them.
     public static let requestField = "timings_per_token"
 
-    private static let marker = Array(#""prompt_n":"#.utf8)
-
     /// The `prompt_n` in an event's bytes, scanned without decoding the event; `nil` when there is none.
     public static func promptTokens(in bytes: some Collection<UInt8>) -> Int? {
-        let bytes = Array(bytes)
-        guard bytes.count > marker.count else { return nil }
-        var index = 0
-        while index + marker.count <= bytes.count {
-            if bytes[index] == marker[0] && Array(bytes[index..<(index + marker.count)]) == marker {
-                var cursor = index + marker.count
-                while cursor < bytes.count && bytes[cursor] == UInt8(ascii: " ") { cursor += 1 }
-                var value = 0
-                var digits = 0
-                while cursor < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[cursor]), digits < 10 {
-                    value = value * 10 + Int(bytes[cursor] - UInt8(ascii: "0"))
-                    digits += 1
-                    cursor += 1
-                }
-                return digits > 0 ? value : nil
+        ByteSearch.withBytes(of: bytes) { bytes -> Int? in
+            let marker: StaticString = #""prompt_n":"#
+            guard let found = ByteSearch.firstIndex(of: marker, in: bytes) else { return nil }
+            var cursor = found + marker.utf8CodeUnitCount
+            while cursor < bytes.count && bytes[cursor] == UInt8(ascii: " ") { cursor += 1 }
+            var value = 0
+            var digits = 0
+            while cursor < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[cursor]), digits < 10 {
+                value = value * 10 + Int(bytes[cursor] - UInt8(ascii: "0"))
+                digits += 1
+                cursor += 1
             }
-            index += 1
+            return digits > 0 ? value : nil
         }
-        return nil
     }
 }

@@ -51,12 +51,22 @@ struct UsageTap {
     /// The engine's counts, if it reported them.
     var usage: TokenUsage? {
         guard streaming else { return CompletionChunk.parse(kept.readableBytesView)?.usage }
-        let text = String(buffer: kept)
-        for event in text.components(separatedBy: "\n\n").reversed() where event.contains("\"usage\"") {
-            guard let payload = SSEFraming.payload(of: Array(event.utf8)) else { continue }
-            if let usage = CompletionChunk.parse(payload.utf8)?.usage { return usage }
+        // The usage event is near the end: cut the tail into events on bytes and try them from the last.
+        return kept.withUnsafeReadableBytes { bytes in
+            var events: [Range<Int>] = []
+            var start = 0
+            while start < bytes.count {
+                let length = SSEFraming.endOfEvent(in: UnsafeRawBufferPointer(rebasing: bytes[start...])) ?? (bytes.count - start)
+                events.append(start..<(start + length))
+                start += length
+            }
+            for range in events.reversed() {
+                let event = UnsafeRawBufferPointer(rebasing: bytes[range])
+                guard ByteSearch.firstIndex(of: #""usage""#, in: event) != nil, let payload = SSEFraming.payloadBytes(of: event) else { continue }
+                if let usage = CompletionChunk.parse(payload)?.usage { return usage }
+            }
+            return nil
         }
-        return nil
     }
 }
 

@@ -62,7 +62,17 @@ struct HearthBench {
     ]
     static let flags: Set<String> = ["--replace", "--help", "-h", "--without-litellm"]
 
-    static func main() async throws {
+    static func main() async {
+        do {
+            try await run()
+        } catch {
+            // A missing prerequisite or a failed part: say what, not a crash report.
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+
+    static func run() async throws {
         let arguments = CommandLine.arguments
         if let mode = arguments.dropFirst().first, !mode.hasPrefix("-") {
             try await BenchServers.run(Array(arguments.dropFirst()))

@@ -62,10 +62,28 @@ extension FuzzTarget {
             }
             let body = bytes.dropLast(bytes.last == 0x0A && bytes.dropLast().last == 0x0D ? 3 : 2)
             if body.withUnsafeBytes({ SSEFraming.endOfEvent(in: $0) }) != nil { return "an event holds an earlier blank line" }
-            _ = SSEFraming.payload(of: bytes)
+            if SSEFraming.payloadBytes(of: bytes) != plainPayload(of: bytes) { return "an event's data differs from the format's rule" }
         }
-        _ = SSEFraming.payload(of: stream[start...])
+        if SSEFraming.payloadBytes(of: stream[start...]) != plainPayload(of: stream[start...]) {
+            return "the rest's data differs from the format's rule"
+        }
         return nil
+    }
+
+    /// An event's data by the format's rule, written plainly (lines, `data:` prefix, one space, a trailing CR
+    /// dropped, joined by newlines): the reference `SSEFraming.payloadBytes`, which walks bytes by hand, must match.
+    package static func plainPayload(of event: some Collection<UInt8>) -> [UInt8]? {
+        var lines: [[UInt8]] = []
+        for line in event.split(separator: 0x0A, omittingEmptySubsequences: true) {
+            var line = Array(line)
+            if line.last == 0x0D { line.removeLast() }
+            guard line.starts(with: Array("data:".utf8)) else { continue }
+            line.removeFirst(5)
+            if line.first == 0x20 { line.removeFirst() }
+            lines.append(line)
+        }
+        let data = Array(lines.joined(separator: [0x0A]))
+        return lines.isEmpty || data.isEmpty ? nil : data
     }
 
     private static func checkForwarded(endpoint: CompletionEndpoint, body: JSONValue) -> String? {

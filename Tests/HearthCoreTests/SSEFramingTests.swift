@@ -1,0 +1,55 @@
+import HearthCore
+import HearthFuzzing
+import Testing
+
+/// The byte-level helpers of the streaming path, each against a plain statement of the same rule.
+struct SSEFramingTests {
+    /// Random events over the bytes that matter to the rule (`data:`, spaces, CR, LF, colons), checked against the
+    /// rule written with `split`: the hand-walked version must agree on every one, including the odd cases.
+    @Test func eventDataMatchesThePlainRuleOnRandomEvents() {
+        var generator = SplitMix(seed: 0x5EED)
+        let pieces: [[UInt8]] = ["data:", "data: ", "data:  ", "\n", "\r\n", "\r", ":", "x", "{\"a\":1}", " ", "dat", "event: e"].map {
+            Array($0.utf8)
+        }
+        for _ in 0..<20_000 {
+            var event: [UInt8] = []
+            for _ in 0..<Int(generator.next() % 9) { event += pieces[Int(generator.next() % UInt64(pieces.count))] }
+            #expect(
+                SSEFraming.payloadBytes(of: event) == FuzzTarget.plainPayload(of: event),
+                "\(String(decoding: event, as: UTF8.self).debugDescription)"
+            )
+        }
+    }
+
+    @Test func eventDataOfTheCommonShapes() {
+        #expect(SSEFraming.payload(of: Array("data: {\"a\":1}\n\n".utf8)) == "{\"a\":1}")
+        #expect(SSEFraming.payload(of: Array("data:x\r\ndata: y\r\n\r\n".utf8)) == "x\ny")
+        #expect(SSEFraming.payload(of: Array(": comment\nevent: e\n\n".utf8)) == nil)
+        #expect(SSEFraming.payload(of: Array("data:\n\n".utf8)) == nil)
+        #expect(SSEFraming.payload(of: Array("data: [DONE]".utf8)) == "[DONE]")
+    }
+
+    @Test func findsBytesWithoutCopyingAndOnlyWhereTheyAre() {
+        let haystack = Array(#"data: {"usage":{"prompt_tokens":3}}"#.utf8)
+        haystack.withUnsafeBytes { bytes in
+            #expect(ByteSearch.firstIndex(of: #""usage""#, in: bytes) == 7)
+            #expect(ByteSearch.firstIndex(of: "data", in: bytes) == 0)
+            #expect(ByteSearch.firstIndex(of: "}}", in: bytes) == haystack.count - 2)
+            #expect(ByteSearch.firstIndex(of: #""usage":["#, in: bytes) == nil)
+            #expect(ByteSearch.firstIndex(of: "", in: bytes) == nil)
+            #expect(ByteSearch.firstIndex(of: "x", in: UnsafeRawBufferPointer(rebasing: bytes[0..<0])) == nil)
+        }
+        #expect(ByteSearch.contains("[DONE]", in: Array("data: [DONE]\n\n".utf8)))
+        #expect(!ByteSearch.contains("[DONE]", in: Array("data: [DONE\n\n".utf8)))
+    }
+
+    @Test func readsThePromptCountOfLlamaServersTimings() {
+        #expect(EngineTimings.promptTokens(in: Array(#"{"timings":{"prompt_n":17,"predicted_n":1}}"#.utf8)) == 17)
+        #expect(EngineTimings.promptTokens(in: Array(#"{"timings":{"prompt_n":  4}}"#.utf8)) == 4)
+        #expect(EngineTimings.promptTokens(in: Array(#"{"timings":{"prompt_n":"4"}}"#.utf8)) == nil)
+        #expect(EngineTimings.promptTokens(in: Array(#"{"prompt_ms":1.5}"#.utf8)) == nil)
+        #expect(EngineTimings.promptTokens(in: Array(#"{"prompt_n":"#.utf8)) == nil)
+        // Ten digits at most: a number that would overflow is cut, not trapped on.
+        #expect(EngineTimings.promptTokens(in: Array(#"{"prompt_n":99999999999999999999999}"#.utf8)) == 9_999_999_999)
+    }
+}
