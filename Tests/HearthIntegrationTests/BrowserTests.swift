@@ -7,7 +7,7 @@ import Testing
 extension OneAtATime {
     /// The web pages in a real headless Chromium, against a real gateway and a node with its engine: chat (streaming,
     /// stop, refusal, hostile output), the network page and its in-browser ledger check, the account page with a browser
-    /// key, the node dashboard's pause. The steps are in `Clients/browser_pages.py` (Selenium); screenshots of every page
+    /// key and with a pasted token (revoking a device), the node dashboard's pause. The steps are in `Clients/browser_pages.py` (Selenium); screenshots of every page
     /// land in the test's folder.
     @Suite(.serialized, .timeLimit(.minutes(10)))
     struct BrowserTests {
@@ -28,6 +28,20 @@ extension OneAtATime {
                     .init(models: ["mine"], answer: ["choices": []], stream: "data: [DONE]\n\n")
                 )
                 defer { Task { await ownServer.stop() } }
+                // It is also a device of an account (certified with `hearth keys certify-device`), which the
+                // account page lists and revokes; the browser logs in to it with a token from `hearth login`.
+                let accountFile = cluster.directory + "/account.key"
+                let deviceDirectory = cluster.directory + "/own-server"
+                for file in [accountFile, deviceDirectory + "/node.key"] {
+                    #expect(try await TestProcess.hearth(["keys", "new", "--file", file], in: cluster.directory).status == 0)
+                }
+                let certified = try await TestProcess.hearth(
+                    ["keys", "certify-device", "--account", accountFile, "--node-dir", deviceDirectory, "--name", "own-server", "--days", "1"],
+                    in: cluster.directory
+                )
+                #expect(certified.status == 0, "\(certified.errors)")
+                let login = try await TestProcess.hearth(["login", "--url", cluster.url, "--key", accountFile], in: cluster.directory)
+                let token = try #require(login.output.first { $0.hasPrefix("token=") }?.dropFirst("token=".count), "\(login.errors)")
                 _ = try await cluster.startNode(
                     "own-server",
                     serving: ["--backend", "openai:" + ownServer.baseURL, "--backend-model", "mine=\(DefaultModel.id.rawValue)"]
@@ -41,7 +55,7 @@ extension OneAtATime {
                 let run = try await TestProcess(
                     name: "browser",
                     executable: python,
-                    arguments: [script, cluster.url, String(dashboard), enginePort, shots],
+                    arguments: [script, cluster.url, String(dashboard), enginePort, shots, String(token)],
                     directory: cluster.directory
                 )
                 let status = await run.waitForExit(timeout: .seconds(480))

@@ -1,8 +1,10 @@
 """Drives Hearth's web pages in a real headless Chromium (Selenium, Debian's chromium-driver) against a running gateway
 and node, as a person would: chat, stop, a refusal, hostile model output, the network page and its ledger check, the
-account page with a key made in the browser, and the node dashboard's pause.
+account page with a key made in the browser and with a pasted token (revoking a device), and the node dashboard's
+pause.
 
-Usage: browser_pages.py GATEWAY_URL DASHBOARD_URL ENGINE_PORT SCREENSHOT_DIR
+Usage: browser_pages.py GATEWAY_URL DASHBOARD_URL ENGINE_PORT SCREENSHOT_DIR ACCOUNT_TOKEN
+ACCOUNT_TOKEN is from `hearth login` for the account that certified the node named own-server.
 Prints one line per step, `STOPPED request=<id>` for the Swift side to check in the gateway's records, then OK.
 Every wait is bounded; a failure prints the step, the page's console and raises."""
 import json
@@ -17,7 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-GATEWAY, DASHBOARD, ENGINE_PORT, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+GATEWAY, DASHBOARD, ENGINE_PORT, SHOTS, ACCOUNT_TOKEN = sys.argv[1:6]
 
 
 def http(method, url, body=None, headers=None):
@@ -304,6 +306,25 @@ def account():
     assert status == 401, (status, body)
 
 
+def devices():
+    step("log in with a pasted token and revoke a device")
+    find("#logout").click()
+    wait().until(lambda d: find("#login").is_displayed())
+    find("#login details summary").click()
+    find("#token").send_keys(ACCOUNT_TOKEN)
+    find("#token-form button").click()
+    row = '#device-rows tr[data-device]'
+    wait().until(lambda d: "own-server" in (text(row) or "") and "online" in (text(row) or ""))
+    device = attribute(row, "data-device")
+    find(row + " button").click()
+    # The page asks first; a person confirms.
+    wait(10).until(lambda d: d.switch_to.alert)
+    driver.switch_to.alert.accept()
+    wait().until(lambda d: "revoked" in (text(row) or ""))
+    # The gateway cut the device's link and lists it no more.
+    poll("the revoked device to leave the gateway", lambda: all(node["nodeID"] != device for node in http("GET", GATEWAY + "/api/nodes")[1]), timeout=30)
+
+
 def node_dashboard():
     step("the node dashboard shows the engine and pauses the node")
     driver.get(DASHBOARD + "/")
@@ -330,6 +351,7 @@ try:
     stop()
     network(request_id)
     account()
+    devices()
     node_dashboard()
     # Anonymous again (the account page logged this browser in), for the anonymous quota.
     driver.get(GATEWAY + "/")
