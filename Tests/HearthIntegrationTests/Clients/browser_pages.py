@@ -339,6 +339,12 @@ def node_dashboard():
     poll("the gateway to see the node paused", drained, timeout=30)
     status, body = http("POST", GATEWAY + "/v1/chat/completions", {"model": "smollm2-135m-instruct:q4_1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
     assert status == 503, (status, body)
+    # The chat page says so in words, rather than offering a model nothing serves.
+    driver.get(GATEWAY + "/")
+    wait().until(lambda d: "No model can be served right now" in (text("#model-note") or ""))
+    assert not driver.execute_script("return document.getElementById('model').value"), "a model is offered while no node serves"
+    driver.get(DASHBOARD + "/")
+    wait().until(lambda d: "paused" in (text("#state") or ""))
     find("#resume").click()
     wait().until(lambda d: "taking work" in (text("#state") or ""))
     poll("the gateway to route to the node again", lambda: http("GET", GATEWAY + "/v1/models")[1]["data"], timeout=30)
