@@ -60,6 +60,10 @@ let package = Package(
             name: "HearthWeb",
             dependencies: [
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -181,7 +185,7 @@ let package = Package(
         .testTarget(
             name: "HearthGatewayTests",
             dependencies: [
-                "HearthGateway", "HearthTesting", "HearthCore",
+                "HearthGateway", "HearthTesting", "HearthCore", "HearthWeb",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "Hummingbird", package: "hummingbird"),

@@ -72,13 +72,25 @@ struct UpCommand: AsyncParsableCommand {
             let url = "http://\(host):\(port)"
             say("READY url=\(url)")
             warn("Loading \(model)…")
-            // Announce the curl only once the gateway routes to the model, so it works when pasted.
-            while registry.readyModels().isEmpty {
-                if let failed = engines.first(where: { $0.snapshot.state == .failed }) {
+            // Announce the curl only once the gateway routes to the model, so it works when pasted. The registry and
+            // the node's engines each ring their signal on every change: wait on those, not on a timer.
+            let signals = [registry.changes] + (engines.first.map { [$0.changes] } ?? [])
+            var toldFailure = false
+            while !Task.isCancelled {
+                let seen = signals.map(\.generation)
+                if !registry.readyModels().isEmpty { break }
+                let failed = engines.first { $0.snapshot.state == .failed }
+                if let failed, !toldFailure {
                     warn("The engine failed: \(failed.snapshot.detail ?? "see the log above"). Retrying with backoff; Ctrl-C to stop.")
-                    while engines.contains(where: { $0.snapshot.state == .failed }) { try? await Task.sleep(for: .milliseconds(500)) }
                 }
-                try? await Task.sleep(for: .milliseconds(100))
+                toldFailure = failed != nil
+                await withTaskGroup(of: Void.self) { group in
+                    for (signal, generation) in zip(signals, seen) {
+                        group.addTask { await signal.wait(until: .now + .seconds(3600)) { signal.generation != generation } }
+                    }
+                    await group.next()
+                    group.cancelAll()
+                }
             }
             say(
                 """

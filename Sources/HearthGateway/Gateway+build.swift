@@ -1,6 +1,6 @@
 public import HearthCore
 import HearthMesh
-import HearthWeb
+public import HearthWeb
 public import Hummingbird
 import HummingbirdCore
 public import Logging
@@ -9,7 +9,7 @@ public import ServiceLifecycle
 
 /// A built gateway: its application (a `Service`) and the parts tests and `hearth up` look at.
 public struct Gateway: Sendable {
-    public let application: Application<GatewayResponder>
+    public let application: WebServer<GatewayResponder>
     public let registry: NodeRegistry
     public let database: GatewayDatabase
     public let metrics: GatewayMetrics
@@ -160,7 +160,7 @@ public func buildGateway(
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)
     let connections = ConnectionCounter(limitPerAddress: configuration.maxConnectionsPerAddress, exempt: configuration.trustedProxies)
     let headerTimeout = TimeAmount(configuration.headerTimeout)
-    let application = Application(
+    let application = WebServer(
         responder: GatewayResponder(router: router.buildResponder(), metrics: metrics),
         server: .http1(
             configuration: HTTP1Channel.Configuration(

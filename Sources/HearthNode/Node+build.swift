@@ -1,6 +1,7 @@
 import Foundation
 public import HearthCore
 import HearthMesh
+import HearthWeb
 public import Hummingbird
 import HummingbirdCore
 public import Logging
@@ -177,7 +178,7 @@ public func buildNode(
         let dashboardRouter = Router()
         DashboardController(status: status, token: token).addRoutes(to: dashboardRouter)
         dashboard.append(
-            Application(
+            WebServer(
                 router: dashboardRouter,
                 configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: "hearth-node"),
                 onServerRunning: { await onDashboardRunning($0.localAddress?.port ?? 0) },

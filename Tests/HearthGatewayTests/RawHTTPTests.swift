@@ -2,6 +2,7 @@ import Foundation
 import HearthCore
 import HearthGateway
 import HearthTesting
+import HearthWeb
 import NIOCore
 import Testing
 
@@ -77,6 +78,26 @@ struct RawHTTPTests {
             let (text, _) = await connection.readUntilClosed(timeout: .seconds(30))
             #expect(text.hasPrefix("HTTP/1.1 400"), "\(text)")
             #expect(!text.contains("internal_error"))
+        }
+    }
+
+    /// The server runs no timer for its `Date` header (an idle gateway sleeps): the header is made when an answer
+    /// needs it, and is still today's, in RFC 9110's format.
+    @Test func answersCarryTheDateAndTheServersName() async throws {
+        #expect(HTTPDateHeader.format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(HTTPDateHeader.format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDateHeader.format(1_798_761_599) == "Thu, 31 Dec 2026 23:59:59 GMT")
+        try await withLiveGateway { _, port in
+            for _ in 0..<2 {
+                let before = Int(Date().timeIntervalSince1970)
+                let connection = try await RawConnection.connect(port: port)
+                try await connection.send(Self.modelsRequest)
+                let text = await connection.read(until: "\"data\"", timeout: .seconds(30))
+                let after = Int(Date().timeIntervalSince1970)
+                let date = text.split(separator: "\r\n").first { $0.lowercased().hasPrefix("date: ") }.map { String($0.dropFirst(6)) }
+                #expect(date.map { date in (before...after).contains { HTTPDateHeader.format($0) == date } } == true, "\(text)")
+                #expect(text.lowercased().contains("\r\nserver: hearth\r\n"), "\(text)")
+            }
         }
     }
 }

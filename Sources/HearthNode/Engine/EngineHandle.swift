@@ -38,7 +38,7 @@ public final class EngineHandle: Sendable {
     /// Engines evicted to make room for this one: it starts only once their processes are gone.
     private let predecessors = Mutex<[EngineHandle]>([])
     /// Told of every state change, so the node's report answers a waiting poll at once.
-    let changes: ChangeSignal
+    package let changes: ChangeSignal
 
     /// - Parameters:
     ///   - wanted: whether the supervisor loads the model as soon as it runs (otherwise it waits in standby).
