@@ -21,16 +21,25 @@ enum PoolBench {
 
     /// The engine's own decode rate (`timings.predicted_per_second`) over `tokens`, median of `rounds`.
     static func decodeRate(url: String, rounds: Int, tokens: Int = 128) async throws -> Double {
-        _ = try await HTTP.post(url, json: question(tokens: 16))
-        var rates: [Double] = []
+        try await decodeRates(urls: [url], rounds: rounds, tokens: tokens)[0]
+    }
+
+    /// The decode rates of several servers measured in turns (one round each, then again), median of `rounds` each:
+    /// this machine's speed drifts by tens of percent over minutes, and taking the rounds in turns lets the drift
+    /// fall on every server alike instead of on whichever was measured later.
+    static func decodeRates(urls: [String], rounds: Int, tokens: Int = 128) async throws -> [Double] {
+        for url in urls { _ = try await HTTP.post(url, json: question(tokens: 16)) }
+        var rates = urls.map { _ in [Double]() }
         for _ in 0..<rounds {
-            let reply = try await HTTP.post(url, json: question(tokens: tokens))
-            guard reply.status == 200, let rate = reply.json["timings"]?["predicted_per_second"]?.doubleValue else {
-                throw BenchError("no timings from \(url): \(reply.status) \(reply.text.prefix(300))")
+            for (index, url) in urls.enumerated() {
+                let reply = try await HTTP.post(url, json: question(tokens: tokens))
+                guard reply.status == 200, let rate = reply.json["timings"]?["predicted_per_second"]?.doubleValue else {
+                    throw BenchError("no timings from \(url): \(reply.status) \(reply.text.prefix(300))")
+                }
+                rates[index].append(rate)
             }
-            rates.append(rate)
         }
-        return percentile(rates, 50)
+        return rates.map { percentile($0, 50) }
     }
 
     static func waitHealthy(_ port: Int) async throws {
@@ -44,45 +53,55 @@ enum PoolBench {
 
     static func freePort() -> Int { Int.random(in: 30_000..<60_000) }
 
-    /// One llama-server with `extra` arguments, optionally over local rpc-servers; returns its decode rate.
-    static func direct(plan: PoolPlan?, rounds: Int, directory: String) async throws -> Double {
+    /// One llama-server, optionally over local rpc-servers with `plan`'s split; returns its URL and its processes,
+    /// which the caller stops.
+    static func startDirect(plan: PoolPlan?, directory: String) async throws -> (url: String, processes: [TestProcess]) {
         let bin = (try TestEnvironment.llamaServer() as NSString).deletingLastPathComponent
         var servers: [TestProcess] = []
-        defer { for server in servers { Task { _ = await server.stop() } } }
-        var extra: [String] = []
-        if let plan {
-            var endpoints: [String] = []
-            for index in plan.members.indices {
-                let port = freePort()
-                servers.append(
-                    try await TestProcess(
-                        name: "rpc-\(index)",
-                        executable: bin + "/ggml-rpc-server",
-                        arguments: ["-H", "127.0.0.1", "-p", String(port), "-t", "1"],
-                        environment: ["GGML_RPC_NO_RDMA": "1"],
-                        directory: directory
+        do {
+            var extra: [String] = []
+            if let plan {
+                var endpoints: [String] = []
+                for index in plan.members.indices {
+                    let port = freePort()
+                    servers.append(
+                        try await TestProcess(
+                            name: "rpc-\(index)",
+                            executable: bin + "/ggml-rpc-server",
+                            arguments: ["-H", "127.0.0.1", "-p", String(port), "-t", "1"],
+                            environment: ["GGML_RPC_NO_RDMA": "1"],
+                            directory: directory
+                        )
                     )
-                )
-                endpoints.append("127.0.0.1:\(port)")
+                    endpoints.append("127.0.0.1:\(port)")
+                }
+                // It has no ready line: it listens once it accepts a connection.
+                for endpoint in endpoints { try await waitListening(Int(endpoint.split(separator: ":")[1])!) }
+                extra = plan.engineArguments(endpoints: endpoints)
             }
-            // It has no ready line: it listens once it accepts a connection.
-            for endpoint in endpoints { try await waitListening(Int(endpoint.split(separator: ":")[1])!) }
-            extra = plan.engineArguments(endpoints: endpoints)
+            let port = freePort()
+            let engine = try await TestProcess(
+                name: "engine",
+                executable: bin + "/llama-server",
+                arguments: [
+                    "--model", try TestEnvironment.defaultModel(), "--host", "127.0.0.1", "--port", String(port), "--ctx-size",
+                    String(context), "--parallel", "1", "--threads", "1", "--alias", DefaultModel.id.rawValue, "--no-webui",
+                ] + extra,
+                environment: ["GGML_RPC_NO_RDMA": "1"],
+                directory: directory
+            )
+            // The engine first: stopping an rpc-server under it makes it abort.
+            servers.insert(engine, at: 0)
+            try await waitHealthy(port)
+            return ("http://127.0.0.1:\(port)/v1/chat/completions", servers)
+        } catch {
+            await stop(servers)
+            throw error
         }
-        let port = freePort()
-        let engine = try await TestProcess(
-            name: "engine",
-            executable: bin + "/llama-server",
-            arguments: [
-                "--model", try TestEnvironment.defaultModel(), "--host", "127.0.0.1", "--port", String(port), "--ctx-size", String(context),
-                "--parallel", "1", "--threads", "1", "--alias", DefaultModel.id.rawValue, "--no-webui",
-            ] + extra,
-            environment: ["GGML_RPC_NO_RDMA": "1"],
-            directory: directory
-        )
-        servers.insert(engine, at: 0)
-        try await waitHealthy(port)
-        return try await decodeRate(url: "http://127.0.0.1:\(port)/v1/chat/completions", rounds: rounds)
+    }
+
+    static func stop(_ processes: [TestProcess]) async {
+        for process in processes { _ = await process.stop() }
     }
 
     static func waitListening(_ port: Int) async throws {
@@ -104,8 +123,9 @@ enum PoolBench {
         size: Int,
         rounds: Int,
         tokens: Int = 128,
-        delay: TimeAmount? = nil
-    ) async throws -> (rate: Double, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double) {
+        delay: TimeAmount? = nil,
+        reference: String? = nil
+    ) async throws -> (rate: Double, reference: Double?, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double) {
         try await Cluster.with(
             label: "bench-pool",
             gatewayArguments: ["--auto-pools", "on", "--pool-context", String(context), "--rate-limit", "100000000"]
@@ -115,7 +135,8 @@ enum PoolBench {
             // The nodes are not the cluster's (they may dial through the proxy): stopped here, so that none of this
             // size's nodes is still redialling while the next size is measured.
             var nodes: [TestProcess] = []
-            func measure() async throws -> (rate: Double, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double) {
+            func measure() async throws -> (rate: Double, reference: Double?, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double)
+            {
                 if let delay {
                     // The join string is host:port#gateway-id; nodes dial the proxy instead of the mesh port.
                     let parts = cluster.join.split(separator: "#", maxSplits: 1)
@@ -154,11 +175,12 @@ enum PoolBench {
                     return (Double(pool?["relayedToMembers"]?.integerValue ?? 0), Double(pool?["relayedFromMembers"]?.integerValue ?? 0))
                 }
                 let (load, loadBack) = try await relayed()
-                let rate = try await decodeRate(url: url, rounds: rounds, tokens: tokens)
+                // In turns with the reference, when there is one (see `decodeRates`).
+                let rates = try await decodeRates(urls: [url] + (reference.map { [$0] } ?? []), rounds: rounds, tokens: tokens)
                 let (to, from) = try await relayed()
                 // Warm-up (16) plus the rounds, with their prompts: an upper bound per decoded token.
                 let decoded = Double(16 + tokens * rounds)
-                return (rate, warm, plan, load, (to - load + from - loadBack) / decoded)
+                return (rates[0], rates.count > 1 ? rates[1] : nil, warm, plan, load, (to - load + from - loadBack) / decoded)
             }
             do {
                 let result = try await measure()
@@ -174,7 +196,9 @@ enum PoolBench {
     static func run(rounds: Int) async throws -> String {
         let directory = try TestEnvironment.temporaryDirectory("bench-pool-direct")
         let entry = Catalog.builtin[DefaultModel.id]!
-        let alone = try await direct(plan: nil, rounds: rounds, directory: directory)
+        let single = try await startDirect(plan: nil, directory: directory)
+        let alone = try await decodeRate(url: single.url, rounds: rounds)
+        await stop(single.processes)
         // One link's round trip (client → gateway → node → service and back) against loopback, in this run.
         let (linkRTT, loopbackRTT) = try await TunnelBench.roundTrips(samples: 2_000)
         // The head reaches a member over two links (head node → gateway → member node) instead of one loopback hop.
@@ -183,8 +207,8 @@ enum PoolBench {
         // The no-relay rate and remote member count of each size, for the delayed runs' model.
         var locals: [Int: (rate: Double, members: Int)] = [:]
         for size in [2, 3] {
-            let pooled = try await pooled(size: size, rounds: rounds)
-            // The same split, by the same planner, with llama.cpp's own RPC to rpc-servers on loopback.
+            // The same split, by the same planner, with llama.cpp's own RPC to rpc-servers on loopback, running beside
+            // the pool and measured in turns with it.
             let candidates = (0..<size).map { index in
                 PoolCandidate(
                     id: NodeID(String(repeating: String(format: "%02x", index + 1), count: 32))!,
@@ -192,7 +216,17 @@ enum PoolBench {
                 )
             }
             let plan = try PoolPlanner.plan(entry: entry, context: context, slots: 1, candidates: candidates).get()
-            let local = try await direct(plan: plan, rounds: rounds, directory: directory)
+            let reference = try await startDirect(plan: plan, directory: directory)
+            let measured: (rate: Double, reference: Double?, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double)
+            do {
+                measured = try await pooled(size: size, rounds: rounds, reference: reference.url)
+            } catch {
+                await stop(reference.processes)
+                throw error
+            }
+            await stop(reference.processes)
+            let pooled = measured
+            let local = measured.reference ?? 0
             locals[size] = (local, plan.members.count)
             let layers = pooled.plan["members"]?.arrayValue?.compactMap { $0["layers"]?.integerValue }.map(String.init).joined(separator: "+") ?? "?"
             // Per decoded token the relay adds (1/pool − 1/local); the head waits on each remote member once per token.
@@ -234,7 +268,8 @@ enum PoolBench {
             decoded (`ignore_eos`), median of \(rounds) rounds of the engine's own `predicted_per_second`. "Hearth pool": pool-only
             nodes lending \(lent[2]!) MiB (2 nodes) or \(lent[3]!) MiB (3 nodes), planned by the gateway, the head reaching each
             member through the gateway's relay (two link hops each way). "llama.cpp RPC, no relay": the same planner's
-            split with llama-server's `--rpc` straight to rpc-servers on loopback. One engine alone: \(format(alone)) tok/s.
+            split with llama-server's `--rpc` straight to rpc-servers on loopback, running beside the pool and measured in
+            turns with it (a round of each, then again), so that the machine's drift falls on both alike. One engine alone: \(format(alone)) tok/s.
 
             Round trip of a 64-byte message through one link: \(format(linkRTT * 1e6, 0)) µs (loopback TCP: \(format(loopbackRTT * 1e6, 0)) µs), so
             the relay's extra round trip per member is \(format(relayRTT * 1e6, 0)) µs (two links instead of one loopback hop).
