@@ -50,6 +50,18 @@ struct CommandParsingTests {
         #expect(configuration.nodeTTL == .milliseconds(1500))
     }
 
+    /// A plain gateway polls idle nodes every 5 s with a 15 s TTL; `hearth up`, whose node shares the machine, every
+    /// 20 s with 60 s, so an idle laptop sleeps; `--node-ttl` sets it for either.
+    @Test func hearthUpPollsItsOwnNodeLessOften() throws {
+        let plain = try #require(try HearthCommand.parseAsRoot(["gateway"]) as? GatewayRunCommand).gateway.configuration(dataDirectory: "/tmp/x")
+        #expect(plain.nodeTTL == .seconds(15) && plain.linkPollInterval == .seconds(5))
+        let up = try #require(try HearthCommand.parseAsRoot(["up"]) as? UpCommand).gateway.configuration(dataDirectory: "/tmp/x", localMesh: true)
+        #expect(up.nodeTTL == .seconds(60) && up.linkPollInterval == .seconds(20))
+        let told = try #require(try HearthCommand.parseAsRoot(["up", "--node-ttl", "9s"]) as? UpCommand)
+            .gateway.configuration(dataDirectory: "/tmp/x", localMesh: true)
+        #expect(told.nodeTTL == .seconds(9) && told.linkPollInterval == .seconds(5))
+    }
+
     @Test func durationsTakeUnits() throws {
         #expect(try parseDuration("500ms", option: "x") == .milliseconds(500))
         #expect(try parseDuration("2m", option: "x") == .seconds(120))

@@ -53,3 +53,37 @@ struct SSEFramingTests {
         #expect(EngineTimings.promptTokens(in: Array(#"{"prompt_n":99999999999999999999999}"#.utf8)) == 9_999_999_999)
     }
 }
+
+/// One way of counting a stream's tokens, for the node's receipt and the gateway's check of it.
+struct StreamTokenCountTests {
+    static func event(_ json: String) -> [UInt8] { Array("data: \(json)\n\n".utf8) }
+
+    @Test func classifiesUsageDoneAndTheRest() {
+        let usage = TokenUsage(promptTokens: 5, completionTokens: 9)
+        #expect(
+            StreamEvent.classify(Self.event(#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":9}}"#)) == .usage(usage, usageOnly: true)
+        )
+        // Spaces as another server writes them, and usage riding on the last content chunk.
+        #expect(
+            StreamEvent.classify(Self.event(#"{"choices": [{"delta": {}}], "usage" : { "prompt_tokens": 5, "completion_tokens": 9 }}"#))
+                == .usage(usage, usageOnly: false)
+        )
+        // OpenAI's `"usage":null` on every chunk, a quoted "usage" in the text, and [DONE].
+        #expect(StreamEvent.classify(Self.event(#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#)) == .other)
+        #expect(StreamEvent.classify(Self.event(#"{"choices":[{"delta":{"content":"\"usage\": {"}}]}"#)) == .other)
+        #expect(StreamEvent.classify(Array("data: [DONE]\n\n".utf8)) == .done)
+    }
+
+    @Test func countsWhatACutStreamConsumedAndPrefersTheEnginesUsage() {
+        var count = StreamTokenCount()
+        #expect(count.counted == nil)
+        count.observe(Self.event(#"{"choices":[{"delta":{"role":"assistant"}}],"timings":{"prompt_n":11}}"#))
+        count.observe(Self.event(#"{"choices":[{"delta":{"content":"a"}}],"timings":{"prompt_n":99}}"#))
+        count.observe(Self.event(#"{"choices":[{"delta":{"content":"b"}}]}"#))
+        #expect(count.counted == TokenUsage(promptTokens: 11, completionTokens: 2))
+        count.observe(Array("data: [DONE]\n\n".utf8))
+        #expect(count.events == 3)
+        count.observe(Self.event(#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":2}}"#))
+        #expect(count.events == 3 && count.counted == TokenUsage(promptTokens: 12, completionTokens: 2))
+    }
+}

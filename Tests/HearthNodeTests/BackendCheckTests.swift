@@ -86,7 +86,7 @@ struct BackendCheckTests {
 }
 
 /// What a stream without a usage event is worth on the node's receipt: counted as the gateway counts it
-/// (`StreamTally`), so the receipt is not refused for claiming more.
+/// (`StreamTokenCount`, shared), so the receipt is not refused for claiming more.
 struct UsageTapTests {
     static func stream(_ events: [String], done: Bool) -> ByteBuffer {
         ByteBuffer(string: events.map { "data: \($0)\n\n" }.joined() + (done ? "data: [DONE]\n\n" : ""))
@@ -110,5 +110,13 @@ struct UsageTapTests {
         var reported = UsageTap(streaming: true)
         reported.observe(Self.stream(events + [#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":9}}"#], done: true))
         #expect(reported.partialUsage == TokenUsage(promptTokens: 5, completionTokens: 9))
+        // A last event the stream never terminated counts once the stream ends.
+        var cut = UsageTap(streaming: true)
+        cut.observe(
+            ByteBuffer(string: Self.stream(events, done: false).getString(at: 0, length: Self.stream(events, done: false).readableBytes - 2)!)
+        )
+        #expect(cut.events == 2)
+        cut.finish()
+        #expect(cut.events == 3 && cut.partialUsage == TokenUsage(promptTokens: 0, completionTokens: 2))
     }
 }

@@ -225,13 +225,13 @@ struct ServedRequest: Sendable {
     /// The client went away mid-stream: asks the node to stop the engine, then reads what the node still sends (for at
     /// most `cancelDrainLimit`) so that its stream ends with a receipt for the work done, which `finish` settles.
     /// A node that does not end its stream in time is reset, and earns nothing for the request.
-    func cancelAndDrain(_ reader: inout SSEEventReader, tally: inout StreamTally) async {
+    func cancelAndDrain(_ reader: inout SSEEventReader, tally: inout StreamTokenCount) async {
         await pipeline.dispatcher.transport.cancel(requestID: requestID, on: upstream.node)
         let draining = (reader, tally)
-        let drained: (SSEEventReader, StreamTally)? = await withTaskGroup(of: (SSEEventReader, StreamTally)?.self) { group in
+        let drained: (SSEEventReader, StreamTokenCount)? = await withTaskGroup(of: (SSEEventReader, StreamTokenCount)?.self) { group in
             group.addTask {
                 var (reader, tally) = draining
-                while let event = try? await reader.next() { _ = tally.observe(event) }
+                while let event = try? await reader.next() { tally.observe(event.readableBytesView) }
                 return (reader, tally)
             }
             group.addTask {

@@ -16,7 +16,7 @@ struct ContinuingStream {
     /// The part being read, and its reader and tally (what its receipt is checked against).
     private(set) var served: ServedRequest
     private var reader: SSEEventReader
-    private var tally = StreamTally()
+    private var tally = StreamTokenCount()
     /// The request as the first node got it, when it can be continued at all.
     private let original: (endpoint: CompletionEndpoint, body: JSONValue)?
     private let maxContinuations: Int
@@ -50,7 +50,7 @@ struct ContinuingStream {
 
     /// The next event for the client with what it is, or `nil` at the end of the stream.
     /// - Throws: when the stream broke and could not be continued.
-    mutating func next() async throws -> (event: ByteBuffer, kind: UpstreamEvent)? {
+    mutating func next() async throws -> (event: ByteBuffer, kind: StreamEvent)? {
         while true {
             var event: ByteBuffer
             do {
@@ -74,7 +74,7 @@ struct ContinuingStream {
                 let marked = event
                 generation.observe(mark) { Self.text(of: marked) }
             }
-            let kind = tally.observe(event)
+            let kind = tally.observe(event.readableBytesView)
             if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONValue.parse(payload.readableBytesView) {
                 identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0)
             }
@@ -115,7 +115,7 @@ struct ContinuingStream {
             served = next
             partFinished = false
             reader = SSEEventReader(next.upstream)
-            tally = StreamTally()
+            tally = StreamTokenCount()
             partStartTokens = generation.tokens
             served.pipeline.metrics.continued()
             return true

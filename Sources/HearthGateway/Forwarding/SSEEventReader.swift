@@ -33,27 +33,3 @@ struct SSEEventReader {
         }
     }
 }
-
-/// What one upstream event means to the gateway.
-enum UpstreamEvent {
-    /// The usage report; `usageOnly` when it is the extra chunk with no choices that `include_usage` adds.
-    case usage(TokenUsage, usageOnly: Bool)
-    /// The `[DONE]` terminator.
-    case done
-    /// Anything else: content, role or finish chunks.
-    case other
-
-    /// Classifies an event by scanning its bytes; only the rare usage event is decoded.
-    static func classify(_ event: ByteBuffer) -> UpstreamEvent {
-        if event.contains("\"usage\":{") {
-            if let payload = SSEFraming.payloadBytes(of: event.readableBytesView), let chunk = CompletionChunk.parse(payload),
-                let usage = chunk.usage
-            {
-                return .usage(usage, usageOnly: chunk.choices?.isEmpty ?? true)
-            }
-        } else if event.contains("[DONE]") {
-            return .done
-        }
-        return .other
-    }
-}

@@ -237,6 +237,7 @@ struct EngineProxyController {
                     tap.observe(rest)
                     try await writer.write(rest)
                 }
+                tap.finish()
                 // The receipt rides as a trailer after the last byte: one exchange, nothing stored on the node.
                 var trailers = HTTPFields()
                 if let value = receipts?.trailer(

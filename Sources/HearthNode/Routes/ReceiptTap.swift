@@ -1,72 +1,47 @@
 import Foundation
 import HearthCore
+import HearthMesh
 import NIOCore
-import NIOFoundationEssentialsCompat
 
-/// Watches one engine response go by, unchanged, to learn the engine's own token counts for the receipt: the usage
-/// event at the end of a stream, or the `usage` of a whole answer.
+/// Watches one engine response go by, unchanged, to learn what it is worth for the receipt: a stream's events are
+/// counted as the gateway counts them (`StreamTokenCount`: the engine's usage event, or the timings' prompt size and
+/// one token per content event); a whole answer is kept, up to its limit, for its `usage`.
 struct UsageTap {
     let streaming: Bool
-    /// Streams: the last bytes seen, where the usage event is. Whole answers: the answer, up to its limit.
-    private var kept = ByteBuffer()
-    private static let streamTail = 16 << 10
+    private var splitter = SSEEventSplitter()
+    private var count = StreamTokenCount()
+    /// A whole answer, up to its limit.
+    private var answer = ByteBuffer()
     private static let answerLimit = 8 << 20
-
-    /// Events seen on a stream (each ends with a blank line), and the prompt size the engine's per-token timings
-    /// gave: what a cut-off stream is worth when its usage event never came.
-    private(set) var events = 0
-    private(set) var promptFromTimings: Int?
-    private var lastByte: UInt8 = 0
 
     init(streaming: Bool) {
         self.streaming = streaming
     }
 
     mutating func observe(_ chunk: ByteBuffer) {
-        var chunk = chunk
         if streaming {
-            for byte in chunk.readableBytesView {
-                if byte == UInt8(ascii: "\n") && lastByte == UInt8(ascii: "\n") { events += 1 }
-                lastByte = byte
-            }
-            if promptFromTimings == nil { promptFromTimings = EngineTimings.promptTokens(in: chunk.readableBytesView) }
-            kept.writeBuffer(&chunk)
-            if kept.readableBytes > 2 * Self.streamTail { kept.moveReaderIndex(forwardBy: kept.readableBytes - Self.streamTail) }
-            kept.discardReadBytes()
-        } else if kept.readableBytes + chunk.readableBytes <= Self.answerLimit {
-            kept.writeBuffer(&chunk)
+            splitter.append(chunk)
+            while let event = splitter.nextEvent() { count.observe(event.readableBytesView) }
+        } else if answer.readableBytes + chunk.readableBytes <= Self.answerLimit {
+            var chunk = chunk
+            answer.writeBuffer(&chunk)
         }
     }
 
-    /// What a stream cut off before its usage event is worth: the prompt the engine had read (from its timings), and
-    /// one token per content event after the first (which carries only the role), as the gateway counts them.
-    var partialUsage: TokenUsage? {
-        if let usage { return usage }
-        guard streaming, events > 0 || promptFromTimings != nil else { return nil }
-        // `[DONE]` is no event the gateway counts (a whole stream without usage ends with it).
-        let done = kept.readableBytesView.suffix(14).elementsEqual("data: [DONE]\n\n".utf8)
-        return TokenUsage(promptTokens: promptFromTimings ?? 0, completionTokens: max(0, events - (done ? 2 : 1)))
+    /// The end of the stream: an unterminated last event counts too.
+    mutating func finish() {
+        if streaming, let rest = splitter.remainder() { count.observe(rest.readableBytesView) }
     }
+
+    /// Events counted on a stream (neither the usage report alone nor `[DONE]`).
+    var events: Int { count.events }
+
+    /// What a stream cut off before its usage event is worth (its usage when it came).
+    var partialUsage: TokenUsage? { streaming ? count.counted : usage }
 
     /// The engine's counts, if it reported them.
     var usage: TokenUsage? {
-        guard streaming else { return CompletionChunk.parse(kept.readableBytesView)?.usage }
-        // The usage event is near the end: cut the tail into events on bytes and try them from the last.
-        return kept.withUnsafeReadableBytes { bytes in
-            var events: [Range<Int>] = []
-            var start = 0
-            while start < bytes.count {
-                let length = SSEFraming.endOfEvent(in: UnsafeRawBufferPointer(rebasing: bytes[start...])) ?? (bytes.count - start)
-                events.append(start..<(start + length))
-                start += length
-            }
-            for range in events.reversed() {
-                let event = UnsafeRawBufferPointer(rebasing: bytes[range])
-                guard ByteSearch.firstIndex(of: #""usage""#, in: event) != nil, let payload = SSEFraming.payloadBytes(of: event) else { continue }
-                if let usage = CompletionChunk.parse(payload)?.usage { return usage }
-            }
-            return nil
-        }
+        streaming ? count.usage : CompletionChunk.parse(answer.readableBytesView)?.usage
     }
 }
 

@@ -1,0 +1,85 @@
+/// What one server-sent event of a completion stream is, to the counting.
+public enum StreamEvent: Sendable, Equatable {
+    /// The usage report; `usageOnly` when it is the extra chunk with no choices that `include_usage` adds.
+    case usage(TokenUsage, usageOnly: Bool)
+    /// The `[DONE]` terminator.
+    case done
+    /// Anything else: content, role or finish chunks.
+    case other
+
+    /// Classifies one whole event by scanning its bytes; only an event with a `usage` object is decoded (OpenAI's
+    /// servers send `"usage":null` in every chunk when asked for usage, and those are not).
+    public static func classify(_ event: some Collection<UInt8>) -> StreamEvent {
+        ByteSearch.withBytes(of: event) { bytes in
+            if hasUsageObject(bytes) {
+                if let payload = SSEFraming.payloadBytes(of: bytes), let chunk = CompletionChunk.parse(payload), let usage = chunk.usage {
+                    return .usage(usage, usageOnly: chunk.choices?.isEmpty ?? true)
+                }
+            } else if ByteSearch.firstIndex(of: "[DONE]", in: bytes) != nil {
+                return .done
+            }
+            return .other
+        }
+    }
+
+    /// Whether `"usage"` is followed by an object, whatever the spaces between (an owner's server may not write
+    /// compact JSON).
+    private static func hasUsageObject(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var start = 0
+        while let found = ByteSearch.firstIndex(of: #""usage""#, in: UnsafeRawBufferPointer(rebasing: bytes[start...])) {
+            var cursor = start + found + 7
+            var colon = false
+            while cursor < bytes.count {
+                switch bytes[cursor] {
+                case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\r"), UInt8(ascii: "\n"): cursor += 1
+                case UInt8(ascii: ":") where !colon:
+                    colon = true
+                    cursor += 1
+                case UInt8(ascii: "{") where colon: return true
+                default: cursor = bytes.count + 1
+                }
+            }
+            start += found + 1
+        }
+        return false
+    }
+}
+
+/// What a completion stream is worth in tokens, counted one way by the node (for its receipt) and by the gateway (to
+/// check that receipt and to charge): the engine's usage event when it came; otherwise, for a stream cut short or a
+/// server that reports no usage, the prompt size from the engine's per-token timings and one completion token per
+/// event after the first (which carries only the role).
+public struct StreamTokenCount: Sendable, Equatable {
+    public private(set) var usage: TokenUsage?
+    /// Events that are neither the usage report alone nor `[DONE]`.
+    public private(set) var events = 0
+    public private(set) var promptFromTimings: Int?
+
+    public init() {}
+
+    /// Counts one whole event (its bytes through the blank line) and says what it is.
+    @discardableResult
+    public mutating func observe(_ event: some Collection<UInt8>) -> StreamEvent {
+        let kind = StreamEvent.classify(event)
+        switch kind {
+        case .usage(let reported, let usageOnly):
+            usage = reported
+            if !usageOnly { events += 1 }
+        case .done: break
+        case .other:
+            events += 1
+            if promptFromTimings == nil { promptFromTimings = EngineTimings.promptTokens(in: event) }
+        }
+        return kind
+    }
+
+    /// Completion tokens when the engine reported none.
+    public var fallbackCompletionTokens: Int { max(0, events - 1) }
+
+    /// The counts to charge, and to sign or check a receipt with: the engine's, or what a cut stream had consumed.
+    public var counted: TokenUsage? {
+        if let usage { return usage }
+        guard events > 0 || promptFromTimings != nil else { return nil }
+        return TokenUsage(promptTokens: promptFromTimings ?? 0, completionTokens: fallbackCompletionTokens)
+    }
+}
