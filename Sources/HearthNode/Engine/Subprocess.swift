@@ -16,9 +16,17 @@ import Darwin
 /// for its own children, and llama-server ignores a polite stop). Here the child always starts with an empty mask,
 /// default signal dispositions, and its own process group (so a Ctrl-C in the terminal reaches only Hearth).
 ///
-/// The spawn runs on NIO's thread pool, whose threads live as long as the process: a parent-death signal set with
-/// `setpriv --pdeathsig` follows the thread that spawned the child, and must not fire while Hearth still runs.
+/// The spawn runs on a thread of its own that lives as long as the process: a parent-death signal set with
+/// `setpriv --pdeathsig` follows the thread that spawned the child, and must not fire while Hearth still runs. It is
+/// not NIO's shared pool (as many threads as cores), where models are hashed: a spawn once waited there behind
+/// several 100 MB hashes for over 20 s on a loaded machine.
 public final class Subprocess: Sendable {
+    private static let spawner: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        return pool
+    }()
+
     public let pid: Int32
     private let exit = ExitBox()
 
@@ -43,7 +51,7 @@ public final class Subprocess: Sendable {
         let direct = [executable] + arguments
         let command = dieWithParent ? which("setpriv").map { [$0, "--pdeathsig", "KILL", "--"] + direct } ?? direct : direct
         let environment = (environment ?? ProcessInfo.processInfo.environment).map { "\($0.key)=\($0.value)" }
-        let pid = try await NIOThreadPool.singleton.runIfActive {
+        let pid = try await spawner.runIfActive {
             try spawnBlocking(command, environment: environment, outputFD: outputFD, errorFD: errorFD ?? outputFD, keep: keep)
         }
         let process = Subprocess(pid: pid)

@@ -73,6 +73,7 @@ final class RPCMember: Sendable {
         do {
             port = try await EngineSupervisorService.freeLoopbackPort()
             let cache = try sandbox.persistentFolder("rpc-cache")
+            update(.starting, "starting ggml-rpc-server: preparing its launch on port \(port)")
             launch = try await sandbox.prepareLaunch(
                 executable,
                 ["-H", "127.0.0.1", "-p", String(port), "-t", String(threads), "-c"],
@@ -88,12 +89,14 @@ final class RPCMember: Sendable {
         defer { try? FileManager.default.removeItem(atPath: logPath) }
         let process: Subprocess
         do {
+            update(.starting, "starting ggml-rpc-server: spawning it")
             process = try await launch.spawn(loggingTo: logPath)
         } catch {
             update(.failed, "cannot start ggml-rpc-server: \(error)")
             return
         }
         logger.info("pool member starting", metadata: ["node.engine.port": "\(port)", "node.engine.pid": "\(process.pid)"])
+        update(.starting, "starting ggml-rpc-server: waiting for it to listen on port \(port)")
         await withTaskCancellationHandler {
             if await Self.waitUntilListening(port: port, process: process, timeout: startTimeout) {
                 update(.ready, nil, port: port)
