@@ -123,8 +123,8 @@ public final class Subprocess: Sendable {
             }
         }
         defer { watchdog?.cancel() }
-        // A thread of its own: a build reads for minutes, and NIO's pool (as many threads as cores) also hashes
-        // models and spawns engines, which must not wait behind it.
+        // A thread of its own: a build prints for minutes, and must not hold a thread of NIO's shared pool (as many
+        // threads as cores) that short blocking work waits for.
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             Thread.detachNewThread {
                 readLines(from: reader, onLine)
