@@ -41,7 +41,7 @@ struct GatewayOptions: ParsableArguments {
     @Option(
         help: """
             Stop routing to a node whose last report is older than this; a closed link removes it at once. An idle \
-            node is polled every third of it (5 to 20 s). (default: 15s; `hearth up`: 60s, its node is on this machine)
+            node is polled every third of it, 20 s at most. (default: 15s; `hearth up`: 60s, its node is on this machine)
             """
     )
     var nodeTTL: String?
@@ -217,7 +217,7 @@ struct GatewayOptions: ParsableArguments {
             $0.limits = RequestLimits(maxTokensCeiling: maxTokens)
             $0.maxBodyBytes = maxBodyBytes
             $0.nodeTTL = ttl
-            $0.linkPollInterval = max(.seconds(5), min(.seconds(20), ttl / 3))
+            $0.linkPollInterval = min(.seconds(20), ttl / 3)
             $0.requireAuth = requireAuth
             $0.network = NetworkMode(rawValue: network) ?? .public
             $0.requireDeviceCertificate = requireDeviceCertificate

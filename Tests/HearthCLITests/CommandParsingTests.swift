@@ -59,7 +59,7 @@ struct CommandParsingTests {
         #expect(up.nodeTTL == .seconds(60) && up.linkPollInterval == .seconds(20))
         let told = try #require(try HearthCommand.parseAsRoot(["up", "--node-ttl", "9s"]) as? UpCommand)
             .gateway.configuration(dataDirectory: "/tmp/x", localMesh: true)
-        #expect(told.nodeTTL == .seconds(9) && told.linkPollInterval == .seconds(5))
+        #expect(told.nodeTTL == .seconds(9) && told.linkPollInterval == .seconds(3))
     }
 
     @Test func durationsTakeUnits() throws {
