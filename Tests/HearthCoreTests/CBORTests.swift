@@ -85,7 +85,7 @@ struct CBORTests {
 
     /// Random trees round-trip to the same bytes; random bytes never trap, and whatever decodes re-encodes to
     /// exactly the input (one value, one encoding).
-    @Test func randomItemsRoundTripAndRandomBytesNeverCrash() throws {
+    @Test func randomItemsRoundTripAndRandomBytesNeverCrash() async throws {
         var generator = SplitMix(seed: 0x4845_4152_5448)
         func randomItem(_ depth: Int) -> CBOR {
             switch generator.next() % (depth > 3 ? 6 : 9) {
@@ -103,7 +103,8 @@ struct CBORTests {
             default: return .tagged(generator.next() % 100, randomItem(depth + 1))
             }
         }
-        for _ in 0..<2000 {
+        for iteration in 0..<2000 {
+            await pace(iteration)
             let item = randomItem(0)
             let bytes = try item.encoded()
             let decoded = try CBOR(decoding: bytes)
@@ -111,7 +112,8 @@ struct CBORTests {
             #expect(try decoded.encoded() == bytes)
         }
         var decodedCount = 0
-        for _ in 0..<50_000 {
+        for iteration in 0..<50_000 {
+            await pace(iteration, every: 1024)
             let bytes = (0..<Int(generator.next() % 24)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
             if let item = try? CBOR(decoding: bytes) {
                 decodedCount += 1

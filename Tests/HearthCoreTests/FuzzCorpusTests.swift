@@ -17,11 +17,12 @@ struct FuzzCorpusTests {
     }
 
     @Test(arguments: FuzzTarget.all.map(\.name))
-    func corpusKeepsEveryProperty(target name: String) throws {
+    func corpusKeepsEveryProperty(target name: String) async throws {
         let target = try #require(FuzzTarget.named(name))
         let files = Self.inputs(name, "corpus") + Self.inputs(name, "regressions")
         #expect(files.count >= 2, "fuzz/\(name)/corpus is missing or nearly empty")
-        for file in files {
+        for (index, file) in files.enumerated() {
+            await pace(index, every: 16)
             let bytes = Array(try Data(contentsOf: file))
             if let problem = target.check(bytes) { Issue.record("\(name)/\(file.lastPathComponent): \(problem)") }
         }

@@ -152,11 +152,12 @@ struct GGUFTests {
     }
 
     /// Random corruption of a valid header: always an answer or a `GGUFError`, never a trap.
-    @Test func randomCorruptionNeverCrashes() {
+    @Test func randomCorruptionNeverCrashes() async {
         let original = GGUFWriter.sample()
         var generator = SplitMix(seed: 0x6767_7566)
         var refused = 0
-        for _ in 0..<20_000 {
+        for iteration in 0..<20_000 {
+            await pace(iteration)
             var bytes = original
             for _ in 0..<(1 + Int(generator.next() % 4)) {
                 bytes[Int(generator.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: generator.next())
@@ -170,12 +171,13 @@ struct GGUFTests {
 /// The fuzzer's corpus (fuzz/gguf/corpus) replayed through the reader: every input either parses to a consistent
 /// header or is refused with a `GGUFError`.
 @Suite struct GGUFCorpusTests {
-    @Test func everyCorpusInputIsParsedOrRefused() throws {
+    @Test func everyCorpusInputIsParsedOrRefused() async throws {
         let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../fuzz/gguf/corpus").standardized
         let names = try FileManager.default.contentsOfDirectory(atPath: corpus.path)
         #expect(names.count > 100)
         var parsed = 0
-        for name in names {
+        for (index, name) in names.enumerated() {
+            await pace(index, every: 16)
             let bytes = try Data(contentsOf: corpus.appendingPathComponent(name))
             switch Result(catching: { () throws(GGUFError) in try GGUFHeader(bytes: bytes) }) {
             case .success(let header):

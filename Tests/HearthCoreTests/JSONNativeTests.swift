@@ -44,7 +44,7 @@ struct JSONNativeTests {
     }
 
     /// Every input the fuzzers kept, through both parsers.
-    @Test func agreesWithFoundationOnEveryFuzzCorpus() throws {
+    @Test func agreesWithFoundationOnEveryFuzzCorpus() async throws {
         let fuzz = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("fuzz")
         var checked = 0
@@ -55,6 +55,7 @@ struct JSONNativeTests {
                 for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] {
                     let bytes = Array(try Data(contentsOf: directory.appendingPathComponent(name)))
                     checked += 1
+                    await pace(checked, every: 32)
                     if let disagreement = Self.agree(bytes) { disagreements.append(disagreement) }
                 }
             }
@@ -89,7 +90,7 @@ struct JSONNativeTests {
     }
 
     /// The streaming path's event reader against `JSONDecoder`'s, on engine-shaped events and every SSE corpus event.
-    @Test func readsEventsAsTheDecoderDid() throws {
+    @Test func readsEventsAsTheDecoderDid() async throws {
         func summary(_ chunk: CompletionChunk?) -> String {
             guard let chunk else { return "nil" }
             let choices = chunk.choices.map { $0.map { "\($0.content ?? "-")|\($0.finishReason ?? "-")" }.joined(separator: ";") } ?? "none"
@@ -110,7 +111,8 @@ struct JSONNativeTests {
         }
         #expect(payloads.count > 100)
         var disagreements: [String] = []
-        for payload in payloads {
+        for (index, payload) in payloads.enumerated() {
+            await pace(index)
             let native = summary(CompletionChunk.parse(Array(payload.utf8)))
             let decoded = summary(try? JSONDecoder().decode(CompletionChunk.self, from: Data(payload.utf8)))
             // As above: the native reader may refuse control bytes Foundation lets through in keys.

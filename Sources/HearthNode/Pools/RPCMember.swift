@@ -70,6 +70,7 @@ final class RPCMember: Sendable {
         logger[metadataKey: "pool.id"] = "\(assignment.pool)"
         let port: Int
         let launch: EngineSandbox.Launch
+        update(.starting, "starting ggml-rpc-server: choosing a port")
         do {
             port = try await EngineSupervisorService.freeLoopbackPort()
             let cache = try sandbox.persistentFolder("rpc-cache")
