@@ -40,8 +40,10 @@ final class InProcessMesh: Sendable {
             $0.linkPollInterval = .milliseconds(300)
             // The node answers from this test process, which shares two cores with the whole parallel suite (pools
             // included) and a CPU hog in CI: a poll late by seconds is load here, not a silent node. Liveness is
-            // tested with real processes (LinkLivenessTests).
+            // tested with real processes (LinkLivenessTests). The same holds for the TTL: this process was seen to stall
+            // for over 20 s beside stress-ng, and its own node then expired from its own gateway.
             $0.linkAnswerTimeout = .seconds(30)
+            $0.nodeTTL = .seconds(90)
         }
         configure(&configuration)
         let gateway = try await buildGateway(
