@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HearthCore
 import HearthGateway
+import HearthStore
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -132,6 +133,27 @@ struct GatewayOptions: ParsableArguments {
     )
     var spotCheckShare: Double = 0.03
 
+    @Option(
+        help: """
+            A PostgreSQL database to keep accounts, keys, logins, quotas, usage, the ledger and pools in, shared by every             gateway given the same one: postgres://user:password@host:port/database[?sslmode=require] (env:             HEARTH_DATABASE_URL; default: SQLite in the data folder). The gateway's key stays in its data folder.
+            """
+    )
+    var database: String?
+
+    /// `--database`, else `HEARTH_DATABASE_URL`, parsed; nil for the embedded SQLite database.
+    func databaseURL(environment: CommandEnvironment = CommandEnvironment()) throws -> DatabaseURL? {
+        try Self.parseDatabaseURL(database ?? environment["HEARTH_DATABASE_URL"])
+    }
+
+    static func parseDatabaseURL(_ text: String?) throws -> DatabaseURL? {
+        guard let text else { return nil }
+        do {
+            return try DatabaseURL(text)
+        } catch {
+            throw ValidationError("--database: \(error)")
+        }
+    }
+
     @Flag(
         help: """
             When no node can serve the model asked for, serve a smaller one of its family instead, for every request \
@@ -191,6 +213,7 @@ struct GatewayOptions: ParsableArguments {
         let idleTimeout = try parseDuration(idleTimeout, option: "--idle-timeout")
         let poolIdle = try parseDuration(poolIdleTimeout, option: "--pool-idle-timeout")
         let poolStall = try parseDuration(poolStallTimeout, option: "--pool-stall-timeout")
+        let database = try databaseURL()
         return GatewayConfiguration().with {
             $0.pools.automatic = (autoPools ?? (localMesh ? "on" : "off")) == "on"
             $0.pools.context = poolContext
@@ -212,6 +235,7 @@ struct GatewayOptions: ParsableArguments {
             $0.meshHost = mesh.host
             $0.meshPort = mesh.port
             $0.dataDirectory = dataDirectory
+            $0.database = database
             $0.rateLimitPerMinute = rateLimit
             $0.trustedProxies = Set(trustedProxies)
             $0.limits = RequestLimits(maxTokensCeiling: maxTokens)

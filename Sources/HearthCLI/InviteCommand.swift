@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HearthCore
 import HearthGateway
+import Logging
 
 /// `hearth invite`: invitations into a private network, run on the gateway's machine.
 struct InviteCommand: AsyncParsableCommand {
@@ -19,10 +20,18 @@ struct InviteCommand: AsyncParsableCommand {
         @Option(help: "The gateway's data folder (env: HEARTH_DATA_DIR; default: the per-user data folder + /gateway).")
         var dataDir: String?
 
+        @Option(help: "The gateway's PostgreSQL database, if it uses one (env: HEARTH_DATABASE_URL; see `hearth gateway --help`).")
+        var database: String?
+
         var path: String { dataDir ?? CommandEnvironment().defaultDataDirectory + "/gateway" }
 
         func database() async throws -> GatewayDatabase {
-            let database = try GatewayDatabase.open(directory: path)
+            let database: GatewayDatabase
+            if let url = try GatewayOptions.parseDatabaseURL(self.database ?? CommandEnvironment()["HEARTH_DATABASE_URL"]) {
+                database = try await GatewayDatabase.open(url: url, logger: Logger(label: "hearth"))
+            } else {
+                database = try GatewayDatabase.open(directory: path)
+            }
             try await database.migrate()
             return database
         }

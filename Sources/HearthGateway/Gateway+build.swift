@@ -43,7 +43,13 @@ public func buildGateway(
     onMeshListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> Gateway {
     let identity = try GatewayIdentity.loadOrCreate(in: configuration.dataDirectory)
-    let database = try GatewayDatabase.open(directory: configuration.dataDirectory)
+    var database =
+        if let url = configuration.database {
+            try await GatewayDatabase.open(url: url, logger: logger)
+        } else {
+            try GatewayDatabase.open(directory: configuration.dataDirectory)
+        }
+    database.gatewayID = identity.nodeID.rawValue
     try await database.migrate()
     let cutOff = try await database.recoverCutOffRequests()
     if cutOff > 0 {

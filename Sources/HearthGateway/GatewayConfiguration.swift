@@ -1,4 +1,5 @@
 public import HearthCore
+public import HearthStore
 
 /// Everything a gateway needs to start. Every field has a default, so tests set only what they care about.
 public struct GatewayConfiguration: Sendable {
@@ -8,6 +9,8 @@ public struct GatewayConfiguration: Sendable {
     public var port: Int = 8080
     /// Folder holding the gateway's SQLite database (`gateway.sqlite`). `nil` keeps it in memory (tests only).
     public var dataDirectory: String?
+    /// A PostgreSQL database shared with other gateways; nil keeps `gateway.sqlite` in `dataDirectory`.
+    public var database: DatabaseURL?
     /// Largest request body accepted, in bytes; larger bodies get 413.
     public var maxBodyBytes: Int = 1 << 20
     /// Ceiling on `max_tokens`; also the limit applied when a client sends none.

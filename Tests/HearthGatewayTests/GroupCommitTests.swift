@@ -1,6 +1,5 @@
 import Dispatch
 import Foundation
-import GRDB
 import HearthCore
 import HearthTesting
 import Synchronization
@@ -11,21 +10,11 @@ import Testing
 /// Requests' records committed together (`GroupCommit`): one transaction for all that were queued, each acknowledged
 /// only once committed, a failing one rolled back alone, and the ledger's chain intact.
 struct GroupCommitTests {
-    final class Commits: TransactionObserver, @unchecked Sendable {
-        let count = Mutex(0)
-        func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool { true }
-        func databaseDidChange(with event: DatabaseEvent) {}
-        func databaseDidCommit(_ db: Database) { count.withLock { $0 += 1 } }
-        func databaseDidRollback(_ db: Database) {}
-    }
-
     @Test func recordsQueuedTogetherShareOneCommitAndAFailureStaysAlone() async throws {
         let database = try GatewayDatabase.open(directory: try TestEnvironment.temporaryDirectory("group-commit"))
         try await database.migrate()
         let gatewayKey = IdentityKey.generate()
         let nodeKey = IdentityKey.generate()
-        let commits = Commits()
-        database.writer.add(transactionObserver: commits, extent: .databaseLifetime)
         func usage(_ id: String) -> UsageRecord {
             UsageRecord(
                 requestID: id,
@@ -59,9 +48,17 @@ struct GroupCommitTests {
             return .credit(receipt, signed: try receipt.signed(by: nodeKey).encoded())
         }
 
-        // The writer is held busy, so every record below is queued before the next transaction begins.
+        // A transaction is held open, so every record below is queued before the next one begins.
         let gate = DispatchSemaphore(value: 0)
-        database.writer.asyncWrite({ _ in gate.wait() }, completion: { _, _ in })
+        let began = Mutex(false)
+        let held = Task {
+            try await database.commits.write { _ in
+                began.withLock { $0 = true }
+                gate.wait()
+                return nil
+            }
+        }
+        _ = try await eventually("the held transaction to begin") { began.withLock { $0 } ? true : nil }
         let count = 30
         let settlements = try (0..<count).map { try credit("req-\($0)") }
         let outcomes = Task {
@@ -75,12 +72,13 @@ struct GroupCommitTests {
             }
         }
         _ = try await eventually("every record to be queued") { database.commits.queued == count + 1 ? true : nil }
-        let before = commits.count.withLock { $0 }
+        let before = database.commits.transactions
         gate.signal()
+        _ = try await held.value
         let results = await outcomes.value
         #expect(results.filter { $0 }.count == count, "every record but the second credit is stored")
         #expect(results.filter { !$0 }.count == 1)
-        #expect(commits.count.withLock { $0 } - before == 2, "the held write and one transaction for all \(count + 1) records")
+        #expect(database.commits.transactions - before == 2, "the held write and one transaction for all \(count + 1) records")
 
         // The chain is whole: sequence numbers 1…30, each entry committing to the hash of the one before it.
         let rows = try await database.ledger()

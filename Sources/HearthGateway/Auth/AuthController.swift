@@ -13,7 +13,7 @@ struct AuthController {
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.post("/api/auth/challenge") { request, _ in
             let body = try await readObject(request)
-            let issued = try auth.challenge(publicKey: try base64(body, "public_key"))
+            let issued = try await auth.challenge(publicKey: try base64(body, "public_key"))
             return try jsonResponse(["nonce": .string(issued.nonce), "expires_at": .string(Self.timestamp(issued.expiresAt))])
         }
         router.post("/api/auth/verify") { request, _ in
@@ -23,7 +23,7 @@ struct AuthController {
             }
             let publicKey = try base64(body, "public_key")
             let signature = try base64(body, "signature")
-            let login = try auth.verify(publicKey: publicKey, nonce: nonce, signature: signature)
+            let login = try await auth.verify(publicKey: publicKey, nonce: nonce, signature: signature)
             return try jsonResponse([
                 "token": .string(login.token), "token_type": "Bearer", "expires_at": .string(Self.timestamp(login.expiresAt)),
                 "user_id": .string(login.user.rawValue),

@@ -1,25 +1,13 @@
 import Crypto
 public import Foundation
 public import HearthCore
-import Synchronization
 
 /// Logins, bearer tokens and API keys.
 ///
-/// Challenges and tokens are short-lived and kept in memory (a restart logs everyone out); API keys are stored in the
-/// database, as SHA-256 hashes only, so a copy of the database does not hand out working keys.
+/// Challenges, tokens and API keys are kept in the database, tokens and keys as SHA-256 hashes only (a copy of the
+/// database hands out no working credential). Gateways sharing a database therefore share logins: a token issued by
+/// one works on all, and a nonce is spent once wherever it is presented.
 public final class AuthService: Sendable {
-    struct Challenge {
-        var publicKey: Data
-        var expiresAt: Date
-    }
-
-    struct Session {
-        var user: NodeID
-        var expiresAt: Date
-    }
-
-    private let challenges = Mutex<[String: Challenge]>([:])
-    private let sessions = Mutex<[String: Session]>([:])
     private let database: GatewayDatabase
     private let challengeTTL: TimeInterval
     private let tokenTTL: TimeInterval
@@ -33,24 +21,21 @@ public final class AuthService: Sendable {
     }
 
     /// Issues a single-use nonce for `publicKey` (raw 32 bytes).
-    public func challenge(publicKey: Data) throws(APIFailure) -> (nonce: String, expiresAt: Date) {
+    public func challenge(publicKey: Data) async throws -> (nonce: String, expiresAt: Date) {
         guard publicKey.count == 32 else {
             throw APIFailure(.invalidRequest, "'public_key' must be a base64 Ed25519 public key (32 bytes).", param: "public_key")
         }
         let nonce = Hex.random(bytes: 32)
         let time = now()
         let expiresAt = time.addingTimeInterval(challengeTTL)
-        challenges.withLock { challenges in
-            if challenges.count > 10_000 { challenges = challenges.filter { $0.value.expiresAt >= time } }
-            challenges[nonce] = Challenge(publicKey: publicKey, expiresAt: expiresAt)
-        }
+        try await database.insertChallenge(nonce: nonce, publicKey: publicKey, expiresAt: expiresAt, now: time)
         return (nonce, expiresAt)
     }
 
     /// Checks a signed challenge and returns a bearer token. The nonce is spent whatever the outcome.
     /// - Throws: `APIFailure` 401 for an unknown, spent or expired nonce, a nonce issued to another key, or a bad signature.
-    public func verify(publicKey: Data, nonce: String, signature: Data) throws(APIFailure) -> (token: String, expiresAt: Date, user: NodeID) {
-        let challenge = challenges.withLock { $0.removeValue(forKey: nonce) }
+    public func verify(publicKey: Data, nonce: String, signature: Data) async throws -> (token: String, expiresAt: Date, user: NodeID) {
+        let challenge = try await database.takeChallenge(nonce: nonce)
         let time = now()
         guard let challenge else {
             throw APIFailure(.authentication, "Unknown or already used nonce; ask for a new challenge.", param: "nonce", code: "invalid_nonce")
@@ -67,10 +52,7 @@ public final class AuthService: Sendable {
         let user = NodeID(publicKey: publicKey)
         let token = "ht_" + Hex.random(bytes: 32)
         let expiresAt = time.addingTimeInterval(tokenTTL)
-        sessions.withLock { sessions in
-            if sessions.count > 10_000 { sessions = sessions.filter { $0.value.expiresAt >= time } }
-            sessions[Self.digest(token)] = Session(user: user, expiresAt: expiresAt)
-        }
+        try await database.insertLoginToken(digest: Self.digest(token), account: user.rawValue, expiresAt: expiresAt, now: time)
         return (token, expiresAt, user)
     }
 
@@ -79,11 +61,11 @@ public final class AuthService: Sendable {
     public func caller(forBearer credential: String) async throws -> Caller {
         let digest = Self.digest(credential)
         if credential.hasPrefix("ht_") {
-            let session = sessions.withLock { $0[digest] }
-            guard let session, now() <= session.expiresAt else {
+            let session = try await database.loginToken(digest: digest)
+            guard let session, now() <= session.expiresAt, let user = NodeID(session.account) else {
                 throw APIFailure(.authentication, "The token is unknown or expired; log in again.", code: "invalid_token")
             }
-            return .user(session.user)
+            return .user(user)
         }
         guard let key = try await database.apiKey(secretDigest: digest), key.revokedAt == nil, let owner = NodeID(key.owner) else {
             throw APIFailure(.authentication, "The API key is unknown or revoked.", code: "invalid_api_key")

@@ -1,10 +1,8 @@
 public import Foundation
-public import GRDB
+public import HearthStore
 
 /// An API key as stored: its hash, never the secret.
-public struct APIKeyRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "api_keys"
-
+public struct APIKeyRecord: Codable, Sendable, Equatable {
     public var id: String
     /// The account (NodeID of the user's key) that created it.
     public var owner: String
@@ -21,40 +19,60 @@ public struct APIKeyRecord: Codable, Sendable, Equatable, FetchableRecord, Persi
     }
 }
 
+extension APIKeyRecord {
+    init(row: SQLRow) throws {
+        id = try row.string("id")
+        owner = try row.string("owner")
+        name = try row.string("name")
+        secretDigest = try row.string("secret_sha256")
+        createdAt = try row.date("created_at")
+        revokedAt = row.optionalDate("revoked_at")
+    }
+}
+
 extension GatewayDatabase {
-    static func registerAPIKeyMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v2-api-keys") { db in
-            try db.create(table: "api_keys") { table in
-                table.column("id", .text).primaryKey()
-                table.column("owner", .text).notNull().indexed()
-                table.column("name", .text).notNull()
-                table.column("secret_sha256", .text).notNull().unique()
-                table.column("created_at", .datetime).notNull()
-                table.column("revoked_at", .datetime)
-            }
+    static let apiKeyMigration = Migration(
+        "v2-api-keys",
+        [
+            """
+            CREATE TABLE api_keys (id TEXT PRIMARY KEY NOT NULL, owner TEXT NOT NULL, name TEXT NOT NULL,
+                secret_sha256 TEXT NOT NULL UNIQUE, created_at {datetime} NOT NULL, revoked_at {datetime})
+            """,
+            "CREATE INDEX api_keys_on_owner ON api_keys (owner)",
+        ]
+    )
+
+    func insert(_ key: APIKeyRecord) async throws {
+        try await store.write { session in
+            try session.execute(
+                "INSERT INTO api_keys (id, owner, name, secret_sha256, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+                key.id,
+                key.owner,
+                key.name,
+                key.secretDigest,
+                key.createdAt,
+                key.revokedAt
+            )
         }
     }
 
-    func insert(_ key: APIKeyRecord) async throws {
-        try await writer.write { db in try key.insert(db) }
-    }
-
     func apiKey(secretDigest: String) async throws -> APIKeyRecord? {
-        try await writer.read { db in try APIKeyRecord.filter(Column("secret_sha256") == secretDigest).fetchOne(db) }
+        try await store.read { session in
+            try session.queryOne("SELECT * FROM api_keys WHERE secret_sha256 = ?", secretDigest).map(APIKeyRecord.init(row:))
+        }
     }
 
     /// The keys `owner` created, newest first.
     public func apiKeys(owner: String) async throws -> [APIKeyRecord] {
-        try await writer.read { db in
-            try APIKeyRecord.filter(Column("owner") == owner).order(Column("created_at").desc).fetchAll(db)
+        try await store.read { session in
+            try session.query("SELECT * FROM api_keys WHERE owner = ? ORDER BY created_at DESC", owner).map(APIKeyRecord.init(row:))
         }
     }
 
     /// Revokes key `id` if `owner` created it and it is not revoked yet. Returns whether it did.
     public func revokeAPIKey(id: String, owner: String, at time: Date) async throws -> Bool {
-        try await writer.write { db in
-            try APIKeyRecord.filter(Column("id") == id && Column("owner") == owner && Column("revoked_at") == nil)
-                .updateAll(db, Column("revoked_at").set(to: time)) > 0
+        try await store.write { session in
+            try session.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND owner = ? AND revoked_at IS NULL", time, id, owner) > 0
         }
     }
 }

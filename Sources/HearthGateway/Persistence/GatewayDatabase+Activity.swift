@@ -1,5 +1,5 @@
 package import Foundation
-import GRDB
+import HearthStore
 
 /// The gateway's traffic over time, from its usage records: what the network page charts.
 package struct ActivityBucket: Sendable, Equatable, Encodable {
@@ -25,26 +25,26 @@ package struct ActivityBucket: Sendable, Equatable, Encodable {
 extension GatewayDatabase {
     /// Usage in buckets of `bucketSeconds` from `since` to now, oldest first; buckets without requests are absent.
     package func activity(since: Date, bucketSeconds: Int) async throws -> [ActivityBucket] {
-        try await writer.read { db in
-            // `started_at` is indexed; GRDB stores dates as UTC text, which SQLite's strftime reads.
-            let rows = try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT CAST(strftime('%s', started_at) AS INTEGER) / ? AS bucket, COUNT(*) AS requests,
-                        SUM(CASE WHEN status IN ('ok', 'client_closed') THEN 0 ELSE 1 END) AS failed,
-                        SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, AVG(first_byte_ms) AS first_byte
-                    FROM usage WHERE started_at >= ? GROUP BY bucket ORDER BY bucket
-                    """,
-                arguments: [bucketSeconds, since]
+        try await store.read { session in
+            // `started_at` is indexed.
+            let rows = try session.query(
+                """
+                SELECT \(session.dialect.epochSeconds("started_at")) / ? AS bucket, COUNT(*) AS requests,
+                    SUM(CASE WHEN status IN ('ok', 'client_closed') THEN 0 ELSE 1 END) AS failed,
+                    SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, AVG(first_byte_ms) AS first_byte
+                FROM usage WHERE started_at >= ? GROUP BY bucket ORDER BY bucket
+                """,
+                bucketSeconds,
+                since
             )
-            return rows.map { row in
+            return try rows.map { row in
                 ActivityBucket(
-                    start: row["bucket"] * Int64(bucketSeconds),
-                    requests: row["requests"],
-                    failed: row["failed"],
-                    promptTokens: row["prompt"],
-                    completionTokens: row["completion"],
-                    firstTokenMilliseconds: row["first_byte"]
+                    start: try row.int64("bucket") * Int64(bucketSeconds),
+                    requests: try row.int("requests"),
+                    failed: try row.int("failed"),
+                    promptTokens: try row.int("prompt"),
+                    completionTokens: try row.int("completion"),
+                    firstTokenMilliseconds: row.optionalDouble("first_byte")
                 )
             }
         }
@@ -69,47 +69,53 @@ package struct AccountActivityBucket: Sendable, Equatable, Encodable {
 extension GatewayDatabase {
     /// Hourly totals per account, written in the same transaction as its standing (`addToStanding`), so the account
     /// page's history and the standing it shows come from the same charges.
-    static func registerAccountActivityMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v9-account-activity") { db in
-            try db.create(table: "account_activity") { table in
-                table.column("account", .text).notNull()
-                table.column("hour", .integer).notNull()
-                table.column("consumed", .integer).notNull()
-                table.column("contributed", .integer).notNull()
-                table.primaryKey(["account", "hour"])
-            }
-        }
-    }
+    static let accountActivityMigration = Migration(
+        "v9-account-activity",
+        [
+            """
+            CREATE TABLE account_activity (account TEXT NOT NULL, hour {integer} NOT NULL, consumed {integer} NOT NULL,
+                contributed {integer} NOT NULL, PRIMARY KEY (account, hour))
+            """
+        ]
+    )
 
     static let accountActivityBucketSeconds: Int64 = 3600
 
-    static func addToAccountActivity(_ db: Database, account: String, contributed: Double, consumed: Double, now: Date) throws {
+    static func addToAccountActivity(_ session: any SQLSession, account: String, contributed: Double, consumed: Double, now: Date) throws {
         let hour = Int64(now.timeIntervalSince1970) / accountActivityBucketSeconds * accountActivityBucketSeconds
-        try db.execute(
-            sql: """
-                INSERT INTO account_activity (account, hour, consumed, contributed) VALUES (?, ?, ?, ?)
-                ON CONFLICT(account, hour) DO UPDATE SET consumed = consumed + excluded.consumed, contributed = contributed + excluded.contributed
-                """,
-            arguments: [account, hour, Int64(consumed.rounded()), Int64(contributed.rounded())]
+        try session.execute(
+            """
+            INSERT INTO account_activity (account, hour, consumed, contributed) VALUES (?, ?, ?, ?)
+            ON CONFLICT (account, hour) DO UPDATE SET consumed = account_activity.consumed + excluded.consumed,
+            contributed = account_activity.contributed + excluded.contributed
+            """,
+            account,
+            hour,
+            Int64(consumed.rounded()),
+            Int64(contributed.rounded())
         )
     }
 
     /// What `account` consumed and contributed per `bucketSeconds` (a multiple of an hour) since `since`, oldest
     /// first; buckets with neither are absent. These are raw tokens; standing decays them (see `Reciprocity`).
     package func accountActivity(of account: String, since: Date, bucketSeconds: Int) async throws -> [AccountActivityBucket] {
-        try await writer.read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT hour / ? * ? AS bucket, SUM(consumed) AS consumed, SUM(contributed) AS contributed
-                    FROM account_activity WHERE account = ? AND hour >= ? GROUP BY bucket ORDER BY bucket
-                    """,
-                arguments: [
-                    bucketSeconds, bucketSeconds, account,
-                    Int64(since.timeIntervalSince1970) / Self.accountActivityBucketSeconds * Self.accountActivityBucketSeconds,
-                ]
+        let firstHour = Int64(since.timeIntervalSince1970) / Self.accountActivityBucketSeconds * Self.accountActivityBucketSeconds
+        return try await store.read { session in
+            try session.query(
+                """
+                SELECT hour / ? * ? AS bucket, SUM(consumed) AS consumed, SUM(contributed) AS contributed
+                FROM account_activity WHERE account = ? AND hour >= ? GROUP BY bucket ORDER BY bucket
+                """,
+                bucketSeconds,
+                bucketSeconds,
+                account,
+                firstHour
             ).map { row in
-                AccountActivityBucket(start: row["bucket"], consumedTokens: row["consumed"], contributedTokens: row["contributed"])
+                AccountActivityBucket(
+                    start: try row.int64("bucket"),
+                    consumedTokens: try row.int("consumed"),
+                    contributedTokens: try row.int("contributed")
+                )
             }
         }
     }

@@ -1,34 +1,38 @@
 public import Foundation
-public import GRDB
+import HearthStore
 public import Logging
 
 extension GatewayDatabase {
-    static func registerInFlightMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v6-in-flight") { db in
-            try db.create(table: "in_flight") { table in
-                table.column("request_id", .text).primaryKey()
-                table.column("route", .text).notNull()
-                table.column("model", .text).notNull()
-                table.column("node_id", .text).notNull()
-                table.column("consumer", .text)
-                table.column("account", .text)
-                table.column("started_at", .datetime).notNull()
-            }
-        }
-    }
+    static let inFlightMigration = Migration(
+        "v6-in-flight",
+        [
+            """
+            CREATE TABLE in_flight (request_id TEXT PRIMARY KEY NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL,
+                node_id TEXT NOT NULL, consumer TEXT, account TEXT, started_at {datetime} NOT NULL)
+            """
+        ]
+    )
 
     /// Notes a request a node is serving, so that a crash leaves a trace of it. The write is queued at once
     /// (`GroupCommit`), ahead of the request's own usage row, and nobody waits for it: it stays off the response's
     /// critical path. The usage row's transaction removes the note.
     public func markInFlight(_ usage: UsageRecord, logger: Logger) {
+        let gateway = gatewayID
         commits.enqueue(
-            { db in
-                try db.execute(
-                    sql: """
-                        INSERT OR IGNORE INTO in_flight (request_id, route, model, node_id, consumer, account, started_at)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [usage.requestID, usage.route, usage.model, usage.nodeID ?? "", usage.consumer, usage.account, usage.startedAt]
+            { session in
+                try session.execute(
+                    """
+                    INSERT INTO in_flight (request_id, route, model, node_id, consumer, account, started_at, gateway)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO NOTHING
+                    """,
+                    usage.requestID,
+                    usage.route,
+                    usage.model,
+                    usage.nodeID ?? "",
+                    usage.consumer,
+                    usage.account,
+                    usage.startedAt,
+                    gateway
                 )
                 return nil
             },
@@ -40,26 +44,34 @@ extension GatewayDatabase {
     /// usage rows with status `cut_off`. Run at start, before serving.
     /// - Returns: how many there were.
     public func recoverCutOffRequests(now: Date = Date()) async throws -> Int {
-        try await writer.write { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT * FROM in_flight")
+        let gateway = gatewayID
+        return try await store.write { session in
+            // Another gateway's requests in a shared database are its own to recover; rows from before gateways were
+            // named are this one's (only one gateway used the database then).
+            let mine = "gateway = ? OR gateway IS NULL"
+            let rows = try session.query("SELECT * FROM in_flight WHERE \(mine)", gateway)
             for row in rows {
-                let startedAt: Date = row["started_at"]
-                try UsageRecord(
-                    requestID: row["request_id"],
-                    route: row["route"],
-                    model: row["model"],
-                    nodeID: row["node_id"],
-                    promptTokens: 0,
-                    completionTokens: 0,
-                    status: "cut_off",
-                    startedAt: startedAt,
-                    firstByteMilliseconds: nil,
-                    durationMilliseconds: now.timeIntervalSince(startedAt) * 1000,
-                    consumer: row["consumer"],
-                    account: row["account"]
-                ).insert(db, onConflict: .ignore)
+                let startedAt = try row.date("started_at")
+                try Self.insert(
+                    UsageRecord(
+                        requestID: try row.string("request_id"),
+                        route: try row.string("route"),
+                        model: try row.string("model"),
+                        nodeID: row.optionalString("node_id"),
+                        promptTokens: 0,
+                        completionTokens: 0,
+                        status: "cut_off",
+                        startedAt: startedAt,
+                        firstByteMilliseconds: nil,
+                        durationMilliseconds: now.timeIntervalSince(startedAt) * 1000,
+                        consumer: row.optionalString("consumer"),
+                        account: row.optionalString("account")
+                    ),
+                    into: session,
+                    ignoringDuplicates: true
+                )
             }
-            try db.execute(sql: "DELETE FROM in_flight")
+            try session.execute("DELETE FROM in_flight WHERE \(mine)", gateway)
             return rows.count
         }
     }

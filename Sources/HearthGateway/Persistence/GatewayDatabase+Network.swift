@@ -1,12 +1,10 @@
 public import Foundation
-public import GRDB
 public import HearthCore
+public import HearthStore
 
 /// An invite the gateway issued. Uses are rows in `invite_uses`, one per node, counted here and never taken
 /// from the token.
-public struct InviteRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "invites"
-
+public struct InviteRecord: Codable, Sendable, Equatable {
     public var id: String
     public var roles: String
     public var maxUses: Int
@@ -33,20 +31,19 @@ public struct InviteRecord: Codable, Sendable, Equatable, FetchableRecord, Persi
         case revokedAt = "revoked_at"
     }
 
-    public func encode(to container: inout PersistenceContainer) throws {
-        container["id"] = id
-        container["roles"] = roles
-        container["max_uses"] = maxUses
-        container["expires_at"] = expiresAt
-        container["created_at"] = createdAt
-        container["revoked_at"] = revokedAt
+    init(row: SQLRow) throws {
+        id = try row.string("id")
+        roles = try row.string("roles")
+        maxUses = try row.int("max_uses")
+        expiresAt = try row.date("expires_at")
+        createdAt = try row.date("created_at")
+        revokedAt = row.optionalDate("revoked_at")
+        uses = row.optionalInt64("uses").map(Int.init)
     }
 }
 
 /// A device an account certified, as the gateway saw it.
-public struct DeviceRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "devices"
-
+public struct DeviceRecord: Codable, Sendable, Equatable {
     public var deviceID: String
     public var account: String
     public var name: String
@@ -61,6 +58,16 @@ public struct DeviceRecord: Codable, Sendable, Equatable, FetchableRecord, Persi
     }
 }
 
+extension DeviceRecord {
+    init(row: SQLRow) throws {
+        deviceID = try row.string("device_id")
+        account = try row.string("account")
+        name = try row.string("name")
+        lastSeen = try row.date("last_seen")
+        revokedAt = row.optionalDate("revoked_at")
+    }
+}
+
 /// Why the database refused an invite.
 public enum InviteRedemptionError: Error, Sendable, Equatable {
     case unknown
@@ -70,148 +77,145 @@ public enum InviteRedemptionError: Error, Sendable, Equatable {
 }
 
 extension GatewayDatabase {
-    static func registerNetworkMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v3-network") { db in
-            try db.create(table: "members") { table in
-                table.column("node_id", .text).primaryKey()
-                table.column("invite_id", .text)
-                table.column("joined_at", .datetime).notNull()
-            }
-            try db.create(table: "invites") { table in
-                table.column("id", .text).primaryKey()
-                table.column("roles", .text).notNull()
-                table.column("max_uses", .integer).notNull()
-                table.column("expires_at", .datetime).notNull()
-                table.column("created_at", .datetime).notNull()
-                table.column("revoked_at", .datetime)
-            }
-            try db.create(table: "invite_uses") { table in
-                table.column("invite_id", .text).notNull().references("invites")
-                table.column("node_id", .text).notNull()
-                table.column("used_at", .datetime).notNull()
-                table.primaryKey(["invite_id", "node_id"])
-            }
-            try db.create(table: "devices") { table in
-                table.column("device_id", .text).primaryKey()
-                table.column("account", .text).notNull().indexed()
-                table.column("name", .text).notNull()
-                table.column("last_seen", .datetime).notNull()
-                table.column("revoked_at", .datetime)
-            }
-        }
-    }
+    static let networkMigration = Migration(
+        "v3-network",
+        [
+            "CREATE TABLE members (node_id TEXT PRIMARY KEY NOT NULL, invite_id TEXT, joined_at {datetime} NOT NULL)",
+            """
+            CREATE TABLE invites (id TEXT PRIMARY KEY NOT NULL, roles TEXT NOT NULL, max_uses {integer} NOT NULL,
+                expires_at {datetime} NOT NULL, created_at {datetime} NOT NULL, revoked_at {datetime})
+            """,
+            """
+            CREATE TABLE invite_uses (invite_id TEXT NOT NULL REFERENCES invites(id), node_id TEXT NOT NULL,
+                used_at {datetime} NOT NULL, PRIMARY KEY (invite_id, node_id))
+            """,
+            """
+            CREATE TABLE devices (device_id TEXT PRIMARY KEY NOT NULL, account TEXT NOT NULL, name TEXT NOT NULL,
+                last_seen {datetime} NOT NULL, revoked_at {datetime})
+            """,
+            "CREATE INDEX devices_on_account ON devices (account)",
+        ]
+    )
 
     /// Whether `node` joined this network before.
     public func isMember(_ node: NodeID) async throws -> Bool {
-        try await writer.read { db in
-            try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM members WHERE node_id = ?)", arguments: [node.rawValue]) ?? false
+        try await store.read { session in
+            try session.queryOne("SELECT 1 AS found FROM members WHERE node_id = ?", node.rawValue) != nil
         }
     }
 
     /// Records `node` as a member (public networks: on first join).
     public func addMember(_ node: NodeID, invite: String? = nil, now: Date = Date()) async throws {
-        try await writer.write { db in
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO members (node_id, invite_id, joined_at) VALUES (?, ?, ?)",
-                arguments: [node.rawValue, invite, now]
+        try await store.write { session in
+            try session.execute(
+                "INSERT INTO members (node_id, invite_id, joined_at) VALUES (?, ?, ?) ON CONFLICT (node_id) DO NOTHING",
+                node.rawValue,
+                invite,
+                now
             )
         }
     }
 
     /// Spends one use of invite `id` on `node` and makes it a member, in one transaction. A node that already used
-    /// this invite does not spend another use.
+    /// this invite does not spend another use. The invite's row is locked while its uses are counted, so gateways
+    /// sharing a database cannot both spend its last use.
     /// - Throws: `InviteRedemptionError` when the invite is unknown, revoked, expired or used up.
     public func redeemInvite(_ id: String, for node: NodeID, now: Date = Date()) async throws {
-        try await writer.write { db in
-            guard let invite = try InviteRecord.fetchOne(db, key: id) else { throw InviteRedemptionError.unknown }
+        try await store.write { session in
+            guard let row = try session.queryOne("SELECT * FROM invites WHERE id = ?" + session.dialect.forUpdate, id) else {
+                throw InviteRedemptionError.unknown
+            }
+            let invite = try InviteRecord(row: row)
             guard invite.revokedAt == nil else { throw InviteRedemptionError.revoked }
             guard invite.expiresAt > now else { throw InviteRedemptionError.expired }
-            let alreadyUsed =
-                try Bool.fetchOne(
-                    db,
-                    sql: "SELECT EXISTS(SELECT 1 FROM invite_uses WHERE invite_id = ? AND node_id = ?)",
-                    arguments: [id, node.rawValue]
-                ) ?? false
+            let alreadyUsed = try session.queryOne("SELECT 1 AS found FROM invite_uses WHERE invite_id = ? AND node_id = ?", id, node.rawValue) != nil
             if !alreadyUsed {
-                let uses = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM invite_uses WHERE invite_id = ?", arguments: [id]) ?? 0
+                let uses = try session.queryOne("SELECT COUNT(*) AS uses FROM invite_uses WHERE invite_id = ?", id)?.int("uses") ?? 0
                 guard uses < invite.maxUses else { throw InviteRedemptionError.usedUp }
-                try db.execute(
-                    sql: "INSERT INTO invite_uses (invite_id, node_id, used_at) VALUES (?, ?, ?)",
-                    arguments: [id, node.rawValue, now]
-                )
+                try session.execute("INSERT INTO invite_uses (invite_id, node_id, used_at) VALUES (?, ?, ?)", id, node.rawValue, now)
             }
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO members (node_id, invite_id, joined_at) VALUES (?, ?, ?)",
-                arguments: [node.rawValue, id, now]
+            try session.execute(
+                "INSERT INTO members (node_id, invite_id, joined_at) VALUES (?, ?, ?) ON CONFLICT (node_id) DO NOTHING",
+                node.rawValue,
+                id,
+                now
             )
         }
     }
 
     /// Stores a new invite.
     public func insert(_ invite: InviteRecord) async throws {
-        try await writer.write { db in try invite.insert(db) }
+        try await store.write { session in
+            try session.execute(
+                "INSERT INTO invites (id, roles, max_uses, expires_at, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
+                invite.id,
+                invite.roles,
+                invite.maxUses,
+                invite.expiresAt,
+                invite.createdAt,
+                invite.revokedAt
+            )
+        }
     }
 
     /// Every invite with its use count, newest first.
     public func invites() async throws -> [InviteRecord] {
-        try await writer.read { db in
-            try InviteRecord.fetchAll(
-                db,
-                sql: """
-                    SELECT invites.*, (SELECT COUNT(*) FROM invite_uses WHERE invite_id = invites.id) AS uses
-                    FROM invites ORDER BY created_at DESC
-                    """
-            )
+        try await store.read { session in
+            try session.query(
+                """
+                SELECT invites.*, (SELECT COUNT(*) FROM invite_uses WHERE invite_id = invites.id) AS uses
+                FROM invites ORDER BY created_at DESC
+                """
+            ).map(InviteRecord.init(row:))
         }
     }
 
     /// Revokes an invite: it admits no new node. Returns whether it existed and was live.
     public func revokeInvite(_ id: String, now: Date = Date()) async throws -> Bool {
-        try await writer.write { db in
-            try db.execute(sql: "UPDATE invites SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", arguments: [now, id])
-            return db.changesCount > 0
+        try await store.write { session in
+            try session.execute("UPDATE invites SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", now, id) > 0
         }
     }
 
     /// Records that `certificate`'s device linked; refuses nothing.
     public func sawDevice(_ certificate: DeviceCertificate, now: Date = Date()) async throws {
-        try await writer.write { db in
-            try db.execute(
-                sql: """
-                    INSERT INTO devices (device_id, account, name, last_seen) VALUES (?, ?, ?, ?)
-                    ON CONFLICT(device_id) DO UPDATE SET account = excluded.account, name = excluded.name, last_seen = excluded.last_seen
-                    """,
-                arguments: [certificate.device.rawValue, certificate.account.rawValue, certificate.deviceName, now]
+        try await store.write { session in
+            try session.execute(
+                """
+                INSERT INTO devices (device_id, account, name, last_seen) VALUES (?, ?, ?, ?)
+                ON CONFLICT (device_id) DO UPDATE SET account = excluded.account, name = excluded.name, last_seen = excluded.last_seen
+                """,
+                certificate.device.rawValue,
+                certificate.account.rawValue,
+                certificate.deviceName,
+                now
             )
         }
     }
 
     /// Whether an account revoked `device`.
     public func isRevoked(device: NodeID) async throws -> Bool {
-        try await writer.read { db in
-            try Bool.fetchOne(
-                db,
-                sql: "SELECT EXISTS(SELECT 1 FROM devices WHERE device_id = ? AND revoked_at IS NOT NULL)",
-                arguments: [device.rawValue]
-            ) ?? false
+        try await store.read { session in
+            try session.queryOne("SELECT 1 AS found FROM devices WHERE device_id = ? AND revoked_at IS NOT NULL", device.rawValue) != nil
         }
     }
 
     /// The devices `account` certified that this gateway has seen.
     public func devices(of account: NodeID) async throws -> [DeviceRecord] {
-        try await writer.read { db in
-            try DeviceRecord.filter(Column("account") == account.rawValue).order(Column("last_seen").desc).fetchAll(db)
+        try await store.read { session in
+            try session.query("SELECT * FROM devices WHERE account = ? ORDER BY last_seen DESC", account.rawValue).map(DeviceRecord.init(row:))
         }
     }
 
     /// Revokes `device` for `account`. Returns `false` when the account never certified that device here.
     public func revoke(device: NodeID, by account: NodeID, now: Date = Date()) async throws -> Bool {
-        try await writer.write { db in
-            try db.execute(
-                sql: "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE device_id = ? AND account = ?",
-                arguments: [now, device.rawValue, account.rawValue]
-            )
-            return db.changesCount > 0
+        try await store.write { session in
+            try session.execute(
+                "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE device_id = ? AND account = ?",
+                now,
+                device.rawValue,
+                account.rawValue
+            ) > 0
         }
     }
 }

@@ -1,10 +1,8 @@
 public import Foundation
-public import GRDB
+public import HearthStore
 
 /// A pool's definition as stored, so that it outlives a gateway restart (its plan does not: it is made again).
-public struct PoolRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "pools"
-
+public struct PoolRecord: Codable, Sendable, Equatable {
     public var id: String
     public var model: String
     /// The operator's node list, comma-separated; `nil` lets the planner choose.
@@ -19,27 +17,48 @@ public struct PoolRecord: Codable, Sendable, Equatable, FetchableRecord, Persist
 }
 
 extension GatewayDatabase {
-    static func registerPoolMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v7-pools") { db in
-            try db.create(table: "pools") { table in
-                table.column("id", .text).primaryKey()
-                table.column("model", .text).notNull()
-                table.column("nodes", .text)
-                table.column("automatic", .boolean).notNull()
-                table.column("created_at", .datetime).notNull()
-            }
+    static let poolMigration = Migration(
+        "v7-pools",
+        [
+            """
+            CREATE TABLE pools (id TEXT PRIMARY KEY NOT NULL, model TEXT NOT NULL, nodes TEXT, automatic BOOLEAN NOT NULL,
+                created_at {datetime} NOT NULL)
+            """
+        ]
+    )
+
+    func savePool(_ pool: PoolRecord) async throws {
+        try await store.write { session in
+            try session.execute(
+                """
+                INSERT INTO pools (id, model, nodes, automatic, created_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET model = excluded.model, nodes = excluded.nodes, automatic = excluded.automatic,
+                created_at = excluded.created_at
+                """,
+                pool.id,
+                pool.model,
+                pool.nodes,
+                pool.automatic,
+                pool.createdAt
+            )
         }
     }
 
-    func savePool(_ pool: PoolRecord) async throws {
-        try await writer.write { db in try pool.save(db) }
-    }
-
     func deletePool(id: String) async throws {
-        _ = try await writer.write { db in try PoolRecord.deleteOne(db, key: id) }
+        try await store.write { session in try session.execute("DELETE FROM pools WHERE id = ?", id) }
     }
 
     func pools() async throws -> [PoolRecord] {
-        try await writer.read { db in try PoolRecord.order(Column("created_at")).fetchAll(db) }
+        try await store.read { session in
+            try session.query("SELECT * FROM pools ORDER BY created_at").map { row in
+                PoolRecord(
+                    id: try row.string("id"),
+                    model: try row.string("model"),
+                    nodes: row.optionalString("nodes"),
+                    automatic: try row.bool("automatic"),
+                    createdAt: try row.date("created_at")
+                )
+            }
+        }
     }
 }

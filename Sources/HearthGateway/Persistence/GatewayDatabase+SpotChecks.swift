@@ -1,11 +1,9 @@
 public import Foundation
-public import GRDB
 public import HearthCore
+public import HearthStore
 
 /// One spot check of a node's answer (docs/ROUTING.md, "Spot checks").
-public struct SpotCheckRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "spot_checks"
-
+public struct SpotCheckRecord: Codable, Sendable, Equatable {
     /// The checked request, the node that answered it and the node whose model scored the answer.
     public var requestID: String
     public var nodeID: String
@@ -32,34 +30,62 @@ public struct SpotCheckRecord: Codable, Sendable, Equatable, FetchableRecord, Pe
 }
 
 extension GatewayDatabase {
-    static func registerSpotCheckMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v8-spot-checks") { db in
-            try db.create(table: "spot_checks") { table in
-                table.autoIncrementedPrimaryKey("id")
-                table.column("request_id", .text).notNull()
-                table.column("node_id", .text).notNull().indexed()
-                table.column("checker_id", .text).notNull()
-                table.column("model", .text).notNull()
-                table.column("tokens", .integer).notNull()
-                table.column("mean_logprob", .double).notNull()
-                table.column("outside_top_k", .double).notNull()
-                table.column("result", .text).notNull()
-                table.column("reason", .text)
-                table.column("created_at", .datetime).notNull()
-            }
-        }
-    }
+    static let spotCheckMigration = Migration(
+        "v8-spot-checks",
+        [
+            """
+            CREATE TABLE spot_checks (id {autoincrement}, request_id TEXT NOT NULL, node_id TEXT NOT NULL, checker_id TEXT NOT NULL,
+                model TEXT NOT NULL, tokens {integer} NOT NULL, mean_logprob {double} NOT NULL, outside_top_k {double} NOT NULL,
+                result TEXT NOT NULL, reason TEXT, created_at {datetime} NOT NULL)
+            """,
+            "CREATE INDEX spot_checks_on_node_id ON spot_checks (node_id)",
+        ]
+    )
 
     public func record(_ check: SpotCheckRecord) async throws {
-        try await writer.write { db in try check.insert(db) }
+        try await store.write { session in
+            try session.execute(
+                """
+                INSERT INTO spot_checks (request_id, node_id, checker_id, model, tokens, mean_logprob, outside_top_k, result, reason, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                check.requestID,
+                check.nodeID,
+                check.checkerID,
+                check.model,
+                check.tokens,
+                check.meanLogprob,
+                check.outsideTopK,
+                check.result,
+                check.reason,
+                check.createdAt
+            )
+        }
     }
 
     /// The most recent spot checks, newest first; of one node when `node` is given.
     public func spotChecks(of node: NodeID? = nil, limit: Int = 100) async throws -> [SpotCheckRecord] {
-        try await writer.read { db in
-            var request = SpotCheckRecord.order(Column("id").desc).limit(limit)
-            if let node { request = request.filter(Column("node_id") == node.rawValue) }
-            return try request.fetchAll(db)
+        try await store.read { session in
+            let rows =
+                if let node {
+                    try session.query("SELECT * FROM spot_checks WHERE node_id = ? ORDER BY id DESC LIMIT ?", node.rawValue, limit)
+                } else {
+                    try session.query("SELECT * FROM spot_checks ORDER BY id DESC LIMIT ?", limit)
+                }
+            return try rows.map { row in
+                SpotCheckRecord(
+                    requestID: try row.string("request_id"),
+                    nodeID: try row.string("node_id"),
+                    checkerID: try row.string("checker_id"),
+                    model: try row.string("model"),
+                    tokens: try row.int("tokens"),
+                    meanLogprob: try row.double("mean_logprob"),
+                    outsideTopK: try row.double("outside_top_k"),
+                    result: try row.string("result"),
+                    reason: row.optionalString("reason"),
+                    createdAt: try row.date("created_at")
+                )
+            }
         }
     }
 }

@@ -1,54 +1,60 @@
 public import Foundation
-public import GRDB
 public import HearthCore
+public import HearthStore
 
 extension GatewayDatabase {
-    static func registerStandingMigrations(_ migrator: inout DatabaseMigrator) {
-        migrator.registerMigration("v5-standing") { db in
-            try db.alter(table: "usage") { table in
-                table.add(column: "consumer", .text)
-                table.add(column: "account", .text)
-            }
-            try db.create(table: "standing") { table in
-                table.column("account", .text).primaryKey()
-                table.column("contributed", .double).notNull()
-                table.column("consumed", .double).notNull()
-                table.column("updated_at", .double).notNull()
-            }
-        }
-    }
+    static let standingMigration = Migration(
+        "v5-standing",
+        [
+            "ALTER TABLE usage ADD COLUMN consumer TEXT",
+            "ALTER TABLE usage ADD COLUMN account TEXT",
+            """
+            CREATE TABLE standing (account TEXT PRIMARY KEY NOT NULL, contributed {double} NOT NULL, consumed {double} NOT NULL,
+                updated_at {double} NOT NULL)
+            """,
+        ]
+    )
 
-    /// Moves `account`'s decayed balance forward to `now` and adds tokens, inside a write transaction.
+    /// Moves `account`'s decayed balance forward to `now` and adds tokens, inside a write transaction. The row is
+    /// made first if need be and locked while read, so two gateways charging one account at once both count.
     static func addToStanding(
-        _ db: Database,
+        _ session: any SQLSession,
         account: String,
         contributed: Double = 0,
         consumed: Double = 0,
         reciprocity: Reciprocity,
         now: Date
     ) throws {
-        let current = try balance(db, account: account)
-        let updated = reciprocity.update(current, contributed: contributed, consumed: consumed, now: now.timeIntervalSince1970)
-        try db.execute(
-            sql: """
-                INSERT INTO standing (account, contributed, consumed, updated_at) VALUES (?, ?, ?, ?)
-                ON CONFLICT(account) DO UPDATE SET contributed = excluded.contributed, consumed = excluded.consumed,
-                updated_at = excluded.updated_at
-                """,
-            arguments: [account, updated.contributed, updated.consumed, updated.updatedAt]
+        try session.execute(
+            "INSERT INTO standing (account, contributed, consumed, updated_at) VALUES (?, 0, 0, ?) ON CONFLICT (account) DO NOTHING",
+            account,
+            now.timeIntervalSince1970
         )
-        try addToAccountActivity(db, account: account, contributed: contributed, consumed: consumed, now: now)
+        let current = try balance(session, account: account, locking: true)
+        let updated = reciprocity.update(current, contributed: contributed, consumed: consumed, now: now.timeIntervalSince1970)
+        try session.execute(
+            "UPDATE standing SET contributed = ?, consumed = ?, updated_at = ? WHERE account = ?",
+            updated.contributed,
+            updated.consumed,
+            updated.updatedAt,
+            account
+        )
+        try addToAccountActivity(session, account: account, contributed: contributed, consumed: consumed, now: now)
     }
 
-    static func balance(_ db: Database, account: String) throws -> Reciprocity.Balance {
-        guard let row = try Row.fetchOne(db, sql: "SELECT contributed, consumed, updated_at FROM standing WHERE account = ?", arguments: [account])
-        else { return Reciprocity.Balance() }
-        return Reciprocity.Balance(contributed: row["contributed"], consumed: row["consumed"], updatedAt: row["updated_at"])
+    static func balance(_ session: any SQLSession, account: String, locking: Bool = false) throws -> Reciprocity.Balance {
+        let sql = "SELECT contributed, consumed, updated_at FROM standing WHERE account = ?" + (locking ? session.dialect.forUpdate : "")
+        guard let row = try session.queryOne(sql, account) else { return Reciprocity.Balance() }
+        return Reciprocity.Balance(
+            contributed: try row.double("contributed"),
+            consumed: try row.double("consumed"),
+            updatedAt: try row.double("updated_at")
+        )
     }
 
     /// `account`'s balance as of `now` (decayed, not stored).
     public func balance(of account: NodeID, reciprocity: Reciprocity, now: Date = Date()) async throws -> Reciprocity.Balance {
-        let stored = try await writer.read { db in try Self.balance(db, account: account.rawValue) }
+        let stored = try await store.read { session in try Self.balance(session, account: account.rawValue) }
         return reciprocity.update(stored, now: now.timeIntervalSince1970)
     }
 }

@@ -1,11 +1,10 @@
 public import Foundation
-public import GRDB
 import HearthMesh
+public import HearthStore
+public import Logging
 
 /// One metered request. Never holds prompt or completion text.
-public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "usage"
-
+public struct UsageRecord: Codable, Sendable, Equatable {
     public var requestID: String
     /// The API route template, e.g. `/v1/chat/completions`.
     public var route: String
@@ -66,68 +65,123 @@ public struct UsageRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     }
 }
 
-/// The gateway's SQLite database (WAL mode), opened once per process.
+/// The gateway's database: SQLite (embedded, the default) or PostgreSQL (shared by several gateways). Every query
+/// is written once against `SQLSession` (HearthStore) and runs on either.
 public struct GatewayDatabase: Sendable {
-    let writer: any DatabaseWriter
+    let store: any SQLStore
     /// The per-request writes (usage rows, ledger entries, in-flight notes), committed in groups (`GroupCommit`).
     let commits: GroupCommit
+    /// The gateway using this database (its node id): what it marks as its own where gateways share one.
+    public var gatewayID = ""
 
-    /// Opens `gateway.sqlite` in `directory` (creating the folder), or an in-memory database when `directory` is nil.
+    /// Opens `gateway.sqlite` in `directory` (creating the folder, owner-only), or an in-memory database when
+    /// `directory` is nil.
     public static func open(directory: String?) throws -> GatewayDatabase {
-        guard let directory else { return GatewayDatabase(writer: try DatabaseQueue()) }
+        guard let directory else { return GatewayDatabase(store: try SQLiteStore.open(path: nil)) }
         try KeyFile.createPrivateDirectory(directory)
         let path = (directory as NSString).appendingPathComponent("gateway.sqlite")
         try KeyFile.makeOwnerOnly(path, creating: true)
         for suffix in ["-wal", "-shm"] { try KeyFile.makeOwnerOnly(path + suffix, creating: false) }
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(5)
-        let pool = try DatabasePool(path: path, configuration: configuration)
-        return GatewayDatabase(writer: pool)
+        return GatewayDatabase(store: try SQLiteStore.open(path: path))
     }
 
-    private init(writer: any DatabaseWriter) {
-        self.writer = writer
-        commits = GroupCommit(writer: writer)
+    /// Connects to a PostgreSQL database and checks that it answers.
+    public static func open(url: DatabaseURL, logger: Logger) async throws -> GatewayDatabase {
+        let store = try PostgresStore(url: url, logger: logger)
+        do {
+            try await store.ping()
+        } catch {
+            await store.close()
+            throw error
+        }
+        return GatewayDatabase(store: store)
     }
+
+    package init(store: any SQLStore) {
+        self.store = store
+        commits = GroupCommit(store: store)
+    }
+
+    /// Which database this is.
+    public var dialect: SQLDialect { store.dialect }
 
     /// Brings the schema up to date. Migrations are named and never edited once shipped.
     public func migrate() async throws {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1-usage") { db in
-            try db.create(table: "usage") { table in
-                table.column("request_id", .text).primaryKey()
-                table.column("route", .text).notNull()
-                table.column("model", .text).notNull()
-                table.column("node_id", .text)
-                table.column("prompt_tokens", .integer).notNull()
-                table.column("completion_tokens", .integer).notNull()
-                table.column("status", .text).notNull()
-                table.column("started_at", .datetime).notNull()
-                table.column("first_byte_ms", .double)
-                table.column("duration_ms", .double).notNull()
-            }
-            try db.create(index: "usage_started_at", on: "usage", columns: ["started_at"])
-        }
-        Self.registerAPIKeyMigrations(&migrator)
-        Self.registerNetworkMigrations(&migrator)
-        Self.registerLedgerMigrations(&migrator)
-        Self.registerStandingMigrations(&migrator)
-        Self.registerInFlightMigrations(&migrator)
-        Self.registerPoolMigrations(&migrator)
-        Self.registerSpotCheckMigrations(&migrator)
-        Self.registerAccountActivityMigrations(&migrator)
-        try migrator.migrate(writer)
+        try await store.migrate(Self.migrations)
+    }
+
+    /// Closes the database's connections.
+    public func close() async {
+        await store.close()
+    }
+
+    /// Every migration, in the order they shipped.
+    static let migrations: [Migration] =
+        [usageMigration, apiKeyMigration, networkMigration, ledgerMigration, standingMigration, inFlightMigration, poolMigration]
+        + [spotCheckMigration, accountActivityMigration, loginMigration]
+
+    static let usageMigration = Migration(
+        "v1-usage",
+        [
+            """
+            CREATE TABLE usage (request_id TEXT PRIMARY KEY NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL, node_id TEXT,
+                prompt_tokens {integer} NOT NULL, completion_tokens {integer} NOT NULL, status TEXT NOT NULL,
+                started_at {datetime} NOT NULL, first_byte_ms {double}, duration_ms {double} NOT NULL)
+            """,
+            "CREATE INDEX usage_started_at ON usage (started_at)",
+        ]
+    )
+
+    static let usageColumns =
+        "request_id, route, model, node_id, prompt_tokens, completion_tokens, status, started_at, first_byte_ms, duration_ms, consumer, account"
+
+    static func insert(_ usage: UsageRecord, into session: any SQLSession, ignoringDuplicates: Bool = false) throws {
+        try session.execute(
+            "INSERT INTO usage (\(usageColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                + (ignoringDuplicates ? " ON CONFLICT (request_id) DO NOTHING" : ""),
+            usage.requestID,
+            usage.route,
+            usage.model,
+            usage.nodeID,
+            usage.promptTokens,
+            usage.completionTokens,
+            usage.status,
+            usage.startedAt,
+            usage.firstByteMilliseconds,
+            usage.durationMilliseconds,
+            usage.consumer,
+            usage.account
+        )
     }
 
     /// Stores one usage record.
     public func record(_ usage: UsageRecord) async throws {
-        try await writer.write { db in try usage.insert(db) }
+        try await store.write { session in try Self.insert(usage, into: session) }
     }
 
     /// The most recent usage records, newest first.
     public func recentUsage(limit: Int = 100) async throws -> [UsageRecord] {
-        try await writer.read { db in
-            try UsageRecord.order(Column("started_at").desc).limit(limit).fetchAll(db)
+        try await store.read { session in
+            try session.query("SELECT \(Self.usageColumns) FROM usage ORDER BY started_at DESC LIMIT ?", limit).map(UsageRecord.init(row:))
         }
+    }
+}
+
+extension UsageRecord {
+    init(row: SQLRow) throws {
+        self.init(
+            requestID: try row.string("request_id"),
+            route: try row.string("route"),
+            model: try row.string("model"),
+            nodeID: row.optionalString("node_id"),
+            promptTokens: try row.int("prompt_tokens"),
+            completionTokens: try row.int("completion_tokens"),
+            status: try row.string("status"),
+            startedAt: try row.date("started_at"),
+            firstByteMilliseconds: row.optionalDouble("first_byte_ms"),
+            durationMilliseconds: try row.double("duration_ms"),
+            consumer: row.optionalString("consumer"),
+            account: row.optionalString("account")
+        )
     }
 }

@@ -1,0 +1,91 @@
+import Foundation
+import GRDB
+
+/// SQLite through GRDB: the embedded default (`hearth up`, a single gateway). WAL mode, one writer, concurrent readers.
+public struct SQLiteStore: SQLStore {
+    public var dialect: SQLDialect { .sqlite }
+    let writer: any DatabaseWriter
+
+    /// Opens (creating) the database file at `path`, or an in-memory database when `path` is nil.
+    public static func open(path: String?) throws -> SQLiteStore {
+        guard let path else { return SQLiteStore(writer: try DatabaseQueue()) }
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(5)
+        return SQLiteStore(writer: try DatabasePool(path: path, configuration: configuration))
+    }
+
+    public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+        try await writer.read { db in try body(SQLiteSession(db: db)) }
+    }
+
+    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+        try await writer.write { db in try body(SQLiteSession(db: db)) }
+    }
+
+    /// GRDB's migrator: it records names in `grdb_migrations`, where databases made before PostgreSQL came have them.
+    public func migrate(_ migrations: [Migration]) async throws {
+        var migrator = DatabaseMigrator()
+        for migration in migrations {
+            migrator.registerMigration(migration.name) { db in
+                for statement in migration.sql(for: .sqlite) { try db.execute(sql: statement) }
+            }
+        }
+        try migrator.migrate(writer)
+    }
+
+    public func close() async {}
+}
+
+struct SQLiteSession: SQLSession {
+    let db: Database
+    var dialect: SQLDialect { .sqlite }
+
+    func execute(_ sql: String, _ arguments: [any SQLBindable]) throws -> Int {
+        try db.execute(sql: sql, arguments: Self.arguments(arguments))
+        return db.changesCount
+    }
+
+    func query(_ sql: String, _ arguments: [any SQLBindable]) throws -> [SQLRow] {
+        try Row.fetchAll(db, sql: sql, arguments: Self.arguments(arguments)).map { row in
+            var columns: [String: SQLValue] = [:]
+            for (name, value) in row {
+                columns[name] =
+                    switch value.storage {
+                    case .null: .null
+                    case .int64(let integer): .integer(integer)
+                    case .double(let double): .double(double)
+                    case .string(let string): .text(string)
+                    case .blob(let data): .blob(data)
+                    }
+            }
+            return SQLRow(columns)
+        }
+    }
+
+    func savepoint<T>(_ body: () throws -> T) throws -> T {
+        var result: T?
+        try db.inSavepoint {
+            result = try body()
+            return .commit
+        }
+        return result!
+    }
+
+    func lock(_ key: Int64) throws {}
+
+    static func arguments(_ values: [any SQLBindable]) -> StatementArguments {
+        StatementArguments(
+            values.map { value -> (any DatabaseValueConvertible)? in
+                switch value.sqlValue {
+                case .null: nil
+                case .integer(let integer): integer
+                case .double(let double): double
+                case .text(let text): text
+                case .blob(let data): data
+                case .date(let date): date
+                case .bool(let bool): bool
+                }
+            }
+        )
+    }
+}

@@ -1,0 +1,411 @@
+import Foundation
+import HearthCore
+import HearthStore
+import HearthTesting
+import Logging
+import Synchronization
+import Testing
+
+@testable import HearthGateway
+
+/// The databases a gateway can run on. Every test of `StorageConformanceTests` runs on each.
+enum StorageBackend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite
+    case postgres
+
+    var testDescription: String { rawValue }
+
+    /// A new, empty, migrated database: a file of its own, or a database of its own on the shared test server.
+    /// `sharing` opens a second gateway's connection to the same database.
+    func open(
+        _ label: String,
+        gateway: String = "gateway-a"
+    ) async throws -> (GatewayDatabase, reopen: @Sendable (String) async throws -> GatewayDatabase) {
+        let place: String
+        switch self {
+        case .sqlite: place = try TestEnvironment.temporaryDirectory("store-\(label)")
+        case .postgres: place = try await PostgresServer.shared.database(label)
+        }
+        let backend = self
+        let reopen: @Sendable (String) async throws -> GatewayDatabase = { gateway in
+            var database =
+                switch backend {
+                case .sqlite: try GatewayDatabase.open(directory: place)
+                case .postgres: try await GatewayDatabase.open(url: try DatabaseURL(place), logger: Logger(label: "test"))
+                }
+            database.gatewayID = gateway
+            try await database.migrate()
+            return database
+        }
+        return (try await reopen(gateway), reopen)
+    }
+}
+
+/// What the gateway asks of its database, asked of SQLite and PostgreSQL alike: the same answers, the same refusals,
+/// and, where two gateways share one, no count lost or made twice.
+@Suite(.timeLimit(.minutes(3)))
+struct StorageConformanceTests {
+    let gatewayKey = IdentityKey.generate()
+    let nodeKey = IdentityKey.generate()
+
+    func usage(_ id: String, account: String? = nil, tokens: (Int, Int) = (3, 4), status: String = "ok", at time: Date = Date()) -> UsageRecord {
+        UsageRecord(
+            requestID: id,
+            route: "/v1/chat/completions",
+            model: DefaultModel.id.rawValue,
+            nodeID: nodeKey.nodeID.rawValue,
+            promptTokens: tokens.0,
+            completionTokens: tokens.1,
+            status: status,
+            startedAt: time,
+            firstByteMilliseconds: 10,
+            durationMilliseconds: 20,
+            consumer: account.map { "user:\($0)" } ?? "anonymous",
+            account: account
+        )
+    }
+
+    func credit(_ id: String, account: NodeID? = nil, tokens: (Int, Int) = (3, 4)) throws -> ReceiptSettlement {
+        let receipt = Receipt(
+            requestID: id,
+            gateway: gatewayKey.nodeID,
+            node: nodeKey.nodeID,
+            account: account,
+            consumer: "anonymous",
+            model: DefaultModel.id,
+            modelSHA256: DefaultModel.sha256,
+            promptTokens: tokens.0,
+            completionTokens: tokens.1,
+            maxTokens: 8,
+            startedAt: 1,
+            finishedAt: 2,
+            outcome: .ok
+        )
+        return .credit(receipt, signed: try receipt.signed(by: nodeKey).encoded())
+    }
+
+    /// Each entry commits to the hash of the one before it, from 32 zero bytes.
+    func expectWholeChain(_ rows: [LedgerRow], count: Int) throws {
+        #expect(rows.map(\.seq) == Array(1...Int64(count)))
+        var previous = Data(count: 32)
+        for row in rows {
+            let entry = try LedgerEntry(cbor: try CBOR(decoding: try COSESign1(decoding: Array(row.entry)).payload))
+            #expect(entry.previousHash == previous, "entry \(row.seq)")
+            #expect(entry.seq == row.seq)
+            previous = row.hash
+        }
+    }
+
+    @Test(arguments: StorageBackend.allCases)
+    func migrationsAreRecordedByNameAndRunOnce(_ backend: StorageBackend) async throws {
+        let (database, reopen) = try await backend.open("migrations")
+        try await database.migrate()
+        let again = try await reopen("gateway-b")
+        try await again.migrate()
+        let table = backend == .sqlite ? "grdb_migrations" : "hearth_migrations"
+        let column = backend == .sqlite ? "identifier" : "name"
+        let names = try await database.store.read { session in
+            try session.query("SELECT \(column) AS name FROM \(table)").map { try $0.string("name") }
+        }
+        #expect(names.sorted() == GatewayDatabase.migrations.map(\.name).sorted())
+    }
+
+    @Test(arguments: StorageBackend.allCases)
+    func usageRowsAndActivityBuckets(_ backend: StorageBackend) async throws {
+        let (database, _) = try await backend.open("usage")
+        let base = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 / 60).rounded(.down) * 60 - 600)
+        try await database.record(usage("a", tokens: (5, 7), at: base))
+        try await database.record(usage("b", tokens: (1, 2), status: "upstream_error", at: base.addingTimeInterval(10)))
+        try await database.record(usage("c", tokens: (4, 4), status: "client_closed", at: base.addingTimeInterval(70)))
+        await #expect(throws: (any Error).self, "a request id is stored once") { try await database.record(usage("a")) }
+
+        let recent = try await database.recentUsage(limit: 10)
+        #expect(recent.map(\.requestID) == ["c", "b", "a"])
+        #expect(recent.last == usage("a", tokens: (5, 7), at: base), "every field comes back as written (dates to the millisecond)")
+
+        let buckets = try await database.activity(since: base.addingTimeInterval(-1), bucketSeconds: 60)
+        #expect(buckets.map(\.start) == [Int64(base.timeIntervalSince1970), Int64(base.timeIntervalSince1970) + 60])
+        #expect(buckets.map(\.requests) == [2, 1])
+        #expect(buckets.map(\.failed) == [1, 0], "client_closed is not a failure")
+        #expect(buckets.map(\.promptTokens) == [6, 4])
+        #expect(buckets.map(\.completionTokens) == [9, 4])
+        #expect(buckets.first?.firstTokenMilliseconds == 10)
+    }
+
+    @Test(arguments: StorageBackend.allCases)
+    func apiKeysAreFoundByHashAndRevokedByTheirOwnerOnly(_ backend: StorageBackend) async throws {
+        let (database, _) = try await backend.open("keys")
+        let time = Date(timeIntervalSince1970: 1_800_000_000)
+        let key = APIKeyRecord(id: "k1", owner: "alice", name: "laptop", secretDigest: "d1", createdAt: time, revokedAt: nil)
+        try await database.insert(key)
+        try await database.insert(APIKeyRecord(id: "k2", owner: "alice", name: "phone", secretDigest: "d2", createdAt: time + 5, revokedAt: nil))
+        await #expect(throws: (any Error).self, "a secret's hash is unique") {
+            try await database.insert(APIKeyRecord(id: "k3", owner: "bob", name: "x", secretDigest: "d1", createdAt: time, revokedAt: nil))
+        }
+        #expect(try await database.apiKey(secretDigest: "d1") == key)
+        #expect(try await database.apiKey(secretDigest: "nope") == nil)
+        #expect(try await database.apiKeys(owner: "alice").map(\.id) == ["k2", "k1"])
+        #expect(try await database.revokeAPIKey(id: "k1", owner: "bob", at: time) == false)
+        #expect(try await database.revokeAPIKey(id: "k1", owner: "alice", at: time + 60) == true)
+        #expect(try await database.revokeAPIKey(id: "k1", owner: "alice", at: time + 120) == false, "revoked once")
+        #expect(try await database.apiKey(secretDigest: "d1")?.revokedAt == time + 60)
+    }
+
+    @Test(arguments: StorageBackend.allCases)
+    func invitesAreSpentOncePerNodeAndRefusedWithTheirReason(_ backend: StorageBackend) async throws {
+        let (database, _) = try await backend.open("invites")
+        let now = Date()
+        try await database.insert(InviteRecord(id: "twice", roles: "node", maxUses: 2, expiresAt: now + 3600))
+        try await database.insert(InviteRecord(id: "old", roles: "node", maxUses: 2, expiresAt: now - 1))
+        try await database.insert(InviteRecord(id: "gone", roles: "node", maxUses: 2, expiresAt: now + 3600))
+        #expect(try await database.revokeInvite("gone") == true)
+        #expect(try await database.revokeInvite("gone") == false)
+        let nodes = (0..<3).map { _ in IdentityKey.generate().nodeID }
+        try await database.redeemInvite("twice", for: nodes[0])
+        try await database.redeemInvite("twice", for: nodes[0])  // the same node again spends nothing
+        try await database.redeemInvite("twice", for: nodes[1])
+        await #expect(throws: InviteRedemptionError.usedUp) { try await database.redeemInvite("twice", for: nodes[2]) }
+        await #expect(throws: InviteRedemptionError.expired) { try await database.redeemInvite("old", for: nodes[2]) }
+        await #expect(throws: InviteRedemptionError.revoked) { try await database.redeemInvite("gone", for: nodes[2]) }
+        await #expect(throws: InviteRedemptionError.unknown) { try await database.redeemInvite("nope", for: nodes[2]) }
+        #expect(try await database.isMember(nodes[0]))
+        #expect(try await database.isMember(nodes[1]))
+        #expect(try await database.isMember(nodes[2]) == false)
+        let listed = try await database.invites()
+        #expect(Dictionary(uniqueKeysWithValues: listed.map { ($0.id, $0.uses) }) == ["twice": 2, "old": 0, "gone": 0])
+        try await database.addMember(nodes[2])
+        try await database.addMember(nodes[2])
+        #expect(try await database.isMember(nodes[2]))
+    }
+
+    @Test(arguments: StorageBackend.allCases)
+    func devicesAreRecordedAndRevokedByTheirAccountOnly(_ backend: StorageBackend) async throws {
+        let (database, _) = try await backend.open("devices")
+        let account = IdentityKey.generate()
+        let other = IdentityKey.generate()
+        let device = IdentityKey.generate()
+        let certificate = try DeviceCertificate.issue(account: account, deviceKey: device.publicKey, deviceName: "attic", validFor: 3600)
+        try await database.sawDevice(certificate)
+        try await database.sawDevice(certificate)
+        #expect(try await database.devices(of: account.nodeID).map(\.name) == ["attic"])
+        #expect(try await database.isRevoked(device: device.nodeID) == false)
+        #expect(try await database.revoke(device: device.nodeID, by: other.nodeID) == false)
+        #expect(try await database.revoke(device: device.nodeID, by: account.nodeID) == true)
+        #expect(try await database.isRevoked(device: device.nodeID))
+    }
+
+    @Test(arguments: StorageBackend.allCases)
+    func theLedgerChainsCreditsChargesStandingAndRefusesASecondCredit(_ backend: StorageBackend) async throws {
+        let (database, _) = try await backend.open("ledger")
+        let account = IdentityKey.generate().nodeID
+        let owner = IdentityKey.generate().nodeID
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let accounts: @Sendable (NodeID) -> NodeID? = { _ in owner }
+        for index in 1...3 {
+            let row = try await database.record(
+                usage("r\(index)", account: account.rawValue),
+                settling: try credit("r\(index)", account: owner),
+                gateway: gatewayKey,
+                accounts: accounts,
+                now: now
+            )
+            #expect(row?.seq == Int64(index))
+        }
+        await #expect(throws: (any Error).self, "a request is credited once") {
+            try await database.record(usage("r1-again"), settling: try credit("r1"), gateway: gatewayKey, now: now)
+        }
+        #expect(try await database.recentUsage().count == 3, "the refused credit's usage row was rolled back with it")
+        try await database.record(
+            usage("refused"),
+            settling: .refuse(reason: "bad_signature", detail: "test", signed: [1, 2, 3]),
+            gateway: gatewayKey,
+            now: now
+        )
+        try expectWholeChain(try await database.ledger(), count: 3)
+        #expect(try await database.ledger(after: 2).map(\.seq) == [3])
+        #expect(try await database.ledgerHead().seq == 3)
+        #expect(try await database.refusedReceiptCount(of: nodeKey.nodeID) == 1)
+        #expect(try await database.receiptRejections().map(\.reason) == ["bad_signature"])
+
+        let reciprocity = Reciprocity()
+        let charged = try await database.balance(of: account, reciprocity: reciprocity, now: now)
+        #expect(charged.consumed == 21 && charged.contributed == 0)
+        let earned = try await database.balance(of: owner, reciprocity: reciprocity, now: now)
+        #expect(earned.contributed == 21 && earned.consumed == 0)
+        let history = try await database.accountActivity(of: owner.rawValue, since: now - 7200, bucketSeconds: 3600)
+        #expect(history.map(\.contributedTokens) == [21])
+    }
+
+    @Test(arguments: StorageBackend.allCases)
+    func eachGatewayRecoversOnlyItsOwnRequestsInFlight(_ backend: StorageBackend) async throws {
+        let (first, reopen) = try await backend.open("in-flight", gateway: "gateway-a")
+        let second = try await reopen("gateway-b")
+        let logger = Logger(label: "test")
+        first.markInFlight(usage("a1"), logger: logger)
+        first.markInFlight(usage("a2"), logger: logger)
+        second.markInFlight(usage("b1"), logger: logger)
+        // A finished request's row removes its note in the same transaction.
+        try await second.record(usage("b2"), settling: .none, gateway: gatewayKey)
+        _ = try await eventually("the notes to be written") {
+            try await first.store.read { try $0.queryOne("SELECT COUNT(*) AS notes FROM in_flight")?.int("notes") } == 3 ? true : nil
+        }
+        #expect(try await first.recoverCutOffRequests() == 2)
+        let cut = try await first.recentUsage().filter { $0.status == "cut_off" }.map(\.requestID).sorted()
+        #expect(cut == ["a1", "a2"], "gateway-b's request is still in flight, not cut off")
+        #expect(try await second.recoverCutOffRequests() == 1)
+        #expect(try await first.recoverCutOffRequests() == 0)
+    }
+
+    @Test(arguments: StorageBackend.allCases)
+    func poolsAndSpotChecksComeBackAsStored(_ backend: StorageBackend) async throws {
+        let (database, _) = try await backend.open("pools")
+        let time = Date(timeIntervalSince1970: 1_800_000_000)
+        try await database.savePool(PoolRecord(id: "p1", model: "m", nodes: nil, automatic: true, createdAt: time))
+        try await database.savePool(PoolRecord(id: "p2", model: "m2", nodes: "a,b", automatic: false, createdAt: time + 1))
+        try await database.savePool(PoolRecord(id: "p1", model: "m", nodes: "c", automatic: false, createdAt: time))
+        #expect(
+            try await database.pools() == [
+                PoolRecord(id: "p1", model: "m", nodes: "c", automatic: false, createdAt: time),
+                PoolRecord(id: "p2", model: "m2", nodes: "a,b", automatic: false, createdAt: time + 1),
+            ]
+        )
+        try await database.deletePool(id: "p1")
+        #expect(try await database.pools().map(\.id) == ["p2"])
+
+        let check = SpotCheckRecord(
+            requestID: "r",
+            nodeID: nodeKey.nodeID.rawValue,
+            checkerID: "c",
+            model: "m",
+            tokens: 12,
+            meanLogprob: -1.25,
+            outsideTopK: 0.5,
+            result: "pass",
+            reason: nil,
+            createdAt: time
+        )
+        try await database.record(check)
+        try await database.record(
+            SpotCheckRecord(
+                requestID: "r2",
+                nodeID: "other",
+                checkerID: "c",
+                model: "m",
+                tokens: 3,
+                meanLogprob: -9,
+                outsideTopK: 1,
+                result: "fail",
+                reason: "unlikely",
+                createdAt: time
+            )
+        )
+        #expect(try await database.spotChecks(of: nodeKey.nodeID) == [check])
+        #expect(try await database.spotChecks().map(\.requestID) == ["r2", "r"])
+    }
+
+    @Test(arguments: StorageBackend.allCases)
+    func aLoginFromOneGatewayWorksOnAnotherAndANonceIsSpentOnce(_ backend: StorageBackend) async throws {
+        let (first, reopen) = try await backend.open("logins")
+        let second = try await reopen("gateway-b")
+        let clock = TestClock()
+        let authA = AuthService(database: first, challengeTTL: .seconds(60), tokenTTL: .seconds(3600), now: { clock.now })
+        let authB = AuthService(database: second, challengeTTL: .seconds(60), tokenTTL: .seconds(3600), now: { clock.now })
+        let user = IdentityKey.generate()
+        let issued = try await authA.challenge(publicKey: user.publicKey)
+        let signature = try user.sign(LoginProtocol.message(nonce: issued.nonce))
+        let login = try await authB.verify(publicKey: user.publicKey, nonce: issued.nonce, signature: signature)
+        #expect(login.user == user.nodeID)
+        await #expect(throws: APIFailure.self, "the nonce was spent on gateway B") {
+            try await authA.verify(publicKey: user.publicKey, nonce: issued.nonce, signature: signature)
+        }
+        #expect(try await authA.caller(forBearer: login.token) == .user(user.nodeID))
+        await #expect(throws: APIFailure.self) { try await authA.caller(forBearer: "ht_" + Hex.random(bytes: 32)) }
+
+        let other = try await authA.challenge(publicKey: user.publicKey)
+        let mallory = IdentityKey.generate()
+        await #expect(throws: APIFailure.self, "a nonce issued to another key") {
+            try await authB.verify(
+                publicKey: mallory.publicKey,
+                nonce: other.nonce,
+                signature: try mallory.sign(LoginProtocol.message(nonce: other.nonce))
+            )
+        }
+        let late = try await authA.challenge(publicKey: user.publicKey)
+        clock.advance(by: 61)
+        await #expect(throws: APIFailure.self, "an expired challenge") {
+            try await authB.verify(publicKey: user.publicKey, nonce: late.nonce, signature: try user.sign(LoginProtocol.message(nonce: late.nonce)))
+        }
+        clock.advance(by: 3600)
+        await #expect(throws: APIFailure.self, "an expired token") { try await authB.caller(forBearer: login.token) }
+    }
+
+    /// Two gateways charging one account at once: every charge counts (no read-then-write race), on either database.
+    @Test(arguments: StorageBackend.allCases)
+    func concurrentChargesFromTwoGatewaysAllCount(_ backend: StorageBackend) async throws {
+        let (first, reopen) = try await backend.open("charges")
+        let second = try await reopen("gateway-b")
+        let account = IdentityKey.generate().nodeID
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let perGateway = 40
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<perGateway {
+                for (name, database) in [("a", first), ("b", second)] {
+                    group.addTask {
+                        try await database.record(
+                            usage("\(name)\(index)", account: account.rawValue, tokens: (1, 2)),
+                            settling: .none,
+                            gateway: gatewayKey,
+                            now: now
+                        )
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let balance = try await first.balance(of: account, reciprocity: Reciprocity(), now: now)
+        #expect(balance.consumed == Double(2 * perGateway * 3))
+        let hours = try await second.accountActivity(of: account.rawValue, since: now - 3600, bucketSeconds: 3600)
+        #expect(hours.map(\.consumedTokens) == [2 * perGateway * 3])
+    }
+
+    /// An invite's last uses, raced for by nodes joining through two gateways: exactly its uses are granted.
+    @Test(arguments: StorageBackend.allCases)
+    func anInvitesUsesAreCountedOnceAcrossGateways(_ backend: StorageBackend) async throws {
+        let (first, reopen) = try await backend.open("invite-race")
+        let second = try await reopen("gateway-b")
+        try await first.insert(InviteRecord(id: "five", roles: "node", maxUses: 5, expiresAt: Date() + 3600))
+        let granted = await withTaskGroup(of: Bool.self) { group in
+            for index in 0..<24 {
+                let database = index.isMultiple(of: 2) ? first : second
+                group.addTask { (try? await database.redeemInvite("five", for: IdentityKey.generate().nodeID)) != nil }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(granted == 5)
+        #expect(try await second.invites().first?.uses == 5)
+    }
+
+    /// Credits from two gateways at once: one unbroken chain, no sequence number taken twice, nothing lost.
+    @Test(arguments: StorageBackend.allCases)
+    func concurrentCreditsFromTwoGatewaysKeepTheChainWhole(_ backend: StorageBackend) async throws {
+        let (first, reopen) = try await backend.open("ledger-race")
+        let second = try await reopen("gateway-b")
+        let perGateway = 25
+        let settlements = try (0..<(2 * perGateway)).map { try credit("c\($0)") }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<(2 * perGateway) {
+                let database = index < perGateway ? first : second
+                group.addTask { try await database.record(usage("c\(index)"), settling: settlements[index], gateway: gatewayKey) }
+            }
+            try await group.waitForAll()
+        }
+        try expectWholeChain(try await first.ledger(limit: 1000), count: 2 * perGateway)
+    }
+}
+
+/// A clock the test moves by hand.
+final class TestClock: Sendable {
+    private let time = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
+    var now: Date { time.withLock { $0 } }
+    func advance(by seconds: TimeInterval) { time.withLock { $0 += seconds } }
+}
