@@ -51,6 +51,7 @@ public func buildGateway(
         }
     database.gatewayID = identity.nodeID.rawValue
     try await database.migrate()
+    try await database.nameUnnamedChain()
     let cutOff = try await database.recoverCutOffRequests()
     if cutOff > 0 {
         logger.warning("the last run stopped while serving; recorded its requests as cut off", metadata: ["requests": "\(cutOff)"])

@@ -94,6 +94,12 @@ public struct SQLRowError: Error, CustomStringConvertible {
     public var expected: String
     public var found: SQLValue
 
+    public init(column: String, expected: String, found: SQLValue) {
+        self.column = column
+        self.expected = expected
+        self.found = found
+    }
+
     public var description: String { "column '\(column)' should hold \(expected), found \(found)" }
 }
 

@@ -55,11 +55,17 @@ public enum LedgerVerifier {
         public var headHash: Data
         /// Entries whose tokens were shared among a pool's nodes.
         public var pooledEntries = 0
+        /// Whether a head signed by the gateway vouched for the chain's end (without one, entries after the last
+        /// one shown could have been left out).
+        public var signedHead = true
+        /// The credited requests, to check across chains that none is credited twice.
+        public var requestIDs: [String] = []
     }
 
-    /// Verifies `entries` (the gateway's COSE_Sign1 bytes, in order) against `head`, for the gateway `gateway`.
+    /// Verifies `entries` (the gateway's COSE_Sign1 bytes, in order) against `head`, for the gateway `gateway`. A nil
+    /// `head` checks the entries alone (another gateway's chain, read where that gateway is not asked).
     /// - Throws: `Failure` naming the first bad entry (or the head).
-    public static func verify(entries: [[UInt8]], head: [UInt8], gateway: NodeID) throws(Failure) -> Summary {
+    public static func verify(entries: [[UInt8]], head: [UInt8]?, gateway: NodeID) throws(Failure) -> Summary {
         var previous = Data(count: 32)
         var summary = Summary(entries: 0, promptTokens: 0, completionTokens: 0, headHash: previous)
         for (index, bytes) in entries.enumerated() {
@@ -100,6 +106,12 @@ public enum LedgerVerifier {
             summary.entries += 1
             summary.promptTokens += receipt.promptTokens
             summary.completionTokens += receipt.completionTokens
+            summary.requestIDs.append(receipt.requestID)
+        }
+        guard let head else {
+            summary.signedHead = false
+            summary.headHash = previous
+            return summary
         }
         guard let message = try? COSESign1(decoding: head), let kid = message.keyID, kid.count == 32, NodeID(publicKey: kid) == gateway,
             message.isValid(publicKey: Data(kid)), let item = try? CBOR(decoding: message.payload),

@@ -5,6 +5,9 @@ public import HearthStore
 
 /// One credited receipt in the ledger: the gateway's countersigned entry and its place in the hash chain.
 public struct LedgerRow: Codable, Sendable, Equatable {
+    /// The chain: the id of the gateway whose key countersigned the entry. Each gateway sharing a database keeps its
+    /// own chain.
+    public var chain: String
     public var seq: Int64
     public var requestID: String
     public var nodeID: String
@@ -20,7 +23,7 @@ public struct LedgerRow: Codable, Sendable, Equatable {
     public var createdAt: Date
 
     enum CodingKeys: String, CodingKey {
-        case seq
+        case chain, seq
         case requestID = "request_id"
         case nodeID = "node_id"
         case account, consumer, model
@@ -33,6 +36,7 @@ public struct LedgerRow: Codable, Sendable, Equatable {
 
 extension LedgerRow {
     init(row: SQLRow) throws {
+        chain = try row.string("chain")
         seq = try row.int64("seq")
         requestID = try row.string("request_id")
         nodeID = try row.string("node_id")
@@ -78,8 +82,50 @@ extension GatewayDatabase {
         ]
     )
 
-    /// The key appends to the ledger lock (PostgreSQL), so that two gateways never take the same next `seq`.
-    static let ledgerLock: Int64 = 0x4845_4152_5448_4c47
+    /// One hash chain per gateway (its key countersigns its entries), so gateways sharing a database never contend
+    /// for the next entry; a request id is still credited once in all chains. Entries made before are given to the
+    /// gateway whose key signed them (`nameUnnamedChain`).
+    static let ledgerChainsMigration = Migration(
+        "v11-ledger-chains",
+        [
+            """
+            CREATE TABLE ledger_chains (chain TEXT NOT NULL, seq {integer} NOT NULL, request_id TEXT NOT NULL UNIQUE,
+                node_id TEXT NOT NULL, account TEXT, consumer TEXT NOT NULL, model TEXT NOT NULL, prompt_tokens {integer} NOT NULL,
+                completion_tokens {integer} NOT NULL, entry {blob} NOT NULL, hash {blob} NOT NULL, created_at {datetime} NOT NULL,
+                PRIMARY KEY (chain, seq))
+            """,
+            """
+            INSERT INTO ledger_chains (chain, seq, request_id, node_id, account, consumer, model, prompt_tokens, completion_tokens,
+                entry, hash, created_at)
+            SELECT '', seq, request_id, node_id, account, consumer, model, prompt_tokens, completion_tokens, entry, hash, created_at
+            FROM ledger
+            """,
+            "DROP TABLE ledger",
+            "ALTER TABLE ledger_chains RENAME TO ledger",
+            "CREATE INDEX ledger_on_node_id ON ledger (node_id)",
+            "CREATE INDEX ledger_on_account ON ledger (account)",
+            "CREATE INDEX ledger_on_consumer ON ledger (consumer)",
+        ]
+    )
+
+    /// Names the chain of the entries made before chains were: the gateway whose key countersigned them (one gateway
+    /// used a database then; its first entry says which).
+    func nameUnnamedChain() async throws {
+        try await store.write { session in
+            guard let first = try session.queryOne("SELECT entry FROM ledger WHERE chain = '' ORDER BY seq LIMIT 1") else { return }
+            guard let kid = try COSESign1(decoding: Array(try first.data("entry"))).keyID, kid.count == 32 else {
+                throw SQLRowError(column: "entry", expected: "a COSE_Sign1 entry with the gateway's key id", found: .null)
+            }
+            try session.execute("UPDATE ledger SET chain = ? WHERE chain = ''", NodeID(publicKey: Data(kid)).rawValue)
+        }
+    }
+
+    /// The key a chain's appends lock (PostgreSQL): a gateway's own appends are serialised by its group commit
+    /// already; the lock keeps a second process with the same key (a restart overlapping the old one) from taking the
+    /// same `seq`.
+    static func chainLock(_ chain: String) -> Int64 {
+        Int64(bitPattern: UInt64(chain.prefix(16), radix: 16) ?? 0x4845_4152_5448_4c47)
+    }
 
     /// Stores a usage record and settles its receipt in one transaction: a credited receipt is appended to the
     /// ledger, countersigned by `gateway`, committing to the previous entry's hash. A second credit for the same
@@ -122,11 +168,13 @@ extension GatewayDatabase {
                 )
                 return nil
             case .credit(let receipt, let signed):
-                try session.lock(Self.ledgerLock)
-                let (last, previous) = try Self.head(session)
+                let chain = gateway.nodeID.rawValue
+                try session.lock(Self.chainLock(chain))
+                let (last, previous) = try Self.head(session, chain: chain)
                 let seq = last + 1
                 let entry = try LedgerEntry(seq: seq, previousHash: previous, receipt: signed, creditedAt: now, credits: shared).signed(by: gateway)
                 let row = LedgerRow(
+                    chain: chain,
                     seq: seq,
                     requestID: receipt.requestID,
                     nodeID: receipt.node.rawValue,
@@ -141,10 +189,11 @@ extension GatewayDatabase {
                 )
                 try session.execute(
                     """
-                    INSERT INTO ledger (seq, request_id, node_id, account, consumer, model, prompt_tokens, completion_tokens, entry, hash, created_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO ledger (chain, seq, request_id, node_id, account, consumer, model, prompt_tokens, completion_tokens, entry,
+                        hash, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
-                    row.seq,
+                    row.chain, row.seq,
                     row.requestID,
                     row.nodeID,
                     row.account,
@@ -176,20 +225,50 @@ extension GatewayDatabase {
         }
     }
 
-    static func head(_ session: any SQLSession) throws -> (seq: Int64, hash: Data) {
-        guard let row = try session.queryOne("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1") else { return (0, Data(count: 32)) }
+    static func head(_ session: any SQLSession, chain: String) throws -> (seq: Int64, hash: Data) {
+        guard let row = try session.queryOne("SELECT seq, hash FROM ledger WHERE chain = ? ORDER BY seq DESC LIMIT 1", chain) else {
+            return (0, Data(count: 32))
+        }
         return (try row.int64("seq"), try row.data("hash"))
     }
 
-    /// The last entry's sequence number and hash (0 and 32 zero bytes when the ledger is empty).
-    public func ledgerHead() async throws -> (seq: Int64, hash: Data) {
-        try await store.read { session in try Self.head(session) }
+    /// The chain meant by `chain`: the one named, else this gateway's own.
+    private func chain(_ chain: String?) -> String? {
+        chain ?? (gatewayID.isEmpty ? nil : gatewayID)
     }
 
-    /// Ledger rows after `seq`, oldest first.
-    public func ledger(after seq: Int64 = 0, limit: Int = 100) async throws -> [LedgerRow] {
+    /// The last entry's sequence number and hash in `chain` (default: this gateway's own): 0 and 32 zero bytes when it
+    /// is empty.
+    public func ledgerHead(chain: String? = nil) async throws -> (seq: Int64, hash: Data) {
+        let chain = self.chain(chain) ?? ""
+        return try await store.read { session in try Self.head(session, chain: chain) }
+    }
+
+    /// Entries of `chain` after `seq`, oldest first. Without a chain: this gateway's own, or every chain (in chain
+    /// order) when the database was opened without a gateway (tools and tests reading a gateway's files).
+    public func ledger(after seq: Int64 = 0, limit: Int = 100, chain: String? = nil) async throws -> [LedgerRow] {
+        let chain = self.chain(chain)
+        return try await store.read { session in
+            let rows =
+                if let chain {
+                    try session.query("SELECT * FROM ledger WHERE chain = ? AND seq > ? ORDER BY seq LIMIT ?", chain, seq, limit)
+                } else {
+                    try session.query("SELECT * FROM ledger WHERE seq > ? ORDER BY chain, seq LIMIT ?", seq, limit)
+                }
+            return try rows.map(LedgerRow.init(row:))
+        }
+    }
+
+    /// Every chain in the database: its gateway, entries and last hash.
+    public func ledgerChains() async throws -> [(chain: String, entries: Int64, hash: Data)] {
         try await store.read { session in
-            try session.query("SELECT * FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?", seq, limit).map(LedgerRow.init(row:))
+            try session.query(
+                """
+                SELECT ledger.chain AS chain, ledger.seq AS seq, ledger.hash AS hash FROM ledger
+                JOIN (SELECT chain, MAX(seq) AS last FROM ledger GROUP BY chain) AS heads
+                ON heads.chain = ledger.chain AND heads.last = ledger.seq ORDER BY ledger.chain
+                """
+            ).map { row in (try row.string("chain"), try row.int64("seq"), try row.data("hash")) }
         }
     }
 

@@ -47,14 +47,14 @@ def split(tokens, shares):
     return parts
 
 
-def main(path):
-    lines = open(path).read().splitlines()
-    header = json.loads(lines[0])
+def verify_chain(header, lines):
+    """One gateway's chain: its entries, and its signed head when the export has one. Returns the summary."""
     assert header["format"] == "hearth-ledger-v1"
     gateway = header["gateway"]
     previous = bytes(32)
     prompt = completion = pooled = 0
-    for seq, line in enumerate(lines[1:], start=1):
+    requests = []
+    for seq, line in enumerate(lines, start=1):
         raw = b64url(json.loads(line)["entry"])
         kid, payload = cose_sign1(raw)
         assert hashlib.sha256(kid).hexdigest() == gateway, f"entry {seq}: not signed by the gateway"
@@ -78,12 +78,38 @@ def main(path):
             assert receipt["v"] == 1 and "credits" not in entry, f"entry {seq}: credits without a pool"
         prompt += receipt["prompt_tokens"]
         completion += receipt["completion_tokens"]
+        requests.append(receipt["request"])
         previous = hashlib.sha256(raw).digest()
-    kid, payload = cose_sign1(b64url(header["head"]))
-    head = deterministic(payload)
-    assert hashlib.sha256(kid).hexdigest() == gateway and head["gateway"] == gateway, "head not signed by the gateway"
-    assert head["seq"] == len(lines) - 1 and head["hash"] == previous, "the head does not match the chain"
-    print(f"entries={len(lines) - 1} prompt_tokens={prompt} completion_tokens={completion} pooled={pooled}")
+    signed = header.get("head") is not None
+    if signed:
+        kid, payload = cose_sign1(b64url(header["head"]))
+        head = deterministic(payload)
+        assert hashlib.sha256(kid).hexdigest() == gateway and head["gateway"] == gateway, "head not signed by the gateway"
+        assert head["seq"] == len(lines) and head["hash"] == previous, "the head does not match the chain"
+    return {"entries": len(lines), "prompt": prompt, "completion": completion, "pooled": pooled, "requests": requests, "signed": signed}
+
+
+def main(path):
+    """Every chain in the export (gateways sharing a database each keep one); no request credited in two."""
+    sections = []
+    for line in open(path).read().splitlines():
+        if "format" in json.loads(line):
+            sections.append((json.loads(line), []))
+        else:
+            assert sections, "the export does not start with a chain header"
+            sections[-1][1].append(line)
+    assert sections, "an empty export"
+    totals = {"entries": 0, "prompt": 0, "completion": 0, "pooled": 0}
+    credited = {}
+    for header, lines in sections:
+        summary = verify_chain(header, lines)
+        for request in summary["requests"]:
+            assert request not in credited, f"request {request} credited in two chains"
+            credited[request] = header["gateway"]
+        for key in totals:
+            totals[key] += summary[key]
+    print(f"entries={totals['entries']} prompt_tokens={totals['prompt']} completion_tokens={totals['completion']} pooled={totals['pooled']}")
+    print(f"chains={len(sections)}")
     print("OK")
 
 
