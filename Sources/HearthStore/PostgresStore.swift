@@ -45,6 +45,7 @@ public final class PostgresStore: SQLStore {
         }
     }
 
+    @discardableResult
     public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
         try await onLane { connection in
             let session = PostgresSession(connection: connection, logger: self.logger)

@@ -68,6 +68,7 @@ public protocol SQLStore: Sendable {
 
     /// Runs `body` in a transaction that commits when it returns and rolls back when it throws. `body` may run more
     /// than once: PostgreSQL aborts one of two transactions that deadlock or conflict, and the store runs it again.
+    @discardableResult
     func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T
 
     /// Applies the migrations not yet applied, in order, each in its own transaction, and records their names.

@@ -18,6 +18,7 @@ public struct SQLiteStore: SQLStore {
         try await writer.read { db in try body(SQLiteSession(db: db)) }
     }
 
+    @discardableResult
     public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
         try await writer.write { db in try body(SQLiteSession(db: db)) }
     }

@@ -372,6 +372,39 @@ struct StorageConformanceTests {
         #expect(hours.map(\.consumedTokens) == [2 * perGateway * 3])
     }
 
+    /// One caller's requests finishing on two gateways at once draw from one bucket, and the other gateway sees it.
+    @Test(arguments: StorageBackend.allCases)
+    func quotaChargesFromTwoGatewaysDrawOneBucket(_ backend: StorageBackend) async throws {
+        let (first, reopen) = try await backend.open("quota")
+        let second = try await reopen("gateway-b")
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let reciprocity = Reciprocity(floorTokensPerHour: 1000)
+        let caller = Caller.anonymous
+        let decision = await QuotaBook(reciprocity: reciprocity, database: first).check(caller: caller, address: "192.0.2.7", now: now)
+        #expect(decision.remaining == 1000 && decision.charge.key == "address:192.0.2.7")
+        var charge = decision.charge
+        charge.tokens = 10
+        let perGateway = 30
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<perGateway {
+                for (name, database) in [("a", first), ("b", second)] {
+                    let finished = charge
+                    group.addTask {
+                        try await database.record(usage("q\(name)\(index)"), settling: .none, quota: finished, gateway: gatewayKey, now: now)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let seen = await QuotaBook(reciprocity: reciprocity, database: second).check(caller: caller, address: "192.0.2.7", now: now)
+        #expect(seen.remaining == 1000 - 2 * perGateway * 10)
+        // It refills at the hourly rate, on every gateway alike.
+        let later = await QuotaBook(reciprocity: reciprocity, database: first).check(caller: caller, address: "192.0.2.7", now: now + 360)
+        #expect(later.remaining == 1000 - 2 * perGateway * 10 + 100)
+        // Another caller's bucket is untouched.
+        #expect(await QuotaBook(reciprocity: reciprocity, database: second).check(caller: caller, address: "192.0.2.8", now: now).remaining == 1000)
+    }
+
     /// An invite's last uses, raced for by nodes joining through two gateways: exactly its uses are granted.
     @Test(arguments: StorageBackend.allCases)
     func anInvitesUsesAreCountedOnceAcrossGateways(_ backend: StorageBackend) async throws {
@@ -464,14 +497,18 @@ struct LedgerChainTests {
         let before = GatewayDatabase.migrations.prefix { $0.name != GatewayDatabase.ledgerChainsMigration.name }
         try await database.store.migrate(Array(before))
         guard case .credit(_, let signed) = try base.credit("old") else { return }
-        let entry = try LedgerEntry(seq: 1, previousHash: Data(count: 32), receipt: signed, creditedAt: Date(), credits: nil).signed(by: base.gatewayKey)
+        let entry = try LedgerEntry(seq: 1, previousHash: Data(count: 32), receipt: signed, creditedAt: Date(), credits: nil).signed(
+            by: base.gatewayKey
+        )
         _ = try await database.store.write { session in
             try session.execute(
                 """
                 INSERT INTO ledger (seq, request_id, node_id, consumer, model, prompt_tokens, completion_tokens, entry, hash, created_at)
                 VALUES (1, 'old', 'n', 'anonymous', 'm', 3, 4, ?, ?, ?)
                 """,
-                Data(entry), Data(SHA256.hash(data: entry)), Date()
+                Data(entry),
+                Data(SHA256.hash(data: entry)),
+                Date()
             )
         }
         try await database.migrate()

@@ -116,7 +116,7 @@ struct CompletionPipeline: Sendable {
             rootID: context.id,
             consumer: context.caller.consumerName,
             account: context.caller.account,
-            quotaKey: quota.key,
+            quota: quota.charge,
             startedAt: startedAt,
             logger: context.logger
         )
@@ -156,7 +156,7 @@ struct CompletionPipeline: Sendable {
     ///
     /// Only served requests count in the token metrics: their model name matched one a node announced, so the
     /// `model` label stays bounded. A refused request's name is whatever the client sent.
-    func record(_ usage: UsageRecord, settling proposed: ReceiptSettlement = .none, logger: Logger) async {
+    func record(_ usage: UsageRecord, settling proposed: ReceiptSettlement = .none, quota: QuotaCharge? = nil, logger: Logger) async {
         var settlement = proposed
         // A device its account revoked earns nothing, even for a request that was under way when it was revoked.
         if case .credit(let receipt, let signed) = proposed, (try? await database.isRevoked(device: receipt.node)) == true {
@@ -185,6 +185,7 @@ struct CompletionPipeline: Sendable {
             try await database.record(
                 usage,
                 settling: settlement,
+                quota: quota,
                 gateway: gatewayKey,
                 reciprocity: quotas.reciprocity,
                 accounts: { registry.account(of: $0) }
@@ -208,7 +209,7 @@ struct ServedRequest: Sendable {
     let consumer: String
     /// The account charged for the request, and the quota bucket it drew from.
     let account: NodeID?
-    let quotaKey: String
+    let quota: QuotaCharge
     let startedAt: Date
     let logger: Logger
 
@@ -275,7 +276,7 @@ struct ServedRequest: Sendable {
             rootID: rootID,
             consumer: consumer,
             account: account,
-            quotaKey: quotaKey,
+            quota: quota,
             startedAt: sentAt,
             logger: logger
         )
@@ -309,10 +310,12 @@ struct ServedRequest: Sendable {
         let charged = charge ?? usage
         let promptTokens = charged?.promptTokens ?? 0
         let completionTokens = charged?.completionTokens ?? fallbackCompletionTokens
-        pipeline.quotas.charge(quotaKey, tokens: promptTokens + completionTokens)
+        var charge = quota
+        charge.tokens = promptTokens + completionTokens
         await pipeline.record(
             usageRecord(promptTokens: promptTokens, completionTokens: completionTokens, status: status, firstByte: firstByte),
             settling: settlement,
+            quota: charge,
             logger: logger
         )
     }

@@ -1,5 +1,5 @@
 public import Foundation
-public import HearthStore
+import HearthStore
 
 /// An API key as stored: its hash, never the secret.
 public struct APIKeyRecord: Codable, Sendable, Equatable {

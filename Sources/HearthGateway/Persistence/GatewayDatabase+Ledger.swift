@@ -1,7 +1,7 @@
 import Crypto
 public import Foundation
 public import HearthCore
-public import HearthStore
+import HearthStore
 
 /// One credited receipt in the ledger: the gateway's countersigned entry and its place in the hash chain.
 public struct LedgerRow: Codable, Sendable, Equatable {
@@ -136,6 +136,7 @@ extension GatewayDatabase {
     public func record(
         _ usage: UsageRecord,
         settling settlement: ReceiptSettlement,
+        quota: QuotaCharge? = nil,
         gateway: IdentityKey,
         reciprocity: Reciprocity = Reciprocity(),
         accounts: (NodeID) -> NodeID? = { _ in nil },
@@ -149,6 +150,7 @@ extension GatewayDatabase {
         return try await commits.write { session in
             try Self.insert(usage, into: session)
             try session.execute("DELETE FROM in_flight WHERE request_id = ?", usage.requestID)
+            if let quota { try Self.chargeQuota(session, quota, now: now) }
             if let account = usage.account {
                 let tokens = Double(usage.promptTokens + usage.completionTokens)
                 try Self.addToStanding(session, account: account, consumed: tokens, reciprocity: reciprocity, now: now)
@@ -193,7 +195,8 @@ extension GatewayDatabase {
                         hash, created_at)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
-                    row.chain, row.seq,
+                    row.chain,
+                    row.seq,
                     row.requestID,
                     row.nodeID,
                     row.account,

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import HearthStore
 
 /// Login challenges and tokens live in the database, so that gateways sharing one are one service: a token issued by

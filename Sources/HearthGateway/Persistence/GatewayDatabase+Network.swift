@@ -1,6 +1,6 @@
 public import Foundation
 public import HearthCore
-public import HearthStore
+import HearthStore
 
 /// An invite the gateway issued. Uses are rows in `invite_uses`, one per node, counted here and never taken
 /// from the token.

@@ -1,5 +1,5 @@
 public import Foundation
-public import HearthStore
+import HearthStore
 
 /// A pool's definition as stored, so that it outlives a gateway restart (its plan does not: it is made again).
 public struct PoolRecord: Codable, Sendable, Equatable {

@@ -1,6 +1,6 @@
 public import Foundation
 public import HearthCore
-public import HearthStore
+import HearthStore
 
 /// One spot check of a node's answer (docs/ROUTING.md, "Spot checks").
 public struct SpotCheckRecord: Codable, Sendable, Equatable {

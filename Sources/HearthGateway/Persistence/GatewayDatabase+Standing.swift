@@ -1,6 +1,6 @@
 public import Foundation
 public import HearthCore
-public import HearthStore
+import HearthStore
 
 extension GatewayDatabase {
     static let standingMigration = Migration(

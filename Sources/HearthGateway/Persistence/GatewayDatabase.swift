@@ -118,7 +118,7 @@ public struct GatewayDatabase: Sendable {
     /// Every migration, in the order they shipped.
     static let migrations: [Migration] =
         [usageMigration, apiKeyMigration, networkMigration, ledgerMigration, standingMigration, inFlightMigration, poolMigration]
-        + [spotCheckMigration, accountActivityMigration, loginMigration, ledgerChainsMigration]
+        + [spotCheckMigration, accountActivityMigration, loginMigration, ledgerChainsMigration, quotaMigration]
 
     static let usageMigration = Migration(
         "v1-usage",

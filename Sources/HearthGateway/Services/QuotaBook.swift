@@ -1,15 +1,13 @@
 import Foundation
 import HearthCore
-import Synchronization
 
 /// Token quotas: each caller has a bucket of tokens per hour, sized by its standing (`Reciprocity.quota`), refilled
 /// evenly, charged after each request with the tokens it really used. Anonymous callers share their address's
-/// bucket at the floor; logged-in users and their API keys share their account's.
+/// bucket at the floor; logged-in users and their API keys share their account's. Buckets are rows in the database
+/// (`quota_buckets`), shared by every gateway that uses it; a request is charged in its usage row's transaction.
 final class QuotaBook: Sendable {
     let reciprocity: Reciprocity
     let database: GatewayDatabase
-    private let buckets = Mutex<[String: (level: Double, updated: Double)]>([:])
-    private static let maxBuckets = 10_000
 
     init(reciprocity: Reciprocity, database: GatewayDatabase) {
         self.reciprocity = reciprocity
@@ -24,7 +22,8 @@ final class QuotaBook: Sendable {
         var resetSeconds: Int
         var retryAfterSeconds: Int
         var standing: Double
-        var key: String
+        /// What the request will take from its bucket when it ends (the tokens are filled in then).
+        var charge: QuotaCharge
     }
 
     /// The bucket a caller draws from.
@@ -42,16 +41,9 @@ final class QuotaBook: Sendable {
         let rate = quota / 3600
         let key = Self.key(for: caller, address: address)
         let seconds = now.timeIntervalSince1970
-        let level = buckets.withLock { buckets in
-            let current = buckets[key] ?? (quota, seconds)
-            let level = min(quota, current.level + max(0, seconds - current.updated) * rate)
-            buckets[key] = (level, seconds)
-            // Forget buckets idle long enough to be full again (an hour at most), so many callers do not pile up.
-            if buckets.count > Self.maxBuckets {
-                buckets = buckets.filter { $0.key == key || seconds - $0.value.updated < 3600 }
-            }
-            return level
-        }
+        // A bucket the database cannot read counts as full: a storage hiccup must not refuse everyone.
+        let stored = try? await database.quotaBucket(key)
+        let level = stored.map { QuotaCharge.refilled($0.level, since: $0.updatedAt, to: seconds, perHour: quota) } ?? quota
         return Decision(
             allowed: level >= 1,
             limit: Int(quota.rounded()),
@@ -59,18 +51,7 @@ final class QuotaBook: Sendable {
             resetSeconds: Int(((quota - level) / rate).rounded(.up)),
             retryAfterSeconds: level >= 1 ? 0 : max(1, Int(((1 - level) / rate).rounded(.up))),
             standing: standing,
-            key: key
+            charge: QuotaCharge(key: key, tokensPerHour: quota)
         )
-    }
-
-    /// Charges the tokens a request used to the bucket it was checked against.
-    func charge(_ key: String, tokens: Int, now: Date = Date()) {
-        guard tokens > 0 else { return }
-        buckets.withLock { buckets in
-            if var bucket = buckets[key] {
-                bucket.level -= Double(tokens)
-                buckets[key] = bucket
-            }
-        }
     }
 }
