@@ -66,11 +66,8 @@ struct LedgerCommand: AsyncParsableCommand {
             guard let gatewayID = head["gateway"]?.stringValue, let count = head["seq"]?.integerValue else {
                 throw ValidationError("the gateway's ledger head is not readable")
             }
-            var lines = [
-                try line([
-                    "format": .string(LedgerCommand.format), "gateway": .string(gatewayID), "head": head["signed"]?.stringValue.map { .string($0) } ?? .null,
-                ])
-            ]
+            let signed: JSONValue = head["signed"]?.stringValue.map { .string($0) } ?? .null
+            var lines = [try line(["format": .string(LedgerCommand.format), "gateway": .string(gatewayID), "head": signed])]
             var after: Int64 = 0
             while after < count {
                 let page = try await gateway.get("/api/ledger/entries?\(query)after=\(after)&limit=1000")["data"]?.arrayValue ?? []
