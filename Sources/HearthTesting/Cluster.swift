@@ -164,6 +164,13 @@ public enum HTTP {
         return try await send(request)
     }
 
+    public static func delete(_ url: String, headers: [(String, String)] = []) async throws -> Reply {
+        var request = HTTPClientRequest(url: url)
+        request.method = .DELETE
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        return try await send(request)
+    }
+
     public static func post(_ url: String, json: JSONValue, headers: [(String, String)] = []) async throws -> Reply {
         try await post(url, body: ByteBuffer(bytes: try JSONEncoder().encode(json)), headers: headers)
     }

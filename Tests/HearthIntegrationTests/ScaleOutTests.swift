@@ -1,0 +1,102 @@
+import Foundation
+import HearthCore
+import HearthTesting
+import NIOHTTP1
+import Testing
+
+/// Two gateway processes on one real PostgreSQL (docs/SCALE-OUT.md): what a load balancer in front of them needs is
+/// that either can take any request. Logins, API keys and quotas are one service; each gateway keeps its own ledger
+/// chain in the shared database, and an export of every chain verifies.
+@Suite(.serialized, .timeLimit(.minutes(4)))
+struct ScaleOutTests {
+    @Test func twoGatewaysOnOneDatabaseShareLoginsKeysAndQuotasAndEachKeepsItsChain() async throws {
+        let database = try await PostgresServer.shared.database("scaleout")
+        // A small hourly quota, so that a few requests through one gateway empty the caller's bucket on both.
+        let shared = ["--database", database, "--anonymous-tokens-per-hour", "400", "--max-tokens-per-hour", "400"]
+        try await Cluster.with(label: "scale-a", gatewayArguments: shared) { a in
+            try await Cluster.with(label: "scale-b", gatewayArguments: shared) { b in
+                let aID = try #require(a.join.split(separator: "#").last.map(String.init))
+                let bID = try #require(b.join.split(separator: "#").last.map(String.init))
+                #expect(aID != bID, "each gateway has its own key")
+
+                // Logged in through A and B at once: the nonce A issued is spent on B, and only once.
+                let user = IdentityKey.generate()
+                let publicKey = JSONValue.string(user.publicKey.base64EncodedString())
+                let nonce = try #require(try await HTTP.post(a.url + "/api/auth/challenge", json: ["public_key": publicKey]).json["nonce"]?.stringValue)
+                let proof: JSONValue = [
+                    "public_key": publicKey, "nonce": .string(nonce),
+                    "signature": .string(try user.sign(LoginProtocol.message(nonce: nonce)).base64EncodedString()),
+                ]
+                let verified = try await HTTP.post(b.url + "/api/auth/verify", json: proof)
+                #expect(verified.status == 200, "\(verified.text)")
+                #expect(try await HTTP.post(a.url + "/api/auth/verify", json: proof).status == 401, "a nonce is spent once across gateways")
+                let token = try #require(verified.json["token"]?.stringValue)
+                let auth = [("authorization", "Bearer \(token)")]
+                #expect(try await HTTP.get(a.url + "/api/keys", headers: auth).status == 200, "B's token works on A")
+
+                // An API key made on A answers on B, and revoked on B it is refused on A.
+                let created = try await HTTP.post(a.url + "/api/keys", json: ["name": "laptop"], headers: auth)
+                #expect(created.status == 201)
+                let key = try #require(created.json["key"]?.stringValue)
+                let keyID = try #require(created.json["id"]?.stringValue)
+                #expect(try await HTTP.get(b.url + "/api/reciprocity/standing", headers: [("authorization", "Bearer \(key)")]).status == 200)
+
+                _ = try await a.startNode("node-a")
+                try await a.waitForReadyNodes(1)
+                let chat: JSONValue = [
+                    "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Tell me about rivers."]],
+                    "max_tokens": 48,
+                ]
+                let keyed = try await HTTP.post(a.url + "/v1/chat/completions", json: chat, headers: [("authorization", "Bearer \(key)")])
+                #expect(keyed.status == 200, "\(keyed.text)")
+                let revoked = try await HTTP.delete(b.url + "/api/keys/\(keyID)", headers: auth)
+                #expect(revoked.status < 300, "\(revoked.text)")
+                #expect(try await HTTP.post(a.url + "/v1/chat/completions", json: chat, headers: [("authorization", "Bearer \(key)")]).status == 401)
+
+                // Anonymous requests through A spend the address's hour; B, which serves nothing itself, then refuses
+                // the same caller for want of quota: the bucket is one row both read.
+                var spent = false
+                for _ in 0..<20 {
+                    let reply = try await HTTP.post(a.url + "/v1/chat/completions", json: chat)
+                    if reply.status == 429 {
+                        spent = true
+                        break
+                    }
+                    #expect(reply.status == 200, "\(reply.text)")
+                }
+                #expect(spent, "A never ran out of the 400-token hour")
+                let refused = try await HTTP.post(b.url + "/v1/chat/completions", json: chat)
+                #expect(refused.status == 429, "\(refused.text)")
+                #expect(refused.json["error"]?["code"]?.stringValue == "token_quota_exceeded")
+
+                // Every chain, exported through B (which can sign only its own head), verifies; so does A's own
+                // export with its signed head, by Hearth and by the independent Python verifier.
+                let credited = try await eventually("A's chain to hold the served requests") { () -> Int64? in
+                    let chains = try await HTTP.get(b.url + "/api/ledger/chains").json["data"]?.arrayValue ?? []
+                    let entries = chains.first { $0["gateway"]?.stringValue == aID }?["entries"]?.integerValue ?? 0
+                    return entries >= 2 ? entries : nil
+                }
+                let all = a.directory + "/all.jsonl"
+                let exported = try await TestProcess.hearth(["ledger", "export", "--url", b.url, "--all", "--out", all], in: a.directory)
+                #expect(exported.status == 0, "\(exported.errors)")
+                let checked = try await TestProcess.hearth(["ledger", "verify", all], in: a.directory)
+                #expect(checked.status == 0, "\(checked.errors)")
+                #expect(checked.output.first?.hasPrefix("OK entries=\(credited)") == true, "\(checked.output)")
+                #expect(checked.output.contains { $0.hasPrefix("chain=\(aID)") && $0.contains("unsigned") }, "\(checked.output)")
+                let own = a.directory + "/a.jsonl"
+                #expect(try await TestProcess.hearth(["ledger", "export", "--url", a.url, "--out", own], in: a.directory).status == 0)
+                let signed = try await TestProcess.hearth(["ledger", "verify", own, "--gateway", aID], in: a.directory)
+                #expect(signed.status == 0, "\(signed.errors)")
+                #expect(signed.output.contains { $0.hasPrefix("chain=\(aID)") && $0.hasSuffix(" signed") }, "\(signed.output)")
+                // B's own chain is empty and A's head cannot be vouched for by B.
+                #expect(try await TestProcess.hearth(["ledger", "verify", all, "--gateway", bID], in: a.directory).status == 1)
+
+                let python = try await PythonClients.interpreter()
+                let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/verify_ledger.py").path
+                let independent = try await TestProcess(name: "verify-ledger", executable: python, arguments: [script, all], directory: a.directory)
+                #expect(await independent.waitForExit(timeout: .seconds(60)) == 0, "\(independent.errorOutput.suffix(2000))")
+                #expect(independent.output.last == "OK")
+            }
+        }
+    }
+}
