@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HearthCore
 import HearthGateway
+import HearthMesh
 import HearthStore
 import Logging
 import ServiceLifecycle
@@ -140,6 +141,26 @@ struct GatewayOptions: ParsableArguments {
     )
     var database: String?
 
+    @Option(
+        help: """
+            The key of the network this gateway is one of (a file made once by `hearth gateway network-key`, copied to \
+            every gateway of the network): the gateway shows the network's signature over its own key, prints a join \
+            string ending in #net:<network id> that admits any of the network's gateways, and accepts invites signed by \
+            the network key.
+            """
+    )
+    var networkKey: String?
+
+    /// The network key file, loaded.
+    func loadNetworkKey() throws -> IdentityKey? {
+        guard let networkKey else { return nil }
+        do {
+            return try KeyFile.load(networkKey)
+        } catch {
+            throw ValidationError("--network-key: \(error)")
+        }
+    }
+
     /// `--database`, else `HEARTH_DATABASE_URL`, parsed; nil for the embedded SQLite database.
     func databaseURL(environment: CommandEnvironment = CommandEnvironment()) throws -> DatabaseURL? {
         try Self.parseDatabaseURL(database ?? environment["HEARTH_DATABASE_URL"])
@@ -214,6 +235,7 @@ struct GatewayOptions: ParsableArguments {
         let poolIdle = try parseDuration(poolIdleTimeout, option: "--pool-idle-timeout")
         let poolStall = try parseDuration(poolStallTimeout, option: "--pool-stall-timeout")
         let database = try databaseURL()
+        let networkKey = try loadNetworkKey()
         return GatewayConfiguration().with {
             $0.pools.automatic = (autoPools ?? (localMesh ? "on" : "off")) == "on"
             $0.pools.context = poolContext
@@ -236,6 +258,7 @@ struct GatewayOptions: ParsableArguments {
             $0.meshPort = mesh.port
             $0.dataDirectory = dataDirectory
             $0.database = database
+            $0.networkKey = networkKey
             $0.rateLimitPerMinute = rateLimit
             $0.trustedProxies = Set(trustedProxies)
             $0.limits = RequestLimits(maxTokensCeiling: maxTokens)
@@ -249,11 +272,13 @@ struct GatewayOptions: ParsableArguments {
         }
     }
 
-    /// The join string for a gateway with identity `id` whose mesh listens on `port`.
-    func joinAddress(id: NodeID, port: Int) -> JoinAddress {
+    /// The join string for a gateway with identity `id` (of the network `network`, if any) whose mesh listens on
+    /// `port`. Join strings of one network's gateways combine: `a:7070,b:7070#net:<network id>`.
+    func joinAddress(id: NodeID, network: NodeID? = nil, port: Int) -> JoinAddress {
         let host = meshAddress(local: false).host
         let wildcard = ["0.0.0.0", "::"].contains(host)
-        return JoinAddress(host: advertiseHost ?? (wildcard ? ProcessInfo.processInfo.hostName : host), port: port, gatewayID: id)
+        let endpoint = JoinAddress.Endpoint(host: advertiseHost ?? (wildcard ? ProcessInfo.processInfo.hostName : host), port: port)
+        return JoinAddress(endpoints: [endpoint], pin: network.map { .network($0) } ?? .gateway(id))
     }
 }
 
@@ -262,7 +287,7 @@ struct GatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gateway",
         abstract: "Run a gateway (the OpenAI/Ollama API that routes requests to nodes), or print its join string.",
-        subcommands: [GatewayRunCommand.self, JoinStringCommand.self],
+        subcommands: [GatewayRunCommand.self, JoinStringCommand.self, NetworkKeyCommand.self],
         defaultSubcommand: GatewayRunCommand.self
     )
 }
@@ -273,8 +298,9 @@ struct GatewayRunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Run a gateway: the OpenAI/Ollama API that routes requests to nodes, and the mesh port nodes dial.",
         discussion: """
-            Prints `JOIN <host>:<port>#<gateway-id>` once the mesh listens and `READY url=<base url>` once the API \
-            listens, on standard output; logs go to standard error. Nodes join with: hearth node --join <join string>
+            Prints `JOIN <host>:<port>#<gateway-id>` (`…#net:<network-id>` with --network-key) once the mesh listens \
+            and `READY url=<base url>` once the API listens, on standard output; logs go to standard error. Nodes \
+            join with: hearth node --join <join string>
             """
     )
 
@@ -292,6 +318,7 @@ struct GatewayRunCommand: AsyncParsableCommand {
         let dataDirectory = dataDir ?? environment.defaultDataDirectory + "/gateway"
         var configuration = try gateway.configuration(dataDirectory: dataDirectory)
         configuration.catalog = try catalog.load(dataDirectory: dataDirectory)
+        let network = configuration.networkKey?.nodeID
         let host = configuration.host
         let id = try GatewayIdentity.loadOrCreate(in: configuration.dataDirectory).nodeID
         let options = gateway
@@ -299,7 +326,7 @@ struct GatewayRunCommand: AsyncParsableCommand {
             configuration: configuration,
             logger: logger,
             onServerRunning: { port in say("READY url=http://\(host):\(port)") },
-            onMeshListening: { port in say("JOIN \(options.joinAddress(id: id, port: port))") }
+            onMeshListening: { port in say("JOIN \(options.joinAddress(id: id, network: network, port: port))") }
         )
         try await runServices(built.services, drain: shutdown.duration, logger: logger)
     }
@@ -322,7 +349,8 @@ struct JoinStringCommand: ParsableCommand {
         let directory = dataDir ?? CommandEnvironment().defaultDataDirectory + "/gateway"
         do {
             let id = try GatewayIdentity.loadOrCreate(in: directory).nodeID
-            say("\(gateway.joinAddress(id: id, port: gateway.meshAddress(local: false).port))")
+            let network = try gateway.loadNetworkKey()?.nodeID
+            say("\(gateway.joinAddress(id: id, network: network, port: gateway.meshAddress(local: false).port))")
         } catch {
             throw ValidationError("\(error)")
         }
@@ -366,4 +394,32 @@ func runServices(_ services: [any Service], drain: Duration, logger: Logger) asy
     }
     defer { impatience.cancel() }
     try await ServiceGroup(configuration: configuration).run()
+}
+
+/// `hearth gateway network-key`: the key the gateways of one network share.
+struct NetworkKeyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "network-key",
+        abstract: "Create the key several gateways share as one network, and print the network id.",
+        discussion: """
+            Run it once, copy the file to every gateway of the network (it is a secret: mode 0600, like a gateway's own \
+            key) and start each with --network-key FILE and the same --database. Nodes then join with every gateway's \
+            address and the network id: --join a:7070,b:7070#net:<network id>; they move to the next gateway when one \
+            goes away. An existing file is never overwritten: its network id is printed.
+            """
+    )
+
+    @Option(help: "The key file to create (or read, when it exists).")
+    var out: String
+
+    func run() throws {
+        do {
+            let existed = FileManager.default.fileExists(atPath: out)
+            let key = try KeyFile.loadOrCreate(out)
+            say("network=\(key.nodeID)")
+            say(existed ? "file=\(out) (existing key kept)" : "file=\(out)")
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HearthCore
 import HearthGateway
+import HearthMesh
 import Logging
 
 /// `hearth invite`: invitations into a private network, run on the gateway's machine.
@@ -48,6 +49,9 @@ struct InviteCommand: AsyncParsableCommand {
         @Option(help: "How long it stays valid (e.g. 7d, 12h, 30m).")
         var expires: String = "7d"
 
+        @Option(help: "Sign with the network key the gateways share (`hearth gateway --network-key`): the invite is good on all of them.")
+        var networkKey: String?
+
         func validate() throws {
             guard (1...100_000).contains(maxUses) else { throw ValidationError("--max-uses must be between 1 and 100000") }
             _ = try Self.lifetime(expires)
@@ -60,7 +64,7 @@ struct InviteCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let key = try GatewayIdentity.loadOrCreate(in: folder.path)
+            let key = try networkKey.map { try KeyFile.load($0) } ?? GatewayIdentity.loadOrCreate(in: folder.path)
             let expiresAt = Date() + (try Self.lifetime(expires))
             let invite = try InviteToken.issue(gateway: key, maxUses: maxUses, expiresAt: expiresAt)
             try await folder.database().insert(

@@ -18,7 +18,13 @@ struct NodeCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "The gateway to join: host:port#gateway-id, as `hearth gateway join-string` prints it (env: HEARTH_JOIN).")
+    @Option(
+        help: """
+            The gateway to join: host:port#gateway-id, as `hearth gateway join-string` prints it; for a network of \
+            several gateways, every address and the network id (a:7070,b:7070#net:<network-id>), tried in order \
+            (env: HEARTH_JOIN).
+            """
+    )
     var join: String?
 
     @Option(help: "Folder for the node's identity and engine logs (env: HEARTH_DATA_DIR; default: the per-user data folder + /node).")

@@ -68,11 +68,15 @@ public func buildGateway(
         meshServices.append(
             MeshListenerService(
                 configuration: configuration,
-                credentials: try LinkCredentials(identity: identity),
+                credentials: try LinkCredentials(
+                    identity: identity,
+                    membership: try configuration.networkKey.map { try NetworkMembership.sign(gateway: identity.nodeID, with: $0) }
+                ),
                 links: nodeLinks,
                 registry: registry,
                 admission: Admission(
                     gatewayKey: identity.publicKey,
+                    networkKey: configuration.networkKey?.publicKey,
                     mode: configuration.network,
                     requireDeviceCertificate: configuration.requireDeviceCertificate,
                     database: database,

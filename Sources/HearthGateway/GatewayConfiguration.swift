@@ -11,6 +11,9 @@ public struct GatewayConfiguration: Sendable {
     public var dataDirectory: String?
     /// A PostgreSQL database shared with other gateways; nil keeps `gateway.sqlite` in `dataDirectory`.
     public var database: DatabaseURL?
+    /// The key of the network this gateway belongs to: it signs the gateway's membership (shown in its link
+    /// certificate) and is trusted for invites. Every gateway of a network has the same one.
+    public var networkKey: IdentityKey?
     /// Largest request body accepted, in bytes; larger bodies get 413.
     public var maxBodyBytes: Int = 1 << 20
     /// Ceiling on `max_tokens`; also the limit applied when a client sends none.

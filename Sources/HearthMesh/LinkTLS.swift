@@ -8,6 +8,9 @@ import NIOTLS
 public enum LinkPin: Sendable, Equatable {
     /// Exactly this identity: a node pins the gateway from its join string.
     case identity(NodeID)
+    /// Any gateway the network with this key id certified (its certificate carries a valid `NetworkMembership`):
+    /// a node whose join string names a network.
+    case network(NodeID)
     /// Any Ed25519 identity: the gateway accepts any node and reads which one it is after the handshake.
     case anyIdentity
 }
@@ -57,6 +60,9 @@ public enum LinkTLS {
             switch pin {
             case .anyIdentity: promise.succeed(.certificateVerified)
             case .identity(let expected): promise.succeed(peer == expected ? .certificateVerified : .failed)
+            case .network(let network):
+                let member = LinkCredentials.membership(of: certificates[0])?.proves(gateway: peer, in: network) == true
+                promise.succeed(member ? .certificateVerified : .failed)
             }
         }
     }

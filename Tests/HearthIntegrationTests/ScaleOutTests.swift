@@ -1,6 +1,11 @@
+import AsyncHTTPClient
 import Foundation
 import HearthCore
+import HearthGateway
+import HearthStore
 import HearthTesting
+import Logging
+import NIOCore
 import NIOHTTP1
 import Testing
 
@@ -22,7 +27,9 @@ struct ScaleOutTests {
                 // Logged in through A and B at once: the nonce A issued is spent on B, and only once.
                 let user = IdentityKey.generate()
                 let publicKey = JSONValue.string(user.publicKey.base64EncodedString())
-                let nonce = try #require(try await HTTP.post(a.url + "/api/auth/challenge", json: ["public_key": publicKey]).json["nonce"]?.stringValue)
+                let nonce = try #require(
+                    try await HTTP.post(a.url + "/api/auth/challenge", json: ["public_key": publicKey]).json["nonce"]?.stringValue
+                )
                 let proof: JSONValue = [
                     "public_key": publicKey, "nonce": .string(nonce),
                     "signature": .string(try user.sign(LoginProtocol.message(nonce: nonce)).base64EncodedString()),
@@ -98,5 +105,92 @@ struct ScaleOutTests {
                 #expect(independent.output.last == "OK")
             }
         }
+    }
+
+    /// A gateway of the network on a fixed mesh port (so a restart answers at the same address).
+    func startGateway(_ name: String, directory: String, meshPort: Int, database: String, networkKey: String) async throws -> (TestProcess, String) {
+        let gateway = try await TestProcess(
+            name: name,
+            executable: try TestEnvironment.hearthBinary(),
+            arguments: [
+                "gateway", "--port", "0", "--mesh-host", "127.0.0.1", "--mesh-port", "\(meshPort)", "--data-dir", "\(directory)/\(name)",
+                "--database", database, "--network-key", networkKey,
+            ],
+            directory: directory
+        )
+        let ready = try await gateway.waitForLine { $0.hasPrefix("READY url=") }
+        return (gateway, String(ready.dropFirst("READY url=".count)))
+    }
+
+    /// Nodes join a network of two gateways with both addresses; when the one they are linked to is killed, they
+    /// move to the other, which serves them, and the killed one records its cut-off request when it comes back.
+    @Test func nodesMoveToTheNextGatewayOfTheNetworkWhenTheirsIsKilled() async throws {
+        let database = try await PostgresServer.shared.database("failover")
+        let directory = try TestEnvironment.temporaryDirectory("scale-failover")
+        let keyFile = directory + "/network.key"
+        let created = try await TestProcess.hearth(["gateway", "network-key", "--out", keyFile], in: directory)
+        let network = try #require(created.output.first { $0.hasPrefix("network=") }?.dropFirst("network=".count), "\(created.errors)")
+        let ports = (try TestEnvironment.freePort(), try TestEnvironment.freePort())
+        var (a, aURL) = try await startGateway("gateway-a", directory: directory, meshPort: ports.0, database: database, networkKey: keyFile)
+        let (b, bURL) = try await startGateway("gateway-b", directory: directory, meshPort: ports.1, database: database, networkKey: keyFile)
+        #expect(a.output.contains { $0.hasSuffix("#net:\(network)") }, "\(a.output)")
+        let join = "127.0.0.1:\(ports.0),127.0.0.1:\(ports.1)#net:\(network)"
+        let node = try await TestProcess(
+            name: "node",
+            executable: try TestEnvironment.hearthBinary(),
+            arguments: try Cluster.nodeArguments(name: "node", directory: directory, join: join),
+            directory: directory
+        )
+        var processes = [node, b]
+        defer {
+            let all = processes + [a]
+            Task { for process in all { await process.stop() } }
+        }
+        func readyNodes(_ url: String) async throws -> Int64? {
+            let models = try await HTTP.get(url + "/v1/models").json["data"]?.arrayValue ?? []
+            let count = models.first { $0["id"]?.stringValue == DefaultModel.id.rawValue }?["hearth"]?["nodes"]?.integerValue ?? 0
+            return count > 0 ? count : nil
+        }
+        _ = try await eventually("the node to link to the first gateway of its join string", within: .seconds(120)) { try await readyNodes(aURL) }
+        #expect(try await readyNodes(bURL) == nil, "a node links to one gateway")
+
+        // A long answer under way on A when A is killed.
+        let chat: JSONValue = [
+            "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Tell me a long story."]],
+            "max_tokens": 400, "stream": true, "ignore_eos": true,
+        ]
+        var request = HTTPClientRequest(url: aURL + "/v1/chat/completions")
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(chat)))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+        let cutID = try #require(response.headers.first(name: "x-request-id"))
+        // Tokens are flowing: the request's in-flight note (queued when the node took it) has long been written.
+        var body = response.body.makeAsyncIterator()
+        var received = 0
+        while received < 3, let chunk = try await body.next() { received += chunk.readableBytes > 0 ? 1 : 0 }
+        a.send(SIGKILL)
+        _ = await a.waitForExit(timeout: .seconds(20))
+        let killedAt = ContinuousClock.now
+        _ = try await eventually("the node to move to the second gateway", within: .seconds(60), every: .milliseconds(100)) {
+            try await readyNodes(bURL)
+        }
+        let moved = ContinuousClock.now - killedAt
+        print("scale-out: node relinked to the next gateway \(moved) after the first was killed")
+        let served = try await HTTP.post(
+            bURL + "/v1/chat/completions",
+            json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Hi"]], "max_tokens": 8]
+        )
+        #expect(served.status == 200, "\(served.text)")
+
+        // A comes back on its address and records what it was serving when it died; B's requests are not its own.
+        (a, aURL) = try await startGateway("gateway-a", directory: directory, meshPort: ports.0, database: database, networkKey: keyFile)
+        processes.append(a)
+        let store = try await GatewayDatabase.open(url: try DatabaseURL(database), logger: Logger(label: "test"))
+        let cut = try await eventually("the cut-off request's row") {
+            try await store.recentUsage(limit: 50).first { $0.requestID == cutID }
+        }
+        #expect(cut.status == "cut_off")
+        #expect(try await store.recentUsage(limit: 50).first { $0.status == "ok" } != nil, "B's answer is stored as served")
     }
 }

@@ -11,6 +11,8 @@ public enum NetworkMode: String, Sendable, CaseIterable {
 /// Decides whether a node whose key the handshake proved may join, and under which account.
 struct Admission: Sendable {
     let gatewayKey: Data
+    /// The network's key when this gateway is one of several: invites signed by it are good on every gateway.
+    var networkKey: Data? = nil
     let mode: NetworkMode
     let requireDeviceCertificate: Bool
     let database: GatewayDatabase
@@ -60,7 +62,8 @@ struct Admission: Sendable {
         let invite: InviteToken
         do {
             invite = try InviteToken(token: token)
-            try invite.check(gatewayKey: gatewayKey, role: .node, now: now)
+            let signer = networkKey.flatMap { invite.network == NodeID(publicKey: $0) ? $0 : nil } ?? gatewayKey
+            try invite.check(gatewayKey: signer, role: .node, now: now)
         } catch {
             throw LinkRefusal(reason: "invite_\(error.reason)", message: "invite refused: \(error.description)")
         }

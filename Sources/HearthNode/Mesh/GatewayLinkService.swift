@@ -39,16 +39,26 @@ struct GatewayLinkService: Service {
                 guard let join = await configuration.resolveJoin() else {
                     throw NodeStartError("no gateway to join: give --join host:port#gateway-id")
                 }
-                let dialedAt = ContinuousClock.now
-                do {
-                    try await connectAndServe(join, context: context)
-                    // A link that closes at once (say, a gateway that refuses this key after the handshake) counts
-                    // as a failure, so the node backs off instead of redialing every half second.
-                    failures = ContinuousClock.now - dialedAt >= .seconds(10) ? 0 : failures + 1
-                } catch {
-                    failures += 1
-                    logger.warning("gateway link failed", metadata: ["node.gateway": "\(join)", "error": "\(Self.explain(error, join: join))"])
+                // Addresses in the order the join string gives them: the first that answers and proves the pin wins.
+                // Once a link ends, the next round starts from the first again.
+                var lasted = false
+                for endpoint in join.endpoints {
+                    let dialedAt = ContinuousClock.now
+                    do {
+                        try await connectAndServe(endpoint, pin: join.pin, context: context)
+                        // A link that closes at once (say, a gateway that refuses this key after the handshake) counts
+                        // as a failure, so the node backs off instead of redialing every half second.
+                        lasted = ContinuousClock.now - dialedAt >= .seconds(10)
+                        break
+                    } catch {
+                        logger.warning(
+                            "gateway link failed",
+                            metadata: ["node.gateway": "\(endpoint)", "error": "\(Self.explain(error, endpoint: endpoint, pin: join.pin))"]
+                        )
+                        if stopping.load(ordering: .relaxed) || status.hasRefusal { break }
+                    }
                 }
+                failures = lasted ? 0 : failures + 1
                 if let refusal = status.takeRefusal() {
                     logger.error("the gateway refused this node: \(refusal.message)", metadata: ["node.refusal": "\(refusal.reason)"])
                     // Dialing again cannot help until the owner changes something (an invite, a certificate).
@@ -65,19 +75,25 @@ struct GatewayLinkService: Service {
         }
     }
 
-    /// Dials `join`, proves both identities, and serves the gateway's streams until the link closes.
-    private func connectAndServe(_ join: JoinAddress, context: NIOSSLContext) async throws {
+    /// Dials `endpoint`, proves both identities (the gateway's against `pin`), and serves the gateway's streams until
+    /// the link closes.
+    private func connectAndServe(_ endpoint: JoinAddress.Endpoint, pin: JoinAddress.Pin, context: NIOSSLContext) async throws {
+        let linkPin: LinkPin =
+            switch pin {
+            case .gateway(let id): .identity(id)
+            case .network(let id): .network(id)
+            }
         let (channel, multiplexer, peer) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(5))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .connect(host: join.host, port: join.port) { channel in
+            .connect(host: endpoint.host, port: endpoint.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(
                         NIOSSLClientHandler(
                             context: context,
                             serverHostname: nil,
-                            customVerificationCallback: LinkTLS.verifier(pin: .identity(join.gatewayID))
+                            customVerificationCallback: LinkTLS.verifier(pin: linkPin)
                         )
                     )
                     let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
@@ -101,7 +117,7 @@ struct GatewayLinkService: Service {
         status.polled()
         status.setLinked(true)
         defer { status.setLinked(false) }
-        logger.info("linked to gateway", metadata: ["node.gateway": "\(join)"])
+        logger.info("linked to gateway", metadata: ["node.gateway": "\(endpoint)"])
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await watch(channel) }
             for try await stream in multiplexer.inbound {
@@ -110,7 +126,7 @@ struct GatewayLinkService: Service {
             }
             group.cancelAll()
         }
-        logger.info("gateway link closed", metadata: ["node.gateway": "\(join)"])
+        logger.info("gateway link closed", metadata: ["node.gateway": "\(endpoint)"])
     }
 
     /// Closes the link when the gateway stops sending anything (it polls at least every few seconds), or when
@@ -173,10 +189,14 @@ struct GatewayLinkService: Service {
     }
 
     /// A failure in words an owner can act on.
-    static func explain(_ error: any Error, join: JoinAddress) -> String {
+    static func explain(_ error: any Error, endpoint: JoinAddress.Endpoint, pin: JoinAddress.Pin) -> String {
         if let tls = error as? NIOSSLError, case .handshakeFailed = tls {
-            return "TLS handshake failed: the gateway at \(join.host):\(join.port) did not prove the key \(join.gatewayID.short)… "
-                + "from the join string, or refused this node (\(tls))"
+            let proof =
+                switch pin {
+                case .gateway(let id): "the key \(id.short)…"
+                case .network(let id): "membership of the network \(id.short)…"
+                }
+            return "TLS handshake failed: the gateway at \(endpoint) did not prove \(proof) from the join string, or refused this node (\(tls))"
         }
         return "\(error)"
     }
