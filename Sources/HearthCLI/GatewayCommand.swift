@@ -259,6 +259,7 @@ struct GatewayOptions: ParsableArguments {
             $0.dataDirectory = dataDirectory
             $0.database = database
             $0.networkKey = networkKey
+            $0.advertiseHost = advertiseHost
             $0.rateLimitPerMinute = rateLimit
             $0.trustedProxies = Set(trustedProxies)
             $0.limits = RequestLimits(maxTokensCeiling: maxTokens)

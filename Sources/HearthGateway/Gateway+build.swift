@@ -1,3 +1,4 @@
+import Foundation
 public import HearthCore
 import HearthMesh
 public import HearthWeb
@@ -59,6 +60,11 @@ public func buildGateway(
     let registry = NodeRegistry(ttl: configuration.nodeTTL, routesUnverifiedBackends: configuration.allowUnverifiedBackends)
     let metrics = GatewayMetrics()
     var meshServices: [any Service] = []
+    let network = configuration.networkKey?.nodeID ?? identity.nodeID
+    let meshAddress = GatewayDirectoryService.MeshAddress()
+    let advertised =
+        configuration.advertiseHost
+        ?? (["0.0.0.0", "::"].contains(configuration.meshHost) ? ProcessInfo.processInfo.hostName : configuration.meshHost)
     let nodeTransport: any NodeTransport
     var links: NodeLinks?
     if let transport {
@@ -83,13 +89,30 @@ public func buildGateway(
                     newNodes: RateLimiter(capacity: configuration.newNodesPerAddress, period: configuration.newNodePeriod)
                 ),
                 logger: logger,
-                onListening: onMeshListening
+                onListening: { port in
+                    meshAddress.set(JoinAddress.Endpoint(host: advertised, port: port).description)
+                    await onMeshListening(port)
+                }
             )
         )
         nodeTransport = nodeLinks
         links = nodeLinks
     }
     let liveLinks = links
+    // Gateways sharing a database, or of one network, keep a directory of each other; a lone gateway writes nothing.
+    if links != nil, configuration.database != nil || configuration.networkKey != nil {
+        meshServices.append(
+            GatewayDirectoryService(
+                database: database,
+                registry: registry,
+                id: identity.nodeID,
+                network: network,
+                mesh: meshAddress,
+                interval: configuration.directoryInterval,
+                logger: logger
+            )
+        )
+    }
     // Pools need the mesh: their members and heads are reached over the links.
     let pools = links.map {
         PoolReconciler(
@@ -162,6 +185,12 @@ public func buildGateway(
     ReciprocityController(quotas: quotas).addRoutes(to: router)
     DevicesController(database: database, links: liveLinks, registry: registry).addRoutes(to: router)
     ActivityController(database: database).addRoutes(to: router)
+    GatewaysController(
+        database: database,
+        gateway: identity.nodeID,
+        network: configuration.networkKey?.nodeID,
+        ttl: GatewayDirectoryService.ttl(for: configuration.directoryInterval)
+    ).addRoutes(to: router)
     // The pages people use (HearthWeb). They need no login to load: they call the API above with the browser's own.
     WebRoutes(
         pages: ["/": "chat.html", "/network": "network.html", "/account": "account.html"],

@@ -39,6 +39,12 @@ public struct GatewayConfiguration: Sendable {
     public var meshHost: String = "0.0.0.0"
     /// TCP port of the mesh; 0 picks a free one.
     public var meshPort: Int = 7070
+    /// The host nodes dial for this gateway's mesh, as other gateways and operators are told (`/api/gateways`): by
+    /// default the mesh host, or the machine's name when that is a wildcard.
+    public var advertiseHost: String?
+    /// How often a gateway on a shared database or in a network writes its heartbeat row (`gateways`); a row three
+    /// heartbeats old is a gateway that went away.
+    public var directoryInterval: Duration = .seconds(5)
     /// Public (any node may join) or private (a node needs an invite the first time).
     public var network: NetworkMode = .public
     /// Admit only nodes certified by an account key.

@@ -405,6 +405,24 @@ struct StorageConformanceTests {
         #expect(await QuotaBook(reciprocity: reciprocity, database: second).check(caller: caller, address: "192.0.2.8", now: now).remaining == 1000)
     }
 
+    @Test(arguments: StorageBackend.allCases)
+    func theGatewayDirectoryListsLiveGatewaysOfOneNetwork(_ backend: StorageBackend) async throws {
+        let (database, _) = try await backend.open("directory")
+        func row(_ id: String, network: String = "net", at time: Double, started: Double = 0) -> GatewayRecord {
+            GatewayRecord(id: id, network: network, mesh: "\(id):7070", models: ["m1", "m2"], nodes: 2, heartbeatAt: time, startedAt: started)
+        }
+        try await database.heartbeat(row("b", at: 100, started: 20))
+        try await database.heartbeat(row("a", at: 100, started: 10))
+        try await database.heartbeat(row("old", at: 50))
+        try await database.heartbeat(row("other", network: "elsewhere", at: 100))
+        #expect(try await database.liveGateways(network: "net", since: 90).map(\.id) == ["a", "b"], "live ones of the network, oldest first")
+        try await database.heartbeat(row("old", at: 120))
+        #expect(try await database.liveGateways(network: "net", since: 90).map(\.id) == ["old", "a", "b"])
+        #expect(try await database.liveGateways(network: "net", since: 90).last == row("b", at: 100, started: 20))
+        try await database.removeGateway("a")
+        #expect(try await database.liveGateways(network: "net", since: 0).map(\.id) == ["old", "b"])
+    }
+
     /// An invite's last uses, raced for by nodes joining through two gateways: exactly its uses are granted.
     @Test(arguments: StorageBackend.allCases)
     func anInvitesUsesAreCountedOnceAcrossGateways(_ backend: StorageBackend) async throws {

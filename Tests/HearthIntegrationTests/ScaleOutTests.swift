@@ -134,7 +134,12 @@ struct ScaleOutTests {
         var (a, aURL) = try await startGateway("gateway-a", directory: directory, meshPort: ports.0, database: database, networkKey: keyFile)
         let (b, bURL) = try await startGateway("gateway-b", directory: directory, meshPort: ports.1, database: database, networkKey: keyFile)
         #expect(a.output.contains { $0.hasSuffix("#net:\(network)") }, "\(a.output)")
-        let join = "127.0.0.1:\(ports.0),127.0.0.1:\(ports.1)#net:\(network)"
+        // The directory both gateways keep in the database gives the join string that lists them, oldest first.
+        let join = try await eventually("both gateways in the directory") { () -> String? in
+            let directory = try await HTTP.get(bURL + "/api/gateways").json
+            return (directory["data"]?.arrayValue?.count == 2) ? directory["join"]?.stringValue : nil
+        }
+        #expect(join == "127.0.0.1:\(ports.0),127.0.0.1:\(ports.1)#net:\(network)")
         let node = try await TestProcess(
             name: "node",
             executable: try TestEnvironment.hearthBinary(),
@@ -182,6 +187,14 @@ struct ScaleOutTests {
             json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Hi"]], "max_tokens": 8]
         )
         #expect(served.status == 200, "\(served.text)")
+        // B's directory now says B serves the model; A's row ages out after three missed heartbeats.
+        let listed = try await eventually("the killed gateway to leave the directory", within: .seconds(60), every: .milliseconds(500)) {
+            () -> [JSONValue]? in
+            let rows = try await HTTP.get(bURL + "/api/gateways").json["data"]?.arrayValue ?? []
+            return rows.count == 1 && rows.first?["models"]?.arrayValue?.isEmpty == false ? rows : nil
+        }
+        #expect(listed.first?["self"]?.boolValue == true)
+        #expect(listed.first?["models"]?.arrayValue?.contains(.string(DefaultModel.id.rawValue)) == true)
 
         // A comes back on its address and records what it was serving when it died; B's requests are not its own.
         (a, aURL) = try await startGateway("gateway-a", directory: directory, meshPort: ports.0, database: database, networkKey: keyFile)
