@@ -49,6 +49,18 @@ public actor PostgresServer {
             guard chown(directory, user.pointee.pw_uid, user.pointee.pw_gid) == 0 else {
                 throw TestProcessError("cannot hand \(directory) to postgres")
             }
+            // The test run's temporary root is private (mktemp -d: 0700): the server's user must be able to pass
+            // through it to its own folder. Traversal only, no listing.
+            var parent = (directory as NSString).deletingLastPathComponent
+            while parent != "/" && !parent.isEmpty {
+                let attributes = try? FileManager.default.attributesOfItem(atPath: parent)
+                if (attributes?[.ownerAccountID] as? NSNumber)?.intValue == 0, let mode = (attributes?[.posixPermissions] as? NSNumber)?.intValue,
+                    mode & 0o001 == 0
+                {
+                    try? FileManager.default.setAttributes([.posixPermissions: mode | 0o001], ofItemAtPath: parent)
+                }
+                parent = (parent as NSString).deletingLastPathComponent
+            }
             // Changing user clears the parent-death signal: set it again (SIGQUIT: an immediate shutdown, backends too).
             asUser = ["/usr/bin/setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig=QUIT", "--"]
         } else {
