@@ -11,6 +11,9 @@ public actor PostgresServer {
     public static let shared = PostgresServer()
 
     private var started: (process: TestProcess, port: Int)?
+    /// The start under way: the actor is reentrant across its awaits, and every test asking at once must get the one
+    /// server, not start its own.
+    private var starting: Task<(process: TestProcess, port: Int), any Error>?
     private var databases = 0
 
     /// Where the server's programs are (`HEARTH_POSTGRES_BIN`, else the newest `/usr/lib/postgresql/*/bin`), or nil.
@@ -36,7 +39,20 @@ public actor PostgresServer {
 
     private func start() async throws -> Int {
         if let started { return started.port }
-        guard let binaries = Self.binaries else {
+        let task = starting ?? Task { try await Self.launch() }
+        starting = task
+        do {
+            let launched = try await task.value
+            started = launched
+            return launched.port
+        } catch {
+            starting = nil
+            throw error
+        }
+    }
+
+    private static func launch() async throws -> (process: TestProcess, port: Int) {
+        guard let binaries else {
             throw TestProcessError("PostgreSQL is not installed (apt-get install postgresql, or set HEARTH_POSTGRES_BIN)")
         }
         let directory = try TestEnvironment.temporaryDirectory("postgres")
@@ -89,7 +105,6 @@ public actor PostgresServer {
             guard server.isRunning else { throw TestProcessError("postgres exited: \(server.errorOutput)") }
             return (try? await probe.ping()) != nil ? true : nil
         }
-        started = (server, port)
-        return port
+        return (server, port)
     }
 }

@@ -27,19 +27,24 @@ extension GatewayDatabase {
         ]
     )
 
+    /// A pool runs on the nodes of the gateway that made it: gateways sharing a database each restore their own.
+    static let poolGatewayMigration = Migration("v14-pools-gateway", ["ALTER TABLE pools ADD COLUMN gateway TEXT"])
+
     func savePool(_ pool: PoolRecord) async throws {
+        let gateway = gatewayID.isEmpty ? nil : gatewayID
         try await store.write { session in
             try session.execute(
                 """
-                INSERT INTO pools (id, model, nodes, automatic, created_at) VALUES (?, ?, ?, ?, ?)
+                INSERT INTO pools (id, model, nodes, automatic, created_at, gateway) VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT (id) DO UPDATE SET model = excluded.model, nodes = excluded.nodes, automatic = excluded.automatic,
-                created_at = excluded.created_at
+                created_at = excluded.created_at, gateway = excluded.gateway
                 """,
                 pool.id,
                 pool.model,
                 pool.nodes,
                 pool.automatic,
-                pool.createdAt
+                pool.createdAt,
+                gateway
             )
         }
     }
@@ -48,9 +53,11 @@ extension GatewayDatabase {
         try await store.write { session in try session.execute("DELETE FROM pools WHERE id = ?", id) }
     }
 
+    /// This gateway's pools (and those stored before pools named their gateway, when one gateway used the database).
     func pools() async throws -> [PoolRecord] {
-        try await store.read { session in
-            try session.query("SELECT * FROM pools ORDER BY created_at").map { row in
+        let gateway = gatewayID
+        return try await store.read { session in
+            try session.query("SELECT * FROM pools WHERE gateway = ? OR gateway IS NULL OR ? = '' ORDER BY created_at", gateway, gateway).map { row in
                 PoolRecord(
                     id: try row.string("id"),
                     model: try row.string("model"),

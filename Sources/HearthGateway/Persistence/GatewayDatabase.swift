@@ -119,7 +119,7 @@ public struct GatewayDatabase: Sendable {
     static let migrations: [Migration] =
         [usageMigration, apiKeyMigration, networkMigration, ledgerMigration, standingMigration, inFlightMigration, poolMigration]
         + [spotCheckMigration, accountActivityMigration, loginMigration, ledgerChainsMigration, quotaMigration]
-        + [gatewaysMigration]
+        + [gatewaysMigration, poolGatewayMigration]
 
     static let usageMigration = Migration(
         "v1-usage",
