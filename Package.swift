@@ -171,7 +171,8 @@ let package = Package(
         .executableTarget(
             name: "hearth-bench",
             dependencies: [
-                "HearthTesting", "HearthCore", "HearthNode", "HearthGateway", "HearthMesh",
+                "HearthTesting", "HearthCore", "HearthNode", "HearthGateway", "HearthMesh", "HearthStore",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -14,7 +14,7 @@ extension GatewayDatabase {
     )
 
     /// A bucket's level and when it was last charged (seconds since 1970), or nil for a full one.
-    func quotaBucket(_ key: String) async throws -> (level: Double, updatedAt: Double)? {
+    package func quotaBucket(_ key: String) async throws -> (level: Double, updatedAt: Double)? {
         try await store.read { session in
             guard let row = try session.queryOne("SELECT level, updated_at FROM quota_buckets WHERE key = ?", key) else { return nil }
             return (try row.double("level"), try row.double("updated_at"))

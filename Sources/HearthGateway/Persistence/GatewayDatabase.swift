@@ -68,7 +68,7 @@ public struct UsageRecord: Codable, Sendable, Equatable {
 /// The gateway's database: SQLite (embedded, the default) or PostgreSQL (shared by several gateways). Every query
 /// is written once against `SQLSession` (HearthStore) and runs on either.
 public struct GatewayDatabase: Sendable {
-    let store: any SQLStore
+    package let store: any SQLStore
     /// The per-request writes (usage rows, ledger entries, in-flight notes), committed in groups (`GroupCommit`).
     let commits: GroupCommit
     /// The gateway using this database (its node id): what it marks as its own where gateways share one.

@@ -32,6 +32,8 @@ struct HearthBench {
           pools         SmolLM2 split over 2 and 3 pool-only nodes vs llama.cpp RPC without relay (--rounds, default 5)
           continuation  the gap a client sees when its node dies mid-stream (--rounds, default 10)
           soak          an hour of paced streams, memory and CPU over time (--minutes, --sample-seconds, --soak-clients)
+          storage       the database's part of a request on SQLite and PostgreSQL, one gateway and two, over tables seeded
+                        with a large network (--accounts, --nodes, --requests, --concurrency; needs postgresql installed)
           proxies       Hearth beside nginx and LiteLLM in front of one paced mock upstream, and beside nginx in front of
                         a real engine; the issue's goals as ratios (--sequential, --paced-requests, --streams,
                         --stream-seconds, --seconds, --engine-requests; needs nginx, LiteLLM optional)
@@ -49,6 +51,10 @@ struct HearthBench {
           --engine-tokens N  proxies: tokens per answer against the real engine (128)
           --idle-seconds N  proxies: how long `hearth up` is watched doing nothing (30)
           --without-litellm proxies: leave LiteLLM out even when its venv is there (it takes a minute to start)
+          --accounts N      storage: accounts in the seeded tables (100000)
+          --nodes N         storage: nodes in the seeded tables (10000)
+          --requests N      storage: requests per measurement (2000)
+          --concurrency N   storage: requests at once for the throughput (32)
           --out FILE        where to write the report
           --replace         write over the committed report in bench/results/ (by default a run writes a new file,
                             bench/results/runs/<part>-<time>.md, so a trial run never replaces the committed figures)
@@ -59,6 +65,7 @@ struct HearthBench {
     static let valued: Set<String> = [
         "--rounds", "--clients", "--seconds", "--tunnel-mb", "--out", "--parts", "--minutes", "--sample-seconds", "--soak-clients",
         "--sequential", "--paced-requests", "--streams", "--stream-seconds", "--engine-requests", "--idle-seconds", "--engine-tokens",
+        "--accounts", "--nodes", "--requests", "--concurrency",
     ]
     static let flags: Set<String> = ["--replace", "--help", "-h", "--without-litellm"]
 
@@ -120,9 +127,9 @@ struct HearthBench {
         let output = resultPath("gateway-overhead")
         let megabytes = Int(number("--tunnel-mb", "512"))
         let parts = Set(option("--parts", "1,2,3").split(separator: ","))
-        let known: Set<Substring> = ["1", "2", "3", "pools", "continuation", "soak", "proxies"]
+        let known: Set<Substring> = ["1", "2", "3", "pools", "continuation", "soak", "proxies", "storage"]
         guard parts.isSubset(of: known), !parts.isEmpty else {
-            FileHandle.standardError.write(Data("error: --parts takes 1, 2, 3, pools, continuation, soak or proxies\n\n\(usage)\n".utf8))
+            FileHandle.standardError.write(Data("error: --parts takes 1, 2, 3, pools, continuation, soak, proxies or storage\n\n\(usage)\n".utf8))
             exit(64)
         }
         // Thousands of streams need as many descriptors, here and in the proxies started from here.
@@ -184,6 +191,24 @@ struct HearthBench {
             try report.write(toFile: proxiesOutput, atomically: true, encoding: .utf8)
             print(report)
             print("written to \(proxiesOutput)")
+            return
+        }
+        if parts == ["storage"] {
+            // `--parts storage [--accounts 100000] [--nodes 10000] [--requests 2000] [--concurrency 32]`
+            let storageOutput = resultPath("storage")
+            var settings = StorageBench.Settings()
+            settings.accounts = Int(number("--accounts", "100000"))
+            settings.nodes = Int(number("--nodes", "10000"))
+            settings.requests = Int(number("--requests", "2000"))
+            settings.concurrency = Int(number("--concurrency", "32"))
+            try await http.shutdown()
+            let command =
+                "--parts storage --accounts \(settings.accounts) --nodes \(settings.nodes) --requests \(settings.requests) "
+                + "--concurrency \(settings.concurrency) --replace"
+            let report = try header(command: command) + (try await StorageBench.run(settings: settings))
+            try report.write(toFile: storageOutput, atomically: true, encoding: .utf8)
+            print(report)
+            print("written to \(storageOutput)")
             return
         }
         if parts == ["continuation"] {
