@@ -64,10 +64,11 @@ enum StorageBench {
 
             FileHandle.standardError.write(Data("storage: \(backend): \(settings.requests) sequential requests\n".utf8))
             var latencies: [Double] = []
+            let sequential = try (0..<settings.requests).map { try prepare($0, key: gatewayKeys[0], population: population) }
             let cpuBefore = cpuSeconds(includingPostgres: backend == "PostgreSQL")
-            for index in 0..<settings.requests {
+            for prepared in sequential {
                 let started = ContinuousClock.now
-                try await request(index, on: first, key: gatewayKeys[0], population: population)
+                try await request(prepared, on: first, key: gatewayKeys[0])
                 latencies.append((ContinuousClock.now - started).seconds * 1000)
             }
             figures.cpuPerRequest = (cpuSeconds(includingPostgres: backend == "PostgreSQL") - cpuBefore) / Double(settings.requests) * 1e6
@@ -75,12 +76,13 @@ enum StorageBench {
             figures.p99 = percentile(latencies, 0.99)
 
             FileHandle.standardError.write(Data("storage: \(backend): \(settings.concurrency) at once, one gateway then two\n".utf8))
-            figures.oneGatewayRate = try await rate(settings: settings, offset: settings.requests) { index in
-                try await request(index, on: first, key: gatewayKeys[0], population: population)
+            let one = try (0..<settings.requests).map { try prepare($0 + settings.requests, key: gatewayKeys[0], population: population) }
+            figures.oneGatewayRate = try await rate(settings: settings) { index in
+                try await request(one[index], on: first, key: gatewayKeys[0])
             }
-            figures.twoGatewayRate = try await rate(settings: settings, offset: 2 * settings.requests) { index in
-                let which = index % 2
-                try await request(index, on: which == 0 ? first : second, key: gatewayKeys[which], population: population)
+            let two = try (0..<settings.requests).map { try prepare($0 + 2 * settings.requests, key: gatewayKeys[$0 % 2], population: population) }
+            figures.twoGatewayRate = try await rate(settings: settings) { index in
+                try await request(two[index], on: index % 2 == 0 ? first : second, key: gatewayKeys[index % 2])
             }
 
             var admissions: [Double] = []
@@ -159,13 +161,17 @@ enum StorageBench {
         return Population(accounts: accounts, nodes: nodes, nodeKey: IdentityKey.generate())
     }
 
-    /// One served, credited request's database work, as the gateway does it.
-    static func request(_ index: Int, on database: GatewayDatabase, key: IdentityKey, population: Population) async throws {
+    /// What a node hands the gateway for one request: its usage and its signed receipt (made before the clock
+    /// starts: signing is the node's work, not the database's).
+    struct Prepared: Sendable {
+        var usage: UsageRecord
+        var settlement: ReceiptSettlement
+        var account: NodeID
+        var device: NodeID
+    }
+
+    static func prepare(_ index: Int, key: IdentityKey, population: Population) throws -> Prepared {
         let account = population.accounts.randomElement()!
-        let device = population.nodes.randomElement()!
-        _ = try await database.balance(of: account, reciprocity: Reciprocity())
-        _ = try await database.quotaBucket("account:\(account.rawValue)")
-        _ = try await database.isRevoked(device: device)
         let id = "bench-\(key.nodeID.short)-\(index)-\(UUID().uuidString.prefix(8))"
         let usage = UsageRecord(
             requestID: id,
@@ -181,7 +187,6 @@ enum StorageBench {
             consumer: "user:\(account.rawValue)",
             account: account.rawValue
         )
-        database.markInFlight(usage, logger: Logger(label: "bench"))
         let receipt = Receipt(
             requestID: id,
             gateway: key.nodeID,
@@ -197,9 +202,25 @@ enum StorageBench {
             finishedAt: 2,
             outcome: .ok
         )
+        return Prepared(
+            usage: usage,
+            settlement: .credit(receipt, signed: try receipt.signed(by: population.nodeKey).encoded()),
+            account: account,
+            device: population.nodes.randomElement()!
+        )
+    }
+
+    /// One served, credited request's database work, as the gateway does it (its countersignature of the ledger
+    /// entry included: it is made inside the transaction).
+    static func request(_ prepared: Prepared, on database: GatewayDatabase, key: IdentityKey) async throws {
+        let account = prepared.account
+        _ = try await database.balance(of: account, reciprocity: Reciprocity())
+        _ = try await database.quotaBucket("account:\(account.rawValue)")
+        _ = try await database.isRevoked(device: prepared.device)
+        database.markInFlight(prepared.usage, logger: Logger(label: "bench"))
         try await database.record(
-            usage,
-            settling: .credit(receipt, signed: try receipt.signed(by: population.nodeKey).encoded()),
+            prepared.usage,
+            settling: prepared.settlement,
             quota: QuotaCharge(key: "account:\(account.rawValue)", tokensPerHour: 20_000, tokens: 120),
             gateway: key,
             accounts: { _ in account }
@@ -207,20 +228,20 @@ enum StorageBench {
     }
 
     /// Requests per second with `settings.concurrency` in flight, for `settings.requests` requests.
-    static func rate(settings: Settings, offset: Int, _ work: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
+    static func rate(settings: Settings, _ work: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
         let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             var next = 0
             for _ in 0..<settings.concurrency {
                 let index = next
                 next += 1
-                group.addTask { try await work(offset + index) }
+                group.addTask { try await work(index) }
             }
             while try await group.next() != nil {
                 if next < settings.requests {
                     let index = next
                     next += 1
-                    group.addTask { try await work(offset + index) }
+                    group.addTask { try await work(index) }
                 }
             }
         }
@@ -257,7 +278,8 @@ enum StorageBench {
             certified devices) and a directory of 10 gateways. One request = what the gateway does against its database for
             a served, credited request by a logged-in account: read standing and quota bucket, check the device, note it in
             flight, then record usage + quota charge + standing (consumer and contributor) + ledger entry through the group
-            commit. \(settings.requests) sequential requests for latency and CPU; then \(settings.requests) with \(settings.concurrency) at once through one
+            commit (with the gateway's countersignature; the node's receipts are signed before the clock starts).
+            \(settings.requests) sequential requests for latency and CPU; then \(settings.requests) with \(settings.concurrency) at once through one
             gateway's connections, and split over two gateways (two connection pools, two ledger chains). Both "gateways"
             are in this process, on the same 2 cores as the database server: two gateways here share the cores one had, so
             the two-gateway figure shows contention in the database, not added capacity.
