@@ -13,6 +13,15 @@ public enum SQLDialect: String, Sendable {
         }
     }
 
+    /// The smaller and the larger of two values (SQLite's two-argument `min`/`max`, PostgreSQL's `LEAST`/`GREATEST`).
+    public func least(_ a: String, _ b: String) -> String {
+        self == .sqlite ? "min(\(a), \(b))" : "LEAST(\(a), \(b))"
+    }
+
+    public func greatest(_ a: String, _ b: String) -> String {
+        self == .sqlite ? "max(\(a), \(b))" : "GREATEST(\(a), \(b))"
+    }
+
     /// Appended to a `SELECT` whose rows the transaction goes on to update: PostgreSQL locks them until it ends, so
     /// two gateways cannot both read a balance and write back their own sum. SQLite has one writer at a time anyway.
     public var forUpdate: String {

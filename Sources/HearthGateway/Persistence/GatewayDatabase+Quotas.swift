@@ -21,26 +21,32 @@ extension GatewayDatabase {
         }
     }
 
-    /// Refills `charge`'s bucket to `now` at its rate and takes the tokens out. A bucket unused for an hour is full
-    /// again, so such rows are dropped: they cost nothing to forget.
+    /// Refills `charge`'s bucket to `now` at its rate and takes the tokens out, in one statement: the upsert locks the
+    /// row, so two gateways charging one bucket both count. A bucket unused for an hour is full again, so such rows
+    /// are dropped now and then (one charge in a hundred): they cost nothing to forget.
     static func chargeQuota(_ session: any SQLSession, _ charge: QuotaCharge, now: Date) throws {
         guard charge.tokens > 0 else { return }
         let seconds = now.timeIntervalSince1970
-        try session.execute("DELETE FROM quota_buckets WHERE updated_at < ? AND key <> ?", seconds - 3600, charge.key)
-        try session.execute(
-            "INSERT INTO quota_buckets (key, level, updated_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-            charge.key,
-            charge.tokensPerHour,
-            seconds
+        if Int.random(in: 0..<100) == 0 {
+            try session.execute("DELETE FROM quota_buckets WHERE updated_at < ? AND key <> ?", seconds - 3600, charge.key)
+        }
+        let dialect = session.dialect
+        let refilled = dialect.least(
+            "excluded.level + ?",
+            "quota_buckets.level + \(dialect.greatest("0", "excluded.updated_at - quota_buckets.updated_at")) * ? / 3600"
         )
-        guard let row = try session.queryOne("SELECT level, updated_at FROM quota_buckets WHERE key = ?" + session.dialect.forUpdate, charge.key)
-        else { return }
-        let level = QuotaCharge.refilled(try row.double("level"), since: try row.double("updated_at"), to: seconds, perHour: charge.tokensPerHour)
         try session.execute(
-            "UPDATE quota_buckets SET level = ?, updated_at = ? WHERE key = ?",
-            level - Double(charge.tokens),
-            max(seconds, try row.double("updated_at")),
-            charge.key
+            """
+            INSERT INTO quota_buckets (key, level, updated_at) VALUES (?, ?, ?)
+            ON CONFLICT (key) DO UPDATE SET level = \(refilled) - ?,
+            updated_at = \(dialect.greatest("quota_buckets.updated_at", "excluded.updated_at"))
+            """,
+            charge.key,
+            charge.tokensPerHour - Double(charge.tokens),
+            seconds,
+            Double(charge.tokens),
+            charge.tokensPerHour,
+            Double(charge.tokens)
         )
     }
 }
