@@ -91,6 +91,7 @@ let package = Package(
             name: "HearthGateway",
             dependencies: [
                 "HearthCore", "HearthMesh", "HearthWeb", "HearthStore",
+                .product(name: "NIOHTTPTypesHTTP2", package: "swift-nio-extras"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -67,6 +67,12 @@ public func buildGateway(
         ?? (["0.0.0.0", "::"].contains(configuration.meshHost) ? ProcessInfo.processInfo.hostName : configuration.meshHost)
     let nodeTransport: any NodeTransport
     var links: NodeLinks?
+    let credentials = try LinkCredentials(
+        identity: identity,
+        membership: try configuration.networkKey.map { try NetworkMembership.sign(gateway: identity.nodeID, with: $0) }
+    )
+    // The links other gateways of the network dialed to this one, to take the requests it forwards to them.
+    let peers = configuration.networkKey == nil ? nil : PeerLinks()
     if let transport {
         nodeTransport = transport
     } else {
@@ -74,10 +80,7 @@ public func buildGateway(
         meshServices.append(
             MeshListenerService(
                 configuration: configuration,
-                credentials: try LinkCredentials(
-                    identity: identity,
-                    membership: try configuration.networkKey.map { try NetworkMembership.sign(gateway: identity.nodeID, with: $0) }
-                ),
+                credentials: credentials,
                 links: nodeLinks,
                 registry: registry,
                 admission: Admission(
@@ -88,6 +91,8 @@ public func buildGateway(
                     database: database,
                     newNodes: RateLimiter(capacity: configuration.newNodesPerAddress, period: configuration.newNodePeriod)
                 ),
+                network: configuration.networkKey?.nodeID,
+                peers: peers,
                 logger: logger,
                 onListening: { port in
                     meshAddress.set(JoinAddress.Endpoint(host: advertised, port: port).description)
@@ -172,6 +177,20 @@ public func buildGateway(
     )
     router.add(middleware: OpenAIErrorMiddleware())
     router.add(middleware: AuthMiddleware(auth: auth, requireAuth: configuration.requireAuth))
+    if let peers {
+        router.add(
+            middleware: PeerForwardMiddleware(
+                peers: peers,
+                registry: registry,
+                catalog: configuration.catalog,
+                database: database,
+                network: network,
+                self_: identity.nodeID,
+                ttl: GatewayDirectoryService.ttl(for: configuration.directoryInterval),
+                maxBodyBytes: configuration.maxBodyBytes
+            )
+        )
+    }
     OperationsController(registry: registry, metrics: metrics).addRoutes(to: router)
     ModelsController(registry: registry).addRoutes(to: router)
     CompletionsController(pipeline: pipeline).addRoutes(to: router)
@@ -200,8 +219,21 @@ public func buildGateway(
     let sweeper = RegistrySweeperService(registry: registry, metrics: metrics, interval: configuration.sweepInterval, logger: logger)
     let connections = ConnectionCounter(limitPerAddress: configuration.maxConnectionsPerAddress, exempt: configuration.trustedProxies)
     let headerTimeout = TimeAmount(configuration.headerTimeout)
+    let responder = GatewayResponder(router: router.buildResponder(), metrics: metrics)
+    // Serves what the network's other gateways forward, over the links this gateway dials to them.
+    let dialer = peers.map { _ in
+        PeerDialerService(
+            database: database,
+            id: identity.nodeID,
+            network: network,
+            credentials: credentials,
+            responder: responder,
+            interval: configuration.directoryInterval,
+            logger: logger
+        )
+    }
     let application = WebServer(
-        responder: GatewayResponder(router: router.buildResponder(), metrics: metrics),
+        responder: responder,
         server: .http1(
             configuration: HTTP1Channel.Configuration(
                 additionalChannelHandlers: [ConnectionGuardHandler(counter: connections, headerTimeout: headerTimeout)],
@@ -224,7 +256,7 @@ public func buildGateway(
         pools: pools,
         // The reconciler starts after the mesh (it talks over the links) and stops before it (its stops are sent
         // while the links are up).
-        services: [sweeper] + meshServices + (pools.map { [$0] } ?? []) + [application],
+        services: [sweeper] + meshServices + (pools.map { [$0] } ?? []) + (dialer.map { [$0] } ?? []) + [application],
         routes: router.routes.map { ($0.method.rawValue, $0.path.description) }
     )
 }

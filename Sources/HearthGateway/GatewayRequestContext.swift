@@ -11,9 +11,17 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext
     public var clientAddress: String = "unknown"
     /// Who the request comes from, once `AuthMiddleware` has read its bearer credential.
     public var caller: Caller = .anonymous
+    /// Whether another gateway of the network forwarded the request over the peer link this gateway dialed to it.
+    /// Set only by that link's responder (`PeerDialerService`), never from anything the request says.
+    public let viaPeer: Bool
 
     public init(source: ApplicationRequestContextSource) {
+        self.init(source: source, viaPeer: false)
+    }
+
+    init(source: ApplicationRequestContextSource, viaPeer: Bool) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
+        self.viaPeer = viaPeer
     }
 }

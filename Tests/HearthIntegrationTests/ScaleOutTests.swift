@@ -175,6 +175,29 @@ extension OneAtATime {
             _ = try await eventually("the node to link to the first gateway of its join string", within: .seconds(120)) { try await readyNodes(aURL) }
             #expect(try await readyNodes(bURL) == nil, "a node links to one gateway")
 
+            // B has no node: it forwards to A over the link it dialed to A, A's node answers, A meters and credits the
+            // request once and B records nothing of it.
+            let small: JSONValue = [
+                "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Say hi."]], "max_tokens": 8,
+            ]
+            let forwarded = try await eventually("B to forward to A", within: .seconds(60), every: .milliseconds(250)) { () -> HTTP.Reply? in
+                let reply = try await HTTP.post(bURL + "/v1/chat/completions", json: small)
+                return reply.status == 200 ? reply : nil
+            }
+            let forwardedID = try #require(forwarded.headers.first(name: "x-hearth-served-request-id"), "\(forwarded.headers)")
+            let aID = try #require(try await HTTP.get(aURL + "/api/gateways").json["gateway"]?.stringValue)
+            #expect(forwarded.headers.first(name: "x-hearth-gateway") == String(aID.prefix(12)), "the answer says which gateway served it")
+            var streamed = small
+            streamed["stream"] = true
+            let stream = try await HTTP.post(bURL + "/v1/chat/completions", json: streamed)
+            #expect(stream.status == 200 && stream.text.contains("data: [DONE]"), "\(stream.text.suffix(300))")
+            let ledgerStore = try await GatewayDatabase.open(url: try DatabaseURL(database), logger: Logger(label: "test"))
+            let rows = try await eventually("the forwarded request's usage row") { () -> [UsageRecord]? in
+                let rows = try await ledgerStore.recentUsage(limit: 200).filter { $0.requestID == forwardedID }
+                return rows.isEmpty ? nil : rows
+            }
+            #expect(rows.count == 1 && rows.first?.status == "ok", "metered once, by the serving gateway: \(rows)")
+
             // A long answer under way on A when A is killed.
             let chat: JSONValue = [
                 "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Tell me a long story."]],

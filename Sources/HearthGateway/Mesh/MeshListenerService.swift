@@ -21,6 +21,9 @@ struct MeshListenerService: Service {
     let links: NodeLinks
     let registry: NodeRegistry
     let admission: Admission
+    /// The network this gateway belongs to, and the links its other gateways dialed to it.
+    var network: NodeID? = nil
+    var peers: PeerLinks? = nil
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
 
@@ -76,6 +79,14 @@ struct MeshListenerService: Service {
             return
         }
         let link = NodeLink(nodeID: nodeID, channel: accepted.channel, multiplexer: accepted.multiplexer)
+        if let network, let peers, await Self.isPeer(accepted.channel, id: nodeID, network: network) {
+            if let previous = peers.insert(link) { previous.close() }
+            logger.info("peer gateway linked", metadata: ["gateway.peer": "\(nodeID.short)", "mesh.remote": "\(remote)"])
+            try? await accepted.channel.closeFuture.get()
+            peers.remove(link)
+            logger.info("peer gateway link closed", metadata: ["gateway.peer": "\(nodeID.short)"])
+            return
+        }
         let account: NodeID?
         do {
             account = try await admit(link, address: accepted.channel.remoteAddress?.ipAddress)
@@ -99,6 +110,16 @@ struct MeshListenerService: Service {
             registry.remove(nodeID)
             logger.info("node left", metadata: ["node.id": "\(nodeID.short)"])
         }
+    }
+
+    /// Whether the peer of `channel` proved it is a gateway of `network`: its certificate carries the network key's
+    /// signature over its own key (which the handshake proved).
+    static func isPeer(_ channel: any Channel, id: NodeID, network: NodeID) async -> Bool {
+        let certificate = try? await channel.eventLoop.submit {
+            try channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate
+        }.get()
+        guard let certificate else { return false }
+        return LinkCredentials.membership(of: certificate)?.proves(gateway: id, in: network) == true
     }
 
     /// Reads the node's credentials and asks `admission`. A refused node is told why before its link closes.

@@ -19,6 +19,8 @@ struct BrowserGuardMiddleware: RouterMiddleware {
     let policy: BrowserPolicy
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        // The gateway that forwarded it checked the browser's Host and Origin against its own policy.
+        if context.viaPeer { return try await next(request, context) }
         let shape = ErrorShape(path: request.uri.path)
         // HTTPTypes carries HTTP/1's Host header as the request's authority; a request built in-process may carry
         // it as a field.

@@ -55,10 +55,12 @@ struct RateLimitMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var context = context
+        // A peer gateway says whose request it forwards, as a trusted proxy does.
+        let peer = context.remoteAddress?.ipAddress
         context.clientAddress = Self.clientAddress(
-            peer: context.remoteAddress?.ipAddress,
+            peer: peer,
             forwardedFor: request.headers[values: .xForwardedFor],
-            trustedProxies: trustedProxies
+            trustedProxies: context.viaPeer ? trustedProxies.union(peer.map { [$0] } ?? []) : trustedProxies
         )
         let path = request.uri.path
         guard CanonicalPath.isAPI(path) else {

@@ -45,7 +45,8 @@ struct GatewayDirectoryService: Service {
             let seen = changes.generation
             if let address = mesh.current {
                 let nodes = registry.routableNodes()
-                let models = Set(nodes.flatMap { node in node.models.filter { $0.state == .ready }.map(\.id.rawValue) })
+                // Loaded or not (a node loads a model on its first request), as `/v1/models` lists them; not failed ones.
+                let models = Set(nodes.flatMap { node in node.models.filter { $0.state != .failed }.map(\.id.rawValue) })
                 do {
                     try await database.heartbeat(
                         GatewayRecord(

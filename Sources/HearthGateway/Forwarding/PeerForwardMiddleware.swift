@@ -1,0 +1,83 @@
+import Foundation
+import HTTPTypes
+import HearthCore
+import HearthMesh
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Forwards a completion or embeddings request that no node of this gateway can serve to a gateway of the network
+/// whose nodes serve its model (docs/SCALE-OUT.md, "Forwarding"). The peer gets the client's request as sent (its
+/// credential included: the database is shared, so it authenticates, meters and credits the request itself) with the
+/// client's address in `X-Forwarded-For`, over the peer link it dialed to this gateway; its answer is relayed byte for
+/// byte. This gateway records nothing of a forwarded request: the serving gateway does, once.
+///
+/// Only a gateway in a network with a peer linked looks at the body here; a request that came from a peer is never
+/// forwarded again.
+struct PeerForwardMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    let peers: PeerLinks
+    let registry: NodeRegistry
+    let catalog: Catalog
+    let database: GatewayDatabase
+    let network: NodeID
+    let self_: NodeID
+    let ttl: Double
+    let maxBodyBytes: Int
+
+    static let forwardable: Set<String> = [
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate", "/api/embed", "/api/embeddings",
+    ]
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard request.method == .post, !context.viaPeer, !peers.isEmpty, Self.forwardable.contains(request.uri.path) else {
+            return try await next(request, context)
+        }
+        let body = try await request.body.collect(upTo: maxBodyBytes)
+        let kept = Request(head: request.head, body: RequestBody(buffer: body))
+        guard let name = (try? JSONValue.parse(body.readableBytesView))?["model"]?.stringValue, let model = ModelID(name),
+            !RoutePlanner.plan(model: model, nodes: registry.routableNodes(), catalog: catalog).hasCandidates
+        else { return try await next(kept, context) }
+        let since = Date().timeIntervalSince1970 - ttl
+        let serving = (try? await database.liveGateways(network: network.rawValue, since: since)) ?? []
+        for row in serving where row.id != self_.rawValue && row.models.contains(name) {
+            guard let id = NodeID(row.id), let link = peers.link(to: id) else { continue }
+            var headers = HTTPHeaders()
+            for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
+                headers.add(name: field.name.rawName, value: field.value)
+            }
+            headers.add(name: "x-forwarded-for", value: context.clientAddress)
+            headers.add(name: "content-length", value: String(body.readableBytes))
+            let response: LinkResponse
+            do {
+                response = try await link.send(.POST, request.uri.description, headers: headers, body: body)
+            } catch {
+                context.logger.warning("forwarding to a peer gateway failed", metadata: ["gateway.peer": "\(id.short)", "error": "\(error)"])
+                continue
+            }
+            var fields = HTTPFields()
+            for header in response.head.headers
+            where !Self.hopByHop.contains(header.name.lowercased()) && !Self.ownHeaders.contains(header.name.lowercased()) {
+                if let name = HTTPField.Name(header.name) { fields.append(HTTPField(name: name, value: header.value)) }
+            }
+            // Which gateway served it, and under which request id its usage row and ledger entry are stored there.
+            fields[.init("X-Hearth-Gateway")!] = id.short
+            if let served = response.head.headers.first(name: "x-request-id") { fields[.init("X-Hearth-Served-Request-Id")!] = served }
+            let upstream = response.body
+            return Response(
+                status: .init(code: Int(response.head.status.code)),
+                headers: fields,
+                body: ResponseBody { writer in
+                    while let chunk = try await upstream.next() { try await writer.write(chunk) }
+                    try await writer.finish(nil)
+                }
+            )
+        }
+        return try await next(kept, context)
+    }
+
+    static let hopByHop: Set<String> = ["host", "connection", "keep-alive", "transfer-encoding", "content-length", "x-forwarded-for", "upgrade"]
+    /// Headers this gateway sets on every answer itself (its request id, rate limit, date).
+    static let ownHeaders: Set<String> = ["x-request-id", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "date", "server"]
+}
