@@ -80,28 +80,17 @@ struct PeerDialerService: Service {
             }
             try await writer.write(response: response.head, body: response.body)
         })
-        let (channel, multiplexer) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(5))
-            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .connect(host: endpoint.host, port: endpoint.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(
-                        NIOSSLClientHandler(
-                            context: context,
-                            serverHostname: nil,
-                            customVerificationCallback: LinkTLS.verifier(pin: .network(network))
-                        )
-                    )
-                    let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .server, configuration: LinkHTTP2.configuration) { stream in
-                        stream.eventLoop.makeCompletedFuture {
-                            try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPServerCodec())
-                            return try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(wrappingChannelSynchronously: stream)
-                        }
-                    }
-                    return (channel, multiplexer)
-                }
+        let (channel, multiplexer, _) = try await LinkDial.connect(
+            host: endpoint.host,
+            port: endpoint.port,
+            context: context,
+            pin: .network(network)
+        ) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPServerCodec())
+                return try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(wrappingChannelSynchronously: stream)
             }
+        }
         logger.info("linked to peer gateway", metadata: ["gateway.peer": "\(peer.id.prefix(12))", "mesh": "\(peer.mesh)"])
         try await withTaskCancellationHandler {
             try await withThrowingDiscardingTaskGroup { group in

@@ -83,31 +83,14 @@ struct GatewayLinkService: Service {
             case .gateway(let id): .identity(id)
             case .network(let id): .network(id)
             }
-        let (channel, multiplexer, peer) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(5))
-            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .connect(host: endpoint.host, port: endpoint.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(
-                        NIOSSLClientHandler(
-                            context: context,
-                            serverHostname: nil,
-                            customVerificationCallback: LinkTLS.verifier(pin: linkPin)
-                        )
-                    )
-                    let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
-                    try sync.addHandler(handshake)
-                    let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .server, configuration: LinkHTTP2.configuration) { stream in
-                        stream.eventLoop.makeCompletedFuture {
-                            try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPServerCodec())
-                            try stream.pipeline.syncOperations.addHandler(ByteStreamSplitter(streams: streams))
-                            return try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(wrappingChannelSynchronously: stream)
-                        }
-                    }
-                    return (channel, multiplexer, handshake.peer)
-                }
+        let (channel, multiplexer, peer) = try await LinkDial.connect(host: endpoint.host, port: endpoint.port, context: context, pin: linkPin) {
+            stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTPServerCodec())
+                try stream.pipeline.syncOperations.addHandler(ByteStreamSplitter(streams: streams))
+                return try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(wrappingChannelSynchronously: stream)
             }
+        }
         do {
             status.setGateway(try await peer.get())
         } catch {
