@@ -185,7 +185,7 @@ public func buildGateway(
                 catalog: configuration.catalog,
                 database: database,
                 network: network,
-                self_: identity.nodeID,
+                gateway: identity.nodeID,
                 ttl: GatewayDirectoryService.ttl(for: configuration.directoryInterval),
                 maxBodyBytes: configuration.maxBodyBytes
             )

@@ -64,12 +64,15 @@ struct SQLiteSession: SQLSession {
     }
 
     func savepoint<T>(_ body: () throws -> T) throws -> T {
-        var result: T?
+        var result: Result<T, any Error>?
         try db.inSavepoint {
-            result = try body()
+            result = Result { try body() }
+            // A failed body rolls its own changes back; the error goes to the caller below.
+            if case .failure = result { return .rollback }
             return .commit
         }
-        return result!
+        guard let result else { throw SQLRowError(column: "", expected: "a savepoint that ran its body", found: .null) }
+        return try result.get()
     }
 
     func lock(_ key: Int64) throws {}

@@ -22,7 +22,8 @@ struct PeerForwardMiddleware: RouterMiddleware {
     let catalog: Catalog
     let database: GatewayDatabase
     let network: NodeID
-    let self_: NodeID
+    /// This gateway, which is never forwarded to.
+    let gateway: NodeID
     let ttl: Double
     let maxBodyBytes: Int
 
@@ -41,7 +42,7 @@ struct PeerForwardMiddleware: RouterMiddleware {
         else { return try await next(kept, context) }
         let since = Date().timeIntervalSince1970 - ttl
         let serving = (try? await database.liveGateways(network: network.rawValue, since: since)) ?? []
-        for row in serving where row.id != self_.rawValue && row.models.contains(name) {
+        for row in serving where row.id != gateway.rawValue && row.models.contains(name) {
             guard let id = NodeID(row.id), let link = peers.link(to: id) else { continue }
             var headers = HTTPHeaders()
             for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
