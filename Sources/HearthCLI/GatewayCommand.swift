@@ -94,7 +94,8 @@ struct GatewayOptions: ParsableArguments {
 
     @Option(
         help: """
-            Create a pool (a model split over several nodes) when a request asks for a pinned model that no node             serves alone but the nodes lending memory could together: on or off (default: off; on for `hearth up`).
+            Create a pool (a model split over several nodes) when a request asks for a pinned model that no node \
+            serves alone but the nodes lending memory could together: on or off (default: off; on for `hearth up`).
             """
     )
     var autoPools: String?
@@ -136,7 +137,9 @@ struct GatewayOptions: ParsableArguments {
 
     @Option(
         help: """
-            A PostgreSQL database to keep accounts, keys, logins, quotas, usage, the ledger and pools in, shared by every             gateway given the same one: postgres://user:password@host:port/database[?sslmode=require] (env:             HEARTH_DATABASE_URL; default: SQLite in the data folder). The gateway's key stays in its data folder.
+            A PostgreSQL database to keep accounts, keys, logins, quotas, usage, the ledger and pools in, shared by every \
+            gateway given the same one: postgres://user:password@host:port/database[?sslmode=require] (env: \
+            HEARTH_DATABASE_URL; default: SQLite in the data folder). The gateway's key stays in its data folder.
             """
     )
     var database: String?

@@ -28,7 +28,8 @@ struct NodeOptions: ParsableArguments {
 
     @Option(
         help: """
-            Memory lent to pools (models split over several nodes), out of --memory: a size (2GiB) or a share (25%).             0 lends nothing (the default for `hearth node`; `hearth up` lends 25%).
+            Memory lent to pools (models split over several nodes), out of --memory: a size (2GiB) or a share (25%). \
+            0 lends nothing (the default for `hearth node`; `hearth up` lends 25%).
             """
     )
     var poolMemory: String?
@@ -60,7 +61,8 @@ struct NodeOptions: ParsableArguments {
 
     @Flag(
         help: """
-            Serve embeddings (/v1/embeddings, Ollama's /api/embed) from every model too, with mean pooling. Catalog             embedding models always serve them.
+            Serve embeddings (/v1/embeddings, Ollama's /api/embed) from every model too, with mean pooling. Catalog \
+            embedding models always serve them.
             """
     )
     var embeddings = false
