@@ -187,6 +187,11 @@ extension OneAtATime {
             let forwardedID = try #require(forwarded.headers.first(name: "x-hearth-served-request-id"), "\(forwarded.headers)")
             let aID = try #require(try await HTTP.get(aURL + "/api/gateways").json["gateway"]?.stringValue)
             #expect(forwarded.headers.first(name: "x-hearth-gateway") == String(aID.prefix(12)), "the answer says which gateway served it")
+            // A name without quantization is read as local routing reads it (the catalog's pinned file).
+            var base = small
+            base["model"] = "smollm2-135m-instruct"
+            let byBaseName = try await HTTP.post(bURL + "/v1/chat/completions", json: base)
+            #expect(byBaseName.status == 200 && byBaseName.headers.first(name: "x-hearth-gateway") == String(aID.prefix(12)), "\(byBaseName.text)")
             var streamed = small
             streamed["stream"] = true
             let stream = try await HTTP.post(bURL + "/v1/chat/completions", json: streamed)

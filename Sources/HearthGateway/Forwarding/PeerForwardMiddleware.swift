@@ -42,7 +42,11 @@ struct PeerForwardMiddleware: RouterMiddleware {
         else { return try await next(kept, context) }
         let since = Date().timeIntervalSince1970 - ttl
         let serving = (try? await database.liveGateways(network: network.rawValue, since: since)) ?? []
-        for row in serving where row.id != gateway.rawValue && row.models.contains(name) {
+        // The name as asked, or the catalog's choice for a name without quantization, as local routing reads it.
+        func serves(_ row: GatewayRecord) -> Bool {
+            row.models.contains(name) || catalog.resolve(model) { row.models.contains($0.id.rawValue) } != nil
+        }
+        for row in serving where row.id != gateway.rawValue && serves(row) {
             guard let id = NodeID(row.id), let link = peers.link(to: id) else { continue }
             var headers = HTTPHeaders()
             for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {

@@ -45,8 +45,11 @@ struct GatewayDirectoryService: Service {
             let seen = changes.generation
             if let address = mesh.current {
                 let nodes = registry.routableNodes()
-                // Loaded or not (a node loads a model on its first request), as `/v1/models` lists them; not failed ones.
-                let models = Set(nodes.flatMap { node in node.models.filter { $0.state != .failed }.map(\.id.rawValue) })
+                // Loaded or not (a node loads a model on its first request), as `/v1/models` lists them, under their ids
+                // and the aliases their owners gave; not failed ones.
+                let models = Set(
+                    nodes.flatMap { node in node.models.filter { $0.state != .failed }.flatMap { [$0.id.rawValue] + $0.aliases.map(\.rawValue) } }
+                )
                 do {
                     try await database.heartbeat(
                         GatewayRecord(
