@@ -27,12 +27,11 @@ struct InviteCommand: AsyncParsableCommand {
         var path: String { dataDir ?? CommandEnvironment().defaultDataDirectory + "/gateway" }
 
         func database() async throws -> GatewayDatabase {
-            let database: GatewayDatabase
-            if let url = try GatewayOptions.parseDatabaseURL(self.database ?? CommandEnvironment()["HEARTH_DATABASE_URL"]) {
-                database = try await GatewayDatabase.open(url: url, logger: Logger(label: "hearth"))
-            } else {
-                database = try GatewayDatabase.open(directory: path)
-            }
+            let database = try await GatewayDatabase.open(
+                url: try GatewayOptions.parseDatabaseURL(self.database ?? CommandEnvironment()["HEARTH_DATABASE_URL"]),
+                directory: path,
+                logger: Logger(label: "hearth")
+            )
             try await database.migrate()
             return database
         }

@@ -44,12 +44,7 @@ public func buildGateway(
     onMeshListening: @escaping @Sendable (Int) async -> Void = { _ in }
 ) async throws -> Gateway {
     let identity = try GatewayIdentity.loadOrCreate(in: configuration.dataDirectory)
-    var database =
-        if let url = configuration.database {
-            try await GatewayDatabase.open(url: url, logger: logger)
-        } else {
-            try GatewayDatabase.open(directory: configuration.dataDirectory)
-        }
+    var database = try await GatewayDatabase.open(url: configuration.database, directory: configuration.dataDirectory, logger: logger)
     database.gatewayID = identity.nodeID.rawValue
     try await database.migrate()
     try await database.nameUnnamedChain()
@@ -71,8 +66,9 @@ public func buildGateway(
         identity: identity,
         membership: try configuration.networkKey.map { try NetworkMembership.sign(gateway: identity.nodeID, with: $0) }
     )
-    // The links other gateways of the network dialed to this one, to take the requests it forwards to them.
-    let peers = configuration.networkKey == nil ? nil : PeerLinks()
+    // The links other gateways of the network dialed to this one (docs/SCALE-OUT.md, "Forwarding"): this gateway
+    // forwards a request to a peer on the link that peer dialed, as it sends one to a node on the node's link.
+    let peers = configuration.networkKey == nil ? nil : NodeLinks()
     if let transport {
         nodeTransport = transport
     } else {

@@ -16,6 +16,15 @@ enum StorageBackend: String, CaseIterable, CustomTestStringConvertible, Sendable
 
     var testDescription: String { rawValue }
 
+    /// The database at `place`: a folder for SQLite, a URL for PostgreSQL.
+    func database(at place: String) async throws -> GatewayDatabase {
+        try await GatewayDatabase.open(
+            url: self == .postgres ? try DatabaseURL(place) : nil,
+            directory: self == .sqlite ? place : nil,
+            logger: Logger(label: "test")
+        )
+    }
+
     /// A new, empty, migrated database: a file of its own, or a database of its own on the shared test server.
     /// `sharing` opens a second gateway's connection to the same database.
     func open(
@@ -29,11 +38,7 @@ enum StorageBackend: String, CaseIterable, CustomTestStringConvertible, Sendable
         }
         let backend = self
         let reopen: @Sendable (String) async throws -> GatewayDatabase = { gateway in
-            var database =
-                switch backend {
-                case .sqlite: try GatewayDatabase.open(directory: place)
-                case .postgres: try await GatewayDatabase.open(url: try DatabaseURL(place), logger: Logger(label: "test"))
-                }
+            var database = try await backend.database(at: place)
             database.gatewayID = gateway
             try await database.migrate()
             return database
@@ -516,9 +521,7 @@ struct LedgerChainTests {
         case .sqlite: place = try TestEnvironment.temporaryDirectory("store-unnamed")
         case .postgres: place = try await PostgresServer.shared.database("unnamed")
         }
-        let database =
-            backend == .sqlite
-            ? try GatewayDatabase.open(directory: place) : try await GatewayDatabase.open(url: try DatabaseURL(place), logger: Logger(label: "test"))
+        let database = try await backend.database(at: place)
         let before = GatewayDatabase.migrations.prefix { $0.name != GatewayDatabase.ledgerChainsMigration.name }
         try await database.store.migrate(Array(before))
         guard case .credit(_, let signed) = try base.credit("old") else { return }

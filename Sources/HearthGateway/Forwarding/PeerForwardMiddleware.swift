@@ -17,7 +17,8 @@ import NIOHTTP1
 /// forwarded again.
 struct PeerForwardMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
-    let peers: PeerLinks
+    /// The links the network's other gateways dialed to this one.
+    let peers: NodeLinks
     let registry: NodeRegistry
     let catalog: Catalog
     let database: GatewayDatabase
@@ -32,7 +33,7 @@ struct PeerForwardMiddleware: RouterMiddleware {
     ]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard request.method == .post, !context.viaPeer, !peers.isEmpty, Self.forwardable.contains(request.uri.path) else {
+        guard request.method == .post, !context.viaPeer, peers.count > 0, Self.forwardable.contains(request.uri.path) else {
             return try await next(request, context)
         }
         let body = try await request.body.collect(upTo: maxBodyBytes)

@@ -23,7 +23,7 @@ struct MeshListenerService: Service {
     let admission: Admission
     /// The network this gateway belongs to, and the links its other gateways dialed to it.
     var network: NodeID? = nil
-    var peers: PeerLinks? = nil
+    var peers: NodeLinks? = nil
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
 
@@ -63,7 +63,7 @@ struct MeshListenerService: Service {
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
-            for link in links.all() { link.close() }
+            for link in links.all() + (peers?.all() ?? []) { link.close() }
         }
     }
 
@@ -83,7 +83,7 @@ struct MeshListenerService: Service {
             if let previous = peers.insert(link) { previous.close() }
             logger.info("peer gateway linked", metadata: ["gateway.peer": "\(nodeID.short)", "mesh.remote": "\(remote)"])
             try? await accepted.channel.closeFuture.get()
-            peers.remove(link)
+            _ = peers.remove(link)
             logger.info("peer gateway link closed", metadata: ["gateway.peer": "\(nodeID.short)"])
             return
         }

@@ -50,6 +50,11 @@ public final class NodeLinks: NodeTransport {
         }
     }
 
+    /// `node`'s current link, if it has one.
+    func link(to node: NodeID) -> NodeLink? {
+        links.withLock { $0[node] }
+    }
+
     /// Every current link.
     func all() -> [NodeLink] {
         links.withLock { Array($0.values) }
@@ -57,7 +62,7 @@ public final class NodeLinks: NodeTransport {
 
     /// Closes `node`'s link, if it has one.
     func close(_ node: NodeID) {
-        links.withLock { $0[node] }?.close()
+        link(to: node)?.close()
     }
 
     /// Whether `node` has a link now.
@@ -68,19 +73,19 @@ public final class NodeLinks: NodeTransport {
     /// Opens a byte stream to `service` on `node`, through its link.
     /// - Throws: `NodeTransportError.notLinked`, `LinkTunnelError.refused` or a link error.
     public func openTunnel(to node: NodeID, service: String) async throws -> LinkTunnel {
-        guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
+        guard let link = link(to: node) else { throw NodeTransportError.notLinked(node) }
         return try await LinkTunnel.open(on: link.multiplexer, service: service)
     }
 
     /// Opens a byte stream on `path` of `node` (see `LinkTunnel.open(on:path:)`).
     public func openStream(to node: NodeID, path: String) async throws -> LinkTunnel {
-        guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
+        guard let link = link(to: node) else { throw NodeTransportError.notLinked(node) }
         return try await LinkTunnel.open(on: link.multiplexer, path: path)
     }
 
     /// One request to `node` with a JSON body, its answer's status and up to 64 KiB of its body.
     func call(_ method: HTTPMethod, _ path: String, on node: NodeID, json body: ByteBuffer? = nil) async throws -> (status: Int, body: String) {
-        guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
+        guard let link = link(to: node) else { throw NodeTransportError.notLinked(node) }
         let response = try await link.send(method, path, headers: ["content-type": "application/json"], body: body)
         var text = ""
         while let chunk = try await response.body.next(), text.utf8.count < 65_536 { text += String(buffer: chunk) }
@@ -91,12 +96,12 @@ public final class NodeLinks: NodeTransport {
     public var count: Int { links.withLock { $0.count } }
 
     public func cancel(requestID: String, on node: NodeID) async {
-        guard let link = links.withLock({ $0[node] }) else { return }
+        guard let link = link(to: node) else { return }
         _ = try? await link.send(.POST, LinkProtocol.Path.cancel, headers: [LinkProtocol.Header.requestID: requestID], body: nil)
     }
 
     public func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
-        guard let link = links.withLock({ $0[node] }) else { throw NodeTransportError.notLinked(node) }
+        guard let link = link(to: node) else { throw NodeTransportError.notLinked(node) }
         var headers: HTTPHeaders = [
             "content-type": "application/json", LinkProtocol.Header.requestID: request.requestID,
             LinkProtocol.Header.consumer: request.consumer,

@@ -97,6 +97,12 @@ public struct GatewayDatabase: Sendable {
         return GatewayDatabase(store: store)
     }
 
+    /// The database a gateway is told to use: PostgreSQL at `url` when given, else SQLite in `directory`.
+    public static func open(url: DatabaseURL?, directory: String?, logger: Logger) async throws -> GatewayDatabase {
+        if let url { return try await open(url: url, logger: logger) }
+        return try open(directory: directory)
+    }
+
     package init(store: any SQLStore) {
         self.store = store
         commits = GroupCommit(store: store)

@@ -47,9 +47,11 @@ enum StorageBench {
                 place = try await PostgresServer.shared.database("benchstorage")
             }
             func open(_ gateway: String) async throws -> GatewayDatabase {
-                var database =
-                    backend == "SQLite"
-                    ? try GatewayDatabase.open(directory: place) : try await GatewayDatabase.open(url: try DatabaseURL(place), logger: logger)
+                var database = try await GatewayDatabase.open(
+                    url: backend == "SQLite" ? nil : try DatabaseURL(place),
+                    directory: backend == "SQLite" ? place : nil,
+                    logger: logger
+                )
                 database.gatewayID = gateway
                 try await database.migrate()
                 return database
