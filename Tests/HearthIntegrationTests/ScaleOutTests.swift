@@ -214,10 +214,15 @@ extension OneAtATime {
             request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(chat)))
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
             let cutID = try #require(response.headers.first(name: "x-request-id"))
-            // Tokens are flowing: the request's in-flight note (queued when the node took it) has long been written.
+            // Tokens are flowing.
             var body = response.body.makeAsyncIterator()
             var received = 0
             while received < 3, let chunk = try await body.next() { received += chunk.readableBytes > 0 ? 1 : 0 }
+            // The note is queued off the answer's path: on a loaded machine tokens can outrun its commit. Kill A once it
+            // is in the database, which is what a crash can recover from.
+            _ = try await eventually("the request's in-flight note") {
+                try await ledgerStore.store.read { try $0.queryOne("SELECT 1 AS noted FROM in_flight WHERE request_id = ?", cutID) }
+            }
             a.send(SIGKILL)
             _ = await a.waitForExit(timeout: .seconds(20))
             let killedAt = ContinuousClock.now
