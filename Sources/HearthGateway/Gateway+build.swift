@@ -183,7 +183,8 @@ public func buildGateway(
                 network: network,
                 gateway: identity.nodeID,
                 ttl: GatewayDirectoryService.ttl(for: configuration.directoryInterval),
-                maxBodyBytes: configuration.maxBodyBytes
+                maxBodyBytes: configuration.maxBodyBytes,
+                retryAfterSeconds: configuration.retryAfterSeconds
             )
         )
     }

@@ -117,20 +117,23 @@ extension OneAtATime {
             }
         }
 
-        /// A gateway of the network on a fixed mesh port (so a restart answers at the same address).
+        /// A gateway of the network on a fixed mesh port (so a restart answers at the same address), reading the
+        /// operator catalog `catalog`, with limits a load from one address does not reach.
         func startGateway(
             _ name: String,
             directory: String,
             meshPort: Int,
             database: String,
-            networkKey: String
+            networkKey: String,
+            catalog: String
         ) async throws -> (TestProcess, String) {
             let gateway = try await TestProcess(
                 name: name,
                 executable: try TestEnvironment.hearthBinary(),
                 arguments: [
                     "gateway", "--port", "0", "--mesh-host", "127.0.0.1", "--mesh-port", "\(meshPort)", "--data-dir", "\(directory)/\(name)",
-                    "--database", database, "--network-key", networkKey,
+                    "--database", database, "--network-key", networkKey, "--catalog", catalog, "--rate-limit", "100000",
+                    "--anonymous-tokens-per-hour", "100000000", "--max-tokens-per-hour", "100000000",
                 ],
                 directory: directory
             )
@@ -138,17 +141,84 @@ extension OneAtATime {
             return (gateway, String(ready.dropFirst("READY url=".count)))
         }
 
-        /// Nodes join a network of two gateways with both addresses; when the one they are linked to is killed, they
-        /// move to the other, which serves them, and the killed one records its cut-off request when it comes back.
-        @Test func nodesMoveToTheNextGatewayOfTheNetworkWhenTheirsIsKilled() async throws {
+        /// Nodes serving `model` linked to the gateway at `url`, `nil` while none.
+        func serving(_ model: ModelID, at url: String) async throws -> Int64? {
+            let models = try await HTTP.get(url + "/v1/models").json["data"]?.arrayValue ?? []
+            let count = models.first { $0["id"]?.stringValue == model.rawValue }?["hearth"]?["nodes"]?.integerValue ?? 0
+            return count > 0 ? count : nil
+        }
+
+        /// What a client behind a load balancer got: the id its answer was metered under, and whether the gateway that
+        /// answered was asked after the kill.
+        actor Balanced {
+            var answered: [(id: String, afterKill: Bool)] = []
+            var retries = 0
+            var failures: [String] = []
+            var killed = false
+            var stopped = false
+            func answer(_ id: String, afterKill: Bool, retries: Int) {
+                answered.append((id, afterKill))
+                self.retries += retries
+            }
+            func fail(_ reason: String) { failures.append(reason) }
+            func kill() { killed = true }
+            func stop() { stopped = true }
+            var answeredAfterKill: Int { answered.filter(\.afterKill).count }
+        }
+
+        /// One request as a TCP/HTTP load balancer passes it on: to `first`, and to the next gateway when the connection
+        /// fails or the gateway answers 502/503/504 (nothing of the answer reached the client), until one answers or a
+        /// minute has passed. Returns the served request's id.
+        func balanced(_ body: JSONValue, gateways: [String], first: Int, client: HTTPClient) async throws -> (id: String, status: Int, retries: Int) {
+            let deadline = ContinuousClock.now + .seconds(60)
+            var attempt = first
+            var last = "no attempt"
+            while ContinuousClock.now < deadline {
+                let url = gateways[attempt % gateways.count]
+                attempt += 1
+                do {
+                    var request = HTTPClientRequest(url: url + "/v1/chat/completions")
+                    request.method = .POST
+                    request.headers.add(name: "content-type", value: "application/json")
+                    request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
+                    let response = try await client.execute(request, timeout: .seconds(60))
+                    let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+                    if response.status == .ok {
+                        let id = response.headers.first(name: "x-hearth-served-request-id") ?? response.headers.first(name: "x-request-id")
+                        return (try #require(id, "\(response.headers)"), 200, attempt - first - 1)
+                    }
+                    guard [502, 503, 504].contains(response.status.code) else { return (text, Int(response.status.code), attempt - first - 1) }
+                    last = "\(response.status.code) \(text.prefix(200))"
+                } catch {
+                    last = "\(error)"
+                }
+                // A balancer marks a failing backend down for a moment; this is that moment, bounded by the deadline.
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            throw TestProcessError("no gateway answered within a minute; last: \(last)")
+        }
+
+        /// Three nodes on two gateways of one network, serving two models: either gateway serves both. Then the gateway
+        /// holding two of the nodes is killed while clients behind a balancer keep asking: its nodes move to the other,
+        /// every client request is answered (a balancer retries what failed before its first byte), the killed gateway
+        /// records its cut-off request when it comes back, and every chain in the shared ledger verifies with each
+        /// answered request credited exactly once.
+        @Test func nodesMoveToTheNextGatewayOfTheNetworkWhenTheirsIsKilledUnderLoad() async throws {
             let database = try await PostgresServer.shared.database("failover")
             let directory = try TestEnvironment.temporaryDirectory("scale-failover")
             let keyFile = directory + "/network.key"
             let created = try await TestProcess.hearth(["gateway", "network-key", "--out", keyFile], in: directory)
             let network = try #require(created.output.first { $0.hasPrefix("network=") }?.dropFirst("network=".count), "\(created.errors)")
+            // A second model: the default model's file under another id, in the operator catalog every process reads.
+            let twin = try MultiModelTests.copy("smollm2-twin:q4_1")
+            let catalog = directory + "/catalog.json"
+            try Catalog(entries: [twin]).encoded().write(to: URL(fileURLWithPath: catalog))
             let ports = (try TestEnvironment.freePort(), try TestEnvironment.freePort())
-            var (a, aURL) = try await startGateway("gateway-a", directory: directory, meshPort: ports.0, database: database, networkKey: keyFile)
-            let (b, bURL) = try await startGateway("gateway-b", directory: directory, meshPort: ports.1, database: database, networkKey: keyFile)
+            func start(_ name: String, _ port: Int) async throws -> (TestProcess, String) {
+                try await startGateway(name, directory: directory, meshPort: port, database: database, networkKey: keyFile, catalog: catalog)
+            }
+            let (a, aURL) = try await start("gateway-a", ports.0)
+            var (b, bURL) = try await start("gateway-b", ports.1)
             #expect(a.output.contains { $0.hasSuffix("#net:\(network)") }, "\(a.output)")
             // The directory both gateways keep in the database gives the join string that lists them, oldest first.
             let join = try await eventually("both gateways in the directory") { () -> String? in
@@ -156,104 +226,178 @@ extension OneAtATime {
                 return (directory["data"]?.arrayValue?.count == 2) ? directory["join"]?.stringValue : nil
             }
             #expect(join == "127.0.0.1:\(ports.0),127.0.0.1:\(ports.1)#net:\(network)")
-            let node = try await TestProcess(
-                name: "node",
-                executable: try TestEnvironment.hearthBinary(),
-                arguments: try Cluster.nodeArguments(name: "node", directory: directory, join: join),
-                directory: directory
-            )
-            var processes = [node, b]
+            // One node tries A first; two try B first, one of them serving the second model.
+            let bFirst = "127.0.0.1:\(ports.1),127.0.0.1:\(ports.0)#net:\(network)"
+            var nodes: [TestProcess] = []
+            for (name, address, model) in [("node-a", join, DefaultModel.id), ("node-b", bFirst, DefaultModel.id), ("node-twin", bFirst, twin.id)] {
+                var arguments = try Cluster.nodeArguments(name: name, directory: directory, join: address) + ["--catalog", catalog]
+                if let index = arguments.firstIndex(of: "--model") { arguments[index + 1] = model.rawValue }
+                nodes.append(
+                    try await TestProcess(name: name, executable: try TestEnvironment.hearthBinary(), arguments: arguments, directory: directory)
+                )
+            }
+            let processes = nodes + [a]
             defer {
-                let all = processes + [a]
+                let all = processes + [b]
                 Task { for process in all { await process.stop() } }
             }
-            func readyNodes(_ url: String) async throws -> Int64? {
-                let models = try await HTTP.get(url + "/v1/models").json["data"]?.arrayValue ?? []
-                let count = models.first { $0["id"]?.stringValue == DefaultModel.id.rawValue }?["hearth"]?["nodes"]?.integerValue ?? 0
-                return count > 0 ? count : nil
-            }
-            _ = try await eventually("the node to link to the first gateway of its join string", within: .seconds(120)) { try await readyNodes(aURL) }
-            #expect(try await readyNodes(bURL) == nil, "a node links to one gateway")
+            _ = try await eventually("node-a on A", within: .seconds(120)) { try await serving(DefaultModel.id, at: aURL) }
+            _ = try await eventually("node-b on B", within: .seconds(120)) { try await serving(DefaultModel.id, at: bURL) }
+            _ = try await eventually("node-twin on B", within: .seconds(120)) { try await serving(twin.id, at: bURL) }
+            #expect(try await serving(twin.id, at: aURL) == nil, "a node links to one gateway")
 
-            // B has no node: it forwards to A over the link it dialed to A, A's node answers, A meters and credits the
-            // request once and B records nothing of it.
-            let small: JSONValue = [
-                "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Say hi."]], "max_tokens": 8,
-            ]
-            let forwarded = try await eventually("B to forward to A", within: .seconds(60), every: .milliseconds(250)) { () -> HTTP.Reply? in
-                let reply = try await HTTP.post(bURL + "/v1/chat/completions", json: small)
+            // Either gateway serves both models: A has no node for the second and forwards to B over the link it
+            // dialed; B meters and credits the request once and A records nothing of it.
+            func chat(_ model: String, tokens: Int = 8) -> JSONValue {
+                ["model": .string(model), "messages": [["role": "user", "content": "Say hi."]], "max_tokens": .integer(Int64(tokens))]
+            }
+            let forwarded = try await eventually("A to forward to B", within: .seconds(60), every: .milliseconds(250)) { () -> HTTP.Reply? in
+                let reply = try await HTTP.post(aURL + "/v1/chat/completions", json: chat(twin.id.rawValue))
                 return reply.status == 200 ? reply : nil
             }
             let forwardedID = try #require(forwarded.headers.first(name: "x-hearth-served-request-id"), "\(forwarded.headers)")
-            let aID = try #require(try await HTTP.get(aURL + "/api/gateways").json["gateway"]?.stringValue)
-            #expect(forwarded.headers.first(name: "x-hearth-gateway") == String(aID.prefix(12)), "the answer says which gateway served it")
+            let bID = try #require(try await HTTP.get(bURL + "/api/gateways").json["gateway"]?.stringValue)
+            #expect(forwarded.headers.first(name: "x-hearth-gateway") == String(bID.prefix(12)), "the answer says which gateway served it")
+            for (url, model) in [(aURL, DefaultModel.id.rawValue), (bURL, DefaultModel.id.rawValue), (bURL, twin.id.rawValue)] {
+                let reply = try await HTTP.post(url + "/v1/chat/completions", json: chat(model))
+                #expect(reply.status == 200 && reply.headers.first(name: "x-hearth-gateway") == nil, "\(url) \(model): \(reply.text)")
+            }
             // A name without quantization is read as local routing reads it (the catalog's pinned file).
-            var base = small
-            base["model"] = "smollm2-135m-instruct"
-            let byBaseName = try await HTTP.post(bURL + "/v1/chat/completions", json: base)
-            #expect(byBaseName.status == 200 && byBaseName.headers.first(name: "x-hearth-gateway") == String(aID.prefix(12)), "\(byBaseName.text)")
-            var streamed = small
+            let byBaseName = try await HTTP.post(aURL + "/v1/chat/completions", json: chat("smollm2-twin"))
+            #expect(byBaseName.status == 200 && byBaseName.headers.first(name: "x-hearth-gateway") == String(bID.prefix(12)), "\(byBaseName.text)")
+            var streamed = chat(twin.id.rawValue)
             streamed["stream"] = true
-            let stream = try await HTTP.post(bURL + "/v1/chat/completions", json: streamed)
+            let stream = try await HTTP.post(aURL + "/v1/chat/completions", json: streamed)
             #expect(stream.status == 200 && stream.text.contains("data: [DONE]"), "\(stream.text.suffix(300))")
-            let ledgerStore = try await GatewayDatabase.open(url: try DatabaseURL(database), logger: Logger(label: "test"))
+            let store = try await GatewayDatabase.open(url: try DatabaseURL(database), logger: Logger(label: "test"))
             let rows = try await eventually("the forwarded request's usage row") { () -> [UsageRecord]? in
-                let rows = try await ledgerStore.recentUsage(limit: 200).filter { $0.requestID == forwardedID }
+                let rows = try await store.recentUsage(limit: 200).filter { $0.requestID == forwardedID }
                 return rows.isEmpty ? nil : rows
             }
             #expect(rows.count == 1 && rows.first?.status == "ok", "metered once, by the serving gateway: \(rows)")
 
-            // A long answer under way on A when A is killed.
-            let chat: JSONValue = [
+            // Clients behind a balancer ask both gateways for both models from now until well after the kill.
+            let clients = Balanced()
+            let gateways = [aURL, bURL]
+            // A balancer finds a dead backend at once: a refused connection fails the request instead of waiting
+            // for the address to answer again, as AsyncHTTPClient's pool does by default.
+            var configuration = HTTPClient.Configuration()
+            configuration.connectionPool.retryConnectionEstablishment = false
+            let balancer = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            defer { Task { try? await balancer.shutdown() } }
+            let load = Task {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for client in 0..<4 {
+                        group.addTask {
+                            var turn = client
+                            while !(await clients.stopped) {
+                                let model = turn % 2 == 0 ? DefaultModel.id.rawValue : twin.id.rawValue
+                                let afterKill = await clients.killed
+                                let (id, status, retries) = try await self.balanced(chat(model), gateways: gateways, first: turn, client: balancer)
+                                if status == 200 {
+                                    await clients.answer(id, afterKill: afterKill, retries: retries)
+                                } else {
+                                    await clients.fail("\(status) \(id)")
+                                }
+                                turn += 1
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            defer { load.cancel() }
+            _ = try await eventually("the load to be answered", within: .seconds(60)) { await clients.answered.count >= 8 ? true : nil }
+
+            // A long answer under way on B when B is killed.
+            let long: JSONValue = [
                 "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Tell me a long story."]],
                 "max_tokens": 400, "stream": true, "ignore_eos": true,
             ]
-            var request = HTTPClientRequest(url: aURL + "/v1/chat/completions")
+            var request = HTTPClientRequest(url: bURL + "/v1/chat/completions")
             request.method = .POST
             request.headers.add(name: "content-type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(chat)))
+            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(long)))
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
             let cutID = try #require(response.headers.first(name: "x-request-id"))
-            // Tokens are flowing.
             var body = response.body.makeAsyncIterator()
             var received = 0
             while received < 3, let chunk = try await body.next() { received += chunk.readableBytes > 0 ? 1 : 0 }
-            // The note is queued off the answer's path: on a loaded machine tokens can outrun its commit. Kill A once it
+            // The note is queued off the answer's path: on a loaded machine tokens can outrun its commit. Kill B once it
             // is in the database, which is what a crash can recover from.
             _ = try await eventually("the request's in-flight note") {
-                try await ledgerStore.store.read { try $0.queryOne("SELECT 1 AS noted FROM in_flight WHERE request_id = ?", cutID) }
+                try await store.store.read { try $0.queryOne("SELECT 1 AS noted FROM in_flight WHERE request_id = ?", cutID) }
             }
-            a.send(SIGKILL)
-            _ = await a.waitForExit(timeout: .seconds(20))
+            await clients.kill()
+            b.send(SIGKILL)
+            _ = await b.waitForExit(timeout: .seconds(20))
             let killedAt = ContinuousClock.now
-            _ = try await eventually("the node to move to the second gateway", within: .seconds(60), every: .milliseconds(100)) {
-                try await readyNodes(bURL)
+            _ = try await eventually("B's nodes to move to A", within: .seconds(60), every: .milliseconds(100)) { () -> Bool? in
+                let defaults = try await serving(DefaultModel.id, at: aURL)
+                let twins = try await serving(twin.id, at: aURL)
+                return defaults == 2 && twins == 1 ? true : nil
             }
             let moved = ContinuousClock.now - killedAt
-            print("scale-out: node relinked to the next gateway \(moved) after the first was killed")
-            let served = try await HTTP.post(
-                bURL + "/v1/chat/completions",
-                json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Hi"]], "max_tokens": 8]
-            )
-            #expect(served.status == 200, "\(served.text)")
-            // B's directory now says B serves the model; A's row ages out after three missed heartbeats.
+            print("scale-out: B's two nodes relinked to A \(moved) after B was killed")
+            // Requests asked after the kill are answered too, both models, by A alone.
+            let before = await clients.answeredAfterKill
+            do {
+                _ = try await eventually("the load to go on after the kill", within: .seconds(90)) {
+                    await clients.answeredAfterKill >= before + 8 ? true : nil
+                }
+            } catch {
+                let state =
+                    "\(await clients.answered.count) answered, \(await clients.answeredAfterKill) after the kill, failures \(await clients.failures)"
+                Issue.record("\(error): \(state)\ngateway A:\n\(a.errorOutput.suffix(4000))")
+                throw error
+            }
+            await clients.stop()
+            try await load.value
+            let failures = await clients.failures
+            #expect(failures.isEmpty, "a client behind the balancer got an error: \(failures.prefix(3))")
+            let answered = await clients.answered.map(\.id)
+            print("scale-out: \(answered.count) requests answered behind the balancer, \(await clients.retries) retried on the other gateway")
+            #expect(Set(answered).count == answered.count, "each answer has its own request id")
+
+            // A's directory now says A serves both models; B's row ages out after three missed heartbeats.
             let listed = try await eventually("the killed gateway to leave the directory", within: .seconds(60), every: .milliseconds(500)) {
                 () -> [JSONValue]? in
-                let rows = try await HTTP.get(bURL + "/api/gateways").json["data"]?.arrayValue ?? []
-                return rows.count == 1 && rows.first?["models"]?.arrayValue?.isEmpty == false ? rows : nil
+                let rows = try await HTTP.get(aURL + "/api/gateways").json["data"]?.arrayValue ?? []
+                return rows.count == 1 && rows.first?["models"]?.arrayValue?.count ?? 0 >= 2 ? rows : nil
             }
             #expect(listed.first?["self"]?.boolValue == true)
-            #expect(listed.first?["models"]?.arrayValue?.contains(.string(DefaultModel.id.rawValue)) == true)
+            #expect(listed.first?["models"]?.arrayValue?.contains(.string(twin.id.rawValue)) == true)
 
-            // A comes back on its address and records what it was serving when it died; B's requests are not its own.
-            (a, aURL) = try await startGateway("gateway-a", directory: directory, meshPort: ports.0, database: database, networkKey: keyFile)
-            processes.append(a)
-            let store = try await GatewayDatabase.open(url: try DatabaseURL(database), logger: Logger(label: "test"))
+            // B comes back on its address and records what it was serving when it died.
+            (b, bURL) = try await start("gateway-b", ports.1)
             let cut = try await eventually("the cut-off request's row") {
-                try await store.recentUsage(limit: 50).first { $0.requestID == cutID }
+                try await store.recentUsage(limit: 500).first { $0.requestID == cutID }
             }
             #expect(cut.status == "cut_off")
-            #expect(try await store.recentUsage(limit: 50).first { $0.status == "ok" } != nil, "B's answer is stored as served")
+
+            // Every answered request is metered and credited exactly once, in one of the two chains, and every chain
+            // verifies, by Hearth and by the independent Python verifier.
+            let credited = try await store.store.read { session in
+                try session.query("SELECT request_id, chain FROM ledger").map { (try $0.string("request_id"), try $0.string("chain")) }
+            }
+            let chainOf = Dictionary(credited, uniquingKeysWith: { first, _ in first })
+            #expect(chainOf.count == credited.count, "a request credited twice")
+            let missing = answered.filter { chainOf[$0] == nil }
+            #expect(missing.isEmpty, "answered but never credited: \(missing.prefix(3))")
+            #expect(Set(credited.map(\.1)).count == 2, "both gateways credited requests in their own chains")
+            let usage = try await store.recentUsage(limit: 5000)
+            for id in answered { #expect(usage.filter { $0.requestID == id }.map(\.status) == ["ok"], "\(id)") }
+            let all = directory + "/all.jsonl"
+            let exported = try await TestProcess.hearth(["ledger", "export", "--url", aURL, "--all", "--out", all], in: directory)
+            #expect(exported.status == 0, "\(exported.errors)")
+            let checked = try await TestProcess.hearth(["ledger", "verify", all], in: directory)
+            #expect(checked.status == 0, "\(checked.errors)")
+            #expect(checked.output.first?.hasPrefix("OK entries=\(credited.count)") == true, "\(checked.output)")
+            let python = try await PythonClients.interpreter()
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/verify_ledger.py").path
+            let independent = try await TestProcess(name: "verify-ledger", executable: python, arguments: [script, all], directory: directory)
+            #expect(await independent.waitForExit(timeout: .seconds(60)) == 0, "\(independent.errorOutput.suffix(2000))")
+            #expect(independent.output.last == "OK")
         }
     }
 }

@@ -13,8 +13,10 @@ import NIOHTTP1
 /// client's address in `X-Forwarded-For`, over the peer link it dialed to this gateway; its answer is relayed byte for
 /// byte. This gateway records nothing of a forwarded request: the serving gateway does, once.
 ///
-/// Only a gateway in a network with a peer linked looks at the body here; a request that came from a peer is never
-/// forwarded again.
+/// Only a gateway in a network looks at the body here; a request that came from a peer is never forwarded again. When
+/// the gateways the directory says serve the model cannot be reached (one was just killed, its nodes are still
+/// redialing), the client gets 503 `model_not_ready` with `Retry-After`, as while a local node loads: the model does
+/// exist on this network, and a balancer or client that retries is served once the nodes have moved.
 struct PeerForwardMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     /// The links the network's other gateways dialed to this one.
@@ -27,13 +29,14 @@ struct PeerForwardMiddleware: RouterMiddleware {
     let gateway: NodeID
     let ttl: Double
     let maxBodyBytes: Int
+    let retryAfterSeconds: Int
 
     static let forwardable: Set<String> = [
         "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate", "/api/embed", "/api/embeddings",
     ]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard request.method == .post, !context.viaPeer, peers.count > 0, Self.forwardable.contains(request.uri.path) else {
+        guard request.method == .post, !context.viaPeer, Self.forwardable.contains(request.uri.path) else {
             return try await next(request, context)
         }
         let body = try await request.body.collect(upTo: maxBodyBytes)
@@ -47,8 +50,12 @@ struct PeerForwardMiddleware: RouterMiddleware {
         func serves(_ row: GatewayRecord) -> Bool {
             row.models.contains(name) || catalog.resolve(model) { row.models.contains($0.id.rawValue) } != nil
         }
+        var unreachable = false
         for row in serving where row.id != gateway.rawValue && serves(row) {
-            guard let id = NodeID(row.id), let link = peers.link(to: id) else { continue }
+            guard let id = NodeID(row.id), let link = peers.link(to: id) else {
+                unreachable = true
+                continue
+            }
             var headers = HTTPHeaders()
             for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
                 headers.add(name: field.name.rawName, value: field.value)
@@ -60,6 +67,7 @@ struct PeerForwardMiddleware: RouterMiddleware {
                 response = try await link.send(.POST, request.uri.description, headers: headers, body: body)
             } catch {
                 context.logger.warning("forwarding to a peer gateway failed", metadata: ["gateway.peer": "\(id.short)", "error": "\(error)"])
+                unreachable = true
                 continue
             }
             var fields = HTTPFields()
@@ -78,6 +86,16 @@ struct PeerForwardMiddleware: RouterMiddleware {
                     while let chunk = try await upstream.next() { try await writer.write(chunk) }
                     try await writer.finish(nil)
                 }
+            )
+        }
+        if unreachable {
+            throw OpenAIError(
+                APIFailure(
+                    .unavailable,
+                    "'\(name)' is served by another gateway of this network that cannot be reached right now; try again shortly.",
+                    code: "model_not_ready"
+                ),
+                headers: [.retryAfter: String(retryAfterSeconds)]
             )
         }
         return try await next(kept, context)

@@ -33,7 +33,9 @@ struct HearthBench {
           continuation  the gap a client sees when its node dies mid-stream (--rounds, default 10)
           soak          an hour of paced streams, memory and CPU over time (--minutes, --sample-seconds, --soak-clients)
           storage       the database's part of a request on SQLite and PostgreSQL, one gateway and two, over tables seeded
-                        with a large network (--accounts, --nodes, --requests, --concurrency; needs postgresql installed)
+                        with a large network (--accounts, --nodes, --requests, --concurrency); then requests per second
+                        and p99 through 1 and 2 real gateway processes, and the database's share of their CPU (--seconds);
+                        needs postgresql installed
           proxies       Hearth beside nginx and LiteLLM in front of one paced mock upstream, and beside nginx in front of
                         a real engine; the issue's goals as ratios (--sequential, --paced-requests, --streams,
                         --stream-seconds, --seconds, --engine-requests; needs nginx, LiteLLM optional)
@@ -41,7 +43,7 @@ struct HearthBench {
         OPTIONS:
           --rounds N        rounds per measurement (part 1: 30)
           --clients N       concurrent clients for part 2 (64)
-          --seconds N       seconds per part-2 run (10)
+          --seconds N       seconds per part-2 run, and per setup of the storage part's end-to-end load (10)
           --tunnel-mb N     megabytes through the tunnel in part 3 (512)
           --sequential N    proxies: sequential whole answers per target for the added latency (200)
           --paced-requests N  proxies: streams per client in the paced load, 8 clients (16)
@@ -201,11 +203,20 @@ struct HearthBench {
             settings.nodes = Int(number("--nodes", "10000"))
             settings.requests = Int(number("--requests", "2000"))
             settings.concurrency = Int(number("--concurrency", "32"))
+            var endToEnd = ScaleOutBench.Settings()
+            endToEnd.seconds = duration
+            let text: String
+            do {
+                text = try await StorageBench.run(settings: settings) + (try await ScaleOutBench.run(settings: endToEnd, http: http))
+            } catch {
+                try? await http.shutdown()
+                throw error
+            }
             try await http.shutdown()
             let command =
                 "--parts storage --accounts \(settings.accounts) --nodes \(settings.nodes) --requests \(settings.requests) "
-                + "--concurrency \(settings.concurrency) --replace"
-            let report = try header(command: command) + (try await StorageBench.run(settings: settings))
+                + "--concurrency \(settings.concurrency) --seconds \(Int(duration)) --replace"
+            let report = try header(command: command) + text
             try report.write(toFile: storageOutput, atomically: true, encoding: .utf8)
             print(report)
             print("written to \(storageOutput)")

@@ -54,7 +54,10 @@ func seconds(since start: ContinuousClock.Instant) -> Double {
     return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
 }
 
+/// The `p`th percentile of `values`, `p` in percent (50 for the median, 99 for p99).
 func percentile(_ values: [Double], _ p: Double) -> Double {
+    // A fraction here (0.5 for the median) once gave the storage and tunnel reports their fastest samples as p50.
+    precondition(p >= 1 && p <= 100, "percentile takes a percentage, not \(p)")
     guard !values.isEmpty else { return 0 }
     let sorted = values.sorted()
     let rank = Int((p / 100 * Double(sorted.count - 1)).rounded())

@@ -136,6 +136,31 @@ enum ProxyTargets {
 
     /// `hearth gateway` and a `hearth node --backend` on the mock, two processes as on two machines.
     static func hearth(in directory: String, upstream: String, slots: Int) async throws -> (target: ProxyTarget, gateway: Int32, node: Int32) {
+        let gateway = try await hearthGateway(in: directory, name: "gateway")
+        let node = try await backendNode(in: directory, name: "node", join: gateway.join, upstream: upstream, slots: slots)
+        try await HearthBench.waitForModel(DefaultModel.id, at: gateway.url)
+        let (gatewayPID, nodePID) = (gateway.process.pid, node.pid)
+        let target = ProxyTarget(
+            name: "Hearth",
+            url: gateway.url,
+            model: DefaultModel.id.rawValue,
+            processes: { [gatewayPID, nodePID] },
+            version: "hearth \(HearthVersion.current) (gateway + node with --backend)",
+            stop: {
+                _ = await node.stop()
+                _ = await gateway.process.stop()
+            }
+        )
+        return (target, gatewayPID, nodePID)
+    }
+
+    /// A `hearth gateway` whose limits let one load generator on 127.0.0.1 through, with `arguments` added (a database,
+    /// a network key); where clients reach it and the join string its nodes use.
+    static func hearthGateway(
+        in directory: String,
+        name: String,
+        arguments: [String] = []
+    ) async throws -> (process: TestProcess, url: String, join: String) {
         // Every client of the benchmark comes from 127.0.0.1: without these, the per-address limits a public gateway
         // needs would refuse them (connections past --max-connections-per-address are reset).
         let limits = [
@@ -143,40 +168,30 @@ enum ProxyTargets {
             "--max-connections-per-address", "100000",
         ]
         let gateway = try await TestProcess(
-            name: "gateway",
+            name: name,
             executable: try TestEnvironment.hearthBinary(),
             arguments: [
-                "gateway", "--port", "0", "--mesh-host", "127.0.0.1", "--mesh-port", "0", "--data-dir", directory + "/gateway", "--log-level",
+                "gateway", "--port", "0", "--mesh-host", "127.0.0.1", "--mesh-port", "0", "--data-dir", directory + "/" + name, "--log-level",
                 "warning",
-            ]
-                + limits,
+            ] + limits + arguments,
             directory: directory
         )
         let url = String(try await gateway.waitForLine { $0.hasPrefix("READY url=") }.dropFirst("READY url=".count))
         let join = String(try await gateway.waitForLine { $0.hasPrefix("JOIN ") }.dropFirst("JOIN ".count))
-        let node = try await TestProcess(
-            name: "node",
+        return (gateway, url, join)
+    }
+
+    /// A `hearth node --backend` serving the mock as the default model, with `slots` requests at once.
+    static func backendNode(in directory: String, name: String, join: String, upstream: String, slots: Int) async throws -> TestProcess {
+        try await TestProcess(
+            name: name,
             executable: try TestEnvironment.hearthBinary(),
             arguments: [
-                "node", "--join", join, "--data-dir", directory + "/node", "--name", "bench", "--no-dashboard", "--log-level", "warning",
+                "node", "--join", join, "--data-dir", directory + "/" + name, "--name", name, "--no-dashboard", "--log-level", "warning",
                 "--backend", "openai:\(upstream)/v1", "--backend-model", "\(MockUpstream.name)=\(DefaultModel.id)", "--parallel", String(slots),
             ],
             directory: directory
         )
-        try await HearthBench.waitForModel(DefaultModel.id, at: url)
-        let (gatewayPID, nodePID) = (gateway.pid, node.pid)
-        let target = ProxyTarget(
-            name: "Hearth",
-            url: url,
-            model: DefaultModel.id.rawValue,
-            processes: { [gatewayPID, nodePID] },
-            version: "hearth \(HearthVersion.current) (gateway + node with --backend)",
-            stop: {
-                _ = await node.stop()
-                _ = await gateway.stop()
-            }
-        )
-        return (target, gatewayPID, nodePID)
     }
 
     static func waitUntilAnswering(_ url: String, process: TestProcess, within limit: Duration = .seconds(30)) async throws {

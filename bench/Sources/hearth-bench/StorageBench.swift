@@ -74,8 +74,8 @@ enum StorageBench {
                 latencies.append((ContinuousClock.now - started).seconds * 1000)
             }
             figures.cpuPerRequest = (cpuSeconds(includingPostgres: backend == "PostgreSQL") - cpuBefore) / Double(settings.requests) * 1e6
-            figures.p50 = percentile(latencies, 0.5)
-            figures.p99 = percentile(latencies, 0.99)
+            figures.p50 = percentile(latencies, 50)
+            figures.p99 = percentile(latencies, 99)
 
             FileHandle.standardError.write(Data("storage: \(backend): \(settings.concurrency) at once, one gateway then two\n".utf8))
             let one = try (0..<settings.requests).map { try prepare($0 + settings.requests, key: gatewayKeys[0], population: population) }
@@ -95,7 +95,7 @@ enum StorageBench {
                 _ = try await first.isRevoked(device: node)
                 admissions.append((ContinuousClock.now - started).seconds * 1000)
             }
-            figures.admissionP50 = percentile(admissions, 0.5)
+            figures.admissionP50 = percentile(admissions, 50)
             await first.close()
             await second.close()
             rows.append((backend, figures))

@@ -101,7 +101,7 @@ enum TunnelBench {
                 if round >= 50 { times.append(seconds(since: start)) }
             }
             outbound.finish()
-            return percentile(times, 0.5)
+            return percentile(times, 50)
         }
     }
 
