@@ -48,9 +48,9 @@ public final class PostgresStore: SQLStore {
     @discardableResult
     public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
         try await onLane { connection in
-            let session = PostgresSession(connection: connection, logger: self.logger)
             var attempt = 1
             while true {
+                let session = PostgresSession(connection: connection, logger: self.logger)
                 do {
                     try session.execute("BEGIN")
                     do {
@@ -143,7 +143,13 @@ public final class PostgresStore: SQLStore {
 struct PostgresSession: SQLSession {
     let connection: PostgresConnection
     let logger: Logger
+    /// The advisory locks this session's transaction holds (a session is made for each run of a transaction).
+    let held = HeldLocks()
     var dialect: SQLDialect { .postgres }
+
+    final class HeldLocks: Sendable {
+        let keys = Mutex<Set<Int64>>([])
+    }
 
     func execute(_ sql: String, _ arguments: [any SQLBindable]) throws -> Int {
         try run(sql, arguments).metadata.rows ?? 0
@@ -157,19 +163,9 @@ struct PostgresSession: SQLSession {
         }
     }
 
-    func savepoint<T>(_ body: () throws -> T) throws -> T {
-        try execute("SAVEPOINT hearth_item")
-        do {
-            let result = try body()
-            try execute("RELEASE SAVEPOINT hearth_item")
-            return result
-        } catch {
-            try execute("ROLLBACK TO SAVEPOINT hearth_item")
-            throw error
-        }
-    }
-
     func lock(_ key: Int64) throws {
+        // A transaction of many appends (the group commit's) takes its lock once: the lock lasts until it ends.
+        guard held.keys.withLock({ $0.insert(key).inserted }) else { return }
         _ = try run("SELECT pg_advisory_xact_lock(?)", [key])
     }
 

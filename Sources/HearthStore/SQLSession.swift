@@ -44,11 +44,9 @@ public protocol SQLSession {
     /// Runs a query and returns its rows.
     func query(_ sql: String, _ arguments: [any SQLBindable]) throws -> [SQLRow]
 
-    /// Runs `body` in a savepoint: when it throws, only its own changes are rolled back.
-    func savepoint<T>(_ body: () throws -> T) throws -> T
-
     /// Makes the rest of the transaction wait for any other transaction holding the same `key` (a no-op on SQLite,
-    /// whose writes are serialised already). For appends that read the last row and write the next one.
+    /// whose writes are serialised already). For appends that read the last row and write the next one. A key already
+    /// held in this transaction is not asked for again.
     func lock(_ key: Int64) throws
 }
 

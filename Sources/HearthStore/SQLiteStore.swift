@@ -63,18 +63,6 @@ struct SQLiteSession: SQLSession {
         }
     }
 
-    func savepoint<T>(_ body: () throws -> T) throws -> T {
-        var result: Result<T, any Error>?
-        try db.inSavepoint {
-            result = Result { try body() }
-            // A failed body rolls its own changes back; the error goes to the caller below.
-            if case .failure = result { return .rollback }
-            return .commit
-        }
-        guard let result else { throw SQLRowError(column: "", expected: "a savepoint that ran its body", found: .null) }
-        return try result.get()
-    }
-
     func lock(_ key: Int64) throws {}
 
     static func arguments(_ values: [any SQLBindable]) -> StatementArguments {

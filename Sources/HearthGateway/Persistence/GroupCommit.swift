@@ -6,13 +6,24 @@ import Synchronization
 ///
 /// Whoever is queued when the writer gets free shares one transaction: alone, a record is written at once; under load,
 /// the records of every request that finished meanwhile share one commit and one trip to the database's writer,
-/// which was a tenth of the gateway's CPU per request (`bench/README.md`). Each piece of work runs in its own
-/// savepoint, so one that fails (a second credit for the same request) is rolled back alone and reports its error to
-/// its caller.
+/// which was a tenth of the gateway's CPU per request (`bench/README.md`). A piece of work that fails (a second credit
+/// for the same request) fails alone: the transaction is rolled back, the failing work gets its error, and the rest run
+/// again in the next transaction. That costs a transaction per failure, which is rare, instead of a savepoint around
+/// every piece of work (two more round trips each to PostgreSQL).
 final class GroupCommit: Sendable {
     typealias Work = @Sendable (any SQLSession) throws -> LedgerRow?
     private typealias Waiter = CheckedContinuation<Result<LedgerRow?, any Error>, Never>
-    private typealias Item = (work: Work, waiter: Waiter?)
+
+    private struct Item {
+        var work: Work
+        var waiter: Waiter?
+        var failed: (@Sendable (any Error) -> Void)?
+
+        func finish(_ outcome: Result<LedgerRow?, any Error>) {
+            if case .failure(let error) = outcome { failed?(error) }
+            waiter?.resume(returning: outcome)
+        }
+    }
 
     private struct State {
         var pending: [Item] = []
@@ -35,28 +46,18 @@ final class GroupCommit: Sendable {
 
     /// Runs `work` in the next transaction and returns once that has committed.
     func write(_ work: @escaping Work) async throws -> LedgerRow? {
-        let result = await withCheckedContinuation { (waiter: Waiter) in enqueue(work, waiter: waiter) }
+        let result = await withCheckedContinuation { (waiter: Waiter) in enqueue(Item(work: work, waiter: waiter)) }
         return try result.get()
     }
 
     /// Queues `work` for the next transaction without waiting for it; `failed` hears of an error.
     func enqueue(_ work: @escaping Work, failed: @escaping @Sendable (any Error) -> Void) {
-        enqueue(
-            { session in
-                do {
-                    return try work(session)
-                } catch {
-                    failed(error)
-                    throw error
-                }
-            },
-            waiter: nil
-        )
+        enqueue(Item(work: work, failed: failed))
     }
 
-    private func enqueue(_ work: @escaping Work, waiter: Waiter?) {
+    private func enqueue(_ item: Item) {
         let start = state.withLock { state -> Bool in
-            state.pending.append((work, waiter))
+            state.pending.append(item)
             guard !state.writing else { return false }
             state.writing = true
             return true
@@ -64,34 +65,49 @@ final class GroupCommit: Sendable {
         if start { Task { await self.writeBatches() } }
     }
 
+    /// Which piece of work of a batch threw; set by the transaction, read once it is over.
+    private final class Failure: Sendable {
+        let index = Mutex<Int?>(nil)
+    }
+
     /// One transaction for everything queued when it begins; then the next, while more is queued.
     private func writeBatches() async {
         while true {
-            let batch = state.withLock { state in
+            var batch = state.withLock { state in
                 defer { state.pending = [] }
                 return state.pending
             }
-            let works = batch.map(\.work)
-            let committed: Result<[Result<LedgerRow?, any Error>], any Error>
-            do {
-                // A transaction the database runs again (PostgreSQL, after a deadlock) starts from nothing, so each
-                // run records its own outcomes.
-                committed = .success(
-                    try await store.write { session in
-                        works.map { work in Result { try session.savepoint { try work(session) } } }
+            while !batch.isEmpty {
+                let works = batch.map(\.work)
+                let failure = Failure()
+                do {
+                    let rows = try await store.write { session in
+                        // A transaction the database runs again (PostgreSQL, after a deadlock) starts from nothing.
+                        failure.index.withLock { $0 = nil }
+                        return try works.enumerated().map { index, work in
+                            do {
+                                return try work(session)
+                            } catch {
+                                failure.index.withLock { $0 = index }
+                                throw error
+                            }
+                        }
                     }
-                )
-            } catch {
-                committed = .failure(error)
-            }
-            for (index, item) in batch.enumerated() {
-                switch committed {
-                case .success(let outcomes): item.waiter?.resume(returning: outcomes[index])
-                case .failure(let error): item.waiter?.resume(returning: .failure(error))
+                    state.withLock { $0.committed += 1 }
+                    for (item, row) in zip(batch, rows) { item.finish(.success(row)) }
+                    batch = []
+                } catch {
+                    guard let index = failure.index.withLock({ $0 }) else {
+                        // The transaction itself failed (the database went away): every piece of work with it.
+                        for item in batch { item.finish(.failure(error)) }
+                        batch = []
+                        continue
+                    }
+                    // Nothing was written; the work before the failing one is run again with the rest.
+                    batch.remove(at: index).finish(.failure(error))
                 }
             }
             let more = state.withLock { state -> Bool in
-                if case .success = committed { state.committed += 1 }
                 state.writing = !state.pending.isEmpty
                 return state.writing
             }
