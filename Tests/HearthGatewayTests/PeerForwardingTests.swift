@@ -59,4 +59,22 @@ struct PeerForwardingTests {
             #expect(expired == .notFound)
         }
     }
+
+    @Test func forwardsGoFirstToThePeerWithFewestOpenForwardsPerNode() {
+        let load = PeerLoad()
+        func row(_ id: String, nodes: Int) -> GatewayRecord {
+            GatewayRecord(id: id, network: "n", mesh: "m", models: ["x"], nodes: nodes, heartbeatAt: 0, startedAt: 0)
+        }
+        let rows = [row("old", nodes: 1), row("big", nodes: 4), row("new", nodes: 1)]
+        #expect(load.leastLoadedFirst(rows).map(\.id) == ["old", "big", "new"], "idle peers keep the directory's order")
+        var tickets = [load.started("old")]
+        #expect(load.leastLoadedFirst(rows).map(\.id) == ["big", "new", "old"])
+        // Per node: three open on a peer of four nodes weigh less than one on a peer of one.
+        tickets += (0..<3).map { _ in load.started("big") }
+        #expect(load.leastLoadedFirst(rows).map(\.id) == ["new", "big", "old"])
+        #expect(load.open(to: "big") == 3)
+        tickets.removeAll()
+        #expect(load.open(to: "big") == 0 && load.open(to: "old") == 0, "a finished forward stops counting")
+        #expect(load.leastLoadedFirst(rows).map(\.id) == ["old", "big", "new"])
+    }
 }

@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// Forwards a completion or embeddings request that no node of this gateway can serve to a gateway of the network
 /// whose nodes serve its model (docs/SCALE-OUT.md, "Forwarding"). The peer gets the client's request as sent (its
@@ -30,6 +31,8 @@ struct PeerForwardMiddleware: RouterMiddleware {
     let ttl: Double
     let maxBodyBytes: Int
     let retryAfterSeconds: Int
+    /// What this gateway has forwarded to each peer and not yet seen finish.
+    let forwarding = PeerLoad()
 
     static let forwardable: Set<String> = [
         "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate", "/api/embed", "/api/embeddings",
@@ -51,7 +54,7 @@ struct PeerForwardMiddleware: RouterMiddleware {
             row.models.contains(name) || catalog.resolve(model) { row.models.contains($0.id.rawValue) } != nil
         }
         var unreachable = false
-        for row in serving where row.id != gateway.rawValue && serves(row) {
+        for row in forwarding.leastLoadedFirst(serving.filter { $0.id != gateway.rawValue && serves($0) }) {
             guard let id = NodeID(row.id), let link = peers.link(to: id) else {
                 unreachable = true
                 continue
@@ -63,6 +66,8 @@ struct PeerForwardMiddleware: RouterMiddleware {
             headers.add(name: "x-forwarded-for", value: context.clientAddress)
             headers.add(name: "content-length", value: String(body.readableBytes))
             let response: LinkResponse
+            // Counted until the answer's body is done with, or dropped unwritten.
+            let ticket = forwarding.started(row.id)
             do {
                 response = try await link.send(.POST, request.uri.description, headers: headers, body: body)
             } catch {
@@ -83,6 +88,7 @@ struct PeerForwardMiddleware: RouterMiddleware {
                 status: .init(code: Int(response.head.status.code)),
                 headers: fields,
                 body: ResponseBody { writer in
+                    defer { withExtendedLifetime(ticket) {} }
                     while let chunk = try await upstream.next() { try await writer.write(chunk) }
                     try await writer.finish(nil)
                 }
@@ -104,4 +110,40 @@ struct PeerForwardMiddleware: RouterMiddleware {
     static let hopByHop: Set<String> = ["host", "connection", "keep-alive", "transfer-encoding", "content-length", "x-forwarded-for", "upgrade"]
     /// Headers this gateway sets on every answer itself (its request id, rate limit, date).
     static let ownHeaders: Set<String> = ["x-request-id", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "date", "server"]
+}
+
+/// Requests a gateway has forwarded to each peer and not yet seen finish: a peer with fewer of them for each of its
+/// nodes is asked first. Only this gateway's own forwards count (the directory's rows are up to 5 s old and say nothing
+/// of load), so two gateways forwarding to the same peers each spread their own share.
+final class PeerLoad: Sendable {
+    fileprivate let counts = Mutex<[String: Int]>([:])
+
+    /// One forward to `peer`, counted until the ticket is released.
+    final class Ticket: Sendable {
+        let load: PeerLoad
+        let peer: String
+        init(_ load: PeerLoad, _ peer: String) {
+            self.load = load
+            self.peer = peer
+            load.counts.withLock { $0[peer, default: 0] += 1 }
+        }
+        deinit {
+            load.counts.withLock { open in
+                let left = (open[peer] ?? 1) - 1
+                open[peer] = left > 0 ? left : nil
+            }
+        }
+    }
+
+    func started(_ peer: String) -> Ticket { Ticket(self, peer) }
+
+    /// Forwards open to `peer` now.
+    func open(to peer: String) -> Int { counts.withLock { $0[peer] ?? 0 } }
+
+    /// `rows` by open forwards per node, fewest first; rows that tie keep their order (the directory's: oldest first).
+    func leastLoadedFirst(_ rows: [GatewayRecord]) -> [GatewayRecord] {
+        let open = counts.withLock { $0 }
+        func load(_ row: GatewayRecord) -> Double { Double(open[row.id] ?? 0) / Double(max(row.nodes, 1)) }
+        return rows.enumerated().sorted { (load($0.element), $0.offset) < (load($1.element), $1.offset) }.map(\.element)
+    }
 }
