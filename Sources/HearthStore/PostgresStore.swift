@@ -237,6 +237,10 @@ public struct SQLStoreError: Error, CustomStringConvertible {
     public var state: String?
     public var message: String
 
+    init(message: String) {
+        self.message = message
+    }
+
     init(_ error: any Error) {
         if let error = error as? SQLStoreError {
             self = error

@@ -7,11 +7,27 @@ public struct SQLiteStore: SQLStore {
     let writer: any DatabaseWriter
 
     /// Opens (creating) the database file at `path`, or an in-memory database when `path` is nil.
+    /// - Throws: `SQLStoreError` when this SQLite lacks the math functions the gateway's SQL uses (`power`, for the
+    ///   decay of standing), rather than failing on the first request that needs them.
     public static func open(path: String?) throws -> SQLiteStore {
-        guard let path else { return SQLiteStore(writer: try DatabaseQueue()) }
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(5)
-        return SQLiteStore(writer: try DatabasePool(path: path, configuration: configuration))
+        let writer: any DatabaseWriter
+        if let path {
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(5)
+            writer = try DatabasePool(path: path, configuration: configuration)
+        } else {
+            writer = try DatabaseQueue()
+        }
+        do {
+            _ = try writer.read { db in try Double.fetchOne(db, sql: "SELECT power(0.5, 1)") }
+        } catch {
+            let version = (try? writer.read { db in try String.fetchOne(db, sql: "SELECT sqlite_version()") }) ?? nil
+            throw SQLStoreError(
+                message: "this SQLite (\(version ?? "unknown version")) was built without its math functions "
+                    + "(power); Hearth needs SQLite 3.35 or later built with them, as Debian's and Ubuntu's are"
+            )
+        }
+        return SQLiteStore(writer: writer)
     }
 
     public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {

@@ -244,6 +244,24 @@ struct StorageConformanceTests {
         #expect(earned.contributed == 21 && earned.consumed == 0)
         let history = try await database.accountActivity(of: owner.rawValue, since: now - 7200, bucketSeconds: 3600)
         #expect(history.map(\.contributedTokens) == [21])
+
+        // The database decays a balance as `Reciprocity.update` does: half of it a half-life later, plus what comes
+        // then; a record that arrives late (stamped before the last update) is added without decay or going back.
+        let later = now + reciprocity.halfLife
+        try await database.record(usage("r4", account: account.rawValue), settling: .none, gateway: gatewayKey, now: later)
+        try await database.record(usage("r5", account: account.rawValue), settling: .none, gateway: gatewayKey, now: later - 100)
+        let expected = reciprocity.update(
+            reciprocity.update(
+                Reciprocity.Balance(consumed: 21, updatedAt: now.timeIntervalSince1970),
+                consumed: 7,
+                now: later.timeIntervalSince1970
+            ),
+            consumed: 7,
+            now: later.timeIntervalSince1970 - 100
+        )
+        let decayed = try await database.balance(of: account, reciprocity: reciprocity, now: later)
+        #expect(abs(decayed.consumed - 24.5) < 1e-9 && abs(expected.consumed - 24.5) < 1e-9, "\(decayed) \(expected)")
+        #expect(decayed.updatedAt == later.timeIntervalSince1970)
     }
 
     @Test(arguments: StorageBackend.allCases)

@@ -15,8 +15,10 @@ extension GatewayDatabase {
         ]
     )
 
-    /// Moves `account`'s decayed balance forward to `now` and adds tokens, inside a write transaction. The row is
-    /// made first if need be and locked while read, so two gateways charging one account at once both count.
+    /// Moves `account`'s decayed balance forward to `now` and adds tokens, inside a write transaction: one upsert that
+    /// makes the row if need be and otherwise decays and adds in the database, on the row as it is when the upsert
+    /// locks it, so two gateways charging one account at once both count. The decay is `Reciprocity.update`'s, written
+    /// in SQL (`power`: SQLite 3.35+ built with its math functions, as Debian's is; PostgreSQL).
     static func addToStanding(
         _ session: any SQLSession,
         account: String,
@@ -25,26 +27,29 @@ extension GatewayDatabase {
         reciprocity: Reciprocity,
         now: Date
     ) throws {
+        let dialect = session.dialect
+        let decay = "power(0.5, \(dialect.greatest("0", "excluded.updated_at - standing.updated_at")) / ?)"
         try session.execute(
-            "INSERT INTO standing (account, contributed, consumed, updated_at) VALUES (?, 0, 0, ?) ON CONFLICT (account) DO NOTHING",
+            """
+            INSERT INTO standing (account, contributed, consumed, updated_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (account) DO UPDATE SET contributed = standing.contributed * \(decay) + excluded.contributed,
+            consumed = standing.consumed * \(decay) + excluded.consumed,
+            updated_at = \(dialect.greatest("standing.updated_at", "excluded.updated_at"))
+            """,
             account,
-            now.timeIntervalSince1970
-        )
-        let current = try balance(session, account: account, locking: true)
-        let updated = reciprocity.update(current, contributed: contributed, consumed: consumed, now: now.timeIntervalSince1970)
-        try session.execute(
-            "UPDATE standing SET contributed = ?, consumed = ?, updated_at = ? WHERE account = ?",
-            updated.contributed,
-            updated.consumed,
-            updated.updatedAt,
-            account
+            contributed,
+            consumed,
+            now.timeIntervalSince1970,
+            reciprocity.halfLife,
+            reciprocity.halfLife
         )
         try addToAccountActivity(session, account: account, contributed: contributed, consumed: consumed, now: now)
     }
 
-    static func balance(_ session: any SQLSession, account: String, locking: Bool = false) throws -> Reciprocity.Balance {
-        let sql = "SELECT contributed, consumed, updated_at FROM standing WHERE account = ?" + (locking ? session.dialect.forUpdate : "")
-        guard let row = try session.queryOne(sql, account) else { return Reciprocity.Balance() }
+    static func balance(_ session: any SQLSession, account: String) throws -> Reciprocity.Balance {
+        guard let row = try session.queryOne("SELECT contributed, consumed, updated_at FROM standing WHERE account = ?", account) else {
+            return Reciprocity.Balance()
+        }
         return Reciprocity.Balance(
             contributed: try row.double("contributed"),
             consumed: try row.double("consumed"),
