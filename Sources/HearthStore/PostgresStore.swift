@@ -69,6 +69,13 @@ public final class PostgresStore: SQLStore {
         }
     }
 
+    public func writeStatement(_ sql: String, _ arguments: [any SQLBindable]) async throws -> [SQLRow] {
+        try await onLane { connection in
+            // Outside a transaction a statement is one of its own: it commits, or fails, alone.
+            try PostgresSession(connection: connection, logger: self.logger).query(sql, arguments)
+        }
+    }
+
     public func migrate(_ migrations: [Migration]) async throws {
         try await write { session in
             // Gateways that start together take turns; the second finds the first one's names.

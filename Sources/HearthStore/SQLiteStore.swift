@@ -39,6 +39,10 @@ public struct SQLiteStore: SQLStore {
         try await writer.write { db in try body(SQLiteSession(db: db)) }
     }
 
+    public func writeStatement(_ sql: String, _ arguments: [any SQLBindable]) async throws -> [SQLRow] {
+        try await write { session in try session.query(sql, arguments) }
+    }
+
     /// GRDB's migrator: it records names in `grdb_migrations`, where databases made before PostgreSQL came have them.
     public func migrate(_ migrations: [Migration]) async throws {
         var migrator = DatabaseMigrator()

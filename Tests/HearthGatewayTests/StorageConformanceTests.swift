@@ -435,6 +435,41 @@ struct StorageConformanceTests {
         #expect(await QuotaBook(reciprocity: reciprocity, database: second).check(caller: caller, address: "192.0.2.8", now: now).remaining == 1000)
     }
 
+    /// Requests let in at once through two gateways reserve from one bucket: together they never take more than it
+    /// holds, and what they did not use goes back when they are settled.
+    @Test(arguments: StorageBackend.allCases)
+    func concurrentAdmissionsThroughTwoGatewaysNeverOverspendABucket(_ backend: StorageBackend) async throws {
+        let (first, reopen) = try await backend.open("reserve")
+        let second = try await reopen("gateway-b")
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        let reciprocity = Reciprocity(floorTokensPerHour: 1000)
+        let books = [QuotaBook(reciprocity: reciprocity, database: first), QuotaBook(reciprocity: reciprocity, database: second)]
+        // Sixty requests that may each cost 100 tokens, thirty through each gateway, all at once.
+        let decisions = await withTaskGroup(of: QuotaBook.Decision.self) { group in
+            for index in 0..<60 {
+                group.addTask { await books[index % 2].admit(caller: .anonymous, address: "192.0.2.9", reserving: 100, now: now) }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let admitted = decisions.filter(\.allowed)
+        #expect(admitted.count == 10, "1,000 tokens hold ten reservations of 100, however they race")
+        #expect(admitted.allSatisfy { $0.charge.reserved == 100 })
+        let refused = try #require(decisions.first { !$0.allowed })
+        #expect(refused.remaining == 0 && refused.retryAfterSeconds >= 1)
+        // Each used 40: 60 of each reservation go back, on whichever gateway settles it.
+        for (index, decision) in admitted.enumerated() {
+            var charge = decision.charge
+            charge.tokens = 40
+            try await (index % 2 == 0 ? first : second).record(usage("s\(index)"), settling: .none, quota: charge, gateway: gatewayKey, now: now)
+        }
+        #expect(await books[1].check(caller: .anonymous, address: "192.0.2.9", now: now).remaining == 600)
+        // A request that ends without cost gives its whole reservation back.
+        let next = await books[0].admit(caller: .anonymous, address: "192.0.2.9", reserving: 100, now: now)
+        #expect(next.allowed && next.remaining == 500)
+        try await first.record(usage("s-failed"), settling: .none, quota: next.charge, gateway: gatewayKey, now: now)
+        #expect(await books[0].check(caller: .anonymous, address: "192.0.2.9", now: now).remaining == 600)
+    }
+
     @Test(arguments: StorageBackend.allCases)
     func theGatewayDirectoryListsLiveGatewaysOfOneNetwork(_ backend: StorageBackend) async throws {
         let (database, _) = try await backend.open("directory")

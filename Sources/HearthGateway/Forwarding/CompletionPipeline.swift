@@ -43,6 +43,22 @@ struct CompletionPipeline: Sendable {
         }
     }
 
+    /// The most a request may cost, reserved from its caller's bucket when it is let in: its `max_tokens` (which
+    /// `CompletionRequest` sets on every completion) and its prompt at one token per three bytes of its text, which errs
+    /// high (English runs about four bytes a token).
+    static func mostTokens(of body: JSONValue) -> Int {
+        func textBytes(_ value: JSONValue) -> Int {
+            switch value {
+            case .string(let text): text.utf8.count
+            case .array(let items): items.reduce(0) { $0 + textBytes($1) }
+            case .object(let members): members.values.reduce(0) { $0 + textBytes($1) }
+            default: 0
+            }
+        }
+        let completion = Int(clamping: body["max_tokens"]?.integerValue ?? 0)
+        return completion + textBytes(body) / 3 + 1
+    }
+
     /// Opens the request on a node. A dispatch failure, or a node refusing the request (4xx), is recorded and thrown
     /// as an `OpenAIError`; what returns is a request the node is serving.
     func open(
@@ -54,7 +70,7 @@ struct CompletionPipeline: Sendable {
         startedAt: Date,
         allowDegrade: Bool = false
     ) async throws -> ServedRequest {
-        let quota = await quotas.check(caller: context.caller, address: context.clientAddress)
+        let quota = await quotas.admit(caller: context.caller, address: context.clientAddress, reserving: Self.mostTokens(of: body))
         guard quota.allowed else {
             metrics.quotaRefused(identity: context.caller.account == nil ? "anonymous" : "account")
             var headers = HTTPFields()
@@ -101,6 +117,7 @@ struct CompletionPipeline: Sendable {
                     consumer: context.caller.consumerName,
                     account: context.caller.account?.rawValue
                 ),
+                quota: quota.charge,  // no tokens spent: what was reserved goes back
                 logger: context.logger
             )
             var headers = HTTPFields()

@@ -2,8 +2,11 @@ import Foundation
 import HearthStore
 
 /// Token buckets live in the database, so that gateways sharing one share each caller's quota: an account (or an
-/// address) gets one hour's worth across all of them, not one per gateway. The request's charge is written in the same
-/// transaction as its usage row, with the bucket's row locked, so two gateways charging one bucket both count.
+/// address) gets one hour's worth across all of them, not one per gateway. A request reserves the most it may take
+/// when it is let in (one upsert: gateways admitting requests of one caller at once each see the others'
+/// reservations), and its real cost settles the difference in its usage row's transaction. So concurrent requests,
+/// through one gateway or several, cannot spend a bucket more than once: the most a caller can overspend is what the
+/// last request let in (with a token left) goes beyond it, as when requests come one at a time.
 extension GatewayDatabase {
     static let quotaMigration = Migration(
         "v12-quota-buckets",
@@ -21,48 +24,76 @@ extension GatewayDatabase {
         }
     }
 
-    /// Refills `charge`'s bucket to `now` at its rate and takes the tokens out, in one statement: the upsert locks the
-    /// row, so two gateways charging one bucket both count. A bucket unused for an hour is full again, so such rows
-    /// are dropped now and then (one charge in a hundred): they cost nothing to forget.
+    /// The bucket's level refilled to the new row's time at `perHour` and capped there: SQL over the conflicting row
+    /// (`quota_buckets`) and the proposed one (`excluded`), binding `perHour` twice.
+    static func refilledLevel(_ dialect: SQLDialect) -> String {
+        dialect.least("?", "quota_buckets.level + \(dialect.greatest("0", "excluded.updated_at - quota_buckets.updated_at")) * ? / 3600")
+    }
+
+    /// Takes `tokens` out of `key`'s bucket, refilled to `now`, when it holds at least one token; a new bucket starts
+    /// full. One statement, atomic on its own. Returns the level left (below zero when the reservation was larger than
+    /// what was left), or nil when the bucket was empty and nothing was taken.
+    package func reserveQuota(_ key: String, tokens: Int, perHour: Double, now: Double) async throws -> Double? {
+        let dialect = store.dialect
+        let refilled = Self.refilledLevel(dialect)
+        let rows = try await store.writeStatement(
+            """
+            INSERT INTO quota_buckets (key, level, updated_at) VALUES (?, ?, ?)
+            ON CONFLICT (key) DO UPDATE SET level = \(refilled) - ?,
+            updated_at = \(dialect.greatest("quota_buckets.updated_at", "excluded.updated_at"))
+            WHERE \(refilled) >= 1
+            RETURNING level
+            """,
+            [key, perHour - Double(tokens), now, perHour, perHour, Double(tokens), perHour, perHour]
+        )
+        return try rows.first.map { try $0.double("level") }
+    }
+
+    /// Settles `charge` in its bucket: refills it to `now` at its rate and takes out what the request cost beyond what
+    /// it reserved (or gives back what it did not use), never above the bucket's size. One statement: the upsert
+    /// locks the row, so two gateways charging one bucket both count. A bucket unused for an hour is full again, so
+    /// such rows are dropped now and then (one charge in a hundred): they cost nothing to forget.
     static func chargeQuota(_ session: any SQLSession, _ charge: QuotaCharge, now: Date) throws {
-        guard charge.tokens > 0 else { return }
+        let difference = Double(charge.tokens - charge.reserved)
+        guard difference != 0 else { return }
         let seconds = now.timeIntervalSince1970
         if Int.random(in: 0..<100) == 0 {
             try session.execute("DELETE FROM quota_buckets WHERE updated_at < ? AND key <> ?", seconds - 3600, charge.key)
         }
         let dialect = session.dialect
-        let refilled = dialect.least(
-            "excluded.level + ?",
-            "quota_buckets.level + \(dialect.greatest("0", "excluded.updated_at - quota_buckets.updated_at")) * ? / 3600"
-        )
         try session.execute(
             """
             INSERT INTO quota_buckets (key, level, updated_at) VALUES (?, ?, ?)
-            ON CONFLICT (key) DO UPDATE SET level = \(refilled) - ?,
+            ON CONFLICT (key) DO UPDATE SET level = \(dialect.least("?", "\(refilledLevel(dialect)) - ?")),
             updated_at = \(dialect.greatest("quota_buckets.updated_at", "excluded.updated_at"))
             """,
             charge.key,
-            charge.tokensPerHour - Double(charge.tokens),
+            min(charge.tokensPerHour, charge.tokensPerHour - difference),
             seconds,
-            Double(charge.tokens),
             charge.tokensPerHour,
-            Double(charge.tokens)
+            charge.tokensPerHour,
+            charge.tokensPerHour,
+            difference
         )
     }
 }
 
-/// What a request takes from its caller's bucket once it has finished.
+/// What a request takes from its caller's bucket: reserved when it is let in, settled once it has finished.
 public struct QuotaCharge: Sendable, Equatable {
     /// The bucket: `account:<id>` or `address:<ip>`.
     public var key: String
     /// The caller's quota when the request was let in: the bucket's size and hourly refill.
     public var tokensPerHour: Double
+    /// What the request cost, filled in when it ends.
     public var tokens: Int = 0
+    /// What was taken from the bucket when it was let in (0 when nothing was).
+    public var reserved: Int = 0
 
-    public init(key: String, tokensPerHour: Double, tokens: Int = 0) {
+    public init(key: String, tokensPerHour: Double, tokens: Int = 0, reserved: Int = 0) {
         self.key = key
         self.tokensPerHour = tokensPerHour
         self.tokens = tokens
+        self.reserved = reserved
     }
 
     /// A bucket's level after refilling from `since` to `now`, never above its size.
