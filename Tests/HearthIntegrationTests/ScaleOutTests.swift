@@ -65,28 +65,46 @@ extension OneAtATime {
                         try await HTTP.post(a.url + "/v1/chat/completions", json: chat, headers: [("authorization", "Bearer \(key)")]).status == 401
                     )
 
-                    // Anonymous requests through A spend the address's hour; B, which serves nothing itself, then refuses
-                    // the same caller for want of quota: the bucket is one row both read.
-                    var spent = false
-                    for _ in 0..<20 {
-                        let reply = try await HTTP.post(a.url + "/v1/chat/completions", json: chat)
-                        if reply.status == 429 {
-                            spent = true
-                            break
+                    // A burst of anonymous requests from one address, half through each gateway at once, each free to
+                    // spend 48 tokens and its prompt: the hour's 400 tokens are reserved as they are let in, so the burst
+                    // spends no more than the hour holds, however the gateways race; the rest are refused for quota.
+                    _ = try await b.startNode("node-b")
+                    try await b.waitForReadyNodes(1)
+                    var burst = chat
+                    burst["ignore_eos"] = true
+                    let sent = burst
+                    let replies = try await withThrowingTaskGroup(of: HTTP.Reply.self) { group in
+                        for index in 0..<12 {
+                            let url = index % 2 == 0 ? a.url : b.url
+                            group.addTask { try await HTTP.post(url + "/v1/chat/completions", json: sent) }
                         }
-                        #expect(reply.status == 200, "\(reply.text)")
+                        return try await group.reduce(into: []) { $0.append($1) }
                     }
-                    #expect(spent, "A never ran out of the 400-token hour")
-                    let refused = try await HTTP.post(b.url + "/v1/chat/completions", json: chat)
-                    #expect(refused.status == 429, "\(refused.text)")
-                    #expect(refused.json["error"]?["code"]?.stringValue == "token_quota_exceeded")
+                    let served = replies.filter { $0.status == 200 }
+                    #expect(!served.isEmpty && replies.allSatisfy { [200, 429].contains($0.status) }, "\(replies.map(\.status))")
+                    #expect(replies.contains { $0.json["error"]?["code"]?.stringValue == "token_quota_exceeded" })
+                    let spent = served.reduce(0) { $0 + Int($1.json["usage"]?["total_tokens"]?.integerValue ?? 1000) }
+                    #expect(spent <= 400, "the burst spent \(spent) tokens of a 400-token hour in \(served.count) answers")
+                    print("scale-out: a burst of 12 through two gateways on a 400-token hour: \(served.count) served, \(spent) tokens")
+                    // What is left is one bucket both read, once every answer is settled: the hour less what was spent.
+                    _ = try await eventually("both gateways to show the burst settled") { () -> Bool? in
+                        var left: [Int64] = []
+                        for url in [a.url, b.url] {
+                            left.append(try await HTTP.get(url + "/api/reciprocity/standing").json["remaining_tokens"]?.integerValue ?? -1)
+                        }
+                        // The bucket refills at 400 an hour meanwhile: a token in nine seconds.
+                        return left.allSatisfy { abs(Int($0) - (400 - spent)) <= 2 } ? true : nil
+                    }
 
                     // Every chain, exported through B (which can sign only its own head), verifies; so does A's own
                     // export with its signed head, by Hearth and by the independent Python verifier.
-                    let credited = try await eventually("A's chain to hold the served requests") { () -> Int64? in
+                    // Every answer served is credited once, in the chain of the gateway that served it: the keyed
+                    // request and the burst's.
+                    let (credited, bServed) = try await eventually("the chains to hold every served request") { () -> (Int64, Bool)? in
                         let chains = try await HTTP.get(b.url + "/api/ledger/chains").json["data"]?.arrayValue ?? []
-                        let entries = chains.first { $0["gateway"]?.stringValue == aID }?["entries"]?.integerValue ?? 0
-                        return entries >= 2 ? entries : nil
+                        let total = chains.reduce(0) { $0 + ($1["entries"]?.integerValue ?? 0) }
+                        let ofB = chains.first { $0["gateway"]?.stringValue == bID }?["entries"]?.integerValue ?? 0
+                        return total == Int64(1 + served.count) ? (total, ofB > 0) : nil
                     }
                     let all = a.directory + "/all.jsonl"
                     let exported = try await TestProcess.hearth(["ledger", "export", "--url", b.url, "--all", "--out", all], in: a.directory)
@@ -100,8 +118,10 @@ extension OneAtATime {
                     let signed = try await TestProcess.hearth(["ledger", "verify", own, "--gateway", aID], in: a.directory)
                     #expect(signed.status == 0, "\(signed.errors)")
                     #expect(signed.output.contains { $0.hasPrefix("chain=\(aID)") && $0.hasSuffix(" signed") }, "\(signed.output)")
-                    // B's own chain is empty and A's head cannot be vouched for by B.
-                    #expect(try await TestProcess.hearth(["ledger", "verify", all, "--gateway", bID], in: a.directory).status == 1)
+                    // A's head cannot be vouched for by B's export; B's own can, when B served part of the burst.
+                    #expect(try await TestProcess.hearth(["ledger", "verify", all, "--gateway", aID], in: a.directory).status == 1)
+                    let vouched = try await TestProcess.hearth(["ledger", "verify", all, "--gateway", bID], in: a.directory)
+                    #expect(vouched.status == (bServed ? 0 : 1), "\(vouched.output) \(vouched.errors)")
 
                     let python = try await PythonClients.interpreter()
                     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/verify_ledger.py").path

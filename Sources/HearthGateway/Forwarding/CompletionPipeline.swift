@@ -44,8 +44,9 @@ struct CompletionPipeline: Sendable {
     }
 
     /// The most a request may cost, reserved from its caller's bucket when it is let in: its `max_tokens` (which
-    /// `CompletionRequest` sets on every completion) and its prompt at one token per three bytes of its text, which errs
-    /// high (English runs about four bytes a token).
+    /// `CompletionRequest` sets on every completion) and its prompt, which only the node's tokenizer knows. The
+    /// estimate errs high: a token per two bytes of the request's text (English runs about four), and 64 for what a
+    /// chat template adds (SmolLM2's default system prompt is about 20 tokens, and each message a few more).
     static func mostTokens(of body: JSONValue) -> Int {
         func textBytes(_ value: JSONValue) -> Int {
             switch value {
@@ -56,7 +57,7 @@ struct CompletionPipeline: Sendable {
             }
         }
         let completion = Int(clamping: body["max_tokens"]?.integerValue ?? 0)
-        return completion + textBytes(body) / 3 + 1
+        return completion + textBytes(body) / 2 + 64
     }
 
     /// Opens the request on a node. A dispatch failure, or a node refusing the request (4xx), is recorded and thrown
