@@ -285,10 +285,17 @@ struct BadInputTableTests {
             announce(gateway, announcement(nodeA))
             for (index, item) in Self.cases.enumerated() {
                 let before = try await gateway.database.recentUsage(limit: 10_000).count
-                let connection = try await RawConnection.connect(port: port)
-                try? await connection.send(item.raw)
-                let (text, closed) = await connection.readUntilClosed(timeout: .seconds(30))
-                connection.close()
+                // A request that should be answered but met a bare close lost the race against the 5 s header timeout
+                // (this process stalled past it on a loaded machine: seen once in a full run beside stress-ng); it is
+                // sent again, twice at most. A gateway that closes on the input itself closes every time.
+                var (text, closed) = ("", true)
+                for _ in 0..<3 where text.isEmpty && closed {
+                    let connection = try await RawConnection.connect(port: port)
+                    try? await connection.send(item.raw)
+                    (text, closed) = await connection.readUntilClosed(timeout: .seconds(30))
+                    connection.close()
+                    if item.shape == .closed { break }
+                }
                 var problems = Self.check(item, answer: text, closed: closed)
                 let after = try await gateway.database.recentUsage(limit: 10_000).count
                 if after - before != (item.recorded ? 1 : 0) { problems.append("stored \(after - before) usage rows") }
