@@ -74,5 +74,52 @@ extension OneAtATime {
                 #expect(record.completionTokens < 1500)
             }
         }
+
+        /// The chat page with a model only a pool can serve: two `hearth node --pool-only` processes lending 200 MiB
+        /// each (neither holds SmolLM2 at 8 Ki tokens alone). The picker offers it as pooled, the first question meets
+        /// the warming refusal in words, and asked again the pool answers.
+        @Test func aPooledModelIsOfferedWarmsAndAnswersInTheBrowser() async throws {
+            let python = try await PythonClients.interpreter()
+            try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver"), "needs Debian's chromium-driver")
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Clients/browser_pages.py").path
+            try await Cluster.with(label: "browser-pool", gatewayArguments: ["--auto-pools", "on", "--pool-context", "8192"]) { cluster in
+                var nodes: [TestProcess] = []
+                for name in ["pool-a", "pool-b"] {
+                    nodes.append(
+                        try await TestProcess(
+                            name: name,
+                            executable: try TestEnvironment.hearthBinary(),
+                            arguments: try cluster.poolNodeArguments(name: name, lentMiB: 200),
+                            directory: cluster.directory
+                        )
+                    )
+                }
+                defer { Task { for node in nodes { await node.stop() } } }
+                try await cluster.waitForLenders(2)
+                let shots = cluster.directory + "/screenshots"
+                try FileManager.default.createDirectory(atPath: shots, withIntermediateDirectories: true)
+                let run = try await TestProcess(
+                    name: "browser-pool",
+                    executable: python,
+                    arguments: [script, "pool", cluster.url, shots],
+                    directory: cluster.directory
+                )
+                let status = await run.waitForExit(timeout: .seconds(420))
+                try #require(status == 0, "the browser steps failed:\n\(run.output.joined(separator: "\n"))\n\(run.errorOutput.suffix(6000))")
+                #expect(run.output.last == "OK")
+                for page in ["chat-pool-warming", "chat-pooled"] {
+                    #expect(FileManager.default.fileExists(atPath: "\(shots)/\(page).png"), "no screenshot of \(page)")
+                }
+                // The answer came from the pool: its request is metered and its receipt shares the credit among members.
+                let served = try #require(run.output.first { $0.hasPrefix("POOLED request=") }?.dropFirst("POOLED request=".count))
+                let pools = try await HTTP.get(cluster.url + "/api/pools").json
+                #expect(pools["pools"]?[0]?["state"]?.stringValue == "ready", "\(pools)")
+                let database = try GatewayDatabase.open(directory: cluster.directory + "/gateway")
+                let usage = try await eventually("the pooled answer's usage row") {
+                    try await database.recentUsage(limit: 200).first { $0.requestID == String(served) }
+                }
+                #expect(usage.status == "ok")
+            }
+        }
     }
 }

@@ -6,6 +6,10 @@ pause.
 Usage: browser_pages.py GATEWAY_URL DASHBOARD_URL ENGINE_PORT SCREENSHOT_DIR ACCOUNT_TOKEN
 ACCOUNT_TOKEN is from `hearth login` for the account that certified the node named own-server.
 Prints one line per step, `STOPPED request=<id>` for the Swift side to check in the gateway's records, then OK.
+
+Or: browser_pages.py pool GATEWAY_URL SCREENSHOT_DIR, against a gateway whose only nodes lend memory to pools: the
+chat page offers the pooled model, says it is warming when first asked, then answers. Prints `POOLED request=<id>`.
+
 Every wait is bounded; a failure prints the step, the page's console and raises."""
 import json
 import sys
@@ -17,9 +21,13 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
-GATEWAY, DASHBOARD, ENGINE_PORT, SHOTS, ACCOUNT_TOKEN = sys.argv[1:6]
+POOL = sys.argv[1] == "pool"
+if POOL:
+    GATEWAY, SHOTS = sys.argv[2:4]
+else:
+    GATEWAY, DASHBOARD, ENGINE_PORT, SHOTS, ACCOUNT_TOKEN = sys.argv[1:6]
 
 
 def http(method, url, body=None, headers=None):
@@ -216,6 +224,43 @@ def refusal():
     raise AssertionError("the quota never ran out")
 
 
+def pooled():
+    step("a pooled model is offered, says it is warming when first asked, then answers")
+    model = "smollm2-135m-instruct:q4_1"
+    driver.get(GATEWAY + "/")
+    # No node serves it alone: it is offered under "Pooled", once the gateway sees enough memory lent.
+    offered = """return [...document.querySelectorAll('#model optgroup')].filter((g) => g.label.startsWith('Pooled'))
+        .flatMap((g) => [...g.querySelectorAll('option')]).map((o) => ({value: o.value, label: o.innerText}));"""
+    def offered_pooled():
+        found = [o for o in driver.execute_script(offered) if o["value"] == model]
+        if not found:
+            driver.refresh()
+        return found
+    option = poll("the pooled model in the picker", offered_pooled, timeout=120, interval=2)[0]
+    assert "pooled" in option["label"], option
+    Select(find("#model")).select_by_value(model)
+    note = text("#model-note") or ""
+    assert "first request starts it" in note, f"the page does not say a pooled model starts on first use: {note!r}"
+    set_max_tokens(24)
+    send("Tell me about the sea.")
+    first = wait_for_answer(1, timeout=120)
+    assert first["alert"] and "warming" in first["alert"] and "try again" in first["alert"], first
+    shot("chat-pool-warming")
+    # Asked again as the page says, the pool answers once it is ready.
+    for _ in range(90):
+        count = len(answers())
+        send("Tell me about the sea.")
+        answer = wait_for_answer(count + 1, timeout=180)
+        if not answer["alert"]:
+            assert answer["text"].strip() and "tokens" in answer["meta"], answer
+            shot("chat-pooled")
+            print(f"POOLED request={answer['request']}", flush=True)
+            return
+        assert "warming" in answer["alert"], answer["alert"]
+        time.sleep(2)
+    raise AssertionError("the pool never answered")
+
+
 def network(request_id):
     step("the network page lists the node, the planner, the ledger")
     driver.get(GATEWAY + "/network")
@@ -352,6 +397,10 @@ def node_dashboard():
 
 current = "start"
 try:
+    if POOL:
+        pooled()
+        print("OK", flush=True)
+        sys.exit(0)
     request_id = chat()
     hostile_output()
     stop()

@@ -216,14 +216,15 @@ enum StorageBench {
     /// entry included: it is made inside the transaction).
     static func request(_ prepared: Prepared, on database: GatewayDatabase, key: IdentityKey) async throws {
         let account = prepared.account
+        let bucket = "account:\(account.rawValue)"
         _ = try await database.balance(of: account, reciprocity: Reciprocity())
-        _ = try await database.quotaBucket("account:\(account.rawValue)")
+        _ = try await database.reserveQuota(bucket, tokens: 300, perHour: 20_000, now: Date().timeIntervalSince1970)
         _ = try await database.isRevoked(device: prepared.device)
         database.markInFlight(prepared.usage, logger: Logger(label: "bench"))
         try await database.record(
             prepared.usage,
             settling: prepared.settlement,
-            quota: QuotaCharge(key: "account:\(account.rawValue)", tokensPerHour: 20_000, tokens: 120),
+            quota: QuotaCharge(key: bucket, tokensPerHour: 20_000, tokens: 120, reserved: 300),
             gateway: key,
             accounts: { _ in account }
         )
@@ -278,8 +279,8 @@ enum StorageBench {
 
             Tables seeded with \(settings.accounts) accounts (standing, quota bucket, activity) and \(settings.nodes) nodes (members,
             certified devices) and a directory of 10 gateways. One request = what the gateway does against its database for
-            a served, credited request by a logged-in account: read standing and quota bucket, check the device, note it in
-            flight, then record usage + quota charge + standing (consumer and contributor) + ledger entry through the group
+            a served, credited request by a logged-in account: read standing, reserve from the quota bucket, check the device,
+            note it in flight, then record usage + quota settlement + standing (consumer and contributor) + ledger entry through the group
             commit (with the gateway's countersignature; the node's receipts are signed before the clock starts).
             \(settings.requests) sequential requests for latency and CPU; then \(settings.requests) with \(settings.concurrency) at once through one
             gateway's connections, and split over two gateways (two connection pools, two ledger chains). Both "gateways"
