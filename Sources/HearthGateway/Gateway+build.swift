@@ -196,7 +196,7 @@ public func buildGateway(
     AuthController(auth: auth, database: database, maxBodyBytes: configuration.maxBodyBytes).addRoutes(to: router)
     NodesController(registry: registry).addRoutes(to: router)
     PoolsController(pools: pools, operators: configuration.operators.union([identity.nodeID])).addRoutes(to: router)
-    CatalogController(catalog: configuration.catalog, registry: registry).addRoutes(to: router)
+    CatalogController(catalog: configuration.catalog, registry: registry, defaultContext: configuration.pools.context).addRoutes(to: router)
     LedgerController(database: database, gatewayKey: identity).addRoutes(to: router)
     ReciprocityController(quotas: quotas).addRoutes(to: router)
     DevicesController(database: database, links: liveLinks, registry: registry).addRoutes(to: router)

@@ -63,10 +63,25 @@ struct CatalogRoutesTests {
             // Qwen2.5 0.5B: 676 MB of weights; its KV cache grows by 12 KiB a token.
             #expect(try await status(of: "qwen2.5-0.5b-instruct:q8_0", context: 2048) == "singleNode")
             #expect(try await status(of: "qwen2.5-0.5b-instruct:q8_0", context: 131_072) == "needsMoreNodes")
+            // Without `?context=`, the answer is for the context this gateway plans pools with.
+            let unsized = try await client.execute(uri: "/api/capacity", method: .get) { decode($0.body)["context"] }
+            #expect(unsized == 4096)
             for bad in ["context=0", "context=abc", "parallel=1000", "context=-5"] {
                 try await client.execute(uri: "/api/capacity?\(bad)", method: .get) { response in
                     #expect(response.status == .badRequest, "\(bad)")
                     #expect(decode(response.body)["error"]?["type"] == "invalid_request_error")
+                }
+            }
+        }
+    }
+
+    @Test func theDefaultContextIsTheOnePoolsArePlannedWith() async throws {
+        let (gateway, _) = try await makeGateway([:]) { $0.pools.context = 8192 }
+        try await gateway.application.test(.router) { client in
+            announce(gateway, Self.withMemory(nodeA, gib: 1))
+            for path in ["/api/capacity", "/api/catalog"] {
+                try await client.execute(uri: path, method: .get) { response in
+                    #expect(decode(response.body)["context"] == 8192, "\(path)")
                 }
             }
         }

@@ -94,7 +94,8 @@ extension OneAtATime {
                         )
                     )
                 }
-                defer { Task { for node in nodes { await node.stop() } } }
+                let lenders = nodes
+                defer { Task { for node in lenders { await node.stop() } } }
                 try await cluster.waitForLenders(2)
                 let shots = cluster.directory + "/screenshots"
                 try FileManager.default.createDirectory(atPath: shots, withIntermediateDirectories: true)

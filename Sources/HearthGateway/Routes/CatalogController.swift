@@ -10,12 +10,13 @@ import NIOCore
 /// - `GET /api/catalog/allowlist`: the pinned ids and their hashes.
 /// - `GET /api/capacity`: the planner's verdicts alone.
 ///
-/// `?context=N` (tokens per request, default 4096) and `?parallel=N` (slots, default 1) set what the planner sizes for.
+/// `?context=N` (tokens per request) and `?parallel=N` (slots, default 1) set what the planner sizes for. The context
+/// defaults to the one this gateway plans pools with (`--pool-context`, 4096 unless set), so that a page asking
+/// "which models run now, alone or pooled" gets the answer a request would meet.
 struct CatalogController {
     let catalog: Catalog
     let registry: NodeRegistry
-
-    static let defaultContext = 4096
+    let defaultContext: Int
 
     func addRoutes(to router: Router<GatewayRequestContext>) {
         router.get("/api/catalog") { request, _ in
@@ -42,7 +43,7 @@ struct CatalogController {
     }
 
     private func context(_ request: Request) throws -> Int {
-        try Self.positive(request, "context", default: Self.defaultContext, max: 1 << 21)
+        try Self.positive(request, "context", default: defaultContext, max: 1 << 21)
     }
 
     static func positive(_ request: Request, _ name: String, default value: Int, max: Int) throws -> Int {

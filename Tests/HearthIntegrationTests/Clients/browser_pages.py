@@ -245,6 +245,7 @@ def pooled():
     send("Tell me about the sea.")
     first = wait_for_answer(1, timeout=120)
     assert first["alert"] and "warming" in first["alert"] and "try again" in first["alert"], first
+    print(f"WARMING {first['alert']!r}", flush=True)
     shot("chat-pool-warming")
     # Asked again as the page says, the pool answers once it is ready.
     for _ in range(90):
