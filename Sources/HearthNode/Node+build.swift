@@ -252,28 +252,12 @@ public func buildLinkService(
     )
 }
 
-/// Serves the gateway's streams with the node's router, as Hummingbird's server would on a socket.
-///
-/// A stream the gateway resets (its client went away) closes the stream's channel; the handler is then cancelled, so
-/// an engine request still waiting for its answer's head (a long non-streamed answer) is dropped at once instead of
-/// generating for nobody. Once the body streams, a failed write ends it the same way.
+/// Serves the gateway's streams with the node's router (`LinkResponder`: a stream the gateway resets cancels its work).
 private func linkResponder(_ responder: RouterResponder<BasicRequestContext>, logger: Logger) -> HTTP1Channel {
-    HTTP1Channel(responder: { request, writer, channel in
-        let context = BasicRequestContext(source: .init(channel: channel, logger: logger))
-        let response: Response
-        do {
-            let work = Task { try await responder.respond(to: request, context: context) }
-            channel.closeFuture.whenComplete { _ in work.cancel() }
-            response = try await withTaskCancellationHandler {
-                try await work.value
-            } onCancel: {
-                work.cancel()
-            }
-        } catch is CancellationError {
-            return
-        } catch {
-            response = EngineProxyController.error(APIFailure(.server, "The node failed: \(error)"))
-        }
-        try await writer.write(response: response.head, body: response.body)
-    })
+    LinkResponder.channel(
+        respond: { request, channel in
+            try await responder.respond(to: request, context: BasicRequestContext(source: .init(channel: channel, logger: logger)))
+        },
+        failure: { error in EngineProxyController.error(APIFailure(.server, "The node failed: \(error)")) }
+    )
 }

@@ -59,27 +59,18 @@ struct PeerDialerService: Service {
     /// Dials `peer`'s mesh pinned to the network and serves its streams until the link closes.
     private func serve(_ peer: GatewayRecord, context: NIOSSLContext) async throws {
         let endpoint = try JoinAddress(parsing: "\(peer.mesh)#net:\(network.rawValue)").endpoints[0]
-        let channelResponder = HTTP1Channel(responder: { request, writer, channel in
-            // As Hummingbird's server does for every request: the request id rides in the logger (`context.id`).
-            var requestLogger = logger
-            requestLogger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
-            let context = GatewayRequestContext(source: .init(channel: channel, logger: requestLogger), viaPeer: true)
-            let response: Response
-            do {
-                let work = Task { try await responder.respond(to: request, context: context) }
-                channel.closeFuture.whenComplete { _ in work.cancel() }
-                response = try await withTaskCancellationHandler {
-                    try await work.value
-                } onCancel: {
-                    work.cancel()
-                }
-            } catch is CancellationError {
-                return
-            } catch {
-                response = OpenAIError.response(for: APIFailure(.server, "The gateway failed: \(error)"), headers: [:], shape: .openAI)
+        let channelResponder = LinkResponder.channel(
+            respond: { request, channel in
+                // As Hummingbird's server does for every request: the request id rides in the logger (`context.id`).
+                var requestLogger = logger
+                requestLogger[metadataKey: "hb.request.id"] = .stringConvertible(RequestID())
+                let context = GatewayRequestContext(source: .init(channel: channel, logger: requestLogger), viaPeer: true)
+                return try await responder.respond(to: request, context: context)
+            },
+            failure: { error in
+                OpenAIError.response(for: APIFailure(.server, "The gateway failed: \(error)"), headers: [:], shape: .openAI)
             }
-            try await writer.write(response: response.head, body: response.body)
-        })
+        )
         let (channel, multiplexer, _) = try await LinkDial.connect(
             host: endpoint.host,
             port: endpoint.port,

@@ -1,0 +1,35 @@
+public import HummingbirdCore
+public import NIOCore
+
+/// Serves the streams of a link with a responder, as Hummingbird's server serves a socket's requests: the node serves
+/// its gateway's streams this way, and a gateway the streams a peer gateway forwards to it.
+///
+/// A stream the other side resets (its client went away) closes the stream's channel; the request's work is then
+/// cancelled, so a request still waiting for its answer's head (a long non-streamed answer) is dropped at once instead
+/// of generating for nobody. Once the body streams, a failed write ends it the same way.
+public enum LinkResponder {
+    /// `respond` answers one request on one stream's channel; `failure` is the answer when it throws anything but
+    /// cancellation (in the envelope of whoever serves).
+    public static func channel(
+        respond: @escaping @Sendable (Request, any Channel) async throws -> Response,
+        failure: @escaping @Sendable (any Error) -> Response
+    ) -> HTTP1Channel {
+        HTTP1Channel(responder: { request, writer, channel in
+            let response: Response
+            do {
+                let work = Task { try await respond(request, channel) }
+                channel.closeFuture.whenComplete { _ in work.cancel() }
+                response = try await withTaskCancellationHandler {
+                    try await work.value
+                } onCancel: {
+                    work.cancel()
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                response = failure(error)
+            }
+            try await writer.write(response: response.head, body: response.body)
+        })
+    }
+}
