@@ -84,7 +84,9 @@ struct EngineSupervisorTests {
             ).run()
         }
         defer { supervisor.cancel() }
-        while handle.snapshot.state != .failed { try await Task.sleep(for: .milliseconds(10)) }
+        _ = try await eventually("the engine to fail", within: .seconds(60), every: .milliseconds(10)) {
+            handle.snapshot.state == .failed ? true : nil
+        }
     }
 
     @Test func backoffDoublesFromHalfASecondUpToThirtySeconds() {
@@ -144,7 +146,9 @@ struct EngineSupervisorTests {
             try await Task.sleep(for: .milliseconds(10))
         }
         open.yield()
-        while handles.contains(where: { $0.snapshot.state != .failed }) { try await Task.sleep(for: .milliseconds(10)) }
+        _ = try await eventually("every engine to fail", within: .seconds(60), every: .milliseconds(10)) {
+            handles.allSatisfy { $0.snapshot.state == .failed } ? true : nil
+        }
         #expect(handles.allSatisfy { $0.snapshot.detail?.contains("the build broke") == true })
         #expect(runs.value == 1, "preparation runs once for all engines")
     }
