@@ -14,6 +14,9 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext
     /// Whether another gateway of the network forwarded the request over the peer link this gateway dialed to it.
     /// Set only by that link's responder (`PeerDialerService`), never from anything the request says.
     public let viaPeer: Bool
+    /// The request's JSON body, when a middleware has already read it (`PeerForwardMiddleware`, deciding whether to
+    /// forward), so that the route does not parse it again.
+    var body: JSONValue?
 
     public init(source: ApplicationRequestContextSource) {
         self.init(source: source, viaPeer: false)

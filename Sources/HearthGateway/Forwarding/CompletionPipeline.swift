@@ -27,7 +27,8 @@ struct CompletionPipeline: Sendable {
     /// Reads and parses a JSON request body.
     /// - Throws: `NIOTooManyBytesError` for an oversized body (rendered as 413), `OpenAIError` 400 for a body that is
     ///   not JSON.
-    func readJSON(_ request: Request) async throws -> JSONValue {
+    func readJSON(_ request: Request, context: GatewayRequestContext) async throws -> JSONValue {
+        if let body = context.body { return body }
         let buffer = try await request.body.collect(upTo: maxBodyBytes)
         return try Self.parse(buffer)
     }

@@ -44,7 +44,10 @@ struct PeerForwardMiddleware: RouterMiddleware {
         }
         let body = try await request.body.collect(upTo: maxBodyBytes)
         let kept = Request(head: request.head, body: RequestBody(buffer: body))
-        guard let name = (try? JSONValue.parse(body.readableBytesView))?["model"]?.stringValue, let model = ModelID(name),
+        // Read once: the route gets the parsed body with the context (a body that is not JSON is the route's to refuse).
+        var context = context
+        context.body = try? JSONValue.parse(body.readableBytesView)
+        guard let name = context.body?["model"]?.stringValue, let model = ModelID(name),
             !RoutePlanner.plan(model: model, nodes: registry.routableNodes(), catalog: catalog).hasCandidates
         else { return try await next(kept, context) }
         let since = Date().timeIntervalSince1970 - ttl

@@ -20,7 +20,7 @@ struct CompletionsController {
 
     func complete(_ endpoint: CompletionEndpoint, request: Request, context: GatewayRequestContext) async throws -> Response {
         let startedAt = Date()
-        let json = try await pipeline.readJSON(request)
+        let json = try await pipeline.readJSON(request, context: context)
         let prepared: CompletionRequest
         do {
             prepared = try CompletionRequest(endpoint: endpoint, body: json, limits: pipeline.limits)

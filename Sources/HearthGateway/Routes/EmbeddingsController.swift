@@ -29,7 +29,7 @@ struct EmbeddingsController {
     func embed(_ shape: Shape, request: Request, context: GatewayRequestContext) async throws -> Response {
         let startedAt = Date()
         let started = ContinuousClock.now
-        let json = try await pipeline.readJSON(request)
+        let json = try await pipeline.readJSON(request, context: context)
         let prepared: EmbeddingRequest
         do {
             prepared = shape == .openAI ? try EmbeddingRequest(body: json) : try EmbeddingRequest.fromOllama(json, legacy: shape == .ollamaLegacy)

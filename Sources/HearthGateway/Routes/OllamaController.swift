@@ -26,15 +26,15 @@ struct OllamaController {
             try jsonResponse(["models": .array(registry.readyModels().map { Self.running($0.model) })])
         }
         router.post("/api/show") { request, context in
-            try await show(request: request)
+            try await show(request: request, context: context)
         }
         router.get("/api/version") { _, _ in
             try jsonResponse(["version": .string(Self.compatibleVersion)])
         }
     }
 
-    func show(request: Request) async throws -> Response {
-        let json = try await pipeline.readJSON(request)
+    func show(request: Request, context: GatewayRequestContext) async throws -> Response {
+        let json = try await pipeline.readJSON(request, context: context)
         guard let name = (json["model"] ?? json["name"])?.stringValue, let id = ModelID(name) else {
             throw OpenAIError(.invalidRequest, "'model' must be a model name.", param: "model")
         }
@@ -52,7 +52,7 @@ struct OllamaController {
     func generate(_ shape: OllamaResponseWriter.Shape, request: Request, context: GatewayRequestContext) async throws -> Response {
         let startedAt = Date()
         let started = ContinuousClock.now
-        let json = try await pipeline.readJSON(request)
+        let json = try await pipeline.readJSON(request, context: context)
         if shape == .generate, json["prompt"] == nil || json["prompt"] == "", let name = json["model"]?.stringValue, let id = ModelID(name) {
             // Ollama answers an empty prompt by loading the model; Hearth's nodes keep it loaded already. A model
             // that no node serves is a 404, as Ollama answers for a model it does not have.
