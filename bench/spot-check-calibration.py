@@ -5,12 +5,15 @@ Honest answers come from one llama-server configuration and are scored, as the g
 the claimed ids, log-probabilities with the top 40), by a SmolLM2 engine configured differently (threads, micro-batch,
 slots): the share that SpotCheck.judge would fail is the false-positive rate. Answers of another model (Gemma 3 270M,
 its ids past SmolLM2's vocabulary dropped, as those fail the vocabulary check on their own) and random token ids
-measure how often a dishonest answer is caught by one check.
+measure how often a dishonest answer is caught by one check. With --ending N, answers SmolLM2 ended itself are also
+asked whether the model would stop there (one token more, which only the end of the text can be), whole (false
+positives) and cut at a random token (caught or not).
 
 The verdict below mirrors SpotCheck.judge and its default policy (at most 10 % of the tokens outside the top 40, and
 a mean log-probability of at least -4); SpotCheckTests checks the Swift side on recorded outputs of this script's kind.
 
     python3 bench/spot-check-calibration.py --honest 1000 --dishonest 200 > bench/results/spot-checks.md
+    python3 bench/spot-check-calibration.py --honest 0 --dishonest 0 --ending 300 >> bench/results/spot-checks.md
 """
 import argparse, json, os, random, statistics, subprocess, sys, time, urllib.error, urllib.request
 
@@ -46,32 +49,76 @@ def post(port, body):
     return json.load(urllib.request.urlopen(request, timeout=600))
 
 
-def answer(port, prompt, temperature, seed, tokens):
+def answer(port, prompt, temperature, seed, tokens, finish=False):
     reply = post(port, {"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
                         "temperature": temperature, "seed": seed, "logprobs": True, "top_logprobs": 1})
     # The token that ended the answer has no text, so a stream carries no mark for it: the gateway claims only the
     # tokens before it, and so does this script.
     entries = reply["choices"][0]["logprobs"]["content"]
-    if reply["choices"][0]["finish_reason"] == "stop" and entries and entries[-1]["token"] == "":
+    stopped = reply["choices"][0]["finish_reason"] == "stop"
+    if stopped and entries and entries[-1]["token"] == "":
         entries = entries[:-1]
-    return [entry["id"] for entry in entries]
+    ids = [entry["id"] for entry in entries]
+    return (ids, stopped) if finish else ids
 
 
-def check(port, prompt, claimed):
+def check(port, prompt, claimed, ending=False):
+    """(mean log-probability, share outside the top 40, passed[, the end's log-probability]) as SpotCheck.judge sees
+    it; with `ending`, one token more is asked, which only the end of the text can be, and it must be in the top 40."""
     grammar = "root ::= " + " ".join(f"<[{token}]>" for token in claimed)
     try:
-        reply = post(port, {"messages": [{"role": "user", "content": prompt}], "max_tokens": len(claimed), "temperature": 0,
-                            "logprobs": True, "top_logprobs": TOP_K, "grammar": grammar})
+        reply = post(port, {"messages": [{"role": "user", "content": prompt}], "max_tokens": len(claimed) + (1 if ending else 0),
+                            "temperature": 0, "logprobs": True, "top_logprobs": TOP_K, "grammar": grammar})
     except urllib.error.HTTPError:
         # The engine cannot even be forced through these ids (an end-of-generation token in the middle): no model said them.
         return None
     entries = reply["choices"][0]["logprobs"]["content"]
+    end = entries[len(claimed)] if ending and len(entries) == len(claimed) + 1 else None
+    entries = entries[:len(claimed)]
     if [entry["id"] for entry in entries] != claimed:
         return None
     logprobs = [entry["logprob"] for entry in entries]
     outside = sum(1 for entry, token in zip(entries, claimed) if all(alt["id"] != token for alt in entry["top_logprobs"]))
     mean, share = statistics.mean(logprobs), outside / len(claimed)
-    return mean, share, share <= MAX_OUTSIDE and mean >= MIN_MEAN
+    passed = share <= MAX_OUTSIDE and mean >= MIN_MEAN
+    if not ending:
+        return mean, share, passed
+    end_in_top = end is not None and any(alt["id"] == end["id"] for alt in end["top_logprobs"])
+    return mean, share, passed and end_in_top, (end["logprob"] if end else None)
+
+
+def endings(options, rng):
+    """Answers SmolLM2 ended itself, checked whole and asked about their end (false positives), and the same answers
+    cut at a random token and claimed as ended (caught or not)."""
+    honest, failures, cut = [], [], []
+    for index in range(options.ending):
+        port = 18091 + index % 2
+        prompt = PROMPTS[index % len(PROMPTS)]
+        claimed, stopped = answer(port, prompt, [0.0, 0.7, 1.0][index % 3], 1000 + index, options.ending_tokens, finish=True)
+        if not stopped or len(claimed) < 2:
+            continue
+        result = check(18093, prompt, claimed, ending=True)
+        honest.append(result)
+        if result is None or not result[2]:
+            failures.append((index, result))
+        short = claimed[:rng.randrange(1, len(claimed))]
+        result = check(18093, prompt, short, ending=True)
+        cut.append(result is None or not result[2])
+        if index % 50 == 49:
+            print(f"{index + 1} answers asked, {len(honest)} ended by the engine, {len(failures)} failed", file=sys.stderr)
+    ends = sorted(result[3] for result in honest if result and result[3] is not None)
+    lines = [f"\n## Where the answer ends\n\nAnswers of up to {options.ending_tokens} tokens that SmolLM2 ended itself "
+             "(`finish_reason: stop`), checked whole with one token more asked (only the end of the text can follow the "
+             "claimed tokens), and the same answers cut at a random token and claimed as ended.\n",
+             "| measure | value |\n| --- | --- |",
+             f"| answers ended by the engine, checked whole | {len(honest)} |",
+             f"| failed (false positives) | {len(failures)} |"]
+    if ends:
+        lines.append(f"| the end's log-probability: worst, median | {ends[0]:.2f}, {ends[len(ends) // 2]:.2f} |")
+    lines.append(f"| cut short and claimed as ended: caught by one check | {sum(cut)} of {len(cut)} |")
+    if failures:
+        lines.append(f"\nFailures: {failures[:10]}")
+    return "\n".join(lines)
 
 
 def main():
@@ -79,6 +126,8 @@ def main():
     parser.add_argument("--honest", type=int, default=1000)
     parser.add_argument("--dishonest", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--ending", type=int, default=0, help="answers asked for the end-of-text check (0: none)")
+    parser.add_argument("--ending-tokens", type=int, default=128)
     options = parser.parse_args()
     rng = random.Random(1)
     # Answering engines as differently configured as volunteers' are; the checker has a configuration of its own.
@@ -116,9 +165,13 @@ def main():
             randoms = [rng.randrange(VOCABULARY) for _ in range(options.tokens)]
             result = check(18093, prompt, randoms)
             caught["random tokens"].append(result is None or not result[2])
+        ending_report = endings(options, rng) if options.ending else ""
     finally:
         for process in answerers + [checker, other]:
             process.terminate()
+    if not honest:
+        print(ending_report)
+        return
     means = sorted(result[0] for result in honest)
     shares = sorted(result[1] for result in honest)
     print("# Spot checks: false positives and detection (bench/spot-check-calibration.py)\n")
@@ -137,6 +190,7 @@ def main():
         print(f"| {name}: caught by one check | {sum(results)} of {len(results)} |")
     if failures:
         print("\nFailures:", failures[:10])
+    print(ending_report)
 
 
 if __name__ == "__main__":

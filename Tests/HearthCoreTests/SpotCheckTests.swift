@@ -4,7 +4,8 @@ import Testing
 
 /// The spot-check comparator on recorded outputs of llama-server b11434 (Fixtures/spot-checks.json): SmolLM2 scoring
 /// a sampled SmolLM2 answer (honest, temperature 0.7) and the ids of a Gemma 3 270M answer (another model; the ids
-/// past SmolLM2's vocabulary dropped), each forced with a token grammar.
+/// past SmolLM2's vocabulary dropped), each forced with a token grammar; and an answer SmolLM2 ended itself, scored
+/// whole and cut to its first half, each with the one token more that only the end of the text can be.
 struct SpotCheckTests {
     static let fixtures: JSONValue = {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/spot-checks.json")
@@ -72,5 +73,36 @@ struct SpotCheckTests {
             constrained[member] = value
             #expect(!SpotCheck.checkable(constrained), "\(member)")
         }
+    }
+
+    @Test func anAnswerCutShortIsCaughtWhereTheModelWouldNotStop() throws {
+        let whole = try Self.recorded("endsWhereTheModelEnds")
+        let wholeScores = try #require(SpotCheck.scores(answer: whole.answer, claimed: whole.claimed, ending: true))
+        let end = try #require(SpotCheck.ending(answer: whole.answer, claimed: whole.claimed))
+        #expect(end.inTopK && end.logprob > -1, "\(end)")
+        #expect(SpotCheck.judge(wholeScores, ending: end).passed)
+
+        let cut = try Self.recorded("cutShort")
+        let cutScores = try #require(SpotCheck.scores(answer: cut.answer, claimed: cut.claimed, ending: true))
+        #expect(SpotCheck.judge(cutScores).passed, "its tokens alone are the model's own")
+        let cutEnd = try #require(SpotCheck.ending(answer: cut.answer, claimed: cut.claimed))
+        #expect(!cutEnd.inTopK && cutEnd.logprob < -10, "\(cutEnd)")
+        let verdict = SpotCheck.judge(cutScores, ending: cutEnd)
+        #expect(!verdict.passed && verdict.reason?.contains("ends where the model would not") == true, "\(verdict)")
+        // Not asked about its end, an answer with one entry more did not follow the claimed tokens.
+        #expect(SpotCheck.scores(answer: cut.answer, claimed: cut.claimed) == nil)
+    }
+
+    @Test func onlyAnAnswerTheEngineEndedWholeIsAskedAboutItsEnd() {
+        let body: JSONValue = ["model": "m", "messages": [["role": "user", "content": "hi"]], "max_tokens": 64]
+        #expect(SpotCheck.checksEnding(body, claimed: [1, 2, 3], endedByEngine: true))
+        #expect(!SpotCheck.checksEnding(body, claimed: [1, 2, 3], endedByEngine: false), "ended by max_tokens")
+        var stopString = body
+        stopString["stop"] = ["\n"]
+        #expect(!SpotCheck.checksEnding(stopString, claimed: [1, 2, 3], endedByEngine: true), "ended by the client's stop string")
+        #expect(!SpotCheck.checksEnding(body, claimed: Array(repeating: 1, count: 129), endedByEngine: true), "not scored whole")
+        #expect(!SpotCheck.checksEnding(body, claimed: [], endedByEngine: true))
+        #expect(SpotCheck.request(for: body, claimed: [5, 17], chat: true, ending: true)["max_tokens"] == 3)
+        #expect(SpotCheck.request(for: body, claimed: [5, 17], chat: true)["max_tokens"] == 2)
     }
 }

@@ -5,7 +5,12 @@
 /// each. llama-server reports them before the grammar constrains sampling, so each forced token comes with the
 /// probability the model itself gives it, and its rank among the `topK` most likely: teacher forcing in one request.
 /// An honest answer, sampled or greedy, is made of tokens the model finds likely; another model's, or random tokens,
-/// are not. Pure: building the request, reading the answer and judging it.
+/// are not. An answer the engine ended itself is also asked whether the model would stop there: the checker is given
+/// one token more than the claimed ones, and once the grammar is complete only an end-of-generation token can follow,
+/// reported with the probability the model gives it. Where the model ended its text, that token is among its most
+/// likely (llama-server b11434: log-probability about −0.2, first); where a node cut an answer short and said it
+/// stopped, it is not (about −16 to −21, outside the top 40). Pure: building the request, reading the answer and
+/// judging it.
 public enum SpotCheck {
     public struct Policy: Sendable, Equatable {
         /// The share of checkable answers checked, besides every new node's first `firstAnswers`.
@@ -63,14 +68,21 @@ public enum SpotCheck {
         return true
     }
 
+    /// Whether a check of this answer also asks if the model would stop where it stopped: the engine ended it
+    /// (`finish_reason: stop`), not a stop string of the client's, and the whole answer is scored.
+    public static func checksEnding(_ body: JSONValue, claimed: [Int32], endedByEngine: Bool, policy: Policy = Policy()) -> Bool {
+        endedByEngine && !claimed.isEmpty && claimed.count <= policy.maxTokens && (body["stop"] ?? .null) == .null
+    }
+
     /// The request that scores `claimed` (at most `policy.maxTokens` of them) on another node: the original body, not
-    /// streamed, greedy, with a grammar forcing exactly those tokens and the log-probabilities of each.
-    public static func request(for body: JSONValue, claimed: [Int32], chat: Bool, policy: Policy = Policy()) -> JSONValue {
+    /// streamed, greedy, with a grammar forcing exactly those tokens and the log-probabilities of each; with `ending`,
+    /// one token more, which only the end of the text can be.
+    public static func request(for body: JSONValue, claimed: [Int32], chat: Bool, ending: Bool = false, policy: Policy = Policy()) -> JSONValue {
         let tokens = claimed.prefix(policy.maxTokens)
         var check = body
         for member in ["stream", "stream_options", "timings_per_token", Continuation.field] { check[member] = nil }
         check["grammar"] = .string("root ::= " + tokens.map { "<[\($0)]>" }.joined(separator: " "))
-        check["max_tokens"] = .integer(Int64(tokens.count))
+        check["max_tokens"] = .integer(Int64(tokens.count + (ending ? 1 : 0)))
         check["temperature"] = 0
         if chat {
             check["logprobs"] = true
@@ -82,13 +94,14 @@ public enum SpotCheck {
     }
 
     /// The claimed tokens' scores from the checker's answer, or `nil` when the answer did not follow them (a checker
-    /// that ignored the grammar cannot vouch for anything).
-    public static func scores(answer: JSONValue, claimed: [Int32], policy: Policy = Policy()) -> [Scored]? {
+    /// that ignored the grammar cannot vouch for anything). With `ending`, the answer may carry one entry more: the
+    /// end of the text (see `ending(answer:claimed:)`).
+    public static func scores(answer: JSONValue, claimed: [Int32], ending: Bool = false, policy: Policy = Policy()) -> [Scored]? {
         guard let entries = answer["choices"]?[0]?["logprobs"]?["content"]?.arrayValue else { return nil }
         let expected = Array(claimed.prefix(policy.maxTokens))
-        guard entries.count == expected.count else { return nil }
+        guard entries.count == expected.count || (ending && entries.count == expected.count + 1) else { return nil }
         var scored: [Scored] = []
-        for (entry, token) in zip(entries, expected) {
+        for (entry, token) in zip(entries.prefix(expected.count), expected) {
             guard entry["id"]?.integerValue == Int64(token), let logprob = entry["logprob"]?.doubleValue else { return nil }
             let alternatives = entry["top_logprobs"]?.arrayValue ?? []
             scored.append(Scored(logprob: logprob, inTopK: alternatives.contains { $0["id"]?.integerValue == Int64(token) }))
@@ -96,13 +109,28 @@ public enum SpotCheck {
         return scored
     }
 
-    /// Passes when the claimed tokens are, by both measures, what the model finds likely.
-    public static func judge(_ scored: [Scored], policy: Policy = Policy()) -> Verdict {
+    /// The end of the text after the claimed tokens, as the checker's model scores it: the entry after them, whichever
+    /// end-of-generation token it is (the grammar allows nothing else there). `nil` when the checker gave none.
+    public static func ending(answer: JSONValue, claimed: [Int32]) -> Scored? {
+        guard let entry = answer["choices"]?[0]?["logprobs"]?["content"]?[claimed.count], let id = entry["id"]?.integerValue,
+            let logprob = entry["logprob"]?.doubleValue
+        else { return nil }
+        let alternatives = entry["top_logprobs"]?.arrayValue ?? []
+        return Scored(logprob: logprob, inTopK: alternatives.contains { $0["id"]?.integerValue == id })
+    }
+
+    /// Passes when the claimed tokens are, by both measures, what the model finds likely, and, when the `ending` was
+    /// scored, when the model would end the text there too.
+    public static func judge(_ scored: [Scored], ending: Scored? = nil, policy: Policy = Policy()) -> Verdict {
         guard !scored.isEmpty else { return Verdict(tokens: 0, meanLogprob: 0, outsideTopK: 0, passed: true, reason: nil) }
         let mean = scored.map(\.logprob).reduce(0, +) / Double(scored.count)
         let outside = Double(scored.filter { !$0.inTopK }.count) / Double(scored.count)
         var reason: String?
-        if outside > policy.maxOutsideTopK {
+        if let ending, !ending.inTopK {
+            reason =
+                "the answer ends where the model would not: the end of the text is outside its top \(policy.topK) "
+                + "(log-probability \(ending.logprob))"
+        } else if outside > policy.maxOutsideTopK {
             reason = "\(Int((outside * 100).rounded())) % of the tokens are outside the model's top \(policy.topK)"
         } else if mean < policy.minMeanLogprob {
             reason = "mean log-probability \(mean) is below \(policy.minMeanLogprob)"

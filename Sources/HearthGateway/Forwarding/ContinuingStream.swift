@@ -34,6 +34,9 @@ struct ContinuingStream {
     private var partFinished = false
     /// A finish reason went by: the text is complete, only usage and `[DONE]` may follow.
     private var finished = false
+    /// Whether the engine ended the answer itself (`finish_reason: stop`), for the spot check's question of whether
+    /// the model would stop there.
+    private var endedByEngine = false
     /// The client's usage, when the stream has been continued (the last part's, minus what it prefilled).
     private(set) var clientUsage: TokenUsage?
 
@@ -78,7 +81,10 @@ struct ContinuingStream {
             if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONValue.parse(payload.readableBytesView) {
                 identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0)
             }
-            if event.contains("\"finish_reason\":\"") { finished = true }
+            if event.contains("\"finish_reason\":\"") {
+                finished = true
+                endedByEngine = event.contains("\"finish_reason\":\"stop\"")
+            }
             if case .usage(let usage, let usageOnly) = kind, part > 0, let prefill = served.upstream.response.prefill {
                 let client = TokenUsage(promptTokens: max(0, usage.promptTokens - prefill), completionTokens: prefill + usage.completionTokens)
                 clientUsage = client
@@ -146,7 +152,8 @@ struct ContinuingStream {
                 body: original.body,
                 consumer: served.consumer,
                 claimed: claimed,
-                reported: generation.reportedTokens
+                reported: generation.reportedTokens,
+                endedByEngine: endedByEngine
             )
         )
     }

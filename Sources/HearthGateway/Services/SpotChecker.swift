@@ -42,6 +42,8 @@ final class SpotChecker: Sendable {
         /// The answer's ids up to its first gap, which a check scores; and every id it reported.
         var claimed: [Int32]
         var reported: [Int32]
+        /// Whether the engine ended the answer (`finish_reason: stop`), so that the check asks whether the model would.
+        var endedByEngine = false
     }
 
     /// Checks `answer` when the policy picks it: every new node's first answers, then a share of the rest. Every answer
@@ -118,7 +120,8 @@ final class SpotChecker: Sendable {
     /// One checker's verdict on the answer: `nil` when its answer did not follow the claimed tokens.
     /// - Throws: when no node other than `excluding` serves the same file, or the checker broke off.
     private func score(_ answer: Answer, excluding: Set<NodeID>) async throws -> (checker: NodeID, verdict: SpotCheck.Verdict?) {
-        let request = SpotCheck.request(for: answer.body, claimed: answer.claimed, chat: answer.endpoint == .chat, policy: policy)
+        let ending = SpotCheck.checksEnding(answer.body, claimed: answer.claimed, endedByEngine: answer.endedByEngine, policy: policy)
+        let request = SpotCheck.request(for: answer.body, claimed: answer.claimed, chat: answer.endpoint == .chat, ending: ending, policy: policy)
         // To the checker it is one more request of the same consumer, under an id from the generator of every other.
         let opened = try await dispatcher.open(
             endpoint: answer.endpoint,
@@ -140,10 +143,12 @@ final class SpotChecker: Sendable {
             throw error
         }
         let json = (try? JSONValue.parse(body.readableBytesView)) ?? .null
-        guard opened.response.status == 200, let scores = SpotCheck.scores(answer: json, claimed: answer.claimed, policy: policy) else {
+        guard opened.response.status == 200, let scores = SpotCheck.scores(answer: json, claimed: answer.claimed, ending: ending, policy: policy)
+        else {
             return (opened.node, nil)
         }
-        return (opened.node, SpotCheck.judge(scores, policy: policy))
+        let end = ending ? SpotCheck.ending(answer: json, claimed: answer.claimed) : nil
+        return (opened.node, SpotCheck.judge(scores, ending: end, policy: policy))
     }
 
     /// Records a check's verdict (`nil`: inconclusive, for the reason given).
