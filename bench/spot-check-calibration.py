@@ -90,29 +90,34 @@ def check(port, prompt, claimed, ending=False):
 def endings(options, rng):
     """Answers SmolLM2 ended itself, checked whole and asked about their end (false positives), and the same answers
     cut at a random token and claimed as ended (caught or not)."""
-    honest, failures, cut = [], [], []
+    honest, failures, inconclusive, cut = [], [], [], []
     for index in range(options.ending):
+        if index % 50 == 49:
+            print(f"{index + 1} answers asked, {len(honest)} ended by the engine, {len(failures)} failed", file=sys.stderr)
         port = 18091 + index % 2
         prompt = PROMPTS[index % len(PROMPTS)]
         claimed, stopped = answer(port, prompt, [0.0, 0.7, 1.0][index % 3], 1000 + index, options.ending_tokens, finish=True)
         if not stopped or len(claimed) < 2:
             continue
         result = check(18093, prompt, claimed, ending=True)
+        if result is None:
+            # The checker could not be forced through the claimed ids: the gateway records that as inconclusive.
+            inconclusive.append(index)
+            continue
         honest.append(result)
-        if result is None or not result[2]:
+        if not result[2]:
             failures.append((index, result))
         short = claimed[:rng.randrange(1, len(claimed))]
         result = check(18093, prompt, short, ending=True)
         cut.append(result is None or not result[2])
-        if index % 50 == 49:
-            print(f"{index + 1} answers asked, {len(honest)} ended by the engine, {len(failures)} failed", file=sys.stderr)
-    ends = sorted(result[3] for result in honest if result and result[3] is not None)
+    ends = sorted(result[3] for result in honest if result[3] is not None)
     lines = [f"\n## Where the answer ends\n\nAnswers of up to {options.ending_tokens} tokens that SmolLM2 ended itself "
              "(`finish_reason: stop`), checked whole with one token more asked (only the end of the text can follow the "
              "claimed tokens), and the same answers cut at a random token and claimed as ended.\n",
              "| measure | value |\n| --- | --- |",
              f"| answers ended by the engine, checked whole | {len(honest)} |",
-             f"| failed (false positives) | {len(failures)} |"]
+             f"| failed (false positives) | {len(failures)} |",
+             f"| inconclusive (the checker could not be forced through the claimed ids) | {len(inconclusive)} |"]
     if ends:
         lines.append(f"| the end's log-probability: worst, median | {ends[0]:.2f}, {ends[len(ends) // 2]:.2f} |")
     lines.append(f"| cut short and claimed as ended: caught by one check | {sum(cut)} of {len(cut)} |")
