@@ -395,18 +395,29 @@ extension OneAtATime {
             }
             #expect(cut.status == "cut_off")
 
-            // Every answered request is metered and credited exactly once, in one of the two chains, and every chain
-            // verifies, by Hearth and by the independent Python verifier.
+            // Every answered request is metered once and credited at most once, in one of the two chains, and every
+            // chain verifies, by Hearth and by the independent Python verifier. A gateway meters a request after its
+            // answer (the database stays off the answer's path), so one B answered in the instant before it was killed
+            // may have only its in-flight note: B records it as cut off when it comes back, and its node is not
+            // credited (seen once in a full run beside stress-ng). Anything asked after the kill is metered `ok`.
             let credited = try await store.store.read { session in
                 try session.query("SELECT request_id, chain FROM ledger").map { (try $0.string("request_id"), try $0.string("chain")) }
             }
             let chainOf = Dictionary(credited, uniquingKeysWith: { first, _ in first })
             #expect(chainOf.count == credited.count, "a request credited twice")
-            let missing = answered.filter { chainOf[$0] == nil }
-            #expect(missing.isEmpty, "answered but never credited: \(missing.prefix(3))")
             #expect(Set(credited.map(\.1)).count == 2, "both gateways credited requests in their own chains")
             let usage = try await store.recentUsage(limit: 5000)
-            for id in answered { #expect(usage.filter { $0.requestID == id }.map(\.status) == ["ok"], "\(id)") }
+            var cutAtTheKill = 0
+            for (id, afterKill) in await clients.answered {
+                let statuses = usage.filter { $0.requestID == id }.map(\.status)
+                if statuses == ["cut_off"], !afterKill, chainOf[id] == nil {
+                    cutAtTheKill += 1
+                    continue
+                }
+                #expect(statuses == ["ok"] && chainOf[id] != nil, "\(id) (asked \(afterKill ? "after" : "before") the kill): \(statuses)")
+            }
+            print("scale-out: \(cutAtTheKill) answers B gave just before the kill were recorded as cut off when it came back")
+            #expect(cutAtTheKill <= 8, "\(cutAtTheKill) answers lost their record with B: more than the kill's instant explains")
             let all = directory + "/all.jsonl"
             let exported = try await TestProcess.hearth(["ledger", "export", "--url", aURL, "--all", "--out", all], in: directory)
             #expect(exported.status == 0, "\(exported.errors)")
