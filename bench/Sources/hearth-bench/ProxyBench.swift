@@ -212,12 +212,17 @@ enum ProxyBench {
     static func wholeAtCeiling(_ http: HTTPClient, _ target: ProxyTarget, settings: Settings) async -> Load {
         let start = ContinuousClock.now
         return await measure(target, clients: settings.requestClients) { _ in
-            var mine = Load()
-            while seconds(since: start) < settings.requestSeconds {
-                if let latency = mine.count(await attempt { try await whole(http, target, tokens: 16) }) { mine.latencies.append(latency) }
-            }
-            return mine
+            await wholeAnswers(http, target, from: start, for: settings.requestSeconds)
         }
+    }
+
+    /// One client asking `target` for whole 16-token answers, one after another, until `duration` seconds after `start`.
+    static func wholeAnswers(_ http: HTTPClient, _ target: ProxyTarget, from start: ContinuousClock.Instant, for duration: Double) async -> Load {
+        var mine = Load()
+        while seconds(since: start) < duration {
+            if let latency = mine.count(await attempt { try await whole(http, target, tokens: 16) }) { mine.latencies.append(latency) }
+        }
+        return mine
     }
 
     /// `count` streams at 20 tokens/s open together for `seconds` (started over the first second); errors, the peak

@@ -101,29 +101,28 @@ enum ScaleOutBench {
         }
         for target in targets { for _ in 0..<50 { _ = try await ProxyBench.whole(http, target, tokens: 16) } }
 
-        let gatewayPIDs = gateways.map(\.pid)
-        let before = (gatewayPIDs.map(cpuSeconds(of:)).reduce(0, +), nodePIDs.map(cpuSeconds(of:)).reduce(0, +), postgresCPU())
+        // Every process of the setup, PostgreSQL's backends included (each gateway connection gets one), is measured.
+        let gatewayPIDs = Set(gateways.map(\.pid))
+        let nodes = Set(nodePIDs)
+        let measured = ProxyTarget(
+            name: setup.name,
+            url: gateways[0].url,
+            model: DefaultModel.id.rawValue,
+            processes: { Array(gatewayPIDs) + Array(nodes) + (setup.postgres ? postgresPIDs() : []) },
+            version: "",
+            stop: {}
+        )
         let start = ContinuousClock.now
-        let load = await withTaskGroup(of: ProxyBench.Load.self) { group in
-            for index in 0..<settings.clients {
-                let target = targets[index % targets.count]
-                group.addTask {
-                    var mine = ProxyBench.Load()
-                    while seconds(since: start) < settings.seconds {
-                        let outcome = await ProxyBench.attempt { try await ProxyBench.whole(http, target, tokens: 16) }
-                        if let latency = mine.count(outcome) { mine.latencies.append(latency) }
-                    }
-                    return mine
-                }
-            }
-            return await group.reduce(into: ProxyBench.Load()) { ProxyBench.merge(&$0, $1) }
+        let load = await ProxyBench.measure(measured, clients: settings.clients) { index in
+            await ProxyBench.wholeAnswers(http, targets[index % targets.count], from: start, for: settings.seconds)
         }
-        var figures = Figures(setup: setup, requests: load.requests, errors: load.errors, elapsed: seconds(since: start))
+        func spent(_ pids: Set<Int32>) -> Double { load.cpuByProcess.filter { pids.contains($0.key) }.values.reduce(0, +) }
+        var figures = Figures(setup: setup, requests: load.requests, errors: load.errors, elapsed: load.elapsed)
         figures.latencies = load.latencies
         figures.firstError = load.firstError
-        figures.gatewayCPU = gatewayPIDs.map(cpuSeconds(of:)).reduce(0, +) - before.0
-        figures.nodeCPU = nodePIDs.map(cpuSeconds(of:)).reduce(0, +) - before.1
-        figures.databaseCPU = setup.postgres ? postgresCPU() - before.2 : 0
+        figures.gatewayCPU = spent(gatewayPIDs)
+        figures.nodeCPU = spent(nodes)
+        figures.databaseCPU = load.cpu - figures.gatewayCPU - figures.nodeCPU
         return figures
     }
 
@@ -133,15 +132,6 @@ enum ScaleOutBench {
             let models = try await HTTP.get(url + "/v1/models").json["data"]?.arrayValue ?? []
             let nodes = models.first { $0["id"]?.stringValue == DefaultModel.id.rawValue }?["hearth"]?["nodes"]?.integerValue ?? 0
             return nodes >= count ? true : nil
-        }
-    }
-
-    /// CPU seconds every `postgres` process on the machine has used so far (the server and one backend per connection).
-    static func postgresCPU() -> Double {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap(Int32.init).reduce(0) { total, pid in
-            guard (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.hasPrefix("postgres") == true else { return total }
-            return total + cpuSeconds(of: pid)
         }
     }
 

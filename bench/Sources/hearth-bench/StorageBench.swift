@@ -253,23 +253,8 @@ enum StorageBench {
 
     /// CPU seconds used so far by this process and, when asked, by every `postgres` process.
     static func cpuSeconds(includingPostgres: Bool) -> Double {
-        var total = processCPU(pid: "self")
-        if includingPostgres {
-            let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-            for pid in entries where Int(pid) != nil {
-                guard (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.hasPrefix("postgres") == true else { continue }
-                total += processCPU(pid: pid)
-            }
-        }
-        return total
-    }
-
-    static func processCPU(pid: String) -> Double {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return 0 }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command name.
-        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        let postgres = includingPostgres ? postgresPIDs() : []
+        return ([getpid()] + postgres).reduce(0) { $0 + hearth_bench.cpuSeconds(of: $1) }
     }
 
     static func report(_ rows: [(String, Figures)], settings: Settings) -> String {
