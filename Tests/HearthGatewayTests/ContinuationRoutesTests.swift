@@ -78,6 +78,60 @@ struct ContinuationRoutesTests {
         #expect(rows.map(\.completionTokens).reduce(0, +) == 5)
     }
 
+    /// A gateway whose node A breaks after "Once upon a" (three tokens) and whose node B would go on; `ask` sends one
+    /// request, then the nodes asked and the usage rows are returned. One gateway per request: a broken stream lowers
+    /// A's score, and the next request would go to B.
+    func afterABreak(_ ask: @Sendable (any TestClientProtocol) async throws -> Void) async throws -> ([NodeID], [UsageRecord]) {
+        let (gateway, transport) = try await makeGateway([
+            nodeA: Self.brokenStream,
+            nodeB: .continuation(chunks: Self.rest([(" time", 13)], prompt: 10, completion: 1), prefill: 3),
+        ])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA, slots: 4))
+            announce(gateway, announcement(nodeB, slots: 1))
+            try await ask(client)
+        }
+        return (transport.requests.map(\.node), try await gateway.database.recentUsage())
+    }
+
+    @Test(arguments: [true, false])
+    func aStreamCutAfterItsLastAllowedTokenIsEndedByTheGatewayNotContinued(usage: Bool) async throws {
+        // Three tokens are all that max_tokens allows: another node asked to go on would make one token more than the
+        // client allowed (an engine makes at least one).
+        var asking = streamingChat(usage: usage)
+        asking["max_tokens"] = 3
+        let body = asking
+        let (asked, rows) = try await afterABreak { client in
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                let text = String(buffer: response.body)
+                #expect(HTTP.streamedText(text) == "Once upon a")
+                #expect(!text.contains("error"))
+                #expect(text.hasSuffix("data: [DONE]\n\n"))
+                let events = HTTP.events(text)
+                #expect(events.allSatisfy { $0["id"] == "chatcmpl-1" && $0["created"] == 42 && $0["object"] == "chat.completion.chunk" })
+                #expect(events.compactMap { $0["choices"]?[0]?["finish_reason"]?.stringValue } == ["length"])
+                #expect(events.contains { $0["usage"] != nil } == usage, "usage only for a client that asked")
+                if usage { #expect(events.last?["usage"]?["completion_tokens"] == 3) }
+            }
+        }
+        #expect(asked == [nodeA], "no node is asked to go on past max_tokens")
+        #expect(rows.count == 1 && rows.allSatisfy { $0.status == "upstream_error" && $0.completionTokens == 3 })
+    }
+
+    @Test func anOllamaStreamCutAfterItsLastAllowedTokenEndsWithItsCounters() async throws {
+        let body: JSONValue = ["model": .string(testModel.rawValue), "messages": [["role": "user", "content": "hi"]], "options": ["num_predict": 3]]
+        let (asked, _) = try await afterABreak { client in
+            try await client.execute(uri: "/api/chat", method: .post, body: try json(body)) { response in
+                let lines = String(buffer: response.body).split(separator: "\n").map { decode(ByteBuffer(string: String($0))) }
+                #expect(lines.compactMap { $0["message"]?["content"]?.stringValue }.joined() == "Once upon a")
+                #expect(lines.last?["done"] == true)
+                #expect(lines.last?["done_reason"] == "length")
+                #expect(lines.last?["eval_count"] == 3)
+            }
+        }
+        #expect(asked == [nodeA])
+    }
+
     @Test func aStreamItsDrainingNodeHandsOverGoesOnElsewhere() async throws {
         let (gateway, transport) = try await makeGateway([
             nodeA: .handOver(chunks: FakeNodeTransport.markedChatEvents([("Once", 10), (" upon", 11), (" a", 12)], first: true)),

@@ -25,6 +25,14 @@ struct ContinuingStream {
     /// What the client has seen generated, and the stream's `id` and `created` (from its first event).
     private var generation = Generation()
     private var identity: (id: String, created: Int64)?
+    /// The first event's `model` and `object`, for events the gateway writes itself (`closing`).
+    private var model: JSONValue = .null
+    private var object: JSONValue = .null
+    /// The prompt's size as the first node's engine reported it while the stream ran (per-token timings).
+    private var firstPromptTokens: Int?
+    /// Set when a stream broke with its whole `max_tokens` already relayed: the gateway ends it itself with these
+    /// events (finish, usage, `[DONE]`) instead of asking another node for a token more than the client allowed.
+    private var closing: [(event: ByteBuffer, kind: StreamEvent)]?
     private var partStartTokens = 0
     /// What the parts finished so far charged the client.
     private var charged = TokenUsage(promptTokens: 0, completionTokens: 0)
@@ -55,6 +63,7 @@ struct ContinuingStream {
     /// - Throws: when the stream broke and could not be continued.
     mutating func next() async throws -> (event: ByteBuffer, kind: StreamEvent)? {
         while true {
+            if closing != nil { return closing?.isEmpty == false ? closing?.removeFirst() : nil }
             var event: ByteBuffer
             do {
                 guard let next = try await reader.next() else {
@@ -80,6 +89,8 @@ struct ContinuingStream {
             let kind = tally.observe(event.readableBytesView)
             if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONValue.parse(payload.readableBytesView) {
                 identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0)
+                model = chunk["model"] ?? .null
+                object = chunk["object"] ?? .null
             }
             if event.contains("\"finish_reason\":\"") {
                 finished = true
@@ -103,7 +114,16 @@ struct ContinuingStream {
             "node's stream broke; continuing on another node",
             metadata: ["node.id": "\(broken.node.short)", "tokens": "\(generation.tokens)", "error": "\(error)"]
         )
+        if part == 0 { firstPromptTokens = tally.promptFromTimings }
         await finishPart(status: "upstream_error")
+        if let allowed = original.body["max_tokens"]?.integerValue, generation.tokens >= allowed {
+            // The cut came between the last allowed token and the engine's finish chunk: a node asked to go on would
+            // make at least one token more (an engine makes one at least), so the answer ends here, as the engine
+            // would have ended it.
+            closing = closingEvents(chat: original.endpoint == .chat, identity: identity)
+            finished = true
+            return true
+        }
         var body = original.body
         body[Continuation.field] = ContinuationRequest(generated: generation.promptPieces, id: identity.id, created: identity.created).json
         while part < maxContinuations {
@@ -139,7 +159,7 @@ struct ContinuingStream {
     /// gave, with all its token ids, for a spot check.
     mutating func finish(status: String) async {
         await finishPart(status: status)
-        guard status == "ok", part == 0, finished, let original, let checker = served.pipeline.spotChecker,
+        guard status == "ok", part == 0, finished, closing == nil, let original, let checker = served.pipeline.spotChecker,
             let sha256 = served.upstream.modelSHA256, let claimed = generation.claimedTokens
         else { return }
         checker.consider(
@@ -205,17 +225,46 @@ struct ContinuingStream {
         return CompletionChunk.parse(payload)?.choices?.first?.content
     }
 
-    /// A usage event with the client's counts in place of the last node's.
-    private static func replacingUsage(in event: ByteBuffer, with usage: TokenUsage) -> ByteBuffer? {
-        guard let payload = event.ssePayload(), var chunk = try? JSONValue.parse(payload.readableBytesView) else { return nil }
-        chunk["usage"] = [
+    /// The end of an answer whose `max_tokens` was all relayed when its node broke: the finish chunk (`length`), the
+    /// usage chunk (passed to the client only if it asked for usage, like any other) and `[DONE]`. The usage counts
+    /// the tokens the client saw, and the prompt as the first engine reported it (0 when it did not).
+    private mutating func closingEvents(chat: Bool, identity: (id: String, created: Int64)) -> [(event: ByteBuffer, kind: StreamEvent)] {
+        let usage = TokenUsage(promptTokens: firstPromptTokens ?? 0, completionTokens: generation.tokens)
+        clientUsage = usage
+        let choice: JSONValue =
+            chat
+            ? ["index": 0, "delta": [:], "finish_reason": "length"]
+            : ["index": 0, "text": "", "logprobs": .null, "finish_reason": "length"]
+        var chunk: JSONValue = ["id": .string(identity.id), "object": object, "created": .integer(identity.created), "model": model]
+        chunk["choices"] = [choice]
+        var usageChunk = chunk
+        usageChunk["choices"] = []
+        usageChunk["usage"] = Self.usageJSON(usage)
+        return [
+            (Self.sseEvent(chunk), .other),
+            (Self.sseEvent(usageChunk), .usage(usage, usageOnly: true)),
+            (ByteBuffer(string: "data: [DONE]\n\n"), .done),
+        ]
+    }
+
+    private static func usageJSON(_ usage: TokenUsage) -> JSONValue {
+        [
             "prompt_tokens": .integer(Int64(usage.promptTokens)), "completion_tokens": .integer(Int64(usage.completionTokens)),
             "total_tokens": .integer(Int64(usage.totalTokens)),
         ]
-        let bytes = chunk.serialized(sortedKeys: true)
-        var rewritten = ByteBuffer(string: "data: ")
-        rewritten.writeBytes(bytes)
-        rewritten.writeString("\n\n")
-        return rewritten
+    }
+
+    private static func sseEvent(_ chunk: JSONValue) -> ByteBuffer {
+        var event = ByteBuffer(string: "data: ")
+        event.writeBytes(chunk.serialized(sortedKeys: true))
+        event.writeString("\n\n")
+        return event
+    }
+
+    /// A usage event with the client's counts in place of the last node's.
+    private static func replacingUsage(in event: ByteBuffer, with usage: TokenUsage) -> ByteBuffer? {
+        guard let payload = event.ssePayload(), var chunk = try? JSONValue.parse(payload.readableBytesView) else { return nil }
+        chunk["usage"] = usageJSON(usage)
+        return sseEvent(chunk)
     }
 }
