@@ -5,6 +5,7 @@ import HearthWeb
 public import Hummingbird
 import HummingbirdCore
 public import Logging
+import NIOCore
 public import ServiceLifecycle
 
 /// A built node: its services in start order, and handles for tests and `hearth up`.
@@ -256,8 +257,16 @@ public func buildLinkService(
 private func linkResponder(_ responder: RouterResponder<BasicRequestContext>, logger: Logger) -> HTTP1Channel {
     LinkResponder.channel(
         respond: { request, channel in
-            try await responder.respond(to: request, context: BasicRequestContext(source: .init(channel: channel, logger: logger)))
+            try await LinkStream.$channel.withValue(channel) {
+                try await responder.respond(to: request, context: BasicRequestContext(source: .init(channel: channel, logger: logger)))
+            }
         },
         failure: { error in EngineProxyController.error(APIFailure(.server, "The node failed: \(error)")) }
     )
+}
+
+/// The link stream a request came on, for a route that writes its answer to it on its event loop (`EngineRelay`);
+/// `nil` outside a link (a test's router).
+enum LinkStream {
+    @TaskLocal static var channel: (any Channel)?
 }

@@ -1,4 +1,3 @@
-import AsyncAlgorithms
 import AsyncHTTPClient
 import Foundation
 import HTTPTypes
@@ -132,6 +131,18 @@ struct EngineProxyController {
             engine.end()
             return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
         }
+        if let rewriter = call.rewriter {
+            return await stream(
+                call,
+                rewriter: rewriter,
+                url: address.url(call.path),
+                engine: engine,
+                request: request,
+                fields: fields,
+                shares: shares,
+                logger: context.logger
+            )
+        }
         var upstream = HTTPClientRequest(url: address.url(call.path))
         upstream.method = .POST
         upstream.headers.add(name: "content-type", value: "application/json")
@@ -148,30 +159,19 @@ struct EngineProxyController {
         } catch {
             load.end()
             engine.end()
-            // A cancelled wait is the gateway's reset (its client left), not the engine's fault.
-            context.logger.log(
-                level: Task.isCancelled ? .debug : .warning,
-                "engine did not answer",
-                metadata: ["node.model": "\(name)", "error": "\(error)"]
-            )
-            return Self.error(APIFailure(.upstream, "The engine did not answer: \(error)", code: "engine_failed"))
+            return engineDidNotAnswer(error, model: name, logger: context.logger)
         }
         guard response.status == .ok else {
             // An error answer is short; it is read whole and restated for the gateway (see `EngineRefusal`).
             let body = (try? await response.body.collect(upTo: 64 << 10)) ?? ByteBuffer()
             load.end()
             engine.end()
-            let failure = EngineRefusal.failure(status: Int(response.status.code), body: body)
             context.logger.debug("engine refused the request", metadata: ["node.model": "\(name)", "http.status": "\(response.status.code)"])
-            return Self.error(failure)
+            return Self.error(EngineRefusal.failure(status: Int(response.status.code), body: body))
         }
         var headers = HTTPFields()
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
-        if let prefill = call.prefill { headers[Self.prefillHeader] = String(prefill) }
-        let rewriterAtStart = call.rewriter
         let answerModel = call.answerModel
-        // An owner's server that reports no usage is metered as the gateway meters it: one token per streamed event.
-        let meteredByEvents = engine.backend != nil
         let load = self.load
         let receipts = self.receipts
         let inFlight = self.inFlight
@@ -184,19 +184,10 @@ struct EngineProxyController {
             status: .ok,
             headers: headers,
             body: ResponseBody { writer in
-                // The engine's body is read by a task of its own, handed over one chunk at a time (the channel keeps
-                // the backpressure), so a cancellation from the gateway can stop the engine at once, even while it
-                // is still reading the prompt, and the stream still ends with a receipt.
-                let relay = AsyncThrowingChannel<ByteBuffer, any Error>()
-                let reader = Task {
-                    do {
-                        for try await chunk in response.body { await relay.send(chunk) }
-                        relay.finish()
-                    } catch {
-                        relay.fail(error)
-                    }
-                }
-                let cancellation = requestID.map { inFlight.open($0, stream: rewriterAtStart != nil) }
+                // A whole answer: read by a task of its own, so that a cancellation from the gateway can stop the
+                // engine at once, even while it is still generating, and the answer still ends with a receipt.
+                let reader = Task { try await response.body.collect(upTo: 64 << 20) }
+                let cancellation = requestID.map { inFlight.open($0) }
                 cancellation?.onCancel { reader.cancel() }
                 defer {
                     reader.cancel()
@@ -204,47 +195,117 @@ struct EngineProxyController {
                     load.end()
                     engine.end()
                 }
-                var rewriter = rewriterAtStart
-                var tap = UsageTap(streaming: fields?.stream ?? false)
+                var tap = UsageTap(streaming: false)
                 var outcome = Receipt.Outcome.ok
-                var chunks = relay.makeAsyncIterator()
-                // A whole answer from the owner's server is held, to name the catalog's model in it again.
-                var held = answerModel.map { _ in ByteBuffer() }
-                while true {
-                    let chunk: ByteBuffer?
-                    do {
-                        chunk = try await chunks.next()
-                    } catch {
-                        outcome = cancellation?.isCancelled == true ? .cancelled : .engineError
-                        break
-                    }
-                    guard let chunk else { break }
-                    if cancellation?.isCancelled == true {
-                        outcome = .cancelled
-                        break
-                    }
-                    var rewritten = rewriter?.rewrite(chunk) ?? chunk
-                    tap.observe(rewritten)
-                    if held != nil {
-                        held?.writeBuffer(&rewritten)
-                        continue
-                    }
-                    // A failed write means the gateway went away: the stream is reset, so no receipt can follow.
-                    if rewritten.readableBytes > 0 { try await writer.write(rewritten) }
+                var answer = ByteBuffer()
+                do {
+                    answer = try await reader.value
+                    if cancellation?.isCancelled == true { outcome = .cancelled }
+                } catch {
+                    outcome = cancellation?.isCancelled == true ? .cancelled : .engineError
                 }
-                if let whole = held, let answerModel { try await writer.write(EngineCall.renamed(whole, model: answerModel)) }
-                if let rest = rewriter?.finish(), rest.readableBytes > 0 {
-                    tap.observe(rest)
-                    try await writer.write(rest)
+                if let answerModel { answer = EngineCall.renamed(answer, model: answerModel) }
+                tap.observe(answer)
+                // A failed write means the gateway went away: the stream is reset, so no receipt can follow.
+                if outcome == .ok, answer.readableBytes > 0 { try await writer.write(answer) }
+                var trailers = HTTPFields()
+                if let value = receipts?.trailer(
+                    requestID: requestID,
+                    consumer: consumer,
+                    spec: spec,
+                    usage: tap.usage,
+                    maxTokens: maxTokens,
+                    startedAt: startedAt,
+                    outcome: outcome,
+                    pool: shares
+                ) {
+                    trailers[.init(LinkProtocol.receiptTrailer)!] = value
                 }
-                tap.finish()
+                try await writer.finish(trailers.isEmpty ? nil : trailers)
+            }
+        )
+    }
+
+    /// A stream: relayed on the link stream's event loop (`EngineRelay`), its receipt the trailer after its last event.
+    private func stream(
+        _ call: EngineCall,
+        rewriter: EngineStreamRewriter,
+        url: String,
+        engine: EngineHandle,
+        request: Request,
+        fields: RequestFields?,
+        shares: PoolShares?,
+        logger: Logger
+    ) async -> Response {
+        guard let link = LinkStream.channel else {
+            engine.end()
+            return Self.error(APIFailure(.server, "A stream is relayed only over a gateway link."))
+        }
+        let upstream: HTTPClient.Request
+        do {
+            // A new loopback connection per request: llama-server closes idle keep-alive connections after 5 s, and a
+            // pooled connection closed under a new request failed it (seen with fifty concurrent streams).
+            upstream = try HTTPClient.Request(
+                url: url,
+                method: .POST,
+                headers: ["content-type": "application/json", "connection": "close"],
+                body: .byteBuffer(call.body)
+            )
+        } catch {
+            engine.end()
+            return Self.error(APIFailure(.server, "The engine's address is not a URL: \(error)"))
+        }
+        let relay = EngineRelay(to: link, rewriter: rewriter)
+        let load = self.load
+        load.begin()
+        relay.whenEnded {
+            load.end()
+            engine.end()
+        }
+        relay.send(upstream, client: EngineClient.shared)
+        let head: HTTPResponseHead
+        do {
+            head = try await relay.responseHead()
+        } catch {
+            return engineDidNotAnswer(error, model: engine.spec.id.rawValue, logger: logger)
+        }
+        guard head.status == .ok else {
+            return Self.error(EngineRefusal.failure(status: Int(head.status.code), body: await relay.refusalBody()))
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = head.headers.first(name: "content-type") ?? "text/event-stream"
+        if let prefill = call.prefill { headers[Self.prefillHeader] = String(prefill) }
+        // An owner's server that reports no usage is metered as the gateway meters it: one token per streamed event.
+        let meteredByEvents = engine.backend != nil
+        let receipts = self.receipts
+        let inFlight = self.inFlight
+        let requestID = request.headers[Self.requestIDHeader]
+        let consumer = request.headers[Self.consumerHeader] ?? "anonymous"
+        let maxTokens = fields?.maxTokens ?? 0
+        let spec = engine.spec
+        let startedAt = Date()
+        return Response(
+            status: .ok,
+            headers: headers,
+            body: ResponseBody { writer in
+                let cancellation = requestID.map { inFlight.open($0, stream: true) }
+                cancellation?.onCancel { relay.cancel() }
+                defer {
+                    if let requestID, let cancellation { inFlight.close(requestID, cancellation) }
+                }
+                let ending = await relay.relay(to: link)
+                // The gateway reset the stream: no receipt can follow.
+                if ending.linkGone { throw CancellationError() }
+                let outcome: Receipt.Outcome =
+                    if cancellation?.isCancelled == true { .cancelled } else if ending.failure != nil { .engineError } else { .ok }
                 // The receipt rides as a trailer after the last byte: one exchange, nothing stored on the node.
                 var trailers = HTTPFields()
                 if let value = receipts?.trailer(
                     requestID: requestID,
                     consumer: consumer,
                     spec: spec,
-                    usage: outcome == .cancelled || (outcome == .ok && meteredByEvents) ? (tap.usage ?? tap.partialUsage) : tap.usage,
+                    usage: outcome == .cancelled || (outcome == .ok && meteredByEvents)
+                        ? (ending.tap.usage ?? ending.tap.partialUsage) : ending.tap.usage,
                     maxTokens: maxTokens,
                     startedAt: startedAt,
                     outcome: outcome,
@@ -256,6 +317,17 @@ struct EngineProxyController {
                 try await writer.finish(trailers.isEmpty ? nil : trailers)
             }
         )
+    }
+
+    /// The engine's request failed before its head: 502, so the gateway tries elsewhere.
+    private func engineDidNotAnswer(_ error: any Error, model: String, logger: Logger) -> Response {
+        // A cancelled wait is the gateway's reset (its client left), not the engine's fault.
+        logger.log(
+            level: Task.isCancelled ? .debug : .warning,
+            "engine did not answer",
+            metadata: ["node.model": "\(model)", "error": "\(error)"]
+        )
+        return Self.error(APIFailure(.upstream, "The engine did not answer: \(error)", code: "engine_failed"))
     }
 
     /// An embeddings request: answered whole, with its receipt (prompt tokens only) as the trailer.

@@ -6,7 +6,7 @@ import NIOCore
 /// Watches one engine response go by, unchanged, to learn what it is worth for the receipt: a stream's events are
 /// counted as the gateway counts them (`StreamTokenCount`: the engine's usage event, or the timings' prompt size and
 /// one token per content event); a whole answer is kept, up to its limit, for its `usage`.
-struct UsageTap {
+struct UsageTap: Sendable {
     let streaming: Bool
     private var splitter = SSEEventSplitter()
     private var count = StreamTokenCount()

@@ -1,0 +1,159 @@
+import AsyncHTTPClient
+import HearthCore
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+
+/// One engine stream relayed to the gateway on the link stream's event loop: AsyncHTTPClient reads the engine's
+/// connection on that loop (`.delegateAndChannel`) and hands each chunk to this delegate, which rewrites it and writes
+/// it to the link stream's channel there and then. No Swift task wakes per event (each wake-up was a thread switch:
+/// the engine reader's, the response writer's, then the event loop's again), and the write's future is the
+/// backpressure: the engine's connection is read no further until the gateway's stream window takes the chunk.
+///
+/// The route's task waits twice: for the engine's head (to answer an error as an error) and for the end (to sign the
+/// receipt, sent as the trailer through Hummingbird's writer after the last chunk, which this relay wrote first).
+final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
+    typealias Response = Void
+
+    /// How the engine's stream ended, for the receipt.
+    struct Ending: Sendable {
+        /// The events as the node counts them for its receipt.
+        var tap: UsageTap
+        /// The engine's stream broke, or the node cancelled it (`cancel`); `nil` when the engine finished it.
+        var failure: (any Error)?
+        /// A write to the link stream failed: the gateway reset it, so nothing more (not even a receipt) can be sent.
+        var linkGone: Bool
+    }
+
+    // Everything below is touched only on `eventLoop`: AsyncHTTPClient calls the delegate there, and `start` and
+    // `cancel` hop to it.
+    let eventLoop: any EventLoop
+    private var rewriter: EngineStreamRewriter
+    private var tap = UsageTap(streaming: true)
+    private let head: EventLoopPromise<HTTPResponseHead>
+    private let ending: EventLoopPromise<Ending>
+    /// Succeeds with the link stream once the gateway has the response head; fails when it never will.
+    private let started: EventLoopPromise<any Channel>
+    /// An error answer's body, read whole (it is short) to be restated for the gateway (`EngineRefusal`).
+    private var refusal = ByteBuffer()
+    private let refusalEnded: EventLoopPromise<ByteBuffer>
+    private var status: HTTPResponseStatus?
+    private var task: HTTPClient.Task<Void>?
+    private var linkGone = false
+
+    /// A relay to `link`, the stream the gateway's request came on; when it closes before the relay is over (the
+    /// gateway reset it, or the response head could not be written), the engine's request is dropped.
+    init(to link: any Channel, rewriter: EngineStreamRewriter) {
+        eventLoop = link.eventLoop
+        self.rewriter = rewriter
+        head = eventLoop.makePromise()
+        ending = eventLoop.makePromise()
+        started = eventLoop.makePromise()
+        refusalEnded = eventLoop.makePromise()
+        link.closeFuture.whenComplete { _ in self.cancel() }
+    }
+
+    /// Sends `request` to the engine; the head comes from `responseHead()`.
+    func send(_ request: HTTPClient.Request, client: HTTPClient) {
+        let task = client.execute(request: request, delegate: self, eventLoop: .delegateAndChannel(on: eventLoop), deadline: .now() + .hours(6))
+        eventLoop.execute { self.task = task }
+    }
+
+    /// The engine's response head; throws when the engine did not answer (or `cancel` came first).
+    func responseHead() async throws -> HTTPResponseHead {
+        try await withTaskCancellationHandler {
+            try await head.futureResult.get()
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    /// An error answer's whole body (up to 64 KiB).
+    func refusalBody() async -> ByteBuffer {
+        (try? await refusalEnded.futureResult.get()) ?? ByteBuffer()
+    }
+
+    /// Relays the engine's stream to `link` (whose response head has been written: its writes are on the event loop's
+    /// queue before this) until it ends.
+    func relay(to link: any Channel) async -> Ending {
+        eventLoop.execute { self.started.succeed(link) }
+        return await withTaskCancellationHandler {
+            // `ending` never fails: every way out of the engine's request succeeds it.
+            (try? await ending.futureResult.get()) ?? Ending(tap: UsageTap(streaming: true), failure: CancellationError(), linkGone: true)
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    /// Stops the engine's request (its connection is closed, which stops the generation); the stream then ends with
+    /// what was relayed.
+    func cancel() {
+        eventLoop.execute {
+            self.started.fail(CancellationError())
+            self.task?.cancel()
+        }
+    }
+
+    /// Runs `body` once the relay is over, however it ended (or never started).
+    func whenEnded(_ body: @escaping @Sendable () -> Void) {
+        ending.futureResult.whenComplete { _ in body() }
+    }
+
+    // MARK: AsyncHTTPClient's delegate, on `eventLoop`
+
+    func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        status = head.status
+        self.head.succeed(head)
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        guard status == .ok else {
+            var buffer = buffer
+            if refusal.readableBytes < 64 << 10 { refusal.writeBuffer(&buffer) }
+            return eventLoop.makeSucceededVoidFuture()
+        }
+        return started.futureResult.flatMap { link in self.forward(buffer, to: link) }
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<Void>) throws {
+        guard status == .ok else { return end(failure: nil) }
+        // The engine's last bytes (an event without its blank line) go too, once the relay has begun.
+        started.futureResult.flatMap { link -> EventLoopFuture<Void> in
+            let rest = self.rewriter.finish()
+            self.tap.observe(rest)
+            self.tap.finish()
+            guard rest.readableBytes > 0 else { return self.eventLoop.makeSucceededVoidFuture() }
+            return link.writeAndFlush(HTTPResponsePart.body(rest)).recover { _ in self.linkGone = true }
+        }.whenComplete { result in
+            let failure: (any Error)? = if case .failure(let error) = result { error } else { nil }
+            self.end(failure: failure)
+        }
+    }
+
+    func didReceiveError(task: HTTPClient.Task<Void>, _ error: any Error) {
+        tap.finish()
+        end(failure: error)
+    }
+
+    /// Completes every promise (those already completed keep their value): each must be, before the relay goes.
+    private func end(failure: (any Error)?) {
+        let error = failure ?? CancellationError()
+        head.fail(error)
+        started.fail(error)
+        refusalEnded.succeed(refusal)
+        ending.succeed(Ending(tap: tap, failure: failure, linkGone: linkGone))
+    }
+
+    private func forward(_ chunk: ByteBuffer, to link: any Channel) -> EventLoopFuture<Void> {
+        let rewritten = rewriter.rewrite(chunk)
+        tap.observe(rewritten)
+        guard rewritten.readableBytes > 0 else { return eventLoop.makeSucceededVoidFuture() }
+        return link.writeAndFlush(HTTPResponsePart.body(rewritten)).flatMapErrorThrowing { error in
+            // The gateway reset the stream (its client went away, or the link fell): failing the future makes
+            // AsyncHTTPClient drop the engine's request, which stops the generation.
+            self.linkGone = true
+            throw error
+        }
+    }
+}
