@@ -161,7 +161,12 @@ final class LinkResponseHandler: ChannelInboundHandler, RemovableChannelHandler 
             headReceived = true
             headPromise.succeed(head)
         case .body(let buffer):
-            switch source.yield(buffer) {
+            // A copy of just these bytes: the body is a slice of HTTP/2's frame decoder buffer (shared by every stream
+            // of the link), and a slice kept by a stream's reader between events would pin a whole decoder buffer per
+            // stream (measured: ~140 KiB of gateway memory per open stream).
+            var copy = context.channel.allocator.buffer(capacity: buffer.readableBytes)
+            copy.writeImmutableBuffer(buffer)
+            switch source.yield(copy) {
             case .produceMore: break
             case .stopProducing: wantsMore = false
             case .dropped: context.close(promise: nil)

@@ -22,13 +22,20 @@ package struct SSEEventSplitter: Sendable {
     /// The next whole event, blank line included, or `nil` when no whole event is buffered.
     package mutating func nextEvent() -> ByteBuffer? {
         guard let end = pending.withUnsafeReadableBytes({ scanner.nextEvent(in: $0) }) else { return nil }
-        return pending.readSlice(length: end)
+        let event = pending.readSlice(length: end)
+        // Emptied, the buffer would still hold the chunk's storage (often a reader's whole read buffer) until the next
+        // chunk: let it go.
+        if pending.readableBytes == 0 { pending = Self.empty }
+        return event
     }
+
+    private static let empty = ByteBuffer()
 
     /// Whatever is left when the stream ends (an unterminated last event).
     package mutating func remainder() -> ByteBuffer? {
         guard pending.readableBytes > 0 else { return nil }
         scanner.reset()
+        defer { pending = Self.empty }
         return pending.readSlice(length: pending.readableBytes)
     }
 }
