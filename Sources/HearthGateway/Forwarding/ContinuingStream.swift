@@ -59,6 +59,10 @@ struct ContinuingStream {
     /// The node serving the current part.
     var node: NodeID { served.node }
 
+    /// Where a task relaying this stream runs best: on the event loop its first node's link reads it on, so that each
+    /// event resumes the task on the thread that read it (`nil` for a transport without one).
+    var executor: (any TaskExecutor)? { served.upstream.response.body.eventLoop.map(EventLoopExecutor.init) }
+
     /// The next event for the client with what it is, or `nil` at the end of the stream.
     /// - Throws: when the stream broke and could not be continued.
     mutating func next() async throws -> (event: ByteBuffer, kind: StreamEvent)? {

@@ -52,10 +52,18 @@ public struct NodeResponse: Sendable {
 public final class NodeResponseBody: @unchecked Sendable {
     private let nextChunk: () async throws -> ByteBuffer?
     private let trailerValue: (String) -> String?
+    /// The event loop the body arrives on (the link's), where a task relaying it runs best; `nil` for a transport
+    /// without one.
+    public let eventLoop: (any EventLoop)?
 
-    public init(next: @escaping () async throws -> ByteBuffer?, trailer: @escaping (String) -> String? = { _ in nil }) {
+    public init(
+        next: @escaping () async throws -> ByteBuffer?,
+        trailer: @escaping (String) -> String? = { _ in nil },
+        eventLoop: (any EventLoop)? = nil
+    ) {
         self.nextChunk = next
         self.trailerValue = trailer
+        self.eventLoop = eventLoop
     }
 
     /// A trailer the node sent after the body (its signed receipt); known once `next()` has returned `nil`.

@@ -30,6 +30,10 @@ struct OllamaRelay {
     }
 
     private func run(_ opened: ContinuingStream, streaming: Bool, emit: (ByteBuffer) async throws -> Void) async -> Outcome {
+        await withTaskExecutorPreference(opened.executor) { await relay(opened, streaming: streaming, emit: emit) }
+    }
+
+    private func relay(_ opened: ContinuingStream, streaming: Bool, emit: (ByteBuffer) async throws -> Void) async -> Outcome {
         var stream = opened
         var usage: TokenUsage?
         var finishReason: String?

@@ -113,7 +113,7 @@ public final class NodeLinks: NodeTransport {
         return NodeResponse(
             status: Int(response.head.status.code),
             contentType: response.head.headers.first(name: "content-type"),
-            body: NodeResponseBody(next: { try await body.next() }, trailer: { body.trailers?.first(name: $0) }),
+            body: NodeResponseBody(next: { try await body.next() }, trailer: { body.trailers?.first(name: $0) }, eventLoop: link.channel.eventLoop),
             prefill: response.head.headers.first(name: LinkProtocol.Header.prefill).flatMap { Int($0) }.flatMap { $0 >= 0 ? $0 : nil }
         )
     }

@@ -58,32 +58,39 @@ struct CompletionsController {
             body: ResponseBody { writer in
                 metrics.streamStarted()
                 defer { metrics.streamEnded() }
-                var stream = opened
-                var outcome = "ok"
-                relay: while true {
-                    let event: ByteBuffer
-                    do {
-                        guard let next = try await stream.next() else { break relay }
-                        if case .usage(_, let usageOnly) = next.kind, usageOnly && !clientWantsUsage { continue relay }
-                        event = next.event
-                    } catch {
-                        outcome = "upstream_error"
-                        try? await writer.write(ByteBuffer(string: Self.streamErrorEvent))
-                        break relay
+                // The events are relayed on the link's event loop; the metering after them is not (it verifies a
+                // signature, which would hold up the link's other streams).
+                var (stream, outcome, clientLeft) = try await withTaskExecutorPreference(opened.executor) {
+                    var stream = opened
+                    var outcome = "ok"
+                    relay: while true {
+                        let event: ByteBuffer
+                        do {
+                            guard let next = try await stream.next() else { break relay }
+                            if case .usage(_, let usageOnly) = next.kind, usageOnly && !clientWantsUsage { continue relay }
+                            event = next.event
+                        } catch {
+                            outcome = "upstream_error"
+                            try? await writer.write(ByteBuffer(string: Self.streamErrorEvent))
+                            break relay
+                        }
+                        do {
+                            try await writer.write(event)
+                        } catch {
+                            outcome = "client_closed"
+                            break relay
+                        }
                     }
-                    do {
-                        try await writer.write(event)
-                    } catch {
-                        outcome = "client_closed"
-                        break relay
-                    }
+                    // A client gone before the end: its node is asked to stop.
+                    if outcome == "client_closed" { return (stream, outcome, true) }
+                    do { try await writer.finish(nil) } catch { outcome = "client_closed" }
+                    return (stream, outcome, false)
                 }
-                if outcome == "client_closed" {
+                if clientLeft {
                     // The engine stops now; the node's receipt for what it did comes at the end of the stream.
                     await stream.cancel()
                     return
                 }
-                do { try await writer.finish(nil) } catch { outcome = "client_closed" }
                 await stream.finish(status: outcome)
             }
         )

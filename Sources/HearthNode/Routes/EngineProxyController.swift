@@ -173,13 +173,9 @@ struct EngineProxyController {
         headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
         let answerModel = call.answerModel
         let load = self.load
-        let receipts = self.receipts
         let inFlight = self.inFlight
-        let requestID = request.headers[Self.requestIDHeader]
-        let consumer = request.headers[Self.consumerHeader] ?? "anonymous"
-        let maxTokens = fields?.maxTokens ?? 0
-        let spec = engine.spec
-        let startedAt = Date()
+        let receipt = receiptDraft(request, spec: engine.spec, maxTokens: fields?.maxTokens, pool: shares)
+        let requestID = receipt.requestID
         return Response(
             status: .ok,
             headers: headers,
@@ -208,20 +204,7 @@ struct EngineProxyController {
                 tap.observe(answer)
                 // A failed write means the gateway went away: the stream is reset, so no receipt can follow.
                 if outcome == .ok, answer.readableBytes > 0 { try await writer.write(answer) }
-                var trailers = HTTPFields()
-                if let value = receipts?.trailer(
-                    requestID: requestID,
-                    consumer: consumer,
-                    spec: spec,
-                    usage: tap.usage,
-                    maxTokens: maxTokens,
-                    startedAt: startedAt,
-                    outcome: outcome,
-                    pool: shares
-                ) {
-                    trailers[.init(LinkProtocol.receiptTrailer)!] = value
-                }
-                try await writer.finish(trailers.isEmpty ? nil : trailers)
+                try await writer.finish(receipt.trailers(usage: tap.usage, outcome: outcome))
             }
         )
     }
@@ -277,13 +260,9 @@ struct EngineProxyController {
         if let prefill = call.prefill { headers[Self.prefillHeader] = String(prefill) }
         // An owner's server that reports no usage is metered as the gateway meters it: one token per streamed event.
         let meteredByEvents = engine.backend != nil
-        let receipts = self.receipts
         let inFlight = self.inFlight
-        let requestID = request.headers[Self.requestIDHeader]
-        let consumer = request.headers[Self.consumerHeader] ?? "anonymous"
-        let maxTokens = fields?.maxTokens ?? 0
-        let spec = engine.spec
-        let startedAt = Date()
+        let receipt = receiptDraft(request, spec: engine.spec, maxTokens: fields?.maxTokens, pool: shares)
+        let requestID = receipt.requestID
         return Response(
             status: .ok,
             headers: headers,
@@ -299,23 +278,22 @@ struct EngineProxyController {
                 let outcome: Receipt.Outcome =
                     if cancellation?.isCancelled == true { .cancelled } else if ending.failure != nil { .engineError } else { .ok }
                 // The receipt rides as a trailer after the last byte: one exchange, nothing stored on the node.
-                var trailers = HTTPFields()
-                if let value = receipts?.trailer(
-                    requestID: requestID,
-                    consumer: consumer,
-                    spec: spec,
-                    usage: outcome == .cancelled || (outcome == .ok && meteredByEvents)
-                        ? (ending.tap.usage ?? ending.tap.partialUsage) : ending.tap.usage,
-                    maxTokens: maxTokens,
-                    startedAt: startedAt,
-                    outcome: outcome,
-                    pool: shares
-                ) {
-                    trailers[.init(LinkProtocol.receiptTrailer)!] = value
-                }
-                if cancellation?.isHandover == true { trailers[.init(LinkProtocol.handoverTrailer)!] = "1" }
-                try await writer.finish(trailers.isEmpty ? nil : trailers)
+                let usage =
+                    outcome == .cancelled || (outcome == .ok && meteredByEvents) ? (ending.tap.usage ?? ending.tap.partialUsage) : ending.tap.usage
+                try await writer.finish(receipt.trailers(usage: usage, outcome: outcome, handover: cancellation?.isHandover == true))
             }
+        )
+    }
+
+    /// What the receipt for `request` will name, gathered as it comes in.
+    private func receiptDraft(_ request: Request, spec: ModelSpec, maxTokens: Int?, pool: PoolShares?) -> ReceiptDraft {
+        ReceiptDraft(
+            signer: receipts,
+            requestID: request.headers[Self.requestIDHeader],
+            consumer: request.headers[Self.consumerHeader] ?? "anonymous",
+            spec: spec,
+            maxTokens: maxTokens ?? 0,
+            pool: pool
         )
     }
 
@@ -337,7 +315,7 @@ struct EngineProxyController {
             load.end()
             engine.end()
         }
-        let startedAt = Date()
+        let receipt = receiptDraft(request, spec: engine.spec, maxTokens: 0, pool: nil)
         let result: (answer: JSONValue, usage: TokenUsage)
         do {
             guard let json = try? JSONValue.parse(body.readableBytesView) else {
@@ -350,25 +328,13 @@ struct EngineProxyController {
             return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
         }
         let bytes = ByteBuffer(bytes: (try? JSONEncoder().encode(result.answer)) ?? Data())
-        var trailers = HTTPFields()
-        if let value = receipts?.trailer(
-            requestID: request.headers[Self.requestIDHeader],
-            consumer: request.headers[Self.consumerHeader] ?? "anonymous",
-            spec: engine.spec,
-            usage: result.usage,
-            maxTokens: 0,
-            startedAt: startedAt,
-            outcome: .ok
-        ) {
-            trailers[.init(LinkProtocol.receiptTrailer)!] = value
-        }
-        let finalTrailers = trailers
+        let finalTrailers = receipt.trailers(usage: result.usage, outcome: .ok)
         return Response(
             status: .ok,
             headers: [.contentType: "application/json"],
             body: ResponseBody { writer in
                 try await writer.write(bytes)
-                try await writer.finish(finalTrailers.isEmpty ? nil : finalTrailers)
+                try await writer.finish(finalTrailers)
             }
         )
     }

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import HearthCore
 import HearthMesh
 import NIOCore
@@ -86,5 +87,37 @@ struct ReceiptSigner: Sendable {
         guard let bytes = try? receipt.signed(by: key).encoded() else { return nil }
         log?.signed(tokens: receipt.promptTokens + receipt.completionTokens)
         return SignedToken.base64url(Data(bytes))
+    }
+}
+
+/// The receipt for one request, drafted when it comes in (its id, consumer, model, limit and start) and signed when its
+/// answer ends.
+struct ReceiptDraft: Sendable {
+    let signer: ReceiptSigner?
+    let requestID: String?
+    let consumer: String
+    let spec: ModelSpec
+    let maxTokens: Int
+    let pool: PoolShares?
+    let startedAt = Date()
+
+    /// The trailers that end the answer: the signed receipt (none without a signer or a request id), and the mark of a
+    /// stream handed over to another node. `nil` when there is neither.
+    func trailers(usage: TokenUsage?, outcome: Receipt.Outcome, handover: Bool = false) -> HTTPFields? {
+        var trailers = HTTPFields()
+        if let value = signer?.trailer(
+            requestID: requestID,
+            consumer: consumer,
+            spec: spec,
+            usage: usage,
+            maxTokens: maxTokens,
+            startedAt: startedAt,
+            outcome: outcome,
+            pool: pool
+        ) {
+            trailers[.init(LinkProtocol.receiptTrailer)!] = value
+        }
+        if handover { trailers[.init(LinkProtocol.handoverTrailer)!] = "1" }
+        return trailers.isEmpty ? nil : trailers
     }
 }
