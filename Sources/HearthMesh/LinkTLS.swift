@@ -144,14 +144,17 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// HTTP/2 settings for links. A link carries many streams at once (every request to a node, and tunnels), so it
-/// allows 1,000 concurrent streams, and its windows are larger than HTTP/2's 64 KiB default so a tunnel is not
-/// limited to one small window per round trip: 1 MiB per stream, 8 MiB for the connection.
+/// HTTP/2 settings for links. A link carries many streams at once (every request to a node, tunnels, and the
+/// gateway's report poll and cancels beside them), so it allows 16,384 concurrent streams: at 1,000, a link carrying
+/// 1,000 held streams kept the report poll waiting for a free one until its deadline closed the link, cutting every
+/// stream on it. Only the gateway opens streams on a link, and each request stream was admitted by it first. Its
+/// windows are larger than HTTP/2's 64 KiB default so a tunnel is not limited to one small window per round trip:
+/// 1 MiB per stream, 8 MiB for the connection.
 public enum LinkHTTP2 {
     public static var configuration: NIOHTTP2Handler.Configuration {
         var configuration = NIOHTTP2Handler.Configuration()
         configuration.connection.initialSettings = [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000),
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 16_384),
             HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20),
             HTTP2Setting(parameter: .maxFrameSize, value: 1 << 16),
             HTTP2Setting(parameter: .maxHeaderListSize, value: 1 << 16),

@@ -33,7 +33,12 @@ struct LinkHarness {
                     )
                     let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
                     try sync.addHandler(handshake)
-                    _ = try sync.configureHTTP2Pipeline(mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()) { stream in
+                    // The links' own HTTP/2 settings (stream limit, windows), as `LinkDial` has them.
+                    _ = try sync.configureHTTP2Pipeline(
+                        mode: .server,
+                        connectionConfiguration: LinkHTTP2.configuration.connection,
+                        streamConfiguration: LinkHTTP2.configuration.stream
+                    ) { stream in
                         stream.eventLoop.makeCompletedFuture {
                             try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
                             try stream.pipeline.syncOperations.addHandler(EchoHandler(log: log))
@@ -71,12 +76,16 @@ struct LinkHarness {
 /// What the node's side of the harness saw: streams that closed before their response ended.
 final class StreamLog: Sendable {
     private let resets = Atomic<Int>(0)
+    private let heldEnds = Atomic<Int>(0)
     var resetCount: Int { resets.load(ordering: .relaxed) }
+    /// `/hold` streams the node has finished answering.
+    var heldEnded: Int { heldEnds.load(ordering: .relaxed) }
     func reset() { resets.add(1, ordering: .relaxed) }
+    func heldEnd() { heldEnds.add(1, ordering: .relaxed) }
 }
 
-/// Answers every request with its URI and body echoed; `/slow` instead streams fifty chunks 20 ms apart, and
-/// `/abort` sends one chunk and resets its stream.
+/// Answers every request with its URI and body echoed; `/slow` instead streams fifty chunks 20 ms apart, `/hold`
+/// sends its head and ends two seconds later, and `/abort` sends one chunk and resets its stream.
 final class EchoHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -111,6 +120,19 @@ final class EchoHandler: ChannelInboundHandler {
             // The node gives up mid-response (say its engine died): one chunk, then the stream is reset.
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "partial")))), promise: nil)
             context.close(promise: nil)
+            return
+        }
+        if uri.hasPrefix("/hold") {
+            // A stream held open for two seconds, then ended: many of them cost the node almost nothing.
+            context.flush()
+            let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: .seconds(2)) {
+                guard loopContext.value.channel.isActive else { return }
+                handler.value.ended = true
+                handler.value.log.heldEnd()
+                loopContext.value.writeAndFlush(handler.value.wrapOutboundOut(.end(nil)), promise: nil)
+            }
             return
         }
         if uri.hasPrefix("/slow") {

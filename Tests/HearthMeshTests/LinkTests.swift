@@ -148,6 +148,42 @@ struct LinkMultiplexingTests {
         #expect(log.resetCount == 0)
     }
 
+    /// A link carrying more than a thousand streams still opens one more at once. The gateway's report poll and its
+    /// cancels share the link with every request: a link at its stream limit (it was 1,000) held them back until a
+    /// stream ended, and the poll's deadline then closed the link, cutting every stream (seen with 1,000 held streams).
+    @Test func aLinkCarryingMoreThanAThousandStreamsStillOpensOneMoreAtOnce() async throws {
+        let (server, node, link) = try await connectedLink()
+        defer {
+            node.close(promise: nil)
+            server.close(promise: nil)
+        }
+        // Each `/hold` stream stays open for two seconds; all are open once their heads are back.
+        let held = try await withThrowingTaskGroup(of: LinkResponse.self) { group in
+            for _ in 0..<1_001 {
+                group.addTask {
+                    try await LinkExchange.send(on: link.multiplexer, head: .init(version: .http1_1, method: .GET, uri: "/hold"), body: nil)
+                }
+            }
+            var held: [LinkResponse] = []
+            for try await response in group { held.append(response) }
+            return held
+        }
+        let quick = try await LinkExchange.send(
+            on: link.multiplexer,
+            head: .init(version: .http1_1, method: .POST, uri: "/quick"),
+            body: ByteBuffer(string: "1")
+        )
+        #expect(String(buffer: try await quick.body.collect(upTo: 1024)) == "/quick|1")
+        // Answered while every held stream was still open, not after one of them ended.
+        #expect(log.heldEnded == 0)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for response in held { group.addTask { _ = try await response.body.collect(upTo: 4096) } }
+            try await group.waitForAll()
+        }
+        #expect(log.heldEnded == 1_001)
+        #expect(log.resetCount == 0)
+    }
+
     @Test func droppingABodyResetsItsStreamAndNotTheLink() async throws {
         let (server, node, link) = try await connectedLink()
         defer {
