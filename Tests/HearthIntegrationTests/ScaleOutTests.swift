@@ -410,13 +410,15 @@ extension OneAtATime {
             var cutAtTheKill = 0
             for (id, afterKill) in await clients.answered {
                 let statuses = usage.filter { $0.requestID == id }.map(\.status)
-                if statuses == ["cut_off"], !afterKill, chainOf[id] == nil {
+                // Its in-flight note is queued too, not awaited: an answer B gave in the same instant may have left no
+                // row at all (seen once in a full run).
+                if statuses == ["cut_off"] || statuses.isEmpty, !afterKill, chainOf[id] == nil {
                     cutAtTheKill += 1
                     continue
                 }
                 #expect(statuses == ["ok"] && chainOf[id] != nil, "\(id) (asked \(afterKill ? "after" : "before") the kill): \(statuses)")
             }
-            print("scale-out: \(cutAtTheKill) answers B gave just before the kill were recorded as cut off when it came back")
+            print("scale-out: \(cutAtTheKill) answers B gave just before the kill were recorded as cut off, or not at all")
             #expect(cutAtTheKill <= 8, "\(cutAtTheKill) answers lost their record with B: more than the kill's instant explains")
             let all = directory + "/all.jsonl"
             let exported = try await TestProcess.hearth(["ledger", "export", "--url", aURL, "--all", "--out", all], in: directory)

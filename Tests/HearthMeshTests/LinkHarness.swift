@@ -77,15 +77,25 @@ struct LinkHarness {
 final class StreamLog: Sendable {
     private let resets = Atomic<Int>(0)
     private let heldEnds = Atomic<Int>(0)
+    private let held = Mutex<[@Sendable () -> Void]>([])
     var resetCount: Int { resets.load(ordering: .relaxed) }
     /// `/hold` streams the node has finished answering.
     var heldEnded: Int { heldEnds.load(ordering: .relaxed) }
     func reset() { resets.add(1, ordering: .relaxed) }
     func heldEnd() { heldEnds.add(1, ordering: .relaxed) }
+    /// Keeps a `/hold` stream's end until `releaseHeld`.
+    func hold(_ end: @escaping @Sendable () -> Void) { held.withLock { $0.append(end) } }
+    /// Ends every `/hold` stream held so far.
+    func releaseHeld() {
+        for end in held.withLock({ held in
+            defer { held = [] }
+            return held
+        }) { end() }
+    }
 }
 
 /// Answers every request with its URI and body echoed; `/slow` instead streams fifty chunks 20 ms apart, `/hold`
-/// sends its head and ends two seconds later, and `/abort` sends one chunk and resets its stream.
+/// sends its head and ends when the test releases it (`StreamLog.releaseHeld`), and `/abort` sends one chunk and resets its stream.
 final class EchoHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -123,15 +133,18 @@ final class EchoHandler: ChannelInboundHandler {
             return
         }
         if uri.hasPrefix("/hold") {
-            // A stream held open for two seconds, then ended: many of them cost the node almost nothing.
+            // A stream held open until the test releases it: many of them cost the node almost nothing.
             context.flush()
             let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: .seconds(2)) {
-                guard loopContext.value.channel.isActive else { return }
-                handler.value.ended = true
-                handler.value.log.heldEnd()
-                loopContext.value.writeAndFlush(handler.value.wrapOutboundOut(.end(nil)), promise: nil)
+            let loop = context.eventLoop
+            log.hold {
+                loop.execute {
+                    guard loopContext.value.channel.isActive else { return }
+                    handler.value.ended = true
+                    handler.value.log.heldEnd()
+                    loopContext.value.writeAndFlush(handler.value.wrapOutboundOut(.end(nil)), promise: nil)
+                }
             }
             return
         }
