@@ -27,7 +27,7 @@ struct MeshListenerService: Service {
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
 
-    private typealias Accepted = (channel: any Channel, multiplexer: LinkMultiplexer, peer: EventLoopFuture<NodeID>)
+    private typealias Accepted = (channel: any Channel, multiplexer: LinkMultiplexer, peer: EventLoopFuture<NodeID>, activity: LinkActivity)
 
     func run() async throws {
         let context = try NIOSSLContext(configuration: LinkTLS.configuration(credentials: credentials, role: .server))
@@ -37,6 +37,8 @@ struct MeshListenerService: Service {
             .bind(host: configuration.meshHost, port: configuration.meshPort) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> Accepted in
                     let sync = channel.pipeline.syncOperations
+                    let activity = LinkActivity()
+                    try sync.addHandler(activity)
                     try sync.addHandler(NIOSSLServerHandler(context: context, customVerificationCallback: LinkTLS.verifier(pin: .anyIdentity)))
                     let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
                     try sync.addHandler(handshake)
@@ -44,7 +46,7 @@ struct MeshListenerService: Service {
                     let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .client, configuration: LinkHTTP2.configuration) { stream in
                         stream.close()
                     }
-                    return (channel, multiplexer, handshake.peer)
+                    return (channel, multiplexer, handshake.peer, activity)
                 }
             }
         let port = server.channel.localAddress?.port ?? 0
@@ -78,7 +80,7 @@ struct MeshListenerService: Service {
             accepted.channel.close(promise: nil)
             return
         }
-        let link = NodeLink(nodeID: nodeID, channel: accepted.channel, multiplexer: accepted.multiplexer)
+        let link = NodeLink(nodeID: nodeID, channel: accepted.channel, multiplexer: accepted.multiplexer, activity: accepted.activity)
         if let network, let peers, await Self.isPeer(accepted.channel, id: nodeID, network: network) {
             if let previous = peers.insert(link) { previous.close() }
             logger.info("peer gateway linked", metadata: ["gateway.peer": "\(nodeID.short)", "mesh.remote": "\(remote)"])
@@ -154,7 +156,9 @@ struct MeshListenerService: Service {
             var headers: HTTPHeaders = [LinkProtocol.Header.waitMilliseconds: String(Int(hold.milliseconds))]
             if let revision { headers.add(name: LinkProtocol.Header.after, value: revision) }
             let request = headers
-            var report = try await withDeadline(hold + configuration.linkAnswerTimeout) {
+            // Late is not dead while the node's bytes keep coming (a saturated machine answers late).
+            let answerTimeout = configuration.linkAnswerTimeout
+            var report = try await withDeadline(hold + answerTimeout, extendedWhile: { link.activity?.heard(within: answerTimeout) == true }) {
                 let response = try await link.send(.GET, LinkProtocol.Path.report, headers: request)
                 let body = try await response.body.collect(upTo: 1 << 20)
                 guard response.head.status == .ok else { throw LinkPollError(status: Int(response.head.status.code)) }
@@ -200,12 +204,17 @@ struct LinkPollError: Error, CustomStringConvertible {
     var description: String { "the node answered the report poll with HTTP \(status)" }
 }
 
-/// Runs `body`, cancelling it and throwing `LinkError.timedOut` once `limit` has passed.
-func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+/// Runs `body`, cancelling it and throwing `LinkError.timedOut` once `limit` has passed; while `extendedWhile` says so
+/// when it is asked (at `limit`, then every `limit` after), the deadline moves on by `limit`.
+package func withDeadline<T: Sendable>(
+    _ limit: Duration,
+    extendedWhile stillAlive: @escaping @Sendable () -> Bool = { false },
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
     try await withThrowingTaskGroup(of: T?.self) { group in
         group.addTask { try await body() }
         group.addTask {
-            try await Task.sleep(for: limit)
+            repeat { try await Task.sleep(for: limit) } while stillAlive()
             return nil
         }
         defer { group.cancelAll() }

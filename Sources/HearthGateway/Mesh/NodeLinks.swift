@@ -9,11 +9,14 @@ final class NodeLink: Sendable {
     let nodeID: NodeID
     let channel: any Channel
     let multiplexer: LinkMultiplexer
+    /// When the node last sent bytes (`nil` for a link without the handler that notes it).
+    let activity: LinkActivity?
 
-    init(nodeID: NodeID, channel: any Channel, multiplexer: LinkMultiplexer) {
+    init(nodeID: NodeID, channel: any Channel, multiplexer: LinkMultiplexer, activity: LinkActivity? = nil) {
         self.nodeID = nodeID
         self.channel = channel
         self.multiplexer = multiplexer
+        self.activity = activity
     }
 
     /// One request on a new stream of the link.
