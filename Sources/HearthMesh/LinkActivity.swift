@@ -2,8 +2,8 @@ package import NIOCore
 import Synchronization
 
 /// When a link last brought in bytes: the first handler of a link's pipeline notes every read. A link that carries
-/// traffic is alive, however late one answer on it comes: a gateway whose cores are saturated by thousands of streams
-/// answers its report poll late, and closing that link as dead cut every stream on it (seen at 5,000 held streams).
+/// traffic is alive, however late one answer on it comes: on machines whose cores thousands of streams saturate, the
+/// report poll comes back late, and closing that link as dead cut every stream on it (seen at 5,000 held streams).
 package final class LinkActivity: ChannelInboundHandler, Sendable {
     package typealias InboundIn = ByteBuffer
     package typealias InboundOut = ByteBuffer
