@@ -8,7 +8,8 @@ import Testing
 struct LinkDeadlineTests {
     @Test func aQuietLinkTimesOut() async throws {
         await #expect(throws: LinkError.timedOut) {
-            try await withDeadline(.milliseconds(50), extendedWhile: { false }) { () async throws -> Int in
+            let neverHeard: @Sendable () -> Bool = { false }
+            try await withDeadline(.milliseconds(50), extendedWhile: neverHeard) { () async throws -> Int in
                 // An answer that never comes.
                 try await Task.sleep(for: .seconds(3600))
                 return 1
@@ -21,13 +22,11 @@ struct LinkDeadlineTests {
         // have been judged dead at the first deadline.
         let asked = Atomic<Int>(0)
         let (extended, extensions) = AsyncStream.makeStream(of: Void.self)
-        let value = try await withDeadline(
-            .milliseconds(50),
-            extendedWhile: {
-                if asked.add(1, ordering: .relaxed).newValue == 2 { extensions.yield() }
-                return true
-            }
-        ) { () async throws -> Int in
+        let stillSending: @Sendable () -> Bool = {
+            if asked.add(1, ordering: .relaxed).newValue == 2 { extensions.yield() }
+            return true
+        }
+        let value = try await withDeadline(.milliseconds(50), extendedWhile: stillSending) { () async throws -> Int in
             _ = await extended.first { _ in true }
             return 7
         }

@@ -158,7 +158,8 @@ struct MeshListenerService: Service {
             let request = headers
             // Late is not dead while the node's bytes keep coming (a saturated machine answers late).
             let answerTimeout = configuration.linkAnswerTimeout
-            var report = try await withDeadline(hold + answerTimeout, extendedWhile: { link.activity?.heard(within: answerTimeout) == true }) {
+            let stillSending: @Sendable () -> Bool = { link.activity?.heard(within: answerTimeout) == true }
+            var report = try await withDeadline(hold + answerTimeout, extendedWhile: stillSending) {
                 let response = try await link.send(.GET, LinkProtocol.Path.report, headers: request)
                 let body = try await response.body.collect(upTo: 1 << 20)
                 guard response.head.status == .ok else { throw LinkPollError(status: Int(response.head.status.code)) }
