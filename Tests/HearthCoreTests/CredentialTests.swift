@@ -53,6 +53,23 @@ struct DeviceCertificateTests {
         #expect(throws: CredentialError.badSignature) { try DeviceCertificate(token: flipped.token).check(for: device.nodeID, now: now) }
     }
 
+    @Test func base64urlIsRFC4648WithoutPaddingAndRoundTrips() throws {
+        // RFC 4648 §10's vectors, unpadded; then bytes that map to '-' and '_' (62 and 63).
+        let vectors = ["": "", "f": "Zg", "fo": "Zm8", "foo": "Zm9v", "foob": "Zm9vYg", "fooba": "Zm9vYmE", "foobar": "Zm9vYmFy"]
+        for (plain, encoded) in vectors { #expect(SignedToken.base64url(Data(plain.utf8)) == encoded) }
+        #expect(SignedToken.base64url(Data([0xFB, 0xFF, 0xBF])) == "-_-_")
+        // Every length and every byte value: the same text as Foundation's encoder with the URL alphabet, and back.
+        let bytes = Data((0..<300).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) })
+        for length in 0...bytes.count {
+            let data = bytes.prefix(length)
+            let reference = data.base64EncodedString().map { $0 == "+" ? "-" : $0 == "/" ? "_" : $0 }.filter { $0 != "=" }
+            let encoded = SignedToken.base64url(Data(data))
+            #expect(encoded == String(reference))
+            #expect(SignedToken.unbase64url(encoded) == Data(data))
+        }
+        #expect(SignedToken.base64url(bytes.dropFirst(7)) == SignedToken.base64url(Data(bytes.dropFirst(7))))
+    }
+
     @Test func refusesMalformedTokensWithoutCrashing() throws {
         let token = try issue().token
         let parts = token.split(separator: ".").map(String.init)
