@@ -68,6 +68,22 @@ struct DeviceCertificateTests {
             #expect(SignedToken.unbase64url(encoded) == Data(data))
         }
         #expect(SignedToken.base64url(bytes.dropFirst(7)) == SignedToken.base64url(Data(bytes.dropFirst(7))))
+        // Decoding agrees with Foundation's decoder on the same text in the standard alphabet, for any text of the
+        // URL alphabet and of characters outside it (padding, '+', '/', '.', space), of any length.
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<3000 {
+            var text = String((0..<Int.random(in: 0...24, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! })
+            if round % 3 == 0, !text.isEmpty {
+                let foreign: [Character] = ["=", "+", "/", ".", " ", ":", "é"]
+                let at = text.index(text.startIndex, offsetBy: Int.random(in: 0..<text.count, using: &generator))
+                text.replaceSubrange(at...at, with: String(foreign.randomElement(using: &generator)!))
+            }
+            let standard = text.map { $0 == "-" ? "+" : $0 == "_" ? "/" : $0 }
+            let padded = String(standard) + String(repeating: "=", count: (4 - text.utf8.count % 4) % 4)
+            let foundation = text.contains(where: { "=+/".contains($0) }) ? nil : Data(base64Encoded: padded)
+            #expect(SignedToken.unbase64url(text) == foundation, "\(text)")
+        }
     }
 
     @Test func refusesMalformedTokensWithoutCrashing() throws {

@@ -91,18 +91,39 @@ public enum SignedToken {
 
     /// Decodes base64url without padding; `nil` for anything else.
     public static func unbase64url(_ text: some StringProtocol) -> Data? {
-        guard text.utf8.allSatisfy({ isValueByte($0) && $0 != UInt8(ascii: ".") && $0 != UInt8(ascii: ":") }) else { return nil }
-        // Mapped byte by byte: two `replacingOccurrences` and Foundation's decoder cost the gateway 4 % of its CPU
+        // Decoded here in one pass: mapping it to base64 for Foundation's decoder cost the gateway 3.5 % of its CPU
         // per request, on the receipt trailer.
-        var base64 = text.utf8.map { byte -> UInt8 in
-            switch byte {
-            case UInt8(ascii: "-"): UInt8(ascii: "+")
-            case UInt8(ascii: "_"): UInt8(ascii: "/")
-            default: byte
+        let characters = text.utf8
+        // 4 characters make 3 bytes, 3 make 2, 2 make 1; a lone sixth of a byte is no encoding.
+        guard characters.count % 4 != 1 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(characters.count * 3 / 4)
+        var group: UInt32 = 0
+        var held = 0
+        for character in characters {
+            let value: UInt8
+            switch character {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = character - UInt8(ascii: "A")
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): value = character - UInt8(ascii: "a") + 26
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = character - UInt8(ascii: "0") + 52
+            case UInt8(ascii: "-"): value = 62
+            case UInt8(ascii: "_"): value = 63
+            default: return nil
+            }
+            group = group << 6 | UInt32(value)
+            held += 1
+            if held == 4 {
+                bytes += [UInt8(group >> 16), UInt8(truncatingIfNeeded: group >> 8), UInt8(truncatingIfNeeded: group)]
+                group = 0
+                held = 0
             }
         }
-        while base64.count % 4 != 0 { base64.append(UInt8(ascii: "=")) }
-        return Data(base64Encoded: Data(base64))
+        switch held {
+        case 2: bytes.append(UInt8(truncatingIfNeeded: group >> 4))
+        case 3: bytes += [UInt8(truncatingIfNeeded: group >> 10), UInt8(truncatingIfNeeded: group >> 2)]
+        default: break
+        }
+        return Data(bytes)
     }
 }
 
