@@ -9,15 +9,18 @@ public import NIOCore
 /// of generating for nobody. Once the body streams, a failed write ends it the same way.
 public enum LinkResponder {
     /// `respond` answers one request on one stream's channel; `failure` is the answer when it throws anything but
-    /// cancellation (in the envelope of whoever serves).
+    /// cancellation (in the envelope of whoever serves). `onItsEventLoop` says which requests run on their stream's
+    /// event loop instead of the cooperative pool: only work that never blocks (see `EventLoopExecutor`).
     public static func channel(
         respond: @escaping @Sendable (Request, any Channel) async throws -> Response,
-        failure: @escaping @Sendable (any Error) -> Response
+        failure: @escaping @Sendable (any Error) -> Response,
+        onItsEventLoop: @escaping @Sendable (Request) -> Bool = { _ in false }
     ) -> HTTP1Channel {
         HTTP1Channel(responder: { request, writer, channel in
             let response: Response
             do {
-                let work = Task { try await respond(request, channel) }
+                let executor = onItsEventLoop(request) ? EventLoopExecutor(channel.eventLoop) : nil
+                let work = Task(executorPreference: executor) { try await respond(request, channel) }
                 channel.closeFuture.whenComplete { _ in work.cancel() }
                 response = try await withTaskCancellationHandler {
                     try await work.value

@@ -261,7 +261,10 @@ private func linkResponder(_ responder: RouterResponder<BasicRequestContext>, lo
                 try await responder.respond(to: request, context: BasicRequestContext(source: .init(channel: channel, logger: logger)))
             }
         },
-        failure: { error in EngineProxyController.error(APIFailure(.server, "The node failed: \(error)")) }
+        failure: { error in EngineProxyController.error(APIFailure(.server, "The node failed: \(error)")) },
+        // An engine call is relayed on its stream's loop (every await in it resumes on the thread that carries its
+        // bytes); control routes, which may start processes or read files, stay in the pool.
+        onItsEventLoop: { request in EngineProxyController.isEngineCall(request) }
     )
 }
 

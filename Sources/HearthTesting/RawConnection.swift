@@ -37,10 +37,11 @@ public final class RawConnection: Sendable {
         }
     }
 
-    /// Connects to `host:port`.
+    /// Connects to `host:port`. The timeout only catches a hang: early in a full run beside stress-ng the test
+    /// process's own event loop has been starved past 5 s, and a loopback connect then timed out.
     public static func connect(host: String = "127.0.0.1", port: Int) async throws -> RawConnection {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(5))
+            .connectTimeout(.seconds(30))
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)

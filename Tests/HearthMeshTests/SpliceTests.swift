@@ -56,12 +56,22 @@ struct SpliceTests {
             back.channel.close(promise: nil)
         }
         let client = try await client(port: front.channel.localAddress!.port!)
-        let accepted = try await front.executeThenClose { try await $0.first { _ in true } }
-        let toService = try await SplicedConnection.connect(port: back.channel.localAddress!.port!)
-        let served = try await back.executeThenClose { try await $0.first { _ in true } }
-        try await beforeJoin(client)
-        Splice.join(try #require(accepted).peer, toService.peer)
-        return (client, try #require(served), try #require(accepted))
+        var served: Connection?
+        do {
+            let accepted = try #require(try await front.executeThenClose { try await $0.first { _ in true } })
+            // The connect timeout only catches a hang: a starved test process once missed the default 3 s.
+            let toService = try await SplicedConnection.connect(port: back.channel.localAddress!.port!, timeout: .seconds(30))
+            served = try await back.executeThenClose { try await $0.first { _ in true } }
+            try await beforeJoin(client)
+            Splice.join(accepted.peer, toService.peer)
+            return (client, try #require(served), accepted)
+        } catch {
+            // Closed through `executeThenClose`, which finishes their writers: NIO's debug build traps a writer freed
+            // unfinished, and that took the whole test process down instead of failing this test with `error`.
+            try? await client.executeThenClose { _, _ in }
+            try? await served?.executeThenClose { _, _ in }
+            throw error
+        }
     }
 
     @Test func bytesCrossBothWaysAndEachEndIsPassedOn() async throws {
@@ -127,7 +137,9 @@ struct SpliceTests {
         // SO_LINGER 0: the close sends a reset.
         let options = try #require(service.channel as? any SocketOptionProvider)
         try await options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).get()
-        service.channel.close(promise: nil)
+        // Closed through `executeThenClose`, which also finishes its writer (NIO's debug build traps a writer freed
+        // unfinished, which took the whole test process down once).
+        try await service.executeThenClose { _, _ in }
         // Polled, bounded: the front connection closes, without the client having sent or ended anything.
         let deadline = ContinuousClock.now + .seconds(10)
         while front.channel.isActive, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }

@@ -73,7 +73,11 @@ struct NodeIdentityTests {
 
 struct EngineSupervisorTests {
     /// Runs a supervisor for `handle` (no preparation) until the engine reports failed, then stops it.
-    static func superviseUntilFailed(_ handle: EngineHandle, _ configuration: NodeConfiguration) async throws {
+    static func superviseUntilFailed(
+        _ handle: EngineHandle,
+        _ configuration: NodeConfiguration,
+        within bound: Duration = .seconds(50)
+    ) async throws {
         let supervisor = Task {
             try await EngineSupervisorService(
                 handle: handle,
@@ -84,7 +88,7 @@ struct EngineSupervisorTests {
             ).run()
         }
         defer { supervisor.cancel() }
-        _ = try await eventually("the engine to fail", within: .seconds(60), every: .milliseconds(10)) {
+        _ = try await eventually("the engine to fail", within: bound, every: .milliseconds(10)) {
             handle.snapshot.state == .failed ? true : nil
         }
     }
@@ -376,7 +380,8 @@ struct EnginePortTests {
             $0.limits = NodeLimits(threads: 1, contextSize: 256, parallelSlots: 1)
             $0.extraEngineArguments = ["--port", String(taken.localAddress?.port ?? 1)]
         }
-        try await EngineSupervisorTests.superviseUntilFailed(handle, configuration)
+        // Bounded inside the time limit: four engine starts took over a minute on a starved machine.
+        try await EngineSupervisorTests.superviseUntilFailed(handle, configuration, within: .seconds(150))
         #expect(handle.snapshot.starts == EngineSupervisorService.portRetries + 1)
         #expect(handle.snapshot.detail?.contains("could not bind a loopback port") == true, "\(String(describing: handle.snapshot.detail))")
     }

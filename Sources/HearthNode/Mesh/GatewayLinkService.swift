@@ -105,7 +105,11 @@ struct GatewayLinkService: Service {
             group.addTask { await watch(channel) }
             for try await stream in multiplexer.inbound {
                 status.polled()
-                group.addTask { await responder.handle(value: stream, logger: logger) }
+                // The stream's requests are read and answered on its own event loop: in the pool, each hand-off
+                // between the loop and the task woke a pool thread.
+                group.addTask(executorPreference: EventLoopExecutor(stream.channel.eventLoop)) {
+                    await responder.handle(value: stream, logger: logger)
+                }
             }
             group.cancelAll()
         }

@@ -51,6 +51,14 @@ struct EngineProxyController {
         }
     }
 
+    /// The routes relayed to an engine.
+    static let enginePaths: Set<String> = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+
+    /// A request for an engine route: relayed without blocking, so it may run on its link stream's event loop.
+    static func isEngineCall(_ request: Request) -> Bool {
+        request.method == .post && enginePaths.contains(request.uri.path)
+    }
+
     func addRoutes(to router: Router<BasicRequestContext>) {
         router.get("/health") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
