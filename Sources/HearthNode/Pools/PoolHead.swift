@@ -162,8 +162,10 @@ final class PeerPort: Sendable {
     private let accepting = Mutex<Task<Void, Never>?>(nil)
     let port: Int
 
-    init() async throws {
-        server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+    /// Listens on a loopback port; on `eventLoop` when given (the link's), so that each connection of the engine is
+    /// on the same thread as the link stream it is spliced to, and no message of the pool's hops between threads.
+    init(on eventLoop: (any EventLoop)? = nil) async throws {
+        server = try await ServerBootstrap(group: eventLoop ?? MultiThreadedEventLoopGroup.singleton.next())
             .serverChannelOption(ChannelOptions.backlog, value: 4)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)

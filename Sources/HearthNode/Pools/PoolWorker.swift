@@ -1,6 +1,7 @@
 public import Foundation
 public import HearthCore
 import Logging
+import NIOCore
 import Synchronization
 
 /// What the owner lends to pools (`--pool-memory`); `nil` in the configuration lends nothing.
@@ -205,7 +206,8 @@ final class PoolWorker: Sendable {
                 }
                 var peers: [PeerPort] = []
                 for _ in plan.members {
-                    guard let peer = try? await PeerPort() else {
+                    // On the link's event loop: the gateway's streams for the members come on that link.
+                    guard let peer = try? await PeerPort(on: LinkStream.channel?.eventLoop) else {
                         for peer in peers { peer.close() }
                         throw PoolRefusal(.server, "Cannot listen on a loopback port for the head.", code: "head_failed")
                     }
