@@ -96,34 +96,21 @@ struct ContinuationTests {
 
                 // The same request; its node is killed once the client has read 30 of its 300 tokens (early enough that a
                 // client slowed by a busy machine still reads them before the engine is done).
-                var (body, served, requestID, victim, killed) = try await Self.stream(
-                    endpoint,
-                    in: cluster,
-                    sending: SIGKILL,
-                    afterTokens: 30,
-                    nodes: nodes,
-                    names: names
-                )
+                var round = try await Self.stream(endpoint, in: cluster, sending: SIGKILL, afterTokens: 30, nodes: nodes, names: names)
                 // A test process starved for seconds (beside stress-ng) can read its first 30 tokens only after the
                 // engine has sent them all: the whole answer was through before the kill, and the round shows nothing.
                 // It is asked again on a new node, twice at most.
-                while spares < 2, Self.continuations(cluster) == index, endpoint.read(body).text == expected.text {
-                    _ = await victim.waitForExit()
-                    nodes = nodes.filter { $0.value !== victim }
+                while spares < 2, Self.continuations(cluster) == index, endpoint.read(round.body).text == expected.text {
+                    _ = await round.node.waitForExit()
+                    nodes = nodes.filter { $0.value !== round.node }
                     spares += 1
                     let spare = "node-spare-\(spares)"
                     nodes[spare] = try await cluster.startNode(spare, extraArguments: ["--engine-arg=-ub", "--engine-arg=1", "--parallel", "1"])
                     try await cluster.waitForReadyNodes(nodes.count)
                     names = try await cluster.nodeNames()
-                    (body, served, requestID, victim, killed) = try await Self.stream(
-                        endpoint,
-                        in: cluster,
-                        sending: SIGKILL,
-                        afterTokens: 30,
-                        nodes: nodes,
-                        names: names
-                    )
+                    round = try await Self.stream(endpoint, in: cluster, sending: SIGKILL, afterTokens: 30, nodes: nodes, names: names)
                 }
+                let (body, served, requestID, victim, killed) = round
                 #expect(killed, "\(endpoint.path): the stream ended before the kill")
                 _ = await victim.waitForExit()
                 nodes = nodes.filter { $0.value !== victim }
