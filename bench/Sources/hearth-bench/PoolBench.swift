@@ -116,6 +116,19 @@ enum PoolBench {
         throw BenchError("nothing listens on \(port)")
     }
 
+    /// What `pooled` measured. `again` is the pool brought up a second time on the same nodes once the first was
+    /// stopped for idleness, the members' tensor caches warm: time to the first answer and bytes sent at load
+    /// (measured without `delay` only).
+    struct Pooled {
+        var rate: Double
+        var reference: Double?
+        var warm: Duration
+        var plan: JSONValue
+        var loadBytes: Double
+        var tokenBytes: Double
+        var again: (warm: Duration, loadBytes: Double)?
+    }
+
     /// A Hearth pool of `size` pool-only nodes; returns its decode rate, the time from the first request to the
     /// first answer, and the plan it made. With `delay`, every node's link goes through a `DelayProxy` that holds
     /// each chunk that long in each direction.
@@ -125,18 +138,19 @@ enum PoolBench {
         tokens: Int = 128,
         delay: TimeAmount? = nil,
         reference: String? = nil
-    ) async throws -> (rate: Double, reference: Double?, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double) {
+    ) async throws -> Pooled {
         try await Cluster.with(
             label: "bench-pool",
+            // Without delay, an idle pool is stopped after 10 s (each request lasts a few seconds), to bring it up again.
             gatewayArguments: ["--auto-pools", "on", "--pool-context", String(context), "--rate-limit", "100000000"]
+                + (delay == nil ? ["--pool-idle-timeout", "10s"] : [])
         ) { cluster in
             var proxy: DelayProxy?
             defer { proxy?.close() }
             // The nodes are not the cluster's (they may dial through the proxy): stopped here, so that none of this
             // size's nodes is still redialling while the next size is measured.
             var nodes: [TestProcess] = []
-            func measure() async throws -> (rate: Double, reference: Double?, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double)
-            {
+            func measure() async throws -> Pooled {
                 if let delay {
                     // The join string is host:port#gateway-id; nodes dial the proxy instead of the mesh port.
                     let parts = cluster.join.split(separator: "#", maxSplits: 1)
@@ -159,19 +173,26 @@ enum PoolBench {
                 }
                 try await cluster.waitForLenders(size)
                 let url = cluster.url + "/v1/chat/completions"
-                let asked = ContinuousClock.now
-                while true {
-                    let reply = try await HTTP.post(url, json: question(tokens: 1))
-                    if reply.status == 200 { break }
-                    guard reply.status == 503, ContinuousClock.now - asked < .seconds(300) else {
-                        throw BenchError("the pool did not serve: \(reply.status) \(reply.text.prefix(300))")
+                /// Asks until the pool answers; how long that took.
+                func firstAnswer() async throws -> Duration {
+                    let asked = ContinuousClock.now
+                    while true {
+                        let reply = try await HTTP.post(url, json: question(tokens: 1))
+                        if reply.status == 200 { return ContinuousClock.now - asked }
+                        guard reply.status == 503, ContinuousClock.now - asked < .seconds(300) else {
+                            throw BenchError("the pool did not serve: \(reply.status) \(reply.text.prefix(300))")
+                        }
+                        try await Task.sleep(for: .milliseconds(100))
                     }
-                    try await Task.sleep(for: .milliseconds(100))
                 }
-                let warm = ContinuousClock.now - asked
-                let plan = try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0] ?? .null
+                let warm = try await firstAnswer()
+                /// The pool serving now (a stopped one may still be listed).
+                func serving() async throws -> JSONValue? {
+                    try await HTTP.get(cluster.url + "/api/pools").json["pools"]?.arrayValue?.first { $0["state"]?.stringValue == "ready" }
+                }
+                let plan = try await serving() ?? .null
                 func relayed() async throws -> (Double, Double) {
-                    let pool = try await HTTP.get(cluster.url + "/api/pools").json["pools"]?[0]
+                    let pool = try await serving()
                     return (Double(pool?["relayedToMembers"]?.integerValue ?? 0), Double(pool?["relayedFromMembers"]?.integerValue ?? 0))
                 }
                 let (load, loadBack) = try await relayed()
@@ -180,7 +201,24 @@ enum PoolBench {
                 let (to, from) = try await relayed()
                 // Warm-up (16) plus the rounds, with their prompts: an upper bound per decoded token.
                 let decoded = Double(16 + tokens * rounds)
-                return (rates[0], rates.count > 1 ? rates[1] : nil, warm, plan, load, (to - load + from - loadBack) / decoded)
+                var measured = Pooled(
+                    rate: rates[0],
+                    reference: rates.count > 1 ? rates[1] : nil,
+                    warm: warm,
+                    plan: plan,
+                    loadBytes: load,
+                    tokenBytes: (to - load + from - loadBack) / decoded
+                )
+                guard delay == nil else { return measured }
+                // Stopped for idleness, then asked again: the same nodes, their tensor caches warm.
+                let idle = ContinuousClock.now
+                while try await serving() != nil {
+                    guard ContinuousClock.now - idle < .seconds(120) else { throw BenchError("the idle pool was not stopped") }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                let again = try await firstAnswer()
+                measured.again = (again, try await relayed().0)
+                return measured
             }
             do {
                 let result = try await measure()
@@ -191,6 +229,10 @@ enum PoolBench {
                 throw error
             }
         }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     static func run(rounds: Int) async throws -> String {
@@ -217,7 +259,7 @@ enum PoolBench {
             }
             let plan = try PoolPlanner.plan(entry: entry, context: context, slots: 1, candidates: candidates).get()
             let reference = try await startDirect(plan: plan, directory: directory)
-            let measured: (rate: Double, reference: Double?, warm: Duration, plan: JSONValue, loadBytes: Double, tokenBytes: Double)
+            let measured: Pooled
             do {
                 measured = try await pooled(size: size, rounds: rounds, reference: reference.url)
             } catch {
@@ -234,12 +276,13 @@ enum PoolBench {
             let perMember = added / Double(plan.members.count)
             // The model: t_token = t_token(no relay) + Σ over remote members of the relay's extra round trip.
             let modelRate = 1 / (1 / local + Double(plan.members.count) * relayRTT)
-            let warmSeconds = Double(pooled.warm.components.seconds) + Double(pooled.warm.components.attoseconds) / 1e18
+            let warmSeconds = seconds(pooled.warm)
+            let again = pooled.again.map { "\(format(seconds($0.warm), 1)) s, \(format($0.loadBytes / 1_048_576, 1)) MiB" } ?? "–"
             let cells = [
                 "\(size) nodes (\(layers) layers)", format(pooled.rate), format(local), format(pooled.rate / local, 3),
                 format(pooled.rate / alone, 3),
                 "\(format(perMember, 2)) ms", format(modelRate), format(pooled.rate / modelRate, 3), "\(format(warmSeconds, 1)) s",
-                "\(format(pooled.loadBytes / 1_048_576, 1)) MiB", "\(format(pooled.tokenBytes / 1024, 1)) KiB",
+                "\(format(pooled.loadBytes / 1_048_576, 1)) MiB", again, "\(format(pooled.tokenBytes / 1024, 1)) KiB",
             ]
             rows += "| " + cells.joined(separator: " | ") + " |\n"
         }
@@ -252,7 +295,7 @@ enum PoolBench {
                 let (local, members) = locals[size]!
                 let perMember: Double = relayRTT + 4 * Double(delay) / 1000
                 let modelRate = 1 / (1 / local + Double(members) * perMember)
-                let warmSeconds = Double(pooled.warm.components.seconds) + Double(pooled.warm.components.attoseconds) / 1e18
+                let warmSeconds = seconds(pooled.warm)
                 let cells = [
                     "\(size) nodes", "\(delay) ms", format(pooled.rate), format(modelRate), format(pooled.rate / modelRate, 3),
                     "\(format(warmSeconds, 1)) s",
@@ -274,17 +317,18 @@ enum PoolBench {
             Round trip of a 64-byte message through one link: \(format(linkRTT * 1e6, 0)) µs (loopback TCP: \(format(loopbackRTT * 1e6, 0)) µs), so
             the relay's extra round trip per member is \(format(relayRTT * 1e6, 0)) µs (two links instead of one loopback hop).
 
-            | pool | Hearth pool tok/s | llama.cpp RPC, no relay tok/s | pool / no relay | pool / one engine | relay per member per token | model tok/s | pool / model | first request → first answer | sent to members at load | relayed per token |
-            | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+            | pool | Hearth pool tok/s | llama.cpp RPC, no relay tok/s | pool / no relay | pool / one engine | relay per member per token | model tok/s | pool / model | first request → first answer | sent to members at load | stopped and asked again: first answer, sent at load | relayed per token |
+            | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
             \(rows)
             "Relay per member per token" is (1/pool − 1/no relay) / remote members. "Model" is t_token = t_token(no relay) +
             remote members × the relay's extra round trip, with the round trip measured in the same run; "pool / model"
             near 1 means the relay costs what its round trips cost and nothing more. "First request → first answer" includes
             planning, starting the rpc-servers and the head, and sending the weights (no tensor cache yet: fresh folders).
             "Sent to members at load" is what the gateway relayed head → members up to the first answer (the members'
-            weights and KV-cache allocations); a warm tensor cache would not shrink it for this model, because llama.cpp
-            offers only tensors over 10 MiB by hash and SmolLM2's largest per-layer tensor is about 0.6 MiB. "Relayed per
-            token" counts both directions during the timed rounds, prompts included, over the tokens decoded.
+            weights and KV-cache allocations). "Stopped and asked again": the pool stopped once idle (10 s), then the
+            same question brought it up again on the same nodes, their tensor caches (`-c`) warm; llama.cpp offers only
+            tensors over 10 MiB by hash, and SmolLM2's largest per-layer tensor is about 0.6 MiB, so for this model a warm
+            cache is expected to save nothing. "Relayed per token" counts both directions during the timed rounds, prompts included, over the tokens decoded.
 
             ### Longer links
 
