@@ -21,8 +21,7 @@ package final class LinkActivity: ChannelInboundHandler, Sendable {
     package func heard(within interval: Duration) -> Bool {
         let last = lastRead.load(ordering: .relaxed)
         let now = NIODeadline.now().uptimeNanoseconds
-        let window = UInt64(max(0, interval.components.seconds)) * 1_000_000_000 + UInt64(max(0, interval.components.attoseconds / 1_000_000_000))
         // A read noted after `last` was loaded can be later than `now`: heard.
-        return now <= last || now - last <= window
+        return now <= last || now - last <= UInt64(max(0, TimeAmount(interval).nanoseconds))
     }
 }

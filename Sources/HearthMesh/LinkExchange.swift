@@ -164,9 +164,7 @@ final class LinkResponseHandler: ChannelInboundHandler, RemovableChannelHandler 
             // A copy of just these bytes: the body is a slice of HTTP/2's frame decoder buffer (shared by every stream
             // of the link), and a slice kept by a stream's reader between events would pin a whole decoder buffer per
             // stream (measured: ~140 KiB of gateway memory per open stream).
-            var copy = context.channel.allocator.buffer(capacity: buffer.readableBytes)
-            copy.writeImmutableBuffer(buffer)
-            switch source.yield(copy) {
+            switch source.yield(context.channel.allocator.buffer(buffer: buffer)) {
             case .produceMore: break
             case .stopProducing: wantsMore = false
             case .dropped: context.close(promise: nil)

@@ -146,9 +146,7 @@ package final class SpliceHandler<Framing: SpliceFraming>: ChannelDuplexHandler,
             // A copy of just these bytes: what was read is often a slice of a parser's buffer (HTTP/2's frame
             // decoder keeps one, and reuses it for the next read), and a slice still queued on the other side
             // would make that reuse copy the parser's whole buffer on write.
-            var copy = context.channel.allocator.buffer(capacity: bytes.readableBytes)
-            copy.writeImmutableBuffer(bytes)
-            take(.bytes(copy))
+            take(.bytes(context.channel.allocator.buffer(buffer: bytes)))
         case let input:
             take(input)
         }

@@ -51,7 +51,7 @@ struct EngineProxyController {
         }
     }
 
-    /// The routes relayed to an engine.
+    /// The routes relayed to an engine (each registered by `addRoutes`).
     static let enginePaths: Set<String> = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
 
     /// A request for an engine route: relayed without blocking, so it may run on its link stream's event loop.
@@ -63,14 +63,10 @@ struct EngineProxyController {
         router.get("/health") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: #"{"status":"ok"}"#)))
         }
-        router.post("/v1/chat/completions") { request, context in
-            try await forward(request, path: "/v1/chat/completions", context: context)
-        }
-        router.post("/v1/completions") { request, context in
-            try await forward(request, path: "/v1/completions", context: context)
-        }
-        router.post("/v1/embeddings") { request, context in
-            try await forward(request, path: "/v1/embeddings", context: context)
+        for path in Self.enginePaths {
+            router.post(RouterPath(path)) { request, context in
+                try await forward(request, path: path, context: context)
+            }
         }
     }
 
