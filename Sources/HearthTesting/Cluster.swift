@@ -77,10 +77,20 @@ public final class Cluster: Sendable {
 
     /// The arguments of `hearth node --pool-only`: a node that serves no model alone and lends `lentMiB` MiB to pools,
     /// out of a memory limit of `lentMiB + 50` MiB.
-    public func poolNodeArguments(name: String, lentMiB: Int) throws -> [String] {
-        var arguments = try Self.nodeArguments(name: name, directory: directory, join: join)
+    public func poolNodeArguments(name: String, lentMiB: Int, join: String? = nil) throws -> [String] {
+        var arguments = try Self.nodeArguments(name: name, directory: directory, join: join ?? self.join)
         if let index = arguments.firstIndex(of: "--model") { arguments.removeSubrange(index...(index + 1)) }
         return arguments + ["--pool-only", "--pool-memory", "\(lentMiB)MiB", "--memory", "\(lentMiB + 50)MiB"]
+    }
+
+    /// The gateway's mesh port, from its join string (`host:port#gateway-id`).
+    public var meshPort: Int {
+        Int(join.split(separator: "#")[0].split(separator: ":").last!)!
+    }
+
+    /// A join string that dials `port` on loopback (say a `DelayProxy` to the mesh port) and pins this gateway's key.
+    public func join(throughPort port: Int) -> String {
+        "127.0.0.1:\(port)#" + join.split(separator: "#")[1]
     }
 
     /// Polls `/api/nodes` until `count` nodes lend memory to pools.

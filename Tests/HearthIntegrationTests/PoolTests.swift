@@ -1,6 +1,7 @@
 import Foundation
 import HearthCore
 import HearthTesting
+import NIOCore
 import NIOHTTP1
 import Testing
 
@@ -163,6 +164,54 @@ struct PoolTests {
         #expect(python.output.first == verified.output.first.map { String($0.dropFirst("OK ".count)) })
     }
 
+    /// The planner weighs nodes by their link's round trip, measured with HTTP/2 PING. Four lenders where three
+    /// suffice, each dialling through its own `DelayProxy`: the one the last tie-break (the smallest ids) would take
+    /// is moved 100 ms away each way once it has linked. `/api/nodes` shows every link's round trip, and the pool
+    /// leaves the far node out.
+    @Test func aPoolLeavesOutTheNodeFarthestFromTheGateway() async throws {
+        try await Cluster.with(label: "pool-near", gatewayArguments: ["--auto-pools", "on", "--pool-context", "8192"]) { cluster in
+            var lenders: [(process: TestProcess, id: NodeID, proxy: DelayProxy)] = []
+            defer { for lender in lenders { lender.proxy.close() } }
+            for name in ["near-a", "near-b", "near-c", "near-d"] {
+                let proxy = try await DelayProxy(to: cluster.meshPort, delay: .zero)
+                let process = try await TestProcess(
+                    name: name,
+                    executable: try TestEnvironment.hearthBinary(),
+                    arguments: try cluster.poolNodeArguments(name: name, lentMiB: 150, join: cluster.join(throughPort: proxy.port)),
+                    directory: cluster.directory
+                )
+                let ready = try await process.waitForLine { $0.hasPrefix("READY node=") }
+                lenders.append((process, try #require(NodeID(String(ready.dropFirst("READY node=".count)))), proxy))
+            }
+            try await cluster.waitForLenders(4)
+            let far = try #require(lenders.min { $0.id.rawValue < $1.id.rawValue })
+            far.proxy.setDelay(.milliseconds(100))
+
+            // Polled, bounded: a PING goes beside every report poll (5 s apart when nothing changes).
+            let roundTrips = try await eventually("the far link's round trip", within: .seconds(60)) { () -> [String: Double]? in
+                let nodes = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
+                let measured = Dictionary(
+                    nodes.compactMap { node in
+                        node["nodeID"]?.stringValue.flatMap { id in node["linkRoundTripMilliseconds"]?.doubleValue.map { (id, $0) } }
+                    },
+                    uniquingKeysWith: { first, _ in first }
+                )
+                return measured.count == 4 && (measured[far.id.rawValue] ?? 0) > 40 ? measured : nil
+            }
+            #expect(roundTrips.values.allSatisfy { $0 > 0 }, "\(roundTrips)")
+
+            let refusal = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(refusal.status == 503, "\(refusal.text)")
+            let pool = try await Self.pool(cluster)
+            let planned = Set(
+                [pool["head"]?.stringValue].compactMap { $0 } + (pool["members"]?.arrayValue?.compactMap { $0["node"]?.stringValue } ?? [])
+            )
+            #expect(planned.count == 3, "\(pool)")
+            #expect(!planned.contains(far.id.rawValue), "the pool took the far node: \(pool), round trips \(roundTrips)")
+            for lender in lenders { _ = await lender.process.stop() }
+        }
+    }
+
     /// Starts pool-only nodes and returns them with their NodeIDs.
     static func startLenders(_ names: [String], cluster: Cluster) async throws -> [(process: TestProcess, id: NodeID)] {
         var started: [(TestProcess, NodeID)] = []
@@ -281,7 +330,7 @@ struct PoolTests {
 
             cluster.gateway.send(SIGKILL)
             _ = await cluster.gateway.waitForExit()
-            let meshPort = try #require(cluster.join.split(separator: "#").first?.split(separator: ":").last.map(String.init))
+            let meshPort = String(cluster.meshPort)
             let restarted = try await TestProcess(
                 name: "gateway-restarted",
                 executable: try TestEnvironment.hearthBinary(),

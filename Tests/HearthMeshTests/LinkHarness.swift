@@ -10,10 +10,11 @@ import Synchronization
 /// Both ends of a link over real TLS on loopback, built the way the gateway and the node build them, with the pins
 /// and TLS configurations under test.
 struct LinkHarness {
-    /// The gateway's side: proven peer and the multiplexer it opens streams with.
+    /// The gateway's side: proven peer, the multiplexer it opens streams with, and its round-trip meter.
     struct Accepted: Sendable {
         var peer: EventLoopFuture<NodeID>
         var multiplexer: LinkMultiplexer
+        var roundTrip: LinkRoundTrip
     }
 
     /// Dials a listening gateway as a node would. `serve` answers each stream the gateway opens.
@@ -65,7 +66,7 @@ struct LinkHarness {
                     let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
                     try sync.addHandler(handshake)
                     let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .client) { stream in stream.close() }
-                    accepted(Accepted(peer: handshake.peer, multiplexer: multiplexer))
+                    accepted(Accepted(peer: handshake.peer, multiplexer: multiplexer, roundTrip: try LinkRoundTrip.add(to: channel)))
                 }
             }
             .bind(host: "127.0.0.1", port: 0)
@@ -94,7 +95,8 @@ final class StreamLog: Sendable {
     }
 }
 
-/// Answers every request with its URI and body echoed; `/slow` instead streams fifty chunks 20 ms apart, `/hold`
+/// Answers every request with its URI and body echoed; `/slow` instead streams fifty chunks 20 ms apart (`/endless`
+/// until its stream closes), `/hold`
 /// sends its head and ends when the test releases it (`StreamLog.releaseHeld`), and `/abort` sends one chunk and resets its stream.
 final class EchoHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -148,14 +150,15 @@ final class EchoHandler: ChannelInboundHandler {
             }
             return
         }
-        if uri.hasPrefix("/slow") {
-            // One chunk every 20 ms, 50 times: a long stream next to quick ones.
+        if uri.hasPrefix("/slow") || uri.hasPrefix("/endless") {
+            // One chunk every 20 ms, 50 times (`/endless`: until the stream closes): a long stream next to quick ones.
             let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let endless = uri.hasPrefix("/endless")
             func tick(_ remaining: Int) {
                 let context = loopContext.value
                 guard context.channel.isActive else { return }
-                if remaining == 0 {
+                if remaining == 0 && !endless {
                     handler.value.ended = true
                     context.writeAndFlush(handler.value.wrapOutboundOut(.end(nil)), promise: nil)
                     return

@@ -190,15 +190,17 @@ struct LinkMultiplexingTests {
             node.close(promise: nil)
             server.close(promise: nil)
         }
-        var slow: LinkResponse? = try await LinkExchange.send(
+        var endless: LinkResponse? = try await LinkExchange.send(
             on: link.multiplexer,
-            head: .init(version: .http1_1, method: .GET, uri: "/slow"),
+            head: .init(version: .http1_1, method: .GET, uri: "/endless"),
             body: nil
         )
-        #expect(try await slow?.body.next() != nil)
-        slow = nil
-        // The node sees its stream end early (RST_STREAM), while the link still carries new streams.
-        for _ in 0..<100 where log.resetCount == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(try await endless?.body.next() != nil)
+        endless = nil
+        // The node sees its stream end early (RST_STREAM), while the link still carries new streams. The stream never
+        // ends on its own, so only the reset can end it; the bound is for a loaded machine (the test's, beside stress-ng).
+        let deadline = ContinuousClock.now + .seconds(30)
+        while log.resetCount == 0 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(log.resetCount == 1)
         let after = try await LinkExchange.send(
             on: link.multiplexer,
@@ -207,6 +209,32 @@ struct LinkMultiplexingTests {
         )
         #expect(String(buffer: try await after.body.collect(upTo: 1024)) == "/after|x")
         #expect(node.isActive)
+    }
+
+    /// Over real TLS the node's HTTP/2 stack answers the gateway's PINGs, while streams run beside them; once the link
+    /// is gone, a PING fails at once instead of waiting.
+    @Test func aPingCrossesTheLinkBesideItsStreamsAndFailsOnceTheLinkIsGone() async throws {
+        let (server, node, link) = try await connectedLink()
+        defer { server.close(promise: nil) }
+        let endless = try await LinkExchange.send(on: link.multiplexer, head: .init(version: .http1_1, method: .GET, uri: "/endless"), body: nil)
+        #expect(try await endless.body.next() != nil)
+        for _ in 0..<3 { #expect(try await link.roundTrip.measure().get() > .zero) }
+        #expect(try await endless.body.next() != nil)
+
+        try await node.close()
+        // Polled, bounded: the gateway's side learns of the close when its read fails.
+        let deadline = ContinuousClock.now + .seconds(30)
+        var last: (any Error)?
+        while ContinuousClock.now < deadline {
+            do {
+                _ = try await link.roundTrip.measure().get()
+                try await Task.sleep(for: .milliseconds(20))
+            } catch {
+                last = error
+                break
+            }
+        }
+        #expect(last as? LinkError == .closed)
     }
 
     @Test func aStreamTheNodeResetsFailsOnTheGatewayAndOnlyThatStream() async throws {

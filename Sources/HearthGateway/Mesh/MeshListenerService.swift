@@ -27,7 +27,9 @@ struct MeshListenerService: Service {
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
 
-    private typealias Accepted = (channel: any Channel, multiplexer: LinkMultiplexer, peer: EventLoopFuture<NodeID>, activity: LinkActivity)
+    private typealias Accepted = (
+        channel: any Channel, multiplexer: LinkMultiplexer, peer: EventLoopFuture<NodeID>, activity: LinkActivity, roundTrip: LinkRoundTrip
+    )
 
     func run() async throws {
         let context = try NIOSSLContext(configuration: LinkTLS.configuration(credentials: credentials, role: .server))
@@ -46,7 +48,7 @@ struct MeshListenerService: Service {
                     let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .client, configuration: LinkHTTP2.configuration) { stream in
                         stream.close()
                     }
-                    return (channel, multiplexer, handshake.peer, activity)
+                    return (channel, multiplexer, handshake.peer, activity, try LinkRoundTrip.add(to: channel))
                 }
             }
         let port = server.channel.localAddress?.port ?? 0
@@ -80,7 +82,13 @@ struct MeshListenerService: Service {
             accepted.channel.close(promise: nil)
             return
         }
-        let link = NodeLink(nodeID: nodeID, channel: accepted.channel, multiplexer: accepted.multiplexer, activity: accepted.activity)
+        let link = NodeLink(
+            nodeID: nodeID,
+            channel: accepted.channel,
+            multiplexer: accepted.multiplexer,
+            activity: accepted.activity,
+            roundTrip: accepted.roundTrip
+        )
         if let network, let peers, await Self.isPeer(accepted.channel, id: nodeID, network: network) {
             if let previous = peers.insert(link) { previous.close() }
             logger.info("peer gateway linked", metadata: ["gateway.peer": "\(nodeID.short)", "mesh.remote": "\(remote)"])
@@ -153,6 +161,10 @@ struct MeshListenerService: Service {
         var revision: String?
         while !Task.isCancelled {
             registry.touch(link.nodeID)
+            // A PING beside every poll: its answer, which the node's HTTP/2 stack sends before it reads the poll, is
+            // what the pool planner weighs nodes by.
+            let nodeID = link.nodeID
+            link.roundTrip?.measure().whenSuccess { [registry] in registry.noteRoundTrip(of: nodeID, $0) }
             var headers: HTTPHeaders = [LinkProtocol.Header.waitMilliseconds: String(Int(hold.milliseconds))]
             if let revision { headers.add(name: LinkProtocol.Header.after, value: revision) }
             let request = headers

@@ -11,12 +11,15 @@ final class NodeLink: Sendable {
     let multiplexer: LinkMultiplexer
     /// When the node last sent bytes (`nil` for a link without the handler that notes it).
     let activity: LinkActivity?
+    /// Measures the link's round trip (`nil` for a link without the handler that does).
+    let roundTrip: LinkRoundTrip?
 
-    init(nodeID: NodeID, channel: any Channel, multiplexer: LinkMultiplexer, activity: LinkActivity? = nil) {
+    init(nodeID: NodeID, channel: any Channel, multiplexer: LinkMultiplexer, activity: LinkActivity? = nil, roundTrip: LinkRoundTrip? = nil) {
         self.nodeID = nodeID
         self.channel = channel
         self.multiplexer = multiplexer
         self.activity = activity
+        self.roundTrip = roundTrip
     }
 
     /// One request on a new stream of the link.

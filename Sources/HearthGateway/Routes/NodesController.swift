@@ -27,6 +27,9 @@ struct NodesController {
                     node["linkedSince"] = .string(joined.formatted(.iso8601))
                     node["linkedForSeconds"] = .integer(Int64(max(0, Date().timeIntervalSince(joined))))
                 }
+                if let roundTrip = registry.roundTrip(of: announcement.nodeID) {
+                    node["linkRoundTripMilliseconds"] = .number(roundTrip)
+                }
                 if let routing = registry.routing(of: announcement.nodeID) {
                     node["routing"] = [
                         "score": .number(routing.score.value), "capacity": .number(routing.score.capacity),

@@ -19,6 +19,9 @@ public final class NodeRegistry: Sendable {
     }
 
     private let entries = Mutex<[NodeID: Entry]>([:])
+    /// Each linked node's smoothed link round trip in milliseconds (HTTP/2 PING), kept apart from the entries because
+    /// the first is measured before the node's first report makes its entry.
+    private let roundTrips = Mutex<[NodeID: Double]>([:])
     /// Which nodes fail too often to be routed to for now.
     private let outliers: Mutex<OutlierDetector>
     /// What spot checks say of each node, kept when its link drops (a node cannot shed it by dialling again).
@@ -174,19 +177,34 @@ public final class NodeRegistry: Sendable {
     /// Forgets a node at once, when its link closes.
     public func remove(_ id: NodeID) {
         entries.withLock { $0[id] = nil }
+        roundTrips.withLock { $0[id] = nil }
         changes.notify()
     }
 
-    /// What the pool planner needs of every live node: its pool offer, latency and whether it drains.
+    /// Notes one measured round trip of `id`'s link. The kept value is smoothed (3/4 old, 1/4 new): one late answer on
+    /// a busy machine moves it by a quarter, while a link that really got longer shows within a few polls (seconds
+    /// apart), before the next pool is planned.
+    func noteRoundTrip(of id: NodeID, _ roundTrip: Duration) {
+        let milliseconds = roundTrip.milliseconds
+        roundTrips.withLock { $0[id] = $0[id].map { 0.75 * $0 + 0.25 * milliseconds } ?? milliseconds }
+    }
+
+    /// The smoothed round trip of `id`'s link in milliseconds, once measured.
+    func roundTrip(of id: NodeID) -> Double? {
+        roundTrips.withLock { $0[id] }
+    }
+
+    /// What the pool planner needs of every live node: its pool offer, link round trip and whether it drains.
     public func poolCandidates() -> [PoolCandidate] {
         let deadline = clock.now - ttl
+        let roundTrips = roundTrips.withLock { $0 }
         return entries.withLock { entries in
             entries.values.compactMap { entry in
                 guard entry.lastSeen >= deadline, let offer = entry.announcement.pool else { return nil }
                 return PoolCandidate(
                     id: entry.announcement.nodeID,
                     offer: offer,
-                    latencyMilliseconds: entry.recentLatency,
+                    latencyMilliseconds: roundTrips[entry.announcement.nodeID],
                     draining: entry.announcement.draining
                 )
             }

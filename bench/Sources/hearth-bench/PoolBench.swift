@@ -151,17 +151,11 @@ enum PoolBench {
             // size's nodes is still redialling while the next size is measured.
             var nodes: [TestProcess] = []
             func measure() async throws -> Pooled {
-                if let delay {
-                    // The join string is host:port#gateway-id; nodes dial the proxy instead of the mesh port.
-                    let parts = cluster.join.split(separator: "#", maxSplits: 1)
-                    let meshPort = Int(parts[0].split(separator: ":").last!)!
-                    proxy = try await DelayProxy(to: meshPort, delay: delay)
-                }
+                // Nodes dial the proxy instead of the mesh port.
+                if let delay { proxy = try await DelayProxy(to: cluster.meshPort, delay: delay) }
                 for index in 0..<size {
-                    var arguments = try cluster.poolNodeArguments(name: "pool-\(index)", lentMiB: lent[size]!) + ["--no-sandbox"]
-                    if let proxy, let join = arguments.firstIndex(of: "--join") {
-                        arguments[join + 1] = "127.0.0.1:\(proxy.port)#" + cluster.join.split(separator: "#")[1]
-                    }
+                    let join = proxy.map { cluster.join(throughPort: $0.port) }
+                    let arguments = try cluster.poolNodeArguments(name: "pool-\(index)", lentMiB: lent[size]!, join: join) + ["--no-sandbox"]
                     let node = try await TestProcess(
                         name: "pool-\(index)",
                         executable: try TestEnvironment.hearthBinary(),

@@ -1,15 +1,19 @@
-import NIOCore
+public import NIOCore
 import NIOPosix
+import Synchronization
 
 /// A stand-in for `tc netem delay`, which this machine's kernel lacks (no `sch_netem`): a loopback TCP proxy that
 /// holds every chunk for `delay` before passing it on, in each direction, in order. Nodes that join through it have
 /// links `2 × delay` longer per round trip. It adds no loss, jitter or bandwidth limit, and its own hop costs about
 /// one loopback round trip.
-final class DelayProxy: Sendable {
+public final class DelayProxy: Sendable {
     private let server: any Channel
-    var port: Int { server.localAddress!.port! }
+    private let delay: Delay
+    public var port: Int { server.localAddress!.port! }
 
-    init(to target: Int, delay: TimeAmount) async throws {
+    public init(to target: Int, delay: TimeAmount) async throws {
+        let delay = Delay(delay)
+        self.delay = delay
         server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { inbound in
@@ -28,18 +32,32 @@ final class DelayProxy: Sendable {
             .get()
     }
 
-    func close() {
+    /// Changes the delay of every chunk read from now on, on connections open and to come. Order is kept: a chunk
+    /// never passes one read before it, even when the delay shrinks.
+    public func setDelay(_ delay: TimeAmount) {
+        self.delay.nanoseconds.store(delay.nanoseconds, ordering: .relaxed)
+    }
+
+    public func close() {
         server.close(promise: nil)
     }
 
-    /// Passes what its channel reads to `peer` after `delay`; closes `peer` (after what is in flight) when its own
+    /// The delay, shared by the proxy and its connections' handlers.
+    private final class Delay: Sendable {
+        let nanoseconds: Atomic<Int64>
+        init(_ delay: TimeAmount) { nanoseconds = Atomic(delay.nanoseconds) }
+    }
+
+    /// Passes what its channel reads to `peer` after the delay; closes `peer` (after what is in flight) when its own
     /// channel closes. Both channels share an event loop, so scheduled writes keep their order.
     private final class Delayer: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
         let peer: any Channel
-        let delay: TimeAmount
+        let delay: Delay
+        /// When the last chunk read goes out: none goes out before it.
+        private var lastDeparture = NIODeadline.uptimeNanoseconds(0)
 
-        init(to peer: any Channel, delay: TimeAmount) {
+        init(to peer: any Channel, delay: Delay) {
             self.peer = peer
             self.delay = delay
         }
@@ -47,13 +65,18 @@ final class DelayProxy: Sendable {
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let bytes = unwrapInboundIn(data)
             let peer = self.peer
-            context.eventLoop.scheduleTask(in: delay) { peer.writeAndFlush(bytes, promise: nil) }
+            context.eventLoop.scheduleTask(deadline: departure()) { peer.writeAndFlush(bytes, promise: nil) }
         }
 
         func channelInactive(context: ChannelHandlerContext) {
             let peer = self.peer
-            context.eventLoop.scheduleTask(in: delay) { peer.close(promise: nil) }
+            context.eventLoop.scheduleTask(deadline: departure()) { peer.close(promise: nil) }
             context.fireChannelInactive()
+        }
+
+        private func departure() -> NIODeadline {
+            lastDeparture = max(lastDeparture, .now() + .nanoseconds(delay.nanoseconds.load(ordering: .relaxed)))
+            return lastDeparture
         }
     }
 }
