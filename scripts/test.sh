@@ -22,8 +22,16 @@ echo "== tests"
 # Each run's test folders live under one temporary root, so the watchdog knows whose output to show.
 run_root="$(mktemp -d -t hearth-tests-XXXXXX)"
 limit="${HEARTH_TEST_TIMEOUT:-2400}"
-status=0
-TMPDIR="$run_root/" HEARTH_BIN_DIR="$bin_dir" timeout --kill-after=30 "$limit" swift test --skip-build "$@" || status=$?
+# The run's output is kept too: a long run's failures are summed up at its end, where a truncated CI log still shows them.
+log="$run_root/swift-test.log"
+set +e
+TMPDIR="$run_root/" HEARTH_BIN_DIR="$bin_dir" timeout --kill-after=30 "$limit" swift test --skip-build "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  echo "== what failed, in the order it was recorded"
+  grep -E -A 2 "recorded an issue|Test .* failed after|caught error" "$log" | cut -c1-700 | head -n 120 || true
+fi
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
   echo "== the suite did not finish within ${limit} s; the last stderr of the newest test processes:"
   find "$run_root" -name '*.stderr' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -8 | while read -r _ file; do

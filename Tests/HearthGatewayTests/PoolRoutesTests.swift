@@ -126,6 +126,33 @@ struct PoolRoutesTests {
         #expect(await reconciler.demand(model: ModelID("no-such-model:q8_0")!) == nil)
     }
 
+    /// An automatic pool stops once idle, and a request it serves keeps it however long that request runs: idle time
+    /// starts when the last request is over, not when it was routed (a slow pool's long answer outlasts the timeout).
+    @Test func aPoolServingARequestIsNotIdleHoweverLongItRuns() async throws {
+        var policy = PoolPolicy()
+        policy.automatic = true
+        policy.idleTimeout = .zero
+        let reconciler = PoolReconciler(
+            registry: NodeRegistry(ttl: .seconds(60)),
+            links: NodeLinks(),
+            catalog: .builtin,
+            policy: policy,
+            metrics: GatewayMetrics(),
+            logger: Logger(label: "test")
+        )
+        let id = try await reconciler.create(model: DefaultModel.id, automatic: true)
+        // No node lends memory: the plan fails, and a failed automatic pool is stopped once idle too.
+        await reconciler.step()
+        #expect(reconciler.views().first?.state == .failed)
+        reconciler.used(id)
+        await reconciler.step()
+        await reconciler.step()
+        #expect(reconciler.views().map(\.id) == [id], "a pool serving a request was stopped as idle")
+        reconciler.finished(id)
+        await reconciler.step()
+        #expect(reconciler.views().isEmpty)
+    }
+
     /// Any caller may ask for any pinned model: automatic pools stop at `maxAutomatic`, counting those being created
     /// at the same moment; an operator's pool does not count, and a model with a pool is still served by it.
     @Test func automaticPoolsStopAtTheCap() async throws {

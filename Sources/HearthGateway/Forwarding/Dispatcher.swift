@@ -230,6 +230,7 @@ public struct Dispatcher: Sendable {
                 )
                 if response.status >= 500 {
                     nodeWentAway = false
+                    if let pool { pools?.finished(pool) }
                     registry.end(on: node, latency: nil)
                     registry.outcome(on: node, success: false)
                     failures.append("\(node.short): HTTP \(response.status)")
@@ -255,6 +256,7 @@ public struct Dispatcher: Sendable {
                     firstByteAt: firstByteAt
                 )
             } catch {
+                if let pool { pools?.finished(pool) }
                 registry.end(on: node, latency: nil)
                 registry.outcome(on: node, success: false)
                 nodeWentAway = error as? LinkError == .closed || error as? LinkError == .truncated
@@ -277,6 +279,7 @@ public struct Dispatcher: Sendable {
     /// a stream's feeds the node's time to first byte.
     public func finish(_ upstream: OpenedUpstream, broken: Bool = false, pace: Double? = nil) {
         let latency = upstream.firstByteAt - upstream.startedAt
+        if let pool = upstream.pool { pools?.finished(pool) }
         registry.end(on: upstream.node, latency: upstream.streamed ? latency.seconds : nil, pace: pace)
         registry.outcome(on: upstream.node, success: !broken)
     }

@@ -110,13 +110,22 @@ struct MeshListenerService: Service {
             previous.close()
         }
         logger.info("node linked", metadata: ["node.id": "\(nodeID.short)", "mesh.remote": "\(remote)"])
+        // The node leaves the registry the moment its link closes, on the link's event loop, not when this task next
+        // runs: news of the loss can otherwise come back around through another node first (a pool's head, whose
+        // relay to this node was cut, reports its engine's death) and be taken for an incident of that node's.
+        let (links, registry) = (self.links, self.registry)
+        accepted.channel.closeFuture.whenComplete { _ in
+            if links.remove(link) { registry.remove(nodeID) }
+        }
         do {
             try await poll(link, account: account)
         } catch {
             logger.info("node link ended", metadata: ["node.id": "\(nodeID.short)", "error": "\(error)"])
         }
         link.close()
-        if links.remove(link) {
+        try? await accepted.channel.closeFuture.get()
+        // A report read just before the close may have put the node back: with no link of its left, it goes.
+        if links.link(to: nodeID) == nil {
             registry.remove(nodeID)
             logger.info("node left", metadata: ["node.id": "\(nodeID.short)"])
         }

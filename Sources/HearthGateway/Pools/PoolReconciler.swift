@@ -79,6 +79,8 @@ public final class PoolReconciler: Service, Sendable {
         var automatic: Bool
         var machine: PoolMachine
         var lastUsed: ContinuousClock.Instant
+        /// Requests routed to the pool's head and not yet over: a pool that serves one is not idle, however long it takes.
+        var inFlight = 0
         var relays: [Task<Void, Never>] = []
 
         /// Not stopped or being stopped: it serves, or will.
@@ -242,10 +244,24 @@ public final class PoolReconciler: Service, Sendable {
         pools.withLock { pools in pools[pool].map { $0.machine.state == .ready && $0.machine.plan?.head.node == node } ?? false }
     }
 
-    /// A request was routed to `pool`'s head.
+    /// A request was routed to `pool`'s head; `finished(_:)` says when it is over.
     public func used(_ pool: PoolID) {
         let now = ContinuousClock.now
-        pools.withLock { $0[pool]?.lastUsed = now }
+        pools.withLock { pools in
+            pools[pool]?.lastUsed = now
+            pools[pool]?.inFlight += 1
+        }
+    }
+
+    /// A request `used(_:)` counted is over: the pool's idle time starts now.
+    public func finished(_ pool: PoolID) {
+        let now = ContinuousClock.now
+        pools.withLock { pools in
+            guard var instance = pools[pool] else { return }
+            instance.lastUsed = now
+            instance.inFlight = max(0, instance.inFlight - 1)
+            pools[pool] = instance
+        }
     }
 
     public func views() -> [PoolView] {
@@ -316,7 +332,7 @@ public final class PoolReconciler: Service, Sendable {
         for instance in pools.withLock({ Array($0.values) }) {
             for event in observe(instance) { await feed(instance.id, event) }
             let state = instance.machine.state
-            if instance.automatic, state == .ready || state == .failed, now - instance.lastUsed > policy.idleTimeout {
+            if instance.automatic, state == .ready || state == .failed, instance.inFlight == 0, now - instance.lastUsed > policy.idleTimeout {
                 logger.info("pool idle; stopping it", metadata: ["pool.id": "\(instance.id)"])
                 try? await database?.deletePool(id: instance.id.rawValue)
                 await feed(instance.id, .stop)
