@@ -138,7 +138,7 @@ struct GatewayOptions: ParsableArguments {
     @Option(
         help: """
             A PostgreSQL database to keep accounts, keys, logins, quotas, usage, the ledger and pools in, shared by every \
-            gateway given the same one: postgres://user:password@host:port/database[?sslmode=require] (env: \
+            gateway given the same one: postgres://user:password@host:port/database[?sslmode=require&connect_timeout=10] (env: \
             HEARTH_DATABASE_URL; default: SQLite in the data folder). The gateway's key stays in its data folder.
             """
     )

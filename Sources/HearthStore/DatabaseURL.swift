@@ -1,10 +1,11 @@
 import Foundation
+import NIOCore
 import NIOSSL
 import PostgresNIO
 
 /// Where the gateway's database is: `postgres://user:password@host:port/database` (also `postgresql://`), with
 /// `?sslmode=disable|require` (default `disable` on a loopback host, `require` elsewhere) and `?host=/run/postgresql`
-/// for a Unix socket folder, as libpq reads them.
+/// for a Unix socket folder, and `?connect_timeout=SECONDS` (default 10), as libpq reads them.
 public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
     public enum TLSMode: String, Sendable {
         case disable
@@ -18,6 +19,8 @@ public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
     public var password: String?
     public var database: String
     public var tls: TLSMode
+    /// How long opening a connection may take; `nil` for postgres-nio's default (10 s).
+    public var connectTimeout: Duration?
 
     /// - Throws: `DatabaseURLError` naming what is wrong.
     public init(_ text: String) throws(DatabaseURLError) {
@@ -28,8 +31,8 @@ public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
             throw DatabaseURLError("unsupported database scheme '\(scheme)'; expected postgres://…")
         }
         let query = Dictionary((components.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { _, last in last })
-        for name in query.keys where !["sslmode", "host"].contains(name) {
-            throw DatabaseURLError("unknown database URL option '\(name)' (known: sslmode, host)")
+        for name in query.keys where !["sslmode", "host", "connect_timeout"].contains(name) {
+            throw DatabaseURLError("unknown database URL option '\(name)' (known: sslmode, host, connect_timeout)")
         }
         let path = components.percentEncodedPath.drop { $0 == "/" }
         database = path.removingPercentEncoding ?? String(path)
@@ -48,6 +51,12 @@ public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
             throw DatabaseURLError("the database URL names no host (postgres://user@host/database) and no socket folder (?host=/run/postgresql)")
         }
         if database.isEmpty { database = user }
+        if let timeout = query["connect_timeout"] {
+            guard let seconds = Int(timeout), (1...3600).contains(seconds) else {
+                throw DatabaseURLError("connect_timeout '\(timeout)' is not a number of seconds from 1 to 3600")
+            }
+            connectTimeout = .seconds(seconds)
+        }
         switch query["sslmode"] {
         case nil:
             tls = socketDirectory != nil || ["localhost", "127.0.0.1", "::1", "[::1]"].contains(self.host ?? "") ? .disable : .require
@@ -75,14 +84,16 @@ public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
     func postgresConfiguration() throws -> PostgresConnection.Configuration {
         if let socketDirectory {
             let path = (socketDirectory as NSString).appendingPathComponent(".s.PGSQL.\(port)")
-            return PostgresConnection.Configuration(unixSocketPath: path, username: user, password: password, database: database)
+            var configuration = PostgresConnection.Configuration(unixSocketPath: path, username: user, password: password, database: database)
+            if let connectTimeout { configuration.options.connectTimeout = TimeAmount(connectTimeout) }
+            return configuration
         }
         let tlsSetting: PostgresConnection.Configuration.TLS =
             switch tls {
             case .disable: .disable
             case .require: .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
             }
-        return PostgresConnection.Configuration(
+        var configuration = PostgresConnection.Configuration(
             host: host ?? "localhost",
             port: port,
             username: user,
@@ -90,6 +101,8 @@ public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
             database: database,
             tls: tlsSetting
         )
+        if let connectTimeout { configuration.options.connectTimeout = TimeAmount(connectTimeout) }
+        return configuration
     }
 }
 

@@ -35,7 +35,8 @@ public actor PostgresServer {
         return Self.url(port: port, database: name)
     }
 
-    static func url(port: Int, database: String) -> String { "postgres://hearth@127.0.0.1:\(port)/\(database)" }
+    /// A connection may take long to open on a machine the suite saturates (a 10 s connect timed out beside stress-ng).
+    static func url(port: Int, database: String) -> String { "postgres://hearth@127.0.0.1:\(port)/\(database)?connect_timeout=60" }
 
     private func start() async throws -> Int {
         if let started { return started.port }

@@ -139,10 +139,10 @@ struct CompletionPipeline: Sendable {
             startedAt: startedAt,
             logger: context.logger
         )
-        database.markInFlight(served.usageRecord(promptTokens: 0, completionTokens: 0, status: "in_flight"), logger: context.logger)
+        database.markInFlight(served.usageRecord(promptTokens: 0, completionTokens: 0, status: .inFlight), logger: context.logger)
         guard upstream.response.status < 400 else {
             let refusal = await nodeRefusal(upstream)
-            await served.finish(usage: nil, fallbackCompletionTokens: 0, status: String(upstream.response.status))
+            await served.finish(usage: nil, fallbackCompletionTokens: 0, status: .refused(status: upstream.response.status))
             throw refusal
         }
         return served
@@ -299,9 +299,9 @@ struct ServedRequest: Sendable {
             startedAt: sentAt,
             logger: logger
         )
-        pipeline.database.markInFlight(next.usageRecord(promptTokens: 0, completionTokens: 0, status: "in_flight"), logger: logger)
+        pipeline.database.markInFlight(next.usageRecord(promptTokens: 0, completionTokens: 0, status: .inFlight), logger: logger)
         guard upstream.response.status < 400 else {
-            await next.finish(usage: nil, fallbackCompletionTokens: 0, status: String(upstream.response.status))
+            await next.finish(usage: nil, fallbackCompletionTokens: 0, status: .refused(status: upstream.response.status))
             throw DispatchFailure(APIFailure(.upstream, "The node refused the continuation (HTTP \(upstream.response.status))."))
         }
         return next
@@ -309,10 +309,10 @@ struct ServedRequest: Sendable {
 
     /// Releases the node and meters the request: `usage` is what the node's receipt is checked against, `charge` what
     /// the client is charged (the same, but for a continued stream's later parts).
-    func finish(usage: TokenUsage?, charge: TokenUsage? = nil, fallbackCompletionTokens: Int, status: String) async {
+    func finish(usage: TokenUsage?, charge: TokenUsage? = nil, fallbackCompletionTokens: Int, status: RequestOutcome) async {
         let tokens = usage?.completionTokens ?? fallbackCompletionTokens
-        let pace = status == "ok" && tokens >= 2 ? (ContinuousClock.now - upstream.firstByteAt).seconds / Double(tokens - 1) : nil
-        pipeline.dispatcher.finish(upstream, broken: status == "upstream_error", pace: pace)
+        let pace = status == .ok && tokens >= 2 ? (ContinuousClock.now - upstream.firstByteAt).seconds / Double(tokens - 1) : nil
+        pipeline.dispatcher.finish(upstream, broken: status == .upstreamError, pace: pace)
         let firstByte = upstream.firstByteAt - upstream.startedAt
         pipeline.metrics.timeToFirstToken(model: model, duration: firstByte)
         let settlement = ReceiptClerk.settle(
@@ -340,7 +340,7 @@ struct ServedRequest: Sendable {
     }
 
     /// This request's usage row as of now: the in-flight note when it starts, the metered row when it ends.
-    func usageRecord(promptTokens: Int, completionTokens: Int, status: String, firstByte: Duration? = nil) -> UsageRecord {
+    func usageRecord(promptTokens: Int, completionTokens: Int, status: RequestOutcome, firstByte: Duration? = nil) -> UsageRecord {
         UsageRecord(
             requestID: requestID,
             route: route,
@@ -348,7 +348,7 @@ struct ServedRequest: Sendable {
             nodeID: upstream.node.rawValue,
             promptTokens: promptTokens,
             completionTokens: completionTokens,
-            status: status,
+            status: status.stored,
             startedAt: startedAt,
             firstByteMilliseconds: firstByte?.milliseconds,
             durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000,
@@ -378,17 +378,17 @@ extension Request {
 extension Response {
     /// A 200 response carrying `body` whole; `then` gets `ok` once the client has it, or `client_closed` if it went
     /// away first (the request is metered then, off the response's critical path).
-    static func whole(_ body: ByteBuffer, headers: HTTPFields, then: @escaping @Sendable (String) async -> Void) -> Response {
+    static func whole(_ body: ByteBuffer, headers: HTTPFields, then: @escaping @Sendable (RequestOutcome) async -> Void) -> Response {
         Response(
             status: .ok,
             headers: headers,
             body: ResponseBody(contentLength: body.readableBytes) { writer in
-                var status = "ok"
+                var status = RequestOutcome.ok
                 do {
                     try await writer.write(body)
                     try await writer.finish(nil)
                 } catch {
-                    status = "client_closed"
+                    status = .clientClosed
                 }
                 await then(status)
             }

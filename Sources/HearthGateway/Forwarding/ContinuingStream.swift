@@ -119,7 +119,7 @@ struct ContinuingStream {
             metadata: ["node.id": "\(broken.node.short)", "tokens": "\(generation.tokens)", "error": "\(error)"]
         )
         if part == 0 { firstPromptTokens = tally.promptFromTimings }
-        await finishPart(status: "upstream_error")
+        await finishPart(status: .upstreamError)
         if let allowed = original.body["max_tokens"]?.integerValue, generation.tokens >= allowed {
             // The cut came between the last allowed token and the engine's finish chunk: a node asked to go on would
             // make at least one token more (an engine makes one at least), so the answer ends here, as the engine
@@ -139,7 +139,7 @@ struct ContinuingStream {
             guard next.upstream.response.prefill != nil else {
                 // A node that does not know continuations would start the answer over: not for this client.
                 served.logger.warning("node did not continue the stream", metadata: ["node.id": "\(next.node.short)"])
-                await next.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")
+                await next.finish(usage: nil, fallbackCompletionTokens: 0, status: .upstreamError)
                 continue
             }
             served = next
@@ -156,14 +156,14 @@ struct ContinuingStream {
     /// The client went away: the node is asked to stop, and its part ends with its receipt (see `cancelAndDrain`).
     mutating func cancel() async {
         await served.cancelAndDrain(&reader, tally: &tally)
-        await finishPart(status: "client_closed")
+        await finishPart(status: .clientClosed)
     }
 
     /// Meters the last part once the client has its response (or went away), and offers a whole answer that one node
     /// gave, with all its token ids, for a spot check.
-    mutating func finish(status: String) async {
+    mutating func finish(status: RequestOutcome) async {
         await finishPart(status: status)
-        guard status == "ok", part == 0, finished, closing == nil, let original, let checker = served.pipeline.spotChecker,
+        guard status == .ok, part == 0, finished, closing == nil, let original, let checker = served.pipeline.spotChecker,
             let sha256 = served.upstream.modelSHA256, let claimed = generation.claimedTokens
         else { return }
         checker.consider(
@@ -196,10 +196,10 @@ struct ContinuingStream {
     /// it: the first part as any stream; a later one the tokens it added, or, when the stream ended with its usage,
     /// whatever the client's usage says the earlier parts did not charge (a broken part's prompt count is what the
     /// engine had read, which leaves out a cached prefix).
-    private mutating func finishPart(status: String) async {
+    private mutating func finishPart(status: RequestOutcome) async {
         guard !partFinished else { return }
         partFinished = true
-        let status = handedOver ? "handed_over" : status
+        let status = handedOver ? .handedOver : status
         handedOver = false
         let relayed = tally.counted
         var charge = relayed

@@ -11,8 +11,8 @@ struct OllamaRelay {
     let started: ContinuousClock.Instant
 
     struct Outcome {
-        /// `ok`, `upstream_error`, or `client_closed` (the stream is then already cancelled and metered).
-        var status: String
+        /// `ok`, `upstreamError`, or `clientClosed` (the stream is then already cancelled and metered).
+        var status: RequestOutcome
         /// The stream, to be finished once the client has the final line.
         var stream: ContinuingStream
         var finalLine: JSONValue
@@ -39,7 +39,7 @@ struct OllamaRelay {
         var finishReason: String?
         var text = ""
         var contentEvents = 0
-        var status = "ok"
+        var status = RequestOutcome.ok
         var firstToken: ContinuousClock.Instant?
         relay: while true {
             let event: ByteBuffer
@@ -48,7 +48,7 @@ struct OllamaRelay {
                 event = next.event
                 if case .usage(let reported, _) = next.kind { usage = reported }
             } catch {
-                status = "upstream_error"
+                status = .upstreamError
                 break
             }
             guard let payload = SSEFraming.payloadBytes(of: event.readableBytesView), let chunk = CompletionChunk.parse(payload) else { continue }
@@ -60,7 +60,7 @@ struct OllamaRelay {
                 do {
                     try await emit(OllamaController.ndjson(writer.content(piece)))
                 } catch {
-                    status = "client_closed"
+                    status = .clientClosed
                     await stream.cancel()
                     break relay
                 }

@@ -17,13 +17,13 @@ enum ReceiptClerk {
         consumer: String,
         gateway: NodeID,
         usage: TokenUsage?,
-        status: String,
+        status: RequestOutcome,
         sentAt: Date,
         endedAt: Date
     ) -> ReceiptSettlement {
-        guard status == "ok" || status == "client_closed" || status == "handed_over" else { return .none }
+        guard status.isReceipted else { return .none }
         guard let trailer else {
-            return status == "ok" ? .refuse(reason: "missing", detail: "the node sent no receipt", signed: nil) : .none
+            return status == .ok ? .refuse(reason: "missing", detail: "the node sent no receipt", signed: nil) : .none
         }
         guard let data = SignedToken.unbase64url(trailer), let message = try? COSESign1(decoding: data) else {
             return .refuse(reason: "malformed", detail: "the receipt trailer is not a COSE_Sign1 message", signed: nil)

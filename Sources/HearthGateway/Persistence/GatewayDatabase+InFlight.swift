@@ -60,7 +60,7 @@ extension GatewayDatabase {
                         nodeID: row.optionalString("node_id"),
                         promptTokens: 0,
                         completionTokens: 0,
-                        status: "cut_off",
+                        status: RequestOutcome.cutOff.stored,
                         startedAt: startedAt,
                         firstByteMilliseconds: nil,
                         durationMilliseconds: now.timeIntervalSince(startedAt) * 1000,

@@ -62,7 +62,7 @@ struct CompletionsController {
                 // signature, which would hold up the link's other streams).
                 var (stream, outcome, clientLeft) = try await withTaskExecutorPreference(opened.executor) {
                     var stream = opened
-                    var outcome = "ok"
+                    var outcome = RequestOutcome.ok
                     relay: while true {
                         let event: ByteBuffer
                         do {
@@ -70,20 +70,20 @@ struct CompletionsController {
                             if case .usage(_, let usageOnly) = next.kind, usageOnly && !clientWantsUsage { continue relay }
                             event = next.event
                         } catch {
-                            outcome = "upstream_error"
+                            outcome = .upstreamError
                             try? await writer.write(ByteBuffer(string: Self.streamErrorEvent))
                             break relay
                         }
                         do {
                             try await writer.write(event)
                         } catch {
-                            outcome = "client_closed"
+                            outcome = .clientClosed
                             break relay
                         }
                     }
                     // A client gone before the end: its node is asked to stop.
-                    if outcome == "client_closed" { return (stream, outcome, true) }
-                    do { try await writer.finish(nil) } catch { outcome = "client_closed" }
+                    if outcome == .clientClosed { return (stream, outcome, true) }
+                    do { try await writer.finish(nil) } catch { outcome = .clientClosed }
                     return (stream, outcome, false)
                 }
                 if clientLeft {
@@ -113,7 +113,7 @@ struct CompletionsController {
                 served.addDegradation(to: &headers)
                 return served.respond(with: answer, headers: headers, usage: usage, fallbackCompletionTokens: 0)
             } catch {
-                await served.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")
+                await served.finish(usage: nil, fallbackCompletionTokens: 0, status: .upstreamError)
                 part += 1
                 guard part <= pipeline.maxContinuations,
                     let next = try? await served.openPart(part, endpoint: endpoint, body: body, excluding: tried, retry: true)

@@ -72,7 +72,7 @@ struct EmbeddingsController {
                         durationNanoseconds: nanoseconds
                     )
                 else {
-                    await served.finish(usage: usage, fallbackCompletionTokens: 0, status: "upstream_error")
+                    await served.finish(usage: usage, fallbackCompletionTokens: 0, status: .upstreamError)
                     throw OpenAIError(.upstream, "The node's answer was not a list of embeddings.", code: "upstream_failed")
                 }
                 headers[.contentType] = "application/json; charset=utf-8"
@@ -83,7 +83,7 @@ struct EmbeddingsController {
                     fallbackCompletionTokens: 0
                 )
             }
-            await served.finish(usage: nil, fallbackCompletionTokens: 0, status: "upstream_error")
+            await served.finish(usage: nil, fallbackCompletionTokens: 0, status: .upstreamError)
             part += 1
             guard part <= pipeline.maxContinuations,
                 let next = try? await served.openPart(part, endpoint: .embeddings, body: prepared.upstreamBody, excluding: tried, retry: true)

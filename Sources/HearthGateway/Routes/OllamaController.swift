@@ -97,7 +97,7 @@ struct OllamaController {
         let opened = ContinuingStream(served, endpoint: .chat, body: prepared.upstreamBody, maxContinuations: pipeline.maxContinuations)
         guard stream else {
             var outcome = await relay.collect(opened)
-            guard outcome.status == "ok" else {
+            guard outcome.status == .ok else {
                 await outcome.stream.finish(status: outcome.status)
                 throw OpenAIError(.upstream, "The node's answer broke off.", code: "upstream_failed")
             }
@@ -117,12 +117,12 @@ struct OllamaController {
                 defer { metrics.streamEnded() }
                 var outcome = await relay.stream(opened, to: &bodyWriter)
                 // A client that went away was metered when its stream was cancelled.
-                guard outcome.status != "client_closed" else { return }
+                guard outcome.status != .clientClosed else { return }
                 do {
-                    if outcome.status == "ok" { try await bodyWriter.write(Self.ndjson(outcome.finalLine)) }
+                    if outcome.status == .ok { try await bodyWriter.write(Self.ndjson(outcome.finalLine)) }
                     try await bodyWriter.finish(nil)
                 } catch {
-                    outcome.status = "client_closed"
+                    outcome.status = .clientClosed
                 }
                 await outcome.stream.finish(status: outcome.status)
             }
