@@ -22,10 +22,17 @@ struct LifecycleTests {
         let url = String(ready.dropFirst("READY url=".count))
         // The printed curl must work as soon as it is printed.
         _ = try await up.waitForLine { $0.contains("curl \(url)/v1/chat/completions") }
-        let reply = try await HTTP.post(
-            url + "/v1/chat/completions",
-            json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Hello!"]], "max_tokens": 8]
-        )
+        let reply: HTTP.Reply
+        do {
+            reply = try await HTTP.post(
+                url + "/v1/chat/completions",
+                json: ["model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Hello!"]], "max_tokens": 8]
+            )
+        } catch {
+            // What `hearth up` said is what explains a connection it closed.
+            Issue.record(error, "stderr of hearth up:\n\(up.errorOutput.suffix(4000))")
+            return
+        }
         #expect(reply.status == 200, "\(reply.text)\nstderr:\n\(up.errorOutput.suffix(3000))")
         #expect(reply.json["choices"]?[0]?["message"]?["content"]?.stringValue?.isEmpty == false)
         #expect(FileManager.default.fileExists(atPath: directory + "/gateway/gateway.sqlite"))
