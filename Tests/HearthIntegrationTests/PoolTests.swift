@@ -202,10 +202,12 @@ struct PoolTests {
 
             let refusal = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
             #expect(refusal.status == 503, "\(refusal.text)")
-            let pool = try await Self.pool(cluster)
-            let planned = Set(
-                [pool["head"]?.stringValue].compactMap { $0 } + (pool["members"]?.arrayValue?.compactMap { $0["node"]?.stringValue } ?? [])
-            )
+            // The reconciler plans the pool just after the request created it: polled, bounded, until it has a plan.
+            let pool = try await eventually("the pool's plan", within: .seconds(60)) { () -> JSONValue? in
+                let pool = try await Self.pool(cluster)
+                return pool["members"]?.arrayValue?.isEmpty == false ? pool : nil
+            }
+            let planned = Set(pool["members"]?.arrayValue?.compactMap { $0["node"]?.stringValue } ?? [])
             #expect(planned.count == 3, "\(pool)")
             #expect(!planned.contains(far.id.rawValue), "the pool took the far node: \(pool), round trips \(roundTrips)")
             for lender in lenders { _ = await lender.process.stop() }
