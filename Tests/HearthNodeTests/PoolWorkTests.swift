@@ -138,7 +138,7 @@ struct PoolWorkTests {
     }
 
     /// A real rpc-server: started for epoch 2, reachable through the route while it runs, never replaced by an older
-    /// plan, gone after DELETE.
+    /// plan nor stopped by an older plan's DELETE, gone after its own.
     @Test func runsAMembersRPCServerOnTheGatewaysWord() async throws {
         let rpcServer = ((try TestEnvironment.llamaServer() as NSString).deletingLastPathComponent as NSString).appendingPathComponent(
             "ggml-rpc-server"
@@ -166,9 +166,27 @@ struct PoolWorkTests {
             // A second pool's share would pass what the node lends.
             let greedy = try await Self.put(client, PoolAssignment(pool: .random(), epoch: 1, plan: Self.plan(memory: 150 << 20)))
             #expect(greedy.0 == .conflict && greedy.1.contains("over_lent_memory"))
-            #expect(try await client.execute(uri: LinkProtocol.Path.pool(pool), method: .delete) { $0.status } == .noContent)
+            // A stop for an older epoch (sent before this plan, arriving after it) leaves this plan's work running;
+            // an epoch that is not a number is refused; the stop for this epoch ends it.
+            func delete(epoch: String) async throws -> (HTTPResponse.Status, String) {
+                try await client.execute(
+                    uri: LinkProtocol.Path.pool(pool),
+                    method: .delete,
+                    headers: [HTTPField.Name(LinkProtocol.Header.poolEpoch)!: epoch]
+                ) { ($0.status, String(buffer: $0.body)) }
+            }
+            #expect(try await delete(epoch: "1").0 == .noContent)
+            #expect(worker.memberPort(of: pool) == port && processIsAlive(pid))
+            let malformed = try await delete(epoch: "soon")
+            #expect(malformed.0 == .badRequest && malformed.1.contains("invalid_epoch"))
+            #expect(processIsAlive(pid))
+            #expect(try await delete(epoch: "2").0 == .noContent)
             #expect(worker.memberPort(of: pool) == nil && worker.statuses.isEmpty)
             #expect(!processIsAlive(pid))
+            // Without an epoch a stop drops whatever runs.
+            #expect(try await Self.put(client, PoolAssignment(pool: pool, epoch: 3, plan: Self.plan())).0 == .accepted)
+            #expect(try await client.execute(uri: LinkProtocol.Path.pool(pool), method: .delete) { $0.status } == .noContent)
+            #expect(worker.statuses.isEmpty)
         }
         try? FileManager.default.removeItem(atPath: directory)
     }

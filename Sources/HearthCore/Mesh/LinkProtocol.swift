@@ -16,7 +16,8 @@ public enum LinkProtocol {
         /// `POST /link/v1/tunnel/{service}`: one full-duplex byte stream to a loopback service the owner listed.
         public static let tunnelPrefix = "/link/v1/tunnel/"
         public static func tunnel(_ service: String) -> String { tunnelPrefix + service }
-        /// `PUT {epoch, plan}`: serve this node's part of a pool (an rpc-server, or the head); `DELETE`: drop all of it.
+        /// `PUT {epoch, plan}`: serve this node's part of a pool (an rpc-server, or the head); `DELETE`: drop all of it,
+        /// or with `Header.poolEpoch` only work of that epoch or older (a stop sent late must not end a newer plan).
         public static let poolPrefix = "/link/v1/pool/"
         public static func pool(_ id: PoolID) -> String { poolPrefix + id.rawValue }
         /// `POST`: a byte stream to this member's rpc-server for the pool.
@@ -40,6 +41,8 @@ public enum LinkProtocol {
         public static let waitMilliseconds = "x-hearth-wait-ms"
         /// The pool whose head should answer (a node may also serve the same model alone).
         public static let pool = "x-hearth-pool"
+        /// On a pool `DELETE`: the newest epoch the stop is for.
+        public static let poolEpoch = "x-hearth-pool-epoch"
         /// On a node's answer to a continuation (`Continuation.field`): how many tokens of its prompt were the earlier
         /// nodes' answer, which its usage counts as prompt. Its presence says the node did continue.
         public static let prefill = "x-hearth-prefill"

@@ -90,9 +90,17 @@ public final class NodeLinks: NodeTransport {
     }
 
     /// One request to `node` with a JSON body, its answer's status and up to 64 KiB of its body.
-    func call(_ method: HTTPMethod, _ path: String, on node: NodeID, json body: ByteBuffer? = nil) async throws -> (status: Int, body: String) {
+    func call(
+        _ method: HTTPMethod,
+        _ path: String,
+        on node: NodeID,
+        headers: HTTPHeaders = [:],
+        json body: ByteBuffer? = nil
+    ) async throws -> (status: Int, body: String) {
         guard let link = link(to: node) else { throw NodeTransportError.notLinked(node) }
-        let response = try await link.send(method, path, headers: ["content-type": "application/json"], body: body)
+        var headers = headers
+        headers.add(name: "content-type", value: "application/json")
+        let response = try await link.send(method, path, headers: headers, body: body)
         var text = ""
         while let chunk = try await response.body.next(), text.utf8.count < 65_536 { text += String(buffer: chunk) }
         return (Int(response.head.status.code), text)

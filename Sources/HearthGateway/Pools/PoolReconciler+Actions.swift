@@ -39,20 +39,32 @@ extension PoolReconciler {
             }
             pools.withLock { $0[id]?.relays += relays }
         case .stopWork(let nodes):
-            let relays = pools.withLock { pools -> [Task<Void, Never>] in
+            let (relays, epoch) = pools.withLock { pools -> ([Task<Void, Never>], Int) in
                 defer { pools[id]?.relays = [] }
-                return pools[id]?.relays ?? []
+                return (pools[id]?.relays ?? [], pools[id]?.machine.epoch ?? 0)
             }
             for relay in relays { relay.cancel() }
-            // Each node gets a bounded time to drop its part: a frozen node must not hold up every pool.
-            await withTaskGroup(of: Void.self) { group in
-                for node in nodes {
-                    group.addTask {
-                        await Self.bounded(.seconds(15)) { _ = try? await self.links.call(.DELETE, LinkProtocol.Path.pool(id), on: node) }
+            // Each node gets a bounded time to drop its part, in the background: a frozen node must hold up neither
+            // this reconciler's other pools nor its next look. The stop names the epoch it is for, so one that
+            // reaches a node after the next plan's assignment leaves that assignment running.
+            let headers: HTTPHeaders = [LinkProtocol.Header.poolEpoch: String(epoch)]
+            let key = nextStop.add(1, ordering: .relaxed).newValue
+            // Made under the lock, so the task's own removal at its end always comes after it is recorded.
+            stops.withLock { stops in
+                stops[key] = Task {
+                    await withTaskGroup(of: Void.self) { group in
+                        for node in nodes {
+                            group.addTask {
+                                await Self.bounded(.seconds(15)) {
+                                    _ = try? await self.links.call(.DELETE, LinkProtocol.Path.pool(id), on: node, headers: headers)
+                                }
+                            }
+                        }
                     }
+                    self.enqueue(id, .workGone)
+                    _ = self.stops.withLock { $0.removeValue(forKey: key) }
                 }
             }
-            await feed(id, .workGone)
         case .report(let incident):
             metrics.poolIncident(incident.kind)
             var metadata: Logger.Metadata = ["pool.id": "\(id)", "node.model": "\(instance.entry.id)", "pool.incident": "\(incident.kind.rawValue)"]

@@ -295,8 +295,12 @@ public final class PoolReconciler: Service, Sendable {
     // MARK: The loop
 
     private let queued = Mutex<[(PoolID, PoolMachine.Event)]>([])
+    /// Stops under way (`PoolMachine.Action.stopWork`), each ending with `workGone`; awaited at shutdown, while the
+    /// links are still up.
+    let stops = Mutex<[Int: Task<Void, Never>]>([:])
+    let nextStop = Atomic<Int>(0)
 
-    private func enqueue(_ id: PoolID, _ event: PoolMachine.Event) {
+    func enqueue(_ id: PoolID, _ event: PoolMachine.Event) {
         queued.withLock { $0.append((id, event)) }
         wake.notify()
     }
@@ -320,6 +324,12 @@ public final class PoolReconciler: Service, Sendable {
         }
         // Shutdown: members get their memory back; this is no incident.
         for id in pools.withLock({ Array($0.keys) }) { await feed(id, .stop) }
+        await stopsDone()
+    }
+
+    /// Waits for the stops under way, each bounded per node.
+    func stopsDone() async {
+        for stop in stops.withLock({ Array($0.values) }) { await stop.value }
     }
 
     /// One look at every pool: queued events, what the registry says, the idle check, then a tick.

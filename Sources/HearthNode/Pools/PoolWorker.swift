@@ -237,11 +237,16 @@ final class PoolWorker: Sendable {
         }
     }
 
-    /// Drops all work of `pool`; returns whether there was any.
+    /// Drops the work of `pool` (only if its epoch is `epoch` or older, when given: a stop that arrives after the
+    /// next plan's assignment leaves that one running); returns whether there was any.
     @discardableResult
-    func drop(_ pool: PoolID) async -> Bool {
+    func drop(_ pool: PoolID, through epoch: Int? = nil) async -> Bool {
         await turns.run { () throws(Never) in
-            guard let existing = work.withLock({ $0.removeValue(forKey: pool) }) else { return false }
+            let existing = work.withLock { work -> Work? in
+                guard let existing = work[pool], epoch.map({ existing.assignment.epoch <= $0 }) ?? true else { return nil }
+                return work.removeValue(forKey: pool)
+            }
+            guard let existing else { return false }
             await existing.stop()
             logger.info("pool work stopped", metadata: ["pool.id": "\(pool)"])
             changes.notify()

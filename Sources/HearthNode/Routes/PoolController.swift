@@ -32,14 +32,20 @@ struct PoolController {
             }
             return Response(status: .accepted)
         }
-        router.delete(RouterPath(prefix + "{pool}")) { _, context in
+        router.delete(RouterPath(prefix + "{pool}")) { request, context in
             guard let worker else { return EngineProxyController.error(Self.notLending) }
             guard let pool = PoolID(context.parameters.get("pool") ?? "") else { return EngineProxyController.error(Self.badID) }
-            await worker.drop(pool)
+            var epoch: Int?
+            if let text = request.headers[.init(LinkProtocol.Header.poolEpoch)!] {
+                guard let value = Int(text) else { return EngineProxyController.error(Self.badEpoch) }
+                epoch = value
+            }
+            await worker.drop(pool, through: epoch)
             return Response(status: .noContent)
         }
     }
 
     static let notLending = APIFailure(.notFound, "This node lends no memory to pools (--pool-memory).", code: "pools_off")
+    static let badEpoch = APIFailure(.invalidRequest, "A pool epoch is a whole number.", param: "epoch", code: "invalid_epoch")
     static let badID = APIFailure(.invalidRequest, "A pool id is p- and 12 lowercase hex digits.", param: "pool", code: "invalid_pool")
 }
