@@ -51,19 +51,26 @@ extension PoolReconciler {
             let key = nextStop.add(1, ordering: .relaxed).newValue
             // Made under the lock, so the task's own removal at its end always comes after it is recorded.
             stops.withLock { stops in
-                stops[key] = Task {
-                    await withTaskGroup(of: Void.self) { group in
-                        for node in nodes {
-                            group.addTask {
-                                await Self.bounded(.seconds(15)) {
-                                    _ = try? await self.links.call(.DELETE, LinkProtocol.Path.pool(id), on: node, headers: headers)
+                stops[key] = (
+                    id,
+                    Task {
+                        await withTaskGroup(of: Void.self) { group in
+                            for node in nodes {
+                                group.addTask {
+                                    await Self.bounded(.seconds(15)) {
+                                        _ = try? await self.links.call(.DELETE, LinkProtocol.Path.pool(id), on: node, headers: headers)
+                                    }
                                 }
                             }
                         }
+                        // The pool's work is gone once its last stop under way is done (an earlier loss's may end later).
+                        let last = self.stops.withLock { stops in
+                            stops[key] = nil
+                            return !stops.values.contains { $0.pool == id }
+                        }
+                        if last { self.enqueue(id, .workGone) }
                     }
-                    self.enqueue(id, .workGone)
-                    _ = self.stops.withLock { $0.removeValue(forKey: key) }
-                }
+                )
             }
         case .report(let incident):
             metrics.poolIncident(incident.kind)

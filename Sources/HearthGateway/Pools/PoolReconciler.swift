@@ -295,9 +295,9 @@ public final class PoolReconciler: Service, Sendable {
     // MARK: The loop
 
     private let queued = Mutex<[(PoolID, PoolMachine.Event)]>([])
-    /// Stops under way (`PoolMachine.Action.stopWork`), each ending with `workGone`; awaited at shutdown, while the
-    /// links are still up.
-    let stops = Mutex<[Int: Task<Void, Never>]>([:])
+    /// Stops under way (`PoolMachine.Action.stopWork`) by pool; the last of a pool's to end queues `workGone`. Awaited
+    /// at shutdown, while the links are still up.
+    let stops = Mutex<[Int: (pool: PoolID, task: Task<Void, Never>)]>([:])
     let nextStop = Atomic<Int>(0)
 
     func enqueue(_ id: PoolID, _ event: PoolMachine.Event) {
@@ -329,7 +329,7 @@ public final class PoolReconciler: Service, Sendable {
 
     /// Waits for the stops under way, each bounded per node.
     func stopsDone() async {
-        for stop in stops.withLock({ Array($0.values) }) { await stop.value }
+        for stop in stops.withLock({ Array($0.values) }) { await stop.task.value }
     }
 
     /// One look at every pool: queued events, what the registry says, the idle check, then a tick.
