@@ -39,7 +39,8 @@ struct PoolStopTests {
     }
 
     @Test func aStopThatNodesHoldDoesNotHoldUpTheNextPool() async throws {
-        try await InProcessMesh.with(label: "pool-stop", configure: { $0.pools.context = 8192 }) { mesh in
+        let poolsAt8K: (inout GatewayConfiguration) -> Void = { $0.pools.context = 8192 }
+        try await InProcessMesh.with(label: "pool-stop", configure: poolsAt8K) { mesh in
             let stops = HeldStops()
             let first = Mutex<PoolID?>(nil)
             for _ in 0..<3 { mesh.join(key: .generate(), router: try Self.lender(stops) { first.withLock { $0 } }) }
