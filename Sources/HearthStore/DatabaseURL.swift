@@ -82,25 +82,25 @@ public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
     }
 
     func postgresConfiguration() throws -> PostgresConnection.Configuration {
+        var configuration: PostgresConnection.Configuration
         if let socketDirectory {
             let path = (socketDirectory as NSString).appendingPathComponent(".s.PGSQL.\(port)")
-            var configuration = PostgresConnection.Configuration(unixSocketPath: path, username: user, password: password, database: database)
-            if let connectTimeout { configuration.options.connectTimeout = TimeAmount(connectTimeout) }
-            return configuration
+            configuration = PostgresConnection.Configuration(unixSocketPath: path, username: user, password: password, database: database)
+        } else {
+            let tlsSetting: PostgresConnection.Configuration.TLS =
+                switch tls {
+                case .disable: .disable
+                case .require: .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+                }
+            configuration = PostgresConnection.Configuration(
+                host: host ?? "localhost",
+                port: port,
+                username: user,
+                password: password,
+                database: database,
+                tls: tlsSetting
+            )
         }
-        let tlsSetting: PostgresConnection.Configuration.TLS =
-            switch tls {
-            case .disable: .disable
-            case .require: .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
-            }
-        var configuration = PostgresConnection.Configuration(
-            host: host ?? "localhost",
-            port: port,
-            username: user,
-            password: password,
-            database: database,
-            tls: tlsSetting
-        )
         if let connectTimeout { configuration.options.connectTimeout = TimeAmount(connectTimeout) }
         return configuration
     }

@@ -230,9 +230,7 @@ public struct Dispatcher: Sendable {
                 )
                 if response.status >= 500 {
                     nodeWentAway = false
-                    if let pool { pools?.finished(pool) }
-                    registry.end(on: node, latency: nil)
-                    registry.outcome(on: node, success: false)
+                    release(node, pool: pool)
                     failures.append("\(node.short): HTTP \(response.status)")
                     logger.debug("node answered with a server error", metadata: ["node.id": "\(node.short)", "http.status": "\(response.status)"])
                     continue
@@ -256,9 +254,7 @@ public struct Dispatcher: Sendable {
                     firstByteAt: firstByteAt
                 )
             } catch {
-                if let pool { pools?.finished(pool) }
-                registry.end(on: node, latency: nil)
-                registry.outcome(on: node, success: false)
+                release(node, pool: pool)
                 nodeWentAway = error as? LinkError == .closed || error as? LinkError == .truncated
                 failures.append("\(node.short): \(String(describing: error).prefix(120))")
                 logger.debug("node failed before its first byte", metadata: ["node.id": "\(node.short)", "error": "\(error)"])
@@ -272,6 +268,13 @@ public struct Dispatcher: Sendable {
             ),
             retryAfter: retryAfterSeconds
         )
+    }
+
+    /// A node that failed before its first byte: its request (and its pool's) is over, and counted as a failure.
+    private func release(_ node: NodeID, pool: PoolID?) {
+        if let pool { pools?.finished(pool) }
+        registry.end(on: node, latency: nil)
+        registry.outcome(on: node, success: false)
     }
 
     /// Marks the request on `upstream.node` as over: `broken` when its answer broke off, `pace` the seconds between
