@@ -235,13 +235,16 @@ enum PoolBench {
         let single = try await startDirect(plan: nil, directory: directory)
         let alone = try await decodeRate(url: single.url, rounds: rounds)
         await stop(single.processes)
-        // One link's round trip (client → gateway → node → service and back) against loopback, in this run.
-        let (linkRTT, loopbackRTT) = try await TunnelBench.roundTrips(samples: 2_000)
+        // The round trips of one link (client → gateway → node → service and back) and of loopback, in this run.
+        // The model charges the token's own exchange at the pool's pace: one per token, the relay asleep between.
+        let pace = Duration.microseconds(Int64(1e6 / alone))
+        let trips = try await TunnelBench.roundTrips(samples: 2_000, pace: pace, pacedSamples: 300)
         // The head reaches a member over two links (head node → gateway → member node) instead of one loopback hop.
-        let relayRTT = 2 * linkRTT - loopbackRTT
+        let relayRTT = 2 * trips.pacedLink - trips.pacedDirect
         var rows = ""
         // The no-relay rate and remote member count of each size, for the delayed runs' model.
         var locals: [Int: (rate: Double, members: Int)] = [:]
+        var plans: [Int: PoolPlan] = [:]
         for size in [2, 3] {
             // The same split, by the same planner, with llama.cpp's own RPC to rpc-servers on loopback, running beside
             // the pool and measured in turns with it.
@@ -252,6 +255,7 @@ enum PoolBench {
                 )
             }
             let plan = try PoolPlanner.plan(entry: entry, context: context, slots: 1, candidates: candidates).get()
+            plans[size] = plan
             let reference = try await startDirect(plan: plan, directory: directory)
             let measured: Pooled
             do {
@@ -285,8 +289,18 @@ enum PoolBench {
         var delayedRows = ""
         for delay in [5, 20] {
             for size in [2, 3] {
-                let pooled = try await pooled(size: size, rounds: 3, tokens: 64, delay: .milliseconds(Int64(delay)))
-                let (local, members) = locals[size]!
+                // The no-relay split again, in turns with the delayed pool: the machine drifts between the parts.
+                let reference = try await startDirect(plan: plans[size]!, directory: directory)
+                let pooled: Pooled
+                do {
+                    pooled = try await self.pooled(size: size, rounds: 5, tokens: 64, delay: .milliseconds(Int64(delay)), reference: reference.url)
+                } catch {
+                    await stop(reference.processes)
+                    throw error
+                }
+                await stop(reference.processes)
+                let members = locals[size]!.members
+                let local = pooled.reference ?? locals[size]!.rate
                 let perMember: Double = relayRTT + 4 * Double(delay) / 1000
                 let modelRate = 1 / (1 / local + Double(members) * perMember)
                 let warmSeconds = seconds(pooled.warm)
@@ -308,14 +322,20 @@ enum PoolBench {
             split with llama-server's `--rpc` straight to rpc-servers on loopback, running beside the pool and measured in
             turns with it (a round of each, then again), so that the machine's drift falls on both alike. One engine alone: \(format(alone)) tok/s.
 
-            Round trip of a 64-byte message through one link: \(format(linkRTT * 1e6, 0)) µs (loopback TCP: \(format(loopbackRTT * 1e6, 0)) µs), so
-            the relay's extra round trip per member is \(format(relayRTT * 1e6, 0)) µs (two links instead of one loopback hop).
+            Round trips through one link and straight on loopback, medians: a 64-byte echo \(format(trips.link * 1e6, 0)) µs and \(format(trips.direct * 1e6, 0)) µs;
+            one decoded token's exchange between the head and a member (llama.cpp's RPC client sends nine commands in 27
+            writes, 7,676 bytes, and reads 2,312 bytes back; read with `strace` on the head's engine), back to back,
+            \(format(trips.tokenLink * 1e6, 0)) µs and \(format(trips.tokenDirect * 1e6, 0)) µs; the same exchange once every \(format(seconds(pace) * 1000, 1)) ms (one engine's time per token), as a pool
+            makes it, \(format(trips.pacedLink * 1e6, 0)) µs and \(format(trips.pacedDirect * 1e6, 0)) µs. The model charges the last: between tokens the relay's threads sleep
+            for the member's compute, and on this machine a thread woken after milliseconds idle takes longer to run
+            than one woken after microseconds (loopback alone shows it). The relay's round trip per member is
+            \(format(relayRTT * 1e6, 0)) µs (2 × link − loopback: two links instead of one loopback hop).
 
             | pool | Hearth pool tok/s | llama.cpp RPC, no relay tok/s | pool / no relay | pool / one engine | relay per member per token | model tok/s | pool / model | first request → first answer | sent to members at load | stopped and asked again: first answer, sent at load | relayed per token |
             | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
             \(rows)
             "Relay per member per token" is (1/pool − 1/no relay) / remote members. "Model" is t_token = t_token(no relay) +
-            remote members × the relay's extra round trip, with the round trip measured in the same run; "pool / model"
+            remote members × the relay's round trip (the paced token exchange, above), measured in the same run; "pool / model"
             near 1 means the relay costs what its round trips cost and nothing more. "First request → first answer" includes
             planning, starting the rpc-servers and the head, and sending the weights (no tensor cache yet: fresh folders).
             "Sent to members at load" is what the gateway relayed head → members up to the first answer (the members'
@@ -328,8 +348,9 @@ enum PoolBench {
 
             This kernel has no `sch_netem`, so `tc netem delay` cannot run here; instead every node's link goes through a
             loopback proxy that holds each chunk for the delay in each direction (`DelayProxy`, a stand-in for netem: no
-            loss, jitter or bandwidth limit). 64 tokens, median of 3 rounds. A member's round trip crosses two delayed
-            links, so the model is t_token = t_token(no relay) + remote members × (relay round trip + 4 × delay).
+            loss, jitter or bandwidth limit). 64 tokens, median of 5 rounds, in turns with the same split over loopback RPC
+            (no relay, no delay) as above. A member's round trip crosses two delayed links, so the model is
+            t_token = t_token(no relay) + remote members × (relay round trip + 4 × delay).
 
             | pool | delay each way, every link | Hearth pool tok/s | model tok/s | pool / model | first request → first answer |
             | --- | --- | --- | --- | --- | --- |

@@ -75,17 +75,98 @@ enum TunnelBench {
         return try await body { service in try await TunnelForward(links: links, node: key.nodeID, service: service, logger: logger) }
     }
 
-    /// Median round trip of a 64-byte message to an echo service on a node: through one link (client → gateway →
-    /// node → service and back) and straight on loopback.
-    static func roundTrips(samples: Int) async throws -> (link: Double, direct: Double) {
+    /// Median round trips to services on a node, each through one link (client → gateway → node → service and back)
+    /// and straight on loopback: a 64-byte echo; a decoded token's exchange between a pool's head and a member, back
+    /// to back; and the same exchange once every `pace`, as a pool makes it (once per token), its threads idle between.
+    struct RoundTrips {
+        var link: Double
+        var direct: Double
+        var tokenLink: Double
+        var tokenDirect: Double
+        var pacedLink: Double
+        var pacedDirect: Double
+    }
+
+    static func roundTrips(samples: Int, pace: Duration, pacedSamples: Int) async throws -> RoundTrips {
         let echo = try await serve { EchoHandler() }
-        defer { echo.close(promise: nil) }
-        let port = echo.localAddress!.port!
-        return try await withLinkedNode(services: ["echo": port]) { forward in
-            let tunnel = try await forward("echo")
-            defer { tunnel.close() }
-            return (try await pingPong(port: tunnel.port, samples: samples), try await pingPong(port: port, samples: samples))
+        let member = try await serve { TokenAnswerHandler() }
+        defer {
+            echo.close(promise: nil)
+            member.close(promise: nil)
         }
+        let echoPort = echo.localAddress!.port!
+        let memberPort = member.localAddress!.port!
+        return try await withLinkedNode(services: ["echo": echoPort, "member": memberPort]) { forward in
+            let echoTunnel = try await forward("echo")
+            let memberTunnel = try await forward("member")
+            defer {
+                echoTunnel.close()
+                memberTunnel.close()
+            }
+            return RoundTrips(
+                link: try await pingPong(port: echoTunnel.port, samples: samples),
+                direct: try await pingPong(port: echoPort, samples: samples),
+                tokenLink: try await tokenExchanges(port: memberTunnel.port, samples: samples),
+                tokenDirect: try await tokenExchanges(port: memberPort, samples: samples),
+                pacedLink: try await tokenExchanges(port: memberTunnel.port, samples: pacedSamples, pace: pace),
+                pacedDirect: try await tokenExchanges(port: memberPort, samples: pacedSamples, pace: pace)
+            )
+        }
+    }
+
+    /// One decoded token's exchange between a pool's head and a member, as llama.cpp's RPC client (b11434) makes it
+    /// for SmolLM2 split in two, read with `strace` on the head's engine: nine commands (seven `SET_TENSOR`, the graph
+    /// compute, one `GET_TENSOR`), each written as three blocking sends (command byte, size, payload), 7,676 bytes; the
+    /// member answers the last with 2,312 bytes in two sends.
+    static let tokenSends = [2609, 2609, 309, 313, 313, 817, 309, 4, 312].flatMap { [1, 8, $0] }
+    static let tokenAnswer = [8, 2304]
+
+    /// Median time of `samples` token exchanges (`tokenSends`, then the whole answer read) to a `TokenAnswerHandler`
+    /// on `port`, from a blocking socket with `TCP_NODELAY`, as the engine's RPC client; `pace` idle between them.
+    static func tokenExchanges(port: Int, samples: Int, pace: Duration = .zero) async throws -> Double {
+        // On a thread of its own: blocking calls would hold one of the cooperative pool's few threads.
+        try await withCheckedThrowingContinuation { done in
+            Thread { done.resume(with: Result { try blockingExchanges(port: port, samples: samples, pace: pace) }) }.start()
+        }
+    }
+
+    private static func blockingExchanges(port: Int, samples: Int, pace: Duration) throws -> Double {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw BenchError("socket: \(errno)") }
+        defer { close(socket) }
+        var yes: Int32 = 1
+        setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &yes, socklen_t(MemoryLayout<Int32>.size))
+        // A relay that stops answering fails the measurement instead of hanging it.
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw BenchError("connect: \(errno)") }
+        let payload = [UInt8](repeating: 0x42, count: tokenSends.max()!)
+        var answer = [UInt8](repeating: 0, count: tokenAnswer.reduce(0, +))
+        var times: [Double] = []
+        for round in 0..<(samples + 50) {
+            // Asleep, as the relay is while the member computes: on this kind of machine a thread woken after
+            // milliseconds idle takes longer to run than one woken after microseconds.
+            if pace > .zero { usleep(UInt32(pace / .microseconds(1))) }
+            let start = ContinuousClock.now
+            for size in tokenSends {
+                guard send(socket, payload, size, 0) == size else { throw BenchError("send: \(errno)") }
+            }
+            var received = 0
+            while received < answer.count {
+                let count = answer.withUnsafeMutableBytes { recv(socket, $0.baseAddress! + received, $0.count - received, 0) }
+                guard count > 0 else { throw BenchError("recv: \(errno)") }
+                received += count
+            }
+            if round >= 50 { times.append(seconds(since: start)) }
+        }
+        return percentile(times, 50)
     }
 
     static func pingPong(port: Int, samples: Int) async throws -> Double {
@@ -220,6 +301,26 @@ final class EchoHandler: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.writeAndFlush(data, promise: nil)
+    }
+}
+
+/// Stands in for a pool member's rpc-server: once a token's commands (`TunnelBench.tokenSends`) are in, writes the
+/// answer in its sends.
+final class TokenAnswerHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let asked = TunnelBench.tokenSends.reduce(0, +)
+    private var pending = 0
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        pending += unwrapInboundIn(data).readableBytes
+        while pending >= asked {
+            pending -= asked
+            for size in TunnelBench.tokenAnswer {
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(repeating: 0x24, count: size)), promise: nil)
+            }
+        }
     }
 }
 
