@@ -242,8 +242,7 @@ enum PoolBench {
         // The head reaches a member over two links (head node → gateway → member node) instead of one loopback hop.
         let relayRTT = 2 * trips.pacedLink - trips.pacedDirect
         var rows = ""
-        // The no-relay rate and remote member count of each size, for the delayed runs' model.
-        var locals: [Int: (rate: Double, members: Int)] = [:]
+        // Each size's split, for the delayed runs and their no-relay reference.
         var plans: [Int: PoolPlan] = [:]
         for size in [2, 3] {
             // The same split, by the same planner, with llama.cpp's own RPC to rpc-servers on loopback, running beside
@@ -267,7 +266,6 @@ enum PoolBench {
             await stop(reference.processes)
             let pooled = measured
             let local = measured.reference ?? 0
-            locals[size] = (local, plan.members.count)
             let layers = pooled.plan["members"]?.arrayValue?.compactMap { $0["layers"]?.integerValue }.map(String.init).joined(separator: "+") ?? "?"
             // Per decoded token the relay adds (1/pool − 1/local); the head waits on each remote member once per token.
             let added = (1 / pooled.rate - 1 / local) * 1000
@@ -299,8 +297,8 @@ enum PoolBench {
                     throw error
                 }
                 await stop(reference.processes)
-                let members = locals[size]!.members
-                let local = pooled.reference ?? locals[size]!.rate
+                let members = plans[size]!.members.count
+                guard let local = pooled.reference else { throw BenchError("no no-relay rate beside the delayed pool") }
                 let perMember: Double = relayRTT + 4 * Double(delay) / 1000
                 let modelRate = 1 / (1 / local + Double(members) * perMember)
                 let warmSeconds = seconds(pooled.warm)
