@@ -27,6 +27,7 @@ public enum LinkDial {
                     )
                     let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
                     try sync.addHandler(handshake)
+                    try sync.addHandler(LinkFlushCoalescer())
                     let multiplexer = try sync.configureAsyncHTTP2Pipeline(
                         mode: .server,
                         configuration: LinkHTTP2.configuration,

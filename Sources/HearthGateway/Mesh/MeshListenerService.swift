@@ -44,6 +44,7 @@ struct MeshListenerService: Service {
                     try sync.addHandler(NIOSSLServerHandler(context: context, customVerificationCallback: LinkTLS.verifier(pin: .anyIdentity)))
                     let handshake = LinkHandshakeHandler(eventLoop: channel.eventLoop)
                     try sync.addHandler(handshake)
+                    try sync.addHandler(LinkFlushCoalescer())
                     // Nodes are HTTP/2 servers on this connection; a stream they open is refused.
                     let multiplexer = try sync.configureAsyncHTTP2Pipeline(mode: .client, configuration: LinkHTTP2.configuration) { stream in
                         stream.close()
