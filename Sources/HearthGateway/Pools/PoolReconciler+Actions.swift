@@ -25,23 +25,33 @@ extension PoolReconciler {
             }
         case .startMember(let share, let epoch):
             guard let plan = current(id, epoch: epoch) else { return }
-            if let problem = await assign(PoolAssignment(pool: id, epoch: epoch, plan: plan), to: share.node) {
-                await feed(id, .memberLost(share.node, epoch: epoch, detail: problem))
+            assignInBackground(id) {
+                if let problem = await self.assign(PoolAssignment(pool: id, epoch: epoch, plan: plan), to: share.node) {
+                    self.enqueue(id, .memberLost(share.node, epoch: epoch, detail: problem))
+                }
             }
         case .startHead(let plan, let epoch):
-            if let problem = await assign(PoolAssignment(pool: id, epoch: epoch, plan: plan), to: plan.head.node) {
-                await feed(id, .memberLost(plan.head.node, epoch: epoch, detail: problem))
-                return
+            assignInBackground(id) {
+                if let problem = await self.assign(PoolAssignment(pool: id, epoch: epoch, plan: plan), to: plan.head.node) {
+                    self.enqueue(id, .memberLost(plan.head.node, epoch: epoch, detail: problem))
+                    return
+                }
+                // One relay per member: the head's engine reaches member i through peer stream i. Only while the plan
+                // is still the pool's: a loss or a stop meanwhile took its relays already (under this lock).
+                self.pools.withLock { pools in
+                    guard pools[id]?.machine.epoch == epoch, pools[id]?.machine.plan != nil else { return }
+                    pools[id]?.relays += plan.members.enumerated().map { index, member in
+                        Task { await self.relay(pool: id, head: plan.head.node, index: index, member: member.node) }
+                    }
+                }
             }
-            // One relay per member: the head's engine reaches member i through peer stream i.
-            let relays = plan.members.enumerated().map { index, member in
-                Task { await self.relay(pool: id, head: plan.head.node, index: index, member: member.node) }
-            }
-            pools.withLock { $0[id]?.relays += relays }
         case .stopWork(let nodes):
-            let (relays, epoch) = pools.withLock { pools -> ([Task<Void, Never>], Int) in
-                defer { pools[id]?.relays = [] }
-                return (pools[id]?.relays ?? [], pools[id]?.machine.epoch ?? 0)
+            let (relays, assignments, epoch) = pools.withLock { pools -> ([Task<Void, Never>], [Task<Void, Never>], Int) in
+                defer {
+                    pools[id]?.relays = []
+                    pools[id]?.assignments = []
+                }
+                return (pools[id]?.relays ?? [], pools[id]?.assignments ?? [], pools[id]?.machine.epoch ?? 0)
             }
             for relay in relays { relay.cancel() }
             // Each node gets a bounded time to drop its part, in the background: a frozen node must hold up neither
@@ -49,15 +59,19 @@ extension PoolReconciler {
             // reaches a node after the next plan's assignment leaves that assignment running.
             let headers: HTTPHeaders = [LinkProtocol.Header.poolEpoch: String(epoch)]
             let key = nextStop.add(1, ordering: .relaxed).newValue
+            let bound = policy.answerTimeout
             // Made under the lock, so the task's own removal at its end always comes after it is recorded.
             stops.withLock { stops in
                 stops[key] = (
                     id,
                     Task {
+                        // An assignment still on its way must not overtake the stop and start work nobody stops: the
+                        // stop goes once the node has answered it (or it was given up, each bounded).
+                        for assignment in assignments { await assignment.value }
                         await withTaskGroup(of: Void.self) { group in
                             for node in nodes {
                                 group.addTask {
-                                    await Self.bounded(.seconds(15)) {
+                                    await Self.bounded(bound) {
                                         _ = try? await self.links.call(.DELETE, LinkProtocol.Path.pool(id), on: node, headers: headers)
                                     }
                                 }
@@ -90,21 +104,36 @@ extension PoolReconciler {
         }
     }
 
+    /// Runs an assignment in the background, as stops are: a node that does not answer its part holds up neither
+    /// the pool's other members nor the reconciler's other pools; its answer, or its loss, comes back as an event.
+    /// Recorded under the lock, so that the pool's stop waits for it.
+    private func assignInBackground(_ id: PoolID, _ work: @escaping @Sendable () async -> Void) {
+        pools.withLock { pools in
+            guard pools[id] != nil else { return }
+            pools[id]?.assignments.append(Task { await work() })
+        }
+    }
+
     /// The plan of `id` if it is still at `epoch`.
     private func current(_ id: PoolID, epoch: Int) -> PoolPlan? {
         pools.withLock { pools in pools[id].flatMap { $0.machine.epoch == epoch ? $0.machine.plan : nil } }
     }
 
-    /// Sends `assignment` to `node`; returns why it failed, or `nil`.
+    /// Sends `assignment` to `node`, for at most the policy's `answerTimeout`; returns why it failed, or `nil`.
     private func assign(_ assignment: PoolAssignment, to node: NodeID) async -> String? {
-        do {
-            let body = ByteBuffer(bytes: try JSONEncoder().encode(assignment))
-            let answer = try await links.call(.PUT, LinkProtocol.Path.pool(assignment.pool), on: node, json: body)
-            guard answer.status == 202 else { return "node \(node.short) refused its part (HTTP \(answer.status)): \(answer.body.prefix(300))" }
-            return nil
-        } catch {
-            return "node \(node.short) could not be told its part: \(error)"
+        let problem = Mutex<String?>("node \(node.short) did not answer its part within \(policy.answerTimeout)")
+        await Self.bounded(policy.answerTimeout) {
+            do {
+                let body = ByteBuffer(bytes: try JSONEncoder().encode(assignment))
+                let answer = try await self.links.call(.PUT, LinkProtocol.Path.pool(assignment.pool), on: node, json: body)
+                problem.withLock {
+                    $0 = answer.status == 202 ? nil : "node \(node.short) refused its part (HTTP \(answer.status)): \(answer.body.prefix(300))"
+                }
+            } catch  where !Task.isCancelled {
+                problem.withLock { $0 = "node \(node.short) could not be told its part: \(error)" }
+            } catch {}
         }
+        return problem.withLock { $0 }
     }
 
     /// Joins the head's engine to one member's rpc-server, connection after connection: a peer stream is parked on

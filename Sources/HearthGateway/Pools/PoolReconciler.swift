@@ -21,6 +21,9 @@ public struct PoolPolicy: Sendable {
     /// How often pools are looked at when nothing changes.
     public var interval: Duration = .seconds(2)
     public var timing = PoolMachine.Timing()
+    /// How long a node has to answer its part of a plan, or a stop; past it, an assignment counts as the node's loss
+    /// and a stop is given up (the node drops the work when its link goes).
+    public var answerTimeout: Duration = .seconds(15)
 
     public init() {}
 }
@@ -82,6 +85,8 @@ public final class PoolReconciler: Service, Sendable {
         /// Requests routed to the pool's head and not yet over: a pool that serves one is not idle, however long it takes.
         var inFlight = 0
         var relays: [Task<Void, Never>] = []
+        /// Assignments sent in the background (`assignInBackground`); a stop waits for them.
+        var assignments: [Task<Void, Never>] = []
 
         /// Not stopped or being stopped: it serves, or will.
         var isLive: Bool { machine.state != .stopped && machine.state != .stopping }
