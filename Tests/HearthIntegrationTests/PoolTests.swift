@@ -93,7 +93,9 @@ struct PoolTests {
             for pid in rpcServers { #expect(listeningAddresses(of: pid).allSatisfy { $0.hasPrefix("127.0.0.1:") }) }
 
             // The same request on one unsplit engine with the head's settings gives the same text.
-            let port = Int.random(in: 20_000..<40_000)
+            // A port the kernel has just handed out: a random one can be taken (by then an ephemeral port of another
+            // test's connection), and the engine that could not bind it was polled until the time limit.
+            let port = try TestEnvironment.freePort()
             let reference = try await TestProcess(
                 name: "reference",
                 executable: try TestEnvironment.llamaServer(),
@@ -105,9 +107,12 @@ struct PoolTests {
             )
             defer { Task { _ = await reference.stop() } }
             let deadline = ContinuousClock.now + .seconds(60)
-            while ContinuousClock.now < deadline, (try? await HTTP.get("http://127.0.0.1:\(port)/health"))?.status != 200 {
-                try await Task.sleep(for: .milliseconds(200))
+            var healthy = false
+            while !healthy, ContinuousClock.now < deadline, processIsAlive(reference.pid) {
+                healthy = (try? await HTTP.get("http://127.0.0.1:\(port)/health"))?.status == 200
+                if !healthy { try await Task.sleep(for: .milliseconds(200)) }
             }
+            try #require(healthy, "the reference llama-server did not start: \(reference.errorOutput.suffix(500))")
             let alone = try await HTTP.post("http://127.0.0.1:\(port)/v1/chat/completions", json: Self.question)
             #expect(alone.json["choices"]?[0]?["message"]?["content"]?.stringValue == pooled)
             _ = await reference.stop()

@@ -28,6 +28,12 @@ enum PoolBench {
     /// this machine's speed drifts by tens of percent over minutes, and taking the rounds in turns lets the drift
     /// fall on every server alike instead of on whichever was measured later.
     static func decodeRates(urls: [String], rounds: Int, tokens: Int = 128) async throws -> [Double] {
+        try await decodeRounds(urls: urls, rounds: rounds, tokens: tokens).map { percentile($0, 50) }
+    }
+
+    /// Every round's rate of each server, in the order measured: round `i` of each server was measured right after
+    /// round `i` of the one before it, so a ratio of two servers is best taken round by round (`pairedRatios`).
+    static func decodeRounds(urls: [String], rounds: Int, tokens: Int = 128) async throws -> [[Double]] {
         for url in urls { _ = try await HTTP.post(url, json: question(tokens: 16)) }
         var rates = urls.map { _ in [Double]() }
         for _ in 0..<rounds {
@@ -39,7 +45,18 @@ enum PoolBench {
                 rates[index].append(rate)
             }
         }
-        return rates.map { percentile($0, 50) }
+        return rates
+    }
+
+    /// `ratio(pool round, reference round)` for each round: each pair was measured back to back, so the machine's
+    /// drift over the minutes of a run (which moves a ratio of two medians by several percent) cancels.
+    static func pairedRatios(_ pool: [Double], _ reference: [Double], _ ratio: (Double, Double) -> Double) -> [Double] {
+        zip(pool, reference).map { ratio($0, $1) }
+    }
+
+    /// The median of paired ratios, with their range: `0.993 (0.95–1.04)`.
+    static func formatPaired(_ ratios: [Double]) -> String {
+        "\(format(percentile(ratios, 50), 3)) (\(format(ratios.min() ?? 0, 2))–\(format(ratios.max() ?? 0, 2)))"
     }
 
     static func waitHealthy(_ port: Int) async throws {
@@ -120,8 +137,11 @@ enum PoolBench {
     /// stopped for idleness, the members' tensor caches warm: time to the first answer and bytes sent at load
     /// (measured without `delay` only).
     struct Pooled {
-        var rate: Double
-        var reference: Double?
+        /// Each timed round's decode rate, and the no-relay reference's taken in turns with them.
+        var rounds: [Double]
+        var referenceRounds: [Double]?
+        var rate: Double { percentile(rounds, 50) }
+        var reference: Double? { referenceRounds.map { percentile($0, 50) } }
         var warm: Duration
         var plan: JSONValue
         var loadBytes: Double
@@ -191,13 +211,13 @@ enum PoolBench {
                 }
                 let (load, loadBack) = try await relayed()
                 // In turns with the reference, when there is one (see `decodeRates`).
-                let rates = try await decodeRates(urls: [url] + (reference.map { [$0] } ?? []), rounds: rounds, tokens: tokens)
+                let rates = try await decodeRounds(urls: [url] + (reference.map { [$0] } ?? []), rounds: rounds, tokens: tokens)
                 let (to, from) = try await relayed()
                 // Warm-up (16) plus the rounds, with their prompts: an upper bound per decoded token.
                 let decoded = Double(16 + tokens * rounds)
                 var measured = Pooled(
-                    rate: rates[0],
-                    reference: rates.count > 1 ? rates[1] : nil,
+                    rounds: rates[0],
+                    referenceRounds: rates.count > 1 ? rates[1] : nil,
                     warm: warm,
                     plan: plan,
                     loadBytes: load,
@@ -265,27 +285,40 @@ enum PoolBench {
             }
             await stop(reference.processes)
             let pooled = measured
-            let local = measured.reference ?? 0
+            guard let local = measured.reference, let localRounds = measured.referenceRounds else {
+                throw BenchError("no no-relay rate beside the pool")
+            }
             let layers = pooled.plan["members"]?.arrayValue?.compactMap { $0["layers"]?.integerValue }.map(String.init).joined(separator: "+") ?? "?"
             // Per decoded token the relay adds (1/pool − 1/local); the head waits on each remote member once per token.
-            let added = (1 / pooled.rate - 1 / local) * 1000
+            let added = percentile(pairedRatios(pooled.rounds, localRounds) { 1 / $0 - 1 / $1 }, 50) * 1000
             let perMember = added / Double(plan.members.count)
-            // The model: t_token = t_token(no relay) + Σ over remote members of the relay's extra round trip.
+            // The model: t_token = t_token(no relay) + Σ over remote members of the relay's extra round trip. Its
+            // ratio to the pool is taken round by round, against the no-relay round measured beside each.
             let modelRate = 1 / (1 / local + Double(plan.members.count) * relayRTT)
+            let ofModel = pairedRatios(pooled.rounds, localRounds) { pool, local in pool * (1 / local + Double(plan.members.count) * relayRTT) }
+            let ofLocal = pairedRatios(pooled.rounds, localRounds) { $0 / $1 }
             let warmSeconds = seconds(pooled.warm)
             let again = pooled.again.map { "\(format(seconds($0.warm), 1)) s, \(format($0.loadBytes / 1_048_576, 1)) MiB" } ?? "–"
             let cells = [
-                "\(size) nodes (\(layers) layers)", format(pooled.rate), format(local), format(pooled.rate / local, 3),
+                "\(size) nodes (\(layers) layers)", format(pooled.rate), format(local), formatPaired(ofLocal),
                 format(pooled.rate / alone, 3),
-                "\(format(perMember, 2)) ms", format(modelRate), format(pooled.rate / modelRate, 3), "\(format(warmSeconds, 1)) s",
+                "\(format(perMember, 2)) ms", format(modelRate), formatPaired(ofModel), "\(format(warmSeconds, 1)) s",
                 "\(format(pooled.loadBytes / 1_048_576, 1)) MiB", again, "\(format(pooled.tokenBytes / 1024, 1)) KiB",
             ]
             rows += "| " + cells.joined(separator: " | ") + " |\n"
         }
         // Longer links: every node's link through a DelayProxy. A member's round trip crosses two delayed links,
-        // each delayed both ways, so the model charges 4 × delay more per member per token.
+        // each delayed both ways, so the model charges two of the proxy's measured round trips more per member per token.
         var delayedRows = ""
+        var proxyTrips: [String] = []
         for delay in [5, 20] {
+            // What the stand-in for netem really adds per round trip, at about a 2-node pool's pace at this delay.
+            let trip = try await TunnelBench.delayedRoundTrip(
+                delay: .milliseconds(Int64(delay)),
+                pace: pace + .milliseconds(Int64(4 * delay)),
+                samples: 40
+            )
+            proxyTrips.append("\(format(trip * 1000, 2)) ms at \(delay) ms")
             for size in [2, 3] {
                 // The no-relay split again, in turns with the delayed pool: the machine drifts between the parts.
                 let reference = try await startDirect(plan: plans[size]!, directory: directory)
@@ -298,12 +331,16 @@ enum PoolBench {
                 }
                 await stop(reference.processes)
                 let members = plans[size]!.members.count
-                guard let local = pooled.reference else { throw BenchError("no no-relay rate beside the delayed pool") }
-                let perMember: Double = relayRTT + 4 * Double(delay) / 1000
+                guard let local = pooled.reference, let localRounds = pooled.referenceRounds else {
+                    throw BenchError("no no-relay rate beside the delayed pool")
+                }
+                // Two delayed links per member round trip, each charged the proxy's measured round trip.
+                let perMember: Double = relayRTT + 2 * trip
                 let modelRate = 1 / (1 / local + Double(members) * perMember)
+                let ofModel = pairedRatios(pooled.rounds, localRounds) { pool, local in pool * (1 / local + Double(members) * perMember) }
                 let warmSeconds = seconds(pooled.warm)
                 let cells = [
-                    "\(size) nodes", "\(delay) ms", format(pooled.rate), format(modelRate), format(pooled.rate / modelRate, 3),
+                    "\(size) nodes", "\(delay) ms", format(pooled.rate), format(modelRate), formatPaired(ofModel),
                     "\(format(warmSeconds, 1)) s",
                 ]
                 delayedRows += "| " + cells.joined(separator: " | ") + " |\n"
@@ -334,7 +371,10 @@ enum PoolBench {
             \(rows)
             "Relay per member per token" is (1/pool − 1/no relay) / remote members. "Model" is t_token = t_token(no relay) +
             remote members × the relay's round trip (the paced token exchange, above), measured in the same run; "pool / model"
-            near 1 means the relay costs what its round trips cost and nothing more. "First request → first answer" includes
+            near 1 means the relay costs what its round trips cost and nothing more. The rates are medians of the rounds;
+            the ratios and the relay's cost are medians over rounds of each round's pair (the pool's round and the no-relay
+            round right after it), so that the machine's drift over the minutes of a run cancels instead of moving them;
+            in brackets, the lowest and highest of the rounds' ratios. "First request → first answer" includes
             planning, starting the rpc-servers and the head, and sending the weights (no tensor cache yet: fresh folders).
             "Sent to members at load" is what the gateway relayed head → members up to the first answer (the members'
             weights and KV-cache allocations). "Stopped and asked again": the pool stopped once idle (10 s), then the
@@ -347,8 +387,13 @@ enum PoolBench {
             This kernel has no `sch_netem`, so `tc netem delay` cannot run here; instead every node's link goes through a
             loopback proxy that holds each chunk for the delay in each direction (`DelayProxy`, a stand-in for netem: no
             loss, jitter or bandwidth limit). 64 tokens, median of 5 rounds, in turns with the same split over loopback RPC
-            (no relay, no delay) as above. A member's round trip crosses two delayed links, so the model is
-            t_token = t_token(no relay) + remote members × (relay round trip + 4 × delay).
+            (no relay, no delay) as above, the ratio taken round by round as above. A member's round trip crosses two
+            delayed links, so the model is t_token = t_token(no relay) + remote members × (relay round trip + 2 × the
+            proxy's round trip). The proxy's round trip is measured in the same run, a token's exchange through it
+            against the same straight, at about the pool's pace: \(proxyTrips.joined(separator: ", ")). Beyond the
+            4 × delay a member's round trip must take, the proxy adds its own hop each way (a loopback pass, and a timer
+            on an event loop that sleeps between chunks), which netem would not: the model charges what the stand-in
+            really costs, so that "pool / model" still measures the relay alone.
 
             | pool | delay each way, every link | Hearth pool tok/s | model tok/s | pool / model | first request → first answer |
             | --- | --- | --- | --- | --- | --- |

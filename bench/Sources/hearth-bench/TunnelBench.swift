@@ -114,6 +114,20 @@ enum TunnelBench {
         }
     }
 
+    /// What a `DelayProxy` of `delay` adds to one token exchange made once every `pace`, measured (median of
+    /// `samples`, through the proxy, then straight): its delay both ways plus its own hop each way, which `tc netem`
+    /// would not add (a loopback pass and a timer on an event loop that sleeps between chunks).
+    static func delayedRoundTrip(delay: TimeAmount, pace: Duration, samples: Int) async throws -> Double {
+        let member = try await serve { TokenAnswerHandler() }
+        defer { member.close(promise: nil) }
+        let port = member.localAddress!.port!
+        let proxy = try await DelayProxy(to: port, delay: delay)
+        defer { proxy.close() }
+        let proxied = try await tokenExchanges(port: proxy.port, samples: samples, pace: pace)
+        let direct = try await tokenExchanges(port: port, samples: samples, pace: pace)
+        return proxied - direct
+    }
+
     /// One decoded token's exchange between a pool's head and a member, as llama.cpp's RPC client (b11434) makes it
     /// for SmolLM2 split in two, read with `strace` on the head's engine: nine commands (seven `SET_TENSOR`, the graph
     /// compute, one `GET_TENSOR`), each written as three blocking sends (command byte, size, payload), 7,676 bytes; the
