@@ -21,11 +21,16 @@ struct PoolStopTests {
         let released = Atomic<Bool>(false)
     }
 
-    static func lender(_ stops: HeldStops, holding pool: @escaping @Sendable () -> PoolID?) throws -> Router<BasicRequestContext> {
+    /// A stand-in node that serves no model and lends 150 MiB to pools; the caller adds its pool routes.
+    static func standInLender() throws -> Router<BasicRequestContext> {
         var report = InProcessMesh.report(model: ModelID("lender:q8_0")!)
         report.models = []
         report.pool = PoolOffer(memoryBytes: 150 << 20, threads: 1, canHead: true)
-        let router = try InProcessMesh.standInRouter(report: report)
+        return try InProcessMesh.standInRouter(report: report)
+    }
+
+    static func lender(_ stops: HeldStops, holding pool: @escaping @Sendable () -> PoolID?) throws -> Router<BasicRequestContext> {
+        let router = try standInLender()
         router.put("/link/v1/pool/{pool}") { _, _ in Response(status: .accepted) }
         router.delete("/link/v1/pool/{pool}") { request, context in
             guard context.parameters.get("pool") == pool()?.rawValue else { return Response(status: .noContent) }
@@ -83,10 +88,7 @@ struct PoolStopTests {
     }
 
     static func lender(_ assignments: HeldAssignments, holding pool: @escaping @Sendable () -> PoolID?) throws -> Router<BasicRequestContext> {
-        var report = InProcessMesh.report(model: ModelID("lender:q8_0")!)
-        report.models = []
-        report.pool = PoolOffer(memoryBytes: 150 << 20, threads: 1, canHead: true)
-        let router = try InProcessMesh.standInRouter(report: report)
+        let router = try standInLender()
         router.put("/link/v1/pool/{pool}") { _, context in
             guard context.parameters.get("pool") == pool()?.rawValue else {
                 assignments.others.add(1, ordering: .relaxed)
