@@ -71,7 +71,7 @@ extension PoolReconciler {
                         await withTaskGroup(of: Void.self) { group in
                             for node in nodes {
                                 group.addTask {
-                                    await Self.bounded(bound) {
+                                    await Self.bounded(bound, late: ()) {
                                         _ = try? await self.links.call(.DELETE, LinkProtocol.Path.pool(id), on: node, headers: headers)
                                     }
                                 }
@@ -94,13 +94,22 @@ extension PoolReconciler {
         }
     }
 
-    /// Runs `work` for at most `limit`; past it, `work` is cancelled and left behind.
-    static func bounded(_ limit: Duration, _ work: @escaping @Sendable () async -> Void) async {
-        await withTaskGroup(of: Void.self) { group in
+    /// Runs `work` for at most `limit` and returns what it returned; past it, `work` is cancelled and left behind,
+    /// and the answer is `late`.
+    static func bounded<T: Sendable>(
+        _ limit: Duration,
+        late: T,
+        _ work: @escaping @Sendable () async -> T
+    ) async -> T {
+        await withTaskGroup(of: T?.self) { group in
             group.addTask { await work() }
-            group.addTask { try? await Task.sleep(for: limit) }
-            await group.next()
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return nil
+            }
+            let first = await group.next() ?? nil
             group.cancelAll()
+            return first ?? late
         }
     }
 
@@ -121,19 +130,16 @@ extension PoolReconciler {
 
     /// Sends `assignment` to `node`, for at most the policy's `answerTimeout`; returns why it failed, or `nil`.
     private func assign(_ assignment: PoolAssignment, to node: NodeID) async -> String? {
-        let problem = Mutex<String?>("node \(node.short) did not answer its part within \(policy.answerTimeout)")
-        await Self.bounded(policy.answerTimeout) {
+        let late = "node \(node.short) did not answer its part within \(policy.answerTimeout)"
+        return await Self.bounded(policy.answerTimeout, late: Optional(late)) {
             do {
                 let body = ByteBuffer(bytes: try JSONEncoder().encode(assignment))
                 let answer = try await self.links.call(.PUT, LinkProtocol.Path.pool(assignment.pool), on: node, json: body)
-                problem.withLock {
-                    $0 = answer.status == 202 ? nil : "node \(node.short) refused its part (HTTP \(answer.status)): \(answer.body.prefix(300))"
-                }
-            } catch  where !Task.isCancelled {
-                problem.withLock { $0 = "node \(node.short) could not be told its part: \(error)" }
-            } catch {}
+                return answer.status == 202 ? nil : "node \(node.short) refused its part (HTTP \(answer.status)): \(answer.body.prefix(300))"
+            } catch {
+                return Task.isCancelled ? late : "node \(node.short) could not be told its part: \(error)"
+            }
         }
-        return problem.withLock { $0 }
     }
 
     /// Joins the head's engine to one member's rpc-server, connection after connection: a peer stream is parked on
