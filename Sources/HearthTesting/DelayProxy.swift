@@ -5,20 +5,24 @@ import Synchronization
 /// A stand-in for `tc netem delay`, which this machine's kernel lacks (no `sch_netem`): a loopback TCP proxy that
 /// holds every chunk for `delay` before passing it on, in each direction, in order. Nodes that join through it have
 /// links `2 × delay` longer per round trip. It adds no loss, jitter or bandwidth limit, and its own hop costs about
-/// one loopback round trip.
+/// one loopback round trip. `cut()` closes the connections it carries, as a dropped network path would.
 public final class DelayProxy: Sendable {
     private let server: any Channel
     private let delay: Delay
+    /// The connections accepted and still open.
+    private let open = Connections()
     public var port: Int { server.localAddress!.port! }
 
     public init(to target: Int, delay: TimeAmount) async throws {
         let delay = Delay(delay)
         self.delay = delay
+        let open = self.open
         server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { inbound in
+                open.add(inbound)
                 // The accepted connection reads nothing until this completes: it is registered afterwards.
-                ClientBootstrap(group: inbound.eventLoop)
+                return ClientBootstrap(group: inbound.eventLoop)
                     .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                     .connect(host: "127.0.0.1", port: target)
                     .flatMap { outbound in
@@ -40,6 +44,23 @@ public final class DelayProxy: Sendable {
 
     public func close() {
         server.close(promise: nil)
+    }
+
+    /// Closes every connection open now (each end sees its peer go, what was in flight is lost); new ones are still
+    /// accepted, so a node that dials again gets through.
+    public func cut() {
+        for channel in open.channels.withLock({ Array($0.values) }) { channel.close(promise: nil) }
+    }
+
+    /// Open connections by channel, each removed when it closes.
+    private final class Connections: Sendable {
+        let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+        func add(_ channel: any Channel) {
+            let key = ObjectIdentifier(channel)
+            channels.withLock { $0[key] = channel }
+            channel.closeFuture.whenComplete { _ in _ = self.channels.withLock { $0.removeValue(forKey: key) } }
+        }
     }
 
     /// The delay, shared by the proxy and its connections' handlers.

@@ -85,6 +85,9 @@ extension OneAtATime {
             let body: JSONValue = [
                 "model": .string(DefaultModel.id.rawValue), "messages": [["role": "user", "content": "Tell me about foxes."]],
                 "max_tokens": 64, "temperature": 0.7, "seed": .integer(Int64(seed)), "stream": true, "ignore_eos": true,
+                // The log-probabilities carry each token's id: a stream that repeated or lost a token at a seam would
+                // not have exactly 64, as its usage says.
+                "logprobs": true, "stream_options": ["include_usage": true],
             ]
             var request = HTTPClientRequest(url: url + "/v1/chat/completions")
             request.method = .POST
@@ -99,6 +102,9 @@ extension OneAtATime {
                 guard events.contains(where: { $0["choices"]?[0]?["finish_reason"]?.stringValue == "length" }) else {
                     return "no finish reason"
                 }
+                let ids = events.flatMap { $0["choices"]?[0]?["logprobs"]?["content"]?.arrayValue ?? [] }.filter { $0["id"] != nil }
+                let usage = events.last?["usage"]?["completion_tokens"]?.integerValue
+                guard ids.count == 64, usage == 64 else { return "\(ids.count) tokens streamed, usage says \(usage.map(String.init) ?? "nothing")" }
                 return nil
             } catch {
                 return "\(error)"

@@ -174,6 +174,106 @@ struct ContinuationTests {
         }
     }
 
+    /// With the engines' default batch sizes a continued answer may leave the uninterrupted one a few tokens after the
+    /// cut (docs/ROUTING.md, "Exactness"), so equality is not the test here: the seam is. Two nodes dial the gateway
+    /// through proxies; at each cut point the serving node's link is cut, the stream goes on from the other node, and
+    /// the client's token ids (it asks for log-probabilities, which carry them) must be the uninterrupted answer's up
+    /// to the seam, neither repeat the token before it nor skip the one after, and add up to `max_tokens` and the usage.
+    @Test func aStreamCutAnywhereWithTheDefaultBatchSizesNeitherRepeatsNorLosesATokenAtTheSeam() async throws {
+        let (maxTokens, cuts) = (100, [1, 7, 33, 70])
+        try await Cluster.with(label: "seams") { cluster in
+            var proxies: [String: DelayProxy] = [:]
+            defer { for proxy in proxies.values { proxy.close() } }
+            for name in ["node-a", "node-b"] {
+                let proxy = try await DelayProxy(to: cluster.meshPort, delay: .zero)
+                proxies[name] = proxy
+                _ = try await cluster.startNode(name, join: cluster.join(throughPort: proxy.port), extraArguments: ["--parallel", "1"])
+            }
+            try await cluster.waitForReadyNodes(2)
+            let names = try await cluster.nodeNames()
+            let body: JSONValue = .object(
+                Self.sampling.merging([
+                    "model": .string(DefaultModel.id.rawValue), "messages": Self.story, "max_tokens": .integer(Int64(maxTokens)),
+                    "stream": true, "stream_options": ["include_usage": true], "logprobs": true,
+                ]) { $1 }
+            )
+            let reference = Self.tokenIDs(try await HTTP.post(cluster.url + "/v1/chat/completions", json: body).text)
+            try #require(reference.count == maxTokens, "the uninterrupted answer has \(reference.count) token ids")
+
+            for cut in cuts {
+                var attempt = 0
+                var round: (body: String, requestID: String)
+                repeat {
+                    // A starved client may read its first tokens only after the whole answer is through: then nothing
+                    // was cut, and the round is run again (twice at most).
+                    attempt += 1
+                    let before = Self.continuations(cluster)
+                    try await cluster.waitForReadyNodes(2)
+                    let streamed = try await Self.stream(body, in: cluster, cuttingAfterEvents: cut + 1) { served in
+                        names[served].flatMap { proxies[$0] }
+                    }
+                    round = streamed
+                    if Self.continuations(cluster) > before { break }
+                } while attempt < 3
+                let events = HTTP.events(round.body)
+                let ids = Self.tokenIDs(round.body)
+                #expect(round.body.hasSuffix("data: [DONE]\n\n") && !events.contains { $0["error"] != nil }, "cut \(cut): \(round.body.suffix(400))")
+                #expect(ids.count == maxTokens, "cut \(cut): \(ids.count) token ids")
+                #expect(events.last?["usage"]?["completion_tokens"]?.integerValue == Int64(maxTokens), "cut \(cut): usage")
+
+                // The seam: the tokens the first node sent are the rest of the answer's count short of the second part's.
+                let part = try await eventually("cut \(cut): the continuing node's receipt in the ledger") {
+                    try await Self.ledgerEntries(cluster).first { $0["request_id"]?.stringValue == round.requestID + ".1" }
+                }
+                let seam = maxTokens - Int(part["completion_tokens"]?.integerValue ?? 0)
+                try #require(seam >= cut && seam < maxTokens, "cut \(cut): seam at \(seam)")
+                #expect(Array(ids.prefix(seam)) == Array(reference.prefix(seam)), "cut \(cut): the first node's part is not the answer's start")
+                guard ids.count == maxTokens, seam + 4 <= maxTokens else { continue }
+                let after = Array(ids[seam..<seam + 3])
+                #expect(after != Array(reference[(seam - 1)..<(seam + 2)]), "cut \(cut): the token before the seam came twice")
+                #expect(after != Array(reference[(seam + 1)..<(seam + 4)]), "cut \(cut): the token after the seam was lost")
+                print("seam after \(seam) tokens (cut after \(cut)): \(after == Array(reference[seam..<seam + 3]) ? "same" : "other") tokens next")
+            }
+        }
+    }
+
+    /// Streams `body` as a chat, cuts the link of the node serving it once `events` events have come (through the proxy
+    /// `proxy(servedNodeID)` names), and reads the stream to its end.
+    static func stream(
+        _ body: JSONValue,
+        in cluster: Cluster,
+        cuttingAfterEvents events: Int,
+        proxy: (String) -> DelayProxy?
+    ) async throws -> (body: String, requestID: String) {
+        var request = HTTPClientRequest(url: cluster.url + "/v1/chat/completions")
+        request.method = .POST
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(180))
+        #expect(response.status == .ok)
+        let served = try #require(response.headers.first(name: "x-hearth-node"))
+        let requestID = try #require(response.headers.first(name: "x-request-id"))
+        let link = try #require(proxy(served), "no proxy for node \(served)")
+        var text = ""
+        var newlines = 0
+        var cut = false
+        for try await chunk in response.body {
+            text += String(buffer: chunk)
+            newlines += chunk.readableBytesView.lazy.filter { $0 == UInt8(ascii: "\n") }.count
+            if !cut && newlines >= events * 2 {
+                link.cut()
+                cut = true
+            }
+        }
+        return (text, requestID)
+    }
+
+    /// The token ids a chat stream's log-probabilities carry, in order.
+    static func tokenIDs(_ body: String) -> [Int64] {
+        HTTP.events(body).flatMap { event in
+            (event["choices"]?[0]?["logprobs"]?["content"]?.arrayValue ?? []).compactMap { $0["id"]?.integerValue }
+        }
+    }
+
     /// Streams `endpoint`'s request, sends `signal` to the node serving it once `tokens` tokens have come, and reads the
     /// stream to its end. Newlines are counted, not events parsed, so that the client keeps pace with the engine.
     static func stream(
