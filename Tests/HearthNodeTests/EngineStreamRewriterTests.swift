@@ -29,6 +29,11 @@ struct EngineStreamRewriterTests {
         String(decoding: try! JSONEncoder().encode(text), as: UTF8.self)
     }
 
+    /// An event's mark line, if it has one.
+    static func markLine(_ event: String) -> String? {
+        event.hasPrefix(":") ? event.split(separator: "\n").first.map(String.init) : nil
+    }
+
     /// An event's JSON data, read past its mark line as an SSE client would.
     func payload(_ event: String) -> JSONValue? {
         SSEFraming.payload(of: Array(event.utf8)).flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0.utf8)) }
@@ -67,7 +72,43 @@ struct EngineStreamRewriterTests {
             #expect(events.compactMap { payload($0)?["choices"]?[0]?["delta"]?["content"]?.stringValue }.joined() == "I'mé")
         }
         let kept = rewrite(stream, shape: .init(chat: true, keepLogprobs: true), size: 4096)
-        #expect(kept[1].contains(#""logprobs":{"content":[{"bytes":[73]"#))
+        #expect(payload(kept[1])?["choices"]?[0]?["logprobs"]?["content"]?[0]?["bytes"] == [73])
+    }
+
+    /// Events are edited in place (their bytes spliced) rather than parsed and written again: both ways must give the
+    /// same marks and the same JSON, for every shape, on events with escapes, spacing, several choices and none.
+    @Test func editingInPlaceGivesWhatParsingGives() throws {
+        let events = [
+            Self.chatEvent(nil, token: nil).replacingOccurrences(of: #""delta":{}"#, with: #""delta":{"role":"assistant","content":null}"#),
+            Self.chatEvent("I", token: (57, [73])),
+            Self.chatEvent("a \"quote\"\n\tand\\ \u{e9}", token: (12, [97])),
+            Self.chatEvent("é", token: (202, [0xA9])),
+            Self.chatEvent(nil, token: nil, finish: "length"),
+            Self.textEvent(" time", token: (673, Array(" time".utf8))),
+            #"data: { "choices" : [ { "text" : "\u00e9\/x", "index" : 0 , "finish_reason" : null } , {"text":"b","index":1,"logprobs":null} ], "model" : "m" , "id":"c","created":3 }"#
+                + "\n\n",
+            #"data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5},"model":"m","id":"c","created":4}"# + "\n\n",
+            #"data: {"choices":[{"delta":{"content":"x"},"logprobs":{"content":[{"id":5,"bytes":[120]}]}}],"id":"c","created":5}"# + "\n\n",
+            "data: [DONE]\n\n",
+        ].joined()
+        let shapes: [EngineStreamRewriter.Shape] = [
+            .init(chat: true, keepLogprobs: false), .init(chat: true, keepLogprobs: true), .init(chat: false, keepLogprobs: false),
+            .init(chat: true, keepLogprobs: false, model: "catalog:id"), .init(chat: false, keepLogprobs: false, continuation: ("cmpl-o", 9, false)),
+        ]
+        for shape in shapes {
+            var edited = EngineStreamRewriter(shape: shape)
+            var parsed = EngineStreamRewriter(shape: shape)
+            parsed.editsInPlace = false
+            let fast = String(buffer: edited.rewrite(ByteBuffer(string: events))).components(separatedBy: "\n\n")
+            let slow = String(buffer: parsed.rewrite(ByteBuffer(string: events))).components(separatedBy: "\n\n")
+            #expect(fast.count == slow.count && fast.count == 11)
+            for (one, other) in zip(fast, slow) {
+                #expect(Self.markLine(one) == Self.markLine(other), "\(one) against \(other)")
+                #expect(payload(one) == payload(other), "\(shape.chat) \(shape.keepLogprobs): \(one) against \(other)")
+            }
+            // The engine's spacing and member order stay where the event was edited in place.
+            #expect(fast.contains { $0.contains(#"{ "choices" : ["#) } && !slow.contains { $0.contains(#"{ "choices" : ["#) })
+        }
     }
 
     @Test func aContinuedChatTurnsTextCompletionEventsIntoChatChunksOfTheClientsStream() throws {

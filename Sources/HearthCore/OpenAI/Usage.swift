@@ -105,6 +105,38 @@ public struct CompletionChunk: Decodable, Sendable {
     }
 }
 
+extension CompletionChunk {
+    /// The text the first choice of an event adds (its `delta`'s or `message`'s `content`, or its `text`), read through
+    /// the event's outline: only that string is decoded. `nil` when the bytes are no JSON object, there is no choice or
+    /// the choice has no text; `""` for a present but empty text.
+    public static func firstText(in bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        guard let event = JSONOutline(object: bytes), event.isWhole(of: bytes) else { return nil }
+        return firstText(of: event, in: bytes)
+    }
+
+    /// `firstText(in:)` over an event already outlined.
+    public static func firstText(of event: JSONOutline, in bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        guard let choices = event.member("choices", in: bytes), bytes[choices.value.lowerBound] == UInt8(ascii: "["),
+            let first = JSONOutline.elements(ofArray: choices.value, in: bytes)?.first,
+            let choice = JSONOutline(object: bytes, at: first.lowerBound)
+        else { return nil }
+        for key: StaticString in ["delta", "message"] {
+            guard let member = choice.member(key, in: bytes), bytes[member.value.lowerBound] == UInt8(ascii: "{"),
+                let inner = JSONOutline(object: bytes, at: member.value.lowerBound),
+                let content = inner.member("content", in: bytes)?.value
+            else { continue }
+            if let text = string(at: content, in: bytes) { return text }
+        }
+        return choice.member("text", in: bytes).flatMap { string(at: $0.value, in: bytes) }
+    }
+
+    /// The string whose bytes (quotes included) are `range`, decoded; `nil` for anything else.
+    static func string(at range: Range<Int>, in bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        guard bytes[range.lowerBound] == UInt8(ascii: "\""), case .string(let text)? = try? JSONValue.parse(bytes[range]) else { return nil }
+        return text
+    }
+}
+
 /// llama-server's per-token timings: with `timings_per_token: true` every streamed event carries
 /// `"timings":{"prompt_n":…,…}`, so the size of the prompt the engine read is known from the first token on, not only
 /// from the usage event at the end. A stream the client cuts short is charged (and credited) for that prompt.

@@ -223,10 +223,10 @@ struct ContinuingStream {
         var description: String { "the node handed the stream over (it is stopping)" }
     }
 
-    /// The generated text of an event (the first choice's), decoded: only gaps need it.
+    /// The generated text of an event (the first choice's), decoded: only gaps need it. Read from the event's outline
+    /// (every event of an owner's server that reports no token ids is a gap).
     private static func text(of event: ByteBuffer) -> String? {
-        guard let payload = SSEFraming.payloadBytes(of: event.readableBytesView) else { return nil }
-        return CompletionChunk.parse(payload)?.choices?.first?.content
+        SSEFraming.payloadBytes(of: event.readableBytesView)?.withUnsafeBufferPointer { CompletionChunk.firstText(in: $0) }
     }
 
     /// The end of an answer whose `max_tokens` was all relayed when its node broke: the finish chunk (`length`), the

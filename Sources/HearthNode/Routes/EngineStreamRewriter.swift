@@ -22,6 +22,8 @@ struct EngineStreamRewriter: Sendable {
     }
 
     let shape: Shape
+    /// Events are edited in place where they can be (`spliced`); `false` parses every one (tests compare the two).
+    var editsInPlace = true
     private var splitter = SSEEventSplitter()
     private var marker = TokenMarker()
 
@@ -43,8 +45,20 @@ struct EngineStreamRewriter: Sendable {
     }
 
     private mutating func write(_ event: ByteBuffer, to output: inout ByteBuffer) {
-        guard let payload = SSEFraming.payloadBytes(of: event.readableBytesView), var chunk = try? JSONValue.parse(payload), case .object = chunk
-        else {
+        guard let payload = SSEFraming.payloadBytes(of: event.readableBytesView) else {
+            var event = event
+            output.writeBuffer(&event)
+            return
+        }
+        // Most events are edited in place: only the few members that change are touched (see `spliced`).
+        if editsInPlace, shape.continuation?.asChat != true, let (mark, bytes) = payload.withUnsafeBufferPointer({ spliced($0) }) {
+            if let mark { output.writeString(mark.line) }
+            output.writeString("data: ")
+            output.writeBytes(bytes)
+            output.writeString("\n\n")
+            return
+        }
+        guard var chunk = try? JSONValue.parse(payload), case .object = chunk else {
             var event = event
             output.writeBuffer(&event)
             return
@@ -69,6 +83,51 @@ struct EngineStreamRewriter: Sendable {
         output.writeString("data: ")
         output.writeBytes(chunk.serialized(sortedKeys: true))
         output.writeString("\n\n")
+    }
+
+    /// The event as `write` would make it by parsing it, made by splicing its bytes instead: the first choice's text
+    /// and token read for its mark, log-probabilities removed from every choice (`null` in text completions, as the
+    /// engine writes them there), `model`, `id` and `created` replaced. The engine's member order and spacing stay.
+    /// `nil` when the event is not JSON as expected (no object, a choice that is no object, a continuation's `id` or
+    /// `created` missing): `write` then takes the parsing path.
+    private mutating func spliced(_ bytes: UnsafeBufferPointer<UInt8>) -> (TokenMark?, [UInt8])? {
+        guard let event = JSONOutline(object: bytes), event.isWhole(of: bytes) else { return nil }
+        var edits: [(range: Range<Int>, with: [UInt8])] = []
+        var mark: TokenMark?
+        if let choices = event.member("choices", in: bytes), bytes[choices.value.lowerBound] == UInt8(ascii: "[") {
+            guard let elements = JSONOutline.elements(ofArray: choices.value, in: bytes) else { return nil }
+            for (index, element) in elements.enumerated() {
+                guard let choice = JSONOutline(object: bytes, at: element.lowerBound) else { return nil }
+                let logprobs = choice.members.firstIndex { member in
+                    member.key.count == 8 && bytes[member.key].elementsEqual("logprobs".utf8)
+                }
+                if index == 0 {
+                    let text = CompletionChunk.firstText(of: event, in: bytes) ?? ""
+                    let token = logprobs.flatMap { try? JSONValue.parse(bytes[choice.members[$0].value]) }.flatMap {
+                        Self.sampledToken(["logprobs": $0])
+                    }
+                    mark = marker.mark(text: Array(text.utf8), token: token)
+                }
+                guard !shape.keepLogprobs else { continue }
+                if shape.chat {
+                    if let logprobs { edits.append((choice.removal(of: logprobs), [])) }
+                } else if let logprobs {
+                    edits.append((choice.members[logprobs].value, Array("null".utf8)))
+                } else {
+                    let end = choice.range.upperBound - 1
+                    edits.append((end..<end, Array((choice.members.isEmpty ? #""logprobs":null"# : #","logprobs":null"#).utf8)))
+                }
+            }
+        }
+        if let model = shape.model, let member = event.member("model", in: bytes) {
+            edits.append((member.value, JSONValue.string(model).serialized()))
+        }
+        if let continuation = shape.continuation {
+            guard let id = event.member("id", in: bytes), let created = event.member("created", in: bytes) else { return nil }
+            edits.append((id.value, JSONValue.string(continuation.id).serialized()))
+            edits.append((created.value, Array(String(continuation.created).utf8)))
+        }
+        return (mark, JSONOutline.splice(bytes, edits))
     }
 
     /// The token sampled for a choice, from its log-probabilities (`logprobs.content[0]`: `id` and `bytes`).
