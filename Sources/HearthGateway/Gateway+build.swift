@@ -233,7 +233,7 @@ public func buildGateway(
         responder: responder,
         server: .http1(
             configuration: HTTP1Channel.Configuration(
-                additionalChannelHandlers: [ConnectionGuardHandler(counter: connections, headerTimeout: headerTimeout)],
+                additionalChannelHandlers: [ConnectionGuardHandler(counter: connections, headerTimeout: headerTimeout, logger: logger)],
                 idleTimeout: TimeAmount(configuration.idleTimeout)
             )
         ),

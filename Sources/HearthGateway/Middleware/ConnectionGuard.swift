@@ -1,4 +1,5 @@
 import HummingbirdCore
+import Logging
 import NIOCore
 import NIOHTTPTypes
 import Synchronization
@@ -55,13 +56,16 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
 
     private let counter: ConnectionCounter
     private let headerTimeout: TimeAmount
+    /// Says why a connection was closed before any answer: its client only sees the connection end.
+    private let logger: Logger
     private var address: String?
     private var counted = false
     private var headerTimer: Scheduled<Void>?
 
-    init(counter: ConnectionCounter, headerTimeout: TimeAmount) {
+    init(counter: ConnectionCounter, headerTimeout: TimeAmount, logger: Logger) {
         self.counter = counter
         self.headerTimeout = headerTimeout
+        self.logger = logger
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -95,12 +99,21 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
         let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
         self.address = address
         guard counter.admit(address) else {
+            logger.notice(
+                "closed a connection over its address's limit",
+                metadata: ["client.address": "\(address)", "limit": "\(counter.limitPerAddress)"]
+            )
             context.close(promise: nil)
             return
         }
         counted = true
         let loopBound = context.eventLoop.assumeIsolated()
+        let (logger, timeout) = (logger, headerTimeout)
         headerTimer = loopBound.scheduleTask(in: headerTimeout) {
+            logger.info(
+                "closed a connection that sent no request head in time",
+                metadata: ["client.address": "\(address)", "timeout": "\(timeout.nanoseconds / 1_000_000) ms"]
+            )
             context.close(promise: nil)
         }
     }

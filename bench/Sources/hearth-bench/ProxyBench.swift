@@ -97,6 +97,7 @@ enum ProxyBench {
         let hearth = try await ProxyTargets.hearth(in: directory, upstream: mock, slots: max(64, settings.streams))
         let gatewayIdleRSS = residentBytes(of: hearth.gateway)
         let nodeIdleRSS = residentBytes(of: hearth.node)
+        let idlePrivate = (gateway: privateResidentBytes(of: hearth.gateway), node: privateResidentBytes(of: hearth.node))
         targets.append(hearth.target)
 
         // Warm every path, then the loads.
@@ -128,6 +129,7 @@ enum ProxyBench {
             held: held,
             hearth: (hearth.gateway, hearth.node),
             idle: (gatewayIdleRSS, nodeIdleRSS),
+            idlePrivate: idlePrivate,
             litellmMissing: litellm == nil,
             engine: engine
         )

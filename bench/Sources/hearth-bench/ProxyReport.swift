@@ -11,6 +11,7 @@ extension ProxyBench {
         held: [String: Load],
         hearth: (gateway: Int32, node: Int32),
         idle: (gateway: Double, node: Double),
+        idlePrivate: (gateway: Double, node: Double),
         litellmMissing: Bool,
         engine: ProxyEngineBench.Outcome?
     ) -> String {
@@ -101,6 +102,13 @@ extension ProxyBench {
         let perStream = (hearthHeld.peakRSS - idleBoth) / Double(max(1, settings.streams))
         text +=
             "\nHearth idle: gateway \(format(idle.gateway / 1_048_576, 1)) MiB, node \(format(idle.node / 1_048_576, 1)) MiB; extra per open stream (gateway + node) \(format(perStream / 1024, 1)) KiB.\n"
+        text += """
+
+            Of the idle figures, the processes' own memory (`RssAnon`: heap, stacks, task slabs) is \(format(idlePrivate.gateway / 1_048_576, 1)) MiB
+            for the gateway and \(format(idlePrivate.node / 1_048_576, 1)) MiB for the node; the rest is pages of the `hearth` executable and the
+            Swift runtime mapped from the page cache, which every process running them shares.
+
+            """
 
         if let engine {
             text += """
