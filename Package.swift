@@ -168,7 +168,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "hearth",
-            dependencies: ["HearthCLI", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "HearthCLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

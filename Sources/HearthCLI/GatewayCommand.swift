@@ -312,6 +312,7 @@ struct GatewayRunCommand: AsyncParsableCommand {
     @OptionGroup var catalog: CatalogOptions
     @OptionGroup var shutdown: ShutdownOptions
     @OptionGroup var logging: LoggingOptions
+    @OptionGroup var loops: EventLoopOptions
 
     @Option(help: "Folder for the gateway's key and database (env: HEARTH_DATA_DIR; default: the per-user data folder + /gateway).")
     var dataDir: String?

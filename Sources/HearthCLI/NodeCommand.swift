@@ -37,6 +37,7 @@ struct NodeCommand: AsyncParsableCommand {
     @OptionGroup var shutdown: ShutdownOptions
     @OptionGroup var catalog: CatalogOptions
     @OptionGroup var logging: LoggingOptions
+    @OptionGroup var loops: EventLoopOptions
 
     func run() async throws {
         let logger = try bootstrapLogging(logging)

@@ -21,6 +21,7 @@ struct UpCommand: AsyncParsableCommand {
     @OptionGroup var shutdown: ShutdownOptions
     @OptionGroup var catalog: CatalogOptions
     @OptionGroup var logging: LoggingOptions
+    @OptionGroup var loops: EventLoopOptions
 
     @Option(help: "Folder for all state: gateway/ and node/ inside it (env: HEARTH_DATA_DIR; default: the per-user data folder).")
     var dataDir: String?
