@@ -129,18 +129,20 @@ def chat():
         "window.__sent = []; const original = window.fetch;"
         "window.fetch = (url, options) => { if (options && options.body) window.__sent.push(options.body); return original(url, options); };"
     )
+    # While it streams, the answer grows in several steps: it is not one block at the end. The page records the
+    # answer's length at every change it makes (polling from here missed the steps of a short answer on a fast engine).
+    driver.execute_script(
+        "window.__lengths = [];"
+        "new MutationObserver(() => { const body = document.querySelector('article.message[data-role=\"assistant\"] .body');"
+        " if (body) window.__lengths.push(body.innerText.length); })"
+        ".observe(document.body, {childList: true, subtree: true, characterData: true});"
+    )
     send("Write three sentences about the sea.")
-    # While it streams, the answer grows in several steps: it is not one block at the end.
-    lengths = set()
-    def finished():
-        found = answers()
-        if found:
-            lengths.add(len(found[0]["text"]))
-        return len(found) == 1 and not streaming() and len(lengths) > 0
-    wait(180).until(lambda d: finished())
+    wait(180).until(lambda d: len(answers()) == 1 and not streaming())
     first = answers()[0]
     text = first["text"].strip()
     assert text and text != "…", "the answer is empty"
+    lengths = set(driver.execute_script("return window.__lengths"))
     assert len([n for n in lengths if n > 1]) >= 2, f"the answer did not grow while streaming: {sorted(lengths)}"
     assert "tokens" in first["meta"], f"no token count under the answer: {first}"
     request_id = first["request"]
