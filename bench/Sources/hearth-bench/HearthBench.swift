@@ -51,6 +51,7 @@ struct HearthBench {
           --stream-seconds N  proxies: how long each held stream lasts (10)
           --engine-requests N  proxies: answers per client against the real engine, 8 clients; 0 skips it (6)
           --engine-tokens N  proxies: tokens per answer against the real engine (128)
+          --engine-rounds N  proxies: turns the two loads on the real engine take, the answers split between them (6)
           --idle-seconds N  proxies: how long `hearth up` is watched doing nothing (30)
           --without-litellm proxies: leave LiteLLM out even when its venv is there (it takes a minute to start)
           --accounts N      storage: accounts in the seeded tables (100000)
@@ -67,6 +68,7 @@ struct HearthBench {
     static let valued: Set<String> = [
         "--rounds", "--clients", "--seconds", "--tunnel-mb", "--out", "--parts", "--minutes", "--sample-seconds", "--soak-clients",
         "--sequential", "--paced-requests", "--streams", "--stream-seconds", "--engine-requests", "--idle-seconds", "--engine-tokens",
+        "--engine-rounds",
         "--accounts", "--nodes", "--requests", "--concurrency",
     ]
     static let flags: Set<String> = ["--replace", "--help", "-h", "--without-litellm"]
@@ -176,6 +178,7 @@ struct HearthBench {
                         http: http,
                         streams: 8,
                         requests: engineRequests,
+                        rounds: Int(number("--engine-rounds", "6")),
                         tokens: Int(number("--engine-tokens", "128")),
                         idleSeconds: number("--idle-seconds", "30")
                     ) : nil
@@ -188,7 +191,7 @@ struct HearthBench {
             let command =
                 "--parts proxies --sequential \(settings.sequential) --paced-requests \(settings.pacedRequests) --streams \(settings.streams) "
                 + "--stream-seconds \(Int(settings.streamSeconds)) --seconds \(Int(settings.requestSeconds)) --engine-requests \(engineRequests) "
-                + "--engine-tokens \(Int(number("--engine-tokens", "128"))) --idle-seconds \(Int(number("--idle-seconds", "30"))) --replace"
+                + "--engine-tokens \(Int(number("--engine-tokens", "128"))) --engine-rounds \(Int(number("--engine-rounds", "6"))) --idle-seconds \(Int(number("--idle-seconds", "30"))) --replace"
             let report = try header(command: command) + text
             try report.write(toFile: proxiesOutput, atomically: true, encoding: .utf8)
             print(report)

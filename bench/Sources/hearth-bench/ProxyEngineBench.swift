@@ -14,14 +14,18 @@ enum ProxyEngineBench {
         var hearthCPUPerToken = 0.0
         var nginxErrors = 0
         var hearthErrors = 0
+        /// The first error of each column, to say what the errors were.
+        var firstErrors: [String] = []
         /// `hearth up`'s own CPU seconds over `idleSeconds` with nothing to do (its engine's not counted).
         var idleCPU = 0.0
         var idleSeconds = 30.0
         var streams = 0
         var tokens = 0
+        /// `hearth up`'s tokens/s over nginx's, round by round.
+        var ratios: [Double] = []
     }
 
-    static func run(http: HTTPClient, streams: Int, requests: Int, tokens: Int, idleSeconds: Double) async throws -> Outcome {
+    static func run(http: HTTPClient, streams: Int, requests: Int, rounds: Int, tokens: Int, idleSeconds: Double) async throws -> Outcome {
         var outcome = Outcome(idleSeconds: idleSeconds, streams: streams, tokens: tokens)
         let directory = try TestEnvironment.temporaryDirectory("bench-colocated")
         let slotContext = 512
@@ -37,19 +41,15 @@ enum ProxyEngineBench {
             ],
             directory: directory
         )
+        defer { Task { _ = await engine.stop() } }
         try await ProxyTargets.waitUntilAnswering("http://127.0.0.1:\(port)/health", process: engine, within: .seconds(120))
         try FileManager.default.createDirectory(atPath: directory + "/nginx", withIntermediateDirectories: true)
         guard let nginx = try await ProxyTargets.nginx(in: directory + "/nginx", upstream: "http://127.0.0.1:\(port)", connections: 256) else {
             throw BenchError("nginx is missing")
         }
-        let behindNginx = try await load(http, nginx, streams: streams, requests: requests, tokens: tokens)
-        await nginx.stop()
-        _ = await engine.stop()
-        outcome.nginxTokensPerSecond = Double(behindNginx.tokens) / behindNginx.elapsed
-        outcome.nginxCPUPerToken = behindNginx.cpu / Double(max(1, behindNginx.tokens))
-        outcome.nginxErrors = behindNginx.errors
 
-        // `hearth up` with the same engine settings: gateway and node in one process, the engine its child.
+        // `hearth up` with the same engine settings: gateway and node in one process, the engine its child. Both stay
+        // up (an idle engine costs nothing) so that their loads can take turns.
         let up = try await TestProcess(
             name: "hearth-up",
             executable: try TestEnvironment.hearthBinary(),
@@ -71,12 +71,45 @@ enum ProxyEngineBench {
         let before = cpuSeconds(of: pid)
         try await Task.sleep(for: .seconds(idleSeconds))
         outcome.idleCPU = cpuSeconds(of: pid) - before
-        let throughHearth = try await load(http, hearth, streams: streams, requests: requests, tokens: tokens)
+
+        // The loads take turns, round by round, and each round's throughput is compared with its partner's: the
+        // machine's drift over a run (measured: one proxy's tokens/s moved 155–179 between runs) falls on both.
+        var totals = Totals()
+        let rounds = max(1, min(rounds, requests))
+        let perRound = max(1, (requests + rounds - 1) / rounds)
+        for _ in 0..<rounds {
+            let nginxRound = try await load(http, nginx, streams: streams, requests: perRound, tokens: tokens)
+            let hearthRound = try await load(http, hearth, streams: streams, requests: perRound, tokens: tokens)
+            outcome.ratios.append(tokensPerSecond(hearthRound) / max(tokensPerSecond(nginxRound), 1e-9))
+            for (total, round) in [(\ProxyEngineBench.Totals.nginx, nginxRound), (\.hearth, hearthRound)] {
+                ProxyBench.merge(&totals[keyPath: total], round)
+                totals[keyPath: total].cpu += round.cpu
+                totals[keyPath: total].elapsed += round.elapsed
+            }
+        }
+        await nginx.stop()
         _ = await up.stop()
-        outcome.hearthTokensPerSecond = Double(throughHearth.tokens) / throughHearth.elapsed
+        _ = await engine.stop()
+        let (behindNginx, throughHearth) = (totals.nginx, totals.hearth)
+        outcome.nginxTokensPerSecond = tokensPerSecond(behindNginx)
+        outcome.nginxCPUPerToken = behindNginx.cpu / Double(max(1, behindNginx.tokens))
+        outcome.nginxErrors = behindNginx.errors
+        if let error = behindNginx.firstError { outcome.firstErrors.append("behind nginx: `\(error.prefix(200))`") }
+        outcome.hearthTokensPerSecond = tokensPerSecond(throughHearth)
         outcome.hearthCPUPerToken = throughHearth.cpu / Double(max(1, throughHearth.tokens))
         outcome.hearthErrors = throughHearth.errors
+        if let error = throughHearth.firstError { outcome.firstErrors.append("through `hearth up`: `\(error.prefix(200))`") }
         return outcome
+    }
+
+    /// Both columns' loads over all rounds.
+    struct Totals {
+        var nginx = ProxyBench.Load()
+        var hearth = ProxyBench.Load()
+    }
+
+    static func tokensPerSecond(_ load: ProxyBench.Load) -> Double {
+        Double(load.tokens) / max(load.elapsed, 1e-9)
     }
 
     /// `streams` clients, each `requests` streamed answers of exactly `tokens` tokens.
