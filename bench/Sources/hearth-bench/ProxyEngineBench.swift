@@ -77,9 +77,17 @@ enum ProxyEngineBench {
         var totals = Totals()
         let rounds = max(1, min(rounds, requests))
         let perRound = max(1, (requests + rounds - 1) / rounds)
-        for _ in 0..<rounds {
-            let nginxRound = try await load(http, nginx, streams: streams, requests: perRound, tokens: tokens)
-            let hearthRound = try await load(http, hearth, streams: streams, requests: perRound, tokens: tokens)
+        for round in 0..<rounds {
+            // Which goes first alternates, so that neither always follows the other's load.
+            var nginxRound = ProxyBench.Load()
+            var hearthRound = ProxyBench.Load()
+            if round % 2 == 0 {
+                nginxRound = try await load(http, nginx, streams: streams, requests: perRound, tokens: tokens)
+                hearthRound = try await load(http, hearth, streams: streams, requests: perRound, tokens: tokens)
+            } else {
+                hearthRound = try await load(http, hearth, streams: streams, requests: perRound, tokens: tokens)
+                nginxRound = try await load(http, nginx, streams: streams, requests: perRound, tokens: tokens)
+            }
             outcome.ratios.append(tokensPerSecond(hearthRound) / max(tokensPerSecond(nginxRound), 1e-9))
             for (total, round) in [(\ProxyEngineBench.Totals.nginx, nginxRound), (\.hearth, hearthRound)] {
                 ProxyBench.merge(&totals[keyPath: total], round)

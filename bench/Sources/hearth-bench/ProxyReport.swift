@@ -117,7 +117,7 @@ extension ProxyBench {
 
                 SmolLM2-135M-Instruct Q4_1, llama-server with \(engine.streams) slots and 2 threads either way; \(engine.streams) clients
                 streaming \(engine.tokens)-token answers (`ignore_eos`). Every CPU-second a proxy spends is taken from the engine.
-                Both run at once (an idle engine costs nothing) and their loads take turns, \(engine.ratios.count) rounds: the ratio is
+                Both run at once (an idle engine costs nothing) and their loads take turns, \(engine.ratios.count) rounds, which goes first alternating: the ratio is
                 the median of the rounds' ratios, with the lowest and highest in brackets.
 
                 | | behind nginx | through `hearth up` | ratio |
