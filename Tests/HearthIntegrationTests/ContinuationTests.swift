@@ -209,10 +209,12 @@ struct ContinuationTests {
                     attempt += 1
                     let before = Self.continuations(cluster)
                     try await cluster.waitForReadyNodes(2)
-                    let streamed = try await Self.stream(body, in: cluster, cuttingAfterEvents: cut + 1) { served in
-                        names[served].flatMap { proxies[$0] }
+                    // An event ends with two newlines; the first is the role chunk.
+                    let streamed = try await Self.stream(body, to: "/v1/chat/completions", in: cluster, afterNewlines: (cut + 1) * 2) { served in
+                        let proxy = try #require(names[served].flatMap { proxies[$0] }, "no proxy for node \(served)")
+                        return { proxy.cut() }
                     }
-                    round = streamed
+                    round = (streamed.body, streamed.requestID)
                     if Self.continuations(cluster) > before { break }
                 } while attempt < 3
                 let events = HTTP.events(round.body)
@@ -237,36 +239,6 @@ struct ContinuationTests {
         }
     }
 
-    /// Streams `body` as a chat, cuts the link of the node serving it once `events` events have come (through the proxy
-    /// `proxy(servedNodeID)` names), and reads the stream to its end.
-    static func stream(
-        _ body: JSONValue,
-        in cluster: Cluster,
-        cuttingAfterEvents events: Int,
-        proxy: (String) -> DelayProxy?
-    ) async throws -> (body: String, requestID: String) {
-        var request = HTTPClientRequest(url: cluster.url + "/v1/chat/completions")
-        request.method = .POST
-        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(180))
-        #expect(response.status == .ok)
-        let served = try #require(response.headers.first(name: "x-hearth-node"))
-        let requestID = try #require(response.headers.first(name: "x-request-id"))
-        let link = try #require(proxy(served), "no proxy for node \(served)")
-        var text = ""
-        var newlines = 0
-        var cut = false
-        for try await chunk in response.body {
-            text += String(buffer: chunk)
-            newlines += chunk.readableBytesView.lazy.filter { $0 == UInt8(ascii: "\n") }.count
-            if !cut && newlines >= events * 2 {
-                link.cut()
-                cut = true
-            }
-        }
-        return (text, requestID)
-    }
-
     /// The token ids a chat stream's log-probabilities carry, in order.
     static func tokenIDs(_ body: String) -> [Int64] {
         HTTP.events(body).flatMap { event in
@@ -275,7 +247,7 @@ struct ContinuationTests {
     }
 
     /// Streams `endpoint`'s request, sends `signal` to the node serving it once `tokens` tokens have come, and reads the
-    /// stream to its end. Newlines are counted, not events parsed, so that the client keeps pace with the engine.
+    /// stream to its end.
     static func stream(
         _ endpoint: Endpoint,
         in cluster: Cluster,
@@ -284,26 +256,45 @@ struct ContinuationTests {
         nodes: [String: TestProcess],
         names: [String: String]
     ) async throws -> (body: String, served: String, requestID: String, node: TestProcess, signalled: Bool) {
-        var request = HTTPClientRequest(url: cluster.url + endpoint.path)
+        var victim: TestProcess?
+        let round = try await stream(endpoint.body, to: endpoint.path, in: cluster, afterNewlines: tokens * endpoint.newlinesPerToken) { served in
+            let node = try #require(names[served].flatMap { nodes[$0] }, "node \(served) of \(names)")
+            victim = node
+            return { node.send(signal) }
+        }
+        return (round.body, round.served, round.requestID, try #require(victim), round.interrupted)
+    }
+
+    /// Streams `body` to `path`, runs the interruption `interruption(servedNodeID)` gives once `newlines` newlines have
+    /// come, and reads the stream to its end. Newlines are counted, not events parsed, so that the client keeps pace
+    /// with the engine.
+    static func stream(
+        _ body: JSONValue,
+        to path: String,
+        in cluster: Cluster,
+        afterNewlines newlines: Int,
+        interruption: (String) throws -> () -> Void
+    ) async throws -> (body: String, served: String, requestID: String, interrupted: Bool) {
+        var request = HTTPClientRequest(url: cluster.url + path)
         request.method = .POST
-        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(endpoint.body)))
+        request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(180))
         #expect(response.status == .ok)
         let served = try #require(response.headers.first(name: "x-hearth-node"))
         let requestID = try #require(response.headers.first(name: "x-request-id"))
-        let node = try #require(names[served].flatMap { nodes[$0] }, "node \(served) of \(names)")
-        var body = ""
-        var newlines = 0
-        var signalled = false
+        let interrupt = try interruption(served)
+        var text = ""
+        var seen = 0
+        var interrupted = false
         for try await chunk in response.body {
-            body += String(buffer: chunk)
-            newlines += chunk.readableBytesView.lazy.filter { $0 == UInt8(ascii: "\n") }.count
-            if !signalled && newlines >= tokens * endpoint.newlinesPerToken {
-                node.send(signal)
-                signalled = true
+            text += String(buffer: chunk)
+            seen += chunk.readableBytesView.lazy.filter { $0 == UInt8(ascii: "\n") }.count
+            if !interrupted && seen >= newlines {
+                interrupt()
+                interrupted = true
             }
         }
-        return (body, served, requestID, node, signalled)
+        return (text, served, requestID, interrupted)
     }
 
     /// How many times the gateway has said it continued a stream on another node.
