@@ -93,7 +93,9 @@ struct EngineStreamRewriter: Sendable {
     private mutating func spliced(_ bytes: UnsafeBufferPointer<UInt8>) -> (TokenMark?, [UInt8])? {
         guard let event = JSONOutline(object: bytes), event.isWhole(of: bytes) else { return nil }
         var edits: [(range: Range<Int>, with: [UInt8])] = []
-        var mark: TokenMark?
+        // The marker moves on only once the event is known to be spliced: a `nil` below sends it to the parsing path,
+        // which marks it then.
+        var marked: (text: [UInt8], token: (id: Int32, bytes: [UInt8])?)?
         if let choices = event.member("choices", in: bytes), bytes[choices.value.lowerBound] == UInt8(ascii: "[") {
             guard let elements = JSONOutline.elements(ofArray: choices.value, in: bytes) else { return nil }
             for (index, element) in elements.enumerated() {
@@ -106,7 +108,7 @@ struct EngineStreamRewriter: Sendable {
                     let token = logprobs.flatMap { try? JSONValue.parse(bytes[choice.members[$0].value]) }.flatMap {
                         Self.sampledToken(["logprobs": $0])
                     }
-                    mark = marker.mark(text: Array(text.utf8), token: token)
+                    marked = (Array(text.utf8), token)
                 }
                 guard !shape.keepLogprobs else { continue }
                 if shape.chat {
@@ -127,6 +129,7 @@ struct EngineStreamRewriter: Sendable {
             edits.append((id.value, JSONValue.string(continuation.id).serialized()))
             edits.append((created.value, Array(String(continuation.created).utf8)))
         }
+        let mark = marked.flatMap { marker.mark(text: $0.text, token: $0.token) }
         return (mark, JSONOutline.splice(bytes, edits))
     }
 
