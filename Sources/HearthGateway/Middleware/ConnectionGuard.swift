@@ -41,6 +41,21 @@ final class ConnectionCounter: Sendable {
     func count(for address: String) -> Int {
         open.withLock { $0[address, default: 0] }
     }
+
+    /// Refusals over the limit since the last one was logged, and when that was: a flood of them is one line every
+    /// `refusalLogInterval`, not one per connection.
+    private let refusals = Mutex<(count: Int, loggedAt: NIODeadline?)>((0, nil))
+    static let refusalLogInterval = TimeAmount.seconds(10)
+
+    /// Counts a refusal; the number to log (this one and those not logged before it), or `nil` to stay quiet.
+    func refusalToLog(now: NIODeadline = .now()) -> Int? {
+        refusals.withLock { refusals in
+            refusals.count += 1
+            if let last = refusals.loggedAt, now - last < Self.refusalLogInterval { return nil }
+            defer { refusals = (0, now) }
+            return refusals.count
+        }
+    }
 }
 
 /// One per API connection: refuses a connection over its address's limit, and closes one whose first request head
@@ -99,10 +114,12 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
         let address = context.channel.remoteAddress?.ipAddress ?? "unknown"
         self.address = address
         guard counter.admit(address) else {
-            logger.notice(
-                "closed a connection over its address's limit",
-                metadata: ["client.address": "\(address)", "limit": "\(counter.limitPerAddress)"]
-            )
+            if let refused = counter.refusalToLog() {
+                logger.notice(
+                    "closed connections over their address's limit",
+                    metadata: ["client.address": "\(address)", "limit": "\(counter.limitPerAddress)", "connections": "\(refused)"]
+                )
+            }
             context.close(promise: nil)
             return
         }
