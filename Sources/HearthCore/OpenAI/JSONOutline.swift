@@ -35,8 +35,13 @@ public struct JSONOutline: Sendable {
 
     /// The first member named `key` (a plain key: one written with escapes is not matched).
     public func member(_ key: StaticString, in bytes: UnsafeBufferPointer<UInt8>) -> Member? {
+        index(of: key, in: bytes).map { members[$0] }
+    }
+
+    /// Where in `members` the first member named `key` is (for `removal(of:)`).
+    public func index(of key: StaticString, in bytes: UnsafeBufferPointer<UInt8>) -> Int? {
         let wanted = UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
-        return members.first { member in
+        return members.firstIndex { member in
             member.key.count == wanted.count && zip(bytes[member.key], wanted).allSatisfy { $0 == $1 }
         }
     }

@@ -120,6 +120,11 @@ extension CompletionChunk {
             let first = JSONOutline.elements(ofArray: choices.value, in: bytes)?.first,
             let choice = JSONOutline(object: bytes, at: first.lowerBound)
         else { return nil }
+        return text(ofChoice: choice, in: bytes)
+    }
+
+    /// The text one choice adds, from its outline (`firstText(of:in:)` for the first choice).
+    public static func text(ofChoice choice: JSONOutline, in bytes: UnsafeBufferPointer<UInt8>) -> String? {
         for key: StaticString in ["delta", "message"] {
             guard let member = choice.member(key, in: bytes), bytes[member.value.lowerBound] == UInt8(ascii: "{"),
                 let inner = JSONOutline(object: bytes, at: member.value.lowerBound),

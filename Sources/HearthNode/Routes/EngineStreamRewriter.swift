@@ -100,11 +100,9 @@ struct EngineStreamRewriter: Sendable {
             guard let elements = JSONOutline.elements(ofArray: choices.value, in: bytes) else { return nil }
             for (index, element) in elements.enumerated() {
                 guard let choice = JSONOutline(object: bytes, at: element.lowerBound) else { return nil }
-                let logprobs = choice.members.firstIndex { member in
-                    member.key.count == 8 && bytes[member.key].elementsEqual("logprobs".utf8)
-                }
+                let logprobs = choice.index(of: "logprobs", in: bytes)
                 if index == 0 {
-                    let text = CompletionChunk.firstText(of: event, in: bytes) ?? ""
+                    let text = CompletionChunk.text(ofChoice: choice, in: bytes) ?? ""
                     let token = logprobs.flatMap { try? JSONValue.parse(bytes[choice.members[$0].value]) }.flatMap {
                         Self.sampledToken(["logprobs": $0])
                     }
