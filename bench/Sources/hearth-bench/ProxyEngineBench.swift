@@ -74,31 +74,23 @@ enum ProxyEngineBench {
 
         // The loads take turns, round by round, and each round's throughput is compared with its partner's: the
         // machine's drift over a run (measured: one proxy's tokens/s moved 155–179 between runs) falls on both.
-        var totals = Totals()
+        var totals: [String: ProxyBench.Load] = [:]
         let rounds = max(1, min(rounds, requests))
         let perRound = max(1, (requests + rounds - 1) / rounds)
         for round in 0..<rounds {
             // Which goes first alternates, so that neither always follows the other's load.
-            var nginxRound = ProxyBench.Load()
-            var hearthRound = ProxyBench.Load()
-            if round % 2 == 0 {
-                nginxRound = try await load(http, nginx, streams: streams, requests: perRound, tokens: tokens)
-                hearthRound = try await load(http, hearth, streams: streams, requests: perRound, tokens: tokens)
-            } else {
-                hearthRound = try await load(http, hearth, streams: streams, requests: perRound, tokens: tokens)
-                nginxRound = try await load(http, nginx, streams: streams, requests: perRound, tokens: tokens)
+            var rates: [String: Double] = [:]
+            for target in round.isMultiple(of: 2) ? [nginx, hearth] : [hearth, nginx] {
+                let measured = try await load(http, target, streams: streams, requests: perRound, tokens: tokens)
+                rates[target.name] = tokensPerSecond(measured)
+                totals[target.name, default: ProxyBench.Load()].add(measured)
             }
-            outcome.ratios.append(tokensPerSecond(hearthRound) / max(tokensPerSecond(nginxRound), 1e-9))
-            for (total, round) in [(\ProxyEngineBench.Totals.nginx, nginxRound), (\.hearth, hearthRound)] {
-                ProxyBench.merge(&totals[keyPath: total], round)
-                totals[keyPath: total].cpu += round.cpu
-                totals[keyPath: total].elapsed += round.elapsed
-            }
+            outcome.ratios.append((rates[hearth.name] ?? 0) / max(rates[nginx.name] ?? 0, 1e-9))
         }
         await nginx.stop()
         _ = await up.stop()
         _ = await engine.stop()
-        let (behindNginx, throughHearth) = (totals.nginx, totals.hearth)
+        let (behindNginx, throughHearth) = (totals[nginx.name] ?? ProxyBench.Load(), totals[hearth.name] ?? ProxyBench.Load())
         outcome.nginxTokensPerSecond = tokensPerSecond(behindNginx)
         outcome.nginxCPUPerToken = behindNginx.cpu / Double(max(1, behindNginx.tokens))
         outcome.nginxErrors = behindNginx.errors
@@ -108,12 +100,6 @@ enum ProxyEngineBench {
         outcome.hearthErrors = throughHearth.errors
         if let error = throughHearth.firstError { outcome.firstErrors.append("through `hearth up`: `\(error.prefix(200))`") }
         return outcome
-    }
-
-    /// Both columns' loads over all rounds.
-    struct Totals {
-        var nginx = ProxyBench.Load()
-        var hearth = ProxyBench.Load()
     }
 
     static func tokensPerSecond(_ load: ProxyBench.Load) -> Double {
@@ -136,5 +122,15 @@ enum ProxyEngineBench {
             }
             return mine
         }
+    }
+}
+
+extension ProxyBench.Load {
+    /// Adds a load measured after this one: its requests, errors and tokens, and its CPU and time (which `merge`, for
+    /// clients measured at once, leaves alone).
+    mutating func add(_ later: ProxyBench.Load) {
+        ProxyBench.merge(&self, later)
+        cpu += later.cpu
+        elapsed += later.elapsed
     }
 }

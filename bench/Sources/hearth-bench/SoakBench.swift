@@ -163,9 +163,7 @@ enum SoakBench {
     }
 
     static func residentKiB(of pid: Int32) -> Int {
-        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
-        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        Int(residentBytes(of: pid) / 1024)
     }
 
     static func fileSize(_ path: String) -> Int {
