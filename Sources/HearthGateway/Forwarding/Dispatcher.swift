@@ -221,7 +221,7 @@ public struct Dispatcher: Sendable {
         case refusedUnlessWarming(DispatchFailure)
     }
 
-    /// The planning part of `open`: no waiting, so nothing of it lives in the request's task.
+    /// The planning part of `open`, which waits on nothing.
     private func route(
         endpoint: CompletionEndpoint,
         model: ModelID,
