@@ -17,17 +17,25 @@ public final class FakeOpenAIServer: Sendable {
         public var answer: JSONValue
         /// A streamed chat answer: the body as sent (`data:` events and `[DONE]`).
         public var stream: String
+        /// When set, a streamed answer is this event sent over and over, each as soon as the connection takes it,
+        /// until the client goes or `floodLimit` bytes have gone (a server faster than anyone reads it).
+        public var flood: String?
 
-        public init(models: [String], show: JSONValue? = nil, answer: JSONValue, stream: String) {
+        public init(models: [String], show: JSONValue? = nil, answer: JSONValue, stream: String, flood: String? = nil) {
             self.models = models
             self.show = show
             self.answer = answer
             self.stream = stream
+            self.flood = flood
         }
     }
 
+    /// The most a flooded answer sends.
+    public static let floodLimit = 512 << 20
+
     private let script: Script
     private let received = Mutex<[(path: String, body: JSONValue)]>([])
+    private let flooded = Atomic<Int>(0)
     private let running = Mutex<LoopbackServer?>(nil)
 
     private init(script: Script) {
@@ -39,6 +47,9 @@ public final class FakeOpenAIServer: Sendable {
 
     /// The bodies of the completions asked so far, with their paths.
     public var requests: [(path: String, body: JSONValue)] { received.withLock { $0 } }
+
+    /// The bytes of flooded answers the server's connections have taken so far.
+    public var floodedBytes: Int { flooded.load(ordering: .relaxed) }
 
     /// Starts the server on a free port and waits until it listens.
     public static func start(_ script: Script) async throws -> FakeOpenAIServer {
@@ -67,6 +78,21 @@ public final class FakeOpenAIServer: Sendable {
             let body = (try? JSONValue.parse(bytes.readableBytesView)) ?? .null
             self.received.withLock { $0.append(("/v1/chat/completions", body)) }
             guard body["stream"]?.boolValue == true else { return Self.json(script.answer) }
+            if let flood = script.flood {
+                let event = ByteBuffer(string: flood)
+                return Response(
+                    status: .ok,
+                    headers: [.contentType: "text/event-stream"],
+                    body: ResponseBody { writer in
+                        // A write waits while the connection takes no more: the count follows what the reader lets through.
+                        while self.floodedBytes < Self.floodLimit {
+                            try await writer.write(event)
+                            self.flooded.add(event.readableBytes, ordering: .relaxed)
+                        }
+                        try await writer.finish(nil)
+                    }
+                )
+            }
             return Response(
                 status: .ok,
                 headers: [.contentType: "text/event-stream"],

@@ -110,6 +110,26 @@ public func processIsAlive(_ pid: Int32) -> Bool {
     return !status.contains("State:\tZ")
 }
 
+/// Resident memory of a process, from `/proc/<pid>/status`.
+public func residentBytes(of pid: Int32) -> Double {
+    statusBytes("VmRSS", of: pid)
+}
+
+/// The part of a process's resident memory that is its own (`RssAnon`: heap, stacks, task slabs), as opposed to
+/// pages of its executable and libraries mapped from the page cache, which every process running them shares.
+public func privateResidentBytes(of pid: Int32) -> Double {
+    statusBytes("RssAnon", of: pid)
+}
+
+/// A size line (in kB) of `/proc/<pid>/status`, in bytes; 0 when it cannot be read.
+private func statusBytes(_ field: String, of pid: Int32) -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
+        let kib = Double(line.split(separator: " ").dropFirst().first ?? "")
+    else { return 0 }
+    return kib * 1024
+}
+
 /// The value of `--flag` on a process's command line.
 public func commandLineValue(of pid: Int32, flag: String) -> String? {
     guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }

@@ -3,6 +3,7 @@ import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import Testing
 
 /// A node in front of its owner's own OpenAI-compatible server (`hearth node --backend`): a real llama-server the test
@@ -232,6 +233,66 @@ struct BackendTests {
             #expect(HTTP.streamedText(stream.text) == "Paris is the capital of France.")
             let entry = try await Self.ledgerEntry(cluster, try #require(stream.headers.first(name: "x-request-id")))
             #expect(entry["prompt_tokens"] == 0 && entry["completion_tokens"] == 7, "8 events, the first counted as the role's: \(entry)")
+        }
+    }
+
+    /// A client that stops reading holds back everything behind it: the gateway stops reading the node's stream, the
+    /// node stops reading its owner's server once the link stream's window is full, and the server's writes wait. When
+    /// the client reads again, the answer flows again; when it goes, the server's request is dropped.
+    @Test func aClientThatStopsReadingHoldsTheOwnersServerBack() async throws {
+        var script = try Self.ollamaScript()
+        let text = String(repeating: "x", count: 1000)
+        script.flood =
+            #"data: {"id":"chatcmpl-flood","object":"chat.completion.chunk","created":1,"model":"smollm2-hearth:latest","choices":[{"index":0,"delta":{"content":"\#(text)"},"finish_reason":null}]}"#
+            + "\n\n"
+        let fake = try await FakeOpenAIServer.start(script)
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-flood") { cluster in
+            let node = try await cluster.startNode("flooded", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            try await cluster.waitForReadyNodes(1)
+            // A client that reads nothing (no read is ever asked for), with a small socket buffer: what it takes is
+            // all the gateway can put anywhere.
+            let client = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(ChannelOptions.autoRead, value: false)
+                .channelOption(ChannelOptions.socketOption(.so_rcvbuf), value: 64 << 10)
+                .connect(host: "127.0.0.1", port: try #require(URL(string: cluster.url)?.port)).get()
+            defer { client.close(promise: nil) }
+            let body = String(decoding: Self.streamed(Self.question).serialized(), as: UTF8.self)
+            let before = (gateway: residentBytes(of: cluster.gateway.pid), node: residentBytes(of: node.pid))
+            try await client.writeAndFlush(
+                ByteBuffer(
+                    string: "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+                )
+            )
+            let held = try await Self.steadyFlood(fake, "the server's writes to be held back")
+            // What the buffers along the way hold (sockets, the link stream's 1 MiB window, the server's own writer):
+            // 50 to 70 MiB here, of which the gateway and the node hold 1 to 3 MiB each. Without backpressure the
+            // server sends all it has, at loopback speed, and a proxy that reads on holds it in memory.
+            #expect(held < FakeOpenAIServer.floodLimit / 4, "\(held >> 20) MiB went to a client that reads nothing")
+            let grown = (gateway: residentBytes(of: cluster.gateway.pid) - before.gateway, node: residentBytes(of: node.pid) - before.node)
+            #expect(grown.gateway < Double(16 << 20) && grown.node < Double(16 << 20), "resident memory grew by \(grown) bytes")
+
+            client.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in client.read() }
+            _ = try await eventually("the answer to flow again", within: .seconds(60), every: .milliseconds(100)) { () -> Bool? in
+                fake.floodedBytes > held + (16 << 20) ? true : nil
+            }
+            try await client.close()
+            let stopped = try await Self.steadyFlood(fake, "the server's request to be dropped")
+            #expect(stopped < FakeOpenAIServer.floodLimit, "the server sent its whole flood to a client that went away")
+        }
+    }
+
+    /// The bytes a flooding server has sent, once they have stopped growing for a second.
+    static func steadyFlood(_ fake: FakeOpenAIServer, _ what: String) async throws -> Int {
+        var last = -1
+        var steady = 0
+        return try await eventually(what, within: .seconds(60), every: .milliseconds(250)) { () -> Int? in
+            let now = fake.floodedBytes
+            guard now < FakeOpenAIServer.floodLimit else { throw TestProcessError("the server sent all \(now >> 20) MiB: nothing held it back") }
+            steady = now == last && now > 0 ? steady + 1 : 0
+            last = now
+            return steady >= 4 ? now : nil
         }
     }
 }

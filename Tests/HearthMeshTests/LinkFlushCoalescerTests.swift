@@ -4,12 +4,12 @@ import NIOEmbedded
 import NIOPosix
 import Testing
 
-/// The link's flush coalescer: the flushes of one event-loop turn leave as one at the turn's end, nothing is held
-/// past it, and a close never overtakes a held flush.
+/// The link's flush coalescer: the flushes of one event-loop turn leave as one at the turn's end, a streamed token's
+/// waits at most `streamDelay`, and a close never overtakes a held flush.
 struct LinkFlushCoalescerTests {
-    func channel() throws -> (EmbeddedChannel, EmbeddedEventLoop) {
+    func channel(_ coalescer: LinkFlushCoalescer = LinkFlushCoalescer()) throws -> (EmbeddedChannel, EmbeddedEventLoop) {
         let loop = EmbeddedEventLoop()
-        let channel = EmbeddedChannel(handler: LinkFlushCoalescer(), loop: loop)
+        let channel = EmbeddedChannel(handler: coalescer, loop: loop)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return (channel, loop)
     }
@@ -47,8 +47,40 @@ struct LinkFlushCoalescerTests {
         _ = try channel.finish()
     }
 
+    @Test func aStreamedTokenWaitsForTheDelayFromTheFirstTokenOrForAnotherWrite() throws {
+        let coalescer = LinkFlushCoalescer()
+        let (channel, loop) = try channel(coalescer)
+        let half = TimeAmount.nanoseconds(LinkFlushCoalescer.streamDelay.nanoseconds / 2)
+        coalescer.deferringFlushes { channel.writeAndFlush(ByteBuffer(string: "one"), promise: nil) }
+        loop.run()
+        #expect(try read(channel) == nil, "a token's flush left with its turn")
+        loop.advanceTime(by: half)
+        coalescer.deferringFlushes { channel.writeAndFlush(ByteBuffer(string: "two"), promise: nil) }
+        loop.advanceTime(by: half)
+        // The first token's delay, not the second's: a steady stream of tokens never holds the link's writes back.
+        #expect(try read(channel) == "one")
+        #expect(try read(channel) == "two")
+
+        // Any other flush takes the waiting tokens with it at the end of its turn, and the delay is called off.
+        coalescer.deferringFlushes { channel.writeAndFlush(ByteBuffer(string: "three"), promise: nil) }
+        channel.writeAndFlush(ByteBuffer(string: "an answer's end"), promise: nil)
+        loop.run()
+        #expect(try read(channel) == "three")
+        #expect(try read(channel) == "an answer's end")
+        loop.advanceTime(by: LinkFlushCoalescer.streamDelay * 2)
+        #expect(try read(channel) == nil)
+
+        // After a flush for the turn is held, a token waits for nothing more.
+        channel.writeAndFlush(ByteBuffer(string: "head"), promise: nil)
+        coalescer.deferringFlushes { channel.writeAndFlush(ByteBuffer(string: "four"), promise: nil) }
+        loop.run()
+        #expect(try read(channel) == "head")
+        #expect(try read(channel) == "four")
+        _ = try channel.finish()
+    }
+
     /// On a real socket, as on a link: a close fails the writes it finds unflushed, so a held flush must go first.
-    @Test func aCloseSendsTheHeldFlushFirst() async throws {
+    @Test(arguments: [false, true]) func aCloseSendsTheHeldFlushFirst(streamed: Bool) async throws {
         let received = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: String.self)
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
@@ -61,9 +93,14 @@ struct LinkFlushCoalescerTests {
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(LinkFlushCoalescer()) }
             }
             .connect(to: server.localAddress!).get()
-        // The write, its flush and the close in one turn of the client's loop, as a link's last frame and its close.
+        // The write, its flush and the close in one turn of the client's loop, as a link's last frame and its close
+        // (or a streamed token's, whose flush would wait).
         let written = try await client.eventLoop.submit {
-            let written = client.writeAndFlush(ByteBuffer(string: "last frame"))
+            let coalescer = try client.pipeline.syncOperations.handler(type: LinkFlushCoalescer.self)
+            let written =
+                streamed
+                ? coalescer.deferringFlushes { client.writeAndFlush(ByteBuffer(string: "last frame")) }
+                : client.writeAndFlush(ByteBuffer(string: "last frame"))
             client.close(promise: nil)
             return written
         }.get()

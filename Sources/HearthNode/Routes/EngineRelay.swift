@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import HearthCore
+import HearthMesh
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
@@ -7,8 +8,9 @@ import NIOHTTPTypes
 /// One engine stream relayed to the gateway on the link stream's event loop: AsyncHTTPClient reads the engine's
 /// connection on that loop (`.delegateAndChannel`) and hands each chunk to this delegate, which rewrites it and writes
 /// it to the link stream's channel there and then. No Swift task wakes per event (each wake-up was a thread switch:
-/// the engine reader's, the response writer's, then the event loop's again), and the write's future is the
-/// backpressure: the engine's connection is read no further until the gateway's stream window takes the chunk.
+/// the engine reader's, the response writer's, then the event loop's again). The backpressure is the link stream's
+/// writability: once its HTTP/2 window or buffer is full, the engine's connection is read no further until the
+/// gateway's stream window takes the chunk.
 ///
 /// The route's task waits twice: for the engine's head (to answer an error as an error) and for the end (to sign the
 /// receipt, sent as the trailer through Hummingbird's writer after the last chunk, which this relay wrote first).
@@ -40,6 +42,10 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
     private var status: HTTPResponseStatus?
     private var task: HTTPClient.Task<Void>?
     private var linkGone = false
+    /// The link's flush coalescer, which lets a token wait a little for the link's other streams (looked up with the
+    /// first token; `nil` for a link without one).
+    private var coalescer: LinkFlushCoalescer?
+    private var coalescerLookedUp = false
 
     /// A relay to `link`, the stream the gateway's request came on; when it closes before the relay is over (the
     /// gateway reset it, or the response head could not be written), the engine's request is dropped.
@@ -149,11 +155,29 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
         let rewritten = rewriter.rewrite(chunk)
         tap.observe(rewritten)
         guard rewritten.readableBytes > 0 else { return eventLoop.makeSucceededVoidFuture() }
-        return link.writeAndFlush(HTTPResponsePart.body(rewritten)).flatMapErrorThrowing { error in
+        // While the link stream takes more, the engine is read on at once: waiting for each write's future made
+        // AsyncHTTPClient stop reading and start again per event, two `epoll_ctl` calls per token (the link's flush
+        // waits for the end of the loop's turn, so the future was never done on return).
+        let writable = link.isWritable
+        let written = writeToken(rewritten, to: link).flatMapErrorThrowing { error in
             // The gateway reset the stream (its client went away, or the link fell): failing the future makes
             // AsyncHTTPClient drop the engine's request, which stops the generation.
             self.linkGone = true
             throw error
         }
+        guard writable else { return written }
+        written.whenFailure { _ in self.task?.cancel() }
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
+    /// Writes a streamed token to `link`, whose flush may wait a little for the link's other streams' tokens
+    /// (`LinkFlushCoalescer.streamDelay`).
+    private func writeToken(_ token: ByteBuffer, to link: any Channel) -> EventLoopFuture<Void> {
+        if !coalescerLookedUp {
+            coalescerLookedUp = true
+            coalescer = try? link.parent?.pipeline.syncOperations.handler(type: LinkFlushCoalescer.self)
+        }
+        guard let coalescer else { return link.writeAndFlush(HTTPResponsePart.body(token)) }
+        return coalescer.deferringFlushes { link.writeAndFlush(HTTPResponsePart.body(token)) }
     }
 }
