@@ -130,6 +130,9 @@ struct ReceiptSettlementTests {
         #expect(try await gateway.database.ledger().isEmpty)
         #expect(try await gateway.database.receiptRejections().map(\.reason) == ["device_revoked"])
         #expect(try await gateway.database.balance(of: account.nodeID, reciprocity: Reciprocity()).contributed == 0)
+        let metrics = String(decoding: gateway.metrics.render(), as: UTF8.self)
+        #expect(metrics.contains(#"hearth_receipts_total{result="refused",reason="device_revoked"} 1"#))
+        #expect(gateway.registry.refusedReceipts()[nodeKey.nodeID] == 1)
     }
 
     @Test func aReceiptIsCreditedOnceEvenAfterARestart() async throws {

@@ -190,10 +190,10 @@ struct StorageConformanceTests {
 
     @Test(arguments: StorageBackend.allCases)
     func devicesAreRecordedAndRevokedByTheirAccountOnly(_ backend: StorageBackend) async throws {
-        let (database, _) = try await backend.open("devices")
+        let (database, _) = try await backend.open("devices", gateway: gatewayKey.nodeID.rawValue)
         let account = IdentityKey.generate()
         let other = IdentityKey.generate()
-        let device = IdentityKey.generate()
+        let device = nodeKey
         let certificate = try DeviceCertificate.issue(account: account, deviceKey: device.publicKey, deviceName: "attic", validFor: 3600)
         try await database.sawDevice(certificate)
         try await database.sawDevice(certificate)
@@ -202,6 +202,13 @@ struct StorageConformanceTests {
         #expect(try await database.revoke(device: device.nodeID, by: other.nodeID) == false)
         #expect(try await database.revoke(device: device.nodeID, by: account.nodeID) == true)
         #expect(try await database.isRevoked(device: device.nodeID))
+
+        // Its receipts earn nothing from then on: the credit is refused in the record's own transaction.
+        let row = try await database.record(usage("after-revocation"), settling: try credit("after-revocation"), gateway: gatewayKey)
+        #expect(row == nil)
+        #expect(try await database.ledger().isEmpty)
+        #expect(try await database.receiptRejections().map(\.reason) == ["device_revoked"])
+        #expect(try await database.recentUsage().map(\.requestID) == ["after-revocation"], "the request itself is metered")
     }
 
     @Test(arguments: StorageBackend.allCases)

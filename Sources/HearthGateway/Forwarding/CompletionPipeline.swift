@@ -177,9 +177,23 @@ struct CompletionPipeline: Sendable {
     /// `model` label stays bounded. A refused request's name is whatever the client sent.
     func record(_ usage: UsageRecord, settling proposed: ReceiptSettlement = .none, quota: QuotaCharge? = nil, logger: Logger) async {
         var settlement = proposed
-        // A device its account revoked earns nothing, even for a request that was under way when it was revoked.
-        if case .credit(let receipt, let signed) = proposed, (try? await database.isRevoked(device: receipt.node)) == true {
-            settlement = .refuse(reason: "device_revoked", detail: "the node's account revoked this device", signed: signed)
+        do {
+            let registry = dispatcher.registry
+            let row = try await database.record(
+                usage,
+                settling: proposed,
+                quota: quota,
+                gateway: gatewayKey,
+                reciprocity: quotas.reciprocity,
+                accounts: { registry.account(of: $0) }
+            )
+            // A credit that appended nothing was refused in the transaction: the node's account revoked the device.
+            if case .credit(_, let signed) = proposed, row == nil {
+                let (reason, detail) = GatewayDatabase.revokedDevice
+                settlement = .refuse(reason: reason, detail: detail, signed: signed)
+            }
+        } catch {
+            logger.error("could not store usage record", metadata: ["error": "\(error)"])
         }
         if usage.nodeID != nil {
             metrics.tokens(model: usage.model, prompt: usage.promptTokens, completion: usage.completionTokens)
@@ -198,19 +212,6 @@ struct CompletionPipeline: Sendable {
             if let node = usage.nodeID.flatMap(NodeID.init) { dispatcher.registry.receiptRefused(by: node) }
             logger.warning("receipt refused", metadata: ["node.id": "\(usage.nodeID ?? "-")", "receipt.reason": "\(reason)", "detail": "\(detail)"])
         case .none: break
-        }
-        do {
-            let registry = dispatcher.registry
-            try await database.record(
-                usage,
-                settling: settlement,
-                quota: quota,
-                gateway: gatewayKey,
-                reciprocity: quotas.reciprocity,
-                accounts: { registry.account(of: $0) }
-            )
-        } catch {
-            logger.error("could not store usage record", metadata: ["error": "\(error)"])
         }
     }
 }

@@ -130,8 +130,9 @@ extension GatewayDatabase {
     /// Stores a usage record and settles its receipt in one transaction: a credited receipt is appended to the
     /// ledger, countersigned by `gateway`, committing to the previous entry's hash. A second credit for the same
     /// request fails on the ledger's unique request id, and the whole transaction with it. The caller's account is
-    /// charged the tokens as consumption, and a credited receipt's account gets them as contribution.
-    /// - Returns: the appended ledger row, if any.
+    /// charged the tokens as consumption, and a credited receipt's account gets them as contribution. A credit for a
+    /// device its account revoked is refused instead (`revokedDevice`).
+    /// - Returns: the appended ledger row; `nil` when nothing was credited (so for a credit, when it was refused).
     @discardableResult
     public func record(
         _ usage: UsageRecord,
@@ -159,17 +160,16 @@ extension GatewayDatabase {
             case .none:
                 return nil
             case .refuse(let reason, let detail, let signed):
-                try session.execute(
-                    "INSERT INTO receipt_rejections (request_id, node_id, reason, detail, receipt, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    usage.requestID,
-                    usage.nodeID ?? "",
-                    reason,
-                    detail,
-                    signed.map { Data($0) },
-                    now
-                )
+                try Self.reject(session, usage, reason: reason, detail: detail, signed: signed, now: now)
                 return nil
             case .credit(let receipt, let signed):
+                // A device its account revoked earns nothing, even for a request that was under way when it was
+                // revoked. Asked here rather than before the transaction: one trip to the database less per request.
+                if try Self.isRevoked(session, device: receipt.node) {
+                    let (reason, detail) = Self.revokedDevice
+                    try Self.reject(session, usage, reason: reason, detail: detail, signed: signed, now: now)
+                    return nil
+                }
                 let chain = gateway.nodeID.rawValue
                 try session.lock(Self.chainLock(chain))
                 let (last, previous) = try Self.head(session, chain: chain)
@@ -226,6 +226,29 @@ extension GatewayDatabase {
                 return row
             }
         }
+    }
+
+    /// Why a credit for a revoked device is refused, as `receipt_rejections` and the metrics say it.
+    static let revokedDevice = (reason: "device_revoked", detail: "the node's account revoked this device")
+
+    /// Keeps a refused receipt, with why, for the operator and the node's owner.
+    private static func reject(
+        _ session: any SQLSession,
+        _ usage: UsageRecord,
+        reason: String,
+        detail: String,
+        signed: [UInt8]?,
+        now: Date
+    ) throws {
+        try session.execute(
+            "INSERT INTO receipt_rejections (request_id, node_id, reason, detail, receipt, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            usage.requestID,
+            usage.nodeID ?? "",
+            reason,
+            detail,
+            signed.map { Data($0) },
+            now
+        )
     }
 
     static func head(_ session: any SQLSession, chain: String) throws -> (seq: Int64, hash: Data) {

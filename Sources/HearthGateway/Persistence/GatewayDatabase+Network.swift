@@ -195,9 +195,11 @@ extension GatewayDatabase {
 
     /// Whether an account revoked `device`.
     public func isRevoked(device: NodeID) async throws -> Bool {
-        try await store.read { session in
-            try session.queryOne("SELECT 1 AS found FROM devices WHERE device_id = ? AND revoked_at IS NOT NULL", device.rawValue) != nil
-        }
+        try await store.read { session in try Self.isRevoked(session, device: device) }
+    }
+
+    static func isRevoked(_ session: any SQLSession, device: NodeID) throws -> Bool {
+        try session.queryOne("SELECT 1 AS found FROM devices WHERE device_id = ? AND revoked_at IS NOT NULL", device.rawValue) != nil
     }
 
     /// The devices `account` certified that this gateway has seen.
