@@ -169,7 +169,6 @@ enum StorageBench {
         var usage: UsageRecord
         var settlement: ReceiptSettlement
         var account: NodeID
-        var device: NodeID
     }
 
     static func prepare(_ index: Int, key: IdentityKey, population: Population) throws -> Prepared {
@@ -207,8 +206,7 @@ enum StorageBench {
         return Prepared(
             usage: usage,
             settlement: .credit(receipt, signed: try receipt.signed(by: population.nodeKey).encoded()),
-            account: account,
-            device: population.nodes.randomElement()!
+            account: account
         )
     }
 
@@ -219,7 +217,6 @@ enum StorageBench {
         let bucket = "account:\(account.rawValue)"
         _ = try await database.balance(of: account, reciprocity: Reciprocity())
         _ = try await database.reserveQuota(bucket, tokens: 300, perHour: 20_000, now: Date().timeIntervalSince1970)
-        _ = try await database.isRevoked(device: prepared.device)
         database.markInFlight(prepared.usage, logger: Logger(label: "bench"))
         try await database.record(
             prepared.usage,
@@ -264,8 +261,8 @@ enum StorageBench {
 
             Tables seeded with \(settings.accounts) accounts (standing, quota bucket, activity) and \(settings.nodes) nodes (members,
             certified devices) and a directory of 10 gateways. One request = what the gateway does against its database for
-            a served, credited request by a logged-in account: read standing, reserve from the quota bucket, check the device,
-            note it in flight, then record usage + quota settlement + standing (consumer and contributor) + ledger entry through the group
+            a served, credited request by a logged-in account: read standing, reserve from the quota bucket, note it in flight,
+            then record usage + quota settlement + standing (consumer and contributor) + the device's revocation check + ledger entry through the group
             commit (with the gateway's countersignature; the node's receipts are signed before the clock starts).
             \(settings.requests) sequential requests for latency and CPU; then \(settings.requests) with \(settings.concurrency) at once through one
             gateway's connections, and split over two gateways (two connection pools, two ledger chains). Both "gateways"
