@@ -12,9 +12,9 @@ package import NIOCore
 ///
 /// Engines deliver their streams' tokens one at a time, rarely in the same turn, so a streamed token may wait a
 /// little longer: up to `streamDelay`, for the tokens of the link's other streams (or for any other write, which
-/// takes it along). Two milliseconds are nothing beside the tens between an engine's tokens, and with eight paced
-/// streams they halved the CPU per token of both the node and the gateway, whose wake-ups per token they cut too
-/// (bench/README.md).
+/// takes it along). Two milliseconds are nothing beside the tens between an engine's tokens; with eight paced streams
+/// about five tokens left per write instead of one, and the CPU per token of the node and of the gateway (woken once
+/// per write) fell by a quarter to a half (bench/README.md, fifth pass).
 package final class LinkFlushCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
     package typealias OutboundIn = ByteBuffer
     package typealias OutboundOut = ByteBuffer

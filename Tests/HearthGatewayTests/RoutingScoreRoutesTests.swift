@@ -37,6 +37,8 @@ struct RoutingScoreRoutesTests {
                 #expect((a?["score"]?.doubleValue ?? 1) < (b?["score"]?.doubleValue ?? 0))
                 #expect(b?["reliability"]?.doubleValue == 1)
                 #expect(a?["ejectedForSeconds"] == .null)
+                // The requests this gateway has open on each: none once every answer is over.
+                #expect(a?["inFlight"] == 0 && b?["inFlight"] == 0, "\(String(describing: a)) \(String(describing: b))")
             }
         }
     }

@@ -37,6 +37,9 @@ struct NodesController {
                         "reliability": .number(routing.score.reliability), "reputation": .number(routing.score.reputation),
                         "successRate": .number(routing.successRate), "ejections": .integer(Int64(routing.ejections)),
                         "ejectedForSeconds": routing.ejectedForSeconds.map { .number($0) } ?? .null,
+                        // Requests this gateway has open on the node now (the node's own report says `inFlight` too, as of
+                        // its last report).
+                        "inFlight": .integer(Int64(routing.inFlight)),
                     ]
                     let spot = registry.spotCheckStanding(of: announcement.nodeID)
                     node["spotChecks"] = ["reputation": .number(spot.reputation), "checked": .integer(Int64(spot.checked))]

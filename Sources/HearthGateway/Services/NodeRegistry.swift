@@ -110,11 +110,13 @@ public final class NodeRegistry: Sendable {
 
     /// A node's routing score and its parts, its success rate, and when its ejection ends (seconds from now), for
     /// `/api/nodes`.
-    public func routing(of id: NodeID) -> (score: RoutingScore, successRate: Double, ejectedForSeconds: Double?, ejections: Int)? {
+    public func routing(
+        of id: NodeID
+    ) -> (score: RoutingScore, successRate: Double, ejectedForSeconds: Double?, ejections: Int, inFlight: Int)? {
         guard let node = routableNodes().first(where: { $0.id == id }) else { return nil }
         let now = clock.now
         let (until, ejections) = outliers.withLock { ($0.ejectedUntil(id, now: now), $0.ejections(of: id)) }
-        return (RoutingScore(node), node.successRate, until.map { ($0 - now).seconds }, ejections)
+        return (RoutingScore(node), node.successRate, until.map { ($0 - now).seconds }, ejections, node.inFlight)
     }
 
     /// Records how a request on `id` went: `false` for one that broke or failed before its first byte. It moves the
