@@ -52,7 +52,7 @@ struct HearthBench {
           --engine-requests N  proxies: answers per client against the real engine, 8 clients; 0 skips it (6)
           --engine-tokens N  proxies: tokens per answer against the real engine (128)
           --engine-rounds N  proxies: turns the two loads on the real engine take, the answers split between them (6)
-          --idle-seconds N  proxies: how long `hearth up` is watched doing nothing (30)
+          --idle-seconds N  proxies: how long `hearth up` is watched doing nothing (120: CPU is counted in 10 ms ticks)
           --without-litellm proxies: leave LiteLLM out even when its venv is there (it takes a minute to start)
           --accounts N      storage: accounts in the seeded tables (100000)
           --nodes N         storage: nodes in the seeded tables (10000)
@@ -180,7 +180,7 @@ struct HearthBench {
                         requests: engineRequests,
                         rounds: Int(number("--engine-rounds", "6")),
                         tokens: Int(number("--engine-tokens", "128")),
-                        idleSeconds: number("--idle-seconds", "30")
+                        idleSeconds: number("--idle-seconds", "120")
                     ) : nil
                 text = try await ProxyBench.run(settings: settings, http: http, engine: engine)
             } catch {
@@ -191,7 +191,7 @@ struct HearthBench {
             let command =
                 "--parts proxies --sequential \(settings.sequential) --paced-requests \(settings.pacedRequests) --streams \(settings.streams) "
                 + "--stream-seconds \(Int(settings.streamSeconds)) --seconds \(Int(settings.requestSeconds)) --engine-requests \(engineRequests) "
-                + "--engine-tokens \(Int(number("--engine-tokens", "128"))) --engine-rounds \(Int(number("--engine-rounds", "6"))) --idle-seconds \(Int(number("--idle-seconds", "30"))) --replace"
+                + "--engine-tokens \(Int(number("--engine-tokens", "128"))) --engine-rounds \(Int(number("--engine-rounds", "6"))) --idle-seconds \(Int(number("--idle-seconds", "120"))) --replace"
             let report = try header(command: command) + text
             try report.write(toFile: proxiesOutput, atomically: true, encoding: .utf8)
             print(report)
