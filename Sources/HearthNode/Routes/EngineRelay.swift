@@ -42,10 +42,9 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
     private var status: HTTPResponseStatus?
     private var task: HTTPClient.Task<Void>?
     private var linkGone = false
-    /// The link's flush coalescer, which lets a token wait a little for the link's other streams (looked up with the
-    /// first token; `nil` for a link without one).
+    /// The link's flush coalescer, which lets a token wait a little for the link's other streams (looked up when the
+    /// relay starts, before any token; `nil` for a link without one).
     private var coalescer: LinkFlushCoalescer?
-    private var coalescerLookedUp = false
 
     /// A relay to `link`, the stream the gateway's request came on; when it closes before the relay is over (the
     /// gateway reset it, or the response head could not be written), the engine's request is dropped.
@@ -82,7 +81,10 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
     /// Relays the engine's stream to `link` (whose response head has been written: its writes are on the event loop's
     /// queue before this) until it ends.
     func relay(to link: any Channel) async -> Ending {
-        eventLoop.execute { self.started.succeed(link) }
+        eventLoop.execute {
+            self.coalescer = try? link.parent?.pipeline.syncOperations.handler(type: LinkFlushCoalescer.self)
+            self.started.succeed(link)
+        }
         return await withTaskCancellationHandler {
             // `ending` never fails: every way out of the engine's request succeeds it.
             (try? await ending.futureResult.get()) ?? Ending(tap: UsageTap(streaming: true), failure: CancellationError(), linkGone: true)
@@ -173,10 +175,6 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
     /// Writes a streamed token to `link`, whose flush may wait a little for the link's other streams' tokens
     /// (`LinkFlushCoalescer.streamDelay`).
     private func writeToken(_ token: ByteBuffer, to link: any Channel) -> EventLoopFuture<Void> {
-        if !coalescerLookedUp {
-            coalescerLookedUp = true
-            coalescer = try? link.parent?.pipeline.syncOperations.handler(type: LinkFlushCoalescer.self)
-        }
         guard let coalescer else { return link.writeAndFlush(HTTPResponsePart.body(token)) }
         return coalescer.deferringFlushes { link.writeAndFlush(HTTPResponsePart.body(token)) }
     }
