@@ -231,7 +231,8 @@ public func buildGateway(
     }
     let application = WebServer(
         responder: responder,
-        server: .http1(
+        // Each client connection runs on its socket's event loop (`EventLoopChildChannel`).
+        server: .http1OnEventLoops(
             configuration: HTTP1Channel.Configuration(
                 additionalChannelHandlers: [ConnectionGuardHandler(counter: connections, headerTimeout: headerTimeout, logger: logger)],
                 idleTimeout: TimeAmount(configuration.idleTimeout)

@@ -97,7 +97,7 @@ public func buildNode(
     let managed = zip(configuration.models, initial).map { EngineHandle(spec: $0, wanted: $1, changes: changes) }
     let external = try backendEngines(configuration, changes: changes)
     let engines = managed + external
-    let host = EngineHost(engines: engines, budget: engineBudget)
+    let host = EngineHost(engines: engines, budget: engineBudget, backendSlots: configuration.limits.parallelSlots)
     var stores: [String: ModelStore] = [:]
     for spec in configuration.models where spec.entry != nil {
         let directory = (spec.path as NSString).deletingLastPathComponent

@@ -5,16 +5,24 @@ import GRDB
 public struct SQLiteStore: SQLStore {
     public var dialect: SQLDialect { .sqlite }
     let writer: any DatabaseWriter
+    /// Copies the log back into the file, off the writer (`WALCheckpointer`); `nil` in memory.
+    let checkpointer: WALCheckpointer?
 
     /// Opens (creating) the database file at `path`, or an in-memory database when `path` is nil.
     /// - Throws: `SQLStoreError` when this SQLite lacks the math functions the gateway's SQL uses (`power`, for the
     ///   decay of standing), rather than failing on the first request that needs them.
-    public static func open(path: String?) throws -> SQLiteStore {
+    ///
+    /// `checkpointFrames` is the log's length (in pages) past which its writer restarts it (`WALCheckpointer`).
+    public static func open(path: String?, checkpointFrames: Int = 4_096) throws -> SQLiteStore {
         let writer: any DatabaseWriter
+        var checkpointer: WALCheckpointer?
         if let path {
             var configuration = Configuration()
             configuration.busyMode = .timeout(5)
+            // The writer commits and nothing else: `WALCheckpointer` copies the log back on its own connection.
+            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
             writer = try DatabasePool(path: path, configuration: configuration)
+            checkpointer = try WALCheckpointer(path: path, writer: writer, limitFrames: checkpointFrames)
         } else {
             writer = try DatabaseQueue()
         }
@@ -27,8 +35,11 @@ public struct SQLiteStore: SQLStore {
                     + "(power); Hearth needs SQLite 3.35 or later built with them, as Debian's and Ubuntu's are"
             )
         }
-        return SQLiteStore(writer: writer)
+        return SQLiteStore(writer: writer, checkpointer: checkpointer)
     }
+
+    /// Checkpoints run so far (for tests).
+    package var checkpoints: Int { checkpointer?.runs ?? 0 }
 
     public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
         try await writer.read { db in try body(SQLiteSession(db: db)) }
@@ -36,7 +47,8 @@ public struct SQLiteStore: SQLStore {
 
     @discardableResult
     public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
-        try await writer.write { db in try body(SQLiteSession(db: db)) }
+        defer { checkpointer?.wrote() }
+        return try await writer.write { db in try body(SQLiteSession(db: db)) }
     }
 
     public func writeStatement(_ sql: String, _ arguments: [any SQLBindable]) async throws -> [SQLRow] {
@@ -52,6 +64,7 @@ public struct SQLiteStore: SQLStore {
             }
         }
         try migrator.migrate(writer)
+        checkpointer?.wrote()
     }
 
     public func close() async {}

@@ -35,6 +35,7 @@ public final class FakeOpenAIServer: Sendable {
 
     private let script: Script
     private let received = Mutex<[(path: String, body: JSONValue)]>([])
+    private let peers = Mutex<[Int]>([])
     private let flooded = Atomic<Int>(0)
     private let running = Mutex<LoopbackServer?>(nil)
 
@@ -47,6 +48,9 @@ public final class FakeOpenAIServer: Sendable {
 
     /// The bodies of the completions asked so far, with their paths.
     public var requests: [(path: String, body: JSONValue)] { received.withLock { $0 } }
+
+    /// For each completion asked so far, the client's port: requests on one kept connection share it.
+    public var completionPorts: [Int] { peers.withLock { $0 } }
 
     /// The bytes of flooded answers the server's connections have taken so far.
     public var floodedBytes: Int { flooded.load(ordering: .relaxed) }
@@ -63,8 +67,8 @@ public final class FakeOpenAIServer: Sendable {
         await running.withLock({ $0 })?.stop()
     }
 
-    private func router() -> Router<BasicRequestContext> {
-        let router = Router()
+    private func router() -> Router<PeerRequestContext> {
+        let router = Router(context: PeerRequestContext.self)
         let script = self.script
         router.get("/v1/models") { _, _ in
             Self.json(["object": "list", "data": .array(script.models.map { ["id": .string($0), "object": "model", "owned_by": "library"] })])
@@ -73,10 +77,11 @@ public final class FakeOpenAIServer: Sendable {
             guard let show = script.show else { return Response(status: .notFound) }
             return Self.json(show)
         }
-        router.post("/v1/chat/completions") { request, _ in
+        router.post("/v1/chat/completions") { request, context in
             let bytes = try await request.body.collect(upTo: 1 << 20)
             let body = (try? JSONValue.parse(bytes.readableBytesView)) ?? .null
             self.received.withLock { $0.append(("/v1/chat/completions", body)) }
+            self.peers.withLock { $0.append(context.peerPort) }
             guard body["stream"]?.boolValue == true else { return Self.json(script.answer) }
             if let flood = script.flood {
                 let event = ByteBuffer(string: flood)
@@ -105,5 +110,16 @@ public final class FakeOpenAIServer: Sendable {
     private static func json(_ value: JSONValue) -> Response {
         let data = (try? JSONEncoder().encode(value)) ?? Data()
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// A request's context that knows the client's port, which tells its connection.
+struct PeerRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let peerPort: Int
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        peerPort = source.channel.remoteAddress?.port ?? 0
     }
 }

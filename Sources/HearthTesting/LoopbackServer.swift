@@ -16,7 +16,8 @@ final class LoopbackServer: Sendable {
     }
 
     /// Starts `router` and returns once it listens.
-    static func start(router: Router<BasicRequestContext>, name: String) async throws -> LoopbackServer {
+    static func start<Context>(router: Router<Context>, name: String) async throws -> LoopbackServer
+    where Context: InitializableFromSource<ApplicationRequestContextSource> {
         let (ports, sink) = AsyncStream.makeStream(of: Int.self)
         let application = Application(
             router: router,

@@ -179,6 +179,28 @@ struct BackendTests {
         }
     }
 
+    /// Whole answers one after another reuse the node's connection to the owner's server (a managed llama-server
+    /// gets one per request, see `EngineAddress.keepsConnection`).
+    @Test func theNodeKeepsItsConnectionToTheOwnersServer() async throws {
+        let fake = try await FakeOpenAIServer.start(try Self.ollamaScript())
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-keep-alive") { cluster in
+            _ = try await cluster.startNode("keeping-owner", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            try await cluster.waitForReadyNodes(1)
+            let asked = 8
+            for _ in 0..<asked {
+                let whole = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+                #expect(whole.status == 200, "\(whole.text.prefix(300))")
+            }
+            let ports = fake.completionPorts
+            #expect(ports.count == asked)
+            // A connection per request would give as many ports as requests. Kept ones are fewer: one when the machine
+            // is quiet, a few beside a CPU hog (a connection idle for a second is closed, and one whose answer is
+            // not yet released when the next request comes is not free to take it).
+            #expect(Set(ports).count < asked, "every completion came on a connection of its own: \(ports)")
+        }
+    }
+
     @Test func aServerWhoseBlobIsAnotherFileIsNeverServed() async throws {
         var script = try Self.ollamaScript()
         // It says it is SmolLM2, but Ollama's own modelfile names another blob.

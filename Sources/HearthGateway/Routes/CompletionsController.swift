@@ -58,8 +58,9 @@ struct CompletionsController {
             body: ResponseBody { writer in
                 metrics.streamStarted()
                 defer { metrics.streamEnded() }
-                // The events are relayed on the link's event loop; the metering after them is not (it verifies a
-                // signature, which would hold up the link's other streams).
+                // The events are relayed on the link's event loop; the metering after them runs where the client's
+                // connection does (its own loop, `EventLoopChildChannel`, often the same one): a signature check of
+                // tens of microseconds, and the database's work on the database's threads.
                 var (stream, outcome, clientLeft) = try await withTaskExecutorPreference(opened.executor) {
                     var stream = opened
                     var outcome = RequestOutcome.ok

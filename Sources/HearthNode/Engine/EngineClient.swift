@@ -11,17 +11,21 @@ import NIOCore
 /// which is what happens when the gateway resets the request's stream (see `linkResponder`).
 enum EngineClient {
     ///
-    /// Every request has its own loopback connection (`connection: close`, see `EngineProxyController`), so the pool
-    /// must not cap them: AsyncHTTPClient's default of 8 per host made the ninth concurrent stream wait for a slot,
-    /// and a wait longer than the connect timeout failed it. Connecting on loopback is immediate or refused; 30 s
-    /// covers a machine under heavy load.
+    /// A request to a managed engine has its own loopback connection (`connection: close`; an owner's server keeps
+    /// them, see `EngineAddress.keepsConnection`), so the pool must not cap them: AsyncHTTPClient's default of 8 per
+    /// host made the ninth concurrent stream wait for a slot, and a wait longer than the connect timeout failed it.
+    /// Connecting on loopback is immediate or refused; 30 s covers a machine under heavy load.
+    ///
+    /// A kept connection is closed after a second idle: before the server closes it (llama-server, uvicorn (vLLM)
+    /// and Node's HTTP server, which LM Studio runs, do after 5 s), since a connection the server closes just as a
+    /// request goes out fails that request (seen with fifty concurrent streams, when llama-server's were kept).
     static let shared: HTTPClient = {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: HTTPClient.Configuration.Timeout(connect: .seconds(30), read: nil),
             decompression: .disabled
         )
-        configuration.connectionPool = .init(idleTimeout: .seconds(5), concurrentHTTP1ConnectionsPerHostSoftLimit: 4096)
+        configuration.connectionPool = .init(idleTimeout: .seconds(1), concurrentHTTP1ConnectionsPerHostSoftLimit: 4096)
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }()
 }

@@ -1,4 +1,5 @@
 import HearthCore
+import NIOHTTP1
 import Synchronization
 
 /// Decides which of the node's models are loaded, within the owner's memory limit.
@@ -12,11 +13,14 @@ final class EngineHost: Sendable {
     let engines: [EngineHandle]
     /// Memory the models may use together, in bytes.
     let budget: UInt64
+    /// The requests an owner's server takes at once (the node's slots): beyond them, connections to it are not kept.
+    let backendSlots: Int
     private let decisions = Mutex<Void>(())
 
-    init(engines: [EngineHandle], budget: UInt64) {
+    init(engines: [EngineHandle], budget: UInt64, backendSlots: Int = .max) {
         self.engines = engines
         self.budget = budget
+        self.backendSlots = backendSlots
     }
 
     /// Which specs load at start: in order while their estimates fit in `budget`; the first always.
@@ -78,7 +82,10 @@ final class EngineHost: Sendable {
     private func ready(_ engine: EngineHandle) async throws(APIFailure) -> EngineAddress {
         while true {
             let snapshot = engine.snapshot
-            if snapshot.state == .ready, let backend = engine.backend { return EngineAddress(backend: backend.baseURL, name: backend.name) }
+            if snapshot.state == .ready, let backend = engine.backend {
+                // `inFlight` counts this request (`acquire` began it).
+                return EngineAddress(backend: backend.baseURL, name: backend.name, keepsConnection: engine.inFlight <= backendSlots)
+            }
             if snapshot.state == .ready, let port = snapshot.port { return EngineAddress(port: port) }
             if let failure = engine.permanentFailure {
                 throw APIFailure(.unavailable, "The node refuses to load \(engine.spec.id): \(failure)", code: "model_refused")
@@ -104,18 +111,34 @@ struct EngineAddress: Sendable, Equatable {
     let port: Int?
     /// The owner's server's name for the model, which requests must carry instead of the catalog id.
     let backendName: String?
+    /// Whether the request's connection stays open for the next one (`EngineClient`): only to an owner's server, and
+    /// only while it is within the node's slots.
+    ///
+    /// A managed llama-server gets a new loopback connection per request: its HTTP server gives each open connection
+    /// a thread of a pool sized to its slots (plus two), so connections kept idle would leave a new request waiting for
+    /// a thread. An owner's server is often further away (its LAN), and connecting costs there; the node keeps its
+    /// connections while it sends no more requests at once than its slots, so that an owner's llama-server keeps
+    /// threads free, and past them each request closes its own.
+    let keepsConnection: Bool
 
     init(port: Int) {
         root = "http://127.0.0.1:\(port)"
         self.port = port
         backendName = nil
+        keepsConnection = false
     }
 
     /// `baseURL` ends in `/v1` (`BackendSettings.parse`).
-    init(backend baseURL: String, name: String) {
+    init(backend baseURL: String, name: String, keepsConnection: Bool = false) {
         root = BackendSettings.root(of: baseURL)
         port = nil
         backendName = name
+        self.keepsConnection = keepsConnection
+    }
+
+    /// The headers of a request to the engine.
+    var requestHeaders: HTTPHeaders {
+        keepsConnection ? ["content-type": "application/json"] : ["content-type": "application/json", "connection": "close"]
     }
 
     func url(_ path: String) -> String { root + path }

@@ -140,6 +140,7 @@ struct EngineProxyController {
                 call,
                 rewriter: rewriter,
                 url: address.url(call.path),
+                headers: address.requestHeaders,
                 engine: engine,
                 request: request,
                 fields: fields,
@@ -149,10 +150,7 @@ struct EngineProxyController {
         }
         var upstream = HTTPClientRequest(url: address.url(call.path))
         upstream.method = .POST
-        upstream.headers.add(name: "content-type", value: "application/json")
-        // A new loopback connection per request: llama-server closes idle keep-alive connections after 5 s, and a
-        // pooled connection closed under a new request failed it (seen with fifty concurrent streams).
-        upstream.headers.add(name: "connection", value: "close")
+        upstream.headers = address.requestHeaders
         upstream.body = .bytes(call.body)
         context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[Self.requestIDHeader] ?? "-")"])
         load.begin()
@@ -218,6 +216,7 @@ struct EngineProxyController {
         _ call: EngineCall,
         rewriter: EngineStreamRewriter,
         url: String,
+        headers: HTTPHeaders,
         engine: EngineHandle,
         request: Request,
         fields: RequestFields?,
@@ -230,14 +229,7 @@ struct EngineProxyController {
         }
         let upstream: HTTPClient.Request
         do {
-            // A new loopback connection per request: llama-server closes idle keep-alive connections after 5 s, and a
-            // pooled connection closed under a new request failed it (seen with fifty concurrent streams).
-            upstream = try HTTPClient.Request(
-                url: url,
-                method: .POST,
-                headers: ["content-type": "application/json", "connection": "close"],
-                body: .byteBuffer(call.body)
-            )
+            upstream = try HTTPClient.Request(url: url, method: .POST, headers: headers, body: .byteBuffer(call.body))
         } catch {
             engine.end()
             return Self.error(APIFailure(.server, "The engine's address is not a URL: \(error)"))

@@ -1,0 +1,37 @@
+import HearthMesh
+import HummingbirdCore
+import Logging
+import NIOCore
+
+/// An HTTP/1 server whose connections each run on the event loop their socket belongs to: the task that reads a
+/// connection's requests, runs the handlers and writes the responses has that loop as its executor
+/// (`EventLoopExecutor`), as nginx runs a connection in the worker that accepted it.
+///
+/// Hummingbird runs a connection's task on the cooperative pool, so every request crossed threads several times:
+/// from the loop that read it to a pool thread, and back for each write (the gateway woke another thread about
+/// sixteen times per whole answer, most of its added latency). Here a request stays on one thread from its first
+/// byte to its last, unless it awaits something with its own threads (the database's writer, a PostgreSQL lane).
+/// Handlers must not block: the loop serves every other connection it holds.
+struct EventLoopChildChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+    let base: Base
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        base.setup(channel: channel, logger: logger)
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await withTaskExecutorPreference(EventLoopExecutor(value.channel.eventLoop)) {
+            await base.handle(value: value, logger: logger)
+        }
+    }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1.1, each connection on its own event loop (`EventLoopChildChannel`).
+    static func http1OnEventLoops(configuration: HTTP1Channel.Configuration) -> HTTPServerBuilder {
+        HTTPServerBuilder { responder in
+            EventLoopChildChannel(base: HTTP1Channel(responder: responder, configuration: configuration))
+        }
+    }
+}

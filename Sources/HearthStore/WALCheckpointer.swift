@@ -1,0 +1,67 @@
+import GRDB
+import Synchronization
+
+/// Copies the write-ahead log back into the database file on a connection of its own, off the writer.
+///
+/// SQLite's own checkpoint runs on the connection that commits, once the log passes a thousand pages: every
+/// fiftieth request or so (a request writes about twenty pages) waited 4 ms behind the writer, which was the
+/// gateway's 99th percentile of added latency. Here the writer never checkpoints (`wal_autocheckpoint = 0`); a write
+/// asks for a checkpoint, which runs `delay` later on this connection, so a burst of writes shares one. A passive
+/// checkpoint runs beside the writer and the readers and waits for neither. An idle database asks for none, and
+/// nothing wakes.
+///
+/// The log starts over from its beginning only when a transaction begins with all of it copied, which a steady
+/// stream of writes never leaves time for (a passive checkpoint copies what was committed when it began). So once
+/// the log holds `limitFrames` pages, the writer itself restarts it after the passive copy: it has only the pages
+/// committed meanwhile left to copy, a pause of well under a millisecond for every 16 MiB written.
+final class WALCheckpointer: Sendable {
+    private let connection: DatabaseQueue
+    private let writer: any DatabaseWriter
+    private let delay: Duration
+    private let limitFrames: Int
+    private let state = Mutex(State())
+
+    private struct State {
+        var scheduled = false
+        var runs = 0
+    }
+
+    init(path: String, writer: any DatabaseWriter, delay: Duration = .milliseconds(100), limitFrames: Int = 4_096) throws {
+        var configuration = Configuration()
+        configuration.label = "checkpointer"
+        connection = try DatabaseQueue(path: path, configuration: configuration)
+        self.writer = writer
+        self.delay = delay
+        self.limitFrames = limitFrames
+    }
+
+    /// Checkpoints run so far (for tests).
+    var runs: Int { state.withLock { $0.runs } }
+
+    /// Something was committed: a checkpoint follows within `delay`.
+    func wrote() {
+        let start = state.withLock { state -> Bool in
+            defer { state.scheduled = true }
+            return !state.scheduled
+        }
+        guard start else { return }
+        Task {
+            try? await Task.sleep(for: delay)
+            // Cleared first: a commit from now on asks for the next checkpoint.
+            state.withLock { $0.scheduled = false }
+            await checkpoint()
+        }
+    }
+
+    private func checkpoint() async {
+        do {
+            let (frames, copied) = try await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+            state.withLock { $0.runs += 1 }
+            if frames >= limitFrames || frames - copied >= limitFrames {
+                _ = try await writer.writeWithoutTransaction { db in try db.checkpoint(.restart) }
+            }
+        } catch {
+            // A busy or closed database: the next write asks again.
+        }
+    }
+}
