@@ -13,7 +13,8 @@ import Synchronization
 /// The log starts over from its beginning only when a transaction begins with all of it copied, which a steady
 /// stream of writes never leaves time for (a passive checkpoint copies what was committed when it began). So once
 /// the log holds `limitFrames` pages, the writer itself restarts it after the passive copy: it has only the pages
-/// committed meanwhile left to copy, a pause of well under a millisecond for every 16 MiB written.
+/// committed meanwhile left to copy, a short pause for every 16 MiB written (under the bench's ceiling load the log
+/// stayed under 26 MB, and the 99th percentile of a sequential answer went from 5.6 to 2.7–3.0 ms).
 final class WALCheckpointer: Sendable {
     private let connection: DatabaseQueue
     private let writer: any DatabaseWriter
