@@ -1,5 +1,6 @@
 public import HummingbirdCore
 public import NIOCore
+import Synchronization
 
 /// Serves the streams of a link with a responder, as Hummingbird's server serves a socket's requests: the node serves
 /// its gateway's streams this way, and a gateway the streams a peer gateway forwards to it.
@@ -21,7 +22,12 @@ public enum LinkResponder {
             do {
                 let executor = onItsEventLoop(request) ? EventLoopExecutor(channel.eventLoop) : nil
                 let work = Task(executorPreference: executor) { try await respond(request, channel) }
-                channel.closeFuture.whenComplete { _ in work.cancel() }
+                // The stream's close cancels the work, through a handle let go of once the work is done: a finished
+                // task keeps its async frames' memory until the last reference to it goes, and the close comes only
+                // when a streamed answer ends (the node held 10 KB a stream this way, `forward`'s frame).
+                let handle = WorkHandle(work)
+                channel.closeFuture.whenComplete { _ in handle.cancel() }
+                defer { handle.release() }
                 response = try await withTaskCancellationHandler {
                     try await work.value
                 } onCancel: {
@@ -35,4 +41,17 @@ public enum LinkResponder {
             try await writer.write(response: response.head, body: response.body)
         })
     }
+}
+
+/// A task to cancel until it is let go of.
+private final class WorkHandle: Sendable {
+    private let task: Mutex<Task<Response, any Error>?>
+
+    init(_ task: Task<Response, any Error>) {
+        self.task = Mutex(task)
+    }
+
+    func cancel() { task.withLock { $0?.cancel() } }
+
+    func release() { task.withLock { $0 = nil } }
 }
