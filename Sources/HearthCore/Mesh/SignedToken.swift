@@ -91,39 +91,57 @@ public enum SignedToken {
 
     /// Decodes base64url without padding; `nil` for anything else.
     public static func unbase64url(_ text: some StringProtocol) -> Data? {
-        // Decoded here in one pass: mapping it to base64 for Foundation's decoder cost the gateway 3.5 % of its CPU
-        // per request, on the receipt trailer.
-        let characters = text.utf8
+        // Decoded here in one pass over contiguous UTF-8, into a buffer of the exact size: mapping it to base64 for
+        // Foundation's decoder cost the gateway 3.5 % of its CPU per request, on the receipt trailer, and then a
+        // three-byte array per four characters and a generic walk over the characters cost it 3 % more.
+        var text = String(text)
+        return text.withUTF8 { decode($0) }
+    }
+
+    private static func decode(_ characters: UnsafeBufferPointer<UInt8>) -> Data? {
         // 4 characters make 3 bytes, 3 make 2, 2 make 1; a lone sixth of a byte is no encoding.
         guard characters.count % 4 != 1 else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(characters.count * 3 / 4)
-        var group: UInt32 = 0
-        var held = 0
-        for character in characters {
-            let value: UInt8
-            switch character {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = character - UInt8(ascii: "A")
-            case UInt8(ascii: "a")...UInt8(ascii: "z"): value = character - UInt8(ascii: "a") + 26
-            case UInt8(ascii: "0")...UInt8(ascii: "9"): value = character - UInt8(ascii: "0") + 52
-            case UInt8(ascii: "-"): value = 62
-            case UInt8(ascii: "_"): value = 63
-            default: return nil
+        var valid = true
+        let bytes = [UInt8](unsafeUninitializedCapacity: characters.count * 3 / 4) { out, count in
+            var group: UInt32 = 0
+            var held = 0
+            var written = 0
+            defer { count = written }
+            for character in characters {
+                let value: UInt8
+                switch character {
+                case UInt8(ascii: "A")...UInt8(ascii: "Z"): value = character - UInt8(ascii: "A")
+                case UInt8(ascii: "a")...UInt8(ascii: "z"): value = character - UInt8(ascii: "a") + 26
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): value = character - UInt8(ascii: "0") + 52
+                case UInt8(ascii: "-"): value = 62
+                case UInt8(ascii: "_"): value = 63
+                default:
+                    valid = false
+                    return
+                }
+                group = group << 6 | UInt32(value)
+                held += 1
+                if held == 4 {
+                    out[written] = UInt8(truncatingIfNeeded: group >> 16)
+                    out[written + 1] = UInt8(truncatingIfNeeded: group >> 8)
+                    out[written + 2] = UInt8(truncatingIfNeeded: group)
+                    written += 3
+                    group = 0
+                    held = 0
+                }
             }
-            group = group << 6 | UInt32(value)
-            held += 1
-            if held == 4 {
-                bytes += [UInt8(group >> 16), UInt8(truncatingIfNeeded: group >> 8), UInt8(truncatingIfNeeded: group)]
-                group = 0
-                held = 0
+            switch held {
+            case 2:
+                out[written] = UInt8(truncatingIfNeeded: group >> 4)
+                written += 1
+            case 3:
+                out[written] = UInt8(truncatingIfNeeded: group >> 10)
+                out[written + 1] = UInt8(truncatingIfNeeded: group >> 2)
+                written += 2
+            default: break
             }
         }
-        switch held {
-        case 2: bytes.append(UInt8(truncatingIfNeeded: group >> 4))
-        case 3: bytes += [UInt8(truncatingIfNeeded: group >> 10), UInt8(truncatingIfNeeded: group >> 2)]
-        default: break
-        }
-        return Data(bytes)
+        return valid ? Data(bytes) : nil
     }
 }
 
