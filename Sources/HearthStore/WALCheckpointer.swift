@@ -56,9 +56,9 @@ final class WALCheckpointer: Sendable {
 
     private func checkpoint() async {
         do {
-            let (frames, copied) = try await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+            let (frames, _) = try await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
             state.withLock { $0.runs += 1 }
-            if frames >= limitFrames || frames - copied >= limitFrames {
+            if frames >= limitFrames {
                 _ = try await writer.writeWithoutTransaction { db in try db.checkpoint(.restart) }
             }
         } catch {
