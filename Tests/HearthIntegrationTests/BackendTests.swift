@@ -188,16 +188,24 @@ struct BackendTests {
             _ = try await cluster.startNode("keeping-owner", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
             try await cluster.waitForReadyNodes(1)
             let asked = 8
+            // Streams first: they are relayed on the link's event loop, and each once went on a connection of its
+            // own unless a whole answer had left one idle there.
+            for _ in 0..<asked {
+                let stream = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.streamed(Self.question))
+                #expect(stream.status == 200 && !HTTP.streamedText(stream.text).isEmpty, "\(stream.text.prefix(300))")
+            }
             for _ in 0..<asked {
                 let whole = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
                 #expect(whole.status == 200, "\(whole.text.prefix(300))")
             }
             let ports = fake.completionPorts
-            #expect(ports.count == asked)
+            #expect(ports.count == 2 * asked)
             // A connection per request would give as many ports as requests. Kept ones are fewer: one when the machine
             // is quiet, a few beside a CPU hog (a connection idle for a second is closed, and one whose answer is
             // not yet released when the next request comes is not free to take it).
-            #expect(Set(ports).count < asked, "every completion came on a connection of its own: \(ports)")
+            let (streams, whole) = (ports.prefix(asked), ports.suffix(asked))
+            #expect(Set(whole).count < asked, "every completion came on a connection of its own: \(whole)")
+            #expect(Set(streams).count < asked, "every stream came on a connection of its own: \(streams)")
         }
     }
 

@@ -6,8 +6,8 @@ import NIOHTTP1
 import NIOHTTPTypes
 
 /// One engine stream relayed to the gateway on the link stream's event loop: AsyncHTTPClient reads the engine's
-/// connection on that loop (`.delegateAndChannel`) and hands each chunk to this delegate, which rewrites it and writes
-/// it to the link stream's channel there and then. No Swift task wakes per event (each wake-up was a thread switch:
+/// connection on that loop and hands each chunk to this delegate, which rewrites it and writes it to the link stream's
+/// channel there and then. No Swift task wakes per event (each wake-up was a thread switch:
 /// the engine reader's, the response writer's, then the event loop's again). The backpressure is the link stream's
 /// writability: once its HTTP/2 window or buffer is full, the engine's connection is read no further until the
 /// gateway's stream window takes the chunk.
@@ -59,8 +59,14 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
     }
 
     /// Sends `request` to the engine; the head comes from `responseHead()`.
+    ///
+    /// The engine's connection is asked for on the link's event loop, not required there: AsyncHTTPClient opens a
+    /// connection for a request that requires a loop outside its general pool and closes it after that one request,
+    /// so an owner's server saw a new connection per stream. Preferred, a kept connection on this loop is taken first
+    /// (a new one is opened here), and one on another loop only when this loop has none idle, whose chunks then hop
+    /// to this loop.
     func send(_ request: HTTPClient.Request, client: HTTPClient) {
-        let task = client.execute(request: request, delegate: self, eventLoop: .delegateAndChannel(on: eventLoop), deadline: .now() + .hours(6))
+        let task = client.execute(request: request, delegate: self, eventLoop: .delegate(on: eventLoop), deadline: .now() + .hours(6))
         eventLoop.execute { self.task = task }
     }
 
