@@ -447,7 +447,9 @@ struct StorageConformanceTests {
     @Test(arguments: StorageBackend.allCases)
     func concurrentAdmissionsThroughTwoGatewaysNeverOverspendABucket(_ backend: StorageBackend) async throws {
         let (first, reopen) = try await backend.open("reserve")
-        let second = try await reopen("gateway-b")
+        // A SQLite database has one gateway, which holds its buckets in memory (`QuotaBuckets`): its requests race
+        // through that one.
+        let second = backend == .sqlite ? first : try await reopen("gateway-b")
         let now = Date(timeIntervalSince1970: 1_800_000_000)
         let reciprocity = Reciprocity(floorTokensPerHour: 1000)
         let books = [QuotaBook(reciprocity: reciprocity, database: first), QuotaBook(reciprocity: reciprocity, database: second)]

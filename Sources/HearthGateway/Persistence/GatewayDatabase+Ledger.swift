@@ -147,11 +147,19 @@ extension GatewayDatabase {
         var credits: [LedgerEntry.Credit]?
         if case .credit(let receipt, _) = settlement { credits = LedgerEntry.credits(for: receipt, accounts: accounts) }
         let shared = credits
+        // A bucket this gateway holds is settled in memory now, and written as it is when the transaction runs.
+        let buckets = quotaBuckets
+        let settledInMemory = quota.map { buckets?.charge($0, now: now.timeIntervalSince1970) == true } ?? false
         // Committed with the records of the other requests that finished meanwhile; this returns once it is durable.
         return try await commits.write { session in
             try Self.insert(usage, into: session)
             try session.execute("DELETE FROM in_flight WHERE request_id = ?", usage.requestID)
-            if let quota { try Self.chargeQuota(session, quota, now: now) }
+            if let quota, let buckets, settledInMemory {
+                try buckets.write(quota.key, in: session)
+                try Self.dropIdleBuckets(session, sparing: quota.key, now: now.timeIntervalSince1970)
+            } else if let quota {
+                try Self.chargeQuota(session, quota, now: now)
+            }
             if let account = usage.account {
                 let tokens = Double(usage.promptTokens + usage.completionTokens)
                 try Self.addToStanding(session, account: account, consumed: tokens, reciprocity: reciprocity, now: now)

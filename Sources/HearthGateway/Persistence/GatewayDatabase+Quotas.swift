@@ -7,6 +7,9 @@ import HearthStore
 /// reservations), and its real cost settles the difference in its usage row's transaction. So concurrent requests,
 /// through one gateway or several, cannot spend a bucket more than once: the most a caller can overspend is what the
 /// last request let in (with a token left) goes beyond it, as when requests come one at a time.
+///
+/// A SQLite database has one gateway: its buckets are held in that gateway's memory and written behind
+/// (`QuotaBuckets`), so that letting a request in does not wait for the database's one writer.
 extension GatewayDatabase {
     static let quotaMigration = Migration(
         "v12-quota-buckets",
@@ -18,7 +21,8 @@ extension GatewayDatabase {
 
     /// A bucket's level and when it was last charged (seconds since 1970), or nil for a full one.
     package func quotaBucket(_ key: String) async throws -> (level: Double, updatedAt: Double)? {
-        try await store.read { session in
+        if let held = quotaBuckets?.bucket(key) { return held.isStored ? (held.level, held.updatedAt) : nil }
+        return try await store.read { session in
             guard let row = try session.queryOne("SELECT level, updated_at FROM quota_buckets WHERE key = ?", key) else { return nil }
             return (try row.double("level"), try row.double("updated_at"))
         }
@@ -34,6 +38,25 @@ extension GatewayDatabase {
     /// full. One statement, atomic on its own. Returns the level left (below zero when the reservation was larger than
     /// what was left), or nil when the bucket was empty and nothing was taken.
     package func reserveQuota(_ key: String, tokens: Int, perHour: Double, now: Double) async throws -> Double? {
+        if let buckets = quotaBuckets {
+            if buckets.bucket(key) == nil {
+                let stored = try await quotaBucket(key)
+                buckets.hold(key, stored: stored.map { QuotaBuckets.Bucket(level: $0.level, updatedAt: $0.updatedAt) })
+            }
+            let level = buckets.reserve(key, tokens: tokens, perHour: perHour, now: now)
+            // Written with the next group commit; nobody waits for it. A write that fails is made good by the
+            // bucket's next one, which stores it whole.
+            if level != nil {
+                commits.enqueue(
+                    { session in
+                        try buckets.write(key, in: session)
+                        return nil
+                    },
+                    failed: { _ in }
+                )
+            }
+            return level
+        }
         let dialect = store.dialect
         let refilled = Self.refilledLevel(dialect)
         let rows = try await store.writeStatement(
@@ -53,13 +76,17 @@ extension GatewayDatabase {
     /// it reserved (or gives back what it did not use), never above the bucket's size. One statement: the upsert
     /// locks the row, so two gateways charging one bucket both count. A bucket unused for an hour is full again, so
     /// such rows are dropped now and then (one charge in a hundred): they cost nothing to forget.
+    /// Now and then (one call in a hundred), drops the rows of buckets unused for an hour: they are full again.
+    static func dropIdleBuckets(_ session: any SQLSession, sparing key: String, now: Double) throws {
+        guard Int.random(in: 0..<100) == 0 else { return }
+        try session.execute("DELETE FROM quota_buckets WHERE updated_at < ? AND key <> ?", now - 3600, key)
+    }
+
     static func chargeQuota(_ session: any SQLSession, _ charge: QuotaCharge, now: Date) throws {
         let difference = Double(charge.tokens - charge.reserved)
         guard difference != 0 else { return }
         let seconds = now.timeIntervalSince1970
-        if Int.random(in: 0..<100) == 0 {
-            try session.execute("DELETE FROM quota_buckets WHERE updated_at < ? AND key <> ?", seconds - 3600, charge.key)
-        }
+        try dropIdleBuckets(session, sparing: charge.key, now: seconds)
         let dialect = session.dialect
         try session.execute(
             """

@@ -71,6 +71,9 @@ public struct GatewayDatabase: Sendable {
     package let store: any SQLStore
     /// The per-request writes (usage rows, ledger entries, in-flight notes), committed in groups (`GroupCommit`).
     let commits: GroupCommit
+    /// SQLite's quota buckets, held in memory and written behind (one gateway uses a SQLite database); `nil` for
+    /// PostgreSQL, whose gateways share theirs as rows.
+    let quotaBuckets: QuotaBuckets?
     /// The gateway using this database (its node id): what it marks as its own where gateways share one.
     public var gatewayID = ""
 
@@ -106,6 +109,7 @@ public struct GatewayDatabase: Sendable {
     package init(store: any SQLStore) {
         self.store = store
         commits = GroupCommit(store: store)
+        quotaBuckets = store.dialect == .sqlite ? QuotaBuckets() : nil
     }
 
     /// Which database this is.
