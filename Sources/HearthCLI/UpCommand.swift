@@ -111,7 +111,7 @@ struct UpCommand: AsyncParsableCommand {
         // Start order: gateway loops and mesh, engines, node link, gateway API. Shutdown runs in reverse: the API
         // finishes its streams, the node drains and closes its link, then engines, the mesh and loops stop.
         let gatewayLoops = builtGateway.services.dropLast()
-        let services: [any Service] = gatewayLoops + builtNode.services + [builtGateway.application]
+        let services: [any Service] = gatewayLoops + builtNode.services + builtGateway.services.suffix(1)
         try await runServices(services, drain: shutdown.duration, logger: logger)
     }
 }

@@ -25,6 +25,14 @@ public struct Gateway: Sendable {
     public let services: [any Service]
     /// Every route the API serves, as (method, path template): tests walk them all.
     package let routes: [(method: String, path: String)]
+    /// The metering of answers already sent, run beside their connections.
+    let settlements: Settlements
+
+    /// Returns once every answer sent so far is metered (its usage row, ledger entry and metrics): a client has its
+    /// answer before that (for tests, which look at the metering).
+    package func settled() async {
+        await settlements.drained()
+    }
 }
 
 /// Builds the gateway: identity, database, registry, routes, the mesh nodes dial, and background services.
@@ -253,8 +261,10 @@ public func buildGateway(
         links: links,
         pools: pools,
         // The reconciler starts after the mesh (it talks over the links) and stops before it (its stops are sent
-        // while the links are up).
-        services: [sweeper] + meshServices + (pools.map { [$0] } ?? []) + (dialer.map { [$0] } ?? []) + [application],
-        routes: router.routes.map { ($0.method.rawValue, $0.path.description) }
+        // while the links are up). The API server stops once its requests are metered.
+        services: [sweeper] + meshServices + (pools.map { [$0] } ?? []) + (dialer.map { [$0] } ?? [])
+            + [SettlingServer(server: application, settlements: pipeline.settlements)],
+        routes: router.routes.map { ($0.method.rawValue, $0.path.description) },
+        settlements: pipeline.settlements
     )
 }

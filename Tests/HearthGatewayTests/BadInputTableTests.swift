@@ -297,6 +297,7 @@ struct BadInputTableTests {
                     if item.shape == .closed { break }
                 }
                 var problems = Self.check(item, answer: text, closed: closed)
+                await gateway.settled()
                 let after = try await gateway.database.recentUsage(limit: 10_000).count
                 if after - before != (item.recorded ? 1 : 0) { problems.append("stored \(after - before) usage rows") }
                 // The gateway still serves a normal request (a probe that connects, then loses the race against the

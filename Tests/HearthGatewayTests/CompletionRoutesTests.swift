@@ -28,6 +28,7 @@ struct CompletionRoutesTests {
                 #expect(text.hasSuffix("data: [DONE]\n\n"))
             }
         }
+        await gateway.settled()
         let usage = try await gateway.database.recentUsage()
         #expect(usage.count == 1)
         #expect(usage.first?.promptTokens == 9)
@@ -89,6 +90,7 @@ struct CompletionRoutesTests {
                 #expect(decode(response.body)["error"]?["code"] == "model_not_ready")
             }
         }
+        await gateway.settled()
         let statuses = try await gateway.database.recentUsage().map(\.status).sorted()
         #expect(statuses == ["502", "503"])
     }
@@ -120,6 +122,7 @@ struct CompletionRoutesTests {
             }
         }
         #expect(transport.requests.isEmpty, "no bad request may reach a node")
+        await gateway.settled()
         let metrics = String(decoding: gateway.metrics.render(), as: UTF8.self)
         #expect(!metrics.contains(#"model="tiny""#), "a client-chosen model name must not become a metric label")
     }

@@ -70,6 +70,7 @@ struct ContinuationRoutesTests {
         #expect(requests[1].body["max_tokens"] == requests[0].body["max_tokens"])
 
         // Each part is metered on its own; together they charge what the client's usage says.
+        await gateway.settled()
         let rows = try await gateway.database.recentUsage().sorted { $0.requestID < $1.requestID }
         #expect(rows.count == 2)
         #expect(rows[0].nodeID == nodeA.rawValue && rows[0].status == "upstream_error")
@@ -91,6 +92,7 @@ struct ContinuationRoutesTests {
             announce(gateway, announcement(nodeB, slots: 1))
             try await ask(client)
         }
+        await gateway.settled()
         return (transport.requests.map(\.node), try await gateway.database.recentUsage())
     }
 
@@ -147,6 +149,7 @@ struct ContinuationRoutesTests {
             }
         }
         #expect(transport.requests.map(\.node) == [nodeA, nodeB])
+        await gateway.settled()
         let statuses = try await gateway.database.recentUsage().sorted { $0.requestID < $1.requestID }.map(\.status)
         #expect(statuses == ["handed_over", "ok"])
     }
@@ -207,6 +210,7 @@ struct ContinuationRoutesTests {
             }
         }
         #expect(transport.requests.count == 2)
+        await gateway.settled()
         let statuses = try await gateway.database.recentUsage().map(\.status).sorted()
         #expect(statuses == ["upstream_error", "upstream_error"])
     }
@@ -250,6 +254,7 @@ struct ContinuationRoutesTests {
         }
         #expect(transport.requests.map(\.node) == [nodeA, nodeB])
         #expect(transport.requests[1].body[Continuation.field] == nil, "a whole answer is asked again, not continued")
+        await gateway.settled()
         let rows = try await gateway.database.recentUsage().sorted { $0.requestID < $1.requestID }
         #expect(rows.map(\.status) == ["upstream_error", "ok"])
         #expect(rows[1].requestID == rows[0].requestID + ".1" && rows[1].completionTokens == 5)

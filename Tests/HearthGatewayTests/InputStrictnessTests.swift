@@ -44,6 +44,7 @@ struct InputStrictnessTests {
                 body: try json(body)
             ) { #expect($0.status == .notFound) }
         }
+        await gateway.settled()
         let rows = try await gateway.database.recentUsage().sorted { $0.startedAt < $1.startedAt }
         #expect(rows.map(\.model) == [DefaultModel.id.rawValue, DefaultModel.id.rawValue])
         #expect(rows.first?.consumer == "anonymous")

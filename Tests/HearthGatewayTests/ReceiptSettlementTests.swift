@@ -62,7 +62,7 @@ struct ReceiptSettlementTests {
             }
         }
         // Metering follows the last byte.
-        for _ in 0..<50 where try await gateway.database.recentUsage().isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+        await gateway.settled()
     }
 
     @Test func anHonestReceiptIsCreditedAndCountersigned() async throws {

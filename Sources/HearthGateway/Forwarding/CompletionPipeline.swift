@@ -23,6 +23,8 @@ struct CompletionPipeline: Sendable {
     var spotChecker: SpotChecker?
     /// Every request may be served by a smaller model of its family when its own has no capacity (`--allow-degrade`).
     var degradeByDefault = false
+    /// The metering of answers the clients already have, run beside their connections.
+    var settlements = Settlements()
 
     /// Reads and parses a JSON request body.
     /// - Throws: `NIOTooManyBytesError` for an oversized body (rendered as 413), `OpenAIError` 400 for a body that is
@@ -238,7 +240,7 @@ struct ServedRequest: Sendable {
     /// A 200 response carrying a whole body (a request that does not stream); the request is metered once the client
     /// has the body, or as `client_closed` if it went away first.
     func respond(with body: ByteBuffer, headers: HTTPFields, usage: TokenUsage?, fallbackCompletionTokens: Int) -> Response {
-        .whole(body, headers: headers) { status in
+        .whole(body, headers: headers, settlements: pipeline.settlements) { status in
             await finish(usage: usage, fallbackCompletionTokens: fallbackCompletionTokens, status: status)
         }
     }
@@ -378,8 +380,13 @@ extension Request {
 
 extension Response {
     /// A 200 response carrying `body` whole; `then` gets `ok` once the client has it, or `client_closed` if it went
-    /// away first (the request is metered then, off the response's critical path).
-    static func whole(_ body: ByteBuffer, headers: HTTPFields, then: @escaping @Sendable (RequestOutcome) async -> Void) -> Response {
+    /// away first (the request is metered then, beside the connection: `settlements`).
+    static func whole(
+        _ body: ByteBuffer,
+        headers: HTTPFields,
+        settlements: Settlements,
+        then: @escaping @Sendable (RequestOutcome) async -> Void
+    ) -> Response {
         Response(
             status: .ok,
             headers: headers,
@@ -391,7 +398,8 @@ extension Response {
                 } catch {
                     status = .clientClosed
                 }
-                await then(status)
+                let outcome = status
+                await settlements.settle { await then(outcome) }
             }
         )
     }

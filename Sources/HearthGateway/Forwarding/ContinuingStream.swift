@@ -186,7 +186,7 @@ struct ContinuingStream {
     /// the client has it, or as `client_closed` if it went away first.
     func respond(with body: ByteBuffer, headers: HTTPFields) -> Response {
         let finished = self
-        return .whole(body, headers: headers) { status in
+        return .whole(body, headers: headers, settlements: served.pipeline.settlements) { status in
             var stream = finished
             await stream.finish(status: status)
         }

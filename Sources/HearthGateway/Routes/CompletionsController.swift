@@ -46,6 +46,7 @@ struct CompletionsController {
         headers[.cacheControl] = "no-cache"
         let clientWantsUsage = prepared.clientWantsUsage
         let metrics = pipeline.metrics
+        let settlements = pipeline.settlements
         let opened = ContinuingStream(
             served,
             endpoint: endpoint,
@@ -61,7 +62,7 @@ struct CompletionsController {
                 // The events are relayed on the link's event loop; the metering after them runs where the client's
                 // connection does (its own loop, `EventLoopChildChannel`, often the same one): a signature check of
                 // tens of microseconds, and the database's work on the database's threads.
-                var (stream, outcome, clientLeft) = try await withTaskExecutorPreference(opened.executor) {
+                let (relayed, outcome, clientLeft) = try await withTaskExecutorPreference(opened.executor) {
                     var stream = opened
                     var outcome = RequestOutcome.ok
                     relay: while true {
@@ -87,12 +88,17 @@ struct CompletionsController {
                     do { try await writer.finish(nil) } catch { outcome = .clientClosed }
                     return (stream, outcome, false)
                 }
+                var stream = relayed
                 if clientLeft {
                     // The engine stops now; the node's receipt for what it did comes at the end of the stream.
                     await stream.cancel()
                     return
                 }
-                await stream.finish(status: outcome)
+                // The client has the whole stream: its connection is free for the next request at once.
+                await settlements.settle {
+                    var finished = relayed
+                    await finished.finish(status: outcome)
+                }
             }
         )
     }

@@ -109,6 +109,7 @@ struct OllamaController {
         served.addDegradation(to: &headers)
         headers[.cacheControl] = "no-cache"
         let metrics = pipeline.metrics
+        let settlements = pipeline.settlements
         return Response(
             status: .ok,
             headers: headers,
@@ -124,7 +125,11 @@ struct OllamaController {
                 } catch {
                     outcome.status = .clientClosed
                 }
-                await outcome.stream.finish(status: outcome.status)
+                let ended = outcome
+                await settlements.settle {
+                    var finished = ended
+                    await finished.stream.finish(status: finished.status)
+                }
             }
         )
     }
