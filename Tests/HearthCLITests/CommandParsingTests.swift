@@ -4,6 +4,7 @@ import HearthCore
 import HearthGateway
 import HearthNode
 import HearthTesting
+import NIOCore
 import Testing
 
 @testable import HearthCLI
@@ -19,6 +20,17 @@ struct CommandParsingTests {
         #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["node", "--link-timeout", "never"]) }
         let message = HearthCommand.message(for: ValidationError("--node-ttl takes a positive duration such as 5s, 500ms or 2m, not 'soon'"))
         #expect(message.contains("5s"))
+    }
+
+    @Test func servingCommandsRunHalfTheCoresAsEventLoopsUnlessTold() throws {
+        func loops(_ arguments: [String]) throws -> Int? { (try HearthCommand.parseAsRoot(arguments) as? any EventLoopSized)?.eventLoopCount }
+        let half = max(1, System.coreCount / 2)
+        #expect(try loops(["gateway"]) == half)
+        #expect(try loops(["node"]) == half)
+        #expect(try loops(["up"]) == 1, "hearth up leaves the cores to its engine")
+        #expect(try loops(["gateway", "--event-loops", "3"]) == 3)
+        #expect(try loops(["node", "--event-loops", "2"]) == 2)
+        #expect(throws: (any Error).self) { try HearthCommand.parseAsRoot(["gateway", "--event-loops", "0"]) }
     }
 
     @Test func parsesEveryCommand() throws {
