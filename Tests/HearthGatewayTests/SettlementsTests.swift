@@ -29,6 +29,17 @@ struct SettlementsTests {
             }
         }
 
+        private let through = Atomic(false)
+
+        /// Waits at the gate, then notes that it went through.
+        func pass() async {
+            await wait()
+            through.store(true, ordering: .sequentiallyConsistent)
+        }
+
+        /// A settlement went through the gate.
+        var passed: Bool { through.load(ordering: .sequentiallyConsistent) }
+
         func open() {
             for waiter in opened.withLock({ state in
                 state.open = true
@@ -41,18 +52,13 @@ struct SettlementsTests {
     @Test func aSettlementRunsBesideAndDrainingWaitsForIt() async throws {
         let settlements = Settlements()
         let gate = Gate()
-        let done = Atomic(false)
-        await settlements.settle {
-            await gate.wait()
-            done.store(true, ordering: .sequentiallyConsistent)
-        }
+        await settlements.settle { await gate.pass() }
         // `settle` returned with its work still waiting at the gate.
-        let doneAlready = done.load(ordering: .sequentiallyConsistent)
-        #expect(settlements.running == 1 && !doneAlready)
+        #expect(settlements.running == 1 && !gate.passed)
         let drainedAfterWork = Mutex<Bool?>(nil)
         let draining = Task {
             await settlements.drained()
-            drainedAfterWork.withLock { $0 = done.load(ordering: .sequentiallyConsistent) }
+            drainedAfterWork.withLock { $0 = gate.passed }
         }
         gate.open()
         await draining.value
@@ -78,15 +84,11 @@ struct SettlementsTests {
         struct Finished: Service { func run() async throws {} }
         let settlements = Settlements()
         let gate = Gate()
-        let done = Atomic(false)
-        await settlements.settle {
-            await gate.wait()
-            done.store(true, ordering: .sequentiallyConsistent)
-        }
+        await settlements.settle { await gate.pass() }
         let stoppedAfterWork = Mutex<Bool?>(nil)
         let server = Task {
             try await SettlingServer(server: Finished(), settlements: settlements).run()
-            stoppedAfterWork.withLock { $0 = done.load(ordering: .sequentiallyConsistent) }
+            stoppedAfterWork.withLock { $0 = gate.passed }
         }
         gate.open()
         try await server.value
