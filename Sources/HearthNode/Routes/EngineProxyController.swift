@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import HearthCore
+import HearthMesh
 import Hummingbird
 import Logging
 import NIOCore
@@ -178,13 +179,16 @@ struct EngineProxyController {
         let inFlight = self.inFlight
         let receipt = receiptDraft(request, spec: engine.spec, maxTokens: fields?.maxTokens, pool: shares)
         let requestID = receipt.requestID
+        // The reader runs where the request does, on its link stream's event loop: in the runtime's pool it cost a
+        // thread woken and a hop back per answer.
+        let executor = LinkStream.channel.map { EventLoopExecutor($0.eventLoop) }
         return Response(
             status: .ok,
             headers: headers,
             body: ResponseBody { writer in
                 // A whole answer: read by a task of its own, so that a cancellation from the gateway can stop the
                 // engine at once, even while it is still generating, and the answer still ends with a receipt.
-                let reader = Task { try await response.body.collect(upTo: 64 << 20) }
+                let reader = Task(executorPreference: executor) { try await response.body.collect(upTo: 64 << 20) }
                 let cancellation = requestID.map { inFlight.open($0) }
                 cancellation?.onCancel { reader.cancel() }
                 defer {
