@@ -67,6 +67,19 @@ struct SettlementsTests {
         await settlements.drained()  // nothing under way: at once
     }
 
+    @Test func aCancelledDrainStopsWaiting() async throws {
+        let settlements = Settlements()
+        let gate = Gate()
+        await settlements.settle { await gate.pass() }
+        let draining = Task { await settlements.drained() }
+        draining.cancel()
+        await draining.value
+        #expect(!gate.passed && settlements.running == 1, "the drain returned on its cancellation, the settlement still waits")
+        gate.open()
+        await settlements.drained()
+        #expect(gate.passed)
+    }
+
     @Test func pastItsLimitAHandlerSettlesBeforeItReturns() async throws {
         let settlements = Settlements(limit: 1)
         let gate = Gate()

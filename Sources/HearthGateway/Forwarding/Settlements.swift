@@ -8,11 +8,15 @@ import Synchronization
 /// after another on a kept connection paid for the database's write every time (0.1–0.2 ms of the added latency p50,
 /// `bench/README.md`). Each settlement now runs in a task of its own. Past `limit` under way at once, a handler settles
 /// before it returns again, so that a database that cannot keep up slows its clients down instead of queueing their
-/// records without bound. The gateway's shutdown waits for every settlement (`drained`) before the process ends.
+/// records without bound. The gateway's shutdown waits for every settlement (`drained`) before the process ends, within
+/// its drain time.
 final class Settlements: Sendable {
     private struct State {
         var running = 0
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        var nextWaiter = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        /// Waits cancelled before they were stored in `waiters`.
+        var cancelled: Set<Int> = []
     }
 
     private let state = Mutex(State())
@@ -40,24 +44,41 @@ final class Settlements: Sendable {
         }
     }
 
-    /// Returns once no settlement is under way.
+    /// Returns once no settlement is under way, or when the caller is cancelled (a shutdown past its drain time).
     func drained() async {
-        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
-            let idle = state.withLock { state in
-                guard state.running > 0 else { return true }
-                state.waiters.append(waiter)
-                return false
-            }
-            if idle { waiter.resume() }
+        let id = state.withLock { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
         }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { state in
+                    guard state.running > 0, state.cancelled.remove(id) == nil else { return true }
+                    state.waiters[id] = waiter
+                    return false
+                }
+                if now { waiter.resume() }
+            }
+        } onCancel: {
+            let waiter = state.withLock { state in
+                guard let waiter = state.waiters.removeValue(forKey: id) else {
+                    state.cancelled.insert(id)
+                    return nil as CheckedContinuation<Void, Never>?
+                }
+                return waiter
+            }
+            waiter?.resume()
+        }
+        // A cancellation that came after the wait was over leaves nothing behind.
+        state.withLock { _ = $0.cancelled.remove(id) }
     }
 
     private func finished() {
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.running -= 1
             guard state.running == 0 else { return [] }
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
         }
         for waiter in waiters { waiter.resume() }
     }

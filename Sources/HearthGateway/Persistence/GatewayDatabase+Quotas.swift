@@ -72,16 +72,16 @@ extension GatewayDatabase {
         return try rows.first.map { try $0.double("level") }
     }
 
-    /// Settles `charge` in its bucket: refills it to `now` at its rate and takes out what the request cost beyond what
-    /// it reserved (or gives back what it did not use), never above the bucket's size. One statement: the upsert
-    /// locks the row, so two gateways charging one bucket both count. A bucket unused for an hour is full again, so
-    /// such rows are dropped now and then (one charge in a hundred): they cost nothing to forget.
     /// Now and then (one call in a hundred), drops the rows of buckets unused for an hour: they are full again.
     static func dropIdleBuckets(_ session: any SQLSession, sparing key: String, now: Double) throws {
         guard Int.random(in: 0..<100) == 0 else { return }
         try session.execute("DELETE FROM quota_buckets WHERE updated_at < ? AND key <> ?", now - 3600, key)
     }
 
+    /// Settles `charge` in its bucket: refills it to `now` at its rate and takes out what the request cost beyond what
+    /// it reserved (or gives back what it did not use), never above the bucket's size. One statement: the upsert
+    /// locks the row, so two gateways charging one bucket both count. A bucket unused for an hour is full again, so
+    /// such rows are dropped now and then (one charge in a hundred): they cost nothing to forget.
     static func chargeQuota(_ session: any SQLSession, _ charge: QuotaCharge, now: Date) throws {
         let difference = Double(charge.tokens - charge.reserved)
         guard difference != 0 else { return }

@@ -59,9 +59,9 @@ struct CompletionsController {
             body: ResponseBody { writer in
                 metrics.streamStarted()
                 defer { metrics.streamEnded() }
-                // The events are relayed on the link's event loop; the metering after them runs where the client's
-                // connection does (its own loop, `EventLoopChildChannel`, often the same one): a signature check of
-                // tens of microseconds, and the database's work on the database's threads.
+                // The events are relayed on the link's event loop; the metering after them runs beside the client's
+                // connection (`Settlements`): a signature check of tens of microseconds, and the database's work on
+                // the database's threads.
                 let (relayed, outcome, clientLeft) = try await withTaskExecutorPreference(opened.executor) {
                     var stream = opened
                     var outcome = RequestOutcome.ok
@@ -88,9 +88,9 @@ struct CompletionsController {
                     do { try await writer.finish(nil) } catch { outcome = .clientClosed }
                     return (stream, outcome, false)
                 }
-                var stream = relayed
                 if clientLeft {
                     // The engine stops now; the node's receipt for what it did comes at the end of the stream.
+                    var stream = relayed
                     await stream.cancel()
                     return
                 }
