@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import HearthCore
+import HearthStore
 import HearthTesting
 import Synchronization
 import Testing
@@ -91,5 +92,50 @@ struct GroupCommitTests {
             previous = row.hash
         }
         #expect(try await database.recentUsage(limit: 100).count == count)
+    }
+
+    /// Work that comes while the transaction before it commits, or within `window` after, shares the next one; the
+    /// next transaction begins no sooner than `window` after the last one ended.
+    @Test func workArrivingWithinTheWindowSharesTheNextTransaction() async throws {
+        let store = try SQLiteStore.open(path: nil)
+        try await store.write { session in try session.execute("CREATE TABLE t (n INTEGER)") }
+        let window = Duration.milliseconds(300)
+        let commits = GroupCommit(store: store, window: window)
+        let gate = DispatchSemaphore(value: 0)
+        let began = Mutex(false)
+        let heldEnded = Mutex<ContinuousClock.Instant?>(nil)
+        let held = Task {
+            try await commits.write { _ in
+                began.withLock { $0 = true }
+                gate.wait()
+                heldEnded.withLock { $0 = .now }
+                return nil
+            }
+        }
+        _ = try await eventually("the held transaction to begin") { began.withLock { $0 } ? true : nil }
+        let firstRan = Mutex<ContinuousClock.Instant?>(nil)
+        let first = Task {
+            try await commits.write { session in
+                firstRan.withLock { $0 = $0 ?? .now }
+                try session.execute("INSERT INTO t (n) VALUES (1)")
+                return nil
+            }
+        }
+        _ = try await eventually("the first to be queued") { commits.queued == 1 ? true : nil }
+        gate.signal()
+        _ = try await held.value
+        // Within the window (the first has not begun: it cannot, for 300 ms after the held one ended).
+        let second = Task {
+            try await commits.write { session in
+                try session.execute("INSERT INTO t (n) VALUES (2)")
+                return nil
+            }
+        }
+        _ = try await first.value
+        _ = try await second.value
+        let waited = try #require(firstRan.withLock { $0 }) - (try #require(heldEnded.withLock { $0 }))
+        #expect(waited >= window, "the next transaction began \(waited) after the last one, within its window")
+        #expect(commits.transactions == 2, "the held transaction, then one for both")
+        #expect(try await store.read { session in try session.queryOne("SELECT count(*) AS c FROM t")?.int("c") } == 2)
     }
 }
