@@ -40,9 +40,16 @@ final class GroupCommit: Sendable {
     private let store: any SQLStore
     /// The pause between one transaction and the next while work keeps coming.
     let window: Duration
+    /// Waits out the window (a test passes a pause it ends itself).
+    private let pause: @Sendable (Duration) async -> Void
     private let state = Mutex(State())
 
-    init(store: any SQLStore, window: Duration = .milliseconds(2)) {
+    init(
+        store: any SQLStore,
+        window: Duration = .milliseconds(2),
+        pause: @escaping @Sendable (Duration) async -> Void = { try? await Task.sleep(for: $0) }
+    ) {
+        self.pause = pause
         self.store = store
         self.window = window
     }
@@ -84,7 +91,7 @@ final class GroupCommit: Sendable {
         var first = true
         while true {
             // The first transaction of a run begins at once; each one after it waits for company.
-            if !first { try? await Task.sleep(for: window) }
+            if !first { await pause(window) }
             first = false
             var batch = state.withLock { state in
                 defer { state.pending = [] }
