@@ -63,7 +63,7 @@ final class QuotaBuckets: Sendable {
     /// Settles `charge` in its bucket when held (`chargeQuota`): refilled, then what the request cost beyond its
     /// reservation taken out (or what it did not use given back), never above the bucket's size. Returns false when
     /// the bucket is not held, for the database to settle it. Now and then drops buckets idle for an hour: they are
-    /// full again, so reading them back costs nothing.
+    /// full again, so forgetting them loses nothing.
     func charge(_ charge: QuotaCharge, now: Double) -> Bool {
         let difference = Double(charge.tokens - charge.reserved)
         return buckets.withLock { buckets in
