@@ -13,7 +13,7 @@ import Synchronization
 ///
 /// Under load, a transaction begins `window` after the last one committed (PostgreSQL's `commit_delay`, in effect):
 /// more records share it, and a request's share of the database's work shrinks (gateway CPU per whole answer at the
-/// ceiling 368–421 → 315–336 µs with 2 ms, `bench/README.md`). Alone, a record is written at once. Nobody the client
+/// ceiling 368–421 → 332–344 µs with 2 ms, `bench/README.md`). Alone, a record is written at once. Nobody the client
 /// waits on is held up: the usage records are written beside the connection (`Settlements`), the in-flight notes
 /// and quota buckets behind it.
 final class GroupCommit: Sendable {
