@@ -179,8 +179,8 @@ struct BackendTests {
         }
     }
 
-    /// Whole answers one after another reuse the node's connection to the owner's server (a managed llama-server
-    /// gets one per request, see `EngineAddress.keepsConnection`).
+    /// Streams and whole answers one after another reuse the node's connection to the owner's server (a managed
+    /// llama-server gets one per request, see `EngineAddress.keepsConnection`).
     @Test func theNodeKeepsItsConnectionToTheOwnersServer() async throws {
         let fake = try await FakeOpenAIServer.start(try Self.ollamaScript())
         defer { Task { await fake.stop() } }
