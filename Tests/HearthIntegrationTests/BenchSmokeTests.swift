@@ -74,6 +74,8 @@ extension OneAtATime {
             }
             #expect(checked >= 8, "the error columns were not found")
             #expect(text.contains("| aggregate tokens/s |"))
+            // The memory goal is the gateway's: each process's peak is read on its own.
+            #expect(text.contains("extra per open stream: gateway "), "no per-process figure for held streams")
         }
 
         @Test func helpExplainsAndAMistypedOptionRunsNothing() async throws {

@@ -41,6 +41,7 @@ struct EngineCall {
             } else {
                 forwarded["logprobs"] = 1
             }
+            if readsIDsAfterSampling(body) { forwarded["post_sampling_probs"] = true }
         }
         guard let value = body[Continuation.field] else {
             return EngineCall(
@@ -97,6 +98,23 @@ struct EngineCall {
             ),
             prefill: prefill
         )
+    }
+
+    /// Whether the engine may report a stream's sampled tokens from its sampler's candidates (`post_sampling_probs`)
+    /// rather than from the whole vocabulary: only when a request leaves the sampler chain as llama-server builds it,
+    /// whose top-k (40 by default, at most 1,000 here) leaves few candidates to sort.
+    ///
+    /// The id is the same either way. Before sampling, llama-server takes a softmax over every token of the vocabulary
+    /// for every token it generates, on the one thread that also drives the batch: with SmolLM2's 49,152 tokens and
+    /// eight streams that alone cost the engine about 7 % of its tokens/s (bench/README.md, eighth pass). After
+    /// sampling it sorts the candidates instead, which is a sort of the whole vocabulary when nothing bounded them
+    /// (no top-k, or a chain of the client's own): those requests keep the first way.
+    static func readsIDsAfterSampling(_ body: JSONValue) -> Bool {
+        if let samplers = body["samplers"], samplers != .null { return false }
+        if let mirostat = body["mirostat"], mirostat != .null, mirostat.doubleValue != 0 { return false }
+        guard let topK = body["top_k"], topK != .null else { return true }
+        guard let value = topK.integerValue else { return false }
+        return (1...1000).contains(value)
     }
 
     /// The call for the owner's own server (`--backend`): the request under the server's name for the model, without

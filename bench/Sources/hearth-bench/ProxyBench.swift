@@ -36,6 +36,8 @@ enum ProxyBench {
         var elapsed = 0.0
         var latencies: [Double] = []
         var peakRSS = 0.0
+        /// The peak resident memory of each process, for targets of several (Hearth's gateway and node).
+        var peakRSSByProcess: [Int32: Double] = [:]
         var firstError: String?
         /// CPU seconds by process, for targets of several (Hearth's gateway and node).
         var cpuByProcess: [Int32: Double] = [:]
@@ -233,11 +235,18 @@ enum ProxyBench {
         let tokens = Int(duration * 20)
         let sampler = Task {
             var peak = 0.0
+            var peaks: [Int32: Double] = [:]
             while !Task.isCancelled {
-                peak = max(peak, target.rss())
+                var total = 0.0
+                for process in target.processes() {
+                    let resident = residentBytes(of: process)
+                    peaks[process] = max(peaks[process] ?? 0, resident)
+                    total += resident
+                }
+                peak = max(peak, total)
                 try? await Task.sleep(for: .milliseconds(250))
             }
-            return peak
+            return (peak, peaks)
         }
         var load = await measure(target, clients: count) { index in
             try? await Task.sleep(for: .milliseconds(1000 * index / max(1, count)))
@@ -252,7 +261,7 @@ enum ProxyBench {
             return mine
         }
         sampler.cancel()
-        load.peakRSS = await sampler.value
+        (load.peakRSS, load.peakRSSByProcess) = await sampler.value
         return load
     }
 

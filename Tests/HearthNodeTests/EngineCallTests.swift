@@ -1,0 +1,57 @@
+import HearthCore
+import NIOCore
+import Testing
+
+@testable import HearthNode
+
+/// What a node asks its managed engine for a stream: the sampled token's id with every event, taken after sampling
+/// where that is cheap for the engine, and the client's own log-probabilities left as the client asked.
+struct EngineCallTests {
+    static func sent(_ body: JSONValue, path: String = "/v1/chat/completions") async throws -> JSONValue {
+        // No continuation: the call is made without asking the engine anything, so no engine listens on the port.
+        let call = try await EngineCall.stream(path: path, body: body, port: 1)
+        return try JSONValue.parse(call.body.readableBytesView)
+    }
+
+    static let chat: JSONValue = ["model": "m", "stream": true, "messages": [["role": "user", "content": "hi"]]]
+
+    @Test func aStreamAsksForTheSampledTokenAfterSampling() async throws {
+        let sent = try await Self.sent(Self.chat)
+        #expect(sent["logprobs"] == true && sent["top_logprobs"] == 1)
+        #expect(sent["post_sampling_probs"] == true)
+
+        let text = try await Self.sent(["model": "m", "stream": true, "prompt": "hi"], path: "/v1/completions")
+        #expect(text["logprobs"] == 1 && text["post_sampling_probs"] == true)
+
+        var bounded = Self.chat
+        bounded["top_k"] = 1000
+        #expect(try await Self.sent(bounded)["post_sampling_probs"] == true)
+        bounded["mirostat"] = 0
+        #expect(try await Self.sent(bounded)["post_sampling_probs"] == true)
+    }
+
+    /// Without a top-k, or with a sampler chain of the client's own, the candidates after sampling may be the whole
+    /// vocabulary, and llama-server would sort them all for every token: the id is read before sampling then.
+    @Test(
+        arguments: [
+            ("top_k", JSONValue.integer(0)), ("top_k", .integer(-1)), ("top_k", .integer(1001)), ("top_k", .string("40")),
+            ("samplers", ["top_p", "temperature"]), ("mirostat", .integer(2)),
+        ] as [(String, JSONValue)]
+    )
+    func requestsThatMayLeaveTheWholeVocabularyReadTheIDBeforeSampling(member: String, value: JSONValue) async throws {
+        var body = Self.chat
+        body[member] = value
+        let sent = try await Self.sent(body)
+        #expect(sent["logprobs"] == true && sent["top_logprobs"] == 1, "the id is still asked for")
+        #expect(sent["post_sampling_probs"] == nil)
+    }
+
+    @Test func aClientsOwnLogprobsAreLeftAsItAskedForThem() async throws {
+        var body = Self.chat
+        body["logprobs"] = true
+        body["top_logprobs"] = 3
+        let sent = try await Self.sent(body)
+        #expect(sent["top_logprobs"] == 3)
+        #expect(sent["post_sampling_probs"] == nil, "its log-probabilities are the vocabulary's, as OpenAI's are")
+    }
+}
