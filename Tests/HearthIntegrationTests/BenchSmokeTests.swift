@@ -42,7 +42,8 @@ extension OneAtATime {
                 name: "hearth-bench",
                 executable: try Self.bench,
                 arguments: [
-                    "--parts", "proxies", "--sequential", "3", "--paced-requests", "1", "--streams", "10", "--stream-seconds", "1",
+                    "--parts", "proxies", "--sequential", "3", "--paced-requests", "1", "--streams", "10", "--stream-ramp", "20", "--stream-seconds",
+                    "1",
                     "--seconds", "1", "--engine-requests", "1", "--engine-tokens", "8", "--idle-seconds", "1", "--without-litellm", "--out", report,
                 ],
                 environment: ["HEARTH_BIN_DIR": (try TestEnvironment.hearthBinary() as NSString).deletingLastPathComponent],
@@ -52,7 +53,8 @@ extension OneAtATime {
             try #require(status == 0, "hearth-bench failed:\n\(run.output.suffix(20).joined(separator: "\n"))\n\(run.errorOutput.suffix(3000))")
             let text = try String(contentsOfFile: report, encoding: .utf8)
             for section in [
-                "### Added latency", "### Paced streams", "### Whole answers at the ceiling", "streams held open", "### A real engine", "### Goals",
+                "### Added latency", "### Paced streams", "### Whole answers at the ceiling", "streams held open", "### Where held streams break",
+                "### A real engine", "### Goals",
             ] {
                 #expect(text.contains(section), "no section '\(section)'")
             }

@@ -48,6 +48,9 @@ struct HearthBench {
           --sequential N    proxies: sequential whole answers per target for the added latency (200)
           --paced-requests N  proxies: streams per client in the paced load, 8 clients (16)
           --streams N       proxies: streams held open at once at 20 tokens/s (1000)
+          --stream-ramp LIST  proxies: larger counts of held streams tried after --streams, comma-separated and
+                            rising (e.g. 2000,5000,10000), each proxy until it no longer holds them at 20 tokens/s
+                            without an error: where it breaks (none)
           --stream-seconds N  proxies: how long each held stream lasts (10)
           --engine-requests N  proxies: answers per client against the real engine, 8 clients; 0 skips it (6)
           --engine-tokens N  proxies: tokens per answer against the real engine (128)
@@ -67,7 +70,8 @@ struct HearthBench {
     /// Options that take a value, and flags; anything else is refused before a long run starts.
     static let valued: Set<String> = [
         "--rounds", "--clients", "--seconds", "--tunnel-mb", "--out", "--parts", "--minutes", "--sample-seconds", "--soak-clients",
-        "--sequential", "--paced-requests", "--streams", "--stream-seconds", "--engine-requests", "--idle-seconds", "--engine-tokens",
+        "--sequential", "--paced-requests", "--streams", "--stream-ramp", "--stream-seconds", "--engine-requests", "--idle-seconds",
+        "--engine-tokens",
         "--engine-rounds",
         "--accounts", "--nodes", "--requests", "--concurrency",
     ]
@@ -143,8 +147,19 @@ struct HearthBench {
             _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         }
 
+        let rampText = option("--stream-ramp", "")
+        let rampParts = rampText.isEmpty ? [] : rampText.split(separator: ",", omittingEmptySubsequences: false)
+        let streamRamp = rampParts.compactMap { Int($0) }
+        // Each count above the one before it, the first above --streams.
+        guard streamRamp.count == rampParts.count, zip([Int(number("--streams", "1000"))] + streamRamp, streamRamp).allSatisfy({ $0 < $1 }) else {
+            FileHandle.standardError.write(
+                Data("error: --stream-ramp takes rising counts above --streams, comma-separated, not '\(option("--stream-ramp", ""))'\n".utf8)
+            )
+            exit(64)
+        }
         var client = HTTPClient.Configuration()
-        client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = max(clients, Int(number("--streams", "1000")) + 64)
+        client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit =
+            max(clients, max(Int(number("--streams", "1000")), streamRamp.last ?? 0) + 64)
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: client)
         if parts == ["pools"] {
             // `--parts pools [--rounds 5] [--out bench/results/pools.md]`
@@ -167,6 +182,7 @@ struct HearthBench {
             settings.pacedRequests = Int(number("--paced-requests", "16"))
             settings.streams = Int(number("--streams", "1000"))
             settings.streamSeconds = number("--stream-seconds", "10")
+            settings.streamRamp = streamRamp
             settings.requestSeconds = number("--seconds", "8")
             settings.litellm = !arguments.contains("--without-litellm")
             let engineRequests = Int(option("--engine-requests", "6")) ?? 6
@@ -190,6 +206,7 @@ struct HearthBench {
             try await http.shutdown()
             let command =
                 "--parts proxies --sequential \(settings.sequential) --paced-requests \(settings.pacedRequests) --streams \(settings.streams) "
+                + (settings.streamRamp.isEmpty ? "" : "--stream-ramp \(settings.streamRamp.map(String.init).joined(separator: ",")) ")
                 + "--stream-seconds \(Int(settings.streamSeconds)) --seconds \(Int(settings.requestSeconds)) --engine-requests \(engineRequests) "
                 + "--engine-tokens \(Int(number("--engine-tokens", "128"))) --engine-rounds \(Int(number("--engine-rounds", "6"))) --idle-seconds \(Int(number("--idle-seconds", "120"))) --replace"
             let report = try header(command: command) + text

@@ -23,6 +23,11 @@ enum ProxyBench {
         /// Streams held open at once at 20 tokens/s, for how long.
         var streams = 1000
         var streamSeconds = 10.0
+        /// Larger counts of held streams tried after `streams`, in order, until a proxy no longer keeps them at
+        /// 20 tokens/s without an error: where it breaks.
+        var streamRamp: [Int] = []
+        /// The most streams any held load opens.
+        var mostStreams: Int { max(streams, streamRamp.max() ?? 0) }
         /// Whether LiteLLM is measured when its venv is there.
         var litellm = true
     }
@@ -38,9 +43,14 @@ enum ProxyBench {
         var peakRSS = 0.0
         /// The peak resident memory of each process, for targets of several (Hearth's gateway and node).
         var peakRSSByProcess: [Int32: Double] = [:]
+        /// Held streams whose tokens all came at the pace asked (`heldStreams`).
+        var keptPace = 0
         var firstError: String?
         /// CPU seconds by process, for targets of several (Hearth's gateway and node).
         var cpuByProcess: [Int32: Double] = [:]
+
+        /// Whether `count` held streams all ended whole and at their pace.
+        func holds(_ count: Int) -> Bool { errors == 0 && keptPace == count }
 
         /// Counts one request's outcome: a request, or an error with the first one's text; its value when it succeeded.
         mutating func count<T>(_ outcome: Result<T, any Error>) -> T? {
@@ -89,14 +99,14 @@ enum ProxyBench {
 
         var targets = [ProxyTargets.direct(mock)]
         try FileManager.default.createDirectory(atPath: directory + "/nginx", withIntermediateDirectories: true)
-        guard let nginx = try await ProxyTargets.nginx(in: directory + "/nginx", upstream: mock, connections: settings.streams + 256) else {
+        guard let nginx = try await ProxyTargets.nginx(in: directory + "/nginx", upstream: mock, connections: settings.mostStreams + 256) else {
             throw BenchError("the proxies part needs nginx (apt-get install nginx): every goal is a ratio to it")
         }
         targets.append(nginx)
         try FileManager.default.createDirectory(atPath: directory + "/litellm", withIntermediateDirectories: true)
         let litellm = settings.litellm ? try await ProxyTargets.litellm(in: directory + "/litellm", upstream: mock) : nil
         if let litellm { targets.append(litellm) }
-        let hearth = try await ProxyTargets.hearth(in: directory, upstream: mock, slots: max(64, settings.streams))
+        let hearth = try await ProxyTargets.hearth(in: directory, upstream: mock, slots: max(64, settings.mostStreams))
         let gatewayIdleRSS = residentBytes(of: hearth.gateway)
         let nodeIdleRSS = residentBytes(of: hearth.node)
         let idlePrivate = (gateway: privateResidentBytes(of: hearth.gateway), node: privateResidentBytes(of: hearth.node))
@@ -118,6 +128,16 @@ enum ProxyBench {
         for target in [nginx, hearth.target] {
             held[target.name] = await heldStreams(http, target, count: settings.streams, seconds: settings.streamSeconds)
         }
+        // Then more at once, count by count, each proxy until it fails to hold them: where it breaks.
+        var ramp: [String: [(count: Int, load: Load)]] = [:]
+        for target in [nginx, hearth.target] {
+            guard let first = held[target.name], first.holds(settings.streams) else { continue }
+            for count in settings.streamRamp {
+                let load = await heldStreams(http, target, count: count, seconds: settings.streamSeconds)
+                ramp[target.name, default: []].append((count, load))
+                if !load.holds(count) { break }
+            }
+        }
 
         // Stopped here, not left to the process's exit: nginx's workers outlive a master that is killed.
         for target in targets { await target.stop() }
@@ -129,6 +149,7 @@ enum ProxyBench {
             paced: paced,
             perRequest: perRequest,
             held: held,
+            ramp: ramp,
             hearth: (hearth.gateway, hearth.node),
             idle: (gatewayIdleRSS, nodeIdleRSS),
             idlePrivate: idlePrivate,
@@ -229,8 +250,9 @@ enum ProxyBench {
         return mine
     }
 
-    /// `count` streams at 20 tokens/s open together for `seconds` (started over the first second); errors, the peak
-    /// memory of the proxy's processes.
+    /// `count` streams at 20 tokens/s open together for `seconds` (started over the first second); errors, how many
+    /// kept that pace (`keptPace`: every token within a quarter more than the time asked, and a second for the first),
+    /// the peak memory of the proxy's processes.
     static func heldStreams(_ http: HTTPClient, _ target: ProxyTarget, count: Int, seconds duration: Double) async -> Load {
         let tokens = Int(duration * 20)
         let sampler = Task {
@@ -251,6 +273,7 @@ enum ProxyBench {
         var load = await measure(target, clients: count) { index in
             try? await Task.sleep(for: .milliseconds(1000 * index / max(1, count)))
             var mine = Load()
+            let started = ContinuousClock.now
             let outcome = await attempt {
                 let received = try await stream(http, target, tokens: tokens, pace: 50)
                 // A stream cut short is an error too.
@@ -258,6 +281,8 @@ enum ProxyBench {
                 return received
             }
             mine.tokens = mine.count(outcome) ?? 0
+            let took = ContinuousClock.now - started
+            if mine.tokens == tokens, took <= .seconds(duration * 1.25 + 1) { mine.keptPace = 1 }
             return mine
         }
         sampler.cancel()
@@ -278,6 +303,7 @@ enum ProxyBench {
         into.requests += other.requests
         into.errors += other.errors
         into.tokens += other.tokens
+        into.keptPace += other.keptPace
         into.latencies += other.latencies
         into.firstError = into.firstError ?? other.firstError
     }

@@ -9,6 +9,7 @@ extension ProxyBench {
         paced: [String: Load],
         perRequest: [String: Load],
         held: [String: Load],
+        ramp: [String: [(count: Int, load: Load)]],
         hearth: (gateway: Int32, node: Int32),
         idle: (gateway: Double, node: Double),
         idlePrivate: (gateway: Double, node: Double),
@@ -88,13 +89,13 @@ extension ProxyBench {
 
             ### \(settings.streams) streams held open at once, 20 tokens/s each for \(format(settings.streamSeconds, 0)) s
 
-            | target | streams completed | errors | peak RSS | CPU |
-            | --- | --- | --- | --- | --- |
+            | target | streams completed | kept 20 tok/s | errors | peak RSS | CPU |
+            | --- | --- | --- | --- | --- | --- |
 
             """
         for (name, load) in held.sorted(by: { $0.key > $1.key }) {
             text +=
-                "| \(name) | \(settings.streams - load.errors) | \(load.errors) | \(format(load.peakRSS / 1_048_576, 1)) MiB | \(format(load.cpu, 2)) s |\n"
+                "| \(name) | \(settings.streams - load.errors) | \(load.keptPace) | \(load.errors) | \(format(load.peakRSS / 1_048_576, 1)) MiB | \(format(load.cpu, 2)) s |\n"
             if let error = load.firstError { text += "\n\(name)'s first error: `\(error.prefix(200))`\n\n" }
         }
         let hearthHeld = held["Hearth"] ?? Load()
@@ -115,6 +116,44 @@ extension ProxyBench {
             Swift runtime mapped from the page cache, which every process running them shares.
 
             """
+        // Where held streams break: the most each proxy held at 20 tokens/s with no error, and the count it did not.
+        func mostHeld(_ name: String) -> Int {
+            guard let first = held[name], first.holds(settings.streams) else { return 0 }
+            return (ramp[name] ?? []).filter { $0.load.holds($0.count) }.map(\.count).max() ?? settings.streams
+        }
+        func brokeAt(_ name: String) -> String {
+            guard let first = held[name], first.holds(settings.streams) else { return "broke at \(settings.streams)" }
+            guard let tried = ramp[name], !tried.isEmpty else { return "no more tried" }
+            guard let failed = tried.first(where: { !$0.load.holds($0.count) }) else { return "held all tried" }
+            return "broke at \(failed.count)"
+        }
+        if !settings.streamRamp.isEmpty {
+            text += """
+
+                ### Where held streams break: more at once, count by count, 20 tokens/s each for \(format(settings.streamSeconds, 0)) s
+
+                Each proxy goes on to the next count only while it held the last one at 20 tokens/s without an error
+                (a stream kept the pace when its last token came within a quarter more than the time asked, plus a
+                second). The load generator (this process) and the mock share the same 2 cores: past some count they,
+                not the proxy, are what cannot keep up, so the counts compare the proxies on this machine.
+
+                | streams | nginx: kept pace / errors / CPU | Hearth: kept pace / errors / CPU |
+                | --- | --- | --- |
+
+                """
+            for count in settings.streamRamp {
+                let cells = ["nginx", "Hearth"].map { name -> String in
+                    guard let load = ramp[name]?.first(where: { $0.count == count })?.load else { return "–" }
+                    return "\(load.keptPace) / \(load.errors) / \(format(load.cpu, 2)) s"
+                }
+                text += "| \(count) | \(cells.joined(separator: " | ")) |\n"
+            }
+            text +=
+                "\nHeld at 20 tokens/s without an error: nginx up to \(mostHeld("nginx")) streams (\(brokeAt("nginx"))), Hearth up to \(mostHeld("Hearth")) (\(brokeAt("Hearth"))).\n"
+            for name in ["nginx", "Hearth"] {
+                if let error = ramp[name]?.last?.load.firstError { text += "\n\(name)'s first error at its last count: `\(error.prefix(200))`\n" }
+            }
+        }
 
         if let engine {
             text += """
@@ -157,8 +196,9 @@ extension ProxyBench {
                 gatewayRequest * 1e6 <= 200
             ),
             (
-                "concurrent 20 tok/s streams, 0 errors", "≥ 10,000", "\(settings.streams) held, \(hearthHeld.errors) errors",
-                settings.streams >= 10_000 && hearthHeld.errors == 0
+                "concurrent 20 tok/s streams, 0 errors", "≥ 10,000",
+                "\(mostHeld("Hearth")) held at 20 tok/s, \(brokeAt("Hearth")) (nginx \(mostHeld("nginx")), \(brokeAt("nginx")))",
+                mostHeld("Hearth") >= 10_000
             ),
             (
                 "gateway idle RSS / extra RSS per open stream", "≤ 30 MiB / ≤ 32 KiB",
