@@ -251,8 +251,8 @@ enum ProxyBench {
     }
 
     /// `count` streams at 20 tokens/s open together for `seconds` (started over the first second); errors, how many
-    /// kept that pace (`keptPace`: every token within a quarter more than the time asked, and a second for the first),
-    /// the peak memory of the proxy's processes.
+    /// kept that pace (`keptPace`: the last token within a quarter more than the time asked, plus a second for the
+    /// first), the peak memory of the proxy's processes, together and each.
     static func heldStreams(_ http: HTTPClient, _ target: ProxyTarget, count: Int, seconds duration: Double) async -> Load {
         let tokens = Int(duration * 20)
         let sampler = Task {

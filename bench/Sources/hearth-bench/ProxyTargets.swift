@@ -19,8 +19,6 @@ struct ProxyTarget {
 
     /// CPU seconds of its processes so far.
     func cpu() -> Double { processes().reduce(0) { $0 + cpuSeconds(of: $1) } }
-    /// Resident memory of its processes now, in bytes.
-    func rss() -> Double { processes().reduce(0) { $0 + residentBytes(of: $1) } }
 }
 
 /// Starting each proxy in front of the mock, as its users would run it.
