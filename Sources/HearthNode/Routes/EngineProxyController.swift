@@ -140,8 +140,7 @@ struct EngineProxyController {
             return await stream(
                 call,
                 rewriter: rewriter,
-                url: address.url(call.path),
-                headers: address.requestHeaders,
+                address: address,
                 engine: engine,
                 request: request,
                 fields: fields,
@@ -219,8 +218,7 @@ struct EngineProxyController {
     private func stream(
         _ call: EngineCall,
         rewriter: EngineStreamRewriter,
-        url: String,
-        headers: HTTPHeaders,
+        address: EngineAddress,
         engine: EngineHandle,
         request: Request,
         fields: RequestFields?,
@@ -233,7 +231,12 @@ struct EngineProxyController {
         }
         let upstream: HTTPClient.Request
         do {
-            upstream = try HTTPClient.Request(url: url, method: .POST, headers: headers, body: .byteBuffer(call.body))
+            upstream = try HTTPClient.Request(
+                url: address.url(call.path),
+                method: .POST,
+                headers: address.requestHeaders,
+                body: .byteBuffer(call.body)
+            )
         } catch {
             engine.end()
             return Self.error(APIFailure(.server, "The engine's address is not a URL: \(error)"))
