@@ -30,8 +30,9 @@ struct EngineCallTests {
         #expect(try await Self.sent(bounded)["post_sampling_probs"] == true)
     }
 
-    /// Without a top-k, or with a sampler chain of the client's own, the candidates after sampling may be the whole
-    /// vocabulary, and llama-server would sort them all for every token: the id is read before sampling then.
+    /// With top-k turned off or above 1,000, a sampler chain of the client's own or mirostat, the candidates after
+    /// sampling may be the whole vocabulary, and llama-server would sort them all for every token: the id is read
+    /// before sampling then.
     @Test(
         arguments: [
             ("top_k", JSONValue.integer(0)), ("top_k", .integer(-1)), ("top_k", .integer(1001)), ("top_k", .string("40")),

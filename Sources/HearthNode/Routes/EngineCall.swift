@@ -108,7 +108,7 @@ struct EngineCall {
     /// for every token it generates, on the one thread that also drives the batch: with SmolLM2's 49,152 tokens and
     /// eight streams that alone cost the engine about 7 % of its tokens/s (bench/README.md, eighth pass). After
     /// sampling it sorts the candidates instead, which is a sort of the whole vocabulary when nothing bounded them
-    /// (no top-k, or a chain of the client's own): those requests keep the first way.
+    /// (top-k turned off or above 1,000, a chain of the client's own, mirostat): those requests keep the first way.
     static func readsIDsAfterSampling(_ body: JSONValue) -> Bool {
         if let samplers = body["samplers"], samplers != .null { return false }
         if let mirostat = body["mirostat"], mirostat != .null, mirostat.doubleValue != 0 { return false }
