@@ -7,10 +7,10 @@ import NIOHTTPTypes
 
 /// One engine stream relayed to the gateway on the link stream's event loop: AsyncHTTPClient hands each chunk to this
 /// delegate on that loop (having read it there too, when the engine's connection is on it: see `send`), and the
-/// delegate rewrites it and writes it to the link stream's channel there and then. No Swift task wakes per event (each wake-up was a thread switch:
-/// the engine reader's, the response writer's, then the event loop's again). The backpressure is the link stream's
-/// writability: once its HTTP/2 window or buffer is full, the engine's connection is read no further until the
-/// gateway's stream window takes the chunk.
+/// delegate rewrites it and writes it to the link stream's channel there and then. No Swift task wakes per event
+/// (each wake-up was a thread switch: the engine reader's, the response writer's, then the event loop's again). The
+/// backpressure is the link stream's writability: once its HTTP/2 window or buffer is full, the engine's connection is
+/// read no further until the gateway's stream window takes the chunk.
 ///
 /// The route's task waits twice: for the engine's head (to answer an error as an error) and for the end (to sign the
 /// receipt, sent as the trailer through Hummingbird's writer after the last chunk, which this relay wrote first).
