@@ -1,3 +1,5 @@
+import HearthMesh
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -38,7 +40,10 @@ final class Settlements: Sendable {
             return true
         }
         guard beside else { return await work() }
-        Task {
+        // On the caller's event loop when it has one (the connection's, where a handler runs): in the runtime's pool,
+        // each settlement woke a pool thread, and each of its hand-offs back to the loop another switch.
+        let executor = MultiThreadedEventLoopGroup.currentEventLoop.map(EventLoopExecutor.init)
+        Task(executorPreference: executor) {
             await work()
             self.finished()
         }

@@ -101,17 +101,18 @@ struct GatewayLinkService: Service {
         status.setLinked(true)
         defer { status.setLinked(false) }
         logger.info("linked to gateway", metadata: ["node.gateway": "\(endpoint)"])
-        try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { await watch(channel) }
-            for try await stream in multiplexer.inbound {
-                status.polled()
-                // The stream's requests are read and answered on its own event loop: in the pool, each hand-off
-                // between the loop and the task woke a pool thread.
-                group.addTask(executorPreference: EventLoopExecutor(stream.channel.eventLoop)) {
-                    await responder.handle(value: stream, logger: logger)
+        // The link's streams are taken and answered on its event loop (its streams' channels share it), and so is
+        // every task below: in the runtime's pool, each new stream woke a pool thread to take it and a write to the
+        // loop's eventfd to start its task, and each hand-off between the loop and a task another thread switch.
+        try await withTaskExecutorPreference(EventLoopExecutor(channel.eventLoop)) {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { await watch(channel) }
+                for try await stream in multiplexer.inbound {
+                    status.polled()
+                    group.addTask { await responder.handle(value: stream, logger: logger) }
                 }
+                group.cancelAll()
             }
-            group.cancelAll()
         }
         logger.info("gateway link closed", metadata: ["node.gateway": "\(endpoint)"])
     }

@@ -148,70 +148,81 @@ struct EngineProxyController {
                 logger: context.logger
             )
         }
-        var upstream = HTTPClientRequest(url: address.url(call.path))
-        upstream.method = .POST
-        upstream.headers = address.requestHeaders
-        upstream.body = .bytes(call.body)
-        context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[Self.requestIDHeader] ?? "-")"])
-        load.begin()
-        let response: HTTPClientResponse
+        let upstream: HTTPClient.Request
         do {
-            // The deadline is a ceiling for a runaway engine; the gateway's reset cancels this task much sooner.
-            response = try await EngineClient.shared.execute(upstream, deadline: .now() + .hours(6))
+            upstream = try Self.engineRequest(call, address: address)
+        } catch {
+            engine.end()
+            return Self.error(error)
+        }
+        context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[Self.requestIDHeader] ?? "-")"])
+        // Read on the link stream's event loop, where this task runs (`EngineAnswer`).
+        let answer = EngineAnswer(on: LinkStream.channel?.eventLoop ?? EngineClient.shared.eventLoopGroup.next())
+        load.begin()
+        // The deadline is a ceiling for a runaway engine; the gateway's reset cancels the request much sooner.
+        answer.send(upstream, client: EngineClient.shared, deadline: .now() + .hours(6))
+        let head: HTTPResponseHead
+        do {
+            head = try await answer.responseHead()
         } catch {
             load.end()
             engine.end()
             return engineDidNotAnswer(error, model: name, logger: context.logger)
         }
-        guard response.status == .ok else {
+        guard head.status == .ok else {
             // An error answer is short; it is read whole and restated for the gateway (see `EngineRefusal`).
-            let body = (try? await response.body.collect(upTo: 64 << 10)) ?? ByteBuffer()
+            let body = (try? await answer.wholeBody()) ?? ByteBuffer()
             load.end()
             engine.end()
-            context.logger.debug("engine refused the request", metadata: ["node.model": "\(name)", "http.status": "\(response.status.code)"])
-            return Self.error(EngineRefusal.failure(status: Int(response.status.code), body: body))
+            context.logger.debug("engine refused the request", metadata: ["node.model": "\(name)", "http.status": "\(head.status.code)"])
+            return Self.error(EngineRefusal.failure(status: Int(head.status.code), body: body))
         }
         var headers = HTTPFields()
-        headers[.contentType] = response.headers.first(name: "content-type") ?? "application/json"
+        headers[.contentType] = head.headers.first(name: "content-type") ?? "application/json"
         let answerModel = call.answerModel
         let load = self.load
         let inFlight = self.inFlight
         let receipt = receiptDraft(request, spec: engine.spec, maxTokens: fields?.maxTokens, pool: shares)
         let requestID = receipt.requestID
-        // The reader runs where the request does, on its link stream's event loop: in the runtime's pool it cost a
-        // thread woken and a hop back per answer.
-        let executor = LinkStream.channel.map { EventLoopExecutor($0.eventLoop) }
         return Response(
             status: .ok,
             headers: headers,
             body: ResponseBody { writer in
-                // A whole answer: read by a task of its own, so that a cancellation from the gateway can stop the
-                // engine at once, even while it is still generating, and the answer still ends with a receipt.
-                let reader = Task(executorPreference: executor) { try await response.body.collect(upTo: 64 << 20) }
+                // A cancellation from the gateway stops the engine at once, even while it is still generating, and
+                // the answer still ends with a receipt.
                 let cancellation = requestID.map { inFlight.open($0) }
-                cancellation?.onCancel { reader.cancel() }
+                cancellation?.onCancel { answer.cancel() }
                 defer {
-                    reader.cancel()
+                    answer.cancel()
                     if let requestID, let cancellation { inFlight.close(requestID, cancellation) }
                     load.end()
                     engine.end()
                 }
                 var tap = UsageTap(streaming: false)
                 var outcome = Receipt.Outcome.ok
-                var answer = ByteBuffer()
+                var body = ByteBuffer()
                 do {
-                    answer = try await reader.value
+                    body = try await answer.wholeBody()
                     if cancellation?.isCancelled == true { outcome = .cancelled }
                 } catch {
                     outcome = cancellation?.isCancelled == true ? .cancelled : .engineError
                 }
-                if let answerModel { answer = EngineCall.renamed(answer, model: answerModel) }
-                tap.observe(answer)
+                if let answerModel { body = EngineCall.renamed(body, model: answerModel) }
+                tap.observe(body)
                 // A failed write means the gateway went away: the stream is reset, so no receipt can follow.
-                if outcome == .ok, answer.readableBytes > 0 { try await writer.write(answer) }
+                if outcome == .ok, body.readableBytes > 0 { try await writer.write(body) }
                 try await writer.finish(receipt.trailers(usage: tap.usage, outcome: outcome))
             }
         )
+    }
+
+    /// The engine's request for `call`.
+    private static func engineRequest(_ call: EngineCall, address: EngineAddress) throws(APIFailure) -> HTTPClient.Request {
+        do {
+            return try HTTPClient.Request(url: address.url(call.path), method: .POST, headers: address.requestHeaders, body: .byteBuffer(call.body))
+        } catch {
+            throw APIFailure(.server, "The engine's address is not a URL: \(error)")
+        }
     }
 
     /// A stream: relayed on the link stream's event loop (`EngineRelay`), its receipt the trailer after its last event.
@@ -231,15 +242,10 @@ struct EngineProxyController {
         }
         let upstream: HTTPClient.Request
         do {
-            upstream = try HTTPClient.Request(
-                url: address.url(call.path),
-                method: .POST,
-                headers: address.requestHeaders,
-                body: .byteBuffer(call.body)
-            )
+            upstream = try Self.engineRequest(call, address: address)
         } catch {
             engine.end()
-            return Self.error(APIFailure(.server, "The engine's address is not a URL: \(error)"))
+            return Self.error(error)
         }
         let relay = EngineRelay(to: link, rewriter: rewriter)
         let load = self.load

@@ -1,0 +1,99 @@
+import AsyncHTTPClient
+import NIOCore
+import NIOHTTP1
+
+/// A whole (not streamed) answer read from an engine on one event loop, the link stream's: AsyncHTTPClient reads the
+/// engine's connection there and hands each part to this delegate there, and the route's task, which runs on that
+/// loop too, waits for the head and then the body.
+///
+/// AsyncHTTPClient's `async` API started a task of its own per request (to register it for cancellation) and
+/// streamed the body through an async sequence read by another: each a pool thread woken, and hops back to the loop,
+/// on the path of every whole answer.
+final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
+    typealias Response = Void
+
+    /// The most an answer may hold unless told otherwise; a longer one fails (`AnswerTooLong`).
+    static let answerLimit = 64 << 20
+    /// The most of an error answer that is kept, to be restated for the gateway.
+    static let refusalLimit = 64 << 10
+
+    struct AnswerTooLong: Error {}
+
+    // Everything below is touched only on `eventLoop`: AsyncHTTPClient calls the delegate there, and `send` and
+    // `cancel` hop to it.
+    let eventLoop: any EventLoop
+    private let head: EventLoopPromise<HTTPResponseHead>
+    private let body: EventLoopPromise<ByteBuffer>
+    private var collected = ByteBuffer()
+    private var limit: Int
+    private var task: HTTPClient.Task<Void>?
+
+    /// An answer read on `eventLoop`, failing past `limit` bytes.
+    init(on eventLoop: any EventLoop, limit: Int = EngineAnswer.answerLimit) {
+        self.eventLoop = eventLoop
+        self.limit = limit
+        head = eventLoop.makePromise()
+        body = eventLoop.makePromise()
+    }
+
+    /// Sends `request` to the engine on `client`, its connection asked for on this answer's loop (see
+    /// `EngineRelay.send`).
+    func send(_ request: HTTPClient.Request, client: HTTPClient, deadline: NIODeadline) {
+        let task = client.execute(request: request, delegate: self, eventLoop: .delegate(on: eventLoop), deadline: deadline)
+        eventLoop.execute { self.task = task }
+    }
+
+    /// The engine's response head; throws when the engine did not answer, or the waiting task was cancelled.
+    func responseHead() async throws -> HTTPResponseHead {
+        try await withTaskCancellationHandler {
+            try await head.futureResult.get()
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    /// The whole body (of an error answer, its first `refusalLimit` bytes); throws when the engine's answer broke
+    /// off, was too long, or was cancelled.
+    func wholeBody() async throws -> ByteBuffer {
+        try await withTaskCancellationHandler {
+            try await body.futureResult.get()
+        } onCancel: {
+            self.cancel()
+        }
+    }
+
+    /// Drops the engine's request (its connection is closed, which stops the generation).
+    func cancel() {
+        eventLoop.execute { self.task?.cancel() }
+    }
+
+    // MARK: AsyncHTTPClient's delegate, on `eventLoop`
+
+    func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        if head.status != .ok { limit = Self.refusalLimit }
+        self.head.succeed(head)
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        var buffer = buffer
+        let room = limit - collected.readableBytes
+        guard buffer.readableBytes <= room else {
+            guard limit == Self.refusalLimit else { return eventLoop.makeFailedFuture(AnswerTooLong()) }
+            // An error answer is only restated: its start is enough.
+            if var start = buffer.readSlice(length: room) { collected.writeBuffer(&start) }
+            return eventLoop.makeSucceededVoidFuture()
+        }
+        collected.writeBuffer(&buffer)
+        return eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<Void>) throws {
+        body.succeed(collected)
+    }
+
+    func didReceiveError(task: HTTPClient.Task<Void>, _ error: any Error) {
+        head.fail(error)
+        body.fail(error)
+    }
+}
