@@ -104,16 +104,7 @@ struct EngineAnswerTests {
             $0.port = port
         }
         let inFlight = InFlightRequests()
-        let router = Router()
-        EngineProxyController(
-            host: EngineHost(engines: [handle], budget: 10),
-            load: NodeLoad(),
-            maxBodyBytes: 4096,
-            receipts: nil,
-            inFlight: inFlight
-        )
-        .addRoutes(to: router)
-        try await Application(router: router).test(.router) { client in
+        try await EngineProxyTests.application(handle, inFlight: inFlight).test(.router) { client in
             async let response = client.execute(
                 uri: "/v1/chat/completions",
                 method: .post,

@@ -13,14 +13,14 @@ import Testing
 struct EngineProxyTests {
     static let spec = ModelSpec(id: DefaultModel.id, path: "/nonexistent", sha256: DefaultModel.sha256, memoryBytes: 1)
 
-    static func application(_ handle: EngineHandle) -> some ApplicationProtocol {
+    static func application(_ handle: EngineHandle, inFlight: InFlightRequests = InFlightRequests()) -> some ApplicationProtocol {
         let router = Router()
         EngineProxyController(
             host: EngineHost(engines: [handle], budget: 10),
             load: NodeLoad(),
             maxBodyBytes: 4096,
             receipts: nil,
-            inFlight: InFlightRequests()
+            inFlight: inFlight
         )
         .addRoutes(to: router)
         return Application(router: router)

@@ -45,21 +45,13 @@ final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
 
     /// The engine's response head; throws when the engine did not answer, or the waiting task was cancelled.
     func responseHead() async throws -> HTTPResponseHead {
-        try await withTaskCancellationHandler {
-            try await head.futureResult.get()
-        } onCancel: {
-            self.cancel()
-        }
+        try await head.futureResult.get(cancelling: cancel)
     }
 
     /// The whole body (of an error answer, its first `refusalLimit` bytes); throws when the engine's answer broke
     /// off, was too long, or was cancelled.
     func wholeBody() async throws -> ByteBuffer {
-        try await withTaskCancellationHandler {
-            try await body.futureResult.get()
-        } onCancel: {
-            self.cancel()
-        }
+        try await body.futureResult.get(cancelling: cancel)
     }
 
     /// Drops the engine's request (its connection is closed, which stops the generation).
@@ -95,5 +87,16 @@ final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
     func didReceiveError(task: HTTPClient.Task<Void>, _ error: any Error) {
         head.fail(error)
         body.fail(error)
+    }
+}
+
+extension EventLoopFuture {
+    /// The future's value; a cancellation of the waiting task calls `cancel` (which should make the future fail soon).
+    func get(cancelling cancel: @escaping @Sendable () -> Void) async throws -> Value where Value: Sendable {
+        try await withTaskCancellationHandler {
+            try await get()
+        } onCancel: {
+            cancel()
+        }
     }
 }

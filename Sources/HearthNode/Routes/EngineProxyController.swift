@@ -136,24 +136,24 @@ struct EngineProxyController {
             engine.end()
             return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
         }
-        if let rewriter = call.rewriter {
-            return await stream(
-                call,
-                rewriter: rewriter,
-                address: address,
-                engine: engine,
-                request: request,
-                fields: fields,
-                shares: shares,
-                logger: context.logger
-            )
-        }
         let upstream: HTTPClient.Request
         do {
             upstream = try Self.engineRequest(call, address: address)
         } catch {
             engine.end()
             return Self.error(error)
+        }
+        if let rewriter = call.rewriter {
+            return await stream(
+                upstream,
+                call: call,
+                rewriter: rewriter,
+                engine: engine,
+                request: request,
+                fields: fields,
+                shares: shares,
+                logger: context.logger
+            )
         }
         context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[Self.requestIDHeader] ?? "-")"])
         // Read on the link stream's event loop, where this task runs (`EngineAnswer`).
@@ -227,9 +227,9 @@ struct EngineProxyController {
 
     /// A stream: relayed on the link stream's event loop (`EngineRelay`), its receipt the trailer after its last event.
     private func stream(
-        _ call: EngineCall,
+        _ upstream: HTTPClient.Request,
+        call: EngineCall,
         rewriter: EngineStreamRewriter,
-        address: EngineAddress,
         engine: EngineHandle,
         request: Request,
         fields: RequestFields?,
@@ -239,13 +239,6 @@ struct EngineProxyController {
         guard let link = LinkStream.channel else {
             engine.end()
             return Self.error(APIFailure(.server, "A stream is relayed only over a gateway link."))
-        }
-        let upstream: HTTPClient.Request
-        do {
-            upstream = try Self.engineRequest(call, address: address)
-        } catch {
-            engine.end()
-            return Self.error(error)
         }
         let relay = EngineRelay(to: link, rewriter: rewriter)
         let load = self.load

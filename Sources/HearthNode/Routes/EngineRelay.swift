@@ -72,11 +72,7 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
 
     /// The engine's response head; throws when the engine did not answer (or `cancel` came first).
     func responseHead() async throws -> HTTPResponseHead {
-        try await withTaskCancellationHandler {
-            try await head.futureResult.get()
-        } onCancel: {
-            self.cancel()
-        }
+        try await head.futureResult.get(cancelling: cancel)
     }
 
     /// An error answer's whole body (up to 64 KiB).
