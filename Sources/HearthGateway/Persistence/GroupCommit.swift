@@ -1,4 +1,6 @@
+import HearthMesh
 import HearthStore
+import NIOPosix
 import Synchronization
 
 /// Writes that commit together. Each caller queues its work and (unless it does not care) waits until the
@@ -78,7 +80,11 @@ final class GroupCommit: Sendable {
             state.writing = true
             return true
         }
-        if start { Task { await self.writeBatches() } }
+        guard start else { return }
+        // The writer's task runs on the event loop of the caller that started it, when there is one: started in the
+        // runtime's pool, each run woke a pool thread, and each batch's completion another.
+        let executor = MultiThreadedEventLoopGroup.currentEventLoop.map(EventLoopExecutor.init)
+        Task(executorPreference: executor) { await self.writeBatches() }
     }
 
     /// Which piece of work of a batch threw; set by the transaction, read once it is over.
