@@ -1,4 +1,5 @@
 package import NIOCore
+import NIOPosix
 
 /// Runs a task's jobs on one event loop: a task that relays a link stream's events runs where they arrive, so that
 /// each event resumes it on the same thread, without waking one of the cooperative pool's (each such wake-up was a
@@ -9,6 +10,11 @@ package final class EventLoopExecutor: TaskExecutor {
 
     package init(_ eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
+    }
+
+    /// The executor of the event loop this code runs on, or `nil` off the loops (a task then runs in the pool).
+    package static var current: EventLoopExecutor? {
+        MultiThreadedEventLoopGroup.currentEventLoop.map(EventLoopExecutor.init)
     }
 
     package func enqueue(_ job: consuming ExecutorJob) {

@@ -1,5 +1,4 @@
 import HearthMesh
-import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -42,7 +41,7 @@ final class Settlements: Sendable {
         guard beside else { return await work() }
         // On the caller's event loop when it has one (the connection's, where a handler runs): in the runtime's pool,
         // each settlement woke a pool thread, and each of its hand-offs back to the loop another switch.
-        let executor = MultiThreadedEventLoopGroup.currentEventLoop.map(EventLoopExecutor.init)
+        let executor = EventLoopExecutor.current
         Task(executorPreference: executor) {
             await work()
             self.finished()

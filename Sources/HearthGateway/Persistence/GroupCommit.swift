@@ -1,6 +1,5 @@
 import HearthMesh
 import HearthStore
-import NIOPosix
 import Synchronization
 
 /// Writes that commit together. Each caller queues its work and (unless it does not care) waits until the
@@ -83,7 +82,7 @@ final class GroupCommit: Sendable {
         guard start else { return }
         // The writer's task runs on the event loop of the caller that started it, when there is one: started in the
         // runtime's pool, each run woke a pool thread, and each batch's completion another.
-        let executor = MultiThreadedEventLoopGroup.currentEventLoop.map(EventLoopExecutor.init)
+        let executor = EventLoopExecutor.current
         Task(executorPreference: executor) { await self.writeBatches() }
     }
 

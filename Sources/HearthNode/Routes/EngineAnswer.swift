@@ -25,7 +25,9 @@ final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
     private let head: EventLoopPromise<HTTPResponseHead>
     private let body: EventLoopPromise<ByteBuffer>
     private var collected = ByteBuffer()
-    private var limit: Int
+    private let limit: Int
+    /// An error answer: only its first `refusalLimit` bytes are kept, the rest is read and dropped.
+    private var keepsOnlyTheStart = false
     private var task: HTTPClient.Task<Void>?
 
     /// An answer read on `eventLoop`, failing past `limit` bytes.
@@ -62,16 +64,16 @@ final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
     // MARK: AsyncHTTPClient's delegate, on `eventLoop`
 
     func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
-        if head.status != .ok { limit = Self.refusalLimit }
+        keepsOnlyTheStart = head.status != .ok
         self.head.succeed(head)
         return eventLoop.makeSucceededVoidFuture()
     }
 
     func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         var buffer = buffer
-        let room = limit - collected.readableBytes
+        let room = (keepsOnlyTheStart ? Self.refusalLimit : limit) - collected.readableBytes
         guard buffer.readableBytes <= room else {
-            guard limit == Self.refusalLimit else { return eventLoop.makeFailedFuture(AnswerTooLong()) }
+            guard keepsOnlyTheStart else { return eventLoop.makeFailedFuture(AnswerTooLong()) }
             // An error answer is only restated: its start is enough.
             if var start = buffer.readSlice(length: room) { collected.writeBuffer(&start) }
             return eventLoop.makeSucceededVoidFuture()

@@ -147,19 +147,20 @@ struct HearthBench {
             _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         }
 
+        let heldStreams = Int(number("--streams", "1000"))
         let rampText = option("--stream-ramp", "")
         let rampParts = rampText.isEmpty ? [] : rampText.split(separator: ",", omittingEmptySubsequences: false)
         let streamRamp = rampParts.compactMap { Int($0) }
         // Each count above the one before it, the first above --streams.
-        guard streamRamp.count == rampParts.count, zip([Int(number("--streams", "1000"))] + streamRamp, streamRamp).allSatisfy({ $0 < $1 }) else {
+        guard streamRamp.count == rampParts.count, zip([heldStreams] + streamRamp, streamRamp).allSatisfy({ $0 < $1 }) else {
             FileHandle.standardError.write(
-                Data("error: --stream-ramp takes rising counts above --streams, comma-separated, not '\(option("--stream-ramp", ""))'\n".utf8)
+                Data("error: --stream-ramp takes rising counts above --streams, comma-separated, not '\(rampText)'\n".utf8)
             )
             exit(64)
         }
         var client = HTTPClient.Configuration()
         client.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit =
-            max(clients, max(Int(number("--streams", "1000")), streamRamp.last ?? 0) + 64)
+            max(clients, max(heldStreams, streamRamp.last ?? 0) + 64)
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: client)
         if parts == ["pools"] {
             // `--parts pools [--rounds 5] [--out bench/results/pools.md]`
@@ -180,7 +181,7 @@ struct HearthBench {
             var settings = ProxyBench.Settings()
             settings.sequential = Int(number("--sequential", "200"))
             settings.pacedRequests = Int(number("--paced-requests", "16"))
-            settings.streams = Int(number("--streams", "1000"))
+            settings.streams = heldStreams
             settings.streamSeconds = number("--stream-seconds", "10")
             settings.streamRamp = streamRamp
             settings.requestSeconds = number("--seconds", "8")
