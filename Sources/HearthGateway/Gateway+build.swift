@@ -27,6 +27,8 @@ public struct Gateway: Sendable {
     package let routes: [(method: String, path: String)]
     /// The metering of answers already sent, run beside their connections.
     let settlements: Settlements
+    /// The API connections open from each client address.
+    package let connections: ConnectionCounter
 
     /// Returns once every answer sent so far is metered (its usage row, ledger entry and metrics): a client has its
     /// answer before that (for tests, which look at the metering).
@@ -242,7 +244,10 @@ public func buildGateway(
         // Each client connection runs on its socket's event loop (`EventLoopChildChannel`).
         server: .http1OnEventLoops(
             configuration: HTTP1Channel.Configuration(
-                additionalChannelHandlers: [ConnectionGuardHandler(counter: connections, headerTimeout: headerTimeout, logger: logger)],
+                additionalChannelHandlers: [
+                    ConnectionGuardHandler(counter: connections, headerTimeout: headerTimeout, logger: logger),
+                    ResponseHeadFlushHandler(),
+                ],
                 idleTimeout: TimeAmount(configuration.idleTimeout)
             )
         ),
@@ -265,6 +270,7 @@ public func buildGateway(
         services: [sweeper] + meshServices + (pools.map { [$0] } ?? []) + (dialer.map { [$0] } ?? [])
             + [SettlingServer(server: application, settlements: pipeline.settlements)],
         routes: router.routes.map { ($0.method.rawValue, $0.path.description) },
-        settlements: pipeline.settlements
+        settlements: pipeline.settlements,
+        connections: connections
     )
 }

@@ -24,6 +24,8 @@ public final class FakeNodeTransport: NodeTransport {
         case handOver(chunks: [String])
         /// Answer a continuation: these chunks, with `x-hearth-prefill` (`nil`: a node that ignores continuations).
         case continuation(chunks: [String], prefill: Int?)
+        /// Answer like `respond` once `gate` opens, like a node still generating a whole answer.
+        case respondOnceOpen(Gate, status: Int, contentType: String, chunks: [String])
     }
 
     private let behaviours: Mutex<[NodeID: Behaviour]>
@@ -34,8 +36,17 @@ public final class FakeNodeTransport: NodeTransport {
         self.behaviours = Mutex(behaviours)
     }
 
+    private let cancels = Mutex<[String]>([])
+
     /// The requests sent so far, with the node each went to.
     public var requests: [(node: NodeID, body: JSONValue)] { received.withLock { $0 } }
+
+    /// The request ids the gateway asked a node to stop, in order.
+    public var cancelled: [String] { cancels.withLock { $0 } }
+
+    public func cancel(requestID: String, on node: NodeID) async {
+        cancels.withLock { $0.append(requestID) }
+    }
 
     /// The model hash each request named (`x-hearth-model-sha256` on a real link), in order.
     public var modelHashes: [SHA256Digest?] { hashes.withLock { $0 } }
@@ -50,6 +61,14 @@ public final class FakeNodeTransport: NodeTransport {
             throw FakeNodeError()
         case .linkClosed:
             throw LinkError.closed
+        case .respondOnceOpen(let gate, let status, let contentType, let chunks):
+            await gate.wait()
+            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
+            return NodeResponse(
+                status: status,
+                contentType: contentType,
+                body: NodeResponseBody(next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } })
+            )
         case .respond(let status, let contentType, let chunks):
             let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
             return NodeResponse(

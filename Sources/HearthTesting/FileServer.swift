@@ -24,16 +24,11 @@ public final class FileServer: Sendable {
     }
 
     private let files: [String: Data]
-    private let held = Mutex<(released: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+    private let held = Gate()
 
     /// Lets every `holdAfter` answer, now and later, send the rest.
     public func releaseHeld() {
-        let waiting = held.withLock { state in
-            state.released = true
-            defer { state.waiting = [] }
-            return state.waiting
-        }
-        for continuation in waiting { continuation.resume() }
+        held.open()
     }
 
     private func waitUntilReleased() async {
@@ -43,15 +38,9 @@ public final class FileServer: Sendable {
             self?.releaseHeld()
         }
         defer { timeout.cancel() }
-        await withCheckedContinuation { continuation in
-            let now = held.withLock { state -> Bool in
-                if state.released { return true }
-                state.waiting.append(continuation)
-                return false
-            }
-            if now { continuation.resume() }
-        }
+        await held.wait()
     }
+
     private let behaviours = Mutex<[Behaviour]>([])
     private let ranges = Mutex<[String]>([])
     private let running = Mutex<LoopbackServer?>(nil)

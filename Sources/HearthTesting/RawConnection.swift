@@ -76,6 +76,15 @@ public final class RawConnection: Sendable {
         reader.cancel()
     }
 
+    /// Closes with a reset instead of a FIN (`SO_LINGER` 0), as a client's kernel does for a killed process that
+    /// left data unread: the server's next read fails, where after a FIN it could still answer a half-closed client.
+    public func reset() async throws {
+        if let socket = channel as? any SocketOptionProvider {
+            try await socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).get()
+        }
+        close()
+    }
+
     deinit {
         channel.close(promise: nil)
     }

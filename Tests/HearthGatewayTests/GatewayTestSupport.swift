@@ -90,6 +90,7 @@ func loginToken(_ client: some TestClientProtocol, _ key: IdentityKey) async thr
 /// Runs `body` against a gateway (fake node transport) listening on a real loopback port, then stops it.
 func withLiveGateway(
     _ behaviours: [NodeID: FakeNodeTransport.Behaviour] = [:],
+    transport: FakeNodeTransport? = nil,
     configure: (inout GatewayConfiguration) -> Void = { _ in },
     _ body: (_ gateway: Gateway, _ port: Int) async throws -> Void
 ) async throws {
@@ -98,7 +99,7 @@ func withLiveGateway(
     configure(&configuration)
     let gateway = try await buildGateway(
         configuration: configuration,
-        transport: FakeNodeTransport(behaviours),
+        transport: transport ?? FakeNodeTransport(behaviours),
         logger: Logger(label: "test"),
         onServerRunning: { sink.yield($0) }
     )

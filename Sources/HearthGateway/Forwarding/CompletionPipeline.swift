@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import HearthCore
+import HearthWeb
 import Hummingbird
 import Logging
 import NIOCore
@@ -387,10 +388,12 @@ extension Response {
         settlements: Settlements,
         then: @escaping @Sendable (RequestOutcome) async -> Void
     ) -> Response {
-        Response(
+        // A client that reset its connection before the head could be written still had the node's work done.
+        let unwritten: @Sendable () -> Void = { settlements.begin { await then(.clientClosed) } }
+        return Response(
             status: .ok,
             headers: headers,
-            body: ResponseBody(contentLength: body.readableBytes) { writer in
+            body: .owing(contentLength: body.readableBytes, ifNeverRun: unwritten) { writer in
                 var status = RequestOutcome.ok
                 do {
                     try await writer.write(body)

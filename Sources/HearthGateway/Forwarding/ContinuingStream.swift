@@ -159,6 +159,16 @@ struct ContinuingStream {
         await finishPart(status: .clientClosed)
     }
 
+    /// `cancel`, in a task beside the connection: for a stream whose response head could not be written (its client
+    /// reset the connection first, see `ResponseBody.owing`).
+    func cancelBeside(_ settlements: Settlements) {
+        let stream = self
+        settlements.begin {
+            var stream = stream
+            await stream.cancel()
+        }
+    }
+
     /// Meters the last part once the client has its response (or went away), and offers a whole answer that one node
     /// gave, with all its token ids, for a spot check.
     mutating func finish(status: RequestOutcome) async {

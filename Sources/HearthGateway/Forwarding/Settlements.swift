@@ -48,6 +48,16 @@ final class Settlements: Sendable {
         }
     }
 
+    /// Runs `work` in a task of its own whatever the limit: for a settlement nobody can wait for (a response whose
+    /// body Hummingbird dropped unrun, see `ResponseBody.owing`).
+    func begin(_ work: @escaping @Sendable () async -> Void) {
+        state.withLock { $0.running += 1 }
+        Task(executorPreference: EventLoopExecutor.current) {
+            await work()
+            self.finished()
+        }
+    }
+
     /// Returns once no settlement is under way, or when the caller is cancelled (a shutdown past its drain time).
     func drained() async {
         let id = state.withLock { state in

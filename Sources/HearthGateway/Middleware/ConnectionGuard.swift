@@ -6,7 +6,7 @@ import Synchronization
 
 /// Counts the API connections open from each client address, so a handful of clients cannot take every file
 /// descriptor the gateway has.
-final class ConnectionCounter: Sendable {
+package final class ConnectionCounter: Sendable {
     private let open = Mutex<[String: Int]>([:])
     /// Connections one address may hold at once.
     let limitPerAddress: Int
@@ -38,7 +38,7 @@ final class ConnectionCounter: Sendable {
     }
 
     /// Open connections from `address` (for tests and the metrics page).
-    func count(for address: String) -> Int {
+    package func count(for address: String) -> Int {
         open.withLock { $0[address, default: 0] }
     }
 

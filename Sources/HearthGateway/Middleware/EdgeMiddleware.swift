@@ -1,4 +1,5 @@
 import HTTPTypes
+import HearthWeb
 import Hummingbird
 
 /// Adds `X-Request-Id` to every response and records request counts and latency by route template.
@@ -16,8 +17,9 @@ struct EdgeMiddleware: RouterMiddleware {
         let status = Int(response.status.code)
         let metrics = self.metrics
         let body = response.body
-        response.body = ResponseBody(contentLength: body.contentLength) { writer in
-            defer { metrics.requestFinished(route: route, status: status, duration: ContinuousClock.now - started) }
+        let finished: @Sendable () -> Void = { metrics.requestFinished(route: route, status: status, duration: ContinuousClock.now - started) }
+        response.body = .owing(contentLength: body.contentLength, ifNeverRun: finished) { writer in
+            defer { finished() }
             try await body.write(writer)
         }
         return response

@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthWeb
 import Hummingbird
 import Logging
 import NIOCore
@@ -53,10 +54,12 @@ struct CompletionsController {
             body: prepared.upstreamBody,
             maxContinuations: pipeline.maxContinuations
         )
+        // A client that reset its connection before the head could be written: its node is asked to stop.
+        let unwritten: @Sendable () -> Void = { opened.cancelBeside(settlements) }
         return Response(
             status: .ok,
             headers: headers,
-            body: ResponseBody { writer in
+            body: .owing(ifNeverRun: unwritten) { writer in
                 metrics.streamStarted()
                 defer { metrics.streamEnded() }
                 // The events are relayed on the link's event loop; the metering after them runs beside the client's

@@ -1,5 +1,6 @@
 import Foundation
 import HearthCore
+import HearthWeb
 import Hummingbird
 import NIOCore
 
@@ -110,10 +111,12 @@ struct OllamaController {
         headers[.cacheControl] = "no-cache"
         let metrics = pipeline.metrics
         let settlements = pipeline.settlements
+        // A client that reset its connection before the head could be written: its node is asked to stop.
+        let unwritten: @Sendable () -> Void = { opened.cancelBeside(settlements) }
         return Response(
             status: .ok,
             headers: headers,
-            body: ResponseBody { bodyWriter in
+            body: .owing(ifNeverRun: unwritten) { bodyWriter in
                 metrics.streamStarted()
                 defer { metrics.streamEnded() }
                 var outcome = await relay.stream(opened, to: &bodyWriter)

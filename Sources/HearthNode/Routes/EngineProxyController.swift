@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import HearthCore
 import HearthMesh
+import HearthWeb
 import Hummingbird
 import Logging
 import NIOCore
@@ -184,10 +185,16 @@ struct EngineProxyController {
         let inFlight = self.inFlight
         let receipt = receiptDraft(request, spec: engine.spec, maxTokens: fields?.maxTokens, pool: shares)
         let requestID = receipt.requestID
+        // A gateway that reset the link stream before the head could be written: the engine stops, the slot is free.
+        let unwritten: @Sendable () -> Void = {
+            answer.cancel()
+            load.end()
+            engine.end()
+        }
         return Response(
             status: .ok,
             headers: headers,
-            body: ResponseBody { writer in
+            body: .owing(ifNeverRun: unwritten) { writer in
                 // A cancellation from the gateway stops the engine at once, even while it is still generating, and
                 // the answer still ends with a receipt.
                 let cancellation = requestID.map { inFlight.open($0) }
@@ -265,10 +272,12 @@ struct EngineProxyController {
         let inFlight = self.inFlight
         let receipt = receiptDraft(request, spec: engine.spec, maxTokens: fields?.maxTokens, pool: shares)
         let requestID = receipt.requestID
+        // The link stream's close stops the relay too (`EngineRelay`); this covers a head that could not be written.
+        let unwritten: @Sendable () -> Void = { relay.cancel() }
         return Response(
             status: .ok,
             headers: headers,
-            body: ResponseBody { writer in
+            body: .owing(ifNeverRun: unwritten) { writer in
                 let cancellation = requestID.map { inFlight.open($0, stream: true) }
                 cancellation?.onCancel { relay.cancel() }
                 defer {
