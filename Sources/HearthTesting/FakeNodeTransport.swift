@@ -63,19 +63,9 @@ public final class FakeNodeTransport: NodeTransport {
             throw LinkError.closed
         case .respondOnceOpen(let gate, let status, let contentType, let chunks):
             await gate.wait()
-            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
-            return NodeResponse(
-                status: status,
-                contentType: contentType,
-                body: NodeResponseBody(next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } })
-            )
+            return Self.response(status: status, contentType: contentType, chunks: chunks)
         case .respond(let status, let contentType, let chunks):
-            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
-            return NodeResponse(
-                status: status,
-                contentType: contentType,
-                body: NodeResponseBody(next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } })
-            )
+            return Self.response(status: status, contentType: contentType, chunks: chunks)
         case .breakAfter(let chunks):
             let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
             return NodeResponse(
@@ -116,6 +106,16 @@ public final class FakeNodeTransport: NodeTransport {
                 )
             )
         }
+    }
+
+    /// An answer of `chunks`, one at a time.
+    private static func response(status: Int, contentType: String, chunks: [String]) -> NodeResponse {
+        let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
+        return NodeResponse(
+            status: status,
+            contentType: contentType,
+            body: NodeResponseBody(next: { queue.withLock { $0.isEmpty ? nil : $0.removeFirst() } })
+        )
     }
 
     public struct FakeNodeError: Error {}
