@@ -39,19 +39,20 @@ final class Settlements: Sendable {
             return true
         }
         guard beside else { return await work() }
-        // On the caller's event loop when it has one (the connection's, where a handler runs): in the runtime's pool,
-        // each settlement woke a pool thread, and each of its hand-offs back to the loop another switch.
-        let executor = EventLoopExecutor.current
-        Task(executorPreference: executor) {
-            await work()
-            self.finished()
-        }
+        runBeside(work)
     }
 
     /// Runs `work` in a task of its own whatever the limit: for a settlement nobody can wait for (a response whose
     /// body Hummingbird dropped unrun, see `ResponseBody.owing`).
     func begin(_ work: @escaping @Sendable () async -> Void) {
         state.withLock { $0.running += 1 }
+        runBeside(work)
+    }
+
+    /// Runs `work`, already counted in `running`, in a task of its own. On the caller's event loop when it has one (the
+    /// connection's, where a handler runs): in the runtime's pool, each settlement woke a pool thread, and each of its
+    /// hand-offs back to the loop another switch.
+    private func runBeside(_ work: @escaping @Sendable () async -> Void) {
         Task(executorPreference: EventLoopExecutor.current) {
             await work()
             self.finished()
