@@ -129,12 +129,13 @@ def chat():
         "window.__sent = []; const original = window.fetch;"
         "window.fetch = (url, options) => { if (options && options.body) window.__sent.push(options.body); return original(url, options); };"
     )
-    # While it streams, the answer grows in several steps: it is not one block at the end. The page records the
+    # While it streams, an answer grows in several steps: it is not one block at the end. The page records each
     # answer's length at every change it makes (polling from here missed the steps of a short answer on a fast engine).
     driver.execute_script(
-        "window.__lengths = [];"
-        "new MutationObserver(() => { const body = document.querySelector('article.message[data-role=\"assistant\"] .body');"
-        " if (body) window.__lengths.push(body.innerText.length); })"
+        "window.__lengths = {};"
+        "new MutationObserver(() => { const bodies = document.querySelectorAll('article.message[data-role=\"assistant\"] .body');"
+        " if (!bodies.length) return; const n = bodies.length;"
+        " (window.__lengths[n] ??= []).push(bodies[n - 1].innerText.length); })"
         ".observe(document.body, {childList: true, subtree: true, characterData: true});"
     )
     send("Write three sentences about the sea.")
@@ -142,8 +143,6 @@ def chat():
     first = answers()[0]
     text = first["text"].strip()
     assert text and text != "…", "the answer is empty"
-    lengths = set(driver.execute_script("return window.__lengths"))
-    assert len([n for n in lengths if n > 1]) >= 2, f"the answer did not grow while streaming: {sorted(lengths)}"
     assert "tokens" in first["meta"], f"no token count under the answer: {first}"
     request_id = first["request"]
     assert request_id, "the answer does not carry its request id"
@@ -151,6 +150,13 @@ def chat():
     step("a second question carries the conversation")
     send("And now in French?")
     wait_for_answer(2)
+    # At least one of the two answers grew while it streamed. One answer may arrive whole on a starved machine: the
+    # page redraws once a frame, and a browser that gets no CPU while the engine writes reads a short answer in one
+    # read (seen once in CI beside stress-ng and the pool tests, at "51,000 tokens/s"). A gateway or node that held
+    # answers back would show both whole.
+    lengths = driver.execute_script("return window.__lengths")
+    grew = [len({n for n in lengths.get(str(k), []) if n > 1}) >= 2 for k in (1, 2)]
+    assert any(grew), f"neither answer grew while streaming: {lengths}"
     sent = [json.loads(body) for body in driver.execute_script("return window.__sent")]
     assert len(sent) == 2, f"{len(sent)} requests sent"
     roles = [message["role"] for message in sent[1]["messages"]]
