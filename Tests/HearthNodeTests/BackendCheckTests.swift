@@ -64,6 +64,22 @@ struct BackendCheckTests {
         #expect(json["id"] == "x")
         // Not JSON, or no model: as it came.
         #expect(EngineCall.renamed(ByteBuffer(string: "oops"), model: DefaultModel.id) == ByteBuffer(string: "oops"))
+        let nameless = ByteBuffer(string: #"{"id":"x","choices":[]}"#)
+        #expect(EngineCall.renamed(nameless, model: DefaultModel.id) == nameless)
+        // Only the name changes: the server's spelling of the rest (numbers, order, spacing) reaches the client.
+        let spelled = ByteBuffer(string: #"{ "z": 1.50, "model" : "smollm2:135m", "a": [1e-5, "\u00e9"] }"#)
+        let name = String(decoding: JSONValue.string(DefaultModel.id.rawValue).serialized(), as: UTF8.self)
+        #expect(
+            String(buffer: EngineCall.renamed(spelled, model: DefaultModel.id))
+                == #"{ "z": 1.50, "model" : \#(name), "a": [1e-5, "\u00e9"] }"#
+        )
+        // `model` twice, or a key spelled with escapes: no spelling of it keeps the server's name.
+        for tricky in [#"{"model":"a","model":"b"}"#, #"{"mod\u0065l":"a"}"#, #"{"model":"a","mod\u0065l":"b"}"#] {
+            let renamed = EngineCall.renamed(ByteBuffer(string: tricky), model: DefaultModel.id)
+            #expect(try JSONValue.parse(renamed.readableBytesView)["model"]?.stringValue == DefaultModel.id.rawValue, "\(tricky)")
+            let text = String(buffer: renamed)
+            #expect(!text.contains(#""a""#) && !text.contains(#""b""#), "\(tricky) became \(text)")
+        }
     }
 
     @Test func theOwnersServerGetsItsOwnNameAndNoLlamaCppExtensions() throws {

@@ -140,11 +140,35 @@ struct EngineCall {
     }
 
     /// A whole answer from the owner's server, its `model` named by the catalog id again (unchanged if it is no JSON
-    /// object).
+    /// object, or names no model).
+    ///
+    /// Only the name's bytes are replaced: the rest of the answer reaches the client as the owner's server wrote it
+    /// (its numbers' spelling, its members' order), and the answer is not parsed and written out again. An answer
+    /// with a key written with escapes, or with `model` twice, is parsed instead, so that no spelling of `model` is
+    /// left with the server's name.
     static func renamed(_ answer: ByteBuffer, model: ModelID) -> ByteBuffer {
-        guard var json = try? JSONValue.parse(answer.readableBytesView), case .object = json, json["model"] != nil else { return answer }
-        json["model"] = .string(model.rawValue)
-        return encode(json)
+        let plan = answer.readableBytesView.withContiguousStorageIfAvailable { bytes -> Rename in
+            guard let outline = JSONOutline(object: bytes), outline.isWhole(of: bytes) else { return .parse }
+            let named = outline.members.filter { bytes[$0.key].elementsEqual("model".utf8) }
+            guard named.count <= 1, !outline.members.contains(where: { bytes[$0.key].contains(UInt8(ascii: "\\")) }) else { return .parse }
+            guard let member = named.first else { return .unchanged }
+            return .splice(JSONOutline.splice(bytes, [(member.value, JSONValue.string(model.rawValue).serialized())]))
+        }
+        switch plan ?? .parse {
+        case .splice(let bytes): return ByteBuffer(bytes: bytes)
+        case .unchanged: return answer
+        case .parse:
+            guard var json = try? JSONValue.parse(answer.readableBytesView), case .object = json, json["model"] != nil else { return answer }
+            json["model"] = .string(model.rawValue)
+            return encode(json)
+        }
+    }
+
+    /// How `renamed` renames an answer.
+    private enum Rename {
+        case splice([UInt8])
+        case unchanged
+        case parse
     }
 
     private static func encode(_ body: JSONValue) -> ByteBuffer {
