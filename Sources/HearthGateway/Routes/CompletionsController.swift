@@ -65,7 +65,7 @@ struct CompletionsController {
                 // The events are relayed on the link's event loop; the metering after them runs beside the client's
                 // connection (`Settlements`): a signature check of tens of microseconds, and the database's work on
                 // the database's threads.
-                let (relayed, outcome, clientLeft) = try await withTaskExecutorPreference(opened.executor) {
+                let (relayed, outcome, clientLeft) = await withTaskExecutorPreference(opened.executor) {
                     var stream = opened
                     var outcome = RequestOutcome.ok
                     relay: while true {
