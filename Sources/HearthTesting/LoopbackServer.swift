@@ -1,11 +1,15 @@
-import Hummingbird
+public import Hummingbird
 import Logging
 import ServiceLifecycle
 
 /// A Hummingbird server on a free port of 127.0.0.1, running in the test process until `stop()`: what the test
-/// servers (`FileServer`, `FakeOpenAIServer`) stand on.
-final class LoopbackServer: Sendable {
-    let port: Int
+/// servers (`FileServer`, `FakeOpenAIServer`) and the tests' fake engines stand on.
+///
+/// Stopped gracefully, never by cancelling its task: a connection the server accepts as its task is cancelled is
+/// dropped unread, and NIO traps on its unfinished writer, which takes the whole test process down (NIO issue 2813;
+/// seen once in a full run).
+public final class LoopbackServer: Sendable {
+    public let port: Int
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
 
@@ -13,6 +17,23 @@ final class LoopbackServer: Sendable {
         self.port = port
         self.group = group
         self.task = task
+    }
+
+    /// Runs `body` with the port of a server for `router`, which is stopped gracefully however `body` ends.
+    public static func with<Context, Result: Sendable>(
+        router: Router<Context>,
+        name: String,
+        _ body: (_ port: Int) async throws -> Result
+    ) async throws -> Result where Context: InitializableFromSource<ApplicationRequestContextSource> {
+        let server = try await start(router: router, name: name)
+        do {
+            let result = try await body(server.port)
+            await server.stop()
+            return result
+        } catch {
+            await server.stop()
+            throw error
+        }
     }
 
     /// Starts `router` and returns once it listens.

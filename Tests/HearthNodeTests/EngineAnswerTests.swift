@@ -19,19 +19,11 @@ import Testing
 /// slowly when generating), because a real one cannot be made to answer 64 KiB of error or to hold a body at will.
 @Suite(.timeLimit(.minutes(2)))
 struct EngineAnswerTests {
-    /// A loopback engine answering `/v1/chat/completions` with `respond`; its port.
-    static func engine(_ respond: @escaping @Sendable () -> Response) async throws -> (port: Int, running: Task<Void, any Error>) {
-        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
+    /// Runs `body` with the port of a loopback engine answering `/v1/chat/completions` with `respond`.
+    static func withEngine(_ respond: @escaping @Sendable () -> Response, _ body: (_ port: Int) async throws -> Void) async throws {
         let router = Router()
         router.post("/v1/chat/completions") { _, _ in respond() }
-        let engine = Application(
-            router: router,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { sink.yield($0.localAddress?.port ?? 0) }
-        )
-        let running = Task { try await engine.runService() }
-        let port = try #require(await ports.first { _ in true })
-        return (port, running)
+        try await LoopbackServer.with(router: router, name: "fake-engine", body)
     }
 
     static func request(port: Int) throws -> HTTPClient.Request {
@@ -46,27 +38,29 @@ struct EngineAnswerTests {
 
     @Test func anErrorAnswerIsKeptUpToItsLimitToBeRestated() async throws {
         let long = String(repeating: "e", count: EngineAnswer.refusalLimit * 2)
-        let (port, running) = try await Self.engine {
+        let refusal: @Sendable () -> Response = {
             Response(status: .badRequest, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: long)))
         }
-        defer { running.cancel() }
-        let answer = try Self.answer(port: port)
-        #expect(try await answer.responseHead().status == .badRequest)
-        let body = try await answer.wholeBody()
-        #expect(body.readableBytes == EngineAnswer.refusalLimit)
-        #expect(String(buffer: body) == String(long.prefix(EngineAnswer.refusalLimit)))
+        try await Self.withEngine(refusal) { port in
+            let answer = try Self.answer(port: port)
+            #expect(try await answer.responseHead().status == .badRequest)
+            let body = try await answer.wholeBody()
+            #expect(body.readableBytes == EngineAnswer.refusalLimit)
+            #expect(String(buffer: body) == String(long.prefix(EngineAnswer.refusalLimit)))
+        }
     }
 
     @Test func anAnswerLongerThanTheLimitFailsInsteadOfGrowingWithoutBound() async throws {
-        let (port, running) = try await Self.engine {
+        let long: @Sendable () -> Response = {
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(repeating: 0x20, count: 4096)))
         }
-        defer { running.cancel() }
-        let fits = try Self.answer(port: port, limit: 4096)
-        #expect(try await fits.wholeBody().readableBytes == 4096)
-        let over = try Self.answer(port: port, limit: 4095)
-        #expect(try await over.responseHead().status == .ok)
-        await #expect(throws: EngineAnswer.AnswerTooLong.self) { try await over.wholeBody() }
+        try await Self.withEngine(long) { port in
+            let fits = try Self.answer(port: port, limit: 4096)
+            #expect(try await fits.wholeBody().readableBytes == 4096)
+            let over = try Self.answer(port: port, limit: 4095)
+            #expect(try await over.responseHead().status == .ok)
+            await #expect(throws: EngineAnswer.AnswerTooLong.self) { try await over.wholeBody() }
+        }
     }
 
     /// The gateway cancels a whole answer by its request id (its client went away, or the node is handing its work
@@ -76,7 +70,7 @@ struct EngineAnswerTests {
         let generating = Atomic<Bool>(false)
         // How the engine's answer ended: `true` when its client went away, `false` when it wrote all of it (30 s).
         let clientLeft = Mutex<Bool?>(nil)
-        let (port, running) = try await Self.engine {
+        let slowAnswer: @Sendable () -> Response = {
             Response(
                 status: .ok,
                 headers: [.contentType: "application/json"],
@@ -97,31 +91,32 @@ struct EngineAnswerTests {
                 }
             )
         }
-        defer { running.cancel() }
-        let handle = EngineHandle(spec: EngineProxyTests.spec, wanted: true)
-        handle.update {
-            $0.state = .ready
-            $0.port = port
-        }
-        let inFlight = InFlightRequests()
-        try await EngineProxyTests.application(handle, inFlight: inFlight).test(.router) { client in
-            async let response = client.execute(
-                uri: "/v1/chat/completions",
-                method: .post,
-                headers: [
-                    .init("x-hearth-model-sha256")!: DefaultModel.sha256.hex,
-                    .init(LinkProtocol.Header.requestID)!: "req-1",
-                ],
-                body: EngineProxyTests.body(DefaultModel.id.rawValue)
-            )
-            try await eventually("the engine generating and the answer under way") {
-                generating.load(ordering: .relaxed) && inFlight.cancel("req-1") ? true : nil
+        try await Self.withEngine(slowAnswer) { port in
+            let handle = EngineHandle(spec: EngineProxyTests.spec, wanted: true)
+            handle.update {
+                $0.state = .ready
+                $0.port = port
             }
-            let answered = try await response
-            // The answer ends without the engine's body, and the engine saw its client go before it had finished.
-            #expect(answered.status == .ok)
-            #expect(answered.body.readableBytes == 0)
-            #expect(try await eventually("the engine's answer to end", within: .seconds(60)) { clientLeft.withLock { $0 } })
+            let inFlight = InFlightRequests()
+            try await EngineProxyTests.application(handle, inFlight: inFlight).test(.router) { client in
+                async let response = client.execute(
+                    uri: "/v1/chat/completions",
+                    method: .post,
+                    headers: [
+                        .init("x-hearth-model-sha256")!: DefaultModel.sha256.hex,
+                        .init(LinkProtocol.Header.requestID)!: "req-1",
+                    ],
+                    body: EngineProxyTests.body(DefaultModel.id.rawValue)
+                )
+                try await eventually("the engine generating and the answer under way") {
+                    generating.load(ordering: .relaxed) && inFlight.cancel("req-1") ? true : nil
+                }
+                let answered = try await response
+                // The answer ends without the engine's body, and the engine saw its client go before it had finished.
+                #expect(answered.status == .ok)
+                #expect(answered.body.readableBytes == 0)
+                #expect(try await eventually("the engine's answer to end", within: .seconds(60)) { clientLeft.withLock { $0 } })
+            }
         }
     }
 }

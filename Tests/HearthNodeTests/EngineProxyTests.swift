@@ -145,7 +145,6 @@ struct SlowEngineTests {
         // FAKE engine: a loopback server that holds its answer for 95 s, as a llama-server generating a long
         // non-streamed answer does; a real one cannot be made that slow on purpose. What is under test is the node's
         // side of the wait.
-        let (ports, sink) = AsyncStream.makeStream(of: Int.self)
         let router = Router()
         router.post("/v1/chat/completions") { _, _ in
             try await Task.sleep(for: .seconds(95))
@@ -159,32 +158,25 @@ struct SlowEngineTests {
                 )
             )
         }
-        let engine = Application(
-            router: router,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0)),
-            onServerRunning: { sink.yield($0.localAddress?.port ?? 0) }
-        )
-        let running = Task { try await engine.runService() }
-        defer { running.cancel() }
-        let port = try #require(await ports.first { _ in true })
-
-        let handle = EngineHandle(spec: EngineProxyTests.spec, wanted: true)
-        handle.update {
-            $0.state = .ready
-            $0.port = port
-        }
-        let started = ContinuousClock.now
-        try await EngineProxyTests.application(handle).test(.router) { client in
-            try await client.execute(
-                uri: "/v1/chat/completions",
-                method: .post,
-                headers: [.init("x-hearth-model-sha256")!: DefaultModel.sha256.hex],
-                body: EngineProxyTests.body(DefaultModel.id.rawValue)
-            ) { response in
-                #expect(response.status == .ok, "\(String(buffer: response.body))")
-                #expect(String(buffer: response.body).contains("late"))
+        try await LoopbackServer.with(router: router, name: "slow-engine") { port in
+            let handle = EngineHandle(spec: EngineProxyTests.spec, wanted: true)
+            handle.update {
+                $0.state = .ready
+                $0.port = port
             }
+            let started = ContinuousClock.now
+            try await EngineProxyTests.application(handle).test(.router) { client in
+                try await client.execute(
+                    uri: "/v1/chat/completions",
+                    method: .post,
+                    headers: [.init("x-hearth-model-sha256")!: DefaultModel.sha256.hex],
+                    body: EngineProxyTests.body(DefaultModel.id.rawValue)
+                ) { response in
+                    #expect(response.status == .ok, "\(String(buffer: response.body))")
+                    #expect(String(buffer: response.body).contains("late"))
+                }
+            }
+            #expect(ContinuousClock.now - started >= .seconds(95))
         }
-        #expect(ContinuousClock.now - started >= .seconds(95))
     }
 }
