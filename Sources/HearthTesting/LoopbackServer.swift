@@ -5,9 +5,9 @@ import ServiceLifecycle
 /// A Hummingbird server on a free port of 127.0.0.1, running in the test process until `stop()`: what the test
 /// servers (`FileServer`, `FakeOpenAIServer`) and the tests' fake engines stand on.
 ///
-/// Stopped gracefully, never by cancelling its task: a connection the server accepts as its task is cancelled is
-/// dropped unread, and NIO traps on its unfinished writer, which takes the whole test process down (NIO issue 2813;
-/// seen once in a full run).
+/// Stopped gracefully rather than by cancelling its task, as NIO's maintainers advise: a connection a server accepts
+/// as its serving task ends can be dropped unread, and NIO then traps on its unfinished writer, which takes the whole
+/// test process down (NIO issue 2813; a full run crashed so once). The window is narrower this way, not closed.
 public final class LoopbackServer: Sendable {
     public let port: Int
     private let group: ServiceGroup
