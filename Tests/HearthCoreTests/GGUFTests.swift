@@ -99,7 +99,8 @@ struct GGUFTests {
             do {
                 _ = try GGUFHeader(bytes: bytes.prefix(length))
                 Issue.record("a header cut at \(length) bytes was accepted")
-            } catch .truncated(let needed) {
+            } catch  where error.code == .truncated {
+                let needed = try #require(error.neededBytes, "a truncation says how many bytes it needs")
                 #expect(needed > UInt64(length), "cut at \(length), asked for \(needed)")
             } catch {
                 Issue.record("cut at \(length): \(error)")
@@ -183,8 +184,8 @@ struct GGUFTests {
             case .success(let header):
                 parsed += 1
                 #expect(header.dataOffset % header.alignment == 0, "\(name)")
-            case .failure(.truncated(let needed)):
-                #expect(needed > UInt64(bytes.count), "\(name)")
+            case .failure(let error) where error.code == .truncated:
+                #expect((error.neededBytes ?? 0) > UInt64(bytes.count), "\(name)")
             case .failure:
                 break
             }

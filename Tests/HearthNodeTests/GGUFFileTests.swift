@@ -21,7 +21,7 @@ struct GGUFFileTests {
             reads += 1
             switch Result(catching: { () throws(GGUFError) in try GGUFHeader(bytes: bytes) }) {
             case .success(let parsed): header = parsed
-            case .failure(.truncated(let needed)): length = max(needed, length * 2)
+            case .failure(let error) where error.code == .truncated: length = max(error.neededBytes ?? 0, length * 2)
             case .failure(let error): throw error
             }
         }

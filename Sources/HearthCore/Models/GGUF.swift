@@ -1,7 +1,7 @@
 /// The header of a GGUF file (versions 2 and 3): its metadata and its tensor table, read without the weights.
 ///
-/// The reader takes bytes from the start of a file. When they end inside the header it throws
-/// `GGUFError.truncated(needed:)` with a lower bound of the bytes it needs, so a caller reading over HTTP ranges can
+/// The reader takes bytes from the start of a file. When they end inside the header it throws a `GGUFError` whose code
+/// is `truncated`, with a lower bound of the bytes it needs (`neededBytes`), so a caller reading over HTTP ranges can
 /// fetch more and try again. Every length and count is checked against the bytes at hand before it is used, so a
 /// corrupt or hostile file is refused with a `GGUFError`, never a crash or a huge allocation.
 public struct GGUFHeader: Sendable, Equatable {
@@ -63,20 +63,44 @@ public struct GGUFTensorInfo: Sendable, Equatable {
 }
 
 /// Why a GGUF header was refused.
-public enum GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
-    case notGGUF
-    case unsupportedVersion(UInt32)
-    /// The bytes end inside the header; at least `needed` bytes from the start are required.
-    case truncated(needed: UInt64)
-    case invalid(String)
+public struct GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What kind of refusal it is; more may be added.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Base: String { case notGGUF, unsupportedVersion, truncated, invalid }
+        private let base: Base
+        /// No GGUF magic at the start.
+        public static let notGGUF = Code(base: .notGGUF)
+        /// A version other than 2 and 3.
+        public static let unsupportedVersion = Code(base: .unsupportedVersion)
+        /// The bytes end inside the header: `neededBytes` says how many would let the reader go further.
+        public static let truncated = Code(base: .truncated)
+        /// A header that is corrupt or hostile (an impossible count, a string that is not UTF-8, …).
+        public static let invalid = Code(base: .invalid)
+        public var description: String { base.rawValue }
+    }
 
-    public var description: String {
-        switch self {
-        case .notGGUF: "not a GGUF file (no GGUF magic)"
-        case .unsupportedVersion(let version): "GGUF version \(version) is not supported (2 and 3 are)"
-        case .truncated(let needed): "the header is cut short (at least \(needed) bytes needed)"
-        case .invalid(let detail): "corrupt GGUF header: \(detail)"
-        }
+    public var code: Code
+    /// What was wrong, with the detail (the version, the count) that a person needs.
+    public var message: String
+    /// For `truncated`: at least this many bytes from the start of the file are needed.
+    public var neededBytes: UInt64?
+
+    public var description: String { message }
+    /// The code alone, without detail: for metric labels and logs that count refusals.
+    public var shortDescription: String { code.description }
+
+    public static let notGGUF = GGUFError(code: .notGGUF, message: "not a GGUF file (no GGUF magic)")
+
+    public static func unsupportedVersion(_ version: UInt32) -> GGUFError {
+        GGUFError(code: .unsupportedVersion, message: "GGUF version \(version) is not supported (2 and 3 are)")
+    }
+
+    public static func truncated(needed: UInt64) -> GGUFError {
+        GGUFError(code: .truncated, message: "the header is cut short (at least \(needed) bytes needed)", neededBytes: needed)
+    }
+
+    public static func invalid(_ detail: String) -> GGUFError {
+        GGUFError(code: .invalid, message: "corrupt GGUF header: \(detail)")
     }
 }
 
@@ -88,7 +112,7 @@ extension GGUFHeader {
     static let maxDimensions: UInt32 = 4
 
     /// Reads the header from the first bytes of a file.
-    /// - Throws: `GGUFError`; `.truncated(needed:)` when more bytes would let it go further.
+    /// - Throws: `GGUFError`; its code is `truncated` when more bytes would let it go further.
     public init(bytes: some Collection<UInt8>) throws(GGUFError) {
         var reader = GGUFReader(bytes: Array(bytes))
         guard reader.bytes.count >= 4 else { throw .truncated(needed: 24) }

@@ -68,9 +68,9 @@ public enum GGUFSource {
             switch Result(catching: { () throws(GGUFError) in try GGUFHeader(bytes: bytes) }) {
             case .success(let header):
                 return header
-            case .failure(.truncated(let needed)) where bytes.count >= length && length < largestRead:
-                length = min(largestRead, max(Int(clamping: needed), length * 2))
-            case .failure(.truncated):
+            case .failure(let error) where error.code == .truncated && bytes.count >= length && length < largestRead:
+                length = min(largestRead, max(Int(clamping: error.neededBytes ?? 0), length * 2))
+            case .failure(let error) where error.code == .truncated:
                 throw GGUFSourceError("\(name): the file ends inside its GGUF header (\(bytes.count) bytes)")
             case .failure(let error):
                 throw GGUFSourceError("\(name): \(error.description)")

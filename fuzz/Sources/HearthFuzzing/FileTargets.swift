@@ -56,7 +56,8 @@ extension FuzzTarget {
         case .success(let header):
             if header.dataOffset % header.alignment != 0 { return "data offset not aligned" }
             if header.version != 2 && header.version != 3 { return "accepted version \(header.version)" }
-        case .failure(.truncated(let needed)):
+        case .failure(let error) where error.code == .truncated:
+            guard let needed = error.neededBytes else { return "truncated without saying how many bytes it needs" }
             if needed <= UInt64(bytes.count) { return "truncated but needs only \(needed) of \(bytes.count) bytes" }
         case .failure:
             break
