@@ -53,22 +53,46 @@ public indirect enum CBOR: Sendable, Hashable {
 }
 
 /// Why CBOR bytes or a value were refused.
-public enum CBORError: Error, Sendable, Equatable {
+public struct CBORError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What kind of refusal it is; more may be added.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        public static let truncated = Code(name: "truncated")
+        public static let trailingBytes = Code(name: "trailing_bytes")
+        public static let tooLong = Code(name: "too_long")
+        public static let tooDeep = Code(name: "too_deep")
+        public static let nonCanonical = Code(name: "non_canonical")
+        public static let unsupported = Code(name: "unsupported")
+        public static let invalidUTF8 = Code(name: "invalid_utf8")
+        public var description: String { name }
+    }
+
+    public var code: Code
+    public var description: String
+    /// The code alone, for metric labels and logs that count refusals.
+    public var shortDescription: String { code.description }
+
     /// The input ended inside an item.
-    case truncated
+    public static let truncated = CBORError(code: .truncated, description: "the CBOR ends inside an item")
     /// Bytes are left after the item.
-    case trailingBytes
+    public static let trailingBytes = CBORError(code: .trailingBytes, description: "bytes are left after the CBOR item")
     /// A length or count larger than the input could hold, or than the decoder allows.
-    case tooLong
+    public static let tooLong = CBORError(code: .tooLong, description: "a CBOR length or count is larger than allowed")
     /// Nesting deeper than the decoder allows.
-    case tooDeep
+    public static let tooDeep = CBORError(code: .tooDeep, description: "the CBOR nests deeper than allowed")
+    /// A text string that is not UTF-8.
+    public static let invalidUTF8 = CBORError(code: .invalidUTF8, description: "a CBOR text string is not UTF-8")
+
     /// Not the deterministic encoding: a non-minimal integer or length, an indefinite length, or unsorted or
     /// duplicate map keys.
-    case nonCanonical(String)
+    public static func nonCanonical(_ detail: String) -> CBORError {
+        CBORError(code: .nonCanonical, description: "not deterministic CBOR: \(detail)")
+    }
+
     /// A kind of item this implementation does not accept (floats, undefined, other simple values).
-    case unsupported(String)
-    /// A text string that is not UTF-8.
-    case invalidUTF8
+    public static func unsupported(_ detail: String) -> CBORError {
+        CBORError(code: .unsupported, description: "unsupported CBOR: \(detail)")
+    }
 }
 
 extension CBOR {

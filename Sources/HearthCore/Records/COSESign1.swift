@@ -76,6 +76,17 @@ public struct COSESign1: Sendable, Equatable {
 }
 
 /// A CBOR item that is not the COSE message expected.
-public enum COSEError: Error, Sendable, Equatable {
-    case notCOSESign1
+public struct COSEError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What kind of refusal it is; more may be added.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        /// Well-formed CBOR, but not a tagged COSE_Sign1: protected header, unprotected map, payload, signature.
+        public static let notCOSESign1 = Code(name: "not_cose_sign1")
+        public var description: String { name }
+    }
+
+    public var code: Code
+    public var description: String
+
+    public static let notCOSESign1 = COSEError(code: .notCOSESign1, description: "not a COSE_Sign1 message")
 }

@@ -247,27 +247,33 @@ public struct Receipt: Sendable, Equatable {
 }
 
 /// Why a receipt is refused. `reason` is a short stable code for the audit log and metrics.
-public enum ReceiptError: Error, Sendable, Equatable, CustomStringConvertible {
-    case malformed(String)
-    case wrongSigner
-    case badSignature
-    case mismatch(String)
-
-    public var reason: String {
-        switch self {
-        case .malformed: "malformed"
-        case .wrongSigner: "wrong_signer"
-        case .badSignature: "bad_signature"
-        case .mismatch: "mismatch"
-        }
+public struct ReceiptError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What kind of refusal it is; more may be added.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        /// A field missing, of the wrong type or out of range; an unknown key.
+        public static let malformed = Code(name: "malformed")
+        /// Signed by another key than the node that served the request.
+        public static let wrongSigner = Code(name: "wrong_signer")
+        /// The signature does not verify.
+        public static let badSignature = Code(name: "bad_signature")
+        /// Signed, but not about what the gateway relayed (tokens, request, model).
+        public static let mismatch = Code(name: "mismatch")
+        public var description: String { name }
     }
 
-    public var description: String {
-        switch self {
-        case .malformed(let field): "malformed receipt (\(field))"
-        case .wrongSigner: "the receipt is not signed by the node that served the request"
-        case .badSignature: "the receipt's signature does not verify"
-        case .mismatch(let detail): "the receipt does not match what the gateway relayed: \(detail)"
-        }
+    public var code: Code
+    /// What was wrong, for a person: the field, the difference.
+    public var description: String
+
+    /// The code alone, stable and bounded: the audit log's and the metrics' label.
+    public var reason: String { code.description }
+
+    public static func malformed(_ field: String) -> ReceiptError { ReceiptError(code: .malformed, description: "malformed receipt (\(field))") }
+    public static let wrongSigner = ReceiptError(code: .wrongSigner, description: "the receipt is not signed by the node that served the request")
+    public static let badSignature = ReceiptError(code: .badSignature, description: "the receipt's signature does not verify")
+
+    public static func mismatch(_ detail: String) -> ReceiptError {
+        ReceiptError(code: .mismatch, description: "the receipt does not match what the gateway relayed: \(detail)")
     }
 }
