@@ -15,14 +15,21 @@ public final class Cluster: Sendable {
     /// The join string the gateway printed: its mesh address and key id.
     public let join: String
 
+    /// `--header-timeout` for gateways the tests start, which are not testing it (see `init`).
+    public static let patientHeaderTimeout = ["--header-timeout", "120s"]
+
     /// Starts `hearth gateway --port 0 --mesh-host 127.0.0.1 --mesh-port 0` with `arguments` added.
+    ///
+    /// The gateway waits `patientHeaderTimeout` for a request head instead of 10 s: early in a full run beside
+    /// stress-ng, the test process's event loops were seen to leave a connection they had opened without its request
+    /// for longer than that, and the gateway closed it as a silent client. `arguments` may set another.
     public init(label: String, gatewayArguments: [String] = []) async throws {
         directory = try TestEnvironment.temporaryDirectory(label)
         gateway = try await TestProcess(
             name: "gateway",
             executable: try TestEnvironment.hearthBinary(),
             arguments: ["gateway", "--port", "0", "--mesh-host", "127.0.0.1", "--mesh-port", "0", "--data-dir", directory + "/gateway"]
-                + gatewayArguments,
+                + Self.patientHeaderTimeout + gatewayArguments,
             directory: directory
         )
         let ready = try await gateway.waitForLine { $0.hasPrefix("READY url=") }

@@ -14,7 +14,9 @@ struct LifecycleTests {
         let up = try await TestProcess(
             name: "up",
             executable: try TestEnvironment.hearthBinary(),
-            arguments: ["up", "--port", "0", "--data-dir", directory, "--threads", "1"],
+            // As a newcomer runs it, but for a patient header timeout (`Cluster.patientHeaderTimeout`): this test
+            // process's own client was once left for over 10 s between connecting and sending, early in a full run.
+            arguments: ["up", "--port", "0", "--data-dir", directory, "--threads", "1"] + Cluster.patientHeaderTimeout,
             environment: ["HEARTH_LLAMA_SERVER": try TestEnvironment.llamaServer()],
             directory: directory
         )
