@@ -21,8 +21,9 @@ public final class Cluster: Sendable {
     /// Starts `hearth gateway --port 0 --mesh-host 127.0.0.1 --mesh-port 0` with `arguments` added.
     ///
     /// The gateway waits `patientHeaderTimeout` for a request head instead of 10 s: early in a full run beside
-    /// stress-ng, the test process's event loops were seen to leave a connection they had opened without its request
-    /// for longer than that, and the gateway closed it as a silent client. `arguments` may set another.
+    /// stress-ng, a connection this test process had opened went without its request for longer than that, and the
+    /// gateway closed it as a silent client. Then the process's Swift task pool is busy for seconds at a time (a probe
+    /// saw tasks resumed up to 6.8 s late while the event loops stayed within 0.24 s). `arguments` may set another.
     public init(label: String, gatewayArguments: [String] = []) async throws {
         directory = try TestEnvironment.temporaryDirectory(label)
         gateway = try await TestProcess(
