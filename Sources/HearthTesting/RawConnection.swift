@@ -50,6 +50,24 @@ public final class RawConnection: Sendable {
         return RawConnection(channel: channel)
     }
 
+    /// Connects and sends `text` the moment the connection is up, from its event loop.
+    ///
+    /// A request sent by a separate `send` goes out only when the test's task runs again, and early in a full run
+    /// beside stress-ng this process's task pool has been measured seconds late (the event loops were not): long
+    /// enough for a gateway's header timeout to close the connection as a silent one first.
+    public static func connect(host: String = "127.0.0.1", port: Int, sending text: String) async throws -> RawConnection {
+        let first = ByteBuffer(string: text)
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(30))
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(SendWhenActive(first))
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return RawConnection(channel: channel)
+    }
+
     /// Sends `text` as it is (write `\r\n` yourself).
     public func send(_ text: String) async throws {
         try await channel.writeAndFlush(ByteBuffer(string: text))
@@ -133,5 +151,22 @@ public final class RawConnection: Sendable {
             return state.waiters.remove(at: index).continuation
         }
         waiter?.resume()
+    }
+}
+
+/// Writes its bytes as its channel becomes active, then steps aside.
+private final class SendWhenActive: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private let bytes: ByteBuffer
+
+    init(_ bytes: ByteBuffer) {
+        self.bytes = bytes
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(bytes), promise: nil)
+        context.fireChannelActive()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }

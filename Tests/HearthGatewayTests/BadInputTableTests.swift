@@ -290,8 +290,7 @@ struct BadInputTableTests {
                 // sent again, twice at most. A gateway that closes on the input itself closes every time.
                 var (text, closed) = ("", true)
                 for _ in 0..<3 where text.isEmpty && closed {
-                    let connection = try await RawConnection.connect(port: port)
-                    try? await connection.send(item.raw)
+                    let connection = try await RawConnection.connect(port: port, sending: item.raw)
                     (text, closed) = await connection.readUntilClosed(timeout: .seconds(30))
                     connection.close()
                     if item.shape == .closed { break }
@@ -304,8 +303,7 @@ struct BadInputTableTests {
                 // header timeout on a machine this loaded, is sent again on a new connection).
                 var served = ""
                 for _ in 0..<3 where !served.hasPrefix("HTTP/1.1") {
-                    let probe = try await RawConnection.connect(port: port)
-                    try? await probe.send(Self.get("/v1/models"))
+                    let probe = try await RawConnection.connect(port: port, sending: Self.get("/v1/models"))
                     served = await probe.readUntilClosed(timeout: .seconds(30)).text
                 }
                 if !served.hasPrefix("HTTP/1.1 200") || !served.contains(testModel.rawValue) { problems.append("the next request was not served") }
@@ -319,8 +317,7 @@ struct BadInputTableTests {
             try await withThrowingTaskGroup(of: Bool.self) { group in
                 for item in Self.cases.prefix(30) {
                     group.addTask {
-                        let connection = try await RawConnection.connect(port: port)
-                        try? await connection.send(item.raw)
+                        let connection = try await RawConnection.connect(port: port, sending: item.raw)
                         let (text, closed) = await connection.readUntilClosed(timeout: .seconds(30))
                         return Self.check(item, answer: text, closed: closed).isEmpty
                     }

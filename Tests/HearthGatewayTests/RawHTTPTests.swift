@@ -30,8 +30,7 @@ struct RawHTTPTests {
             // header timeout close it first).
             var served = ""
             for _ in 0..<5 where !served.hasPrefix("HTTP/1.1 200") {
-                let client = try await RawConnection.connect(port: port)
-                try? await client.send(Self.modelsRequest)
+                let client = try await RawConnection.connect(port: port, sending: Self.modelsRequest)
                 served = await client.read(until: "\"data\"", timeout: .seconds(30))
             }
             #expect(served.hasPrefix("HTTP/1.1 200"))
@@ -77,12 +76,11 @@ struct RawHTTPTests {
             // machine has stalled this process past the header timeout between the connect and the send.
             var text = ""
             for _ in 0..<5 where text.isEmpty {
-                let connection = try await RawConnection.connect(port: port)
-                guard
-                    (try? await connection.send(
+                let connection = try await RawConnection.connect(
+                    port: port,
+                    sending:
                         "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"
-                    )) != nil
-                else { continue }
+                )
                 text = await connection.readUntilClosed(timeout: .seconds(30)).text
             }
             #expect(text.hasPrefix("HTTP/1.1 400"), "\(text)")
@@ -99,8 +97,7 @@ struct RawHTTPTests {
         try await withLiveGateway { _, port in
             for _ in 0..<2 {
                 let before = Int(Date().timeIntervalSince1970)
-                let connection = try await RawConnection.connect(port: port)
-                try await connection.send(Self.modelsRequest)
+                let connection = try await RawConnection.connect(port: port, sending: Self.modelsRequest)
                 let text = await connection.read(until: "\"data\"", timeout: .seconds(30))
                 let after = Int(Date().timeIntervalSince1970)
                 let date = text.split(separator: "\r\n").first { $0.lowercased().hasPrefix("date: ") }.map { String($0.dropFirst(6)) }
