@@ -37,31 +37,19 @@ public final class RawConnection: Sendable {
         }
     }
 
-    /// Connects to `host:port`. The timeout only catches a hang: early in a full run beside stress-ng the test
-    /// process's own event loop has been starved past 5 s, and a loopback connect then timed out.
-    public static func connect(host: String = "127.0.0.1", port: Int) async throws -> RawConnection {
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(30))
-            .connect(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                }
-            }
-        return RawConnection(channel: channel)
-    }
-
-    /// Connects and sends `text` the moment the connection is up, from its event loop.
+    /// Connects to `host:port`, and sends `text` (when given) the moment the connection is up, from its event loop.
     ///
     /// A request sent by a separate `send` goes out only when the test's task runs again, and early in a full run
     /// beside stress-ng this process's task pool has been measured seconds late (the event loops were not): long
-    /// enough for a gateway's header timeout to close the connection as a silent one first.
-    public static func connect(host: String = "127.0.0.1", port: Int, sending text: String) async throws -> RawConnection {
-        let first = ByteBuffer(string: text)
+    /// enough for a gateway's header timeout to close the connection as a silent one first. The connect timeout only
+    /// catches a hang (a loopback connect once timed out at 5 s in such a run).
+    public static func connect(host: String = "127.0.0.1", port: Int, sending text: String? = nil) async throws -> RawConnection {
+        let first = text.map { ByteBuffer(string: $0) }
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(30))
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(SendWhenActive(first))
+                    if let first { try channel.pipeline.syncOperations.addHandler(SendWhenActive(first)) }
                     return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
                 }
             }
