@@ -66,17 +66,16 @@ public struct GGUFTensorInfo: Sendable, Equatable {
 public struct GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What kind of refusal it is; more may be added.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Base: String { case notGGUF, unsupportedVersion, truncated, invalid }
-        private let base: Base
+        private let name: String
         /// No GGUF magic at the start.
-        public static let notGGUF = Code(base: .notGGUF)
+        public static let notGGUF = Code(name: "not_gguf")
         /// A version other than 2 and 3.
-        public static let unsupportedVersion = Code(base: .unsupportedVersion)
+        public static let unsupportedVersion = Code(name: "unsupported_version")
         /// The bytes end inside the header: `neededBytes` says how many would let the reader go further.
-        public static let truncated = Code(base: .truncated)
+        public static let truncated = Code(name: "truncated")
         /// A header that is corrupt or hostile (an impossible count, a string that is not UTF-8, …).
-        public static let invalid = Code(base: .invalid)
-        public var description: String { base.rawValue }
+        public static let invalid = Code(name: "invalid")
+        public var description: String { name }
     }
 
     public var code: Code
