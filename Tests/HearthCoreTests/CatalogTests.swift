@@ -38,7 +38,7 @@ func catalogEntry(
         let smol = try #require(catalog[DefaultModel.id])
         #expect(smol.sha256 == DefaultModel.sha256)
         #expect(smol.sizeBytes == DefaultModel.sizeBytes)
-        #expect(smol.shape == ModelShape(layers: 30, kvHeads: 3, headDim: 64, embedding: 576, vocabulary: 49152))
+        #expect(smol.shape == ModelShape(layers: 30, kvHeads: 3, headDim: 64, embedding: 576, vocabulary: 49152, architecture: "llama"))
         // From tiny to 70B and a mixture of experts, so the planner has something real to show.
         #expect(Set(catalog.entries.map(\.tier)).isSuperset(of: [.tiny, .small, .medium, .large, .moe, .embed, .code]))
         #expect(catalog.entries.contains { $0.parameters >= 70_000_000_000 })

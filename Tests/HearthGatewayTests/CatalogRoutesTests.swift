@@ -88,20 +88,7 @@ struct CatalogRoutesTests {
     }
 
     @Test func anOperatorCatalogReplacesWhatIsListed() async throws {
-        let entry = CatalogEntry(
-            id: ModelID("house:q8_0")!,
-            name: "House model",
-            family: "house",
-            parameters: 1,
-            tier: .tiny,
-            quantization: "Q8_0",
-            contextLength: 512,
-            licence: "MIT",
-            sizeBytes: 1000,
-            shape: ModelShape(layers: 1, kvHeads: 1, headDim: 1, embedding: 1),
-            sources: [],
-            sha256: SHA256Digest(hex: String(repeating: "0", count: 64))
-        )
+        let entry = pinnedEntry("house:q8_0", family: "house")
         let (gateway, _) = try await makeGateway([:]) { $0.catalog = try! Catalog(entries: [entry]) }
         try await gateway.application.test(.router) { client in
             try await client.execute(uri: "/api/catalog/allowlist", method: .get) { response in

@@ -57,6 +57,30 @@ func announcement(_ id: NodeID, state: EngineState = .ready, slots: Int = 2, mod
 
 /// Records a node's report in the registry, as the mesh does when it polls a linked node (the link itself is
 /// tested with real nodes in HearthIntegrationTests).
+/// A pinned entry of an operator's catalog (any file: the hash is all zeros, as `announcement` reports it).
+func pinnedEntry(
+    _ id: String,
+    family: String,
+    parameters: UInt64 = 1,
+    tier: ModelTier = .tiny,
+    shape: ModelShape = ModelShape(layers: 1, kvHeads: 1, headDim: 1, embedding: 1)
+) -> CatalogEntry {
+    CatalogEntry(
+        id: ModelID(id)!,
+        name: id,
+        family: family,
+        parameters: parameters,
+        tier: tier,
+        quantization: "Q8_0",
+        contextLength: 512,
+        licence: "MIT",
+        sizeBytes: 1000,
+        shape: shape,
+        sources: [],
+        sha256: SHA256Digest(hex: String(repeating: "0", count: 64))
+    )
+}
+
 func announce(_ gateway: Gateway, _ node: NodeAnnouncement) {
     gateway.registry.upsert(node)
 }

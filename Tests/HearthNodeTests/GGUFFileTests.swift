@@ -53,7 +53,7 @@ struct GGUFURLTests {
             #expect(size == UInt64(model.count))
             // The header is 1.7 MiB: a first 1 MiB read, then one grown read; never the 98 MB of weights.
             #expect(server.rangesSeen == ["bytes=0-1048575", "bytes=0-\(max(2 << 20, Int(local.dataOffset)) - 1)"])
-            #expect(ModelShape(header: header) == ModelShape(layers: 30, kvHeads: 3, headDim: 64, embedding: 576))
+            #expect(ModelShape(header: header) == ModelShape(layers: 30, kvHeads: 3, headDim: 64, embedding: 576, architecture: "llama"))
 
             server.then(.ignoreRange)
             #expect(try await GGUFSource.header(url: server.url("smol.gguf")).header == local)

@@ -22,6 +22,7 @@ extension Catalog {
               "quantization": "Q4_1",
               "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
               "shape": {
+                "architecture": "llama",
                 "embedding": 576,
                 "headDim": 64,
                 "kvHeads": 3,
@@ -44,6 +45,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "llama",
                 "embedding": 960,
                 "headDim": 64,
                 "kvHeads": 5,
@@ -65,6 +67,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "qwen2",
                 "embedding": 896,
                 "headDim": 64,
                 "kvHeads": 2,
@@ -86,6 +89,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "llama",
                 "embedding": 2048,
                 "headDim": 64,
                 "kvHeads": 8,
@@ -107,6 +111,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "llama",
                 "embedding": 2048,
                 "headDim": 64,
                 "kvHeads": 32,
@@ -128,6 +133,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "llama",
                 "embedding": 3072,
                 "headDim": 128,
                 "kvHeads": 8,
@@ -149,6 +155,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "llama",
                 "embedding": 4096,
                 "headDim": 128,
                 "kvHeads": 8,
@@ -170,6 +177,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "qwen2",
                 "embedding": 3584,
                 "headDim": 128,
                 "kvHeads": 4,
@@ -191,6 +199,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "qwen2",
                 "embedding": 3584,
                 "headDim": 128,
                 "kvHeads": 4,
@@ -212,6 +221,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "llama",
                 "embedding": 4096,
                 "headDim": 128,
                 "kvHeads": 8,
@@ -233,6 +243,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "llama",
                 "embedding": 4096,
                 "headDim": 128,
                 "kvHeads": 8,
@@ -255,6 +266,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q4_K_M",
               "shape": {
+                "architecture": "llama",
                 "embedding": 8192,
                 "headDim": 128,
                 "kvHeads": 8,
@@ -276,6 +288,7 @@ extension Catalog {
               "pinned": false,
               "quantization": "Q8_0",
               "shape": {
+                "architecture": "nomic-bert",
                 "embedding": 768,
                 "headDim": 64,
                 "kvHeads": 12,

@@ -9,6 +9,9 @@ public enum ModelTier: String, Codable, Sendable, CaseIterable {
 
 /// The architecture facts the sizer needs, as the GGUF header states them.
 public struct ModelShape: Codable, Sendable, Equatable {
+    /// The architecture (`general.architecture`, e.g. `llama`, `qwen2`), which prefixes the header's shape keys; what
+    /// Ollama's API calls a model's family. Absent from operators' catalogs written before it was asked for.
+    public var architecture: String?
     /// Transformer blocks (`<arch>.block_count`).
     public var layers: Int
     /// Key/value heads (`<arch>.attention.head_count_kv`).
@@ -21,7 +24,8 @@ public struct ModelShape: Codable, Sendable, Equatable {
     /// past it is not serving this model (spot checks).
     public var vocabulary: Int?
 
-    public init(layers: Int, kvHeads: Int, headDim: Int, embedding: Int, vocabulary: Int? = nil) {
+    public init(layers: Int, kvHeads: Int, headDim: Int, embedding: Int, vocabulary: Int? = nil, architecture: String? = nil) {
+        self.architecture = architecture
         self.layers = layers
         self.kvHeads = kvHeads
         self.headDim = headDim

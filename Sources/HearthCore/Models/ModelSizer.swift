@@ -118,7 +118,7 @@ extension ModelShape {
         else { return nil }
         let kvHeads = header["\(arch).attention.head_count_kv"]?.integer ?? heads
         let headDim = header["\(arch).attention.key_length"]?.integer ?? embedding / heads
-        self.init(layers: Int(layers), kvHeads: Int(kvHeads), headDim: Int(headDim), embedding: Int(embedding))
+        self.init(layers: Int(layers), kvHeads: Int(kvHeads), headDim: Int(headDim), embedding: Int(embedding), architecture: arch)
     }
 }
 

@@ -21,10 +21,10 @@ struct OllamaController {
             try await generate(.generate, request: request, context: context)
         }
         router.get("/api/tags") { _, _ in
-            try jsonResponse(["models": .array(registry.readyModels().map { Self.tag(for: $0.model) })])
+            try jsonResponse(["models": .array(registry.readyModels().map { card(for: $0.model).tag })])
         }
         router.get("/api/ps") { _, _ in
-            try jsonResponse(["models": .array(registry.readyModels().map { Self.running($0.model) })])
+            try jsonResponse(["models": .array(registry.readyModels().map { card(for: $0.model).running })])
         }
         router.post("/api/show") { request, context in
             try await show(request: request, context: context)
@@ -42,12 +42,12 @@ struct OllamaController {
         guard let served = registry.readyModels().first(where: { $0.model.id == id || $0.model.aliases.contains(id) })?.model else {
             throw OpenAIError(.notFound, "The model '\(name)' does not exist on this network.", param: "model", code: "model_not_found")
         }
-        return try jsonResponse([
-            "modelfile": "", "parameters": "", "template": "",
-            "details": Self.details(for: served),
-            "model_info": ["general.context_length": .integer(Int64(served.contextLength))],
-            "capabilities": ["completion"],
-        ])
+        return try jsonResponse(card(for: served).show)
+    }
+
+    /// What the catalog says of a served model, for Ollama's listings.
+    func card(for model: ServedModel) -> OllamaModelCard {
+        OllamaModelCard(model: model, entry: pipeline.dispatcher.catalog[model.id])
     }
 
     func generate(_ shape: OllamaResponseWriter.Shape, request: Request, context: GatewayRequestContext) async throws -> Response {
@@ -135,34 +135,6 @@ struct OllamaController {
                 }
             }
         )
-    }
-
-    static func tag(for model: ServedModel) -> JSONValue {
-        [
-            "name": .string(model.id.rawValue), "model": .string(model.id.rawValue), "modified_at": .string(timestamp()),
-            "size": .integer(Int64(clamping: model.sizeBytes)), "digest": .string(model.sha256.hex), "details": details(for: model),
-        ]
-    }
-
-    /// An `/api/ps` entry: Ollama's running-model shape, which clients (Open WebUI) read to show a model as loaded.
-    /// A network model has no unload time (nodes keep it while they serve it), so `expires_at` is far off, as Ollama
-    /// says for `keep_alive: -1`; `size_vram` is 0, as nodes report no accelerator memory per model.
-    static func running(_ model: ServedModel) -> JSONValue {
-        var entry = tag(for: model)
-        entry["expires_at"] = .string(Self.noExpiry)
-        entry["size_vram"] = 0
-        entry["context_length"] = .integer(Int64(model.contextLength))
-        return entry
-    }
-
-    static let noExpiry = "2318-11-26T00:00:00Z"
-
-    static func details(for model: ServedModel) -> JSONValue {
-        let quantization = model.id.rawValue.split(separator: ":").last.map { $0.uppercased() } ?? ""
-        return [
-            "parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"], "parameter_size": "",
-            "quantization_level": .string(quantization),
-        ]
     }
 
     static func timestamp() -> String {
