@@ -99,6 +99,9 @@ func catalogEntry(
         #expect(catalog.resolve(ModelID("m")!) { $0.sizeBytes <= 6 << 30 }?.id == ModelID("m:q6_k"))
         #expect(catalog.resolve(ModelID("m")!) { $0.sizeBytes <= 4 << 30 }?.id == ModelID("m:q8_0"))
         #expect(catalog.resolve(ModelID("other")!) == nil)
+        // Ollama's default tag, which its clients add to a name without one, is no quantization.
+        #expect(catalog.resolve(ModelID("m:latest")!)?.id == ModelID("m:q8_0"))
+        #expect(catalog.resolve(ModelID("other:latest")!) == nil)
     }
 
     @Test func withoutAQ8TheLeastQuantizedPinnedFileIsUsed() throws {

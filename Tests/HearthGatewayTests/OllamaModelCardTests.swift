@@ -40,6 +40,16 @@ struct OllamaModelCardTests {
                 #expect(answer["capabilities"] == ["completion"])
                 #expect(answer["license"] == "Apache-2.0")
             }
+            // A name without quantization, or with Ollama's default tag, is the catalog's choice, as for a chat.
+            for name in ["smollm2-135m-instruct", "smollm2-135m-instruct:latest"] {
+                try await client.execute(uri: "/api/show", method: .post, body: try json(["model": .string(name)])) { response in
+                    #expect(response.status == .ok, "\(name)")
+                    #expect(decode(response.body)["details"]?["parameter_size"] == "134.52M", "\(name)")
+                }
+            }
+            try await client.execute(uri: "/api/show", method: .post, body: try json(["model": "smollm2-360m-instruct:latest"])) { response in
+                #expect(response.status == .notFound)
+            }
         }
     }
 

@@ -24,7 +24,9 @@ struct RoutingScoreRoutesTests {
                 try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
                     #expect(response.status == .ok)
                 }
-                // The fake node signs no receipt, which costs it reputation: not what this test is about.
+                // The fake node signs no receipt, which costs it reputation: not what this test is about. The
+                // receipt is refused by the answer's metering, which runs beside the connection: wait for it first.
+                await gateway.settled()
                 gateway.registry.seedRefusedReceipts(nodeB, count: 0)
             }
             #expect(transport.requests.map(\.node) == [nodeA, nodeB, nodeB], "after its failure A scores below B")

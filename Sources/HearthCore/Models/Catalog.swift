@@ -259,10 +259,12 @@ public struct Catalog: Sendable, Equatable {
     /// The entry a client's model name stands for. An exact id wins. A name without quantization
     /// (`qwen2.5-7b-instruct`) picks among the pinned entries of that name: Q8_0 first; a lower quantization only
     /// when no Q8_0 is pinned, or when it is approved for constrained pools and the Q8_0 does not `fit` while it does.
-    /// Planning may look at unpinned entries too (`includeUnpinned`); loading never does.
+    /// Planning may look at unpinned entries too (`includeUnpinned`); loading never does. Ollama's default tag
+    /// (`qwen2.5-7b-instruct:latest`, what its clients make of a name without one) is read as no quantization.
     public func resolve(_ name: ModelID, includeUnpinned: Bool = false, fits: (CatalogEntry) -> Bool = { _ in true }) -> CatalogEntry? {
         if let exact = self[name] { return exact }
-        let candidates = entries.filter { ($0.isPinned || includeUnpinned) && $0.baseName == name.rawValue }
+        let baseName = name.rawValue.hasSuffix(":latest") ? CatalogEntry.baseName(of: name) : name.rawValue
+        let candidates = entries.filter { ($0.isPinned || includeUnpinned) && $0.baseName == baseName }
         let q8 = candidates.first { $0.quantization.uppercased() == "Q8_0" }
         if let q8 {
             if fits(q8) { return q8 }

@@ -39,7 +39,8 @@ struct OllamaController {
         guard let name = (json["model"] ?? json["name"])?.stringValue, let id = ModelID(name) else {
             throw OpenAIError(.invalidRequest, "'model' must be a model name.", param: "model")
         }
-        guard let served = registry.readyModels().first(where: { $0.model.id == id || $0.model.aliases.contains(id) })?.model else {
+        let resolved = pipeline.dispatcher.catalog.resolve(id)?.id ?? id
+        guard let served = registry.readyModels().first(where: { $0.model.id == resolved || $0.model.aliases.contains(id) })?.model else {
             throw OpenAIError(.notFound, "The model '\(name)' does not exist on this network.", param: "model", code: "model_not_found")
         }
         return try jsonResponse(card(for: served).show)
