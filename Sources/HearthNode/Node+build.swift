@@ -205,9 +205,13 @@ private func backendEngines(_ configuration: NodeConfiguration, changes: ChangeS
     guard let backend = configuration.backend else { return [] }
     var seen: Set<ModelID> = Set(configuration.models.map(\.id))
     return try backend.models.map { mapping in
-        guard let entry = configuration.catalog.resolve(mapping.id), let sha256 = entry.sha256 else {
+        let named = "--backend-model \(mapping.name)=\(mapping.id)"
+        guard let entry = configuration.catalog.resolve(mapping.id) ?? configuration.catalog.resolve(mapping.id, includeUnpinned: true) else {
+            throw NodeStartError("\(named): '\(mapping.id)' is not in the catalog; `hearth catalog list` shows what is")
+        }
+        guard let sha256 = entry.sha256 else {
             throw NodeStartError(
-                "--backend-model \(mapping.name)=\(mapping.id): the catalog pins no such model, so no node may serve it (`hearth catalog list`)"
+                "\(named): \(entry.id) is not pinned in the catalog, so no node may serve it; an operator pins it with `hearth catalog pin`"
             )
         }
         guard seen.insert(entry.id).inserted else {

@@ -424,3 +424,26 @@ struct ChangeSignalTests {
         await waiter.value
     }
 }
+
+struct BackendMappingTests {
+    /// A mapping to an id off the catalog, or to an entry the catalog lists without pinning its file, is refused at
+    /// start, saying which of the two it is (the owner fixes the first, an operator the second).
+    @Test func refusesAModelOffTheCatalogOrNotPinnedSayingWhich() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("backend-mapping")
+        for (id, reason) in [("nosuch:q8_0", "is not in the catalog"), ("qwen2.5-7b-instruct:q8_0", "is not pinned")] {
+            let configuration = NodeConfiguration().with {
+                $0.dataDirectory = directory
+                $0.join = JoinAddress(host: "127.0.0.1", port: 1, gatewayID: NodeID(String(repeating: "a", count: 64))!)
+                $0.models = []
+                $0.backend = BackendSettings(baseURL: "http://127.0.0.1:1/v1", models: [.init(name: "theirs", id: ModelID(id)!)])
+            }
+            do {
+                _ = try await buildNode(configuration: configuration, logger: Logger(label: "node"))
+                Issue.record("\(id) was accepted")
+            } catch let error as NodeStartError {
+                #expect(error.description.contains(reason), "\(error)")
+                #expect(error.description.contains("--backend-model theirs=\(id)"), "\(error)")
+            }
+        }
+    }
+}
