@@ -75,6 +75,19 @@ struct StreamTokenCountTests {
         #expect(StreamEvent.classify(Array("data: [DONE]\n\n".utf8)) == .done)
     }
 
+    @Test func readsAFinishReasonHoweverItIsSpaced() {
+        #expect(StreamEvent.finishReason(in: Self.event(#"{"choices":[{"finish_reason":"stop","index":0,"delta":{}}]}"#)) == "stop")
+        #expect(StreamEvent.finishReason(in: Self.event(#"{"choices": [{"finish_reason" : "length", "index": 0}]}"#)) == "length")
+        // Not yet finished, a second choice that is, and the member's name inside the text.
+        #expect(StreamEvent.finishReason(in: Self.event(#"{"choices":[{"finish_reason":null,"delta":{"content":"x"}}]}"#)) == nil)
+        #expect(
+            StreamEvent.finishReason(in: Self.event(#"{"choices":[{"index":0,"finish_reason":null},{"index":1,"finish_reason":"stop"}]}"#))
+                == "stop"
+        )
+        #expect(StreamEvent.finishReason(in: Self.event(#"{"choices":[{"delta":{"content":"\"finish_reason\":\"stop\""}}]}"#)) == nil)
+        #expect(StreamEvent.finishReason(in: Array("data: [DONE]\n\n".utf8)) == nil)
+    }
+
     @Test func countsWhatACutStreamConsumedAndPrefersTheEnginesUsage() {
         var count = StreamTokenCount()
         #expect(count.counted == nil)

@@ -154,24 +154,47 @@ struct ContinuationRoutesTests {
         #expect(statuses == ["handed_over", "ok"])
     }
 
-    @Test func aStreamThatEndsWithoutItsFinishIsNotContinuedUnlessHandedOver() async throws {
-        // A node's stream that simply ends early (no handover, no break) is relayed as it is.
-        let (gateway, transport) = try await makeGateway([
-            nodeA: .respond(
-                status: 200,
-                contentType: "text/event-stream",
-                chunks: FakeNodeTransport.markedChatEvents([("Once", 10)], first: true)
-            ),
-            nodeB: .continuation(chunks: Self.rest([(" time", 13)], prompt: 10, completion: 1), prefill: 1),
-        ])
-        try await gateway.application.test(.router) { client in
-            announce(gateway, announcement(nodeA, slots: 4))
-            announce(gateway, announcement(nodeB, slots: 1))
-            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat())) { response in
-                #expect(HTTP.streamedText(String(buffer: response.body)) == "Once")
+    /// A node's stream that ends, receipt and all, before its engine's finish: its engine broke off (it died, or the
+    /// owner's server went away) while the node lived on. It is continued like a broken stream, and where nobody can
+    /// continue it the client is told, as for a break, never shown a clean end of a cut answer.
+    @Test func aStreamThatEndsBeforeItsFinishIsContinuedOrEndsWithTheError() async throws {
+        let endsEarly = FakeNodeTransport.Behaviour.respond(
+            status: 200,
+            contentType: "text/event-stream",
+            chunks: FakeNodeTransport.markedChatEvents([("Once", 10)], first: true)
+        )
+        let continues = FakeNodeTransport.Behaviour.continuation(chunks: Self.rest([(" time", 13)], prompt: 10, completion: 1), prefill: 1)
+        for withSecondNode in [true, false] {
+            let (gateway, transport) = try await makeGateway([nodeA: endsEarly, nodeB: continues])
+            try await gateway.application.test(.router) { client in
+                announce(gateway, announcement(nodeA, slots: 4))
+                if withSecondNode { announce(gateway, announcement(nodeB, slots: 1)) }
+                try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat())) { response in
+                    let text = String(buffer: response.body)
+                    #expect(HTTP.streamedText(text) == (withSecondNode ? "Once time" : "Once"))
+                    #expect(text.contains("upstream_failed") == !withSecondNode, "\(text)")
+                    #expect(text.hasSuffix("data: [DONE]\n\n") == withSecondNode, "\(text)")
+                }
+                let ollama: JSONValue = ["model": .string(testModel.rawValue), "messages": [["role": "user", "content": "hi"]]]
+                try await client.execute(uri: "/api/chat", method: .post, body: try json(ollama)) { response in
+                    let last = String(buffer: response.body).split(separator: "\n").last.map { decode(ByteBuffer(string: String($0))) }
+                    if withSecondNode {
+                        #expect(last?["done"] == true)
+                    } else {
+                        // Ollama ends a stream that failed with an error line.
+                        #expect(last?["error"]?.stringValue?.isEmpty == false, "\(String(describing: last))")
+                    }
+                }
             }
+            // Each part on A ended early and was metered so; B answered the rest (A's score may send the second
+            // request to B at once).
+            let nodes = transport.requests.map(\.node)
+            #expect(nodes.first == nodeA && nodes.filter { $0 == nodeB }.count == (withSecondNode ? 2 : 0), "\(nodes)")
+            await gateway.settled()
+            let statuses = try await gateway.database.recentUsage().map(\.status)
+            #expect(statuses.filter { $0 == "upstream_error" }.count == nodes.filter { $0 == nodeA }.count, "\(statuses)")
+            #expect(statuses.filter { $0 == "ok" }.count == (withSecondNode ? 2 : 0), "\(statuses)")
         }
-        #expect(transport.requests.map(\.node) == [nodeA])
     }
 
     @Test func theOllamaStreamIsContinuedToo() async throws {

@@ -22,26 +22,42 @@ public enum StreamEvent: Sendable, Equatable {
         }
     }
 
-    /// Whether `"usage"` is followed by an object, whatever the spaces between (an owner's server may not write
-    /// compact JSON).
+    /// The first `finish_reason` an event states (a string: `null` is none yet), whatever the spaces around its colon
+    /// (an owner's server may not write compact JSON, and its events reach the gateway as it wrote them).
+    public static func finishReason(in event: some Collection<UInt8>) -> String? {
+        ByteSearch.withBytes(of: event) { bytes in
+            firstValue(of: #""finish_reason""#, in: bytes) { start in
+                guard bytes[start] == UInt8(ascii: "\""), let end = bytes[(start + 1)...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+                return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[(start + 1)..<end]), as: UTF8.self)
+            }
+        }
+    }
+
+    /// Whether `"usage"` is followed by an object, whatever the spaces between.
     private static func hasUsageObject(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        firstValue(of: #""usage""#, in: bytes) { bytes[$0] == UInt8(ascii: "{") ? true : nil } ?? false
+    }
+
+    /// The first non-nil `body(offset)`, called with the offset of the value of each member named `key` (quoted) in
+    /// turn: past the colon and the spaces around it.
+    private static func firstValue<Result>(of key: StaticString, in bytes: UnsafeRawBufferPointer, _ body: (Int) -> Result?) -> Result? {
         var start = 0
-        while let found = ByteSearch.firstIndex(of: #""usage""#, in: UnsafeRawBufferPointer(rebasing: bytes[start...])) {
-            var cursor = start + found + 7
+        while let found = ByteSearch.firstIndex(of: key, in: UnsafeRawBufferPointer(rebasing: bytes[start...])) {
+            var cursor = start + found + key.utf8CodeUnitCount
             var colon = false
-            while cursor < bytes.count {
+            scan: while cursor < bytes.count {
                 switch bytes[cursor] {
                 case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\r"), UInt8(ascii: "\n"): cursor += 1
                 case UInt8(ascii: ":") where !colon:
                     colon = true
                     cursor += 1
-                case UInt8(ascii: "{") where colon: return true
-                default: cursor = bytes.count + 1
+                default: break scan
                 }
             }
+            if colon, cursor < bytes.count, let result = body(cursor) { return result }
             start += found + 1
         }
-        return false
+        return nil
     }
 }
 

@@ -42,6 +42,8 @@ struct ContinuingStream {
     private var partFinished = false
     /// A finish reason went by: the text is complete, only usage and `[DONE]` may follow.
     private var finished = false
+    /// `[DONE]` went by: the stream is complete even if its server named no finish reason.
+    private var done = false
     /// Whether the engine ended the answer itself (`finish_reason: stop`), for the spot check's question of whether
     /// the model would stop there.
     private var endedByEngine = false
@@ -71,14 +73,22 @@ struct ContinuingStream {
             var event: ByteBuffer
             do {
                 guard let next = try await reader.next() else {
+                    if finished || done { return nil }
                     // A node that drains ends its streams early with its receipt and says so: go on elsewhere.
-                    guard !finished, served.upstream.response.body.trailer(LinkProtocol.handoverTrailer) != nil else { return nil }
-                    handedOver = true
-                    if await continueElsewhere(after: HandedOver()) { continue }
-                    throw HandedOver()
+                    if served.upstream.response.body.trailer(LinkProtocol.handoverTrailer) != nil {
+                        handedOver = true
+                        if await continueElsewhere(after: HandedOver()) { continue }
+                        throw HandedOver()
+                    }
+                    // The node ended the stream, with its receipt, before the engine's finish: its engine broke off
+                    // (it died, or the owner's server went away). As for a node that broke the stream.
+                    if await continueElsewhere(after: EndedEarly()) { continue }
+                    throw EndedEarly()
                 }
                 event = next
             } catch let error as HandedOver {
+                throw error
+            } catch let error as EndedEarly {
                 throw error
             } catch {
                 if finished { return nil }
@@ -91,14 +101,15 @@ struct ContinuingStream {
                 generation.observe(mark) { Self.text(of: marked) }
             }
             let kind = tally.observe(event.readableBytesView)
+            if kind == .done { done = true }
             if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONValue.parse(payload.readableBytesView) {
                 identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0)
                 model = chunk["model"] ?? .null
                 object = chunk["object"] ?? .null
             }
-            if event.contains("\"finish_reason\":\"") {
+            if let reason = StreamEvent.finishReason(in: event.readableBytesView) {
                 finished = true
-                endedByEngine = event.contains("\"finish_reason\":\"stop\"")
+                endedByEngine = reason == "stop"
             }
             if case .usage(let usage, let usageOnly) = kind, part > 0, let prefill = served.upstream.response.prefill {
                 let client = TokenUsage(promptTokens: max(0, usage.promptTokens - prefill), completionTokens: prefill + usage.completionTokens)
@@ -231,6 +242,11 @@ struct ContinuingStream {
     /// A node's stream that ended without its answer because the node drains.
     struct HandedOver: Error, CustomStringConvertible {
         var description: String { "the node handed the stream over (it is stopping)" }
+    }
+
+    /// A node's stream that ended, receipt and all, before its engine's finish event.
+    struct EndedEarly: Error, CustomStringConvertible {
+        var description: String { "the node's stream ended before the engine finished the answer" }
     }
 
     /// The generated text of an event (the first choice's), decoded: only gaps need it. Read from the event's outline

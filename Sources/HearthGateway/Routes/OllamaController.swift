@@ -125,6 +125,8 @@ struct OllamaController {
                 guard outcome.status != .clientClosed else { return }
                 do {
                     if outcome.status == .ok { try await bodyWriter.write(Self.ndjson(outcome.finalLine)) }
+                    // As Ollama ends a stream that failed after its first line: a line with the error.
+                    if outcome.status == .upstreamError { try await bodyWriter.write(Self.ndjson(["error": "The node's stream broke off."])) }
                     try await bodyWriter.finish(nil)
                 } catch {
                     outcome.status = .clientClosed
