@@ -120,8 +120,20 @@ struct BackendTests {
             let embeddings = try await HTTP.post(cluster.url + "/v1/embeddings", json: ["model": .string(DefaultModel.id.rawValue), "input": "x"])
             #expect(embeddings.status == 404)
 
-            // The owner stops their server: the node reports it failed and the gateway stops routing; back when it is.
+            // The owner's server dies halfway through a stream: with no other node to go on, the client is told (the
+            // node ends its stream with its receipt; the gateway does not pass that off as the answer's end).
+            var long = Self.streamed(Self.question)
+            long["max_tokens"] = 400
+            long["ignore_eos"] = true
+            let cut = try await ContinuationTests.stream(long, to: "/v1/chat/completions", in: cluster, afterNewlines: 40) { _ in
+                { [owners] in owners.send(SIGKILL) }
+            }
+            #expect(cut.interrupted)
+            #expect(cut.body.contains("upstream_failed"), "\(cut.body.suffix(600))")
+            #expect(!cut.body.contains("[DONE]"), "\(cut.body.suffix(600))")
             _ = await owners.stop()
+
+            // The owner's server is gone: the node reports it failed and the gateway stops routing; back when it is.
             let failed = try await eventually("the model to be reported failed", within: .seconds(30), every: .milliseconds(250)) {
                 () -> JSONValue? in
                 let model = try await Self.reported(cluster)
