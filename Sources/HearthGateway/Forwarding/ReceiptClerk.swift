@@ -7,8 +7,8 @@ enum ReceiptClerk {
     /// - Parameters:
     ///   - trailer: the node's `hearth-receipt` trailer, if one came.
     ///   - status: how the relay ended. A complete relay (`ok`) must have a receipt; one whose client went away
-    ///     (`client_closed`), or that its draining node handed over (`handed_over`), is settled when the node still sent
-    ///     one (it finished, or was cancelled and said so).
+    ///     (`client_closed`), that its draining node handed over (`handed_over`), or that broke (`upstream_error`) is
+    ///     settled when the node still sent one (it finished, was cancelled and said so, or its engine broke off).
     ///   - usage: the engine's counts as they passed through the gateway.
     static func settle(
         trailer: String?,

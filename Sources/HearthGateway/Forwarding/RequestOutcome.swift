@@ -28,10 +28,12 @@ enum RequestOutcome: Sendable, Equatable {
         }
     }
 
-    /// Whether the node did its work, as far as the gateway knows: its receipt is asked for and checked.
+    /// Whether a receipt the node sent is checked and credited. A broken relay (`upstreamError`) has one only when
+    /// the node outlived the break (its engine broke off, and it signed for what the engine had made); a node that
+    /// died or lost its link sent none, and is not refused for it.
     var isReceipted: Bool {
         switch self {
-        case .ok, .clientClosed, .handedOver: true
+        case .ok, .clientClosed, .handedOver, .upstreamError: true
         default: false
         }
     }

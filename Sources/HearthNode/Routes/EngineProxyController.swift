@@ -288,9 +288,9 @@ struct EngineProxyController {
                 if ending.linkGone { throw CancellationError() }
                 let outcome: Receipt.Outcome =
                     if cancellation?.isCancelled == true { .cancelled } else if ending.failure != nil { .engineError } else { .ok }
-                // The receipt rides as a trailer after the last byte: one exchange, nothing stored on the node.
-                let usage =
-                    outcome == .cancelled || (outcome == .ok && meteredByEvents) ? (ending.tap.usage ?? ending.tap.partialUsage) : ending.tap.usage
+                // The receipt rides as a trailer after the last byte: one exchange, nothing stored on the node. A
+                // stream stopped, or whose engine broke off, is worth what it relayed, counted as the gateway counts it.
+                let usage = outcome == .ok && !meteredByEvents ? ending.tap.usage : (ending.tap.usage ?? ending.tap.partialUsage)
                 try await writer.finish(receipt.trailers(usage: usage, outcome: outcome, handover: cancellation?.isHandover == true))
             }
         )
