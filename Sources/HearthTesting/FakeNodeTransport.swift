@@ -31,6 +31,7 @@ public final class FakeNodeTransport: NodeTransport {
     private let behaviours: Mutex<[NodeID: Behaviour]>
     private let received = Mutex<[(node: NodeID, body: JSONValue)]>([])
     private let hashes = Mutex<[SHA256Digest?]>([])
+    private let paths = Mutex<[CompletionEndpoint]>([])
 
     public init(_ behaviours: [NodeID: Behaviour]) {
         self.behaviours = Mutex(behaviours)
@@ -51,11 +52,15 @@ public final class FakeNodeTransport: NodeTransport {
     /// The model hash each request named (`x-hearth-model-sha256` on a real link), in order.
     public var modelHashes: [SHA256Digest?] { hashes.withLock { $0 } }
 
+    /// The engine endpoint each request was for, in order.
+    public var endpoints: [CompletionEndpoint] { paths.withLock { $0 } }
+
     public func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
         var bytes = request.body
         let body = bytes.readBytes(length: bytes.readableBytes).flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0)) } ?? .null
         received.withLock { $0.append((node, body)) }
         hashes.withLock { $0.append(request.modelSHA256) }
+        paths.withLock { $0.append(request.endpoint) }
         switch behaviours.withLock({ $0[node] }) ?? .fail {
         case .fail:
             throw FakeNodeError()

@@ -29,6 +29,16 @@ struct OllamaTranslationTests {
         #expect(body["stream"] == false)
     }
 
+    @Test func aRawGenerateIsATextCompletionOfThePromptAsItIs() throws {
+        let raw: JSONValue = ["model": "m", "prompt": "Once", "system": "s", "raw": true, "options": ["num_predict": 5, "stop": ["."]]]
+        #expect(try OllamaTranslation.isRaw(raw))
+        #expect(try !OllamaTranslation.isRaw(["model": "m", "prompt": "p"]))
+        let body = try OllamaTranslation.completionBody(fromRawGenerate: raw)
+        #expect(body == ["model": "m", "prompt": "Once", "stream": true, "max_tokens": 5, "stop": ["."]])
+        #expect(throws: APIFailure.self) { try OllamaTranslation.isRaw(["raw": 1]) }
+        #expect(throws: APIFailure.self) { try OllamaTranslation.completionBody(fromRawGenerate: ["model": "m", "raw": true]) }
+    }
+
     @Test func rejectsMalformedBodies() {
         #expect(throws: APIFailure.self) { try OllamaTranslation.chatBody(fromChat: ["model": "m", "messages": "hi"]) }
         #expect(throws: APIFailure.self) { try OllamaTranslation.chatBody(fromGenerate: ["model": "m", "prompt": 1]) }

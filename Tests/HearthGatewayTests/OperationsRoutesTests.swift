@@ -93,6 +93,34 @@ struct OperationsRoutesTests {
             }
         }
     }
+
+    /// Ollama's `raw` prompt skips the model's template: it is continued as it is, as a text completion.
+    @Test func ollamaGenerateSendsARawPromptAsATextCompletion() async throws {
+        let events = [
+            #"data: {"choices":[{"text":" 4,","index":0,"finish_reason":null}],"object":"text_completion"}"# + "\n\n",
+            #"data: {"choices":[{"text":" 5","index":0,"finish_reason":"length"}],"object":"text_completion"}"# + "\n\n",
+            "data: [DONE]\n\n",
+        ]
+        let (gateway, transport) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: events)])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA))
+            let generate: JSONValue = ["model": .string(testModel.rawValue), "prompt": "Count: 1, 2, 3,", "system": "ignored", "stream": false]
+            for raw in [true, false] {
+                var body = generate
+                body["raw"] = .bool(raw)
+                try await client.execute(uri: "/api/generate", method: .post, body: try json(body)) { response in
+                    #expect(response.status == .ok)
+                    if raw { #expect(decode(response.body)["response"] == " 4, 5", "\(String(buffer: response.body))") }
+                }
+            }
+            try await client.execute(uri: "/api/generate", method: .post, body: try json(["model": "m", "prompt": "x", "raw": "yes"])) { response in
+                #expect(response.status == .badRequest)
+            }
+        }
+        #expect(transport.endpoints == [.text, .chat])
+        #expect(transport.requests.first?.body["prompt"] == "Count: 1, 2, 3,")
+        #expect(transport.requests.first?.body["messages"] == nil, "a raw prompt has no template and no system text")
+    }
 }
 
 struct ClientAddressTests {

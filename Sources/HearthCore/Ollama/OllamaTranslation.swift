@@ -11,10 +11,20 @@ public enum OllamaTranslation {
 
     /// Whether an Ollama request streams: Ollama streams unless `stream` is `false`.
     public static func wantsStream(_ body: JSONValue) throws(APIFailure) -> Bool {
-        switch body["stream"] {
-        case .none, .null?: return true
+        try flag("stream", of: body, absent: true)
+    }
+
+    /// Whether an `/api/generate` body asks for its prompt as it is (`raw`: no chat template, no system text).
+    public static func isRaw(_ body: JSONValue) throws(APIFailure) -> Bool {
+        try flag("raw", of: body, absent: false)
+    }
+
+    /// A boolean member, `absent` when it is missing or null.
+    private static func flag(_ name: String, of body: JSONValue, absent: Bool) throws(APIFailure) -> Bool {
+        switch body[name] {
+        case .none, .null?: return absent
         case .bool(let value)?: return value
-        default: throw APIFailure(.invalidRequest, "'stream' must be a boolean.", param: "stream", code: "invalid_type")
+        default: throw APIFailure(.invalidRequest, "'\(name)' must be a boolean.", param: name, code: "invalid_type")
         }
     }
 
@@ -84,6 +94,20 @@ public enum OllamaTranslation {
         }
         messages.append(["role": "user", "content": .string(prompt)])
         return try commonBody(body, messages: messages)
+    }
+
+    /// The OpenAI text-completion body for a `raw` `/api/generate` body: the prompt goes to the model as it is, as
+    /// Ollama sends a raw prompt past the model's template.
+    public static func completionBody(fromRawGenerate body: JSONValue) throws(APIFailure) -> JSONValue {
+        guard case .object = body else { throw APIFailure(.invalidRequest, "The request body must be a JSON object.") }
+        guard let prompt = body["prompt"]?.stringValue else {
+            throw APIFailure(.invalidRequest, "'prompt' must be a string.", param: "prompt", code: "invalid_type")
+        }
+        try refuseImages(body["images"], at: "images")
+        var result = try commonBody(body, messages: [])
+        result["messages"] = nil
+        result["prompt"] = .string(prompt)
+        return result
     }
 
     private static func commonBody(_ body: JSONValue, messages: [JSONValue]) throws(APIFailure) -> JSONValue {

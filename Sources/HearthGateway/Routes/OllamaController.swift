@@ -70,18 +70,27 @@ struct OllamaController {
         }
         let prepared: CompletionRequest
         let stream: Bool
+        // A raw prompt is a text completion: the model continues it as it is, past its chat template.
+        let endpoint: CompletionEndpoint
         do {
             stream = try OllamaTranslation.wantsStream(json)
-            let body =
-                shape == .chat ? try OllamaTranslation.chatBody(fromChat: json) : try OllamaTranslation.chatBody(fromGenerate: json)
-            var streamed = body
+            let raw = shape == .generate ? try OllamaTranslation.isRaw(json) : false
+            endpoint = raw ? .text : .chat
+            var streamed: JSONValue
+            if raw {
+                streamed = try OllamaTranslation.completionBody(fromRawGenerate: json)
+            } else if shape == .chat {
+                streamed = try OllamaTranslation.chatBody(fromChat: json)
+            } else {
+                streamed = try OllamaTranslation.chatBody(fromGenerate: json)
+            }
             streamed["stream"] = true
-            prepared = try CompletionRequest(endpoint: .chat, body: streamed, limits: pipeline.limits)
+            prepared = try CompletionRequest(endpoint: endpoint, body: streamed, limits: pipeline.limits)
         } catch {
             throw OpenAIError(error)
         }
         let served = try await pipeline.open(
-            .chat,
+            endpoint,
             model: prepared.model,
             body: prepared.upstreamBody,
             route: shape == .chat ? "/api/chat" : "/api/generate",
@@ -96,7 +105,7 @@ struct OllamaController {
             createdAt: Self.timestamp()
         )
         let relay = OllamaRelay(writer: writer, started: started)
-        let opened = ContinuingStream(served, endpoint: .chat, body: prepared.upstreamBody, maxContinuations: pipeline.maxContinuations)
+        let opened = ContinuingStream(served, endpoint: endpoint, body: prepared.upstreamBody, maxContinuations: pipeline.maxContinuations)
         guard stream else {
             var outcome = await relay.collect(opened)
             guard outcome.status == .ok else {
