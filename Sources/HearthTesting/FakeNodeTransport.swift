@@ -24,14 +24,22 @@ public final class FakeNodeTransport: NodeTransport {
         case handOver(chunks: [String])
         /// Answer a continuation: these chunks, with `x-hearth-prefill` (`nil`: a node that ignores continuations).
         case continuation(chunks: [String], prefill: Int?)
-        /// Answer like `respond` once `gate` opens, like a node still generating a whole answer.
+        /// Answer like `respond`, its body once `gate` opens, like a node still generating a whole answer (its head
+        /// comes at once).
         case respondOnceOpen(Gate, status: Int, contentType: String, chunks: [String])
+        /// Never answer, like a node in front of an engine that hangs; only the gateway's cancelling the wait (which
+        /// on a real link resets the node's stream) ends it (counted in `abandoned`).
+        case hang
     }
 
     private let behaviours: Mutex<[NodeID: Behaviour]>
     private let received = Mutex<[(node: NodeID, body: JSONValue)]>([])
     private let hashes = Mutex<[SHA256Digest?]>([])
     private let paths = Mutex<[CompletionEndpoint]>([])
+    private let abandonedWaits = Mutex(0)
+
+    /// Requests to a hanging node (`hang`) whose wait the gateway gave up.
+    public var abandoned: Int { abandonedWaits.withLock { $0 } }
 
     public init(_ behaviours: [NodeID: Behaviour]) {
         self.behaviours = Mutex(behaviours)
@@ -66,9 +74,22 @@ public final class FakeNodeTransport: NodeTransport {
             throw FakeNodeError()
         case .linkClosed:
             throw LinkError.closed
+        case .hang:
+            // Cancellation-aware without a fixed sleep: suspended until cancelled.
+            let (never, _) = AsyncStream.makeStream(of: Void.self)
+            for await _ in never {}
+            abandonedWaits.withLock { $0 += 1 }
+            throw CancellationError()
         case .respondOnceOpen(let gate, let status, let contentType, let chunks):
-            await gate.wait()
-            return Self.response(status: status, contentType: contentType, chunks: chunks)
+            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
+            return NodeResponse(
+                status: status,
+                contentType: contentType,
+                body: NodeResponseBody(next: {
+                    await gate.wait()
+                    return queue.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+                })
+            )
         case .respond(let status, let contentType, let chunks):
             return Self.response(status: status, contentType: contentType, chunks: chunks)
         case .breakAfter(let chunks):

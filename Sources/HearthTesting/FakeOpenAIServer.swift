@@ -20,6 +20,8 @@ public final class FakeOpenAIServer: Sendable {
         /// When set, a streamed answer is this event sent over and over, each as soon as the connection takes it,
         /// until the client goes or `floodLimit` bytes have gone (a server faster than anyone reads it).
         public var flood: String?
+        /// When set, completions are never answered (until the server stops): a server that hangs.
+        public var hangs = false
 
         public init(models: [String], show: JSONValue? = nil, answer: JSONValue, stream: String, flood: String? = nil) {
             self.models = models
@@ -38,6 +40,8 @@ public final class FakeOpenAIServer: Sendable {
     private let peers = Mutex<[Int]>([])
     private let flooded = Atomic<Int>(0)
     private let running = Mutex<LoopbackServer?>(nil)
+    /// Opened when the server stops, so that a hanging answer lets the server's shutdown finish.
+    private let stopping = Gate()
 
     private init(script: Script) {
         self.script = script
@@ -64,6 +68,7 @@ public final class FakeOpenAIServer: Sendable {
     }
 
     public func stop() async {
+        stopping.open()
         await running.withLock({ $0 })?.stop()
     }
 
@@ -82,6 +87,10 @@ public final class FakeOpenAIServer: Sendable {
             let body = (try? JSONValue.parse(bytes.readableBytesView)) ?? .null
             self.received.withLock { $0.append(("/v1/chat/completions", body)) }
             self.peers.withLock { $0.append(context.peerPort) }
+            if script.hangs {
+                await self.stopping.wait()
+                return Response(status: .serviceUnavailable)
+            }
             guard body["stream"]?.boolValue == true else { return Self.json(script.answer) }
             if let flood = script.flood {
                 let event = ByteBuffer(string: flood)

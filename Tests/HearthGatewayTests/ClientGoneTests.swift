@@ -10,8 +10,8 @@ import Synchronization
 import Testing
 
 /// A client that resets its connection while its answer is still being made, before the gateway could write the
-/// response's head: the node did work for it, so the request is metered (`client_closed`), a stream's node is asked to
-/// stop, and the node's slot is given back, though no response could be written.
+/// response's head: the node is asked to stop, the work it did is metered (`client_closed`), and the node's slot is
+/// given back, though no response could be written.
 @Suite(.timeLimit(.minutes(4)))
 struct ClientGoneTests {
     static let body = #"{"model":"\#(testModel.rawValue)","messages":[{"role":"user","content":"hi"}]}"#
@@ -23,7 +23,8 @@ struct ClientGoneTests {
         let (row, transport) = try await resetBeforeTheHead(body: Self.body, contentType: "application/json", chunks: [answer])
         #expect(row.status == "client_closed", "\(row)")
         #expect(row.completionTokens == 1, "the node's work was not metered: \(row)")
-        #expect(transport.cancelled.isEmpty, "a whole answer was already done: there is nothing to stop")
+        // The node is asked to stop an answer nobody waits for (`ClientWatch`); what it made is metered all the same.
+        #expect(transport.cancelled == [row.requestID], "the node was not asked to stop")
     }
 
     @Test func aClientThatResetsBeforeItsStreamStartsHasItsNodeStoppedAndIsMetered() async throws {
@@ -31,7 +32,9 @@ struct ClientGoneTests {
         let streamed = String(Self.body.dropLast()) + #","stream":true}"#
         let (row, transport) = try await resetBeforeTheHead(body: streamed, contentType: "text/event-stream", chunks: events)
         #expect(row.status == "client_closed", "\(row)")
-        #expect(transport.cancelled == [row.requestID], "the node was not asked to stop")
+        // Asked while the gateway waited for its first event (`ClientWatch`), and again when the head could not be
+        // written: the node stops once.
+        #expect(Set(transport.cancelled) == [row.requestID], "the node was not asked to stop")
     }
 
     @Test func aBodyDroppedUnrunPaysWhatItOwesOnceAndABodyThatRanOwesNothing() async throws {
@@ -57,6 +60,32 @@ struct ClientGoneTests {
 
     /// Sends `body`; the node answers with `chunks` only once the client has reset its connection and the gateway has
     /// seen it go. Returns the request's usage row once written, and the node's count of requests back at zero.
+    /// A node whose engine never answers (an owner's server that hangs): the client gives up, by a reset or by closing
+    /// its side, and the gateway stops waiting: the node's slot is given back (on a real link its stream is reset, and
+    /// the node drops the engine's request), no other node is asked, and the request is metered `client_closed`.
+    @Test(arguments: [true, false])
+    func aClientThatGivesUpOnAHungNodeFreesItsSlot(reset: Bool) async throws {
+        let transport = FakeNodeTransport([nodeA: .hang, nodeB: .respond(status: 200, contentType: "application/json", chunks: ["{}"])])
+        try await withLiveGateway(transport: transport) { gateway, port in
+            announce(gateway, announcement(nodeA, slots: 4))
+            announce(gateway, announcement(nodeB, slots: 1))
+            let client = try await RawConnection.connect(
+                port: port,
+                sending: "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    + "Content-Length: \(Self.body.utf8.count)\r\n\r\n\(Self.body)"
+            )
+            _ = try await eventually("the request at the node") { gateway.registry.requestsInFlight() == 1 ? true : nil }
+            if reset { try await client.reset() } else { client.close() }
+            _ = try await eventually("the node's slot given back") { gateway.registry.requestsInFlight() == 0 ? true : nil }
+            let row = try await eventually("the request's usage row") {
+                try await gateway.database.recentUsage().first { $0.route.contains("chat") }
+            }
+            #expect(row.status == "client_closed", "\(row)")
+        }
+        #expect(transport.abandoned == 1)
+        #expect(transport.requests.map(\.node) == [nodeA], "another node was asked for a client that had gone")
+    }
+
     private func resetBeforeTheHead(body: String, contentType: String, chunks: [String]) async throws -> (UsageRecord, FakeNodeTransport) {
         let gate = Gate()
         let transport = FakeNodeTransport([nodeA: .respondOnceOpen(gate, status: 200, contentType: contentType, chunks: chunks)])

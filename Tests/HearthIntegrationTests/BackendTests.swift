@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import HearthCore
 import HearthTesting
@@ -188,6 +189,35 @@ struct BackendTests {
             let lines = ndjson.text.split(separator: "\n").compactMap { try? JSONValue.parse(Array($0.utf8)) }
             #expect(lines.compactMap { $0["message"]?["content"]?.stringValue }.joined() == "Paris is the capital of France.")
             #expect(lines.last?["done"] == true && lines.last?["eval_count"] == 8)
+        }
+    }
+
+    /// An owner's server that takes requests and never answers: a client that gives up has the gateway stop waiting,
+    /// the node's stream is reset and its request to the server dropped, and neither keeps counting it in flight.
+    @Test func aClientThatGivesUpOnAServerThatNeverAnswersFreesTheNode() async throws {
+        var script = try Self.ollamaScript()
+        script.hangs = true
+        let fake = try await FakeOpenAIServer.start(script)
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-hung") { cluster in
+            _ = try await cluster.startNode("hung-owner", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            try await cluster.waitForReadyNodes(1)
+            for body in [Self.question, Self.streamed(Self.question)] {
+                var request = HTTPClientRequest(url: cluster.url + "/v1/chat/completions")
+                request.method = .POST
+                request.headers.add(name: "content-type", value: "application/json")
+                request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
+                let asked = fake.requests.count
+                let client = Task { try await HTTPClient.shared.execute(request, timeout: .seconds(60)) }
+                _ = try await eventually("the request at the owner's server") { fake.requests.count > asked ? true : nil }
+                client.cancel()  // the client gives up: its connection closes
+                _ = try? await client.value
+                let node = try await eventually("the request no longer in flight") { () -> JSONValue? in
+                    let node = try await HTTP.get(cluster.url + "/api/nodes").json[0]
+                    return node?["inFlight"] == 0 && node?["routing"]?["inFlight"] == 0 ? node : nil
+                }
+                #expect(node["routing"]?["ejections"] == 0, "a client's going counted against the node: \(node)")
+            }
         }
     }
 

@@ -115,7 +115,7 @@ struct CompletionPipeline: Sendable {
                     nodeID: nil,
                     promptTokens: 0,
                     completionTokens: 0,
-                    status: String(error.failure.status),
+                    status: error.clientLeft ? RequestOutcome.clientClosed.stored : String(error.failure.status),
                     startedAt: startedAt,
                     firstByteMilliseconds: nil,
                     durationMilliseconds: Date().timeIntervalSince(startedAt) * 1000,

@@ -151,17 +151,16 @@ public struct Dispatcher: Sendable {
                 ? nil : offered.first { $0.pool != nil && $0.state == .ready }?.pool
             if let pool { pools?.used(pool) }
             do {
-                let response = try await transport.send(
-                    NodeRequest(
-                        endpoint: endpoint,
-                        body: bytes,
-                        requestID: requestID,
-                        consumer: consumer,
-                        modelSHA256: catalog[canonical]?.sha256,
-                        pool: pool
-                    ),
-                    to: node
+                // The wait for the node's head and first byte ends early if the client goes away (`ClientWatch`).
+                let request = NodeRequest(
+                    endpoint: endpoint,
+                    body: bytes,
+                    requestID: requestID,
+                    consumer: consumer,
+                    modelSHA256: catalog[canonical]?.sha256,
+                    pool: pool
                 )
+                let response = try await ClientWatch.whileWaiting { try await transport.send(request, to: node) }
                 if response.status >= 500 {
                     nodeWentAway = false
                     release(node, pool: pool)
@@ -169,7 +168,9 @@ public struct Dispatcher: Sendable {
                     logger.debug("node answered with a server error", metadata: ["node.id": "\(node.short)", "http.status": "\(response.status)"])
                     continue
                 }
-                let first = try await response.body.next()
+                // The node is answering: a client that goes now has it stopped, and its answer (with the receipt for
+                // what it did) is read as for any client that went away.
+                let first = try await ClientWatch.whileWaiting(onLeave: stopping(requestID, on: node)) { try await response.body.next() }
                 let firstByteAt = ContinuousClock.now
                 let served = nodes.first { $0.id == node }?.models.first { $0.id == canonical }
                 return OpenedUpstream(
@@ -189,6 +190,11 @@ public struct Dispatcher: Sendable {
                 )
             } catch {
                 release(node, pool: pool)
+                if ClientWatch.clientLeft {
+                    // Nobody is waiting for an answer any more: no other node is asked.
+                    let failure = APIFailure(.upstream, "The client went away before a node answered.", code: "client_closed")
+                    throw DispatchFailure(failure, clientLeft: true)
+                }
                 nodeWentAway = error as? LinkError == .closed || error as? LinkError == .truncated
                 failures.append("\(node.short): \(String(describing: error).prefix(120))")
                 logger.debug("node failed before its first byte", metadata: ["node.id": "\(node.short)", "error": "\(error)"])
@@ -202,6 +208,13 @@ public struct Dispatcher: Sendable {
             ),
             retryAfter: retryAfterSeconds
         )
+    }
+
+    /// Asks `node` to stop answering `requestID` (its answer then ends with the receipt for what it did). A method, not
+    /// a closure written in `open`: Swift 6.3's `ClosureLifetimeFixup` pass crashed the compiler on that one.
+    private func stopping(_ requestID: String, on node: NodeID) -> ClientWatch.OnLeave {
+        let transport = transport
+        return .run { Task { await transport.cancel(requestID: requestID, on: node) } }
     }
 
     /// Where a request may go, decided over the registry's snapshot: the nodes to try in order, the catalog's name for
@@ -368,10 +381,14 @@ final class RetriesInFlight: Sendable {
 public struct DispatchFailure: Error, Sendable {
     public var failure: APIFailure
     public var retryAfter: Int?
+    /// The client's connection closed while a node was being asked: nothing is answered, the request is metered
+    /// `client_closed`.
+    public var clientLeft: Bool
 
-    public init(_ failure: APIFailure, retryAfter: Int? = nil) {
+    public init(_ failure: APIFailure, retryAfter: Int? = nil, clientLeft: Bool = false) {
         self.failure = failure
         self.retryAfter = retryAfter
+        self.clientLeft = clientLeft
     }
 }
 
