@@ -17,6 +17,8 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext
     /// The request's JSON body, when a middleware has already read it (`PeerForwardMiddleware`, deciding whether to
     /// forward), so that the route does not parse it again.
     var body: JSONValue?
+    /// The connection's watch for its client going away, while a node is waited for (`ClientWatch`).
+    let clientWatch: ClientWatch?
 
     public init(source: ApplicationRequestContextSource) {
         self.init(source: source, viaPeer: false)
@@ -26,5 +28,6 @@ public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
         self.viaPeer = viaPeer
+        self.clientWatch = ClientWatch.current
     }
 }

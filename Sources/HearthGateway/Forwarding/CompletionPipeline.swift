@@ -104,7 +104,8 @@ struct CompletionPipeline: Sendable {
                 requestID: context.id,
                 consumer: context.caller.consumerName,
                 logger: context.logger,
-                allowDegrade: allowDegrade || degradeByDefault
+                allowDegrade: allowDegrade || degradeByDefault,
+                clientWatch: context.clientWatch
             )
         } catch {
             await record(

@@ -86,7 +86,7 @@ public struct Dispatcher: Sendable {
     /// Opens `body` for `model` on the best ready node. The caller must call `finish(_:)` when done with the stream.
     /// - Throws: `DispatchFailure` with an `APIFailure` for the client: 404 for an unknown model, 503 when no node
     ///   is ready, 502 when every attempted node failed.
-    public func open(
+    package func open(
         endpoint: CompletionEndpoint,
         model: ModelID,
         body: JSONValue,
@@ -96,7 +96,8 @@ public struct Dispatcher: Sendable {
         excluding: Set<NodeID> = [],
         sameFile: SHA256Digest? = nil,
         retry: Bool = false,
-        allowDegrade: Bool = false
+        allowDegrade: Bool = false,
+        clientWatch: ClientWatch? = nil
     ) async throws(DispatchFailure) -> OpenedUpstream {
         // Where the request may go is decided without waiting on anything (`route`); what follows only tries the
         // nodes. Kept apart, the planning's temporaries are not in this function's async frame either (10.0 → 5.7 KB
@@ -160,7 +161,7 @@ public struct Dispatcher: Sendable {
                     modelSHA256: catalog[canonical]?.sha256,
                     pool: pool
                 )
-                let response = try await ClientWatch.whileWaiting { try await transport.send(request, to: node) }
+                let response = try await ClientWatch.whileWaiting(clientWatch) { try await transport.send(request, to: node) }
                 if response.status >= 500 {
                     nodeWentAway = false
                     release(node, pool: pool)
@@ -170,7 +171,9 @@ public struct Dispatcher: Sendable {
                 }
                 // The node is answering: a client that goes now has it stopped, and its answer (with the receipt for
                 // what it did) is read as for any client that went away.
-                let first = try await ClientWatch.whileWaiting(onLeave: stopping(requestID, on: node)) { try await response.body.next() }
+                let first = try await ClientWatch.whileWaiting(clientWatch, onLeave: stopping(requestID, on: node)) {
+                    try await response.body.next()
+                }
                 let firstByteAt = ContinuousClock.now
                 let served = nodes.first { $0.id == node }?.models.first { $0.id == canonical }
                 return OpenedUpstream(
@@ -190,7 +193,7 @@ public struct Dispatcher: Sendable {
                 )
             } catch {
                 release(node, pool: pool)
-                if ClientWatch.clientLeft {
+                if clientWatch?.clientLeft == true {
                     // Nobody is waiting for an answer any more: no other node is asked.
                     let failure = APIFailure(.upstream, "The client went away before a node answered.", code: "client_closed")
                     throw DispatchFailure(failure, clientLeft: true)

@@ -14,9 +14,11 @@ import Synchronization
 /// A client that closes its side of the connection counts as gone, as nginx counts it (`proxy_ignore_client_abort`
 /// off): Hummingbird allows half-closed connections, so the end of the client's input is an event, not a close.
 ///
-/// One per connection (`EventLoopChildChannel`), found through `current` by the code that waits.
-final class ClientWatch: Sendable {
-    /// The watch of the connection whose request this task serves; `nil` off a live connection (router tests).
+/// One per connection (`EventLoopChildChannel`), given to the request's context (`GatewayRequestContext.clientWatch`)
+/// through a task-local, and from there to the dispatcher explicitly: a task started from a request's (a spot check)
+/// inherits task-locals, and must not be cancelled by that request's client going.
+package final class ClientWatch: Sendable {
+    /// The watch of the connection whose requests this task reads; `nil` off a live connection (router tests).
     @TaskLocal static var current: ClientWatch?
 
     /// What the client's going does to a wait.
@@ -56,25 +58,30 @@ final class ClientWatch: Sendable {
         action?()
     }
 
-    /// Runs `body` (a wait for a node); if the current request's client goes away meanwhile (or has gone), `onLeave`
-    /// is done. As it is off a live connection.
-    static func whileWaiting<Result>(onLeave: OnLeave = .cancel, _ body: () async throws -> Result) async rethrows -> Result {
-        guard let watch = current else { return try await body() }
+    /// Runs `body` (a wait for a node); if the client `watch` watches goes away meanwhile (or has gone), `onLeave` is
+    /// done. Without a watch (no client: a spot check, a test), just `body`.
+    static func whileWaiting<Result>(
+        _ watch: ClientWatch?,
+        onLeave: OnLeave = .cancel,
+        _ body: () async throws -> Result
+    ) async rethrows -> Result {
+        guard let watch else { return try await body() }
         return try await watch.whileWaiting(onLeave: onLeave, body)
     }
 
-    /// Whether the current request's client has gone away.
-    static var clientLeft: Bool { current?.clientLeft == true }
-
     private func whileWaiting<Result>(onLeave: OnLeave, _ body: () async throws -> Result) async rethrows -> Result {
-        withUnsafeCurrentTask { task in
+        // Either the client has gone already, and the action is done here, or the wait is registered, and it is done
+        // by `connectionClosed`: decided under one lock, so it is done once.
+        let gone = withUnsafeCurrentTask { task in
             state.withLock { state in
+                if state.closed { return true }
                 state.waiting = task
                 state.onLeave = onLeave
+                return false
             }
         }
         defer { state.withLock { $0.waiting = nil } }
-        if clientLeft {
+        if gone {
             switch onLeave {
             case .cancel: withUnsafeCurrentTask { $0?.cancel() }
             case .run(let action): action()
