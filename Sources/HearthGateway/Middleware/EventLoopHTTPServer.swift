@@ -22,10 +22,10 @@ struct EventLoopChildChannel<Base: ServerChildChannel>: ServerChildChannel {
     }
 
     func handle(value: Value, logger: Logger) async {
-        // Watched for its end while a request waits for a node (`ClientWatch`).
-        let watch = ClientWatch()
-        _ = try? await value.channel.pipeline.addHandler(ClientWatchHandler(watch), position: .first).get()
         await withTaskExecutorPreference(EventLoopExecutor(value.channel.eventLoop)) {
+            // Watched for its end while a request waits for a node (`ClientWatch`). Added from the loop: no hop.
+            let watch = ClientWatch()
+            _ = try? await value.channel.pipeline.addHandler(ClientWatchHandler(watch), position: .first).get()
             await ClientWatch.$current.withValue(watch) {
                 await base.handle(value: value, logger: logger)
             }
