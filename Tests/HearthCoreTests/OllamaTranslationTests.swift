@@ -47,7 +47,7 @@ struct OllamaTranslationTests {
     }
 
     /// What Hearth cannot honour is refused, never silently dropped or turned into an empty string.
-    @Test func refusesImagesNonStringContentAndTools() {
+    @Test func refusesImagesNonStringContentAndMalformedToolCalls() {
         func param(_ body: JSONValue, generate: Bool = false) -> String? {
             do {
                 _ = generate ? try OllamaTranslation.chatBody(fromGenerate: body) : try OllamaTranslation.chatBody(fromChat: body)
@@ -59,8 +59,65 @@ struct OllamaTranslationTests {
         #expect(param(["model": "m", "messages": [["role": "user", "content": "hi", "images": ["AAAA"]]]]) == "messages[0].images")
         #expect(param(["model": "m", "prompt": "hi", "images": ["AAAA"]], generate: true) == "images")
         #expect(param(["model": "m", "messages": [["role": "user", "content": 123]]]) == "messages[0].content")
-        #expect(param(["model": "m", "messages": [["role": "user", "content": "hi"]], "tools": [["type": "function"]]]) == "tools")
+        #expect(param(["model": "m", "messages": [["role": "assistant", "content": "", "tool_calls": "x"]]]) == "messages[0].tool_calls")
+        #expect(
+            param(["model": "m", "messages": [["role": "assistant", "content": "", "tool_calls": [["function": ["arguments": [:]]]]]]])
+                == "messages[0].tool_calls[0].function.name"
+        )
         #expect(param(["model": "m", "messages": [["role": "user", "content": "hi", "images": []]], "tools": []]) == nil)
+    }
+
+    /// Ollama's calls carry object arguments and no ids; OpenAI's, JSON text and ids that the tool answers name.
+    @Test func toolCallsAndTheirAnswersBecomeOpenAIsWithIDs() throws {
+        let tools: JSONValue = [["type": "function", "function": ["name": "get_weather", "parameters": ["type": "object"]]]]
+        let body = try OllamaTranslation.chatBody(fromChat: [
+            "model": "m",
+            "messages": [
+                ["role": "user", "content": "Weather and time in Paris?"],
+                [
+                    "role": "assistant", "content": "",
+                    "tool_calls": [
+                        ["function": ["name": "get_weather", "arguments": ["city": "Paris"]]], ["function": ["name": "get_time"]],
+                    ],
+                ],
+                ["role": "tool", "content": "sunny", "tool_name": "get_weather"],
+                ["role": "tool", "content": "noon"],
+            ],
+            "tools": tools,
+        ])
+        let messages = try #require(body["messages"]?.arrayValue)
+        #expect(
+            messages[1]["tool_calls"] == [
+                ["id": "call_1", "type": "function", "function": ["name": "get_weather", "arguments": #"{"city":"Paris"}"#]],
+                ["id": "call_2", "type": "function", "function": ["name": "get_time", "arguments": "{}"]],
+            ]
+        )
+        #expect(messages[2] == ["role": "tool", "content": "sunny", "tool_call_id": "call_1"])
+        #expect(messages[3]["tool_call_id"] == "call_2")
+        #expect(body["tools"] == tools)
+    }
+
+    /// An OpenAI stream's call pieces, gathered into Ollama's whole calls.
+    @Test func assemblesStreamedToolCalls() throws {
+        var calls = OllamaToolCalls.Assembler()
+        #expect(calls.isEmpty)
+        for delta: JSONValue in [
+            ["tool_calls": [["index": 0, "id": "c", "type": "function", "function": ["name": "get_weather", "arguments": ""]]]],
+            ["tool_calls": [["index": 0, "function": ["arguments": #"{"city":"#]]]],
+            ["tool_calls": [["index": 1, "function": ["name": "get_time", "arguments": "not json"]]]],
+            ["tool_calls": [["index": 0, "function": ["arguments": #""Paris"}"#]]]],
+        ] {
+            calls.add(["choices": [["index": 0, "delta": delta]]])
+        }
+        #expect(
+            calls.ollama == [
+                ["function": ["name": "get_weather", "arguments": ["city": "Paris"]]],
+                ["function": ["name": "get_time", "arguments": "not json"]],
+            ]
+        )
+        let writer = OllamaResponseWriter(shape: .chat, model: "m", createdAt: "t")
+        #expect(writer.toolCalls(calls.ollama)["message"]?["tool_calls"]?.arrayValue?.count == 2)
+        #expect(writer.toolCalls(calls.ollama)["done"] == false)
     }
 
     @Test func finalLineCarriesCountersAndDurations() {

@@ -94,6 +94,36 @@ struct OperationsRoutesTests {
         }
     }
 
+    /// A model's tool call, streamed by the node in OpenAI's pieces, reaches an Ollama client whole, streamed or not.
+    @Test func ollamaChatGivesToolCallsWhole() async throws {
+        let events = [
+            #"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"object":"chat.completion.chunk"}"# + "\n\n",
+            #"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"x","type":"function","function":{"name":"get_weather","arguments":"{\"city\":"}}]}}],"object":"chat.completion.chunk"}"#
+                + "\n\n",
+            #"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]}}],"object":"chat.completion.chunk"}"#
+                + "\n\n",
+            #"data: {"choices":[{"index":0,"finish_reason":"tool_calls","delta":{}}],"object":"chat.completion.chunk"}"# + "\n\n",
+            "data: [DONE]\n\n",
+        ]
+        let (gateway, transport) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: events)])
+        let call: JSONValue = ["function": ["name": "get_weather", "arguments": ["city": "Paris"]]]
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA))
+            let tools: JSONValue = [["type": "function", "function": ["name": "get_weather", "parameters": ["type": "object"]]]]
+            var body: JSONValue = ["model": .string(testModel.rawValue), "messages": [["role": "user", "content": "weather?"]], "tools": tools]
+            try await client.execute(uri: "/api/chat", method: .post, body: try json(body)) { response in
+                let lines = String(buffer: response.body).split(separator: "\n").map { decode(ByteBuffer(string: String($0))) }
+                #expect(lines.compactMap { $0["message"]?["tool_calls"] } == [[call]], "\(lines)")
+                #expect(lines.last?["done"] == true && lines.last?["done_reason"] == "stop")
+            }
+            body["stream"] = false
+            try await client.execute(uri: "/api/chat", method: .post, body: try json(body)) { response in
+                #expect(decode(response.body)["message"]?["tool_calls"] == [call], "\(String(buffer: response.body))")
+            }
+        }
+        #expect(transport.requests.first?.body["tools"]?[0]?["function"]?["name"] == "get_weather")
+    }
+
     /// Ollama's `raw` prompt skips the model's template: it is continued as it is, as a text completion.
     @Test func ollamaGenerateSendsARawPromptAsATextCompletion() async throws {
         let events = [

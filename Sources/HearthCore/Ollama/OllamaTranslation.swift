@@ -52,17 +52,15 @@ public enum OllamaTranslation {
                 )
             }
             try refuseImages(message["images"], at: "messages[\(index)].images")
-            openAIMessages.append(["role": .string(role), "content": .string(content)])
+            var converted: JSONValue = ["role": .string(role), "content": .string(content)]
+            converted["tool_calls"] = message["tool_calls"]
+            converted["tool_call_id"] = message["tool_call_id"]
+            openAIMessages.append(converted)
         }
-        if let tools = body["tools"], tools != .null, tools != .array([]) {
-            throw APIFailure(
-                .invalidRequest,
-                "'tools' are not supported on /api/chat yet; call /v1/chat/completions with 'tools' instead.",
-                param: "tools",
-                code: "unsupported_parameter"
-            )
-        }
-        return try commonBody(body, messages: openAIMessages)
+        var result = try commonBody(body, messages: try OllamaToolCalls.openAIMessages(openAIMessages))
+        // Ollama's tools are OpenAI's (checked as such by `CompletionRequest`).
+        if let tools = body["tools"], tools != .null, tools != .array([]) { result["tools"] = tools }
+        return result
     }
 
     /// Ollama's `images` (base64 pictures for vision models): the catalog's models read text only, so a request with
@@ -181,9 +179,18 @@ public struct OllamaResponseWriter: Sendable {
         return line
     }
 
+    /// A line carrying the tool calls the model made (a chat's), with `done: false`, as Ollama streams them.
+    public func toolCalls(_ calls: [JSONValue]) -> JSONValue {
+        var line = content("")
+        line["message"]?["tool_calls"] = .array(calls)
+        return line
+    }
+
     /// The final line, with `done: true` and Ollama's counters and durations (nanoseconds).
-    /// - Parameter text: the whole text, for a response that does not stream; empty on a stream.
-    public func final(text: String, statistics: OllamaStatistics) -> JSONValue {
+    /// - Parameters:
+    ///   - text: the whole text, for a response that does not stream; empty on a stream.
+    ///   - toolCalls: the tool calls, for a chat that does not stream.
+    public func final(text: String, statistics: OllamaStatistics, toolCalls: [JSONValue] = []) -> JSONValue {
         var line: JSONValue = [
             "model": .string(model), "created_at": .string(createdAt), "done": true,
             "done_reason": .string(statistics.doneReason),
@@ -194,6 +201,7 @@ public struct OllamaResponseWriter: Sendable {
             "eval_duration": .integer(Int64(clamping: statistics.evalNanoseconds)),
         ]
         place(text, in: &line)
+        if !toolCalls.isEmpty, shape == .chat { line["message"]?["tool_calls"] = .array(toolCalls) }
         return line
     }
 

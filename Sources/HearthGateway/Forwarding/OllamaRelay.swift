@@ -41,6 +41,7 @@ struct OllamaRelay {
         var contentEvents = 0
         var status = RequestOutcome.ok
         var firstToken: ContinuousClock.Instant?
+        var toolCalls = OllamaToolCalls.Assembler()
         relay: while true {
             let event: ByteBuffer
             do {
@@ -53,6 +54,8 @@ struct OllamaRelay {
             }
             guard let payload = SSEFraming.payloadBytes(of: event.readableBytesView), let chunk = CompletionChunk.parse(payload) else { continue }
             if let reason = chunk.choices?.first?.finishReason { finishReason = reason }
+            // A call comes in pieces; Ollama's clients get it whole, once the stream is over.
+            if ByteSearch.contains(#""tool_calls""#, in: payload), let parsed = try? JSONValue.parse(payload) { toolCalls.add(parsed) }
             guard let piece = chunk.choices?.first?.content, !piece.isEmpty else { continue }
             contentEvents += 1
             if firstToken == nil { firstToken = .now }
@@ -78,6 +81,15 @@ struct OllamaRelay {
             promptNanoseconds: (promptEnd - started).nanoseconds,
             evalNanoseconds: (end - promptEnd).nanoseconds
         )
-        return Outcome(status: status, stream: stream, finalLine: writer.final(text: text, statistics: statistics))
+        if streaming, status == .ok, !toolCalls.isEmpty {
+            do {
+                try await emit(OllamaController.ndjson(writer.toolCalls(toolCalls.ollama)))
+            } catch {
+                status = .clientClosed
+                await stream.cancel()
+            }
+        }
+        let final = writer.final(text: text, statistics: statistics, toolCalls: streaming ? [] : toolCalls.ollama)
+        return Outcome(status: status, stream: stream, finalLine: final)
     }
 }
