@@ -398,7 +398,24 @@ func runServices(_ services: [any Service], drain: Duration, logger: Logger) asy
         }
     }
     defer { impatience.cancel() }
-    try await ServiceGroup(configuration: configuration).run()
+    do {
+        try await ServiceGroup(configuration: configuration).run()
+    } catch is CancellationError {
+        // The group cancels what is still running once the drain has taken its whole time; said as that, not as a
+        // bare CancellationError.
+        throw DrainCut(limit: configuration.maximumGracefulShutdownDuration)
+    }
+}
+
+/// Stopping took longer than the drain allows (a client still waiting on an engine that hangs): what was under way
+/// was cut.
+struct DrainCut: Error, CustomStringConvertible {
+    let limit: Duration?
+
+    var description: String {
+        let seconds = limit.map { " (\(Int($0.components.seconds)) s)" } ?? ""
+        return "stopped before all work under way had finished: it was still running after --drain-timeout and 15 s more\(seconds), so it was cut"
+    }
 }
 
 /// `hearth gateway network-key`: the key the gateways of one network share.

@@ -221,6 +221,30 @@ struct BackendTests {
         }
     }
 
+    /// A client still waiting on a server that never answers holds the gateway's graceful stop for its drain, not
+    /// longer: after `--drain-timeout` and 15 s more the gateway cuts it, exits, and says why.
+    @Test func aGatewayStoppingPastAHungRequestCutsItAfterItsDrain() async throws {
+        var script = try Self.ollamaScript()
+        script.hangs = true
+        let fake = try await FakeOpenAIServer.start(script)
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-hung-stop", gatewayArguments: ["--drain-timeout", "1s"]) { cluster in
+            _ = try await cluster.startNode("hung-owner", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            try await cluster.waitForReadyNodes(1)
+            var request = HTTPClientRequest(url: cluster.url + "/v1/chat/completions")
+            request.method = .POST
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(Self.streamed(Self.question))))
+            let client = Task { try await HTTPClient.shared.execute(request, timeout: .seconds(120)) }
+            defer { client.cancel() }
+            _ = try await eventually("the request at the owner's server") { fake.requests.isEmpty ? nil : true }
+            cluster.gateway.send(SIGTERM)
+            let status = await cluster.gateway.waitForExit(timeout: .seconds(90))
+            #expect(status != 0)
+            #expect(cluster.gateway.errorOutput.contains("--drain-timeout and 15 s more"), "\(cluster.gateway.errorOutput.suffix(800))")
+        }
+    }
+
     /// Streams and whole answers one after another reuse the node's connection to the owner's server (a managed
     /// llama-server gets one per request, see `EngineAddress.keepsConnection`).
     @Test func theNodeKeepsItsConnectionToTheOwnersServer() async throws {
