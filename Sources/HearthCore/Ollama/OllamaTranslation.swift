@@ -81,11 +81,7 @@ public enum OllamaTranslation {
 
     /// The OpenAI chat body for an Ollama `/api/generate` body (a system text and one user prompt).
     public static func chatBody(fromGenerate body: JSONValue) throws(APIFailure) -> JSONValue {
-        guard case .object = body else { throw APIFailure(.invalidRequest, "The request body must be a JSON object.") }
-        guard let prompt = body["prompt"]?.stringValue else {
-            throw APIFailure(.invalidRequest, "'prompt' must be a string.", param: "prompt", code: "invalid_type")
-        }
-        try refuseImages(body["images"], at: "images")
+        let prompt = try generatePrompt(body)
         var messages: [JSONValue] = []
         if let system = body["system"]?.stringValue, !system.isEmpty {
             messages.append(["role": "system", "content": .string(system)])
@@ -97,15 +93,21 @@ public enum OllamaTranslation {
     /// The OpenAI text-completion body for a `raw` `/api/generate` body: the prompt goes to the model as it is, as
     /// Ollama sends a raw prompt past the model's template.
     public static func completionBody(fromRawGenerate body: JSONValue) throws(APIFailure) -> JSONValue {
+        let prompt = try generatePrompt(body)
+        var result = try commonBody(body, messages: [])
+        result["messages"] = nil
+        result["prompt"] = .string(prompt)
+        return result
+    }
+
+    /// An `/api/generate` body's prompt, from a JSON object that sends no images.
+    private static func generatePrompt(_ body: JSONValue) throws(APIFailure) -> String {
         guard case .object = body else { throw APIFailure(.invalidRequest, "The request body must be a JSON object.") }
         guard let prompt = body["prompt"]?.stringValue else {
             throw APIFailure(.invalidRequest, "'prompt' must be a string.", param: "prompt", code: "invalid_type")
         }
         try refuseImages(body["images"], at: "images")
-        var result = try commonBody(body, messages: [])
-        result["messages"] = nil
-        result["prompt"] = .string(prompt)
-        return result
+        return prompt
     }
 
     private static func commonBody(_ body: JSONValue, messages: [JSONValue]) throws(APIFailure) -> JSONValue {
