@@ -62,7 +62,8 @@ struct NodeOptions: ParsableArguments {
     @Flag(
         help: """
             Serve embeddings (/v1/embeddings, Ollama's /api/embed) from every model too, with mean pooling. Catalog \
-            embedding models always serve them.
+            embedding models always serve them. With --backend, this says that your server answers /v1/embeddings \
+            for every model mapped (with its own pooling: mean keeps its vectors comparable with other nodes').
             """
     )
     var embeddings = false

@@ -56,14 +56,14 @@ struct BackendTests {
     }
 
     /// The owner's own llama-server, as they would start it, on `port`.
-    static func ownersLlamaServer(port: Int, directory: String) async throws -> TestProcess {
+    static func ownersLlamaServer(port: Int, directory: String, extraArguments: [String] = []) async throws -> TestProcess {
         let server = try await TestProcess(
             name: "owners-llama-server",
             executable: try TestEnvironment.llamaServer(),
             arguments: [
                 "-m", try TestEnvironment.defaultModel(), "--alias", "my-smollm", "--host", "127.0.0.1", "--port", String(port),
                 "-t", "1", "-c", "2048", "-np", "2",
-            ],
+            ] + extraArguments,
             directory: directory
         )
         _ = try await eventually("the owner's llama-server to be healthy", within: .seconds(90), every: .milliseconds(200)) { () -> Bool? in
@@ -117,7 +117,8 @@ struct BackendTests {
             )
             #expect(ollama.status == 200 && ollama.json["message"]?["content"]?.stringValue?.isEmpty == false, "\(ollama.text.prefix(300))")
 
-            // The owner's server serves no embeddings through the node.
+            // The owner did not say that the server answers embeddings: the node offers none.
+            #expect(try await Self.reported(cluster)?["embeddings"] == nil)
             let embeddings = try await HTTP.post(cluster.url + "/v1/embeddings", json: ["model": .string(DefaultModel.id.rawValue), "input": "x"])
             #expect(embeddings.status == 404)
 
@@ -150,6 +151,65 @@ struct BackendTests {
             #expect(again.status == 200)
             _ = await owners.stop()
         }
+    }
+
+    /// The owner's llama-server answers embeddings, and the owner says so (`--embeddings`): the gateway's embeddings,
+    /// OpenAI's and Ollama's, are the owner's server's own vectors, one per input, metered by its usage.
+    @Test func theOwnersServerAnswersEmbeddingsWhenTheOwnerSaysItDoes() async throws {
+        try await Cluster.with(label: "backend-embed") { cluster in
+            let port = try TestEnvironment.freePort()
+            let owners = try await Self.ownersLlamaServer(
+                port: port,
+                directory: cluster.directory,
+                extraArguments: ["--embeddings", "--pooling", "mean"]
+            )
+            defer { Task { [owners] in _ = await owners.stop() } }
+            _ = try await cluster.startNode("owner", serving: Self.backend("http://127.0.0.1:\(port)/v1", name: "my-smollm") + ["--embeddings"])
+            try await cluster.waitForReadyNodes(1)
+            #expect(try await Self.reported(cluster)?["embeddings"] == true)
+
+            let inputs = ["The cat sat on the mat.", "Stock markets fell sharply today."]
+            var direct: [JSONValue] = []
+            var directTokens: Int64 = 0
+            for input in inputs {
+                let answer = try await HTTP.post("http://127.0.0.1:\(port)/v1/embeddings", json: ["model": "my-smollm", "input": .string(input)])
+                try #require(answer.status == 200, "\(answer.text.prefix(300))")
+                direct.append(try #require(answer.json["data"]?[0]?["embedding"]))
+                directTokens += answer.json["usage"]?["prompt_tokens"]?.integerValue ?? 0
+            }
+            #expect(directTokens > 0)
+
+            let body: JSONValue = ["model": .string(DefaultModel.id.rawValue), "input": .array(inputs.map { .string($0) })]
+            let answer = try await HTTP.post(cluster.url + "/v1/embeddings", json: body)
+            try #require(answer.status == 200, "\(answer.status) \(answer.text.prefix(400))")
+            #expect(answer.json["model"]?.stringValue == DefaultModel.id.rawValue)
+            let data = try #require(answer.json["data"]?.arrayValue)
+            #expect(data.count == 2)
+            for (index, item) in data.enumerated() {
+                #expect(item["index"]?.integerValue == Int64(index))
+                #expect(Self.close(item["embedding"], direct[index]), "input \(index) is not the owner's server's vector")
+            }
+            #expect(answer.json["usage"]?["prompt_tokens"]?.integerValue == directTokens)
+            let entry = try await Self.ledgerEntry(cluster, try #require(answer.headers.first(name: "x-request-id")))
+            #expect(entry["prompt_tokens"]?.integerValue == directTokens && entry["completion_tokens"] == 0, "\(entry)")
+
+            // Ollama's API on the gateway: the same vectors.
+            let ollamaBody: JSONValue = ["model": .string(DefaultModel.id.rawValue), "input": .string(inputs[1])]
+            let ollama = try await HTTP.post(cluster.url + "/api/embed", json: ollamaBody)
+            try #require(ollama.status == 200, "\(ollama.text.prefix(300))")
+            #expect(Self.close(ollama.json["embeddings"]?[0], direct[1]))
+
+            // The same engine still completes.
+            let chat = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(chat.status == 200 && chat.json["choices"]?[0]?["message"]?["content"]?.stringValue?.isEmpty == false)
+        }
+    }
+
+    /// Whether two vectors are the same within float rounding (each written as JSON numbers).
+    static func close(_ a: JSONValue?, _ b: JSONValue?) -> Bool {
+        guard let a = a?.arrayValue?.compactMap(\.doubleValue), let b = b?.arrayValue?.compactMap(\.doubleValue), a.count == b.count, !a.isEmpty
+        else { return false }
+        return zip(a, b).allSatisfy { abs($0 - $1) < 1e-5 }
     }
 
     @Test func ollamasAnswersAreServedUnderTheCatalogIdAndMeteredByTheirUsage() async throws {

@@ -128,7 +128,7 @@ final class NodeStatus: Sendable {
                 sizeBytes: snapshot.sizeBytes,
                 state: snapshot.state,
                 detail: snapshot.detail,
-                embeddings: engine.backend == nil && engine.spec.servesEmbeddings(forAll: configuration.embeddings) ? true : nil,
+                embeddings: engine.spec.servesEmbeddings(forAll: configuration.embeddings) ? true : nil,
                 backend: snapshot.backend
             )
         }

@@ -6,16 +6,16 @@ import NIOFoundationEssentialsCompat
 import NIOHTTP1
 import Synchronization
 
-/// Asks an engine for embeddings one input at a time, one request at a time per engine, and puts the answer together
-/// in OpenAI's shape.
+/// Asks an engine (a managed llama-server, or the owner's own server under its name for the model) for embeddings one
+/// input at a time, one request at a time per engine, and puts the answer together in OpenAI's shape.
 ///
 /// llama-server b11434 returns a wrong vector for the first of two embedding sequences that share a batch: with two
 /// slots, `["The cat sat on the mat.", "Stock markets fell sharply today.", "The cat sat on the mat."]` gave the first
 /// text a vector at cosine 0.71 to the third's and to a one-slot engine's, while every input sent alone, even beside
 /// a chat generating in the other slot, matched the one-slot engine exactly. Sequencing costs batching, which on a CPU
-/// gains little for short inputs.
+/// gains little for short inputs. An owner's server is asked the same way: it may be such a llama-server.
 struct EmbeddingCall {
-    let port: Int
+    let address: EngineAddress
     let gate: SerialGate
 
     /// The engine's answer for `body` (a checked OpenAI embeddings body) and its usage.
@@ -29,11 +29,14 @@ struct EmbeddingCall {
         for (index, input) in inputs.enumerated() {
             var single = body
             single["input"] = input
+            if let name = address.backendName { single["model"] = .string(name) }
             let answer = try await ask(single)
             guard let item = answer["data"]?[0], let vector = item["embedding"] else {
                 throw APIFailure(.upstream, "The engine's embeddings answer had no vector.", code: "engine_failed")
             }
             data.append(["index": .integer(Int64(index)), "object": "embedding", "embedding": vector])
+            // An answer without usage (an owner's server may leave it out) counts no tokens: the request is
+            // receipted, but unmetered.
             promptTokens += TokenUsage.embedding(in: answer)?.promptTokens ?? 0
         }
         let usage = TokenUsage(promptTokens: promptTokens, completionTokens: 0)
@@ -56,10 +59,9 @@ struct EmbeddingCall {
     }
 
     private func ask(_ body: JSONValue) async throws(APIFailure) -> JSONValue {
-        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/embeddings")
+        var request = HTTPClientRequest(url: address.url("/v1/embeddings"))
         request.method = .POST
-        request.headers.add(name: "content-type", value: "application/json")
-        request.headers.add(name: "connection", value: "close")
+        request.headers = address.requestHeaders
         do {
             request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
             let response = try await EngineClient.shared.execute(request, deadline: .now() + .minutes(10))

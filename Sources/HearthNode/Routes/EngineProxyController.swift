@@ -94,7 +94,7 @@ struct EngineProxyController {
             return Self.error(APIFailure(.notFound, "This node does not serve '\(name)'.", param: "model", code: "model_not_found"))
         }
         if path == CompletionEndpoint.embeddings.rawValue,
-            shares != nil || engine.backend != nil || !engine.spec.servesEmbeddings(forAll: embeddingsForAll)
+            shares != nil || !engine.spec.servesEmbeddings(forAll: embeddingsForAll)
         {
             return Self.error(
                 APIFailure(.invalidRequest, "This node serves '\(name)' without embeddings.", param: "model", code: "embeddings_not_served")
@@ -118,8 +118,8 @@ struct EngineProxyController {
         } catch {
             return Self.error(error)
         }
-        if path == CompletionEndpoint.embeddings.rawValue, let port = address.port {
-            return await embed(body, engine: engine, port: port, request: request)
+        if path == CompletionEndpoint.embeddings.rawValue {
+            return await embed(body, engine: engine, address: address, request: request)
         }
         let call: EngineCall
         do {
@@ -320,7 +320,7 @@ struct EngineProxyController {
     }
 
     /// An embeddings request: answered whole, with its receipt (prompt tokens only) as the trailer.
-    private func embed(_ body: ByteBuffer, engine: EngineHandle, port: Int, request: Request) async -> Response {
+    private func embed(_ body: ByteBuffer, engine: EngineHandle, address: EngineAddress, request: Request) async -> Response {
         load.begin()
         defer {
             load.end()
@@ -332,9 +332,8 @@ struct EngineProxyController {
             guard let json = try? JSONValue.parse(body.readableBytesView) else {
                 throw APIFailure(.invalidRequest, "The body must be JSON.", code: "invalid_json")
             }
-            result = try await EmbeddingCall(port: port, gate: embeddingGates.gate(for: engine.spec.sha256.hex + engine.spec.id.rawValue)).run(
-                body: json
-            )
+            let gate = embeddingGates.gate(for: engine.spec.sha256.hex + engine.spec.id.rawValue)
+            result = try await EmbeddingCall(address: address, gate: gate).run(body: json)
         } catch {
             return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
         }
