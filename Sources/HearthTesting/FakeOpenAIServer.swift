@@ -22,6 +22,8 @@ public final class FakeOpenAIServer: Sendable {
         public var flood: String?
         /// When set, completions are never answered (until the server stops): a server that hangs.
         public var hangs = false
+        /// When set, `/v1/embeddings` answers this (as it is: one vector, whatever was asked); otherwise 404.
+        public var embedding: JSONValue?
 
         public init(models: [String], show: JSONValue? = nil, answer: JSONValue, stream: String, flood: String? = nil) {
             self.models = models
@@ -81,6 +83,12 @@ public final class FakeOpenAIServer: Sendable {
         router.post("/api/show") { _, _ in
             guard let show = script.show else { return Response(status: .notFound) }
             return Self.json(show)
+        }
+        router.post("/v1/embeddings") { request, _ in
+            let bytes = try await request.body.collect(upTo: 1 << 20)
+            self.received.withLock { $0.append(("/v1/embeddings", (try? JSONValue.parse(bytes.readableBytesView)) ?? .null)) }
+            guard let embedding = script.embedding else { return Response(status: .notFound) }
+            return Self.json(embedding)
         }
         router.post("/v1/chat/completions") { request, context in
             let bytes = try await request.body.collect(upTo: 1 << 20)

@@ -52,6 +52,13 @@ struct EmbeddingRequestTests {
         #expect(try EmbeddingRequest(body: ["model": "m:q8_0", "input": most]).inputs == EmbeddingRequest.maxInputs)
     }
 
+    /// Whether `value` holds these vectors, within float rounding.
+    static func vectors(_ value: JSONValue?, near expected: [[Double]]) -> Bool {
+        let vectors = value?.arrayValue?.map { $0.arrayValue?.compactMap(\.doubleValue) ?? [] }
+        guard let vectors, vectors.count == expected.count else { return false }
+        return zip(vectors, expected).allSatisfy { $0.count == $1.count && zip($0, $1).allSatisfy { abs($0 - $1) < 1e-9 } }
+    }
+
     @Test func translatesOllamasRequestsAndAnswers() throws {
         let embed = try EmbeddingRequest.fromOllama(["model": "m:q8_0", "input": ["a", "b"], "keep_alive": "5m", "options": [:]], legacy: false)
         #expect(embed.upstreamBody == ["input": ["a", "b"], "model": "m:q8_0"])
@@ -71,6 +78,26 @@ struct EmbeddingRequestTests {
         #expect(EmbeddingRequest.ollamaAnswer(answer, model: ModelID("m:q8_0")!, legacy: true, durationNanoseconds: 0) == ["embedding": [0.5, -0.5]])
         #expect(EmbeddingRequest.ollamaAnswer(["error": "x"], model: ModelID("m:q8_0")!, legacy: false, durationNanoseconds: 0) == nil)
         #expect(TokenUsage.embedding(in: answer) == TokenUsage(promptTokens: 5, completionTokens: 0))
+
+        // Ollama's `dimensions`: kept off the node's body, applied to the answer as Ollama does.
+        let cut = try EmbeddingRequest.fromOllama(["model": "m:q8_0", "input": "a", "dimensions": 1], legacy: false)
+        #expect(cut.upstreamBody == ["input": "a", "model": "m:q8_0"] && cut.ollamaDimensions == 1)
+        #expect(try EmbeddingRequest.fromOllama(["model": "m:q8_0", "input": "a", "dimensions": 0], legacy: false).ollamaDimensions == nil)
+        #expect(throws: APIFailure.self) { try EmbeddingRequest.fromOllama(["model": "m:q8_0", "input": "a", "dimensions": "1"], legacy: false) }
+        let three: JSONValue = ["data": [["embedding": [3, 4, 12]], ["embedding": [0, 0, 1]]]]
+        let short = EmbeddingRequest.ollamaAnswer(three, model: ModelID("m:q8_0")!, legacy: false, durationNanoseconds: 0, dimensions: 2)
+        #expect(EmbeddingRequestTests.vectors(short?["embeddings"], near: [[0.6, 0.8], [0, 0]]))
+        let whole = EmbeddingRequest.ollamaAnswer(three, model: ModelID("m:q8_0")!, legacy: false, durationNanoseconds: 0, dimensions: 3)
+        #expect(whole?["embeddings"] == [[3, 4, 12], [0, 0, 1]])
+
+        // Nothing to embed: the model to load, for Ollama's shapes only when it is really nothing.
+        #expect(EmbeddingRequest.ollamaModelToLoad(["model": "m:q8_0"], legacy: false) == ModelID("m:q8_0"))
+        #expect(EmbeddingRequest.ollamaModelToLoad(["model": "m:q8_0", "input": []], legacy: false) == ModelID("m:q8_0"))
+        #expect(EmbeddingRequest.ollamaModelToLoad(["model": "m:q8_0", "prompt": ""], legacy: true) == ModelID("m:q8_0"))
+        #expect(EmbeddingRequest.ollamaModelToLoad(["model": "m:q8_0", "input": [""]], legacy: false) == nil)
+        #expect(EmbeddingRequest.ollamaModelToLoad(["model": "m:q8_0", "input": "a"], legacy: false) == nil)
+        #expect(EmbeddingRequest.ollamaModelToLoad(["model": "m:q8_0", "prompt": []], legacy: true) == nil)
+        #expect(EmbeddingRequest.ollamaModelToLoad(["input": ""], legacy: false) == nil)
         #expect(TokenUsage.embedding(in: ["usage": ["prompt_tokens": -1]]) == nil)
     }
 }

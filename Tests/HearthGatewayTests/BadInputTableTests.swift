@@ -58,7 +58,7 @@ struct BadInputTableTests {
         Case(name: "Ollama chat nested 300 levels", raw: post("/api/chat", deep(300)), status: 400, shape: .ollama),
         Case(name: "login challenge nested 300 levels", raw: post("/api/auth/challenge", deep(300)), status: 400, shape: .openAI),
         Case(name: "embeddings without input", raw: post("/v1/embeddings", #"{"model":"\#(model)"}"#), status: 400, shape: .openAI),
-        Case(name: "Ollama embed without input", raw: post("/api/embed", #"{"model":"\#(model)"}"#), status: 400, shape: .ollama),
+        Case(name: "Ollama embed input is a number", raw: post("/api/embed", #"{"model":"\#(model)","input":5}"#), status: 400, shape: .ollama),
         Case(name: "no model", raw: post(chat, #"{"messages":[{"role":"user","content":"hi"}]}"#), status: 400, shape: .openAI),
         Case(name: "model is a number", raw: post(chat, #"{"model":5,"messages":[]}"#), status: 400, shape: .openAI),
         Case(name: "model is empty", raw: post(chat, #"{"model":"","messages":[]}"#), status: 400, shape: .openAI),

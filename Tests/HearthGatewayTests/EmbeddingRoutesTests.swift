@@ -78,9 +78,54 @@ struct EmbeddingRoutesTests {
                 ]
             )
             // Ollama's error shape on Ollama's routes.
-            try await client.execute(uri: "/api/embed", method: .post, body: try json(["model": .string(testModel.rawValue)])) { response in
+            try await client.execute(uri: "/api/embed", method: .post, body: try json(["model": .string(testModel.rawValue), "input": 5])) {
+                response in
                 #expect(response.status == .badRequest)
                 #expect(decode(response.body)["error"]?.stringValue?.contains("input") == true)
+            }
+            // Ollama's `dimensions`: the vectors cut and made unit length again ([0.6, 0.8] → [1]; [1, 0] → [1]).
+            try await client.execute(
+                uri: "/api/embed",
+                method: .post,
+                body: try json(["model": .string(testModel.rawValue), "input": ["a", "b"], "dimensions": 1])
+            ) { response in
+                #expect(response.status == .ok)
+                let vectors = decode(response.body)["embeddings"]?.arrayValue?.map { $0.arrayValue?.compactMap(\.doubleValue) ?? [] }
+                #expect(vectors == [[1.0], [1.0]])
+            }
+            #expect(transport.requests.last?.body == ["model": .string(testModel.rawValue), "input": ["a", "b"]], "dimensions went to the node")
+        }
+    }
+
+    /// Ollama answers a request with nothing to embed by loading the model: no vectors, and no node asked. A model no
+    /// node embeds with is refused as a request with input would be.
+    @Test func anOllamaRequestWithNothingToEmbedOnlySaysTheModelIsThere() async throws {
+        let (gateway, transport) = try await gateway()
+        try await gateway.application.test(.router) { client in
+            let model = JSONValue.string(testModel.rawValue)
+            let empty: [(String, JSONValue, JSONValue)] = [
+                ("/api/embed", ["model": model], ["model": model, "embeddings": []]),
+                ("/api/embed", ["model": model, "input": ""], ["model": model, "embeddings": []]),
+                ("/api/embed", ["model": model, "input": []], ["model": model, "embeddings": []]),
+                ("/api/embeddings", ["model": model], ["embedding": []]),
+                ("/api/embeddings", ["model": model, "prompt": ""], ["embedding": []]),
+            ]
+            for (uri, body, expected) in empty {
+                try await client.execute(uri: uri, method: .post, body: try json(body)) { response in
+                    #expect(response.status == .ok, "\(uri) \(body)")
+                    #expect(decode(response.body) == expected, "\(uri) \(body)")
+                }
+            }
+            #expect(transport.requests.isEmpty, "a node was asked to embed nothing")
+            for uri in ["/api/embed", "/api/embeddings"] {
+                try await client.execute(uri: uri, method: .post, body: try json(["model": "nobody-serves:q8_0"])) { response in
+                    #expect(response.status == .notFound)
+                    #expect(decode(response.body)["error"]?.stringValue?.contains("nobody-serves") == true)
+                }
+            }
+            // An empty text in a list is still something asked for: refused, as Ollama's engine refuses it.
+            try await client.execute(uri: "/api/embed", method: .post, body: try json(["model": model, "input": [""]])) {
+                #expect($0.status == .badRequest)
             }
         }
     }

@@ -361,10 +361,15 @@ struct BackendTests {
         script.show = nil  // neither Ollama's /api/show nor llama-server's /props: nothing to check the file by
         // …nor usage in its streams.
         script.stream = script.stream.components(separatedBy: "\n\n").filter { !$0.contains("\"usage\"") }.joined(separator: "\n\n")
+        // It answers embeddings too, also without usage.
+        script.embedding = [
+            "object": "list", "model": "smollm2-hearth:latest", "data": [["index": 0, "object": "embedding", "embedding": [0.6, 0.8]]],
+        ]
         let fake = try await FakeOpenAIServer.start(script)
         defer { Task { await fake.stop() } }
+        let embed: JSONValue = ["model": .string(DefaultModel.id.rawValue), "input": "a cat"]
         try await Cluster.with(label: "backend-unverified") { cluster in
-            _ = try await cluster.startNode("unchecked", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            _ = try await cluster.startNode("unchecked", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest") + ["--embeddings"])
             let model = try await eventually("the unverified model to be reported") { () -> JSONValue? in
                 let model = try await Self.reported(cluster)
                 return model?["state"] == "ready" ? model : nil
@@ -376,10 +381,12 @@ struct BackendTests {
             let reply = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
             #expect(reply.status == 503 && reply.json["error"]?["code"] == "model_unverified", "\(reply.status) \(reply.text.prefix(300))")
             #expect(reply.text.contains("--allow-unverified-backends"))
+            let embedded = try await HTTP.post(cluster.url + "/v1/embeddings", json: embed)
+            #expect(embedded.status == 503 && embedded.json["error"]?["code"] == "model_unverified", "\(embedded.text.prefix(300))")
             #expect(fake.requests.isEmpty)
         }
         try await Cluster.with(label: "backend-allowed", gatewayArguments: ["--allow-unverified-backends"]) { cluster in
-            _ = try await cluster.startNode("unchecked", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            _ = try await cluster.startNode("unchecked", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest") + ["--embeddings"])
             try await cluster.waitForReadyNodes(1)
             #expect(try await Self.reported(cluster)?["backend"]?["routed"] == true)
             let reply = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
@@ -389,6 +396,13 @@ struct BackendTests {
             #expect(HTTP.streamedText(stream.text) == "Paris is the capital of France.")
             let entry = try await Self.ledgerEntry(cluster, try #require(stream.headers.first(name: "x-request-id")))
             #expect(entry["prompt_tokens"] == 0 && entry["completion_tokens"] == 7, "8 events, the first counted as the role's: \(entry)")
+            // Embeddings without usage: the server's vector under the catalog id, receipted with no tokens.
+            let embedded = try await HTTP.post(cluster.url + "/v1/embeddings", json: embed)
+            #expect(embedded.status == 200 && embedded.json["data"]?[0]?["embedding"] == [0.6, 0.8], "\(embedded.text.prefix(300))")
+            #expect(embedded.json["model"]?.stringValue == DefaultModel.id.rawValue)
+            #expect(fake.requests.last.map { $0.path == "/v1/embeddings" && $0.body["model"] == "smollm2-hearth:latest" } == true)
+            let embedEntry = try await Self.ledgerEntry(cluster, try #require(embedded.headers.first(name: "x-request-id")))
+            #expect(embedEntry["prompt_tokens"] == 0 && embedEntry["completion_tokens"] == 0, "\(embedEntry)")
         }
     }
 

@@ -8,6 +8,9 @@ public struct EmbeddingRequest: Sendable, Equatable {
     /// How many inputs the request embeds.
     public var inputs: Int
     public var upstreamBody: JSONValue
+    /// Ollama's `dimensions` (`/api/embed`): each vector is cut to its first this many numbers and made unit length
+    /// again, as Ollama does (`ollamaAnswer`). OpenAI's own is refused.
+    public var ollamaDimensions: Int?
 
     /// At most this many inputs per request (OpenAI's own limit is 2048; a volunteer's CPU is slower).
     public static let maxInputs = 256
@@ -78,7 +81,8 @@ public struct EmbeddingRequest: Sendable, Equatable {
     }
 
     /// Ollama's `/api/embed` (`input`: a string or strings) or the older `/api/embeddings` (`prompt`: one string)
-    /// as an OpenAI body. Ollama's `options`, `keep_alive` and `truncate` have no meaning on a network and are dropped.
+    /// as an OpenAI body. Ollama's `options`, `keep_alive` and `truncate` have no meaning on a network and are dropped;
+    /// its `dimensions` is applied to the answer (`ollamaDimensions`).
     public static func fromOllama(_ body: JSONValue, legacy: Bool) throws(APIFailure) -> EmbeddingRequest {
         guard case .object = body else { throw APIFailure(.invalidRequest, "The request body must be a JSON object.") }
         let field = legacy ? "prompt" : "input"
@@ -90,18 +94,56 @@ public struct EmbeddingRequest: Sendable, Equatable {
         }
         var openAI: JSONValue = ["input": input]
         if let model = body["model"] { openAI["model"] = model }
-        if let dimensions = body["dimensions"] { openAI["dimensions"] = dimensions }
-        return try EmbeddingRequest(body: openAI)
+        var dimensions: Int?
+        if !legacy, let value = body["dimensions"], value != .null {
+            guard let count = value.integerValue else {
+                throw APIFailure(.invalidRequest, "'dimensions' must be an integer.", param: "dimensions", code: "invalid_type")
+            }
+            // Ollama leaves the vectors whole for a count of zero or less.
+            if count > 0 { dimensions = Int(clamping: count) }
+        }
+        var request = try EmbeddingRequest(body: openAI)
+        request.ollamaDimensions = dimensions
+        return request
+    }
+
+    /// The model of an Ollama embedding request with nothing to embed (no input, an empty text, an empty list), which
+    /// Ollama answers by loading the model and returning no vectors (`ollamaEmptyAnswer`); `nil` for any other.
+    public static func ollamaModelToLoad(_ body: JSONValue, legacy: Bool) -> ModelID? {
+        guard case .object = body, let name = body["model"]?.stringValue, let model = ModelID(name) else { return nil }
+        switch body[legacy ? "prompt" : "input"] {
+        case nil, .null?: return model
+        case .string(let text)?: return text.isEmpty ? model : nil
+        case .array(let items)?: return !legacy && items.isEmpty ? model : nil
+        default: return nil
+        }
+    }
+
+    /// Ollama's answer to a request with nothing to embed, naming the model as the client did.
+    public static func ollamaEmptyAnswer(model: String, legacy: Bool) -> JSONValue {
+        legacy ? ["embedding": []] : ["model": .string(model), "embeddings": []]
     }
 
     /// An OpenAI embeddings answer in Ollama's shape: `{model, embeddings: [[…]], prompt_eval_count}` for `/api/embed`,
     /// `{embedding: […]}` for `/api/embeddings`; `nil` when the answer is not one.
-    public static func ollamaAnswer(_ answer: JSONValue, model: ModelID, legacy: Bool, durationNanoseconds: Int64) -> JSONValue? {
+    /// `dimensions` cuts each vector and makes it unit length again (Ollama's `dimensions`).
+    public static func ollamaAnswer(
+        _ answer: JSONValue,
+        model: ModelID,
+        legacy: Bool,
+        durationNanoseconds: Int64,
+        dimensions: Int? = nil
+    ) -> JSONValue? {
         guard let data = answer["data"]?.arrayValue else { return nil }
         var vectors: [JSONValue] = []
         for item in data {
-            guard let vector = item["embedding"], case .array = vector else { return nil }
-            vectors.append(vector)
+            guard case .array(let numbers)? = item["embedding"] else { return nil }
+            guard let dimensions, dimensions < numbers.count else {
+                vectors.append(.array(numbers))
+                continue
+            }
+            guard let cut = unitLength(numbers.prefix(dimensions)) else { return nil }
+            vectors.append(cut)
         }
         if legacy { return ["embedding": vectors.first ?? .array([])] }
         return [
@@ -109,6 +151,22 @@ public struct EmbeddingRequest: Sendable, Equatable {
             "total_duration": .integer(durationNanoseconds), "load_duration": 0,
             "prompt_eval_count": .integer(Int64(answer["usage"]?["prompt_tokens"]?.integerValue ?? 0)),
         ]
+    }
+}
+
+extension EmbeddingRequest {
+    /// `numbers` scaled to unit length (a zero vector stays zero, as Ollama leaves it); `nil` when one is no finite
+    /// number.
+    static func unitLength(_ numbers: ArraySlice<JSONValue>) -> JSONValue? {
+        var values: [Double] = []
+        values.reserveCapacity(numbers.count)
+        for number in numbers {
+            guard let value = number.doubleValue, value.isFinite else { return nil }
+            values.append(value)
+        }
+        let norm = values.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        let scale = 1 / max(norm, 1e-12)
+        return .array(values.map { .number($0 * scale) })
     }
 }
 

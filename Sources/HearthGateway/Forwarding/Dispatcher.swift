@@ -237,6 +237,15 @@ public struct Dispatcher: Sendable {
         case refusedUnlessWarming(DispatchFailure)
     }
 
+    /// Why a request for `model` at `endpoint` would be refused now, or `nil` when a node would be asked: for
+    /// requests that only ask whether a model is there (Ollama's empty ones, which load it), without sending any.
+    func refusal(_ endpoint: CompletionEndpoint, model: ModelID, logger: Logger) -> DispatchFailure? {
+        switch route(endpoint: endpoint, model: model, body: [:], logger: logger, excluding: [], sameFile: nil, allowDegrade: false) {
+        case .routed: nil
+        case .refused(let failure), .refusedUnlessWarming(let failure): failure
+        }
+    }
+
     /// The planning part of `open`, which waits on nothing.
     private func route(
         endpoint: CompletionEndpoint,
@@ -256,6 +265,10 @@ public struct Dispatcher: Sendable {
                 nodes[index].models.removeAll { model in model.pool.map { !pools.serves($0, head: node) } ?? false }
             }
         }
+        // Embeddings go only to engines started for them.
+        if endpoint == .embeddings {
+            for index in nodes.indices { nodes[index].models.removeAll { $0.embeddings != true || $0.pool != nil } }
+        }
         // A model from an owner's own server whose file the node could not check is routed to only when allowed.
         // A failed one stays: it is served by no one anyway, and keeps the model known (503, not 404). Filtered only
         // when there is one, so the common request copies no node list.
@@ -263,10 +276,6 @@ public struct Dispatcher: Sendable {
         let leftOut = { (model: ServedModel) in !self.registry.routes(model) && model.state != .failed }
         if nodes.contains(where: { $0.models.contains(where: leftOut) }) {
             for index in nodes.indices { nodes[index].models.removeAll(where: leftOut) }
-        }
-        // Embeddings go only to engines started for them.
-        if endpoint == .embeddings {
-            for index in nodes.indices { nodes[index].models.removeAll { $0.embeddings != true || $0.pool != nil } }
         }
         let candidates: [NodeID]
         let canonical: ModelID
@@ -283,7 +292,7 @@ public struct Dispatcher: Sendable {
                 break
             }
         }
-        if !plan.hasCandidates, !registry.routesUnverifiedBackends, endpoint != .embeddings,
+        if !plan.hasCandidates, !registry.routesUnverifiedBackends,
             RoutePlanner.plan(model: model, nodes: withUnverified, catalog: catalog).hasCandidates
         {
             return .refused(

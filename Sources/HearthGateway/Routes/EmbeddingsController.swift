@@ -30,6 +30,21 @@ struct EmbeddingsController {
         let startedAt = Date()
         let started = ContinuousClock.now
         let json = try await pipeline.readJSON(request, context: context)
+        if shape != .openAI, let model = EmbeddingRequest.ollamaModelToLoad(json, legacy: shape == .ollamaLegacy) {
+            // Nothing to embed: Ollama loads the model and answers no vectors. Hearth's nodes keep their models
+            // loaded; the answer says whether one would embed with it (the refusal a request would get if not).
+            if let refusal = pipeline.dispatcher.refusal(.embeddings, model: model, logger: context.logger) {
+                var headers = HTTPFields()
+                if let retryAfter = refusal.retryAfter { headers[.retryAfter] = String(retryAfter) }
+                throw OpenAIError(refusal.failure, headers: headers)
+            }
+            let answer = EmbeddingRequest.ollamaEmptyAnswer(model: model.rawValue, legacy: shape == .ollamaLegacy)
+            return Response(
+                status: .ok,
+                headers: [.contentType: "application/json; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: answer.serialized()))
+            )
+        }
         let prepared: EmbeddingRequest
         do {
             prepared = shape == .openAI ? try EmbeddingRequest(body: json) : try EmbeddingRequest.fromOllama(json, legacy: shape == .ollamaLegacy)
@@ -69,7 +84,8 @@ struct EmbeddingsController {
                         decoded,
                         model: prepared.model,
                         legacy: shape == .ollamaLegacy,
-                        durationNanoseconds: nanoseconds
+                        durationNanoseconds: nanoseconds,
+                        dimensions: prepared.ollamaDimensions
                     )
                 else {
                     await served.finish(usage: usage, fallbackCompletionTokens: 0, status: .upstreamError)
