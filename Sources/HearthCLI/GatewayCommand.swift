@@ -6,6 +6,7 @@ import HearthMesh
 import HearthStore
 import Logging
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// Gateway settings shared by `hearth gateway` and `hearth up`.
@@ -386,10 +387,14 @@ struct ShutdownOptions: ParsableArguments {
 /// before it cancels what is left. A second Ctrl-C exits at once; engines die with the process (parent-death signal).
 func runServices(_ services: [any Service], drain: Duration, logger: Logger) async throws {
     var configuration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-    configuration.maximumGracefulShutdownDuration = drain + .seconds(15)
+    let limit = drain + .seconds(15)
+    configuration.maximumGracefulShutdownDuration = limit
+    let stopAsked = Mutex<ContinuousClock.Instant?>(nil)
     let impatience = Task {
         var interrupts = 0
-        for await _ in await UnixSignalsSequence(trapping: .sigint) {
+        for await signal in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+            stopAsked.withLock { $0 = $0 ?? .now }
+            guard signal == .sigint else { continue }
             interrupts += 1
             if interrupts == 2 {
                 warn("Second Ctrl-C: stopping now, without waiting for answers in flight.")
@@ -398,23 +403,27 @@ func runServices(_ services: [any Service], drain: Duration, logger: Logger) asy
         }
     }
     defer { impatience.cancel() }
+    // Once the drain has taken its whole time, the group cancels what is still running: a service may then throw
+    // CancellationError or return as if it had finished, so the time taken tells it too. Said as what it is.
     do {
         try await ServiceGroup(configuration: configuration).run()
     } catch is CancellationError {
-        // The group cancels what is still running once the drain has taken its whole time; said as that, not as a
-        // bare CancellationError.
-        throw DrainCut(limit: configuration.maximumGracefulShutdownDuration)
+        throw DrainCut(limit: limit)
+    }
+    // The group's clock started at the same signal a moment before this one's: a quarter second of slack.
+    if let asked = stopAsked.withLock({ $0 }), ContinuousClock.now - asked >= limit - .milliseconds(250) {
+        throw DrainCut(limit: limit)
     }
 }
 
 /// Stopping took longer than the drain allows (a client still waiting on an engine that hangs): what was under way
 /// was cut.
 struct DrainCut: Error, CustomStringConvertible {
-    let limit: Duration?
+    let limit: Duration
 
     var description: String {
-        let seconds = limit.map { " (\(Int($0.components.seconds)) s)" } ?? ""
-        return "stopped before all work under way had finished: it was still running after --drain-timeout and 15 s more\(seconds), so it was cut"
+        "stopped before all work under way had finished: it was still running after --drain-timeout and 15 s more "
+            + "(\(Int(limit.components.seconds)) s), so it was cut"
     }
 }
 

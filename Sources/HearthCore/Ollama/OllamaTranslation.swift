@@ -107,6 +107,17 @@ public enum OllamaTranslation {
             throw APIFailure(.invalidRequest, "'prompt' must be a string.", param: "prompt", code: "invalid_type")
         }
         try refuseImages(body["images"], at: "images")
+        // A text to fill in before (code completion's fill-in-the-middle): Ollama refuses it for a model without the
+        // insert capability, and no model on a Hearth network is served with it. Dropped, the model would write on
+        // past the cursor as if nothing followed.
+        if let suffix = body["suffix"], suffix != .null, suffix != "" {
+            throw APIFailure(
+                .invalidRequest,
+                "'suffix' was sent, but the models on this network do not fill in the middle (none has Ollama's insert capability).",
+                param: "suffix",
+                code: "unsupported_parameter"
+            )
+        }
         return prompt
     }
 
