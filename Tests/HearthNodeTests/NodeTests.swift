@@ -93,13 +93,6 @@ struct EngineSupervisorTests {
         }
     }
 
-    @Test func backoffDoublesFromHalfASecondUpToThirtySeconds() {
-        #expect(EngineSupervisorService.backoff(afterFailures: 0) == 0.5)
-        #expect(EngineSupervisorService.backoff(afterFailures: 1) == 1)
-        #expect(EngineSupervisorService.backoff(afterFailures: 3) == 4)
-        #expect(EngineSupervisorService.backoff(afterFailures: 50) == 30)
-    }
-
     @Test(.timeLimit(.minutes(1)))
     func refusesToLoadAFileWhoseHashIsNotThePinnedOne() async throws {
         let directory = try TestEnvironment.temporaryDirectory("supervisor")
@@ -382,7 +375,7 @@ struct EnginePortTests {
         }
         // Bounded inside the time limit: four engine starts took over a minute on a starved machine.
         try await EngineSupervisorTests.superviseUntilFailed(handle, configuration, within: .seconds(150))
-        #expect(handle.snapshot.starts == EngineSupervisorService.portRetries + 1)
+        #expect(handle.snapshot.starts == EngineSupervision.portRetries + 1)
         #expect(handle.snapshot.detail?.contains("could not bind a loopback port") == true, "\(String(describing: handle.snapshot.detail))")
     }
 }

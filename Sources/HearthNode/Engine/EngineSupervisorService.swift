@@ -68,11 +68,17 @@ struct EngineSupervisorService: Service {
             handle.failPermanently("refused: \(sandbox.report.summary)")
             return try await gracefulShutdown()
         }
-        var verified = false
-        var failuresInARow = 0
-        var portsTaken = 0
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            guard handle.wanted else {
+        // The loop does what `EngineSupervision` says, and tells it what happened.
+        var supervision = EngineSupervision(restarts: restarts)
+        var stopping: Bool { Task.isShuttingDownGracefully || Task.isCancelled }
+        var step = supervision.next(.turn(wanted: handle.wanted, stopping: stopping))
+        while true {
+            switch step {
+            case .stop:
+                return
+            case .newTurn:
+                step = supervision.next(.turn(wanted: handle.wanted, stopping: stopping))
+            case .standby:
                 if handle.permanentFailure == nil {
                     handle.update {
                         $0.state = .standby
@@ -80,36 +86,26 @@ struct EngineSupervisorService: Service {
                     }
                 }
                 try? await cancelWhenGracefulShutdown { await handle.waitUntil(wanted: true) }
-                continue
-            }
-            if !verified {
-                verified = await fileIsReady(logger: logger)
-                if !verified { continue }
-            }
-            await handle.waitForPredecessors(limit: .seconds(15))
-            var outcome = try await runOnce(logger: logger)
-            if outcome == .portTaken {
-                // A port taken between choosing and binding it is no failure: start again on another at once, a few
-                // times; a port that is never free is.
-                portsTaken += 1
-                if portsTaken <= Self.portRetries { continue }
-                fail("the engine could not bind a loopback port \(portsTaken) times in a row", logger: logger)
-                outcome = .unhealthy
-            }
-            portsTaken = 0
-            if Task.isShuttingDownGracefully || Task.isCancelled || !handle.wanted {
-                failuresInARow = 0
-                continue
-            }
-            guard restarts else {
-                if handle.snapshot.state != .failed { fail("engine exited", logger: logger) }
+                step = .newTurn
+            case .checkFile:
+                step = supervision.next(.fileChecked(ready: await fileIsReady(logger: logger)))
+            case .start:
+                await handle.waitForPredecessors(limit: .seconds(15))
+                let outcome = try await runOnce(logger: logger)
+                step = supervision.next(.ran(outcome, wanted: handle.wanted, stopping: stopping))
+            case .restart(let delay, let failure):
+                if let failure { fail(failure, logger: logger) }
+                logger.warning("engine stopped; restarting", metadata: ["node.engine.restart_in_s": "\(delay)"])
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(delay)) }
+                step = supervision.next(.waited)
+            case .giveUp(let failure):
+                if let failure {
+                    fail(failure, logger: logger)
+                } else if handle.snapshot.state != .failed {
+                    fail("engine exited", logger: logger)
+                }
                 return
             }
-            let healthy = outcome == .healthy
-            failuresInARow = healthy ? 0 : failuresInARow + 1
-            let delay = Self.backoff(afterFailures: failuresInARow)
-            logger.warning("engine stopped; restarting", metadata: ["node.engine.restart_in_s": "\(delay)"])
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(delay)) }
         }
     }
 
@@ -180,25 +176,8 @@ struct EngineSupervisorService: Service {
         logger.info("model downloaded and verified")
     }
 
-    /// Seconds to wait before the next start: 0.5 s after a crash of a healthy engine, doubling per failed start, at most 30 s.
-    static func backoff(afterFailures failures: Int) -> Double {
-        min(30, 0.5 * pow(2, Double(min(failures, 10))))
-    }
-
-    /// Starts the engine once and returns when it has exited. Returns whether it became healthy.
-    /// Immediate restarts after a taken port, before it counts as a failure.
-    static let portRetries = 5
-
-    /// How one run of the engine ended.
-    enum Outcome: Equatable {
-        /// It became healthy (and has since exited or been stopped).
-        case healthy
-        case unhealthy
-        /// Another process took the chosen port before the engine bound it.
-        case portTaken
-    }
-
-    private func runOnce(logger: Logger) async throws -> Outcome {
+    /// Starts the engine once and returns when it has exited, saying how the run went.
+    private func runOnce(logger: Logger) async throws -> EngineSupervision.Outcome {
         let port = try await Self.freeLoopbackPort()
         let logPath = (configuration.dataDirectory as NSString).appendingPathComponent("engine-\(port).log")
         handle.update {
