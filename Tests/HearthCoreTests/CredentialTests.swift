@@ -29,7 +29,8 @@ struct DeviceCertificateTests {
 
     @Test func refusesAnotherDeviceExpiryAndTheFuture() throws {
         let certificate = try issue()
-        #expect(throws: CredentialError.self) { try certificate.check(for: IdentityKey.generate().nodeID, now: now) }
+        let wrongDevice = #expect(throws: CredentialError.self) { try certificate.check(for: IdentityKey.generate().nodeID, now: now) }
+        #expect(wrongDevice?.code == .wrongDevice && wrongDevice?.code.description == "wrong_device")
         #expect(throws: CredentialError.expired) { try certificate.check(for: device.nodeID, now: now + 31 * 86400) }
         #expect(throws: CredentialError.notYetValid) { try certificate.check(for: device.nodeID, now: now - 3600) }
     }
@@ -124,7 +125,8 @@ struct InviteTokenTests {
     @Test func refusesAnotherNetworkAForgeryAndExpiry() throws {
         let invite = try InviteToken.issue(gateway: gateway, maxUses: 3, expiresAt: now + 86400)
         let other = IdentityKey.generate()
-        #expect(throws: CredentialError.self) { try invite.check(gatewayKey: other.publicKey, role: .node, now: now) }
+        let wrongNetwork = #expect(throws: CredentialError.self) { try invite.check(gatewayKey: other.publicKey, role: .node, now: now) }
+        #expect(wrongNetwork?.code == .wrongNetwork)
         #expect(throws: CredentialError.expired) { try invite.check(gatewayKey: gateway.publicKey, role: .node, now: now + 86400) }
 
         // Someone else signs an invite naming this gateway's network.

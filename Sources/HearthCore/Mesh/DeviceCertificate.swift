@@ -93,10 +93,10 @@ public struct DeviceCertificate: Sendable, Equatable {
     }
 
     /// Checks the certificate for the device proven as `device`, at `now` (with a minute of clock skew allowed).
-    /// - Throws: `CredentialError` with reason `wrong_device`, `bad_signature`, `expired` or `not_yet_valid`.
+    /// - Throws: `CredentialError` with code `wrongDevice`, `badSignature`, `expired` or `notYetValid`.
     public func check(for device: NodeID, now: Date = Date()) throws(CredentialError) {
         guard self.device == device else {
-            throw CredentialError(reason: "wrong_device", "the certificate is for device \(self.device.short), not \(device.short)")
+            throw CredentialError(.wrongDevice, "the certificate is for device \(self.device.short), not \(device.short)")
         }
         guard IdentityKey.isValidSignature(signature, of: payload, by: accountKey) else { throw .badSignature }
         let seconds = Int64(now.timeIntervalSince1970)

@@ -74,13 +74,13 @@ public struct InviteToken: Sendable, Equatable {
     }
 
     /// Checks the signature under `gatewayKey` (raw Ed25519 public key), the network, the role and the expiry.
-    /// - Throws: `CredentialError` with reason `wrong_network`, `bad_signature`, `role_not_allowed` or `expired`.
+    /// - Throws: `CredentialError` with code `wrongNetwork`, `badSignature`, `roleNotAllowed` or `expired`.
     public func check(gatewayKey: Data, role: DeviceRole, now: Date = Date()) throws(CredentialError) {
         guard network == NodeID(publicKey: gatewayKey) else {
-            throw CredentialError(reason: "wrong_network", "the invite is for network \(network.short), not this one")
+            throw CredentialError(.wrongNetwork, "the invite is for network \(network.short), not this one")
         }
         guard IdentityKey.isValidSignature(signature, of: payload, by: gatewayKey) else { throw .badSignature }
-        guard roles.contains(role) else { throw CredentialError(reason: "role_not_allowed", "the invite does not allow the role \(role.rawValue)") }
+        guard roles.contains(role) else { throw CredentialError(.roleNotAllowed, "the invite does not allow the role \(role.rawValue)") }
         guard Int64(now.timeIntervalSince1970) < expiresAt else { throw .expired }
     }
 }

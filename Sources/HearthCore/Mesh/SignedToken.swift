@@ -145,18 +145,37 @@ public enum SignedToken {
     }
 }
 
-/// A credential was refused. `reason` is a short stable code for logs and metrics; the description explains.
+/// A credential was refused: `code` says which way, stable for logs, metrics and link refusals; the description
+/// explains, for a person.
 public struct CredentialError: Error, CustomStringConvertible, Sendable, Equatable {
-    public var reason: String
+    /// What kind of refusal it is; more may be added.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        /// Not a token of the kind expected, or a field that is not what it must be.
+        public static let malformed = Code(name: "malformed")
+        /// The signature does not verify with the key it must.
+        public static let badSignature = Code(name: "bad_signature")
+        public static let expired = Code(name: "expired")
+        public static let notYetValid = Code(name: "not_yet_valid")
+        /// A device certificate for another device.
+        public static let wrongDevice = Code(name: "wrong_device")
+        /// An invite from another network.
+        public static let wrongNetwork = Code(name: "wrong_network")
+        /// An invite that does not allow the role asked.
+        public static let roleNotAllowed = Code(name: "role_not_allowed")
+        public var description: String { name }
+    }
+
+    public var code: Code
     public var description: String
 
-    public init(reason: String, _ description: String) {
-        self.reason = reason
+    public init(_ code: Code, _ description: String) {
+        self.code = code
         self.description = description
     }
 
-    public static func malformed(_ detail: String) -> CredentialError { CredentialError(reason: "malformed", "malformed credential: \(detail)") }
-    public static let badSignature = CredentialError(reason: "bad_signature", "the signature does not verify")
-    public static let expired = CredentialError(reason: "expired", "the credential has expired")
-    public static let notYetValid = CredentialError(reason: "not_yet_valid", "the credential is not valid yet")
+    public static func malformed(_ detail: String) -> CredentialError { CredentialError(.malformed, "malformed credential: \(detail)") }
+    public static let badSignature = CredentialError(.badSignature, "the signature does not verify")
+    public static let expired = CredentialError(.expired, "the credential has expired")
+    public static let notYetValid = CredentialError(.notYetValid, "the credential is not valid yet")
 }

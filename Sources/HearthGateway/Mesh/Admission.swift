@@ -29,7 +29,7 @@ struct Admission: Sendable {
                 certificate = try DeviceCertificate(token: token)
                 try certificate.check(for: node, now: now)
             } catch {
-                throw LinkRefusal(reason: "device_certificate_\(error.reason)", message: "device certificate refused: \(error.description)")
+                throw LinkRefusal(reason: "device_certificate_\(error.code)", message: "device certificate refused: \(error.description)")
             }
             if try await database.isRevoked(device: node) {
                 throw LinkRefusal(reason: "device_revoked", message: "the account revoked this device's certificate")
@@ -65,7 +65,7 @@ struct Admission: Sendable {
             let signer = networkKey.flatMap { invite.network == NodeID(publicKey: $0) ? $0 : nil } ?? gatewayKey
             try invite.check(gatewayKey: signer, role: .node, now: now)
         } catch {
-            throw LinkRefusal(reason: "invite_\(error.reason)", message: "invite refused: \(error.description)")
+            throw LinkRefusal(reason: "invite_\(error.code)", message: "invite refused: \(error.description)")
         }
         do {
             try await database.redeemInvite(invite.id, for: node, now: now)
