@@ -1,28 +1,28 @@
 import Foundation
-public import HearthCore
+package import HearthCore
 import HearthMesh
-public import HearthWeb
-public import Hummingbird
+package import HearthWeb
+import Hummingbird
 import HummingbirdCore
-public import Logging
+package import Logging
 import NIOCore
-public import ServiceLifecycle
+package import ServiceLifecycle
 
 /// A built gateway: its application (a `Service`) and the parts tests and `hearth up` look at.
-public struct Gateway: Sendable {
-    public let application: WebServer<GatewayResponder>
-    public let registry: NodeRegistry
-    public let database: GatewayDatabase
-    public let metrics: GatewayMetrics
+package struct Gateway: Sendable {
+    package let application: WebServer<GatewayResponder>
+    package let registry: NodeRegistry
+    package let database: GatewayDatabase
+    package let metrics: GatewayMetrics
     /// The gateway's identity, which nodes pin: the NodeID of `gateway.key` in its data folder.
-    public let id: NodeID
+    package let id: NodeID
     /// The nodes' links, when the gateway runs its mesh.
-    public let links: NodeLinks?
+    package let links: NodeLinks?
     /// The pools, when the gateway runs its mesh.
-    public let pools: PoolReconciler?
+    package let pools: PoolReconciler?
     /// The services to run, in start order: background loops, the mesh, then the API server. Shutdown runs in
     /// reverse: the API finishes its requests while the links that carry them are still up.
-    public let services: [any Service]
+    package let services: [any Service]
     /// Every route the API serves, as (method, path template): tests walk them all.
     package let routes: [(method: String, path: String)]
     /// The metering of answers already sent, run beside their connections.
@@ -46,7 +46,7 @@ public struct Gateway: Sendable {
 ///   - onServerRunning: called with the bound port once the API listens (port 0 picks one).
 ///   - onMeshListening: called with the bound mesh port once nodes can dial it.
 /// - Throws: when the identity or the database cannot be opened.
-public func buildGateway(
+package func buildGateway(
     configuration: GatewayConfiguration,
     transport: (any NodeTransport)? = nil,
     logger: Logger,

@@ -1,26 +1,26 @@
-public import HearthCore
-public import Hummingbird
-public import NIOCore
+import HearthCore
+package import Hummingbird
+package import NIOCore
 
 /// The request context of the gateway: Hummingbird's core storage plus the peer's address.
-public struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext {
-    public var coreContext: CoreRequestContextStorage
+package struct GatewayRequestContext: RequestContext, RemoteAddressRequestContext {
+    package var coreContext: CoreRequestContextStorage
     /// The direct peer (which may be a trusted proxy).
-    public let remoteAddress: SocketAddress?
+    package let remoteAddress: SocketAddress?
     /// The address the gateway attributes the request to, after trusted-proxy handling.
-    public var clientAddress: String = "unknown"
+    var clientAddress: String = "unknown"
     /// Who the request comes from, once `AuthMiddleware` has read its bearer credential.
-    public var caller: Caller = .anonymous
+    var caller: Caller = .anonymous
     /// Whether another gateway of the network forwarded the request over the peer link this gateway dialed to it.
     /// Set only by that link's responder (`PeerDialerService`), never from anything the request says.
-    public let viaPeer: Bool
+    let viaPeer: Bool
     /// The request's JSON body, when a middleware has already read it (`PeerForwardMiddleware`, deciding whether to
     /// forward), so that the route does not parse it again.
     var body: JSONValue?
     /// The connection's watch for its client going away, while a node is waited for (`ClientWatch`).
     let clientWatch: ClientWatch?
 
-    public init(source: ApplicationRequestContextSource) {
+    package init(source: ApplicationRequestContextSource) {
         self.init(source: source, viaPeer: false)
     }
 

@@ -1,15 +1,15 @@
 import Foundation
-public import HearthCore
-public import HearthGateway
+package import HearthCore
+package import HearthGateway
 import HearthMesh
-public import NIOCore
+import NIOCore
 import Synchronization
 
 /// A FAKE node transport for in-process gateway tests: it answers like a node would, from a script, without a
 /// network or an engine. Live tests use real nodes instead.
-public final class FakeNodeTransport: NodeTransport {
+package final class FakeNodeTransport: NodeTransport {
     /// What a fake node does with a request.
-    public enum Behaviour: Sendable {
+    package enum Behaviour: Sendable {
         /// Answer with this status, content type and these body chunks.
         case respond(status: Int, contentType: String, chunks: [String])
         /// Answer like `respond`, then send `receipt(request)` as the `hearth-receipt` trailer, as a node does.
@@ -39,31 +39,31 @@ public final class FakeNodeTransport: NodeTransport {
     private let abandonedWaits = Mutex(0)
 
     /// Requests to a hanging node (`hang`) whose wait the gateway gave up.
-    public var abandoned: Int { abandonedWaits.withLock { $0 } }
+    package var abandoned: Int { abandonedWaits.withLock { $0 } }
 
-    public init(_ behaviours: [NodeID: Behaviour]) {
+    package init(_ behaviours: [NodeID: Behaviour]) {
         self.behaviours = Mutex(behaviours)
     }
 
     private let cancels = Mutex<[String]>([])
 
     /// The requests sent so far, with the node each went to.
-    public var requests: [(node: NodeID, body: JSONValue)] { received.withLock { $0 } }
+    package var requests: [(node: NodeID, body: JSONValue)] { received.withLock { $0 } }
 
     /// The request ids the gateway asked a node to stop, in order.
-    public var cancelled: [String] { cancels.withLock { $0 } }
+    package var cancelled: [String] { cancels.withLock { $0 } }
 
-    public func cancel(requestID: String, on node: NodeID) async {
+    package func cancel(requestID: String, on node: NodeID) async {
         cancels.withLock { $0.append(requestID) }
     }
 
     /// The model hash each request named (`x-hearth-model-sha256` on a real link), in order.
-    public var modelHashes: [SHA256Digest?] { hashes.withLock { $0 } }
+    package var modelHashes: [SHA256Digest?] { hashes.withLock { $0 } }
 
     /// The engine endpoint each request was for, in order.
-    public var endpoints: [CompletionEndpoint] { paths.withLock { $0 } }
+    package var endpoints: [CompletionEndpoint] { paths.withLock { $0 } }
 
-    public func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
+    package func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
         var bytes = request.body
         let body = bytes.readBytes(length: bytes.readableBytes).flatMap { try? JSONDecoder().decode(JSONValue.self, from: Data($0)) } ?? .null
         received.withLock { $0.append((node, body)) }
@@ -144,11 +144,11 @@ public final class FakeNodeTransport: NodeTransport {
         )
     }
 
-    public struct FakeNodeError: Error {}
+    package struct FakeNodeError: Error {}
 
     /// Chat events as a node marks them (`TokenMark`): each piece's event preceded by its token's comment line.
     /// `first` adds the role chunk a stream starts with (a continuation has none).
-    public static func markedChatEvents(_ pieces: [(text: String, token: Int32)], first: Bool) -> [String] {
+    package static func markedChatEvents(_ pieces: [(text: String, token: Int32)], first: Bool) -> [String] {
         var events: [String] = []
         if first {
             events.append(
@@ -168,7 +168,7 @@ public final class FakeNodeTransport: NodeTransport {
 
     /// A streamed chat answer in llama-server's format: a role chunk, one chunk per piece, a finish chunk, the usage
     /// chunk and `[DONE]`.
-    public static func chatStream(_ pieces: [String], promptTokens: Int = 7) -> [String] {
+    package static func chatStream(_ pieces: [String], promptTokens: Int = 7) -> [String] {
         var events = [#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"object":"chat.completion.chunk"}"# + "\n\n"]
         for piece in pieces {
             events.append(#"data: {"choices":[{"index":0,"delta":{"content":"\#(piece)"}}],"object":"chat.completion.chunk"}"# + "\n\n")

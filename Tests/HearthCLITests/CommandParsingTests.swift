@@ -1,13 +1,13 @@
 import ArgumentParser
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthNode
 import HearthTesting
 import NIOCore
 import Testing
 
 @testable import HearthCLI
+@testable import HearthGateway
 
 struct CommandParsingTests {
     @Test func refusesOutOfRangePortsAndBadDurationsWithClearMessages() {

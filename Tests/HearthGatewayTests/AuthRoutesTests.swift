@@ -1,12 +1,13 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
+
+@testable import HearthGateway
 
 struct AuthRoutesTests {
     struct Login {

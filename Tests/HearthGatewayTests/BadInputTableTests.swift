@@ -1,9 +1,10 @@
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import NIOCore
 import Testing
+
+@testable import HearthGateway
 
 /// The bad-input table: hostile and malformed requests, sent as raw HTTP over a real socket to a gateway on loopback.
 /// For each: the status, a well-formed error in the route's envelope (OpenAI's on `/v1` and `/api`, Ollama's on the

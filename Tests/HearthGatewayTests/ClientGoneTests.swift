@@ -1,13 +1,14 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-import HearthGateway
 import HearthTesting
 import HearthWeb
 import HummingbirdCore
 import NIOCore
 import Synchronization
 import Testing
+
+@testable import HearthGateway
 
 /// A client that resets its connection while its answer is still being made, before the gateway could write the
 /// response's head: the node is asked to stop, the work it did is metered (`client_closed`), and the node's slot is

@@ -1,12 +1,13 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
+
+@testable import HearthGateway
 
 /// `/v1/embeddings`, `/api/embed` and `/api/embeddings` against a named fake node that answers like llama-server
 /// started with `--embeddings` (the real engine is in HearthIntegrationTests' EmbeddingsTests).

@@ -1,7 +1,6 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
@@ -9,6 +8,8 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import Testing
+
+@testable import HearthGateway
 
 let testModel = ModelID("tiny:q8_0")!
 let nodeA = NodeID(String(repeating: "a", count: 64))!

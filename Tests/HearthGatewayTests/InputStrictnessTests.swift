@@ -1,12 +1,13 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
+
+@testable import HearthGateway
 
 /// Junk is refused by name, records name what was meant, and nothing a client sends becomes a metric label.
 struct InputStrictnessTests {

@@ -1,10 +1,11 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-import HearthGateway
 import HummingbirdTesting
 import NIOCore
 import Testing
+
+@testable import HearthGateway
 
 /// Ollama's listings describe a served model from the catalog, as Ollama describes the file: clients show the
 /// parameter size and quantization, and Continue sizes its prompts by `<architecture>.context_length`.

@@ -1,10 +1,11 @@
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import HearthWeb
 import NIOCore
 import Testing
+
+@testable import HearthGateway
 
 // The limit only catches a hang: these take a second alone, but early in a full run beside stress-ng the whole test
 // process has been seen to wait over 100 s for its two cooperative threads.

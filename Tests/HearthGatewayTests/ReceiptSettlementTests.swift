@@ -1,12 +1,13 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
+
+@testable import HearthGateway
 
 /// The gateway's side of receipts with a real SQLite file: what is credited, what is refused and why, and that a
 /// receipt is credited once.

@@ -1,12 +1,13 @@
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
 import Testing
+
+@testable import HearthGateway
 
 /// The score and ejection as the gateway applies them (FAKE node transport).
 struct RoutingScoreRoutesTests {

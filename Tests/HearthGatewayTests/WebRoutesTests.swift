@@ -1,12 +1,13 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
+
+@testable import HearthGateway
 
 /// The pages the gateway serves, and the API routes only they use: `/api/activity` and `/api/reciprocity/history`.
 /// What the pages do in a browser is tested with Chromium in HearthIntegrationTests (BrowserTests).

@@ -1,11 +1,12 @@
 import AsyncHTTPClient
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthGateway
 
 /// Partial requests are charged and credited for what the engine did.
 @Suite(.serialized, .timeLimit(.minutes(3)))

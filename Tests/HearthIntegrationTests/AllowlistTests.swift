@@ -1,8 +1,9 @@
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Testing
+
+@testable import HearthGateway
 
 /// The gateway routes only to models whose id and hash the catalog pins, whatever a node reports.
 @Suite(.serialized, .timeLimit(.minutes(2)))

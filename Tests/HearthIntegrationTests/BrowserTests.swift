@@ -1,8 +1,9 @@
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Testing
+
+@testable import HearthGateway
 
 extension OneAtATime {
     /// The web pages in a real headless Chromium, against a real gateway and a node with its engine: chat (streaming,

@@ -1,11 +1,12 @@
 import AsyncHTTPClient
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthGateway
 
 /// SIGKILL the gateway while it streams: after a restart the ledger still verifies, every credited receipt has its
 /// usage row, nothing is counted twice, and the requests that were cut off are recorded as such.

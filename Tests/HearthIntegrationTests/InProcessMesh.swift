@@ -1,6 +1,5 @@
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthNode
 import HearthTesting
 import Hummingbird
@@ -8,6 +7,8 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+
+@testable import HearthGateway
 
 /// A gateway with its real mesh (TLS 1.3, HTTP/2 on loopback) in this process, and stand-in nodes that join it
 /// with their own keys and routers: for what needs no engine.

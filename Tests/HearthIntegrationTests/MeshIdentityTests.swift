@@ -1,9 +1,10 @@
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Synchronization
 import Testing
+
+@testable import HearthGateway
 
 /// Whatever a node writes in its messages, it is registered as the key its handshake proved.
 @Suite(.serialized, .timeLimit(.minutes(2)))

@@ -1,8 +1,9 @@
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Testing
+
+@testable import HearthGateway
 
 extension OneAtATime {
     /// Open WebUI (PyPI `open-webui` 0.12), installed once into a private venv in the cache, as a first-class client:

@@ -1,11 +1,12 @@
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthTesting
 import Hummingbird
 import NIOCore
 import Synchronization
 import Testing
+
+@testable import HearthGateway
 
 /// A pool's assignments and stop go out in the background: nodes that do not answer them hold up neither the
 /// gateway's other pools nor its next look at them, and a stop never overtakes an assignment still on its way.

@@ -1,13 +1,14 @@
 import AsyncHTTPClient
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthStore
 import HearthTesting
 import Logging
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthGateway
 
 // Two gateways, a node with its engine and PostgreSQL load the machine: these take their turn with the other
 // machine-loading suites.

@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import HearthCore
-import HearthGateway
 import HearthMesh
 import HearthNode
 import HearthTesting
@@ -10,6 +9,8 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import Testing
+
+@testable import HearthGateway
 
 // The limit only catches a hang: early in a full run beside stress-ng the test process has been seen to wait over
 // 100 s for its cooperative threads.

@@ -1,19 +1,19 @@
 import Crypto
-public import Foundation
-public import HearthCore
+import Foundation
+import HearthCore
 
 /// Logins, bearer tokens and API keys.
 ///
 /// Challenges, tokens and API keys are kept in the database, tokens and keys as SHA-256 hashes only (a copy of the
 /// database hands out no working credential). Gateways sharing a database therefore share logins: a token issued by
 /// one works on all, and a nonce is spent once wherever it is presented.
-public final class AuthService: Sendable {
+final class AuthService: Sendable {
     private let database: GatewayDatabase
     private let challengeTTL: TimeInterval
     private let tokenTTL: TimeInterval
     private let now: @Sendable () -> Date
 
-    public init(database: GatewayDatabase, challengeTTL: Duration, tokenTTL: Duration, now: @escaping @Sendable () -> Date = Date.init) {
+    init(database: GatewayDatabase, challengeTTL: Duration, tokenTTL: Duration, now: @escaping @Sendable () -> Date = Date.init) {
         self.database = database
         self.challengeTTL = challengeTTL.seconds
         self.tokenTTL = tokenTTL.seconds
@@ -21,7 +21,7 @@ public final class AuthService: Sendable {
     }
 
     /// Issues a single-use nonce for `publicKey` (raw 32 bytes).
-    public func challenge(publicKey: Data) async throws -> (nonce: String, expiresAt: Date) {
+    func challenge(publicKey: Data) async throws -> (nonce: String, expiresAt: Date) {
         guard publicKey.count == 32 else {
             throw APIFailure(.invalidRequest, "'public_key' must be a base64 Ed25519 public key (32 bytes).", param: "public_key")
         }
@@ -34,7 +34,7 @@ public final class AuthService: Sendable {
 
     /// Checks a signed challenge and returns a bearer token. The nonce is spent whatever the outcome.
     /// - Throws: `APIFailure` 401 for an unknown, spent or expired nonce, a nonce issued to another key, or a bad signature.
-    public func verify(publicKey: Data, nonce: String, signature: Data) async throws -> (token: String, expiresAt: Date, user: NodeID) {
+    func verify(publicKey: Data, nonce: String, signature: Data) async throws -> (token: String, expiresAt: Date, user: NodeID) {
         let challenge = try await database.takeChallenge(nonce: nonce)
         let time = now()
         guard let challenge else {
@@ -58,7 +58,7 @@ public final class AuthService: Sendable {
 
     /// The caller a bearer credential (login token or API key) stands for.
     /// - Throws: `APIFailure` 401 for an unknown, expired or revoked credential.
-    public func caller(forBearer credential: String) async throws -> Caller {
+    func caller(forBearer credential: String) async throws -> Caller {
         let digest = Self.digest(credential)
         if credential.hasPrefix("ht_") {
             let session = try await database.loginToken(digest: digest)
@@ -74,7 +74,7 @@ public final class AuthService: Sendable {
     }
 
     /// Creates an API key for `owner`; the secret is returned once and only its hash is stored.
-    public func createAPIKey(owner: NodeID, name: String) async throws -> (record: APIKeyRecord, secret: String) {
+    func createAPIKey(owner: NodeID, name: String) async throws -> (record: APIKeyRecord, secret: String) {
         let secret = "hk_" + Hex.random(bytes: 32)
         let record = APIKeyRecord(
             id: Hex.random(bytes: 8),

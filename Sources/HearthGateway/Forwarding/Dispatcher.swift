@@ -1,36 +1,36 @@
 import Foundation
-public import HearthCore
+package import HearthCore
 import HearthMesh
-public import Logging
-public import NIOCore
+package import Logging
+import NIOCore
 import Synchronization
 
 /// An upstream response that has produced its first chunk, so the client can be answered.
-public struct OpenedUpstream: Sendable {
-    public var node: NodeID
+package struct OpenedUpstream: Sendable {
+    package var node: NodeID
     /// The account of the node's device certificate, as admission established it.
-    public var account: NodeID?
+    var account: NodeID?
     /// The model's canonical id, and the GGUF SHA-256 the node announced for it.
-    public var model: ModelID
-    public var modelSHA256: SHA256Digest?
+    var model: ModelID
+    var modelSHA256: SHA256Digest?
     /// The pool whose head answered, and the plan the gateway made for it, when the node served as a pool's head.
-    public var pool: PoolID?
-    public var poolPlan: (epoch: Int, plan: PoolPlan)?
+    var pool: PoolID?
+    var poolPlan: (epoch: Int, plan: PoolPlan)?
     /// The `max_tokens` sent to the node.
-    public var maxTokens: Int
+    var maxTokens: Int
     /// The model the client asked for, when a smaller one of its family serves instead (`Degradation`).
-    public var degradedFrom: ModelID?
+    var degradedFrom: ModelID?
     /// Whether the node streams the answer: only then is its first byte a time to first token.
-    public var streamed: Bool
-    public var response: NodeResponse
+    var streamed: Bool
+    var response: NodeResponse
     /// The first chunk of the body (`nil` for an empty body).
-    public var firstChunk: ByteBuffer?
-    public var startedAt: ContinuousClock.Instant
-    public var firstByteAt: ContinuousClock.Instant
+    var firstChunk: ByteBuffer?
+    var startedAt: ContinuousClock.Instant
+    var firstByteAt: ContinuousClock.Instant
 }
 
 /// Chooses nodes for a request and opens it, retrying on another node when one fails before its first byte.
-public struct Dispatcher: Sendable {
+package struct Dispatcher: Sendable {
     let registry: NodeRegistry
     let transport: any NodeTransport
     let maxAttempts: Int
@@ -43,7 +43,7 @@ public struct Dispatcher: Sendable {
     let retries = RetriesInFlight()
     package var retryBudget = RetryBudget()
 
-    public init(
+    package init(
         registry: NodeRegistry,
         transport: any NodeTransport,
         maxAttempts: Int,
@@ -365,7 +365,7 @@ public struct Dispatcher: Sendable {
     /// Marks the request on `upstream.node` as over: `broken` when its answer broke off, `pace` the seconds between
     /// its tokens (streams of two tokens or more). A whole answer's first byte comes when it is all generated, so only
     /// a stream's feeds the node's time to first byte.
-    public func finish(_ upstream: OpenedUpstream, broken: Bool = false, pace: Double? = nil) {
+    func finish(_ upstream: OpenedUpstream, broken: Bool = false, pace: Double? = nil) {
         let latency = upstream.firstByteAt - upstream.startedAt
         if let pool = upstream.pool { pools?.finished(pool) }
         registry.end(on: upstream.node, latency: upstream.streamed ? latency.seconds : nil, pace: pace)
@@ -390,14 +390,14 @@ final class RetriesInFlight: Sendable {
 }
 
 /// A failure to dispatch, with the API error to return and an optional `Retry-After`.
-public struct DispatchFailure: Error, Sendable {
-    public var failure: APIFailure
-    public var retryAfter: Int?
+package struct DispatchFailure: Error, Sendable {
+    package var failure: APIFailure
+    var retryAfter: Int?
     /// The client's connection closed while a node was being asked: nothing is answered, the request is metered
     /// `client_closed`.
-    public var clientLeft: Bool
+    var clientLeft: Bool
 
-    public init(_ failure: APIFailure, retryAfter: Int? = nil, clientLeft: Bool = false) {
+    init(_ failure: APIFailure, retryAfter: Int? = nil, clientLeft: Bool = false) {
         self.failure = failure
         self.retryAfter = retryAfter
         self.clientLeft = clientLeft

@@ -1,20 +1,20 @@
-public import HearthCore
-public import NIOCore
+package import HearthCore
+package import NIOCore
 
 /// A request the gateway sends to a node: an OpenAI endpoint and the JSON body to post.
-public struct NodeRequest: Sendable {
-    public var endpoint: CompletionEndpoint
-    public var body: ByteBuffer
+package struct NodeRequest: Sendable {
+    package var endpoint: CompletionEndpoint
+    package var body: ByteBuffer
     /// The gateway's request id, forwarded as `x-request-id` so both sides log the same id.
-    public var requestID: String
+    package var requestID: String
     /// Who asked, as the node's receipt names them (`anonymous`, `user:<id>`, `key:<id>`): `x-hearth-consumer`.
-    public var consumer: String
+    package var consumer: String
     /// The catalog's hash for the model, as `x-hearth-model-sha256`: the node serves only that file.
-    public var modelSHA256: SHA256Digest?
+    package var modelSHA256: SHA256Digest?
     /// The pool whose head should answer, as `x-hearth-pool`, when the node serves the model as a pool's head.
-    public var pool: PoolID?
+    var pool: PoolID?
 
-    public init(
+    init(
         endpoint: CompletionEndpoint,
         body: ByteBuffer,
         requestID: String,
@@ -32,14 +32,14 @@ public struct NodeRequest: Sendable {
 }
 
 /// A node's answer: status, content type and a body read chunk by chunk as it arrives.
-public struct NodeResponse: Sendable {
-    public var status: Int
-    public var contentType: String?
-    public var body: NodeResponseBody
+package struct NodeResponse: Sendable {
+    var status: Int
+    var contentType: String?
+    var body: NodeResponseBody
     /// For a continuation the node made: how many of its prompt tokens were the earlier answer (`x-hearth-prefill`).
-    public var prefill: Int?
+    var prefill: Int?
 
-    public init(status: Int, contentType: String?, body: NodeResponseBody, prefill: Int? = nil) {
+    package init(status: Int, contentType: String?, body: NodeResponseBody, prefill: Int? = nil) {
         self.status = status
         self.contentType = contentType
         self.body = body
@@ -49,14 +49,14 @@ public struct NodeResponse: Sendable {
 
 /// The body of a node's answer. Reading it is not thread-safe: one task reads it from start to end.
 /// Dropping it before the end cancels the request on the node.
-public final class NodeResponseBody: @unchecked Sendable {
+package final class NodeResponseBody: @unchecked Sendable {
     private let nextChunk: () async throws -> ByteBuffer?
     private let trailerValue: (String) -> String?
     /// The event loop the body arrives on (the link's), where a task relaying it runs best; `nil` for a transport
     /// without one.
-    public let eventLoop: (any EventLoop)?
+    let eventLoop: (any EventLoop)?
 
-    public init(
+    package init(
         next: @escaping () async throws -> ByteBuffer?,
         trailer: @escaping (String) -> String? = { _ in nil },
         eventLoop: (any EventLoop)? = nil
@@ -67,17 +67,17 @@ public final class NodeResponseBody: @unchecked Sendable {
     }
 
     /// A trailer the node sent after the body (its signed receipt); known once `next()` has returned `nil`.
-    public func trailer(_ name: String) -> String? {
+    func trailer(_ name: String) -> String? {
         trailerValue(name)
     }
 
     /// The next chunk, or `nil` at the end.
-    public func next() async throws -> ByteBuffer? {
+    func next() async throws -> ByteBuffer? {
         try await nextChunk()
     }
 
     /// Reads the rest of the body, up to `limit` bytes.
-    public func collect(upTo limit: Int) async throws -> ByteBuffer {
+    func collect(upTo limit: Int) async throws -> ByteBuffer {
         var all = ByteBuffer()
         while let chunk = try await next() {
             guard all.readableBytes + chunk.readableBytes <= limit else { throw NodeTransportError.responseTooLarge }
@@ -90,7 +90,7 @@ public final class NodeResponseBody: @unchecked Sendable {
 
 /// How the gateway reaches nodes: the one seam for gateway-to-node traffic. In production it is the node's
 /// dial-out link (`NodeLinks`); tests of the gateway alone use a named fake.
-public protocol NodeTransport: Sendable {
+package protocol NodeTransport: Sendable {
     /// Sends `request` to `node` and returns once the response head has arrived.
     /// - Throws: when the node cannot be reached or fails before answering; the caller may retry elsewhere.
     func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse
@@ -101,10 +101,10 @@ public protocol NodeTransport: Sendable {
 }
 
 extension NodeTransport {
-    public func cancel(requestID: String, on node: NodeID) async {}
+    package func cancel(requestID: String, on node: NodeID) async {}
 }
 
-public enum NodeTransportError: Error, Sendable {
+package enum NodeTransportError: Error, Sendable {
     case responseTooLarge
     /// The node has no link to this gateway.
     case notLinked(NodeID)

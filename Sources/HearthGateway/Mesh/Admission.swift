@@ -1,9 +1,9 @@
 import Foundation
-public import HearthCore
+import HearthCore
 
 /// Who may join: public networks take any node (new ones rate limited per source address), private ones need an
 /// invite the first time. A device certificate, when presented, must be for the proven key, valid and not revoked.
-public enum NetworkMode: String, Sendable, CaseIterable {
+package enum NetworkMode: String, Sendable, CaseIterable {
     case `public`
     case `private`
 }

@@ -1,5 +1,5 @@
-public import HearthCore
-public import HearthMesh
+package import HearthCore
+import HearthMesh
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -33,10 +33,10 @@ final class NodeLink: Sendable {
 }
 
 /// The links of every connected node, and the transport that sends requests over them.
-public final class NodeLinks: NodeTransport {
+package final class NodeLinks: NodeTransport {
     private let links = Mutex<[NodeID: NodeLink]>([:])
 
-    public init() {}
+    init() {}
 
     /// Records `link` as its node's link and returns the one it replaces (a node that dialed again).
     func insert(_ link: NodeLink) -> NodeLink? {
@@ -72,19 +72,19 @@ public final class NodeLinks: NodeTransport {
     }
 
     /// Whether `node` has a link now.
-    public func isLinked(_ node: NodeID) -> Bool {
+    package func isLinked(_ node: NodeID) -> Bool {
         links.withLock { $0[node] != nil }
     }
 
     /// Opens a byte stream to `service` on `node`, through its link.
     /// - Throws: `NodeTransportError.notLinked`, `LinkTunnelError.refused` or a link error.
-    public func openTunnel(to node: NodeID, service: String) async throws -> LinkTunnel {
+    func openTunnel(to node: NodeID, service: String) async throws -> LinkTunnel {
         guard let link = link(to: node) else { throw NodeTransportError.notLinked(node) }
         return try await LinkTunnel.open(on: link.multiplexer, service: service)
     }
 
     /// Opens a byte stream on `path` of `node` (see `LinkTunnel.open(on:path:)`).
-    public func openStream(to node: NodeID, path: String) async throws -> LinkTunnel {
+    func openStream(to node: NodeID, path: String) async throws -> LinkTunnel {
         guard let link = link(to: node) else { throw NodeTransportError.notLinked(node) }
         return try await LinkTunnel.open(on: link.multiplexer, path: path)
     }
@@ -107,14 +107,14 @@ public final class NodeLinks: NodeTransport {
     }
 
     /// The number of linked nodes.
-    public var count: Int { links.withLock { $0.count } }
+    var count: Int { links.withLock { $0.count } }
 
-    public func cancel(requestID: String, on node: NodeID) async {
+    package func cancel(requestID: String, on node: NodeID) async {
         guard let link = link(to: node) else { return }
         _ = try? await link.send(.POST, LinkProtocol.Path.cancel, headers: [LinkProtocol.Header.requestID: requestID], body: nil)
     }
 
-    public func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
+    package func send(_ request: NodeRequest, to node: NodeID) async throws -> NodeResponse {
         guard let link = link(to: node) else { throw NodeTransportError.notLinked(node) }
         var headers: HTTPHeaders = [
             "content-type": "application/json", LinkProtocol.Header.requestID: request.requestID,

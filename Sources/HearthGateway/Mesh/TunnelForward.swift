@@ -1,21 +1,21 @@
-public import HearthCore
+package import HearthCore
 import HearthMesh
-public import Logging
+package import Logging
 import NIOCore
 import NIOPosix
 
 /// A TCP port on this machine whose every connection becomes a tunnel to `service` on `node`: how a local program
 /// (a test, the benchmark) reaches a service behind a node's link. Each connection is spliced to its link stream on
 /// the event loops (`Splice`).
-public final class TunnelForward: Sendable {
+package final class TunnelForward: Sendable {
     private let server: NIOAsyncChannel<SplicedConnection, Never>
     private let task: Task<Void, Never>
 
     /// The port it listens on.
-    public var port: Int { server.channel.localAddress?.port ?? 0 }
+    package var port: Int { server.channel.localAddress?.port ?? 0 }
 
     /// Listens on `host:port` (loopback, any free port by default) and forwards each connection.
-    public init(
+    package init(
         links: NodeLinks,
         node: NodeID,
         service: String,
@@ -55,7 +55,7 @@ public final class TunnelForward: Sendable {
     }
 
     /// Stops listening; tunnels already open end when their connections do.
-    public func close() {
+    package func close() {
         server.channel.close(promise: nil)
         task.cancel()
     }

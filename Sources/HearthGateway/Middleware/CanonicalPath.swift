@@ -1,6 +1,6 @@
 import HTTPTypes
 import HearthCore
-public import Hummingbird
+package import Hummingbird
 import NIOCore
 
 /// The one spelling of a request path that every decision uses: routing, authentication, rate limits and metrics.
@@ -72,12 +72,12 @@ enum CanonicalPath {
 
 /// The gateway's responder: canonicalises the path (see `CanonicalPath`), then hands the request to the router, so
 /// the router and every middleware see the same path. A refused path never reaches the router.
-public struct GatewayResponder: HTTPResponder {
-    public typealias Context = GatewayRequestContext
+package struct GatewayResponder: HTTPResponder {
+    package typealias Context = GatewayRequestContext
     let router: RouterResponder<GatewayRequestContext>
     let metrics: GatewayMetrics
 
-    public func respond(to request: Request, context: Context) async throws -> Response {
+    package func respond(to request: Request, context: Context) async throws -> Response {
         switch CanonicalPath.canonicalize(request.uri.path) {
         case .failure(let failure):
             metrics.requestFinished(route: "refused", status: failure.status, duration: .zero)

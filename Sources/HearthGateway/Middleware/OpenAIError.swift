@@ -1,27 +1,27 @@
 import Foundation
-public import HearthCore
-public import Hummingbird
+import HearthCore
+import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
 
 /// An API failure rendered as the OpenAI error envelope, with optional extra headers such as `Retry-After`.
-public struct OpenAIError: HTTPResponseError {
-    public var failure: APIFailure
-    public var headers: HTTPFields
+struct OpenAIError: HTTPResponseError {
+    var failure: APIFailure
+    var headers: HTTPFields
 
-    public init(_ failure: APIFailure, headers: HTTPFields = [:]) {
+    init(_ failure: APIFailure, headers: HTTPFields = [:]) {
         self.failure = failure
         self.headers = headers
     }
 
-    public init(_ kind: APIFailure.Kind, _ message: String, param: String? = nil, code: String? = nil) {
+    init(_ kind: APIFailure.Kind, _ message: String, param: String? = nil, code: String? = nil) {
         self.init(APIFailure(kind, message, param: param, code: code))
     }
 
-    public var status: HTTPResponse.Status { .init(code: failure.status) }
+    var status: HTTPResponse.Status { .init(code: failure.status) }
 
-    public func response(from request: Request, context: some RequestContext) throws -> Response {
+    func response(from request: Request, context: some RequestContext) throws -> Response {
         Self.response(for: failure, headers: headers, shape: ErrorShape(path: request.uri.path))
     }
 

@@ -1,15 +1,15 @@
-public import Foundation
+package import Foundation
 import HearthStore
 
 /// An API key as stored: its hash, never the secret.
-public struct APIKeyRecord: Codable, Sendable, Equatable {
-    public var id: String
+package struct APIKeyRecord: Codable, Sendable, Equatable {
+    var id: String
     /// The account (NodeID of the user's key) that created it.
-    public var owner: String
-    public var name: String
-    public var secretDigest: String
-    public var createdAt: Date
-    public var revokedAt: Date?
+    var owner: String
+    var name: String
+    package var secretDigest: String
+    var createdAt: Date
+    package var revokedAt: Date?
 
     enum CodingKeys: String, CodingKey {
         case id, owner, name
@@ -63,14 +63,14 @@ extension GatewayDatabase {
     }
 
     /// The keys `owner` created, newest first.
-    public func apiKeys(owner: String) async throws -> [APIKeyRecord] {
+    package func apiKeys(owner: String) async throws -> [APIKeyRecord] {
         try await store.read { session in
             try session.query("SELECT * FROM api_keys WHERE owner = ? ORDER BY created_at DESC", owner).map(APIKeyRecord.init(row:))
         }
     }
 
     /// Revokes key `id` if `owner` created it and it is not revoked yet. Returns whether it did.
-    public func revokeAPIKey(id: String, owner: String, at time: Date) async throws -> Bool {
+    func revokeAPIKey(id: String, owner: String, at time: Date) async throws -> Bool {
         try await store.write { session in
             try session.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND owner = ? AND revoked_at IS NULL", time, id, owner) > 0
         }

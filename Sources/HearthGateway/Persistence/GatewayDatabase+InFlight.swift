@@ -1,6 +1,6 @@
-public import Foundation
+import Foundation
 import HearthStore
-public import Logging
+package import Logging
 
 extension GatewayDatabase {
     static let inFlightMigration = Migration(
@@ -16,7 +16,7 @@ extension GatewayDatabase {
     /// Notes a request a node is serving, so that a crash leaves a trace of it. The write is queued at once
     /// (`GroupCommit`), ahead of the request's own usage row, and nobody waits for it: it stays off the response's
     /// critical path. The usage row's transaction removes the note.
-    public func markInFlight(_ usage: UsageRecord, logger: Logger) {
+    package func markInFlight(_ usage: UsageRecord, logger: Logger) {
         let gateway = gatewayID
         commits.enqueue(
             { session in
@@ -43,7 +43,7 @@ extension GatewayDatabase {
     /// Turns the requests a previous run was serving when it stopped without finishing them (a crash, SIGKILL) into
     /// usage rows with status `cut_off`. Run at start, before serving.
     /// - Returns: how many there were.
-    public func recoverCutOffRequests(now: Date = Date()) async throws -> Int {
+    func recoverCutOffRequests(now: Date = Date()) async throws -> Int {
         let gateway = gatewayID
         return try await store.write { session in
             // Another gateway's requests in a shared database are its own to recover; rows from before gateways were

@@ -1,26 +1,26 @@
 import Crypto
-public import Foundation
-public import HearthCore
+package import Foundation
+package import HearthCore
 import HearthStore
 
 /// One credited receipt in the ledger: the gateway's countersigned entry and its place in the hash chain.
-public struct LedgerRow: Codable, Sendable, Equatable {
+package struct LedgerRow: Codable, Sendable, Equatable {
     /// The chain: the id of the gateway whose key countersigned the entry. Each gateway sharing a database keeps its
     /// own chain.
-    public var chain: String
-    public var seq: Int64
-    public var requestID: String
-    public var nodeID: String
-    public var account: String?
-    public var consumer: String
-    public var model: String
-    public var promptTokens: Int
-    public var completionTokens: Int
+    var chain: String
+    var seq: Int64
+    var requestID: String
+    package var nodeID: String
+    var account: String?
+    var consumer: String
+    var model: String
+    var promptTokens: Int
+    package var completionTokens: Int
     /// The gateway's COSE_Sign1 over the entry (which holds the node's signed receipt and the previous hash).
-    public var entry: Data
+    var entry: Data
     /// SHA-256 of `entry`: what the next entry commits to.
-    public var hash: Data
-    public var createdAt: Date
+    var hash: Data
+    var createdAt: Date
 
     enum CodingKeys: String, CodingKey {
         case chain, seq
@@ -52,7 +52,7 @@ extension LedgerRow {
 }
 
 /// What to do with a receipt when a request is metered.
-public enum ReceiptSettlement: Sendable {
+package enum ReceiptSettlement: Sendable {
     /// Credit it: append the countersigned entry to the ledger.
     case credit(Receipt, signed: [UInt8])
     /// Keep it for audit, uncredited, with the reason.
@@ -134,7 +134,7 @@ extension GatewayDatabase {
     /// device its account revoked is refused instead (`revokedDevice`).
     /// - Returns: the appended ledger row; `nil` when nothing was credited (so for a credit, when it was refused).
     @discardableResult
-    public func record(
+    package func record(
         _ usage: UsageRecord,
         settling settlement: ReceiptSettlement,
         quota: QuotaCharge? = nil,
@@ -273,14 +273,14 @@ extension GatewayDatabase {
 
     /// The last entry's sequence number and hash in `chain` (default: this gateway's own): 0 and 32 zero bytes when it
     /// is empty.
-    public func ledgerHead(chain: String? = nil) async throws -> (seq: Int64, hash: Data) {
+    func ledgerHead(chain: String? = nil) async throws -> (seq: Int64, hash: Data) {
         let chain = self.chain(chain) ?? ""
         return try await store.read { session in try Self.head(session, chain: chain) }
     }
 
     /// Entries of `chain` after `seq`, oldest first. Without a chain: this gateway's own, or every chain (in chain
     /// order) when the database was opened without a gateway (tools and tests reading a gateway's files).
-    public func ledger(after seq: Int64 = 0, limit: Int = 100, chain: String? = nil) async throws -> [LedgerRow] {
+    package func ledger(after seq: Int64 = 0, limit: Int = 100, chain: String? = nil) async throws -> [LedgerRow] {
         let chain = self.chain(chain)
         return try await store.read { session in
             let rows =
@@ -294,7 +294,7 @@ extension GatewayDatabase {
     }
 
     /// Every chain in the database: its gateway, entries and last hash.
-    public func ledgerChains() async throws -> [(chain: String, entries: Int64, hash: Data)] {
+    func ledgerChains() async throws -> [(chain: String, entries: Int64, hash: Data)] {
         try await store.read { session in
             try session.query(
                 """
@@ -307,14 +307,14 @@ extension GatewayDatabase {
     }
 
     /// How many of `node`'s receipts were ever refused.
-    public func refusedReceiptCount(of node: NodeID) async throws -> Int {
+    func refusedReceiptCount(of node: NodeID) async throws -> Int {
         try await store.read { session in
             try session.queryOne("SELECT COUNT(*) AS refused FROM receipt_rejections WHERE node_id = ?", node.rawValue)?.int("refused") ?? 0
         }
     }
 
     /// Refused receipts, newest first: (request id, node, reason).
-    public func receiptRejections(limit: Int = 100) async throws -> [(requestID: String, node: String, reason: String)] {
+    package func receiptRejections(limit: Int = 100) async throws -> [(requestID: String, node: String, reason: String)] {
         try await store.read { session in
             try session.query("SELECT request_id, node_id, reason FROM receipt_rejections ORDER BY created_at DESC LIMIT ?", limit).map { row in
                 (try row.string("request_id"), try row.string("node_id"), try row.string("reason"))

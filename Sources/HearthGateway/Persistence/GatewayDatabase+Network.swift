@@ -1,20 +1,20 @@
-public import Foundation
-public import HearthCore
+package import Foundation
+package import HearthCore
 import HearthStore
 
 /// An invite the gateway issued. Uses are rows in `invite_uses`, one per node, counted here and never taken
 /// from the token.
-public struct InviteRecord: Codable, Sendable, Equatable {
-    public var id: String
-    public var roles: String
-    public var maxUses: Int
-    public var expiresAt: Date
-    public var createdAt: Date
-    public var revokedAt: Date?
+package struct InviteRecord: Codable, Sendable, Equatable {
+    package var id: String
+    var roles: String
+    package var maxUses: Int
+    package var expiresAt: Date
+    var createdAt: Date
+    package var revokedAt: Date?
     /// Filled in by `invites()`: how many nodes joined with it.
-    public var uses: Int?
+    package var uses: Int?
 
-    public init(id: String, roles: String, maxUses: Int, expiresAt: Date, createdAt: Date = Date(), revokedAt: Date? = nil) {
+    package init(id: String, roles: String, maxUses: Int, expiresAt: Date, createdAt: Date = Date(), revokedAt: Date? = nil) {
         self.id = id
         self.roles = roles
         self.maxUses = maxUses
@@ -43,12 +43,12 @@ public struct InviteRecord: Codable, Sendable, Equatable {
 }
 
 /// A device an account certified, as the gateway saw it.
-public struct DeviceRecord: Codable, Sendable, Equatable {
-    public var deviceID: String
-    public var account: String
-    public var name: String
-    public var lastSeen: Date
-    public var revokedAt: Date?
+struct DeviceRecord: Codable, Sendable, Equatable {
+    var deviceID: String
+    var account: String
+    var name: String
+    var lastSeen: Date
+    var revokedAt: Date?
 
     enum CodingKeys: String, CodingKey {
         case deviceID = "device_id"
@@ -69,7 +69,7 @@ extension DeviceRecord {
 }
 
 /// Why the database refused an invite.
-public enum InviteRedemptionError: Error, Sendable, Equatable {
+enum InviteRedemptionError: Error, Sendable, Equatable {
     case unknown
     case revoked
     case expired
@@ -98,14 +98,14 @@ extension GatewayDatabase {
     )
 
     /// Whether `node` joined this network before.
-    public func isMember(_ node: NodeID) async throws -> Bool {
+    package func isMember(_ node: NodeID) async throws -> Bool {
         try await store.read { session in
             try session.queryOne("SELECT 1 AS found FROM members WHERE node_id = ?", node.rawValue) != nil
         }
     }
 
     /// Records `node` as a member (public networks: on first join).
-    public func addMember(_ node: NodeID, invite: String? = nil, now: Date = Date()) async throws {
+    func addMember(_ node: NodeID, invite: String? = nil, now: Date = Date()) async throws {
         try await store.write { session in
             try session.execute(
                 "INSERT INTO members (node_id, invite_id, joined_at) VALUES (?, ?, ?) ON CONFLICT (node_id) DO NOTHING",
@@ -120,7 +120,7 @@ extension GatewayDatabase {
     /// this invite does not spend another use. The invite's row is locked while its uses are counted, so gateways
     /// sharing a database cannot both spend its last use.
     /// - Throws: `InviteRedemptionError` when the invite is unknown, revoked, expired or used up.
-    public func redeemInvite(_ id: String, for node: NodeID, now: Date = Date()) async throws {
+    func redeemInvite(_ id: String, for node: NodeID, now: Date = Date()) async throws {
         try await store.write { session in
             guard let row = try session.queryOne("SELECT * FROM invites WHERE id = ?" + session.dialect.forUpdate, id) else {
                 throw InviteRedemptionError.unknown
@@ -144,7 +144,7 @@ extension GatewayDatabase {
     }
 
     /// Stores a new invite.
-    public func insert(_ invite: InviteRecord) async throws {
+    package func insert(_ invite: InviteRecord) async throws {
         try await store.write { session in
             try session.execute(
                 "INSERT INTO invites (id, roles, max_uses, expires_at, created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -159,7 +159,7 @@ extension GatewayDatabase {
     }
 
     /// Every invite with its use count, newest first.
-    public func invites() async throws -> [InviteRecord] {
+    package func invites() async throws -> [InviteRecord] {
         try await store.read { session in
             try session.query(
                 """
@@ -171,14 +171,14 @@ extension GatewayDatabase {
     }
 
     /// Revokes an invite: it admits no new node. Returns whether it existed and was live.
-    public func revokeInvite(_ id: String, now: Date = Date()) async throws -> Bool {
+    package func revokeInvite(_ id: String, now: Date = Date()) async throws -> Bool {
         try await store.write { session in
             try session.execute("UPDATE invites SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", now, id) > 0
         }
     }
 
     /// Records that `certificate`'s device linked; refuses nothing.
-    public func sawDevice(_ certificate: DeviceCertificate, now: Date = Date()) async throws {
+    package func sawDevice(_ certificate: DeviceCertificate, now: Date = Date()) async throws {
         try await store.write { session in
             try session.execute(
                 """
@@ -194,7 +194,7 @@ extension GatewayDatabase {
     }
 
     /// Whether an account revoked `device`.
-    public func isRevoked(device: NodeID) async throws -> Bool {
+    package func isRevoked(device: NodeID) async throws -> Bool {
         try await store.read { session in try Self.isRevoked(session, device: device) }
     }
 
@@ -203,14 +203,14 @@ extension GatewayDatabase {
     }
 
     /// The devices `account` certified that this gateway has seen.
-    public func devices(of account: NodeID) async throws -> [DeviceRecord] {
+    func devices(of account: NodeID) async throws -> [DeviceRecord] {
         try await store.read { session in
             try session.query("SELECT * FROM devices WHERE account = ? ORDER BY last_seen DESC", account.rawValue).map(DeviceRecord.init(row:))
         }
     }
 
     /// Revokes `device` for `account`. Returns `false` when the account never certified that device here.
-    public func revoke(device: NodeID, by account: NodeID, now: Date = Date()) async throws -> Bool {
+    package func revoke(device: NodeID, by account: NodeID, now: Date = Date()) async throws -> Bool {
         try await store.write { session in
             try session.execute(
                 "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE device_id = ? AND account = ?",

@@ -1,14 +1,14 @@
-public import Foundation
+import Foundation
 import HearthStore
 
 /// A pool's definition as stored, so that it outlives a gateway restart (its plan does not: it is made again).
-public struct PoolRecord: Codable, Sendable, Equatable {
-    public var id: String
-    public var model: String
+struct PoolRecord: Codable, Sendable, Equatable {
+    var id: String
+    var model: String
     /// The operator's node list, comma-separated; `nil` lets the planner choose.
-    public var nodes: String?
-    public var automatic: Bool
-    public var createdAt: Date
+    var nodes: String?
+    var automatic: Bool
+    var createdAt: Date
 
     enum CodingKeys: String, CodingKey {
         case id, model, nodes, automatic

@@ -106,17 +106,17 @@ extension GatewayDatabase {
 }
 
 /// What a request takes from its caller's bucket: reserved when it is let in, settled once it has finished.
-public struct QuotaCharge: Sendable, Equatable {
+package struct QuotaCharge: Sendable, Equatable {
     /// The bucket: `account:<id>` or `address:<ip>`.
-    public var key: String
+    var key: String
     /// The caller's quota when the request was let in: the bucket's size and hourly refill.
-    public var tokensPerHour: Double
+    var tokensPerHour: Double
     /// What the request cost, filled in when it ends.
-    public var tokens: Int = 0
+    var tokens: Int = 0
     /// What was taken from the bucket when it was let in (0 when nothing was).
-    public var reserved: Int = 0
+    var reserved: Int = 0
 
-    public init(key: String, tokensPerHour: Double, tokens: Int = 0, reserved: Int = 0) {
+    package init(key: String, tokensPerHour: Double, tokens: Int = 0, reserved: Int = 0) {
         self.key = key
         self.tokensPerHour = tokensPerHour
         self.tokens = tokens

@@ -1,21 +1,21 @@
-public import Foundation
-public import HearthCore
+import Foundation
+import HearthCore
 import HearthStore
 
 /// One spot check of a node's answer (docs/ROUTING.md, "Spot checks").
-public struct SpotCheckRecord: Codable, Sendable, Equatable {
+struct SpotCheckRecord: Codable, Sendable, Equatable {
     /// The checked request, the node that answered it and the node whose model scored the answer.
-    public var requestID: String
-    public var nodeID: String
-    public var checkerID: String
-    public var model: String
-    public var tokens: Int
-    public var meanLogprob: Double
-    public var outsideTopK: Double
+    var requestID: String
+    var nodeID: String
+    var checkerID: String
+    var model: String
+    var tokens: Int
+    var meanLogprob: Double
+    var outsideTopK: Double
     /// `pass`, `fail`, or `inconclusive` (no other node, or its answer did not follow the claimed tokens).
-    public var result: String
-    public var reason: String?
-    public var createdAt: Date
+    var result: String
+    var reason: String?
+    var createdAt: Date
 
     enum CodingKeys: String, CodingKey {
         case requestID = "request_id"
@@ -42,7 +42,7 @@ extension GatewayDatabase {
         ]
     )
 
-    public func record(_ check: SpotCheckRecord) async throws {
+    func record(_ check: SpotCheckRecord) async throws {
         try await store.write { session in
             try session.execute(
                 """
@@ -64,7 +64,7 @@ extension GatewayDatabase {
     }
 
     /// The most recent spot checks, newest first; of one node when `node` is given.
-    public func spotChecks(of node: NodeID? = nil, limit: Int = 100) async throws -> [SpotCheckRecord] {
+    func spotChecks(of node: NodeID? = nil, limit: Int = 100) async throws -> [SpotCheckRecord] {
         try await store.read { session in
             let rows =
                 if let node {

@@ -1,5 +1,5 @@
-public import Foundation
-public import HearthCore
+package import Foundation
+package import HearthCore
 import HearthStore
 
 extension GatewayDatabase {
@@ -58,7 +58,7 @@ extension GatewayDatabase {
     }
 
     /// `account`'s balance as of `now` (decayed, not stored).
-    public func balance(of account: NodeID, reciprocity: Reciprocity, now: Date = Date()) async throws -> Reciprocity.Balance {
+    package func balance(of account: NodeID, reciprocity: Reciprocity, now: Date = Date()) async throws -> Reciprocity.Balance {
         let stored = try await store.read { session in try Self.balance(session, account: account.rawValue) }
         return reciprocity.update(stored, now: now.timeIntervalSince1970)
     }

@@ -1,29 +1,29 @@
-public import Foundation
+package import Foundation
 import HearthMesh
-public import HearthStore
-public import Logging
+package import HearthStore
+package import Logging
 
 /// One metered request. Never holds prompt or completion text.
-public struct UsageRecord: Codable, Sendable, Equatable {
-    public var requestID: String
+package struct UsageRecord: Codable, Sendable, Equatable {
+    package var requestID: String
     /// The API route template, e.g. `/v1/chat/completions`.
-    public var route: String
-    public var model: String
+    package var route: String
+    package var model: String
     /// The serving node's id, or `nil` when no node was reached.
-    public var nodeID: String?
-    public var promptTokens: Int
-    public var completionTokens: Int
+    package var nodeID: String?
+    package var promptTokens: Int
+    package var completionTokens: Int
     /// `ok`, `client_closed`, `upstream_error`, or the HTTP status of a refused request.
-    public var status: String
-    public var startedAt: Date
+    package var status: String
+    package var startedAt: Date
     /// Milliseconds to the first byte from the node.
-    public var firstByteMilliseconds: Double?
-    public var durationMilliseconds: Double
+    var firstByteMilliseconds: Double?
+    var durationMilliseconds: Double
     /// Who asked (`anonymous`, `user:<id>`, `key:<id>`), and the account charged for it, if any.
-    public var consumer: String?
-    public var account: String?
+    package var consumer: String?
+    package var account: String?
 
-    public init(
+    package init(
         requestID: String,
         route: String,
         model: String,
@@ -67,7 +67,7 @@ public struct UsageRecord: Codable, Sendable, Equatable {
 
 /// The gateway's database: SQLite (embedded, the default) or PostgreSQL (shared by several gateways). Every query
 /// is written once against `SQLSession` (HearthStore) and runs on either.
-public struct GatewayDatabase: Sendable {
+package struct GatewayDatabase: Sendable {
     package let store: any SQLStore
     /// The per-request writes (usage rows, ledger entries, in-flight notes), committed in groups (`GroupCommit`).
     let commits: GroupCommit
@@ -75,11 +75,11 @@ public struct GatewayDatabase: Sendable {
     /// PostgreSQL, whose gateways share theirs as rows.
     let quotaBuckets: QuotaBuckets?
     /// The gateway using this database (its node id): what it marks as its own where gateways share one.
-    public var gatewayID = ""
+    package var gatewayID = ""
 
     /// Opens `gateway.sqlite` in `directory` (creating the folder, owner-only), or an in-memory database when
     /// `directory` is nil.
-    public static func open(directory: String?) throws -> GatewayDatabase {
+    static func open(directory: String?) throws -> GatewayDatabase {
         guard let directory else { return GatewayDatabase(store: try SQLiteStore.open(path: nil)) }
         try KeyFile.createPrivateDirectory(directory)
         let path = (directory as NSString).appendingPathComponent("gateway.sqlite")
@@ -89,7 +89,7 @@ public struct GatewayDatabase: Sendable {
     }
 
     /// Connects to a PostgreSQL database and checks that it answers.
-    public static func open(url: DatabaseURL, logger: Logger) async throws -> GatewayDatabase {
+    static func open(url: DatabaseURL, logger: Logger) async throws -> GatewayDatabase {
         let store = try PostgresStore(url: url, logger: logger)
         do {
             try await store.ping()
@@ -101,7 +101,7 @@ public struct GatewayDatabase: Sendable {
     }
 
     /// The database a gateway is told to use: PostgreSQL at `url` when given, else SQLite in `directory`.
-    public static func open(url: DatabaseURL?, directory: String?, logger: Logger) async throws -> GatewayDatabase {
+    package static func open(url: DatabaseURL?, directory: String?, logger: Logger) async throws -> GatewayDatabase {
         if let url { return try await open(url: url, logger: logger) }
         return try open(directory: directory)
     }
@@ -113,15 +113,15 @@ public struct GatewayDatabase: Sendable {
     }
 
     /// Which database this is.
-    public var dialect: SQLDialect { store.dialect }
+    var dialect: SQLDialect { store.dialect }
 
     /// Brings the schema up to date. Migrations are named and never edited once shipped.
-    public func migrate() async throws {
+    package func migrate() async throws {
         try await store.migrate(Self.migrations)
     }
 
     /// Closes the database's connections.
-    public func close() async {
+    package func close() async {
         await store.close()
     }
 
@@ -166,12 +166,12 @@ public struct GatewayDatabase: Sendable {
     }
 
     /// Stores one usage record.
-    public func record(_ usage: UsageRecord) async throws {
+    func record(_ usage: UsageRecord) async throws {
         try await store.write { session in try Self.insert(usage, into: session) }
     }
 
     /// The most recent usage records, newest first.
-    public func recentUsage(limit: Int = 100) async throws -> [UsageRecord] {
+    package func recentUsage(limit: Int = 100) async throws -> [UsageRecord] {
         try await store.read { session in
             try session.query("SELECT \(Self.usageColumns) FROM usage ORDER BY started_at DESC LIMIT ?", limit).map(UsageRecord.init(row:))
         }

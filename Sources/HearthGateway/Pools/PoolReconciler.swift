@@ -1,57 +1,57 @@
 import Foundation
-public import HearthCore
+package import HearthCore
 import HearthMesh
-public import Logging
+import Logging
 import NIOCore
-public import ServiceLifecycle
+import ServiceLifecycle
 import Synchronization
 
 /// How the gateway runs pools.
-public struct PoolPolicy: Sendable {
+package struct PoolPolicy: Sendable {
     /// Create a pool when a request asks for a pinned model no single node serves (`--auto-pools`).
-    public var automatic = false
+    package var automatic = false
     /// Tokens per slot, and slots, of a pool's head (`--pool-context`).
-    public var context = 4096
-    public var slots = 1
+    package var context = 4096
+    package var slots = 1
     /// An automatic pool that served nothing for this long is stopped, so its members get their memory back.
-    public var idleTimeout: Duration = .seconds(900)
+    package var idleTimeout: Duration = .seconds(900)
     /// At most this many automatic pools at once (`--max-auto-pools`): any caller may ask for any pinned model, and
     /// each pool takes memory the volunteers lend from every other use. Operators' pools do not count.
-    public var maxAutomatic = 2
+    package var maxAutomatic = 2
     /// How often pools are looked at when nothing changes.
-    public var interval: Duration = .seconds(2)
-    public var timing = PoolMachine.Timing()
+    package var interval: Duration = .seconds(2)
+    package var timing = PoolMachine.Timing()
     /// How long a node has to answer its part of a plan, or a stop; past it, an assignment counts as the node's loss
     /// and a stop is given up (the node drops the work when its link goes).
-    public var answerTimeout: Duration = .seconds(15)
+    package var answerTimeout: Duration = .seconds(15)
 
-    public init() {}
+    init() {}
 }
 
 /// A pool as `GET /api/pools` shows it.
-public struct PoolView: Codable, Sendable, Equatable {
-    public struct Member: Codable, Sendable, Equatable {
-        public var node: NodeID
-        public var role: String
-        public var layers: Int
-        public var memoryBytes: UInt64
+struct PoolView: Codable, Sendable, Equatable {
+    struct Member: Codable, Sendable, Equatable {
+        var node: NodeID
+        var role: String
+        var layers: Int
+        var memoryBytes: UInt64
     }
 
-    public var id: PoolID
-    public var model: ModelID
-    public var state: PoolState
-    public var progress: String
-    public var automatic: Bool
-    public var epoch: Int
-    public var head: NodeID?
-    public var members: [Member]
+    var id: PoolID
+    var model: ModelID
+    var state: PoolState
+    var progress: String
+    var automatic: Bool
+    var epoch: Int
+    var head: NodeID?
+    var members: [Member]
     /// Seconds in the current state.
-    public var sinceSeconds: Int
-    public var lastIncident: PoolIncident?
+    var sinceSeconds: Int
+    var lastIncident: PoolIncident?
     /// Bytes the gateway relayed since the pool was created: head → members (the weights at load, then each token's
     /// activations) and members → head.
-    public var relayedToMembers: UInt64
-    public var relayedFromMembers: UInt64
+    var relayedToMembers: UInt64
+    var relayedFromMembers: UInt64
 }
 
 /// Bytes relayed per pool, both ways.
@@ -74,7 +74,7 @@ final class RelayCounters: Sendable {
 /// Owns every pool: feeds each one's `PoolMachine` what the registry says about its nodes, and carries out what the
 /// machine returns (assignments over the links, the peer streams between head and members, stops, incident lines).
 /// It looks at the pools every `interval` and at once on every registry change.
-public final class PoolReconciler: Service, Sendable {
+package final class PoolReconciler: Service, Sendable {
     struct Instance: Sendable {
         var id: PoolID
         var entry: CatalogEntry
@@ -106,7 +106,7 @@ public final class PoolReconciler: Service, Sendable {
     private let creating = Mutex<Set<ModelID>>([])
     private let wake = ChangeSignal()
 
-    public init(
+    init(
         registry: NodeRegistry,
         links: NodeLinks,
         catalog: Catalog,
@@ -128,7 +128,7 @@ public final class PoolReconciler: Service, Sendable {
 
     /// Creates a pool for `model` (over `nodes` only, when given).
     /// - Throws: `APIFailure` for a model the catalog does not pin.
-    public func create(model: ModelID, nodes: [NodeID]? = nil, automatic: Bool = false, id: PoolID = .random()) async throws(APIFailure) -> PoolID {
+    func create(model: ModelID, nodes: [NodeID]? = nil, automatic: Bool = false, id: PoolID = .random()) async throws(APIFailure) -> PoolID {
         guard let entry = catalog.resolve(model), entry.sha256 != nil else {
             throw APIFailure(.notFound, "The catalog pins no model '\(model)'.", param: "model", code: "model_not_found")
         }
@@ -166,7 +166,7 @@ public final class PoolReconciler: Service, Sendable {
     }
 
     /// Stops a pool and forgets its definition; returns whether it existed.
-    public func stop(_ id: PoolID) async -> Bool {
+    func stop(_ id: PoolID) async -> Bool {
         let found = pools.withLock { $0[id] != nil }
         guard found else { return false }
         try? await database?.deletePool(id: id.rawValue)
@@ -196,7 +196,7 @@ public final class PoolReconciler: Service, Sendable {
     }
 
     /// What a pool can do for a request that found no node ready.
-    public enum Demand: Sendable, Equatable {
+    enum Demand: Sendable, Equatable {
         /// A pool for the model is warming (or was just created): how far it is.
         case warming(String)
         /// A pool could serve it, but the gateway already runs `limit` automatic pools.
@@ -206,7 +206,7 @@ public final class PoolReconciler: Service, Sendable {
     /// A request for `model` found no node ready: how far the pool serving it is, creating one when pools are
     /// automatic, the current nodes could hold it and fewer than `maxAutomatic` automatic pools run; `nil` when no
     /// pool can help.
-    public func demand(model: ModelID) async -> Demand? {
+    func demand(model: ModelID) async -> Demand? {
         guard let entry = catalog.resolve(model), entry.sha256 != nil else { return nil }
         let now = ContinuousClock.now
         let existing = pools.withLock { pools -> String? in
@@ -240,17 +240,17 @@ public final class PoolReconciler: Service, Sendable {
     }
 
     /// The plan `pool` runs now, with its epoch: what a pooled receipt must name.
-    public func currentPlan(of pool: PoolID) -> (epoch: Int, plan: PoolPlan)? {
+    func currentPlan(of pool: PoolID) -> (epoch: Int, plan: PoolPlan)? {
         pools.withLock { pools in pools[pool].flatMap { instance in instance.machine.plan.map { (instance.machine.epoch, $0) } } }
     }
 
     /// Whether `pool` is ready with its head on `node`, by the gateway's own plan.
-    public func serves(_ pool: PoolID, head node: NodeID) -> Bool {
+    func serves(_ pool: PoolID, head node: NodeID) -> Bool {
         pools.withLock { pools in pools[pool].map { $0.machine.state == .ready && $0.machine.plan?.head.node == node } ?? false }
     }
 
     /// A request was routed to `pool`'s head; `finished(_:)` says when it is over.
-    public func used(_ pool: PoolID) {
+    func used(_ pool: PoolID) {
         let now = ContinuousClock.now
         pools.withLock { pools in
             pools[pool]?.lastUsed = now
@@ -259,7 +259,7 @@ public final class PoolReconciler: Service, Sendable {
     }
 
     /// A request `used(_:)` counted is over: the pool's idle time starts now.
-    public func finished(_ pool: PoolID) {
+    func finished(_ pool: PoolID) {
         let now = ContinuousClock.now
         pools.withLock { pools in
             guard var instance = pools[pool] else { return }
@@ -269,7 +269,7 @@ public final class PoolReconciler: Service, Sendable {
         }
     }
 
-    public func views() -> [PoolView] {
+    func views() -> [PoolView] {
         let now = ContinuousClock.now
         return pools.withLock { Array($0.values) }.map { instance in
             let machine = instance.machine
@@ -310,7 +310,7 @@ public final class PoolReconciler: Service, Sendable {
         wake.notify()
     }
 
-    public func run() async throws {
+    package func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let seenRegistry = self.registry.changes.generation

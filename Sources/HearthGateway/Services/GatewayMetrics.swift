@@ -1,13 +1,13 @@
 import HearthCore
-public import Prometheus
+import Prometheus
 import Synchronization
 
 /// The gateway's Prometheus metrics. Labels are bounded: route templates, status codes, model ids of announced models.
 ///
 /// The gateway owns its registry instead of bootstrapping the global `MetricsSystem`, so that several gateways
 /// (tests, `hearth up`) can live in one process and each `/metrics` shows only its own.
-public final class GatewayMetrics: Sendable {
-    public let registry = PrometheusCollectorRegistry()
+package final class GatewayMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
     private let nodesOnline: Gauge
     private let nodesReady: Gauge
     private let streamsInFlight: Gauge
@@ -16,7 +16,7 @@ public final class GatewayMetrics: Sendable {
         .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300),
     ]
 
-    public init() {
+    init() {
         nodesOnline = registry.makeGauge(name: "hearth_nodes_online", help: "Nodes with a live link")
         nodesReady = registry.makeGauge(name: "hearth_nodes_ready", help: "Nodes with at least one ready model")
         streamsInFlight = registry.makeGauge(name: "hearth_streams_in_flight", help: "Streaming responses being relayed")
@@ -106,5 +106,5 @@ public final class GatewayMetrics: Sendable {
     }
 
     /// The Prometheus text exposition.
-    public func render() -> [UInt8] { registry.emitToBuffer() }
+    package func render() -> [UInt8] { registry.emitToBuffer() }
 }

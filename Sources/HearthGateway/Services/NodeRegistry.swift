@@ -1,11 +1,11 @@
 import Foundation
-public import HearthCore
+package import HearthCore
 import Synchronization
 
 /// The nodes the gateway knows, fed by the reports polled over their links, read by routing and the model listings.
 ///
 /// Reports and routing touch it on every request, so it is a lock around a dictionary, not an actor.
-public final class NodeRegistry: Sendable {
+package final class NodeRegistry: Sendable {
     struct Entry {
         var announcement: NodeAnnouncement
         var lastSeen: ContinuousClock.Instant
@@ -27,14 +27,14 @@ public final class NodeRegistry: Sendable {
     /// What spot checks say of each node, kept when its link drops (a node cannot shed it by dialling again).
     private let spotChecks = Mutex<[NodeID: SpotReputation]>([:])
     /// Rung when a node comes, goes, or reports something new: the pool reconciler waits on it.
-    public let changes = ChangeSignal()
+    package let changes = ChangeSignal()
     private let ttl: Duration
     private let clock = ContinuousClock()
     /// Whether models of owners' own servers that could not be checked are routed to, and so listed
     /// (`--allow-unverified-backends`). `routes(_:)` applies it; the dispatcher, the listings and `/api/nodes` ask it.
     let routesUnverifiedBackends: Bool
 
-    public init(ttl: Duration, outliers: OutlierPolicy = OutlierPolicy(), routesUnverifiedBackends: Bool = false) {
+    package init(ttl: Duration, outliers: OutlierPolicy = OutlierPolicy(), routesUnverifiedBackends: Bool = false) {
         self.ttl = ttl
         self.outliers = Mutex(OutlierDetector(policy: outliers))
         self.routesUnverifiedBackends = routesUnverifiedBackends
@@ -48,7 +48,7 @@ public final class NodeRegistry: Sendable {
 
     /// Records an announcement. Returns `true` when the node is new.
     @discardableResult
-    public func upsert(_ announcement: NodeAnnouncement) -> Bool {
+    package func upsert(_ announcement: NodeAnnouncement) -> Bool {
         let now = clock.now
         let (new, changed) = entries.withLock { entries in
             if var entry = entries[announcement.nodeID] {
@@ -66,7 +66,7 @@ public final class NodeRegistry: Sendable {
     }
 
     /// Drops nodes silent for longer than the TTL, and returns their ids.
-    public func expire() -> [NodeID] {
+    func expire() -> [NodeID] {
         let deadline = clock.now - ttl
         let silent = entries.withLock { entries in
             let silent = entries.filter { $0.value.lastSeen < deadline }.map(\.key)
@@ -83,7 +83,7 @@ public final class NodeRegistry: Sendable {
     }
 
     /// The routing view of every live node.
-    public func routableNodes() -> [RoutableNode] {
+    package func routableNodes() -> [RoutableNode] {
         let now = clock.now
         let deadline = now - ttl
         let detector = outliers.withLock { $0 }
@@ -110,7 +110,7 @@ public final class NodeRegistry: Sendable {
 
     /// A node's routing score and its parts, its success rate, and when its ejection ends (seconds from now), for
     /// `/api/nodes`.
-    public func routing(
+    package func routing(
         of id: NodeID
     ) -> (score: RoutingScore, successRate: Double, ejectedForSeconds: Double?, ejections: Int, inFlight: Int)? {
         guard let node = routableNodes().first(where: { $0.id == id }) else { return nil }
@@ -121,7 +121,7 @@ public final class NodeRegistry: Sendable {
 
     /// Records how a request on `id` went: `false` for one that broke or failed before its first byte. It moves the
     /// node's success rate, and may eject the node from routing for a while (`OutlierDetector`).
-    public func outcome(on id: NodeID, success: Bool) {
+    package func outcome(on id: NodeID, success: Bool) {
         let population = entries.withLock { entries in
             if let rate = entries[id]?.successRate { entries[id]?.successRate = 0.9 * rate + (success ? 0.1 : 0) }
             return entries.count
@@ -133,7 +133,7 @@ public final class NodeRegistry: Sendable {
     }
 
     /// Records a spot check of `id`'s answer.
-    public func spotChecked(_ id: NodeID, passed: Bool) {
+    func spotChecked(_ id: NodeID, passed: Bool) {
         let now = clock.now
         spotChecks.withLock { $0[id, default: SpotReputation()].record(passed: passed, now: now) }
         changes.notify()
@@ -141,7 +141,7 @@ public final class NodeRegistry: Sendable {
 
     /// Seeds what spot checks said of a node that links, from its stored results (oldest first), when this gateway
     /// has none for it yet (after a restart).
-    public func seedSpotChecks(_ id: NodeID, passed: [Bool]) {
+    func seedSpotChecks(_ id: NodeID, passed: [Bool]) {
         let now = clock.now
         spotChecks.withLock { checks in
             guard checks[id] == nil, !passed.isEmpty else { return }
@@ -152,18 +152,18 @@ public final class NodeRegistry: Sendable {
     }
 
     /// A node's spot-check reputation now, and how many of its answers have been checked.
-    public func spotCheckStanding(of id: NodeID) -> (reputation: Double, checked: Int) {
+    func spotCheckStanding(of id: NodeID) -> (reputation: Double, checked: Int) {
         let now = clock.now
         return spotChecks.withLock { ($0[id]?.value(at: now) ?? 1, $0[id]?.checked ?? 0) }
     }
 
     /// Requests in flight on every node together (for the retry budget).
-    public func requestsInFlight() -> Int {
+    package func requestsInFlight() -> Int {
         entries.withLock { $0.values.reduce(0) { $0 + $1.inFlight } }
     }
 
     /// The latest announcement of every live node, sorted by id.
-    public func announcements() -> [NodeAnnouncement] {
+    package func announcements() -> [NodeAnnouncement] {
         let deadline = clock.now - ttl
         return entries.withLock { entries in
             entries.values.filter { $0.lastSeen >= deadline }.map(\.announcement).sorted { $0.nodeID < $1.nodeID }
@@ -171,13 +171,13 @@ public final class NodeRegistry: Sendable {
     }
 
     /// Marks a node as seen now: its link is up and a report poll is under way.
-    public func touch(_ id: NodeID) {
+    func touch(_ id: NodeID) {
         let now = clock.now
         entries.withLock { $0[id]?.lastSeen = now }
     }
 
     /// Forgets a node at once, when its link closes.
-    public func remove(_ id: NodeID) {
+    func remove(_ id: NodeID) {
         entries.withLock { $0[id] = nil }
         roundTrips.withLock { $0[id] = nil }
         changes.notify()
@@ -197,7 +197,7 @@ public final class NodeRegistry: Sendable {
     }
 
     /// What the pool planner needs of every live node: its pool offer, link round trip and whether it drains.
-    public func poolCandidates() -> [PoolCandidate] {
+    func poolCandidates() -> [PoolCandidate] {
         let deadline = clock.now - ttl
         let roundTrips = roundTrips.withLock { $0 }
         return entries.withLock { entries in
@@ -214,13 +214,13 @@ public final class NodeRegistry: Sendable {
     }
 
     /// The latest report of a live node.
-    public func announcement(of id: NodeID) -> NodeAnnouncement? {
+    func announcement(of id: NodeID) -> NodeAnnouncement? {
         let deadline = clock.now - ttl
         return entries.withLock { entries in entries[id].flatMap { $0.lastSeen >= deadline ? $0.announcement : nil } }
     }
 
     /// Counts a receipt from `id` that the gateway refused; routing prefers nodes without any.
-    public func receiptRefused(by id: NodeID) {
+    func receiptRefused(by id: NodeID) {
         entries.withLock { $0[id]?.refusedReceipts += 1 }
     }
 
@@ -230,28 +230,28 @@ public final class NodeRegistry: Sendable {
     }
 
     /// The account a live node serves for.
-    public func account(of id: NodeID) -> NodeID? {
+    func account(of id: NodeID) -> NodeID? {
         entries.withLock { $0[id]?.announcement.account }
     }
 
     /// Sets a node's refused-receipt count from its record, when it links.
-    public func seedRefusedReceipts(_ id: NodeID, count: Int) {
+    package func seedRefusedReceipts(_ id: NodeID, count: Int) {
         entries.withLock { $0[id]?.refusedReceipts = count }
     }
 
     /// Receipts refused from each live node.
-    public func refusedReceipts() -> [NodeID: Int] {
+    package func refusedReceipts() -> [NodeID: Int] {
         entries.withLock { $0.mapValues(\.refusedReceipts) }
     }
 
     /// Counts a request the gateway starts on `id`.
-    public func begin(on id: NodeID) {
+    func begin(on id: NodeID) {
         entries.withLock { $0[id]?.inFlight += 1 }
     }
 
     /// Counts a request on `id` as over; `latency` (seconds to first byte) and `pace` (seconds between tokens) feed
     /// their smoothed values.
-    public func end(on id: NodeID, latency: Double?, pace: Double? = nil) {
+    func end(on id: NodeID, latency: Double?, pace: Double? = nil) {
         entries.withLock { entries in
             guard var entry = entries[id] else { return }
             entry.inFlight = max(0, entry.inFlight - 1)
@@ -266,7 +266,7 @@ public final class NodeRegistry: Sendable {
     }
 
     /// Models that a node serves now or loads on the first request (standby), with those nodes, for the listings.
-    public func readyModels() -> [(model: ServedModel, nodes: [NodeID])] {
+    package func readyModels() -> [(model: ServedModel, nodes: [NodeID])] {
         var byID: [ModelID: (model: ServedModel, nodes: [NodeID])] = [:]
         for node in routableNodes() where !node.draining {
             for model in node.models where model.state == .ready || model.state == .standby {
@@ -279,7 +279,7 @@ public final class NodeRegistry: Sendable {
     }
 
     /// The number of live nodes and of those with at least one ready model.
-    public func counts() -> (online: Int, ready: Int) {
+    func counts() -> (online: Int, ready: Int) {
         let nodes = routableNodes()
         let ready = nodes.filter { node in !node.draining && node.models.contains { $0.state == .ready } }.count
         return (nodes.count, ready)
