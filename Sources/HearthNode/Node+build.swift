@@ -1,24 +1,24 @@
 import Foundation
-public import HearthCore
+package import HearthCore
 import HearthMesh
 import HearthWeb
-public import Hummingbird
+package import Hummingbird
 import HummingbirdCore
-public import Logging
+package import Logging
 import NIOCore
-public import ServiceLifecycle
+package import ServiceLifecycle
 
 /// A built node: its services in start order, and handles for tests and `hearth up`.
-public struct Node: Sendable {
-    public let identity: NodeIdentity
-    public let engines: [EngineHandle]
+package struct Node: Sendable {
+    package let identity: NodeIdentity
+    package let engines: [EngineHandle]
     /// Engine supervisors first, then the owner's dashboard, then the gateway link. Shut down in reverse: the link
     /// drains (the node says it is draining and finishes its requests) before the dashboard and the engines stop.
-    public let services: [any Service]
+    package let services: [any Service]
     /// Where the dashboard's control token is (`control.token` in the data folder).
-    public let controlTokenPath: String
+    let controlTokenPath: String
     /// How the engines are confined, or why they cannot be (then the node serves nothing).
-    public let sandbox: EngineSandboxReport
+    package let sandbox: EngineSandboxReport
 }
 
 /// Builds a node: identity, one supervised engine per catalog model (loaded at start while they fit in the memory
@@ -31,7 +31,7 @@ public struct Node: Sendable {
 /// - Throws: `NodeStartError` when the configuration cannot work (no model, a model the catalog does not pin, a
 ///   missing file that cannot be downloaded), `KeyFileError` when the
 ///   identity cannot be read or the control token not written.
-public func buildNode(
+package func buildNode(
     configuration: NodeConfiguration,
     logger: Logger,
     onDashboardRunning: @escaping @Sendable (Int) async -> Void = { _ in }
@@ -240,7 +240,7 @@ struct PoolWorkService: Service {
 /// A gateway link serving `router` instead of a node's engines: for programs that stand in for a node, such as the
 /// benchmark's fake node. `router` must answer the gateway's hello and report polls (`/link/v1/hello`,
 /// `/link/v1/report`) itself; the configuration's tunnel services are served beside it.
-public func buildLinkService(
+package func buildLinkService(
     router: Router<BasicRequestContext>,
     identity: NodeIdentity,
     configuration: NodeConfiguration,

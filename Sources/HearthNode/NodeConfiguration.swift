@@ -1,61 +1,61 @@
-public import Foundation
-public import HearthCore
+import Foundation
+package import HearthCore
 
 /// Everything a node needs to start. Every field has a default.
-public struct NodeConfiguration: Sendable {
+package struct NodeConfiguration: Sendable {
     /// The gateway to dial and the key it must prove (`host:port#gateway-id`).
-    public var join: JoinAddress?
+    package var join: JoinAddress?
     /// Resolves the join address on each dial; overrides `join`. `hearth up` uses it because its gateway's mesh
     /// port is known only once it listens.
-    public var joinProvider: (@Sendable () async -> JoinAddress)?
+    package var joinProvider: (@Sendable () async -> JoinAddress)?
     /// The owner's device certificate for this node's key (`hearth keys certify-device`), so its work counts for
     /// their account.
-    public var deviceCertificate: DeviceCertificate?
+    package var deviceCertificate: DeviceCertificate?
     /// An invite token, needed the first time the node joins a private network.
-    public var invite: String?
+    package var invite: String?
     /// TCP services on 127.0.0.1 the gateway may open byte streams to, by name (e.g. `rpc` → a ggml-rpc-server
     /// port). Nothing else on the node is reachable through the link.
-    public var tunnelServices: [String: Int] = [:]
+    package var tunnelServices: [String: Int] = [:]
     /// Port of the owner's dashboard on 127.0.0.1 (0 picks one); `nil` runs none. It never listens elsewhere.
-    public var dashboardPort: Int? = 0
+    package var dashboardPort: Int? = 0
     /// Folder for the node's identity and state.
-    public var dataDirectory: String = "."
+    package var dataDirectory: String = "."
     /// A name for this node in listings; the host name by default.
-    public var name: String = "node"
+    package var name: String = "node"
     /// The models to serve, each with its own engine, in order of preference: at start the node loads them in this
     /// order while they fit in its memory limit; the rest load on their first request, evicting idle ones.
-    public var models: [ModelSpec] = []
+    package var models: [ModelSpec] = []
     /// The catalog: the node refuses any model whose id and hash it does not pin.
-    public var catalog: Catalog = .builtin
+    package var catalog: Catalog = .builtin
     /// The owner's limits.
-    public var limits: NodeLimits = NodeLimits(threads: 2, contextSize: 2048, parallelSlots: 2)
+    package var limits: NodeLimits = NodeLimits(threads: 2, contextSize: 2048, parallelSlots: 2)
     /// The `llama-server` binary to run.
-    public var llamaServerPath: String = "llama-server"
+    package var llamaServerPath: String = "llama-server"
     /// Work that must finish before the first engine starts, such as building llama.cpp and fetching the default
     /// model. It runs once, inside the node's lifetime: the node is linked meanwhile and reports its engines as
     /// loading, so a long build or download never hides it from the gateway.
-    public var prepare: (@Sendable () async throws -> Void)?
+    package var prepare: (@Sendable () async throws -> Void)?
     /// Further `llama-server` arguments, as the owner gives them.
-    public var extraEngineArguments: [String] = []
+    package var extraEngineArguments: [String] = []
     /// Every engine also answers `/v1/embeddings` (llama-server `--embeddings --pooling mean`). Catalog embedding
     /// models (tier `embed`) always do.
-    public var embeddings = false
+    package var embeddings = false
     /// The link counts as dead, and the node dials again, when the gateway has not polled for this long.
-    public var linkTimeout: Duration = .seconds(30)
+    package var linkTimeout: Duration = .seconds(30)
     /// Longest wait for an engine to report healthy before it counts as failed and is restarted.
-    public var engineStartTimeout: Duration = .seconds(120)
+    var engineStartTimeout: Duration = .seconds(120)
     /// Longest wait for streams in flight when the node shuts down: long enough for a long answer on a CPU.
-    public var drainTimeout: Duration = .seconds(120)
+    package var drainTimeout: Duration = .seconds(120)
     /// How engines are confined (`EngineSandbox`); `--no-sandbox` turns it off.
-    public var sandbox = SandboxSettings()
+    package var sandbox = SandboxSettings()
     /// Where model files are kept (`<sha256>.gguf`), for pools' heads when the node serves no model alone.
-    public var modelsDirectory: String?
+    package var modelsDirectory: String?
     /// What the node lends to pools (out of `limits.memoryBytes`); `nil` lends nothing.
-    public var pool: PoolSettings?
+    package var pool: PoolSettings?
     /// The owner's own OpenAI-compatible server, whose models the node serves beside (or instead of) its engines.
-    public var backend: BackendSettings?
+    package var backend: BackendSettings?
 
-    public init() {}
+    package init() {}
 
     /// The join address for the next dial.
     func resolveJoin() async -> JoinAddress? {
@@ -64,7 +64,7 @@ public struct NodeConfiguration: Sendable {
     }
 
     /// Returns a copy with `change` applied.
-    public func with(_ change: (inout NodeConfiguration) -> Void) -> NodeConfiguration {
+    package func with(_ change: (inout NodeConfiguration) -> Void) -> NodeConfiguration {
         var copy = self
         change(&copy)
         return copy
@@ -72,22 +72,22 @@ public struct NodeConfiguration: Sendable {
 }
 
 /// One model the node serves: the GGUF file, its expected SHA-256, and the names clients use.
-public struct ModelSpec: Sendable, Equatable, Codable {
-    public var id: ModelID
-    public var aliases: [ModelID]
-    public var path: String
-    public var sha256: SHA256Digest
+package struct ModelSpec: Sendable, Equatable, Codable {
+    package var id: ModelID
+    var aliases: [ModelID]
+    package var path: String
+    package var sha256: SHA256Digest
     /// The catalog entry the file comes from: where to download it when it is missing.
-    public var entry: CatalogEntry?
+    var entry: CatalogEntry?
     /// What the engine needs in memory (the sizer's estimate at the node's context and slots); 0 when unknown.
-    public var memoryBytes: UInt64
+    var memoryBytes: UInt64
 
     /// Whether this model's engine serves embeddings: an embedding model always, any other when the owner asks.
-    public func servesEmbeddings(forAll: Bool) -> Bool {
+    func servesEmbeddings(forAll: Bool) -> Bool {
         forAll || entry?.tier == .embed
     }
 
-    public init(id: ModelID, aliases: [ModelID] = [], path: String, sha256: SHA256Digest, entry: CatalogEntry? = nil, memoryBytes: UInt64 = 0) {
+    init(id: ModelID, aliases: [ModelID] = [], path: String, sha256: SHA256Digest, entry: CatalogEntry? = nil, memoryBytes: UInt64 = 0) {
         self.id = id
         self.aliases = aliases
         self.path = path
@@ -98,7 +98,7 @@ public struct ModelSpec: Sendable, Equatable, Codable {
 
     /// The spec of a pinned catalog entry whose file is (or will be downloaded) in `directory` as `<sha256>.gguf`,
     /// sized for `limits`; `nil` when the entry is not pinned.
-    public init?(entry: CatalogEntry, directory: String, limits: NodeLimits, aliases: [ModelID] = []) {
+    package init?(entry: CatalogEntry, directory: String, limits: NodeLimits, aliases: [ModelID] = []) {
         guard let sha256 = entry.sha256 else { return nil }
         let estimate = ModelSizer.estimate(entry, context: limits.contextSize, parallel: limits.parallelSlots)
         self.init(
@@ -114,23 +114,23 @@ public struct ModelSpec: Sendable, Equatable, Codable {
 
 /// The owner's own OpenAI-compatible server (Ollama, vLLM, LM Studio, a llama-server of their own) and the names of
 /// its models in the catalog (`--backend`, `--backend-model`).
-public struct BackendSettings: Sendable, Equatable {
+package struct BackendSettings: Sendable, Equatable {
     /// One of the server's models, served under a catalog id.
-    public struct Mapping: Sendable, Equatable {
+    package struct Mapping: Sendable, Equatable {
         /// The server's name for it (`/v1/models`).
-        public var name: String
+        var name: String
         /// The catalog id whose pinned sha256 the owner states the server serves.
-        public var id: ModelID
+        var id: ModelID
 
-        public init(name: String, id: ModelID) {
+        package init(name: String, id: ModelID) {
             self.name = name
             self.id = id
         }
     }
 
     /// The API's base URL, up to and including `/v1` (`http://127.0.0.1:11434/v1`).
-    public var baseURL: String
-    public var models: [Mapping]
+    var baseURL: String
+    var models: [Mapping]
     /// Scheme, host and port (and any path before `/v1`) of a base URL: where the server's other routes are
     /// (`/v1/chat/completions`, Ollama's `/api/show`, llama-server's `/props`).
     static func root(of baseURL: String) -> String {
@@ -138,15 +138,15 @@ public struct BackendSettings: Sendable, Equatable {
     }
 
     /// How often the node asks the server which models it has (and checks their files again).
-    public var checkInterval: Duration = .seconds(15)
+    package var checkInterval: Duration = .seconds(15)
 
-    public init(baseURL: String, models: [Mapping]) {
+    package init(baseURL: String, models: [Mapping]) {
         self.baseURL = baseURL
         self.models = models
     }
 
     /// `openai:URL`, as `--backend` takes it; the URL must be http(s) and end in `/v1`.
-    public static func parse(_ text: String) throws(BackendSettingsError) -> String {
+    package static func parse(_ text: String) throws(BackendSettingsError) -> String {
         guard text.hasPrefix("openai:") else {
             throw BackendSettingsError("--backend takes openai:URL (e.g. openai:http://127.0.0.1:11434/v1), not \(text)")
         }
@@ -162,7 +162,7 @@ public struct BackendSettings: Sendable, Equatable {
     }
 
     /// `NAME=CATALOG_ID`, as `--backend-model` takes it.
-    public static func mapping(_ text: String) throws(BackendSettingsError) -> (name: String, id: String) {
+    package static func mapping(_ text: String) throws(BackendSettingsError) -> (name: String, id: String) {
         guard let equals = text.lastIndex(of: "="), equals != text.startIndex, text.index(after: equals) != text.endIndex else {
             throw BackendSettingsError("--backend-model takes NAME=CATALOG_ID (the server's name, then the catalog id), not \(text)")
         }
@@ -170,7 +170,7 @@ public struct BackendSettings: Sendable, Equatable {
     }
 }
 
-public struct BackendSettingsError: Error, CustomStringConvertible, Sendable {
-    public var description: String
+package struct BackendSettingsError: Error, CustomStringConvertible, Sendable {
+    package var description: String
     init(_ description: String) { self.description = description }
 }

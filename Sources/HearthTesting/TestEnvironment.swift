@@ -1,5 +1,5 @@
-public import Foundation
-public import HearthCore
+import Foundation
+import HearthCore
 import HearthNode
 
 /// Where integration tests find the `hearth` binary, the engine and the default model.

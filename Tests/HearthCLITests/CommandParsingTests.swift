@@ -1,13 +1,13 @@
 import ArgumentParser
 import Foundation
 import HearthCore
-import HearthNode
 import HearthTesting
 import NIOCore
 import Testing
 
 @testable import HearthCLI
 @testable import HearthGateway
+@testable import HearthNode
 
 struct CommandParsingTests {
     @Test func refusesOutOfRangePortsAndBadDurationsWithClearMessages() {

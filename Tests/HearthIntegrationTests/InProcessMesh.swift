@@ -1,6 +1,5 @@
 import Foundation
 import HearthCore
-import HearthNode
 import HearthTesting
 import Hummingbird
 import Logging
@@ -9,6 +8,7 @@ import ServiceLifecycle
 import Synchronization
 
 @testable import HearthGateway
+@testable import HearthNode
 
 /// A gateway with its real mesh (TLS 1.3, HTTP/2 on loopback) in this process, and stand-in nodes that join it
 /// with their own keys and routers: for what needs no engine.

@@ -1,11 +1,11 @@
 import Foundation
 import HearthCore
-import HearthNode
 import HearthTesting
 import Logging
 import Testing
 
 @testable import HearthGateway
+@testable import HearthNode
 
 /// One real node serving several catalog models with real engines: on-demand loads, least-recently-used eviction,
 /// downloads on first use, and refused files.

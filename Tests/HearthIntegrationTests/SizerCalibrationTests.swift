@@ -1,11 +1,12 @@
 import AsyncHTTPClient
 import Foundation
 import HearthCore
-import HearthNode
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthNode
 
 /// The sizer's estimate against a real llama-server's resident memory, with SmolLM2 at two context sizes.
 @Suite(.serialized, .timeLimit(.minutes(2)))

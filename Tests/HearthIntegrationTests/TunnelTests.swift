@@ -2,7 +2,6 @@ import Crypto
 import Foundation
 import HearthCore
 import HearthMesh
-import HearthNode
 import HearthTesting
 import Logging
 import NIOCore
@@ -11,6 +10,7 @@ import Synchronization
 import Testing
 
 @testable import HearthGateway
+@testable import HearthNode
 
 // The limit only catches a hang: early in a full run beside stress-ng the test process has been seen to wait over
 // 100 s for its cooperative threads.

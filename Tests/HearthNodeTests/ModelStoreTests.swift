@@ -1,10 +1,11 @@
 import Crypto
 import Foundation
 import HearthCore
-import HearthNode
 import HearthTesting
 import Synchronization
 import Testing
+
+@testable import HearthNode
 
 /// Downloads from a real HTTP server on loopback: resumed, verified, refused. Nothing reaches the internet.
 @Suite(.serialized, .timeLimit(.minutes(3)))

@@ -1,22 +1,22 @@
-public import HearthCore
+package import HearthCore
 import Synchronization
 
 /// The live state of one engine, shared by its supervisor (which writes it), the node's routes and its reports; and
 /// whether the node wants it loaded (the `EngineHost` decides, the supervisor follows).
-public final class EngineHandle: Sendable {
-    public struct Snapshot: Sendable, Equatable {
-        public var state: EngineState
+package final class EngineHandle: Sendable {
+    package struct Snapshot: Sendable, Equatable {
+        package var state: EngineState
         /// The loopback port the engine listens on, while it runs.
-        public var port: Int?
-        public var detail: String?
+        var port: Int?
+        package var detail: String?
         /// Engine starts so far (1 after the first start).
-        public var starts: Int
-        public var pid: Int32?
+        var starts: Int
+        var pid: Int32?
 
         /// The model file's size, once it exists.
-        public var sizeBytes: UInt64
+        var sizeBytes: UInt64
         /// For a model of the owner's own server: what the node could check of it.
-        public var backend: ExternalBackend? = nil
+        var backend: ExternalBackend? = nil
     }
 
     /// Whether the engine should run, and its use, for the host's least-recently-used eviction.
@@ -30,7 +30,7 @@ public final class EngineHandle: Sendable {
         var nextWaiter = 0
     }
 
-    public let spec: ModelSpec
+    let spec: ModelSpec
     /// The owner's own server answers for this model under this name, instead of an engine the node runs.
     let backend: (baseURL: String, name: String)?
     private let current: Mutex<Snapshot>
@@ -53,7 +53,7 @@ public final class EngineHandle: Sendable {
         demand = Mutex(Demand(wanted: wanted))
     }
 
-    public var snapshot: Snapshot { current.withLock { $0 } }
+    package var snapshot: Snapshot { current.withLock { $0 } }
 
     func update(_ change: (inout Snapshot) -> Void) {
         current.withLock { change(&$0) }

@@ -1,5 +1,5 @@
 import Foundation
-public import HearthCore
+import HearthCore
 import NIOPosix
 import Synchronization
 
@@ -8,19 +8,19 @@ import Synchronization
 ///
 /// Every step is idempotent and interruption-safe: work happens in a temporary folder that is renamed into place
 /// only when complete, so a half-done build is never mistaken for a finished one.
-public struct EngineInstaller: Sendable {
+package struct EngineInstaller: Sendable {
     /// The cache root, e.g. `~/.cache/hearth`.
-    public let cacheDirectory: String
+    let cacheDirectory: String
     /// Receives one human-readable line per step.
-    public let progress: @Sendable (String) -> Void
+    let progress: @Sendable (String) -> Void
 
-    public init(cacheDirectory: String = EngineInstaller.defaultCacheDirectory(), progress: @escaping @Sendable (String) -> Void) {
+    package init(cacheDirectory: String = EngineInstaller.defaultCacheDirectory(), progress: @escaping @Sendable (String) -> Void) {
         self.cacheDirectory = cacheDirectory
         self.progress = progress
     }
 
     /// `$HEARTH_CACHE_DIR`, else `$XDG_CACHE_HOME/hearth`, else `~/.cache/hearth`.
-    public static func defaultCacheDirectory(environment: [String: String]? = nil) -> String {
+    package static func defaultCacheDirectory(environment: [String: String]? = nil) -> String {
         let environment = environment ?? ProcessInfo.processInfo.environment
         if let explicit = environment["HEARTH_CACHE_DIR"], !explicit.isEmpty { return explicit }
         if let xdg = environment["XDG_CACHE_HOME"], !xdg.isEmpty { return xdg + "/hearth" }
@@ -28,23 +28,23 @@ public struct EngineInstaller: Sendable {
     }
 
     /// Where the built engine binaries live once installed.
-    public var engineDirectory: String { "\(cacheDirectory)/engine/llama.cpp-\(EnginePins.llamaCppVersion)-\(EnginePins.buildRecipe)" }
-    public var llamaServerPath: String { "\(engineDirectory)/bin/llama-server" }
-    public var rpcServerPath: String { "\(engineDirectory)/bin/ggml-rpc-server" }
+    var engineDirectory: String { "\(cacheDirectory)/engine/llama.cpp-\(EnginePins.llamaCppVersion)-\(EnginePins.buildRecipe)" }
+    package var llamaServerPath: String { "\(engineDirectory)/bin/llama-server" }
+    package var rpcServerPath: String { "\(engineDirectory)/bin/ggml-rpc-server" }
     /// Where the default model lives once installed (named by its hash).
-    public var defaultModelPath: String { "\(modelsDirectory)/\(DefaultModel.sha256.hex).gguf" }
+    package var defaultModelPath: String { "\(modelsDirectory)/\(DefaultModel.sha256.hex).gguf" }
     /// Where nodes keep model files by default, named `<sha256>.gguf`.
-    public var modelsDirectory: String { "\(cacheDirectory)/models" }
+    package var modelsDirectory: String { "\(cacheDirectory)/models" }
 
     /// The default model as a node serves it.
-    public var defaultModelSpec: ModelSpec {
+    var defaultModelSpec: ModelSpec {
         ModelSpec(id: DefaultModel.id, path: defaultModelPath, sha256: DefaultModel.sha256)
     }
 
     /// Builds `llama-server` and `ggml-rpc-server` unless they are already in the cache. Returns the `llama-server` path.
     /// - Throws: `InstallError` naming the step that failed and what to install or try.
     @discardableResult
-    public func installEngine() async throws -> String {
+    package func installEngine() async throws -> String {
         if FileManager.default.isExecutableFile(atPath: llamaServerPath) && FileManager.default.isExecutableFile(atPath: rpcServerPath) {
             progress("engine: llama.cpp \(EnginePins.llamaCppVersion) already built in \(engineDirectory)")
             return llamaServerPath
@@ -105,7 +105,7 @@ public struct EngineInstaller: Sendable {
     /// Fetches the default model unless it is cached, and checks its SHA-256. Returns its path.
     /// - Throws: `InstallError` when it cannot be fetched or its hash is wrong (the bad file is deleted).
     @discardableResult
-    public func installDefaultModel() async throws -> String {
+    package func installDefaultModel() async throws -> String {
         if FileManager.default.fileExists(atPath: defaultModelPath) {
             progress("model: \(DefaultModel.id) already in \(defaultModelPath)")
             return defaultModelPath
@@ -227,7 +227,7 @@ public struct EngineInstaller: Sendable {
 }
 
 /// Provisioning failed; the message names the step and what to do.
-public struct InstallError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+package struct InstallError: Error, CustomStringConvertible, Sendable {
+    package var description: String
+    init(_ description: String) { self.description = description }
 }

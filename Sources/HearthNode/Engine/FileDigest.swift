@@ -1,11 +1,11 @@
 import Crypto
 import Foundation
-public import HearthCore
+package import HearthCore
 import NIOCore
 import NIOPosix
 
 /// SHA-256 of files, computed off the cooperative thread pool.
-public enum FileDigest {
+enum FileDigest {
     /// Threads of their own: hashing a model takes seconds to minutes, and NIO's shared pool must stay free for the
     /// short blocking work (a download's writes, an engine's launch) that would otherwise wait behind it.
     private static let hashers: NIOThreadPool = {
@@ -16,7 +16,7 @@ public enum FileDigest {
 
     /// Hashes the file at `path` in 4 MiB reads, on threads kept for hashing.
     /// - Throws: when the file cannot be read.
-    public static func sha256(ofFileAt path: String) async throws -> HearthCore.SHA256Digest {
+    static func sha256(ofFileAt path: String) async throws -> HearthCore.SHA256Digest {
         try await hashers.runIfActive {
             try sha256Blocking(path: path)
         }

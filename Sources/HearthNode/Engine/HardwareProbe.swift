@@ -1,10 +1,10 @@
 import Foundation
-public import HearthCore
+package import HearthCore
 
 /// Reads what the machine has: cores, memory, free disk and GPUs.
-public enum HardwareProbe {
+enum HardwareProbe {
     /// Probes now. `diskPath` is the folder whose file system's free space is reported.
-    public static func probe(diskPath: String) -> HardwareProfile {
+    static func probe(diskPath: String) -> HardwareProfile {
         let memory = memoryInfo()
         return HardwareProfile(
             cpuCores: ProcessInfo.processInfo.activeProcessorCount,

@@ -1,4 +1,4 @@
-public import Foundation
+package import Foundation
 import NIOPosix
 
 #if canImport(Glibc)
@@ -20,14 +20,14 @@ import Darwin
 /// `setpriv --pdeathsig` follows the thread that spawned the child, and must not fire while Hearth still runs. It is
 /// not NIO's shared pool (as many threads as cores), where models are hashed: a spawn once waited there behind
 /// several 100 MB hashes for over 20 s on a loaded machine.
-public final class Subprocess: Sendable {
+package final class Subprocess: Sendable {
     private static let spawner: NIOThreadPool = {
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
         return pool
     }()
 
-    public let pid: Int32
+    package let pid: Int32
     private let exit = ExitBox()
 
     private init(pid: Int32) {
@@ -39,7 +39,7 @@ public final class Subprocess: Sendable {
     /// descriptor of ours: every one from 3 up is closed in it, so an engine never holds the gateway's listening
     /// sockets or the link, except those in `keep`, which it gets as 3, 4, … With `dieWithParent`, the child is run
     /// under `setpriv --pdeathsig KILL` when available.
-    public static func spawn(
+    package static func spawn(
         _ executable: String,
         _ arguments: [String],
         environment: [String: String]? = nil,
@@ -65,22 +65,22 @@ public final class Subprocess: Sendable {
     }
 
     /// The exit code once the child has ended (128 + signal number when a signal ended it).
-    public var exitCode: Int32? { exit.code }
-    public var hasExited: Bool { exit.code != nil }
+    package var exitCode: Int32? { exit.code }
+    package var hasExited: Bool { exit.code != nil }
 
     /// Waits until the child has ended and returns its exit code.
-    public func waitForExit() async -> Int32 {
+    package func waitForExit() async -> Int32 {
         await exit.wait()
     }
 
     /// Sends `signal` to the child's process group, or to the child alone if that fails.
-    public func signal(_ signal: Int32) {
+    package func signal(_ signal: Int32) {
         guard !hasExited else { return }
         if kill(-pid, signal) != 0 { kill(pid, signal) }
     }
 
     /// Asks the child to stop (SIGTERM), then kills it (SIGKILL) if it still runs after `grace`.
-    public func stop(grace: Duration) async {
+    func stop(grace: Duration) async {
         guard !hasExited else { return }
         signal(SIGTERM)
         // The exit itself is the event: race it against the grace period (a cancelled caller kills at once).
@@ -97,7 +97,7 @@ public final class Subprocess: Sendable {
     /// Runs `executable` to its end, its stdout and stderr in one pipe whose lines go to `onLine` as they come; after
     /// `timeout`, when given, it is killed. Returns its exit code.
     /// - Throws: `SubprocessError` when it cannot start.
-    public static func run(
+    static func run(
         _ executable: String,
         _ arguments: [String],
         environment: [String: String]? = nil,
@@ -135,7 +135,7 @@ public final class Subprocess: Sendable {
     }
 
     /// A pipe whose two ends are closed on exec, so only the descriptor handed to a child survives in it.
-    public static func makePipe() throws -> (read: Int32, write: Int32) {
+    package static func makePipe() throws -> (read: Int32, write: Int32) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw SubprocessError("cannot create a pipe: \(String(cString: strerror(errno)))") }
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
@@ -144,7 +144,7 @@ public final class Subprocess: Sendable {
 
     /// Reads `handle` to its end, passing each line (without its newline) to `onLine`. It blocks: call it on a
     /// thread of its own or of NIO's thread pool, never on the cooperative pool.
-    public static func readLines(from handle: FileHandle, _ onLine: (String) -> Void) {
+    package static func readLines(from handle: FileHandle, _ onLine: (String) -> Void) {
         var pending = Data()
         while case let data = handle.availableData, !data.isEmpty {
             pending.append(data)
@@ -156,7 +156,7 @@ public final class Subprocess: Sendable {
     }
 
     /// The full path of `tool` on `PATH`, if present.
-    public static func which(_ tool: String) -> String? {
+    static func which(_ tool: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         for folder in path.split(separator: ":") {
             let candidate = "\(folder)/\(tool)"
@@ -240,9 +240,9 @@ extension Subprocess {
 }
 
 /// The child could not be started.
-public struct SubprocessError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+struct SubprocessError: Error, CustomStringConvertible, Sendable {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Holds a child's exit code and the tasks waiting for it.

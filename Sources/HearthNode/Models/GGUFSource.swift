@@ -1,25 +1,25 @@
-public import AsyncHTTPClient
-public import Foundation
-public import HearthCore
+package import AsyncHTTPClient
+package import Foundation
+package import HearthCore
 import NIOCore
 import NIOHTTP1
 
 /// Why a GGUF header could not be read from a file or a URL.
-public struct GGUFSourceError: Error, Sendable, CustomStringConvertible {
-    public var description: String
+package struct GGUFSourceError: Error, Sendable, CustomStringConvertible {
+    package var description: String
     init(_ description: String) { self.description = description }
 }
 
 /// Reads GGUF headers without the weights: from a local file, or from a URL with HTTP Range requests that fetch only
 /// the header. The first read takes 1 MiB; when the header is longer, the read grows (to what the reader says it
 /// needs, at least double) up to 256 MiB, which no honest header reaches.
-public enum GGUFSource {
+package enum GGUFSource {
     static let firstRead = 1 << 20
     static let largestRead = 256 << 20
 
     /// The header of the file at `path`.
     /// - Throws: `GGUFSourceError` naming the file and what is wrong with it.
-    public static func header(atPath path: String) async throws -> GGUFHeader {
+    package static func header(atPath path: String) async throws -> GGUFHeader {
         guard let handle = FileHandle(forReadingAtPath: path) else { throw GGUFSourceError("cannot open \(path)") }
         defer { try? handle.close() }
         return try await grow(name: path) { length in
@@ -30,7 +30,7 @@ public enum GGUFSource {
 
     /// The header of the file at `url`, and the file's size when the server states it.
     /// - Throws: `GGUFSourceError` for HTTP failures and corrupt headers.
-    public static func header(url: String, client: HTTPClient = .shared) async throws -> (header: GGUFHeader, sizeBytes: UInt64?) {
+    package static func header(url: String, client: HTTPClient = .shared) async throws -> (header: GGUFHeader, sizeBytes: UInt64?) {
         var total: UInt64?
         let header = try await grow(name: url) { length in
             var request = HTTPClientRequest(url: url)

@@ -1,19 +1,19 @@
-public import AsyncHTTPClient
-public import Foundation
-public import HearthCore
+package import AsyncHTTPClient
+package import Foundation
+package import HearthCore
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 
 /// Why a model could not be fetched. Every case leaves no unverified file under the final name.
-public enum ModelStoreError: Error, Sendable, Equatable, CustomStringConvertible {
+enum ModelStoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case notPinned(ModelID)
     case noSource(ModelID)
     case diskFull(needed: UInt64, free: UInt64, directory: String)
     case hashMismatch(ModelID, expected: SHA256Digest, actual: SHA256Digest)
     case transfer(String)
 
-    public var description: String {
+    var description: String {
         switch self {
         case .notPinned(let id): "\(id) is not pinned in the catalog; it is never downloaded or loaded"
         case .noSource(let id): "\(id) has no http(s) source to download from"
@@ -32,8 +32,8 @@ public enum ModelStoreError: Error, Sendable, Equatable, CustomStringConvertible
 /// next attempt), checks free disk space before it starts, hashes what it writes, and is renamed to its final name
 /// only when the hash is the catalog's. Writes and hashing run on NIO's blocking pool in 4 MiB batches, so a download
 /// never holds up the node's link or its engines. Two requests for the same file share one download.
-public actor ModelStore {
-    public nonisolated let directory: String
+package actor ModelStore {
+    nonisolated let directory: String
     private let client: HTTPClient
     private var downloads: [SHA256Digest: Task<String, any Error>] = [:]
 
@@ -41,26 +41,26 @@ public actor ModelStore {
     static let batchBytes = 4 << 20
     static let attempts = 5
 
-    public init(directory: String, client: HTTPClient = .shared) {
+    init(directory: String, client: HTTPClient = .shared) {
         self.directory = directory
         self.client = client
     }
 
-    public nonisolated func path(for sha256: SHA256Digest) -> String {
+    nonisolated func path(for sha256: SHA256Digest) -> String {
         (directory as NSString).appendingPathComponent("\(sha256.hex).gguf")
     }
 
     nonisolated func partPath(for sha256: SHA256Digest) -> String { path(for: sha256) + ".part" }
 
     /// Whether the file for `sha256` is in the store (it is verified again when an engine loads it).
-    public nonisolated func contains(_ sha256: SHA256Digest) -> Bool {
+    nonisolated func contains(_ sha256: SHA256Digest) -> Bool {
         FileManager.default.fileExists(atPath: path(for: sha256))
     }
 
     /// The path of `entry`'s file, downloading it first when the store does not have it.
     /// - Parameter progress: bytes received so far and the total, after each batch.
     /// - Throws: `ModelStoreError`.
-    public func fetch(_ entry: CatalogEntry, progress: @escaping @Sendable (UInt64, UInt64) -> Void = { _, _ in }) async throws -> String {
+    func fetch(_ entry: CatalogEntry, progress: @escaping @Sendable (UInt64, UInt64) -> Void = { _, _ in }) async throws -> String {
         guard let sha256 = entry.sha256 else { throw ModelStoreError.notPinned(entry.id) }
         if contains(sha256) { return path(for: sha256) }
         if let running = downloads[sha256] { return try await running.value }
@@ -176,7 +176,7 @@ public actor ModelStore {
     }
 
     /// The size of the file at `path`, 0 when there is none.
-    public static func fileSize(atPath path: String) -> UInt64 {
+    package static func fileSize(atPath path: String) -> UInt64 {
         ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
     }
 }

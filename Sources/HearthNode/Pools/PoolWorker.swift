@@ -1,38 +1,38 @@
-public import Foundation
-public import HearthCore
+import Foundation
+import HearthCore
 import Logging
 import NIOCore
 import Synchronization
 
 /// What the owner lends to pools (`--pool-memory`); `nil` in the configuration lends nothing.
-public struct PoolSettings: Sendable, Equatable {
+package struct PoolSettings: Sendable, Equatable {
     /// Memory for pool work, taken out of the node's `--memory`.
-    public var memoryBytes: UInt64
+    var memoryBytes: UInt64
     /// Or this share of the node's memory limit, resolved when the node is built.
-    public var memoryShare: Double?
+    var memoryShare: Double?
     /// Threads of each rpc-server or head.
-    public var threads: Int
+    var threads: Int
     /// The `ggml-rpc-server` binary.
-    public var rpcServerPath: String
+    var rpcServerPath: String
     /// Longest wait for an rpc-server to listen before it counts as failed.
-    public var startTimeout: Duration = .seconds(30)
+    var startTimeout: Duration = .seconds(30)
     /// The engine build this node runs (`EngineBuild.probe`, when the node is built).
-    public var build: EngineBuild = .current
+    var build: EngineBuild = .current
 
-    public init(memoryBytes: UInt64, threads: Int, rpcServerPath: String) {
+    package init(memoryBytes: UInt64, threads: Int, rpcServerPath: String) {
         self.memoryBytes = memoryBytes
         self.threads = threads
         self.rpcServerPath = rpcServerPath
     }
 
-    public init(memoryShare: Double, threads: Int, rpcServerPath: String) {
+    package init(memoryShare: Double, threads: Int, rpcServerPath: String) {
         self.init(memoryBytes: 0, threads: threads, rpcServerPath: rpcServerPath)
         self.memoryShare = memoryShare
     }
 }
 
 /// `--pool-memory` as given: a size, or a share of the node's memory.
-public enum PoolMemory: Sendable, Equatable {
+package enum PoolMemory: Sendable, Equatable {
     case bytes(UInt64)
     case share(Double)
 }

@@ -1,6 +1,6 @@
 import Foundation
-public import HearthCore
-public import Logging
+package import HearthCore
+package import Logging
 import NIOPosix
 import Synchronization
 
@@ -9,16 +9,16 @@ import Glibc
 #endif
 
 /// The owner's choices about how engines are confined.
-public struct SandboxSettings: Sendable, Equatable {
+package struct SandboxSettings: Sendable, Equatable {
     /// `false` with `--no-sandbox`: engines run as the node's user, without limits, and every report says so.
-    public var enabled: Bool = true
+    package var enabled: Bool = true
     /// The dedicated user engines run as when the node runs as root.
-    public var user: String = "hearth-engine"
+    package var user: String = "hearth-engine"
     /// That user's home: root-owned copies of the engine binaries (which it can run but not change) and one empty
     /// working folder per engine run, which it owns.
-    public var home: String = "/var/lib/hearth-engine"
+    var home: String = "/var/lib/hearth-engine"
 
-    public init() {}
+    package init() {}
 }
 
 /// Confines a node's engines with least privilege, as far as the machine allows, and says how in the report:
@@ -33,8 +33,8 @@ public struct SandboxSettings: Sendable, Equatable {
 ///
 /// A required protection that is missing is a blocker: the node serves nothing and says why, unless the owner
 /// passed `--no-sandbox`.
-public struct EngineSandbox: Sendable {
-    public let report: EngineSandboxReport
+package struct EngineSandbox: Sendable {
+    package let report: EngineSandboxReport
     private let settings: SandboxSettings
     private let account: Account?
     private let setpriv: String?
@@ -77,7 +77,7 @@ public struct EngineSandbox: Sendable {
 
     /// Checks and prepares what the sandbox needs on this machine; creates the sandbox user when running as root
     /// and it does not exist yet.
-    public static func prepare(
+    package static func prepare(
         settings: SandboxSettings,
         limits: NodeLimits,
         dataDirectory: String,
