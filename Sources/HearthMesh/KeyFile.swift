@@ -1,5 +1,5 @@
-public import Foundation
-public import HearthCore
+package import Foundation
+package import HearthCore
 
 #if canImport(Glibc)
 import Glibc
@@ -8,10 +8,10 @@ import Darwin
 #endif
 
 /// Reads and writes private key files: PKCS#8 PEM, readable by the owner only.
-public enum KeyFile {
+package enum KeyFile {
     /// Loads the key at `path`, creating it (owner-only, written atomically) when there is none yet.
     /// - Throws: `KeyFileError` when the file exists but is not a usable key; an existing file is never replaced.
-    public static func loadOrCreate(_ path: String) throws -> IdentityKey {
+    package static func loadOrCreate(_ path: String) throws -> IdentityKey {
         if FileManager.default.fileExists(atPath: path) { return try load(path) }
         let key = IdentityKey.generate()
         try write(key, to: path, replacing: false)
@@ -20,7 +20,7 @@ public enum KeyFile {
 
     /// Reads a key file.
     /// - Throws: `KeyFileError` if the file is missing, readable by others, or not an Ed25519 PKCS#8 key.
-    public static func load(_ path: String) throws -> IdentityKey {
+    package static func load(_ path: String) throws -> IdentityKey {
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
             let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue
         else { throw KeyFileError("cannot read key file \(path)") }
@@ -39,7 +39,7 @@ public enum KeyFile {
 
     /// Writes `key` to `path` with mode 0600: into a temporary file first, then renamed into place.
     /// - Throws: `KeyFileError` if `path` exists and `replacing` is false, or the file cannot be written.
-    public static func write(_ key: IdentityKey, to path: String, replacing: Bool) throws {
+    package static func write(_ key: IdentityKey, to path: String, replacing: Bool) throws {
         if !replacing && FileManager.default.fileExists(atPath: path) {
             throw KeyFileError("\(path) already exists; refusing to replace a key")
         }
@@ -49,7 +49,7 @@ public enum KeyFile {
     /// Creates `path` (and missing parents) and makes it the owner's alone (0700): data folders hold keys, tokens and
     /// the database, which nobody else on the machine should read.
     /// - Throws: `KeyFileError` when the folder cannot be created or its mode set.
-    public static func createPrivateDirectory(_ path: String) throws {
+    package static func createPrivateDirectory(_ path: String) throws {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
@@ -62,7 +62,7 @@ public enum KeyFile {
     /// gives its `-wal` and `-shm` files the mode of the database file, so creating that one 0600 first is enough
     /// for new databases; older ones are tightened here.
     /// - Throws: `KeyFileError` when a file cannot be created or its mode set.
-    public static func makeOwnerOnly(_ path: String, creating: Bool) throws {
+    package static func makeOwnerOnly(_ path: String, creating: Bool) throws {
         if creating {
             let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw KeyFileError("cannot create \(path): \(String(cString: strerror(errno)))") }
@@ -75,7 +75,7 @@ public enum KeyFile {
 
     /// Writes a secret with mode 0600: into a temporary file first, then renamed into place over any old one.
     /// - Throws: `KeyFileError` when the file cannot be written.
-    public static func writeOwnerOnly(_ data: Data, to path: String) throws {
+    package static func writeOwnerOnly(_ data: Data, to path: String) throws {
         let folder = (path as NSString).deletingLastPathComponent
         if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         let temporary = "\(path).tmp-\(getpid())"
@@ -99,7 +99,7 @@ public enum KeyFile {
 }
 
 /// A key file cannot be read or written; the message says why and what to do.
-public struct KeyFileError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+package struct KeyFileError: Error, CustomStringConvertible, Sendable {
+    package var description: String
+    init(_ description: String) { self.description = description }
 }

@@ -1,7 +1,7 @@
-public import Crypto
+package import Crypto
 import Foundation
-public import HearthCore
-public import NIOSSL
+package import HearthCore
+package import NIOSSL
 import SwiftASN1
 import X509
 
@@ -10,18 +10,18 @@ import X509
 /// Nothing in the certificate but its public key matters (and, for a gateway of a network, the network's word that
 /// it belongs, in an extension of ours): each side pins the other's key or network, and the TLS 1.3 handshake proves
 /// that the peer holds the matching private key.
-public struct LinkCredentials: Sendable {
-    public let certificate: NIOSSLCertificate
-    public let privateKey: NIOSSLPrivateKey
+package struct LinkCredentials: Sendable {
+    let certificate: NIOSSLCertificate
+    let privateKey: NIOSSLPrivateKey
     /// The identity these credentials prove.
-    public let id: NodeID
+    package let id: NodeID
 
     /// The network `identity` belongs to, if any.
-    public let membership: NetworkMembership?
+    let membership: NetworkMembership?
 
     /// Makes a certificate for `identity`, valid from an hour ago for ten years, carrying `membership` if given.
     /// - Throws: when swift-certificates or BoringSSL refuse the key, which a valid Ed25519 key never causes.
-    public init(identity: IdentityKey, membership: NetworkMembership? = nil) throws {
+    package init(identity: IdentityKey, membership: NetworkMembership? = nil) throws {
         let key = Certificate.PrivateKey(identity.privateKey)
         let name = try DistinguishedName { CommonName("hearth-\(identity.nodeID.short)") }
         let now = Date()
@@ -52,7 +52,7 @@ public struct LinkCredentials: Sendable {
     static let membershipOID: ASN1ObjectIdentifier = [1, 3, 6, 1, 4, 1, 59_999, 72, 1]
 
     /// The network membership a peer's certificate carries, unchecked (`NetworkMembership.proves` checks it).
-    public static func membership(of certificate: NIOSSLCertificate) -> NetworkMembership? {
+    package static func membership(of certificate: NIOSSLCertificate) -> NetworkMembership? {
         guard let der = try? certificate.toDERBytes(), let parsed = try? Certificate(derEncoded: der),
             let value = parsed.extensions[oid: membershipOID]?.value
         else { return nil }
@@ -60,7 +60,7 @@ public struct LinkCredentials: Sendable {
     }
 
     /// The identity a peer's certificate proves: the NodeID of its Ed25519 key, or `nil` for any other kind of key.
-    public static func peerID(of certificate: NIOSSLCertificate) -> NodeID? {
+    static func peerID(of certificate: NIOSSLCertificate) -> NodeID? {
         guard let spki = try? certificate.extractPublicKey().toSPKIBytes(),
             let raw = IdentityKey.publicKey(fromSPKI: spki)
         else { return nil }

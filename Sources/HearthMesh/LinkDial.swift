@@ -1,15 +1,15 @@
-public import HearthCore
-public import NIOCore
-public import NIOHTTP2
+package import HearthCore
+package import NIOCore
+package import NIOHTTP2
 import NIOPosix
-public import NIOSSL
+package import NIOSSL
 
 /// The dialing end of a link, as a node dials its gateway and as a gateway of a network dials the others: TCP to
 /// `host:port`, TLS 1.3 with `context`'s credentials and the peer checked against `pin` in the handshake, then HTTP/2
 /// with the dialer as the *server* (the dialed side opens the streams). Each stream the peer opens is set up by
 /// `stream` (the caller's codecs) and comes out of the returned multiplexer's `inbound`.
-public enum LinkDial {
-    public static func connect<Stream: Sendable>(
+package enum LinkDial {
+    package static func connect<Stream: Sendable>(
         host: String,
         port: Int,
         context: NIOSSLContext,

@@ -1,24 +1,24 @@
-public import NIOCore
-public import NIOHTTP1
-public import NIOHTTP2
+package import NIOCore
+package import NIOHTTP1
+package import NIOHTTP2
 import Synchronization
 
 /// The gateway's side of a link's HTTP/2 connection: the node dialed it, and the gateway is the HTTP/2 client.
-public typealias LinkMultiplexer = NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
+package typealias LinkMultiplexer = NIOHTTP2Handler.AsyncStreamMultiplexer<Void>
 
 /// A response read from one stream of a link.
-public struct LinkResponse: Sendable {
-    public var head: HTTPResponseHead
+package struct LinkResponse: Sendable {
+    package var head: HTTPResponseHead
     /// The body as it arrives, with backpressure: the node's stream window only opens as it is read.
-    public var body: LinkResponseBody
+    package var body: LinkResponseBody
 }
 
 /// One HTTP exchange per HTTP/2 stream, as HTTP/1 parts.
-public enum LinkExchange {
+package enum LinkExchange {
     /// Opens a stream, sends one request and waits for the response head. Cancelling the calling task before the
     /// head arrives resets the stream; so does dropping the body before its end.
     /// - Throws: `LinkError` or a channel error when the stream fails before the head.
-    public static func send(
+    package static func send(
         on multiplexer: LinkMultiplexer,
         head: HTTPRequestHead,
         body: ByteBuffer?
@@ -59,12 +59,12 @@ public enum LinkExchange {
 }
 
 /// A response body from a link stream. Read by one task from start to end; `next()` is not thread-safe.
-public final class LinkResponseBody: @unchecked Sendable {
+package final class LinkResponseBody: @unchecked Sendable {
     /// The trailers, set by the handler before it finishes the body; read after `next()` returned `nil`.
     let trailerBox = TrailerBox()
 
     /// The trailers the node sent after the body, once the body has ended.
-    public var trailers: HTTPHeaders? { trailerBox.value }
+    package var trailers: HTTPHeaders? { trailerBox.value }
 
     typealias Sequence = NIOThrowingAsyncSequenceProducer<
         ByteBuffer, any Error, NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark, LinkResponseHandler.Delegate
@@ -77,13 +77,13 @@ public final class LinkResponseBody: @unchecked Sendable {
     }
 
     /// The next chunk, or `nil` at the end.
-    public func next() async throws -> ByteBuffer? {
+    package func next() async throws -> ByteBuffer? {
         if iterator == nil { iterator = sequence.makeAsyncIterator() }
         return try await iterator!.next()
     }
 
     /// Reads the rest of the body, up to `limit` bytes.
-    public func collect(upTo limit: Int) async throws -> ByteBuffer {
+    package func collect(upTo limit: Int) async throws -> ByteBuffer {
         var all = ByteBuffer()
         while var chunk = try await next() {
             guard all.readableBytes + chunk.readableBytes <= limit else { throw LinkError.tooLarge }

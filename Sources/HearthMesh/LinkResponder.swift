@@ -1,5 +1,5 @@
-public import HummingbirdCore
-public import NIOCore
+package import HummingbirdCore
+package import NIOCore
 import Synchronization
 
 /// Serves the streams of a link with a responder, as Hummingbird's server serves a socket's requests: the node serves
@@ -8,11 +8,11 @@ import Synchronization
 /// A stream the other side resets (its client went away) closes the stream's channel; the request's work is then
 /// cancelled, so a request still waiting for its answer's head (a long non-streamed answer) is dropped at once instead
 /// of generating for nobody. Once the body streams, a failed write ends it the same way.
-public enum LinkResponder {
+package enum LinkResponder {
     /// `respond` answers one request on one stream's channel; `failure` is the answer when it throws anything but
     /// cancellation (in the envelope of whoever serves). `onItsEventLoop` says which requests run on their stream's
     /// event loop instead of the cooperative pool: only work that never blocks (see `EventLoopExecutor`).
-    public static func channel(
+    package static func channel(
         respond: @escaping @Sendable (Request, any Channel) async throws -> Response,
         failure: @escaping @Sendable (any Error) -> Response,
         onItsEventLoop: @escaping @Sendable (Request) -> Bool = { _ in false }

@@ -1,11 +1,11 @@
-public import HearthCore
-public import NIOCore
-public import NIOHTTP2
-public import NIOSSL
+package import HearthCore
+package import NIOCore
+package import NIOHTTP2
+package import NIOSSL
 import NIOTLS
 
 /// Which peer one end of a link accepts.
-public enum LinkPin: Sendable, Equatable {
+package enum LinkPin: Sendable, Equatable {
     /// Exactly this identity: a node pins the gateway from its join string.
     case identity(NodeID)
     /// Any gateway the network with this key id certified (its certificate carries a valid `NetworkMembership`):
@@ -20,8 +20,8 @@ public enum LinkPin: Sendable, Equatable {
 /// The pin is checked in a custom verification callback. NIOSSL only calls that callback when certificate
 /// verification is on, so the configuration uses `.noHostnameVerification`: with `.none` the callback is skipped
 /// and any peer is accepted (the test suite shows both).
-public enum LinkTLS {
-    public enum Role: Sendable {
+package enum LinkTLS {
+    package enum Role: Sendable {
         /// The gateway, which accepts links.
         case server
         /// A node, which dials out.
@@ -29,7 +29,7 @@ public enum LinkTLS {
     }
 
     /// The TLS configuration for one end of a link.
-    public static func configuration(credentials: LinkCredentials, role: Role) -> TLSConfiguration {
+    package static func configuration(credentials: LinkCredentials, role: Role) -> TLSConfiguration {
         var tls: TLSConfiguration
         switch role {
         case .server:
@@ -51,7 +51,7 @@ public enum LinkTLS {
 
     /// The verification callback enforcing `pin`: the peer must present exactly one Ed25519 certificate whose key
     /// is the pinned identity (or any Ed25519 key for `.anyIdentity`). CA chains and dates play no part.
-    public static func verifier(pin: LinkPin) -> NIOSSLCustomVerificationCallback {
+    package static func verifier(pin: LinkPin) -> NIOSSLCustomVerificationCallback {
         { certificates, promise in
             guard certificates.count == 1, let peer = LinkCredentials.peerID(of: certificates[0]) else {
                 promise.succeed(.failed)
@@ -70,19 +70,19 @@ public enum LinkTLS {
 
 /// Reports the peer's identity once the TLS handshake has completed, or fails if the connection ends first.
 /// Add it right after the TLS handler.
-public final class LinkHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
-    public typealias InboundIn = NIOAny
+package final class LinkHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = NIOAny
     private let promise: EventLoopPromise<NodeID>
     private var settled = false
 
     /// The proven identity of the peer.
-    public var peer: EventLoopFuture<NodeID> { promise.futureResult }
+    package var peer: EventLoopFuture<NodeID> { promise.futureResult }
 
-    public init(eventLoop: any EventLoop) {
+    package init(eventLoop: any EventLoop) {
         self.promise = eventLoop.makePromise(of: NodeID.self)
     }
 
-    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case TLSUserEvent.handshakeCompleted = event {
             let certificate =
                 (try? context.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self).peerCertificate)
@@ -97,19 +97,19 @@ public final class LinkHandshakeHandler: ChannelInboundHandler, RemovableChannel
         context.fireUserInboundEventTriggered(event)
     }
 
-    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         settle(.failure(error))
         context.fireErrorCaught(error)
     }
 
-    public func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         settle(.failure(LinkError.closed))
         context.fireChannelInactive()
     }
 
     /// A channel torn down before it was ever active (a refused dial) reaches neither of the events above: the
     /// promise must still be settled, or NIO traps on a leaked promise and whoever waits on `peer` waits for ever.
-    public func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         settle(.failure(LinkError.closed))
     }
 
@@ -121,7 +121,7 @@ public final class LinkHandshakeHandler: ChannelInboundHandler, RemovableChannel
 }
 
 /// Why a link or a stream on it failed.
-public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The TLS handshake finished without a usable Ed25519 peer certificate.
     case noPeerIdentity
     /// The link closed.
@@ -133,7 +133,7 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A body was larger than the reader allowed.
     case tooLarge
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .noPeerIdentity: "the peer proved no Ed25519 identity"
         case .closed: "the link closed"
@@ -150,8 +150,8 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
 /// stream on it. Only the gateway opens streams on a link, and each request stream was admitted by it first. Its
 /// windows are larger than HTTP/2's 64 KiB default so a tunnel is not limited to one small window per round trip:
 /// 1 MiB per stream, 8 MiB for the connection.
-public enum LinkHTTP2 {
-    public static var configuration: NIOHTTP2Handler.Configuration {
+package enum LinkHTTP2 {
+    package static var configuration: NIOHTTP2Handler.Configuration {
         var configuration = NIOHTTP2Handler.Configuration()
         configuration.connection.initialSettings = [
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 16_384),

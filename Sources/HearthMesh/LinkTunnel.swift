@@ -1,13 +1,13 @@
 import HearthCore
-public import NIOCore
+package import NIOCore
 import NIOHTTP1
-public import NIOHTTP2
+package import NIOHTTP2
 
 /// A full-duplex byte stream over one HTTP/2 stream of a link: to a TCP service the node exposes on its loopback
 /// (`POST /link/v1/tunnel/{service}`), or one of a pool's streams. It carries bytes only once spliced to another
 /// stream or a local connection (`Splice`): on the event loops, with each side reading only as fast as the other
 /// takes, so a slow end slows the other down instead of filling memory.
-public final class LinkTunnel: Sendable {
+package final class LinkTunnel: Sendable {
     private let channel: any Channel
     let peer: SplicePeer
 
@@ -18,13 +18,13 @@ public final class LinkTunnel: Sendable {
 
     /// Opens a tunnel to `service` on a node.
     /// - Throws: `LinkTunnelError.refused` when the node has no such service or cannot reach it; link errors.
-    public static func open(on multiplexer: LinkMultiplexer, service: String) async throws -> LinkTunnel {
+    package static func open(on multiplexer: LinkMultiplexer, service: String) async throws -> LinkTunnel {
         try await open(on: multiplexer, path: LinkProtocol.Path.tunnel(service))
     }
 
     /// Opens a byte stream on any of the node's stream routes (`POST path`); returns once the node answered 200,
     /// which for a pool's peer stream is when the head's engine connects.
-    public static func open(on multiplexer: LinkMultiplexer, path: String) async throws -> LinkTunnel {
+    package static func open(on multiplexer: LinkMultiplexer, path: String) async throws -> LinkTunnel {
         let (channel, head, peer) = try await multiplexer.openStream { channel in
             channel.eventLoop.makeCompletedFuture {
                 let sync = channel.pipeline.syncOperations
@@ -51,7 +51,7 @@ public final class LinkTunnel: Sendable {
 
     /// Joins this stream to `other` both ways; `counting` hears of every chunk, `true` for what this stream read.
     /// The two end together: when either closes, so does the other.
-    public func splice(with other: LinkTunnel, counting: (@Sendable (_ fromThis: Bool, _ bytes: Int) -> Void)? = nil) {
+    package func splice(with other: LinkTunnel, counting: (@Sendable (_ fromThis: Bool, _ bytes: Int) -> Void)? = nil) {
         var fromThis: (@Sendable (Int) -> Void)?
         var fromOther: (@Sendable (Int) -> Void)?
         if let counting {
@@ -67,7 +67,7 @@ public final class LinkTunnel: Sendable {
     }
 
     /// Resets the stream: both directions end at once.
-    public func close() {
+    package func close() {
         channel.close(promise: nil)
     }
 }
@@ -152,11 +152,11 @@ final class TunnelHeadHandler: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 /// A tunnel could not be opened.
-public enum LinkTunnelError: Error, Sendable, Equatable, CustomStringConvertible {
+enum LinkTunnelError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The node answered with an error instead of opening the stream.
     case refused(status: Int, message: String)
 
-    public var description: String {
+    var description: String {
         switch self {
         case .refused(let status, let message): "the node refused the tunnel (HTTP \(status)): \(message)"
         }

@@ -6,24 +6,24 @@ import PostgresNIO
 /// Where the gateway's database is: `postgres://user:password@host:port/database` (also `postgresql://`), with
 /// `?sslmode=disable|require` (default `disable` on a loopback host, `require` elsewhere) and `?host=/run/postgresql`
 /// for a Unix socket folder, and `?connect_timeout=SECONDS` (default 10), as libpq reads them.
-public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
-    public enum TLSMode: String, Sendable {
+package struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
+    enum TLSMode: String, Sendable {
         case disable
         case require
     }
 
-    public var host: String?
-    public var socketDirectory: String?
-    public var port: Int
-    public var user: String
-    public var password: String?
-    public var database: String
-    public var tls: TLSMode
+    var host: String?
+    var socketDirectory: String?
+    var port: Int
+    var user: String
+    var password: String?
+    var database: String
+    var tls: TLSMode
     /// How long opening a connection may take; `nil` for postgres-nio's default (10 s).
-    public var connectTimeout: Duration?
+    var connectTimeout: Duration?
 
     /// - Throws: `DatabaseURLError` naming what is wrong.
-    public init(_ text: String) throws(DatabaseURLError) {
+    package init(_ text: String) throws(DatabaseURLError) {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased() else {
             throw DatabaseURLError("'\(Self.redacted(text))' is not a URL; expected postgres://user:password@host:port/database")
         }
@@ -69,7 +69,7 @@ public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The URL with its password hidden, for logs and errors.
-    public var description: String {
+    package var description: String {
         let place = socketDirectory.map { "?host=\($0)" } ?? ""
         return "postgres://\(user)\(password == nil ? "" : ":***")@\(host ?? ""):\(port)/\(database)\(place)"
     }
@@ -106,7 +106,7 @@ public struct DatabaseURL: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-public struct DatabaseURLError: Error, CustomStringConvertible, Equatable {
-    public var description: String
+package struct DatabaseURLError: Error, CustomStringConvertible, Equatable {
+    package var description: String
     init(_ description: String) { self.description = description }
 }

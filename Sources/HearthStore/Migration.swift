@@ -7,17 +7,17 @@ import Foundation
 /// `{integer}` (SQLite `INTEGER`, PostgreSQL `BIGINT`), `{double}`, `{datetime}` (SQLite `DATETIME`, text in UTC as
 /// GRDB writes it; PostgreSQL `TIMESTAMPTZ`), `{blob}` (`BLOB`/`BYTEA`) and `{autoincrement}` (a generated integer
 /// primary key).
-public struct Migration: Sendable {
-    public var name: String
-    public var statements: [String]
+package struct Migration: Sendable {
+    var name: String
+    var statements: [String]
 
-    public init(_ name: String, _ statements: [String]) {
+    package init(_ name: String, _ statements: [String]) {
         self.name = name
         self.statements = statements
     }
 
     /// The statements with their placeholders filled in for `dialect`.
-    public func sql(for dialect: SQLDialect) -> [String] {
+    func sql(for dialect: SQLDialect) -> [String] {
         statements.map { statement in
             var sql = statement
             for (placeholder, sqlite, postgres) in Self.types {

@@ -1,5 +1,5 @@
 import Foundation
-public import Logging
+package import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOPosix
@@ -14,8 +14,8 @@ import Synchronization
 /// off Swift's cooperative threads and off the event loops. Transactions run at READ COMMITTED; where a value is
 /// read and written back (standing, an invite's uses, a chain's head) the statement locks the row (`FOR UPDATE`) or a
 /// key (`lock`). A transaction PostgreSQL aborts for a deadlock or a serialization conflict is run again.
-public final class PostgresStore: SQLStore {
-    public var dialect: SQLDialect { .postgres }
+package final class PostgresStore: SQLStore {
+    package var dialect: SQLDialect { .postgres }
 
     private let configuration: PostgresConnection.Configuration
     private let lane: NIOThreadPool
@@ -26,7 +26,7 @@ public final class PostgresStore: SQLStore {
     static let attempts = 8
 
     /// Connects lazily: the first transaction opens the first connection. `connections` is also the lane's size.
-    public init(url: DatabaseURL, connections: Int = 8, logger: Logger) throws {
+    package init(url: DatabaseURL, connections: Int = 8, logger: Logger) throws {
         configuration = try url.postgresConfiguration()
         lane = NIOThreadPool(numberOfThreads: max(1, connections))
         lane.start()
@@ -34,11 +34,11 @@ public final class PostgresStore: SQLStore {
     }
 
     /// Checks that the server answers (and the credentials work), so a wrong URL fails at start, not at a request.
-    public func ping() async throws {
+    package func ping() async throws {
         _ = try await read { session in try session.query("SELECT 1 AS one") }
     }
 
-    public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+    package func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
         try await onLane { connection in
             // Each statement sees what was committed when it began: a read needs no transaction of its own.
             try body(PostgresSession(connection: connection, logger: self.logger))
@@ -46,7 +46,7 @@ public final class PostgresStore: SQLStore {
     }
 
     @discardableResult
-    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+    package func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
         try await onLane { connection in
             var attempt = 1
             while true {
@@ -69,14 +69,14 @@ public final class PostgresStore: SQLStore {
         }
     }
 
-    public func writeStatement(_ sql: String, _ arguments: [any SQLBindable]) async throws -> [SQLRow] {
+    package func writeStatement(_ sql: String, _ arguments: [any SQLBindable]) async throws -> [SQLRow] {
         try await onLane { connection in
             // Outside a transaction a statement is one of its own: it commits, or fails, alone.
             try PostgresSession(connection: connection, logger: self.logger).query(sql, arguments)
         }
     }
 
-    public func migrate(_ migrations: [Migration]) async throws {
+    package func migrate(_ migrations: [Migration]) async throws {
         try await write { session in
             // Gateways that start together take turns; the second finds the first one's names.
             try session.lock(Self.migrationLock)
@@ -89,7 +89,7 @@ public final class PostgresStore: SQLStore {
         }
     }
 
-    public func close() async {
+    package func close() async {
         let connections = idle.withLock { idle in
             defer { idle = [] }
             return idle
@@ -239,10 +239,10 @@ struct PostgresSession: SQLSession {
 }
 
 /// A database error with what the server said: its SQLSTATE code and message.
-public struct SQLStoreError: Error, CustomStringConvertible {
+struct SQLStoreError: Error, CustomStringConvertible {
     /// SQLSTATE (`23505` unique violation, `40P01` deadlock, …), when the server answered.
-    public var state: String?
-    public var message: String
+    var state: String?
+    var message: String
 
     init(message: String) {
         self.message = message
@@ -267,7 +267,7 @@ public struct SQLStoreError: Error, CustomStringConvertible {
     var isTransient: Bool { state == "40P01" || state == "40001" }
 
     /// A row with the same unique key exists.
-    public var isUniqueViolation: Bool { state == "23505" }
+    var isUniqueViolation: Bool { state == "23505" }
 
-    public var description: String { state.map { "\(message) [\($0)]" } ?? message }
+    var description: String { state.map { "\(message) [\($0)]" } ?? message }
 }

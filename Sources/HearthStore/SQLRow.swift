@@ -1,9 +1,9 @@
-public import Foundation
+package import Foundation
 
 /// One row of a result, by column name. The accessors read what either database hands back for a column of that
 /// kind: SQLite has no boolean or date type (0/1, and text in UTC as GRDB writes it), PostgreSQL returns `numeric`
 /// for sums of integers.
-public struct SQLRow: Sendable {
+package struct SQLRow: Sendable {
     let columns: [String: SQLValue]
 
     package init(_ columns: [String: SQLValue]) {
@@ -11,28 +11,28 @@ public struct SQLRow: Sendable {
     }
 
     /// The raw value of `column` (`.null` when absent or NULL).
-    public subscript(_ column: String) -> SQLValue { columns[column] ?? .null }
+    subscript(_ column: String) -> SQLValue { columns[column] ?? .null }
 
-    public func isNull(_ column: String) -> Bool { self[column] == .null }
+    func isNull(_ column: String) -> Bool { self[column] == .null }
 
-    public func string(_ column: String) throws -> String {
+    package func string(_ column: String) throws -> String {
         guard let value = optionalString(column) else { throw SQLRowError(column: column, expected: "text", found: self[column]) }
         return value
     }
 
-    public func optionalString(_ column: String) -> String? {
+    package func optionalString(_ column: String) -> String? {
         if case .text(let value) = self[column] { return value }
         return nil
     }
 
-    public func int64(_ column: String) throws -> Int64 {
+    package func int64(_ column: String) throws -> Int64 {
         guard let value = optionalInt64(column) else { throw SQLRowError(column: column, expected: "an integer", found: self[column]) }
         return value
     }
 
-    public func int(_ column: String) throws -> Int { Int(try int64(column)) }
+    package func int(_ column: String) throws -> Int { Int(try int64(column)) }
 
-    public func optionalInt64(_ column: String) -> Int64? {
+    package func optionalInt64(_ column: String) -> Int64? {
         switch self[column] {
         case .integer(let value): value
         case .double(let value) where value.rounded() == value && abs(value) < 9.0e18: Int64(value)
@@ -41,12 +41,12 @@ public struct SQLRow: Sendable {
         }
     }
 
-    public func double(_ column: String) throws -> Double {
+    package func double(_ column: String) throws -> Double {
         guard let value = optionalDouble(column) else { throw SQLRowError(column: column, expected: "a number", found: self[column]) }
         return value
     }
 
-    public func optionalDouble(_ column: String) -> Double? {
+    package func optionalDouble(_ column: String) -> Double? {
         switch self[column] {
         case .double(let value): value
         case .integer(let value): Double(value)
@@ -54,7 +54,7 @@ public struct SQLRow: Sendable {
         }
     }
 
-    public func bool(_ column: String) throws -> Bool {
+    package func bool(_ column: String) throws -> Bool {
         switch self[column] {
         case .bool(let value): return value
         case .integer(let value): return value != 0
@@ -62,22 +62,22 @@ public struct SQLRow: Sendable {
         }
     }
 
-    public func data(_ column: String) throws -> Data {
+    package func data(_ column: String) throws -> Data {
         guard let value = optionalData(column) else { throw SQLRowError(column: column, expected: "bytes", found: self[column]) }
         return value
     }
 
-    public func optionalData(_ column: String) -> Data? {
+    func optionalData(_ column: String) -> Data? {
         if case .blob(let value) = self[column] { return value }
         return nil
     }
 
-    public func date(_ column: String) throws -> Date {
+    package func date(_ column: String) throws -> Date {
         guard let value = optionalDate(column) else { throw SQLRowError(column: column, expected: "a date", found: self[column]) }
         return value
     }
 
-    public func optionalDate(_ column: String) -> Date? {
+    package func optionalDate(_ column: String) -> Date? {
         switch self[column] {
         case .date(let value): value
         case .text(let value): SQLiteDateText.parse(value)
@@ -89,18 +89,18 @@ public struct SQLRow: Sendable {
 }
 
 /// A column held something other than its reader expected: a schema and its code disagree.
-public struct SQLRowError: Error, CustomStringConvertible {
-    public var column: String
-    public var expected: String
-    public var found: SQLValue
+package struct SQLRowError: Error, CustomStringConvertible {
+    var column: String
+    var expected: String
+    var found: SQLValue
 
-    public init(column: String, expected: String, found: SQLValue) {
+    package init(column: String, expected: String, found: SQLValue) {
         self.column = column
         self.expected = expected
         self.found = found
     }
 
-    public var description: String { "column '\(column)' should hold \(expected), found \(found)" }
+    package var description: String { "column '\(column)' should hold \(expected), found \(found)" }
 }
 
 /// Dates as GRDB writes them into SQLite: `yyyy-MM-dd HH:mm:ss.SSS` in UTC (text sorts as time does).

@@ -1,12 +1,12 @@
 /// Which SQL a statement is written for where the two databases differ. Statements are written once, in the
 /// subset both understand (`?` placeholders, `INSERT … ON CONFLICT`, `RETURNING`); the few places that differ
 /// ask the dialect.
-public enum SQLDialect: String, Sendable {
+package enum SQLDialect: String, Sendable {
     case sqlite
     case postgres
 
     /// Seconds since 1970 of a date column, as an integer.
-    public func epochSeconds(_ column: String) -> String {
+    package func epochSeconds(_ column: String) -> String {
         switch self {
         case .sqlite: "CAST(strftime('%s', \(column)) AS INTEGER)"
         case .postgres: "CAST(EXTRACT(EPOCH FROM \(column)) AS BIGINT)"
@@ -14,17 +14,17 @@ public enum SQLDialect: String, Sendable {
     }
 
     /// The smaller and the larger of two values (SQLite's two-argument `min`/`max`, PostgreSQL's `LEAST`/`GREATEST`).
-    public func least(_ a: String, _ b: String) -> String {
+    package func least(_ a: String, _ b: String) -> String {
         self == .sqlite ? "min(\(a), \(b))" : "LEAST(\(a), \(b))"
     }
 
-    public func greatest(_ a: String, _ b: String) -> String {
+    package func greatest(_ a: String, _ b: String) -> String {
         self == .sqlite ? "max(\(a), \(b))" : "GREATEST(\(a), \(b))"
     }
 
     /// Appended to a `SELECT` whose rows the transaction goes on to update: PostgreSQL locks them until it ends, so
     /// two gateways cannot both read a balance and write back their own sum. SQLite has one writer at a time anyway.
-    public var forUpdate: String {
+    package var forUpdate: String {
         switch self {
         case .sqlite: ""
         case .postgres: " FOR UPDATE"
@@ -34,7 +34,7 @@ public enum SQLDialect: String, Sendable {
 
 /// A connection inside a transaction. Statements use `?` placeholders; each backend binds them its own way.
 /// Sessions are synchronous: SQLite's run on GRDB's writer, PostgreSQL's on a thread of the store's own lane.
-public protocol SQLSession {
+package protocol SQLSession {
     var dialect: SQLDialect { get }
 
     /// Runs a statement and returns how many rows it changed.
@@ -52,22 +52,22 @@ public protocol SQLSession {
 
 extension SQLSession {
     @discardableResult
-    public func execute(_ sql: String, _ arguments: any SQLBindable...) throws -> Int {
+    package func execute(_ sql: String, _ arguments: any SQLBindable...) throws -> Int {
         try execute(sql, arguments)
     }
 
-    public func query(_ sql: String, _ arguments: any SQLBindable...) throws -> [SQLRow] {
+    package func query(_ sql: String, _ arguments: any SQLBindable...) throws -> [SQLRow] {
         try query(sql, arguments)
     }
 
     /// The first row of a query, if any.
-    public func queryOne(_ sql: String, _ arguments: any SQLBindable...) throws -> SQLRow? {
+    package func queryOne(_ sql: String, _ arguments: any SQLBindable...) throws -> SQLRow? {
         try query(sql, arguments).first
     }
 }
 
 /// A database: transactions of synchronous work, off the caller's thread.
-public protocol SQLStore: Sendable {
+package protocol SQLStore: Sendable {
     var dialect: SQLDialect { get }
 
     /// Runs `body` in a read-only transaction.

@@ -2,8 +2,8 @@ package import Foundation
 import GRDB
 
 /// SQLite through GRDB: the embedded default (`hearth up`, a single gateway). WAL mode, one writer, concurrent readers.
-public struct SQLiteStore: SQLStore {
-    public var dialect: SQLDialect { .sqlite }
+package struct SQLiteStore: SQLStore {
+    package var dialect: SQLDialect { .sqlite }
     let writer: any DatabaseWriter
     /// Copies the log back into the file, off the writer (`WALCheckpointer`); `nil` in memory.
     let checkpointer: WALCheckpointer?
@@ -13,7 +13,7 @@ public struct SQLiteStore: SQLStore {
     ///   decay of standing), rather than failing on the first request that needs them.
     ///
     /// `checkpointFrames` is the log's length (in pages) past which its writer restarts it (`WALCheckpointer`).
-    public static func open(path: String?, checkpointFrames: Int = 4_096) throws -> SQLiteStore {
+    package static func open(path: String?, checkpointFrames: Int = 4_096) throws -> SQLiteStore {
         let writer: any DatabaseWriter
         var checkpointer: WALCheckpointer?
         if let path {
@@ -41,22 +41,22 @@ public struct SQLiteStore: SQLStore {
     /// Checkpoints run so far (for tests).
     package var checkpoints: Int { checkpointer?.runs ?? 0 }
 
-    public func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+    package func read<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
         try await writer.read { db in try body(SQLiteSession(db: db)) }
     }
 
     @discardableResult
-    public func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
+    package func write<T: Sendable>(_ body: @escaping @Sendable (any SQLSession) throws -> T) async throws -> T {
         defer { checkpointer?.wrote() }
         return try await writer.write { db in try body(SQLiteSession(db: db)) }
     }
 
-    public func writeStatement(_ sql: String, _ arguments: [any SQLBindable]) async throws -> [SQLRow] {
+    package func writeStatement(_ sql: String, _ arguments: [any SQLBindable]) async throws -> [SQLRow] {
         try await write { session in try session.query(sql, arguments) }
     }
 
     /// GRDB's migrator: it records names in `grdb_migrations`, where databases made before PostgreSQL came have them.
-    public func migrate(_ migrations: [Migration]) async throws {
+    package func migrate(_ migrations: [Migration]) async throws {
         var migrator = DatabaseMigrator()
         for migration in migrations {
             migrator.registerMigration(migration.name) { db in
@@ -67,7 +67,7 @@ public struct SQLiteStore: SQLStore {
         checkpointer?.wrote()
     }
 
-    public func close() async {}
+    package func close() async {}
 }
 
 struct SQLiteSession: SQLSession {

@@ -1,5 +1,6 @@
-import HearthStore
 import Testing
+
+@testable import HearthStore
 
 /// `--database` URLs as libpq reads them, and a clear refusal of anything else.
 struct DatabaseURLTests {

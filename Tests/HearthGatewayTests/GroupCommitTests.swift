@@ -1,12 +1,12 @@
 import Dispatch
 import Foundation
 import HearthCore
-import HearthStore
 import HearthTesting
 import Synchronization
 import Testing
 
 @testable import HearthGateway
+@testable import HearthStore
 
 /// Requests' records committed together (`GroupCommit`): one transaction for all that were queued, each acknowledged
 /// only once committed, a failing one refused alone (the others committed without it), and the ledger's chain intact,

@@ -1,13 +1,13 @@
 import Crypto
 import Foundation
 import HearthCore
-import HearthStore
 import HearthTesting
 import Logging
 import Synchronization
 import Testing
 
 @testable import HearthGateway
+@testable import HearthStore
 
 /// Gateways sharing a database each keep their own ledger chain.
 @Suite(.serialized, .timeLimit(.minutes(3)))

@@ -1,8 +1,8 @@
-import HearthMesh
 import Synchronization
 import Testing
 
 @testable import HearthGateway
+@testable import HearthMesh
 
 /// The report poll's deadline: a late answer ends the link only when the node has also gone quiet (a node whose
 /// machine is saturated answers late but keeps sending; closing its link cut every stream on it).

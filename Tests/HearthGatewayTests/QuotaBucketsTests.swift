@@ -1,12 +1,12 @@
 import Dispatch
 import Foundation
 import HearthCore
-import HearthStore
 import HearthTesting
 import Synchronization
 import Testing
 
 @testable import HearthGateway
+@testable import HearthStore
 
 /// A SQLite gateway's quota buckets, held in its memory and written behind (`QuotaBuckets`): letting a request in does
 /// not wait for the database's writer, and what the database holds afterwards is what the memory says.

@@ -1,6 +1,5 @@
 import Dispatch
 import HearthCore
-import HearthStore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
@@ -9,6 +8,7 @@ import Synchronization
 import Testing
 
 @testable import HearthGateway
+@testable import HearthStore
 
 /// The metering of answers the clients already have runs beside their connections (`Settlements`): a client's next
 /// request does not wait for the database, nothing is lost at shutdown, and a database that cannot keep up slows the

@@ -1,13 +1,13 @@
 import Crypto
 import Foundation
 import HearthCore
-import HearthStore
 import HearthTesting
 import Logging
 import Synchronization
 import Testing
 
 @testable import HearthGateway
+@testable import HearthStore
 
 /// The databases a gateway can run on. Every test of `StorageConformanceTests` runs on each.
 enum StorageBackend: String, CaseIterable, CustomTestStringConvertible, Sendable {

@@ -1,13 +1,13 @@
 import Crypto
 import Foundation
 import HearthCore
-import HearthStore
 import HearthTesting
 import Logging
 import Synchronization
 import Testing
 
 @testable import HearthGateway
+@testable import HearthStore
 
 /// What the gateway asks of its database, asked of SQLite and PostgreSQL alike: the same answers, the same refusals,
 /// and, where two gateways share one, no count lost or made twice. One case at a time: each makes a database, and

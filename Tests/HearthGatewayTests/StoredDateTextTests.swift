@@ -1,6 +1,7 @@
 import Foundation
-import HearthStore
 import Testing
+
+@testable import HearthStore
 
 /// Dates are bound as the text GRDB stores; written without its formatter, they must be the same text (the
 /// reference is a formatter set up as GRDB's own).

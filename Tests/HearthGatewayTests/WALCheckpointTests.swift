@@ -1,7 +1,8 @@
 import Foundation
-import HearthStore
 import HearthTesting
 import Testing
+
+@testable import HearthStore
 
 /// SQLite's log is copied back by the store's own checkpointing connection, not by the writer at a commit, and it
 /// starts over instead of growing without end.

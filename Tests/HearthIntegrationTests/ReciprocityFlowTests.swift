@@ -1,9 +1,10 @@
 import Foundation
 import HearthCore
-import HearthMesh
 import HearthTesting
 import NIOHTTP1
 import Testing
+
+@testable import HearthMesh
 
 /// The whole economy with real processes: two nodes certified by one person's account serve several users; the
 /// ledger holds one entry per request and verifies; standing and quotas move as the formula says.

@@ -1,7 +1,6 @@
 import AsyncHTTPClient
 import Foundation
 import HearthCore
-import HearthStore
 import HearthTesting
 import Logging
 import NIOCore
@@ -9,6 +8,7 @@ import NIOHTTP1
 import Testing
 
 @testable import HearthGateway
+@testable import HearthStore
 
 // Two gateways, a node with its engine and PostgreSQL load the machine: these take their turn with the other
 // machine-loading suites.

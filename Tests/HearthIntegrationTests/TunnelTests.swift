@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import HearthCore
-import HearthMesh
 import HearthTesting
 import Logging
 import NIOCore
@@ -10,6 +9,7 @@ import Synchronization
 import Testing
 
 @testable import HearthGateway
+@testable import HearthMesh
 @testable import HearthNode
 
 // The limit only catches a hang: early in a full run beside stress-ng the test process has been seen to wait over

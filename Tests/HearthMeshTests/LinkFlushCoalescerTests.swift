@@ -1,8 +1,9 @@
-import HearthMesh
 import NIOCore
 import NIOEmbedded
 import NIOPosix
 import Testing
+
+@testable import HearthMesh
 
 /// The link's flush coalescer: the flushes of one event-loop turn leave as one at the turn's end, a streamed token's
 /// waits at most `streamDelay`, and a close never overtakes a held flush.

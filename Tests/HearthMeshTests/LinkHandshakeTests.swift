@@ -1,8 +1,9 @@
 import HearthCore
-import HearthMesh
 import NIOCore
 import NIOEmbedded
 import Testing
+
+@testable import HearthMesh
 
 /// The handshake handler always answers whoever waits for the peer, however its channel ends.
 struct LinkHandshakeTests {

@@ -1,11 +1,12 @@
 import HearthCore
-import HearthMesh
 import NIOCore
 import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import Synchronization
+
+@testable import HearthMesh
 
 /// Both ends of a link over real TLS on loopback, built the way the gateway and the node build them, with the pins
 /// and TLS configurations under test.

@@ -1,9 +1,10 @@
 import HearthCore
-import HearthMesh
 import NIOCore
 import NIOEmbedded
 import NIOHTTP2
 import Testing
+
+@testable import HearthMesh
 
 /// The round-trip meter: PINGs out on stream 0, their acknowledgements matched by payload and kept from the handlers
 /// after it, every waiter answered however the link ends.

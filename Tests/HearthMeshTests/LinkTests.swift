@@ -1,10 +1,11 @@
 import Foundation
 import HearthCore
-import HearthMesh
 import NIOCore
 import NIOHTTP1
 import NIOSSL
 import Testing
+
+@testable import HearthMesh
 
 /// Real TLS 1.3 over loopback with the configurations the gateway and the node use.
 struct LinkPinningTests {

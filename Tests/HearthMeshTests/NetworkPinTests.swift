@@ -1,9 +1,10 @@
 import Foundation
 import HearthCore
-import HearthMesh
 import NIOCore
 import NIOSSL
 import Testing
+
+@testable import HearthMesh
 
 /// A node that joins a network (`…#net:<id>`) links to any gateway the network key certified, over real TLS, and to
 /// no other: one without the network's word, one certified by another network, or one showing a word meant for

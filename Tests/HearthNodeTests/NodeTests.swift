@@ -1,6 +1,5 @@
 import Foundation
 import HearthCore
-import HearthMesh
 import HearthTesting
 import Logging
 import NIOCore
@@ -8,6 +7,7 @@ import NIOPosix
 import Synchronization
 import Testing
 
+@testable import HearthMesh
 @testable import HearthNode
 
 struct HardwareProbeTests {

@@ -1,7 +1,6 @@
 import Foundation
 import HTTPTypes
 import HearthCore
-import HearthMesh
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
@@ -10,6 +9,7 @@ import NIOCore
 import NIOPosix
 import Testing
 
+@testable import HearthMesh
 @testable import HearthNode
 
 /// The node's pool routes: what it refuses before running anything, and a real ggml-rpc-server started, reached,

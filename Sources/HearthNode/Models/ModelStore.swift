@@ -1,6 +1,6 @@
-package import AsyncHTTPClient
-package import Foundation
-package import HearthCore
+import AsyncHTTPClient
+import Foundation
+import HearthCore
 import NIOCore
 import NIOHTTP1
 import NIOPosix
