@@ -91,12 +91,21 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "How often the node asks your server which models it has and checks their files again (e.g. 15s).")
     var backendCheckInterval: String = "15s"
 
+    @Option(
+        help: """
+            A file holding the key your server asks of its clients (vLLM's --api-key, LM Studio's, a proxy's), sent \
+            with every request as Authorization: Bearer (env: HEARTH_BACKEND_API_KEY). A file, so that the key is in \
+            neither `ps` nor your shell's history; it is never logged or reported.
+            """
+    )
+    var backendApiKeyFile: String?
+
     @Option(help: "Use this llama-server binary and skip the build (env: HEARTH_LLAMA_SERVER).")
     var llamaServer: String?
 
     @Option(
         help:
-            "A JSON file with node settings (keys: models, aliases, models_dir, memory, threads, ctx_size, parallel, llama_server, join, invite, device_cert, name, backend, backend_models: {NAME: CATALOG_ID})."
+            "A JSON file with node settings (keys: models, aliases, models_dir, memory, threads, ctx_size, parallel, llama_server, join, invite, device_cert, name, backend, backend_models: {NAME: CATALOG_ID}, backend_api_key_file)."
     )
     var config: String?
 
@@ -146,6 +155,9 @@ struct NodeOptions: ParsableArguments {
         if let backend { _ = try parseBackend(backend) }
         _ = try parseDuration(backendCheckInterval, option: "--backend-check-interval")
         for mapping in backendModels { _ = try parseBackendModel(mapping) }
+        if backendApiKeyFile != nil, backend == nil, config == nil {
+            throw ValidationError("--backend-api-key-file needs --backend: the server the key is for")
+        }
         if !backendModels.isEmpty, backend == nil, config == nil {
             throw ValidationError("--backend-model needs --backend: the server whose models it names")
         }
@@ -156,6 +168,22 @@ struct NodeOptions: ParsableArguments {
         do {
             return try BackendSettings.parse(text)
         } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
+    /// The owner's server's key: from `--backend-api-key-file` (or the config file's), else `HEARTH_BACKEND_API_KEY`,
+    /// else none.
+    static func backendAPIKey(file path: String?, environment: CommandEnvironment) throws -> String? {
+        do {
+            if let path {
+                guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                    throw ValidationError("cannot read --backend-api-key-file \(path)")
+                }
+                return try BackendSettings.apiKey(text, from: "--backend-api-key-file \(path)")
+            }
+            return try environment["HEARTH_BACKEND_API_KEY"].map { try BackendSettings.apiKey($0, from: "HEARTH_BACKEND_API_KEY") }
+        } catch let error as BackendSettingsError {
             throw ValidationError(error.description)
         }
     }
@@ -247,6 +275,9 @@ struct NodeOptions: ParsableArguments {
             }
             configuration.backend = BackendSettings(baseURL: try parseBackend(text), models: try mappings.map(parseBackendModel))
             configuration.backend?.checkInterval = try parseDuration(backendCheckInterval, option: "--backend-check-interval")
+            configuration.backend?.apiKey = try Self.backendAPIKey(file: backendApiKeyFile ?? file.backendApiKeyFile, environment: environment)
+        } else if backendApiKeyFile != nil {
+            throw ValidationError("--backend-api-key-file needs --backend: the server the key is for")
         }
         let usesBackendOnly = configuration.backend != nil && models.isEmpty && file.models == nil
         let missingEngine = !FileManager.default.isExecutableFile(atPath: configuration.llamaServerPath)
@@ -315,10 +346,12 @@ struct NodeConfigFile: Decodable {
     var name: String?
     var backend: String?
     var backendModels: [String: String]?
+    var backendApiKeyFile: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case models, aliases, memory, threads, parallel, join, invite, name, backend
         case backendModels = "backend_models"
+        case backendApiKeyFile = "backend_api_key_file"
         case deviceCert = "device_cert"
         case modelsDir = "models_dir"
         case ctxSize = "ctx_size"

@@ -131,6 +131,9 @@ package struct BackendSettings: Sendable, Equatable {
     /// The API's base URL, up to and including `/v1` (`http://127.0.0.1:11434/v1`).
     var baseURL: String
     var models: [Mapping]
+    /// The key the server asks of its clients (vLLM's `--api-key`, LM Studio's, a proxy's), sent with every request as
+    /// `Authorization: Bearer`; never logged or reported.
+    package var apiKey: String?
     /// Scheme, host and port (and any path before `/v1`) of a base URL: where the server's other routes are
     /// (`/v1/chat/completions`, Ollama's `/api/show`, llama-server's `/props`).
     static func root(of baseURL: String) -> String {
@@ -158,7 +161,23 @@ package struct BackendSettings: Sendable, Equatable {
         guard url.hasSuffix("/v1") else {
             throw BackendSettingsError("--backend's URL must end in /v1, where the OpenAI API is (\(url)/v1?)")
         }
+        guard parsed.user == nil, parsed.password == nil else {
+            throw BackendSettingsError(
+                "--backend's URL names a user or password, which logs and `ps` would show: give the server's key with --backend-api-key-file instead"
+            )
+        }
         return url
+    }
+
+    /// A key as a file or the environment gives it: surrounding whitespace dropped; refused when empty, longer than
+    /// 4 KiB or holding anything but visible ASCII (it goes into a header as it is).
+    package static func apiKey(_ text: String, from source: String) throws(BackendSettingsError) -> String {
+        let key = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !key.isEmpty else { throw BackendSettingsError("\(source) holds no key") }
+        guard key.utf8.count <= 4096, key.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw BackendSettingsError("\(source) must hold one key of visible ASCII characters (no spaces or line breaks inside), at most 4 KiB")
+        }
+        return key
     }
 
     /// `NAME=CATALOG_ID`, as `--backend-model` takes it.

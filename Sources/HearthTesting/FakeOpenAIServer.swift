@@ -24,6 +24,9 @@ public final class FakeOpenAIServer: Sendable {
         public var hangs = false
         /// When set, `/v1/embeddings` answers this (as it is: one vector, whatever was asked); otherwise 404.
         public var embedding: JSONValue?
+        /// When set, every route answers 401 unless the request says `Authorization: Bearer <apiKey>`, as vLLM started
+        /// with `--api-key` does.
+        public var apiKey: String?
 
         public init(models: [String], show: JSONValue? = nil, answer: JSONValue, stream: String, flood: String? = nil) {
             self.models = models
@@ -41,6 +44,7 @@ public final class FakeOpenAIServer: Sendable {
     private let received = Mutex<[(path: String, body: JSONValue)]>([])
     private let peers = Mutex<[Int]>([])
     private let flooded = Atomic<Int>(0)
+    private let refusedKeys = Atomic<Int>(0)
     private let running = Mutex<LoopbackServer?>(nil)
     /// Opened when the server stops, so that a hanging answer lets the server's shutdown finish.
     private let stopping = Gate()
@@ -60,6 +64,8 @@ public final class FakeOpenAIServer: Sendable {
 
     /// The bytes of flooded answers the server's connections have taken so far.
     public var floodedBytes: Int { flooded.load(ordering: .relaxed) }
+    /// Requests refused for a missing or wrong key (`Script.apiKey`).
+    public var refusedForTheKey: Int { refusedKeys.load(ordering: .relaxed) }
 
     /// Starts the server on a free port and waits until it listens.
     public static func start(_ script: Script) async throws -> FakeOpenAIServer {
@@ -77,6 +83,7 @@ public final class FakeOpenAIServer: Sendable {
     private func router() -> Router<PeerRequestContext> {
         let router = Router(context: PeerRequestContext.self)
         let script = self.script
+        if let key = script.apiKey { router.add(middleware: KeyGate(key: key) { self.refusedKeys.add(1, ordering: .relaxed) }) }
         router.get("/v1/models") { _, _ in
             Self.json(["object": "list", "data": .array(script.models.map { ["id": .string($0), "object": "model", "owned_by": "library"] })])
         }
@@ -127,6 +134,25 @@ public final class FakeOpenAIServer: Sendable {
     private static func json(_ value: JSONValue) -> Response {
         let data = (try? JSONEncoder().encode(value)) ?? Data()
         return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// vLLM's `--api-key`: a request without the key is answered 401, and counted.
+private struct KeyGate: RouterMiddleware {
+    let key: String
+    let refused: @Sendable () -> Void
+
+    func handle(
+        _ request: Request,
+        context: PeerRequestContext,
+        next: (Request, PeerRequestContext) async throws -> Response
+    ) async throws -> Response {
+        guard request.headers[.authorization] == "Bearer " + key else {
+            refused()
+            let body = ByteBuffer(string: #"{"error":{"message":"Invalid API key","type":"invalid_request_error"}}"#)
+            return Response(status: .unauthorized, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+        }
+        return try await next(request, context)
     }
 }
 

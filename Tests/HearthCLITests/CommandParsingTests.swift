@@ -139,6 +139,30 @@ struct BackendOptionTests {
         #expect(node is NodeCommand)
     }
 
+    /// The server's key comes from a file (or the environment), checked before it goes into a header.
+    @Test func takesTheServersKeyFromAFileOrTheEnvironmentAndChecksIt() throws {
+        let directory = try TestEnvironment.temporaryDirectory("backend-key")
+        func file(_ text: String) throws -> String {
+            let path = (directory as NSString).appendingPathComponent("key-\(UUID().uuidString)")
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let none = CommandEnvironment(values: [:])
+        #expect(try NodeOptions.backendAPIKey(file: try file("sk-owner-1\n"), environment: none) == "sk-owner-1")
+        #expect(try NodeOptions.backendAPIKey(file: nil, environment: CommandEnvironment(values: ["HEARTH_BACKEND_API_KEY": "k2"])) == "k2")
+        #expect(try NodeOptions.backendAPIKey(file: nil, environment: none) == nil)
+        // The file wins over the environment.
+        let both = CommandEnvironment(values: ["HEARTH_BACKEND_API_KEY": "from-env"])
+        #expect(try NodeOptions.backendAPIKey(file: try file("from-file"), environment: both) == "from-file")
+        // Nothing that could split a header or hide in one.
+        for bad in ["", "  \n", "two words", "line\r\nx-injected: 1", "caf\u{e9}", String(repeating: "k", count: 5000)] {
+            #expect(throws: ValidationError.self, "\(bad.prefix(20).debugDescription)") {
+                try NodeOptions.backendAPIKey(file: try file(bad), environment: none)
+            }
+        }
+        #expect(throws: ValidationError.self) { try NodeOptions.backendAPIKey(file: "/nonexistent/key", environment: none) }
+    }
+
     @Test func refusesWhatCannotBeAServerOrAMappingWithTheReason() {
         for (arguments, reason) in [
             (["--backend", "http://127.0.0.1:11434/v1"], "openai:URL"),
@@ -147,7 +171,9 @@ struct BackendOptionTests {
             (["--backend", "openai:http://h/v1", "--backend-model", "just-a-name"], "NAME=CATALOG_ID"),
             (["--backend", "openai:http://h/v1", "--backend-model", "a="], "NAME=CATALOG_ID"),
             (["--backend-model", "a=smollm2-135m-instruct:q4_1"], "needs --backend"),
+            (["--backend-api-key-file", "/tmp/key"], "needs --backend"),
             (["--backend", "openai:http://h/v1", "--backend-check-interval", "often"], "--backend-check-interval"),
+            (["--backend", "openai:http://owner:secret@h/v1", "--backend-model", "a=smollm2-135m-instruct:q4_1"], "--backend-api-key-file"),
         ] {
             do {
                 _ = try HearthCommand.parseAsRoot(["node"] + arguments)

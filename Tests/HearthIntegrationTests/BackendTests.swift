@@ -205,6 +205,44 @@ struct BackendTests {
         }
     }
 
+    /// An owner's server that asks for a key (vLLM's `--api-key`): a node without it reports why it serves nothing, and
+    /// one given it (`--backend-api-key-file`) serves, sending the key with every request and showing it nowhere.
+    @Test func anOwnersServerThatAsksForAKeyGetsItFromTheNodeAndNobodyElseSeesIt() async throws {
+        let key = "sk-owner-\(UUID().uuidString)"
+        var script = try Self.ollamaScript()
+        script.apiKey = key
+        let fake = try await FakeOpenAIServer.start(script)
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-key") { cluster in
+            let keyless = try await cluster.startNode("keyless", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            let refused = try await eventually("the keyless node's model to be reported failed") { () -> JSONValue? in
+                let model = try await Self.reported(cluster)
+                return model?["state"] == "failed" ? model : nil
+            }
+            #expect(refused["detail"]?.stringValue?.contains("--backend-api-key-file") == true, "\(refused)")
+            #expect(fake.refusedForTheKey > 0)
+            _ = await keyless.stop()
+
+            let keyFile = (cluster.directory as NSString).appendingPathComponent("owner-key")
+            try (key + "\n").write(toFile: keyFile, atomically: true, encoding: .utf8)
+            let node = try await cluster.startNode(
+                "keyed",
+                serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest") + ["--backend-api-key-file", keyFile]
+            )
+            try await cluster.waitForReadyNodes(1, timeout: .seconds(30))
+            let refusedBefore = fake.refusedForTheKey
+            let whole = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.question)
+            #expect(whole.status == 200 && whole.json["choices"]?[0]?["message"]?["content"] == "Paris is the capital of France.")
+            let stream = try await HTTP.post(cluster.url + "/v1/chat/completions", json: Self.streamed(Self.question))
+            #expect(HTTP.streamedText(stream.text) == "Paris is the capital of France.")
+            #expect(fake.refusedForTheKey == refusedBefore, "a request went to the server without its key")
+            // The key is the owner's: not in the public node list, not in the node's log.
+            let nodes = try await HTTP.get(cluster.url + "/api/nodes").text
+            #expect(!nodes.contains(key))
+            #expect(!node.output.joined(separator: "\n").contains(key) && !node.errorOutput.contains(key))
+        }
+    }
+
     /// Whether two vectors are the same within float rounding (each written as JSON numbers).
     static func close(_ a: JSONValue?, _ b: JSONValue?) -> Bool {
         guard let a = a?.arrayValue?.compactMap(\.doubleValue), let b = b?.arrayValue?.compactMap(\.doubleValue), a.count == b.count, !a.isEmpty

@@ -54,13 +54,23 @@ struct BackendMonitorService: Service {
         let root = BackendSettings.root(of: settings.baseURL)
         let listed: [String]
         do {
-            let answer = try await Self.exchange(settings.baseURL + "/models")
+            let answer = try await exchange(settings.baseURL + "/models")
             guard let names = BackendCheck.listedModels(answer) else { throw BackendAnswerError("its /v1/models is not a model list") }
             listed = names
+        } catch let refusal as BackendAnswerError where refusal.refusesTheKey {
+            // Said in the report too (without the address): the owner has a key to give, or to correct.
+            logger.warning("the owner's server refuses the node's key", metadata: ["node.backend.url": "\(settings.baseURL)", "error": "\(refusal)"])
+            let detail =
+                settings.apiKey == nil
+                ? "the owner's server asks for a key (HTTP \(refusal.status ?? 401)): give it with --backend-api-key-file"
+                : "the owner's server refuses the key this node gives (HTTP \(refusal.status ?? 401))"
+            for engine in engines { apply(.refused(detail), to: engine) }
+            return
         } catch {
             // The report says only that it does not answer: the server's address is the owner's own network's, which a
             // public gateway's node list must not show. The owner's log has it.
-            logger.warning("the owner's server does not answer", metadata: ["node.backend.url": "\(settings.baseURL)", "error": "\(error)"])
+            let why = error is CancellationError || (error as? HTTPClientError) == .deadlineExceeded ? "no answer within 10 s" : "\(error)"
+            logger.warning("the owner's server does not answer", metadata: ["node.backend.url": "\(settings.baseURL)", "error": "\(why)"])
             for engine in engines { apply(.refused("the owner's server does not answer"), to: engine) }
             return
         }
@@ -77,10 +87,10 @@ struct BackendMonitorService: Service {
 
     /// What the server says about the file behind `name`: Ollama's blob first, then llama-server's loaded file.
     private func evidence(for name: String, root: String) async -> BackendCheck.Evidence {
-        if let show = try? await Self.exchange(root + "/api/show", body: ["model": .string(name)]), let blob = BackendCheck.ollamaBlob(show) {
+        if let show = try? await exchange(root + "/api/show", body: ["model": .string(name)]), let blob = BackendCheck.ollamaBlob(show) {
             return .ollamaBlob(blob)
         }
-        if let props = try? await Self.exchange(root + "/props"), let path = BackendCheck.loadedFile(props) {
+        if let props = try? await exchange(root + "/props"), let path = BackendCheck.loadedFile(props) {
             return .file(path: path, sha256: await digests.digest(of: path))
         }
         return .none
@@ -119,8 +129,8 @@ struct BackendMonitorService: Service {
         )
     }
 
-    /// One short JSON exchange with the server: GET, or POST when there is a body.
-    private static func exchange(_ url: String, body: JSONValue? = nil) async throws -> JSONValue {
+    /// One short JSON exchange with the server, with its key: GET, or POST when there is a body.
+    private func exchange(_ url: String, body: JSONValue? = nil) async throws -> JSONValue {
         var request = HTTPClientRequest(url: url)
         if let body {
             request.method = .POST
@@ -128,14 +138,25 @@ struct BackendMonitorService: Service {
             request.body = .bytes(try JSONEncoder().encode(body))
         }
         request.headers.add(name: "connection", value: "close")
+        if let key = settings.apiKey { request.headers.add(name: "authorization", value: "Bearer " + key) }
         let response = try await EngineClient.shared.execute(request, deadline: .now() + .seconds(10))
         let bytes = try await response.body.collect(upTo: 4 << 20)
-        guard response.status == .ok else { throw BackendAnswerError("\(url) answered \(response.status.code)") }
+        guard response.status == .ok else {
+            throw BackendAnswerError("\(url) answered \(response.status.code)", status: Int(response.status.code))
+        }
         return try JSONValue.parse(bytes.readableBytesView)
     }
 }
 
 struct BackendAnswerError: Error, CustomStringConvertible {
     let description: String
-    init(_ description: String) { self.description = description }
+    /// The server's HTTP status, when it answered with one.
+    var status: Int?
+    init(_ description: String, status: Int? = nil) {
+        self.description = description
+        self.status = status
+    }
+
+    /// 401 or 403: the server wants a key, or another one.
+    var refusesTheKey: Bool { status == 401 || status == 403 }
 }

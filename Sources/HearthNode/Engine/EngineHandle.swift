@@ -31,8 +31,8 @@ package final class EngineHandle: Sendable {
     }
 
     let spec: ModelSpec
-    /// The owner's own server answers for this model under this name, instead of an engine the node runs.
-    let backend: (baseURL: String, name: String)?
+    /// The owner's own server answers for this model, instead of an engine the node runs.
+    let backend: BackendModel?
     private let current: Mutex<Snapshot>
     private let demand: Mutex<Demand>
     /// Engines evicted to make room for this one: it starts only once their processes are gone.
@@ -43,7 +43,7 @@ package final class EngineHandle: Sendable {
     /// - Parameters:
     ///   - wanted: whether the supervisor loads the model as soon as it runs (otherwise it waits in standby).
     ///   - changes: the node's change signal (see `NodeStatus`).
-    init(spec: ModelSpec, wanted: Bool = true, changes: ChangeSignal = ChangeSignal(), backend: (baseURL: String, name: String)? = nil) {
+    init(spec: ModelSpec, wanted: Bool = true, changes: ChangeSignal = ChangeSignal(), backend: BackendModel? = nil) {
         self.spec = spec
         self.backend = backend
         self.changes = changes

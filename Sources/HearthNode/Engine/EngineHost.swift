@@ -84,7 +84,7 @@ final class EngineHost: Sendable {
             let snapshot = engine.snapshot
             if snapshot.state == .ready, let backend = engine.backend {
                 // `inFlight` counts this request (`acquire` began it).
-                return EngineAddress(backend: backend.baseURL, name: backend.name, keepsConnection: engine.inFlight <= backendSlots)
+                return EngineAddress(backend: backend, keepsConnection: engine.inFlight <= backendSlots)
             }
             if snapshot.state == .ready, let port = snapshot.port { return EngineAddress(port: port) }
             if let failure = engine.permanentFailure {
@@ -104,6 +104,15 @@ final class EngineHost: Sendable {
 }
 
 /// Where one request for a model goes: a managed engine on a loopback port, or the owner's own server.
+/// A model of the owner's own server: where it is asked, under which name, and with which key.
+struct BackendModel: Sendable, Equatable {
+    /// Up to and including `/v1` (`BackendSettings.parse`).
+    var baseURL: String
+    /// The server's name for the model (`/v1/models`).
+    var name: String
+    var apiKey: String?
+}
+
 struct EngineAddress: Sendable, Equatable {
     /// Scheme, host and port (and any path before `/v1`): request paths such as `/v1/chat/completions` follow it.
     let root: String
@@ -125,20 +134,27 @@ struct EngineAddress: Sendable, Equatable {
         root = "http://127.0.0.1:\(port)"
         self.port = port
         backendName = nil
+        apiKey = nil
         keepsConnection = false
     }
 
-    /// `baseURL` ends in `/v1` (`BackendSettings.parse`).
-    init(backend baseURL: String, name: String, keepsConnection: Bool = false) {
-        root = BackendSettings.root(of: baseURL)
+    init(backend: BackendModel, keepsConnection: Bool = false) {
+        root = BackendSettings.root(of: backend.baseURL)
         port = nil
-        backendName = name
+        backendName = backend.name
+        apiKey = backend.apiKey
         self.keepsConnection = keepsConnection
     }
 
+    /// The key the owner's server asks for, if it asks for one.
+    let apiKey: String?
+
     /// The headers of a request to the engine.
     var requestHeaders: HTTPHeaders {
-        keepsConnection ? ["content-type": "application/json"] : ["content-type": "application/json", "connection": "close"]
+        var headers: HTTPHeaders = ["content-type": "application/json"]
+        if !keepsConnection { headers.add(name: "connection", value: "close") }
+        if let apiKey { headers.add(name: "authorization", value: "Bearer " + apiKey) }
+        return headers
     }
 
     func url(_ path: String) -> String { root + path }
