@@ -47,6 +47,25 @@ struct EngineCallTests {
         #expect(sent["post_sampling_probs"] == nil)
     }
 
+    /// Ids serve only a continuation: a stream that can never be continued is not asked for them (and llama-server
+    /// refuses log-probabilities in a stream that offers tools: every streamed tool call failed with 400).
+    @Test func aStreamThatCanNeverBeContinuedIsNotAskedForTokenIDs() async throws {
+        var tooled = Self.chat
+        tooled["tools"] = [["type": "function", "function": ["name": "get_weather", "parameters": ["type": "object"]]]]
+        var formatted = Self.chat
+        formatted["response_format"] = ["type": "json_object"]
+        var several = Self.chat
+        several["n"] = 2
+        for body in [tooled, formatted, several] {
+            let sent = try await Self.sent(body)
+            #expect(sent["logprobs"] == nil && sent["top_logprobs"] == nil && sent["post_sampling_probs"] == nil, "\(sent)")
+        }
+        // An empty tool list offers nothing: that stream can be continued, and is asked as any.
+        var none = Self.chat
+        none["tools"] = []
+        #expect(try await Self.sent(none)["logprobs"] == true)
+    }
+
     @Test func aClientsOwnLogprobsAreLeftAsItAskedForThem() async throws {
         var body = Self.chat
         body["logprobs"] = true

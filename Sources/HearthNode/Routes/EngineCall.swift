@@ -33,7 +33,9 @@ struct EngineCall {
         var forwarded = body
         forwarded[Continuation.field] = nil
         let keepLogprobs = chat ? body["logprobs"]?.boolValue == true : (body["logprobs"]?.integerValue ?? 0) > 0
-        if !keepLogprobs {
+        // Ids serve only a continuation: a stream that could never be continued (tools, a response format, several
+        // choices) is not asked for them, and llama-server refuses log-probabilities with tools in a stream anyway.
+        if !keepLogprobs, Continuation.refusal(for: body, chat: chat) == nil {
             // The sampled token's id comes with its log-probability; one alternative is the least llama-server sends.
             if chat {
                 forwarded["logprobs"] = true

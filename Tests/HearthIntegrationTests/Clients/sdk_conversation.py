@@ -32,6 +32,19 @@ for chunk in client.chat.completions.create(
 assert text, "streamed answer is empty"
 assert usage is not None and usage.completion_tokens > 0, f"no usage on the stream: {usage}"
 
+# Tools, streamed as agent frameworks stream them: the engine answers (a call or text), whatever SmolLM2 makes of it.
+tools = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+finish, said = None, ""
+for chunk in client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=tools, max_tokens=24, stream=True
+):
+    if chunk.choices:
+        delta = chunk.choices[0].delta
+        said += (delta.content or "") + "".join((call.function.arguments or "") for call in delta.tool_calls or [])
+        finish = chunk.choices[0].finish_reason or finish
+assert said and finish in ("stop", "length", "tool_calls"), f"streamed tools answer: {said!r}, finish {finish}"
+
 completion = client.completions.create(model=model, prompt="The sky is", max_tokens=5)
 assert completion.choices[0].text is not None and completion.usage.completion_tokens > 0, completion
 
@@ -64,6 +77,11 @@ assert answer.message.content and answer.done and answer.eval_count > 0, answer
 parts = list(local.chat(model=model, messages=[{"role": "user", "content": "Hi"}], stream=True, options={"num_predict": 8}))
 assert parts[-1].done and parts[-1].eval_count > 0, parts[-1]
 assert "".join(part.message.content for part in parts), "streamed Ollama answer is empty"
+
+# Ollama's chat with tools (the gateway streams it from the engine either way).
+tooled = local.chat(model=model, messages=[{"role": "user", "content": "What is the weather in Paris?"}], tools=tools,
+                    stream=False, options={"num_predict": 24})
+assert tooled.done and (tooled.message.content or tooled.message.tool_calls), tooled
 
 generated = local.generate(model=model, prompt="Hello", options={"num_predict": 6})
 assert generated.response and generated.done, generated
