@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import HearthCLI
 import NIOCore
 
@@ -9,8 +10,14 @@ struct Hearth: AsyncParsableCommand {
     static let configuration = HearthCommand.configuration
 
     static func main() async {
+        let parsed: any ParsableCommand
         do {
-            var command = try parseAsRoot()
+            parsed = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            var command = parsed
             if let loops = (command as? any EventLoopSized)?.eventLoopCount { NIOSingletons.groupLoopCountSuggestion = loops }
             if var command = command as? any AsyncParsableCommand {
                 try await command.run()
@@ -18,7 +25,10 @@ struct Hearth: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
-            exit(withError: error)
+            // A mistake found while running names the command that found it, not the root's usage.
+            guard let message = HearthCommand.runFailure(error, of: parsed) else { exit(withError: error) }
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+            exit(withError: ExitCode.validationFailure)
         }
     }
 }

@@ -128,6 +128,19 @@ struct NodeConfigFileTests {
     }
 }
 
+struct RunFailureTests {
+    @Test func namesTheCommandThatWasRunning() throws {
+        let node = try HearthCommand.parseAsRoot(["node", "--join", "127.0.0.1:9#" + String(repeating: "a", count: 64)])
+        let told = HearthCommand.runFailure(ValidationError("no such model"), of: node)
+        #expect(told == "Error: no such model\n  See 'hearth node --help' for more information.")
+        #expect(HearthCommand.commandPath(to: NodeCommand.self) == ["node"])
+        #expect(HearthCommand.commandPath(to: CatalogCommand.self) == ["catalog"])
+        // Only a mistake in what was asked is told this way; anything else is ArgumentParser's to print.
+        struct Broken: Error {}
+        #expect(HearthCommand.runFailure(Broken(), of: node) == nil)
+    }
+}
+
 struct BackendOptionTests {
     @Test func takesAnOpenAIServerAndItsModelNames() throws {
         #expect(try BackendSettings.parse("openai:http://127.0.0.1:11434/v1/") == "http://127.0.0.1:11434/v1")

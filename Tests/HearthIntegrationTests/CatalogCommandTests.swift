@@ -44,4 +44,19 @@ struct CatalogCommandTests {
         #expect(size.output.contains { $0.hasPrefix("total      ") })
         #expect(size.output.contains("nodes      unknown: no gateway answered at http://127.0.0.1:9"))
     }
+
+    /// A mistake found while a command runs (here a model the catalog lists without pinning it) is told with that
+    /// command's help, as a mistyped option is; it printed the root's list of commands before.
+    @Test func aMistakeFoundWhileRunningPointsToThatCommandsHelp() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("run-failure")
+        let join = "127.0.0.1:9#" + String(repeating: "a", count: 64)
+        let node = try await TestProcess.hearth(
+            ["node", "--model", "qwen2.5-7b-instruct:q8_0", "--join", join, "--data-dir", directory, "--no-dashboard"],
+            in: directory
+        )
+        #expect(node.status == 64, "\(node.errors)")
+        #expect(node.errors.contains("qwen2.5-7b-instruct:q8_0 is not pinned in the catalog"), "\(node.errors)")
+        #expect(node.errors.contains("See 'hearth node --help'"), "\(node.errors)")
+        #expect(!node.errors.contains("<subcommand>"), "\(node.errors)")
+    }
 }
