@@ -2,7 +2,7 @@ import Synchronization
 
 /// Wakes whoever waits for a state to change (a node's engines, draining and pausing; the gateway's registry).
 /// Waiters re-check their own condition on each wake, so one signal serves them all, and nobody polls on a timer.
-public final class ChangeSignal: Sendable {
+package final class ChangeSignal: Sendable {
     private struct State {
         var generation: UInt64 = 0
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
@@ -11,13 +11,13 @@ public final class ChangeSignal: Sendable {
 
     private let state = Mutex(State())
 
-    public init() {}
+    package init() {}
 
     /// Counts the changes so far: a waiter that saw one value waits until it moves.
-    public var generation: UInt64 { state.withLock { $0.generation } }
+    package var generation: UInt64 { state.withLock { $0.generation } }
 
     /// Something changed: every waiter wakes and checks again.
-    public func notify() {
+    package func notify() {
         let woken = state.withLock { state in
             state.generation &+= 1
             defer { state.waiters = [:] }
@@ -28,7 +28,7 @@ public final class ChangeSignal: Sendable {
 
     /// Waits until `done()` holds, `deadline` passes or the task is cancelled. A change between the check and the wait
     /// is never missed: the wait registers only if nothing changed since the check.
-    public func wait(until deadline: ContinuousClock.Instant, for done: @Sendable () -> Bool) async {
+    package func wait(until deadline: ContinuousClock.Instant, for done: @Sendable () -> Bool) async {
         while !done(), ContinuousClock.now < deadline, !Task.isCancelled {
             let seen = state.withLock { $0.generation }
             if done() { return }

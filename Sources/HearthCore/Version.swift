@@ -1,4 +1,4 @@
 /// Hearth's version, announced by nodes and shown by the CLI.
-public enum HearthVersion {
-    public static let current = "0.1.0"
+package enum HearthVersion {
+    package static let current = "0.1.0"
 }

@@ -1,7 +1,7 @@
 import HearthCore
-package import NIOCore
+import NIOCore
 import NIOHTTP1
-package import NIOHTTP2
+import NIOHTTP2
 
 /// A full-duplex byte stream over one HTTP/2 stream of a link: to a TCP service the node exposes on its loopback
 /// (`POST /link/v1/tunnel/{service}`), or one of a pool's streams. It carries bytes only once spliced to another

@@ -4,9 +4,9 @@ import Foundation
 /// than the one the node checked, announces and is asked for (the node verifies its file's hash; the script swaps the
 /// file after that). It stands in for a node that serves a different model under the pinned hash. Nodes using it must
 /// run with `--no-sandbox` (the sandbox hands the engine its model as a descriptor).
-public enum CheatingEngine {
+package enum CheatingEngine {
     /// Writes the script into `directory` and returns its path.
-    public static func script(in directory: String, llamaServer: String, servingInstead model: String) throws -> String {
+    package static func script(in directory: String, llamaServer: String, servingInstead model: String) throws -> String {
         let path = (directory as NSString).appendingPathComponent("cheating-llama-server")
         let text = """
             #!/bin/sh

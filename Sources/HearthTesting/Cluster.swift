@@ -1,22 +1,22 @@
 import AsyncHTTPClient
 import Foundation
-public import HearthCore
-public import NIOCore
+package import HearthCore
+package import NIOCore
 import NIOFoundationEssentialsCompat
-public import NIOHTTP1
+package import NIOHTTP1
 import Synchronization
 
 /// Real `hearth` processes for integration tests: a gateway and nodes serving the default model with the
 /// provisioned llama-server. Each cluster owns a temporary folder.
-public final class Cluster: Sendable {
-    public let directory: String
-    public let gateway: TestProcess
-    public let url: String
+package final class Cluster: Sendable {
+    package let directory: String
+    package let gateway: TestProcess
+    package let url: String
     /// The join string the gateway printed: its mesh address and key id.
-    public let join: String
+    package let join: String
 
     /// `--header-timeout` for gateways the tests start, which are not testing it (see `init`).
-    public static let patientHeaderTimeout = ["--header-timeout", "120s"]
+    package static let patientHeaderTimeout = ["--header-timeout", "120s"]
 
     /// Starts `hearth gateway --port 0 --mesh-host 127.0.0.1 --mesh-port 0` with `arguments` added.
     ///
@@ -24,7 +24,7 @@ public final class Cluster: Sendable {
     /// stress-ng, a connection this test process had opened went without its request for longer than that, and the
     /// gateway closed it as a silent client. Then the process's Swift task pool is busy for seconds at a time (a probe
     /// saw tasks resumed up to 6.8 s late while the event loops stayed within 0.24 s). `arguments` may set another.
-    public init(label: String, gatewayArguments: [String] = []) async throws {
+    package init(label: String, gatewayArguments: [String] = []) async throws {
         directory = try TestEnvironment.temporaryDirectory(label)
         gateway = try await TestProcess(
             name: "gateway",
@@ -41,7 +41,7 @@ public final class Cluster: Sendable {
     /// Starts a node serving the default model, joined with `join` (the gateway's own join string by default),
     /// and returns once it has started; `waitForReadyNodes` waits for the gateway to route to it. `launcher` wraps
     /// the command, e.g. to run it in another network namespace.
-    public func startNode(
+    package func startNode(
         _ name: String,
         join: String? = nil,
         extraArguments: [String] = [],
@@ -62,7 +62,7 @@ public final class Cluster: Sendable {
 
     /// Starts a node that runs no engine of its own: `arguments` say what it serves (e.g. `--backend`), after its
     /// join, data folder and name.
-    public func startNode(_ name: String, serving arguments: [String]) async throws -> TestProcess {
+    package func startNode(_ name: String, serving arguments: [String]) async throws -> TestProcess {
         let node = try await TestProcess(
             name: name,
             executable: try TestEnvironment.hearthBinary(),
@@ -75,7 +75,7 @@ public final class Cluster: Sendable {
     }
 
     /// The arguments of `hearth node` serving the default model with one thread.
-    public static func nodeArguments(name: String, directory: String, join: String) throws -> [String] {
+    package static func nodeArguments(name: String, directory: String, join: String) throws -> [String] {
         [
             "node", "--join", join, "--data-dir", "\(directory)/\(name)", "--name", name,
             "--llama-server", try TestEnvironment.llamaServer(), "--model", DefaultModel.id.rawValue,
@@ -85,24 +85,24 @@ public final class Cluster: Sendable {
 
     /// The arguments of `hearth node --pool-only`: a node that serves no model alone and lends `lentMiB` MiB to pools,
     /// out of a memory limit of `lentMiB + 50` MiB.
-    public func poolNodeArguments(name: String, lentMiB: Int, join: String? = nil) throws -> [String] {
+    package func poolNodeArguments(name: String, lentMiB: Int, join: String? = nil) throws -> [String] {
         var arguments = try Self.nodeArguments(name: name, directory: directory, join: join ?? self.join)
         if let index = arguments.firstIndex(of: "--model") { arguments.removeSubrange(index...(index + 1)) }
         return arguments + ["--pool-only", "--pool-memory", "\(lentMiB)MiB", "--memory", "\(lentMiB + 50)MiB"]
     }
 
     /// The gateway's mesh port, from its join string (`host:port#gateway-id`).
-    public var meshPort: Int {
+    package var meshPort: Int {
         Int(join.split(separator: "#")[0].split(separator: ":").last!)!
     }
 
     /// A join string that dials `port` on loopback (say a `DelayProxy` to the mesh port) and pins this gateway's key.
-    public func join(throughPort port: Int) -> String {
+    package func join(throughPort port: Int) -> String {
         "127.0.0.1:\(port)#" + join.split(separator: "#")[1]
     }
 
     /// Polls `/api/nodes` until `count` nodes lend memory to pools.
-    public func waitForLenders(_ count: Int, timeout: Duration = .seconds(60)) async throws {
+    package func waitForLenders(_ count: Int, timeout: Duration = .seconds(60)) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let nodes = try await HTTP.get(url + "/api/nodes").json.arrayValue ?? []
@@ -113,7 +113,7 @@ public final class Cluster: Sendable {
     }
 
     /// Polls `/v1/models` until the default model has `count` ready nodes.
-    public func waitForReadyNodes(_ count: Int, timeout: Duration = .seconds(90)) async throws {
+    package func waitForReadyNodes(_ count: Int, timeout: Duration = .seconds(90)) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if try await readyNodeCount() == count { return }
@@ -124,7 +124,7 @@ public final class Cluster: Sendable {
 
     /// The number of ready nodes serving the default model, as `/v1/models` says.
     /// Short node id (as `X-Hearth-Node` gives it) → the node's name, from the gateway's node list.
-    public func nodeNames() async throws -> [String: String] {
+    package func nodeNames() async throws -> [String: String] {
         let nodes = try await HTTP.get(url + "/api/nodes").json.arrayValue ?? []
         var names: [String: String] = [:]
         for node in nodes {
@@ -133,14 +133,14 @@ public final class Cluster: Sendable {
         return names
     }
 
-    public func readyNodeCount() async throws -> Int {
+    package func readyNodeCount() async throws -> Int {
         let models = try await HTTP.get(url + "/v1/models").json
         let entry = models["data"]?.arrayValue?.first { $0["id"]?.stringValue == DefaultModel.id.rawValue }
         return Int(entry?["hearth"]?["nodes"]?.integerValue ?? 0)
     }
 
     /// Runs `body` with a new cluster and stops every process it started, whether `body` succeeds or throws.
-    public static func with<T>(
+    package static func with<T>(
         isolation: isolated (any Actor)? = #isolation,
         label: String,
         gatewayArguments: [String] = [],
@@ -160,40 +160,40 @@ public final class Cluster: Sendable {
     private let started = Mutex<[TestProcess]>([])
 
     /// Stops every process this cluster started that still runs, nodes first.
-    public func stopAll() async {
+    package func stopAll() async {
         for process in started.withLock({ $0 }).reversed() { await process.stop() }
         await gateway.stop()
     }
 }
 
 /// A plain HTTP client for tests.
-public enum HTTP {
-    public struct Reply: Sendable {
-        public var status: Int
-        public var headers: HTTPHeaders
-        public var body: ByteBuffer
-        public var text: String { String(buffer: body) }
-        public var json: JSONValue { (try? JSONDecoder().decode(JSONValue.self, from: body)) ?? .null }
+package enum HTTP {
+    package struct Reply: Sendable {
+        package var status: Int
+        package var headers: HTTPHeaders
+        package var body: ByteBuffer
+        package var text: String { String(buffer: body) }
+        package var json: JSONValue { (try? JSONDecoder().decode(JSONValue.self, from: body)) ?? .null }
     }
 
-    public static func get(_ url: String, headers: [(String, String)] = []) async throws -> Reply {
+    package static func get(_ url: String, headers: [(String, String)] = []) async throws -> Reply {
         var request = HTTPClientRequest(url: url)
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         return try await send(request)
     }
 
-    public static func delete(_ url: String, headers: [(String, String)] = []) async throws -> Reply {
+    package static func delete(_ url: String, headers: [(String, String)] = []) async throws -> Reply {
         var request = HTTPClientRequest(url: url)
         request.method = .DELETE
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         return try await send(request)
     }
 
-    public static func post(_ url: String, json: JSONValue, headers: [(String, String)] = []) async throws -> Reply {
+    package static func post(_ url: String, json: JSONValue, headers: [(String, String)] = []) async throws -> Reply {
         try await post(url, body: ByteBuffer(bytes: try JSONEncoder().encode(json)), headers: headers)
     }
 
-    public static func post(_ url: String, body: ByteBuffer, headers: [(String, String)] = []) async throws -> Reply {
+    package static func post(_ url: String, body: ByteBuffer, headers: [(String, String)] = []) async throws -> Reply {
         var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers.add(name: "content-type", value: "application/json")
@@ -209,7 +209,7 @@ public enum HTTP {
     }
 
     /// The JSON payloads of a server-sent-event body, `[DONE]` excluded.
-    public static func events(_ body: String) -> [JSONValue] {
+    package static func events(_ body: String) -> [JSONValue] {
         body.components(separatedBy: "\n\n").compactMap { event in
             guard event.hasPrefix("data: "), !event.hasSuffix("[DONE]") else { return nil }
             return try? JSONDecoder().decode(JSONValue.self, from: Data(event.dropFirst(6).utf8))
@@ -217,7 +217,7 @@ public enum HTTP {
     }
 
     /// The text of a chat stream's events.
-    public static func streamedText(_ body: String) -> String {
+    package static func streamedText(_ body: String) -> String {
         events(body).compactMap { $0["choices"]?.arrayValue?.first?["delta"]?["content"]?.stringValue }.joined()
     }
 }

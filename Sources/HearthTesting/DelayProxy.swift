@@ -1,4 +1,4 @@
-public import NIOCore
+package import NIOCore
 import NIOPosix
 import Synchronization
 
@@ -6,14 +6,14 @@ import Synchronization
 /// holds every chunk for `delay` before passing it on, in each direction, in order. Nodes that join through it have
 /// links `2 × delay` longer per round trip. It adds no loss, jitter or bandwidth limit, and its own hop costs about
 /// one loopback round trip. `cut()` closes the connections it carries, as a dropped network path would.
-public final class DelayProxy: Sendable {
+package final class DelayProxy: Sendable {
     private let server: any Channel
     private let delay: Delay
     /// The connections accepted and still open.
     private let open = Connections()
-    public var port: Int { server.localAddress!.port! }
+    package var port: Int { server.localAddress!.port! }
 
-    public init(to target: Int, delay: TimeAmount) async throws {
+    package init(to target: Int, delay: TimeAmount) async throws {
         let delay = Delay(delay)
         self.delay = delay
         let open = self.open
@@ -38,17 +38,17 @@ public final class DelayProxy: Sendable {
 
     /// Changes the delay of every chunk read from now on, on connections open and to come. Order is kept: a chunk
     /// never passes one read before it, even when the delay shrinks.
-    public func setDelay(_ delay: TimeAmount) {
+    package func setDelay(_ delay: TimeAmount) {
         self.delay.nanoseconds.store(delay.nanoseconds, ordering: .relaxed)
     }
 
-    public func close() {
+    package func close() {
         server.close(promise: nil)
     }
 
     /// Closes every connection open now (each end sees its peer go, what was in flight is lost); new ones are still
     /// accepted, so a node that dials again gets through.
-    public func cut() {
+    package func cut() {
         for channel in open.channels.withLock({ Array($0.values) }) { channel.close(promise: nil) }
     }
 

@@ -1,7 +1,7 @@
 /// Polls `value` with a bound until it yields something: for state another process or task reaches on its own time
 /// (a row written after the response, a process gone). Cancellation-aware; throws `TestProcessError` naming `what`
 /// when `limit` passes.
-public func eventually<T>(
+package func eventually<T>(
     _ what: String,
     within limit: Duration = .seconds(20),
     every interval: Duration = .milliseconds(50),

@@ -1,5 +1,5 @@
 import Foundation
-public import HearthCore
+package import HearthCore
 import Hummingbird
 import NIOCore
 import Synchronization
@@ -7,28 +7,28 @@ import Synchronization
 /// A named fake: an owner's own OpenAI-compatible server as `hearth node --backend` sees one, for what no real server
 /// here can show: a server that lies about its file, one that gives no way to check it, and Ollama's answers replayed
 /// from fixtures (no Ollama can run on this machine). Real HTTP on 127.0.0.1; the answers are the script's.
-public final class FakeOpenAIServer: Sendable {
-    public struct Script: Sendable {
+package final class FakeOpenAIServer: Sendable {
+    package struct Script: Sendable {
         /// The ids `/v1/models` lists.
-        public var models: [String]
+        package var models: [String]
         /// Ollama's `/api/show` answer for any model; `nil` answers 404, as servers without that route do.
-        public var show: JSONValue?
+        package var show: JSONValue?
         /// A non-streamed chat answer.
-        public var answer: JSONValue
+        package var answer: JSONValue
         /// A streamed chat answer: the body as sent (`data:` events and `[DONE]`).
-        public var stream: String
+        package var stream: String
         /// When set, a streamed answer is this event sent over and over, each as soon as the connection takes it,
         /// until the client goes or `floodLimit` bytes have gone (a server faster than anyone reads it).
-        public var flood: String?
+        package var flood: String?
         /// When set, completions are never answered (until the server stops): a server that hangs.
-        public var hangs = false
+        package var hangs = false
         /// When set, `/v1/embeddings` answers this (as it is: one vector, whatever was asked); otherwise 404.
-        public var embedding: JSONValue?
+        package var embedding: JSONValue?
         /// When set, every route answers 401 unless the request says `Authorization: Bearer <apiKey>`, as vLLM started
         /// with `--api-key` does.
-        public var apiKey: String?
+        package var apiKey: String?
 
-        public init(models: [String], show: JSONValue? = nil, answer: JSONValue, stream: String, flood: String? = nil) {
+        package init(models: [String], show: JSONValue? = nil, answer: JSONValue, stream: String, flood: String? = nil) {
             self.models = models
             self.show = show
             self.answer = answer
@@ -38,7 +38,7 @@ public final class FakeOpenAIServer: Sendable {
     }
 
     /// The most a flooded answer sends.
-    public static let floodLimit = 512 << 20
+    package static let floodLimit = 512 << 20
 
     private let script: Script
     private let received = Mutex<[(path: String, body: JSONValue)]>([])
@@ -54,28 +54,28 @@ public final class FakeOpenAIServer: Sendable {
     }
 
     /// The base URL `--backend openai:` takes.
-    public var baseURL: String { "http://127.0.0.1:\(running.withLock { $0?.port ?? 0 })/v1" }
+    package var baseURL: String { "http://127.0.0.1:\(running.withLock { $0?.port ?? 0 })/v1" }
 
     /// The bodies of the completions asked so far, with their paths.
-    public var requests: [(path: String, body: JSONValue)] { received.withLock { $0 } }
+    package var requests: [(path: String, body: JSONValue)] { received.withLock { $0 } }
 
     /// For each completion asked so far, the client's port: requests on one kept connection share it.
-    public var completionPorts: [Int] { peers.withLock { $0 } }
+    package var completionPorts: [Int] { peers.withLock { $0 } }
 
     /// The bytes of flooded answers the server's connections have taken so far.
-    public var floodedBytes: Int { flooded.load(ordering: .relaxed) }
+    package var floodedBytes: Int { flooded.load(ordering: .relaxed) }
     /// Requests refused for a missing or wrong key (`Script.apiKey`).
-    public var refusedForTheKey: Int { refusedKeys.load(ordering: .relaxed) }
+    package var refusedForTheKey: Int { refusedKeys.load(ordering: .relaxed) }
 
     /// Starts the server on a free port and waits until it listens.
-    public static func start(_ script: Script) async throws -> FakeOpenAIServer {
+    package static func start(_ script: Script) async throws -> FakeOpenAIServer {
         let server = FakeOpenAIServer(script: script)
         let running = try await LoopbackServer.start(router: server.router(), name: "fake-openai")
         server.running.withLock { $0 = running }
         return server
     }
 
-    public func stop() async {
+    package func stop() async {
         stopping.open()
         await running.withLock({ $0 })?.stop()
     }

@@ -1,13 +1,13 @@
-public import Foundation
+package import Foundation
 import Hummingbird
 import NIOCore
 import Synchronization
 
 /// A real HTTP server on 127.0.0.1 that serves files with Range support, and misbehaves on request, so tests can
 /// download models without the internet.
-public final class FileServer: Sendable {
+package final class FileServer: Sendable {
     /// How the server answers the next requests.
-    public enum Behaviour: Sendable, Equatable {
+    package enum Behaviour: Sendable, Equatable {
         /// The file as it is, honouring `Range: bytes=N-`.
         case normal
         /// Sends the head for the whole rest, then only `bytes` bytes, then closes the connection.
@@ -27,7 +27,7 @@ public final class FileServer: Sendable {
     private let held = Gate()
 
     /// Lets every `holdAfter` answer, now and later, send the rest.
-    public func releaseHeld() {
+    package func releaseHeld() {
         held.open()
     }
 
@@ -46,15 +46,15 @@ public final class FileServer: Sendable {
     private let running = Mutex<LoopbackServer?>(nil)
 
     /// The port it listens on, on 127.0.0.1.
-    public var port: Int { running.withLock { $0?.port ?? 0 } }
+    package var port: Int { running.withLock { $0?.port ?? 0 } }
 
     /// The `Range` headers received, in order (`""` for a request without one).
-    public var rangesSeen: [String] { ranges.withLock { $0 } }
+    package var rangesSeen: [String] { ranges.withLock { $0 } }
 
-    public func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
+    package func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
 
     /// Answers the next requests with `behaviours` in order, then normally.
-    public func then(_ behaviours: Behaviour...) {
+    package func then(_ behaviours: Behaviour...) {
         self.behaviours.withLock { $0 = behaviours }
     }
 
@@ -63,14 +63,14 @@ public final class FileServer: Sendable {
     }
 
     /// Starts a server for `files` (name → contents) on a free port and waits until it listens.
-    public static func start(files: [String: Data]) async throws -> FileServer {
+    package static func start(files: [String: Data]) async throws -> FileServer {
         let server = FileServer(files: files)
         let running = try await LoopbackServer.start(router: server.router(), name: "hearth-test-files")
         server.running.withLock { $0 = running }
         return server
     }
 
-    public func stop() async {
+    package func stop() async {
         await running.withLock({ $0 })?.stop()
     }
 

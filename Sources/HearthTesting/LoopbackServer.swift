@@ -1,4 +1,4 @@
-public import Hummingbird
+package import Hummingbird
 import Logging
 import ServiceLifecycle
 
@@ -8,8 +8,8 @@ import ServiceLifecycle
 /// Stopped gracefully rather than by cancelling its task, as NIO's maintainers advise: a connection a server accepts
 /// as its serving task ends can be dropped unread, and NIO then traps on its unfinished writer, which takes the whole
 /// test process down (NIO issue 2813; a full run crashed so once). The window is narrower this way, not closed.
-public final class LoopbackServer: Sendable {
-    public let port: Int
+package final class LoopbackServer: Sendable {
+    package let port: Int
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
 
@@ -20,7 +20,7 @@ public final class LoopbackServer: Sendable {
     }
 
     /// Runs `body` with the port of a server for `router`, which is stopped gracefully however `body` ends.
-    public static func with<Context, Result: Sendable>(
+    package static func with<Context, Result: Sendable>(
         router: Router<Context>,
         name: String,
         _ body: (_ port: Int) async throws -> Result

@@ -6,25 +6,25 @@ import Foundation
 ///     this host 10.231.0.1 ── veth ── 10.231.0.2 router (NAT, drops new inbound) 10.231.1.1 ── veth ── 10.231.1.2 node
 ///
 /// It needs root, `ip` (iproute2) and `nft` (nftables), and a kernel that allows network namespaces.
-public final class NATNetwork: Sendable {
+package final class NATNetwork: Sendable {
     /// Where this host listens for the LAN.
-    public let hostAddress = "10.231.0.1"
+    package let hostAddress = "10.231.0.1"
     /// The router's outside address: what this host sees as the node's address.
-    public let routerAddress = "10.231.0.2"
+    package let routerAddress = "10.231.0.2"
     /// The node's own address, private to the LAN.
-    public let nodeAddress = "10.231.1.2"
+    package let nodeAddress = "10.231.1.2"
     /// The LAN namespace, where the node runs.
-    public let lanNamespace: String
+    package let lanNamespace: String
     private let routerNamespace: String
 
     /// Runs `command` inside the LAN namespace.
-    public func launcher(_ command: [String]) -> [String] {
+    package func launcher(_ command: [String]) -> [String] {
         ["/usr/sbin/ip", "netns", "exec", lanNamespace] + command
     }
 
     /// Builds the namespaces. Stale ones from an earlier, killed run are removed first.
     /// - Throws: `NATUnavailable` with the reason when this machine cannot make them.
-    public init() throws {
+    package init() throws {
         let tag = String(getpid() % 100_000)
         routerNamespace = "hearth-rt-\(tag)"
         lanNamespace = "hearth-lan-\(tag)"
@@ -94,12 +94,12 @@ public final class NATNetwork: Sendable {
     }
 
     /// How this host would route a packet to `address` (`ip route get`).
-    public func hostRoute(to address: String) throws -> String {
+    package func hostRoute(to address: String) throws -> String {
         try Self.run(["route", "get", address])
     }
 
     /// Deletes both namespaces; their veths go with them.
-    public func remove() {
+    package func remove() {
         _ = try? Self.run(["netns", "del", lanNamespace])
         _ = try? Self.run(["netns", "del", routerNamespace])
     }
@@ -129,7 +129,7 @@ public final class NATNetwork: Sendable {
 }
 
 /// This machine cannot build the NAT test network; the message says why.
-public struct NATUnavailable: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+package struct NATUnavailable: Error, CustomStringConvertible {
+    package var description: String
+    package init(_ description: String) { self.description = description }
 }

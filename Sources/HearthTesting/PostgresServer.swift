@@ -7,8 +7,8 @@ import Logging
 /// dying with the test process. Each test takes a database of its own (`database(_:)`).
 ///
 /// PostgreSQL refuses to run as root; as root the server runs as the package's `postgres` user (`setpriv`).
-public actor PostgresServer {
-    public static let shared = PostgresServer()
+package actor PostgresServer {
+    package static let shared = PostgresServer()
 
     private var started: (process: TestProcess, port: Int)?
     /// The start under way: the actor is reentrant across its awaits, and every test asking at once must get the one
@@ -17,7 +17,7 @@ public actor PostgresServer {
     private var databases = 0
 
     /// Where the server's programs are (`HEARTH_POSTGRES_BIN`, else the newest `/usr/lib/postgresql/*/bin`), or nil.
-    public static var binaries: String? {
+    package static var binaries: String? {
         if let explicit = ProcessInfo.processInfo.environment["HEARTH_POSTGRES_BIN"], !explicit.isEmpty { return explicit }
         let root = "/usr/lib/postgresql"
         let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap(Int.init).sorted()
@@ -25,7 +25,7 @@ public actor PostgresServer {
     }
 
     /// A new, empty database on the shared server, as a URL for `--database`.
-    public func database(_ label: String) async throws -> String {
+    package func database(_ label: String) async throws -> String {
         let port = try await start()
         databases += 1
         let name = "\(label.lowercased().filter { $0.isLetter || $0.isNumber })_\(databases)_\(UUID().uuidString.prefix(6).lowercased())"

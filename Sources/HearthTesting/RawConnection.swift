@@ -6,7 +6,7 @@ import Synchronization
 /// A plain TCP connection for tests that must send what no HTTP client would: broken framing, smuggling attempts,
 /// half-sent headers, or nothing at all. One task reads everything the server sends from the start; the waits below
 /// are woken by what it reads, each bounded by its timeout.
-public final class RawConnection: Sendable {
+package final class RawConnection: Sendable {
     private struct State {
         var text = ""
         var closed = false
@@ -43,7 +43,7 @@ public final class RawConnection: Sendable {
     /// beside stress-ng this process's task pool has been measured seconds late (the event loops were not): long
     /// enough for a gateway's header timeout to close the connection as a silent one first. The connect timeout only
     /// catches a hang (a loopback connect once timed out at 5 s in such a run).
-    public static func connect(host: String = "127.0.0.1", port: Int, sending text: String? = nil) async throws -> RawConnection {
+    package static func connect(host: String = "127.0.0.1", port: Int, sending text: String? = nil) async throws -> RawConnection {
         let first = text.map { ByteBuffer(string: $0) }
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.seconds(30))
@@ -57,34 +57,34 @@ public final class RawConnection: Sendable {
     }
 
     /// Sends `text` as it is (write `\r\n` yourself).
-    public func send(_ text: String) async throws {
+    package func send(_ text: String) async throws {
         try await channel.writeAndFlush(ByteBuffer(string: text))
     }
 
     /// What the server has sent so far, and whether it closed the connection.
-    public var received: (text: String, closed: Bool) { box.state.withLock { ($0.text, $0.closed) } }
+    package var received: (text: String, closed: Bool) { box.state.withLock { ($0.text, $0.closed) } }
 
     /// Waits until the server has closed the connection, or `timeout` passes; returns what it sent and whether it
     /// closed.
-    public func readUntilClosed(timeout: Duration) async -> (text: String, closed: Bool) {
+    package func readUntilClosed(timeout: Duration) async -> (text: String, closed: Bool) {
         await wait(timeout: timeout) { _, closed in closed }
         return received
     }
 
     /// Waits until `marker` has arrived (or the connection closes, or `timeout` passes) and returns what came.
-    public func read(until marker: String, timeout: Duration) async -> String {
+    package func read(until marker: String, timeout: Duration) async -> String {
         await wait(timeout: timeout) { text, closed in closed || text.contains(marker) }
         return received.text
     }
 
-    public func close() {
+    package func close() {
         channel.close(promise: nil)
         reader.cancel()
     }
 
     /// Closes with a reset instead of a FIN (`SO_LINGER` 0), as a client's kernel does for a killed process that
     /// left data unread: the server's next read fails, where after a FIN it could still answer a half-closed client.
-    public func reset() async throws {
+    package func reset() async throws {
         if let socket = channel as? any SocketOptionProvider {
             try await socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).get()
         }

@@ -3,9 +3,9 @@ import HearthCore
 import HearthNode
 
 /// Where integration tests find the `hearth` binary, the engine and the default model.
-public enum TestEnvironment {
+package enum TestEnvironment {
     /// `$HEARTH_BIN_DIR/hearth`, else the `hearth` built next to the running test bundle.
-    public static func hearthBinary() throws -> String {
+    package static func hearthBinary() throws -> String {
         if let folder = ProcessInfo.processInfo.environment["HEARTH_BIN_DIR"] {
             return folder + "/hearth"
         }
@@ -19,7 +19,7 @@ public enum TestEnvironment {
     }
 
     /// `$HEARTH_LLAMA_SERVER`, else the provisioned engine in the cache.
-    public static func llamaServer() throws -> String {
+    package static func llamaServer() throws -> String {
         let path = ProcessInfo.processInfo.environment["HEARTH_LLAMA_SERVER"] ?? EngineInstaller(progress: { _ in }).llamaServerPath
         guard FileManager.default.isExecutableFile(atPath: path) else {
             throw TestProcessError("llama-server is not at \(path); run `swift run hearth engine install` first")
@@ -28,7 +28,7 @@ public enum TestEnvironment {
     }
 
     /// The default model's GGUF file in the cache.
-    public static func defaultModel() throws -> String {
+    package static func defaultModel() throws -> String {
         let path = EngineInstaller(progress: { _ in }).defaultModelPath
         guard FileManager.default.fileExists(atPath: path) else {
             throw TestProcessError("the default model is not at \(path); run `swift run hearth engine install` first")
@@ -38,7 +38,7 @@ public enum TestEnvironment {
 
     /// The second real model (Gemma 3 270M Q4_K_M) that `scripts/second-model.sh` provisions: `$HEARTH_SECOND_MODEL`,
     /// else its place in the models cache.
-    public static func secondModel() throws -> String {
+    package static func secondModel() throws -> String {
         let path =
             ProcessInfo.processInfo.environment["HEARTH_SECOND_MODEL"]
             ?? ((EngineInstaller(progress: { _ in }).defaultModelPath as NSString).deletingLastPathComponent as NSString)
@@ -52,7 +52,7 @@ public enum TestEnvironment {
     /// A fresh folder under the system's temporary folder.
     /// Mounts a tmpfs of `megabytes` on a new temporary folder (needs root, as CI has), for tests of a full disk.
     /// - Throws: `TestProcessError` when the mount fails.
-    public static func tinyFileSystem(megabytes: Int) throws -> TinyFileSystem {
+    package static func tinyFileSystem(megabytes: Int) throws -> TinyFileSystem {
         let path = try temporaryDirectory("tmpfs")
         let mount = Process()
         mount.executableURL = URL(fileURLWithPath: "/bin/mount")
@@ -64,7 +64,7 @@ public enum TestEnvironment {
     }
 
     /// A TCP port free on loopback now (the kernel's pick for port 0).
-    public static func freePort() throws -> Int {
+    package static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestProcessError("socket() failed") }
         defer { close(fd) }
@@ -80,7 +80,7 @@ public enum TestEnvironment {
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    public static func temporaryDirectory(_ label: String = "test") throws -> String {
+    package static func temporaryDirectory(_ label: String = "test") throws -> String {
         let path = NSTemporaryDirectory() + "hearth-\(label)-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
@@ -88,7 +88,7 @@ public enum TestEnvironment {
 }
 
 /// Child processes of `pid` whose command name is `name`, from `/proc` (Linux).
-public func childProcesses(of pid: Int32, named name: String) -> [Int32] {
+package func childProcesses(of pid: Int32, named name: String) -> [Int32] {
     guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [] }
     return entries.compactMap(Int32.init).filter { candidate in
         guard let status = try? String(contentsOfFile: "/proc/\(candidate)/status", encoding: .utf8) else { return false }
@@ -105,19 +105,19 @@ public func childProcesses(of pid: Int32, named name: String) -> [Int32] {
 }
 
 /// Whether a process with this id exists (and is not a zombie).
-public func processIsAlive(_ pid: Int32) -> Bool {
+package func processIsAlive(_ pid: Int32) -> Bool {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return false }
     return !status.contains("State:\tZ")
 }
 
 /// Resident memory of a process, from `/proc/<pid>/status`.
-public func residentBytes(of pid: Int32) -> Double {
+package func residentBytes(of pid: Int32) -> Double {
     statusBytes("VmRSS", of: pid)
 }
 
 /// The part of a process's resident memory that is its own (`RssAnon`: heap, stacks, task slabs), as opposed to
 /// pages of its executable and libraries mapped from the page cache, which every process running them shares.
-public func privateResidentBytes(of pid: Int32) -> Double {
+package func privateResidentBytes(of pid: Int32) -> Double {
     statusBytes("RssAnon", of: pid)
 }
 
@@ -131,7 +131,7 @@ private func statusBytes(_ field: String, of pid: Int32) -> Double {
 }
 
 /// The value of `--flag` on a process's command line.
-public func commandLineValue(of pid: Int32, flag: String) -> String? {
+package func commandLineValue(of pid: Int32, flag: String) -> String? {
     guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }
     let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
     guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count else { return nil }
@@ -139,13 +139,13 @@ public func commandLineValue(of pid: Int32, flag: String) -> String? {
 }
 
 /// The per-user cache where the engine, the model and test tools live.
-public enum EngineCache {
-    public static var directory: String { EngineInstaller.defaultCacheDirectory() }
+package enum EngineCache {
+    package static var directory: String { EngineInstaller.defaultCacheDirectory() }
 }
 
 /// The TCP addresses (`ip:port`, IPv4 and IPv6 in /proc's hex form decoded) on which `pid` listens, from its open
 /// sockets and `/proc/net/tcp{,6}` (Linux).
-public func listeningAddresses(of pid: Int32) -> [String] {
+package func listeningAddresses(of pid: Int32) -> [String] {
     let fdDirectory = "/proc/\(pid)/fd"
     let inodes = Set(
         ((try? FileManager.default.contentsOfDirectory(atPath: fdDirectory)) ?? []).compactMap { fd -> String? in
@@ -185,10 +185,10 @@ func decodeProcAddress(_ field: String) -> String {
 }
 
 /// A mounted tmpfs; `unmount()` removes it and its folder.
-public struct TinyFileSystem: Sendable {
-    public let path: String
+package struct TinyFileSystem: Sendable {
+    package let path: String
 
-    public func unmount() {
+    package func unmount() {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/umount")
         process.arguments = [path]

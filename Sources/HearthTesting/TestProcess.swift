@@ -12,16 +12,16 @@ import Synchronization
 /// an hour reading a crashed child's memory. Every wait here is bounded and returns when the test is cancelled
 /// (Swift Testing's `.timeLimit` cancels it), killing the child; a child that died of a signal has its stderr tail
 /// printed to the test run's stderr so the CI log shows why.
-public final class TestProcess: Sendable {
-    public let name: String
+package final class TestProcess: Sendable {
+    package let name: String
     private let process: Subprocess
     private let lines = Mutex<
         (all: [String], waiters: [(id: UUID, match: @Sendable (String) -> Bool, continuation: CheckedContinuation<String?, Never>)], closed: Bool)
     >(([], [], false))
-    public let stderrPath: String
+    package let stderrPath: String
 
     /// Starts `executable` with `arguments`; the environment is inherited, with `environment` on top.
-    public init(name: String, executable: String, arguments: [String], environment: [String: String] = [:], directory: String) async throws {
+    package init(name: String, executable: String, arguments: [String], environment: [String: String] = [:], directory: String) async throws {
         self.name = name
         stderrPath = (directory as NSString).appendingPathComponent("\(name).stderr")
         let errorFD = open(stderrPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -54,7 +54,7 @@ public final class TestProcess: Sendable {
     }
 
     /// Runs `hearth` with `arguments` to the end and returns its exit status, standard output lines and standard error.
-    public static func hearth(
+    package static func hearth(
         _ arguments: [String],
         in directory: String,
         timeout: Duration = .seconds(60)
@@ -71,20 +71,20 @@ public final class TestProcess: Sendable {
         return (status, run.output, run.errorOutput)
     }
 
-    public var pid: Int32 { process.pid }
-    public var isRunning: Bool { !process.hasExited }
+    package var pid: Int32 { process.pid }
+    package var isRunning: Bool { !process.hasExited }
 
     /// Standard output so far.
-    public var output: [String] { lines.withLock { $0.all } }
+    package var output: [String] { lines.withLock { $0.all } }
 
     /// Standard error so far, for failure messages.
-    public var errorOutput: String {
+    package var errorOutput: String {
         (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? ""
     }
 
     /// Waits for the first stdout line matching `match`, and returns it; fails if the process exits, `timeout`
     /// passes or the test is cancelled.
-    public func waitForLine(timeout: Duration = .seconds(60), where match: @escaping @Sendable (String) -> Bool) async throws -> String {
+    package func waitForLine(timeout: Duration = .seconds(60), where match: @escaping @Sendable (String) -> Bool) async throws -> String {
         let id = UUID()
         let line: String? = await withTaskGroup(of: String?.self) { group in
             group.addTask {
@@ -121,7 +121,7 @@ public final class TestProcess: Sendable {
     }
 
     /// Sends `signal` to the process (not to its group: a node's engines must see only what the node does).
-    public func send(_ signal: Int32) {
+    package func send(_ signal: Int32) {
         guard !process.hasExited else { return }
         kill(process.pid, signal)
     }
@@ -129,7 +129,7 @@ public final class TestProcess: Sendable {
     /// Waits until the process exits and returns its exit code (128 + signal number when a signal ended it). After
     /// `timeout`, or when the test is cancelled, it kills the process group and returns -9.
     @discardableResult
-    public func waitForExit(timeout: Duration = .seconds(20)) async -> Int32 {
+    package func waitForExit(timeout: Duration = .seconds(20)) async -> Int32 {
         let process = self.process
         let exited: Int32? = await withTaskGroup(of: Int32?.self) { group in
             group.addTask { await process.waitForExit() }
@@ -157,7 +157,7 @@ public final class TestProcess: Sendable {
 
     /// SIGTERM, then wait (SIGKILL after `grace`). Returns the exit code.
     @discardableResult
-    public func stop(grace: Duration = .seconds(20)) async -> Int32 {
+    package func stop(grace: Duration = .seconds(20)) async -> Int32 {
         if let code = process.exitCode { return code }
         send(SIGTERM)
         return await waitForExit(timeout: grace)
@@ -204,7 +204,7 @@ public final class TestProcess: Sendable {
     }
 }
 
-public struct TestProcessError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+package struct TestProcessError: Error, CustomStringConvertible {
+    package var description: String
+    package init(_ description: String) { self.description = description }
 }

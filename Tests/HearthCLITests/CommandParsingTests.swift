@@ -1,11 +1,11 @@
 import ArgumentParser
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import Testing
 
 @testable import HearthCLI
+@testable import HearthCore
 @testable import HearthGateway
 @testable import HearthNode
 

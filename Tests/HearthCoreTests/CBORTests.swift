@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 func hex(_ text: String) -> [UInt8] { Array(Hex.decode(text)!) }
 

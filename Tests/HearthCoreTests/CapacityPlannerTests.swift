@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 @Suite struct ModelSizerTests {
     static let smol = ModelShape(layers: 30, kvHeads: 3, headDim: 64, embedding: 576)

@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 /// A catalog entry for tests; `sha256: nil` makes it unpinned.
 func catalogEntry(

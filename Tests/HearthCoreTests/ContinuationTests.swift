@@ -1,5 +1,6 @@
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 struct ContinuationTests {
     private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }

@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 extension JSONValue {
     fileprivate init(parsing text: String) throws {

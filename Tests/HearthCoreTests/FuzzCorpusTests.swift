@@ -1,7 +1,8 @@
 import Foundation
-import HearthCore
 import HearthFuzzing
 import Testing
+
+@testable import HearthCore
 
 /// Replays every committed fuzz corpus (`fuzz/<target>/corpus`) and every input a fuzzer once crashed on
 /// (`fuzz/<target>/regressions`) through the same checks `hearth-fuzz` runs, so a parser change that breaks one

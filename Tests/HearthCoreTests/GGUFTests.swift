@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 /// Writes GGUF headers for tests.
 struct GGUFWriter {

@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 struct IdentifierTests {
     @Test func nodeIDsAreSixtyFourLowercaseHexCharacters() {

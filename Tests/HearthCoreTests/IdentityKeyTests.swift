@@ -1,7 +1,8 @@
 import Crypto
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 struct IdentityKeyTests {
     // RFC 8032 section 7.1, test 1.

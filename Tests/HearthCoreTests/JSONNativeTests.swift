@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 /// The native JSON parser and writer (`JSONValue+Native`) against Foundation's, which they replace on every hot path:
 /// the same value, or both refuse, for every fuzz corpus and a table of edge cases; and what the writer writes reads

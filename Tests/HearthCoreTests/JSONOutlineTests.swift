@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 /// `JSONOutline`: the byte ranges of an object's members, which the streaming paths read and splice instead of parsing
 /// each event into a `JSONValue`.

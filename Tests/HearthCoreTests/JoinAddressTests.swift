@@ -1,5 +1,6 @@
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 struct JoinAddressTests {
     let id = String(repeating: "ab", count: 32)

@@ -1,7 +1,8 @@
 import Crypto
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 struct LedgerVerifierTests {
     let gateway = IdentityKey.generate()

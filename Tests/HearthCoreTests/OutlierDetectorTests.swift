@@ -1,5 +1,6 @@
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 struct OutlierDetectorTests {
     let start = ContinuousClock.now

@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 @Suite struct PoolMachineTests {
     static let start = ContinuousClock.now

@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 @Suite struct PoolPlannerTests {
     static let smol = Catalog.builtin[DefaultModel.id]!

@@ -1,7 +1,8 @@
 import Crypto
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 @Suite struct PoolSharesTests {
     static let head = IdentityKey.generate()

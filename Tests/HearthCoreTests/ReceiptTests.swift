@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 struct ReceiptTests {
     let node = IdentityKey.generate()

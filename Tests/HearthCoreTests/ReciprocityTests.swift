@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 struct ReciprocityTests {
     let rules = Reciprocity(floorTokensPerHour: 1000, ceilingTokensPerHour: 5000, halfLife: 100)

@@ -1,5 +1,6 @@
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 struct RoutePlannerTests {
     static let model = ModelID("smollm2-135m-instruct:q4_1")!

@@ -1,6 +1,7 @@
-import HearthCore
 import HearthFuzzing
 import Testing
+
+@testable import HearthCore
 
 /// The byte-level helpers of the streaming path, each against a plain statement of the same rule.
 struct SSEFramingTests {

@@ -1,6 +1,7 @@
 import Foundation
-import HearthCore
 import Testing
+
+@testable import HearthCore
 
 /// The spot-check comparator on recorded outputs of llama-server b11434 (Fixtures/spot-checks.json): SmolLM2 scoring
 /// a sampled SmolLM2 answer (honest, temperature 0.7) and the ids of a Gemma 3 270M answer (another model; the ids

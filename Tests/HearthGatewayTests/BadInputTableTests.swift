@@ -1,9 +1,9 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// The bad-input table: hostile and malformed requests, sent as raw HTTP over a real socket to a gateway on loopback.

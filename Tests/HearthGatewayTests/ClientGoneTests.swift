@@ -1,6 +1,5 @@
 import Foundation
 import HTTPTypes
-import HearthCore
 import HearthTesting
 import HearthWeb
 import HummingbirdCore
@@ -8,6 +7,7 @@ import NIOCore
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// A client that resets its connection while its answer is still being made, before the gateway could write the

@@ -1,12 +1,12 @@
 import Foundation
 import HTTPTypes
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// The gateway's HTTP edge as an attacker probes it: path spellings, credentials, hosts, origins, HEAD.

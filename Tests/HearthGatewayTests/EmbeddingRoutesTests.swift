@@ -1,12 +1,12 @@
 import Foundation
 import HTTPTypes
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// `/v1/embeddings`, `/api/embed` and `/api/embeddings` against a named fake node that answers like llama-server

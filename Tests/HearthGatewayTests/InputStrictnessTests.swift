@@ -1,12 +1,12 @@
 import Foundation
 import HTTPTypes
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// Junk is refused by name, records name what was meant, and nothing a client sends becomes a metric label.

@@ -1,10 +1,10 @@
 import Foundation
 import HTTPTypes
-import HearthCore
 import HummingbirdTesting
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// Ollama's listings describe a served model from the catalog, as Ollama describes the file: clients show the

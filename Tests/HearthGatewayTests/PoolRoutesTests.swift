@@ -1,6 +1,5 @@
 import Foundation
 import HTTPTypes
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
@@ -9,6 +8,7 @@ import NIOCore
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// Who may control pools, and what outlives a restart.

@@ -1,10 +1,10 @@
 import Dispatch
 import Foundation
-import HearthCore
 import HearthTesting
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 @testable import HearthStore
 

@@ -1,12 +1,12 @@
 import Foundation
 import HTTPTypes
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// Token quotas with a named fake node that reports 7 prompt + 3 completion tokens per answer.

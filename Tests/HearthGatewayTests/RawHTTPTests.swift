@@ -1,10 +1,10 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import HearthWeb
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 // The limit only catches a hang: these take a second alone, but early in a full run beside stress-ng the whole test

@@ -1,5 +1,4 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
@@ -7,6 +6,7 @@ import Logging
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// The score and ejection as the gateway applies them (FAKE node transport).

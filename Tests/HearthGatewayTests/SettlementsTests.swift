@@ -1,5 +1,4 @@
 import Dispatch
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
@@ -7,6 +6,7 @@ import ServiceLifecycle
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 @testable import HearthStore
 

@@ -1,11 +1,11 @@
 import Crypto
 import Foundation
-import HearthCore
 import HearthTesting
 import Logging
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 @testable import HearthStore
 

@@ -1,11 +1,11 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// Partial requests are charged and credited for what the engine did.

@@ -1,8 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// The gateway routes only to models whose id and hash the catalog pins, whatever a node reports.

@@ -1,11 +1,12 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Testing
+
+@testable import HearthCore
 
 /// A node in front of its owner's own OpenAI-compatible server (`hearth node --backend`): a real llama-server the test
 /// starts as "the owner's", and `FakeOpenAIServer` (a named fake) where a real server cannot show it: one that lies

@@ -1,7 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
+
+@testable import HearthCore
 
 /// `hearth-bench` on a tiny configuration, so the benchmark does not rot between the runs whose figures are committed.
 /// It checks the report's shape and that nothing failed, never a figure: timings belong in `bench/`, not in tests.

@@ -1,7 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
+
+@testable import HearthCore
 
 /// `hearth catalog` and `hearth size` as an operator runs them.
 @Suite(.serialized, .timeLimit(.minutes(2)))

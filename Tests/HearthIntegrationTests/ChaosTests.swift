@@ -1,10 +1,11 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 extension OneAtATime {
     /// Four real nodes under sixteen concurrent clients; a node serving streams is frozen and thawed (SIGSTOP and

@@ -1,10 +1,11 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// Real engines: the node serving a stream is SIGKILLed halfway, and the client's stream goes on from another node.
 /// The engines run with `-ub 1`, with which a continuation at the token level is bit-identical (docs/POOLS.md).

@@ -1,11 +1,11 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// SIGKILL the gateway while it streams: after a restart the ledger still verifies, every credited receipt has its

@@ -1,8 +1,9 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// A request for a model no node serves (SmolLM2 360M, in the catalog but not pinned) is served by a smaller one of
 /// its family (SmolLM2 135M, on a real node) only when it allows it, and the answer says so.

@@ -1,8 +1,9 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// Embeddings from a real engine: no embedding GGUF can be had with an authoritative hash from the package registries
 /// this project may use, so the node serves SmolLM2's own with mean pooling (`hearth node --embeddings`). What is

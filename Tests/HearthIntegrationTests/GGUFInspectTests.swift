@@ -1,7 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
+
+@testable import HearthCore
 
 /// `hearth gguf inspect` on the real default model, and on files that are not GGUF.
 struct GGUFInspectTests {

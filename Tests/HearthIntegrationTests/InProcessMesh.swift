@@ -1,5 +1,4 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Hummingbird
 import Logging
@@ -7,6 +6,7 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 
+@testable import HearthCore
 @testable import HearthGateway
 @testable import HearthNode
 

@@ -1,7 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
+
+@testable import HearthCore
 
 /// `hearth keys` through the real binary, with the key checked by an independent implementation
 /// (Python's `cryptography` package).

@@ -1,10 +1,11 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// Start-up and shutdown of real processes: `hearth up` as a newcomer runs it, and a node draining on SIGTERM.
 @Suite(.serialized, .timeLimit(.minutes(5)))

@@ -1,7 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
+
+@testable import HearthCore
 
 /// Links whose far end stops answering without closing (a frozen process, a dead router): both sides notice from
 /// the missing polls, drop the link, and the node dials again once the far end is back.

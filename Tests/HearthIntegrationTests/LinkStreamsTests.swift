@@ -1,10 +1,11 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// Many streams over one node's link, with a real engine.
 @Suite(.serialized, .timeLimit(.minutes(5)))

@@ -1,9 +1,9 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// Whatever a node writes in its messages, it is registered as the key its handshake proved.

@@ -1,9 +1,9 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Logging
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 @testable import HearthNode
 

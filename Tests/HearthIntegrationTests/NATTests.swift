@@ -1,9 +1,10 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// A node behind a real NAT: it can dial the gateway, and nothing can dial it.
 @Suite(.serialized, .timeLimit(.minutes(5)))

@@ -1,7 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
+
+@testable import HearthCore
 
 /// Private networks, invites and device certificates with the real `hearth` binary.
 @Suite(.serialized, .timeLimit(.minutes(5)))

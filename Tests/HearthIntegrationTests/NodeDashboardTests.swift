@@ -1,8 +1,9 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// The owner's dashboard: loopback only, changes only with the control token.
 @Suite(.serialized, .timeLimit(.minutes(3)))

@@ -1,8 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 extension OneAtATime {

@@ -1,11 +1,11 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Hummingbird
 import NIOCore
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 
 /// A pool's assignments and stop go out in the background: nodes that do not answer them hold up neither the

@@ -1,9 +1,10 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// Real pools: three `hearth node --pool-only` processes, each lending too little memory for SmolLM2 at 8 Ki tokens,
 /// serve it together through llama.cpp's RPC backend, relayed by the gateway.

@@ -1,9 +1,10 @@
 import Crypto
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// Receipts end to end: the node signs one per request and sends it as an HTTP/2 trailer; the gateway checks it,
 /// countersigns it and appends it to the hash-chained ledger with the usage row.

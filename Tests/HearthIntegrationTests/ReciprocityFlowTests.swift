@@ -1,9 +1,9 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOHTTP1
 import Testing
 
+@testable import HearthCore
 @testable import HearthMesh
 
 /// The whole economy with real processes: two nodes certified by one person's account serve several users; the

@@ -1,7 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
+
+@testable import HearthCore
 
 /// The official `openai` and `ollama` Python packages, installed into a private venv, against a real gateway.
 @Suite(.serialized, .timeLimit(.minutes(10)))

@@ -1,12 +1,12 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import Logging
 import NIOCore
 import NIOHTTP1
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 @testable import HearthStore
 

@@ -1,11 +1,11 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 /// The sizer's estimate against a real llama-server's resident memory, with SmolLM2 at two context sizes.

@@ -1,10 +1,11 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// Real engines: a node that serves another model (Gemma 3 270M) under SmolLM2's pinned hash, beside two honest nodes.
 @Suite(.serialized, .timeLimit(.minutes(6)))

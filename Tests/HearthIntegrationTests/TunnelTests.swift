@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import HearthCore
 import HearthTesting
 import Logging
 import NIOCore
@@ -8,6 +7,7 @@ import NIOPosix
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthGateway
 @testable import HearthMesh
 @testable import HearthNode

@@ -1,10 +1,11 @@
 import AsyncHTTPClient
 import Foundation
-import HearthCore
 import HearthTesting
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import HearthCore
 
 /// The real `hearth` binary with real llama-server engines serving SmolLM2.
 @Suite(.serialized, .timeLimit(.minutes(5)))

@@ -1,8 +1,8 @@
-import HearthCore
 import NIOCore
 import NIOEmbedded
 import Testing
 
+@testable import HearthCore
 @testable import HearthMesh
 
 /// The handshake handler always answers whoever waits for the peer, however its channel ends.

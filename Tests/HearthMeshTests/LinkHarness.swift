@@ -1,4 +1,3 @@
-import HearthCore
 import NIOCore
 import NIOHTTP1
 import NIOHTTP2
@@ -6,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import Synchronization
 
+@testable import HearthCore
 @testable import HearthMesh
 
 /// Both ends of a link over real TLS on loopback, built the way the gateway and the node build them, with the pins

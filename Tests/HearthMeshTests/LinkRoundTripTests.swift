@@ -1,9 +1,9 @@
-import HearthCore
 import NIOCore
 import NIOEmbedded
 import NIOHTTP2
 import Testing
 
+@testable import HearthCore
 @testable import HearthMesh
 
 /// The round-trip meter: PINGs out on stream 0, their acknowledgements matched by payload and kept from the handlers

@@ -1,10 +1,10 @@
 import Foundation
-import HearthCore
 import NIOCore
 import NIOHTTP1
 import NIOSSL
 import Testing
 
+@testable import HearthCore
 @testable import HearthMesh
 
 /// Real TLS 1.3 over loopback with the configurations the gateway and the node use.

@@ -1,9 +1,9 @@
 import Foundation
-import HearthCore
 import NIOCore
 import NIOSSL
 import Testing
 
+@testable import HearthCore
 @testable import HearthMesh
 
 /// A node that joins a network (`…#net:<id>`) links to any gateway the network key certified, over real TLS, and to

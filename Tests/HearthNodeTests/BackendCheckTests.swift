@@ -1,8 +1,8 @@
 import Foundation
-import HearthCore
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 /// What the node decides from an owner's server's answers, without the server (`BackendMonitorService` asks it).

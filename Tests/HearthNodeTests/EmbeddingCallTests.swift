@@ -1,7 +1,7 @@
-import HearthCore
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 struct EmbeddingCallTests {

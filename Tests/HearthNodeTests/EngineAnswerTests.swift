@@ -1,7 +1,6 @@
 import AsyncHTTPClient
 import Foundation
 import HTTPTypes
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
@@ -10,6 +9,7 @@ import NIOHTTP1
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 /// A whole answer read from an engine (`EngineAnswer`): its error answers restated, its length bounded, and a

@@ -1,7 +1,7 @@
-import HearthCore
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 /// What a node asks its managed engine for a stream: the sampled token's id with every event, taken after sampling

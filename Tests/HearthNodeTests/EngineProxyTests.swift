@@ -1,12 +1,12 @@
 import Foundation
 import HTTPTypes
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 /// The node's engine routes, without an engine: what they refuse before any model is loaded.

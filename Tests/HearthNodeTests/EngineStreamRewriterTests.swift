@@ -1,8 +1,8 @@
 import Foundation
-import HearthCore
 import NIOCore
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 /// The node's rewriting of engine streams, on events shaped as llama-server b11434 writes them (recorded from a real

@@ -1,8 +1,8 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 /// The GGUF reader on the real default model (SmolLM2-135M-Instruct Q4_1), reading only the header.

@@ -1,10 +1,10 @@
 import Crypto
 import Foundation
-import HearthCore
 import HearthTesting
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 /// Downloads from a real HTTP server on loopback: resumed, verified, refused. Nothing reaches the internet.

@@ -1,5 +1,4 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Logging
 import NIOCore
@@ -7,6 +6,7 @@ import NIOPosix
 import Synchronization
 import Testing
 
+@testable import HearthCore
 @testable import HearthMesh
 @testable import HearthNode
 

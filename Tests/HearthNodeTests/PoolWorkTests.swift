@@ -1,6 +1,5 @@
 import Foundation
 import HTTPTypes
-import HearthCore
 import HearthTesting
 import Hummingbird
 import HummingbirdTesting
@@ -9,6 +8,7 @@ import NIOCore
 import NIOPosix
 import Testing
 
+@testable import HearthCore
 @testable import HearthMesh
 @testable import HearthNode
 

@@ -1,9 +1,9 @@
 import Foundation
-import HearthCore
 import HearthTesting
 import Logging
 import Testing
 
+@testable import HearthCore
 @testable import HearthNode
 
 #if canImport(Glibc)

@@ -1,17 +1,17 @@
-public import Foundation
+package import Foundation
 
 /// Challenge/response login: the gateway hands out a single-use nonce for a public key; the holder of the private
 /// key signs `message(nonce:)` and trades the signature for a short-lived bearer token.
-public enum LoginProtocol {
+package enum LoginProtocol {
     /// The bytes a client signs to log in with `nonce`. The domain prefix keeps a login signature from being reused
     /// as any other kind of signed record.
-    public static func message(nonce: String) -> Data {
+    package static func message(nonce: String) -> Data {
         Data("hearth-login-v1:\(nonce)".utf8)
     }
 }
 
 /// Who is making a request, as the gateway established it.
-public enum Caller: Sendable, Equatable {
+package enum Caller: Sendable, Equatable {
     case anonymous
     /// A person logged in with their key; the id is the SHA-256 of their public key.
     case user(NodeID)
@@ -19,7 +19,7 @@ public enum Caller: Sendable, Equatable {
     case apiKey(id: String, owner: NodeID)
 
     /// How receipts and the ledger name the caller: `anonymous`, `user:<account id>` or `key:<api key id>`.
-    public var consumerName: String {
+    package var consumerName: String {
         switch self {
         case .anonymous: "anonymous"
         case .user(let id): "user:\(id.rawValue)"
@@ -28,7 +28,7 @@ public enum Caller: Sendable, Equatable {
     }
 
     /// The account behind the caller, if any.
-    public var account: NodeID? {
+    package var account: NodeID? {
         switch self {
         case .anonymous: nil
         case .user(let id): id

@@ -1,21 +1,21 @@
-public import Crypto
-public import Foundation
+package import Crypto
+package import Foundation
 
 /// An Ed25519 key pair: a node's or a person's identity. The NodeID is the SHA-256 of the raw public key.
 ///
 /// Keys are stored as standard PEM (PKCS#8 for the private key, SubjectPublicKeyInfo for the public key, RFC 8410),
 /// so other tools (OpenSSL, Python's `cryptography`) read them too.
-public struct IdentityKey: Sendable {
+package struct IdentityKey: Sendable {
     /// The private key, made once: making it from its seed derives the public point, which cost the gateway more than
     /// the signature itself on every ledger entry it signed.
-    public var privateKey: Curve25519.Signing.PrivateKey { box.key }
+    package var privateKey: Curve25519.Signing.PrivateKey { box.key }
     private let box: KeyBox
     /// The raw 32-byte public key.
-    public let publicKey: Data
+    package let publicKey: Data
     /// The identity this key proves.
-    public let nodeID: NodeID
+    package let nodeID: NodeID
 
-    public init(privateKey: Curve25519.Signing.PrivateKey) {
+    package init(privateKey: Curve25519.Signing.PrivateKey) {
         box = KeyBox(key: privateKey)
         publicKey = privateKey.publicKey.rawRepresentation
         nodeID = NodeID(publicKey: publicKey)
@@ -29,18 +29,18 @@ public struct IdentityKey: Sendable {
     }
 
     /// A new key from the system's secure random generator.
-    public static func generate() -> IdentityKey {
+    package static func generate() -> IdentityKey {
         IdentityKey(privateKey: Curve25519.Signing.PrivateKey())
     }
 
     /// Signs `data` (Ed25519).
-    public func sign(_ data: some DataProtocol) throws -> Data {
+    package func sign(_ data: some DataProtocol) throws -> Data {
         try privateKey.signature(for: data)
     }
 
     /// Whether `signature` is a valid Ed25519 signature of `data` by the raw public key `publicKey`.
     /// Malformed keys or signatures are simply invalid.
-    public static func isValidSignature(_ signature: some DataProtocol, of data: some DataProtocol, by publicKey: Data) -> Bool {
+    package static func isValidSignature(_ signature: some DataProtocol, of data: some DataProtocol, by publicKey: Data) -> Bool {
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: publicKey) else { return false }
         return key.isValidSignature(signature, for: data)
     }
@@ -52,18 +52,18 @@ public struct IdentityKey: Sendable {
     static let spkiPrefix: [UInt8] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]
 
     /// The private key as a PKCS#8 PEM block.
-    public var privateKeyPEM: String {
+    package var privateKeyPEM: String {
         Self.pem(label: "PRIVATE KEY", der: Self.pkcs8Prefix + privateKey.rawRepresentation)
     }
 
     /// The public key as a SubjectPublicKeyInfo PEM block.
-    public var publicKeyPEM: String {
+    package var publicKeyPEM: String {
         Self.pem(label: "PUBLIC KEY", der: Self.spkiPrefix + publicKey)
     }
 
     /// Reads a PKCS#8 PEM Ed25519 private key.
     /// - Throws: `IdentityKeyError` when the text is not exactly such a key.
-    public init(privateKeyPEM text: String) throws(IdentityKeyError) {
+    package init(privateKeyPEM text: String) throws(IdentityKeyError) {
         let der = try Self.der(fromPEM: text, label: "PRIVATE KEY")
         guard der.count == Self.pkcs8Prefix.count + 32, der.starts(with: Self.pkcs8Prefix) else {
             throw IdentityKeyError("not an Ed25519 PKCS#8 private key")
@@ -77,14 +77,14 @@ public struct IdentityKey: Sendable {
 
     /// The raw public key in a SubjectPublicKeyInfo PEM block.
     /// - Throws: `IdentityKeyError` when the text is not exactly an Ed25519 public key.
-    public static func publicKey(fromPEM text: String) throws(IdentityKeyError) -> Data {
+    package static func publicKey(fromPEM text: String) throws(IdentityKeyError) -> Data {
         let der = try der(fromPEM: text, label: "PUBLIC KEY")
         guard let key = publicKey(fromSPKI: der) else { throw IdentityKeyError("not an Ed25519 public key") }
         return key
     }
 
     /// The raw public key in a DER SubjectPublicKeyInfo, or `nil` when it is not exactly an Ed25519 key.
-    public static func publicKey(fromSPKI der: some Collection<UInt8>) -> Data? {
+    package static func publicKey(fromSPKI der: some Collection<UInt8>) -> Data? {
         guard der.count == spkiPrefix.count + 32, der.starts(with: spkiPrefix) else { return nil }
         return Data(der.suffix(32))
     }
@@ -115,14 +115,14 @@ public struct IdentityKey: Sendable {
 }
 
 /// A key could not be read; the message says what is wrong with it.
-public struct IdentityKeyError: Error, CustomStringConvertible, Sendable, Equatable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+package struct IdentityKeyError: Error, CustomStringConvertible, Sendable, Equatable {
+    package var description: String
+    package init(_ description: String) { self.description = description }
 }
 
 extension NodeID {
     /// The NodeID of a raw 32-byte Ed25519 public key: lowercase hex SHA-256 of those bytes.
-    public init(publicKey: some DataProtocol) {
+    package init(publicKey: some DataProtocol) {
         self.init(Hex.encode(SHA256.hash(data: publicKey)))!
     }
 }

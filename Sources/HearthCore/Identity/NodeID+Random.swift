@@ -1,6 +1,6 @@
 extension NodeID {
     /// A fresh random identifier (256 bits from the system's secure generator).
-    public static func random() -> NodeID {
+    package static func random() -> NodeID {
         NodeID(Hex.random(bytes: 32))!
     }
 }

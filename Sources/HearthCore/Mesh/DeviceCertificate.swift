@@ -1,31 +1,31 @@
-public import Foundation
+package import Foundation
 
 /// A person's account key vouching for one of their devices (a node): account public key, device public key,
 /// device name, role, issued-at and expires-at, signed by the account key. Several machines then count for one
 /// person, and one device can be revoked without touching the others.
 ///
 /// The gateway accepts it only for the device whose key the link's TLS handshake proved.
-public struct DeviceCertificate: Sendable, Equatable {
-    public static let kind = "hearth-device-v1"
+package struct DeviceCertificate: Sendable, Equatable {
+    package static let kind = "hearth-device-v1"
     static let keys = ["account", "device", "name", "role", "issued", "expires"]
 
     /// The raw Ed25519 public keys.
-    public var accountKey: Data
-    public var deviceKey: Data
-    public var deviceName: String
-    public var role: DeviceRole
+    var accountKey: Data
+    var deviceKey: Data
+    package var deviceName: String
+    var role: DeviceRole
     /// Unix seconds.
-    public var issuedAt: Int64
-    public var expiresAt: Int64
-    public var signature: Data
+    var issuedAt: Int64
+    var expiresAt: Int64
+    var signature: Data
 
     /// The account's id: the NodeID of its key.
-    public var account: NodeID { NodeID(publicKey: accountKey) }
+    package var account: NodeID { NodeID(publicKey: accountKey) }
     /// The device's NodeID.
-    public var device: NodeID { NodeID(publicKey: deviceKey) }
+    package var device: NodeID { NodeID(publicKey: deviceKey) }
 
     /// Signs a certificate for `deviceKey` with `account`.
-    public static func issue(
+    package static func issue(
         account: IdentityKey,
         deviceKey: Data,
         deviceName: String,
@@ -47,7 +47,7 @@ public struct DeviceCertificate: Sendable, Equatable {
     }
 
     /// The signed bytes.
-    public var payload: Data {
+    var payload: Data {
         SignedToken.payload(
             kind: Self.kind,
             fields: [
@@ -59,11 +59,11 @@ public struct DeviceCertificate: Sendable, Equatable {
     }
 
     /// The certificate as one line of text, for files and the wire.
-    public var token: String { SignedToken.encode(kind: Self.kind, payload: payload, signature: signature) }
+    package var token: String { SignedToken.encode(kind: Self.kind, payload: payload, signature: signature) }
 
     /// Reads a token. The signature is not checked here: `check` does that.
     /// - Throws: `CredentialError` when the token is malformed.
-    public init(token: String) throws(CredentialError) {
+    package init(token: String) throws(CredentialError) {
         let (_, values, signature) = try SignedToken.decode(token, kind: Self.kind, keys: Self.keys)
         guard let account = Hex.decode(values["account"]!), account.count == 32,
             let device = Hex.decode(values["device"]!), device.count == 32,
@@ -94,7 +94,7 @@ public struct DeviceCertificate: Sendable, Equatable {
 
     /// Checks the certificate for the device proven as `device`, at `now` (with a minute of clock skew allowed).
     /// - Throws: `CredentialError` with code `wrongDevice`, `badSignature`, `expired` or `notYetValid`.
-    public func check(for device: NodeID, now: Date = Date()) throws(CredentialError) {
+    package func check(for device: NodeID, now: Date = Date()) throws(CredentialError) {
         guard self.device == device else {
             throw CredentialError(.wrongDevice, "the certificate is for device \(self.device.short), not \(device.short)")
         }
@@ -106,7 +106,7 @@ public struct DeviceCertificate: Sendable, Equatable {
 }
 
 /// What a certified device may do.
-public enum DeviceRole: String, Sendable, Codable, CaseIterable {
+package enum DeviceRole: String, Sendable, Codable, CaseIterable {
     /// Serve models as a node.
     case node
 }

@@ -1,23 +1,23 @@
-public import Foundation
+package import Foundation
 
 /// An invitation into a private network, signed by the gateway: network id, invite id, allowed roles, maximum
 /// uses and expiry. The gateway counts uses in its database; the token's `maxUses` only says how many it allows.
-public struct InviteToken: Sendable, Equatable {
-    public static let kind = "hearth-invite-v1"
+package struct InviteToken: Sendable, Equatable {
+    package static let kind = "hearth-invite-v1"
     static let keys = ["network", "id", "roles", "max_uses", "expires"]
 
     /// The network: the id of the gateway that signed it.
-    public var network: NodeID
+    package var network: NodeID
     /// 16 lowercase hex characters, the invite's row in the gateway's database.
-    public var id: String
-    public var roles: [DeviceRole]
-    public var maxUses: Int
+    package var id: String
+    var roles: [DeviceRole]
+    var maxUses: Int
     /// Unix seconds.
-    public var expiresAt: Int64
-    public var signature: Data
+    var expiresAt: Int64
+    var signature: Data
 
     /// Signs a new invite with the gateway's key.
-    public static func issue(
+    package static func issue(
         gateway: IdentityKey,
         id: String = Hex.random(bytes: 8),
         roles: [DeviceRole] = [.node],
@@ -48,7 +48,7 @@ public struct InviteToken: Sendable, Equatable {
     }
 
     /// The signed bytes.
-    public var payload: Data {
+    var payload: Data {
         SignedToken.payload(
             kind: Self.kind,
             fields: [
@@ -59,11 +59,11 @@ public struct InviteToken: Sendable, Equatable {
     }
 
     /// The invite as one line of text.
-    public var token: String { SignedToken.encode(kind: Self.kind, payload: payload, signature: signature) }
+    package var token: String { SignedToken.encode(kind: Self.kind, payload: payload, signature: signature) }
 
     /// Reads a token; `check` verifies it.
     /// - Throws: `CredentialError` when the token is malformed.
-    public init(token: String) throws(CredentialError) {
+    package init(token: String) throws(CredentialError) {
         let (_, values, signature) = try SignedToken.decode(token, kind: Self.kind, keys: Self.keys)
         let roles = values["roles"]!.split(separator: ":").map { DeviceRole(rawValue: String($0)) }
         guard let network = NodeID(values["network"]!), let id = values["id"], id.utf8.count == 16, Hex.decode(id) != nil,
@@ -75,7 +75,7 @@ public struct InviteToken: Sendable, Equatable {
 
     /// Checks the signature under `gatewayKey` (raw Ed25519 public key), the network, the role and the expiry.
     /// - Throws: `CredentialError` with code `wrongNetwork`, `badSignature`, `roleNotAllowed` or `expired`.
-    public func check(gatewayKey: Data, role: DeviceRole, now: Date = Date()) throws(CredentialError) {
+    package func check(gatewayKey: Data, role: DeviceRole, now: Date = Date()) throws(CredentialError) {
         guard network == NodeID(publicKey: gatewayKey) else {
             throw CredentialError(.wrongNetwork, "the invite is for network \(network.short), not this one")
         }

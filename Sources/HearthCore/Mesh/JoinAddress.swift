@@ -5,46 +5,46 @@
 /// the right gateway and to refuse any other, whoever answers at that address. A network id is the NodeID of the key
 /// the network's gateways share: any gateway it certified is accepted. Addresses are tried in order, each time the
 /// node dials (docs/SCALE-OUT.md).
-public struct JoinAddress: Sendable, Equatable, CustomStringConvertible {
-    public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
-        public var host: String
-        public var port: Int
+package struct JoinAddress: Sendable, Equatable, CustomStringConvertible {
+    package struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+        package var host: String
+        package var port: Int
 
-        public init(host: String, port: Int) {
+        package init(host: String, port: Int) {
             self.host = host
             self.port = port
         }
 
-        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        package var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
     }
 
     /// Which peer the node accepts.
-    public enum Pin: Sendable, Equatable {
+    package enum Pin: Sendable, Equatable {
         case gateway(NodeID)
         case network(NodeID)
     }
 
-    public var endpoints: [Endpoint]
-    public var pin: Pin
+    package var endpoints: [Endpoint]
+    package var pin: Pin
 
-    public init(host: String, port: Int, gatewayID: NodeID) {
+    package init(host: String, port: Int, gatewayID: NodeID) {
         self.init(endpoints: [Endpoint(host: host, port: port)], pin: .gateway(gatewayID))
     }
 
-    public init(endpoints: [Endpoint], pin: Pin) {
+    package init(endpoints: [Endpoint], pin: Pin) {
         self.endpoints = endpoints
         self.pin = pin
     }
 
     /// The one gateway this join string names, or nil when it names a network.
-    public var gatewayID: NodeID? {
+    package var gatewayID: NodeID? {
         if case .gateway(let id) = pin { return id }
         return nil
     }
 
     /// Parses `host:port[,host:port…]#id` or `…#net:id`; IPv6 hosts go in brackets (`[::1]:7070#…`).
     /// - Throws: `JoinAddressError` naming the part that is wrong.
-    public init(parsing text: String) throws(JoinAddressError) {
+    package init(parsing text: String) throws(JoinAddressError) {
         guard let hash = text.lastIndex(of: "#") else {
             throw JoinAddressError("'\(text)' has no gateway id: expected host:port#gateway-id")
         }
@@ -74,7 +74,7 @@ public struct JoinAddress: Sendable, Equatable, CustomStringConvertible {
         self.init(endpoints: endpoints, pin: network ? .network(id) : .gateway(id))
     }
 
-    public var description: String {
+    package var description: String {
         let addresses = endpoints.map(\.description).joined(separator: ",")
         return switch pin {
         case .gateway(let id): "\(addresses)#\(id)"
@@ -84,7 +84,7 @@ public struct JoinAddress: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// A join string could not be read.
-public struct JoinAddressError: Error, CustomStringConvertible, Sendable, Equatable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+package struct JoinAddressError: Error, CustomStringConvertible, Sendable, Equatable {
+    package var description: String
+    package init(_ description: String) { self.description = description }
 }

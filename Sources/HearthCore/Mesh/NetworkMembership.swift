@@ -1,25 +1,25 @@
-public import Foundation
+package import Foundation
 
 /// A network's word that a gateway belongs to it: the network key's signature over the gateway's id.
 ///
 /// The gateways of one network share a network key (`--network-key`); each signs its own membership with it and
 /// shows it in its link certificate, so a node whose join string names the network (`…#net:<network id>`) accepts
 /// any of its gateways and no other (docs/SCALE-OUT.md).
-public struct NetworkMembership: Sendable, Equatable {
+package struct NetworkMembership: Sendable, Equatable {
     /// The network key's raw Ed25519 public key (32 bytes).
-    public var networkKey: Data
+    var networkKey: Data
     /// Its signature over `message(network:gateway:)`.
-    public var signature: Data
+    var signature: Data
 
-    public var network: NodeID { NodeID(publicKey: networkKey) }
+    var network: NodeID { NodeID(publicKey: networkKey) }
 
-    public init(networkKey: Data, signature: Data) {
+    package init(networkKey: Data, signature: Data) {
         self.networkKey = networkKey
         self.signature = signature
     }
 
     /// Signs `gateway`'s membership with the network key.
-    public static func sign(gateway: NodeID, with networkKey: IdentityKey) throws -> NetworkMembership {
+    package static func sign(gateway: NodeID, with networkKey: IdentityKey) throws -> NetworkMembership {
         NetworkMembership(
             networkKey: networkKey.publicKey,
             signature: try networkKey.sign(message(network: networkKey.nodeID, gateway: gateway))
@@ -27,20 +27,20 @@ public struct NetworkMembership: Sendable, Equatable {
     }
 
     /// Whether this is the network `network`'s valid word for `gateway`.
-    public func proves(gateway: NodeID, in network: NodeID) -> Bool {
+    package func proves(gateway: NodeID, in network: NodeID) -> Bool {
         networkKey.count == 32 && self.network == network
             && IdentityKey.isValidSignature(signature, of: Self.message(network: network, gateway: gateway), by: networkKey)
     }
 
     /// What the network key signs: domain-separated from every other Hearth signature.
-    public static func message(network: NodeID, gateway: NodeID) -> Data {
+    package static func message(network: NodeID, gateway: NodeID) -> Data {
         Data("hearth-network-member-v1:\(network.rawValue):\(gateway.rawValue)".utf8)
     }
 
     /// The bytes carried in a certificate: the key, then the signature.
-    public var encoded: Data { networkKey + signature }
+    package var encoded: Data { networkKey + signature }
 
-    public init?(encoded: Data) {
+    package init?(encoded: Data) {
         guard encoded.count == 96 else { return nil }
         self.init(networkKey: Data(encoded.prefix(32)), signature: Data(encoded.suffix(64)))
     }

@@ -1,4 +1,4 @@
-public import Foundation
+package import Foundation
 
 /// The wire form of Hearth's small signed credentials (device certificates, invites):
 /// `<kind>.<base64url(payload)>.<base64url(Ed25519 signature over payload)>`.
@@ -6,26 +6,26 @@ public import Foundation
 /// The payload is `kind` on the first line, then `key=value` lines in a fixed order. Values are limited to
 /// `[A-Za-z0-9._:-]` (free text is base64url-encoded first), so a payload has exactly one reading and the signed
 /// bytes never depend on dictionary order.
-public enum SignedToken {
+package enum SignedToken {
     /// Longest token accepted, so a hostile peer cannot make the parser work on megabytes.
-    public static let maxLength = 4096
+    package static let maxLength = 4096
 
     /// The signed payload for `kind` with `fields` in this order.
-    public static func payload(kind: String, fields: [(String, String)]) -> Data {
+    package static func payload(kind: String, fields: [(String, String)]) -> Data {
         var text = kind + "\n"
         for (key, value) in fields { text += "\(key)=\(value)\n" }
         return Data(text.utf8)
     }
 
     /// The token for a payload and its signature.
-    public static func encode(kind: String, payload: Data, signature: Data) -> String {
+    package static func encode(kind: String, payload: Data, signature: Data) -> String {
         "\(kind).\(base64url(payload)).\(base64url(signature))"
     }
 
     /// Splits a token and reads its payload, which must list exactly `keys` in this order.
     /// - Returns: the payload bytes (for the signature check), the values by key, and the signature.
     /// - Throws: `CredentialError.malformed` for anything else.
-    public static func decode(
+    package static func decode(
         _ token: String,
         kind: String,
         keys: [String]
@@ -62,7 +62,7 @@ public enum SignedToken {
     }
 
     /// Base64url without padding (RFC 4648 §5).
-    public static func base64url(_ data: Data) -> String {
+    package static func base64url(_ data: Data) -> String {
         // Encoded here in one pass: Foundation's encoder and three `replacingOccurrences` cost the node 9 % of its
         // CPU per request, on the receipt trailer.
         let length = (data.count * 4 + 2) / 3
@@ -90,7 +90,7 @@ public enum SignedToken {
     private static let base64urlAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
 
     /// Decodes base64url without padding; `nil` for anything else.
-    public static func unbase64url(_ text: some StringProtocol) -> Data? {
+    package static func unbase64url(_ text: some StringProtocol) -> Data? {
         // Decoded here in one pass over contiguous UTF-8, into a buffer of the exact size: mapping it to base64 for
         // Foundation's decoder cost the gateway 3.5 % of its CPU per request, on the receipt trailer, and then a
         // three-byte array per four characters and a generic walk over the characters cost it 3 % more.
@@ -147,35 +147,35 @@ public enum SignedToken {
 
 /// A credential was refused: `code` says which way, stable for logs, metrics and link refusals; the description
 /// explains, for a person.
-public struct CredentialError: Error, CustomStringConvertible, Sendable, Equatable {
+package struct CredentialError: Error, CustomStringConvertible, Sendable, Equatable {
     /// What kind of refusal it is; more may be added.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    package struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
         /// Not a token of the kind expected, or a field that is not what it must be.
-        public static let malformed = Code(name: "malformed")
+        package static let malformed = Code(name: "malformed")
         /// The signature does not verify with the key it must.
-        public static let badSignature = Code(name: "bad_signature")
-        public static let expired = Code(name: "expired")
-        public static let notYetValid = Code(name: "not_yet_valid")
+        package static let badSignature = Code(name: "bad_signature")
+        package static let expired = Code(name: "expired")
+        package static let notYetValid = Code(name: "not_yet_valid")
         /// A device certificate for another device.
-        public static let wrongDevice = Code(name: "wrong_device")
+        package static let wrongDevice = Code(name: "wrong_device")
         /// An invite from another network.
-        public static let wrongNetwork = Code(name: "wrong_network")
+        package static let wrongNetwork = Code(name: "wrong_network")
         /// An invite that does not allow the role asked.
-        public static let roleNotAllowed = Code(name: "role_not_allowed")
-        public var description: String { name }
+        package static let roleNotAllowed = Code(name: "role_not_allowed")
+        package var description: String { name }
     }
 
-    public var code: Code
-    public var description: String
+    package var code: Code
+    package var description: String
 
-    public init(_ code: Code, _ description: String) {
+    package init(_ code: Code, _ description: String) {
         self.code = code
         self.description = description
     }
 
-    public static func malformed(_ detail: String) -> CredentialError { CredentialError(.malformed, "malformed credential: \(detail)") }
-    public static let badSignature = CredentialError(.badSignature, "the signature does not verify")
-    public static let expired = CredentialError(.expired, "the credential has expired")
-    public static let notYetValid = CredentialError(.notYetValid, "the credential is not valid yet")
+    package static func malformed(_ detail: String) -> CredentialError { CredentialError(.malformed, "malformed credential: \(detail)") }
+    package static let badSignature = CredentialError(.badSignature, "the signature does not verify")
+    package static let expired = CredentialError(.expired, "the credential has expired")
+    package static let notYetValid = CredentialError(.notYetValid, "the credential is not valid yet")
 }

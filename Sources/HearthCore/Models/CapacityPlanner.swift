@@ -1,18 +1,18 @@
 /// A node as the capacity planner sees it.
-public struct PoolNode: Sendable, Equatable {
-    public var id: NodeID
-    public var name: String
+package struct PoolNode: Sendable, Equatable {
+    var id: NodeID
+    var name: String
     /// Memory the owner lets models use on this node.
-    public var memoryBytes: UInt64
+    var memoryBytes: UInt64
 
-    public init(id: NodeID, name: String, memoryBytes: UInt64) {
+    package init(id: NodeID, name: String, memoryBytes: UInt64) {
         self.id = id
         self.name = name
         self.memoryBytes = memoryBytes
     }
 
     /// The planner's view of a node's latest report; `nil` for a draining node, which takes no new work.
-    public init?(_ announcement: NodeAnnouncement) {
+    package init?(_ announcement: NodeAnnouncement) {
         guard !announcement.draining else { return nil }
         let limits = announcement.limits
         self.init(
@@ -24,8 +24,8 @@ public struct PoolNode: Sendable, Equatable {
 }
 
 /// What it takes to run one catalog entry on the network as it is.
-public struct CapacityVerdict: Codable, Sendable, Equatable {
-    public enum Status: String, Codable, Sendable {
+package struct CapacityVerdict: Codable, Sendable, Equatable {
+    enum Status: String, Codable, Sendable {
         /// One node can hold it alone.
         case singleNode
         /// No node alone, but a pool split with llama.cpp RPC can.
@@ -35,28 +35,28 @@ public struct CapacityVerdict: Codable, Sendable, Equatable {
     }
 
     /// More nodes that would make the entry runnable: `count` nodes with `memoryBytesEach` for models.
-    public struct Missing: Codable, Sendable, Equatable {
-        public var count: Int
-        public var memoryBytesEach: UInt64
+    struct Missing: Codable, Sendable, Equatable {
+        var count: Int
+        var memoryBytesEach: UInt64
 
-        public init(count: Int, memoryBytesEach: UInt64) {
+        package init(count: Int, memoryBytesEach: UInt64) {
             self.count = count
             self.memoryBytesEach = memoryBytesEach
         }
     }
 
-    public var model: ModelID
+    var model: ModelID
     /// Only pinned entries are ever loaded; an unpinned one is planned for all the same.
-    public var pinned: Bool
-    public var estimate: MemoryEstimate
-    public var status: Status
+    var pinned: Bool
+    var estimate: MemoryEstimate
+    var status: Status
     /// Nodes that can serve it alone, most memory first.
-    public var nodes: [NodeID]
+    var nodes: [NodeID]
     /// The smallest pool that can serve it when no node can alone, most memory first.
-    public var pool: [NodeID]
-    public var missing: Missing?
+    var pool: [NodeID]
+    var missing: Missing?
     /// One line for people, e.g. "needs 2 more nodes with ≥ 8 GiB free".
-    public var summary: String
+    var summary: String
 }
 
 /// Which catalog models the network could run, as a pure function of a registry snapshot and the catalog.
@@ -65,12 +65,12 @@ public struct CapacityVerdict: Codable, Sendable, Equatable {
 /// node's free memory; every member also pays its own compute buffer and runtime. So a pool of nodes works when the
 /// sum of (memory − compute − runtime) over its members covers weights + KV cache. The planner takes the nodes with
 /// the most memory first, and never plans a pool larger than `maxPoolSize` or with more members than layers.
-public enum CapacityPlanner {
-    public static let defaultMaxPoolSize = 8
+package enum CapacityPlanner {
+    package static let defaultMaxPoolSize = 8
     /// The node size suggested when the network has no nodes to take as the typical one.
-    public static let typicalNodeBytes: UInt64 = 8 << 30
+    package static let typicalNodeBytes: UInt64 = 8 << 30
 
-    public static func plan(
+    package static func plan(
         catalog: Catalog,
         nodes: [PoolNode],
         context: Int,
@@ -80,7 +80,7 @@ public enum CapacityPlanner {
         catalog.entries.map { plan(entry: $0, nodes: nodes, context: context, parallel: parallel, maxPoolSize: maxPoolSize) }
     }
 
-    public static func plan(
+    package static func plan(
         entry: CatalogEntry,
         nodes: [PoolNode],
         context: Int,

@@ -1,30 +1,30 @@
-public import Foundation
+package import Foundation
 
 /// What kind of model an entry is, for listings and planning.
-public enum ModelTier: String, Codable, Sendable, CaseIterable {
+package enum ModelTier: String, Codable, Sendable, CaseIterable {
     case tiny, small, medium, large
     case moe = "MoE"
     case embed, vision, code
 }
 
 /// The architecture facts the sizer needs, as the GGUF header states them.
-public struct ModelShape: Codable, Sendable, Equatable {
+package struct ModelShape: Codable, Sendable, Equatable {
     /// The architecture (`general.architecture`, e.g. `llama`, `qwen2`), which prefixes the header's shape keys; what
     /// Ollama's API calls a model's family. Absent from operators' catalogs written before it was asked for.
-    public var architecture: String?
+    package var architecture: String?
     /// Transformer blocks (`<arch>.block_count`).
-    public var layers: Int
+    package var layers: Int
     /// Key/value heads (`<arch>.attention.head_count_kv`).
-    public var kvHeads: Int
+    var kvHeads: Int
     /// Width of one head (`<arch>.attention.key_length`, or embedding / heads).
-    public var headDim: Int
+    var headDim: Int
     /// Hidden size (`<arch>.embedding_length`).
-    public var embedding: Int
+    package var embedding: Int
     /// Tokens in the vocabulary (`tokenizer.ggml.tokens`), when the catalog knows it: a node claiming a token id at or
     /// past it is not serving this model (spot checks).
-    public var vocabulary: Int?
+    package var vocabulary: Int?
 
-    public init(layers: Int, kvHeads: Int, headDim: Int, embedding: Int, vocabulary: Int? = nil, architecture: String? = nil) {
+    package init(layers: Int, kvHeads: Int, headDim: Int, embedding: Int, vocabulary: Int? = nil, architecture: String? = nil) {
         self.architecture = architecture
         self.layers = layers
         self.kvHeads = kvHeads
@@ -36,30 +36,30 @@ public struct ModelShape: Codable, Sendable, Equatable {
 
 /// One model in the catalog. An entry with a `sha256` is pinned: it is on the allowlist and nodes may load exactly
 /// that file. An entry without one must say `"pinned": false`; it is shown for capacity planning and never loaded.
-public struct CatalogEntry: Codable, Sendable, Equatable {
+package struct CatalogEntry: Codable, Sendable, Equatable {
     /// The exact name clients use, `<model>:<quantization>` (e.g. `smollm2-135m-instruct:q4_1`).
-    public var id: ModelID
-    public var name: String
-    public var family: String
+    package var id: ModelID
+    package var name: String
+    package var family: String
     /// Parameter count.
-    public var parameters: UInt64
-    public var tier: ModelTier
+    package var parameters: UInt64
+    package var tier: ModelTier
     /// GGUF quantization, as llama.cpp names it (`Q8_0`, `Q4_K_M`).
-    public var quantization: String
+    package var quantization: String
     /// Longest context the model was trained for, in tokens.
-    public var contextLength: Int
-    public var licence: String
+    package var contextLength: Int
+    package var licence: String
     /// Size of the GGUF file in bytes; the publisher's listing until the entry is pinned.
-    public var sizeBytes: UInt64
-    public var shape: ModelShape
+    package var sizeBytes: UInt64
+    package var shape: ModelShape
     /// Where the file can be fetched (mirrors of one file). `pypi:` sources are provisioned by the installer.
-    public var sources: [String]
+    package var sources: [String]
     /// The file's SHA-256, from an authoritative source. `nil` only when the entry is marked not pinned.
-    public var sha256: SHA256Digest?
+    package var sha256: SHA256Digest?
     /// A lower quantization that the operator approved for pools too small for the Q8_0.
-    public var approvedForConstrainedPools: Bool
+    var approvedForConstrainedPools: Bool
 
-    public init(
+    package init(
         id: ModelID,
         name: String,
         family: String,
@@ -90,10 +90,10 @@ public struct CatalogEntry: Codable, Sendable, Equatable {
     }
 
     /// On the allowlist: a node may load this entry's file.
-    public var isPinned: Bool { sha256 != nil }
+    var isPinned: Bool { sha256 != nil }
 
     /// The name without the quantization (`smollm2-135m-instruct` for `smollm2-135m-instruct:q4_1`).
-    public var baseName: String { Self.baseName(of: id) }
+    var baseName: String { Self.baseName(of: id) }
 
     static func baseName(of id: ModelID) -> String {
         guard let colon = id.rawValue.lastIndex(of: ":") else { return id.rawValue }
@@ -105,7 +105,7 @@ public struct CatalogEntry: Codable, Sendable, Equatable {
         case approvedForConstrainedPools
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         id = try container.decode(ModelID.self, forKey: .id)
         name = try container.decode(String.self, forKey: .name)
@@ -143,7 +143,7 @@ public struct CatalogEntry: Codable, Sendable, Equatable {
         }
     }
 
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(id, forKey: .id)
         try container.encode(name, forKey: .name)
@@ -163,17 +163,17 @@ public struct CatalogEntry: Codable, Sendable, Equatable {
 }
 
 /// Why a catalog file was refused.
-public struct CatalogError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var description: String
-    public init(_ description: String) { self.description = description }
+package struct CatalogError: Error, Sendable, Equatable, CustomStringConvertible {
+    package var description: String
+    package init(_ description: String) { self.description = description }
 }
 
 /// The models a gateway or node knows: Hearth's built-in list, extended or replaced by the operator's file.
-public struct Catalog: Sendable, Equatable {
-    public private(set) var entries: [CatalogEntry]
+package struct Catalog: Sendable, Equatable {
+    package private(set) var entries: [CatalogEntry]
 
     /// - Throws: `CatalogError` when two entries share an id.
-    public init(entries: [CatalogEntry]) throws(CatalogError) {
+    package init(entries: [CatalogEntry]) throws(CatalogError) {
         var seen = Set<ModelID>()
         for entry in entries where !seen.insert(entry.id).inserted {
             throw CatalogError("the catalog lists \(entry.id) twice")
@@ -190,7 +190,7 @@ public struct Catalog: Sendable, Equatable {
 
     /// Reads a catalog file.
     /// - Throws: `CatalogError` naming what is wrong.
-    public static func decode(_ data: Data) throws(CatalogError) -> (catalog: Catalog, replacesBuiltin: Bool) {
+    package static func decode(_ data: Data) throws(CatalogError) -> (catalog: Catalog, replacesBuiltin: Bool) {
         let file: File
         do {
             file = try JSONDecoder().decode(File.self, from: data)
@@ -208,7 +208,7 @@ public struct Catalog: Sendable, Equatable {
     }
 
     /// The catalog as a file, entries in order.
-    public func encoded(replacesBuiltin: Bool = false) -> Data {
+    package func encoded(replacesBuiltin: Bool = false) -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let file = File(version: 1, replaceBuiltin: replacesBuiltin ? true : nil, models: entries)
@@ -225,7 +225,7 @@ public struct Catalog: Sendable, Equatable {
     }
 
     /// This catalog with `overlay`'s entries added, an entry with the same id replacing the one here in place.
-    public func merged(with overlay: Catalog) -> Catalog {
+    package func merged(with overlay: Catalog) -> Catalog {
         var entries = self.entries
         for entry in overlay.entries {
             if let index = entries.firstIndex(where: { $0.id == entry.id }) {
@@ -242,17 +242,17 @@ public struct Catalog: Sendable, Equatable {
     }
 
     /// A catalog with no entries.
-    public static let empty = Catalog(uncheckedEntries: [])
+    package static let empty = Catalog(uncheckedEntries: [])
 
-    public subscript(id: ModelID) -> CatalogEntry? {
+    package subscript(id: ModelID) -> CatalogEntry? {
         entries.first { $0.id == id }
     }
 
     /// The pinned entries: the allowlist.
-    public var allowlist: [CatalogEntry] { entries.filter(\.isPinned) }
+    package var allowlist: [CatalogEntry] { entries.filter(\.isPinned) }
 
     /// Whether a file with `sha256` may be loaded as `id`: only when the catalog pins exactly that hash for it.
-    public func allows(_ id: ModelID, sha256: SHA256Digest) -> Bool {
+    package func allows(_ id: ModelID, sha256: SHA256Digest) -> Bool {
         self[id]?.sha256 == sha256
     }
 
@@ -261,7 +261,7 @@ public struct Catalog: Sendable, Equatable {
     /// when no Q8_0 is pinned, or when it is approved for constrained pools and the Q8_0 does not `fit` while it does.
     /// Planning may look at unpinned entries too (`includeUnpinned`); loading never does. Ollama's default tag
     /// (`qwen2.5-7b-instruct:latest`, what its clients make of a name without one) is read as no quantization.
-    public func resolve(_ name: ModelID, includeUnpinned: Bool = false, fits: (CatalogEntry) -> Bool = { _ in true }) -> CatalogEntry? {
+    package func resolve(_ name: ModelID, includeUnpinned: Bool = false, fits: (CatalogEntry) -> Bool = { _ in true }) -> CatalogEntry? {
         if let exact = self[name] { return exact }
         let baseName = name.rawValue.hasSuffix(":latest") ? CatalogEntry.baseName(of: name) : name.rawValue
         let candidates = entries.filter { ($0.isPinned || includeUnpinned) && $0.baseName == baseName }
@@ -277,7 +277,7 @@ public struct Catalog: Sendable, Equatable {
 
     /// A copy with `id` pinned to `sha256` (and `sizeBytes`, when known).
     /// - Throws: `CatalogError` when the catalog has no such entry.
-    public func pinning(_ id: ModelID, sha256: SHA256Digest, sizeBytes: UInt64? = nil) throws(CatalogError) -> Catalog {
+    func pinning(_ id: ModelID, sha256: SHA256Digest, sizeBytes: UInt64? = nil) throws(CatalogError) -> Catalog {
         guard let index = entries.firstIndex(where: { $0.id == id }) else {
             throw CatalogError("the catalog has no model \(id)")
         }

@@ -4,31 +4,31 @@
 /// is `truncated`, with a lower bound of the bytes it needs (`neededBytes`), so a caller reading over HTTP ranges can
 /// fetch more and try again. Every length and count is checked against the bytes at hand before it is used, so a
 /// corrupt or hostile file is refused with a `GGUFError`, never a crash or a huge allocation.
-public struct GGUFHeader: Sendable, Equatable {
-    public var version: UInt32
+package struct GGUFHeader: Sendable, Equatable {
+    package var version: UInt32
     /// Metadata in file order.
-    public var metadata: [(key: String, value: GGUFValue)]
-    public var tensors: [GGUFTensorInfo]
+    package var metadata: [(key: String, value: GGUFValue)]
+    package var tensors: [GGUFTensorInfo]
     /// Where the tensor data starts (after the header, padded to the alignment).
-    public var dataOffset: UInt64
-    public var alignment: UInt64
+    package var dataOffset: UInt64
+    package var alignment: UInt64
 
-    public static func == (lhs: GGUFHeader, rhs: GGUFHeader) -> Bool {
+    package static func == (lhs: GGUFHeader, rhs: GGUFHeader) -> Bool {
         lhs.version == rhs.version && lhs.tensors == rhs.tensors && lhs.dataOffset == rhs.dataOffset
             && lhs.metadata.map(\.key) == rhs.metadata.map(\.key) && lhs.metadata.map(\.value) == rhs.metadata.map(\.value)
     }
 
     /// The value of a metadata key.
-    public subscript(key: String) -> GGUFValue? {
+    package subscript(key: String) -> GGUFValue? {
         metadata.first { $0.key == key }?.value
     }
 
     /// The model's architecture (`general.architecture`), which prefixes its shape keys.
-    public var architecture: String? { self["general.architecture"]?.string }
+    var architecture: String? { self["general.architecture"]?.string }
 }
 
 /// A metadata value.
-public indirect enum GGUFValue: Sendable, Equatable {
+package indirect enum GGUFValue: Sendable, Equatable {
     case uint(UInt64)
     case int(Int64)
     case float(Double)
@@ -37,10 +37,10 @@ public indirect enum GGUFValue: Sendable, Equatable {
     /// An array with its element type code, so an empty array keeps its type.
     case array(elementType: UInt32, [GGUFValue])
 
-    public var string: String? { if case .string(let value) = self { value } else { nil } }
+    var string: String? { if case .string(let value) = self { value } else { nil } }
 
     /// The value as an integer, for any integer type that fits.
-    public var integer: Int64? {
+    var integer: Int64? {
         switch self {
         case .uint(let value): value <= UInt64(Int64.max) ? Int64(value) : nil
         case .int(let value): value
@@ -48,57 +48,57 @@ public indirect enum GGUFValue: Sendable, Equatable {
         }
     }
 
-    public var array: [GGUFValue]? { if case .array(_, let values) = self { values } else { nil } }
+    var array: [GGUFValue]? { if case .array(_, let values) = self { values } else { nil } }
 }
 
 /// One tensor's entry in the table: name, dimensions, ggml type and offset in the data section.
-public struct GGUFTensorInfo: Sendable, Equatable {
-    public var name: String
-    public var dimensions: [UInt64]
-    public var type: UInt32
-    public var offset: UInt64
+package struct GGUFTensorInfo: Sendable, Equatable {
+    package var name: String
+    package var dimensions: [UInt64]
+    package var type: UInt32
+    var offset: UInt64
 
     /// Number of elements.
-    public var elementCount: UInt64 { dimensions.reduce(1) { $0 &* $1 } }
+    var elementCount: UInt64 { dimensions.reduce(1) { $0 &* $1 } }
 }
 
 /// Why a GGUF header was refused.
-public struct GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
+package struct GGUFError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What kind of refusal it is; more may be added.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    package struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
         /// No GGUF magic at the start.
-        public static let notGGUF = Code(name: "not_gguf")
+        package static let notGGUF = Code(name: "not_gguf")
         /// A version other than 2 and 3.
-        public static let unsupportedVersion = Code(name: "unsupported_version")
+        package static let unsupportedVersion = Code(name: "unsupported_version")
         /// The bytes end inside the header: `neededBytes` says how many would let the reader go further.
-        public static let truncated = Code(name: "truncated")
+        package static let truncated = Code(name: "truncated")
         /// A header that is corrupt or hostile (an impossible count, a string that is not UTF-8, …).
-        public static let invalid = Code(name: "invalid")
-        public var description: String { name }
+        package static let invalid = Code(name: "invalid")
+        package var description: String { name }
     }
 
-    public var code: Code
+    package var code: Code
     /// What was wrong, with the detail (the version, the count) that a person needs.
-    public var message: String
+    var message: String
     /// For `truncated`: at least this many bytes from the start of the file are needed.
-    public var neededBytes: UInt64?
+    package var neededBytes: UInt64?
 
-    public var description: String { message }
+    package var description: String { message }
     /// The code alone, without detail: for metric labels and logs that count refusals.
-    public var shortDescription: String { code.description }
+    var shortDescription: String { code.description }
 
-    public static let notGGUF = GGUFError(code: .notGGUF, message: "not a GGUF file (no GGUF magic)")
+    package static let notGGUF = GGUFError(code: .notGGUF, message: "not a GGUF file (no GGUF magic)")
 
-    public static func unsupportedVersion(_ version: UInt32) -> GGUFError {
+    package static func unsupportedVersion(_ version: UInt32) -> GGUFError {
         GGUFError(code: .unsupportedVersion, message: "GGUF version \(version) is not supported (2 and 3 are)")
     }
 
-    public static func truncated(needed: UInt64) -> GGUFError {
+    package static func truncated(needed: UInt64) -> GGUFError {
         GGUFError(code: .truncated, message: "the header is cut short (at least \(needed) bytes needed)", neededBytes: needed)
     }
 
-    public static func invalid(_ detail: String) -> GGUFError {
+    package static func invalid(_ detail: String) -> GGUFError {
         GGUFError(code: .invalid, message: "corrupt GGUF header: \(detail)")
     }
 }
@@ -112,7 +112,7 @@ extension GGUFHeader {
 
     /// Reads the header from the first bytes of a file.
     /// - Throws: `GGUFError`; its code is `truncated` when more bytes would let it go further.
-    public init(bytes: some Collection<UInt8>) throws(GGUFError) {
+    package init(bytes: some Collection<UInt8>) throws(GGUFError) {
         var reader = GGUFReader(bytes: Array(bytes))
         guard reader.bytes.count >= 4 else { throw .truncated(needed: 24) }
         guard reader.bytes.prefix(4).elementsEqual([0x47, 0x47, 0x55, 0x46]) else { throw .notGGUF }

@@ -1,11 +1,11 @@
 /// The element type of llama.cpp's KV cache (`--cache-type-k/-v`).
-public enum KVCacheType: String, Codable, Sendable, CaseIterable {
+package enum KVCacheType: String, Codable, Sendable, CaseIterable {
     case f16
     case q8_0
     case q4_0
 
     /// Bytes per cached element, block overhead included (Q8_0: 34 bytes per 32, Q4_0: 18 per 32).
-    public var bytesPerElement: Double {
+    var bytesPerElement: Double {
         switch self {
         case .f16: 2
         case .q8_0: 34.0 / 32
@@ -15,24 +15,24 @@ public enum KVCacheType: String, Codable, Sendable, CaseIterable {
 }
 
 /// Memory a `llama-server` needs to serve one model on the CPU, by part.
-public struct MemoryEstimate: Codable, Sendable, Equatable {
+package struct MemoryEstimate: Codable, Sendable, Equatable {
     /// The tensor data, memory-mapped from the GGUF file.
-    public var weightsBytes: UInt64
+    package var weightsBytes: UInt64
     /// K and V for every layer, KV head and position of every slot.
-    public var kvCacheBytes: UInt64
+    package var kvCacheBytes: UInt64
     /// The scheduler's compute buffer for one micro-batch.
-    public var computeBytes: UInt64
+    package var computeBytes: UInt64
     /// The process itself: code, libraries, tokenizer, HTTP server.
-    public var runtimeBytes: UInt64
+    package var runtimeBytes: UInt64
 
     /// The sum of the parts (saturating: a hostile shape cannot overflow it).
-    public var totalBytes: UInt64 { [weightsBytes, kvCacheBytes, computeBytes, runtimeBytes].reduce(0) { $0.addingSaturated($1) } }
+    package var totalBytes: UInt64 { [weightsBytes, kvCacheBytes, computeBytes, runtimeBytes].reduce(0) { $0.addingSaturated($1) } }
 
     private enum CodingKeys: String, CodingKey {
         case weightsBytes, kvCacheBytes, computeBytes, runtimeBytes, totalBytes
     }
 
-    public init(weightsBytes: UInt64, kvCacheBytes: UInt64, computeBytes: UInt64, runtimeBytes: UInt64) {
+    package init(weightsBytes: UInt64, kvCacheBytes: UInt64, computeBytes: UInt64, runtimeBytes: UInt64) {
         self.weightsBytes = weightsBytes
         self.kvCacheBytes = kvCacheBytes
         self.computeBytes = computeBytes
@@ -40,7 +40,7 @@ public struct MemoryEstimate: Codable, Sendable, Equatable {
     }
 
     /// Reads the parts; the total is computed, not trusted.
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         weightsBytes = try container.decode(UInt64.self, forKey: .weightsBytes)
         kvCacheBytes = try container.decode(UInt64.self, forKey: .kvCacheBytes)
@@ -49,7 +49,7 @@ public struct MemoryEstimate: Codable, Sendable, Equatable {
     }
 
     /// The parts and, for readers of the JSON, their total.
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(weightsBytes, forKey: .weightsBytes)
         try container.encode(kvCacheBytes, forKey: .kvCacheBytes)
@@ -71,15 +71,15 @@ public struct MemoryEstimate: Codable, Sendable, Equatable {
 ///
 /// The compute term was fitted to llama-server's own "compute buffer size" lines for SmolLM2 at contexts 1 Ki to
 /// 32 Ki; the whole estimate is checked against measured RSS by `SizerCalibrationTests`.
-public enum ModelSizer {
-    public static let microBatch: UInt64 = 512
-    public static let runtimeBytes: UInt64 = 18 << 20
+package enum ModelSizer {
+    package static let microBatch: UInt64 = 512
+    package static let runtimeBytes: UInt64 = 18 << 20
 
     /// - Parameters:
     ///   - weightsBytes: tensor data, or the file size when only that is known.
     ///   - context: tokens per slot.
     ///   - parallel: slots (llama-server `--parallel`).
-    public static func estimate(
+    package static func estimate(
         weightsBytes: UInt64,
         shape: ModelShape,
         context: Int,
@@ -101,7 +101,7 @@ public enum ModelSizer {
     }
 
     /// The estimate for a catalog entry, its file size standing for the weights.
-    public static func estimate(_ entry: CatalogEntry, context: Int, parallel: Int = 1, cacheType: KVCacheType = .f16) -> MemoryEstimate {
+    package static func estimate(_ entry: CatalogEntry, context: Int, parallel: Int = 1, cacheType: KVCacheType = .f16) -> MemoryEstimate {
         estimate(weightsBytes: entry.sizeBytes, shape: entry.shape, context: context, parallel: parallel, cacheType: cacheType)
     }
 }
@@ -110,7 +110,7 @@ extension ModelShape {
     /// The shape a GGUF header states, when it states enough: `<arch>.block_count`, `.embedding_length`,
     /// `.attention.head_count` and `.attention.head_count_kv` (the head dim from `.attention.key_length`, else
     /// embedding / heads).
-    public init?(header: GGUFHeader) {
+    package init?(header: GGUFHeader) {
         guard let arch = header.architecture,
             let layers = header["\(arch).block_count"]?.integer,
             let embedding = header["\(arch).embedding_length"]?.integer,
@@ -129,13 +129,13 @@ extension UInt64 {
     }
 
     /// `self + other`, or `UInt64.max` when that overflows.
-    public func addingSaturated(_ other: UInt64) -> UInt64 {
+    package func addingSaturated(_ other: UInt64) -> UInt64 {
         let (sum, overflow) = addingReportingOverflow(other)
         return overflow ? .max : sum
     }
 
     /// Bytes in binary units with one decimal: `1.5 GiB`, `98.4 MiB`.
-    public var binaryBytes: String {
+    package var binaryBytes: String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var value = Double(self)
         var unit = 0

@@ -1,7 +1,7 @@
 /// Tool calls between Ollama's shapes and OpenAI's. Ollama's `tools` are OpenAI's; its calls differ: an assistant's
 /// `tool_calls` carry `arguments` as an object and no id, and a `tool` message names no call. OpenAI's carry the
 /// arguments as JSON text, an id, and a tool message the id it answers; its streams send a call in pieces.
-public enum OllamaToolCalls {
+package enum OllamaToolCalls {
     /// An Ollama conversation's messages with tool calls in OpenAI's shape: each call gets an id (`call_<n>`, in the
     /// conversation's order), and each `tool` message answers the oldest call not yet answered (or the one its
     /// `tool_call_id` names).
@@ -54,15 +54,15 @@ public enum OllamaToolCalls {
 
     /// Gathers the tool calls an OpenAI stream sends in pieces (`delta.tool_calls`, each piece naming its call's
     /// `index`), into Ollama's calls once the stream is over.
-    public struct Assembler: Sendable {
+    package struct Assembler: Sendable {
         private var calls: [Int: (name: String, arguments: String)] = [:]
 
-        public init() {}
+        package init() {}
 
-        public var isEmpty: Bool { calls.isEmpty }
+        package var isEmpty: Bool { calls.isEmpty }
 
         /// Takes the pieces in one event's first choice (its `delta`, or a whole answer's `message`).
-        public mutating func add(_ chunk: JSONValue) {
+        package mutating func add(_ chunk: JSONValue) {
             let choice = chunk["choices"]?[0]
             for piece in (choice?["delta"] ?? choice?["message"])?["tool_calls"]?.arrayValue ?? [] {
                 let index = Int(piece["index"]?.integerValue ?? Int64(calls.count))
@@ -74,7 +74,7 @@ public enum OllamaToolCalls {
         }
 
         /// Ollama's `tool_calls`: arguments as an object (as the model wrote them when they are no JSON object).
-        public var ollama: [JSONValue] {
+        package var ollama: [JSONValue] {
             calls.keys.sorted().compactMap { index in
                 guard let call = calls[index] else { return nil }
                 let parsed = try? JSONValue.parse(Array(call.arguments.utf8))

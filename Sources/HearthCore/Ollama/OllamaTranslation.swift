@@ -1,7 +1,7 @@
 /// Translates Ollama's `/api/chat` and `/api/generate` requests into OpenAI chat requests.
 ///
 /// Ollama clients (Open WebUI, Continue, the `ollama` libraries) then reach the same nodes as OpenAI clients.
-public enum OllamaTranslation {
+package enum OllamaTranslation {
     /// Option names in Ollama's `options` and the OpenAI / llama-server field each becomes.
     static let optionNames: [(ollama: String, openAI: String)] = [
         ("num_predict", "max_tokens"), ("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
@@ -10,12 +10,12 @@ public enum OllamaTranslation {
     ]
 
     /// Whether an Ollama request streams: Ollama streams unless `stream` is `false`.
-    public static func wantsStream(_ body: JSONValue) throws(APIFailure) -> Bool {
+    package static func wantsStream(_ body: JSONValue) throws(APIFailure) -> Bool {
         try flag("stream", of: body, absent: true)
     }
 
     /// Whether an `/api/generate` body asks for its prompt as it is (`raw`: no chat template, no system text).
-    public static func isRaw(_ body: JSONValue) throws(APIFailure) -> Bool {
+    package static func isRaw(_ body: JSONValue) throws(APIFailure) -> Bool {
         try flag("raw", of: body, absent: false)
     }
 
@@ -29,7 +29,7 @@ public enum OllamaTranslation {
     }
 
     /// The OpenAI chat body for an Ollama `/api/chat` body.
-    public static func chatBody(fromChat body: JSONValue) throws(APIFailure) -> JSONValue {
+    package static func chatBody(fromChat body: JSONValue) throws(APIFailure) -> JSONValue {
         guard case .object = body else { throw APIFailure(.invalidRequest, "The request body must be a JSON object.") }
         guard let messages = body["messages"]?.arrayValue else {
             throw APIFailure(.invalidRequest, "'messages' must be an array.", param: "messages", code: "invalid_type")
@@ -80,7 +80,7 @@ public enum OllamaTranslation {
     }
 
     /// The OpenAI chat body for an Ollama `/api/generate` body (a system text and one user prompt).
-    public static func chatBody(fromGenerate body: JSONValue) throws(APIFailure) -> JSONValue {
+    package static func chatBody(fromGenerate body: JSONValue) throws(APIFailure) -> JSONValue {
         let prompt = try generatePrompt(body)
         var messages: [JSONValue] = []
         if let system = body["system"]?.stringValue, !system.isEmpty {
@@ -92,7 +92,7 @@ public enum OllamaTranslation {
 
     /// The OpenAI text-completion body for a `raw` `/api/generate` body: the prompt goes to the model as it is, as
     /// Ollama sends a raw prompt past the model's template.
-    public static func completionBody(fromRawGenerate body: JSONValue) throws(APIFailure) -> JSONValue {
+    package static func completionBody(fromRawGenerate body: JSONValue) throws(APIFailure) -> JSONValue {
         let prompt = try generatePrompt(body)
         var result = try commonBody(body, messages: [])
         result["messages"] = nil
@@ -146,15 +146,15 @@ public enum OllamaTranslation {
 }
 
 /// The statistics Ollama puts on the last line of a response.
-public struct OllamaStatistics: Sendable, Equatable {
-    public var doneReason: String
-    public var promptTokens: Int
-    public var completionTokens: Int
-    public var totalNanoseconds: UInt64
-    public var promptNanoseconds: UInt64
-    public var evalNanoseconds: UInt64
+package struct OllamaStatistics: Sendable, Equatable {
+    var doneReason: String
+    var promptTokens: Int
+    var completionTokens: Int
+    var totalNanoseconds: UInt64
+    var promptNanoseconds: UInt64
+    var evalNanoseconds: UInt64
 
-    public init(
+    package init(
         doneReason: String,
         promptTokens: Int,
         completionTokens: Int,
@@ -172,28 +172,28 @@ public struct OllamaStatistics: Sendable, Equatable {
 }
 
 /// Builds Ollama response objects, one per NDJSON line.
-public struct OllamaResponseWriter: Sendable {
-    public enum Shape: Sendable { case chat, generate }
+package struct OllamaResponseWriter: Sendable {
+    package enum Shape: Sendable { case chat, generate }
 
-    public var shape: Shape
-    public var model: String
-    public var createdAt: String
+    var shape: Shape
+    var model: String
+    var createdAt: String
 
-    public init(shape: Shape, model: String, createdAt: String) {
+    package init(shape: Shape, model: String, createdAt: String) {
         self.shape = shape
         self.model = model
         self.createdAt = createdAt
     }
 
     /// A line carrying generated text, with `done: false`.
-    public func content(_ text: String) -> JSONValue {
+    package func content(_ text: String) -> JSONValue {
         var line: JSONValue = ["model": .string(model), "created_at": .string(createdAt), "done": false]
         place(text, in: &line)
         return line
     }
 
     /// A line carrying the tool calls the model made (a chat's), with `done: false`, as Ollama streams them.
-    public func toolCalls(_ calls: [JSONValue]) -> JSONValue {
+    package func toolCalls(_ calls: [JSONValue]) -> JSONValue {
         var line = content("")
         line["message"]?["tool_calls"] = .array(calls)
         return line
@@ -203,7 +203,7 @@ public struct OllamaResponseWriter: Sendable {
     /// - Parameters:
     ///   - text: the whole text, for a response that does not stream; empty on a stream.
     ///   - toolCalls: the tool calls, for a chat that does not stream.
-    public func final(text: String, statistics: OllamaStatistics, toolCalls: [JSONValue] = []) -> JSONValue {
+    package func final(text: String, statistics: OllamaStatistics, toolCalls: [JSONValue] = []) -> JSONValue {
         var line: JSONValue = [
             "model": .string(model), "created_at": .string(createdAt), "done": true,
             "done_reason": .string(statistics.doneReason),
@@ -226,7 +226,7 @@ public struct OllamaResponseWriter: Sendable {
     }
 
     /// Maps an OpenAI `finish_reason` to Ollama's `done_reason`.
-    public static func doneReason(fromFinishReason reason: String?) -> String {
+    package static func doneReason(fromFinishReason reason: String?) -> String {
         switch reason {
         case "length": "length"
         case nil: "stop"

@@ -8,9 +8,9 @@ import Darwin
 
 /// Finding bytes in bytes, for the streaming path: every relayed event is searched for a few markers (`"usage"`,
 /// `[DONE]`, `"prompt_n":`), so this must neither copy nor allocate.
-public enum ByteSearch {
+package enum ByteSearch {
     /// The offset of the first occurrence of `needle` in `haystack`, or `nil`.
-    public static func firstIndex(of needle: UnsafeRawBufferPointer, in haystack: UnsafeRawBufferPointer) -> Int? {
+    package static func firstIndex(of needle: UnsafeRawBufferPointer, in haystack: UnsafeRawBufferPointer) -> Int? {
         guard !needle.isEmpty, needle.count <= haystack.count, let base = haystack.baseAddress, let wanted = needle.baseAddress else {
             return nil
         }
@@ -26,17 +26,17 @@ public enum ByteSearch {
     }
 
     /// As above, for a needle written in the code (`"\"usage\""`).
-    public static func firstIndex(of needle: StaticString, in haystack: UnsafeRawBufferPointer) -> Int? {
+    package static func firstIndex(of needle: StaticString, in haystack: UnsafeRawBufferPointer) -> Int? {
         needle.withUTF8Buffer { firstIndex(of: UnsafeRawBufferPointer($0), in: haystack) }
     }
 
     /// Whether `haystack` holds `needle`, for any byte collection (contiguous ones are not copied).
-    public static func contains(_ needle: StaticString, in haystack: some Collection<UInt8>) -> Bool {
+    package static func contains(_ needle: StaticString, in haystack: some Collection<UInt8>) -> Bool {
         withBytes(of: haystack) { firstIndex(of: needle, in: $0) != nil }
     }
 
     /// Runs `body` over the collection's bytes, copying them only when they are not contiguous.
-    public static func withBytes<R>(of bytes: some Collection<UInt8>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+    package static func withBytes<R>(of bytes: some Collection<UInt8>, _ body: (UnsafeRawBufferPointer) -> R) -> R {
         if let result = bytes.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) { return result }
         return Array(bytes).withUnsafeBytes(body)
     }

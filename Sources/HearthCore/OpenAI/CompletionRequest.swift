@@ -1,5 +1,5 @@
 /// Which OpenAI endpoint a request body is for.
-public enum CompletionEndpoint: String, Sendable, Hashable {
+package enum CompletionEndpoint: String, Sendable, Hashable {
     case chat = "/v1/chat/completions"
     case text = "/v1/completions"
     /// Vectors, not text: checked by `EmbeddingRequest`, answered whole, routed only to engines started for them.
@@ -10,24 +10,24 @@ public enum CompletionEndpoint: String, Sendable, Hashable {
 ///
 /// Hearth reads the fields it must act on (model, streaming, limits) and passes every other field through unchanged,
 /// so that whatever llama-server honours keeps working.
-public struct CompletionRequest: Sendable, Equatable {
-    public var endpoint: CompletionEndpoint
-    public var model: ModelID
-    public var stream: Bool
+package struct CompletionRequest: Sendable, Equatable {
+    var endpoint: CompletionEndpoint
+    package var model: ModelID
+    package var stream: Bool
     /// The client asked for a final usage chunk on a stream (`stream_options.include_usage`).
-    public var clientWantsUsage: Bool
+    package var clientWantsUsage: Bool
     /// The generation limit Hearth enforces (the client's, or the gateway's ceiling when it sent none).
-    public var maxTokens: Int
+    package var maxTokens: Int
     /// The body to send upstream: usage is always requested on streams so Hearth can meter real token counts.
-    public var upstreamBody: JSONValue
+    package var upstreamBody: JSONValue
 }
 
 /// Limits the gateway applies to every request.
-public struct RequestLimits: Sendable, Equatable {
+package struct RequestLimits: Sendable, Equatable {
     /// The largest `max_tokens` a client may ask for; also the value used when a client sends none.
-    public var maxTokensCeiling: Int
+    package var maxTokensCeiling: Int
 
-    public init(maxTokensCeiling: Int = 4096) {
+    package init(maxTokensCeiling: Int = 4096) {
         self.maxTokensCeiling = maxTokensCeiling
     }
 }
@@ -35,7 +35,7 @@ public struct RequestLimits: Sendable, Equatable {
 extension CompletionRequest {
     /// Checks an OpenAI request body and prepares the body to forward.
     /// - Throws: `APIFailure` with kind `.invalidRequest` naming the offending field.
-    public init(endpoint: CompletionEndpoint, body: JSONValue, limits: RequestLimits) throws(APIFailure) {
+    package init(endpoint: CompletionEndpoint, body: JSONValue, limits: RequestLimits) throws(APIFailure) {
         guard case .object = body else {
             throw APIFailure(.invalidRequest, "The request body must be a JSON object.")
         }

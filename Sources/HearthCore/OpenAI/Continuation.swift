@@ -5,15 +5,15 @@
 /// it (`Generation`). When the stream breaks, the gateway sends the original request to another node serving the same
 /// file, with what was generated (`ContinuationRequest`); that node prefills it after the prompt and generates the rest,
 /// which the gateway splices into the client's stream.
-public enum Continuation {
+package enum Continuation {
     /// The request body member that carries a `ContinuationRequest` from the gateway to a node. A client's body never
     /// reaches a node with it (`CompletionRequest` drops it).
-    public static let field = "hearth_continuation"
+    package static let field = "hearth_continuation"
 
     /// Why a request cannot be continued, or `nil` when it can: a continuation is a text completion of the prompt
     /// followed by the answer so far, so a request whose answer is more than one text (several choices, tool calls, a
     /// schema the engine enforces on the whole answer) or whose prompt is several is not.
-    public static func refusal(for body: JSONValue, chat: Bool) -> String? {
+    package static func refusal(for body: JSONValue, chat: Bool) -> String? {
         if let count = body["n"]?.integerValue, count > 1 { return "it asks for \(count) choices" }
         guard chat else {
             switch body["prompt"] {
@@ -32,8 +32,8 @@ public enum Continuation {
 
 /// What a node says about one event of its stream, on a comment line in front of the event's data (SSE clients
 /// ignore comment lines; the gateway removes it before relaying): `: hearth-token 57 clean`.
-public struct TokenMark: Sendable, Equatable {
-    public enum Kind: String, Sendable {
+package struct TokenMark: Sendable, Equatable {
+    package enum Kind: String, Sendable {
         /// The event's text is exactly the text of the tokens held since the last clean event, then `token`.
         case clean
         /// The event carries no text yet (a stop string may be starting); `token` is owed to the next clean event.
@@ -44,22 +44,22 @@ public struct TokenMark: Sendable, Equatable {
     }
 
     /// The id of the token the event came from, when the engine reported it.
-    public var token: Int32?
-    public var kind: Kind
+    var token: Int32?
+    var kind: Kind
 
-    public init(token: Int32?, kind: Kind) {
+    package init(token: Int32?, kind: Kind) {
         self.token = token
         self.kind = kind
     }
 
     /// The comment line, newline included, that the node writes before the event's data.
-    public var line: String {
+    package var line: String {
         LinkProtocol.tokenMarkPrefix + (token.map { String($0) } ?? "-") + " " + kind.rawValue + "\n"
     }
 
     /// Reads a mark from the first line of an event. Returns the mark and the length of its line (newline included),
     /// or `nil` when the event does not start with one.
-    public static func parse(_ event: UnsafeRawBufferPointer) -> (mark: TokenMark, length: Int)? {
+    package static func parse(_ event: UnsafeRawBufferPointer) -> (mark: TokenMark, length: Int)? {
         let prefix = LinkProtocol.tokenMarkPrefixBytes
         guard event.count > prefix.count, event.starts(with: prefix) else { return nil }
         guard let newline = event[prefix.count...].firstIndex(of: UInt8(ascii: "\n")) else { return nil }
@@ -83,14 +83,14 @@ public struct TokenMark: Sendable, Equatable {
 /// llama-server reports the sampled token of each event (with log-probabilities asked for), but sends no event for a
 /// token that ends inside a UTF-8 character, and an event with no text for one that may begin a stop string. Comparing
 /// bytes tells the cases apart.
-public struct TokenMarker: Sendable {
+package struct TokenMarker: Sendable {
     /// Bytes of tokens reported with empty events, which the next event's text must start with.
     private var owed: [UInt8] = []
 
-    public init() {}
+    package init() {}
 
     /// The mark for an event with `text` (its new text) and the token reported with it (`nil`: none).
-    public mutating func mark(text: [UInt8], token: (id: Int32, bytes: [UInt8])?) -> TokenMark? {
+    package mutating func mark(text: [UInt8], token: (id: Int32, bytes: [UInt8])?) -> TokenMark? {
         guard let token else {
             owed = []
             return text.isEmpty ? nil : TokenMark(token: nil, kind: .gap)
@@ -106,32 +106,32 @@ public struct TokenMarker: Sendable {
 
 /// The gateway's side: what a stream has produced so far, as llama-server takes it back in a prompt (token ids, with
 /// text where the ids are unknown), in bounded memory.
-public struct Generation: Sendable, Equatable {
-    public enum Segment: Sendable, Equatable {
+package struct Generation: Sendable, Equatable {
+    enum Segment: Sendable, Equatable {
         case tokens([Int32])
         case text(String)
     }
 
-    public private(set) var segments: [Segment] = []
+    private(set) var segments: [Segment] = []
     /// Tokens of `held` events not yet followed by a clean one: the client has not seen their text.
     private var held: [Int32] = []
     /// Generated tokens the client has seen, counting a gap as one (the engine's count comes with its usage).
-    public private(set) var tokens = 0
+    package private(set) var tokens = 0
     /// The bytes kept, bounded by `limit`.
-    public private(set) var size = 0
+    package private(set) var size = 0
     /// Set when the record outgrew `limit` or the stream carried a mark it could not use: no continuation then.
-    public private(set) var abandoned = false
-    public let limit: Int
+    package private(set) var abandoned = false
+    let limit: Int
 
     /// Four bytes per token id, and the text of gap events; at 1 MiB a stream is not continued.
-    public static let defaultLimit = 1 << 20
+    package static let defaultLimit = 1 << 20
 
-    public init(limit: Int = Generation.defaultLimit) {
+    package init(limit: Int = Generation.defaultLimit) {
         self.limit = limit
     }
 
     /// Takes an event's mark; `text` is asked for only for a gap (it decodes the event).
-    public mutating func observe(_ mark: TokenMark, text: () -> String?) {
+    package mutating func observe(_ mark: TokenMark, text: () -> String?) {
         guard !abandoned else { return }
         switch mark.kind {
         case .held:
@@ -183,14 +183,14 @@ public struct Generation: Sendable, Equatable {
     /// The ids of the answer from its start to its first gap (all of it when it has none): what a spot check scores,
     /// as the model's tokens in order. Tokens held at the end (the one that ended the answer, which has no text) are
     /// not part of it. `nil` when the record was abandoned.
-    public var claimedTokens: [Int32]? {
+    package var claimedTokens: [Int32]? {
         guard !abandoned else { return nil }
         if case .tokens(let ids)? = segments.first { return ids }
         return []
     }
 
     /// Every token id the answer reported, gaps skipped: what the model's vocabulary must contain.
-    public var reportedTokens: [Int32] {
+    package var reportedTokens: [Int32] {
         segments.flatMap { segment -> [Int32] in
             if case .tokens(let ids) = segment { return ids }
             return []
@@ -198,7 +198,7 @@ public struct Generation: Sendable, Equatable {
     }
 
     /// The segments as llama-server's mixed prompt array: token ids as numbers, text as strings.
-    public var promptPieces: [JSONValue] {
+    package var promptPieces: [JSONValue] {
         segments.flatMap { segment -> [JSONValue] in
             switch segment {
             case .tokens(let ids): ids.map { .integer(Int64($0)) }
@@ -209,21 +209,21 @@ public struct Generation: Sendable, Equatable {
 }
 
 /// What the gateway sends a node to continue a stream, as `Continuation.field` of the original request's body.
-public struct ContinuationRequest: Codable, Sendable, Equatable {
+package struct ContinuationRequest: Codable, Sendable, Equatable {
     /// What the earlier nodes generated, as `Generation.promptPieces`.
-    public var generated: [JSONValue]
+    package var generated: [JSONValue]
     /// The `id` and `created` of the stream the client has, which the continued events carry too.
-    public var id: String
-    public var created: Int64
+    package var id: String
+    package var created: Int64
 
-    public init(generated: [JSONValue], id: String, created: Int64) {
+    package init(generated: [JSONValue], id: String, created: Int64) {
         self.generated = generated
         self.id = id
         self.created = created
     }
 
     /// Reads one from a request body, checking its shape: pieces are token ids (0 ... Int32.max) and strings.
-    public init?(_ value: JSONValue?) {
+    package init?(_ value: JSONValue?) {
         guard let value, let id = value["id"]?.stringValue, let created = value["created"]?.integerValue,
             let generated = value["generated"]?.arrayValue
         else { return nil }
@@ -237,7 +237,7 @@ public struct ContinuationRequest: Codable, Sendable, Equatable {
         self.init(generated: generated, id: id, created: created)
     }
 
-    public var json: JSONValue {
+    package var json: JSONValue {
         ["generated": .array(generated), "id": .string(id), "created": .integer(created)]
     }
 }

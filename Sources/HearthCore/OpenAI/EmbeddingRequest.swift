@@ -3,19 +3,19 @@
 ///
 /// The body goes to the engine unchanged but for what Hearth must decide: the model, and inputs a client could use to
 /// make a node work without bound (their number; their size is bounded by the gateway's body limit).
-public struct EmbeddingRequest: Sendable, Equatable {
-    public var model: ModelID
+package struct EmbeddingRequest: Sendable, Equatable {
+    package var model: ModelID
     /// How many inputs the request embeds.
-    public var inputs: Int
-    public var upstreamBody: JSONValue
+    var inputs: Int
+    package var upstreamBody: JSONValue
     /// Ollama's `dimensions` (`/api/embed`): each vector is cut to its first this many numbers and made unit length
     /// again, as Ollama does (`ollamaAnswer`). OpenAI's own is refused.
-    public var ollamaDimensions: Int?
+    package var ollamaDimensions: Int?
 
     /// At most this many inputs per request (OpenAI's own limit is 2048; a volunteer's CPU is slower).
-    public static let maxInputs = 256
+    package static let maxInputs = 256
 
-    public init(body: JSONValue) throws(APIFailure) {
+    package init(body: JSONValue) throws(APIFailure) {
         guard case .object = body else { throw APIFailure(.invalidRequest, "The request body must be a JSON object.") }
         guard let rawModel = body["model"] else {
             throw APIFailure(.invalidRequest, "You must provide a model parameter.", param: "model", code: "missing_required_parameter")
@@ -83,7 +83,7 @@ public struct EmbeddingRequest: Sendable, Equatable {
     /// Ollama's `/api/embed` (`input`: a string or strings) or the older `/api/embeddings` (`prompt`: one string)
     /// as an OpenAI body. Ollama's `options`, `keep_alive` and `truncate` have no meaning on a network and are dropped;
     /// its `dimensions` is applied to the answer (`ollamaDimensions`).
-    public static func fromOllama(_ body: JSONValue, legacy: Bool) throws(APIFailure) -> EmbeddingRequest {
+    package static func fromOllama(_ body: JSONValue, legacy: Bool) throws(APIFailure) -> EmbeddingRequest {
         guard case .object = body else { throw APIFailure(.invalidRequest, "The request body must be a JSON object.") }
         let field = legacy ? "prompt" : "input"
         guard let input = body[field] else {
@@ -109,7 +109,7 @@ public struct EmbeddingRequest: Sendable, Equatable {
 
     /// The model of an Ollama embedding request with nothing to embed (no input, an empty text, an empty list), which
     /// Ollama answers by loading the model and returning no vectors (`ollamaEmptyAnswer`); `nil` for any other.
-    public static func ollamaModelToLoad(_ body: JSONValue, legacy: Bool) -> ModelID? {
+    package static func ollamaModelToLoad(_ body: JSONValue, legacy: Bool) -> ModelID? {
         guard case .object = body, let name = body["model"]?.stringValue, let model = ModelID(name) else { return nil }
         switch body[legacy ? "prompt" : "input"] {
         case nil, .null?: return model
@@ -120,14 +120,14 @@ public struct EmbeddingRequest: Sendable, Equatable {
     }
 
     /// Ollama's answer to a request with nothing to embed, naming the model as the client did.
-    public static func ollamaEmptyAnswer(model: String, legacy: Bool) -> JSONValue {
+    package static func ollamaEmptyAnswer(model: String, legacy: Bool) -> JSONValue {
         legacy ? ["embedding": []] : ["model": .string(model), "embeddings": []]
     }
 
     /// An OpenAI embeddings answer in Ollama's shape: `{model, embeddings: [[…]], prompt_eval_count}` for `/api/embed`,
     /// `{embedding: […]}` for `/api/embeddings`; `nil` when the answer is not one.
     /// `dimensions` cuts each vector and makes it unit length again (Ollama's `dimensions`).
-    public static func ollamaAnswer(
+    package static func ollamaAnswer(
         _ answer: JSONValue,
         model: ModelID,
         legacy: Bool,
@@ -172,7 +172,7 @@ extension EmbeddingRequest {
 
 extension TokenUsage {
     /// The usage of an embeddings answer (`{"usage": {"prompt_tokens": N, …}}`): N prompt tokens and no completion.
-    public static func embedding(in answer: JSONValue) -> TokenUsage? {
+    package static func embedding(in answer: JSONValue) -> TokenUsage? {
         guard let prompt = answer["usage"]?["prompt_tokens"]?.integerValue, prompt >= 0, prompt <= Int64(Int32.max) else { return nil }
         return TokenUsage(promptTokens: Int(prompt), completionTokens: 0)
     }

@@ -6,25 +6,25 @@
 /// The outline checks structure (brackets, strings, commas and colons), not every scalar: a number's or string's
 /// content is read only when asked for, through `JSONValue.parse`. Bytes that are not a JSON object give `nil`, and
 /// callers then take the slow path (parse, or pass the bytes on as they came).
-public struct JSONOutline: Sendable {
-    public struct Member: Sendable {
+package struct JSONOutline: Sendable {
+    package struct Member: Sendable {
         /// The key's bytes between its quotes, escapes as written.
-        public var key: Range<Int>
+        package var key: Range<Int>
         /// The key's opening quote: where the member starts.
-        public var start: Int
+        var start: Int
         /// The value, from its first byte to its last.
-        public var value: Range<Int>
+        package var value: Range<Int>
     }
 
     /// The object's members in the order written (a repeated key appears twice; `member(_:)` takes the first, as the
     /// parser does).
-    public let members: [Member]
+    package let members: [Member]
     /// The object, from its opening brace to just past its closing one.
-    public let range: Range<Int>
+    package let range: Range<Int>
 
     /// The object whose opening brace is at `start` (whitespace before it is skipped), or `nil` when there is none,
     /// it is not well formed or it nests deeper than `maxDepth`.
-    public init?(object bytes: UnsafeBufferPointer<UInt8>, at start: Int = 0, maxDepth: Int = JSONValue.maxDepth) {
+    package init?(object bytes: UnsafeBufferPointer<UInt8>, at start: Int = 0, maxDepth: Int = JSONValue.maxDepth) {
         var scanner = Scanner(bytes: bytes, index: start, maxDepth: maxDepth)
         scanner.skipWhitespace()
         let open = scanner.index
@@ -34,12 +34,12 @@ public struct JSONOutline: Sendable {
     }
 
     /// The first member named `key` (a plain key: one written with escapes is not matched).
-    public func member(_ key: StaticString, in bytes: UnsafeBufferPointer<UInt8>) -> Member? {
+    package func member(_ key: StaticString, in bytes: UnsafeBufferPointer<UInt8>) -> Member? {
         index(of: key, in: bytes).map { members[$0] }
     }
 
     /// Where in `members` the first member named `key` is (for `removal(of:)`).
-    public func index(of key: StaticString, in bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+    package func index(of key: StaticString, in bytes: UnsafeBufferPointer<UInt8>) -> Int? {
         let wanted = UnsafeBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
         return members.firstIndex { member in
             member.key.count == wanted.count && zip(bytes[member.key], wanted).allSatisfy { $0 == $1 }
@@ -47,7 +47,7 @@ public struct JSONOutline: Sendable {
     }
 
     /// Whether the object is the whole of `bytes`, but for whitespace around it.
-    public func isWhole(of bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+    package func isWhole(of bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         var scanner = Scanner(bytes: bytes, index: range.upperBound, maxDepth: 0)
         scanner.skipWhitespace()
         guard scanner.index == bytes.count else { return false }
@@ -58,7 +58,7 @@ public struct JSONOutline: Sendable {
 
     /// The elements of the array whose bytes are `range` (from its `[` to just past its `]`), or `nil` when it is no
     /// well-formed array.
-    public static func elements(ofArray range: Range<Int>, in bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int = JSONValue.maxDepth) -> [Range<Int>]?
+    package static func elements(ofArray range: Range<Int>, in bytes: UnsafeBufferPointer<UInt8>, maxDepth: Int = JSONValue.maxDepth) -> [Range<Int>]?
     {
         var scanner = Scanner(bytes: UnsafeBufferPointer(rebasing: bytes[..<range.upperBound]), index: range.lowerBound, maxDepth: maxDepth)
         guard let elements = try? scanner.array(), scanner.index == range.upperBound else { return nil }
@@ -66,7 +66,7 @@ public struct JSONOutline: Sendable {
     }
 
     /// The bytes of `bytes` with each of `edits` (ranges that do not overlap, in any order) replaced by its bytes.
-    public static func splice(_ bytes: UnsafeBufferPointer<UInt8>, _ edits: [(range: Range<Int>, with: [UInt8])]) -> [UInt8] {
+    package static func splice(_ bytes: UnsafeBufferPointer<UInt8>, _ edits: [(range: Range<Int>, with: [UInt8])]) -> [UInt8] {
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count + 32)
         var at = 0
@@ -80,7 +80,7 @@ public struct JSONOutline: Sendable {
     }
 
     /// The range to cut to remove `members[index]` with one comma next to it, so that what is left stays JSON.
-    public func removal(of index: Int) -> Range<Int> {
+    package func removal(of index: Int) -> Range<Int> {
         let member = members[index]
         if index + 1 < members.count { return member.start..<members[index + 1].start }
         if index > 0 { return members[index - 1].value.upperBound..<member.value.upperBound }

@@ -17,7 +17,7 @@ extension JSONValue {
 
     /// The value as JSON text (UTF-8), object members in key order when `sortedKeys`; a number that is not finite
     /// becomes `null` (no JSON can say it, and `JSONValue` never parses one).
-    public func serialized(sortedKeys: Bool = false) -> [UInt8] {
+    package func serialized(sortedKeys: Bool = false) -> [UInt8] {
         var output: [UInt8] = []
         output.reserveCapacity(256)
         write(into: &output, sortedKeys: sortedKeys)
@@ -25,7 +25,7 @@ extension JSONValue {
     }
 
     /// Appends the value as JSON text to `output`.
-    public func write(into output: inout [UInt8], sortedKeys: Bool = false) {
+    func write(into output: inout [UInt8], sortedKeys: Bool = false) {
         switch self {
         case .null: output.append(contentsOf: "null".utf8)
         case .bool(let value): output.append(contentsOf: (value ? "true" : "false").utf8)

@@ -1,12 +1,12 @@
-public import Foundation
+import Foundation
 
 extension JSONValue {
     /// The deepest nesting of arrays and objects Hearth reads from outside (clients, nodes). OpenAI bodies need about
     /// ten levels; JSON schemas in `tools` and `response_format` a few dozen.
-    public static let maxDepth = 64
+    package static let maxDepth = 64
 
     /// Why bytes are not a `JSONValue`.
-    public enum ParseError: Error, Sendable, Equatable {
+    package enum ParseError: Error, Sendable, Equatable {
         /// Arrays and objects nest deeper than `maxDepth`.
         case tooDeep(limit: Int)
         case invalid
@@ -17,7 +17,7 @@ extension JSONValue {
     /// Foundation's decoder spends time on each value in proportion to its depth, so a body of nested brackets costs
     /// the square of its depth: 320 levels, under 1 KB, took 0.6 s of gateway CPU, and the decoder only stops at 512
     /// (found by the `completion` fuzzer as a timeout). The depth is counted first, in one pass outside strings.
-    public static func parse(_ bytes: some Collection<UInt8>, maxDepth: Int = JSONValue.maxDepth) throws(ParseError) -> JSONValue {
+    package static func parse(_ bytes: some Collection<UInt8>, maxDepth: Int = JSONValue.maxDepth) throws(ParseError) -> JSONValue {
         // The parser counts the depth as it descends and stops past `maxDepth`.
         let parsed: Result<JSONValue, ParseError>? = bytes.withContiguousStorageIfAvailable { buffer in
             Result { () throws(ParseError) in try nativeParse(buffer, maxDepth: maxDepth) }
@@ -33,7 +33,7 @@ extension JSONValue {
 
     /// How deep arrays and objects nest in `bytes` (brackets inside strings do not count); it stops counting once past
     /// `limit`.
-    public static func nestingDepth(of bytes: some Collection<UInt8>, stoppingAbove limit: Int = .max) -> Int {
+    package static func nestingDepth(of bytes: some Collection<UInt8>, stoppingAbove limit: Int = .max) -> Int {
         var depth = 0
         var deepest = 0
         var inString = false

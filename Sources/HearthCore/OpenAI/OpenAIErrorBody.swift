@@ -1,19 +1,19 @@
 /// The OpenAI error envelope: `{"error":{"message","type","param","code"}}`.
-public struct OpenAIErrorBody: Codable, Sendable, Equatable {
-    public struct Detail: Codable, Sendable, Equatable {
-        public var message: String
-        public var type: String
-        public var param: String?
-        public var code: String?
+package struct OpenAIErrorBody: Codable, Sendable, Equatable {
+    struct Detail: Codable, Sendable, Equatable {
+        var message: String
+        var type: String
+        var param: String?
+        var code: String?
 
-        public init(message: String, type: String, param: String?, code: String?) {
+        package init(message: String, type: String, param: String?, code: String?) {
             self.message = message
             self.type = type
             self.param = param
             self.code = code
         }
 
-        public func encode(to encoder: any Encoder) throws {
+        func encode(to encoder: any Encoder) throws {
             // `param` and `code` are always present (as null when unset), as OpenAI sends them.
             var container = encoder.container(keyedBy: CodingKeys.self)
             try container.encode(message, forKey: .message)
@@ -23,9 +23,9 @@ public struct OpenAIErrorBody: Codable, Sendable, Equatable {
         }
     }
 
-    public var error: Detail
+    var error: Detail
 
-    public init(message: String, type: String, param: String? = nil, code: String? = nil) {
+    package init(message: String, type: String, param: String? = nil, code: String? = nil) {
         self.error = Detail(message: message, type: type, param: param, code: code)
     }
 }
@@ -33,8 +33,8 @@ public struct OpenAIErrorBody: Codable, Sendable, Equatable {
 /// What went wrong, as the API reports it: a kind that fixes the HTTP status and the OpenAI `type`.
 ///
 /// The table follows llama.cpp's `format_error_response`.
-public struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Kind: String, Sendable {
+package struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    package enum Kind: String, Sendable {
         case invalidRequest
         case authentication
         case permission
@@ -49,12 +49,12 @@ public struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
         case notSupported
     }
 
-    public var kind: Kind
-    public var message: String
-    public var param: String?
-    public var code: String?
+    var kind: Kind
+    package var message: String
+    var param: String?
+    var code: String?
 
-    public init(_ kind: Kind, _ message: String, param: String? = nil, code: String? = nil) {
+    package init(_ kind: Kind, _ message: String, param: String? = nil, code: String? = nil) {
         self.kind = kind
         self.message = message
         self.param = param
@@ -62,7 +62,7 @@ public struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The HTTP status code for this kind of failure.
-    public var status: Int {
+    package var status: Int {
         switch kind {
         case .invalidRequest: 400
         case .authentication: 401
@@ -79,7 +79,7 @@ public struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The OpenAI `error.type` string.
-    public var type: String {
+    var type: String {
         switch kind {
         case .invalidRequest, .requestTooLarge, .conflict: "invalid_request_error"
         case .authentication: "authentication_error"
@@ -93,6 +93,6 @@ public struct APIFailure: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    public var body: OpenAIErrorBody { OpenAIErrorBody(message: message, type: type, param: param, code: code) }
-    public var description: String { "\(kind.rawValue): \(message)" }
+    package var body: OpenAIErrorBody { OpenAIErrorBody(message: message, type: type, param: param, code: code) }
+    package var description: String { "\(kind.rawValue): \(message)" }
 }

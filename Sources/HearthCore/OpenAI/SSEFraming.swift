@@ -2,10 +2,10 @@
 /// an event ends at its first blank line (`\n\n` or `\n\r\n`), and its data is the `data:` lines joined.
 ///
 /// Pure functions over bytes, so that the gateway's buffering splitter and the fuzzer judge the same rules.
-public enum SSEFraming {
+package enum SSEFraming {
     /// The length of the first event in `bytes`, through its terminating blank line, or `nil` when no event is whole.
     /// `start` skips bytes already searched (a terminator may begin at most two bytes before the old end).
-    public static func endOfEvent(in bytes: UnsafeRawBufferPointer, from start: Int = 0) -> Int? {
+    package static func endOfEvent(in bytes: UnsafeRawBufferPointer, from start: Int = 0) -> Int? {
         guard bytes.count >= 2 else { return nil }
         var index = max(0, min(start, bytes.count))
         while index + 1 < bytes.count {
@@ -22,14 +22,14 @@ public enum SSEFraming {
 
     /// Finds event ends in a buffer that grows at its end and is consumed at its front, remembering how far it has
     /// searched, so an event arriving in many small chunks is scanned once, not once per chunk.
-    public struct Scanner: Sendable {
+    package struct Scanner: Sendable {
         private var searched = 0
 
-        public init() {}
+        package init() {}
 
         /// The length of the first whole event in `pending`; the caller then consumes exactly that many bytes.
         /// `nil` means more bytes are needed: the caller appends them and asks again.
-        public mutating func nextEvent(in pending: UnsafeRawBufferPointer) -> Int? {
+        package mutating func nextEvent(in pending: UnsafeRawBufferPointer) -> Int? {
             // A terminator may begin up to two bytes before where the last search stopped.
             guard let end = SSEFraming.endOfEvent(in: pending, from: max(0, searched - 2)) else {
                 searched = pending.count
@@ -40,18 +40,18 @@ public enum SSEFraming {
         }
 
         /// Forgets the search, after the caller consumed the buffer another way.
-        public mutating func reset() { searched = 0 }
+        package mutating func reset() { searched = 0 }
     }
 
     /// The data of one event: its `data:` lines (the one space after the colon and a trailing `\r` dropped) joined
     /// by newlines, as the format says; `nil` when the event has no data or it is not UTF-8.
-    public static func payload(of event: some BidirectionalCollection<UInt8>) -> String? {
+    package static func payload(of event: some BidirectionalCollection<UInt8>) -> String? {
         payloadBytes(of: event).flatMap { String(validating: $0, as: UTF8.self) }
     }
 
     /// The data of one event as bytes, not checked to be UTF-8: for the JSON parser, which checks as it reads, on the
     /// streaming path where making a `String` of every event cost a tenth of the gateway's CPU.
-    public static func payloadBytes(of event: some BidirectionalCollection<UInt8>) -> [UInt8]? {
+    package static func payloadBytes(of event: some BidirectionalCollection<UInt8>) -> [UInt8]? {
         ByteSearch.withBytes(of: event) { payloadBytes(in: $0) }
     }
 

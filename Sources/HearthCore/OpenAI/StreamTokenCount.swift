@@ -1,5 +1,5 @@
 /// What one server-sent event of a completion stream is, to the counting.
-public enum StreamEvent: Sendable, Equatable {
+package enum StreamEvent: Sendable, Equatable {
     /// The usage report; `usageOnly` when it is the extra chunk with no choices that `include_usage` adds.
     case usage(TokenUsage, usageOnly: Bool)
     /// The `[DONE]` terminator.
@@ -9,7 +9,7 @@ public enum StreamEvent: Sendable, Equatable {
 
     /// Classifies one whole event by scanning its bytes; only an event with a `usage` object is decoded (OpenAI's
     /// servers send `"usage":null` in every chunk when asked for usage, and those are not).
-    public static func classify(_ event: some Collection<UInt8>) -> StreamEvent {
+    package static func classify(_ event: some Collection<UInt8>) -> StreamEvent {
         ByteSearch.withBytes(of: event) { bytes in
             if hasUsageObject(bytes) {
                 if let payload = SSEFraming.payloadBytes(of: bytes), let chunk = CompletionChunk.parse(payload), let usage = chunk.usage {
@@ -24,7 +24,7 @@ public enum StreamEvent: Sendable, Equatable {
 
     /// The first `finish_reason` an event states (a string: `null` is none yet), whatever the spaces around its colon
     /// (an owner's server may not write compact JSON, and its events reach the gateway as it wrote them).
-    public static func finishReason(in event: some Collection<UInt8>) -> String? {
+    package static func finishReason(in event: some Collection<UInt8>) -> String? {
         ByteSearch.withBytes(of: event) { bytes in
             firstValue(of: #""finish_reason""#, in: bytes) { start in
                 guard bytes[start] == UInt8(ascii: "\""), let end = bytes[(start + 1)...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
@@ -65,17 +65,17 @@ public enum StreamEvent: Sendable, Equatable {
 /// check that receipt and to charge): the engine's usage event when it came; otherwise, for a stream cut short or a
 /// server that reports no usage, the prompt size from the engine's per-token timings and one completion token per
 /// event after the first (which carries only the role).
-public struct StreamTokenCount: Sendable, Equatable {
-    public private(set) var usage: TokenUsage?
+package struct StreamTokenCount: Sendable, Equatable {
+    package private(set) var usage: TokenUsage?
     /// Events that are neither the usage report alone nor `[DONE]`.
-    public private(set) var events = 0
-    public private(set) var promptFromTimings: Int?
+    package private(set) var events = 0
+    package private(set) var promptFromTimings: Int?
 
-    public init() {}
+    package init() {}
 
     /// Counts one whole event (its bytes through the blank line) and says what it is.
     @discardableResult
-    public mutating func observe(_ event: some Collection<UInt8>) -> StreamEvent {
+    package mutating func observe(_ event: some Collection<UInt8>) -> StreamEvent {
         let kind = StreamEvent.classify(event)
         switch kind {
         case .usage(let reported, let usageOnly):
@@ -90,10 +90,10 @@ public struct StreamTokenCount: Sendable, Equatable {
     }
 
     /// Completion tokens when the engine reported none.
-    public var fallbackCompletionTokens: Int { max(0, events - 1) }
+    package var fallbackCompletionTokens: Int { max(0, events - 1) }
 
     /// The counts to charge, and to sign or check a receipt with: the engine's, or what a cut stream had consumed.
-    public var counted: TokenUsage? {
+    package var counted: TokenUsage? {
         if let usage { return usage }
         guard events > 0 || promptFromTimings != nil else { return nil }
         return TokenUsage(promptTokens: promptFromTimings ?? 0, completionTokens: fallbackCompletionTokens)

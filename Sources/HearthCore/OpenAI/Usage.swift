@@ -1,14 +1,14 @@
 /// Token counts as the engine reports them in `usage`.
-public struct TokenUsage: Codable, Sendable, Equatable {
-    public var promptTokens: Int
-    public var completionTokens: Int
+package struct TokenUsage: Codable, Sendable, Equatable {
+    package var promptTokens: Int
+    package var completionTokens: Int
 
-    public init(promptTokens: Int, completionTokens: Int) {
+    package init(promptTokens: Int, completionTokens: Int) {
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
     }
 
-    public var totalTokens: Int { promptTokens + completionTokens }
+    package var totalTokens: Int { promptTokens + completionTokens }
 
     enum CodingKeys: String, CodingKey {
         case promptTokens = "prompt_tokens"
@@ -16,13 +16,13 @@ public struct TokenUsage: Codable, Sendable, Equatable {
         case totalTokens = "total_tokens"
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         promptTokens = try container.decode(Int.self, forKey: .promptTokens)
         completionTokens = try container.decode(Int.self, forKey: .completionTokens)
     }
 
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(promptTokens, forKey: .promptTokens)
         try container.encode(completionTokens, forKey: .completionTokens)
@@ -31,15 +31,15 @@ public struct TokenUsage: Codable, Sendable, Equatable {
 }
 
 /// The parts of a streamed chunk (or a whole completion) that Hearth reads: text, finish reason and usage.
-public struct CompletionChunk: Decodable, Sendable {
-    public struct Choice: Decodable, Sendable {
-        public struct Delta: Decodable, Sendable {
-            public var content: String?
+package struct CompletionChunk: Decodable, Sendable {
+    package struct Choice: Decodable, Sendable {
+        struct Delta: Decodable, Sendable {
+            var content: String?
         }
-        public var delta: Delta?
-        public var message: Delta?
-        public var text: String?
-        public var finishReason: String?
+        var delta: Delta?
+        var message: Delta?
+        var text: String?
+        package var finishReason: String?
 
         enum CodingKeys: String, CodingKey {
             case delta, message, text
@@ -47,15 +47,15 @@ public struct CompletionChunk: Decodable, Sendable {
         }
 
         /// The new text of this choice, whichever endpoint produced it.
-        public var content: String? { delta?.content ?? message?.content ?? text }
+        package var content: String? { delta?.content ?? message?.content ?? text }
     }
 
-    public var choices: [Choice]?
-    public var usage: TokenUsage?
+    package var choices: [Choice]?
+    package var usage: TokenUsage?
 
     /// Reads one event's JSON with the native parser (`JSONValue+Native`), which costs a fraction of `JSONDecoder`
     /// on the streaming path; `nil` when it is no JSON object, or a member has the wrong type, as decoding would say.
-    public static func parse(_ bytes: some Collection<UInt8>) -> CompletionChunk? {
+    package static func parse(_ bytes: some Collection<UInt8>) -> CompletionChunk? {
         guard let json = try? JSONValue.parse(bytes), case .object(let members) = json else { return nil }
         var chunk = CompletionChunk()
         switch members["choices"] {
@@ -109,13 +109,13 @@ extension CompletionChunk {
     /// The text the first choice of an event adds (its `delta`'s or `message`'s `content`, or its `text`), read through
     /// the event's outline: only that string is decoded. `nil` when the bytes are no JSON object, there is no choice or
     /// the choice has no text; `""` for a present but empty text.
-    public static func firstText(in bytes: UnsafeBufferPointer<UInt8>) -> String? {
+    package static func firstText(in bytes: UnsafeBufferPointer<UInt8>) -> String? {
         guard let event = JSONOutline(object: bytes), event.isWhole(of: bytes) else { return nil }
         return firstText(of: event, in: bytes)
     }
 
     /// `firstText(in:)` over an event already outlined.
-    public static func firstText(of event: JSONOutline, in bytes: UnsafeBufferPointer<UInt8>) -> String? {
+    package static func firstText(of event: JSONOutline, in bytes: UnsafeBufferPointer<UInt8>) -> String? {
         guard let choices = event.member("choices", in: bytes), bytes[choices.value.lowerBound] == UInt8(ascii: "["),
             let first = JSONOutline.elements(ofArray: choices.value, in: bytes)?.first,
             let choice = JSONOutline(object: bytes, at: first.lowerBound)
@@ -124,7 +124,7 @@ extension CompletionChunk {
     }
 
     /// The text one choice adds, from its outline (`firstText(of:in:)` for the first choice).
-    public static func text(ofChoice choice: JSONOutline, in bytes: UnsafeBufferPointer<UInt8>) -> String? {
+    package static func text(ofChoice choice: JSONOutline, in bytes: UnsafeBufferPointer<UInt8>) -> String? {
         for key: StaticString in ["delta", "message"] {
             guard let member = choice.member(key, in: bytes), bytes[member.value.lowerBound] == UInt8(ascii: "{"),
                 let inner = JSONOutline(object: bytes, at: member.value.lowerBound),
@@ -145,12 +145,12 @@ extension CompletionChunk {
 /// llama-server's per-token timings: with `timings_per_token: true` every streamed event carries
 /// `"timings":{"prompt_n":…,…}`, so the size of the prompt the engine read is known from the first token on, not only
 /// from the usage event at the end. A stream the client cuts short is charged (and credited) for that prompt.
-public enum EngineTimings {
+enum EngineTimings {
     /// The request field that asks llama-server for them.
-    public static let requestField = "timings_per_token"
+    package static let requestField = "timings_per_token"
 
     /// The `prompt_n` in an event's bytes, scanned without decoding the event; `nil` when there is none.
-    public static func promptTokens(in bytes: some Collection<UInt8>) -> Int? {
+    package static func promptTokens(in bytes: some Collection<UInt8>) -> Int? {
         ByteSearch.withBytes(of: bytes) { bytes -> Int? in
             let marker: StaticString = #""prompt_n":"#
             guard let found = ByteSearch.firstIndex(of: marker, in: bytes) else { return nil }

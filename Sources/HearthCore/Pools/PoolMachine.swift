@@ -1,5 +1,5 @@
 /// Where a pool is in its life.
-public enum PoolState: String, Codable, Sendable, CaseIterable {
+package enum PoolState: String, Codable, Sendable, CaseIterable {
     /// Created; no plan yet.
     case requested
     /// Planned: members start their rpc-servers, then the head loads the model through them.
@@ -16,8 +16,8 @@ public enum PoolState: String, Codable, Sendable, CaseIterable {
 }
 
 /// Something that went wrong in a pool, for the log, the metrics and `GET /api/pools`.
-public struct PoolIncident: Codable, Sendable, Equatable {
-    public enum Kind: String, Codable, Sendable, CaseIterable {
+package struct PoolIncident: Codable, Sendable, Equatable {
+    package enum Kind: String, Codable, Sendable, CaseIterable {
         case memberLost = "member_lost"
         case headCrashed = "head_crashed"
         case stall
@@ -25,11 +25,11 @@ public struct PoolIncident: Codable, Sendable, Equatable {
         case failed
     }
 
-    public var kind: Kind
-    public var node: NodeID?
-    public var detail: String
+    package var kind: Kind
+    package var node: NodeID?
+    package var detail: String
 
-    public init(kind: Kind, node: NodeID? = nil, detail: String) {
+    package init(kind: Kind, node: NodeID? = nil, detail: String) {
         self.kind = kind
         self.node = node
         self.detail = detail
@@ -43,26 +43,26 @@ public struct PoolIncident: Codable, Sendable, Equatable {
 /// all its work is stopped, the lost node is kept out of the next plan for a while (longer each time it flaps: a
 /// node that comes and goes cannot cause a replan storm), and a new plan is made after `replanDelay`. Failed plans
 /// back off up to `maxBackoff`; a pool never gives up, so it recovers when capacity comes back.
-public struct PoolMachine: Sendable {
-    public struct Timing: Sendable {
+package struct PoolMachine: Sendable {
+    package struct Timing: Sendable {
         /// Wait after a loss before planning again, so reports of the other members' work settle.
-        public var replanDelay: Duration = .seconds(1)
+        package var replanDelay: Duration = .seconds(1)
         /// First wait after a failed plan; doubles up to `maxBackoff`.
-        public var backoff: Duration = .seconds(2)
-        public var maxBackoff: Duration = .seconds(30)
+        package var backoff: Duration = .seconds(2)
+        package var maxBackoff: Duration = .seconds(30)
         /// How long a lost node stays out of plans the first time; doubles for each further loss within `flapWindow`.
-        public var quarantine: Duration = .seconds(10)
-        public var maxQuarantine: Duration = .seconds(300)
-        public var flapWindow: Duration = .seconds(600)
+        package var quarantine: Duration = .seconds(10)
+        package var maxQuarantine: Duration = .seconds(300)
+        package var flapWindow: Duration = .seconds(600)
         /// Longest time from a plan to a serving head.
-        public var warmingTimeout: Duration = .seconds(600)
+        package var warmingTimeout: Duration = .seconds(600)
         /// A busy slot without token progress for this long counts as a stall.
-        public var stallAfter: Duration = .seconds(30)
+        package var stallAfter: Duration = .seconds(30)
 
-        public init() {}
+        package init() {}
     }
 
-    public enum Event: Sendable, Equatable {
+    package enum Event: Sendable, Equatable {
         /// Time passed (the reconciler ticks every few seconds and on every registry change).
         case tick
         case planned(PoolPlan)
@@ -80,7 +80,7 @@ public struct PoolMachine: Sendable {
         case workGone
     }
 
-    public enum Action: Sendable, Equatable {
+    package enum Action: Sendable, Equatable {
         /// Run the planner, leaving these nodes out; answer with `.planned` or `.planFailed`.
         case plan(excluding: Set<NodeID>)
         case startMember(PoolPlan.Share, epoch: Int)
@@ -92,17 +92,17 @@ public struct PoolMachine: Sendable {
         case report(PoolIncident)
     }
 
-    public private(set) var state: PoolState = .requested
-    public private(set) var plan: PoolPlan?
+    package private(set) var state: PoolState = .requested
+    package private(set) var plan: PoolPlan?
     /// Bumped for every plan: work of an older plan is no longer this pool's.
-    public private(set) var epoch = 0
-    public private(set) var readyMembers: Set<NodeID> = []
-    public private(set) var headStarted = false
-    public private(set) var since: ContinuousClock.Instant
-    public private(set) var lastIncident: PoolIncident?
+    package private(set) var epoch = 0
+    package private(set) var readyMembers: Set<NodeID> = []
+    package private(set) var headStarted = false
+    package private(set) var since: ContinuousClock.Instant
+    package private(set) var lastIncident: PoolIncident?
     /// Why the pool is failed, or what it waits for.
-    public private(set) var reason: String?
-    public let timing: Timing
+    package private(set) var reason: String?
+    package let timing: Timing
 
     private var nextPlanAt: ContinuousClock.Instant
     private var planPending = false
@@ -111,19 +111,19 @@ public struct PoolMachine: Sendable {
     /// Nodes that may still hold work of an older plan.
     private var dirty: Set<NodeID> = []
 
-    public init(now: ContinuousClock.Instant, timing: Timing = Timing()) {
+    package init(now: ContinuousClock.Instant, timing: Timing = Timing()) {
         self.timing = timing
         since = now
         nextPlanAt = now
     }
 
     /// Nodes kept out of plans now.
-    public func quarantined(at now: ContinuousClock.Instant) -> Set<NodeID> {
+    func quarantined(at now: ContinuousClock.Instant) -> Set<NodeID> {
         Set(losses.filter { $0.value.until > now }.keys)
     }
 
     /// How far a warming pool is, for a client told to come back: `2 of 3 members ready`.
-    public var progress: String {
+    package var progress: String {
         switch state {
         case .requested: return "planning"
         case .warming:
@@ -137,7 +137,7 @@ public struct PoolMachine: Sendable {
         }
     }
 
-    public mutating func handle(_ event: Event, now: ContinuousClock.Instant) -> [Action] {
+    package mutating func handle(_ event: Event, now: ContinuousClock.Instant) -> [Action] {
         switch (state, event) {
         case (.stopping, .workGone):
             dirty = []

@@ -1,16 +1,16 @@
 /// Which engine a node runs, as far as pooling cares. llama.cpp's RPC sends raw host-endian structs that hold
 /// pointers, so only nodes whose builds agree on all of this may serve one model together.
-public struct EngineBuild: Codable, Sendable, Hashable, CustomStringConvertible {
+package struct EngineBuild: Codable, Sendable, Hashable, CustomStringConvertible {
     /// llama.cpp's build number (its tag `bN`).
-    public var llamaCpp: Int
+    package var llamaCpp: Int
     /// The RPC protocol version of that build.
-    public var rpcProtocol: String
+    package var rpcProtocol: String
     /// CPU architecture, as Swift names it (`x86_64`, `arm64`).
-    public var architecture: String
+    package var architecture: String
     /// `little` or `big`.
-    public var byteOrder: String
+    package var byteOrder: String
 
-    public init(llamaCpp: Int, rpcProtocol: String, architecture: String, byteOrder: String) {
+    package init(llamaCpp: Int, rpcProtocol: String, architecture: String, byteOrder: String) {
         self.llamaCpp = llamaCpp
         self.rpcProtocol = rpcProtocol
         self.architecture = architecture
@@ -18,7 +18,7 @@ public struct EngineBuild: Codable, Sendable, Hashable, CustomStringConvertible 
     }
 
     /// The pinned build on this machine.
-    public static let current = EngineBuild(
+    package static let current = EngineBuild(
         llamaCpp: EnginePins.llamaCppBuildNumber,
         rpcProtocol: EnginePins.rpcProtocol,
         architecture: currentArchitecture,
@@ -38,26 +38,26 @@ public struct EngineBuild: Codable, Sendable, Hashable, CustomStringConvertible 
     }
 
     /// One string for logs and listings: `b11434 rpc 7.0.0 x86_64 little-endian`.
-    public var description: String { "b\(llamaCpp) rpc \(rpcProtocol) \(architecture) \(byteOrder)-endian" }
+    package var description: String { "b\(llamaCpp) rpc \(rpcProtocol) \(architecture) \(byteOrder)-endian" }
 }
 
 /// What a node lends to pools, in its report. Absent when the owner has not opted in.
-public struct PoolOffer: Codable, Sendable, Equatable {
+package struct PoolOffer: Codable, Sendable, Equatable {
     /// Memory the node gives to pool work (members' rpc-servers and heads), beside its own engines.
-    public var memoryBytes: UInt64
+    package var memoryBytes: UInt64
     /// CPU threads each rpc-server or head may use.
-    public var threads: Int
-    public var build: EngineBuild
+    package var threads: Int
+    package var build: EngineBuild
     /// Whether the node can run a head: it fetches catalog files (or holds them).
-    public var canHead: Bool
+    package var canHead: Bool
     /// Models whose GGUF file the node holds (it can head them without a download).
-    public var files: [SHA256Digest]
+    package var files: [SHA256Digest]
     /// Models whose tensors the node's rpc cache holds from earlier pools (less to send when it serves them again).
-    public var cached: [SHA256Digest]
+    package var cached: [SHA256Digest]
     /// The pool work it runs now, as the gateway asked.
-    public var work: [PoolWorkStatus]
+    package var work: [PoolWorkStatus]
 
-    public init(
+    package init(
         memoryBytes: UInt64,
         threads: Int,
         build: EngineBuild = .current,
@@ -77,30 +77,30 @@ public struct PoolOffer: Codable, Sendable, Equatable {
 }
 
 /// One piece of pool work on a node: a member's rpc-server or a pool's head.
-public struct PoolWorkStatus: Codable, Sendable, Equatable {
-    public enum Role: String, Codable, Sendable {
+package struct PoolWorkStatus: Codable, Sendable, Equatable {
+    package enum Role: String, Codable, Sendable {
         case member
         case head
     }
 
-    public enum State: String, Codable, Sendable {
+    package enum State: String, Codable, Sendable {
         case starting
         case ready
         /// It exited or never became ready; `detail` says how.
         case failed
     }
 
-    public var pool: PoolID
+    package var pool: PoolID
     /// Which plan of the pool it belongs to: the gateway ignores news of work from a plan it has replaced.
-    public var epoch: Int
-    public var role: Role
-    public var state: State
+    package var epoch: Int
+    package var role: Role
+    package var state: State
     /// What the head's engine is doing (`loading 40 %`) or why it failed.
-    public var detail: String?
+    package var detail: String?
     /// Head only: how long a busy slot has made no token progress (`nil` or 0: none stuck).
-    public var stalledSeconds: Int?
+    package var stalledSeconds: Int?
 
-    public init(pool: PoolID, epoch: Int, role: Role, state: State, detail: String? = nil, stalledSeconds: Int? = nil) {
+    package init(pool: PoolID, epoch: Int, role: Role, state: State, detail: String? = nil, stalledSeconds: Int? = nil) {
         self.pool = pool
         self.epoch = epoch
         self.role = role
@@ -111,22 +111,22 @@ public struct PoolWorkStatus: Codable, Sendable, Equatable {
 }
 
 /// A pool's name: `p-` and 12 lowercase hex digits, chosen by the gateway that planned it.
-public struct PoolID: Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
-    public let rawValue: String
+package struct PoolID: Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
+    package let rawValue: String
 
-    public init?(_ rawValue: String) {
+    package init?(_ rawValue: String) {
         let digits = rawValue.utf8.dropFirst(2)
         guard rawValue.hasPrefix("p-"), digits.count == 12, digits.allSatisfy({ Hex.isLowercaseDigit($0) }) else { return nil }
         self.rawValue = rawValue
     }
 
     /// A fresh random id.
-    public static func random() -> PoolID { PoolID("p-" + Hex.random(bytes: 6))! }
+    package static func random() -> PoolID { PoolID("p-" + Hex.random(bytes: 6))! }
 
-    public var description: String { rawValue }
-    public static func < (lhs: PoolID, rhs: PoolID) -> Bool { lhs.rawValue < rhs.rawValue }
+    package var description: String { rawValue }
+    package static func < (lhs: PoolID, rhs: PoolID) -> Bool { lhs.rawValue < rhs.rawValue }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         guard let id = PoolID(try container.decode(String.self)) else {
             throw DecodingError.dataCorruptedError(in: container, debugDescription: "a pool id is p- and 12 lowercase hex digits")
@@ -134,7 +134,7 @@ public struct PoolID: Hashable, Sendable, Codable, CustomStringConvertible, Comp
         self = id
     }
 
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(rawValue)
     }
@@ -142,12 +142,12 @@ public struct PoolID: Hashable, Sendable, Codable, CustomStringConvertible, Comp
 
 /// The gateway's instruction to serve a node's part of a pool: the whole plan, so the node can check that it is in
 /// it, with what share, and on which build.
-public struct PoolAssignment: Codable, Sendable, Equatable {
-    public var pool: PoolID
-    public var epoch: Int
-    public var plan: PoolPlan
+package struct PoolAssignment: Codable, Sendable, Equatable {
+    package var pool: PoolID
+    package var epoch: Int
+    package var plan: PoolPlan
 
-    public init(pool: PoolID, epoch: Int, plan: PoolPlan) {
+    package init(pool: PoolID, epoch: Int, plan: PoolPlan) {
         self.pool = pool
         self.epoch = epoch
         self.plan = plan

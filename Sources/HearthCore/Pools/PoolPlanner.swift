@@ -1,12 +1,12 @@
 /// A node as the pool planner sees it: what it lends, and how far it is from the gateway.
-public struct PoolCandidate: Sendable, Equatable {
-    public var id: NodeID
-    public var offer: PoolOffer
+package struct PoolCandidate: Sendable, Equatable {
+    package var id: NodeID
+    package var offer: PoolOffer
     /// Smoothed round trip to the gateway, when measured.
-    public var latencyMilliseconds: Double?
-    public var draining: Bool
+    package var latencyMilliseconds: Double?
+    package var draining: Bool
 
-    public init(id: NodeID, offer: PoolOffer, latencyMilliseconds: Double? = nil, draining: Bool = false) {
+    package init(id: NodeID, offer: PoolOffer, latencyMilliseconds: Double? = nil, draining: Bool = false) {
         self.id = id
         self.offer = offer
         self.latencyMilliseconds = latencyMilliseconds
@@ -16,32 +16,32 @@ public struct PoolCandidate: Sendable, Equatable {
 
 /// One pool's layout: which node runs the head (`llama-server --rpc`, the first `head.layers` layers on its own CPU)
 /// and which run a `ggml-rpc-server` for the rest, in llama.cpp's device order.
-public struct PoolPlan: Codable, Sendable, Equatable {
-    public struct Share: Codable, Sendable, Equatable {
-        public var node: NodeID
+package struct PoolPlan: Codable, Sendable, Equatable {
+    package struct Share: Codable, Sendable, Equatable {
+        package var node: NodeID
         /// Transformer blocks this node computes (and holds the weights and KV cache of).
-        public var layers: Int
+        package var layers: Int
         /// What the share costs the node in memory, by the sizer.
-        public var memoryBytes: UInt64
+        package var memoryBytes: UInt64
 
-        public init(node: NodeID, layers: Int, memoryBytes: UInt64) {
+        package init(node: NodeID, layers: Int, memoryBytes: UInt64) {
             self.node = node
             self.layers = layers
             self.memoryBytes = memoryBytes
         }
     }
 
-    public var model: ModelID
-    public var sha256: SHA256Digest
+    package var model: ModelID
+    package var sha256: SHA256Digest
     /// Tokens per slot, and slots, of the head's engine.
-    public var context: Int
-    public var slots: Int
-    public var build: EngineBuild
-    public var head: Share
+    package var context: Int
+    package var slots: Int
+    package var build: EngineBuild
+    package var head: Share
     /// The rpc-servers, as `RPC0`, `RPC1`, … in the head's `--device` list.
-    public var members: [Share]
+    package var members: [Share]
 
-    public init(model: ModelID, sha256: SHA256Digest, context: Int, slots: Int, build: EngineBuild, head: Share, members: [Share]) {
+    package init(model: ModelID, sha256: SHA256Digest, context: Int, slots: Int, build: EngineBuild, head: Share, members: [Share]) {
         self.model = model
         self.sha256 = sha256
         self.context = context
@@ -52,19 +52,19 @@ public struct PoolPlan: Codable, Sendable, Equatable {
     }
 
     /// Every node in the pool, head first.
-    public var nodes: [NodeID] { [head.node] + members.map(\.node) }
+    package var nodes: [NodeID] { [head.node] + members.map(\.node) }
 
-    public var totalLayers: Int { head.layers + members.reduce(0) { $0 + $1.layers } }
+    package var totalLayers: Int { head.layers + members.reduce(0) { $0 + $1.layers } }
 
     /// The share `node` holds, if it is in the pool.
-    public func share(of node: NodeID) -> Share? {
+    package func share(of node: NodeID) -> Share? {
         node == head.node ? head : members.first { $0.node == node }
     }
 
     /// The head's engine arguments that make this split: the RPC devices in plan order with their layer counts as
     /// the tensor split, and every layer but the head's own offloaded to them. `endpoints` are the loopback
     /// addresses that reach each member, in the same order.
-    public func engineArguments(endpoints: [String]) -> [String] {
+    package func engineArguments(endpoints: [String]) -> [String] {
         precondition(endpoints.count == members.count, "one endpoint per member")
         return [
             // `--rpc` is parsed in argv order: it must come before `--device`.
@@ -89,7 +89,7 @@ public struct PoolPlan: Codable, Sendable, Equatable {
 }
 
 /// Why no pool could be planned.
-public enum PoolPlanError: Error, Sendable, Equatable, CustomStringConvertible {
+package enum PoolPlanError: Error, Sendable, Equatable, CustomStringConvertible {
     case notPinned(ModelID)
     /// No node lends memory with a build that can be pooled.
     case noCandidates
@@ -100,7 +100,7 @@ public enum PoolPlanError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The operator's list names a node that does not lend memory now.
     case unavailable(NodeID)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .notPinned(let model): "\(model) is not pinned in the catalog, so it is never loaded"
         case .noCandidates: "no node lends memory to pools now"
@@ -121,13 +121,13 @@ public enum PoolPlanError: Error, Sendable, Equatable, CustomStringConvertible {
 /// Choice, in order: the fewest nodes; then the lowest summed latency to the gateway (every token crosses each
 /// member's link); then nodes whose rpc cache already holds the model; then the most room. Never a draining node,
 /// never a node the caller excludes (recently lost: hysteresis), and all of one engine build.
-public enum PoolPlanner {
+package enum PoolPlanner {
     /// llama.cpp takes at most 16 `--tensor-split` values; the head's CPU is not one of them.
-    public static let maxMembers = 16
+    package static let maxMembers = 16
     /// Past this many candidate sets the planner takes the roomiest nodes instead of searching.
     static let searchLimit = 20_000
 
-    public static func plan(
+    package static func plan(
         entry: CatalogEntry,
         context: Int,
         slots: Int,
@@ -259,7 +259,7 @@ public enum PoolPlanner {
 
     /// `layers` shared in proportion to each node's room, never over it, each member (all but the first) at least
     /// one: proportional floors first, then the rest one by one to the largest remainder that still has room.
-    public static func split(layers: Int, capacities: [Int]) -> [Int]? {
+    package static func split(layers: Int, capacities: [Int]) -> [Int]? {
         let total = capacities.reduce(0, +)
         guard total >= layers, !capacities.isEmpty else { return nil }
         var shares = capacities.map { min($0, layers * $0 / max(total, 1)) }

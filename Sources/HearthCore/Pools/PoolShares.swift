@@ -1,36 +1,36 @@
 /// Who computed a pooled answer, as the head's receipt names them: the pool, the plan's epoch, and every node of the
 /// plan (head first) with its layers. The gateway holds it against the plan it made, and the ledger credits each
 /// node its share of the tokens (`split`).
-public struct PoolShares: Sendable, Equatable {
-    public struct Share: Sendable, Equatable {
-        public var node: NodeID
-        public var layers: Int
+package struct PoolShares: Sendable, Equatable {
+    package struct Share: Sendable, Equatable {
+        package var node: NodeID
+        package var layers: Int
 
-        public init(node: NodeID, layers: Int) {
+        package init(node: NodeID, layers: Int) {
             self.node = node
             self.layers = layers
         }
     }
 
-    public var pool: PoolID
-    public var epoch: Int
-    public var shares: [Share]
+    package var pool: PoolID
+    package var epoch: Int
+    package var shares: [Share]
 
-    public init(pool: PoolID, epoch: Int, shares: [Share]) {
+    package init(pool: PoolID, epoch: Int, shares: [Share]) {
         self.pool = pool
         self.epoch = epoch
         self.shares = shares
     }
 
     /// The shares of `plan`, head first.
-    public init(pool: PoolID, epoch: Int, plan: PoolPlan) {
+    package init(pool: PoolID, epoch: Int, plan: PoolPlan) {
         self.init(pool: pool, epoch: epoch, shares: ([plan.head] + plan.members).map { Share(node: $0.node, layers: $0.layers) })
     }
 
     /// `tokens` shared in proportion to layers, in whole tokens, nothing created or lost: each node gets
     /// ⌊tokens × layers / total⌋, then the tokens left over go one each to the largest remainders, ties to the
     /// earlier share (the head first). A share of 0 layers gets nothing.
-    public func split(_ tokens: Int) -> [(node: NodeID, tokens: Int)] {
+    func split(_ tokens: Int) -> [(node: NodeID, tokens: Int)] {
         let total = shares.reduce(0) { $0 + max($1.layers, 0) }
         guard total > 0, tokens > 0 else { return shares.map { ($0.node, 0) } }
         var parts = shares.map { tokens * max($0.layers, 0) / total }

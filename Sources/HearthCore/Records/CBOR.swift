@@ -4,7 +4,7 @@
 /// Encoding is always deterministic (RFC 8949 §4.2.1): shortest-form integers and lengths, definite lengths only,
 /// map keys sorted by the bytes of their encodings. Decoding accepts only that form, so one value has exactly one
 /// encoding and signed bytes never depend on dictionary order.
-public indirect enum CBOR: Sendable, Hashable {
+package indirect enum CBOR: Sendable, Hashable {
     case unsigned(UInt64)
     /// The integer `-1 - n`.
     case negative(UInt64)
@@ -18,12 +18,12 @@ public indirect enum CBOR: Sendable, Hashable {
     case null
 
     /// An integer item.
-    public static func int(_ value: Int64) -> CBOR {
+    package static func int(_ value: Int64) -> CBOR {
         value >= 0 ? .unsigned(UInt64(value)) : .negative(UInt64(-(value + 1)))
     }
 
     /// The value as an `Int64`, when it is an integer that fits.
-    public var int64: Int64? {
+    var int64: Int64? {
         switch self {
         case .unsigned(let value): value <= UInt64(Int64.max) ? Int64(value) : nil
         case .negative(let value): value <= UInt64(Int64.max) ? -1 - Int64(value) : nil
@@ -31,66 +31,66 @@ public indirect enum CBOR: Sendable, Hashable {
         }
     }
 
-    public var bytesValue: [UInt8]? { if case .bytes(let value) = self { value } else { nil } }
-    public var textValue: String? { if case .text(let value) = self { value } else { nil } }
-    public var arrayValue: [CBOR]? { if case .array(let value) = self { value } else { nil } }
+    var bytesValue: [UInt8]? { if case .bytes(let value) = self { value } else { nil } }
+    var textValue: String? { if case .text(let value) = self { value } else { nil } }
+    var arrayValue: [CBOR]? { if case .array(let value) = self { value } else { nil } }
 
     /// The value under `key` in a map.
-    public subscript(key: CBOR) -> CBOR? {
+    package subscript(key: CBOR) -> CBOR? {
         guard case .map(let pairs) = self else { return nil }
         return pairs.first { $0.0 == key }?.1
     }
 
-    public static func == (lhs: CBOR, rhs: CBOR) -> Bool {
+    package static func == (lhs: CBOR, rhs: CBOR) -> Bool {
         // Items are equal when their deterministic encodings are; maps compare regardless of pair order. (Maps with
         // duplicate keys have no encoding; they only equal each other.)
         (try? lhs.encoded()) == (try? rhs.encoded())
     }
 
-    public func hash(into hasher: inout Hasher) {
+    package func hash(into hasher: inout Hasher) {
         hasher.combine(try? encoded())
     }
 }
 
 /// Why CBOR bytes or a value were refused.
-public struct CBORError: Error, Sendable, Equatable, CustomStringConvertible {
+package struct CBORError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What kind of refusal it is; more may be added.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
-        public static let truncated = Code(name: "truncated")
-        public static let trailingBytes = Code(name: "trailing_bytes")
-        public static let tooLong = Code(name: "too_long")
-        public static let tooDeep = Code(name: "too_deep")
-        public static let nonCanonical = Code(name: "non_canonical")
-        public static let unsupported = Code(name: "unsupported")
-        public static let invalidUTF8 = Code(name: "invalid_utf8")
-        public var description: String { name }
+        package static let truncated = Code(name: "truncated")
+        package static let trailingBytes = Code(name: "trailing_bytes")
+        package static let tooLong = Code(name: "too_long")
+        package static let tooDeep = Code(name: "too_deep")
+        package static let nonCanonical = Code(name: "non_canonical")
+        package static let unsupported = Code(name: "unsupported")
+        package static let invalidUTF8 = Code(name: "invalid_utf8")
+        var description: String { name }
     }
 
-    public var code: Code
-    public var description: String
+    var code: Code
+    package var description: String
     /// The code alone, for metric labels and logs that count refusals.
-    public var shortDescription: String { code.description }
+    var shortDescription: String { code.description }
 
     /// The input ended inside an item.
-    public static let truncated = CBORError(code: .truncated, description: "the CBOR ends inside an item")
+    package static let truncated = CBORError(code: .truncated, description: "the CBOR ends inside an item")
     /// Bytes are left after the item.
-    public static let trailingBytes = CBORError(code: .trailingBytes, description: "bytes are left after the CBOR item")
+    package static let trailingBytes = CBORError(code: .trailingBytes, description: "bytes are left after the CBOR item")
     /// A length or count larger than the input could hold, or than the decoder allows.
-    public static let tooLong = CBORError(code: .tooLong, description: "a CBOR length or count is larger than allowed")
+    package static let tooLong = CBORError(code: .tooLong, description: "a CBOR length or count is larger than allowed")
     /// Nesting deeper than the decoder allows.
-    public static let tooDeep = CBORError(code: .tooDeep, description: "the CBOR nests deeper than allowed")
+    package static let tooDeep = CBORError(code: .tooDeep, description: "the CBOR nests deeper than allowed")
     /// A text string that is not UTF-8.
-    public static let invalidUTF8 = CBORError(code: .invalidUTF8, description: "a CBOR text string is not UTF-8")
+    package static let invalidUTF8 = CBORError(code: .invalidUTF8, description: "a CBOR text string is not UTF-8")
 
     /// Not the deterministic encoding: a non-minimal integer or length, an indefinite length, or unsorted or
     /// duplicate map keys.
-    public static func nonCanonical(_ detail: String) -> CBORError {
+    package static func nonCanonical(_ detail: String) -> CBORError {
         CBORError(code: .nonCanonical, description: "not deterministic CBOR: \(detail)")
     }
 
     /// A kind of item this implementation does not accept (floats, undefined, other simple values).
-    public static func unsupported(_ detail: String) -> CBORError {
+    package static func unsupported(_ detail: String) -> CBORError {
         CBORError(code: .unsupported, description: "unsupported CBOR: \(detail)")
     }
 }
@@ -98,7 +98,7 @@ public struct CBORError: Error, Sendable, Equatable, CustomStringConvertible {
 extension CBOR {
     /// The deterministic encoding.
     /// - Throws: `CBORError.nonCanonical` for a map with duplicate keys.
-    public func encoded() throws(CBORError) -> [UInt8] {
+    package func encoded() throws(CBORError) -> [UInt8] {
         var out: [UInt8] = []
         try encode(into: &out)
         return out
@@ -158,7 +158,7 @@ extension CBOR {
     ///   - maxDepth: deepest nesting of arrays, maps and tags accepted.
     ///   - maxItems: most array elements or map pairs in one item.
     /// - Throws: `CBORError` for anything malformed, non-deterministic or unsupported; never traps.
-    public init(decoding bytes: some Collection<UInt8>, maxDepth: Int = 16, maxItems: Int = 4096) throws(CBORError) {
+    package init(decoding bytes: some Collection<UInt8>, maxDepth: Int = 16, maxItems: Int = 4096) throws(CBORError) {
         var reader = CBORReader(bytes: Array(bytes), maxDepth: maxDepth, maxItems: maxItems)
         self = try reader.item(depth: 0)
         guard reader.offset == reader.bytes.count else { throw .trailingBytes }

@@ -1,32 +1,32 @@
-public import Foundation
+package import Foundation
 
 /// One entry of a gateway's ledger: a credited receipt (the node's COSE_Sign1 bytes, unchanged), its position, the
 /// hash of the entry before it (32 zero bytes for the first), and when it was credited. The gateway signs it as a
 /// COSE_Sign1 of its own (its countersignature); the SHA-256 of those bytes is what the next entry commits to.
-public struct LedgerEntry: Sendable, Equatable {
+package struct LedgerEntry: Sendable, Equatable {
     /// One node's part of a pooled answer: its share of the tokens (`PoolShares.split`) and the account it earns for.
-    public struct Credit: Sendable, Equatable {
-        public var node: NodeID
+    package struct Credit: Sendable, Equatable {
+        var node: NodeID
         /// The account of the node's device certificate when the gateway credited it; `nil` for an uncertified node.
-        public var account: NodeID?
-        public var tokens: Int
+        package var account: NodeID?
+        package var tokens: Int
 
-        public init(node: NodeID, account: NodeID?, tokens: Int) {
+        package init(node: NodeID, account: NodeID?, tokens: Int) {
             self.node = node
             self.account = account
             self.tokens = tokens
         }
     }
 
-    public var seq: Int64
-    public var previousHash: Data
+    var seq: Int64
+    var previousHash: Data
     /// The node's signed receipt.
-    public var receipt: [UInt8]
-    public var creditedAt: Date
+    var receipt: [UInt8]
+    var creditedAt: Date
     /// For a pooled receipt, how its tokens were shared: one credit per node of the pool, in the receipt's order.
-    public var credits: [Credit]?
+    var credits: [Credit]?
 
-    public init(seq: Int64, previousHash: Data, receipt: [UInt8], creditedAt: Date, credits: [Credit]? = nil) {
+    package init(seq: Int64, previousHash: Data, receipt: [UInt8], creditedAt: Date, credits: [Credit]? = nil) {
         self.seq = seq
         self.previousHash = previousHash
         self.receipt = receipt
@@ -35,13 +35,13 @@ public struct LedgerEntry: Sendable, Equatable {
     }
 
     /// The credits of a pooled receipt: `PoolShares.split` of its tokens, with each node's account from `accounts`.
-    public static func credits(for receipt: Receipt, accounts: (NodeID) -> NodeID?) -> [Credit]? {
+    package static func credits(for receipt: Receipt, accounts: (NodeID) -> NodeID?) -> [Credit]? {
         receipt.pool.map { pool in
             pool.split(receipt.promptTokens + receipt.completionTokens).map { Credit(node: $0.node, account: accounts($0.node), tokens: $0.tokens) }
         }
     }
 
-    public var cbor: CBOR {
+    var cbor: CBOR {
         var pairs: [(CBOR, CBOR)] = [
             (.text("seq"), .int(seq)),
             (.text("prev"), .bytes(Array(previousHash))),
@@ -60,13 +60,13 @@ public struct LedgerEntry: Sendable, Equatable {
     }
 
     /// The entry countersigned by the gateway, as COSE_Sign1 bytes.
-    public func signed(by gateway: IdentityKey) throws -> [UInt8] {
+    package func signed(by gateway: IdentityKey) throws -> [UInt8] {
         try COSESign1.sign(payload: try cbor.encoded(), with: gateway).encoded()
     }
 
     /// Reads an entry map.
     /// - Throws: `ReceiptError.malformed` naming the field.
-    public init(cbor: CBOR) throws(ReceiptError) {
+    package init(cbor: CBOR) throws(ReceiptError) {
         let hasCredits = cbor[.text("credits")] != nil
         guard case .map(let pairs) = cbor, pairs.count == (hasCredits ? 5 : 4) else { throw .malformed("not a ledger entry") }
         guard let seq = cbor[.text("seq")]?.int64, seq >= 1 else { throw .malformed("seq") }

@@ -1,34 +1,34 @@
 import Crypto
-public import Foundation
+package import Foundation
 
 /// The ledger's signed head: how many entries it has and the hash of the last one, signed by the gateway, so an
 /// export can be checked to be complete and current.
-public struct LedgerHead: Sendable, Equatable {
-    public var seq: Int64
+package struct LedgerHead: Sendable, Equatable {
+    var seq: Int64
     /// The last entry's hash (32 zero bytes for an empty ledger).
-    public var hash: Data
-    public var gateway: NodeID
-    public var at: Date
+    var hash: Data
+    var gateway: NodeID
+    var at: Date
 
-    public init(seq: Int64, hash: Data, gateway: NodeID, at: Date) {
+    package init(seq: Int64, hash: Data, gateway: NodeID, at: Date) {
         self.seq = seq
         self.hash = hash
         self.gateway = gateway
         self.at = at
     }
 
-    public var cbor: CBOR {
+    var cbor: CBOR {
         .map([
             (.text("seq"), .int(seq)), (.text("hash"), .bytes(Array(hash))), (.text("gateway"), .text(gateway.rawValue)),
             (.text("at_ms"), .int(Int64(at.timeIntervalSince1970 * 1000))),
         ])
     }
 
-    public func signed(by key: IdentityKey) throws -> [UInt8] {
+    package func signed(by key: IdentityKey) throws -> [UInt8] {
         try COSESign1.sign(payload: try cbor.encoded(), with: key).encoded()
     }
 
-    public init(cbor: CBOR) throws(ReceiptError) {
+    package init(cbor: CBOR) throws(ReceiptError) {
         guard case .map(let pairs) = cbor, pairs.count == 4, let seq = cbor[.text("seq")]?.int64, seq >= 0,
             let hash = cbor[.text("hash")]?.bytesValue, hash.count == 32,
             let gateway = cbor[.text("gateway")]?.textValue.flatMap(NodeID.init), let at = cbor[.text("at_ms")]?.int64
@@ -39,33 +39,33 @@ public struct LedgerHead: Sendable, Equatable {
 
 /// Checks an exported ledger offline: every gateway countersignature, every node receipt, the whole hash chain,
 /// and the signed head. Names the first bad entry.
-public enum LedgerVerifier {
-    public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
+package enum LedgerVerifier {
+    package struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
         /// The sequence number of the first bad entry, or `nil` for a problem with the head.
-        public var seq: Int64?
-        public var reason: String
-        public var description: String { seq.map { "entry \($0): \(reason)" } ?? "head: \(reason)" }
+        var seq: Int64?
+        var reason: String
+        package var description: String { seq.map { "entry \($0): \(reason)" } ?? "head: \(reason)" }
     }
 
     /// What a successful check found.
-    public struct Summary: Sendable, Equatable {
-        public var entries: Int
-        public var promptTokens: Int
-        public var completionTokens: Int
-        public var headHash: Data
+    package struct Summary: Sendable, Equatable {
+        package var entries: Int
+        package var promptTokens: Int
+        package var completionTokens: Int
+        package var headHash: Data
         /// Entries whose tokens were shared among a pool's nodes.
-        public var pooledEntries = 0
+        package var pooledEntries = 0
         /// Whether a head signed by the gateway vouched for the chain's end (without one, entries after the last
         /// one shown could have been left out).
-        public var signedHead = true
+        package var signedHead = true
         /// The credited requests, to check across chains that none is credited twice.
-        public var requestIDs: [String] = []
+        package var requestIDs: [String] = []
     }
 
     /// Verifies `entries` (the gateway's COSE_Sign1 bytes, in order) against `head`, for the gateway `gateway`. A nil
     /// `head` checks the entries alone (another gateway's chain, read where that gateway is not asked).
     /// - Throws: `Failure` naming the first bad entry (or the head).
-    public static func verify(entries: [[UInt8]], head: [UInt8]?, gateway: NodeID) throws(Failure) -> Summary {
+    package static func verify(entries: [[UInt8]], head: [UInt8]?, gateway: NodeID) throws(Failure) -> Summary {
         var previous = Data(count: 32)
         var summary = Summary(entries: 0, promptTokens: 0, completionTokens: 0, headHash: previous)
         for (index, bytes) in entries.enumerated() {

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A node's signed statement about one request it served: which request and gateway, which node and account,
 /// which consumer, which model (id and GGUF SHA-256), the engine's token counts, when it started and finished,
@@ -6,32 +6,32 @@ public import Foundation
 ///
 /// Version 2 adds `pool`: a pool's head names the pool, the plan's epoch and every node's layers, so each is credited
 /// its share. A receipt without a pool is still version 1, byte for byte.
-public struct Receipt: Sendable, Equatable {
-    public static let version: Int64 = 1
-    public static let pooledVersion: Int64 = 2
+package struct Receipt: Sendable, Equatable {
+    package static let version: Int64 = 1
+    package static let pooledVersion: Int64 = 2
 
-    public var requestID: String
-    public var gateway: NodeID
-    public var node: NodeID
+    package var requestID: String
+    var gateway: NodeID
+    package var node: NodeID
     /// The account whose device certificate the node presented, if any.
-    public var account: NodeID?
+    package var account: NodeID?
     /// `anonymous`, `user:<account id>` or `key:<api key id>`, as the gateway told the node.
-    public var consumer: String
-    public var model: ModelID
-    public var modelSHA256: SHA256Digest
-    public var promptTokens: Int
-    public var completionTokens: Int
+    package var consumer: String
+    package var model: ModelID
+    var modelSHA256: SHA256Digest
+    package var promptTokens: Int
+    package var completionTokens: Int
     /// The `max_tokens` the gateway sent; `completionTokens` never exceeds it.
-    public var maxTokens: Int
+    var maxTokens: Int
     /// Unix milliseconds.
-    public var startedAt: Int64
-    public var finishedAt: Int64
-    public var outcome: Outcome
+    var startedAt: Int64
+    var finishedAt: Int64
+    var outcome: Outcome
     /// The pool that computed the answer, when the node is its head.
-    public var pool: PoolShares?
+    package var pool: PoolShares?
 
     /// How the request ended.
-    public enum Outcome: String, Sendable, CaseIterable {
+    package enum Outcome: String, Sendable, CaseIterable {
         /// The engine finished its answer.
         case ok
         /// The gateway went away before the end (its client disconnected).
@@ -40,7 +40,7 @@ public struct Receipt: Sendable, Equatable {
         case engineError = "engine_error"
     }
 
-    public init(
+    package init(
         requestID: String,
         gateway: NodeID,
         node: NodeID,
@@ -78,7 +78,7 @@ public struct Receipt: Sendable, Equatable {
     ]
 
     /// The receipt as a CBOR map (text keys; `account` is null for an uncertified node).
-    public var cbor: CBOR {
+    package var cbor: CBOR {
         var pairs: [(CBOR, CBOR)] = [
             (.text("v"), .int(pool == nil ? Self.version : Self.pooledVersion)),
             (.text("request"), .text(requestID)),
@@ -101,7 +101,7 @@ public struct Receipt: Sendable, Equatable {
 
     /// Reads a receipt map. Every key must be present, with its type, and no other key.
     /// - Throws: `ReceiptError.malformed` naming the field.
-    public init(cbor: CBOR) throws(ReceiptError) {
+    package init(cbor: CBOR) throws(ReceiptError) {
         let pooled = cbor[.text("v")]?.int64 == Self.pooledVersion
         let keys = Self.keys + (pooled ? ["pool"] : [])
         guard case .map(let pairs) = cbor, pairs.count == keys.count else { throw .malformed("not a receipt map") }
@@ -160,14 +160,14 @@ public struct Receipt: Sendable, Equatable {
     }
 
     /// The receipt signed by the node's key.
-    public func signed(by key: IdentityKey) throws -> COSESign1 {
+    package func signed(by key: IdentityKey) throws -> COSESign1 {
         try COSESign1.sign(payload: try cbor.encoded(), with: key)
     }
 
     /// Reads and verifies a node's signed receipt: the signature must be by the key of `node` (the NodeID its link
     /// proved), and the receipt must name that node.
     /// - Throws: `ReceiptError` saying what is wrong.
-    public static func verified(_ message: COSESign1, from node: NodeID) throws(ReceiptError) -> Receipt {
+    package static func verified(_ message: COSESign1, from node: NodeID) throws(ReceiptError) -> Receipt {
         guard let keyID = message.keyID, keyID.count == 32, NodeID(publicKey: keyID) == node else { throw .wrongSigner }
         guard message.isValid(publicKey: Data(keyID)) else { throw .badSignature }
         let item: CBOR
@@ -182,23 +182,23 @@ public struct Receipt: Sendable, Equatable {
     }
 
     /// What the gateway saw of the request, to hold a receipt against.
-    public struct Relayed: Sendable, Equatable {
-        public var requestID: String
-        public var gateway: NodeID
+    package struct Relayed: Sendable, Equatable {
+        var requestID: String
+        var gateway: NodeID
         /// The account of the device certificate the node's link presented (`nil` for an uncertified node).
-        public var account: NodeID?
-        public var model: ModelID
-        public var modelSHA256: SHA256Digest
-        public var consumer: String
-        public var maxTokens: Int
+        package var account: NodeID?
+        var model: ModelID
+        var modelSHA256: SHA256Digest
+        var consumer: String
+        var maxTokens: Int
         /// The engine's own counts, as they passed through the gateway (`nil` when none came).
-        public var promptTokens: Int?
-        public var completionTokens: Int?
+        var promptTokens: Int?
+        var completionTokens: Int?
         /// Unix milliseconds: when the gateway sent the request, and when the node's answer ended.
-        public var sentAt: Int64
-        public var endedAt: Int64
+        var sentAt: Int64
+        var endedAt: Int64
 
-        public init(
+        package init(
             requestID: String,
             gateway: NodeID,
             account: NodeID? = nil,
@@ -226,7 +226,7 @@ public struct Receipt: Sendable, Equatable {
     }
 
     /// Why this receipt cannot be credited for `relayed`, or `nil` when it holds. Clocks may differ by `skew`.
-    public func problem(against relayed: Relayed, skewMilliseconds: Int64 = 5_000) -> ReceiptError? {
+    package func problem(against relayed: Relayed, skewMilliseconds: Int64 = 5_000) -> ReceiptError? {
         guard requestID == relayed.requestID, gateway == relayed.gateway else { return .mismatch("another request or gateway") }
         guard account == relayed.account else { return .mismatch("an account the node's certificate does not name") }
         guard model == relayed.model, modelSHA256 == relayed.modelSHA256 else { return .mismatch("another model") }
@@ -247,33 +247,33 @@ public struct Receipt: Sendable, Equatable {
 }
 
 /// Why a receipt is refused. `reason` is a short stable code for the audit log and metrics.
-public struct ReceiptError: Error, Sendable, Equatable, CustomStringConvertible {
+package struct ReceiptError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What kind of refusal it is; more may be added.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
+    struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
         /// A field missing, of the wrong type or out of range; an unknown key.
-        public static let malformed = Code(name: "malformed")
+        package static let malformed = Code(name: "malformed")
         /// Signed by another key than the node that served the request.
-        public static let wrongSigner = Code(name: "wrong_signer")
+        package static let wrongSigner = Code(name: "wrong_signer")
         /// The signature does not verify.
-        public static let badSignature = Code(name: "bad_signature")
+        package static let badSignature = Code(name: "bad_signature")
         /// Signed, but not about what the gateway relayed (tokens, request, model).
-        public static let mismatch = Code(name: "mismatch")
-        public var description: String { name }
+        package static let mismatch = Code(name: "mismatch")
+        var description: String { name }
     }
 
-    public var code: Code
+    var code: Code
     /// What was wrong, for a person: the field, the difference.
-    public var description: String
+    package var description: String
 
     /// The code alone, stable and bounded: the audit log's and the metrics' label.
-    public var reason: String { code.description }
+    package var reason: String { code.description }
 
-    public static func malformed(_ field: String) -> ReceiptError { ReceiptError(code: .malformed, description: "malformed receipt (\(field))") }
-    public static let wrongSigner = ReceiptError(code: .wrongSigner, description: "the receipt is not signed by the node that served the request")
-    public static let badSignature = ReceiptError(code: .badSignature, description: "the receipt's signature does not verify")
+    package static func malformed(_ field: String) -> ReceiptError { ReceiptError(code: .malformed, description: "malformed receipt (\(field))") }
+    package static let wrongSigner = ReceiptError(code: .wrongSigner, description: "the receipt is not signed by the node that served the request")
+    package static let badSignature = ReceiptError(code: .badSignature, description: "the receipt's signature does not verify")
 
-    public static func mismatch(_ detail: String) -> ReceiptError {
+    package static func mismatch(_ detail: String) -> ReceiptError {
         ReceiptError(code: .mismatch, description: "the receipt does not match what the gateway relayed: \(detail)")
     }
 }

@@ -1,22 +1,22 @@
 /// What the gateway knows about a node: the NodeID proven by the link's TLS handshake, the account that certified
 /// it, and the node's latest report. In JSON the report's fields sit beside `nodeID` and `account`.
 @dynamicMemberLookup
-public struct NodeAnnouncement: Codable, Sendable, Equatable {
+package struct NodeAnnouncement: Codable, Sendable, Equatable {
     /// Proven by the link, never read from a message body.
-    public var nodeID: NodeID
+    package var nodeID: NodeID
     /// The account whose device certificate the node presented, if any.
-    public var account: NodeID?
-    public var report: NodeReport
+    package var account: NodeID?
+    var report: NodeReport
 
     /// What the gateway records for the node proven as `nodeID` (certified for `account`) when it sends `report`.
-    public init(nodeID: NodeID, account: NodeID? = nil, report: NodeReport) {
+    package init(nodeID: NodeID, account: NodeID? = nil, report: NodeReport) {
         self.nodeID = nodeID
         self.account = account
         self.report = report
     }
 
     /// The report's fields, read and written in place: `announcement.models`, `announcement.draining`.
-    public subscript<Value>(dynamicMember path: WritableKeyPath<NodeReport, Value>) -> Value {
+    package subscript<Value>(dynamicMember path: WritableKeyPath<NodeReport, Value>) -> Value {
         get { report[keyPath: path] }
         set { report[keyPath: path] = newValue }
     }
@@ -25,14 +25,14 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
         case nodeID, account
     }
 
-    public init(from decoder: any Decoder) throws {
+    package init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         nodeID = try container.decode(NodeID.self, forKey: .nodeID)
         account = try container.decodeIfPresent(NodeID.self, forKey: .account)
         report = try NodeReport(from: decoder)
     }
 
-    public func encode(to encoder: any Encoder) throws {
+    package func encode(to encoder: any Encoder) throws {
         try report.encode(to: encoder)
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(nodeID, forKey: .nodeID)
@@ -41,23 +41,23 @@ public struct NodeAnnouncement: Codable, Sendable, Equatable {
 }
 
 /// What a node says about itself over its link when the gateway asks. It carries no NodeID: the link proves that.
-public struct NodeReport: Codable, Sendable, Equatable {
-    public var name: String
-    public var hardware: HardwareProfile
-    public var limits: NodeLimits
-    public var models: [ServedModel]
-    public var inFlight: Int
-    public var draining: Bool
-    public var version: String
+package struct NodeReport: Codable, Sendable, Equatable {
+    package var name: String
+    var hardware: HardwareProfile
+    package var limits: NodeLimits
+    package var models: [ServedModel]
+    package var inFlight: Int
+    package var draining: Bool
+    var version: String
     /// Changes whenever an engine changes state or the node starts draining. The gateway's long poll passes the
     /// last one it saw and the node answers as soon as it differs.
-    public var revision: String
+    package var revision: String
     /// How the node confines its engines (absent from nodes older than the sandbox).
-    public var sandbox: EngineSandboxReport?
+    var sandbox: EngineSandboxReport?
     /// What the node lends to pools, if its owner opted in, and the pool work it runs.
-    public var pool: PoolOffer?
+    package var pool: PoolOffer?
 
-    public init(
+    package init(
         name: String,
         hardware: HardwareProfile,
         limits: NodeLimits,
@@ -81,7 +81,7 @@ public struct NodeReport: Codable, Sendable, Equatable {
     }
 
     /// The revision of a state: engine states in order, whether the node drains, then its pool work.
-    public static func revision(models: [ServedModel], draining: Bool, pool work: [PoolWorkStatus] = []) -> String {
+    package static func revision(models: [ServedModel], draining: Bool, pool work: [PoolWorkStatus] = []) -> String {
         models.map { "\($0.id)=\($0.state.rawValue)\($0.backend?.verified == false ? "?" : "")" }.joined(separator: ",")
             + (draining ? ";draining" : ";serving")
             + work.map { ";\($0.pool)/\($0.epoch)/\($0.role.rawValue)=\($0.state.rawValue)\(($0.stalledSeconds ?? 0) > 0 ? "+stalled" : "")" }
@@ -93,19 +93,19 @@ extension NodeReport {
     /// Bounds on what a node may claim. A report is the one document a node writes that the gateway keeps and
     /// computes with (routing order, capacity planning, pages), so out-of-range numbers and huge strings are refused
     /// rather than clamped: a node that sends them is broken or hostile.
-    public enum Bound {
-        public static let models = 256
-        public static let aliases = 32
-        public static let text = 256
-        public static let detail = 4096
-        public static let gpus = 64
-        public static let count = 1 << 20
-        public static let tokens = 1 << 24
+    package enum Bound {
+        package static let models = 256
+        package static let aliases = 32
+        package static let text = 256
+        package static let detail = 4096
+        package static let gpus = 64
+        package static let count = 1 << 20
+        package static let tokens = 1 << 24
     }
 
     /// Checks the report against `Bound`.
     /// - Throws: `ReportError` naming the first field out of range.
-    public func validate() throws(ReportError) {
+    package func validate() throws(ReportError) {
         func text(_ value: String, _ field: String, limit: Int = Bound.text) throws(ReportError) {
             guard value.utf8.count <= limit else { throw ReportError(field: field, problem: "is longer than \(limit) bytes") }
         }
@@ -158,26 +158,26 @@ extension NodeReport {
 }
 
 /// A node's report was refused.
-public struct ReportError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var field: String
-    public var problem: String
-    public var description: String { "the node's report is refused: \(field) \(problem)" }
+package struct ReportError: Error, Sendable, Equatable, CustomStringConvertible {
+    var field: String
+    var problem: String
+    package var description: String { "the node's report is refused: \(field) \(problem)" }
 
-    public init(field: String, problem: String) {
+    package init(field: String, problem: String) {
         self.field = field
         self.problem = problem
     }
 }
 
 /// What the machine has, as probed for each report.
-public struct HardwareProfile: Codable, Sendable, Equatable {
-    public var cpuCores: Int
-    public var memoryTotalBytes: UInt64
-    public var memoryAvailableBytes: UInt64
-    public var diskFreeBytes: UInt64
-    public var gpus: [String]
+package struct HardwareProfile: Codable, Sendable, Equatable {
+    var cpuCores: Int
+    var memoryTotalBytes: UInt64
+    package var memoryAvailableBytes: UInt64
+    var diskFreeBytes: UInt64
+    var gpus: [String]
 
-    public init(cpuCores: Int, memoryTotalBytes: UInt64, memoryAvailableBytes: UInt64, diskFreeBytes: UInt64, gpus: [String]) {
+    package init(cpuCores: Int, memoryTotalBytes: UInt64, memoryAvailableBytes: UInt64, diskFreeBytes: UInt64, gpus: [String]) {
         self.cpuCores = cpuCores
         self.memoryTotalBytes = memoryTotalBytes
         self.memoryAvailableBytes = memoryAvailableBytes
@@ -187,17 +187,17 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
 }
 
 /// The owner's limits for what the node gives to the network.
-public struct NodeLimits: Codable, Sendable, Equatable {
+package struct NodeLimits: Codable, Sendable, Equatable {
     /// CPU threads the engine may use.
-    public var threads: Int
+    package var threads: Int
     /// Context size (tokens) of each engine.
-    public var contextSize: Int
+    package var contextSize: Int
     /// Requests an engine serves at once (llama-server `--parallel`).
-    public var parallelSlots: Int
+    package var parallelSlots: Int
     /// Memory the owner lets the node's models use, in bytes; `nil` leaves it to the machine's available memory.
-    public var memoryBytes: UInt64?
+    package var memoryBytes: UInt64?
 
-    public init(threads: Int, contextSize: Int, parallelSlots: Int, memoryBytes: UInt64? = nil) {
+    package init(threads: Int, contextSize: Int, parallelSlots: Int, memoryBytes: UInt64? = nil) {
         self.threads = threads
         self.contextSize = contextSize
         self.parallelSlots = parallelSlots
@@ -206,7 +206,7 @@ public struct NodeLimits: Codable, Sendable, Equatable {
 }
 
 /// The life of one engine, as the node reports it.
-public enum EngineState: String, Codable, Sendable, Equatable {
+package enum EngineState: String, Codable, Sendable, Equatable {
     /// On the node's list but not loaded: the node loads it (downloading it if needed) on the first request.
     case standby
     case loading
@@ -215,24 +215,24 @@ public enum EngineState: String, Codable, Sendable, Equatable {
 }
 
 /// A model the node serves, identified by name and by the SHA-256 of its GGUF file.
-public struct ServedModel: Codable, Sendable, Equatable {
-    public var id: ModelID
+package struct ServedModel: Codable, Sendable, Equatable {
+    package var id: ModelID
     /// Other names the owner declared for this model. Matched exactly, like the id.
-    public var aliases: [ModelID]
-    public var sha256: SHA256Digest
-    public var contextLength: Int
-    public var sizeBytes: UInt64
-    public var state: EngineState
+    package var aliases: [ModelID]
+    package var sha256: SHA256Digest
+    package var contextLength: Int
+    package var sizeBytes: UInt64
+    package var state: EngineState
     /// Why the engine is not ready, when it failed.
-    public var detail: String?
+    var detail: String?
     /// The pool this engine is the head of, when it serves a model split over several nodes.
-    public var pool: PoolID?
+    package var pool: PoolID?
     /// Its engine answers `/v1/embeddings` too (started with `--embeddings`); absent when it does not.
-    public var embeddings: Bool?
+    package var embeddings: Bool?
     /// The owner's own server answers for it (`--backend`), not an engine the node runs; absent for managed engines.
-    public var backend: ExternalBackend?
+    package var backend: ExternalBackend?
 
-    public init(
+    package init(
         id: ModelID,
         aliases: [ModelID] = [],
         sha256: SHA256Digest,
@@ -263,13 +263,13 @@ public struct ServedModel: Codable, Sendable, Equatable {
 /// serves. `verified` says whether the node could check that (Ollama's blob digest, or the file llama-server names,
 /// hashed); `evidence` says how, or why it could not. A server found serving another file is not reported ready at
 /// all. The gateway routes to unverified ones only when its operator allows it (`--allow-unverified-backends`).
-public struct ExternalBackend: Codable, Sendable, Equatable {
+package struct ExternalBackend: Codable, Sendable, Equatable {
     /// The protocol the node speaks to it: `openai`.
-    public var kind: String
-    public var verified: Bool
-    public var evidence: String
+    var kind: String
+    package var verified: Bool
+    package var evidence: String
 
-    public init(kind: String, verified: Bool, evidence: String) {
+    package init(kind: String, verified: Bool, evidence: String) {
         self.kind = kind
         self.verified = verified
         self.evidence = evidence

@@ -4,19 +4,19 @@
 /// been ejected, at most `maxEjection`, and never while that would leave fewer than half the nodes (`maxEjectedShare`).
 ///
 /// Pure: time is passed in, so tests need no clock.
-public struct OutlierPolicy: Sendable, Equatable {
-    public var consecutiveFailures = 5
-    public var failureRate = 0.5
-    public var minimumRequests = 10
-    public var window = 20
-    public var baseEjection: Duration = .seconds(10)
-    public var maxEjection: Duration = .seconds(300)
-    public var maxEjectedShare = 0.5
+package struct OutlierPolicy: Sendable, Equatable {
+    var consecutiveFailures = 5
+    var failureRate = 0.5
+    var minimumRequests = 10
+    var window = 20
+    var baseEjection: Duration = .seconds(10)
+    var maxEjection: Duration = .seconds(300)
+    var maxEjectedShare = 0.5
 
-    public init() {}
+    package init() {}
 }
 
-public struct OutlierDetector: Sendable {
+package struct OutlierDetector: Sendable {
     struct Record: Sendable {
         var consecutive = 0
         var recent: [Bool] = []
@@ -24,17 +24,17 @@ public struct OutlierDetector: Sendable {
         var ejectedUntil: ContinuousClock.Instant?
     }
 
-    public let policy: OutlierPolicy
+    let policy: OutlierPolicy
     private var records: [NodeID: Record] = [:]
 
-    public init(policy: OutlierPolicy = OutlierPolicy()) {
+    package init(policy: OutlierPolicy = OutlierPolicy()) {
         self.policy = policy
     }
 
     /// Records one request's outcome on `node`; `population` is how many nodes are linked now. Returns the end of the
     /// ejection it caused, if it caused one.
     @discardableResult
-    public mutating func record(
+    package mutating func record(
         _ node: NodeID,
         success: Bool,
         population: Int,
@@ -65,27 +65,27 @@ public struct OutlierDetector: Sendable {
     }
 
     /// Whether `node` is out of routing at `now`.
-    public func isEjected(_ node: NodeID, now: ContinuousClock.Instant) -> Bool {
+    package func isEjected(_ node: NodeID, now: ContinuousClock.Instant) -> Bool {
         guard let until = records[node]?.ejectedUntil else { return false }
         return now < until
     }
 
     /// When `node`'s ejection ends, if it is ejected at `now`.
-    public func ejectedUntil(_ node: NodeID, now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+    package func ejectedUntil(_ node: NodeID, now: ContinuousClock.Instant) -> ContinuousClock.Instant? {
         guard let until = records[node]?.ejectedUntil, now < until else { return nil }
         return until
     }
 
     /// How many nodes are ejected at `now`.
-    public func ejectedCount(now: ContinuousClock.Instant) -> Int {
+    func ejectedCount(now: ContinuousClock.Instant) -> Int {
         records.values.filter { $0.ejectedUntil.map { now < $0 } ?? false }.count
     }
 
     /// How many times `node` has been ejected.
-    public func ejections(of node: NodeID) -> Int { records[node]?.ejections ?? 0 }
+    package func ejections(of node: NodeID) -> Int { records[node]?.ejections ?? 0 }
 
     /// Forgets a node that left.
-    public mutating func forget(_ node: NodeID) { records[node] = nil }
+    mutating func forget(_ node: NodeID) { records[node] = nil }
 }
 
 /// Retries (another node before the first byte, a whole answer asked again) are allowed while fewer than `ratio` of the
@@ -93,17 +93,17 @@ public struct OutlierDetector: Sendable {
 /// on the nodes left (Envoy's retry budget). Half, not Envoy's fifth: in a network of a few volunteers one node's death
 /// takes a quarter or a third of the requests with it, and all of them must go on. A continued stream is not a retry:
 /// it resumes the work rather than repeating it (and `--max-continuations` bounds it per stream).
-public struct RetryBudget: Sendable, Equatable {
-    public var ratio = 0.5
-    public var minimum = 4
+package struct RetryBudget: Sendable, Equatable {
+    var ratio = 0.5
+    var minimum = 4
 
-    public init(ratio: Double = 0.5, minimum: Int = 4) {
+    package init(ratio: Double = 0.5, minimum: Int = 4) {
         self.ratio = ratio
         self.minimum = minimum
     }
 
     /// Whether one more retry may start, with `retries` retries and `requests` requests (retries included) in flight.
-    public func allows(retries: Int, requests: Int) -> Bool {
+    package func allows(retries: Int, requests: Int) -> Bool {
         retries < max(minimum, Int((ratio * Double(requests)).rounded(.down)))
     }
 }

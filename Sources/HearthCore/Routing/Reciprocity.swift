@@ -1,4 +1,4 @@
-public import Foundation
+package import Foundation
 
 /// Standing and quotas: serving earns headroom, using spends it, and both fade so standing reflects recent behaviour.
 ///
@@ -9,47 +9,47 @@ public import Foundation
 /// - Standing = contribution − consumption.
 /// - Quota (tokens per hour) = min(ceiling, floor + max(0, standing)). Anonymous callers and new accounts get the
 ///   floor: there is no sign-up bonus, so new identities gain nothing. It is monotone in standing and capped.
-public struct Reciprocity: Sendable, Equatable {
+package struct Reciprocity: Sendable, Equatable {
     /// Tokens per hour for anonymous callers and accounts with no standing.
-    public var floorTokensPerHour: Double
+    var floorTokensPerHour: Double
     /// The most any account gets.
-    public var ceilingTokensPerHour: Double
-    public var halfLife: TimeInterval
+    var ceilingTokensPerHour: Double
+    package var halfLife: TimeInterval
 
-    public init(floorTokensPerHour: Double = 20_000, ceilingTokensPerHour: Double = 1_000_000, halfLife: TimeInterval = 14 * 86400) {
+    package init(floorTokensPerHour: Double = 20_000, ceilingTokensPerHour: Double = 1_000_000, halfLife: TimeInterval = 14 * 86400) {
         self.floorTokensPerHour = floorTokensPerHour
         self.ceilingTokensPerHour = ceilingTokensPerHour
         self.halfLife = halfLife
     }
 
     /// The factor a value loses over `elapsed` seconds.
-    public func decay(over elapsed: TimeInterval) -> Double {
+    func decay(over elapsed: TimeInterval) -> Double {
         elapsed <= 0 ? 1 : pow(0.5, elapsed / halfLife)
     }
 
     /// Tokens per hour for an account with `standing` (0 for anonymous callers).
-    public func quota(standing: Double) -> Double {
+    package func quota(standing: Double) -> Double {
         min(ceilingTokensPerHour, floorTokensPerHour + max(0, standing))
     }
 
     /// An account's decayed totals.
-    public struct Balance: Sendable, Equatable, Codable {
-        public var contributed: Double
-        public var consumed: Double
+    package struct Balance: Sendable, Equatable, Codable {
+        package var contributed: Double
+        package var consumed: Double
         /// Seconds since 1970 of the last update.
-        public var updatedAt: Double
+        var updatedAt: Double
 
-        public init(contributed: Double = 0, consumed: Double = 0, updatedAt: Double = 0) {
+        package init(contributed: Double = 0, consumed: Double = 0, updatedAt: Double = 0) {
             self.contributed = contributed
             self.consumed = consumed
             self.updatedAt = updatedAt
         }
 
-        public var standing: Double { contributed - consumed }
+        package var standing: Double { contributed - consumed }
     }
 
     /// `balance` brought forward to `now` and then changed by the given tokens.
-    public func update(_ balance: Balance, contributed: Double = 0, consumed: Double = 0, now: Double) -> Balance {
+    package func update(_ balance: Balance, contributed: Double = 0, consumed: Double = 0, now: Double) -> Balance {
         let factor = decay(over: now - balance.updatedAt)
         return Balance(
             contributed: balance.contributed * factor + contributed,

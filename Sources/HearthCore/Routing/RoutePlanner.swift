@@ -1,25 +1,25 @@
 /// A node as the router sees it at one instant.
-public struct RoutableNode: Sendable, Equatable {
-    public var id: NodeID
-    public var models: [ServedModel]
-    public var parallelSlots: Int
+package struct RoutableNode: Sendable, Equatable {
+    package var id: NodeID
+    package var models: [ServedModel]
+    var parallelSlots: Int
     /// Requests the gateway has in flight on this node.
-    public var inFlight: Int
+    package var inFlight: Int
     /// Smoothed recent latency to first byte, in seconds; `nil` before the first request.
-    public var recentLatency: Double?
-    public var draining: Bool
+    var recentLatency: Double?
+    package var draining: Bool
     /// Receipts from this node the gateway refused since it linked: its reputation.
-    public var refusedReceipts: Int
+    var refusedReceipts: Int
     /// Smoothed time between the tokens of its streams, in seconds; `nil` before the first stream.
-    public var interTokenLatency: Double?
+    var interTokenLatency: Double?
     /// Smoothed share of its recent requests that neither broke nor failed before their first byte (1 to start).
-    public var successRate: Double
+    package var successRate: Double
     /// What spot checks of its answers say, 0 ... 1 (1 to start).
-    public var spotCheckReputation: Double
+    var spotCheckReputation: Double
     /// Out of routing for now, after failing too often (`OutlierDetector`).
-    public var ejected: Bool
+    var ejected: Bool
 
-    public init(
+    package init(
         id: NodeID,
         models: [ServedModel],
         parallelSlots: Int,
@@ -46,13 +46,13 @@ public struct RoutableNode: Sendable, Equatable {
     }
 
     /// The served model that `name` names exactly, by id or by a declared alias.
-    public func model(named name: ModelID) -> ServedModel? {
+    package func model(named name: ModelID) -> ServedModel? {
         models.first { $0.id == name || $0.aliases.contains(name) }
     }
 }
 
 /// Where a request for a model can go.
-public enum RoutePlan: Sendable, Equatable {
+package enum RoutePlan: Sendable, Equatable {
     /// No node has ever announced this model name.
     case unknownModel
     /// Some node announced the model, but none is ready to serve it now.
@@ -62,14 +62,14 @@ public enum RoutePlan: Sendable, Equatable {
 }
 
 /// The routing decision, as a pure function of a registry snapshot.
-public enum RoutePlanner {
+package enum RoutePlanner {
     /// Orders the nodes that can serve `model`: those with it loaded before those that would load it on demand
     /// (standby, which costs a load and evicts idle models); within each, by `RoutingScore`, highest first, then node id.
     /// Ejected nodes (`OutlierDetector`) are left out while another node can serve.
     ///
     /// Busy nodes stay in the list, with a low score: llama-server queues the request. A node with refused receipts
     /// or a poor success rate still serves when no other can.
-    public static func plan(model: ModelID, nodes: [RoutableNode]) -> RoutePlan {
+    package static func plan(model: ModelID, nodes: [RoutableNode]) -> RoutePlan {
         var known = false
         var ready: [(node: RoutableNode, canonical: ModelID, warm: Bool, score: Double)] = []
         for node in nodes {
@@ -93,7 +93,7 @@ public enum RoutePlanner {
     /// As `plan(model:nodes:)`, and when no node knows the name exactly, the catalog's choice for it: a name without
     /// quantization (`qwen2.5-7b-instruct`) stands for its Q8_0 if some node can serve that, else for an approved
     /// lower quantization that a node serves (`Catalog.resolve`).
-    public static func plan(model: ModelID, nodes: [RoutableNode], catalog: Catalog) -> RoutePlan {
+    package static func plan(model: ModelID, nodes: [RoutableNode], catalog: Catalog) -> RoutePlan {
         let exact = plan(model: model, nodes: nodes)
         guard exact == .unknownModel else { return exact }
         let served = catalog.resolve(model) { entry in

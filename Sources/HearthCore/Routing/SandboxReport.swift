@@ -1,23 +1,23 @@
 /// How a node confines its engines, as its report states it: the gateway shows it, and a node whose engines cannot
 /// be confined says why here instead of serving.
-public struct EngineSandboxReport: Codable, Sendable, Equatable {
+package struct EngineSandboxReport: Codable, Sendable, Equatable {
     /// `false` only when the owner passed `--no-sandbox`.
-    public var enforced: Bool
+    package var enforced: Bool
     /// The user engines run as (a dedicated one when the node runs as root, else the node's own).
-    public var user: String
+    var user: String
     /// Engines start with `PR_SET_NO_NEW_PRIVS`: nothing they exec can gain privileges.
-    public var noNewPrivileges: Bool
+    var noNewPrivileges: Bool
     /// What enforces the memory and CPU limits: `cgroup-v2`, `cgroup-v1`, `systemd-run`, or `none`.
-    public var limits: String
-    public var memoryLimitBytes: UInt64?
+    var limits: String
+    package var memoryLimitBytes: UInt64?
     /// CPU quota, in threads' worth of time.
-    public var cpuThreads: Int?
+    var cpuThreads: Int?
     /// The engine cannot write the model files or their folder.
-    public var modelsReadOnly: Bool
+    var modelsReadOnly: Bool
     /// Required protections that are missing; while any is, the node serves nothing.
-    public var blockers: [String]
+    package var blockers: [String]
 
-    public init(
+    package init(
         enforced: Bool,
         user: String,
         noNewPrivileges: Bool,
@@ -38,7 +38,7 @@ public struct EngineSandboxReport: Codable, Sendable, Equatable {
     }
 
     /// One line for logs and pages.
-    public var summary: String {
+    package var summary: String {
         guard enforced else { return "engine sandbox OFF (--no-sandbox): engines run as \(user) without limits" }
         if !blockers.isEmpty { return "engine sandbox unavailable: \(blockers.joined(separator: "; ")) (pass --no-sandbox to run without it)" }
         var parts = ["engines run as \(user)"]

@@ -11,44 +11,44 @@
 /// likely (llama-server b11434: log-probability about −0.2, first); where a node cut an answer short and said it
 /// stopped, it is not (about −16 to −21, outside the top 40). Pure: building the request, reading the answer and
 /// judging it.
-public enum SpotCheck {
-    public struct Policy: Sendable, Equatable {
+package enum SpotCheck {
+    package struct Policy: Sendable, Equatable {
         /// The share of checkable answers checked, besides every new node's first `firstAnswers`.
-        public var share = 0.03
-        public var firstAnswers = 3
+        package var share = 0.03
+        package var firstAnswers = 3
         /// The alternatives asked for at each position; a claimed token among them is "likely". 40 is llama.cpp's
         /// default `top_k`: an honest sampled token is always among its model's 40 most likely.
-        public var topK = 40
+        var topK = 40
         /// At most this share of the claimed tokens may fall outside the top `topK` ...
-        public var maxOutsideTopK = 0.1
+        var maxOutsideTopK = 0.1
         /// ... and their mean log-probability must be at least this.
-        public var minMeanLogprob = -4.0
+        var minMeanLogprob = -4.0
         /// The most claimed tokens one check scores (the first ones).
-        public var maxTokens = 128
+        var maxTokens = 128
 
-        public init() {}
+        package init() {}
     }
 
     /// One claimed token as the checker's model sees it.
-    public struct Scored: Sendable, Equatable {
-        public var logprob: Double
-        public var inTopK: Bool
+    package struct Scored: Sendable, Equatable {
+        var logprob: Double
+        var inTopK: Bool
 
-        public init(logprob: Double, inTopK: Bool) {
+        package init(logprob: Double, inTopK: Bool) {
             self.logprob = logprob
             self.inTopK = inTopK
         }
     }
 
-    public struct Verdict: Sendable, Equatable {
-        public var tokens: Int
-        public var meanLogprob: Double
-        public var outsideTopK: Double
-        public var passed: Bool
+    package struct Verdict: Sendable, Equatable {
+        package var tokens: Int
+        package var meanLogprob: Double
+        package var outsideTopK: Double
+        package var passed: Bool
         /// Why it failed, in words.
-        public var reason: String?
+        package var reason: String?
 
-        public init(tokens: Int, meanLogprob: Double, outsideTopK: Double, passed: Bool, reason: String?) {
+        package init(tokens: Int, meanLogprob: Double, outsideTopK: Double, passed: Bool, reason: String?) {
             self.tokens = tokens
             self.meanLogprob = meanLogprob
             self.outsideTopK = outsideTopK
@@ -59,7 +59,7 @@ public enum SpotCheck {
 
     /// Whether an answer to `body` can be judged this way: a client's own constraints (logit bias, grammars, schemas,
     /// tools, a wide top-k at a high temperature) make honest answers look unlikely, so those are not checked.
-    public static func checkable(_ body: JSONValue) -> Bool {
+    package static func checkable(_ body: JSONValue) -> Bool {
         for member in ["logit_bias", "grammar", "json_schema", "tools", "response_format", "n_probs"] {
             if let value = body[member], value != .null { return false }
         }
@@ -70,14 +70,14 @@ public enum SpotCheck {
 
     /// Whether a check of this answer also asks if the model would stop where it stopped: the engine ended it
     /// (`finish_reason: stop`), not a stop string of the client's, and the whole answer is scored.
-    public static func checksEnding(_ body: JSONValue, claimed: [Int32], endedByEngine: Bool, policy: Policy = Policy()) -> Bool {
+    package static func checksEnding(_ body: JSONValue, claimed: [Int32], endedByEngine: Bool, policy: Policy = Policy()) -> Bool {
         endedByEngine && !claimed.isEmpty && claimed.count <= policy.maxTokens && (body["stop"] ?? .null) == .null
     }
 
     /// The request that scores `claimed` (at most `policy.maxTokens` of them) on another node: the original body, not
     /// streamed, greedy, with a grammar forcing exactly those tokens and the log-probabilities of each; with `ending`,
     /// one token more, which only the end of the text can be.
-    public static func request(for body: JSONValue, claimed: [Int32], chat: Bool, ending: Bool = false, policy: Policy = Policy()) -> JSONValue {
+    package static func request(for body: JSONValue, claimed: [Int32], chat: Bool, ending: Bool = false, policy: Policy = Policy()) -> JSONValue {
         let tokens = claimed.prefix(policy.maxTokens)
         var check = body
         for member in ["stream", "stream_options", "timings_per_token", Continuation.field] { check[member] = nil }
@@ -96,7 +96,7 @@ public enum SpotCheck {
     /// The claimed tokens' scores from the checker's answer, or `nil` when the answer did not follow them (a checker
     /// that ignored the grammar cannot vouch for anything). With `ending`, the answer may carry one entry more: the
     /// end of the text (see `ending(answer:claimed:)`).
-    public static func scores(answer: JSONValue, claimed: [Int32], ending: Bool = false, policy: Policy = Policy()) -> [Scored]? {
+    package static func scores(answer: JSONValue, claimed: [Int32], ending: Bool = false, policy: Policy = Policy()) -> [Scored]? {
         guard let entries = answer["choices"]?[0]?["logprobs"]?["content"]?.arrayValue else { return nil }
         let expected = Array(claimed.prefix(policy.maxTokens))
         guard entries.count == expected.count || (ending && entries.count == expected.count + 1) else { return nil }
@@ -111,7 +111,7 @@ public enum SpotCheck {
 
     /// The end of the text after the claimed tokens, as the checker's model scores it: the entry after them, whichever
     /// end-of-generation token it is (the grammar allows nothing else there). `nil` when the checker gave none.
-    public static func ending(answer: JSONValue, claimed: [Int32]) -> Scored? {
+    package static func ending(answer: JSONValue, claimed: [Int32]) -> Scored? {
         guard let entry = answer["choices"]?[0]?["logprobs"]?["content"]?[claimed.count], let id = entry["id"]?.integerValue,
             let logprob = entry["logprob"]?.doubleValue
         else { return nil }
@@ -121,7 +121,7 @@ public enum SpotCheck {
 
     /// Passes when the claimed tokens are, by both measures, what the model finds likely, and, when the `ending` was
     /// scored, when the model would end the text there too.
-    public static func judge(_ scored: [Scored], ending: Scored? = nil, policy: Policy = Policy()) -> Verdict {
+    package static func judge(_ scored: [Scored], ending: Scored? = nil, policy: Policy = Policy()) -> Verdict {
         guard !scored.isEmpty else { return Verdict(tokens: 0, meanLogprob: 0, outsideTopK: 0, passed: true, reason: nil) }
         let mean = scored.map(\.logprob).reduce(0, +) / Double(scored.count)
         let outside = Double(scored.filter { !$0.inTopK }.count) / Double(scored.count)

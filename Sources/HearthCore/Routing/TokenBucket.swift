@@ -1,13 +1,13 @@
 /// A token bucket: `capacity` requests at once, refilled at `refillPerSecond`.
 ///
 /// Time is passed in, so the arithmetic is tested without clocks.
-public struct TokenBucket: Sendable, Equatable {
-    public let capacity: Double
-    public let refillPerSecond: Double
-    public private(set) var tokens: Double
-    public private(set) var updatedAt: Double
+package struct TokenBucket: Sendable, Equatable {
+    let capacity: Double
+    let refillPerSecond: Double
+    private(set) var tokens: Double
+    private(set) var updatedAt: Double
 
-    public init(capacity: Int, refillPerSecond: Double, now: Double) {
+    package init(capacity: Int, refillPerSecond: Double, now: Double) {
         self.capacity = Double(capacity)
         self.refillPerSecond = refillPerSecond
         self.tokens = Double(capacity)
@@ -15,18 +15,18 @@ public struct TokenBucket: Sendable, Equatable {
     }
 
     /// The result of one attempt to take a token.
-    public struct Decision: Sendable, Equatable {
-        public var allowed: Bool
+    package struct Decision: Sendable, Equatable {
+        package var allowed: Bool
         /// Whole tokens left after this request.
-        public var remaining: Int
+        package var remaining: Int
         /// Seconds until the bucket is full again.
-        public var resetSeconds: Int
+        package var resetSeconds: Int
         /// Seconds until a request would be allowed (0 when allowed).
-        public var retryAfterSeconds: Int
+        package var retryAfterSeconds: Int
     }
 
     /// Takes one token if there is one.
-    public mutating func take(now: Double) -> Decision {
+    package mutating func take(now: Double) -> Decision {
         refill(now: now)
         let allowed = tokens >= 1
         if allowed { tokens -= 1 }
@@ -37,7 +37,7 @@ public struct TokenBucket: Sendable, Equatable {
     }
 
     /// True when the bucket has refilled completely by `now` and can be forgotten.
-    public func isFull(now: Double) -> Bool {
+    package func isFull(now: Double) -> Bool {
         tokens + max(0, now - updatedAt) * refillPerSecond >= capacity
     }
 

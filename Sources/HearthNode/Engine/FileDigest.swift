@@ -1,6 +1,6 @@
 import Crypto
 import Foundation
-package import HearthCore
+import HearthCore
 import NIOCore
 import NIOPosix
 

@@ -1,5 +1,5 @@
 import Foundation
-package import HearthCore
+import HearthCore
 
 /// Reads what the machine has: cores, memory, free disk and GPUs.
 enum HardwareProbe {
