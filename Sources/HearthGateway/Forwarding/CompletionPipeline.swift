@@ -126,9 +126,7 @@ struct CompletionPipeline: Sendable {
                 quota: quota.charge,  // no tokens spent: what was reserved goes back
                 logger: context.logger
             )
-            var headers = HTTPFields()
-            if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
-            throw OpenAIError(error.failure, headers: headers)
+            throw OpenAIError(error)
         }
         let served = ServedRequest(
             pipeline: self,

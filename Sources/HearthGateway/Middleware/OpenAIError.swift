@@ -15,6 +15,13 @@ struct OpenAIError: HTTPResponseError {
         self.headers = headers
     }
 
+    /// A refusal to route, saying when to try again where it says so.
+    init(_ refusal: DispatchFailure) {
+        var headers = HTTPFields()
+        if let retryAfter = refusal.retryAfter { headers[.retryAfter] = String(retryAfter) }
+        self.init(refusal.failure, headers: headers)
+    }
+
     init(_ kind: APIFailure.Kind, _ message: String, param: String? = nil, code: String? = nil) {
         self.init(APIFailure(kind, message, param: param, code: code))
     }

@@ -33,11 +33,7 @@ struct EmbeddingsController {
         if shape != .openAI, let model = EmbeddingRequest.ollamaModelToLoad(json, legacy: shape == .ollamaLegacy) {
             // Nothing to embed: Ollama loads the model and answers no vectors. Hearth's nodes keep their models
             // loaded; the answer says whether one would embed with it (the refusal a request would get if not).
-            if let refusal = pipeline.dispatcher.refusal(.embeddings, model: model, logger: context.logger) {
-                var headers = HTTPFields()
-                if let retryAfter = refusal.retryAfter { headers[.retryAfter] = String(retryAfter) }
-                throw OpenAIError(refusal.failure, headers: headers)
-            }
+            if let refusal = pipeline.dispatcher.refusal(.embeddings, model: model, logger: context.logger) { throw OpenAIError(refusal) }
             let answer = EmbeddingRequest.ollamaEmptyAnswer(model: model.rawValue, legacy: shape == .ollamaLegacy)
             return Response(
                 status: .ok,
