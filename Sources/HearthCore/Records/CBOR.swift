@@ -57,13 +57,13 @@ package struct CBORError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What kind of refusal it is; more may be added.
     struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
-        package static let truncated = Code(name: "truncated")
-        package static let trailingBytes = Code(name: "trailing_bytes")
-        package static let tooLong = Code(name: "too_long")
-        package static let tooDeep = Code(name: "too_deep")
-        package static let nonCanonical = Code(name: "non_canonical")
-        package static let unsupported = Code(name: "unsupported")
-        package static let invalidUTF8 = Code(name: "invalid_utf8")
+        static let truncated = Code(name: "truncated")
+        static let trailingBytes = Code(name: "trailing_bytes")
+        static let tooLong = Code(name: "too_long")
+        static let tooDeep = Code(name: "too_deep")
+        static let nonCanonical = Code(name: "non_canonical")
+        static let unsupported = Code(name: "unsupported")
+        static let invalidUTF8 = Code(name: "invalid_utf8")
         var description: String { name }
     }
 

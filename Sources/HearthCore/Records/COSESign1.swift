@@ -81,7 +81,7 @@ struct COSEError: Error, Sendable, Equatable, CustomStringConvertible {
     struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
         /// Well-formed CBOR, but not a tagged COSE_Sign1: protected header, unprotected map, payload, signature.
-        package static let notCOSESign1 = Code(name: "not_cose_sign1")
+        static let notCOSESign1 = Code(name: "not_cose_sign1")
         var description: String { name }
     }
 

@@ -252,13 +252,13 @@ package struct ReceiptError: Error, Sendable, Equatable, CustomStringConvertible
     struct Code: Hashable, Sendable, CustomStringConvertible {
         private let name: String
         /// A field missing, of the wrong type or out of range; an unknown key.
-        package static let malformed = Code(name: "malformed")
+        static let malformed = Code(name: "malformed")
         /// Signed by another key than the node that served the request.
-        package static let wrongSigner = Code(name: "wrong_signer")
+        static let wrongSigner = Code(name: "wrong_signer")
         /// The signature does not verify.
-        package static let badSignature = Code(name: "bad_signature")
+        static let badSignature = Code(name: "bad_signature")
         /// Signed, but not about what the gateway relayed (tokens, request, model).
-        package static let mismatch = Code(name: "mismatch")
+        static let mismatch = Code(name: "mismatch")
         var description: String { name }
     }
 
