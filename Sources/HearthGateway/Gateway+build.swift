@@ -199,7 +199,7 @@ package func buildGateway(
         )
     }
     OperationsController(registry: registry, metrics: metrics).addRoutes(to: router)
-    ModelsController(registry: registry).addRoutes(to: router)
+    ModelsController(registry: registry, catalog: configuration.catalog).addRoutes(to: router)
     CompletionsController(pipeline: pipeline).addRoutes(to: router)
     OllamaController(pipeline: pipeline, registry: registry).addRoutes(to: router)
     EmbeddingsController(pipeline: pipeline).addRoutes(to: router)

@@ -61,6 +61,9 @@ struct OllamaTranslationTests {
         #expect(param(["model": "m", "prompt": "hi", "images": ["AAAA"]], generate: true) == "images")
         #expect(param(["model": "m", "prompt": "def f(", "suffix": "    return x"], generate: true) == "suffix")
         #expect(param(["model": "m", "prompt": "def f(", "suffix": ""], generate: true) == nil)
+        #expect(param(["model": "m", "prompt": "why?", "think": true], generate: true) == "think")
+        #expect(param(["model": "m", "messages": [["role": "user", "content": "hi"]], "think": "high"]) == "think")
+        #expect(param(["model": "m", "messages": [["role": "user", "content": "hi"]], "think": false]) == nil)
         #expect(param(["model": "m", "messages": [["role": "user", "content": 123]]]) == "messages[0].content")
         #expect(param(["model": "m", "messages": [["role": "assistant", "content": "", "tool_calls": "x"]]]) == "messages[0].tool_calls")
         #expect(

@@ -82,8 +82,49 @@ struct InputStrictnessTests {
                 #expect(response.status == .ok)
                 #expect(decode(response.body)["done_reason"] == "load")
             }
+            // So does a chat without messages, Ollama's other way to load a model; for a model not served, a 404.
+            for messages in [JSONValue.array([]), nil] {
+                var body: JSONValue = ["model": .string(testModel.rawValue)]
+                body["messages"] = messages
+                try await client.execute(uri: "/api/chat", method: .post, body: try json(body)) { response in
+                    #expect(response.status == .ok)
+                    let line = decode(response.body)
+                    #expect(line["done_reason"] == "load")
+                    #expect(line["message"]?["role"] == "assistant")
+                }
+            }
+            try await client.execute(uri: "/api/chat", method: .post, body: try json(["model": "no-such-model:q8_0", "messages": []])) { response in
+                #expect(response.status == .notFound)
+            }
         }
         #expect(transport.requests.isEmpty, "a refused request reached a node")
+    }
+
+    /// `GET /v1/models/{model}` (the OpenAI SDKs' `models.retrieve`) answers a served model as the listing shows it, and
+    /// a model no node serves as OpenAI does: 404 `model_not_found`.
+    @Test func oneModelIsRetrievedAsTheListingShowsIt() async throws {
+        let (gateway, _) = try await makeGateway([:])
+        announce(gateway, announcement(nodeA))
+        try await gateway.application.test(.router) { client in
+            let listed = try await client.execute(uri: "/v1/models", method: .get) { decode($0.body)["data"]?[0] }
+            #expect(listed?["id"]?.stringValue == testModel.rawValue)
+            try await client.execute(uri: "/v1/models/\(testModel.rawValue)", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(decode(response.body) == listed)
+                #expect(decode(response.body)["object"] == "model")
+            }
+            for unknown in ["no-such-model:q8_0", "%20", "a%2Fb"] {
+                try await client.execute(uri: "/v1/models/\(unknown)", method: .get) { response in
+                    #expect(response.status != .ok, "\(unknown)")
+                    #expect(decode(response.body)["error"]?["type"] != nil, "\(unknown): \(String(buffer: response.body))")
+                }
+            }
+            try await client.execute(uri: "/v1/models/no-such-model:q8_0", method: .get) { response in
+                #expect(response.status == .notFound)
+                #expect(decode(response.body)["error"]?["code"] == "model_not_found")
+                #expect(decode(response.body)["error"]?["param"] == "model")
+            }
+        }
     }
 
     /// A thousand distinct bogus model names, paths and methods add no series to `/metrics`.

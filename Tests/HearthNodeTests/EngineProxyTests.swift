@@ -121,6 +121,30 @@ struct EngineRefusalTests {
         #expect(body.contains(failure.message.prefix(20)))
     }
 
+    /// llama-server's answer to a prompt longer than its context (b11434), said as OpenAI says it so that clients that
+    /// trim a conversation on `context_length_exceeded` (or on either wording) do.
+    @Test func aPromptLongerThanTheContextIsOpenAIsContextLengthExceeded() {
+        let failure = EngineRefusal.failure(
+            status: 400,
+            body: ByteBuffer(
+                string: #"{"error":{"code":400,"message":"request (3031 tokens) exceeds the available context size (512 tokens), "#
+                    + #"try increasing it","type":"exceed_context_size_error","n_prompt_tokens":3031,"n_ctx":512}}"#
+            )
+        )
+        #expect(failure.status == 400)
+        #expect(failure.code == "context_length_exceeded")
+        #expect(failure.message.hasPrefix("This model's maximum context length is 512 tokens"))
+        #expect(failure.message.contains("3031"))
+        #expect(failure.message.contains("exceeds the available context size"))
+        // Without the counts, llama-server's own words stay.
+        let bare = EngineRefusal.failure(
+            status: 400,
+            body: ByteBuffer(string: #"{"error":{"code":400,"message":"too long","type":"exceed_context_size_error"}}"#)
+        )
+        #expect(bare.code == "context_length_exceeded")
+        #expect(bare.message == "too long")
+    }
+
     @Test func theEnginesOwnFailuresStayServerErrorsSoTheGatewayTriesElsewhere() {
         let crashed = EngineRefusal.failure(
             status: 500,

@@ -136,6 +136,18 @@ package enum OllamaTranslation {
                 }
             }
         }
+        // Ollama refuses `think` (true, or a level) for a model without its thinking capability, and no model on a
+        // Hearth network is served with one: answered without, a client would wait for thoughts that never come.
+        switch body["think"] {
+        case nil, .null?, .bool(false)?: break
+        default:
+            throw APIFailure(
+                .invalidRequest,
+                "'think' was sent, but the models on this network do not think aloud (none has Ollama's thinking capability).",
+                param: "think",
+                code: "unsupported_parameter"
+            )
+        }
         switch body["format"] {
         case .string("json")?: result["response_format"] = ["type": "json_object"]
         case .object(let schema)?: result["response_format"] = ["type": "json_schema", "json_schema": ["schema": .object(schema)]]

@@ -39,8 +39,7 @@ struct OllamaController {
         guard let name = (json["model"] ?? json["name"])?.stringValue, let id = ModelID(name) else {
             throw OpenAIError(.invalidRequest, "'model' must be a model name.", param: "model")
         }
-        let resolved = pipeline.dispatcher.catalog.resolve(id)?.id ?? id
-        guard let served = registry.readyModels().first(where: { $0.model.id == resolved || $0.model.aliases.contains(id) })?.model else {
+        guard let served = registry.readyModel(named: id, in: pipeline.dispatcher.catalog)?.model else {
             throw OpenAIError(.notFound, "The model '\(name)' does not exist on this network.", param: "model", code: "model_not_found")
         }
         return try jsonResponse(card(for: served).show)
@@ -55,11 +54,10 @@ struct OllamaController {
         let startedAt = Date()
         let started = ContinuousClock.now
         let json = try await pipeline.readJSON(request, context: context)
-        if shape == .generate, json["prompt"] == nil || json["prompt"] == "", let name = json["model"]?.stringValue, let id = ModelID(name) {
-            // Ollama answers an empty prompt by loading the model; Hearth's nodes keep it loaded already. A model
-            // that no node serves is a 404, as Ollama answers for a model it does not have.
-            let resolved = pipeline.dispatcher.catalog.resolve(id)?.id ?? id
-            guard registry.readyModels().contains(where: { $0.model.id == resolved || $0.model.aliases.contains(id) }) else {
+        if Self.asksOnlyToLoad(json, shape: shape), let name = json["model"]?.stringValue, let id = ModelID(name) {
+            // Ollama answers an empty prompt (or a chat without messages) by loading the model; Hearth's nodes keep
+            // it loaded already. A model that no node serves is a 404, as Ollama answers for a model it does not have.
+            guard registry.readyModel(named: id, in: pipeline.dispatcher.catalog) != nil else {
                 throw OpenAIError(.notFound, "model '\(name)' not found", param: "model", code: "model_not_found")
             }
             let writer = OllamaResponseWriter(shape: shape, model: name, createdAt: Self.timestamp())
@@ -147,6 +145,17 @@ struct OllamaController {
                 }
             }
         )
+    }
+
+    /// A request with nothing to answer, which Ollama's clients send to load a model before use: `/api/generate`
+    /// without a prompt, `/api/chat` without messages. A body Ollama could not read (`stream: "no"`) is not one: it
+    /// goes on to be refused.
+    static func asksOnlyToLoad(_ json: JSONValue, shape: OllamaResponseWriter.Shape) -> Bool {
+        guard (try? OllamaTranslation.wantsStream(json)) != nil else { return false }
+        return switch shape {
+        case .generate: json["prompt"] == nil || json["prompt"] == ""
+        case .chat: json["messages"] == nil || json["messages"] == .null || json["messages"] == .array([])
+        }
     }
 
     static func timestamp() -> String {

@@ -278,6 +278,13 @@ package final class NodeRegistry: Sendable {
         return byID.values.sorted { $0.model.id < $1.model.id }
     }
 
+    /// The listed model a client's name stands for (its id, a catalog name that resolves to it, or an alias), as
+    /// `readyModels` lists it; `nil` when none is served now.
+    func readyModel(named name: ModelID, in catalog: Catalog) -> (model: ServedModel, nodes: [NodeID])? {
+        let resolved = catalog.resolve(name)?.id ?? name
+        return readyModels().first { $0.model.id == resolved || $0.model.aliases.contains(name) }
+    }
+
     /// The number of live nodes and of those with at least one ready model.
     func counts() -> (online: Int, ready: Int) {
         let nodes = routableNodes()

@@ -16,6 +16,9 @@ enum EngineRefusal {
         let message = error?["message"]?.stringValue ?? String(buffer: body).prefix(500).description
         let type = error?["type"]?.stringValue
         let reason = message.isEmpty ? "The engine refused the request (HTTP \(status))." : message
+        if type == "exceed_context_size_error" {
+            return contextExceeded(reason, promptTokens: error?["n_prompt_tokens"]?.integerValue, context: error?["n_ctx"]?.integerValue)
+        }
         switch status {
         case 503: return APIFailure(.unavailable, reason, code: "engine_busy")
         case 413: return APIFailure(.requestTooLarge, reason, code: "engine_rejected")
@@ -27,6 +30,21 @@ enum EngineRefusal {
             }
             return APIFailure(.upstream, "The engine failed (HTTP \(status)): \(reason)", code: "engine_failed")
         }
+    }
+
+    /// A prompt longer than the engine's context, said as OpenAI says it (`context_length_exceeded`, and its message's
+    /// opening words): clients and frameworks recognise that code or those words to trim a conversation and try again,
+    /// and llama-server's own words (`exceeds the available context size`), which some recognise too, stay.
+    static func contextExceeded(_ reason: String, promptTokens: Int64?, context: Int64?) -> APIFailure {
+        guard let promptTokens, let context else {
+            return APIFailure(.invalidRequest, reason, code: "context_length_exceeded")
+        }
+        return APIFailure(
+            .invalidRequest,
+            "This model's maximum context length is \(context) tokens on the node that served it, but the prompt is "
+                + "\(promptTokens) tokens: it exceeds the available context size. Shorten the messages or the prompt.",
+            code: "context_length_exceeded"
+        )
     }
 
     /// Messages llama-server gives with a 500 for input it could not read, rather than for a fault of its own.
