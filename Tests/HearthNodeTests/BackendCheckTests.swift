@@ -16,7 +16,8 @@ struct BackendCheckTests {
                 "# FROM smollm2:latest\n\nFROM /usr/share/ollama/.ollama/models/blobs/sha256-\(pinned.hex)\nFROM /x/blobs/sha256-\(other.hex)\nTEMPLATE x"
             )
         ]
-        #expect(BackendCheck.ollamaBlob(show) == pinned)
+        #expect(BackendCheck.ollamaBlob(show)?.digest == pinned)
+        #expect(BackendCheck.ollamaBlob(show)?.path == "/usr/share/ollama/.ollama/models/blobs/sha256-\(pinned.hex)")
         #expect(BackendCheck.ollamaBlob(["modelfile": "FROM ./model.gguf"]) == nil)
         #expect(BackendCheck.ollamaBlob(["modelfile": "FROM /blobs/sha256-abc"]) == nil, "a short digest is none")
         #expect(BackendCheck.ollamaBlob(["error": "model not found"]) == nil)
@@ -30,11 +31,19 @@ struct BackendCheckTests {
     }
 
     @Test func verifiesOnlyThePinnedFileAndRefusesAnother() {
-        guard case .verified = BackendCheck.verdict(evidence: .ollamaBlob(pinned), pinned: pinned) else {
-            Issue.record("the pinned blob was not verified")
+        // Ollama's word for its blob, said as such; the blob hashed by this node, said as such; a blob named as the pinned
+        // one whose bytes are another file's, refused.
+        guard case .verified(let word) = BackendCheck.verdict(evidence: .ollamaBlob(pinned, hashed: nil), pinned: pinned),
+            case .verified(let hashed) = BackendCheck.verdict(evidence: .ollamaBlob(pinned, hashed: pinned), pinned: pinned),
+            case .refused(let misnamed) = BackendCheck.verdict(evidence: .ollamaBlob(pinned, hashed: other), pinned: pinned)
+        else {
+            Issue.record("the pinned blob was judged wrongly")
             return
         }
-        guard case .refused(let reason) = BackendCheck.verdict(evidence: .ollamaBlob(other), pinned: pinned) else {
+        #expect(word.contains("server's word") && !word.contains("hashed by this node,"))
+        #expect(hashed.contains("hashed by this node"))
+        #expect(misnamed.contains(other.hex) && misnamed.contains("another file"))
+        guard case .refused(let reason) = BackendCheck.verdict(evidence: .ollamaBlob(other, hashed: other), pinned: pinned) else {
             Issue.record("another blob was not refused")
             return
         }

@@ -15,8 +15,9 @@ struct BackendCheck: Equatable {
 
     /// The evidence the server gave about the file behind a model.
     enum Evidence: Equatable {
-        /// Ollama's `/api/show`: the blob its modelfile is made from, named by its digest (the GGUF's sha256).
-        case ollamaBlob(SHA256Digest)
+        /// Ollama's `/api/show`: the blob its modelfile is made from, named by its digest (the GGUF's sha256), and the
+        /// blob hashed by this node where it can read the file the modelfile names (`nil` where it cannot).
+        case ollamaBlob(SHA256Digest, hashed: SHA256Digest?)
         /// llama-server's `/props`: the file it loaded, hashed here (`nil` when the node cannot read it).
         case file(path: String, sha256: SHA256Digest?)
         /// Neither route answered usefully.
@@ -27,11 +28,21 @@ struct BackendCheck: Equatable {
     /// The evidence names a file by its name only: the owner's folders (and user name) are not the network's to see.
     static func verdict(evidence: Evidence, pinned: SHA256Digest) -> Verdict {
         switch evidence {
-        case .ollamaBlob(let digest):
+        case .ollamaBlob(let digest, let hashed):
             guard digest == pinned else {
                 return .refused("the server's blob is sha256 \(digest.hex), not the pinned \(pinned.hex): it serves another file")
             }
-            return .verified("Ollama's blob digest is the pinned sha256")
+            guard let hashed else {
+                return .verified(
+                    "Ollama's blob digest is the pinned sha256 (from its /api/show: this node cannot read the blob to hash it, so it is the server's word)"
+                )
+            }
+            guard hashed == pinned else {
+                return .refused(
+                    "the server names the pinned blob, but the file it names, hashed by this node, has sha256 \(hashed.hex): it serves another file"
+                )
+            }
+            return .verified("Ollama's blob digest is the pinned sha256, and the blob, hashed by this node, is that file")
         case .file(let path, let digest?):
             let name = fileName(path)
             guard digest == pinned else {
@@ -56,13 +67,14 @@ struct BackendCheck: Equatable {
     }
 
     /// The blob a model is made from, in Ollama's `/api/show` answer: the first `FROM …/sha256-<hex>` line of its
-    /// modelfile (later ones are adapters and projectors).
-    static func ollamaBlob(_ answer: JSONValue) -> SHA256Digest? {
+    /// modelfile (later ones are adapters and projectors), with the blob's path as the line gives it.
+    static func ollamaBlob(_ answer: JSONValue) -> (digest: SHA256Digest, path: String)? {
         guard let modelfile = answer["modelfile"]?.stringValue else { return nil }
         for line in modelfile.split(whereSeparator: \.isNewline) where line.hasPrefix("FROM ") {
             guard let range = line.range(of: "sha256-", options: .backwards) else { continue }
             let hex = line[range.upperBound...].prefix(64)
-            return SHA256Digest(hex: String(hex).lowercased())
+            guard let digest = SHA256Digest(hex: String(hex).lowercased()) else { return nil }
+            return (digest, line.dropFirst("FROM ".count).trimmingCharacters(in: .whitespaces))
         }
         return nil
     }

@@ -21,8 +21,12 @@ struct BackendMonitorService: Service {
     private final class DigestCache: Sendable {
         private let entries = Mutex<[String: (size: UInt64, modified: Date, digest: SHA256Digest)]>([:])
 
-        func digest(of path: String) async -> SHA256Digest? {
+        /// The file's sha256; `nil` when it cannot be read, or is no regular file (a server naming `/dev/zero` must not
+        /// keep the node hashing for ever).
+        func digest(of named: String) async -> SHA256Digest? {
+            let path = URL(fileURLWithPath: named).resolvingSymlinksInPath().path
             guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+                attributes[.type] as? FileAttributeType == .typeRegular,
                 let size = (attributes[.size] as? NSNumber)?.uint64Value, let modified = attributes[.modificationDate] as? Date
             else { return nil }
             if let known = entries.withLock({ $0[path] }), known.size == size, known.modified == modified { return known.digest }
@@ -85,10 +89,11 @@ struct BackendMonitorService: Service {
         }
     }
 
-    /// What the server says about the file behind `name`: Ollama's blob first, then llama-server's loaded file.
+    /// What the server says about the file behind `name`: Ollama's blob first (hashed too where this node can read it:
+    /// an Ollama on the same machine), then llama-server's loaded file.
     private func evidence(for name: String, root: String) async -> BackendCheck.Evidence {
         if let show = try? await exchange(root + "/api/show", body: ["model": .string(name)]), let blob = BackendCheck.ollamaBlob(show) {
-            return .ollamaBlob(blob)
+            return .ollamaBlob(blob.digest, hashed: await digests.digest(of: blob.path))
         }
         if let props = try? await exchange(root + "/props"), let path = BackendCheck.loadedFile(props) {
             return .file(path: path, sha256: await digests.digest(of: path))
