@@ -100,6 +100,27 @@ struct InputStrictnessTests {
         #expect(transport.requests.isEmpty, "a refused request reached a node")
     }
 
+    /// Ollama's model management (Open WebUI's "pull a model", `ollama cp`…) is answered with why, in Ollama's shape.
+    @Test func ollamasModelManagementIsRefusedWithWhy() async throws {
+        let (gateway, _) = try await makeGateway([:])
+        announce(gateway, announcement(nodeA))
+        try await gateway.application.test(.router) { client in
+            for (method, path) in OllamaController.modelManagement {
+                let uri = path.replacingOccurrences(of: ":digest", with: "sha256-" + String(repeating: "0", count: 64))
+                try await client.execute(uri: uri, method: method, body: try json(["model": .string(testModel.rawValue)])) { response in
+                    #expect(response.status == .notImplemented, "\(method) \(uri)")
+                    guard method != .head else { return }
+                    let error = decode(response.body)["error"]?.stringValue ?? ""
+                    #expect(error.contains("catalog") && error.contains("/api/tags"), "\(uri): \(String(buffer: response.body))")
+                }
+            }
+            // Nothing was deleted: the model is still listed.
+            try await client.execute(uri: "/api/tags", method: .get) { response in
+                #expect(decode(response.body)["models"]?[0]?["name"]?.stringValue == testModel.rawValue)
+            }
+        }
+    }
+
     /// `GET /v1/models/{model}` (the OpenAI SDKs' `models.retrieve`) answers a served model as the listing shows it, and
     /// a model no node serves as OpenAI does: 404 `model_not_found`.
     @Test func oneModelIsRetrievedAsTheListingShowsIt() async throws {

@@ -59,7 +59,7 @@ enum ErrorShape: Sendable {
     ]
 
     init(path: String) {
-        self = Self.ollamaPaths.contains(path) ? .ollama : .openAI
+        self = Self.ollamaPaths.contains(path) || path.hasPrefix("/api/blobs/") ? .ollama : .openAI
     }
 }
 

@@ -32,6 +32,18 @@ struct OllamaController {
         router.get("/api/version") { _, _ in
             try jsonResponse(["version": .string(Self.compatibleVersion)])
         }
+        // Ollama's model management: a Hearth network's models are its catalog's, loaded by the nodes that serve them,
+        // so a client asking to pull, create or delete one is told so rather than that the route does not exist.
+        for (method, path) in Self.modelManagement {
+            router.on(RouterPath(path), method: method) { _, _ -> Response in
+                throw OpenAIError(
+                    .notSupported,
+                    "Models on a Hearth network come from its catalog and are loaded by the nodes that serve them, so "
+                        + "\(path.replacingOccurrences(of: "/:digest", with: "")) has nothing to do here. GET /api/tags lists the models served now.",
+                    code: "model_management_unsupported"
+                )
+            }
+        }
     }
 
     func show(request: Request, context: GatewayRequestContext) async throws -> Response {
@@ -157,6 +169,12 @@ struct OllamaController {
         case .chat: json["messages"] == nil || json["messages"] == .null || json["messages"] == .array([])
         }
     }
+
+    /// Ollama's routes that manage the model store.
+    static let modelManagement: [(HTTPRequest.Method, String)] = [
+        (.post, "/api/pull"), (.post, "/api/push"), (.post, "/api/create"), (.post, "/api/copy"), (.delete, "/api/delete"),
+        (.head, "/api/blobs/:digest"), (.post, "/api/blobs/:digest"),
+    ]
 
     static func timestamp() -> String {
         Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
