@@ -14,6 +14,7 @@ a mean log-probability of at least -4); SpotCheckTests checks the Swift side on 
 
     python3 bench/spot-check-calibration.py --honest 1000 --dishonest 200 > bench/results/spot-checks.md
     python3 bench/spot-check-calibration.py --honest 0 --dishonest 0 --ending 300 >> bench/results/spot-checks.md
+    python3 bench/spot-check-calibration.py --honest 0 --dishonest 0 --text 400 >> bench/results/spot-checks.md
 """
 import argparse, json, os, random, statistics, subprocess, sys, time, urllib.error, urllib.request
 
@@ -23,6 +24,8 @@ SMOLLM = os.path.join(HOME, "models", "b179c9523d0e6a0f98a330c7562b682750a6f8c8c
 GEMMA = os.path.join(HOME, "models", "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818.gguf")
 VOCABULARY = 49152
 TOP_K, MAX_OUTSIDE, MIN_MEAN = 40, 0.1, -4.0
+# SpotCheck.Policy's bound for a check by text (log-probability per byte), and SpotCheck.minTextBytes.
+TEXT_MIN_PER_BYTE, TEXT_MIN_BYTES = -3.0, 64
 PROMPTS = [
     "Tell me about rivers.", "Write a haiku about snow.", "How do plants grow?", "Explain what a computer is.",
     "Give me three tips for sleeping well.", "What is the capital of France?", "Describe a cat.",
@@ -87,6 +90,100 @@ def check(port, prompt, claimed, ending=False):
     return mean, share, passed and end_in_top, (end["logprob"] if end else None)
 
 
+def literal(text):
+    """`text` as a GBNF string literal, as SpotCheck.grammarLiteral writes it."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return '"' + "".join(escapes.get(ch, f"\\x{ord(ch):02X}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch) for ch in text) + '"'
+
+
+def text_answer(port, prompt, temperature, seed, tokens):
+    reply = post(port, {"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
+                        "temperature": temperature, "seed": seed})
+    return reply["choices"][0]["message"]["content"], reply["choices"][0]["finish_reason"] == "stop"
+
+
+def text_check(port, prompt, text, ending):
+    """As SpotCheck's text check: the checker forced through the answer's text (its first 512 bytes) by a string
+    grammar, its own tokens of it judged with the text bounds; with `ending`, the token after them must be in the top
+    40 too. (log-probability per byte, share outside the top 40, passed, tokens), or None when the checker did not
+    keep to the text."""
+    scored = text.encode()[:512].decode("utf-8", "ignore")
+    ending = ending and scored == text
+    reply = post(port, {"messages": [{"role": "user", "content": prompt}], "max_tokens": len(scored.encode()) + 1,
+                        "temperature": 0, "logprobs": True, "top_logprobs": TOP_K, "grammar": "root ::= " + literal(scored)})
+    entries, produced, index = reply["choices"][0]["logprobs"]["content"], b"", 0
+    while len(produced) < len(scored.encode()) and index < len(entries):
+        produced += bytes(entries[index]["bytes"])
+        index += 1
+    if produced != scored.encode() or index == 0:
+        return None
+    forced = entries[:index]
+    logprobs = [entry["logprob"] for entry in forced]
+    outside = sum(1 for entry in forced if all(alt["id"] != entry["id"] for alt in entry["top_logprobs"]))
+    per_byte, share = sum(logprobs) / len(scored.encode()), outside / len(forced)
+    passed = per_byte >= TEXT_MIN_PER_BYTE
+    if ending:
+        end = entries[index] if index < len(entries) else None
+        passed = passed and end is not None and any(alt["id"] == end["id"] for alt in end["top_logprobs"])
+    return per_byte, share, passed, len(forced)
+
+
+def texts(options, rng):
+    """Answers checked by their text, as answers from owners' own servers are (no token ids), with the text bounds:
+    SmolLM2's own at temperatures 0, 0.7 and 1.0 (false positives), Gemma 3 270M's (another model's fluent text),
+    SmolLM2's answers to another prompt, and random words (an answer made of nothing)."""
+    honest, failures, short = [], [], 0
+    caught = {"another model (Gemma 3 270M)": [], "SmolLM2's answer to another prompt": [], "random words": []}
+    words = [word for prompt in PROMPTS for word in prompt.lower().strip("?.").split()] + "the and of a is to in it".split()
+
+    for index in range(options.text):
+        prompt = PROMPTS[index % len(PROMPTS)]
+        text, stopped = text_answer(18091 + index % 2, prompt, [0.0, 0.7, 1.0][index % 3], index, options.tokens)
+        if len(text.encode()) < TEXT_MIN_BYTES:
+            short += 1
+            continue
+        result = text_check(18093, prompt, text, stopped)
+        if result is None or not result[2]:
+            failures.append((index, text[:60], result))
+        if result is not None:
+            honest.append(result)
+        if index % 4 == 0:
+            other, stopped = text_answer(18094, prompt, 0.7, index, options.tokens)
+            if len(other.encode()) >= TEXT_MIN_BYTES:
+                result = text_check(18093, prompt, other, stopped)
+                caught["another model (Gemma 3 270M)"].append(result is None or not result[2])
+            elsewhere = PROMPTS[(index + 5) % len(PROMPTS)]
+            result = text_check(18093, elsewhere, text, stopped)
+            caught["SmolLM2's answer to another prompt"].append(result is None or not result[2])
+            salad = " ".join(rng.choice(words) for _ in range(rng.randrange(16, 48)))
+            result = text_check(18093, prompt, salad, False)
+            caught["random words"].append(result is None or not result[2])
+        if index % 50 == 49:
+            print(f"{index + 1} texts checked, {len(failures)} failed", file=sys.stderr)
+    means = sorted(result[0] for result in honest)
+    shares = sorted(result[1] for result in honest)
+    lines = [f"\n## Checked by text\n\nAnswers of up to {options.tokens} tokens checked by their text, as answers from "
+             "owners' own servers are (they carry no token ids): the checker is forced through the text by a string "
+             "grammar and the text is judged by its log-probability per byte under the checker's model (at least "
+             f"{TEXT_MIN_PER_BYTE}; an answer the engine ended, scored whole, also by its end; texts under "
+             f"{TEXT_MIN_BYTES} bytes are not judged). The share of the checker's tokens outside its top {TOP_K} is "
+             "shown, not judged: they are not the tokens the answer was sampled as. Honest answers from the same engines "
+             "as above, at temperatures 0, 0.7 and 1.0.\n",
+             "| measure | value |\n| --- | --- |",
+             f"| honest answers checked | {len(honest)} ({short} under {TEXT_MIN_BYTES} bytes not judged) |",
+             f"| failed (false positives) | {len(failures)} |"]
+    if means:
+        lines.append(f"| log-probability per byte: worst, 1st percentile, median | {means[0]:.2f}, {means[len(means) // 100]:.2f}, "
+                     f"{means[len(means) // 2]:.2f} |")
+        lines.append(f"| share outside the top {TOP_K}: worst, 99th percentile | {shares[-1]:.3f}, "
+                     f"{shares[len(shares) * 99 // 100]:.3f} |")
+    for name, results in caught.items():
+        lines.append(f"| {name}: caught by one check | {sum(results)} of {len(results)} |")
+    if failures:
+        lines.append(f"\nFailures: {failures[:10]}")
+    return "\n".join(lines)
+
+
 def endings(options, rng):
     """Answers SmolLM2 ended itself, checked whole and asked about their end (false positives), and the same answers
     cut at a random token and claimed as ended (caught or not)."""
@@ -133,6 +230,7 @@ def main():
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--ending", type=int, default=0, help="answers asked for the end-of-text check (0: none)")
     parser.add_argument("--ending-tokens", type=int, default=128)
+    parser.add_argument("--text", type=int, default=0, help="answers checked by their text (0: none)")
     options = parser.parse_args()
     rng = random.Random(1)
     # Answering engines as differently configured as volunteers' are; the checker has a configuration of its own.
@@ -171,6 +269,7 @@ def main():
             result = check(18093, prompt, randoms)
             caught["random tokens"].append(result is None or not result[2])
         ending_report = endings(options, rng) if options.ending else ""
+        ending_report += texts(options, rng) if options.text else ""
     finally:
         for process in answerers + [checker, other]:
             process.terminate()

@@ -64,6 +64,14 @@ struct ContinuationTests {
         gapFirst.observe(TokenMark(token: 4, kind: .clean)) { nil }
         #expect(gapFirst.claimedTokens == [])
         #expect(gapFirst.reportedTokens == [4])
+        // What a spot check scores: the ids while there are any, the text of an answer that carried none (an owner's
+        // own server marks every event as a gap).
+        #expect(generation.spotCheckClaim == .tokens([1, 2, 3]))
+        #expect(gapFirst.spotCheckClaim == .tokens([]))
+        var textOnly = Generation()
+        textOnly.observe(TokenMark(token: nil, kind: .gap)) { "Paris is" }
+        textOnly.observe(TokenMark(token: nil, kind: .gap)) { " the capital." }
+        #expect(textOnly.spotCheckClaim == .text("Paris is the capital."))
     }
 
     @Test func aGenerationPastItsLimitOrWithAnUnreadableGapIsAbandoned() {

@@ -7,7 +7,8 @@ import Testing
 
 @testable import HearthCore
 
-/// Real engines: a node that serves another model (Gemma 3 270M) under SmolLM2's pinned hash, beside two honest nodes.
+/// Real engines: a node that serves another model (Gemma 3 270M) under SmolLM2's pinned hash, beside two honest nodes;
+/// and owners' own servers, checked by their answers' text.
 @Suite(.serialized, .timeLimit(.minutes(6)))
 struct SpotCheckTests {
     @Test func aNodeServingAnotherModelUnderThePinnedHashIsCaughtAndLosesItsTraffic() async throws {
@@ -87,6 +88,76 @@ struct SpotCheckTests {
             let metrics = try await HTTP.get(cluster.url + "/metrics").text
             #expect(metrics.contains("hearth_spot_checks_total{result=\"fail\"}"))
             #expect(metrics.contains("hearth_spot_checks_total{result=\"pass\"}"))
+        }
+    }
+
+    /// Answers from owners' own servers carry no token ids: they are checked by their text, on a node with a managed
+    /// engine (an owner's server never checks). An honest server's answer passes; one that answers word salad under the
+    /// pinned blob is caught. The servers are named fakes replaying Ollama's answers (`FakeOpenAIServer`); the checker
+    /// is a real llama-server.
+    @Test func ownersServersAreCheckedByTheirAnswersText() async throws {
+        // Ollama's recorded stream, its seven pieces of text replaced.
+        func script(saying pieces: [String]) throws -> FakeOpenAIServer.Script {
+            var script = try BackendTests.ollamaScript()
+            for (word, piece) in zip(["Paris", " is", " the", " capital", " of", " France", "."], pieces) {
+                script.stream = script.stream.replacingOccurrences(of: #""content":"\#(word)""#, with: #""content":"\#(piece)""#)
+            }
+            return script
+        }
+        let honestServer = try await FakeOpenAIServer.start(
+            try script(saying: ["The capital", " of France", " is Paris,", " a city known", " for the Eiffel", " Tower and the", " Louvre."])
+        )
+        defer { Task { await honestServer.stop() } }
+        let lying = try script(
+            saying: ["Velvet sprocket", " under ninety", " marmalade quartz,", " lantern fiddle", " cobalt whistle", " umbrella", " grape."]
+        )
+        #expect(!lying.stream.contains("Paris"))
+        let lyingServer = try await FakeOpenAIServer.start(lying)
+        defer { Task { await lyingServer.stop() } }
+        try await Cluster.with(label: "backend-spot") { cluster in
+            _ = try await cluster.startNode("engine")
+            _ = try await cluster.startNode("owner", serving: BackendTests.backend(honestServer.baseURL, name: "smollm2-hearth:latest"))
+            _ = try await cluster.startNode("liar", serving: BackendTests.backend(lyingServer.baseURL, name: "smollm2-hearth:latest"))
+            try await cluster.waitForReadyNodes(3)
+            let names = try await cluster.nodeNames()
+            let owner = try #require(names.first { $0.value == "owner" }?.key)
+            let liar = try #require(names.first { $0.value == "liar" }?.key)
+            // Streams, three at once, until each owner's server has answered some (every node's first three are checked).
+            var servedBy: [String] = []
+            for _ in 0..<10 where !(servedBy.contains(owner) && servedBy.contains(liar)) {
+                servedBy += try await withThrowingTaskGroup(of: String.self) { group in
+                    for _ in 0..<3 {
+                        group.addTask {
+                            let reply = try await HTTP.post(cluster.url + "/v1/chat/completions", json: BackendTests.streamed(BackendTests.question))
+                            return reply.headers.first(name: "x-hearth-node") ?? ""
+                        }
+                    }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+            }
+            try #require(servedBy.contains(owner) && servedBy.contains(liar), "served by \(servedBy.map { names[$0] ?? $0 })")
+            do {
+                let caught = try await eventually("the liar's spot check", within: .seconds(90)) {
+                    let standing = try await Self.spotStanding(cluster, liar)
+                    return standing.reputation < 0.8 ? standing : nil
+                }
+                #expect(caught.checked >= 1)
+                let failed = cluster.gateway.errorOutput.split(separator: "\n").filter { $0.contains("spot check failed") }
+                #expect(failed.contains { $0.contains("per byte") }, "judged by its text: \(failed)")
+                let passed = try await eventually("the honest owner's spot check", within: .seconds(90)) {
+                    let standing = try await Self.spotStanding(cluster, owner)
+                    return standing.checked >= 1 ? standing : nil
+                }
+                #expect(passed.reputation > 0.9, "the honest owner's server was punished: \(passed)")
+            } catch {
+                let log = cluster.gateway.errorOutput.split(separator: "\n").filter { $0.contains("spot check") }
+                Issue.record("\(error); served by \(servedBy.map { names[$0] ?? $0 }); \(log.suffix(8).joined(separator: "\n"))")
+                throw error
+            }
+            // The checker was the managed engine: the owners' servers were never asked to force a grammar.
+            for server in [honestServer, lyingServer] {
+                #expect(server.requests.allSatisfy { $0.body["grammar"] == nil }, "an owner's server was asked to check")
+            }
         }
     }
 

@@ -189,6 +189,14 @@ package struct Generation: Sendable, Equatable {
         return []
     }
 
+    /// What a spot check scores of the answer: its ids up to its first gap, or, when it reported no ids at all (an
+    /// owner's own server reports text only), its text. `nil` when the record was abandoned.
+    package var spotCheckClaim: SpotCheck.Claim? {
+        guard !abandoned else { return nil }
+        if segments.count == 1, case .text(let text) = segments[0], held.isEmpty { return .text(text) }
+        return claimedTokens.map { .tokens($0) }
+    }
+
     /// Every token id the answer reported, gaps skipped: what the model's vocabulary must contain.
     package var reportedTokens: [Int32] {
         segments.flatMap { segment -> [Int32] in

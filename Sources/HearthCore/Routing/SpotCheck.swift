@@ -25,6 +25,9 @@ package enum SpotCheck {
         var minMeanLogprob = -4.0
         /// The most claimed tokens one check scores (the first ones).
         var maxTokens = 128
+        /// A check by text (`SpotCheck+Text`) fails a text whose log-probability per byte, as the checker's model
+        /// gives it, is below this (`bench/results/spot-checks.md`, "Checked by text").
+        var textMinLogprobPerByte = -3.0
 
         package init() {}
     }
@@ -79,10 +82,22 @@ package enum SpotCheck {
     /// one token more, which only the end of the text can be.
     package static func request(for body: JSONValue, claimed: [Int32], chat: Bool, ending: Bool = false, policy: Policy = Policy()) -> JSONValue {
         let tokens = claimed.prefix(policy.maxTokens)
+        return forcing(
+            body,
+            grammar: "root ::= " + tokens.map { "<[\($0)]>" }.joined(separator: " "),
+            maxTokens: tokens.count + (ending ? 1 : 0),
+            chat: chat,
+            policy: policy
+        )
+    }
+
+    /// `body` made a check: not streamed, greedy, with `grammar` forcing what is scored, room for `maxTokens`, and the
+    /// log-probabilities of each token with the top `policy.topK`.
+    static func forcing(_ body: JSONValue, grammar: String, maxTokens: Int, chat: Bool, policy: Policy) -> JSONValue {
         var check = body
         for member in ["stream", "stream_options", "timings_per_token", Continuation.field] { check[member] = nil }
-        check["grammar"] = .string("root ::= " + tokens.map { "<[\($0)]>" }.joined(separator: " "))
-        check["max_tokens"] = .integer(Int64(tokens.count + (ending ? 1 : 0)))
+        check["grammar"] = .string(grammar)
+        check["max_tokens"] = .integer(Int64(maxTokens))
         check["temperature"] = 0
         if chat {
             check["logprobs"] = true
@@ -102,9 +117,8 @@ package enum SpotCheck {
         guard entries.count == expected.count || (ending && entries.count == expected.count + 1) else { return nil }
         var scored: [Scored] = []
         for (entry, token) in zip(entries.prefix(expected.count), expected) {
-            guard entry["id"]?.integerValue == Int64(token), let logprob = entry["logprob"]?.doubleValue else { return nil }
-            let alternatives = entry["top_logprobs"]?.arrayValue ?? []
-            scored.append(Scored(logprob: logprob, inTopK: alternatives.contains { $0["id"]?.integerValue == Int64(token) }))
+            guard let score = Self.score(of: entry), entry["id"]?.integerValue == Int64(token) else { return nil }
+            scored.append(score)
         }
         return scored
     }
@@ -112,9 +126,12 @@ package enum SpotCheck {
     /// The end of the text after the claimed tokens, as the checker's model scores it: the entry after them, whichever
     /// end-of-generation token it is (the grammar allows nothing else there). `nil` when the checker gave none.
     package static func ending(answer: JSONValue, claimed: [Int32]) -> Scored? {
-        guard let entry = answer["choices"]?[0]?["logprobs"]?["content"]?[claimed.count], let id = entry["id"]?.integerValue,
-            let logprob = entry["logprob"]?.doubleValue
-        else { return nil }
+        answer["choices"]?[0]?["logprobs"]?["content"]?[claimed.count].flatMap(Self.score(of:))
+    }
+
+    /// One entry of a checker's `logprobs.content`: the token it gives, scored. `nil` when the entry is not one.
+    static func score(of entry: JSONValue) -> Scored? {
+        guard let id = entry["id"]?.integerValue, let logprob = entry["logprob"]?.doubleValue else { return nil }
         let alternatives = entry["top_logprobs"]?.arrayValue ?? []
         return Scored(logprob: logprob, inTopK: alternatives.contains { $0["id"]?.integerValue == id })
     }
@@ -125,16 +142,19 @@ package enum SpotCheck {
         guard !scored.isEmpty else { return Verdict(tokens: 0, meanLogprob: 0, outsideTopK: 0, passed: true, reason: nil) }
         let mean = scored.map(\.logprob).reduce(0, +) / Double(scored.count)
         let outside = Double(scored.filter { !$0.inTopK }.count) / Double(scored.count)
-        var reason: String?
-        if let ending, !ending.inTopK {
-            reason =
-                "the answer ends where the model would not: the end of the text is outside its top \(policy.topK) "
-                + "(log-probability \(ending.logprob))"
-        } else if outside > policy.maxOutsideTopK {
+        var reason = misplacedEnd(ending, policy: policy)
+        if reason == nil, outside > policy.maxOutsideTopK {
             reason = "\(Int((outside * 100).rounded())) % of the tokens are outside the model's top \(policy.topK)"
-        } else if mean < policy.minMeanLogprob {
+        } else if reason == nil, mean < policy.minMeanLogprob {
             reason = "mean log-probability \(mean) is below \(policy.minMeanLogprob)"
         }
         return Verdict(tokens: scored.count, meanLogprob: mean, outsideTopK: outside, passed: reason == nil, reason: reason)
+    }
+
+    /// Why an answer's scored `ending` fails it: the end of the text outside the model's top `policy.topK`.
+    static func misplacedEnd(_ ending: Scored?, policy: Policy) -> String? {
+        guard let ending, !ending.inTopK else { return nil }
+        return "the answer ends where the model would not: the end of the text is outside its top \(policy.topK) "
+            + "(log-probability \(ending.logprob))"
     }
 }

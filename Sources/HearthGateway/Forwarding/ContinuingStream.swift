@@ -181,11 +181,11 @@ struct ContinuingStream {
     }
 
     /// Meters the last part once the client has its response (or went away), and offers a whole answer that one node
-    /// gave, with all its token ids, for a spot check.
+    /// gave for a spot check: by its token ids, or by its text when it reported none.
     mutating func finish(status: RequestOutcome) async {
         await finishPart(status: status)
         guard status == .ok, part == 0, finished, closing == nil, let original, let checker = served.pipeline.spotChecker,
-            let sha256 = served.upstream.modelSHA256, let claimed = generation.claimedTokens
+            let sha256 = served.upstream.modelSHA256, let claim = generation.spotCheckClaim
         else { return }
         checker.consider(
             SpotChecker.Answer(
@@ -196,7 +196,7 @@ struct ContinuingStream {
                 endpoint: original.endpoint,
                 body: original.body,
                 consumer: served.consumer,
-                claimed: claimed,
+                claim: claim,
                 reported: generation.reportedTokens,
                 endedByEngine: endedByEngine
             )

@@ -39,8 +39,9 @@ final class SpotChecker: Sendable {
         var endpoint: CompletionEndpoint
         var body: JSONValue
         var consumer: String
-        /// The answer's ids up to its first gap, which a check scores; and every id it reported.
-        var claimed: [Int32]
+        /// What a check scores (the answer's ids up to its first gap, or its text when it reported no ids); and every
+        /// id it reported.
+        var claim: SpotCheck.Claim
         var reported: [Int32]
         /// Whether the engine ended the answer (`finish_reason: stop`), so that the check asks whether the model would.
         var endedByEngine = false
@@ -60,7 +61,7 @@ final class SpotChecker: Sendable {
             Task { await conclude(answer, checker: "-", verdict: verdict, inconclusive: "") }
             return
         }
-        guard policy.share > 0 || policy.firstAnswers > 0, !answer.claimed.isEmpty, SpotCheck.checkable(answer.body) else { return }
+        guard policy.share > 0 || policy.firstAnswers > 0, answer.claim.isJudgeable, SpotCheck.checkable(answer.body) else { return }
         let checked = dispatcher.registry.spotCheckStanding(of: answer.node).checked
         guard checked < policy.firstAnswers || Double.random(in: 0..<1) < policy.share else { return }
         let started = running.withLock { count -> Bool in
@@ -78,7 +79,7 @@ final class SpotChecker: Sendable {
     /// Scores the answer on another node and records the verdict. A failure counts only when a second checker, when
     /// there is one, agrees: a dishonest checker cannot cost an honest node its reputation on its own word.
     func check(_ answer: Answer) async {
-        var excluded: Set<NodeID> = [answer.node]
+        var excluded = uncheckingNodes(for: answer.sha256).union([answer.node])
         let first: (checker: NodeID, verdict: SpotCheck.Verdict?)
         do {
             first = try await score(answer, excluding: excluded)
@@ -117,11 +118,29 @@ final class SpotChecker: Sendable {
         }
     }
 
+    /// Nodes that serve the file only through an owner's own server: such a server may ignore a grammar or report no
+    /// log-probabilities, and its answers are what checks are for, so it never checks another's.
+    private func uncheckingNodes(for sha256: SHA256Digest) -> Set<NodeID> {
+        let nodes = dispatcher.registry.routableNodes().filter { node in
+            node.models.contains { $0.sha256 == sha256 && $0.backend != nil }
+        }
+        return Set(nodes.map(\.id))
+    }
+
     /// One checker's verdict on the answer: `nil` when its answer did not follow the claimed tokens.
     /// - Throws: when no node other than `excluding` serves the same file, or the checker broke off.
     private func score(_ answer: Answer, excluding: Set<NodeID>) async throws -> (checker: NodeID, verdict: SpotCheck.Verdict?) {
-        let ending = SpotCheck.checksEnding(answer.body, claimed: answer.claimed, endedByEngine: answer.endedByEngine, policy: policy)
-        let request = SpotCheck.request(for: answer.body, claimed: answer.claimed, chat: answer.endpoint == .chat, ending: ending, policy: policy)
+        let chat = answer.endpoint == .chat
+        let ending: Bool
+        let request: JSONValue
+        switch answer.claim {
+        case .tokens(let claimed):
+            ending = SpotCheck.checksEnding(answer.body, claimed: claimed, endedByEngine: answer.endedByEngine, policy: policy)
+            request = SpotCheck.request(for: answer.body, claimed: claimed, chat: chat, ending: ending, policy: policy)
+        case .text(let text):
+            ending = SpotCheck.checksEnding(answer.body, text: text, endedByEngine: answer.endedByEngine)
+            request = SpotCheck.request(for: answer.body, text: text, chat: chat, policy: policy)
+        }
         // To the checker it is one more request of the same consumer, under an id from the generator of every other.
         let opened = try await dispatcher.open(
             endpoint: answer.endpoint,
@@ -143,12 +162,22 @@ final class SpotChecker: Sendable {
             throw error
         }
         let json = (try? JSONValue.parse(body.readableBytesView)) ?? .null
-        guard opened.response.status == 200, let scores = SpotCheck.scores(answer: json, claimed: answer.claimed, ending: ending, policy: policy)
-        else {
-            return (opened.node, nil)
+        guard opened.response.status == 200 else { return (opened.node, nil) }
+        let scored: (scored: [SpotCheck.Scored], end: SpotCheck.Scored?)?
+        switch answer.claim {
+        case .tokens(let claimed):
+            scored = SpotCheck.scores(answer: json, claimed: claimed, ending: ending, policy: policy).map {
+                ($0, ending ? SpotCheck.ending(answer: json, claimed: claimed) : nil)
+            }
+        case .text(let text):
+            scored = SpotCheck.scores(answer: json, text: text)
         }
-        let end = ending ? SpotCheck.ending(answer: json, claimed: answer.claimed) : nil
-        return (opened.node, SpotCheck.judge(scores, ending: end, policy: policy))
+        guard let scored else { return (opened.node, nil) }
+        let end = ending ? scored.end : nil
+        if case .text(let text) = answer.claim {
+            return (opened.node, SpotCheck.judgeText(scored.scored, bytes: SpotCheck.scoredText(text).utf8.count, ending: end, policy: policy))
+        }
+        return (opened.node, SpotCheck.judge(scored.scored, ending: end, policy: policy))
     }
 
     /// Records a check's verdict (`nil`: inconclusive, for the reason given).
