@@ -16,6 +16,9 @@ import Testing
 @Suite(.timeLimit(.minutes(4)))
 struct ClientGoneTests {
     static let body = #"{"model":"\#(testModel.rawValue)","messages":[{"role":"user","content":"hi"}]}"#
+    /// A loaded machine early in a full run can take longer than the 10 s header timeout to read a request sent at
+    /// once (a full run beside a CPU hog timed out waiting for the request at the node): not what these tests test.
+    static let patientHeaders: @Sendable (inout GatewayConfiguration) -> Void = { $0.headerTimeout = .seconds(120) }
 
     @Test func aClientThatResetsBeforeItsWholeAnswerIsReadyIsStillMeteredAndFreesTheNode() async throws {
         let answer =
@@ -67,9 +70,7 @@ struct ClientGoneTests {
     @Test(arguments: [true, false])
     func aClientThatGivesUpOnAHungNodeFreesItsSlot(reset: Bool) async throws {
         let transport = FakeNodeTransport([nodeA: .hang, nodeB: .respond(status: 200, contentType: "application/json", chunks: ["{}"])])
-        // A loaded machine early in a full run can take longer than the 10 s header timeout to read a request sent at
-        // once (a full run beside a CPU hog timed out here waiting for the request at the node): not what this tests.
-        try await withLiveGateway(transport: transport, configure: { $0.headerTimeout = .seconds(120) }) { gateway, port in
+        try await withLiveGateway(transport: transport, configure: Self.patientHeaders) { gateway, port in
             announce(gateway, announcement(nodeA, slots: 4))
             announce(gateway, announcement(nodeB, slots: 1))
             let client = try await RawConnection.connect(
@@ -93,7 +94,7 @@ struct ClientGoneTests {
         let gate = Gate()
         let transport = FakeNodeTransport([nodeA: .respondOnceOpen(gate, status: 200, contentType: contentType, chunks: chunks)])
         var found: UsageRecord?
-        try await withLiveGateway(transport: transport, configure: { $0.headerTimeout = .seconds(120) }) { gateway, port in
+        try await withLiveGateway(transport: transport, configure: Self.patientHeaders) { gateway, port in
             // Opened on every way out: the gateway's shutdown waits for the request held at the node.
             defer { gate.open() }
             announce(gateway, announcement(nodeA))

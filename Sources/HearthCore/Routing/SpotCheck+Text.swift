@@ -25,6 +25,35 @@ extension SpotCheck {
         }
     }
 
+    /// Whether a check of `claim` also asks if the model would stop where the answer stopped.
+    package static func checksEnding(_ body: JSONValue, claim: Claim, endedByEngine: Bool, policy: Policy = Policy()) -> Bool {
+        switch claim {
+        case .tokens(let claimed): checksEnding(body, claimed: claimed, endedByEngine: endedByEngine, policy: policy)
+        case .text(let text): checksEnding(body, text: text, endedByEngine: endedByEngine)
+        }
+    }
+
+    /// The request that checks `claim` on another node.
+    package static func request(for body: JSONValue, claim: Claim, chat: Bool, ending: Bool, policy: Policy = Policy()) -> JSONValue {
+        switch claim {
+        case .tokens(let claimed): request(for: body, claimed: claimed, chat: chat, ending: ending, policy: policy)
+        case .text(let text): request(for: body, text: text, chat: chat, policy: policy)
+        }
+    }
+
+    /// The verdict on `claim` from the checker's answer to `request(for:claim:…)`; `nil` when the checker did not
+    /// follow what it was forced through (it vouches for nothing).
+    package static func verdict(answer: JSONValue, claim: Claim, ending: Bool, policy: Policy = Policy()) -> Verdict? {
+        switch claim {
+        case .tokens(let claimed):
+            guard let scored = scores(answer: answer, claimed: claimed, ending: ending, policy: policy) else { return nil }
+            return judge(scored, ending: ending ? self.ending(answer: answer, claimed: claimed) : nil, policy: policy)
+        case .text(let text):
+            guard let scored = scores(answer: answer, text: text) else { return nil }
+            return judgeText(scored.scored, bytes: scoredText(text).utf8.count, ending: ending ? scored.end : nil, policy: policy)
+        }
+    }
+
     /// The least text a check judges: about 16 tokens of English.
     static let minTextBytes = 64
 

@@ -92,7 +92,7 @@ final class SpotChecker: Sendable {
                 answer,
                 checker: first.checker.rawValue,
                 verdict: nil,
-                inconclusive: "the checker's answer did not follow the claimed tokens"
+                inconclusive: "the checker's answer did not follow the claimed tokens or text"
             )
             return
         }
@@ -127,20 +127,11 @@ final class SpotChecker: Sendable {
         return Set(nodes.map(\.id))
     }
 
-    /// One checker's verdict on the answer: `nil` when its answer did not follow the claimed tokens.
+    /// One checker's verdict on the answer: `nil` when its answer did not follow the claimed tokens or text.
     /// - Throws: when no node other than `excluding` serves the same file, or the checker broke off.
     private func score(_ answer: Answer, excluding: Set<NodeID>) async throws -> (checker: NodeID, verdict: SpotCheck.Verdict?) {
-        let chat = answer.endpoint == .chat
-        let ending: Bool
-        let request: JSONValue
-        switch answer.claim {
-        case .tokens(let claimed):
-            ending = SpotCheck.checksEnding(answer.body, claimed: claimed, endedByEngine: answer.endedByEngine, policy: policy)
-            request = SpotCheck.request(for: answer.body, claimed: claimed, chat: chat, ending: ending, policy: policy)
-        case .text(let text):
-            ending = SpotCheck.checksEnding(answer.body, text: text, endedByEngine: answer.endedByEngine)
-            request = SpotCheck.request(for: answer.body, text: text, chat: chat, policy: policy)
-        }
+        let ending = SpotCheck.checksEnding(answer.body, claim: answer.claim, endedByEngine: answer.endedByEngine, policy: policy)
+        let request = SpotCheck.request(for: answer.body, claim: answer.claim, chat: answer.endpoint == .chat, ending: ending, policy: policy)
         // To the checker it is one more request of the same consumer, under an id from the generator of every other.
         let opened = try await dispatcher.open(
             endpoint: answer.endpoint,
@@ -163,21 +154,7 @@ final class SpotChecker: Sendable {
         }
         let json = (try? JSONValue.parse(body.readableBytesView)) ?? .null
         guard opened.response.status == 200 else { return (opened.node, nil) }
-        let scored: (scored: [SpotCheck.Scored], end: SpotCheck.Scored?)?
-        switch answer.claim {
-        case .tokens(let claimed):
-            scored = SpotCheck.scores(answer: json, claimed: claimed, ending: ending, policy: policy).map {
-                ($0, ending ? SpotCheck.ending(answer: json, claimed: claimed) : nil)
-            }
-        case .text(let text):
-            scored = SpotCheck.scores(answer: json, text: text)
-        }
-        guard let scored else { return (opened.node, nil) }
-        let end = ending ? scored.end : nil
-        if case .text(let text) = answer.claim {
-            return (opened.node, SpotCheck.judgeText(scored.scored, bytes: SpotCheck.scoredText(text).utf8.count, ending: end, policy: policy))
-        }
-        return (opened.node, SpotCheck.judge(scored.scored, ending: end, policy: policy))
+        return (opened.node, SpotCheck.verdict(answer: json, claim: answer.claim, ending: ending, policy: policy))
     }
 
     /// Records a check's verdict (`nil`: inconclusive, for the reason given).
