@@ -44,6 +44,22 @@ struct SpotCheckTextTests {
         #expect(SpotCheck.judgeText([], bytes: 0).passed)
     }
 
+    /// What the spot checker asks: one verdict for either kind of claim, by ids or by text.
+    @Test func oneVerdictForIdsOrText() throws {
+        let honest = try Self.recorded("honestText")
+        let random = try Self.recorded("randomText")
+        let ids = try SpotCheckTests.recorded("honest")
+        #expect(SpotCheck.verdict(answer: honest.answer, claim: .text(honest.text), ending: false)?.passed == true)
+        #expect(SpotCheck.verdict(answer: random.answer, claim: .text(random.text), ending: false)?.passed == false)
+        #expect(SpotCheck.verdict(answer: ids.answer, claim: .tokens(ids.claimed), ending: false)?.passed == true)
+        #expect(SpotCheck.verdict(answer: honest.answer, claim: .tokens(ids.claimed), ending: false) == nil, "not what it was forced through")
+        #expect(SpotCheck.request(for: ["messages": []], claim: .text("Hi."), chat: true, ending: true)["grammar"] == #"root ::= "Hi.""#)
+        #expect(SpotCheck.request(for: ["messages": []], claim: .tokens([7]), chat: true, ending: true)["max_tokens"] == 2)
+        #expect(SpotCheck.Claim.text(String(repeating: "a", count: 63)).isJudgeable == false)
+        #expect(SpotCheck.Claim.text(String(repeating: "a", count: 64)).isJudgeable)
+        #expect(SpotCheck.Claim.tokens([]).isJudgeable == false)
+    }
+
     @Test func aCheckerThatDidNotKeepToTheTextVouchesForNothing() throws {
         let honest = try Self.recorded("honestText")
         #expect(SpotCheck.scores(answer: honest.answer, text: honest.text.replacingOccurrences(of: "vital", with: "vitak")) == nil)
