@@ -63,7 +63,7 @@ extension SpotCheck {
     /// Not the bounds of a check by ids: the checker's tokens of a text are not the ones it was sampled as, so an
     /// honest answer at temperature 1 can have a third of them outside the top 40 and a mean of −5 per token, as much
     /// as words in a random order. Per byte the two stand apart (measured: honest answers no lower than −2.65, random
-    /// words no higher than −3.23), whatever the tokens' lengths.
+    /// words no higher than −3.23; `bench/results/spot-checks.md`), whatever the tokens' lengths.
     package static func judgeText(_ scored: [Scored], bytes: Int, ending: Scored? = nil, policy: Policy = Policy()) -> Verdict {
         guard !scored.isEmpty, bytes > 0 else { return Verdict(tokens: 0, meanLogprob: 0, outsideTopK: 0, passed: true, reason: nil) }
         let total = scored.map(\.logprob).reduce(0, +)
