@@ -5,7 +5,7 @@
 /// reports its log-probability before the grammar (the model's own, as for forced ids). Its tokens may split the text
 /// otherwise than the answering model did; they are the ones the checker's model finds likeliest, so an honest answer
 /// scores about as well as by its own ids. Judged per byte (`judgeText`), the check catches text made of nothing (random
-/// words, junk); the fluent answer of another model mostly passes (measured: `bench/spot-check-calibration.py --text`),
+/// words, junk); the fluent answer of another model passes (measured: `bench/spot-check-calibration.py --text`),
 /// where a check by ids catches it (another tokenizer's ids are nonsense): the text check is the weaker one.
 extension SpotCheck {
     /// What a spot check scores of an answer.
