@@ -12,7 +12,7 @@ struct SpotCheckRecord: Codable, Sendable, Equatable {
     var tokens: Int
     var meanLogprob: Double
     var outsideTopK: Double
-    /// `pass`, `fail`, or `inconclusive` (no other node, or its answer did not follow the claimed tokens).
+    /// `pass`, `fail`, or `inconclusive` (no other node, or its answer did not follow the claimed tokens or text).
     var result: String
     var reason: String?
     var createdAt: Date
