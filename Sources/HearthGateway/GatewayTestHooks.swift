@@ -8,12 +8,12 @@ package enum GatewayTestHooks {
     }
 
     /// Feeds `chunks` to the SSE splitter and returns the events it cuts, plus any unterminated rest.
-    package static func splitEvents(_ chunks: [String]) -> [String] {
+    package static func splitEvents(_ chunks: [String]) throws -> [String] {
         var splitter = SSEEventSplitter()
         var events: [String] = []
         for chunk in chunks {
             splitter.append(ByteBuffer(string: chunk))
-            while let event = splitter.nextEvent() { events.append(String(buffer: event)) }
+            while let event = try splitter.nextEvent() { events.append(String(buffer: event)) }
         }
         if let rest = splitter.remainder() { events.append(String(buffer: rest)) }
         return events

@@ -6,6 +6,17 @@ package import NIOCore
 package struct SSEEventSplitter: Sendable {
     package init() {}
 
+    /// The longest event taken. More without the blank line that ends it is a broken or hostile sender: without a
+    /// bound, the splitter kept all of it (an owner's server that never ended its event took its node to a gigabyte,
+    /// and a node could do the same to its gateway). An engine's events are a few hundred bytes; with
+    /// log-probabilities, a few kilobytes.
+    package static let maxEventBytes = 1 << 20
+
+    /// An event grew past `maxEventBytes` without ending.
+    package struct EventTooLarge: Error, CustomStringConvertible {
+        package var description: String { "an event of more than \(SSEEventSplitter.maxEventBytes >> 20) MiB without its end" }
+    }
+
     private var pending = ByteBuffer()
     private var scanner = SSEFraming.Scanner()
 
@@ -20,8 +31,12 @@ package struct SSEEventSplitter: Sendable {
     }
 
     /// The next whole event, blank line included, or `nil` when no whole event is buffered.
-    package mutating func nextEvent() -> ByteBuffer? {
-        guard let end = pending.withUnsafeReadableBytes({ scanner.nextEvent(in: $0) }) else { return nil }
+    /// - Throws: when what is buffered is the start of an event longer than `maxEventBytes`.
+    package mutating func nextEvent() throws(EventTooLarge) -> ByteBuffer? {
+        guard let end = pending.withUnsafeReadableBytes({ scanner.nextEvent(in: $0) }) else {
+            if pending.readableBytes > Self.maxEventBytes { throw EventTooLarge() }
+            return nil
+        }
         let event = pending.readSlice(length: end)
         // Emptied, the buffer would still hold the chunk's storage (often a reader's whole read buffer) until the next
         // chunk: let it go.

@@ -67,6 +67,12 @@ struct ReceiptTests {
         var overLimit = relayed
         overLimit.completionTokens = 20
         #expect(receipt(completion: 20).problem(against: overLimit) == .mismatch("completion_tokens above max_tokens"))
+        // The node reported a prompt the request could not make (`UsageBounds`), and signed it: refused all the same.
+        var inflatedPrompt = relayed
+        inflatedPrompt.promptTokens = 1_000_000
+        inflatedPrompt.promptTokenLimit = 300
+        #expect(receipt(prompt: 1_000_000).problem(against: inflatedPrompt) == .mismatch("prompt_tokens above what the request could make"))
+        #expect(receipt(prompt: 300).problem(against: inflatedPrompt) == nil)
         var silent = relayed
         silent.promptTokens = nil
         silent.completionTokens = nil
@@ -104,5 +110,38 @@ struct ReceiptTests {
             #expect(throws: ReceiptError.self) { try Receipt(cbor: item) }
         }
         #expect(try Receipt(cbor: replacing("account", .null)).account == nil)
+    }
+
+    /// What a node reports is charged within what the request could make: a prompt of at most a token per byte of the
+    /// request plus a template's share, a completion of at most `max_tokens`.
+    @Test func usageIsBoundedByWhatTheRequestCouldMake() {
+        let bounds = UsageBounds(requestBytes: 120, maxTokens: 16)
+        #expect(bounds.promptTokens == 120 + UsageBounds.templateTokens && bounds.completionTokens == 16)
+        #expect(bounds.clamped(TokenUsage(promptTokens: 31, completionTokens: 8)) == TokenUsage(promptTokens: 31, completionTokens: 8))
+        #expect(bounds.clamped(TokenUsage(promptTokens: 1 << 40, completionTokens: 1_771_393)) == TokenUsage(promptTokens: 376, completionTokens: 16))
+        #expect(bounds.clamped(TokenUsage(promptTokens: -7, completionTokens: -5)) == TokenUsage(promptTokens: 0, completionTokens: 0))
+    }
+
+    /// A usage report no engine can make is no report: before, a node's `completion_tokens: -5` reached a metrics
+    /// counter, which traps on a negative step, and took the gateway down; two counts near `Int.max` overflowed a sum.
+    @Test func implausibleUsageIsNoReport() throws {
+        func usage(_ prompt: String, _ completion: String) -> TokenUsage? {
+            let answer =
+                #"{"choices":[{"index":0,"message":{"content":"hi"}}],"usage":{"prompt_tokens":\#(prompt),"completion_tokens":\#(completion)}}"#
+            return CompletionChunk.parse(Array(answer.utf8))?.usage
+        }
+        #expect(usage("12", "3") == TokenUsage(promptTokens: 12, completionTokens: 3))
+        #expect(usage("1000000000000000", "3") == nil)
+        #expect(usage("12", "-5") == nil)
+        #expect(usage("9223372036854775807", "9223372036854775807") == nil)
+        #expect(usage("2147483647", "0") == TokenUsage(promptTokens: 2_147_483_647, completionTokens: 0))
+        // The answer itself is still read.
+        #expect(
+            CompletionChunk.parse(
+                Array(#"{"choices":[{"index":0,"message":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":-5}}"#.utf8)
+            )?.choices?.first?.content == "hi"
+        )
+        let event = Array(#"data: {"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":-5}}"#.utf8) + Array("\n\n".utf8)
+        #expect(StreamEvent.classify(event) == .other)
     }
 }

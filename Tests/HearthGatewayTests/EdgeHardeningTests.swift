@@ -167,7 +167,8 @@ struct EdgeHardeningTests {
     }
 
     @Test func aWebPageOfAnotherOriginCannotUseTheGateway() async throws {
-        let (gateway, transport) = try await makeGateway([nodeA: .respond(status: 200, contentType: "application/json", chunks: ["{}"])]) {
+        let answer = #"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#
+        let (gateway, transport) = try await makeGateway([nodeA: .respond(status: 200, contentType: "application/json", chunks: [answer])]) {
             $0.allowedOrigins = ["https://chat.example.org", "http://localhost:*"]
         }
         announce(gateway, announcement(nodeA))

@@ -497,7 +497,10 @@ struct BackendTests {
             + "\n\n"
         let fake = try await FakeOpenAIServer.start(script)
         defer { Task { await fake.stop() } }
-        try await Cluster.with(label: "backend-flood") { cluster in
+        // The answer may be as long as the flood: a gateway ends a stream at its `max_tokens`
+        // (`OwnersServerBoundsTests`), and this one is about what holds a long answer back.
+        let long = ["--max-tokens", "1000000", "--anonymous-tokens-per-hour", "2000000", "--max-tokens-per-hour", "2000000"]
+        try await Cluster.with(label: "backend-flood", gatewayArguments: long) { cluster in
             let node = try await cluster.startNode("flooded", serving: Self.backend(fake.baseURL, name: "smollm2-hearth:latest"))
             try await cluster.waitForReadyNodes(1)
             // A client that reads nothing (no read is ever asked for), with a small socket buffer: what it takes is
@@ -507,7 +510,9 @@ struct BackendTests {
                 .channelOption(ChannelOptions.socketOption(.so_rcvbuf), value: 64 << 10)
                 .connect(host: "127.0.0.1", port: try #require(URL(string: cluster.url)?.port)).get()
             defer { client.close(promise: nil) }
-            let body = String(decoding: Self.streamed(Self.question).serialized(), as: UTF8.self)
+            var asked = Self.streamed(Self.question)
+            asked["max_tokens"] = 1_000_000
+            let body = String(decoding: asked.serialized(), as: UTF8.self)
             let before = (gateway: residentBytes(of: cluster.gateway.pid), node: residentBytes(of: node.pid))
             try await client.writeAndFlush(
                 ByteBuffer(

@@ -1,4 +1,5 @@
 import Foundation
+import HearthMesh
 import NIOCore
 import Testing
 
@@ -40,28 +41,28 @@ struct EngineStreamRewriterTests {
     }
 
     /// Feeds `stream` cut into `size`-byte chunks and returns the events written.
-    func rewrite(_ stream: String, shape: EngineStreamRewriter.Shape, size: Int) -> [String] {
+    func rewrite(_ stream: String, shape: EngineStreamRewriter.Shape, size: Int) throws -> [String] {
         var rewriter = EngineStreamRewriter(shape: shape)
         var output = ""
         let bytes = Array(stream.utf8)
         var start = 0
         while start < bytes.count {
             let chunk = ByteBuffer(bytes: bytes[start..<min(bytes.count, start + size)])
-            output += String(buffer: rewriter.rewrite(chunk))
+            output += String(buffer: try rewriter.rewrite(chunk))
             start += size
         }
         output += String(buffer: rewriter.finish())
         return output.components(separatedBy: "\n\n").filter { !$0.isEmpty }
     }
 
-    @Test func marksEachTokenAndRemovesTheLogprobsOnlyTheNodeWanted() {
+    @Test func marksEachTokenAndRemovesTheLogprobsOnlyTheNodeWanted() throws {
         let stream =
             Self.chatEvent(nil, token: nil).replacingOccurrences(of: #""delta":{}"#, with: #""delta":{"role":"assistant","content":null}"#)
             + Self.chatEvent("I", token: (57, [73])) + Self.chatEvent("'m", token: (5248, [39, 109]))
             // "é" as two byte tokens: the engine reports only the second, with the whole character.
             + Self.chatEvent("é", token: (202, [0xA9])) + Self.chatEvent(nil, token: nil, finish: "length") + "data: [DONE]\n\n"
         for size in [1, 7, 64, 4096] {
-            let events = rewrite(stream, shape: .init(chat: true, keepLogprobs: false), size: size)
+            let events = try rewrite(stream, shape: .init(chat: true, keepLogprobs: false), size: size)
             #expect(events.count == 6, "chunks of \(size)")
             #expect(events.allSatisfy { !$0.contains("logprobs") })
             #expect(!events[0].hasPrefix(":"), "the role chunk carries no token")
@@ -71,7 +72,7 @@ struct EngineStreamRewriterTests {
             #expect(events[5] == "data: [DONE]")
             #expect(events.compactMap { payload($0)?["choices"]?[0]?["delta"]?["content"]?.stringValue }.joined() == "I'mé")
         }
-        let kept = rewrite(stream, shape: .init(chat: true, keepLogprobs: true), size: 4096)
+        let kept = try rewrite(stream, shape: .init(chat: true, keepLogprobs: true), size: 4096)
         #expect(payload(kept[1])?["choices"]?[0]?["logprobs"]?["content"]?[0]?["bytes"] == [73])
     }
 
@@ -114,8 +115,8 @@ struct EngineStreamRewriterTests {
             var edited = EngineStreamRewriter(shape: shape)
             var parsed = EngineStreamRewriter(shape: shape)
             parsed.editsInPlace = false
-            let fast = String(buffer: edited.rewrite(ByteBuffer(string: events))).components(separatedBy: "\n\n")
-            let slow = String(buffer: parsed.rewrite(ByteBuffer(string: events))).components(separatedBy: "\n\n")
+            let fast = String(buffer: try edited.rewrite(ByteBuffer(string: events))).components(separatedBy: "\n\n")
+            let slow = String(buffer: try parsed.rewrite(ByteBuffer(string: events))).components(separatedBy: "\n\n")
             #expect(fast.count == slow.count && fast.count == 19)
             for (one, other) in zip(fast, slow) {
                 #expect(Self.markLine(one) == Self.markLine(other), "\(one) against \(other)")
@@ -129,7 +130,7 @@ struct EngineStreamRewriterTests {
     @Test func aContinuedChatTurnsTextCompletionEventsIntoChatChunksOfTheClientsStream() throws {
         let stream = Self.textEvent(" time", token: (673, Array(" time".utf8))) + Self.textEvent(".", token: (30, [46])) + "data: [DONE]\n\n"
         let shape = EngineStreamRewriter.Shape(chat: true, keepLogprobs: false, continuation: ("chatcmpl-original", 42, true))
-        let events = rewrite(stream, shape: shape, size: 5)
+        let events = try rewrite(stream, shape: shape, size: 5)
         #expect(events.count == 3)
         #expect(events[0].hasPrefix(": hearth-token 673 clean\n"))
         let chunk = try #require(payload(events[0]))
@@ -141,17 +142,29 @@ struct EngineStreamRewriterTests {
         #expect(chunk["choices"]?[0]?["logprobs"] == nil)
 
         // A continued text completion stays one, with null log-probabilities as OpenAI writes them.
-        let text = rewrite(stream, shape: .init(chat: false, keepLogprobs: false, continuation: ("cmpl-original", 9, false)), size: 4096)
+        let text = try rewrite(stream, shape: .init(chat: false, keepLogprobs: false, continuation: ("cmpl-original", 9, false)), size: 4096)
         let textChunk = try #require(payload(text[1]))
         #expect(textChunk["id"] == "cmpl-original" && textChunk["object"] == "text_completion")
         #expect(textChunk["choices"]?[0]?["text"] == ".")
         #expect(textChunk["choices"]?[0]?["logprobs"] == .null)
     }
 
-    @Test func eventsItCannotReadPassUnchanged() {
+    /// An engine (an owner's server) whose event never ends breaks the relay at the splitter's bound instead of
+    /// filling the node's memory; the relay then drops the engine's request (`EngineRelay.forward`).
+    @Test func anEventThatNeverEndsBreaksTheRewriteAtItsBound() throws {
+        var rewriter = EngineStreamRewriter(shape: .init(chat: true, keepLogprobs: false))
+        let whole = #"data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}"# + "\n\n"
+        #expect(try String(buffer: rewriter.rewrite(ByteBuffer(string: whole + #"data: {"x":""#))).hasSuffix(whole))
+        let chunk = ByteBuffer(repeating: UInt8(ascii: "a"), count: 256 << 10)
+        #expect(throws: SSEEventSplitter.EventTooLarge.self) {
+            for _ in 0..<5 { _ = try rewriter.rewrite(chunk) }
+        }
+    }
+
+    @Test func eventsItCannotReadPassUnchanged() throws {
         let stream = ": ping\n\n" + "data: not json\n\n" + "data: [DONE]\n\n" + "data: {\"unterminated\""
         #expect(
-            rewrite(stream, shape: .init(chat: true, keepLogprobs: false), size: 3) == [
+            try rewrite(stream, shape: .init(chat: true, keepLogprobs: false), size: 3) == [
                 ": ping", "data: not json", "data: [DONE]", "data: {\"unterminated\"",
             ]
         )

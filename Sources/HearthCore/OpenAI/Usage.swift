@@ -10,6 +10,9 @@ package struct TokenUsage: Codable, Sendable, Equatable {
 
     package var totalTokens: Int { promptTokens + completionTokens }
 
+    /// The counts a report may hold to be read at all.
+    package static let plausible: ClosedRange<Int64> = 0...Int64(Int32.max)
+
     enum CodingKeys: String, CodingKey {
         case promptTokens = "prompt_tokens"
         case completionTokens = "completion_tokens"
@@ -27,6 +30,33 @@ package struct TokenUsage: Codable, Sendable, Equatable {
         try container.encode(promptTokens, forKey: .promptTokens)
         try container.encode(completionTokens, forKey: .completionTokens)
         try container.encode(totalTokens, forKey: .totalTokens)
+    }
+}
+
+/// The most one answer can honestly count, from what the gateway knows without the model's tokenizer: a prompt makes
+/// at most a token per byte of the request the node got (every token covers a byte of text at least) plus what a chat
+/// template adds (role markers, a default system prompt), and a completion at most its `max_tokens`. A node's report
+/// above them is charged and credited no further (`ServedRequest.finish`, `Receipt.problem`): without them a node, or
+/// the owner's server behind it, could charge a client for a million tokens it never asked for, or credit itself.
+package struct UsageBounds: Sendable, Equatable {
+    package var promptTokens: Int
+    package var completionTokens: Int
+
+    /// What a chat template may add to the request's own bytes: the catalog's templates add a few tokens a message
+    /// and at most a short default system prompt (Qwen 2.5's and Llama 3.2's are 20 to 30 tokens).
+    package static let templateTokens = 256
+
+    package init(requestBytes: Int, maxTokens: Int) {
+        promptTokens = max(0, requestBytes) + Self.templateTokens
+        completionTokens = max(0, maxTokens)
+    }
+
+    /// `usage` within the bounds.
+    package func clamped(_ usage: TokenUsage) -> TokenUsage {
+        TokenUsage(
+            promptTokens: min(max(0, usage.promptTokens), promptTokens),
+            completionTokens: min(max(0, usage.completionTokens), completionTokens)
+        )
     }
 }
 
@@ -95,10 +125,12 @@ package struct CompletionChunk: Decodable, Sendable {
         switch members["usage"] {
         case nil, .null?: break
         case .object(let fields)?:
-            guard let prompt = fields["prompt_tokens"]?.integerValue, let completion = fields["completion_tokens"]?.integerValue,
-                let promptTokens = Int(exactly: prompt), let completionTokens = Int(exactly: completion)
-            else { return nil }
-            chunk.usage = TokenUsage(promptTokens: promptTokens, completionTokens: completionTokens)
+            guard let prompt = fields["prompt_tokens"]?.integerValue, let completion = fields["completion_tokens"]?.integerValue else { return nil }
+            // A count no engine can make (below zero, past 2^31) is no report: whoever sent it, it is not charged,
+            // credited or added up (a sum of two such counts would overflow).
+            if TokenUsage.plausible.contains(prompt), TokenUsage.plausible.contains(completion) {
+                chunk.usage = TokenUsage(promptTokens: Int(prompt), completionTokens: Int(completion))
+            }
         default: return nil
         }
         return chunk

@@ -194,6 +194,8 @@ package struct Receipt: Sendable, Equatable {
         /// The engine's own counts, as they passed through the gateway (`nil` when none came).
         var promptTokens: Int?
         var completionTokens: Int?
+        /// The most prompt tokens the request the node got could make (`UsageBounds`); `nil` sets no bound.
+        var promptTokenLimit: Int?
         /// Unix milliseconds: when the gateway sent the request, and when the node's answer ended.
         var sentAt: Int64
         var endedAt: Int64
@@ -208,6 +210,7 @@ package struct Receipt: Sendable, Equatable {
             maxTokens: Int,
             promptTokens: Int?,
             completionTokens: Int?,
+            promptTokenLimit: Int? = nil,
             sentAt: Int64,
             endedAt: Int64
         ) {
@@ -220,6 +223,7 @@ package struct Receipt: Sendable, Equatable {
             self.maxTokens = maxTokens
             self.promptTokens = promptTokens
             self.completionTokens = completionTokens
+            self.promptTokenLimit = promptTokenLimit
             self.sentAt = sentAt
             self.endedAt = endedAt
         }
@@ -233,6 +237,7 @@ package struct Receipt: Sendable, Equatable {
         guard consumer == relayed.consumer else { return .mismatch("another consumer") }
         guard maxTokens == relayed.maxTokens, completionTokens <= maxTokens else { return .mismatch("completion_tokens above max_tokens") }
         if let prompt = relayed.promptTokens, promptTokens > prompt { return .mismatch("prompt_tokens above what the engine reported") }
+        if let limit = relayed.promptTokenLimit, promptTokens > limit { return .mismatch("prompt_tokens above what the request could make") }
         if let completion = relayed.completionTokens, completionTokens > completion {
             return .mismatch("completion_tokens above what the engine reported")
         }

@@ -313,7 +313,8 @@ struct ServedRequest: Sendable {
     /// Releases the node and meters the request: `usage` is what the node's receipt is checked against, `charge` what
     /// the client is charged (the same, but for a continued stream's later parts).
     func finish(usage: TokenUsage?, charge: TokenUsage? = nil, fallbackCompletionTokens: Int, status: RequestOutcome) async {
-        let tokens = usage?.completionTokens ?? fallbackCompletionTokens
+        // A node's pace steers routing: it is not taken from counts past what the request allowed.
+        let tokens = min(usage?.completionTokens ?? fallbackCompletionTokens, upstream.bounds.completionTokens)
         let pace = status == .ok && tokens >= 2 ? (ContinuousClock.now - upstream.firstByteAt).seconds / Double(tokens - 1) : nil
         pipeline.dispatcher.finish(upstream, broken: status == .upstreamError, pace: pace)
         let firstByte = upstream.firstByteAt - upstream.startedAt
@@ -329,9 +330,11 @@ struct ServedRequest: Sendable {
             sentAt: startedAt,
             endedAt: Date()
         )
-        let charged = charge ?? usage
-        let promptTokens = charged?.promptTokens ?? 0
-        let completionTokens = charged?.completionTokens ?? fallbackCompletionTokens
+        // Never more than the request could make, whatever the node reported (`UsageBounds`).
+        let charged = upstream.bounds.clamped(
+            charge ?? usage ?? TokenUsage(promptTokens: 0, completionTokens: fallbackCompletionTokens)
+        )
+        let (promptTokens, completionTokens) = (charged.promptTokens, charged.completionTokens)
         var charge = quota
         charge.tokens = promptTokens + completionTokens
         await pipeline.record(

@@ -49,6 +49,10 @@ struct ContinuingStream {
     private var endedByEngine = false
     /// The client's usage, when the stream has been continued (the last part's, minus what it prefilled).
     private(set) var clientUsage: TokenUsage?
+    /// The client asked for chat chunks (for the events the gateway writes itself).
+    private let chat: Bool
+    /// The node's stream went on past the client's `max_tokens` and was cut there (`overrunEvents`).
+    private var overran = false
 
     init(_ served: ServedRequest, endpoint: CompletionEndpoint, body: JSONValue, maxContinuations: Int) {
         self.served = served
@@ -56,6 +60,7 @@ struct ContinuingStream {
         self.original = Continuation.refusal(for: body, chat: endpoint == .chat) == nil ? (endpoint, body) : nil
         self.maxContinuations = maxContinuations
         self.tried = [served.node]
+        self.chat = endpoint == .chat
     }
 
     /// The node serving the current part.
@@ -102,6 +107,23 @@ struct ContinuingStream {
             }
             let kind = tally.observe(event.readableBytesView)
             if kind == .done { done = true }
+            let allowed = served.upstream.bounds.completionTokens
+            if !finished, generation.tokens > allowed || tally.events > allowed + Self.eventsBesideTokens {
+                // Past `max_tokens`: the owner's server behind the node ignored it, or the node lies. The client gets
+                // the answer as an engine would have ended it and pays for no more; the node is stopped at `finish`.
+                served.logger.warning(
+                    "node's stream went past max_tokens; cut there",
+                    metadata: ["node.id": "\(served.node.short)", "max_tokens": "\(allowed)"]
+                )
+                overran = true
+                finished = true
+                let usage = TokenUsage(
+                    promptTokens: part == 0 ? tally.promptFromTimings ?? 0 : firstPromptTokens ?? 0,
+                    completionTokens: allowed
+                )
+                closing = closingEvents(chat: chat, identity: identity ?? ("", 0), usage: usage)
+                continue
+            }
             if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONValue.parse(payload.readableBytesView) {
                 identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0)
                 model = chunk["model"] ?? .null
@@ -135,7 +157,11 @@ struct ContinuingStream {
             // The cut came between the last allowed token and the engine's finish chunk: a node asked to go on would
             // make at least one token more (an engine makes one at least), so the answer ends here, as the engine
             // would have ended it.
-            closing = closingEvents(chat: original.endpoint == .chat, identity: identity)
+            closing = closingEvents(
+                chat: chat,
+                identity: identity,
+                usage: TokenUsage(promptTokens: firstPromptTokens ?? 0, completionTokens: generation.tokens)
+            )
             finished = true
             return true
         }
@@ -183,6 +209,11 @@ struct ContinuingStream {
     /// Meters the last part once the client has its response (or went away), and offers a whole answer that one node
     /// gave for a spot check: by its token ids, or by its text when it reported none.
     mutating func finish(status: RequestOutcome) async {
+        if overran {
+            // Cut mid-stream: the node is asked to stop, and its part ends with its receipt for what it did.
+            await served.cancelAndDrain(&reader, tally: &tally)
+            return await finishPart(status: .upstreamError)
+        }
         await finishPart(status: status)
         guard status == .ok, part == 0, finished, closing == nil, let original, let checker = served.pipeline.spotChecker,
             let sha256 = served.upstream.modelSHA256, let claim = generation.spotCheckClaim
@@ -224,6 +255,7 @@ struct ContinuingStream {
         handedOver = false
         let relayed = tally.counted
         var charge = relayed
+        if part == 0, overran, let client = clientUsage { charge = client }
         if part > 0 {
             if let client = clientUsage {
                 charge = TokenUsage(
@@ -255,11 +287,19 @@ struct ContinuingStream {
         SSEFraming.payloadBytes(of: event.readableBytesView)?.withUnsafeBufferPointer { CompletionChunk.firstText(in: $0) }
     }
 
-    /// The end of an answer whose `max_tokens` was all relayed when its node broke: the finish chunk (`length`), the
-    /// usage chunk (passed to the client only if it asked for usage, like any other) and `[DONE]`. The usage counts
-    /// the tokens the client saw, and the prompt as the first engine reported it (0 when it did not).
-    private mutating func closingEvents(chat: Bool, identity: (id: String, created: Int64)) -> [(event: ByteBuffer, kind: StreamEvent)] {
-        let usage = TokenUsage(promptTokens: firstPromptTokens ?? 0, completionTokens: generation.tokens)
+    /// Events of a stream beside its tokens: the first (the role) and the last (the finish reason). A node's stream with
+    /// more than `max_tokens` and these went past what the client allowed, even with its marks (which count its
+    /// tokens exactly) stripped.
+    static let eventsBesideTokens = 2
+
+    /// The end of an answer whose `max_tokens` was all relayed (when its node broke, or went past it): the finish chunk
+    /// (`length`), the usage chunk (passed to the client only if it asked for usage, like any other) and `[DONE]`. The
+    /// usage counts the tokens the client saw, and the prompt as the engine reported it (0 when it did not).
+    private mutating func closingEvents(
+        chat: Bool,
+        identity: (id: String, created: Int64),
+        usage: TokenUsage
+    ) -> [(event: ByteBuffer, kind: StreamEvent)] {
         clientUsage = usage
         let choice: JSONValue =
             chat

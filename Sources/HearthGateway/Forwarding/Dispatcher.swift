@@ -18,6 +18,8 @@ package struct OpenedUpstream: Sendable {
     var poolPlan: (epoch: Int, plan: PoolPlan)?
     /// The `max_tokens` sent to the node.
     var maxTokens: Int
+    /// The most its answer can honestly count (the request's size and `max_tokens`): charged and credited no further.
+    var bounds: UsageBounds
     /// The model the client asked for, when a smaller one of its family serves instead (`Degradation`).
     var degradedFrom: ModelID?
     /// Whether the node streams the answer: only then is its first byte a time to first token.
@@ -184,6 +186,7 @@ package struct Dispatcher: Sendable {
                     pool: pool,
                     poolPlan: pool.flatMap { pools?.currentPlan(of: $0) },
                     maxTokens: Int(body["max_tokens"]?.integerValue ?? 0),
+                    bounds: UsageBounds(requestBytes: bytes.readableBytes, maxTokens: Int(clamping: body["max_tokens"]?.integerValue ?? 0)),
                     degradedFrom: degradedFrom,
                     streamed: body["stream"]?.boolValue == true,
                     response: response,

@@ -48,6 +48,7 @@ enum ReceiptClerk {
             maxTokens: upstream.maxTokens,
             promptTokens: usage?.promptTokens,
             completionTokens: usage?.completionTokens,
+            promptTokenLimit: upstream.bounds.promptTokens,
             sentAt: Int64(sentAt.timeIntervalSince1970 * 1000),
             endedAt: Int64(endedAt.timeIntervalSince1970 * 1000)
         )

@@ -17,10 +17,10 @@ struct SSEEventReader {
     }
 
     /// The next event, or `nil` at the end of the stream.
-    /// - Throws: when the node's stream breaks.
+    /// - Throws: when the node's stream breaks, or sends an event longer than `SSEEventSplitter.maxEventBytes`.
     mutating func next() async throws -> ByteBuffer? {
         while true {
-            if let event = splitter.nextEvent() { return event }
+            if let event = try splitter.nextEvent() { return event }
             if ended { return splitter.remainder() }
             if let chunk = first {
                 first = nil

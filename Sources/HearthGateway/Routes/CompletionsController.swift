@@ -118,7 +118,10 @@ struct CompletionsController {
             do {
                 var rest = try await served.upstream.response.body.collect(upTo: 64 << 20)
                 answer.writeBuffer(&rest)
-                let usage = CompletionChunk.parse(answer.readableBytesView)?.usage
+                // A 200 that is no completion (empty when the node's engine broke off mid-answer; anything a node
+                // may send) is a broken answer too: never passed on as the client's answer.
+                guard let completion = CompletionChunk.parse(answer.readableBytesView), completion.choices != nil else { throw NotACompletion() }
+                let usage = completion.usage
                 var headers: HTTPFields = [.hearthNode: served.node.short, .contentType: "application/json"]
                 served.addDegradation(to: &headers)
                 return served.respond(with: answer, headers: headers, usage: usage, fallbackCompletionTokens: 0)
@@ -135,6 +138,11 @@ struct CompletionsController {
                 tried.insert(next.node)
             }
         }
+    }
+
+    /// A node's whole answer that is no completion.
+    struct NotACompletion: Error, CustomStringConvertible {
+        var description: String { "the node's answer is no completion" }
     }
 
     /// Sent when the node's stream breaks after the client already has a 200.

@@ -71,6 +71,11 @@ struct EmbeddingsController {
                 let decoded = try? JSONValue.parse(answer.readableBytesView)
                 let usage = decoded.flatMap(TokenUsage.embedding(in:))
                 var headers: HTTPFields = [.hearthNode: served.node.short, .contentType: "application/json"]
+                // A 200 that is no list of embeddings (empty when the node's engine broke off) is not the answer.
+                guard decoded?["data"]?.arrayValue != nil else {
+                    await served.finish(usage: usage, fallbackCompletionTokens: 0, status: .upstreamError)
+                    throw OpenAIError(.upstream, "The node's answer was not a list of embeddings.", code: "upstream_failed")
+                }
                 guard shape != .openAI else {
                     return served.respond(with: answer, headers: headers, usage: usage, fallbackCompletionTokens: 0)
                 }

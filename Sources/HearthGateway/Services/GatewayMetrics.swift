@@ -46,10 +46,11 @@ package final class GatewayMetrics: Sendable {
 
     /// Adds metered tokens for `model`.
     func tokens(model: String, prompt: Int, completion: Int) {
+        // A counter traps on a negative step: counts are bounded before they come here (`UsageBounds`), and again here.
         registry.makeCounter(name: "hearth_tokens_total", labels: [("model", model), ("direction", "in")], help: "Tokens metered")
-            .increment(by: Int64(prompt))
+            .increment(by: Int64(max(0, prompt)))
         registry.makeCounter(name: "hearth_tokens_total", labels: [("model", model), ("direction", "out")], help: "Tokens metered")
-            .increment(by: Int64(completion))
+            .increment(by: Int64(max(0, completion)))
     }
 
     /// Counts a receipt: `credited`, or refused with its reason (a fixed set of codes).

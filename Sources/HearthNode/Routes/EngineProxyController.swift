@@ -286,6 +286,9 @@ struct EngineProxyController {
                 let ending = await relay.relay(to: link)
                 // The gateway reset the stream: no receipt can follow.
                 if ending.linkGone { throw CancellationError() }
+                if let failure = ending.failure as? SSEEventSplitter.EventTooLarge {
+                    logger.warning("the engine's stream broke: \(failure)", metadata: ["node.model": "\(engine.spec.id)"])
+                }
                 let outcome: Receipt.Outcome =
                     if cancellation?.isCancelled == true { .cancelled } else if ending.failure != nil { .engineError } else { .ok }
                 // The receipt rides as a trailer after the last byte: one exchange, nothing stored on the node. A

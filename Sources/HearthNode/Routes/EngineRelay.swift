@@ -156,7 +156,13 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
     }
 
     private func forward(_ chunk: ByteBuffer, to link: any Channel) -> EventLoopFuture<Void> {
-        let rewritten = rewriter.rewrite(chunk)
+        let rewritten: ByteBuffer
+        do {
+            rewritten = try rewriter.rewrite(chunk)
+        } catch {
+            // An event that never ends: the answer is broken. A failed future drops the engine's request.
+            return eventLoop.makeFailedFuture(error)
+        }
         tap.observe(rewritten)
         guard rewritten.readableBytes > 0 else { return eventLoop.makeSucceededVoidFuture() }
         // While the link stream takes more, the engine is read on at once: waiting for each write's future made

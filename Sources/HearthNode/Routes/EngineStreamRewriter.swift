@@ -32,10 +32,11 @@ struct EngineStreamRewriter: Sendable {
     }
 
     /// The rewritten bytes of every event `chunk` completes (possibly none).
-    mutating func rewrite(_ chunk: ByteBuffer) -> ByteBuffer {
+    /// - Throws: when the engine's event grows past `SSEEventSplitter.maxEventBytes` without ending.
+    mutating func rewrite(_ chunk: ByteBuffer) throws(SSEEventSplitter.EventTooLarge) -> ByteBuffer {
         splitter.append(chunk)
         var output = ByteBuffer()
-        while let event = splitter.nextEvent() { write(event, to: &output) }
+        while let event = try splitter.nextEvent() { write(event, to: &output) }
         return output
     }
 

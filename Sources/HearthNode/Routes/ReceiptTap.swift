@@ -22,7 +22,8 @@ struct UsageTap: Sendable {
     mutating func observe(_ chunk: ByteBuffer) {
         if streaming {
             splitter.append(chunk)
-            while let event = splitter.nextEvent() { count.observe(event.readableBytesView) }
+            // It watches the rewriter's output, whole events only: an event too long never reaches it.
+            while let event = try? splitter.nextEvent() { count.observe(event.readableBytesView) }
         } else if answer.readableBytes + chunk.readableBytes <= Self.answerLimit {
             var chunk = chunk
             answer.writeBuffer(&chunk)

@@ -1,0 +1,157 @@
+import Foundation
+import HTTPTypes
+import HearthTesting
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Testing
+
+@testable import HearthCore
+@testable import HearthGateway
+
+/// A node's answer is not taken on trust: what a node (or the owner's server behind it) sends beyond what the client
+/// asked for is cut, charged and credited no further, and never takes the gateway down. Found by pointing a node at a
+/// hostile owner's server: a stream that ignored `max_tokens` charged an anonymous client 1.77 million tokens (its
+/// quota empty for 87 hours), `completion_tokens: -5` crashed the gateway, and an empty 200 was passed on as an
+/// answer. FAKE node transport: the node here is the attacker, scripted.
+struct UntrustedNodeAnswersTests {
+    static func chatEvent(_ text: String) -> String {
+        #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"content":"\#(text)"}}],"object":"chat.completion.chunk"}"# + "\n\n"
+    }
+
+    static let role =
+        #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"object":"chat.completion.chunk"}"#
+        + "\n\n"
+
+    func streamingChat(maxTokens: Int) -> JSONValue {
+        var body = chatBody
+        body["stream"] = true
+        body["max_tokens"] = .integer(Int64(maxTokens))
+        body["stream_options"] = ["include_usage": true]
+        return body
+    }
+
+    /// A stream that goes on past `max_tokens` (marked as a node marks its events, or bare as a node that strips the
+    /// marks would send it) ends there for the client, with the finish and usage an engine would have sent, and the
+    /// node is asked to stop.
+    @Test(arguments: [true, false])
+    func aStreamPastMaxTokensIsCutThereAndChargedNoMore(marked: Bool) async throws {
+        let pieces = (0..<200).map { (text: "w\($0) ", token: Int32(100 + $0)) }
+        let events = marked ? FakeNodeTransport.markedChatEvents(pieces, first: true) : [Self.role] + pieces.map { Self.chatEvent($0.text) }
+        let (gateway, transport) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: events)])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat(maxTokens: 8))) { response in
+                #expect(response.status == .ok)
+                let text = String(buffer: response.body)
+                let received = HTTP.events(text)
+                let content = received.filter { $0["choices"]?[0]?["delta"]?["content"]?.stringValue != nil }
+                // Marked, every token is counted; bare, the role and finish events a stream has beside its tokens
+                // leave room for one more event (the bound is on events then).
+                #expect(marked ? content.count == 8 : content.count <= 9, "\(content.count) pieces")
+                #expect(received.contains { $0["choices"]?[0]?["finish_reason"] == "length" })
+                #expect(received.last?["usage"]?["completion_tokens"] == 8)
+                #expect(text.hasSuffix("data: [DONE]\n\n"))
+                #expect(!text.contains("error"))
+            }
+        }
+        await gateway.settled()
+        let row = try #require(try await gateway.database.recentUsage().first)
+        #expect(row.completionTokens == 8 && row.status == "upstream_error", "\(row)")
+        #expect(transport.cancelled == [row.requestID], "the node was asked to stop")
+    }
+
+    /// Counts no engine can make are no report (the gateway lives on to answer the next request); counts beyond what
+    /// the request could make are charged only up to it, and the node's receipt claiming them is refused.
+    @Test func aNodesImpossibleCountsNeitherCrashTheGatewayNorCharge() async throws {
+        let gatewayBox = GatewayIDBox()
+        let key = IdentityKey.generate()
+        func answer(prompt: String, completion: String) -> [String] {
+            [
+                #"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":\#(prompt),"completion_tokens":\#(completion)}}"#
+            ]
+        }
+        var asked = chatBody
+        asked["max_tokens"] = 16
+        let body = asked
+        // No count at all: nothing charged but what the gateway counted itself (an answer's tokens are not counted).
+        let (impossible, _) = try await makeGateway([
+            nodeA: .respond(status: 200, contentType: "application/json", chunks: answer(prompt: "1000000000000000", completion: "-5"))
+        ])
+        try await impossible.application.test(.router) { client in
+            announce(impossible, announcement(nodeA))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                #expect(response.status == .ok)
+            }
+            await impossible.settled()
+            // Before, the metering after the answer crashed the process here (a counter's negative step).
+            try await client.execute(uri: "/metrics", method: .get) { response in
+                #expect(String(buffer: response.body).contains(#"hearth_tokens_total{model="tiny:q8_0",direction="out"} 0"#))
+            }
+        }
+        let row = try #require(try await impossible.database.recentUsage().first)
+        #expect(row.promptTokens == 0 && row.completionTokens == 0, "\(row)")
+
+        // Counts beyond the request: charged up to what it could make; the receipt claiming them is refused.
+        let (inflated, _) = try await makeGateway([
+            key.nodeID: .respondWithReceipt(
+                status: 200,
+                contentType: "application/json",
+                chunks: answer(prompt: "1000000", completion: "3"),
+                receipt: { request in
+                    let receipt = ReceiptSettlementTests.receipt(for: request, gateway: gatewayBox.id!, node: key) {
+                        $0.promptTokens = 1_000_000
+                        $0.maxTokens = 16
+                    }
+                    return ReceiptSettlementTests.token(receipt, by: key)
+                }
+            )
+        ])
+        gatewayBox.id = inflated.id
+        try await inflated.application.test(.router) { client in
+            announce(inflated, announcement(key.nodeID))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                #expect(response.status == .ok)
+            }
+        }
+        await inflated.settled()
+        let charged = try #require(try await inflated.database.recentUsage().first)
+        // The bound: the request's bytes as the node got them, and a template's share.
+        #expect((UsageBounds.templateTokens...2_048).contains(charged.promptTokens) && charged.completionTokens == 3, "\(charged)")
+        #expect(try await inflated.database.ledger().isEmpty)
+        #expect(try await inflated.database.receiptRejections().map(\.reason) == ["mismatch"])
+    }
+
+    /// An event that never ends breaks the node's stream at the splitter's bound: the client hears that the stream
+    /// broke, instead of the gateway reading on for as long as the node sends.
+    @Test func anEventThatNeverEndsBreaksTheStream() async throws {
+        let endless =
+            [Self.role, #"data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":""#]
+            + Array(repeating: String(repeating: "a", count: 64 << 10), count: 48)
+        let (gateway, _) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: endless)])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat(maxTokens: 8))) { response in
+                let text = String(buffer: response.body)
+                #expect(text.contains("upstream_failed"), "\(text.prefix(300))")
+                #expect(text.utf8.count < 4096, "the endless event was passed on")
+            }
+        }
+        await gateway.settled()
+        #expect(try await gateway.database.recentUsage().first?.status == "upstream_error")
+    }
+
+    /// A 200 that is no completion (empty, as when a node's engine broke off mid-answer, or any other JSON) is a broken
+    /// answer, not the client's: a 502 once no other node can give it.
+    @Test(arguments: ["", #"{"object":"error"}"#, "not json"])
+    func aWholeAnswerThatIsNoCompletionIsNotPassedOn(body: String) async throws {
+        let (gateway, _) = try await makeGateway([nodeA: .respond(status: 200, contentType: "application/json", chunks: body.isEmpty ? [] : [body])])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
+                #expect(response.status == .badGateway)
+                #expect(String(buffer: response.body).contains("upstream_failed"))
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import HearthTesting
+import NIOHTTP1
+import Testing
+
+@testable import HearthCore
+
+/// What a node takes from the owner's server behind it has bounds (the gateway's side, against a node that lies, is
+/// `UntrustedNodeAnswersTests`). Real gateway and node processes; the owner's server is a named fake
+/// (`FakeOpenAIServer`), since no real server sends these on purpose.
+@Suite(.serialized) struct OwnersServerBoundsTests {
+    /// A server whose event never ends: before the bound, the node read on and kept it all (a gigabyte in a trial).
+    /// Now it stops at the splitter's bound, drops the server's request, says why in its log, and the client hears
+    /// that the answer broke.
+    @Test func anEventThatNeverEndsIsCutOffAtItsBound() async throws {
+        var script = try BackendTests.ollamaScript()
+        script.flood = String(repeating: "a", count: 8 << 10)
+        let fake = try await FakeOpenAIServer.start(script)
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-endless") { cluster in
+            let node = try await cluster.startNode("endless", serving: BackendTests.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            try await cluster.waitForReadyNodes(1)
+            let before = residentBytes(of: node.pid)
+            let answer = try await HTTP.post(cluster.url + "/v1/chat/completions", json: BackendTests.streamed(BackendTests.question))
+            #expect(answer.status == 502 || answer.text.contains("upstream_failed"), "\(answer.status) \(answer.text.prefix(300))")
+            #expect(answer.text.utf8.count < 4096, "the endless event reached the client")
+            // The server's writes stop once the node drops its request (`steadyFlood` fails if they never do). What
+            // it counts as sent is what its own writer took, at memory speed while the test process is busy (up to
+            // 335 MiB in a full run beside stress-ng), so the node's memory is the measure of what it kept.
+            let sent = try await BackendTests.steadyFlood(fake, "the server's request to be dropped")
+            #expect(fake.requests.count == 1, "the server was asked \(fake.requests.count) times (\(sent >> 20) MiB)")
+            let grown = residentBytes(of: node.pid) - before
+            #expect(grown < Double(32 << 20), "the node grew by \(Int(grown) >> 20) MiB")
+            _ = try await eventually("the node to say why") { () -> Bool? in
+                (node.output + [node.errorOutput]).contains { $0.contains("without its end") } ? true : nil
+            }
+        }
+    }
+
+    /// A server that ignores `max_tokens` and streams on: the client gets what it asked for and is charged that, and
+    /// the server's request is dropped. Before, the client got everything the server sent (279 MB in 20 s in a
+    /// trial) and was charged for all of it.
+    @Test func aServerThatIgnoresMaxTokensIsCutThere() async throws {
+        var script = try BackendTests.ollamaScript()
+        script.flood =
+            #"data: {"id":"chatcmpl-flood","object":"chat.completion.chunk","created":1,"model":"smollm2-hearth:latest","choices":[{"index":0,"delta":{"content":" on"},"finish_reason":null}]}"#
+            + "\n\n"
+        let fake = try await FakeOpenAIServer.start(script)
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-runaway") { cluster in
+            _ = try await cluster.startNode("runaway", serving: BackendTests.backend(fake.baseURL, name: "smollm2-hearth:latest"))
+            try await cluster.waitForReadyNodes(1)
+            let answer = try await HTTP.post(cluster.url + "/v1/chat/completions", json: BackendTests.streamed(BackendTests.question))
+            #expect(answer.status == 200)
+            let events = HTTP.events(answer.text)
+            #expect(HTTP.streamedText(answer.text) == String(repeating: " on", count: 16), "\(answer.text.prefix(400))")
+            #expect(events.contains { $0["choices"]?[0]?["finish_reason"] == "length" })
+            #expect(events.last?["usage"]?["completion_tokens"] == 16)
+            let sent = try await BackendTests.steadyFlood(fake, "the server's request to be dropped")
+            #expect(sent < 64 << 20, "\(sent >> 20) MiB read from the server")
+            let requestID = try #require(answer.headers.first(name: "x-request-id"))
+            let entry = try await BackendTests.ledgerEntry(cluster, requestID)
+            #expect((entry["completion_tokens"]?.integerValue ?? 99) <= 16, "\(entry)")
+        }
+    }
+}
