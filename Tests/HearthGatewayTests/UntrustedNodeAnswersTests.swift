@@ -154,4 +154,12 @@ struct UntrustedNodeAnswersTests {
             }
         }
     }
+
+    /// A continuation's prefill is added to the part's counts: a node's header with a count no engine can make is none.
+    @Test func aPrefillNoEngineCanMakeIsNone() {
+        #expect(NodeLinks.prefill("3") == 3)
+        #expect(NodeLinks.prefill("2147483647") == 2_147_483_647)
+        for bad in ["-1", "9223372036854775807", "2147483648", "3.5", "", "x"] { #expect(NodeLinks.prefill(bad) == nil, "\(bad)") }
+        #expect(NodeLinks.prefill(nil) == nil)
+    }
 }

@@ -128,7 +128,13 @@ package final class NodeLinks: NodeTransport {
             status: Int(response.head.status.code),
             contentType: response.head.headers.first(name: "content-type"),
             body: NodeResponseBody(next: { try await body.next() }, trailer: { body.trailers?.first(name: $0) }, eventLoop: link.channel.eventLoop),
-            prefill: response.head.headers.first(name: LinkProtocol.Header.prefill).flatMap { Int($0) }.flatMap { $0 >= 0 ? $0 : nil }
+            prefill: Self.prefill(response.head.headers.first(name: LinkProtocol.Header.prefill))
         )
+    }
+
+    /// `x-hearth-prefill` as a count, `nil` for anything else. Held to what a usage report may hold: the gateway adds
+    /// it to a continued part's counts, and a node's `9223372036854775807` would overflow the sum.
+    static func prefill(_ value: String?) -> Int? {
+        value.flatMap { Int64($0) }.flatMap { TokenUsage.plausible.contains($0) ? Int($0) : nil }
     }
 }
