@@ -144,4 +144,17 @@ struct ReceiptTests {
         let event = Array(#"data: {"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":-5}}"#.utf8) + Array("\n\n".utf8)
         #expect(StreamEvent.classify(event) == .other)
     }
+
+    /// A whole answer is read off its outline: whether it is a completion, and its usage, without a tree of its values.
+    @Test func aWholeAnswersUsageIsReadOffItsOutline() {
+        func read(_ text: String) -> TokenUsage?? { Array(text.utf8).withUnsafeBufferPointer { CompletionChunk.wholeAnswerUsage($0) } }
+        let numbers = "[" + Array(repeating: "0", count: 100_000).joined(separator: ",") + "]"
+        let answer = #"{"choices":[{"index":0,"message":{"content":"hi"}}],"extra":\#(numbers),"usage":{"prompt_tokens":12,"completion_tokens":3}}"#
+        #expect(read(answer) == .some(TokenUsage(promptTokens: 12, completionTokens: 3)))
+        #expect(read(#"{"choices":[]}"#) == .some(nil), "a completion without usage")
+        #expect(read(#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":-5}}"#) == .some(nil), "usage no engine makes")
+        for notACompletion in ["", "not json", #"{"object":"error"}"#, #"{"choices":{}}"#, #"[{"choices":[]}]"#, #"{"choices":[]} trailing"#] {
+            #expect(read(notACompletion) == nil, "\(notACompletion)")
+        }
+    }
 }

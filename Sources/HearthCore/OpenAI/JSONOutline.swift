@@ -109,12 +109,15 @@ package struct JSONOutline: Sendable {
             index += 1
         }
 
-        mutating func object() throws(Malformed) -> [Member] {
+        /// An object's members; `collecting` false only walks over it (a nested value: its members are not asked for,
+        /// and a node's answer of millions of them would otherwise make an array as large).
+        mutating func object(collecting: Bool = true) throws(Malformed) -> [Member] {
             try expect(UInt8(ascii: "{"))
             depth += 1
             guard depth <= maxDepth else { throw Malformed() }
             defer { depth -= 1 }
             var members: [Member] = []
+            var count = 0
             skipWhitespace()
             if peek() == UInt8(ascii: "}") {
                 index += 1
@@ -123,7 +126,7 @@ package struct JSONOutline: Sendable {
             while true {
                 skipWhitespace()
                 // A comma before the closing brace is let through, as the parser lets it through.
-                if peek() == UInt8(ascii: "}"), !members.isEmpty {
+                if peek() == UInt8(ascii: "}"), count > 0 {
                     index += 1
                     return members
                 }
@@ -135,7 +138,8 @@ package struct JSONOutline: Sendable {
                 skipWhitespace()
                 let valueStart = index
                 try value()
-                members.append(Member(key: key, start: start, value: valueStart..<index))
+                if collecting { members.append(Member(key: key, start: start, value: valueStart..<index)) }
+                count += 1
                 skipWhitespace()
                 switch peek() {
                 case UInt8(ascii: ","): index += 1
@@ -147,12 +151,14 @@ package struct JSONOutline: Sendable {
             }
         }
 
-        mutating func array() throws(Malformed) -> [Range<Int>] {
+        /// An array's elements; `collecting` as for `object`.
+        mutating func array(collecting: Bool = true) throws(Malformed) -> [Range<Int>] {
             try expect(UInt8(ascii: "["))
             depth += 1
             guard depth <= maxDepth else { throw Malformed() }
             defer { depth -= 1 }
             var elements: [Range<Int>] = []
+            var count = 0
             skipWhitespace()
             if peek() == UInt8(ascii: "]") {
                 index += 1
@@ -160,13 +166,14 @@ package struct JSONOutline: Sendable {
             }
             while true {
                 skipWhitespace()
-                if peek() == UInt8(ascii: "]"), !elements.isEmpty {
+                if peek() == UInt8(ascii: "]"), count > 0 {
                     index += 1
                     return elements
                 }
                 let start = index
                 try value()
-                elements.append(start..<index)
+                if collecting { elements.append(start..<index) }
+                count += 1
                 skipWhitespace()
                 switch peek() {
                 case UInt8(ascii: ","): index += 1
@@ -180,8 +187,8 @@ package struct JSONOutline: Sendable {
 
         mutating func value() throws(Malformed) {
             switch peek() {
-            case UInt8(ascii: "{")?: _ = try object()
-            case UInt8(ascii: "[")?: _ = try array()
+            case UInt8(ascii: "{")?: _ = try object(collecting: false)
+            case UInt8(ascii: "[")?: _ = try array(collecting: false)
             case UInt8(ascii: "\"")?: try string()
             case UInt8(ascii: "t")?: try word("true")
             case UInt8(ascii: "f")?: try word("false")

@@ -122,18 +122,36 @@ package struct CompletionChunk: Decodable, Sendable {
             chunk.choices = choices
         default: return nil
         }
-        switch members["usage"] {
-        case nil, .null?: break
+        guard let usage = TokenUsage.reported(members["usage"]) else { return nil }
+        chunk.usage = usage
+        return chunk
+    }
+
+    /// The usage of a whole answer (a node's may be megabytes), read off its outline: only its `usage` is decoded, so
+    /// 64 MiB of numbers costs a scan, not a tree of values (as `parse` would make). The outer `nil`: the answer is no
+    /// completion (no JSON object with a `choices` array, such as the empty body of an answer that broke off).
+    package static func wholeAnswerUsage(_ bytes: UnsafeBufferPointer<UInt8>) -> TokenUsage?? {
+        guard let answer = JSONOutline(object: bytes), answer.isWhole(of: bytes),
+            let choices = answer.member("choices", in: bytes), bytes[choices.value.lowerBound] == UInt8(ascii: "[")
+        else { return nil }
+        let usage = answer.member("usage", in: bytes).flatMap { try? JSONValue.parse(bytes[$0.value]) }
+        return .some(TokenUsage.reported(usage) ?? nil)
+    }
+}
+
+extension TokenUsage {
+    /// A `usage` member's counts: `.some(nil)` when there is none, or it is `null`, or its counts are no engine's (below
+    /// zero, past 2^31: whoever sent them, they are not charged, credited or added up, and a sum of two could overflow);
+    /// `nil` when it is not an object or lacks a count, which makes the whole chunk unreadable.
+    static func reported(_ value: JSONValue?) -> TokenUsage?? {
+        switch value {
+        case nil, .null?: return .some(nil)
         case .object(let fields)?:
             guard let prompt = fields["prompt_tokens"]?.integerValue, let completion = fields["completion_tokens"]?.integerValue else { return nil }
-            // A count no engine can make (below zero, past 2^31) is no report: whoever sent it, it is not charged,
-            // credited or added up (a sum of two such counts would overflow).
-            if TokenUsage.plausible.contains(prompt), TokenUsage.plausible.contains(completion) {
-                chunk.usage = TokenUsage(promptTokens: Int(prompt), completionTokens: Int(completion))
-            }
+            guard plausible.contains(prompt), plausible.contains(completion) else { return .some(nil) }
+            return .some(TokenUsage(promptTokens: Int(prompt), completionTokens: Int(completion)))
         default: return nil
         }
-        return chunk
     }
 }
 

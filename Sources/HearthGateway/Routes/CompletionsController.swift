@@ -120,8 +120,8 @@ struct CompletionsController {
                 answer.writeBuffer(&rest)
                 // A 200 that is no completion (empty when the node's engine broke off mid-answer; anything a node
                 // may send) is a broken answer too: never passed on as the client's answer.
-                guard let completion = CompletionChunk.parse(answer.readableBytesView), completion.choices != nil else { throw NotACompletion() }
-                let usage = completion.usage
+                let read = answer.withUnsafeReadableBytes { CompletionChunk.wholeAnswerUsage($0.assumingMemoryBound(to: UInt8.self)) }
+                guard let usage = read else { throw NotACompletion() }
                 var headers: HTTPFields = [.hearthNode: served.node.short, .contentType: "application/json"]
                 served.addDegradation(to: &headers)
                 return served.respond(with: answer, headers: headers, usage: usage, fallbackCompletionTokens: 0)

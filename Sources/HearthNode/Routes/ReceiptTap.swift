@@ -43,7 +43,8 @@ struct UsageTap: Sendable {
 
     /// The engine's counts, if it reported them.
     var usage: TokenUsage? {
-        streaming ? count.usage : CompletionChunk.parse(answer.readableBytesView)?.usage
+        guard !streaming else { return count.usage }
+        return answer.withUnsafeReadableBytes { CompletionChunk.wholeAnswerUsage($0.assumingMemoryBound(to: UInt8.self)) } ?? nil
     }
 }
 
