@@ -51,7 +51,7 @@ struct ContinuingStream {
     private(set) var clientUsage: TokenUsage?
     /// The client asked for chat chunks (for the events the gateway writes itself).
     private let chat: Bool
-    /// The node's stream went on past the client's `max_tokens` and was cut there (`overrunEvents`).
+    /// The node's stream went on past the client's `max_tokens` and was cut there (see `next`).
     private var overran = false
 
     init(_ served: ServedRequest, endpoint: CompletionEndpoint, body: JSONValue, maxContinuations: Int) {
