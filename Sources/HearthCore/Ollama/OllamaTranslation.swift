@@ -118,6 +118,17 @@ package enum OllamaTranslation {
                 code: "unsupported_parameter"
             )
         }
+        // The token ids of an earlier exchange, which Ollama puts before the prompt (deprecated there in favour of
+        // /api/chat). Hearth's answers carry none to send back; dropped, the model would answer as if nothing had been
+        // said before.
+        if let context = body["context"], context != .null, context.arrayValue?.isEmpty != true {
+            throw APIFailure(
+                .invalidRequest,
+                "'context' (the token ids of an earlier /api/generate exchange) is not supported: send the conversation to /api/chat as messages.",
+                param: "context",
+                code: "unsupported_parameter"
+            )
+        }
         return prompt
     }
 
