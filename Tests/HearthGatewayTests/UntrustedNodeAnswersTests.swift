@@ -61,6 +61,56 @@ struct UntrustedNodeAnswersTests {
         #expect(transport.cancelled == [row.requestID], "the node was asked to stop")
     }
 
+    /// Events far larger than an engine's (each under the splitter's bound) are cut like tokens past `max_tokens`: a
+    /// client that asked for 8 tokens does not download megabytes, and pays for what it saw. Events as large as the
+    /// log-probabilities the client asked for make are not.
+    @Test func aStreamOfOversizedEventsIsCutAndOneWithTheAskedLogprobsIsNot() async throws {
+        let huge = String(repeating: "x", count: 200 << 10)
+        let oversized = [Self.role] + (0..<5).map { _ in Self.chatEvent(huge) }
+        let (gateway, _) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: oversized)])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat(maxTokens: 8))) { response in
+                let text = String(buffer: response.body)
+                #expect(text.utf8.count < 4 << 10, "\(text.utf8.count) bytes went to the client")
+                #expect(HTTP.events(text).last?["usage"]?["completion_tokens"] == 0)
+                #expect(text.hasSuffix("data: [DONE]\n\n"))
+            }
+        }
+        await gateway.settled()
+        #expect(try await gateway.database.recentUsage().first?.completionTokens == 0)
+
+        // A hundred alternatives a token, as a client may ask llama-server: 15 KB an event here, all of it relayed.
+        let alternative =
+            #"{"id":1,"token":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","bytes":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30],"logprob":-1.5}"#
+        let logprobs =
+            #"{"content":[{"id":1,"token":"w","bytes":[119],"logprob":-0.5,"top_logprobs":["#
+            + Array(repeating: alternative, count: 100).joined(separator: ",") + "]}]}"
+        let rich =
+            [Self.role]
+            + (0..<8).map { _ in
+                #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"content":"w"},"logprobs":\#(logprobs)}],"object":"chat.completion.chunk"}"#
+                    + "\n\n"
+            } + [
+                #"data: {"id":"chatcmpl-1","created":42,"choices":[{"finish_reason":"length","index":0,"delta":{}}],"object":"chat.completion.chunk"}"#
+                    + "\n\n", "data: [DONE]\n\n",
+            ]
+        #expect(rich[1].utf8.count > 8 << 10, "an event above the bound without alternatives")
+        let (honest, _) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: rich)])
+        var asked = streamingChat(maxTokens: 8)
+        asked["logprobs"] = true
+        asked["top_logprobs"] = 100
+        let body = asked
+        try await honest.application.test(.router) { client in
+            announce(honest, announcement(nodeA))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                let text = String(buffer: response.body)
+                #expect(HTTP.streamedText(text) == String(repeating: "w", count: 8))
+                #expect(!text.contains("upstream"), "\(text.suffix(300))")
+            }
+        }
+    }
+
     /// Counts no engine can make are no report (the gateway lives on to answer the next request); counts beyond what
     /// the request could make are charged only up to it, and the node's receipt claiming them is refused.
     @Test func aNodesImpossibleCountsNeitherCrashTheGatewayNorCharge() async throws {

@@ -53,6 +53,11 @@ struct ContinuingStream {
     private let chat: Bool
     /// The node's stream went on past the client's `max_tokens` and was cut there (see `next`).
     private var overran = false
+    /// The bytes of the current part's events so far, held to `bytesPerEvent` an event.
+    private var partBytes = 0
+    /// The most bytes an event may take on average (`eventBytes`, and `alternativeBytes` for each log-probability
+    /// alternative the client asked for).
+    private let bytesPerEvent: Int
 
     init(_ served: ServedRequest, endpoint: CompletionEndpoint, body: JSONValue, maxContinuations: Int) {
         self.served = served
@@ -61,6 +66,9 @@ struct ContinuingStream {
         self.maxContinuations = maxContinuations
         self.tried = [served.node]
         self.chat = endpoint == .chat
+        // `top_logprobs` for chat, `logprobs` (a count) for text completions.
+        let alternatives = max(body["top_logprobs"]?.integerValue ?? 0, body["logprobs"]?.integerValue ?? 0)
+        self.bytesPerEvent = Self.eventBytes + Int(clamping: min(max(0, alternatives), 1 << 10)) * Self.alternativeBytes
     }
 
     /// The node serving the current part.
@@ -100,6 +108,8 @@ struct ContinuingStream {
                 if await continueElsewhere(after: error) { continue }
                 throw error
             }
+            // What the client had before this event: what it is charged if this one goes past its bounds.
+            let seen = max(generation.tokens, partStartTokens + tally.events - 1)
             if let (mark, length) = event.withUnsafeReadableBytes({ TokenMark.parse($0) }) {
                 event.moveReaderIndex(forwardBy: length)
                 let marked = event
@@ -107,10 +117,14 @@ struct ContinuingStream {
             }
             let kind = tally.observe(event.readableBytesView)
             if kind == .done { done = true }
-            let allowed = served.upstream.bounds.completionTokens
-            if !finished, generation.tokens > allowed || tally.events > allowed + Self.eventsBesideTokens {
-                // Past `max_tokens`: the owner's server behind the node ignored it, or the node lies. The client gets
-                // the answer as an engine would have ended it and pays for no more; the node is stopped at `finish`.
+            // At most 2^40 (the ceiling is the operator's to set), so that the limits below cannot overflow.
+            let allowed = min(served.upstream.bounds.completionTokens, 1 << 40)
+            partBytes += event.readableBytes
+            let events = allowed + Self.eventsBesideTokens
+            if !finished, generation.tokens > allowed || tally.events > events || partBytes > events * bytesPerEvent {
+                // Past `max_tokens` (or the bytes as many events may take): the owner's server behind the node ignored
+                // it, or the node lies. The client gets the answer as an engine would have ended it and pays for no
+                // more; the node is stopped at `finish`.
                 served.logger.warning(
                     "node's stream went past max_tokens; cut there",
                     metadata: ["node.id": "\(served.node.short)", "max_tokens": "\(allowed)"]
@@ -119,7 +133,7 @@ struct ContinuingStream {
                 finished = true
                 let usage = TokenUsage(
                     promptTokens: part == 0 ? tally.promptFromTimings ?? 0 : firstPromptTokens ?? 0,
-                    completionTokens: allowed
+                    completionTokens: min(allowed, seen)
                 )
                 closing = closingEvents(chat: chat, identity: identity ?? ("", 0), usage: usage)
                 continue
@@ -183,6 +197,7 @@ struct ContinuingStream {
             partFinished = false
             reader = SSEEventReader(next.upstream)
             tally = StreamTokenCount()
+            partBytes = 0
             partStartTokens = generation.tokens
             served.pipeline.metrics.continued()
             return true
@@ -291,6 +306,13 @@ struct ContinuingStream {
     /// more than `max_tokens` and these went past what the client allowed, even with its marks (which count its
     /// tokens exactly) stripped.
     static let eventsBesideTokens = 2
+
+    /// The bytes an event takes at most on average, and more for each log-probability alternative asked for (one is
+    /// about 100 bytes: id, token, its bytes, log-probability). llama-server's events are a few hundred bytes. A node's
+    /// stream past them for its count of events is cut like one past `max_tokens`: a node could otherwise send a
+    /// megabyte an event (the splitter's bound) to a client that asked for a few tokens.
+    static let eventBytes = 8 << 10
+    static let alternativeBytes = 512
 
     /// The end of an answer whose `max_tokens` was all relayed (when its node broke, or went past it): the finish chunk
     /// (`length`), the usage chunk (passed to the client only if it asked for usage, like any other) and `[DONE]`. The
