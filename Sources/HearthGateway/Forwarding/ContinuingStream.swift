@@ -66,8 +66,8 @@ struct ContinuingStream {
         self.maxContinuations = maxContinuations
         self.tried = [served.node]
         self.chat = endpoint == .chat
-        // `top_logprobs` for chat, `logprobs` (a count) for text completions.
-        let alternatives = max(body["top_logprobs"]?.integerValue ?? 0, body["logprobs"]?.integerValue ?? 0)
+        // `top_logprobs` for chat, `logprobs` (a count) for text completions, llama-server's own `n_probs`.
+        let alternatives = ["top_logprobs", "logprobs", "n_probs"].compactMap { body[$0]?.integerValue }.max() ?? 0
         self.bytesPerEvent = Self.eventBytes + Int(clamping: min(max(0, alternatives), 1 << 10)) * Self.alternativeBytes
     }
 
