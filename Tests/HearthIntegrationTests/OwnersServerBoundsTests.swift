@@ -20,16 +20,18 @@ import Testing
         try await Cluster.with(label: "backend-endless") { cluster in
             let node = try await cluster.startNode("endless", serving: BackendTests.backend(fake.baseURL, name: "smollm2-hearth:latest"))
             try await cluster.waitForReadyNodes(1)
-            let before = residentBytes(of: node.pid)
+            let before = (resident: residentBytes(of: node.pid), read: Self.bytesRead(by: node.pid))
             let answer = try await HTTP.post(cluster.url + "/v1/chat/completions", json: BackendTests.streamed(BackendTests.question))
             #expect(answer.status == 502 || answer.text.contains("upstream_failed"), "\(answer.status) \(answer.text.prefix(300))")
             #expect(answer.text.utf8.count < 4096, "the endless event reached the client")
-            // The server's writes stop once the node drops its request (`steadyFlood` fails if they never do). What
-            // it counts as sent is what its own writer took, at memory speed while the test process is busy (up to
-            // 335 MiB in a full run beside stress-ng), so the node's memory is the measure of what it kept.
-            let sent = try await BackendTests.steadyFlood(fake, "the server's request to be dropped")
-            #expect(fake.requests.count == 1, "the server was asked \(fake.requests.count) times (\(sent >> 20) MiB)")
-            let grown = residentBytes(of: node.pid) - before
+            // What the node read of it (its sockets' bytes, `/proc/<pid>/io`), once the server has stopped sending:
+            // what the server counts as sent includes what its own writer took, which on a busy machine can be all of
+            // it, so it is not the measure.
+            let sent = try await Self.steady(fake)
+            let read = Self.bytesRead(by: node.pid) - before.read
+            #expect(read < 64 << 20, "the node read \(read >> 20) MiB (the server sent \(sent >> 20) MiB)")
+            #expect(fake.requests.count == 1, "the server was asked \(fake.requests.count) times")
+            let grown = residentBytes(of: node.pid) - before.resident
             #expect(grown < Double(32 << 20), "the node grew by \(Int(grown) >> 20) MiB")
             _ = try await eventually("the node to say why") { () -> Bool? in
                 (node.output + [node.errorOutput]).contains { $0.contains("without its end") } ? true : nil
@@ -61,6 +63,27 @@ import Testing
             let requestID = try #require(answer.headers.first(name: "x-request-id"))
             let entry = try await BackendTests.ledgerEntry(cluster, requestID)
             #expect((entry["completion_tokens"]?.integerValue ?? 99) <= 16, "\(entry)")
+        }
+    }
+
+    /// The bytes `pid` has read through system calls (`rchar` of `/proc/<pid>/io`), 0 when it cannot be read.
+    static func bytesRead(by pid: Int32) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/io", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("rchar:") })
+        else { return 0 }
+        return Int(line.dropFirst("rchar:".count).trimmingCharacters(in: .whitespaces)) ?? 0
+    }
+
+    /// The bytes a flooding server has sent once they stop growing for a second (all of them, when it sent its whole
+    /// flood).
+    static func steady(_ fake: FakeOpenAIServer) async throws -> Int {
+        var last = -1
+        var steady = 0
+        return try await eventually("the server to stop sending", within: .seconds(60), every: .milliseconds(250)) { () -> Int? in
+            let now = fake.floodedBytes
+            steady = now == last && now > 0 ? steady + 1 : 0
+            last = now
+            return steady >= 4 || now >= FakeOpenAIServer.floodLimit ? now : nil
         }
     }
 }
