@@ -101,4 +101,18 @@ struct StreamTokenCountTests {
         count.observe(Self.event(#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":2}}"#))
         #expect(count.events == 3 && count.counted == TokenUsage(promptTokens: 12, completionTokens: 2))
     }
+
+    /// A comment event (a keep-alive some servers and proxies send while a prompt is read) is no token: counted, it
+    /// was charged as one, and a stream of them would be cut at `max_tokens` before its answer began.
+    @Test func commentsAreNotCounted() {
+        var count = StreamTokenCount()
+        for _ in 0..<50 { count.observe(Array(": OPENROUTER PROCESSING\n\n".utf8)) }
+        count.observe(Array(": ping\r\n\r\n".utf8))
+        #expect(count.events == 0 && count.counted == nil)
+        count.observe(Array(": hearth-token 12 clean\ndata: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n".utf8))
+        count.observe(Self.event(#"{"choices":[{"delta":{"content":"b"}}]}"#))
+        #expect(count.events == 2)
+        #expect(StreamEvent.carriesData(Array("event: message\ndata: {}\n\n".utf8)))
+        #expect(!StreamEvent.carriesData(Array(": a comment that says data: here\n\n".utf8)))
+    }
 }

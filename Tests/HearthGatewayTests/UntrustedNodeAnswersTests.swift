@@ -61,6 +61,27 @@ struct UntrustedNodeAnswersTests {
         #expect(transport.cancelled == [row.requestID], "the node was asked to stop")
     }
 
+    /// Keep-alive comments (as some servers and proxies send while a prompt is read) are not tokens: a stream with more
+    /// of them than `max_tokens` is relayed whole.
+    @Test func keepAliveCommentsDoNotCountAsTokens() async throws {
+        let pings = Array(repeating: ": PROCESSING\n\n", count: 30)
+        let events =
+            [Self.role] + pings + (0..<8).map { Self.chatEvent("w\($0) ") } + [
+                #"data: {"id":"chatcmpl-1","created":42,"choices":[{"finish_reason":"length","index":0,"delta":{}}],"object":"chat.completion.chunk"}"#
+                    + "\n\n", "data: [DONE]\n\n",
+            ]
+        let (gateway, _) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: events)])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(streamingChat(maxTokens: 8))) { response in
+                #expect(HTTP.streamedText(String(buffer: response.body)) == (0..<8).map { "w\($0) " }.joined())
+            }
+        }
+        await gateway.settled()
+        let row = try #require(try await gateway.database.recentUsage().first)
+        #expect(row.status == "ok" && row.completionTokens == 8, "\(row)")
+    }
+
     /// Events far larger than an engine's (each under the splitter's bound) are cut like tokens past `max_tokens`: a
     /// client that asked for 8 tokens does not download megabytes, and pays for what it saw. Events as large as the
     /// log-probabilities the client asked for make are not.

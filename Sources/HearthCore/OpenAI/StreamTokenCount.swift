@@ -33,6 +33,15 @@ package enum StreamEvent: Sendable, Equatable {
         }
     }
 
+    /// Whether an event has a `data:` line (one of only comments has none).
+    package static func carriesData(_ event: some Collection<UInt8>) -> Bool {
+        ByteSearch.withBytes(of: event) { bytes in
+            let prefix: StaticString = "data:"
+            if bytes.count >= prefix.utf8CodeUnitCount, ByteSearch.firstIndex(of: prefix, in: bytes) == 0 { return true }
+            return ByteSearch.firstIndex(of: "\ndata:", in: bytes) != nil
+        }
+    }
+
     /// Whether `"usage"` is followed by an object, whatever the spaces between.
     private static func hasUsageObject(_ bytes: UnsafeRawBufferPointer) -> Bool {
         firstValue(of: #""usage""#, in: bytes) { bytes[$0] == UInt8(ascii: "{") ? true : nil } ?? false
@@ -83,6 +92,9 @@ package struct StreamTokenCount: Sendable, Equatable {
             if !usageOnly { events += 1 }
         case .done: break
         case .other:
+            // A comment (`: ping`, a keep-alive some servers and proxies send while a prompt is read) is no event of
+            // the answer: counted, it would be charged as a token, and cut a stream at `max_tokens` early.
+            guard StreamEvent.carriesData(event) else { return kind }
             events += 1
             if promptFromTimings == nil { promptFromTimings = EngineTimings.promptTokens(in: event) }
         }
