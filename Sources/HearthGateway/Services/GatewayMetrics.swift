@@ -95,6 +95,11 @@ package final class GatewayMetrics: Sendable {
             .increment()
     }
 
+    /// A spot check waited for a checker to be free (all were busy or loading).
+    func spotCheckWaited() {
+        registry.makeCounter(name: "hearth_spot_check_waits_total", help: "Spot checks that waited for a free checker").increment()
+    }
+
     /// A stream whose node broke was continued on another node.
     func continued() {
         registry.makeCounter(name: "hearth_stream_continuations_total", help: "Streams continued on another node after theirs broke").increment()

@@ -18,7 +18,7 @@ final class SpotChecker: Sendable {
     let database: GatewayDatabase
     let metrics: GatewayMetrics
     let logger: Logger
-    /// Checks under way, and every check's task (so that shutdown and tests can wait for them).
+    /// Checks under way (at most `maxConcurrent`; one waiting for a free checker counts).
     private let running = Mutex(0)
     static let maxConcurrent = 2
 
@@ -82,7 +82,7 @@ final class SpotChecker: Sendable {
         var excluded = uncheckingNodes(for: answer.sha256).union([answer.node])
         let first: (checker: NodeID, verdict: SpotCheck.Verdict?)
         do {
-            first = try await score(answer, excluding: excluded)
+            first = try await scoreOnceACheckerIsFree(answer, excluding: excluded)
         } catch {
             await conclude(answer, checker: "-", verdict: nil, inconclusive: "\(error)")
             return
@@ -126,6 +126,28 @@ final class SpotChecker: Sendable {
         }
         return Set(nodes.map(\.id))
     }
+
+    /// `score`, asked again after a while when no checker can take it yet (each busy or loading: the dispatcher's
+    /// refusal then says when to come back), `checkerWaits` times at most. A check is background work; without the
+    /// wait, a small network's one checker, busy with the answer's neighbours, passed over a new node's first answers,
+    /// the ones every node has checked.
+    private func scoreOnceACheckerIsFree(
+        _ answer: Answer,
+        excluding: Set<NodeID>
+    ) async throws -> (checker: NodeID, verdict: SpotCheck.Verdict?) {
+        for wait in Self.checkerWaits {
+            do {
+                return try await score(answer, excluding: excluding)
+            } catch let refusal as DispatchFailure where refusal.retryAfter != nil {
+                metrics.spotCheckWaited()
+                try await Task.sleep(for: wait)
+            }
+        }
+        return try await score(answer, excluding: excluding)
+    }
+
+    /// The waits between tries while no checker is free: about 15 s in all.
+    static let checkerWaits: [Duration] = [.seconds(1), .seconds(2), .seconds(4), .seconds(8)]
 
     /// One checker's verdict on the answer: `nil` when its answer did not follow the claimed tokens or text.
     /// - Throws: when no node other than `excluding` serves the same file, or the checker broke off.
