@@ -38,9 +38,10 @@ struct SpotCheckerTests {
             func metrics() async throws -> String {
                 try await client.execute(uri: "/metrics", method: .get) { String(buffer: $0.body) }
             }
-            // The check found no free checker, and waits.
+            // The check found no free checker, and waits (once or more by the time this looks).
             _ = try await eventually("the check to wait for a checker") { () -> Bool? in
-                try await metrics().contains("hearth_spot_check_waits_total 1") ? true : nil
+                let line = try await metrics().split(separator: "\n").first { $0.hasPrefix("hearth_spot_check_waits_total ") }
+                return (line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0) >= 1 ? true : nil
             }
             #expect(!transport.requests.contains { $0.node == nodeB })
             announce(gateway, announcement(nodeB))
