@@ -127,8 +127,8 @@ final class SpotChecker: Sendable {
         return Set(nodes.map(\.id))
     }
 
-    /// `score`, asked again after a while when no checker can take it yet (each busy or loading: the dispatcher's
-    /// refusal then says when to come back), `checkerWaits` times at most. A check is background work; without the
+    /// `score`, asked again after a while when no checker can take it yet (each busy, loading or failing: the
+    /// dispatcher's refusal then says when to come back), `checkerWaits` times at most. A check is background work; without the
     /// wait, a small network's one checker, busy with the answer's neighbours, passed over a new node's first answers,
     /// the ones every node has checked.
     private func scoreOnceACheckerIsFree(
