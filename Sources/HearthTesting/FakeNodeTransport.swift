@@ -146,24 +146,20 @@ package final class FakeNodeTransport: NodeTransport {
 
     package struct FakeNodeError: Error {}
 
+    /// The role chunk a chat stream starts with (`id` `chatcmpl-1`, `created` 42).
+    package static let roleEvent =
+        #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"object":"chat.completion.chunk"}"#
+        + "\n\n"
+
+    /// A chat chunk with `text`, unmarked (as a node that strips its marks would send it).
+    package static func chatEvent(_ text: String) -> String {
+        #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"content":"\#(text)"}}],"object":"chat.completion.chunk"}"# + "\n\n"
+    }
+
     /// Chat events as a node marks them (`TokenMark`): each piece's event preceded by its token's comment line.
     /// `first` adds the role chunk a stream starts with (a continuation has none).
     package static func markedChatEvents(_ pieces: [(text: String, token: Int32)], first: Bool) -> [String] {
-        var events: [String] = []
-        if first {
-            events.append(
-                #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"object":"chat.completion.chunk"}"#
-                    + "\n\n"
-            )
-        }
-        for piece in pieces {
-            events.append(
-                TokenMark(token: piece.token, kind: .clean).line
-                    + #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"content":"\#(piece.text)"}}],"object":"chat.completion.chunk"}"#
-                    + "\n\n"
-            )
-        }
-        return events
+        (first ? [roleEvent] : []) + pieces.map { TokenMark(token: $0.token, kind: .clean).line + chatEvent($0.text) }
     }
 
     /// A streamed chat answer in llama-server's format: a role chunk, one chunk per piece, a finish chunk, the usage

@@ -15,14 +15,6 @@ import Testing
 /// quota empty for 87 hours), `completion_tokens: -5` crashed the gateway, and an empty 200 was passed on as an
 /// answer. FAKE node transport: the node here is the attacker, scripted.
 struct UntrustedNodeAnswersTests {
-    static func chatEvent(_ text: String) -> String {
-        #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"content":"\#(text)"}}],"object":"chat.completion.chunk"}"# + "\n\n"
-    }
-
-    static let role =
-        #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"role":"assistant","content":null}}],"object":"chat.completion.chunk"}"#
-        + "\n\n"
-
     func streamingChat(maxTokens: Int) -> JSONValue {
         var body = chatBody
         body["stream"] = true
@@ -37,7 +29,10 @@ struct UntrustedNodeAnswersTests {
     @Test(arguments: [true, false])
     func aStreamPastMaxTokensIsCutThereAndChargedNoMore(marked: Bool) async throws {
         let pieces = (0..<200).map { (text: "w\($0) ", token: Int32(100 + $0)) }
-        let events = marked ? FakeNodeTransport.markedChatEvents(pieces, first: true) : [Self.role] + pieces.map { Self.chatEvent($0.text) }
+        let events =
+            marked
+            ? FakeNodeTransport.markedChatEvents(pieces, first: true)
+            : [FakeNodeTransport.roleEvent] + pieces.map { FakeNodeTransport.chatEvent($0.text) }
         let (gateway, transport) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: events)])
         try await gateway.application.test(.router) { client in
             announce(gateway, announcement(nodeA))
@@ -66,7 +61,7 @@ struct UntrustedNodeAnswersTests {
     @Test func keepAliveCommentsDoNotCountAsTokens() async throws {
         let pings = Array(repeating: ": PROCESSING\n\n", count: 30)
         let events =
-            [Self.role] + pings + (0..<8).map { Self.chatEvent("w\($0) ") } + [
+            [FakeNodeTransport.roleEvent] + pings + (0..<8).map { FakeNodeTransport.chatEvent("w\($0) ") } + [
                 #"data: {"id":"chatcmpl-1","created":42,"choices":[{"finish_reason":"length","index":0,"delta":{}}],"object":"chat.completion.chunk"}"#
                     + "\n\n", "data: [DONE]\n\n",
             ]
@@ -87,7 +82,7 @@ struct UntrustedNodeAnswersTests {
     /// log-probabilities the client asked for make are not.
     @Test func aStreamOfOversizedEventsIsCutAndOneWithTheAskedLogprobsIsNot() async throws {
         let huge = String(repeating: "x", count: 200 << 10)
-        let oversized = [Self.role] + (0..<5).map { _ in Self.chatEvent(huge) }
+        let oversized = [FakeNodeTransport.roleEvent] + (0..<5).map { _ in FakeNodeTransport.chatEvent(huge) }
         let (gateway, _) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: oversized)])
         try await gateway.application.test(.router) { client in
             announce(gateway, announcement(nodeA))
@@ -108,7 +103,7 @@ struct UntrustedNodeAnswersTests {
             #"{"content":[{"id":1,"token":"w","bytes":[119],"logprob":-0.5,"top_logprobs":["#
             + Array(repeating: alternative, count: 100).joined(separator: ",") + "]}]}"
         let rich =
-            [Self.role]
+            [FakeNodeTransport.roleEvent]
             + (0..<8).map { _ in
                 #"data: {"id":"chatcmpl-1","created":42,"choices":[{"index":0,"delta":{"content":"w"},"logprobs":\#(logprobs)}],"object":"chat.completion.chunk"}"#
                     + "\n\n"
@@ -197,7 +192,7 @@ struct UntrustedNodeAnswersTests {
     /// broke, instead of the gateway reading on for as long as the node sends.
     @Test func anEventThatNeverEndsBreaksTheStream() async throws {
         let endless =
-            [Self.role, #"data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":""#]
+            [FakeNodeTransport.roleEvent, #"data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"content":""#]
             + Array(repeating: String(repeating: "a", count: 64 << 10), count: 48)
         let (gateway, _) = try await makeGateway([nodeA: .respond(status: 200, contentType: "text/event-stream", chunks: endless)])
         try await gateway.application.test(.router) { client in

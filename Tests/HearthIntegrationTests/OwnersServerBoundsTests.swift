@@ -27,7 +27,7 @@ import Testing
             // What the node read of it (its sockets' bytes, `/proc/<pid>/io`), once the server has stopped sending:
             // what the server counts as sent includes what its own writer took, which on a busy machine can be all of
             // it, so it is not the measure.
-            let sent = try await Self.steady(fake)
+            let sent = try await BackendTests.steadyFlood(fake, "the server to stop sending", wholeFloodEnds: true)
             let read = Self.bytesRead(by: node.pid) - before.read
             #expect(read < 64 << 20, "the node read \(read >> 20) MiB (the server sent \(sent >> 20) MiB)")
             #expect(fake.requests.count == 1, "the server was asked \(fake.requests.count) times")
@@ -74,16 +74,4 @@ import Testing
         return Int(line.dropFirst("rchar:".count).trimmingCharacters(in: .whitespaces)) ?? 0
     }
 
-    /// The bytes a flooding server has sent once they stop growing for a second (all of them, when it sent its whole
-    /// flood).
-    static func steady(_ fake: FakeOpenAIServer) async throws -> Int {
-        var last = -1
-        var steady = 0
-        return try await eventually("the server to stop sending", within: .seconds(60), every: .milliseconds(250)) { () -> Int? in
-            let now = fake.floodedBytes
-            steady = now == last && now > 0 ? steady + 1 : 0
-            last = now
-            return steady >= 4 || now >= FakeOpenAIServer.floodLimit ? now : nil
-        }
-    }
 }
