@@ -122,6 +122,20 @@ struct ReceiptTests {
         #expect(bounds.clamped(TokenUsage(promptTokens: -7, completionTokens: -5)) == TokenUsage(promptTokens: 0, completionTokens: 0))
     }
 
+    /// The bytes an answer may take follow from its tokens: the request's own, and 8 KiB for each event (each token and
+    /// the two beside them), 512 more for each log-probability alternative asked for; no request's numbers overflow.
+    @Test func anAnswersBytesAreBoundedByItsTokens() {
+        #expect(UsageBounds(requestBytes: 120, maxTokens: 8).answerBytes == 120 + 10 * 8_192)
+        let logprobs: JSONValue = ["max_tokens": 8, "logprobs": true, "top_logprobs": 20]
+        #expect(UsageBounds.alternatives(in: logprobs) == 20)
+        #expect(UsageBounds.alternatives(in: ["prompt": "a", "logprobs": 5, "n_probs": 7]) == 7)
+        #expect(UsageBounds.alternatives(in: ["prompt": "a"]) == 0)
+        #expect(UsageBounds(requestBytes: 0, maxTokens: 8, alternatives: 20).answerBytes == 10 * (8_192 + 20 * 512))
+        let most = UsageBounds(requestBytes: .max, maxTokens: .max, alternatives: .max)
+        #expect(most.answerBytes == (1 << 40) + ((1 << 40) + 2) * (8_192 + 1_024 * 512))
+        #expect(UsageBounds(requestBytes: -1, maxTokens: -1, alternatives: -1).answerBytes == 2 * 8_192)
+    }
+
     /// A usage report no engine can make is no report: before, a node's `completion_tokens: -5` reached a metrics
     /// counter, which traps on a negative step, and took the gateway down; two counts near `Int.max` overflowed a sum.
     @Test func implausibleUsageIsNoReport() throws {

@@ -221,6 +221,38 @@ struct UntrustedNodeAnswersTests {
         }
     }
 
+    /// A whole answer longer than its tokens can make (`UsageBounds.answerBytes`) is a broken one, a 502 once no other
+    /// node can give it, and is not held whole: the same bytes answer a request that allowed that many more tokens.
+    @Test func aWholeAnswerLongerThanItsTokensCanMakeIsNotHeld() async throws {
+        let text = String(repeating: "w", count: 200 << 10)
+        let answer =
+            #"{"id":"chatcmpl-1","object":"chat.completion","created":42,"choices":[{"index":0,"message":{"role":"assistant","content":"\#(text)"},"finish_reason":"length"}],"usage":{"prompt_tokens":5,"completion_tokens":8,"total_tokens":13}}"#
+        let bytes = Array(answer.utf8)
+        let chunks = stride(from: 0, to: bytes.count, by: 16 << 10).map {
+            String(decoding: bytes[$0..<min($0 + (16 << 10), bytes.count)], as: UTF8.self)
+        }
+        for (maxTokens, answered) in [(8, false), (64, true)] {
+            let (gateway, _) = try await makeGateway([nodeA: .respond(status: 200, contentType: "application/json", chunks: chunks)])
+            var asked = chatBody
+            asked["max_tokens"] = .integer(Int64(maxTokens))
+            let body = asked
+            try await gateway.application.test(.router) { client in
+                announce(gateway, announcement(nodeA))
+                try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(body)) { response in
+                    if answered {
+                        #expect(response.status == .ok)
+                        #expect(response.body.readableBytes == bytes.count)
+                    } else {
+                        #expect(response.status == .badGateway, "max_tokens \(maxTokens)")
+                        #expect(String(buffer: response.body).contains("upstream_failed"))
+                    }
+                }
+            }
+            await gateway.settled()
+            #expect(try await gateway.database.recentUsage().first?.status == (answered ? "ok" : "upstream_error"))
+        }
+    }
+
     /// A continuation's prefill is added to the part's counts: a node's header with a count no engine can make is none.
     @Test func aPrefillNoEngineCanMakeIsNone() {
         #expect(NodeLinks.prefill("3") == 3)

@@ -38,17 +38,44 @@ package struct TokenUsage: Codable, Sendable, Equatable {
 /// template adds (role markers, a default system prompt), and a completion at most its `max_tokens`. A node's report
 /// above them is charged and credited no further (`ServedRequest.finish`, `Receipt.problem`): without them a node, or
 /// the owner's server behind it, could charge a client for a million tokens it never asked for, or credit itself.
+/// The bytes an answer may take follow from the same count (`answerBytes`).
 package struct UsageBounds: Sendable, Equatable {
     package var promptTokens: Int
     package var completionTokens: Int
+    /// The most bytes an honest answer takes: the request's own (a server may repeat its prompt, as llama-server's
+    /// `verbose` does), and for each token it may make and the two events beside them (role, finish) `eventBytes`, and
+    /// `alternativeBytes` more for each log-probability alternative the request asked for. A stream past it is cut
+    /// like one past `max_tokens` (`ContinuingStream`), a whole answer past it is a broken one: a node could otherwise
+    /// send a megabyte an event to a client that asked for a few tokens, or make the gateway hold a whole answer of
+    /// tens of megabytes for each of them.
+    package var answerBytes: Int
 
     /// What a chat template may add to the request's own bytes: the catalog's templates add a few tokens a message
     /// and at most a short default system prompt (Qwen 2.5's and Llama 3.2's are 20 to 30 tokens).
     package static let templateTokens = 256
+    /// Events of a stream beside its tokens: the first (the role) and the last (the finish reason). llama-server's
+    /// chat stream of N tokens is N + 2 events, its text completion's N + 1.
+    package static let eventsBesideTokens = 2
+    /// The bytes an event (or a token of a whole answer) takes at most on average: llama-server's are a few hundred.
+    package static let eventBytes = 8 << 10
+    /// One log-probability alternative (id, token, its bytes, log-probability) is about 100 bytes.
+    package static let alternativeBytes = 512
 
-    package init(requestBytes: Int, maxTokens: Int) {
-        promptTokens = max(0, requestBytes) + Self.templateTokens
+    /// - Parameter alternatives: the log-probability alternatives asked for each token (`alternatives(in:)`).
+    package init(requestBytes: Int, maxTokens: Int, alternatives: Int = 0) {
+        // Each number at most 2^40 (an event's bytes 2^19): no sum or product here can overflow.
+        let requestBytes = min(max(0, requestBytes), 1 << 40)
+        promptTokens = requestBytes + Self.templateTokens
         completionTokens = max(0, maxTokens)
+        let events = min(completionTokens, 1 << 40) + Self.eventsBesideTokens
+        let eventBytes = Self.eventBytes + min(max(0, alternatives), 1 << 10) * Self.alternativeBytes
+        answerBytes = requestBytes + events * eventBytes
+    }
+
+    /// The log-probability alternatives a completion request asks for each token: `top_logprobs` for chat,
+    /// `logprobs` (a count) for text completions, llama-server's own `n_probs`.
+    package static func alternatives(in body: JSONValue) -> Int {
+        ["top_logprobs", "logprobs", "n_probs"].compactMap { body[$0]?.integerValue }.map { Int(clamping: $0) }.max() ?? 0
     }
 
     /// `usage` within the bounds.

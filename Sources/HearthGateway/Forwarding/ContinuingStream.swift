@@ -53,11 +53,8 @@ struct ContinuingStream {
     private let chat: Bool
     /// The node's stream went on past the client's `max_tokens` and was cut there (see `next`).
     private var overran = false
-    /// The bytes of the current part's events so far, held to `bytesPerEvent` an event.
+    /// The bytes of the current part's events so far, held to its `UsageBounds.answerBytes`.
     private var partBytes = 0
-    /// The most bytes an event may take on average (`eventBytes`, and `alternativeBytes` for each log-probability
-    /// alternative the client asked for).
-    private let bytesPerEvent: Int
 
     init(_ served: ServedRequest, endpoint: CompletionEndpoint, body: JSONValue, maxContinuations: Int) {
         self.served = served
@@ -66,9 +63,6 @@ struct ContinuingStream {
         self.maxContinuations = maxContinuations
         self.tried = [served.node]
         self.chat = endpoint == .chat
-        // `top_logprobs` for chat, `logprobs` (a count) for text completions, llama-server's own `n_probs`.
-        let alternatives = ["top_logprobs", "logprobs", "n_probs"].compactMap { body[$0]?.integerValue }.max() ?? 0
-        self.bytesPerEvent = Self.eventBytes + Int(clamping: min(max(0, alternatives), 1 << 10)) * Self.alternativeBytes
     }
 
     /// The node serving the current part.
@@ -120,8 +114,8 @@ struct ContinuingStream {
             // At most 2^40 (the ceiling is the operator's to set), so that the limits below cannot overflow.
             let allowed = min(served.upstream.bounds.completionTokens, 1 << 40)
             partBytes += event.readableBytes
-            let events = allowed + Self.eventsBesideTokens
-            if !finished, generation.tokens > allowed || tally.events > events || partBytes > events * bytesPerEvent {
+            let events = allowed + UsageBounds.eventsBesideTokens
+            if !finished, generation.tokens > allowed || tally.events > events || partBytes > served.upstream.bounds.answerBytes {
                 // Past `max_tokens` (or the bytes as many events may take): the owner's server behind the node ignored
                 // it, or the node lies. The client gets the answer as an engine would have ended it and pays for no
                 // more; the node is stopped at `finish`.
@@ -301,18 +295,6 @@ struct ContinuingStream {
     private static func text(of event: ByteBuffer) -> String? {
         SSEFraming.payloadBytes(of: event.readableBytesView)?.withUnsafeBufferPointer { CompletionChunk.firstText(in: $0) }
     }
-
-    /// Events of a stream beside its tokens: the first (the role) and the last (the finish reason). A node's stream with
-    /// more than `max_tokens` and these went past what the client allowed, even with its marks (which count its
-    /// tokens exactly) stripped.
-    static let eventsBesideTokens = 2
-
-    /// The bytes an event takes at most on average, and more for each log-probability alternative asked for (one is
-    /// about 100 bytes: id, token, its bytes, log-probability). llama-server's events are a few hundred bytes. A node's
-    /// stream past them for its count of events is cut like one past `max_tokens`: a node could otherwise send a
-    /// megabyte an event (the splitter's bound) to a client that asked for a few tokens.
-    static let eventBytes = 8 << 10
-    static let alternativeBytes = 512
 
     /// The end of an answer whose `max_tokens` was all relayed (when its node broke, or went past it): the finish chunk
     /// (`length`), the usage chunk (passed to the client only if it asked for usage, like any other) and `[DONE]`. The

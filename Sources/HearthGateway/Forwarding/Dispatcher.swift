@@ -186,7 +186,11 @@ package struct Dispatcher: Sendable {
                     pool: pool,
                     poolPlan: pool.flatMap { pools?.currentPlan(of: $0) },
                     maxTokens: Int(body["max_tokens"]?.integerValue ?? 0),
-                    bounds: UsageBounds(requestBytes: bytes.readableBytes, maxTokens: Int(clamping: body["max_tokens"]?.integerValue ?? 0)),
+                    bounds: UsageBounds(
+                        requestBytes: bytes.readableBytes,
+                        maxTokens: Int(clamping: body["max_tokens"]?.integerValue ?? 0),
+                        alternatives: UsageBounds.alternatives(in: body)
+                    ),
                     degradedFrom: degradedFrom,
                     streamed: body["stream"]?.boolValue == true,
                     response: response,

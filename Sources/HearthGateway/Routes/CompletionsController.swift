@@ -106,6 +106,9 @@ struct CompletionsController {
         )
     }
 
+    /// The most a whole answer may take whatever it asked for, as a node's own limit for its engine's answer.
+    static let wholeAnswerLimit = 64 << 20
+
     /// A request that does not stream: the client sees nothing until the whole answer is in, so when the node breaks
     /// off, the request is asked again of another node (as part `<id>.<n>`, at most `--max-continuations` times), and
     /// the client just gets its answer later.
@@ -116,7 +119,11 @@ struct CompletionsController {
         while true {
             var answer = served.upstream.firstChunk ?? ByteBuffer()
             do {
-                var rest = try await served.upstream.response.body.collect(upTo: 64 << 20)
+                // An answer longer than its tokens can make (`UsageBounds.answerBytes`) is no honest answer: it is
+                // broken off there rather than held whole.
+                let limit = min(served.upstream.bounds.answerBytes, Self.wholeAnswerLimit) - answer.readableBytes
+                guard limit >= 0 else { throw NodeTransportError.responseTooLarge }
+                var rest = try await served.upstream.response.body.collect(upTo: limit)
                 answer.writeBuffer(&rest)
                 // A 200 that is no completion (empty when the node's engine broke off mid-answer; anything a node
                 // may send) is a broken answer too: never passed on as the client's answer.
