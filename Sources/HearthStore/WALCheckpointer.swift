@@ -23,7 +23,12 @@ final class WALCheckpointer: Sendable {
     private let state = Mutex(State())
 
     private struct State {
+        /// A checkpoint is waiting for its delay or running.
         var scheduled = false
+        /// The scheduled one has begun: a commit from now on asks for the next, which follows it.
+        var running = false
+        /// A commit came while one ran.
+        var again = false
         var runs = 0
     }
 
@@ -36,31 +41,39 @@ final class WALCheckpointer: Sendable {
         self.limitFrames = limitFrames
     }
 
-    /// Checkpoints run so far (for tests).
+    /// Checkpoints run so far, each with its restart when one was due (for tests).
     var runs: Int { state.withLock { $0.runs } }
 
-    /// Something was committed: a checkpoint follows within `delay`.
+    /// Something was committed: a checkpoint follows within `delay`. One runs at a time: a restart on the writer while
+    /// the next passive copy ran on this connection would find the log busy and be skipped (the log then grew past
+    /// its limit by what was written before the next one).
     func wrote() {
         let start = state.withLock { state -> Bool in
+            if state.running { state.again = true }
             defer { state.scheduled = true }
             return !state.scheduled
         }
         guard start else { return }
         Task {
             try? await Task.sleep(for: delay)
-            // Cleared first: a commit from now on asks for the next checkpoint.
-            state.withLock { $0.scheduled = false }
+            state.withLock { $0.running = true }
             await checkpoint()
+            // What was committed while it ran asks for the next one.
+            let again = state.withLock { state -> Bool in
+                defer { (state.scheduled, state.running, state.again) = (false, false, false) }
+                return state.again
+            }
+            if again { wrote() }
         }
     }
 
     private func checkpoint() async {
         do {
             let (frames, _) = try await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
-            state.withLock { $0.runs += 1 }
             if frames >= limitFrames {
                 _ = try await writer.writeWithoutTransaction { db in try db.checkpoint(.restart) }
             }
+            state.withLock { $0.runs += 1 }
         } catch {
             // A busy or closed database: the next write asks again.
         }
