@@ -125,7 +125,11 @@ enum ProxyBench {
             perRequest[target.name] = await wholeAtCeiling(http, target, settings: settings)
         }
         var held: [String: Load] = [:]
+        // What a stream adds is counted from just before they open: the loads above leave the processes larger than
+        // idle (SQLite's cache, the allocator's free lists), which no open stream holds.
+        var beforeHeld = (gateway: 0.0, node: 0.0)
         for target in [nginx, hearth.target] {
+            if target.name == hearth.target.name { beforeHeld = (residentBytes(of: hearth.gateway), residentBytes(of: hearth.node)) }
             held[target.name] = await heldStreams(http, target, count: settings.streams, seconds: settings.streamSeconds)
         }
         // Then more at once, count by count, each proxy until it fails to hold them: where it breaks.
@@ -152,6 +156,7 @@ enum ProxyBench {
             ramp: ramp,
             hearth: (hearth.gateway, hearth.node),
             idle: (gatewayIdleRSS, nodeIdleRSS),
+            beforeHeld: beforeHeld,
             idlePrivate: idlePrivate,
             litellmMissing: litellm == nil,
             engine: engine

@@ -12,6 +12,7 @@ extension ProxyBench {
         ramp: [String: [(count: Int, load: Load)]],
         hearth: (gateway: Int32, node: Int32),
         idle: (gateway: Double, node: Double),
+        beforeHeld: (gateway: Double, node: Double),
         idlePrivate: (gateway: Double, node: Double),
         litellmMissing: Bool,
         engine: ProxyEngineBench.Outcome?
@@ -99,16 +100,17 @@ extension ProxyBench {
             if let error = load.firstError { text += "\n\(name)'s first error: `\(error.prefix(200))`\n\n" }
         }
         let hearthHeld = held["Hearth"] ?? Load()
-        let idleBoth = idle.gateway + idle.node
-        let perStream = (hearthHeld.peakRSS - idleBoth) / Double(max(1, settings.streams))
-        // The goal is the gateway's: each process's own peak over its own idle figure.
-        func extraPerStream(_ process: Int32, idle: Double) -> Double {
-            ((hearthHeld.peakRSSByProcess[process] ?? idle) - idle) / Double(max(1, settings.streams))
+        let beforeBoth = beforeHeld.gateway + beforeHeld.node
+        let perStream = (hearthHeld.peakRSS - beforeBoth) / Double(max(1, settings.streams))
+        // The goal is the gateway's: each process's own peak over its own figure just before the streams opened.
+        func extraPerStream(_ process: Int32, before: Double) -> Double {
+            ((hearthHeld.peakRSSByProcess[process] ?? before) - before) / Double(max(1, settings.streams))
         }
-        let gatewayPerStream = extraPerStream(hearth.gateway, idle: idle.gateway)
-        let nodePerStream = extraPerStream(hearth.node, idle: idle.node)
+        let gatewayPerStream = extraPerStream(hearth.gateway, before: beforeHeld.gateway)
+        let nodePerStream = extraPerStream(hearth.node, before: beforeHeld.node)
+        let gatewayOverIdle = extraPerStream(hearth.gateway, before: idle.gateway)
         text +=
-            "\nHearth idle: gateway \(format(idle.gateway / 1_048_576, 1)) MiB, node \(format(idle.node / 1_048_576, 1)) MiB; extra per open stream: gateway \(format(gatewayPerStream / 1024, 1)) KiB, node \(format(nodePerStream / 1024, 1)) KiB, together (their summed peak) \(format(perStream / 1024, 1)) KiB.\n"
+            "\nHearth idle: gateway \(format(idle.gateway / 1_048_576, 1)) MiB, node \(format(idle.node / 1_048_576, 1)) MiB; just before the streams opened (after the loads above): gateway \(format(beforeHeld.gateway / 1_048_576, 1)) MiB, node \(format(beforeHeld.node / 1_048_576, 1)) MiB; counted from there, extra per open stream: gateway \(format(gatewayPerStream / 1024, 1)) KiB, node \(format(nodePerStream / 1024, 1)) KiB, together (their summed peak) \(format(perStream / 1024, 1)) KiB (the gateway's over its idle figure: \(format(gatewayOverIdle / 1024, 1)) KiB).\n"
         text += """
 
             Of the idle figures, the processes' own memory (`RssAnon`: heap, stacks, task slabs) is \(format(idlePrivate.gateway / 1_048_576, 1)) MiB
