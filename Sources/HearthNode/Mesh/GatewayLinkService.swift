@@ -141,7 +141,11 @@ struct GatewayLinkService: Service {
                 drainStarted = started
                 // The gateway must have seen "draining" (its pending poll answers at once) before the link goes.
                 let told = status.drainingReported || clock.now - started >= .seconds(2)
-                let idle = told && status.load.inFlight == 0
+                // Nothing in flight, and every answer's last part written: an engine's request leaves the load when
+                // it ends, before its stream's trailers (the receipt, a handover) are written, and a link closed in
+                // between lost them (the gateway saw the stream break, and no receipt).
+                let answered = status.load.inFlight == 0 && inFlight.isEmpty
+                let idle = told && answered
                 if idle {
                     channel.close(promise: nil)
                     return
@@ -154,7 +158,7 @@ struct GatewayLinkService: Service {
                         handedOverAt = clock.now
                         continue
                     }
-                    if status.load.inFlight == 0 || clock.now - (handedOverAt ?? started) >= .seconds(5) || handedOverAt == nil {
+                    if answered || clock.now - (handedOverAt ?? started) >= .seconds(5) || handedOverAt == nil {
                         channel.close(promise: nil)
                         return
                     }

@@ -18,6 +18,10 @@ final class InFlightRequests: Sendable {
         }
     }
 
+    /// No request is open. A stream's stays open until its last part (the trailers with its receipt) is written,
+    /// after its engine's request has ended and left the node's load.
+    var isEmpty: Bool { open.withLock { $0.isEmpty } }
+
     /// Cancels `requestID`; `false` when the node is not answering it (it ended, or never came).
     func cancel(_ requestID: String) -> Bool {
         guard let cancellation = open.withLock({ $0[requestID] }) else { return false }
