@@ -1,3 +1,6 @@
+import HearthMesh
+import NIOCore
+import NIOPosix
 import Testing
 
 @testable import HearthGateway
@@ -17,6 +20,16 @@ struct EdgeMiddlewareTests {
         await #expect(throws: Refused.self) {
             try await EdgeMiddleware.inChildTask(1, 2) { (_: Int, _: Int) -> Int in throw Refused() }
         }
+    }
+
+    /// The gateway's connections run their handlers on the connection's event loop (`EventLoopServerTests`): the child
+    /// keeps to it, as a child task keeps its parent's executor preference.
+    @Test func theChainStaysOnTheConnectionsEventLoop() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        let ranOn = try await withTaskExecutorPreference(EventLoopExecutor(loop)) {
+            try await EdgeMiddleware.inChildTask(0, 0) { (_: Int, _: Int) -> Bool in loop.inEventLoop }
+        }
+        #expect(ranOn, "the chain left the connection's event loop")
     }
 
     /// A request's task that is cancelled (Hummingbird's, at shutdown) cancels the chain's.
