@@ -126,6 +126,7 @@ struct ReceiptTests {
     /// the two beside them), 512 more for each log-probability alternative asked for; no request's numbers overflow.
     @Test func anAnswersBytesAreBoundedByItsTokens() {
         #expect(UsageBounds(requestBytes: 120, maxTokens: 8).answerBytes == 120 + 10 * 8_192)
+        #expect(UsageBounds(requestBytes: 120, maxTokens: 8).events == 10)
         let logprobs: JSONValue = ["max_tokens": 8, "logprobs": true, "top_logprobs": 20]
         #expect(UsageBounds.alternatives(in: logprobs) == 20)
         #expect(UsageBounds.alternatives(in: ["prompt": "a", "logprobs": 5, "n_probs": 7]) == 7)
@@ -133,6 +134,7 @@ struct ReceiptTests {
         #expect(UsageBounds(requestBytes: 0, maxTokens: 8, alternatives: 20).answerBytes == 10 * (8_192 + 20 * 512))
         let most = UsageBounds(requestBytes: .max, maxTokens: .max, alternatives: .max)
         #expect(most.answerBytes == (1 << 40) + ((1 << 40) + 2) * (8_192 + 1_024 * 512))
+        #expect(most.events == (1 << 40) + 2)
         #expect(UsageBounds(requestBytes: -1, maxTokens: -1, alternatives: -1).answerBytes == 2 * 8_192)
     }
 

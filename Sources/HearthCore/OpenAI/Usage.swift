@@ -55,7 +55,7 @@ package struct UsageBounds: Sendable, Equatable {
     package static let templateTokens = 256
     /// Events of a stream beside its tokens: the first (the role) and the last (the finish reason). llama-server's
     /// chat stream of N tokens is N + 2 events, its text completion's N + 1.
-    package static let eventsBesideTokens = 2
+    static let eventsBesideTokens = 2
     /// The bytes an event (or a token of a whole answer) takes at most on average: llama-server's are a few hundred.
     package static let eventBytes = 8 << 10
     /// One log-probability alternative (id, token, its bytes, log-probability) is about 100 bytes.
@@ -67,10 +67,15 @@ package struct UsageBounds: Sendable, Equatable {
         let requestBytes = min(max(0, requestBytes), 1 << 40)
         promptTokens = requestBytes + Self.templateTokens
         completionTokens = max(0, maxTokens)
-        let events = min(completionTokens, 1 << 40) + Self.eventsBesideTokens
         let eventBytes = Self.eventBytes + min(max(0, alternatives), 1 << 10) * Self.alternativeBytes
-        answerBytes = requestBytes + events * eventBytes
+        answerBytes = requestBytes + Self.events(allowing: completionTokens) * eventBytes
     }
+
+    /// The most events a stream of the answer may have: a token each and the two beside them. A node's stream with
+    /// more went past what the client allowed, even with its marks (which count its tokens exactly) stripped.
+    package var events: Int { Self.events(allowing: completionTokens) }
+
+    private static func events(allowing tokens: Int) -> Int { min(tokens, 1 << 40) + eventsBesideTokens }
 
     /// The log-probability alternatives a completion request asks for each token: `top_logprobs` for chat,
     /// `logprobs` (a count) for text completions, llama-server's own `n_probs`.

@@ -111,11 +111,10 @@ struct ContinuingStream {
             }
             let kind = tally.observe(event.readableBytesView)
             if kind == .done { done = true }
-            // At most 2^40 (the ceiling is the operator's to set), so that the limits below cannot overflow.
-            let allowed = min(served.upstream.bounds.completionTokens, 1 << 40)
+            let bounds = served.upstream.bounds
+            let allowed = bounds.completionTokens
             partBytes += event.readableBytes
-            let events = allowed + UsageBounds.eventsBesideTokens
-            if !finished, generation.tokens > allowed || tally.events > events || partBytes > served.upstream.bounds.answerBytes {
+            if !finished, generation.tokens > allowed || tally.events > bounds.events || partBytes > bounds.answerBytes {
                 // Past `max_tokens` (or the bytes as many events may take): the owner's server behind the node ignored
                 // it, or the node lies. The client gets the answer as an engine would have ended it and pays for no
                 // more; the node is stopped at `finish`.
