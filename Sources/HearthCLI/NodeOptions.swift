@@ -88,7 +88,10 @@ struct NodeOptions: ParsableArguments {
     )
     var backendModels: [String] = []
 
-    @Option(help: "How often the node asks your server which models it has and checks their files again (e.g. 15s).")
+    @Option(
+        help:
+            "How often the node asks your server which models it has and checks their files again (e.g. 15s). A look left unanswered is tried again within 3 s; the models are marked failed only when that one goes unanswered too."
+    )
     var backendCheckInterval: String = "15s"
 
     @Option(

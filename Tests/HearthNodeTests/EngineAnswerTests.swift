@@ -30,7 +30,7 @@ struct EngineAnswerTests {
         try HTTPClient.Request(url: "http://127.0.0.1:\(port)/v1/chat/completions", method: .POST, body: .byteBuffer(ByteBuffer(string: "{}")))
     }
 
-    static func answer(port: Int, limit: Int = EngineAnswer.answerLimit) throws -> EngineAnswer {
+    static func answer(port: Int, limit: Int = UsageBounds.largestWholeAnswer) throws -> EngineAnswer {
         let answer = EngineAnswer(on: EngineClient.shared.eventLoopGroup.next(), limit: limit)
         answer.send(try request(port: port), client: EngineClient.shared, deadline: .now() + .seconds(60))
         return answer

@@ -40,6 +40,10 @@ package struct TokenUsage: Codable, Sendable, Equatable {
 /// the owner's server behind it, could charge a client for a million tokens it never asked for, or credit itself.
 /// The bytes an answer may take follow from the same count (`answerBytes`).
 package struct UsageBounds: Sendable, Equatable {
+    /// The most bytes of one whole answer (a completion's or an embeddings answer) that is held in memory, whatever its
+    /// request asked for: the node's limit on its engine's answer and the gateway's on a node's. A longer one fails.
+    package static let largestWholeAnswer = 64 << 20
+
     package var promptTokens: Int
     package var completionTokens: Int
     /// The most bytes an honest answer takes: the request's own (a server may repeat its prompt, as llama-server's

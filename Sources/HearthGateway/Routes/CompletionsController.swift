@@ -106,9 +106,6 @@ struct CompletionsController {
         )
     }
 
-    /// The most a whole answer may take whatever it asked for, as a node's own limit for its engine's answer.
-    static let wholeAnswerLimit = 64 << 20
-
     /// A request that does not stream: the client sees nothing until the whole answer is in, so when the node breaks
     /// off, the request is asked again of another node (as part `<id>.<n>`, at most `--max-continuations` times), and
     /// the client just gets its answer later.
@@ -121,7 +118,7 @@ struct CompletionsController {
             do {
                 // An answer longer than its tokens can make (`UsageBounds.answerBytes`) is no honest answer: it is
                 // broken off there rather than held whole.
-                let limit = min(served.upstream.bounds.answerBytes, Self.wholeAnswerLimit) - answer.readableBytes
+                let limit = min(served.upstream.bounds.answerBytes, UsageBounds.largestWholeAnswer) - answer.readableBytes
                 guard limit >= 0 else { throw NodeTransportError.responseTooLarge }
                 var rest = try await served.upstream.response.body.collect(upTo: limit)
                 answer.writeBuffer(&rest)

@@ -61,7 +61,7 @@ struct EmbeddingsController {
             var answer = served.upstream.firstChunk ?? ByteBuffer()
             let complete: Bool
             do {
-                var rest = try await served.upstream.response.body.collect(upTo: 64 << 20)
+                var rest = try await served.upstream.response.body.collect(upTo: UsageBounds.largestWholeAnswer)
                 answer.writeBuffer(&rest)
                 complete = true
             } catch {

@@ -10,7 +10,8 @@ import Synchronization
 
 /// Watches the owner's own OpenAI-compatible server (`--backend`) for the node's mapped models, every
 /// `checkInterval`: a model the server lists is reported ready, with what the node could check of its file
-/// (`BackendCheck`); one it does not list, or whose file is not the pinned one, is reported failed and never served.
+/// (`BackendCheck`); one it does not list, or whose file is not the pinned one, is reported failed and never served;
+/// all are reported failed when the server leaves two looks in a row unanswered (the second soon after the first).
 struct BackendMonitorService: Service {
     let settings: BackendSettings
     /// The handles of the mapped models (each with its `backend`).
@@ -44,17 +45,28 @@ struct BackendMonitorService: Service {
         self.logger = logger
     }
 
+    /// Looks in a row the server may leave unanswered before its models are reported failed: one slow answer (a server
+    /// busy loading a model, a laptop waking up) must not take them off the gateway's routes until the next look. A
+    /// definite answer (no such model, another file, the key refused) counts at once.
+    static let missesBeforeFailing = 2
+
+    /// How soon the node looks again after a look went unanswered and the models are still offered.
+    var lookAgainAfterMiss: Duration { min(settings.checkInterval, .seconds(3)) }
+
     func run() async throws {
         try? await cancelWhenGracefulShutdown {
+            var misses = 0
             while !Task.isCancelled {
-                await check()
-                try await Task.sleep(for: settings.checkInterval)
+                misses = await check(missesBefore: misses)
+                let inGrace = misses > 0 && misses < Self.missesBeforeFailing
+                try await Task.sleep(for: inGrace ? lookAgainAfterMiss : settings.checkInterval)
             }
         }
     }
 
-    /// One look at the server for every mapped model.
-    func check() async {
+    /// One look at the server for every mapped model, after `missesBefore` unanswered looks in a row; returns how many
+    /// are unanswered in a row now (0 when the server answered, whatever it said).
+    func check(missesBefore: Int) async -> Int {
         let root = BackendSettings.root(of: settings.baseURL)
         let listed: [String]
         do {
@@ -69,14 +81,22 @@ struct BackendMonitorService: Service {
                 ? "the owner's server asks for a key (HTTP \(refusal.status ?? 401)): give it with --backend-api-key-file"
                 : "the owner's server refuses the key this node gives (HTTP \(refusal.status ?? 401))"
             for engine in engines { apply(.refused(detail), to: engine) }
-            return
+            return 0
         } catch {
             // The report says only that it does not answer: the server's address is the owner's own network's, which a
             // public gateway's node list must not show. The owner's log has it.
             let why = error is CancellationError || (error as? HTTPClientError) == .deadlineExceeded ? "no answer within 10 s" : "\(error)"
+            let misses = missesBefore + 1
+            guard misses >= Self.missesBeforeFailing else {
+                logger.warning(
+                    "the owner's server does not answer: its models stay offered until it misses the next look too",
+                    metadata: ["node.backend.url": "\(settings.baseURL)", "error": "\(why)", "node.backend.next_look": "\(lookAgainAfterMiss)"]
+                )
+                return misses
+            }
             logger.warning("the owner's server does not answer", metadata: ["node.backend.url": "\(settings.baseURL)", "error": "\(why)"])
             for engine in engines { apply(.refused("the owner's server does not answer"), to: engine) }
-            return
+            return misses
         }
         for engine in engines {
             guard let backend = engine.backend else { continue }
@@ -87,6 +107,7 @@ struct BackendMonitorService: Service {
             }
             apply(BackendCheck.verdict(evidence: await evidence(for: backend.name, root: root), pinned: engine.spec.sha256), to: engine)
         }
+        return 0
     }
 
     /// What the server says about the file behind `name`: Ollama's blob first (hashed too where this node can read it:

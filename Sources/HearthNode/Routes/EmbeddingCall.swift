@@ -65,7 +65,7 @@ struct EmbeddingCall {
         do {
             request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
             let response = try await EngineClient.shared.execute(request, deadline: .now() + .minutes(10))
-            let bytes = try await response.body.collect(upTo: 64 << 20)
+            let bytes = try await response.body.collect(upTo: UsageBounds.largestWholeAnswer)
             guard response.status == .ok else { throw EngineRefusal.failure(status: Int(response.status.code), body: bytes) }
             return try JSONDecoder().decode(JSONValue.self, from: bytes)
         } catch let failure as APIFailure {

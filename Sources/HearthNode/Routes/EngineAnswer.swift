@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import HearthCore
 import NIOCore
 import NIOHTTP1
 
@@ -12,8 +13,6 @@ import NIOHTTP1
 final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
     typealias Response = Void
 
-    /// The most an answer may hold unless told otherwise; a longer one fails (`AnswerTooLong`).
-    static let answerLimit = 64 << 20
     /// The most of an error answer that is kept, to be restated for the gateway.
     static let refusalLimit = 64 << 10
 
@@ -31,7 +30,7 @@ final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
     private var task: HTTPClient.Task<Void>?
 
     /// An answer read on `eventLoop`, failing past `limit` bytes.
-    init(on eventLoop: any EventLoop, limit: Int = EngineAnswer.answerLimit) {
+    init(on eventLoop: any EventLoop, limit: Int = UsageBounds.largestWholeAnswer) {
         self.eventLoop = eventLoop
         self.limit = limit
         head = eventLoop.makePromise()

@@ -1,0 +1,80 @@
+import HTTPTypes
+import HearthTesting
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Synchronization
+import Testing
+
+@testable import HearthCore
+@testable import HearthNode
+
+/// The node's look at an owner's server (`BackendMonitorService`), against a small server of the test's own over
+/// loopback, whose `/v1/models` answer the test changes between looks.
+struct BackendMonitorTests {
+    /// What the test's server answers to `GET /v1/models` (a fake of the owner's server: a list, or a failure).
+    enum Answer: Sendable {
+        case lists([String])
+        case fails(HTTPResponse.Status)
+    }
+
+    /// The answer the server gives now, set by the test.
+    final class Script: Sendable {
+        let answer: Mutex<Answer>
+        init(_ answer: Answer) { self.answer = Mutex(answer) }
+        func set(_ answer: Answer) { self.answer.withLock { $0 = answer } }
+    }
+
+    static func server(_ script: Script) -> some ApplicationProtocol {
+        let router = Router()
+        router.get("/v1/models") { _, _ -> Response in
+            switch script.answer.withLock({ $0 }) {
+            case .lists(let names):
+                let data = names.map { #"{"id":"\#($0)","object":"model"}"# }.joined(separator: ",")
+                return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: #"{"object":"list","data":[\#(data)]}"#)))
+            case .fails(let status):
+                return Response(status: status, body: .init(byteBuffer: ByteBuffer(string: "busy")))
+            }
+        }
+        return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+    }
+
+    @Test func aModelStaysOfferedThroughOneUnansweredLookAndIsFailedAtTheSecond() async throws {
+        let script = Script(.lists(["my-model"]))
+        try await Self.server(script).test(.ahc(.http)) { client in
+            let port = try #require(client.port)
+            let baseURL = "http://127.0.0.1:\(port)/v1"
+            let engine = EngineHandle(
+                spec: ModelSpec(id: DefaultModel.id, path: "", sha256: DefaultModel.sha256, memoryBytes: 1),
+                backend: BackendModel(baseURL: baseURL, name: "my-model", apiKey: nil)
+            )
+            var settings = BackendSettings(baseURL: baseURL, models: [])
+            settings.checkInterval = .seconds(15)
+            let monitor = BackendMonitorService(settings: settings, engines: [engine], logger: Logger(label: "test"))
+            #expect(monitor.lookAgainAfterMiss == .seconds(3), "a miss is looked at again sooner than the next regular look")
+
+            #expect(await monitor.check(missesBefore: 0) == 0)
+            #expect(engine.snapshot.state == .ready)
+
+            // One unanswered look: still offered. The second in a row: failed, and said so.
+            script.set(.fails(.serviceUnavailable))
+            #expect(await monitor.check(missesBefore: 0) == 1)
+            #expect(engine.snapshot.state == .ready)
+            #expect(await monitor.check(missesBefore: 1) == 2)
+            #expect(engine.snapshot.state == .failed)
+            #expect(engine.snapshot.detail == "the owner's server does not answer")
+
+            // Back: ready at the first answer.
+            script.set(.lists(["my-model"]))
+            #expect(await monitor.check(missesBefore: 2) == 0)
+            #expect(engine.snapshot.state == .ready)
+
+            // A definite answer counts at once: a server that no longer lists the model has it failed at the first look.
+            script.set(.lists(["another-model"]))
+            #expect(await monitor.check(missesBefore: 0) == 0)
+            #expect(engine.snapshot.state == .failed)
+            #expect(engine.snapshot.detail?.contains("lists no model 'my-model'") == true, "\(engine.snapshot.detail ?? "")")
+        }
+    }
+}
