@@ -22,6 +22,9 @@ package final class FakeOpenAIServer: Sendable {
         package var flood: String?
         /// When set, completions are never answered (until the server stops): a server that hangs.
         package var hangs = false
+        /// When set, a request that asks for a stream is answered whole (`answer`, JSON), as servers that ignore `stream`
+        /// do.
+        package var streamsWhole = false
         /// When set, `/v1/embeddings` answers this (as it is: one vector, whatever was asked); otherwise 404.
         package var embedding: JSONValue?
         /// When set, every route answers 401 unless the request says `Authorization: Bearer <apiKey>`, as vLLM started
@@ -106,7 +109,7 @@ package final class FakeOpenAIServer: Sendable {
                 await self.stopping.wait()
                 return Response(status: .serviceUnavailable)
             }
-            guard body["stream"]?.boolValue == true else { return Self.json(script.answer) }
+            guard body["stream"]?.boolValue == true, !script.streamsWhole else { return Self.json(script.answer) }
             if let flood = script.flood {
                 let event = ByteBuffer(string: flood)
                 return Response(

@@ -51,7 +51,7 @@ struct EngineStreamRewriterTests {
             output += String(buffer: try rewriter.rewrite(chunk))
             start += size
         }
-        output += String(buffer: rewriter.finish())
+        output += String(buffer: try rewriter.finish())
         return output.components(separatedBy: "\n\n").filter { !$0.isEmpty }
     }
 
@@ -168,5 +168,44 @@ struct EngineStreamRewriterTests {
                 ": ping", "data: not json", "data: [DONE]", "data: {\"unterminated\"",
             ]
         )
+    }
+
+    /// A server that answered a stream's request whole: the rewriter keeps the answer, however it is cut, and at its end
+    /// writes the stream's events of it, renamed to the catalog's model and marked like a streamed one, then `[DONE]`.
+    @Test func aWholeAnswerBecomesTheStreamsEvents() throws {
+        let answer =
+            #"{"id":"chatcmpl-417","object":"chat.completion","created":17,"model":"owners-name","choices":[{"index":0,"message":{"role":"assistant","content":"Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":2,"total_tokens":33}}"#
+        for size in [1, 13, 4096] {
+            var rewriter = EngineStreamRewriter(shape: .init(chat: true, keepLogprobs: false, model: "catalog:id"))
+            rewriter.answeredWhole()
+            var output = ""
+            let bytes = Array(answer.utf8)
+            for start in stride(from: 0, to: bytes.count, by: size) {
+                output += String(buffer: try rewriter.rewrite(ByteBuffer(bytes: bytes[start..<min(bytes.count, start + size)])))
+            }
+            #expect(output.isEmpty, "nothing is written before the answer is whole")
+            output += String(buffer: try rewriter.finish())
+            let events = output.components(separatedBy: "\n\n").filter { !$0.isEmpty }
+            #expect(events.count == 4 && events.last == "data: [DONE]", "\(output)")
+            let payloads = events.dropLast().compactMap(payload)
+            #expect(payloads.count == 3)
+            #expect(payloads.allSatisfy { $0["model"] == "catalog:id" && $0["object"] == "chat.completion.chunk" })
+            #expect(payloads[0]["choices"]?[0]?["delta"]?["content"] == "Paris.")
+            #expect(Self.markLine(events[0])?.hasPrefix(": hearth-") == true, "the text is marked for a continuation: \(events[0])")
+            #expect(payloads[2]["usage"]?["completion_tokens"] == 2)
+        }
+    }
+
+    @Test func aWholeAnswerPastItsBoundOrNotACompletionBreaksTheStream() throws {
+        var long = EngineStreamRewriter(shape: .init(chat: true, keepLogprobs: false))
+        long.answeredWhole()
+        let chunk = ByteBuffer(repeating: UInt8(ascii: " "), count: 8 << 20)
+        #expect(throws: EngineStreamRewriter.WholeAnswerTooLong.self) {
+            for _ in 0...(UsageBounds.largestWholeAnswer / chunk.readableBytes) { _ = try long.rewrite(chunk) }
+        }
+        var unreadable = EngineStreamRewriter(shape: .init(chat: true, keepLogprobs: false))
+        unreadable.answeredWhole()
+        _ = try unreadable.rewrite(ByteBuffer(string: #"{"error":{"message":"busy"}}"#))
+        #expect(throws: EngineStreamRewriter.WholeAnswerUnreadable.self) { _ = try unreadable.finish() }
     }
 }

@@ -265,7 +265,7 @@ struct EngineProxyController {
             return Self.error(EngineRefusal.failure(status: Int(head.status.code), body: await relay.refusalBody()))
         }
         var headers = HTTPFields()
-        headers[.contentType] = head.headers.first(name: "content-type") ?? "text/event-stream"
+        headers[.contentType] = EngineRelay.answersWhole(head) ? "text/event-stream" : head.headers.first(name: "content-type") ?? "text/event-stream"
         if let prefill = call.prefill { headers[Self.prefillHeader] = String(prefill) }
         // An owner's server that reports no usage is metered as the gateway meters it: one token per streamed event.
         let meteredByEvents = engine.backend != nil
@@ -286,7 +286,10 @@ struct EngineProxyController {
                 let ending = await relay.relay(to: link)
                 // The gateway reset the stream: no receipt can follow.
                 if ending.linkGone { throw CancellationError() }
-                if let failure = ending.failure as? SSEEventSplitter.EventTooLarge {
+                if let failure = ending.failure,
+                    failure is SSEEventSplitter.EventTooLarge || failure is EngineStreamRewriter.WholeAnswerTooLong
+                        || failure is EngineStreamRewriter.WholeAnswerUnreadable
+                {
                     logger.warning("the engine's stream broke: \(failure)", metadata: ["node.model": "\(engine.spec.id)"])
                 }
                 let outcome: Receipt.Outcome =

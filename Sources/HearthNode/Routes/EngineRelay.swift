@@ -111,8 +111,15 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
 
     // MARK: AsyncHTTPClient's delegate, on `eventLoop`
 
+    /// The engine answered a stream's request whole (some OpenAI-compatible servers ignore `stream`): the relay makes
+    /// the stream's events of it (`EngineStreamRewriter.answeredWhole`).
+    static func answersWhole(_ head: HTTPResponseHead) -> Bool {
+        head.status == .ok && head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") == true
+    }
+
     func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
         status = head.status
+        if Self.answersWhole(head) { rewriter.answeredWhole() }
         self.head.succeed(head)
         return eventLoop.makeSucceededVoidFuture()
     }
@@ -130,7 +137,12 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
         guard status == .ok else { return end(failure: nil) }
         // The engine's last bytes (an event without its blank line) go too, once the relay has begun.
         started.futureResult.flatMap { link -> EventLoopFuture<Void> in
-            let rest = self.rewriter.finish()
+            let rest: ByteBuffer
+            do {
+                rest = try self.rewriter.finish()
+            } catch {
+                return self.eventLoop.makeFailedFuture(error)
+            }
             self.tap.observe(rest)
             self.tap.finish()
             guard rest.readableBytes > 0 else { return self.eventLoop.makeSucceededVoidFuture() }

@@ -26,23 +26,64 @@ struct EngineStreamRewriter: Sendable {
     var editsInPlace = true
     private var splitter = SSEEventSplitter()
     private var marker = TokenMarker()
+    /// The engine answered the stream's request whole (`application/json`): its bytes, kept to be made into the
+    /// stream's events at its end (`WholeAnswerStream`).
+    private var whole: ByteBuffer?
+
+    /// A whole answer longer than `UsageBounds.largestWholeAnswer`.
+    struct WholeAnswerTooLong: Error, CustomStringConvertible {
+        var description: String { "a whole answer of more than \(UsageBounds.largestWholeAnswer >> 20) MiB to a stream's request" }
+    }
+
+    /// A whole answer that is no completion (not JSON, no `choices`).
+    struct WholeAnswerUnreadable: Error, CustomStringConvertible {
+        var description: String { "a whole answer to a stream's request that is not a completion" }
+    }
 
     init(shape: Shape) {
         self.shape = shape
     }
 
+    /// From now on the engine's bytes are one whole answer, made into events at the end (`finish`).
+    mutating func answeredWhole() {
+        whole = ByteBuffer()
+    }
+
     /// The rewritten bytes of every event `chunk` completes (possibly none).
-    /// - Throws: when the engine's event grows past `SSEEventSplitter.maxEventBytes` without ending.
-    mutating func rewrite(_ chunk: ByteBuffer) throws(SSEEventSplitter.EventTooLarge) -> ByteBuffer {
+    /// - Throws: when the engine's event grows past `SSEEventSplitter.maxEventBytes` without ending
+    ///   (`SSEEventSplitter.EventTooLarge`), or its whole answer past `UsageBounds.largestWholeAnswer`.
+    mutating func rewrite(_ chunk: ByteBuffer) throws -> ByteBuffer {
+        if var whole {
+            guard whole.readableBytes + chunk.readableBytes <= UsageBounds.largestWholeAnswer else { throw WholeAnswerTooLong() }
+            self.whole = nil  // One reference while it grows: no copy.
+            var chunk = chunk
+            whole.writeBuffer(&chunk)
+            self.whole = whole
+            return ByteBuffer()
+        }
         splitter.append(chunk)
         var output = ByteBuffer()
         while let event = try splitter.nextEvent() { write(event, to: &output) }
         return output
     }
 
-    /// The end of the stream: an unterminated last event, as it came.
-    mutating func finish() -> ByteBuffer {
-        splitter.remainder() ?? ByteBuffer()
+    /// The end of the stream: an unterminated last event, as it came; or a whole answer's events and `[DONE]`.
+    /// - Throws: `WholeAnswerUnreadable` when the engine answered whole with no completion.
+    mutating func finish() throws -> ByteBuffer {
+        guard let whole else { return splitter.remainder() ?? ByteBuffer() }
+        self.whole = nil
+        guard let answer = try? JSONValue.parse(whole.readableBytesView), let events = WholeAnswerStream.events(of: answer) else {
+            throw WholeAnswerUnreadable()
+        }
+        var output = ByteBuffer()
+        for event in events {
+            var bytes = ByteBuffer(string: "data: ")
+            bytes.writeBytes(event.serialized())
+            bytes.writeString("\n\n")
+            write(bytes, to: &output)
+        }
+        output.writeString("data: [DONE]\n\n")
+        return output
     }
 
     private mutating func write(_ event: ByteBuffer, to output: inout ByteBuffer) {
