@@ -156,6 +156,7 @@ let package = Package(
             dependencies: [
                 "HearthCore", "HearthGateway", "HearthNode", "HearthMesh", "HearthStore",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,5 +1,7 @@
 package import Hummingbird
+package import HummingbirdCore
 import Logging
+package import NIOCore
 import ServiceLifecycle
 
 /// A Hummingbird server on a free port of 127.0.0.1, running in the test process until `stop()`: what the test
@@ -19,13 +21,17 @@ package final class LoopbackServer: Sendable {
         self.task = task
     }
 
-    /// Runs `body` with the port of a server for `router`, which is stopped gracefully however `body` ends.
+    /// Runs `body` with the port of a server for `router`, which is stopped gracefully however `body` ends. `server`
+    /// is Hummingbird's own unless given; it runs on `eventLoopGroup` (NIO's shared one unless given: a test whose
+    /// timing must not depend on what the rest of the suite runs there gives its own).
     package static func with<Context, Result: Sendable>(
         router: Router<Context>,
         name: String,
+        server: HTTPServerBuilder = .http1(),
+        eventLoopGroup: (any EventLoopGroup)? = nil,
         _ body: (_ port: Int) async throws -> Result
     ) async throws -> Result where Context: InitializableFromSource<ApplicationRequestContextSource> {
-        let server = try await start(router: router, name: name)
+        let server = try await start(router: router, name: name, server: server, eventLoopGroup: eventLoopGroup)
         do {
             let result = try await body(server.port)
             await server.stop()
@@ -37,13 +43,20 @@ package final class LoopbackServer: Sendable {
     }
 
     /// Starts `router` and returns once it listens.
-    static func start<Context>(router: Router<Context>, name: String) async throws -> LoopbackServer
+    static func start<Context>(
+        router: Router<Context>,
+        name: String,
+        server: HTTPServerBuilder = .http1(),
+        eventLoopGroup: (any EventLoopGroup)? = nil
+    ) async throws -> LoopbackServer
     where Context: InitializableFromSource<ApplicationRequestContextSource> {
         let (ports, sink) = AsyncStream.makeStream(of: Int.self)
         let application = Application(
             router: router,
+            server: server,
             configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: name),
             onServerRunning: { sink.yield($0.localAddress?.port ?? 0) },
+            eventLoopGroupProvider: eventLoopGroup.map { .shared($0) } ?? .singleton,
             logger: Logger(label: name)
         )
         let group = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: name)))

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -26,7 +27,7 @@ struct BackendMonitorTests {
         func set(_ answer: Answer) { self.answer.withLock { $0 = answer } }
     }
 
-    static func server(_ script: Script) -> some ApplicationProtocol {
+    static func router(_ script: Script) -> Router<BasicRequestContext> {
         let router = Router()
         router.get("/v1/models") { _, _ -> Response in
             switch script.answer.withLock({ $0 }) {
@@ -37,13 +38,32 @@ struct BackendMonitorTests {
                 return Response(status: status, body: .init(byteBuffer: ByteBuffer(string: "busy")))
             }
         }
-        return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        return router
+    }
+
+    /// One look that the server answered. On a loaded machine a look can go unanswered within its 10 s, which counts
+    /// as a miss (the steps below test what a miss does); the steps that need an answer look again, each time from no
+    /// misses, so that a slow answer fails nothing.
+    static func answeredLook(_ monitor: BackendMonitorService) async {
+        for _ in 0..<12 where await monitor.check(missesBefore: 0) == 0 { return }
+        Issue.record("the server answered none of 12 looks")
     }
 
     @Test func aModelStaysOfferedThroughOneUnansweredLookAndIsFailedAtTheSecond() async throws {
         let script = Script(.lists(["my-model"]))
-        try await Self.server(script).test(.ahc(.http)) { client in
-            let port = try #require(client.port)
+        // The server runs on loops of its own: NIO's shared ones carry the rest of the suite's servers.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            try await looks(script, on: group)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try await group.shutdownGracefully()
+    }
+
+    func looks(_ script: Script, on group: MultiThreadedEventLoopGroup) async throws {
+        try await LoopbackServer.with(router: Self.router(script), name: "owners-server", eventLoopGroup: group) { port in
             let baseURL = "http://127.0.0.1:\(port)/v1"
             let engine = EngineHandle(
                 spec: ModelSpec(id: DefaultModel.id, path: "", sha256: DefaultModel.sha256, memoryBytes: 1),
@@ -54,7 +74,7 @@ struct BackendMonitorTests {
             let monitor = BackendMonitorService(settings: settings, engines: [engine], logger: Logger(label: "test"))
             #expect(monitor.lookAgainAfterMiss == .seconds(3), "a miss is looked at again sooner than the next regular look")
 
-            #expect(await monitor.check(missesBefore: 0) == 0)
+            await Self.answeredLook(monitor)
             #expect(engine.snapshot.state == .ready)
 
             // One unanswered look: still offered. The second in a row: failed, and said so.
@@ -67,12 +87,12 @@ struct BackendMonitorTests {
 
             // Back: ready at the first answer.
             script.set(.lists(["my-model"]))
-            #expect(await monitor.check(missesBefore: 2) == 0)
+            await Self.answeredLook(monitor)
             #expect(engine.snapshot.state == .ready)
 
             // A definite answer counts at once: a server that no longer lists the model has it failed at the first look.
             script.set(.lists(["another-model"]))
-            #expect(await monitor.check(missesBefore: 0) == 0)
+            await Self.answeredLook(monitor)
             #expect(engine.snapshot.state == .failed)
             #expect(engine.snapshot.detail?.contains("lists no model 'my-model'") == true, "\(engine.snapshot.detail ?? "")")
         }
