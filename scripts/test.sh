@@ -25,7 +25,12 @@ limit="${HEARTH_TEST_TIMEOUT:-2400}"
 # The run's output is kept too: a long run's failures are summed up at its end, where a truncated CI log still shows them.
 log="$run_root/swift-test.log"
 set +e
-TMPDIR="$run_root/" HEARTH_BIN_DIR="$bin_dir" timeout --kill-after=30 "$limit" swift test --skip-build "$@" 2>&1 | tee "$log"
+# Swift Testing starts every test at once unless bounded: on two cores that was dozens of gateways, nodes and
+# llama-servers together, and tests that wait a bounded time for something (a connection, an answer) waited behind
+# all of them (a few loopback requests took 52 s in a full run beside a CPU hog). HEARTH_TEST_WIDTH tests run at once.
+width="${HEARTH_TEST_WIDTH:-8}"
+TMPDIR="$run_root/" HEARTH_BIN_DIR="$bin_dir" timeout --kill-after=30 "$limit" \
+  swift test --skip-build --experimental-maximum-parallelization-width "$width" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then
