@@ -165,7 +165,8 @@ package func buildGateway(
     let router = Router(context: GatewayRequestContext.self, options: .autoGenerateHeadEndpoints)
     // Outermost first: request id and metrics, the browser guard (Host, Origin, CORS), rate limiting, then errors
     // rendered as the API's envelope, then the caller. All of them see the canonical path (`GatewayResponder`).
-    router.add(middleware: EdgeMiddleware(metrics: metrics))
+    let activity = Activity()
+    router.add(middleware: EdgeMiddleware(metrics: metrics, activity: activity))
     router.add(
         middleware: BrowserGuardMiddleware(
             policy: BrowserPolicy(
@@ -267,7 +268,8 @@ package func buildGateway(
         pools: pools,
         // The reconciler starts after the mesh (it talks over the links) and stops before it (its stops are sent
         // while the links are up). The API server stops once its requests are metered.
-        services: [sweeper] + meshServices + (pools.map { [$0] } ?? []) + (dialer.map { [$0] } ?? [])
+        // The idle code release first: it only waits, and gives back code pages once no API request has come for a while.
+        services: [IdleCodeRelease(activity: activity), sweeper] + meshServices + (pools.map { [$0] } ?? []) + (dialer.map { [$0] } ?? [])
             + [SettlingServer(server: application, settlements: pipeline.settlements)],
         routes: router.routes.map { ($0.method.rawValue, $0.path.description) },
         settlements: pipeline.settlements,

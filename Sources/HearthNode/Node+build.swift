@@ -192,7 +192,8 @@ package func buildNode(
     return Node(
         identity: identity,
         engines: engines,
-        services: supervisors + poolWork + dashboard + [link],
+        // The idle code release only waits, and gives back code pages once no engine request has come for a while.
+        services: [IdleCodeRelease(activity: load.activity)] + supervisors + poolWork + dashboard + [link],
         controlTokenPath: controlTokenPath,
         sandbox: sandbox.report
     )

@@ -1,4 +1,5 @@
 import HTTPTypes
+import HearthMesh
 import HearthWeb
 import Hummingbird
 
@@ -8,16 +9,29 @@ import Hummingbird
 struct EdgeMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
     let metrics: GatewayMetrics
+    /// The requests under way, from their first byte to their response's last (`IdleCodeRelease`).
+    var activity: Activity? = nil
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
-        var response = try await Self.inChildTask(request, context, next)
+        let activity = self.activity
+        activity?.begin()
+        var response: Response
+        do {
+            response = try await Self.inChildTask(request, context, next)
+        } catch {
+            activity?.end()
+            throw error
+        }
         response.headers[.requestID] = context.id
         let route = Self.routeLabel(context.endpointPath, path: request.uri.path)
         let status = Int(response.status.code)
         let metrics = self.metrics
         let body = response.body
-        let finished: @Sendable () -> Void = { metrics.requestFinished(route: route, status: status, duration: ContinuousClock.now - started) }
+        let finished: @Sendable () -> Void = {
+            activity?.end()
+            metrics.requestFinished(route: route, status: status, duration: ContinuousClock.now - started)
+        }
         response.body = .owing(contentLength: body.contentLength, ifNeverRun: finished) { writer in
             defer { finished() }
             try await body.write(writer)

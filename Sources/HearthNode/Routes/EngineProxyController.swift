@@ -369,7 +369,15 @@ struct EngineProxyController {
 /// Requests the node is serving right now.
 final class NodeLoad: Sendable {
     private let count = Atomic<Int>(0)
-    func begin() { count.add(1, ordering: .relaxed) }
-    func end() { count.subtract(1, ordering: .relaxed) }
+    /// The same requests, for `IdleCodeRelease`.
+    let activity = Activity()
+    func begin() {
+        count.add(1, ordering: .relaxed)
+        activity.begin()
+    }
+    func end() {
+        count.subtract(1, ordering: .relaxed)
+        activity.end()
+    }
     var inFlight: Int { count.load(ordering: .relaxed) }
 }

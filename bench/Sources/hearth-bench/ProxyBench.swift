@@ -107,6 +107,14 @@ enum ProxyBench {
         let litellm = settings.litellm ? try await ProxyTargets.litellm(in: directory + "/litellm", upstream: mock) : nil
         if let litellm { targets.append(litellm) }
         let hearth = try await ProxyTargets.hearth(in: directory, upstream: mock, slots: max(64, settings.mostStreams))
+        // Idle is a process that has had no request for a while: Hearth then gives back the code pages it is not using
+        // (`IdleCodeRelease`, after 30 s). Polled, bounded; the figure just after start is reported beside it.
+        let started = (gateway: residentBytes(of: hearth.gateway), node: residentBytes(of: hearth.node))
+        let quietUntil = ContinuousClock.now + .seconds(60)
+        func given(_ pid: Int32, from start: Double) -> Bool { residentBytes(of: pid) < start - 4 * 1_048_576 }
+        while ContinuousClock.now < quietUntil, !given(hearth.gateway, from: started.gateway) || !given(hearth.node, from: started.node) {
+            try await Task.sleep(for: .milliseconds(500))
+        }
         let gatewayIdleRSS = residentBytes(of: hearth.gateway)
         let nodeIdleRSS = residentBytes(of: hearth.node)
         let idlePrivate = (gateway: privateResidentBytes(of: hearth.gateway), node: privateResidentBytes(of: hearth.node))
@@ -155,6 +163,7 @@ enum ProxyBench {
             held: held,
             ramp: ramp,
             hearth: (hearth.gateway, hearth.node),
+            started: started,
             idle: (gatewayIdleRSS, nodeIdleRSS),
             beforeHeld: beforeHeld,
             idlePrivate: idlePrivate,

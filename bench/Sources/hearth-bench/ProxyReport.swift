@@ -11,6 +11,7 @@ extension ProxyBench {
         held: [String: Load],
         ramp: [String: [(count: Int, load: Load)]],
         hearth: (gateway: Int32, node: Int32),
+        started: (gateway: Double, node: Double),
         idle: (gateway: Double, node: Double),
         beforeHeld: (gateway: Double, node: Double),
         idlePrivate: (gateway: Double, node: Double),
@@ -110,12 +111,13 @@ extension ProxyBench {
         let nodePerStream = extraPerStream(hearth.node, before: beforeHeld.node)
         let gatewayOverIdle = extraPerStream(hearth.gateway, before: idle.gateway)
         text +=
-            "\nHearth idle: gateway \(format(idle.gateway / 1_048_576, 1)) MiB, node \(format(idle.node / 1_048_576, 1)) MiB; just before the streams opened (after the loads above): gateway \(format(beforeHeld.gateway / 1_048_576, 1)) MiB, node \(format(beforeHeld.node / 1_048_576, 1)) MiB; counted from there, extra per open stream: gateway \(format(gatewayPerStream / 1024, 1)) KiB, node \(format(nodePerStream / 1024, 1)) KiB, together (their summed peak) \(format(perStream / 1024, 1)) KiB (the gateway's over its idle figure: \(format(gatewayOverIdle / 1024, 1)) KiB).\n"
+            "\nHearth idle (30 s without a request, its unused code pages given back): gateway \(format(idle.gateway / 1_048_576, 1)) MiB, node \(format(idle.node / 1_048_576, 1)) MiB (just started: \(format(started.gateway / 1_048_576, 1)) and \(format(started.node / 1_048_576, 1)) MiB); just before the streams opened (after the loads above): gateway \(format(beforeHeld.gateway / 1_048_576, 1)) MiB, node \(format(beforeHeld.node / 1_048_576, 1)) MiB; counted from there, extra per open stream: gateway \(format(gatewayPerStream / 1024, 1)) KiB, node \(format(nodePerStream / 1024, 1)) KiB, together (their summed peak) \(format(perStream / 1024, 1)) KiB (the gateway's over its idle figure: \(format(gatewayOverIdle / 1024, 1)) KiB).\n"
         text += """
 
             Of the idle figures, the processes' own memory (`RssAnon`: heap, stacks, task slabs) is \(format(idlePrivate.gateway / 1_048_576, 1)) MiB
-            for the gateway and \(format(idlePrivate.node / 1_048_576, 1)) MiB for the node; the rest is pages of the `hearth` executable and the
-            Swift runtime mapped from the page cache, which every process running them shares.
+            for the gateway and \(format(idlePrivate.node / 1_048_576, 1)) MiB for the node; the rest is pages of the `hearth`
+            executable and the Swift runtime mapped from the page cache, which every process running them shares. Serving maps
+            again what it runs, with the kernel's fault-around (64 KiB around each page), until the next quiet spell.
 
             """
         // Where held streams break: the most each proxy held at 20 tokens/s with no error, and the count it did not.
