@@ -108,13 +108,17 @@ enum ProxyBench {
         if let litellm { targets.append(litellm) }
         let hearth = try await ProxyTargets.hearth(in: directory, upstream: mock, slots: max(64, settings.mostStreams))
         // Idle is a process that has had no request for a while: Hearth then gives back the code pages it is not using
-        // (`IdleCodeRelease`, after 30 s). Polled, bounded; the figure just after start is reported beside it.
+        // (`IdleCodeRelease`, after 30 s; polled, bounded). The link's polls (every 5 s) map some of them again, so the
+        // figure is read 30 s after that, when it has settled; the one just after start and the one just after the
+        // release are reported beside it.
         let started = (gateway: residentBytes(of: hearth.gateway), node: residentBytes(of: hearth.node))
         let quietUntil = ContinuousClock.now + .seconds(60)
         func given(_ pid: Int32, from start: Double) -> Bool { residentBytes(of: pid) < start - 4 * 1_048_576 }
         while ContinuousClock.now < quietUntil, !given(hearth.gateway, from: started.gateway) || !given(hearth.node, from: started.node) {
             try await Task.sleep(for: .milliseconds(500))
         }
+        let released = (gateway: residentBytes(of: hearth.gateway), node: residentBytes(of: hearth.node))
+        try await Task.sleep(for: .seconds(30))
         let gatewayIdleRSS = residentBytes(of: hearth.gateway)
         let nodeIdleRSS = residentBytes(of: hearth.node)
         let idlePrivate = (gateway: privateResidentBytes(of: hearth.gateway), node: privateResidentBytes(of: hearth.node))
@@ -164,6 +168,7 @@ enum ProxyBench {
             ramp: ramp,
             hearth: (hearth.gateway, hearth.node),
             started: started,
+            released: released,
             idle: (gatewayIdleRSS, nodeIdleRSS),
             beforeHeld: beforeHeld,
             idlePrivate: idlePrivate,

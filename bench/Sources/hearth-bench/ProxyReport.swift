@@ -12,6 +12,7 @@ extension ProxyBench {
         ramp: [String: [(count: Int, load: Load)]],
         hearth: (gateway: Int32, node: Int32),
         started: (gateway: Double, node: Double),
+        released: (gateway: Double, node: Double),
         idle: (gateway: Double, node: Double),
         beforeHeld: (gateway: Double, node: Double),
         idlePrivate: (gateway: Double, node: Double),
@@ -111,7 +112,7 @@ extension ProxyBench {
         let nodePerStream = extraPerStream(hearth.node, before: beforeHeld.node)
         let gatewayOverIdle = extraPerStream(hearth.gateway, before: idle.gateway)
         text +=
-            "\nHearth idle (30 s without a request, its unused code pages given back): gateway \(format(idle.gateway / 1_048_576, 1)) MiB, node \(format(idle.node / 1_048_576, 1)) MiB (just started: \(format(started.gateway / 1_048_576, 1)) and \(format(started.node / 1_048_576, 1)) MiB); just before the streams opened (after the loads above): gateway \(format(beforeHeld.gateway / 1_048_576, 1)) MiB, node \(format(beforeHeld.node / 1_048_576, 1)) MiB; counted from there, extra per open stream: gateway \(format(gatewayPerStream / 1024, 1)) KiB, node \(format(nodePerStream / 1024, 1)) KiB, together (their summed peak) \(format(perStream / 1024, 1)) KiB (the gateway's over its idle figure: \(format(gatewayOverIdle / 1024, 1)) KiB).\n"
+            "\nHearth idle (no request for a minute; its unused code pages given back after 30 s, some mapped again by the link's polls since): gateway \(format(idle.gateway / 1_048_576, 1)) MiB, node \(format(idle.node / 1_048_576, 1)) MiB (just started: \(format(started.gateway / 1_048_576, 1)) and \(format(started.node / 1_048_576, 1)) MiB; just after the release: \(format(released.gateway / 1_048_576, 1)) and \(format(released.node / 1_048_576, 1)) MiB); just before the streams opened (after the loads above): gateway \(format(beforeHeld.gateway / 1_048_576, 1)) MiB, node \(format(beforeHeld.node / 1_048_576, 1)) MiB; counted from there, extra per open stream: gateway \(format(gatewayPerStream / 1024, 1)) KiB, node \(format(nodePerStream / 1024, 1)) KiB, together (their summed peak) \(format(perStream / 1024, 1)) KiB (the gateway's over its idle figure: \(format(gatewayOverIdle / 1024, 1)) KiB).\n"
         text += """
 
             Of the idle figures, the processes' own memory (`RssAnon`: heap, stacks, task slabs) is \(format(idlePrivate.gateway / 1_048_576, 1)) MiB
