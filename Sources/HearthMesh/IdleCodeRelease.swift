@@ -47,7 +47,9 @@ package final class Activity: Sendable {
 /// fault each, no disk read; a few milliseconds on the first request after an idle spell). The pages stay in the
 /// cache, where the kernel reclaims them first when memory is short; other processes' mappings are untouched.
 ///
-/// It waits on `Activity`'s signal, not on a timer: an idle process that has given its pages back wakes no more.
+/// The link's polls (every 5 s) map their own code again, so an idle gateway settles at about 34 MiB (26–28 just after
+/// the release; `bench/README.md`, seventeenth pass). The service waits on `Activity`'s signal, not on a timer: once it
+/// has given the pages back it wakes again only after requests have come.
 package struct IdleCodeRelease: Service {
     let activity: Activity
     let after: Duration
