@@ -219,10 +219,23 @@ struct ContinuationTests {
             #expect(continued.usage?.0 == expected.usage?.0 && continued.usage?.1 == expected.usage?.1)
 
             // Both parts are credited: the stopping node's up to the handover (its receipt says cancelled), the rest to
-            // the node that continued.
-            let entries = try await eventually("both parts' receipts in the ledger") {
-                let entries = try await Self.ledgerEntries(cluster).filter { $0["request_id"]?.stringValue?.hasPrefix(requestID) == true }
-                return entries.count == 2 ? entries : nil
+            // the node that continued. A failure says which part is missing: a lost receipt is a bug, a late one a
+            // starved machine (a full run beside a CPU hog once waited more than 20 s).
+            func parts() async throws -> [JSONValue] {
+                try await Self.ledgerEntries(cluster).filter { $0["request_id"]?.stringValue?.hasPrefix(requestID) == true }
+            }
+            let entries: [JSONValue]
+            do {
+                entries = try await eventually("both parts' receipts in the ledger", within: .seconds(60)) {
+                    let found = try await parts()
+                    return found.count == 2 ? found : nil
+                }
+            } catch {
+                let found = try await parts().compactMap { $0["request_id"]?.stringValue }
+                Issue.record(
+                    "the ledger has \(found) of \(requestID) and \(requestID).1; the stopping node said: \(stopping.errorOutput.suffix(1500))"
+                )
+                throw error
             }
             let first = try #require(entries.first { $0["request_id"]?.stringValue == requestID })
             #expect(first["node"]?.stringValue?.hasPrefix(served) == true)
