@@ -1,6 +1,7 @@
 import ArgumentParser
 import HearthCore
 import HearthGateway
+import HearthMesh
 import HearthNode
 import Logging
 import ServiceLifecycle
@@ -111,7 +112,10 @@ struct UpCommand: AsyncParsableCommand {
         // Start order: gateway loops and mesh, engines, node link, gateway API. Shutdown runs in reverse: the API
         // finishes its streams, the node drains and closes its link, then engines, the mesh and loops stop.
         let gatewayLoops = builtGateway.services.dropLast()
-        let services: [any Service] = gatewayLoops + builtNode.services + builtGateway.services.suffix(1)
+        // One process, one idle code release: the gateway's, which sees every request (each of the node's comes through
+        // it); the node's would give the pages back while the gateway still serves its pages and API.
+        let nodeServices = builtNode.services.filter { !($0 is IdleCodeRelease) }
+        let services: [any Service] = gatewayLoops + nodeServices + builtGateway.services.suffix(1)
         try await runServices(services, drain: shutdown.duration, logger: logger)
     }
 }
