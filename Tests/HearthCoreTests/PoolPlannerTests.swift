@@ -115,6 +115,22 @@ import Testing
         #expect(Self.plan([], excluding: []) == .failure(.noCandidates))
     }
 
+    /// One node that could hold the model alone is no pool, and neither is one of each build: planned as none,
+    /// without trapping (the range of pool sizes was 2...1 there, which crashed `hearth up` on a request that came while
+    /// its one node's engine loaded).
+    @Test func oneNodeOfABuildIsNoPoolHoweverLarge() {
+        let other = EngineBuild(llamaCpp: 9999, rpcProtocol: "6.0.0", architecture: "x86_64", byteOrder: "little")
+        for nodes in [[Self.candidate(1, mib: 4000)], [Self.candidate(1, mib: 4000), Self.candidate(2, mib: 4000, build: other)]] {
+            guard case .failure(.tooSmall(_, _, let count)) = Self.plan(nodes) else {
+                Issue.record("a pool of one was planned from \(nodes.count) node(s)")
+                continue
+            }
+            #expect(count == 1)
+        }
+        // Two of one build, either able to hold it alone, still make a pool of two.
+        #expect((try? Self.plan([Self.candidate(1, mib: 4000), Self.candidate(2, mib: 4000)]).get())?.nodes.count == 2)
+    }
+
     @Test func anOperatorsListIsTakenAsIs() throws {
         let nodes = (1...4).map { Self.candidate($0, mib: 300) }
         let plan = try Self.plan(nodes, only: [Self.id(1), Self.id(3), Self.id(4)]).get()

@@ -171,6 +171,13 @@ package enum PoolPlanner {
                     closest = .tooSmall(layers: min(reach, layers), needed: layers, nodes: group.count)
                     continue
                 }
+                // A pool is two nodes at least: one node of its build, however large, makes none (as an operator's
+                // list of one does, below). The range 2...1 trapped here: `hearth up` crashed on a request that came
+                // while its one node's engine loaded, when the gateway asked whether a pool could serve it meanwhile.
+                guard group.count >= 2 else {
+                    closest = .tooSmall(layers: 0, needed: layers, nodes: group.count)
+                    continue
+                }
                 sizes = max(fewest, 2)...min(group.count, limit)
             }
             guard sizes.lowerBound >= 2 else { continue }
