@@ -34,6 +34,9 @@ package final class Activity: Sendable {
         if idle { changes.notify() }
     }
 
+    /// Requests in flight now.
+    package var inFlight: Int { counts.withLock { $0.inFlight } }
+
     /// Requests in flight, how many have begun so far, and when the last one in flight ended.
     var now: (inFlight: Int, begun: UInt64, idleSince: ContinuousClock.Instant) { counts.withLock { $0 } }
 }
@@ -71,7 +74,8 @@ package struct IdleCodeRelease: Service {
                 await activity.changes.wait(until: never) { activity.now.inFlight == 0 }
                 let quiet = activity.now
                 try await Task.sleep(until: quiet.idleSince + after)
-                guard activity.now.inFlight == 0, activity.now.begun == quiet.begun else { continue }
+                let woke = activity.now
+                guard woke.inFlight == 0, woke.begun == quiet.begun else { continue }
                 release()
                 // Nothing more to give back until requests have come again.
                 await activity.changes.wait(until: never) { activity.now.begun != quiet.begun }

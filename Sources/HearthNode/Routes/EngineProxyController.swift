@@ -368,16 +368,9 @@ struct EngineProxyController {
 
 /// Requests the node is serving right now.
 final class NodeLoad: Sendable {
-    private let count = Atomic<Int>(0)
-    /// The same requests, for `IdleCodeRelease`.
+    /// The requests, counted once: for the node's report and drain, and for `IdleCodeRelease`.
     let activity = Activity()
-    func begin() {
-        count.add(1, ordering: .relaxed)
-        activity.begin()
-    }
-    func end() {
-        count.subtract(1, ordering: .relaxed)
-        activity.end()
-    }
-    var inFlight: Int { count.load(ordering: .relaxed) }
+    func begin() { activity.begin() }
+    func end() { activity.end() }
+    var inFlight: Int { activity.inFlight }
 }
