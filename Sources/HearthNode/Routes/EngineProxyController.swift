@@ -9,7 +9,6 @@ import Logging
 import NIOCore
 import NIOFoundationEssentialsCompat
 import NIOHTTP1
-import Synchronization
 
 /// The node's API for the gateway: completions are passed to the engine serving the model and streamed back
 /// as they come. When the gateway goes away, the engine request is dropped, which stops the generation.
