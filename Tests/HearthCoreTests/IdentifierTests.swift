@@ -33,4 +33,23 @@ struct IdentifierTests {
         #expect(json.contains(#""param":null"#))
         #expect(json.contains(#""code":null"#))
     }
+
+    /// The envelope as sent: OpenAI's order of members every time, its text escaped, and what it says read back the
+    /// same by a JSON decoder.
+    @Test func errorEnvelopeIsWrittenInOpenAIsOrder() throws {
+        let plain = OpenAIErrorBody(message: "m", type: "t")
+        #expect(String(decoding: plain.json, as: UTF8.self) == #"{"error":{"message":"m","type":"t","param":null,"code":null}}"#)
+        let awkward = OpenAIErrorBody(
+            message: "a \"quoted\" line\nwith \\ and \u{1}, é",
+            type: "invalid_request_error",
+            param: "n",
+            code: "invalid_value"
+        )
+        #expect(
+            String(decoding: awkward.json, as: UTF8.self)
+                == #"{"error":{"message":"a \"quoted\" line\nwith \\ and \u0001, é","type":"invalid_request_error","param":"n","code":"invalid_value"}}"#
+        )
+        #expect(try JSONDecoder().decode(OpenAIErrorBody.self, from: Data(awkward.json)) == awkward)
+        #expect(try JSONDecoder().decode(OpenAIErrorBody.self, from: Data(plain.json)) == plain)
+    }
 }

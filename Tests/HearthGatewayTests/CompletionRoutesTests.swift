@@ -114,12 +114,17 @@ struct CompletionRoutesTests {
                     #expect(error?["code"]?.stringValue == code)
                     #expect(error?["message"]?.stringValue?.isEmpty == false)
                     #expect(error?["type"]?.stringValue != nil)
+                    // Every envelope lists its members in OpenAI's order, whatever the refusal.
+                    let members = ["message", "type", "param", "code"].map { String(buffer: response.body).range(of: "\"\($0)\":")?.lowerBound }
+                    #expect(members.allSatisfy { $0 != nil } && members == members.sorted { $0! < $1! }, "\(String(buffer: response.body))")
                     #expect(response.headers[HTTPField.Name("X-RateLimit-Limit")!] != nil, "refusals carry rate-limit headers too")
                 }
             }
             try await client.execute(uri: "/v1/nope", method: .get) { response in
                 #expect(response.status == .notFound)
                 #expect(decode(response.body)["error"]?["code"] == "unknown_url")
+                let expected = #"{"error":{"message":"No route for /v1/nope.","type":"not_found_error","param":null,"code":"unknown_url"}}"#
+                #expect(String(buffer: response.body) == expected)
             }
         }
         #expect(transport.requests.isEmpty, "no bad request may reach a node")

@@ -28,6 +28,25 @@ package struct OpenAIErrorBody: Codable, Sendable, Equatable {
     package init(message: String, type: String, param: String? = nil, code: String? = nil) {
         self.error = Detail(message: message, type: type, param: param, code: code)
     }
+
+    /// The envelope as sent: its members in OpenAI's order, `param` and `code` as `null` when unset.
+    ///
+    /// Written here rather than by Foundation's `JSONEncoder`, which put the same envelope's members in a different
+    /// order from one response to the next (`{"error":{"type",…,"message"}}` beside `{"error":{"message",…}}`).
+    package var json: [UInt8] {
+        var output: [UInt8] = []
+        output.reserveCapacity(80 + error.message.utf8.count)
+        output.append(contentsOf: #"{"error":{"message":"#.utf8)
+        JSONValue.writeString(error.message, into: &output)
+        output.append(contentsOf: #","type":"#.utf8)
+        JSONValue.writeString(error.type, into: &output)
+        for (name, value) in [(#","param":"#, error.param), (#","code":"#, error.code)] {
+            output.append(contentsOf: name.utf8)
+            if let value { JSONValue.writeString(value, into: &output) } else { output.append(contentsOf: "null".utf8) }
+        }
+        output.append(contentsOf: "}}".utf8)
+        return output
+    }
 }
 
 /// What went wrong, as the API reports it: a kind that fixes the HTTP status and the OpenAI `type`.

@@ -36,12 +36,11 @@ struct OpenAIError: HTTPResponseError {
     static func response(for failure: APIFailure, headers: HTTPFields = [:], shape: ErrorShape) -> Response {
         var headers = headers
         headers[.contentType] = "application/json"
-        let encoded: Data?
+        let body: [UInt8]
         switch shape {
-        case .openAI: encoded = try? JSONEncoder().encode(failure.body)
-        case .ollama: encoded = try? JSONEncoder().encode(["error": failure.message])
+        case .openAI: body = failure.body.json
+        case .ollama: body = JSONValue.object(["error": .string(failure.message)]).serialized()
         }
-        let body = encoded ?? Data(#"{"error":{"message":"error","type":"server_error"}}"#.utf8)
         return Response(status: .init(code: failure.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

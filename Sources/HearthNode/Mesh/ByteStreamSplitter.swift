@@ -97,9 +97,8 @@ final class ByteStreamSplitter: ChannelDuplexHandler, RemovableChannelHandler {
         case .failure(let failure):
             var head = HTTPResponse(status: .init(code: failure.status))
             head.headerFields[.contentType] = "application/json"
-            let body = (try? JSONEncoder().encode(failure.body)) ?? Data()
             context.write(wrapOutboundOut(.head(head)), promise: nil)
-            context.write(wrapOutboundOut(.body(ByteBuffer(bytes: body))), promise: nil)
+            context.write(wrapOutboundOut(.body(ByteBuffer(bytes: failure.body.json))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         case .success(let connection):
             let splice = SpliceHandler<LinkServerFraming>(eventLoop: context.eventLoop, early: early)

@@ -356,11 +356,10 @@ struct EngineProxyController {
 
     /// `failure` in the OpenAI envelope, with the status and type from HearthCore's table (as the gateway renders it).
     static func error(_ failure: APIFailure) -> Response {
-        let data = (try? JSONEncoder().encode(failure.body)) ?? Data()
-        return Response(
+        Response(
             status: .init(code: failure.status),
             headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: data))
+            body: .init(byteBuffer: ByteBuffer(bytes: failure.body.json))
         )
     }
 }
