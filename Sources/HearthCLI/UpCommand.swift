@@ -1,7 +1,6 @@
 import ArgumentParser
 import HearthCore
 import HearthGateway
-import HearthMesh
 import HearthNode
 import Logging
 import ServiceLifecycle
@@ -62,6 +61,9 @@ struct UpCommand: AsyncParsableCommand {
             configuration: nodeConfiguration.with {
                 $0.joinProvider = { JoinAddress(host: "127.0.0.1", port: await mesh.port(), gatewayID: gatewayID) }
                 $0.drainTimeout = shutdown.duration
+                // One process, one idle code release: the gateway's, which sees every request (each of the node's
+                // comes through it); the node's would give the pages back while the gateway still serves.
+                $0.releasesIdleCode = false
             },
             logger: logger,
             onDashboardRunning: { port in warn("Node dashboard: http://127.0.0.1:\(port)") }
@@ -112,10 +114,7 @@ struct UpCommand: AsyncParsableCommand {
         // Start order: gateway loops and mesh, engines, node link, gateway API. Shutdown runs in reverse: the API
         // finishes its streams, the node drains and closes its link, then engines, the mesh and loops stop.
         let gatewayLoops = builtGateway.services.dropLast()
-        // One process, one idle code release: the gateway's, which sees every request (each of the node's comes through
-        // it); the node's would give the pages back while the gateway still serves its pages and API.
-        let nodeServices = builtNode.services.filter { !($0 is IdleCodeRelease) }
-        let services: [any Service] = gatewayLoops + nodeServices + builtGateway.services.suffix(1)
+        let services: [any Service] = gatewayLoops + builtNode.services + builtGateway.services.suffix(1)
         try await runServices(services, drain: shutdown.duration, logger: logger)
     }
 }

@@ -189,11 +189,12 @@ package func buildNode(
     }
     // Pool work stops after the link has drained and before the engines do.
     let poolWork: [any Service] = pools.map { [PoolWorkService(worker: $0)] } ?? []
+    // The idle code release only waits, and gives back code pages once no engine request has come for a while.
+    let idleRelease: [any Service] = configuration.releasesIdleCode ? [IdleCodeRelease(activity: load.activity)] : []
     return Node(
         identity: identity,
         engines: engines,
-        // The idle code release only waits, and gives back code pages once no engine request has come for a while.
-        services: [IdleCodeRelease(activity: load.activity)] + supervisors + poolWork + dashboard + [link],
+        services: idleRelease + supervisors + poolWork + dashboard + [link],
         controlTokenPath: controlTokenPath,
         sandbox: sandbox.report
     )

@@ -54,6 +54,9 @@ package struct NodeConfiguration: Sendable {
     package var pool: PoolSettings?
     /// The owner's own OpenAI-compatible server, whose models the node serves beside (or instead of) its engines.
     package var backend: BackendSettings?
+    /// Gives the process's code pages back once no request has come for a while (`IdleCodeRelease`). `hearth up` turns
+    /// it off: its gateway's release, in the same process, sees every request the node gets and more.
+    package var releasesIdleCode = true
 
     package init() {}
 

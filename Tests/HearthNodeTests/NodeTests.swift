@@ -418,6 +418,26 @@ struct ChangeSignalTests {
     }
 }
 
+struct IdleCodeReleaseServiceTests {
+    /// A node gives its code pages back once idle, unless it shares its process with a gateway whose release sees all
+    /// its requests (`hearth up`): then it runs none of its own.
+    @Test func aNodeRunsItsIdleCodeReleaseUnlessToldNotTo() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("idle-release")
+        let configuration = NodeConfiguration().with {
+            $0.dataDirectory = directory
+            $0.dashboardPort = nil
+            $0.join = JoinAddress(host: "127.0.0.1", port: 1, gatewayID: NodeID(String(repeating: "a", count: 64))!)
+            $0.models = []
+            $0.backend = BackendSettings(baseURL: "http://127.0.0.1:1/v1", models: [.init(name: "theirs", id: DefaultModel.id)])
+        }
+        let alone = try await buildNode(configuration: configuration, logger: Logger(label: "node"))
+        #expect(alone.services.filter { $0 is IdleCodeRelease }.count == 1)
+        let beside = try await buildNode(configuration: configuration.with { $0.releasesIdleCode = false }, logger: Logger(label: "node"))
+        #expect(!beside.services.contains { $0 is IdleCodeRelease })
+        #expect(beside.services.count == alone.services.count - 1, "only the release is left out")
+    }
+}
+
 struct BackendMappingTests {
     /// A mapping to an id off the catalog, or to an entry the catalog lists without pinning its file, is refused at
     /// start, saying which of the two it is (the owner fixes the first, an operator the second).
