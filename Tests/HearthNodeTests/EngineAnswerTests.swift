@@ -108,7 +108,7 @@ struct EngineAnswerTests {
                     ],
                     body: EngineProxyTests.body(DefaultModel.id.rawValue)
                 )
-                try await eventually("the engine generating and the answer under way") {
+                _ = try await eventually("the engine generating and the answer under way") {
                     generating.load(ordering: .relaxed) && inFlight.cancel("req-1") ? true : nil
                 }
                 let answered = try await response
