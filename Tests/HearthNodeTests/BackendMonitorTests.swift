@@ -97,4 +97,24 @@ struct BackendMonitorTests {
             #expect(engine.snapshot.detail?.contains("lists no model 'my-model'") == true, "\(engine.snapshot.detail ?? "")")
         }
     }
+
+    /// A server that stopped refuses the node's connections: each look misses at once, not at its deadline after trying
+    /// to connect again and again (AsyncHTTPClient's default), and the report says why. The looks here may take five
+    /// minutes each: a client that tried again until then runs into the test's time limit.
+    @Test(.timeLimit(.minutes(1)))
+    func aServerThatRefusesConnectionsMissesItsLooksAndIsSaidToRefuseThem() async throws {
+        let baseURL = "http://127.0.0.1:\(try TestEnvironment.freePort())/v1"
+        let engine = EngineHandle(
+            spec: ModelSpec(id: DefaultModel.id, path: "", sha256: DefaultModel.sha256, memoryBytes: 1),
+            backend: BackendModel(baseURL: baseURL, name: "my-model", apiKey: nil)
+        )
+        engine.update { $0.state = .ready }
+        var monitor = BackendMonitorService(settings: BackendSettings(baseURL: baseURL, models: []), engines: [engine], logger: Logger(label: "test"))
+        monitor.lookTimeout = .seconds(300)
+        #expect(await monitor.check(missesBefore: 0) == 1)
+        #expect(engine.snapshot.state == .ready)
+        #expect(await monitor.check(missesBefore: 1) == 2)
+        #expect(engine.snapshot.state == .failed)
+        #expect(engine.snapshot.detail == "the owner's server does not answer: it refuses connections")
+    }
 }

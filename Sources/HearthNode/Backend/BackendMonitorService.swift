@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOFoundationEssentialsCompat
 import NIOHTTP1
+import NIOPosix
 import ServiceLifecycle
 import Synchronization
 
@@ -17,6 +18,8 @@ struct BackendMonitorService: Service {
     /// The handles of the mapped models (each with its `backend`).
     let engines: [EngineHandle]
     let logger: Logger
+    /// How long one look may take before it counts as unanswered.
+    var lookTimeout: Duration = .seconds(10)
 
     /// Files already hashed, by path, size and modification time: a 100 MB file is hashed once, not every check.
     private final class DigestCache: Sendable {
@@ -85,7 +88,8 @@ struct BackendMonitorService: Service {
         } catch {
             // The report says only that it does not answer: the server's address is the owner's own network's, which a
             // public gateway's node list must not show. The owner's log has it.
-            let why = error is CancellationError || (error as? HTTPClientError) == .deadlineExceeded ? "no answer within 10 s" : "\(error)"
+            let why = error is CancellationError || (error as? HTTPClientError) == .deadlineExceeded ? "no answer within \(lookTimeout)" : "\(error)"
+            let detail = "the owner's server does not answer" + (Self.refusesConnections(error) ? ": it refuses connections" : "")
             let misses = missesBefore + 1
             guard misses >= Self.missesBeforeFailing else {
                 logger.warning(
@@ -95,7 +99,7 @@ struct BackendMonitorService: Service {
                 return misses
             }
             logger.warning("the owner's server does not answer", metadata: ["node.backend.url": "\(settings.baseURL)", "error": "\(why)"])
-            for engine in engines { apply(.refused("the owner's server does not answer"), to: engine) }
+            for engine in engines { apply(.refused(detail), to: engine) }
             return misses
         }
         for engine in engines {
@@ -165,12 +169,21 @@ struct BackendMonitorService: Service {
         }
         request.headers.add(name: "connection", value: "close")
         if let key = settings.apiKey { request.headers.add(name: "authorization", value: "Bearer " + key) }
-        let response = try await EngineClient.shared.execute(request, deadline: .now() + .seconds(10))
+        let response = try await EngineClient.looks.execute(request, deadline: .now() + TimeAmount(lookTimeout))
         let bytes = try await response.body.collect(upTo: 4 << 20)
         guard response.status == .ok else {
             throw BackendAnswerError("\(url) answered \(response.status.code)", status: Int(response.status.code))
         }
         return try JSONValue.parse(bytes.readableBytesView)
+    }
+}
+
+extension BackendMonitorService {
+    /// Whether a look failed because nothing listens at the server's address (it stopped, or is not started yet).
+    static func refusesConnections(_ error: any Error) -> Bool {
+        if let error = error as? NIOConnectionError { return error.connectionErrors.contains { refusesConnections($0.error) } }
+        if let error = error as? IOError { return error.errnoCode == ECONNREFUSED }
+        return false
     }
 }
 
