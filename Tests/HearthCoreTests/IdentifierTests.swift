@@ -29,7 +29,7 @@ struct IdentifierTests {
     }
 
     @Test func errorEnvelopeAlwaysHasParamAndCode() throws {
-        let json = String(decoding: try JSONEncoder().encode(OpenAIErrorBody(message: "m", type: "t")), as: UTF8.self)
+        let json = String(decoding: OpenAIErrorBody(message: "m", type: "t").json, as: UTF8.self)
         #expect(json.contains(#""param":null"#))
         #expect(json.contains(#""code":null"#))
     }

@@ -1,6 +1,7 @@
-/// The OpenAI error envelope: `{"error":{"message","type","param","code"}}`.
-package struct OpenAIErrorBody: Codable, Sendable, Equatable {
-    struct Detail: Codable, Sendable, Equatable {
+/// The OpenAI error envelope: `{"error":{"message","type","param","code"}}`. Written as `json`; read back with
+/// `JSONDecoder`.
+package struct OpenAIErrorBody: Decodable, Sendable, Equatable {
+    struct Detail: Decodable, Sendable, Equatable {
         var message: String
         var type: String
         var param: String?
@@ -12,15 +13,6 @@ package struct OpenAIErrorBody: Codable, Sendable, Equatable {
             self.param = param
             self.code = code
         }
-
-        func encode(to encoder: any Encoder) throws {
-            // `param` and `code` are always present (as null when unset), as OpenAI sends them.
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(message, forKey: .message)
-            try container.encode(type, forKey: .type)
-            try container.encode(param, forKey: .param)
-            try container.encode(code, forKey: .code)
-        }
     }
 
     var error: Detail
@@ -29,7 +21,8 @@ package struct OpenAIErrorBody: Codable, Sendable, Equatable {
         self.error = Detail(message: message, type: type, param: param, code: code)
     }
 
-    /// The envelope as sent: its members in OpenAI's order, `param` and `code` as `null` when unset.
+    /// The envelope as sent: its members in OpenAI's order, `param` and `code` always present (as `null` when unset),
+    /// as OpenAI sends them.
     ///
     /// Written here rather than by Foundation's `JSONEncoder`, which put the same envelope's members in a different
     /// order from one response to the next (`{"error":{"type",…,"message"}}` beside `{"error":{"message",…}}`).
