@@ -90,7 +90,7 @@ struct NodeOptions: ParsableArguments {
 
     @Option(
         help:
-            "How often the node asks your server which models it has and checks their files again (e.g. 15s). A look left unanswered is tried again within 3 s; the models are marked failed only when that one goes unanswered too."
+            "How often the node asks your server which models it has and checks their files again (e.g. 15s). A look left unanswered is tried again within 3 s; the models are marked failed only when that one goes unanswered too. A request your server refuses to connect has the node look at once."
     )
     var backendCheckInterval: String = "15s"
 

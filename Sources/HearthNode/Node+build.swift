@@ -160,7 +160,7 @@ package func buildNode(
         )
     }
     if let backend = configuration.backend, !external.isEmpty {
-        supervisors.append(BackendMonitorService(settings: backend, engines: external, logger: logger))
+        supervisors.append(BackendMonitorService(settings: backend, engines: external, lookNow: host.backendLooks, logger: logger))
     }
     let link = GatewayLinkService(
         identity: identity,

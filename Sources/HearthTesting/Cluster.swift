@@ -189,21 +189,32 @@ package enum HTTP {
         return try await send(request)
     }
 
-    package static func post(_ url: String, json: JSONValue, headers: [(String, String)] = []) async throws -> Reply {
-        try await post(url, body: ByteBuffer(bytes: try JSONEncoder().encode(json)), headers: headers)
+    /// `timeout` bounds the whole exchange: a test that a request fails soon sets it below what a hung one would take.
+    package static func post(
+        _ url: String,
+        json: JSONValue,
+        headers: [(String, String)] = [],
+        timeout: Duration = .seconds(120)
+    ) async throws -> Reply {
+        try await post(url, body: ByteBuffer(bytes: try JSONEncoder().encode(json)), headers: headers, timeout: timeout)
     }
 
-    package static func post(_ url: String, body: ByteBuffer, headers: [(String, String)] = []) async throws -> Reply {
+    package static func post(
+        _ url: String,
+        body: ByteBuffer,
+        headers: [(String, String)] = [],
+        timeout: Duration = .seconds(120)
+    ) async throws -> Reply {
         var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers.add(name: "content-type", value: "application/json")
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         request.body = .bytes(body)
-        return try await send(request)
+        return try await send(request, timeout: timeout)
     }
 
-    static func send(_ request: HTTPClientRequest) async throws -> Reply {
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
+    static func send(_ request: HTTPClientRequest, timeout: Duration = .seconds(120)) async throws -> Reply {
+        let response = try await HTTPClient.shared.execute(request, timeout: TimeAmount(timeout))
         let body = try await response.body.collect(upTo: 64 << 20)
         return Reply(status: Int(response.status.code), headers: response.headers, body: body)
     }

@@ -13,10 +13,14 @@ import Synchronization
 /// `checkInterval`: a model the server lists is reported ready, with what the node could check of its file
 /// (`BackendCheck`); one it does not list, or whose file is not the pinned one, is reported failed and never served;
 /// all are reported failed when the server leaves two looks in a row unanswered (the second soon after the first).
+/// A request that found the server refusing connections asks for a look at once (`lookNow`): the models are then
+/// off the gateway's routes within seconds of the server stopping, whatever the interval.
 struct BackendMonitorService: Service {
     let settings: BackendSettings
     /// The handles of the mapped models (each with its `backend`).
     let engines: [EngineHandle]
+    /// Notified by the node's requests when the server refused their connection (`EngineHost.backendRefused`).
+    let lookNow: ChangeSignal
     let logger: Logger
     /// How long one look may take before it counts as unanswered.
     var lookTimeout: Duration = .seconds(10)
@@ -42,9 +46,10 @@ struct BackendMonitorService: Service {
 
     private let digests = DigestCache()
 
-    init(settings: BackendSettings, engines: [EngineHandle], logger: Logger) {
+    init(settings: BackendSettings, engines: [EngineHandle], lookNow: ChangeSignal = ChangeSignal(), logger: Logger) {
         self.settings = settings
         self.engines = engines
+        self.lookNow = lookNow
         self.logger = logger
     }
 
@@ -56,13 +61,21 @@ struct BackendMonitorService: Service {
     /// How soon the node looks again after a look went unanswered and the models are still offered.
     var lookAgainAfterMiss: Duration { min(settings.checkInterval, .seconds(3)) }
 
+    /// The least time between two looks that requests asked for: a burst of refused requests asks for one look, not a
+    /// look each.
+    static let lookNowSpacing: Duration = .seconds(1)
+
     func run() async throws {
         try? await cancelWhenGracefulShutdown {
             var misses = 0
             while !Task.isCancelled {
+                let looked = ContinuousClock.now
+                let asked = lookNow.generation
                 misses = await check(missesBefore: misses)
                 let inGrace = misses > 0 && misses < Self.missesBeforeFailing
-                try await Task.sleep(for: inGrace ? lookAgainAfterMiss : settings.checkInterval)
+                let next = looked + (inGrace ? lookAgainAfterMiss : settings.checkInterval)
+                await lookNow.wait(until: next) { lookNow.generation != asked }
+                if ContinuousClock.now < next { try await Task.sleep(until: min(next, looked + Self.lookNowSpacing)) }
             }
         }
     }
@@ -169,7 +182,7 @@ struct BackendMonitorService: Service {
         }
         request.headers.add(name: "connection", value: "close")
         if let key = settings.apiKey { request.headers.add(name: "authorization", value: "Bearer " + key) }
-        let response = try await EngineClient.looks.execute(request, deadline: .now() + TimeAmount(lookTimeout))
+        let response = try await EngineClient.shared.execute(request, deadline: .now() + TimeAmount(lookTimeout))
         let bytes = try await response.body.collect(upTo: 4 << 20)
         guard response.status == .ok else {
             throw BackendAnswerError("\(url) answered \(response.status.code)", status: Int(response.status.code))

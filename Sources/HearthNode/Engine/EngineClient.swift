@@ -16,28 +16,21 @@ enum EngineClient {
     /// host made the ninth concurrent stream wait for a slot, and a wait longer than the connect timeout failed it.
     /// Connecting on loopback is immediate or refused; 30 s covers a machine under heavy load.
     ///
+    /// A connection that is refused fails its request at once: nothing listens there (the engine died, the owner
+    /// stopped their server), and trying again, AsyncHTTPClient's default (`retryConnectionEstablishment`), kept the
+    /// request waiting the whole connect timeout before the gateway could try another node. The node's looks at an
+    /// owner's server go through this client too (`BackendMonitorService`): each look at a stopped server took its
+    /// whole 10 s, and the node went on offering its models for two of them.
+    ///
     /// A kept connection is closed after a second idle: before the server closes it (llama-server, uvicorn (vLLM)
     /// and Node's HTTP server, which LM Studio runs, do after 5 s), since a connection the server closes just as a
     /// request goes out fails that request (seen with fifty concurrent streams, when llama-server's were kept).
-    static let shared = client(
-        connectTimeout: .seconds(30),
-        pool: .init(idleTimeout: .seconds(1), concurrentHTTP1ConnectionsPerHostSoftLimit: 4096)
-    )
-
-    /// For the node's looks at an owner's server (`BackendMonitorService`): a connection the server refuses fails the
-    /// look at once. `shared` connects again and again until the request's deadline (AsyncHTTPClient's
-    /// `retryConnectionEstablishment`), so each look at a stopped server took its whole 10 s, and the node went on
-    /// offering its models for two of them (a full test run waited more than 30 s for the model to be reported failed).
-    static let looks: HTTPClient = {
-        var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(1))
+    static let shared: HTTPClient = {
+        var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(1), concurrentHTTP1ConnectionsPerHostSoftLimit: 4096)
         pool.retryConnectionEstablishment = false
-        return client(connectTimeout: .seconds(10), pool: pool)
-    }()
-
-    private static func client(connectTimeout: TimeAmount, pool: HTTPClient.Configuration.ConnectionPool) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
-            timeout: HTTPClient.Configuration.Timeout(connect: connectTimeout, read: nil),
+            timeout: HTTPClient.Configuration.Timeout(connect: .seconds(30), read: nil),
             decompression: .disabled
         )
         configuration.connectionPool = pool
@@ -45,5 +38,5 @@ enum EngineClient {
         // a span and its attributes for every engine request (2 % of the node's CPU per whole answer, `perf`).
         configuration.tracing.tracer = nil
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }
+    }()
 }

@@ -15,6 +15,9 @@ final class EngineHost: Sendable {
     let budget: UInt64
     /// The requests an owner's server takes at once (the node's slots): beyond them, connections to it are not kept.
     let backendSlots: Int
+    /// Told when a request found the owner's server refusing connections: its monitor looks at once
+    /// (`BackendMonitorService`), instead of at its next regular look.
+    let backendLooks = ChangeSignal()
     private let decisions = Mutex<Void>(())
 
     init(engines: [EngineHandle], budget: UInt64, backendSlots: Int = .max) {

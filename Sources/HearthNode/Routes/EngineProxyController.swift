@@ -167,7 +167,7 @@ struct EngineProxyController {
         } catch {
             load.end()
             engine.end()
-            return engineDidNotAnswer(error, model: name, logger: context.logger)
+            return engineDidNotAnswer(error, engine: engine, logger: context.logger)
         }
         guard head.status == .ok else {
             // An error answer is short; it is read whole and restated for the gateway (see `EngineRefusal`).
@@ -258,7 +258,7 @@ struct EngineProxyController {
         do {
             head = try await relay.responseHead()
         } catch {
-            return engineDidNotAnswer(error, model: engine.spec.id.rawValue, logger: logger)
+            return engineDidNotAnswer(error, engine: engine, logger: logger)
         }
         guard head.status == .ok else {
             return Self.error(EngineRefusal.failure(status: Int(head.status.code), body: await relay.refusalBody()))
@@ -314,13 +314,15 @@ struct EngineProxyController {
     }
 
     /// The engine's request failed before its head: 502, so the gateway tries elsewhere.
-    private func engineDidNotAnswer(_ error: any Error, model: String, logger: Logger) -> Response {
+    private func engineDidNotAnswer(_ error: any Error, engine: EngineHandle, logger: Logger) -> Response {
         // A cancelled wait is the gateway's reset (its client left), not the engine's fault.
         logger.log(
             level: Task.isCancelled ? .debug : .warning,
             "engine did not answer",
-            metadata: ["node.model": "\(model)", "error": "\(error)"]
+            metadata: ["node.model": "\(engine.spec.id)", "error": "\(error)"]
         )
+        // The owner's server stopped since the last look: the next one, now, takes its models off the routes.
+        if engine.backend != nil, BackendMonitorService.refusesConnections(error) { host.backendLooks.notify() }
         return Self.error(APIFailure(.upstream, "The engine did not answer: \(error)", code: "engine_failed"))
     }
 
