@@ -87,6 +87,24 @@ extension OneAtATime {
             #expect(await help.waitForExit(timeout: .seconds(30)) == 0)
             #expect(help.output.first?.hasPrefix("USAGE: hearth-bench") == true)
             #expect(help.output.contains { $0.contains("--replace") })
+            // A server mode asked for its help says what the modes are, and starts no server (which would run on).
+            let modeHelp = try await TestProcess(
+                name: "bench-mode-help",
+                executable: try Self.bench,
+                arguments: ["mock-upstream", "--help"],
+                directory: directory
+            )
+            #expect(await modeHelp.waitForExit(timeout: .seconds(30)) == 0)
+            #expect(modeHelp.output.first?.hasPrefix("USAGE: hearth-bench MODE") == true, "\(modeHelp.output.prefix(3))")
+            #expect(!modeHelp.output.contains { $0.hasPrefix("READY") })
+            let unknownMode = try await TestProcess(
+                name: "bench-mode",
+                executable: try Self.bench,
+                arguments: ["mock-upstreams"],
+                directory: directory
+            )
+            #expect(await unknownMode.waitForExit(timeout: .seconds(30)) == 1)
+            #expect(unknownMode.errorOutput.contains("unknown mode 'mock-upstreams'"), "\(unknownMode.errorOutput)")
             for arguments in [["--roundz", "1"], ["--rounds", "x"], ["--parts", "9"]] {
                 let wrong = try await TestProcess(name: "bench-wrong", executable: try Self.bench, arguments: arguments, directory: directory)
                 #expect(await wrong.waitForExit(timeout: .seconds(30)) == 64, "\(arguments)")

@@ -9,13 +9,21 @@ import NIOCore
 import ServiceLifecycle
 import UnixSignals
 
-/// The benchmark's own server processes, so the gateway and the fake node each have a CPU count of their own:
-///
-///     hearth-bench fake-node --listen            plain HTTP on 127.0.0.1, prints READY url=…
-///     hearth-bench fake-node --join JOIN         over a link to a gateway, prints READY node=…
-///     hearth-bench plain-gateway --node URL      a gateway reaching that node over plain HTTP, prints READY url=…
-///     hearth-bench mock-upstream                 a paced OpenAI-compatible server (`MockUpstream`), prints READY url=…
+/// The benchmark's own server processes, so the gateway and the fake node each have a CPU count of their own
+/// (`usage`).
 enum BenchServers {
+    static let usage = """
+        USAGE: hearth-bench MODE [options]
+
+        The benchmark's own server processes, which its parts start; each runs until it is stopped.
+
+        MODES:
+          fake-node --listen        a fake node over plain HTTP on 127.0.0.1 (canned tokens), prints READY url=…
+          fake-node --join JOIN     the same over a link to a gateway, prints READY node=…
+          plain-gateway --node URL  a gateway reaching that node over plain HTTP, prints READY url=…
+          mock-upstream             a paced OpenAI-compatible server (MockUpstream), prints READY url=…
+        """
+
     static let model = ModelID("fake:canned")!
     static let tokens = 32
 
@@ -103,7 +111,7 @@ enum BenchServers {
             try await client.shutdown()
             return
         default:
-            throw BenchError("unknown server mode \(arguments.first ?? "")")
+            throw BenchError("unknown mode '\(arguments.first ?? "")'\n\n\(usage)\n\nhearth-bench --help lists the benchmark's parts")
         }
         try await ServiceGroup(configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm], logger: logger)).run()
     }

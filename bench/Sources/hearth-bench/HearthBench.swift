@@ -65,6 +65,9 @@ struct HearthBench {
           --replace         write over the committed report in bench/results/ (by default a run writes a new file,
                             bench/results/runs/<part>-<time>.md, so a trial run never replaces the committed figures)
           -h, --help        this text
+
+        The benchmark's own server processes (fake node, mock upstream) are modes of this executable:
+        hearth-bench MODE --help lists them.
         """
 
     /// Options that take a value, and flags; anything else is refused before a long run starts.
@@ -90,6 +93,11 @@ struct HearthBench {
     static func run() async throws {
         let arguments = CommandLine.arguments
         if let mode = arguments.dropFirst().first, !mode.hasPrefix("-") {
+            // A server mode asked for its help must not start the server (and run until it is stopped).
+            if arguments.contains("--help") || arguments.contains("-h") {
+                print(BenchServers.usage)
+                return
+            }
             try await BenchServers.run(Array(arguments.dropFirst()))
             return
         }
