@@ -50,9 +50,10 @@ package final class Activity: Sendable {
 /// fault each, no disk read; a few milliseconds on the first request after an idle spell). The pages stay in the
 /// cache, where the kernel reclaims them first when memory is short; other processes' mappings are untouched.
 ///
-/// The link's polls (every 5 s) map their own code again, so an idle gateway settles at about 34 MiB (26–28 just after
-/// the release; `bench/README.md`, seventeenth pass). The service waits on `Activity`'s signal, not on a timer: once it
-/// has given the pages back it wakes again only after requests have come.
+/// The link's polls (every 5 s) map their own code again: a minute after the release an idle gateway had 23 MiB
+/// resident and its node 26 (`bench/README.md`, nineteenth pass; 33 and 31 while only the first 4 KiB of the maps were
+/// read). The service waits on `Activity`'s signal, not on a timer: once it has given the pages back it wakes again
+/// only after requests have come.
 package struct IdleCodeRelease: Service {
     let activity: Activity
     let after: Duration
@@ -107,12 +108,21 @@ package enum CodePages {
         }
     }
 
+    /// This process's `/proc/self/maps`, read to its end: procfs gives a file of no size, which
+    /// `String(contentsOfFile:)` reads once, 4 KiB of a gateway's 13 (its own executable and the first few libraries;
+    /// the Swift runtime, Foundation and SQLite were never given back).
+    package static func maps() -> String? {
+        guard let handle = FileHandle(forReadingAtPath: "/proc/self/maps") else { return nil }
+        defer { try? handle.close() }
+        return String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
+    }
+
     /// Drops this process's executable file mappings from its page tables (`MADV_DONTNEED`); returns the bytes of
     /// address space given back (0 where `/proc` cannot be read).
     @discardableResult
     package static func release() -> Int {
         #if os(Linux)
-        guard let maps = try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8) else { return 0 }
+        guard let maps = maps() else { return 0 }
         var released = 0
         for mapping in executable(in: maps) {
             let length = Int(mapping.end - mapping.start)

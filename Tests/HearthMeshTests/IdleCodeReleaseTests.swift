@@ -39,6 +39,18 @@ struct IdleCodeReleaseTests {
         #expect(after < before, "RssFile \(before) kB before, \(after) kB after")
     }
 
+    /// Every executable mapping is given back, the last ones listed too: this process's maps (the test runner, its
+    /// libraries and the Swift runtime's) are longer than one read of procfs, which used to be all that was read.
+    @Test func everyExecutableMappingIsGivenBackHoweverLongTheMaps() throws {
+        let maps = try #require(CodePages.maps())
+        #expect(maps.utf8.count > 4096, "this process's maps fit in one read: the test proves nothing")
+        let mappings = CodePages.executable(in: maps)
+        let last = try #require(maps.split(separator: "\n").last { $0.split(separator: " ").dropFirst().first == "r-xp" && $0.contains("/") })
+        #expect(mappings.contains { $0.start == UInt(last.prefix { $0 != "-" }, radix: 16) }, "the last executable mapping: \(last)")
+        let total = mappings.reduce(0) { $0 + Int($1.end - $1.start) }
+        #expect(CodePages.release() == total)
+    }
+
     @Test func givesBackOnceAfterAQuietSpellAndAgainOnlyAfterRequests() async throws {
         let activity = Activity()
         let releases = Atomic<Int>(0)
