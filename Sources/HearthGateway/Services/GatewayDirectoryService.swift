@@ -38,7 +38,9 @@ struct GatewayDirectoryService: Service {
         let startedAt = Date().timeIntervalSince1970
         let changes = registry.changes
         let mesh = self.mesh
-        try? await cancelWhenGracefulShutdown {
+        // Typed as throwing: inferred from its body the closure throws nothing, and the compiler both wants the `try`
+        // (the parameter's type throws) and warns that nothing in it throws.
+        try? await cancelWhenGracefulShutdown { () async throws -> Void in
             await mesh.changes.wait(until: .now + .seconds(86400 * 365)) { mesh.current != nil }
         }
         while !Task.isShuttingDownGracefully, !Task.isCancelled {
