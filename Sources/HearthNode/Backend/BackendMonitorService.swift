@@ -19,7 +19,7 @@ struct BackendMonitorService: Service {
     let settings: BackendSettings
     /// The handles of the mapped models (each with its `backend`).
     let engines: [EngineHandle]
-    /// Notified by the node's requests when the server refused their connection (`EngineHost.backendRefused`).
+    /// Notified by the node's requests when the server refused their connection (`EngineHost.backendLooks`).
     let lookNow: ChangeSignal
     let logger: Logger
     /// How long one look may take before it counts as unanswered.
