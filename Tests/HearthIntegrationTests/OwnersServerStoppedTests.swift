@@ -42,4 +42,35 @@ struct OwnersServerStoppedTests {
             #expect(unrouted.status == 503 || unrouted.status == 404, "\(unrouted.status) \(unrouted.text.prefix(300))")
         }
     }
+
+    /// The same for embeddings (`--embeddings`), which the node asks for through its own call (`EmbeddingCall`).
+    @Test func anEmbeddingsRequestToAStoppedServerFailsAtOnceAndHasTheNodeLookAgain() async throws {
+        var script = try BackendTests.ollamaScript()
+        script.embedding = ["object": "list", "data": [["object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1]]]]
+        let fake = try await FakeOpenAIServer.start(script)
+        let baseURL = fake.baseURL
+        defer { Task { await fake.stop() } }
+        try await Cluster.with(label: "backend-stopped-embed") { cluster in
+            _ = try await cluster.startNode(
+                "stopped",
+                serving: [
+                    "--backend", "openai:" + baseURL, "--backend-model", "smollm2-hearth:latest=\(DefaultModel.id.rawValue)",
+                    "--backend-check-interval", "10m", "--embeddings",
+                ]
+            )
+            try await cluster.waitForReadyNodes(1)
+            let body: JSONValue = ["model": .string(DefaultModel.id.rawValue), "input": "The cat sat on the mat."]
+            let answered = try await HTTP.post(cluster.url + "/v1/embeddings", json: body)
+            try #require(answered.status == 200, "\(answered.status) \(answered.text.prefix(300))")
+
+            await fake.stop()
+            let refused = try await HTTP.post(cluster.url + "/v1/embeddings", json: body, timeout: .seconds(15))
+            #expect(refused.status == 502 || refused.status == 503, "\(refused.status) \(refused.text.prefix(300))")
+            let failed = try await eventually("the model reported failed after the refused request", within: .seconds(60)) {
+                let model = try await BackendTests.reported(cluster)
+                return model?["state"] == "failed" ? model : nil
+            }
+            #expect(failed["detail"] == "the owner's server does not answer: it refuses connections", "\(failed)")
+        }
+    }
 }

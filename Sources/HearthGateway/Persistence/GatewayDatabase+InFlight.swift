@@ -40,6 +40,12 @@ extension GatewayDatabase {
         )
     }
 
+    /// The requests noted in flight and not finished, by any gateway of the database: what a crash now would record as
+    /// cut off (for tests, which must not crash a gateway before its notes are written).
+    func requestsNotedInFlight() async throws -> [String] {
+        try await store.read { session in try session.query("SELECT request_id FROM in_flight").map { try $0.string("request_id") } }
+    }
+
     /// Turns the requests a previous run was serving when it stopped without finishing them (a crash, SIGKILL) into
     /// usage rows with status `cut_off`. Run at start, before serving.
     /// - Returns: how many there were.

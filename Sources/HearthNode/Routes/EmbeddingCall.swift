@@ -17,6 +17,9 @@ import Synchronization
 struct EmbeddingCall {
     let address: EngineAddress
     let gate: SerialGate
+    /// Called when the engine refused the connection: for an owner's server, the node's monitor looks at once
+    /// (`EngineHost.backendLooks`).
+    var refused: @Sendable () -> Void = {}
 
     /// The engine's answer for `body` (a checked OpenAI embeddings body) and its usage.
     func run(body: JSONValue) async throws(APIFailure) -> (answer: JSONValue, usage: TokenUsage) {
@@ -71,6 +74,7 @@ struct EmbeddingCall {
         } catch let failure as APIFailure {
             throw failure
         } catch {
+            if BackendMonitorService.refusesConnections(error) { refused() }
             throw APIFailure(.upstream, "The engine did not answer: \(error)", code: "engine_failed")
         }
     }

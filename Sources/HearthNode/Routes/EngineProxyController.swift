@@ -340,7 +340,9 @@ struct EngineProxyController {
                 throw APIFailure(.invalidRequest, "The body must be JSON.", code: "invalid_json")
             }
             let gate = embeddingGates.gate(for: engine.spec.sha256.hex + engine.spec.id.rawValue)
-            result = try await EmbeddingCall(address: address, gate: gate).run(body: json)
+            // The owner's server stopped since the last look: the next one, now, takes its models off the routes.
+            let (looks, owners) = (host.backendLooks, engine.backend != nil)
+            result = try await EmbeddingCall(address: address, gate: gate) { if owners { looks.notify() } }.run(body: json)
         } catch {
             return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
         }
