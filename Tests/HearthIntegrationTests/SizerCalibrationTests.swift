@@ -11,15 +11,6 @@ import Testing
 /// The sizer's estimate against a real llama-server's resident memory, with SmolLM2 at two context sizes.
 @Suite(.serialized, .timeLimit(.minutes(2)))
 struct SizerCalibrationTests {
-    /// VmRSS of `pid`, in bytes (procfs is read to its end).
-    static func residentBytes(of pid: Int32) -> UInt64? {
-        guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/status") else { return nil }
-        defer { try? handle.close() }
-        let text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
-        let line = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
-        return line?.split(separator: " ").dropFirst().first.flatMap { UInt64($0) }.map { $0 * 1024 }
-    }
-
     @Test(arguments: [1024, 4096])
     func theEstimateIsWithinFifteenPercentOfMeasuredMemory(context: Int) async throws {
         let model = try TestEnvironment.defaultModel()
@@ -50,11 +41,13 @@ struct SizerCalibrationTests {
             healthy = (try? await HTTPClient.shared.execute(request, timeout: .seconds(1)))?.status == .ok
             if !healthy { try await Task.sleep(for: .milliseconds(100)) }
         }
-        let measured = Self.residentBytes(of: engine.pid)
+        // VmRSS (`HearthTesting`); 0 when the process could not be read.
+        let measured = UInt64(residentBytes(of: engine.pid))
         engine.send(SIGKILL)
         _ = await engine.waitForExit()
         try #require(healthy, "llama-server did not start: \(engine.errorOutput.suffix(500))")
-        let resident = try #require(measured)
+        let resident = measured
+        try #require(resident > 0, "llama-server's resident memory could not be read")
         let error = (Double(estimate.totalBytes) - Double(resident)) / Double(resident)
         print(
             "sizer: context \(context) × \(slots): estimate \(estimate.totalBytes.binaryBytes), measured \(resident.binaryBytes), error \(String(format: "%+.1f", error * 100)) %"
