@@ -22,6 +22,9 @@ struct BackendCheck: Equatable {
         case file(path: String, sha256: SHA256Digest?)
         /// Neither route answered usefully.
         case none
+        /// A route that could have named the file left the question unanswered (no answer in time, a connection
+        /// that broke, a 5xx): the server may well have said, so this is no finding about the file.
+        case unanswered
     }
 
     /// The verdict for a model the server lists, from `evidence`, against the catalog's `pinned` hash.
@@ -53,6 +56,8 @@ struct BackendCheck: Equatable {
             return .unverified("the server names its file \(fileName(path)), which this node cannot read to hash")
         case .none:
             return .unverified("the server offers no way to check its file (no Ollama /api/show, no llama-server /props)")
+        case .unanswered:
+            return .unverified("the server left the node's question about its file unanswered (Ollama /api/show, llama-server /props)")
         }
     }
 

@@ -46,6 +46,31 @@ struct BackendMonitorService: Service {
 
     private let digests = DigestCache()
 
+    /// Per model, the looks in a row that left the question about its file unanswered (`BackendCheck.Evidence
+    /// .unanswered`). The server listed the model each time, so such a look is a miss like an unanswered list: the
+    /// model's report stands until the second in a row. A single slow `/props` (a busy server) marked a verified model
+    /// unverified, and so took it off the gateway's routes until the next look.
+    private final class EvidenceMisses: Sendable {
+        private let counts = Mutex<[ModelID: Int]>([:])
+
+        /// Counts one more unanswered look at `model`'s file; returns the looks in a row now.
+        func add(_ model: ModelID) -> Int {
+            counts.withLock { counts in
+                counts[model, default: 0] += 1
+                return counts[model]!
+            }
+        }
+
+        func clear(_ model: ModelID) {
+            _ = counts.withLock { $0.removeValue(forKey: model) }
+        }
+
+        /// Whether some model's report stands on a miss, to be looked at again soon.
+        var pending: Bool { counts.withLock { !$0.isEmpty } }
+    }
+
+    private let evidenceMisses = EvidenceMisses()
+
     init(settings: BackendSettings, engines: [EngineHandle], lookNow: ChangeSignal = ChangeSignal(), logger: Logger) {
         self.settings = settings
         self.engines = engines
@@ -72,7 +97,7 @@ struct BackendMonitorService: Service {
                 let looked = ContinuousClock.now
                 let asked = lookNow.generation
                 misses = await check(missesBefore: misses)
-                let inGrace = misses > 0 && misses < Self.missesBeforeFailing
+                let inGrace = (misses > 0 && misses < Self.missesBeforeFailing) || (misses == 0 && evidenceMisses.pending)
                 let next = looked + (inGrace ? lookAgainAfterMiss : settings.checkInterval)
                 await lookNow.wait(until: next) { lookNow.generation != asked }
                 if ContinuousClock.now < next { try await Task.sleep(until: min(next, looked + Self.lookNowSpacing)) }
@@ -122,21 +147,54 @@ struct BackendMonitorService: Service {
                 apply(.refused("the owner's server lists no model '\(backend.name)' (it lists: \(others.isEmpty ? "none" : others))"), to: engine)
                 continue
             }
-            apply(BackendCheck.verdict(evidence: await evidence(for: backend.name, root: root), pinned: engine.spec.sha256), to: engine)
+            let evidence = await evidence(for: backend.name, root: root)
+            guard evidence != .unanswered else {
+                let inARow = evidenceMisses.add(engine.spec.id)
+                if inARow < Self.missesBeforeFailing {
+                    logger.warning(
+                        "the owner's server left the question about a model's file unanswered: its report stands until the next look",
+                        metadata: ["node.model": "\(engine.spec.id)", "node.backend.next_look": "\(lookAgainAfterMiss)"]
+                    )
+                    continue
+                }
+                apply(BackendCheck.verdict(evidence: evidence, pinned: engine.spec.sha256), to: engine)
+                continue
+            }
+            evidenceMisses.clear(engine.spec.id)
+            apply(BackendCheck.verdict(evidence: evidence, pinned: engine.spec.sha256), to: engine)
         }
         return 0
     }
 
     /// What the server says about the file behind `name`: Ollama's blob first (hashed too where this node can read it:
-    /// an Ollama on the same machine), then llama-server's loaded file.
+    /// an Ollama on the same machine), then llama-server's loaded file; `.unanswered` when neither said and one of
+    /// them did not answer (a server without the route answers it 404, which is an answer).
     private func evidence(for name: String, root: String) async -> BackendCheck.Evidence {
-        if let show = try? await exchange(root + "/api/show", body: ["model": .string(name)]), let blob = BackendCheck.ollamaBlob(show) {
-            return .ollamaBlob(blob.digest, hashed: await digests.digest(of: blob.path))
+        var unanswered = false
+        do {
+            if let blob = BackendCheck.ollamaBlob(try await exchange(root + "/api/show", body: ["model": .string(name)])) {
+                return .ollamaBlob(blob.digest, hashed: await digests.digest(of: blob.path))
+            }
+        } catch {
+            unanswered = unanswered || noteUnanswered(error, route: "/api/show")
         }
-        if let props = try? await exchange(root + "/props"), let path = BackendCheck.loadedFile(props) {
-            return .file(path: path, sha256: await digests.digest(of: path))
+        do {
+            if let path = BackendCheck.loadedFile(try await exchange(root + "/props")) {
+                return .file(path: path, sha256: await digests.digest(of: path))
+            }
+        } catch {
+            unanswered = unanswered || noteUnanswered(error, route: "/props")
         }
-        return .none
+        return unanswered ? .unanswered : .none
+    }
+
+    /// Whether `error` left the question on `route` unanswered (logged, with the owner's address, which the report
+    /// leaves out), rather than answered by a 4xx or a body that is not what the route gives.
+    private func noteUnanswered(_ error: any Error, route: String) -> Bool {
+        if let answer = error as? BackendAnswerError, let status = answer.status, status < 500 { return false }
+        if error is JSONValue.ParseError { return false }
+        logger.notice("the owner's server did not answer \(route)", metadata: ["node.backend.url": "\(settings.baseURL)", "error": "\(error)"])
+        return true
     }
 
     private func apply(_ verdict: BackendCheck.Verdict, to engine: EngineHandle) {
