@@ -96,6 +96,30 @@ struct CompletionRoutesTests {
         #expect(statuses == ["502", "503"])
     }
 
+    /// The client's 502 names each node's error code, and nothing else of its answer: a node's message may name its
+    /// owner's server, and a code that is not a word is left out.
+    @Test func the502NamesTheNodesErrorCodesOnly() async throws {
+        let engineFailed =
+            #"{"error":{"message":"The owner's server at 10.1.2.3:8080 refused the connection.","type":"upstream_error","param":null,"#
+            + #""code":"engine_failed"}}"#
+        let oddCode = #"{"error":{"message":"x","type":"upstream_error","param":null,"code":"see http://10.1.2.3/"}}"#
+        let (gateway, _) = try await makeGateway([
+            nodeA: .respond(status: 502, contentType: "application/json", chunks: [engineFailed]),
+            nodeB: .respond(status: 500, contentType: "application/json", chunks: [oddCode]),
+        ])
+        try await gateway.application.test(.router) { client in
+            announce(gateway, announcement(nodeA, slots: 8))
+            announce(gateway, announcement(nodeB, slots: 1))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
+                #expect(response.status == .badGateway)
+                let message = decode(response.body)["error"]?["message"]?.stringValue ?? ""
+                #expect(message.contains("\(nodeA.short): HTTP 502 engine_failed"), "\(message)")
+                #expect(message.contains("\(nodeB.short): HTTP 500)"), "\(message)")
+                #expect(!message.contains("10.1.2.3"), "\(message)")
+            }
+        }
+    }
+
     @Test func refusesBadRequestsWithTheOpenAIEnvelope() async throws {
         let (gateway, transport) = try await makeGateway([nodeA: .fail])
         try await gateway.application.test(.router) { client in

@@ -41,6 +41,10 @@ struct OwnersServerStoppedTests {
                 let refused = try await HTTP.post(cluster.url + "/v1/chat/completions", json: body, timeout: .seconds(15))
                 #expect(refused.status == 502 || refused.status == 503, "\(refused.status) \(refused.text.prefix(300))")
                 #expect(refused.json["error"]?["message"] != nil, "\(refused.text.prefix(300))")
+                // Refused by the node (not yet by the gateway): the client is told the node's code.
+                if refused.status == 502 {
+                    #expect(refused.json["error"]?["message"]?.stringValue?.contains("HTTP 502 engine_failed") == true, "\(refused.text.prefix(300))")
+                }
             }
             try await Self.expectReportedRefusing(cluster)
             // Off the routes: the next request is refused by the gateway, without a node to try.

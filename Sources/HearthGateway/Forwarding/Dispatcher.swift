@@ -167,7 +167,8 @@ package struct Dispatcher: Sendable {
                 if response.status >= 500 {
                     nodeWentAway = false
                     release(node, pool: pool)
-                    failures.append("\(node.short): HTTP \(response.status)")
+                    let code = await Self.errorCode(of: response.body)
+                    failures.append("\(node.short): HTTP \(response.status)" + (code.map { " \($0)" } ?? ""))
                     logger.debug("node answered with a server error", metadata: ["node.id": "\(node.short)", "http.status": "\(response.status)"])
                     continue
                 }
@@ -218,6 +219,18 @@ package struct Dispatcher: Sendable {
             ),
             retryAfter: retryAfterSeconds
         )
+    }
+
+    /// The error code in a node's error answer (`engine_failed`, `model_not_ready`, ...), for the client's message when
+    /// no node could serve: the code only, which a node's own answers hold to a word, where the message may name what
+    /// is the node owner's (an owner's server's address). Read for a second at most: a node's error answer comes whole.
+    static func errorCode(of body: NodeResponseBody) async -> String? {
+        guard let answer = try? await withDeadline(.seconds(1), { try await body.collect(upTo: 16 << 10) }),
+            let code = (try? JSONValue.parse(answer.readableBytesView))?["error"]?["code"]?.stringValue,
+            (1...64).contains(code.utf8.count),
+            code.utf8.allSatisfy({ (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || $0 == UInt8(ascii: "_") })
+        else { return nil }
+        return code
     }
 
     /// Asks `node` to stop answering `requestID` (its answer then ends with the receipt for what it did). A method, not
