@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import HearthTesting
@@ -6,6 +5,7 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import Synchronization
 import Testing
 
@@ -26,13 +26,19 @@ struct EngineAnswerTests {
         try await LoopbackServer.with(router: router, name: "fake-engine", body)
     }
 
-    static func request(port: Int) throws -> HTTPClient.Request {
-        try HTTPClient.Request(url: "http://127.0.0.1:\(port)/v1/chat/completions", method: .POST, body: .byteBuffer(ByteBuffer(string: "{}")))
+    static func request(port: Int) -> EngineRequest {
+        EngineRequest(
+            endpoint: EngineEndpoint(loopbackPort: port),
+            path: "/v1/chat/completions",
+            headers: ["content-type": "application/json"],
+            body: ByteBuffer(string: "{}"),
+            deadline: .now() + .seconds(60)
+        )
     }
 
     static func answer(port: Int, limit: Int = UsageBounds.largestWholeAnswer) throws -> EngineAnswer {
-        let answer = EngineAnswer(on: EngineClient.shared.eventLoopGroup.next(), limit: limit)
-        answer.send(try request(port: port), client: EngineClient.shared, deadline: .now() + .seconds(60))
+        let answer = EngineAnswer(on: MultiThreadedEventLoopGroup.singleton.next(), limit: limit)
+        answer.send(request(port: port))
         return answer
     }
 

@@ -1,7 +1,9 @@
 import AsyncHTTPClient
 import NIOCore
 
-/// The HTTP client a node talks to its engines with: configured for LLM work, not for web pages.
+/// The HTTP client for a node's exchanges with its engines other than completions (those go through its own
+/// `EngineConnection`): a continuation's templating and tokenizing, embeddings, the backend monitor's looks.
+/// Configured for LLM work, not for web pages.
 ///
 /// `HTTPClient.shared` gives up on a response that has sent nothing for 90 s, whatever deadline the caller passes:
 /// every non-streamed answer that took longer to generate (1,800 tokens on a busy CPU), and every stream queued behind

@@ -133,8 +133,12 @@ struct EngineAddress: Sendable, Equatable {
     /// threads free, and past them each request closes its own.
     let keepsConnection: Bool
 
+    /// Where the engine listens, for `EngineConnection`; `nil` for an owner's URL it cannot take.
+    let endpoint: EngineEndpoint?
+
     init(port: Int) {
         root = "http://127.0.0.1:\(port)"
+        endpoint = EngineEndpoint(loopbackPort: port)
         self.port = port
         backendName = nil
         apiKey = nil
@@ -143,6 +147,7 @@ struct EngineAddress: Sendable, Equatable {
 
     init(backend: BackendModel, keepsConnection: Bool = false) {
         root = BackendSettings.root(of: backend.baseURL)
+        endpoint = EngineEndpoint(root: root)
         port = nil
         backendName = backend.name
         apiKey = backend.apiKey

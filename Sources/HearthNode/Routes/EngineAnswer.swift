@@ -1,24 +1,21 @@
-import AsyncHTTPClient
 import HearthCore
 import NIOCore
 import NIOHTTP1
 
-/// A whole (not streamed) answer read from an engine on one event loop, the link stream's: AsyncHTTPClient reads the
-/// engine's connection there and hands each part to this delegate there, and the route's task, which runs on that
+/// A whole (not streamed) answer read from an engine on one event loop, the link stream's: `EngineConnection` reads
+/// the engine's connection there and hands each part to this reader there, and the route's task, which runs on that
 /// loop too, waits for the head and then the body.
 ///
 /// AsyncHTTPClient's `async` API started a task of its own per request (to register it for cancellation) and
 /// streamed the body through an async sequence read by another: each a pool thread woken, and hops back to the loop,
 /// on the path of every whole answer.
-final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
-    typealias Response = Void
-
+final class EngineAnswer: EngineResponseReader, @unchecked Sendable {
     /// The most of an error answer that is kept, to be restated for the gateway.
     static let refusalLimit = 64 << 10
 
     struct AnswerTooLong: Error {}
 
-    // Everything below is touched only on `eventLoop`: AsyncHTTPClient calls the delegate there, and `send` and
+    // Everything below is touched only on `eventLoop`: `EngineConnection` calls the reader there, and `send` and
     // `cancel` hop to it.
     let eventLoop: any EventLoop
     private let head: EventLoopPromise<HTTPResponseHead>
@@ -27,7 +24,7 @@ final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
     private let limit: Int
     /// An error answer: only its first `refusalLimit` bytes are kept, the rest is read and dropped.
     private var keepsOnlyTheStart = false
-    private var task: HTTPClient.Task<Void>?
+    private var exchange: EngineExchange?
 
     /// An answer read on `eventLoop`, failing past `limit` bytes.
     init(on eventLoop: any EventLoop, limit: Int = UsageBounds.largestWholeAnswer) {
@@ -37,11 +34,10 @@ final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
         body = eventLoop.makePromise()
     }
 
-    /// Sends `request` to the engine on `client`, its connection asked for on this answer's loop (see
-    /// `EngineRelay.send`).
-    func send(_ request: HTTPClient.Request, client: HTTPClient, deadline: NIODeadline) {
-        let task = client.execute(request: request, delegate: self, eventLoop: .delegate(on: eventLoop), deadline: deadline)
-        eventLoop.execute { self.task = task }
+    /// Sends `request` to the engine from this answer's loop (see `EngineRelay.send`).
+    func send(_ request: EngineRequest) {
+        let exchange = EngineConnection.send(request, on: eventLoop, to: self)
+        eventLoop.execute { self.exchange = exchange }
     }
 
     /// The engine's response head; throws when the engine did not answer, or the waiting task was cancelled.
@@ -57,18 +53,17 @@ final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
 
     /// Drops the engine's request (its connection is closed, which stops the generation).
     func cancel() {
-        eventLoop.execute { self.task?.cancel() }
+        eventLoop.execute { self.exchange?.cancel() }
     }
 
-    // MARK: AsyncHTTPClient's delegate, on `eventLoop`
+    // MARK: EngineResponseReader, on `eventLoop`
 
-    func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+    func engineHead(_ head: HTTPResponseHead) {
         keepsOnlyTheStart = head.status != .ok
         self.head.succeed(head)
-        return eventLoop.makeSucceededVoidFuture()
     }
 
-    func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+    func engineBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         var buffer = buffer
         let room = (keepsOnlyTheStart ? Self.refusalLimit : limit) - collected.readableBytes
         guard buffer.readableBytes <= room else {
@@ -81,11 +76,11 @@ final class EngineAnswer: HTTPClientResponseDelegate, @unchecked Sendable {
         return eventLoop.makeSucceededVoidFuture()
     }
 
-    func didFinishRequest(task: HTTPClient.Task<Void>) throws {
+    func engineEnd() {
         body.succeed(collected)
     }
 
-    func didReceiveError(task: HTTPClient.Task<Void>, _ error: any Error) {
+    func engineFailed(_ error: any Error) {
         head.fail(error)
         body.fail(error)
     }

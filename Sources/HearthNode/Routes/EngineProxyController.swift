@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import HearthCore
@@ -9,6 +8,7 @@ import Logging
 import NIOCore
 import NIOFoundationEssentialsCompat
 import NIOHTTP1
+import NIOPosix
 
 /// The node's API for the gateway: completions are passed to the engine serving the model and streamed back
 /// as they come. When the gateway goes away, the engine request is dropped, which stops the generation.
@@ -136,7 +136,7 @@ struct EngineProxyController {
             engine.end()
             return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
         }
-        let upstream: HTTPClient.Request
+        let upstream: EngineRequest
         do {
             upstream = try Self.engineRequest(call, address: address)
         } catch {
@@ -157,10 +157,9 @@ struct EngineProxyController {
         }
         context.logger.debug("forwarding to engine", metadata: ["gw.request.id": "\(request.headers[Self.requestIDHeader] ?? "-")"])
         // Read on the link stream's event loop, where this task runs (`EngineAnswer`).
-        let answer = EngineAnswer(on: LinkStream.channel?.eventLoop ?? EngineClient.shared.eventLoopGroup.next())
+        let answer = EngineAnswer(on: LinkStream.channel?.eventLoop ?? MultiThreadedEventLoopGroup.singleton.next())
         load.begin()
-        // The deadline is a ceiling for a runaway engine; the gateway's reset cancels the request much sooner.
-        answer.send(upstream, client: EngineClient.shared, deadline: .now() + .hours(6))
+        answer.send(upstream)
         let head: HTTPResponseHead
         do {
             head = try await answer.responseHead()
@@ -222,18 +221,18 @@ struct EngineProxyController {
         )
     }
 
-    /// The engine's request for `call`.
-    private static func engineRequest(_ call: EngineCall, address: EngineAddress) throws(APIFailure) -> HTTPClient.Request {
-        do {
-            return try HTTPClient.Request(url: address.url(call.path), method: .POST, headers: address.requestHeaders, body: .byteBuffer(call.body))
-        } catch {
-            throw APIFailure(.server, "The engine's address is not a URL: \(error)")
+    /// The engine's request for `call`. The deadline is a ceiling for a runaway engine; the gateway's reset cancels
+    /// the request much sooner.
+    private static func engineRequest(_ call: EngineCall, address: EngineAddress) throws(APIFailure) -> EngineRequest {
+        guard let endpoint = address.endpoint else {
+            throw APIFailure(.server, "The engine's address is not an http(s) URL.")
         }
+        return EngineRequest(endpoint: endpoint, path: call.path, headers: address.requestHeaders, body: call.body, deadline: .now() + .hours(6))
     }
 
     /// A stream: relayed on the link stream's event loop (`EngineRelay`), its receipt the trailer after its last event.
     private func stream(
-        _ upstream: HTTPClient.Request,
+        _ upstream: EngineRequest,
         call: EngineCall,
         rewriter: EngineStreamRewriter,
         engine: EngineHandle,
@@ -246,14 +245,16 @@ struct EngineProxyController {
             engine.end()
             return Self.error(APIFailure(.server, "A stream is relayed only over a gateway link."))
         }
-        let relay = EngineRelay(to: link, rewriter: rewriter)
+        // An owner's server may ignore `max_tokens`; a managed llama-server does not.
+        let eventLimit = engine.backend == nil ? nil : fields?.maxTokens.map { UsageBounds(requestBytes: 0, maxTokens: $0).events }
+        let relay = EngineRelay(to: link, rewriter: rewriter, eventLimit: eventLimit)
         let load = self.load
         load.begin()
         relay.whenEnded {
             load.end()
             engine.end()
         }
-        relay.send(upstream, client: EngineClient.shared)
+        relay.send(upstream)
         let head: HTTPResponseHead
         do {
             head = try await relay.responseHead()
@@ -285,7 +286,12 @@ struct EngineProxyController {
                 let ending = await relay.relay(to: link)
                 // The gateway reset the stream: no receipt can follow.
                 if ending.linkGone { throw CancellationError() }
-                if let failure = ending.failure,
+                if relay.overran {
+                    logger.warning(
+                        "the owner's server went past the request's max_tokens: its request was dropped",
+                        metadata: ["node.model": "\(engine.spec.id)"]
+                    )
+                } else if let failure = ending.failure,
                     failure is SSEEventSplitter.EventTooLarge || failure is EngineStreamRewriter.WholeAnswerTooLong
                         || failure is EngineStreamRewriter.WholeAnswerUnreadable
                 {

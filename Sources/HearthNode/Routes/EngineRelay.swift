@@ -1,22 +1,19 @@
-import AsyncHTTPClient
 import HearthCore
 import HearthMesh
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 
-/// One engine stream relayed to the gateway on the link stream's event loop: AsyncHTTPClient hands each chunk to this
-/// delegate on that loop (having read it there too, when the engine's connection is on it: see `send`), and the
-/// delegate rewrites it and writes it to the link stream's channel there and then. No Swift task wakes per event
+/// One engine stream relayed to the gateway on the link stream's event loop: `EngineConnection` reads the engine's
+/// connection on that loop and hands each chunk to this reader there, and the reader rewrites it and writes it to the
+/// link stream's channel there and then. No Swift task wakes per event
 /// (each wake-up was a thread switch: the engine reader's, the response writer's, then the event loop's again). The
 /// backpressure is the link stream's writability: once its HTTP/2 window or buffer is full, the engine's connection is
 /// read no further until the gateway's stream window takes the chunk.
 ///
 /// The route's task waits twice: for the engine's head (to answer an error as an error) and for the end (to sign the
 /// receipt, sent as the trailer through Hummingbird's writer after the last chunk, which this relay wrote first).
-final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
-    typealias Response = Void
-
+final class EngineRelay: EngineResponseReader, @unchecked Sendable {
     /// How the engine's stream ended, for the receipt.
     struct Ending: Sendable {
         /// The events as the node counts them for its receipt.
@@ -27,8 +24,8 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
         var linkGone: Bool
     }
 
-    // Everything below is touched only on `eventLoop`: AsyncHTTPClient calls the delegate there, and `start` and
-    // `cancel` hop to it.
+    // Everything below is touched only on `eventLoop`: `EngineConnection` calls the reader there, and `send`, `relay`
+    // and `cancel` hop to it.
     let eventLoop: any EventLoop
     private var rewriter: EngineStreamRewriter
     private var tap = UsageTap(streaming: true)
@@ -40,17 +37,26 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
     private var refusal = ByteBuffer()
     private let refusalEnded: EventLoopPromise<ByteBuffer>
     private var status: HTTPResponseStatus?
-    private var task: HTTPClient.Task<Void>?
+    private var exchange: EngineExchange?
     private var linkGone = false
     /// The link's flush coalescer, which lets a token wait a little for the link's other streams (looked up when the
     /// relay starts, before any token; `nil` for a link without one).
     private var coalescer: LinkFlushCoalescer?
 
+    /// The most events the engine's stream may have (`UsageBounds.events` of the request's `max_tokens`), for an
+    /// owner's server that may ignore `max_tokens`; `nil` for none.
+    private let eventLimit: Int?
+    /// The stream went past `eventLimit`: the engine's request was dropped.
+    private(set) var overran = false
+
     /// A relay to `link`, the stream the gateway's request came on; when it closes before the relay is over (the
-    /// gateway reset it, or the response head could not be written), the engine's request is dropped.
-    init(to link: any Channel, rewriter: EngineStreamRewriter) {
+    /// gateway reset it, or the response head could not be written), the engine's request is dropped. Past
+    /// `eventLimit` events, the engine's request is dropped too, after the event that went past it (the gateway, which
+    /// counts the same, then ends the client's answer where `max_tokens` did).
+    init(to link: any Channel, rewriter: EngineStreamRewriter, eventLimit: Int? = nil) {
         eventLoop = link.eventLoop
         self.rewriter = rewriter
+        self.eventLimit = eventLimit
         head = eventLoop.makePromise()
         ending = eventLoop.makePromise()
         started = eventLoop.makePromise()
@@ -58,16 +64,11 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
         link.closeFuture.whenComplete { _ in self.cancel() }
     }
 
-    /// Sends `request` to the engine; the head comes from `responseHead()`.
-    ///
-    /// The engine's connection is asked for on the link's event loop, not required there: AsyncHTTPClient opens a
-    /// connection for a request that requires a loop outside its general pool and closes it after that one request,
-    /// so an owner's server saw a new connection per stream. Preferred, a kept connection on this loop is taken first
-    /// (a new one is opened here), and one on another loop only when this loop has none idle, whose chunks then hop
-    /// to this loop.
-    func send(_ request: HTTPClient.Request, client: HTTPClient) {
-        let task = client.execute(request: request, delegate: self, eventLoop: .delegate(on: eventLoop), deadline: .now() + .hours(6))
-        eventLoop.execute { self.task = task }
+    /// Sends `request` to the engine from the link's event loop, on a connection made there (or kept there from an
+    /// earlier request to the same server); the head comes from `responseHead()`.
+    func send(_ request: EngineRequest) {
+        let exchange = EngineConnection.send(request, on: eventLoop, to: self)
+        eventLoop.execute { self.exchange = exchange }
     }
 
     /// The engine's response head; throws when the engine did not answer (or `cancel` came first).
@@ -100,7 +101,7 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
     func cancel() {
         eventLoop.execute {
             self.started.fail(CancellationError())
-            self.task?.cancel()
+            self.exchange?.cancel()
         }
     }
 
@@ -109,7 +110,7 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
         ending.futureResult.whenComplete { _ in body() }
     }
 
-    // MARK: AsyncHTTPClient's delegate, on `eventLoop`
+    // MARK: EngineResponseReader, on `eventLoop`
 
     /// The engine answered a stream's request whole (some OpenAI-compatible servers ignore `stream`): the relay makes
     /// the stream's events of it (`EngineStreamRewriter.answeredWhole`).
@@ -117,14 +118,13 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
         head.status == .ok && head.headers.first(name: "content-type")?.lowercased().hasPrefix("application/json") == true
     }
 
-    func didReceiveHead(task: HTTPClient.Task<Void>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+    func engineHead(_ head: HTTPResponseHead) {
         status = head.status
         if Self.answersWhole(head) { rewriter.answeredWhole() }
         self.head.succeed(head)
-        return eventLoop.makeSucceededVoidFuture()
     }
 
-    func didReceiveBodyPart(task: HTTPClient.Task<Void>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+    func engineBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
         guard status == .ok else {
             var buffer = buffer
             if refusal.readableBytes < 64 << 10 { refusal.writeBuffer(&buffer) }
@@ -133,10 +133,14 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
         return started.futureResult.flatMap { link in self.forward(buffer, to: link) }
     }
 
-    func didFinishRequest(task: HTTPClient.Task<Void>) throws {
+    func engineEnd() {
         guard status == .ok else { return end(failure: nil) }
         // The engine's last bytes (an event without its blank line) go too, once the relay has begun.
         started.futureResult.flatMap { link -> EventLoopFuture<Void> in
+            guard !self.overran else {
+                self.tap.finish()
+                return self.eventLoop.makeSucceededVoidFuture()
+            }
             let rest: ByteBuffer
             do {
                 rest = try self.rewriter.finish()
@@ -153,7 +157,7 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
         }
     }
 
-    func didReceiveError(task: HTTPClient.Task<Void>, _ error: any Error) {
+    func engineFailed(_ error: any Error) {
         tap.finish()
         end(failure: error)
     }
@@ -168,6 +172,8 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
     }
 
     private func forward(_ chunk: ByteBuffer, to link: any Channel) -> EventLoopFuture<Void> {
+        // Past the request's events, what is still in flight from the engine is dropped with its request.
+        guard !overran else { return eventLoop.makeSucceededVoidFuture() }
         let rewritten: ByteBuffer
         do {
             rewritten = try rewriter.rewrite(chunk)
@@ -177,18 +183,26 @@ final class EngineRelay: HTTPClientResponseDelegate, @unchecked Sendable {
         }
         tap.observe(rewritten)
         guard rewritten.readableBytes > 0 else { return eventLoop.makeSucceededVoidFuture() }
-        // While the link stream takes more, the engine is read on at once: waiting for each write's future made
-        // AsyncHTTPClient stop reading and start again per event, two `epoll_ctl` calls per token (the link's flush
-        // waits for the end of the loop's turn, so the future was never done on return).
+        if let eventLimit, tap.events > eventLimit, !overran {
+            // A server streaming on past `max_tokens` would otherwise be read for as long as the gateway takes to stop
+            // the request (it drains what is under way): 90 MB of a runaway server's stream on a loaded machine.
+            overran = true
+            let written = writeToken(rewritten, to: link)
+            written.whenComplete { _ in self.exchange?.cancel() }
+            return written
+        }
+        // While the link stream takes more, the engine is read on at once: waiting for each write's future would stop
+        // reading and start again per event, two `epoll_ctl` calls per token (the link's flush waits for the end of
+        // the loop's turn, so the future is never done on return).
         let writable = link.isWritable
         let written = writeToken(rewritten, to: link).flatMapErrorThrowing { error in
-            // The gateway reset the stream (its client went away, or the link fell): failing the future makes
-            // AsyncHTTPClient drop the engine's request, which stops the generation.
+            // The gateway reset the stream (its client went away, or the link fell): failing the future drops the
+            // engine's request, which stops the generation.
             self.linkGone = true
             throw error
         }
         guard writable else { return written }
-        written.whenFailure { _ in self.task?.cancel() }
+        written.whenFailure { _ in self.exchange?.cancel() }
         return eventLoop.makeSucceededVoidFuture()
     }
 
