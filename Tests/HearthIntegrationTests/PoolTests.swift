@@ -194,7 +194,7 @@ struct PoolTests {
             far.proxy.setDelay(.milliseconds(100))
 
             // Polled, bounded: a PING goes beside every report poll (5 s apart when nothing changes).
-            let roundTrips = try await eventually("the far link's round trip", within: .seconds(60)) { () -> [String: Double]? in
+            let roundTrips = try await eventually("the far link's round trip", within: .seconds(120)) { () -> [String: Double]? in
                 let nodes = try await HTTP.get(cluster.url + "/api/nodes").json.arrayValue ?? []
                 let measured = Dictionary(
                     nodes.compactMap { node in
@@ -202,7 +202,12 @@ struct PoolTests {
                     },
                     uniquingKeysWith: { first, _ in first }
                 )
-                return measured.count == 4 && (measured[far.id.rawValue] ?? 0) > 40 ? measured : nil
+                // Farthest as measured, by a margin: the round trips are smoothed, and beside a CPU hog a near link's
+                // has been measured at 108 ms while the far one's had reached 70 (the planner rightly left out the
+                // near one then).
+                let farthest = measured[far.id.rawValue] ?? 0
+                let others = measured.filter { $0.key != far.id.rawValue }.values.max() ?? .infinity
+                return measured.count == 4 && farthest > 40 && farthest > others + 20 ? measured : nil
             }
             #expect(roundTrips.values.allSatisfy { $0 > 0 }, "\(roundTrips)")
 
