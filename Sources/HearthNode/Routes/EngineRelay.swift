@@ -33,6 +33,8 @@ final class EngineRelay: EngineResponseReader, @unchecked Sendable {
     private let ending: EventLoopPromise<Ending>
     /// Succeeds with the link stream once the gateway has the response head; fails when it never will.
     private let started: EventLoopPromise<any Channel>
+    /// The link stream once `started` has it: a chunk then goes straight to it, without a future chained per chunk.
+    private var relaying: (any Channel)?
     /// An error answer's body, read whole (it is short) to be restated for the gateway (`EngineRefusal`).
     private var refusal = ByteBuffer()
     private let refusalEnded: EventLoopPromise<ByteBuffer>
@@ -87,6 +89,8 @@ final class EngineRelay: EngineResponseReader, @unchecked Sendable {
         eventLoop.execute {
             self.coalescer = try? link.parent?.pipeline.syncOperations.handler(type: LinkFlushCoalescer.self)
             self.started.succeed(link)
+            // Only if that took: a relay cancelled before it began stays stopped.
+            self.started.futureResult.assumeIsolated().whenSuccess { self.relaying = $0 }
         }
         return await withTaskCancellationHandler {
             // `ending` never fails: every way out of the engine's request succeeds it.
@@ -130,6 +134,7 @@ final class EngineRelay: EngineResponseReader, @unchecked Sendable {
             if refusal.readableBytes < 64 << 10 { refusal.writeBuffer(&buffer) }
             return eventLoop.makeSucceededVoidFuture()
         }
+        if let relaying { return forward(buffer, to: relaying) }
         return started.futureResult.flatMap { link in self.forward(buffer, to: link) }
     }
 
@@ -166,6 +171,7 @@ final class EngineRelay: EngineResponseReader, @unchecked Sendable {
     private func end(failure: (any Error)?) {
         let error = failure ?? CancellationError()
         head.fail(error)
+        relaying = nil
         started.fail(error)
         refusalEnded.succeed(refusal)
         ending.succeed(Ending(tap: tap, failure: failure, linkGone: linkGone))
