@@ -44,6 +44,16 @@ struct EngineConnectionTests {
         }
     }
 
+    /// An owner's server named by its host name is resolved (an address is connected to without a lookup).
+    @Test func aServerNamedByItsHostNameIsReached() async throws {
+        try await FakeEngine.with(.answers("{}")) { engine in
+            var request = engine.request(keep: false)
+            request.endpoint = try #require(EngineEndpoint(root: "http://localhost:\(engine.port)"))
+            let answer = try await Reader.exchange(request, on: MultiThreadedEventLoopGroup.singleton.next())
+            #expect(answer.status == .ok && engine.requests == 1)
+        }
+    }
+
     /// A kept connection goes after a second idle, before a server would close it under a request going out.
     @Test func anIdleConnectionIsClosedAfterASecond() async throws {
         try await FakeEngine.with(.answers("{}")) { engine in

@@ -164,8 +164,11 @@ enum EngineConnection {
     /// TLS for an owner's `https` server, verified against the system's roots as any client would.
     static let tls: Result<NIOSSLContext, any Error> = Result { try NIOSSLContext(configuration: .makeClientConfiguration()) }
 
+    /// A connection to `endpoint` from `eventLoop`. An address given as such (a managed engine's 127.0.0.1, an owner's
+    /// server by its IP) is connected to at once: NIO resolves a name on a thread of its own, a hand-off per connection,
+    /// and a managed engine gets a new connection per request.
     static func connect(_ endpoint: EngineEndpoint, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
-        ClientBootstrap(group: eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
@@ -179,7 +182,8 @@ enum EngineConnection {
                     try channel.pipeline.syncOperations.addHandler(EngineConnectionHandler(endpoint: endpoint))
                 }
             }
-            .connect(host: endpoint.host, port: endpoint.port)
+        if let address = try? SocketAddress(ipAddress: endpoint.host, port: endpoint.port) { return bootstrap.connect(to: address) }
+        return bootstrap.connect(host: endpoint.host, port: endpoint.port)
     }
 }
 
