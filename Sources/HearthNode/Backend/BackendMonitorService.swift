@@ -148,19 +148,15 @@ struct BackendMonitorService: Service {
                 continue
             }
             let evidence = await evidence(for: backend.name, root: root)
-            guard evidence != .unanswered else {
-                let inARow = evidenceMisses.add(engine.spec.id)
-                if inARow < Self.missesBeforeFailing {
-                    logger.warning(
-                        "the owner's server left the question about a model's file unanswered: its report stands until the next look",
-                        metadata: ["node.model": "\(engine.spec.id)", "node.backend.next_look": "\(lookAgainAfterMiss)"]
-                    )
-                    continue
-                }
-                apply(BackendCheck.verdict(evidence: evidence, pinned: engine.spec.sha256), to: engine)
+            if evidence != .unanswered {
+                evidenceMisses.clear(engine.spec.id)
+            } else if evidenceMisses.add(engine.spec.id) < Self.missesBeforeFailing {
+                logger.warning(
+                    "the owner's server left the question about a model's file unanswered: its report stands until the next look",
+                    metadata: ["node.model": "\(engine.spec.id)", "node.backend.next_look": "\(lookAgainAfterMiss)"]
+                )
                 continue
             }
-            evidenceMisses.clear(engine.spec.id)
             apply(BackendCheck.verdict(evidence: evidence, pinned: engine.spec.sha256), to: engine)
         }
         return 0

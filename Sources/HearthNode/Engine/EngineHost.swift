@@ -110,10 +110,20 @@ final class EngineHost: Sendable {
 /// A model of the owner's own server: where it is asked, under which name, and with which key.
 struct BackendModel: Sendable, Equatable {
     /// Up to and including `/v1` (`BackendSettings.parse`).
-    var baseURL: String
+    let baseURL: String
     /// The server's name for the model (`/v1/models`).
-    var name: String
-    var apiKey: String?
+    let name: String
+    let apiKey: String?
+    /// Where the server listens, read from `baseURL` once rather than for every request; `nil` for a URL
+    /// `EngineConnection` cannot take.
+    let endpoint: EngineEndpoint?
+
+    init(baseURL: String, name: String, apiKey: String?) {
+        self.baseURL = baseURL
+        self.name = name
+        self.apiKey = apiKey
+        endpoint = EngineEndpoint(root: BackendSettings.root(of: baseURL))
+    }
 }
 
 struct EngineAddress: Sendable, Equatable {
@@ -147,7 +157,7 @@ struct EngineAddress: Sendable, Equatable {
 
     init(backend: BackendModel, keepsConnection: Bool = false) {
         root = BackendSettings.root(of: backend.baseURL)
-        endpoint = EngineEndpoint(root: root)
+        endpoint = backend.endpoint
         port = nil
         backendName = backend.name
         apiKey = backend.apiKey
