@@ -74,6 +74,42 @@ struct EngineConnectionTests {
         }
     }
 
+    /// A server that closed a kept connection just as the next request went out on it (its idle timeout, or a restart)
+    /// dropped the request unread: it is sent again, once, on a new connection, and the client never hears of it.
+    @Test func aRequestOnAKeptConnectionTheServerClosedGoesOutAgainOnANewOne() async throws {
+        try await FakeEngine.with(.dropsKeptConnectionsNextRequest("{\"n\":1}")) { engine in
+            let loop = MultiThreadedEventLoopGroup.singleton.next()
+            for round in 1...2 {
+                let answer = try await Reader.exchange(engine.request(keep: true), on: loop)
+                #expect(answer.status == .ok && answer.body == "{\"n\":1}", "round \(round)")
+            }
+            // The first request opened a connection; the second went out on it, was dropped, and went out again on a new one.
+            #expect(engine.connections == 2 && engine.requests == 3)
+        }
+    }
+
+    /// A new connection closed unanswered is the engine failing, not a kept connection gone stale: no second try.
+    @Test func aNewConnectionClosedUnansweredFailsTheRequest() async throws {
+        try await FakeEngine.with(.closesUnanswered) { engine in
+            await #expect(throws: EngineExchangeError.closedEarly) {
+                try await Reader.exchange(engine.request(keep: true), on: MultiThreadedEventLoopGroup.singleton.next())
+            }
+            #expect(engine.connections == 1 && engine.requests == 1)
+        }
+    }
+
+    /// An answer the engine began and broke off is the engine's failure, on a kept connection too: sent again, it would
+    /// be generated twice.
+    @Test func anAnswerBrokenOffOnAKeptConnectionIsNotAskedAgain() async throws {
+        try await FakeEngine.with(.breaksKeptConnectionsNextAnswer("{\"n\":1}")) { engine in
+            let loop = MultiThreadedEventLoopGroup.singleton.next()
+            _ = try await Reader.exchange(engine.request(keep: true), on: loop)
+            // The answer's body is shorter than its length: the decoder's error, not a second try.
+            await #expect(throws: (any Error).self) { try await Reader.exchange(engine.request(keep: true), on: loop) }
+            #expect(engine.connections == 1 && engine.requests == 2)
+        }
+    }
+
     /// The server closes its connection after its answer while the reader has not yet taken the answer's parts (a
     /// relay whose gateway has yet to take the response head): the answer is whole all the same.
     @Test func anAnswerEndedBeforeTheServerClosedIsWholeWhileTheReaderCatchesUp() async throws {
@@ -199,6 +235,12 @@ private final class FakeEngine: Sendable {
         case answersAndCloses(String)
         /// Reads the request and never answers.
         case holds
+        /// Answers a connection's first request; closes it, unanswered, under the next.
+        case dropsKeptConnectionsNextRequest(String)
+        /// Answers a connection's first request; sends the next one's head and part of its body, then closes.
+        case breaksKeptConnectionsNextAnswer(String)
+        /// Closes every connection under its first request, unanswered.
+        case closesUnanswered
     }
 
     let behaviour: Behaviour
@@ -256,16 +298,32 @@ private final class FakeEngine: Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let engine: FakeEngine
+        /// Requests read on this connection.
+        private var served = 0
         init(engine: FakeEngine) { self.engine = engine }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard case .end = unwrapInboundIn(data) else { return }
             engine.counts.withLock { $0.requests += 1 }
+            served += 1
             let (text, closes): (String, Bool)
             switch engine.behaviour {
             case .answers(let answer): (text, closes) = (answer, false)
             case .answersAndCloses(let answer): (text, closes) = (answer, true)
             case .holds: return
+            case .closesUnanswered: return context.close(promise: nil)
+            case .dropsKeptConnectionsNextRequest(let answer):
+                guard served == 1 else { return context.close(promise: nil) }
+                (text, closes) = (answer, false)
+            case .breaksKeptConnectionsNextAnswer(let answer):
+                (text, closes) = (answer, false)
+                if served > 1 {
+                    var head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-type": "application/json"])
+                    head.headers.add(name: "content-length", value: String(text.utf8.count))
+                    context.write(wrapOutboundOut(.head(head)), promise: nil)
+                    context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: String(text.prefix(2)))))), promise: nil)
+                    return context.close(promise: nil)
+                }
             }
             var head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-type": "application/json"])
             head.headers.add(name: "content-length", value: String(text.utf8.count))

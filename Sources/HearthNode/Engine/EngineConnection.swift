@@ -90,8 +90,7 @@ protocol EngineResponseReader: AnyObject, Sendable {
 enum EngineExchangeError: Error, Equatable, CustomStringConvertible {
     case cancelled
     case deadlineExceeded
-    /// The engine closed its connection before its answer ended (it died, or the owner's server closed a kept
-    /// connection just as the request went out).
+    /// The engine closed its connection before its answer ended (it died, or it closed a new connection unanswered).
     case closedEarly
     case notAURL
 
@@ -114,8 +113,10 @@ enum EngineExchangeError: Error, Equatable, CustomStringConvertible {
 ///
 /// A connection is kept for the next request only when the request did not ask to close it (`EngineAddress
 /// .keepsConnection`) and the engine's answer allows it, on the loop it was made on, for at most a second idle: servers
-/// close kept connections after a few seconds (llama-server, uvicorn and Node's after 5), and one closed just as a
-/// request goes out fails that request.
+/// close kept connections after a few seconds (llama-server, uvicorn and Node's after 5). One a server closed just as a
+/// request went out on it (the connection lost before any answer came) has the request sent once more, on a new
+/// connection, as browsers do: the server dropped it unread. A new connection lost so, or an answer broken off once
+/// begun, fails the request.
 enum EngineConnection {
     static let idleTimeout: TimeAmount = .seconds(1)
     static let connectTimeout: TimeAmount = .seconds(30)
@@ -198,6 +199,10 @@ final class EngineExchange: @unchecked Sendable {
     private var deadline: Scheduled<Void>?
     /// The reader has been told how it ended (`engineEnd` or `engineFailed`).
     private(set) var over = false
+    /// The request went out on a connection kept from an earlier one, which its server may have closed meanwhile.
+    private var onKeptConnection = false
+    /// The engine's answer has begun: a connection lost from here on breaks it off.
+    private var answered = false
 
     fileprivate init(request: EngineRequest, eventLoop: any EventLoop, reader: any EngineResponseReader) {
         self.request = request
@@ -215,8 +220,13 @@ final class EngineExchange: @unchecked Sendable {
         if let kept = EngineConnection.idle.take(request.endpoint, on: eventLoop),
             let handler = try? kept.pipeline.syncOperations.handler(type: EngineConnectionHandler.self)
         {
+            onKeptConnection = true
             return run(on: kept, handler: handler)
         }
+        connect()
+    }
+
+    private func connect() {
         EngineConnection.connect(request.endpoint, on: eventLoop).whenComplete { result in
             switch result {
             case .success(let channel):
@@ -241,7 +251,18 @@ final class EngineExchange: @unchecked Sendable {
     }
 
     fileprivate func received(_ head: HTTPResponseHead) {
+        answered = true
         reader?.engineHead(head)
+    }
+
+    /// The connection closed or failed under the request: sent again on a new one when it was a kept connection and
+    /// no answer had begun (the server closed it idle as the request went out), else the exchange fails.
+    fileprivate func connectionLost(_ error: any Error) {
+        guard !over else { return }
+        guard onKeptConnection, !answered else { return fail(error) }
+        onKeptConnection = false
+        channel = nil
+        connect()
     }
 
     fileprivate func received(_ part: ByteBuffer) -> EventLoopFuture<Void> {
@@ -300,7 +321,7 @@ private final class EngineConnectionHandler: ChannelDuplexHandler, RemovableChan
     }
 
     func begin(_ exchange: EngineExchange) {
-        guard let context else { return exchange.fail(EngineExchangeError.closedEarly) }
+        guard let context else { return exchange.connectionLost(EngineExchangeError.closedEarly) }
         idleTimer?.cancel()
         idleTimer = nil
         self.exchange = exchange
@@ -354,14 +375,14 @@ private final class EngineConnectionHandler: ChannelDuplexHandler, RemovableChan
         // An answer that ended before the connection closed (a server closing after its answer, as llama-server does
         // for `connection: close`) is whole, even while the reader still has parts of it to take.
         if !endWaiting {
-            exchange?.fail(EngineExchangeError.closedEarly)
+            exchange?.connectionLost(EngineExchangeError.closedEarly)
             exchange = nil
         }
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        exchange?.fail(error)
+        exchange?.connectionLost(error)
         exchange = nil
         context.close(promise: nil)
     }
