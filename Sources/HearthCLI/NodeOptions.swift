@@ -103,12 +103,20 @@ struct NodeOptions: ParsableArguments {
     )
     var backendApiKeyFile: String?
 
+    @Option(
+        help: """
+            A PEM file of certificate authorities to trust for an https --backend beside the system's roots: a server \
+            on your network with a certificate of your own CA (its name is still checked against the certificate).
+            """
+    )
+    var backendCaFile: String?
+
     @Option(help: "Use this llama-server binary and skip the build (env: HEARTH_LLAMA_SERVER).")
     var llamaServer: String?
 
     @Option(
         help:
-            "A JSON file with node settings (keys: models, aliases, models_dir, memory, threads, ctx_size, parallel, llama_server, join, invite, device_cert, name, backend, backend_models: {NAME: CATALOG_ID}, backend_api_key_file)."
+            "A JSON file with node settings (keys: models, aliases, models_dir, memory, threads, ctx_size, parallel, llama_server, join, invite, device_cert, name, backend, backend_models: {NAME: CATALOG_ID}, backend_api_key_file, backend_ca_file)."
     )
     var config: String?
 
@@ -161,6 +169,9 @@ struct NodeOptions: ParsableArguments {
         if backendApiKeyFile != nil, backend == nil, config == nil {
             throw ValidationError("--backend-api-key-file needs --backend: the server the key is for")
         }
+        if backendCaFile != nil, backend == nil, config == nil {
+            throw ValidationError("--backend-ca-file needs --backend: the server whose certificate it vouches for")
+        }
         if !backendModels.isEmpty, backend == nil, config == nil {
             throw ValidationError("--backend-model needs --backend: the server whose models it names")
         }
@@ -187,6 +198,19 @@ struct NodeOptions: ParsableArguments {
             }
             return try environment["HEARTH_BACKEND_API_KEY"].map { try BackendSettings.apiKey($0, from: "HEARTH_BACKEND_API_KEY") }
         } catch let error as BackendSettingsError {
+            throw ValidationError(error.description)
+        }
+    }
+
+    /// The authorities of `--backend-ca-file` (or the config file's), or `nil` without one.
+    static func backendTrust(file path: String?) throws -> BackendTrust? {
+        guard let path else { return nil }
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw ValidationError("cannot read --backend-ca-file \(path)")
+        }
+        do {
+            return try BackendTrust(certificates: BackendTrust.certificates(pem: text, from: "--backend-ca-file \(path)"))
+        } catch {
             throw ValidationError(error.description)
         }
     }
@@ -279,8 +303,11 @@ struct NodeOptions: ParsableArguments {
             configuration.backend = BackendSettings(baseURL: try parseBackend(text), models: try mappings.map(parseBackendModel))
             configuration.backend?.checkInterval = try parseDuration(backendCheckInterval, option: "--backend-check-interval")
             configuration.backend?.apiKey = try Self.backendAPIKey(file: backendApiKeyFile ?? file.backendApiKeyFile, environment: environment)
+            configuration.backend?.trust = try Self.backendTrust(file: backendCaFile ?? file.backendCaFile)
         } else if backendApiKeyFile != nil {
             throw ValidationError("--backend-api-key-file needs --backend: the server the key is for")
+        } else if backendCaFile != nil {
+            throw ValidationError("--backend-ca-file needs --backend: the server whose certificate it vouches for")
         }
         let usesBackendOnly = configuration.backend != nil && models.isEmpty && file.models == nil
         let missingEngine = !FileManager.default.isExecutableFile(atPath: configuration.llamaServerPath)
@@ -350,11 +377,13 @@ struct NodeConfigFile: Decodable {
     var backend: String?
     var backendModels: [String: String]?
     var backendApiKeyFile: String?
+    var backendCaFile: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case models, aliases, memory, threads, parallel, join, invite, name, backend
         case backendModels = "backend_models"
         case backendApiKeyFile = "backend_api_key_file"
+        case backendCaFile = "backend_ca_file"
         case deviceCert = "device_cert"
         case modelsDir = "models_dir"
         case ctxSize = "ctx_size"

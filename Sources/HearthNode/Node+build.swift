@@ -222,7 +222,7 @@ private func backendEngines(_ configuration: NodeConfiguration, changes: ChangeS
         let handle = EngineHandle(
             spec: ModelSpec(id: entry.id, path: "", sha256: sha256, entry: entry),
             changes: changes,
-            backend: BackendModel(baseURL: backend.baseURL, name: mapping.name, apiKey: backend.apiKey)
+            backend: BackendModel(baseURL: backend.baseURL, name: mapping.name, apiKey: backend.apiKey, trust: backend.trust)
         )
         handle.update { $0.detail = "asking the owner's server" }
         return handle

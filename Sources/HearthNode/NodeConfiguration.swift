@@ -145,6 +145,8 @@ package struct BackendSettings: Sendable, Equatable {
 
     /// How often the node asks the server which models it has (and checks their files again).
     package var checkInterval: Duration = .seconds(15)
+    /// Authorities an `https` server's certificate may come from beside the system's roots (`--backend-ca-file`).
+    package var trust: BackendTrust?
 
     package init(baseURL: String, models: [Mapping]) {
         self.baseURL = baseURL

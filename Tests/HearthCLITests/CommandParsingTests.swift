@@ -176,6 +176,25 @@ struct BackendOptionTests {
         #expect(throws: ValidationError.self) { try NodeOptions.backendAPIKey(file: "/nonexistent/key", environment: none) }
     }
 
+    /// `--backend-ca-file` must hold PEM certificates; a file that holds none (a key, a DER file, nothing) is refused
+    /// when the node starts, not at its first https request.
+    @Test func takesTheServersAuthorityFromAPEMFileAndRefusesOneWithoutACertificate() async throws {
+        let directory = try TestEnvironment.temporaryDirectory("backend-ca")
+        func file(_ text: String) throws -> String {
+            let path = (directory as NSString).appendingPathComponent("ca-\(UUID().uuidString).pem")
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let front = try await TLSFront(to: 9)
+        defer { front.close() }
+        #expect(try NodeOptions.backendTrust(file: try file(front.authorityPEM)) != nil)
+        #expect(try NodeOptions.backendTrust(file: nil) == nil)
+        for bad in ["", "not a certificate", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"] {
+            #expect(throws: ValidationError.self, "\(bad.prefix(20).debugDescription)") { try NodeOptions.backendTrust(file: try file(bad)) }
+        }
+        #expect(throws: ValidationError.self) { try NodeOptions.backendTrust(file: "/nonexistent/ca.pem") }
+    }
+
     @Test func refusesWhatCannotBeAServerOrAMappingWithTheReason() {
         for (arguments, reason) in [
             (["--backend", "http://127.0.0.1:11434/v1"], "openai:URL"),
@@ -185,6 +204,7 @@ struct BackendOptionTests {
             (["--backend", "openai:http://h/v1", "--backend-model", "a="], "NAME=CATALOG_ID"),
             (["--backend-model", "a=smollm2-135m-instruct:q4_1"], "needs --backend"),
             (["--backend-api-key-file", "/tmp/key"], "needs --backend"),
+            (["--backend-ca-file", "/tmp/ca.pem"], "needs --backend"),
             (["--backend", "openai:http://h/v1", "--backend-check-interval", "often"], "--backend-check-interval"),
             (["--backend", "openai:http://owner:secret@h/v1", "--backend-model", "a=smollm2-135m-instruct:q4_1"], "--backend-api-key-file"),
         ] {

@@ -6,6 +6,7 @@ import NIOCore
 import NIOFoundationEssentialsCompat
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
@@ -127,7 +128,10 @@ struct BackendMonitorService: Service {
             // The report says only that it does not answer: the server's address is the owner's own network's, which a
             // public gateway's node list must not show. The owner's log has it.
             let why = error is CancellationError || (error as? HTTPClientError) == .deadlineExceeded ? "no answer within \(lookTimeout)" : "\(error)"
-            let detail = "the owner's server does not answer" + (Self.refusesConnections(error) ? ": it refuses connections" : "")
+            let detail =
+                Self.distrustsCertificate(error)
+                ? "the owner's server's TLS certificate is not trusted: give its authority with --backend-ca-file"
+                : "the owner's server does not answer" + (Self.refusesConnections(error) ? ": it refuses connections" : "")
             let misses = missesBefore + 1
             guard misses >= Self.missesBeforeFailing else {
                 logger.warning(
@@ -236,6 +240,7 @@ struct BackendMonitorService: Service {
         }
         request.headers.add(name: "connection", value: "close")
         if let key = settings.apiKey { request.headers.add(name: "authorization", value: "Bearer " + key) }
+        request.tlsConfiguration = settings.trust?.configuration
         let response = try await EngineClient.shared.execute(request, deadline: .now() + TimeAmount(lookTimeout))
         let bytes = try await response.body.collect(upTo: 4 << 20)
         guard response.status == .ok else {
@@ -251,6 +256,14 @@ extension BackendMonitorService {
         if let error = error as? NIOConnectionError { return error.connectionErrors.contains { refusesConnections($0.error) } }
         if let error = error as? IOError { return error.errnoCode == ECONNREFUSED }
         return false
+    }
+
+    /// Whether `error` is this node refusing the server's certificate (an authority it does not trust, or a name the
+    /// certificate does not cover), which no second look mends.
+    static func distrustsCertificate(_ error: any Error) -> Bool {
+        if error is NIOSSLExtraError { return true }
+        guard case .handshakeFailed(let reason)? = error as? NIOSSLError else { return false }
+        return "\(reason)".contains("CERTIFICATE_VERIFY_FAILED")
     }
 }
 

@@ -68,6 +68,8 @@ struct EngineRequest: Sendable {
     var body: ByteBuffer
     /// A ceiling for a runaway engine; the gateway's reset cancels the request much sooner.
     var deadline: NIODeadline
+    /// TLS for an `https` endpoint whose owner names authorities of their own (`BackendTrust`); `nil`: the system's roots.
+    var tls: NIOSSLContext? = nil
 
     /// Whether the connection may carry another request after this one's answer.
     var keepsConnection: Bool { !headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" } }
@@ -165,10 +167,11 @@ enum EngineConnection {
     /// TLS for an owner's `https` server, verified against the system's roots as any client would.
     static let tls: Result<NIOSSLContext, any Error> = Result { try NIOSSLContext(configuration: .makeClientConfiguration()) }
 
-    /// A connection to `endpoint` from `eventLoop`. An address given as such (a managed engine's 127.0.0.1, an owner's
-    /// server by its IP) is connected to at once: NIO resolves a name on a thread of its own, a hand-off per connection,
-    /// and a managed engine gets a new connection per request.
-    static func connect(_ endpoint: EngineEndpoint, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+    /// A connection to `endpoint` from `eventLoop` (over TLS with `context`, else the system's roots, when it is
+    /// `https`). An address given as such (a managed engine's 127.0.0.1, an owner's server by its IP) is connected to
+    /// at once: NIO resolves a name on a thread of its own, a hand-off per connection, and a managed engine gets a new
+    /// connection per request.
+    static func connect(_ endpoint: EngineEndpoint, tls context: NIOSSLContext?, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -177,7 +180,7 @@ enum EngineConnection {
                 channel.eventLoop.makeCompletedFuture {
                     if endpoint.tls {
                         let hostname = endpoint.host.contains(":") || endpoint.host.allSatisfy({ $0.isNumber || $0 == "." }) ? nil : endpoint.host
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.get(), serverHostname: hostname))
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: context ?? tls.get(), serverHostname: hostname))
                     }
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(EngineConnectionHandler(endpoint: endpoint))
@@ -227,7 +230,7 @@ final class EngineExchange: @unchecked Sendable {
     }
 
     private func connect() {
-        EngineConnection.connect(request.endpoint, on: eventLoop).whenComplete { result in
+        EngineConnection.connect(request.endpoint, tls: request.tls, on: eventLoop).whenComplete { result in
             switch result {
             case .success(let channel):
                 guard !self.over, let handler = try? channel.pipeline.syncOperations.handler(type: EngineConnectionHandler.self) else {

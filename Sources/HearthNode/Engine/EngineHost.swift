@@ -118,10 +118,14 @@ struct BackendModel: Sendable, Equatable {
     /// `EngineConnection` cannot take.
     let endpoint: EngineEndpoint?
 
-    init(baseURL: String, name: String, apiKey: String?) {
+    /// The authorities its certificate may come from beside the system's roots, for an `https` server.
+    let trust: BackendTrust?
+
+    init(baseURL: String, name: String, apiKey: String?, trust: BackendTrust? = nil) {
         self.baseURL = baseURL
         self.name = name
         self.apiKey = apiKey
+        self.trust = trust
         endpoint = EngineEndpoint(root: BackendSettings.root(of: baseURL))
     }
 }
@@ -152,6 +156,7 @@ struct EngineAddress: Sendable, Equatable {
         self.port = port
         backendName = nil
         apiKey = nil
+        trust = nil
         keepsConnection = false
     }
 
@@ -161,11 +166,14 @@ struct EngineAddress: Sendable, Equatable {
         port = nil
         backendName = backend.name
         apiKey = backend.apiKey
+        trust = backend.trust
         self.keepsConnection = keepsConnection
     }
 
     /// The key the owner's server asks for, if it asks for one.
     let apiKey: String?
+    /// Authorities the owner's `https` server's certificate may come from beside the system's roots.
+    let trust: BackendTrust?
 
     /// The headers of a request to the engine.
     var requestHeaders: HTTPHeaders {

@@ -65,6 +65,7 @@ struct EmbeddingCall {
         var request = HTTPClientRequest(url: address.url("/v1/embeddings"))
         request.method = .POST
         request.headers = address.requestHeaders
+        request.tlsConfiguration = address.trust?.configuration
         do {
             request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
             let response = try await EngineClient.shared.execute(request, deadline: .now() + .minutes(10))

@@ -227,7 +227,15 @@ struct EngineProxyController {
         guard let endpoint = address.endpoint else {
             throw APIFailure(.server, "The engine's address is not an http(s) URL.")
         }
-        return EngineRequest(endpoint: endpoint, path: call.path, headers: address.requestHeaders, body: call.body, deadline: .now() + .hours(6))
+        var request = EngineRequest(
+            endpoint: endpoint,
+            path: call.path,
+            headers: address.requestHeaders,
+            body: call.body,
+            deadline: .now() + .hours(6)
+        )
+        request.tls = address.trust?.context
+        return request
     }
 
     /// A stream: relayed on the link stream's event loop (`EngineRelay`), its receipt the trailer after its last event.
