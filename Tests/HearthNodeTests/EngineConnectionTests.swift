@@ -57,7 +57,9 @@ struct EngineConnectionTests {
     /// A kept connection goes after a second idle, before a server would close it under a request going out.
     @Test func anIdleConnectionIsClosedAfterASecond() async throws {
         try await FakeEngine.with(.answers("{}")) { engine in
-            _ = try await Reader.exchange(engine.request(keep: true), on: MultiThreadedEventLoopGroup.singleton.next())
+            var request = engine.request(keep: true)
+            request.idleTimeout = EngineConnection.idleTimeout
+            _ = try await Reader.exchange(request, on: MultiThreadedEventLoopGroup.singleton.next())
             #expect(engine.connections == 1)
             _ = try await eventually("the idle connection to close", within: .seconds(30)) { engine.open == 0 ? true : nil }
         }
@@ -253,16 +255,21 @@ private final class FakeEngine: Sendable {
 
     init(_ behaviour: Behaviour) { self.behaviour = behaviour }
 
+    /// A request whose kept connection waits a minute for the next one: on a machine busy enough to leave a second
+    /// between two of a test's requests, the node's second would have closed it, and the test counted three
+    /// connections where two were asked for.
     func request(keep: Bool) -> EngineRequest {
         var headers: HTTPHeaders = ["content-type": "application/json"]
         if !keep { headers.add(name: "connection", value: "close") }
-        return EngineRequest(
+        var request = EngineRequest(
             endpoint: EngineEndpoint(loopbackPort: port),
             path: "/v1/chat/completions",
             headers: headers,
             body: ByteBuffer(string: "{}"),
             deadline: .now() + .seconds(60)
         )
+        request.idleTimeout = .seconds(60)
+        return request
     }
 
     static func with(_ behaviour: Behaviour, _ body: (FakeEngine) async throws -> Void) async throws {

@@ -70,6 +70,8 @@ struct EngineRequest: Sendable {
     var deadline: NIODeadline
     /// TLS for an `https` endpoint whose owner names authorities of their own (`BackendTrust`); `nil`: the system's roots.
     var tls: NIOSSLContext? = nil
+    /// How long the connection may wait idle for the next request once the answer is in, when it is kept.
+    var idleTimeout = EngineConnection.idleTimeout
 
     /// Whether the connection may carry another request after this one's answer.
     var keepsConnection: Bool { !headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" } }
@@ -397,7 +399,7 @@ private final class EngineConnectionHandler: ChannelDuplexHandler, RemovableChan
         self.exchange = nil
         if keepAlive, let context, context.channel.isActive {
             let (channel, endpoint) = (context.channel, endpoint)
-            idleTimer = channel.eventLoop.scheduleTask(in: EngineConnection.idleTimeout) {
+            idleTimer = channel.eventLoop.scheduleTask(in: exchange.request.idleTimeout) {
                 EngineConnection.idle.remove(channel, endpoint)
                 channel.close(promise: nil)
             }
