@@ -220,14 +220,18 @@ struct CompletionPipeline: Sendable {
 
 /// A request a node is serving. `finish` must be called once, after the client has its response: it releases the
 /// node and meters the request (the SQLite write stays off the response's critical path).
-struct ServedRequest: Sendable {
+///
+/// A class: its fields (the pipeline, the node's opened response, the caller's names) come to 824 bytes, and a
+/// stream's state holds it through every async frame of its relay and its settlement, where each copy of a struct
+/// stays for the stream's life (6.9 KiB of task memory per held stream in all, `heaptrack`).
+final class ServedRequest: Sendable {
     let pipeline: CompletionPipeline
     let upstream: OpenedUpstream
     let route: String
     let model: String
     /// The id the node gets (`<id>.<part>` for a later part), and the client's request id.
     let requestID: String
-    var rootID: String
+    let rootID: String
     let consumer: String
     /// The account charged for the request, and the quota bucket it drew from.
     let account: NodeID?
@@ -235,13 +239,39 @@ struct ServedRequest: Sendable {
     let startedAt: Date
     let logger: Logger
 
+    init(
+        pipeline: CompletionPipeline,
+        upstream: OpenedUpstream,
+        route: String,
+        model: String,
+        requestID: String,
+        rootID: String,
+        consumer: String,
+        account: NodeID?,
+        quota: QuotaCharge,
+        startedAt: Date,
+        logger: Logger
+    ) {
+        self.pipeline = pipeline
+        self.upstream = upstream
+        self.route = route
+        self.model = model
+        self.requestID = requestID
+        self.rootID = rootID
+        self.consumer = consumer
+        self.account = account
+        self.quota = quota
+        self.startedAt = startedAt
+        self.logger = logger
+    }
+
     var node: NodeID { upstream.node }
 
     /// A 200 response carrying a whole body (a request that does not stream); the request is metered once the client
     /// has the body, or as `client_closed` if it went away first.
     func respond(with body: ByteBuffer, headers: HTTPFields, usage: TokenUsage?, fallbackCompletionTokens: Int) -> Response {
         .whole(body, headers: headers, settlements: pipeline.settlements) { status in
-            await finish(usage: usage, fallbackCompletionTokens: fallbackCompletionTokens, status: status)
+            await self.finish(usage: usage, fallbackCompletionTokens: fallbackCompletionTokens, status: status)
         }
     }
 
