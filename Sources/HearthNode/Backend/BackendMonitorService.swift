@@ -259,7 +259,7 @@ extension BackendMonitorService {
     }
 
     /// Whether `error` is this node refusing the server's certificate (an authority it does not trust, or a name the
-    /// certificate does not cover), which no second look mends.
+    /// certificate does not cover): the report then says so, rather than that the server does not answer.
     static func distrustsCertificate(_ error: any Error) -> Bool {
         if error is NIOSSLExtraError { return true }
         guard case .handshakeFailed(let reason)? = error as? NIOSSLError else { return false }
