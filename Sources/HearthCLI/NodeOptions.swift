@@ -172,6 +172,9 @@ struct NodeOptions: ParsableArguments {
         if backendCaFile != nil, backend == nil, config == nil {
             throw ValidationError("--backend-ca-file needs --backend: the server whose certificate it vouches for")
         }
+        if backendCaFile != nil, let backend, !backend.hasPrefix("openai:https://") {
+            throw ValidationError("--backend-ca-file is for an https --backend; \(backend) has no certificate to check")
+        }
         if !backendModels.isEmpty, backend == nil, config == nil {
             throw ValidationError("--backend-model needs --backend: the server whose models it names")
         }
@@ -304,6 +307,9 @@ struct NodeOptions: ParsableArguments {
             configuration.backend?.checkInterval = try parseDuration(backendCheckInterval, option: "--backend-check-interval")
             configuration.backend?.apiKey = try Self.backendAPIKey(file: backendApiKeyFile ?? file.backendApiKeyFile, environment: environment)
             configuration.backend?.trust = try Self.backendTrust(file: backendCaFile ?? file.backendCaFile)
+            if configuration.backend?.trust != nil, !text.hasPrefix("openai:https://") {
+                throw ValidationError("backend_ca_file is for an https backend; \(text) has no certificate to check")
+            }
         } else if backendApiKeyFile != nil {
             throw ValidationError("--backend-api-key-file needs --backend: the server the key is for")
         } else if backendCaFile != nil {

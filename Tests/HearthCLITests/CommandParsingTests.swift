@@ -205,6 +205,7 @@ struct BackendOptionTests {
             (["--backend-model", "a=smollm2-135m-instruct:q4_1"], "needs --backend"),
             (["--backend-api-key-file", "/tmp/key"], "needs --backend"),
             (["--backend-ca-file", "/tmp/ca.pem"], "needs --backend"),
+            (["--backend", "openai:http://h/v1", "--backend-model", "a=smollm2-135m-instruct:q4_1", "--backend-ca-file", "/tmp/ca.pem"], "https"),
             (["--backend", "openai:http://h/v1", "--backend-check-interval", "often"], "--backend-check-interval"),
             (["--backend", "openai:http://owner:secret@h/v1", "--backend-model", "a=smollm2-135m-instruct:q4_1"], "--backend-api-key-file"),
         ] {
