@@ -55,8 +55,10 @@ struct PoolStopTests {
             let pools = try #require(mesh.gateway.pools)
             func planned(_ id: PoolID) -> Bool { pools.views().first { $0.id == id }?.members.isEmpty == false }
 
-            let a = try await pools.create(model: DefaultModel.id)
+            // Named before it is created: its plan may go out before `create` returns.
+            let a = PoolID.random()
             first.withLock { $0 = a }
+            _ = try await pools.create(model: DefaultModel.id, id: a)
             _ = try await eventually("the first pool's plan", within: .seconds(60)) { planned(a) ? true : nil }
             #expect(await pools.stop(a))
             _ = try await eventually("the first pool's stop at its three nodes", within: .seconds(60)) {
@@ -123,8 +125,11 @@ struct PoolStopTests {
             let pools = try #require(mesh.gateway.pools)
             func members(_ id: PoolID) -> Int { pools.views().first { $0.id == id }?.members.filter { $0.role == "member" }.count ?? 0 }
 
-            let a = try await pools.create(model: DefaultModel.id)
+            // Named before it is created: its assignments may go out before `create` returns, and one taken for
+            // another pool's would not be held.
+            let a = PoolID.random()
             first.withLock { $0 = a }
+            _ = try await pools.create(model: DefaultModel.id, id: a)
             _ = try await eventually("the first pool's assignments held at its members", within: .seconds(60)) {
                 members(a) > 0 && assignments.held.load(ordering: .relaxed) == members(a) ? true : nil
             }
