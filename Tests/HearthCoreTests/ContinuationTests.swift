@@ -20,7 +20,10 @@ struct ContinuationTests {
     }
 
     @Test func aMarkLineReadsBackAndMalformedOnesAreIgnored() throws {
-        for mark in [TokenMark(token: 0, kind: .clean), TokenMark(token: 49151, kind: .held), TokenMark(token: nil, kind: .gap)] {
+        for mark in [
+            TokenMark(token: 0, kind: .clean), TokenMark(token: 49151, kind: .held), TokenMark(token: nil, kind: .gap),
+            TokenMark(token: Int32.max, kind: .clean),
+        ] {
             let event = Array((mark.line + "data: {}\n\n").utf8)
             let parsed = try #require(event.withUnsafeBytes { TokenMark.parse($0) })
             #expect(parsed.mark == mark)
@@ -29,6 +32,8 @@ struct ContinuationTests {
         for line in [
             ": hearth-token 5 fresh\n", ": hearth-token -5 clean\n", ": hearth-token 5 clean extra\n", ": hearth-token 5 clean",
             ": hearth-token 99999999999 clean\n", ": other 5 clean\n", "data: {}\n", ": hearth-token  clean\n",
+            ": hearth-token 2147483648 clean\n", ": hearth-token +5 clean\n", ": hearth-token 5  clean\n", ": hearth-token 5 cleaner\n",
+            ": hearth-token 5 clea\n", ": hearth-token 5 \n", ": hearth-token - gap \n", ": hearth-token -- gap\n", ": hearth-token 5\n",
         ] {
             #expect(Array(line.utf8).withUnsafeBytes { TokenMark.parse($0) } == nil, "\(line)")
         }

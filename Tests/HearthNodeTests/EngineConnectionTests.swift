@@ -215,7 +215,7 @@ private final class Reader: EngineResponseReader, @unchecked Sendable {
 
     func engineHead(_ head: HTTPResponseHead) { state.withLock { $0.head = head } }
 
-    func engineBody(_ part: ByteBuffer) -> EventLoopFuture<Void> {
+    func engineBody(_ part: ByteBuffer) -> EventLoopFuture<Void>? {
         var part = part
         state.withLock { _ = $0.body.writeBuffer(&part) }
         return taken()

@@ -76,6 +76,16 @@ struct EngineStreamRewriterTests {
         #expect(payload(kept[1])?["choices"]?[0]?["logprobs"]?["content"]?[0]?["bytes"] == [73])
     }
 
+    /// The mark is written into the event's buffer piece by piece: the same line the gateway reads back.
+    @Test func aMarkIsWrittenAsItsLine() throws {
+        for mark in [TokenMark(token: 0, kind: .clean), TokenMark(token: Int32.max, kind: .held), TokenMark(token: nil, kind: .gap)] {
+            var buffer = ByteBuffer()
+            buffer.writeMark(mark)
+            #expect(String(buffer: buffer) == mark.line)
+            #expect(buffer.withUnsafeReadableBytes { TokenMark.parse($0) }?.mark == mark)
+        }
+    }
+
     /// Events are edited in place (their bytes spliced) rather than parsed and written again: both ways must give the
     /// same marks and the same JSON, for every shape, on events with escapes, spacing, several choices and none.
     @Test func editingInPlaceGivesWhatParsingGives() throws {

@@ -41,11 +41,22 @@ package struct TokenMark: Sendable, Equatable {
         /// The event's text is more than its token covers (a character split over tokens whose ids the engine did not
         /// report): the event's text stands for everything since the last clean event.
         case gap
+
+        /// The kind a mark's last field names, read from its bytes.
+        init?(_ field: Slice<UnsafeRawBufferPointer>) {
+            switch field.first {
+            case UInt8(ascii: "c"): self = .clean
+            case UInt8(ascii: "h"): self = .held
+            case UInt8(ascii: "g"): self = .gap
+            default: return nil
+            }
+            guard field.elementsEqual(rawValue.utf8) else { return nil }
+        }
     }
 
     /// The id of the token the event came from, when the engine reported it.
-    var token: Int32?
-    var kind: Kind
+    package private(set) var token: Int32?
+    package private(set) var kind: Kind
 
     package init(token: Int32?, kind: Kind) {
         self.token = token
@@ -63,18 +74,28 @@ package struct TokenMark: Sendable, Equatable {
         let prefix = LinkProtocol.tokenMarkPrefixBytes
         guard event.count > prefix.count, event.starts(with: prefix) else { return nil }
         guard let newline = event[prefix.count...].firstIndex(of: UInt8(ascii: "\n")) else { return nil }
-        let fields = event[prefix.count..<newline].split(separator: UInt8(ascii: " "))
-        guard fields.count == 2, let kind = Kind(rawValue: String(decoding: fields[1], as: UTF8.self)) else { return nil }
-        let tokenText = String(decoding: fields[0], as: UTF8.self)
+        // Read in place, once an event on the gateway's streaming path: `<token or -> <kind>`, one space between.
+        let line = event[prefix.count..<newline]
+        guard let space = line.firstIndex(of: UInt8(ascii: " ")), let kind = Kind(line[(space + 1)...]) else { return nil }
         let token: Int32?
-        if tokenText == "-" {
-            token = nil
-        } else if let value = Int32(tokenText), value >= 0 {
+        switch line[..<space] {
+        case let field where field.elementsEqual(CollectionOfOne(UInt8(ascii: "-"))): token = nil
+        case let field:
+            guard let value = Self.decimal(field) else { return nil }
             token = value
-        } else {
-            return nil
         }
         return (TokenMark(token: token, kind: kind), newline + 1)
+    }
+
+    /// A token id written in decimal digits only (no sign, no spaces), or `nil`; ids past `Int32.max` are none.
+    private static func decimal(_ digits: Slice<UnsafeRawBufferPointer>) -> Int32? {
+        guard !digits.isEmpty, digits.count <= 10 else { return nil }
+        var value: Int64 = 0
+        for byte in digits {
+            guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+            value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+        }
+        return value <= Int64(Int32.max) ? Int32(value) : nil
     }
 }
 

@@ -69,14 +69,25 @@ package struct JSONOutline: Sendable {
     package static func splice(_ bytes: UnsafeBufferPointer<UInt8>, _ edits: [(range: Range<Int>, with: [UInt8])]) -> [UInt8] {
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count + 32)
+        splice(bytes, edits) { output.append(contentsOf: $0) }
+        return output
+    }
+
+    /// `splice`, handing the result's pieces to `write` in order rather than making an array of them (a node writes
+    /// them straight into the buffer it sends). Edits in order are taken as they are; others are sorted first.
+    package static func splice(
+        _ bytes: UnsafeBufferPointer<UInt8>,
+        _ edits: [(range: Range<Int>, with: [UInt8])],
+        into write: (UnsafeBufferPointer<UInt8>) -> Void
+    ) {
+        let inOrder = zip(edits, edits.dropFirst()).allSatisfy { $0.range.lowerBound <= $1.range.lowerBound }
         var at = 0
-        for edit in edits.sorted(by: { $0.range.lowerBound < $1.range.lowerBound }) {
-            output.append(contentsOf: bytes[at..<edit.range.lowerBound])
-            output.append(contentsOf: edit.with)
+        for edit in inOrder ? edits : edits.sorted(by: { $0.range.lowerBound < $1.range.lowerBound }) {
+            write(UnsafeBufferPointer(rebasing: bytes[at..<edit.range.lowerBound]))
+            edit.with.withUnsafeBufferPointer(write)
             at = edit.range.upperBound
         }
-        output.append(contentsOf: bytes[at...])
-        return output
+        write(UnsafeBufferPointer(rebasing: bytes[at...]))
     }
 
     /// The range to cut to remove `members[index]` with one comma next to it, so that what is left stays JSON.
@@ -95,6 +106,11 @@ package struct JSONOutline: Sendable {
         var depth = 0
 
         struct Malformed: Error {}
+
+        /// A completion chunk has up to eight members (`id`, `object`, `created`, `model`, `system_fingerprint`,
+        /// `choices`, `usage`, `timings`), and its `choices` one element.
+        static let membersAtOnce = 8
+        static let elementsAtOnce = 2
 
         mutating func skipWhitespace() {
             while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x09 || bytes[index] == 0x0A || bytes[index] == 0x0D {
@@ -123,6 +139,9 @@ package struct JSONOutline: Sendable {
                 index += 1
                 return members
             }
+            // Room for a streamed event's members at once: grown from empty, the array was allocated three or four
+            // times for every object (eight allocations an event, the most of any on the gateway's streaming path).
+            if collecting { members.reserveCapacity(Self.membersAtOnce) }
             while true {
                 skipWhitespace()
                 // A comma before the closing brace is let through, as the parser lets it through.
@@ -164,6 +183,7 @@ package struct JSONOutline: Sendable {
                 index += 1
                 return elements
             }
+            if collecting { elements.reserveCapacity(Self.elementsAtOnce) }
             while true {
                 skipWhitespace()
                 if peek() == UInt8(ascii: "]"), count > 0 {

@@ -55,10 +55,36 @@ package enum SSEFraming {
         ByteSearch.withBytes(of: event) { payloadBytes(in: $0) }
     }
 
+    /// `body` with the data of one event, as `payloadBytes` gives it: read in place when the event has one `data:`
+    /// line (every event an engine writes), joined into a new array only when it has several. `nil` when the event has
+    /// no data. Once an event on the streaming path, where the copy was an allocation per event.
+    package static func withPayload<Result>(of event: UnsafeRawBufferPointer, _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result? {
+        var only: Range<Int>?
+        var several = false
+        forEachDataLine(in: event) { value in
+            if only == nil { only = value } else { several = true }
+        }
+        guard let only, !several else { return payloadBytes(in: event)?.withUnsafeBufferPointer(body) }
+        guard !only.isEmpty else { return nil }
+        return body(UnsafeRawBufferPointer(rebasing: event[only]).assumingMemoryBound(to: UInt8.self))
+    }
+
     /// The lines walked by hand over contiguous bytes: a generic `split` made an array of slices for every event.
     private static func payloadBytes(in bytes: UnsafeRawBufferPointer) -> [UInt8]? {
         var data: [UInt8] = []
         var found = false
+        forEachDataLine(in: bytes) { value in
+            if found { data.append(UInt8(ascii: "\n")) }
+            data.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[value]))
+            found = true
+        }
+        guard found, !data.isEmpty else { return nil }
+        return data
+    }
+
+    /// Calls `body` with where the value of each `data:` line lies (the one space after the colon and a trailing
+    /// `\r` left out), in order.
+    private static func forEachDataLine(in bytes: UnsafeRawBufferPointer, _ body: (Range<Int>) -> Void) {
         var start = 0
         while start < bytes.count {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[start...])
@@ -68,14 +94,10 @@ package enum SSEFraming {
             if lineEnd - start >= prefix.count, prefix.indices.allSatisfy({ bytes[start + $0] == prefix[$0] }) {
                 var valueStart = start + prefix.count
                 if valueStart < lineEnd, bytes[valueStart] == UInt8(ascii: " ") { valueStart += 1 }
-                if found { data.append(UInt8(ascii: "\n")) }
-                data.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[valueStart..<lineEnd]))
-                found = true
+                body(valueStart..<lineEnd)
             }
             start = end + 1
         }
-        guard found, !data.isEmpty else { return nil }
-        return data
     }
 
     private static let prefix = Array("data:".utf8)

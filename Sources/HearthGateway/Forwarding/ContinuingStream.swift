@@ -292,7 +292,7 @@ struct ContinuingStream {
     /// The generated text of an event (the first choice's), decoded: only gaps need it. Read from the event's outline
     /// (every event of an owner's server that reports no token ids is a gap).
     private static func text(of event: ByteBuffer) -> String? {
-        SSEFraming.payloadBytes(of: event.readableBytesView)?.withUnsafeBufferPointer { CompletionChunk.firstText(in: $0) }
+        event.withUnsafeReadableBytes { SSEFraming.withPayload(of: $0) { CompletionChunk.firstText(in: $0) } } ?? nil
     }
 
     /// The end of an answer whose `max_tokens` was all relayed (when its node broke, or went past it): the finish chunk

@@ -23,7 +23,7 @@ struct RegistrySweeperService: Service {
             metrics.nodes(online: counts.online, ready: counts.ready)
             let now = ContinuousClock.now
             let wake = max(registry.nextExpiry() ?? now + .seconds(3600), now + interval)
-            try? await cancelWhenGracefulShutdown {
+            await cancelWhenGracefulShutdown {
                 await changes.wait(until: wake) { changes.generation != seen }
             }
         }

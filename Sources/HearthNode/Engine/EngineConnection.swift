@@ -80,9 +80,10 @@ struct EngineRequest: Sendable {
 /// What reads an engine's answer; called on the exchange's event loop.
 protocol EngineResponseReader: AnyObject, Sendable {
     func engineHead(_ head: HTTPResponseHead)
-    /// A part of the body. The engine's connection is read no further until the returned future completes; a failed
-    /// one drops the request (its connection is closed, which stops the generation).
-    func engineBody(_ part: ByteBuffer) -> EventLoopFuture<Void>
+    /// A part of the body, and `nil` when it was taken at once (the connection is read on). Otherwise the engine's
+    /// connection is read no further until the returned future completes; a failed one drops the request (its
+    /// connection is closed, which stops the generation).
+    func engineBody(_ part: ByteBuffer) -> EventLoopFuture<Void>?
     /// The answer is whole.
     func engineEnd()
     /// The request failed: not connected, broken off, cancelled or past its deadline. At most once, never after
@@ -270,8 +271,8 @@ final class EngineExchange: @unchecked Sendable {
         connect()
     }
 
-    fileprivate func received(_ part: ByteBuffer) -> EventLoopFuture<Void> {
-        reader?.engineBody(part) ?? eventLoop.makeSucceededVoidFuture()
+    fileprivate func received(_ part: ByteBuffer) -> EventLoopFuture<Void>? {
+        reader?.engineBody(part)
     }
 
     /// The answer ended whole; the connection has been kept or closed by its handler.
@@ -353,10 +354,13 @@ private final class EngineConnectionHandler: ChannelDuplexHandler, RemovableChan
             keepAlive = keepAlive && head.isKeepAlive
             exchange.received(head)
         case .body(let part):
+            // Taken at once, as a relay takes a streamed token while its link stream takes more: read on, with no
+            // future and callback per part.
+            guard let taken = exchange.received(part) else { return }
             waiting += 1
             // The reader's futures are on this loop (it is the link stream's, where the connection was made): `hop`
             // costs nothing then.
-            exchange.received(part).hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+            taken.hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
                 self.waiting -= 1
                 if case .failure(let error) = result { return exchange.fail(error) }
                 if self.waiting == 0 {

@@ -85,7 +85,7 @@ struct EngineSupervisorService: Service {
                         $0.port = nil
                     }
                 }
-                try? await cancelWhenGracefulShutdown { await handle.waitUntil(wanted: true) }
+                await cancelWhenGracefulShutdown { await handle.waitUntil(wanted: true) }
                 step = .newTurn
             case .checkFile:
                 step = supervision.next(.fileChecked(ready: await fileIsReady(logger: logger)))

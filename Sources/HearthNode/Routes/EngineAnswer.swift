@@ -63,17 +63,17 @@ final class EngineAnswer: EngineResponseReader, @unchecked Sendable {
         self.head.succeed(head)
     }
 
-    func engineBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+    func engineBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void>? {
         var buffer = buffer
         let room = (keepsOnlyTheStart ? Self.refusalLimit : limit) - collected.readableBytes
         guard buffer.readableBytes <= room else {
             guard keepsOnlyTheStart else { return eventLoop.makeFailedFuture(AnswerTooLong()) }
             // An error answer is only restated: its start is enough.
             if var start = buffer.readSlice(length: room) { collected.writeBuffer(&start) }
-            return eventLoop.makeSucceededVoidFuture()
+            return nil
         }
         collected.writeBuffer(&buffer)
-        return eventLoop.makeSucceededVoidFuture()
+        return nil
     }
 
     func engineEnd() {

@@ -128,14 +128,14 @@ final class EngineRelay: EngineResponseReader, @unchecked Sendable {
         self.head.succeed(head)
     }
 
-    func engineBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+    func engineBody(_ buffer: ByteBuffer) -> EventLoopFuture<Void>? {
         guard status == .ok else {
             var buffer = buffer
             if refusal.readableBytes < 64 << 10 { refusal.writeBuffer(&buffer) }
-            return eventLoop.makeSucceededVoidFuture()
+            return nil
         }
         if let relaying { return forward(buffer, to: relaying) }
-        return started.futureResult.flatMap { link in self.forward(buffer, to: link) }
+        return started.futureResult.flatMap { link in self.forward(buffer, to: link) ?? self.eventLoop.makeSucceededVoidFuture() }
     }
 
     func engineEnd() {
@@ -177,9 +177,11 @@ final class EngineRelay: EngineResponseReader, @unchecked Sendable {
         ending.succeed(Ending(tap: tap, failure: failure, linkGone: linkGone))
     }
 
-    private func forward(_ chunk: ByteBuffer, to link: any Channel) -> EventLoopFuture<Void> {
+    /// Relays what `chunk` completes of the engine's events; `nil` when the link stream took them and the engine is
+    /// read on at once.
+    private func forward(_ chunk: ByteBuffer, to link: any Channel) -> EventLoopFuture<Void>? {
         // Past the request's events, what is still in flight from the engine is dropped with its request.
-        guard !overran else { return eventLoop.makeSucceededVoidFuture() }
+        guard !overran else { return nil }
         let rewritten: ByteBuffer
         do {
             rewritten = try rewriter.rewrite(chunk)
@@ -188,34 +190,35 @@ final class EngineRelay: EngineResponseReader, @unchecked Sendable {
             return eventLoop.makeFailedFuture(error)
         }
         tap.observe(rewritten)
-        guard rewritten.readableBytes > 0 else { return eventLoop.makeSucceededVoidFuture() }
+        guard rewritten.readableBytes > 0 else { return nil }
+        let written = eventLoop.makePromise(of: Void.self)
         if let eventLimit, tap.events > eventLimit, !overran {
             // A server streaming on past `max_tokens` would otherwise be read for as long as the gateway takes to stop
             // the request (it drains what is under way): 90 MB of a runaway server's stream on a loaded machine.
             overran = true
-            let written = writeToken(rewritten, to: link)
-            written.whenComplete { _ in self.exchange?.cancel() }
-            return written
+            writeToken(rewritten, to: link, promise: written)
+            written.futureResult.whenComplete { _ in self.exchange?.cancel() }
+            return written.futureResult
         }
         // While the link stream takes more, the engine is read on at once: waiting for each write's future would stop
         // reading and start again per event, two `epoll_ctl` calls per token (the link's flush waits for the end of
         // the loop's turn, so the future is never done on return).
         let writable = link.isWritable
-        let written = writeToken(rewritten, to: link).flatMapErrorThrowing { error in
-            // The gateway reset the stream (its client went away, or the link fell): failing the future drops the
-            // engine's request, which stops the generation.
+        writeToken(rewritten, to: link, promise: written)
+        written.futureResult.whenFailure { _ in
+            // The gateway reset the stream (its client went away, or the link fell): the engine's request is dropped
+            // (by the failed future the engine's connection waits for, or here when it reads on), which stops the
+            // generation.
             self.linkGone = true
-            throw error
+            if writable { self.exchange?.cancel() }
         }
-        guard writable else { return written }
-        written.whenFailure { _ in self.exchange?.cancel() }
-        return eventLoop.makeSucceededVoidFuture()
+        return writable ? nil : written.futureResult
     }
 
     /// Writes a streamed token to `link`, whose flush may wait a little for the link's other streams' tokens
     /// (`LinkFlushCoalescer.streamDelay`).
-    private func writeToken(_ token: ByteBuffer, to link: any Channel) -> EventLoopFuture<Void> {
-        guard let coalescer else { return link.writeAndFlush(HTTPResponsePart.body(token)) }
-        return coalescer.deferringFlushes { link.writeAndFlush(HTTPResponsePart.body(token)) }
+    private func writeToken(_ token: ByteBuffer, to link: any Channel, promise: EventLoopPromise<Void>) {
+        guard let coalescer else { return link.writeAndFlush(HTTPResponsePart.body(token), promise: promise) }
+        coalescer.deferringFlushes { link.writeAndFlush(HTTPResponsePart.body(token), promise: promise) }
     }
 }

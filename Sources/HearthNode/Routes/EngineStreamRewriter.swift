@@ -40,8 +40,15 @@ struct EngineStreamRewriter: Sendable {
         var description: String { "a whole answer to a stream's request that is not a completion" }
     }
 
+    /// What an event may grow by: its mark's line (32 bytes at most) and a `model` longer than the engine's.
+    private static let roomForMark = 64
+
+    /// `shape.model` as a JSON string, made once for every event it goes into.
+    private let modelJSON: [UInt8]?
+
     init(shape: Shape) {
         self.shape = shape
+        modelJSON = shape.model.map { JSONValue.string($0).serialized() }
     }
 
     /// From now on the engine's bytes are one whole answer, made into events at the end (`finish`).
@@ -62,9 +69,15 @@ struct EngineStreamRewriter: Sendable {
             return ByteBuffer()
         }
         splitter.append(chunk)
-        var output = ByteBuffer()
-        while let event = try splitter.nextEvent() { write(event, to: &output) }
-        return output
+        // Made with room for the first event and its mark, rather than grown by each piece written.
+        var output: ByteBuffer?
+        while let event = try splitter.nextEvent() {
+            let room = event.readableBytes + Self.roomForMark
+            if output == nil { output = ByteBufferAllocator().buffer(capacity: room) }
+            output!.reserveCapacity(output!.writerIndex + room)
+            write(event, to: &output!)
+        }
+        return output ?? ByteBuffer()
     }
 
     /// The end of the stream: an unterminated last event, as it came; or a whole answer's events and `[DONE]`.
@@ -87,17 +100,24 @@ struct EngineStreamRewriter: Sendable {
     }
 
     private mutating func write(_ event: ByteBuffer, to output: inout ByteBuffer) {
+        // Most events are edited in place, their data read where it lies: only the few members that change are
+        // touched (see `spliced`).
+        if editsInPlace, shape.continuation?.asChat != true {
+            let edited = event.withUnsafeReadableBytes { bytes in
+                SSEFraming.withPayload(of: bytes) { payload -> Bool in
+                    guard let (mark, edits) = spliced(payload) else { return false }
+                    if let mark { output.writeMark(mark) }
+                    output.writeStaticString("data: ")
+                    JSONOutline.splice(payload, edits) { output.writeBytes($0) }
+                    output.writeStaticString("\n\n")
+                    return true
+                }
+            }
+            if edited == true { return }
+        }
         guard let payload = SSEFraming.payloadBytes(of: event.readableBytesView) else {
             var event = event
             output.writeBuffer(&event)
-            return
-        }
-        // Most events are edited in place: only the few members that change are touched (see `spliced`).
-        if editsInPlace, shape.continuation?.asChat != true, let (mark, bytes) = payload.withUnsafeBufferPointer({ spliced($0) }) {
-            if let mark { output.writeString(mark.line) }
-            output.writeString("data: ")
-            output.writeBytes(bytes)
-            output.writeString("\n\n")
             return
         }
         guard var chunk = try? JSONValue.parse(payload), case .object = chunk else {
@@ -121,7 +141,7 @@ struct EngineStreamRewriter: Sendable {
             chunk["created"] = .integer(continuation.created)
             if continuation.asChat { chunk["object"] = "chat.completion.chunk" }
         }
-        if let mark { output.writeString(mark.line) }
+        if let mark { output.writeMark(mark) }
         output.writeString("data: ")
         output.writeBytes(chunk.serialized(sortedKeys: true))
         output.writeString("\n\n")
@@ -132,9 +152,10 @@ struct EngineStreamRewriter: Sendable {
     /// engine writes them there), `model`, `id` and `created` replaced. The engine's member order and spacing stay.
     /// `nil` when the event is not JSON as expected (no object, a choice that is no object, a continuation's `id` or
     /// `created` missing): `write` then takes the parsing path.
-    private mutating func spliced(_ bytes: UnsafeBufferPointer<UInt8>) -> (TokenMark?, [UInt8])? {
+    private mutating func spliced(_ bytes: UnsafeBufferPointer<UInt8>) -> (TokenMark?, [(range: Range<Int>, with: [UInt8])])? {
         guard let event = JSONOutline(object: bytes), event.isWhole(of: bytes) else { return nil }
         var edits: [(range: Range<Int>, with: [UInt8])] = []
+        edits.reserveCapacity(4)
         // The marker moves on only once the event is known to be spliced: a `nil` below sends it to the parsing path,
         // which marks it then.
         var marked: (text: [UInt8], token: (id: Int32, bytes: [UInt8])?)?
@@ -159,8 +180,8 @@ struct EngineStreamRewriter: Sendable {
                 }
             }
         }
-        if let model = shape.model, let member = event.member("model", in: bytes) {
-            edits.append((member.value, JSONValue.string(model).serialized()))
+        if let modelJSON, let member = event.member("model", in: bytes) {
+            edits.append((member.value, modelJSON))
         }
         if let continuation = shape.continuation {
             guard let id = event.member("id", in: bytes), let created = event.member("created", in: bytes) else { return nil }
@@ -168,7 +189,9 @@ struct EngineStreamRewriter: Sendable {
             edits.append((created.value, Array(String(continuation.created).utf8)))
         }
         let mark = marked.flatMap { marker.mark(text: $0.text, token: $0.token) }
-        return (mark, JSONOutline.splice(bytes, edits))
+        // In the bytes' order (`model` comes before `choices` in an engine's events), so that splicing need not sort.
+        edits.sort { $0.range.lowerBound < $1.range.lowerBound }
+        return (mark, edits)
     }
 
     /// The token sampled for a choice, from its log-probabilities (`logprobs.content[0]`: `id` and `bytes`).
@@ -215,5 +238,16 @@ struct EngineStreamRewriter: Sendable {
         ]
         if let logprobs = choice["logprobs"] { converted["logprobs"] = logprobs }
         return converted
+    }
+}
+
+extension ByteBuffer {
+    /// `mark.line`, written piece by piece: made as a `String` first, the line was four allocations an event.
+    mutating func writeMark(_ mark: TokenMark) {
+        writeString(LinkProtocol.tokenMarkPrefix)
+        if let token = mark.token { writeString(String(token)) } else { writeStaticString("-") }
+        writeStaticString(" ")
+        writeString(mark.kind.rawValue)
+        writeStaticString("\n")
     }
 }
