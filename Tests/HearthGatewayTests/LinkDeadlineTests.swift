@@ -10,7 +10,7 @@ struct LinkDeadlineTests {
     @Test func aQuietLinkTimesOut() async throws {
         await #expect(throws: LinkError.timedOut) {
             let neverHeard: @Sendable () -> Bool = { false }
-            try await withDeadline(.milliseconds(50), extendedWhile: neverHeard) { () async throws -> Int in
+            _ = try await withDeadline(.milliseconds(50), extendedWhile: neverHeard) { () async throws -> Int in
                 // An answer that never comes.
                 try await Task.sleep(for: .seconds(3600))
                 return 1
