@@ -166,6 +166,20 @@ struct EdgeHardeningTests {
         #expect(!listed.allowsHost("evil.example"))
     }
 
+    /// A `Host` header's name as the policy compares it: lower-cased, trimmed of HTTP's spaces, without its port,
+    /// brackets or trailing dot; a port of other than ASCII digits is no port, and other Unicode spaces stay.
+    @Test func aHostHeaderIsReadToItsName() {
+        let cases: [(String, String)] = [
+            ("LOCALHOST:8080", "localhost"), (" \tExample.ORG.\t ", "example.org"), ("[::1]:8080", "::1"), ("[::1]", "::1"),
+            ("example.org:", "example.org"), ("127.0.0.1:11434", "127.0.0.1"), ("a:b", "a:b"),
+            ("localhost:\u{668}\u{660}", "localhost:\u{668}\u{660}"),
+            ("\u{A0}localhost", "\u{A0}localhost"), ("", ""), ("münchen.example:80", "münchen.example"),
+        ]
+        for (header, name) in cases { #expect(BrowserPolicy.hostName(header) == name, "\(header.debugDescription)") }
+        let local = BrowserPolicy(bindHost: "127.0.0.1", allowedHosts: [], allowedOrigins: [])
+        #expect(local.allowsHost(" Localhost.:8080 ") && !local.allowsHost("localhost:\u{668}\u{660}") && !local.allowsHost("\u{A0}localhost"))
+    }
+
     @Test func aWebPageOfAnotherOriginCannotUseTheGateway() async throws {
         let answer = #"{"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#
         let (gateway, transport) = try await makeGateway([nodeA: .respond(status: 200, contentType: "application/json", chunks: [answer])]) {

@@ -110,15 +110,25 @@ struct BrowserPolicy: Sendable {
     }
 
     /// The host name of a `Host` header: lower-cased, without port, brackets or a trailing dot.
+    ///
+    /// Read over its bytes, once a request: Foundation's trimming and `Character.isNumber` were about 1 % of the
+    /// gateway's CPU per answer. Only HTTP's spaces (SP, HTAB) are trimmed and only ASCII digits make a port, so a name
+    /// dressed in other Unicode spaces or digits is not taken for the loopback name it resembles.
     static func hostName(_ header: String) -> String {
-        var value = header.lowercased().trimmingCharacters(in: .whitespaces)
-        if value.hasPrefix("[") {
-            if let close = value.firstIndex(of: "]") { value = String(value[value.index(after: value.startIndex)..<close]) }
-        } else if let colon = value.lastIndex(of: ":"), value[value.index(after: colon)...].allSatisfy(\.isNumber) {
-            value = String(value[..<colon])
+        let lowered = header.lowercased()
+        var bytes = lowered.utf8[...]
+        let space: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        while let first = bytes.first, space(first) { bytes = bytes.dropFirst() }
+        while let last = bytes.last, space(last) { bytes = bytes.dropLast() }
+        if bytes.first == UInt8(ascii: "[") {
+            if let close = bytes.firstIndex(of: UInt8(ascii: "]")) { bytes = bytes[bytes.index(after: bytes.startIndex)..<close] }
+        } else if let colon = bytes.lastIndex(of: UInt8(ascii: ":")),
+            bytes[bytes.index(after: colon)...].allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) })
+        {
+            bytes = bytes[..<colon]
         }
-        if value.hasSuffix(".") { value.removeLast() }
-        return value
+        if bytes.last == UInt8(ascii: ".") { bytes = bytes.dropLast() }
+        return String(Substring(bytes))
     }
 
     static func isLoopback(_ name: String) -> Bool {
