@@ -24,6 +24,24 @@ struct OllamaTranslationTests {
         #expect(body["max_tokens"] == nil)
     }
 
+    /// A bad option is refused in the client's words: `options.num_predict`, not the `max_tokens` it became.
+    @Test func aBadOptionIsNamedAsTheClientSentIt() throws {
+        let ollama: JSONValue = ["model": "m", "messages": [["role": "user", "content": "hi"]], "options": ["num_predict": "x"]]
+        let body = try OllamaTranslation.chatBody(fromChat: ollama)
+        let limits = RequestLimits()
+        #expect(throws: APIFailure.self) { try CompletionRequest(endpoint: .chat, body: body, limits: limits) }
+        do {
+            _ = try CompletionRequest(endpoint: .chat, body: body, limits: limits)
+        } catch {
+            let restated = OllamaTranslation.restated(error, for: ollama)
+            #expect(restated.param == "options.num_predict")
+            #expect(restated.message.contains("'options.num_predict'") && !restated.message.contains("max_tokens"), "\(restated.message)")
+        }
+        // A failure of a member the client did send is left as it is.
+        let other = APIFailure(.invalidRequest, "'messages' must be an array.", param: "messages", code: "invalid_type")
+        #expect(OllamaTranslation.restated(other, for: ollama) == other)
+    }
+
     @Test func generateUsesSystemAndPromptAndHonoursStreamFalse() throws {
         let body = try OllamaTranslation.chatBody(fromGenerate: ["model": "m", "prompt": "p", "system": "s", "stream": false])
         #expect(body["messages"] == [["role": "system", "content": "s"], ["role": "user", "content": "p"]])

@@ -9,6 +9,18 @@ package enum OllamaTranslation {
         ("presence_penalty", "presence_penalty"), ("frequency_penalty", "frequency_penalty"),
     ]
 
+    /// A failure of the OpenAI request an Ollama body became, in the Ollama body's words: a bad `options.num_predict`
+    /// is named so, not as the `max_tokens` it was translated to, which the client never sent.
+    package static func restated(_ failure: APIFailure, for body: JSONValue) -> APIFailure {
+        guard let param = failure.param, let (ollama, openAI) = optionNames.first(where: { $0.openAI == param }),
+            body["options"]?[ollama] != nil
+        else { return failure }
+        var restated = failure
+        restated.message = failure.message.replacing("'\(openAI)'", with: "'options.\(ollama)'")
+        restated.param = "options.\(ollama)"
+        return restated
+    }
+
     /// Whether an Ollama request streams: Ollama streams unless `stream` is `false`.
     package static func wantsStream(_ body: JSONValue) throws(APIFailure) -> Bool {
         try flag("stream", of: body, absent: true)

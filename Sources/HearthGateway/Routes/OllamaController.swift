@@ -97,7 +97,7 @@ struct OllamaController {
             streamed["stream"] = true
             prepared = try CompletionRequest(endpoint: endpoint, body: streamed, limits: pipeline.limits)
         } catch {
-            throw OpenAIError(error)
+            throw OpenAIError(OllamaTranslation.restated(error, for: json))
         }
         let served = try await pipeline.open(
             endpoint,
