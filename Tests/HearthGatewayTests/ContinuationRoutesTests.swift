@@ -166,7 +166,12 @@ struct ContinuationRoutesTests {
         )
         let continues = FakeNodeTransport.Behaviour.continuation(chunks: Self.rest([(" time", 13)], prompt: 10, completion: 1), prefill: 1)
         for withSecondNode in [true, false] {
-            let (gateway, transport) = try await makeGateway([nodeA: endsEarly, nodeB: continues])
+            // No spot checks: a whole answer of B's (the Ollama request, when A's score sends it to B at once) would be
+            // checked on A, a request more on A whenever the check comes before the count.
+            let (gateway, transport) = try await makeGateway([nodeA: endsEarly, nodeB: continues]) {
+                $0.spotChecks.share = 0
+                $0.spotChecks.firstAnswers = 0
+            }
             try await gateway.application.test(.router) { client in
                 announce(gateway, announcement(nodeA, slots: 4))
                 if withSecondNode { announce(gateway, announcement(nodeB, slots: 1)) }
