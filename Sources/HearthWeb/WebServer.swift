@@ -86,7 +86,17 @@ where Responder.Context: InitializableFromSource<ApplicationRequestContextSource
             response.headers[.date] = dates.current()
             if let serverName { response.headers[.server] = serverName }
             do {
-                try await writer.write(response: response.head, body: response.body)
+                if response.body.contentLength != nil {
+                    // A body of known length (a buffer goes out with its head in one write).
+                    try await writer.write(response: response.head, body: response.body)
+                } else {
+                    // A stream's head is let go of once written: the stream may run for minutes, and its head's
+                    // fields (about a kibibyte) would stay with it (`bench/README.md`, twenty-third pass).
+                    let body = response.body
+                    let head = (consume response).head
+                    let bodyWriter = try await writer.writeHead(consume head)
+                    try await body.write(bodyWriter)
+                }
             } catch is HTTPParserError {
                 // Not the request's fault once its answer is being written: close, rather than answer twice.
                 throw WriteFailed()

@@ -77,7 +77,7 @@ struct ContinuingStream {
     mutating func next() async throws -> (event: ByteBuffer, kind: StreamEvent)? {
         while true {
             if closing != nil { return closing?.isEmpty == false ? closing?.removeFirst() : nil }
-            var event: ByteBuffer
+            let event: ByteBuffer
             do {
                 guard let next = try await reader.next() else {
                     if finished || done { return nil }
@@ -102,51 +102,64 @@ struct ContinuingStream {
                 if await continueElsewhere(after: error) { continue }
                 throw error
             }
-            // What the client had before this event: what it is charged if this one goes past its bounds.
-            let seen = max(generation.tokens, partStartTokens + tally.events - 1)
-            if let (mark, length) = event.withUnsafeReadableBytes({ TokenMark.parse($0) }) {
-                event.moveReaderIndex(forwardBy: length)
-                let marked = event
-                generation.observe(mark) { Self.text(of: marked) }
-            }
-            let kind = tally.observe(event.readableBytesView)
-            if kind == .done { done = true }
-            let bounds = served.upstream.bounds
-            let allowed = bounds.completionTokens
-            partBytes += event.readableBytes
-            if !finished, generation.tokens > allowed || tally.events > bounds.events || partBytes > bounds.answerBytes {
-                // Past `max_tokens` (or the bytes as many events may take): the owner's server behind the node ignored
-                // it, or the node lies. The client gets the answer as an engine would have ended it and pays for no
-                // more; the node is stopped at `finish`.
-                served.logger.warning(
-                    "node's stream went past max_tokens; cut there",
-                    metadata: ["node.id": "\(served.node.short)", "max_tokens": "\(allowed)"]
-                )
-                overran = true
-                finished = true
-                let usage = TokenUsage(
-                    promptTokens: part == 0 ? tally.promptFromTimings ?? 0 : firstPromptTokens ?? 0,
-                    completionTokens: min(allowed, seen)
-                )
-                closing = closingEvents(chat: chat, identity: identity ?? ("", 0), usage: usage)
-                continue
-            }
-            if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONValue.parse(payload.readableBytesView) {
-                identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0)
-                model = chunk["model"] ?? .null
-                object = chunk["object"] ?? .null
-            }
-            if let reason = StreamEvent.finishReason(in: event.readableBytesView) {
-                finished = true
-                endedByEngine = reason == "stop"
-            }
-            if case .usage(let usage, let usageOnly) = kind, part > 0, let prefill = served.upstream.response.prefill {
-                let client = TokenUsage(promptTokens: max(0, usage.promptTokens - prefill), completionTokens: prefill + usage.completionTokens)
-                clientUsage = client
-                return (Self.replacingUsage(in: event, with: client) ?? event, .usage(client, usageOnly: usageOnly))
-            }
-            return (event, kind)
+            if let relayed = take(event) { return relayed }
         }
+    }
+
+    /// Reads one event of the current part: what the client gets, or `nil` when the stream went past its bounds and
+    /// ends with the gateway's own closing events (`closing`).
+    ///
+    /// Not async, and never inlined into `next`: an async function's frame is allocated in its task's memory and
+    /// sized for everything the function holds, and a held stream's task keeps the deepest such frames for as long
+    /// as it streams (`bench/README.md`, twenty-third pass). The reading of an event holds a good deal and waits for
+    /// nothing, so it stays out of the frame that waits.
+    @inline(never)
+    private mutating func take(_ received: ByteBuffer) -> (event: ByteBuffer, kind: StreamEvent)? {
+        var event = received
+        // What the client had before this event: what it is charged if this one goes past its bounds.
+        let seen = max(generation.tokens, partStartTokens + tally.events - 1)
+        if let (mark, length) = event.withUnsafeReadableBytes({ TokenMark.parse($0) }) {
+            event.moveReaderIndex(forwardBy: length)
+            let marked = event
+            generation.observe(mark) { Self.text(of: marked) }
+        }
+        let kind = tally.observe(event.readableBytesView)
+        if kind == .done { done = true }
+        let bounds = served.upstream.bounds
+        let allowed = bounds.completionTokens
+        partBytes += event.readableBytes
+        if !finished, generation.tokens > allowed || tally.events > bounds.events || partBytes > bounds.answerBytes {
+            // Past `max_tokens` (or the bytes as many events may take): the owner's server behind the node ignored
+            // it, or the node lies. The client gets the answer as an engine would have ended it and pays for no
+            // more; the node is stopped at `finish`.
+            served.logger.warning(
+                "node's stream went past max_tokens; cut there",
+                metadata: ["node.id": "\(served.node.short)", "max_tokens": "\(allowed)"]
+            )
+            overran = true
+            finished = true
+            let usage = TokenUsage(
+                promptTokens: part == 0 ? tally.promptFromTimings ?? 0 : firstPromptTokens ?? 0,
+                completionTokens: min(allowed, seen)
+            )
+            closing = closingEvents(chat: chat, identity: identity ?? ("", 0), usage: usage)
+            return nil
+        }
+        if identity == nil, let payload = event.ssePayload(), let chunk = try? JSONValue.parse(payload.readableBytesView) {
+            identity = (chunk["id"]?.stringValue ?? "", chunk["created"]?.integerValue ?? 0)
+            model = chunk["model"] ?? .null
+            object = chunk["object"] ?? .null
+        }
+        if let reason = StreamEvent.finishReason(in: event.readableBytesView) {
+            finished = true
+            endedByEngine = reason == "stop"
+        }
+        if case .usage(let usage, let usageOnly) = kind, part > 0, let prefill = served.upstream.response.prefill {
+            let client = TokenUsage(promptTokens: max(0, usage.promptTokens - prefill), completionTokens: prefill + usage.completionTokens)
+            clientUsage = client
+            return (Self.replacingUsage(in: event, with: client) ?? event, .usage(client, usageOnly: usageOnly))
+        }
+        return (event, kind)
     }
 
     /// The node's stream broke: finishes its part as broken and opens the next one, unless the stream cannot or

@@ -18,7 +18,7 @@ struct EdgeMiddleware: RouterMiddleware {
         activity?.begin()
         var response: Response
         do {
-            response = try await Self.inChildTask(request, context, next)
+            response = try await next(request, context)
         } catch {
             activity?.end()
             throw error
@@ -37,26 +37,6 @@ struct EdgeMiddleware: RouterMiddleware {
             try await body.write(writer)
         }
         return response
-    }
-
-    /// Runs the rest of the chain (the middlewares within, the route's handler) in a child task, which is gone with
-    /// its memory once the response is returned.
-    ///
-    /// A task keeps the memory its deepest moment took (its allocator's slabs are reused, never freed) until it ends,
-    /// and the connection's task lives on while a streamed response body is written: handled in it, each stream kept
-    /// about 29 KB of slabs from the way in (six middlewares and the route to a node: `bench/README.md`, sixteenth
-    /// pass) for as long as it streamed. The child's memory is freed before the body's first byte.
-    static func inChildTask<Input: Sendable, State: Sendable, Output: Sendable>(
-        _ request: Input,
-        _ context: State,
-        _ next: (Input, State) async throws -> Output
-    ) async throws -> Output {
-        try await withoutActuallyEscaping(next) { next in
-            // The chain is run by the child alone, while this task waits for it: never from two tasks at once.
-            nonisolated(unsafe) let next = next
-            async let response = next(request, context)
-            return try await response
-        }
     }
 
     /// A bounded label: the matched route template, or `unmatched`.
