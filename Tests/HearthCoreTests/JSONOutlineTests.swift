@@ -73,6 +73,12 @@ struct JSONOutlineTests {
             (#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#, nil),
             (#"{"choices":[{"delta":{"content":""}}]}"#, ""),
             ("not json", nil),
+            // Plain ASCII is read as it lies; escapes, bytes beyond ASCII and raw control bytes go through the parser.
+            (#"{"choices":[{"delta":{"content":" tok"}}]}"#, " tok"),
+            (#"{"choices":[{"text":"a\/b \\ c"}]}"#, "a/b \\ c"),
+            ("{\"choices\":[{\"text\":\"caf\u{e9} \u{1F525}\"}]}", "caf\u{e9} \u{1F525}"),
+            ("{\"choices\":[{\"text\":\"a\u{7F}b\"}]}", "a\u{7F}b"),
+            ("{\"choices\":[{\"text\":\"a\tb\"}]}", nil),
         ]
         for (event, expected) in events {
             let bytes = Array(event.utf8)

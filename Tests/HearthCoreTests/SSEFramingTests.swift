@@ -48,6 +48,28 @@ struct SSEFramingTests {
         #expect(!ByteSearch.contains("[DONE]", in: Array("data: [DONE\n\n".utf8)))
     }
 
+    /// The search steps by the needle's first letter, not its first byte: it must still find the first occurrence
+    /// wherever it lies, near misses and overlaps included, as a byte-by-byte comparison does.
+    @Test func findsWhatAByteByByteSearchFinds() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array(#""u:a{ ,g}e"#.utf8)
+        let needles = [#""usage""#, #""u"#, "u\"", "\"\"", "e\"", ":{", "{,", "\"usage\":{", "a", "\""]
+        for round in 0..<2_000 {
+            let haystack = (0..<Int.random(in: 0...40, using: &generator)).map { _ in alphabet.randomElement(using: &generator)! }
+            let needle = Array(needles[round % needles.count].utf8)
+            let starts = haystack.count < needle.count ? [] : Array(0...(haystack.count - needle.count))
+            let expected = starts.first { haystack[$0..<($0 + needle.count)].elementsEqual(needle) }
+            let found = haystack.withUnsafeBytes { bytes in needle.withUnsafeBytes { ByteSearch.firstIndex(of: $0, in: bytes) } }
+            #expect(found == expected, "\(String(decoding: needle, as: UTF8.self)) in \(String(decoding: haystack, as: UTF8.self))")
+        }
+        Array("data: x".utf8).withUnsafeBytes { bytes in
+            #expect(ByteSearch.hasPrefix("data:", in: bytes))
+            #expect(!ByteSearch.hasPrefix("x", in: bytes))
+            #expect(!ByteSearch.hasPrefix("data: x and more", in: bytes))
+            #expect(ByteSearch.hasPrefix("", in: bytes))
+        }
+    }
+
     @Test func readsThePromptCountOfLlamaServersTimings() {
         #expect(EngineTimings.promptTokens(in: Array(#"{"timings":{"prompt_n":17,"predicted_n":1}}"#.utf8)) == 17)
         #expect(EngineTimings.promptTokens(in: Array(#"{"timings":{"prompt_n":  4}}"#.utf8)) == 4)

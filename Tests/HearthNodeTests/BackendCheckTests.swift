@@ -144,4 +144,36 @@ struct UsageTapTests {
         cut.finish()
         #expect(cut.events == 3 && cut.partialUsage == TokenUsage(promptTokens: 0, completionTokens: 2))
     }
+
+    /// The relay's way: the tap counts the events the rewriter reports as it writes them (with their token marks), as
+    /// it would count the rewritten bytes; a rewrite that fails counts none of the events it had reported.
+    @Test func countsTheEventsTheRewriterWritesAndNoneOfAFailedRewrite() throws {
+        let events = [
+            #"{"choices":[{"delta":{"role":"assistant"}}]}"#, #"{"choices":[{"delta":{"content":"a"}}]}"#,
+            #"{"choices":[{"delta":{"content":"b"}}]}"#, #"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}}"#,
+        ]
+        var rewriter = EngineStreamRewriter(shape: .init(chat: true, keepLogprobs: false))
+        var relayed = UsageTap(streaming: true)
+        var output = ByteBuffer()
+        var rest = Self.stream(events, done: true)
+        while rest.readableBytes > 0 {
+            let piece = rest.readSlice(length: min(11, rest.readableBytes))!
+            var written = try relayed.counting { try rewriter.rewrite(piece, eachEvent: $0) }
+            output.writeBuffer(&written)
+        }
+        var reread = UsageTap(streaming: true)
+        reread.observe(output)
+        #expect(relayed.events == 3 && relayed.events == reread.events)
+        #expect(relayed.usage == TokenUsage(promptTokens: 4, completionTokens: 2) && relayed.usage == reread.usage)
+
+        struct Broken: Error {}
+        var failed = UsageTap(streaming: true)
+        #expect(throws: Broken.self) {
+            try failed.counting { eachEvent in
+                Self.stream(events, done: false).withUnsafeReadableBytes { eachEvent($0) }
+                throw Broken()
+            }
+        }
+        #expect(failed.events == 0 && failed.usage == nil)
+    }
 }

@@ -14,15 +14,31 @@ package enum ByteSearch {
         guard !needle.isEmpty, needle.count <= haystack.count, let base = haystack.baseAddress, let wanted = needle.baseAddress else {
             return nil
         }
-        // memchr to each candidate first byte, memcmp for the rest (Glibc's memmem is not visible to Swift).
+        // memchr to each place the needle's anchor byte could be, memcmp for the whole needle there (Glibc's memmem is
+        // not visible to Swift). The anchor is the needle's first letter or digit: the markers searched for are JSON
+        // keys, and a quote as anchor stopped at every one of an event's thirty-odd quotes.
+        let anchor = needle.firstIndex { isLetterOrDigit($0) } ?? 0
+        let last = haystack.count - needle.count  // The last offset the needle can start at.
         var offset = 0
-        while offset + needle.count <= haystack.count {
-            guard let hit = memchr(base + offset, Int32(needle[0]), haystack.count - needle.count + 1 - offset) else { return nil }
-            let index = base.distance(to: UnsafeRawPointer(hit))
+        while offset <= last {
+            guard let hit = memchr(base + offset + anchor, Int32(needle[anchor]), last - offset + 1) else { return nil }
+            let index = base.distance(to: UnsafeRawPointer(hit)) - anchor
             if memcmp(base + index, wanted, needle.count) == 0 { return index }
             offset = index + 1
         }
         return nil
+    }
+
+    /// Whether `haystack` begins with `prefix`.
+    package static func hasPrefix(_ prefix: StaticString, in haystack: UnsafeRawBufferPointer) -> Bool {
+        prefix.withUTF8Buffer { prefix in
+            guard prefix.count <= haystack.count, let base = haystack.baseAddress, let wanted = prefix.baseAddress else { return prefix.isEmpty }
+            return memcmp(base, wanted, prefix.count) == 0
+        }
+    }
+
+    private static func isLetterOrDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
     }
 
     /// As above, for a needle written in the code (`"\"usage\""`).

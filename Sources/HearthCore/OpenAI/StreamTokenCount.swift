@@ -10,36 +10,43 @@ package enum StreamEvent: Sendable, Equatable {
     /// Classifies one whole event by scanning its bytes; only an event with a `usage` object is decoded (OpenAI's
     /// servers send `"usage":null` in every chunk when asked for usage, and those are not).
     package static func classify(_ event: some Collection<UInt8>) -> StreamEvent {
-        ByteSearch.withBytes(of: event) { bytes in
-            if hasUsageObject(bytes) {
-                if let payload = SSEFraming.payloadBytes(of: bytes), let chunk = CompletionChunk.parse(payload), let usage = chunk.usage {
-                    return .usage(usage, usageOnly: chunk.choices?.isEmpty ?? true)
-                }
-            } else if ByteSearch.firstIndex(of: "[DONE]", in: bytes) != nil {
-                return .done
+        ByteSearch.withBytes(of: event) { classify(bytes: $0) }
+    }
+
+    /// `classify` of an event's bytes where they lie: the streaming path's way, with no generic collection between.
+    package static func classify(bytes: UnsafeRawBufferPointer) -> StreamEvent {
+        if hasUsageObject(bytes) {
+            if let payload = SSEFraming.payloadBytes(of: bytes), let chunk = CompletionChunk.parse(payload), let usage = chunk.usage {
+                return .usage(usage, usageOnly: chunk.choices?.isEmpty ?? true)
             }
-            return .other
+        } else if ByteSearch.firstIndex(of: "[DONE]", in: bytes) != nil {
+            return .done
         }
+        return .other
     }
 
     /// The first `finish_reason` an event states (a string: `null` is none yet), whatever the spaces around its colon
     /// (an owner's server may not write compact JSON, and its events reach the gateway as it wrote them).
     package static func finishReason(in event: some Collection<UInt8>) -> String? {
-        ByteSearch.withBytes(of: event) { bytes in
-            firstValue(of: #""finish_reason""#, in: bytes) { start in
-                guard bytes[start] == UInt8(ascii: "\""), let end = bytes[(start + 1)...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
-                return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[(start + 1)..<end]), as: UTF8.self)
-            }
+        ByteSearch.withBytes(of: event) { finishReason(bytes: $0) }
+    }
+
+    /// `finishReason` of an event's bytes where they lie.
+    package static func finishReason(bytes: UnsafeRawBufferPointer) -> String? {
+        firstValue(of: #""finish_reason""#, in: bytes) { start in
+            guard bytes[start] == UInt8(ascii: "\""), let end = bytes[(start + 1)...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
+            return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[(start + 1)..<end]), as: UTF8.self)
         }
     }
 
     /// Whether an event has a `data:` line (one of only comments has none).
     package static func carriesData(_ event: some Collection<UInt8>) -> Bool {
-        ByteSearch.withBytes(of: event) { bytes in
-            let prefix: StaticString = "data:"
-            if bytes.count >= prefix.utf8CodeUnitCount, ByteSearch.firstIndex(of: prefix, in: bytes) == 0 { return true }
-            return ByteSearch.firstIndex(of: "\ndata:", in: bytes) != nil
-        }
+        ByteSearch.withBytes(of: event) { carriesData(bytes: $0) }
+    }
+
+    /// `carriesData` of an event's bytes where they lie.
+    package static func carriesData(bytes: UnsafeRawBufferPointer) -> Bool {
+        ByteSearch.hasPrefix("data:", in: bytes) || ByteSearch.firstIndex(of: "\ndata:", in: bytes) != nil
     }
 
     /// Whether `"usage"` is followed by an object, whatever the spaces between.
@@ -85,7 +92,14 @@ package struct StreamTokenCount: Sendable, Equatable {
     /// Counts one whole event (its bytes through the blank line) and says what it is.
     @discardableResult
     package mutating func observe(_ event: some Collection<UInt8>) -> StreamEvent {
-        let kind = StreamEvent.classify(event)
+        ByteSearch.withBytes(of: event) { observe(bytes: $0) }
+    }
+
+    /// `observe` of an event's bytes where they lie: the streaming path's way (a generic collection from another
+    /// module is read through its witness tables, the type's metadata looked up at run time, on every event).
+    @discardableResult
+    package mutating func observe(bytes event: UnsafeRawBufferPointer) -> StreamEvent {
+        let kind = StreamEvent.classify(bytes: event)
         switch kind {
         case .usage(let reported, let usageOnly):
             usage = reported
@@ -94,9 +108,9 @@ package struct StreamTokenCount: Sendable, Equatable {
         case .other:
             // A comment (`: ping`, a keep-alive some servers and proxies send while a prompt is read) is no event of
             // the answer: counted, it would be charged as a token, and cut a stream at `max_tokens` early.
-            guard StreamEvent.carriesData(event) else { return kind }
+            guard StreamEvent.carriesData(bytes: event) else { return kind }
             events += 1
-            if promptFromTimings == nil { promptFromTimings = EngineTimings.promptTokens(in: event) }
+            if promptFromTimings == nil { promptFromTimings = EngineTimings.promptTokens(bytes: event) }
         }
         return kind
     }

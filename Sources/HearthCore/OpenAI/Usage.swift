@@ -223,7 +223,16 @@ extension CompletionChunk {
 
     /// The string whose bytes (quotes included) are `range`, decoded; `nil` for anything else.
     static func string(at range: Range<Int>, in bytes: UnsafeBufferPointer<UInt8>) -> String? {
-        guard bytes[range.lowerBound] == UInt8(ascii: "\""), case .string(let text)? = try? JSONValue.parse(bytes[range]) else { return nil }
+        guard bytes[range.lowerBound] == UInt8(ascii: "\"") else { return nil }
+        // Most of a stream's texts are a token or two of plain ASCII: read as they are, not parsed (a parser's string
+        // was most of what reading a token's text cost). Anything with an escape or beyond ASCII is parsed.
+        if range.count >= 2, bytes[range.upperBound - 1] == UInt8(ascii: "\""),
+            case let inner = (range.lowerBound + 1)..<(range.upperBound - 1),
+            !bytes[inner].contains(where: { $0 < 0x20 || $0 > 0x7E || $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "\"") })
+        {
+            return String(decoding: UnsafeBufferPointer(rebasing: bytes[inner]), as: UTF8.self)
+        }
+        guard case .string(let text)? = try? JSONValue.parse(bytes[range]) else { return nil }
         return text
     }
 }
@@ -237,19 +246,22 @@ enum EngineTimings {
 
     /// The `prompt_n` in an event's bytes, scanned without decoding the event; `nil` when there is none.
     package static func promptTokens(in bytes: some Collection<UInt8>) -> Int? {
-        ByteSearch.withBytes(of: bytes) { bytes -> Int? in
-            let marker: StaticString = #""prompt_n":"#
-            guard let found = ByteSearch.firstIndex(of: marker, in: bytes) else { return nil }
-            var cursor = found + marker.utf8CodeUnitCount
-            while cursor < bytes.count && bytes[cursor] == UInt8(ascii: " ") { cursor += 1 }
-            var value = 0
-            var digits = 0
-            while cursor < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[cursor]), digits < 10 {
-                value = value * 10 + Int(bytes[cursor] - UInt8(ascii: "0"))
-                digits += 1
-                cursor += 1
-            }
-            return digits > 0 ? value : nil
+        ByteSearch.withBytes(of: bytes) { promptTokens(bytes: $0) }
+    }
+
+    /// `promptTokens` of an event's bytes where they lie.
+    package static func promptTokens(bytes: UnsafeRawBufferPointer) -> Int? {
+        let marker: StaticString = #""prompt_n":"#
+        guard let found = ByteSearch.firstIndex(of: marker, in: bytes) else { return nil }
+        var cursor = found + marker.utf8CodeUnitCount
+        while cursor < bytes.count && bytes[cursor] == UInt8(ascii: " ") { cursor += 1 }
+        var value = 0
+        var digits = 0
+        while cursor < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[cursor]), digits < 10 {
+            value = value * 10 + Int(bytes[cursor] - UInt8(ascii: "0"))
+            digits += 1
+            cursor += 1
         }
+        return digits > 0 ? value : nil
     }
 }

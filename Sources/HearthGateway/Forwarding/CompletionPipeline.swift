@@ -284,7 +284,7 @@ final class ServedRequest: Sendable {
         let drained: (SSEEventReader, StreamTokenCount)? = await withTaskGroup(of: (SSEEventReader, StreamTokenCount)?.self) { group in
             group.addTask {
                 var (reader, tally) = draining
-                while let event = try? await reader.next() { tally.observe(event.readableBytesView) }
+                while let event = try? await reader.next() { _ = event.withUnsafeReadableBytes { tally.observe(bytes: $0) } }
                 return (reader, tally)
             }
             group.addTask {

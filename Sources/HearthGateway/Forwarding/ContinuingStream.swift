@@ -123,7 +123,7 @@ struct ContinuingStream {
             let marked = event
             generation.observe(mark) { Self.text(of: marked) }
         }
-        let kind = tally.observe(event.readableBytesView)
+        let kind = event.withUnsafeReadableBytes { tally.observe(bytes: $0) }
         if kind == .done { done = true }
         let bounds = served.upstream.bounds
         let allowed = bounds.completionTokens
@@ -150,7 +150,7 @@ struct ContinuingStream {
             model = chunk["model"] ?? .null
             object = chunk["object"] ?? .null
         }
-        if let reason = StreamEvent.finishReason(in: event.readableBytesView) {
+        if let reason = event.withUnsafeReadableBytes({ StreamEvent.finishReason(bytes: $0) }) {
             finished = true
             endedByEngine = reason == "stop"
         }

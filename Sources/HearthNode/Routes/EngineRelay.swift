@@ -184,12 +184,11 @@ final class EngineRelay: EngineResponseReader, @unchecked Sendable {
         guard !overran else { return nil }
         let rewritten: ByteBuffer
         do {
-            rewritten = try rewriter.rewrite(chunk)
+            rewritten = try tap.counting { try rewriter.rewrite(chunk, eachEvent: $0) }
         } catch {
             // An event that never ends: the answer is broken. A failed future drops the engine's request.
             return eventLoop.makeFailedFuture(error)
         }
-        tap.observe(rewritten)
         guard rewritten.readableBytes > 0 else { return nil }
         let written = eventLoop.makePromise(of: Void.self)
         if let eventLimit, tap.events > eventLimit, !overran {

@@ -56,10 +56,11 @@ struct EngineStreamRewriter: Sendable {
         whole = ByteBuffer()
     }
 
-    /// The rewritten bytes of every event `chunk` completes (possibly none).
+    /// The rewritten bytes of every event `chunk` completes (possibly none), each event's also shown to `eachEvent` as
+    /// it is written (the receipt's count reads them there rather than splitting the output again).
     /// - Throws: when the engine's event grows past `SSEEventSplitter.maxEventBytes` without ending
     ///   (`SSEEventSplitter.EventTooLarge`), or its whole answer past `UsageBounds.largestWholeAnswer`.
-    mutating func rewrite(_ chunk: ByteBuffer) throws -> ByteBuffer {
+    mutating func rewrite(_ chunk: ByteBuffer, eachEvent: (UnsafeRawBufferPointer) -> Void = { _ in }) throws -> ByteBuffer {
         if var whole {
             guard whole.readableBytes + chunk.readableBytes <= UsageBounds.largestWholeAnswer else { throw WholeAnswerTooLong() }
             self.whole = nil  // One reference while it grows: no copy.
@@ -75,7 +76,11 @@ struct EngineStreamRewriter: Sendable {
             let room = event.readableBytes + Self.roomForMark
             if output == nil { output = ByteBufferAllocator().buffer(capacity: room) }
             output!.reserveCapacity(output!.writerIndex + room)
+            let start = output!.writerIndex
             write(event, to: &output!)
+            output!.withUnsafeReadableBytes { written in
+                eachEvent(UnsafeRawBufferPointer(rebasing: written[(start - output!.readerIndex)...]))
+            }
         }
         return output ?? ByteBuffer()
     }

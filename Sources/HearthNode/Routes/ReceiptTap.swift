@@ -19,11 +19,22 @@ struct UsageTap: Sendable {
         self.streaming = streaming
     }
 
+    /// Runs `rewrite`, counting each whole event it reports as written, once it has succeeded: the events of a chunk
+    /// whose rewriting then fails reach nobody, and are not counted.
+    mutating func counting<Result>(_ rewrite: (_ eachEvent: (UnsafeRawBufferPointer) -> Void) throws -> Result) rethrows -> Result {
+        var count = self.count
+        let result = try rewrite { count.observe(bytes: $0) }
+        self.count = count
+        return result
+    }
+
+    /// Bytes of the response: a stream's are split into events here (its end: an unterminated event, or the events
+    /// made of an answer the engine gave whole).
     mutating func observe(_ chunk: ByteBuffer) {
         if streaming {
             splitter.append(chunk)
             // It watches the rewriter's output, whole events only: an event too long never reaches it.
-            while let event = try? splitter.nextEvent() { count.observe(event.readableBytesView) }
+            while let event = try? splitter.nextEvent() { event.withUnsafeReadableBytes { count.observe(bytes: $0) } }
         } else if answer.readableBytes + chunk.readableBytes <= Self.answerLimit {
             var chunk = chunk
             answer.writeBuffer(&chunk)
@@ -32,7 +43,7 @@ struct UsageTap: Sendable {
 
     /// The end of the stream: an unterminated last event counts too.
     mutating func finish() {
-        if streaming, let rest = splitter.remainder() { count.observe(rest.readableBytesView) }
+        if streaming, let rest = splitter.remainder() { rest.withUnsafeReadableBytes { count.observe(bytes: $0) } }
     }
 
     /// Events counted on a stream (neither the usage report alone nor `[DONE]`).
