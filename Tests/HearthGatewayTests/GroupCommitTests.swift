@@ -94,17 +94,33 @@ struct GroupCommitTests {
         #expect(try await database.recentUsage(limit: 100).count == count)
     }
 
+    /// A group commit's window as a fake pause the test ends itself (`end`), which says when one has begun (`open`): it
+    /// shows what waits in the window, whatever the machine's speed.
+    final class FakeWindow: Sendable {
+        let open = Mutex(false)
+        let end: AsyncStream<Void>.Continuation
+        private let ends: AsyncStream<Void>
+
+        init() { (ends, end) = AsyncStream.makeStream(of: Void.self) }
+
+        func pause() async {
+            open.withLock { $0 = true }
+            for await _ in ends { break }
+        }
+    }
+
+    /// A table `t` and a group commit on it whose window is `FakeWindow`.
+    static func windowed() async throws -> (SQLiteStore, GroupCommit, FakeWindow) {
+        let store = try SQLiteStore.open(path: nil)
+        try await store.write { session in try session.execute("CREATE TABLE t (n INTEGER)") }
+        let window = FakeWindow()
+        return (store, GroupCommit(store: store, window: .milliseconds(2)) { _ in await window.pause() }, window)
+    }
+
     /// Work that comes while the transaction before it commits, or within the window after, shares the next one.
     /// The window is a fake pause the test ends itself: it shows what waits in it, whatever the machine's speed.
     @Test func workArrivingWithinTheWindowSharesTheNextTransaction() async throws {
-        let store = try SQLiteStore.open(path: nil)
-        try await store.write { session in try session.execute("CREATE TABLE t (n INTEGER)") }
-        let windowOpen = Mutex(false)
-        let (windowEnds, endWindow) = AsyncStream.makeStream(of: Void.self)
-        let commits = GroupCommit(store: store, window: .milliseconds(2)) { _ in
-            windowOpen.withLock { $0 = true }
-            for await _ in windowEnds { break }
-        }
+        let (store, commits, window) = try await Self.windowed()
         let gate = DispatchSemaphore(value: 0)
         let began = Mutex(false)
         let held = Task {
@@ -124,14 +140,45 @@ struct GroupCommitTests {
         gate.signal()
         _ = try await held.value
         // Without a window the first would now be in a transaction of its own.
-        _ = try await eventually("the window after the held transaction") { windowOpen.withLock { $0 } ? true : nil }
+        _ = try await eventually("the window after the held transaction") { window.open.withLock { $0 } ? true : nil }
         #expect(commits.queued == 1, "the first waits in the window")
         let second = Task { try await commits.write(insert) }
         _ = try await eventually("the second to be queued") { commits.queued == 2 ? true : nil }
-        endWindow.yield()
+        window.end.yield()
         _ = try await first.value
         _ = try await second.value
         #expect(commits.transactions == 2, "the held transaction, then one for both")
         #expect(try await store.read { session in try session.queryOne("SELECT count(*) AS c FROM t")?.int("c") } == 2)
+    }
+
+    /// Work nobody waits for (a request's in-flight note, its quota bucket) begins no transaction at once: it waits the
+    /// window, and the request's own record, which comes meanwhile, shares its transaction. A record someone waits for
+    /// still begins one at once.
+    @Test func workNobodyWaitsForWaitsTheWindowForTheRecordThatFollows() async throws {
+        let (store, commits, window) = try await Self.windowed()
+        let insert: GroupCommit.Work = { session in
+            try session.execute("INSERT INTO t (n) VALUES (1)")
+            return nil
+        }
+        let count = { try await store.read { session in try session.queryOne("SELECT count(*) AS c FROM t")?.int("c") } }
+        commits.enqueue(insert, failed: { _ in })
+        _ = try await eventually("the note to wait in the window") { window.open.withLock { $0 } ? true : nil }
+        #expect(commits.transactions == 0 && commits.queued == 1, "nothing written before the window ends")
+        let record = Task { try await commits.write(insert) }
+        _ = try await eventually("the record to be queued") { commits.queued == 2 ? true : nil }
+        window.end.yield()
+        _ = try await record.value
+        #expect(commits.transactions == 1, "the note and the record in one transaction")
+        let shared = try await count()
+        #expect(shared == 2)
+
+        // Alone, a record someone waits for is written without a window (the fake one is never ended again).
+        window.open.withLock { $0 = false }
+        let alone = Task { try await commits.write(insert) }
+        _ = try await eventually("the record alone to commit") { commits.transactions == 2 ? true : nil }
+        _ = try await alone.value
+        let total = try await count()
+        #expect(!window.open.withLock { $0 } && total == 3)
+        window.end.finish()
     }
 }
