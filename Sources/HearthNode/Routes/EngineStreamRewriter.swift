@@ -76,11 +76,9 @@ struct EngineStreamRewriter: Sendable {
             let room = event.readableBytes + Self.roomForMark
             if output == nil { output = ByteBufferAllocator().buffer(capacity: room) }
             output!.reserveCapacity(output!.writerIndex + room)
-            let start = output!.writerIndex
+            let start = output!.writerIndex - output!.readerIndex
             write(event, to: &output!)
-            output!.withUnsafeReadableBytes { written in
-                eachEvent(UnsafeRawBufferPointer(rebasing: written[(start - output!.readerIndex)...]))
-            }
+            output!.withUnsafeReadableBytes { eachEvent(UnsafeRawBufferPointer(rebasing: $0[start...])) }
         }
         return output ?? ByteBuffer()
     }
