@@ -87,7 +87,17 @@ struct QuotaBucketsTests {
                     guard decision.allowed else { return 0 }
                     var charge = decision.charge
                     charge.tokens = 20
-                    try? await database.record(usage("agree-\(index)"), settling: .none, quota: charge, gateway: IdentityKey.generate(), now: now)
+                    do {
+                        _ = try await database.record(
+                            usage("agree-\(index)"),
+                            settling: .none,
+                            quota: charge,
+                            gateway: IdentityKey.generate(),
+                            now: now
+                        )
+                    } catch {
+                        Issue.record("the record of an admitted request failed: \(error)")
+                    }
                     return 1
                 }
             }

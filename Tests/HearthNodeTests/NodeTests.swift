@@ -45,7 +45,7 @@ struct NodeIdentityTests {
     @Test func refusesACorruptKeyInsteadOfReplacingIt() throws {
         let directory = try TestEnvironment.temporaryDirectory("identity")
         let path = NodeIdentity.keyPath(in: directory)
-        FileManager.default.createFile(atPath: path, contents: Data("not-a-key\n".utf8), attributes: [.posixPermissions: 0o600])
+        #expect(FileManager.default.createFile(atPath: path, contents: Data("not-a-key\n".utf8), attributes: [.posixPermissions: 0o600]))
         #expect(throws: KeyFileError.self) { try NodeIdentity.loadOrCreate(in: directory) }
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "not-a-key\n")
     }
