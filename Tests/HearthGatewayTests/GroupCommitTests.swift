@@ -156,6 +156,8 @@ struct GroupCommitTests {
     /// still begins one at once.
     @Test func workNobodyWaitsForWaitsTheWindowForTheRecordThatFollows() async throws {
         let (store, commits, window) = try await Self.windowed()
+        // Ends every pause still waiting, should an expectation below fail first.
+        defer { window.end.finish() }
         let insert: GroupCommit.Work = { session in
             try session.execute("INSERT INTO t (n) VALUES (1)")
             return nil
@@ -179,6 +181,5 @@ struct GroupCommitTests {
         _ = try await alone.value
         let total = try await count()
         #expect(!window.open.withLock { $0 } && total == 3)
-        window.end.finish()
     }
 }
