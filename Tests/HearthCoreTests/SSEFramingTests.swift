@@ -141,3 +141,19 @@ struct StreamTokenCountTests {
         #expect(!StreamEvent.carriesData(Array(": a comment that says data: here\n\n".utf8)))
     }
 }
+
+// The counting reads an event's bytes where they lie; these tests hold their events in arrays.
+extension StreamEvent {
+    static func classify(_ event: [UInt8]) -> StreamEvent { event.withUnsafeBytes { classify(bytes: $0) } }
+    static func finishReason(in event: [UInt8]) -> String? { event.withUnsafeBytes { finishReason(bytes: $0) } }
+    static func carriesData(_ event: [UInt8]) -> Bool { event.withUnsafeBytes { carriesData(bytes: $0) } }
+}
+
+extension EngineTimings {
+    static func promptTokens(in event: [UInt8]) -> Int? { event.withUnsafeBytes { promptTokens(bytes: $0) } }
+}
+
+extension StreamTokenCount {
+    @discardableResult
+    mutating func observe(_ event: [UInt8]) -> StreamEvent { event.withUnsafeBytes { observe(bytes: $0) } }
+}

@@ -9,11 +9,8 @@ package enum StreamEvent: Sendable, Equatable {
 
     /// Classifies one whole event by scanning its bytes; only an event with a `usage` object is decoded (OpenAI's
     /// servers send `"usage":null` in every chunk when asked for usage, and those are not).
-    package static func classify(_ event: some Collection<UInt8>) -> StreamEvent {
-        ByteSearch.withBytes(of: event) { classify(bytes: $0) }
-    }
-
-    /// `classify` of an event's bytes where they lie: the streaming path's way, with no generic collection between.
+    /// An event's bytes are read where they lie: a generic collection from another module is read through its witness
+    /// tables, its type's metadata looked up at run time, on every event of every stream.
     package static func classify(bytes: UnsafeRawBufferPointer) -> StreamEvent {
         if hasUsageObject(bytes) {
             if let payload = SSEFraming.payloadBytes(of: bytes), let chunk = CompletionChunk.parse(payload), let usage = chunk.usage {
@@ -27,11 +24,6 @@ package enum StreamEvent: Sendable, Equatable {
 
     /// The first `finish_reason` an event states (a string: `null` is none yet), whatever the spaces around its colon
     /// (an owner's server may not write compact JSON, and its events reach the gateway as it wrote them).
-    package static func finishReason(in event: some Collection<UInt8>) -> String? {
-        ByteSearch.withBytes(of: event) { finishReason(bytes: $0) }
-    }
-
-    /// `finishReason` of an event's bytes where they lie.
     package static func finishReason(bytes: UnsafeRawBufferPointer) -> String? {
         firstValue(of: #""finish_reason""#, in: bytes) { start in
             guard bytes[start] == UInt8(ascii: "\""), let end = bytes[(start + 1)...].firstIndex(of: UInt8(ascii: "\"")) else { return nil }
@@ -40,11 +32,6 @@ package enum StreamEvent: Sendable, Equatable {
     }
 
     /// Whether an event has a `data:` line (one of only comments has none).
-    package static func carriesData(_ event: some Collection<UInt8>) -> Bool {
-        ByteSearch.withBytes(of: event) { carriesData(bytes: $0) }
-    }
-
-    /// `carriesData` of an event's bytes where they lie.
     package static func carriesData(bytes: UnsafeRawBufferPointer) -> Bool {
         ByteSearch.hasPrefix("data:", in: bytes) || ByteSearch.firstIndex(of: "\ndata:", in: bytes) != nil
     }
@@ -89,14 +76,7 @@ package struct StreamTokenCount: Sendable, Equatable {
 
     package init() {}
 
-    /// Counts one whole event (its bytes through the blank line) and says what it is.
-    @discardableResult
-    package mutating func observe(_ event: some Collection<UInt8>) -> StreamEvent {
-        ByteSearch.withBytes(of: event) { observe(bytes: $0) }
-    }
-
-    /// `observe` of an event's bytes where they lie: the streaming path's way (a generic collection from another
-    /// module is read through its witness tables, the type's metadata looked up at run time, on every event).
+    /// Counts one whole event (its bytes through the blank line, where they lie) and says what it is.
     @discardableResult
     package mutating func observe(bytes event: UnsafeRawBufferPointer) -> StreamEvent {
         let kind = StreamEvent.classify(bytes: event)

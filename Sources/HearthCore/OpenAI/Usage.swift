@@ -245,11 +245,6 @@ enum EngineTimings {
     package static let requestField = "timings_per_token"
 
     /// The `prompt_n` in an event's bytes, scanned without decoding the event; `nil` when there is none.
-    package static func promptTokens(in bytes: some Collection<UInt8>) -> Int? {
-        ByteSearch.withBytes(of: bytes) { promptTokens(bytes: $0) }
-    }
-
-    /// `promptTokens` of an event's bytes where they lie.
     package static func promptTokens(bytes: UnsafeRawBufferPointer) -> Int? {
         let marker: StaticString = #""prompt_n":"#
         guard let found = ByteSearch.firstIndex(of: marker, in: bytes) else { return nil }
