@@ -127,8 +127,14 @@ enum ProxyBench {
         // Warm every path, then the loads.
         for target in targets { for _ in 0..<20 { _ = try await whole(http, target, tokens: 16) } }
         var latencies: [String: [Double]] = [:]
-        for _ in 0..<settings.sequential {
-            for target in targets { latencies[target.name, default: []].append(try await whole(http, target, tokens: 16)) }
+        // Each round begins with the next target, so each follows every other as often: what a proxy still does after
+        // its answer (LiteLLM's logging, Hearth's settlement) lands on every target's requests alike, not always on the
+        // one after it in the list.
+        for round in 0..<settings.sequential {
+            for index in targets.indices {
+                let target = targets[(round + index) % targets.count]
+                latencies[target.name, default: []].append(try await whole(http, target, tokens: 16))
+            }
         }
         var paced: [String: Load] = [:]
         var perRequest: [String: Load] = [:]

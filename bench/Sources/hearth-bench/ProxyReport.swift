@@ -35,7 +35,8 @@ extension ProxyBench {
 
             """
         // Latency.
-        text += "### Added latency: \(settings.sequential) sequential whole answers (16 tokens) per target, interleaved\n\n"
+        text += "### Added latency: \(settings.sequential) sequential whole answers (16 tokens) per target, "
+        text += "interleaved (each round begins with the next target)\n\n"
         text += "| target | p50 | p99 | added p50 | added p99 |\n| --- | --- | --- | --- | --- |\n"
         for target in targets {
             let values = latencies[target.name] ?? []
