@@ -42,6 +42,15 @@ struct RoutePlannerTests {
     @Test func knownButNotReadyWhenLoadingFailedOrDraining() {
         #expect(RoutePlanner.plan(model: Self.model, nodes: [node("a", state: .loading), node("b", state: .failed)]) == .noReadyNode)
         #expect(RoutePlanner.plan(model: Self.model, nodes: [node("a", draining: true)]) == .noReadyNode)
+        // A failed announcement beside one that could still become ready is only "not ready yet".
+        #expect(RoutePlanner.plan(model: Self.model, nodes: [node("a", state: .failed), node("b", draining: true)]) == .noReadyNode)
+    }
+
+    @Test func failedEverywhereWhenEveryAnnouncementIsFailed() {
+        #expect(RoutePlanner.plan(model: Self.model, nodes: [node("a", state: .failed)]) == .failedEverywhere)
+        #expect(RoutePlanner.plan(model: Self.model, nodes: [node("a", state: .failed), node("b", state: .failed)]) == .failedEverywhere)
+        // Nodes that do not offer the model at all do not count either way.
+        #expect(RoutePlanner.plan(model: ModelID("other")!, nodes: [node("a", state: .failed)]) == .unknownModel)
     }
 
     @Test func ordersByTheScoreOfFreeSlotsAndLatency() {

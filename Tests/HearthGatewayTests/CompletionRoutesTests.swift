@@ -74,7 +74,7 @@ struct CompletionRoutesTests {
         #expect(transport.requests.map(\.node) == [nodeA, nodeB])
     }
 
-    @Test func answers502WhenEveryNodeFailsAnd503WhenNoneIsReady() async throws {
+    @Test func answers502WhenEveryNodeFailsAnd503WhenNoneIsReadyOrAllFailed() async throws {
         let (gateway, _) = try await makeGateway([nodeA: .fail, nodeB: .respond(status: 500, contentType: "text/plain", chunks: ["boom"])])
         try await gateway.application.test(.router) { client in
             announce(gateway, announcement(nodeA))
@@ -89,11 +89,21 @@ struct CompletionRoutesTests {
                 #expect(response.status == .serviceUnavailable)
                 #expect(response.headers[.retryAfter] != nil)
                 #expect(decode(response.body)["error"]?["code"] == "model_not_ready")
+                #expect(decode(response.body)["error"]?["message"]?.stringValue?.contains("ready yet") == true)
+            }
+            // Failed on every node that offers it: said so, not "yet", with the same code and Retry-After.
+            announce(gateway, announcement(nodeA, state: .failed))
+            try await client.execute(uri: "/v1/chat/completions", method: .post, body: try json(chatBody)) { response in
+                #expect(response.status == .serviceUnavailable)
+                #expect(response.headers[.retryAfter] != nil)
+                let error = decode(response.body)["error"]
+                #expect(error?["code"] == "model_not_ready")
+                #expect(error?["message"]?.stringValue?.contains("reports it failed") == true, "\(String(describing: error))")
             }
         }
         await gateway.settled()
         let statuses = try await gateway.database.recentUsage().map(\.status).sorted()
-        #expect(statuses == ["502", "503"])
+        #expect(statuses == ["502", "503", "503"])
     }
 
     /// The client's 502 names each node's error code, and nothing else of its answer: a node's message may name its

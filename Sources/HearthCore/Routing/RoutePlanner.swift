@@ -57,6 +57,8 @@ package enum RoutePlan: Sendable, Equatable {
     case unknownModel
     /// Some node announced the model, but none is ready to serve it now.
     case noReadyNode
+    /// Every node that announced the model reports it failed: none is loading it either.
+    case failedEverywhere
     /// Ready nodes, best first, with the canonical model id they serve it under.
     case candidates([NodeID], canonical: ModelID)
 }
@@ -71,16 +73,18 @@ package enum RoutePlanner {
     /// or a poor success rate still serves when no other can.
     package static func plan(model: ModelID, nodes: [RoutableNode]) -> RoutePlan {
         var known = false
+        var allFailed = true
         var ready: [(node: RoutableNode, canonical: ModelID, warm: Bool, score: Double)] = []
         for node in nodes {
             guard let served = node.model(named: model) else { continue }
             known = true
+            if served.state != .failed { allFailed = false }
             if (served.state == .ready || served.state == .standby) && !node.draining {
                 ready.append((node, served.id, served.state == .ready, RoutingScore(node).value))
             }
         }
         guard known else { return .unknownModel }
-        guard let first = ready.first else { return .noReadyNode }
+        guard let first = ready.first else { return allFailed ? .failedEverywhere : .noReadyNode }
         if ready.contains(where: { !$0.node.ejected }) { ready.removeAll { $0.node.ejected } }
         let ordered = ready.sorted { lhs, rhs in
             if lhs.warm != rhs.warm { return lhs.warm }

@@ -353,6 +353,19 @@ package struct Dispatcher: Sendable {
                     retryAfter: retryAfterSeconds
                 )
             )
+        case .failedEverywhere:
+            // Not "yet": no node is on its way to serving it. The code stays the one of a model not ready, which is what
+            // clients retry on; a node whose engine or owner's server comes back serves it again.
+            return .refusedUnlessWarming(
+                DispatchFailure(
+                    APIFailure(
+                        .unavailable,
+                        "Every node offering '\(model)' reports it failed, so none can serve it now; it is served again once a node has it ready.",
+                        code: "model_not_ready"
+                    ),
+                    retryAfter: retryAfterSeconds
+                )
+            )
         case .candidates(let planned, let name):
             // A continuation goes only to another node with the very file the earlier part came from.
             candidates = planned.filter { node in
