@@ -189,6 +189,35 @@ struct SandboxTests {
         #expect(handle.snapshot.detail?.hasPrefix("refused: engine sandbox unavailable") == true, "\(handle.snapshot.detail ?? "")")
         #expect(handle.snapshot.starts == 0)
     }
+
+    /// Two engines of one node starting together: each gets the sandbox's copy of the binary, whole (the copies under
+    /// way once shared one partial name per process, and one's rename took the file from under the other).
+    @Test(.timeLimit(.minutes(1)))
+    func enginesStartingTogetherEachGetTheInstalledCopy() async throws {
+        var settings = SandboxSettings()
+        settings.home = try TestEnvironment.temporaryDirectory("sandbox-home")
+        let (sandbox, _) = try await Self.prepare(NodeLimits(threads: 1, contextSize: 512, parallelSlots: 1), settings: settings)
+        guard sandbox.report.enforced else {
+            Issue.record("the sandbox is not enforced here: \(sandbox.report.summary)")
+            return
+        }
+        // An executable of 16 MiB, so that the copies overlap.
+        let binary = try TestEnvironment.temporaryDirectory("sandbox-binary") + "/llama-server"
+        let bytes = Data((0..<(16 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        try bytes.write(to: URL(fileURLWithPath: binary))
+        _ = chmod(binary, 0o755)
+        let copies = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<6 { group.addTask { try sandbox.installedCopy(of: binary) } }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(Set(copies).count == 1)
+        let copy = try #require(copies.first)
+        #expect(FileManager.default.contents(atPath: copy) == bytes)
+        #expect(FileManager.default.isExecutableFile(atPath: copy))
+        // Nothing half-copied is left beside it.
+        let folder = (copy as NSString).deletingLastPathComponent
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder) == ["llama-server"])
+    }
 }
 
 struct SandboxOffTests {

@@ -281,7 +281,7 @@ package struct EngineSandbox: Sendable {
 
     /// A root-owned copy of the engine binary in the sandbox home, which the sandbox user can run but not change,
     /// keyed by the binary's hash (the original usually sits in root's home, which the user cannot enter).
-    private func installedCopy(of original: String) throws(SandboxProblem) -> String {
+    func installedCopy(of original: String) throws(SandboxProblem) -> String {
         let executable = URL(fileURLWithPath: original).resolvingSymlinksInPath().path
         let attributes = (try? FileManager.default.attributesOfItem(atPath: executable)) ?? [:]
         let key = "\(executable)|\(attributes[.size] ?? "")|\(attributes[.modificationDate] ?? "")"
@@ -299,7 +299,9 @@ package struct EngineSandbox: Sendable {
         let folder = (settings.home as NSString).appendingPathComponent("engines/\(digest.hex.prefix(16))")
         let copy = (folder as NSString).appendingPathComponent((executable as NSString).lastPathComponent)
         if FileManager.default.isExecutableFile(atPath: copy) { return copy }
-        let partial = copy + ".partial-\(getpid())"
+        // A name of its own for every copy under way: two engines of one node (or two tests of one process) starting
+        // together each copied to the same `.partial-<pid>`, and one's rename took the file from under the other.
+        let partial = copy + ".partial-\(getpid())-\(UUID().uuidString.prefix(8))"
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
             try? FileManager.default.removeItem(atPath: partial)
