@@ -27,6 +27,9 @@ package final class FakeNodeTransport: NodeTransport {
         /// Answer like `respond`, its body once `gate` opens, like a node still generating a whole answer (its head
         /// comes at once).
         case respondOnceOpen(Gate, status: Int, contentType: String, chunks: [String])
+        /// A whole answer whose head states its length: these chunks at once, then the end, with `receipt(request)` as the
+        /// receipt trailer, only once `end` opens (a node still signing its receipt). `stated` overrides the length.
+        case respondStatingLength(end: Gate, chunks: [String], stated: Int? = nil, receipt: @Sendable (NodeRequest) -> String?)
         /// Never answer, like a node in front of an engine that hangs; only the gateway's cancelling the wait (which
         /// on a real link resets the node's stream) ends it (counted in `abandoned`).
         case hang
@@ -89,6 +92,26 @@ package final class FakeNodeTransport: NodeTransport {
                     await gate.wait()
                     return queue.withLock { $0.isEmpty ? nil : $0.removeFirst() }
                 })
+            )
+        case .respondStatingLength(let end, let chunks, let stated, let receipt):
+            let queue = Mutex(chunks.map { ByteBuffer(string: $0) })
+            let ended = Mutex(false)
+            let trailer = receipt(request)
+            return NodeResponse(
+                status: 200,
+                contentType: "application/json",
+                contentLength: stated ?? chunks.reduce(0) { $0 + $1.utf8.count },
+                body: NodeResponseBody(
+                    next: {
+                        if let chunk = queue.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) { return chunk }
+                        await end.wait()
+                        // Given up by the gateway: a link's stream would be reset, and its reader would throw.
+                        try Task.checkCancellation()
+                        ended.withLock { $0 = true }
+                        return nil
+                    },
+                    trailer: { name in name == LinkProtocol.receiptTrailer && ended.withLock({ $0 }) ? trailer : nil }
+                )
             )
         case .respond(let status, let contentType, let chunks):
             return Self.response(status: status, contentType: contentType, chunks: chunks)

@@ -1,29 +1,22 @@
+import HearthCore
 import Synchronization
 
 /// Holds whoever waits on it until `open()`, and everyone after: a fake server's answer held back until the test has
 /// done what it must do first.
 package final class Gate: Sendable {
-    private let state = Mutex<(open: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
+    private let isOpen = Atomic(false)
+    private let changed = ChangeSignal()
 
     package init() {}
 
     package func open() {
-        let waiting = state.withLock { state in
-            state.open = true
-            defer { state.waiting = [] }
-            return state.waiting
-        }
-        for waiter in waiting { waiter.resume() }
+        isOpen.store(true, ordering: .releasing)
+        changed.notify()
     }
 
-    /// Returns once the gate is open.
+    /// Returns once the gate is open, or once the waiting task is cancelled (a fake node's answer that the gateway
+    /// gave up on, as a real link's stream would be reset).
     package func wait() async {
-        await withCheckedContinuation { waiter in
-            let now = state.withLock { state in
-                if !state.open { state.waiting.append(waiter) }
-                return state.open
-            }
-            if now { waiter.resume() }
-        }
+        await changed.wait(until: .now + .seconds(86_400 * 365)) { self.isOpen.load(ordering: .acquiring) }
     }
 }

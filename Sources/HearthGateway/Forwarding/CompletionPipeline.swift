@@ -350,7 +350,7 @@ final class ServedRequest: Sendable {
         let firstByte = upstream.firstByteAt - upstream.startedAt
         pipeline.metrics.timeToFirstToken(model: model, duration: firstByte)
         let settlement = ReceiptClerk.settle(
-            trailer: upstream.response.body.trailer(LinkProtocol.receiptTrailer),
+            trailer: await upstream.response.body.trailer(LinkProtocol.receiptTrailer),
             upstream: upstream,
             requestID: requestID,
             consumer: consumer,

@@ -82,7 +82,7 @@ struct ContinuingStream {
                 guard let next = try await reader.next() else {
                     if finished || done { return nil }
                     // A node that drains ends its streams early with its receipt and says so: go on elsewhere.
-                    if served.upstream.response.body.trailer(LinkProtocol.handoverTrailer) != nil {
+                    if await served.upstream.response.body.trailer(LinkProtocol.handoverTrailer) != nil {
                         handedOver = true
                         if await continueElsewhere(after: HandedOver()) { continue }
                         throw HandedOver()

@@ -35,13 +35,16 @@ package struct NodeRequest: Sendable {
 package struct NodeResponse: Sendable {
     var status: Int
     var contentType: String?
+    /// The body's length, when the node stated it (a whole answer): the body is then read that far, not to its end.
+    var contentLength: Int?
     var body: NodeResponseBody
     /// For a continuation the node made: how many of its prompt tokens were the earlier answer (`x-hearth-prefill`).
     var prefill: Int?
 
-    package init(status: Int, contentType: String?, body: NodeResponseBody, prefill: Int? = nil) {
+    package init(status: Int, contentType: String?, contentLength: Int? = nil, body: NodeResponseBody, prefill: Int? = nil) {
         self.status = status
         self.contentType = contentType
+        self.contentLength = contentLength
         self.body = body
         self.prefill = prefill
     }
@@ -66,24 +69,50 @@ package final class NodeResponseBody: @unchecked Sendable {
         self.eventLoop = eventLoop
     }
 
-    /// A trailer the node sent after the body (its signed receipt); known once `next()` has returned `nil`.
-    func trailer(_ name: String) -> String? {
-        trailerValue(name)
+    /// The body's end (the trailers after it) has been read.
+    private var ended = false
+    /// The body was read only as far as its stated length (`collect(upTo:stated:)`): its end is still to come.
+    private var endOwed = false
+
+    /// How long a node may take to end a body read as far as its stated length: it sends its trailers (the signed
+    /// receipt) right after the body.
+    static let endWait: Duration = .seconds(5)
+
+    /// A trailer the node sent after the body (its signed receipt), once the body has ended. A body read only as far as
+    /// its stated length is read to its end first, for at most `endWait`; a trailer that does not come is `nil`.
+    func trailer(_ name: String) async -> String? {
+        if endOwed, !ended {
+            endOwed = false
+            _ = try? await withDeadline(Self.endWait) { try await self.next() }
+        }
+        return trailerValue(name)
     }
 
     /// The next chunk, or `nil` at the end.
     func next() async throws -> ByteBuffer? {
-        try await nextChunk()
+        guard let chunk = try await nextChunk() else {
+            ended = true
+            return nil
+        }
+        return chunk
     }
 
-    /// Reads the rest of the body, up to `limit` bytes.
-    func collect(upTo limit: Int) async throws -> ByteBuffer {
+    /// Reads the rest of the body, up to `limit` bytes. With `stated`, the bytes the node's head says are left, it
+    /// stops once it has them instead of waiting for the body's end: what follows is the trailers, which `trailer(_:)`
+    /// waits for. A body that ends short of `stated` is broken off.
+    func collect(upTo limit: Int, stated: Int? = nil) async throws -> ByteBuffer {
         var all = ByteBuffer()
-        while let chunk = try await next() {
-            guard all.readableBytes + chunk.readableBytes <= limit else { throw NodeTransportError.responseTooLarge }
+        if let stated {
+            guard (0...limit).contains(stated) else { throw NodeTransportError.responseTooLarge }
+            endOwed = true
+        }
+        let most = stated ?? limit
+        while all.readableBytes < stated ?? .max, let chunk = try await next() {
+            guard all.readableBytes + chunk.readableBytes <= most else { throw NodeTransportError.responseTooLarge }
             var chunk = chunk
             all.writeBuffer(&chunk)
         }
+        if let stated, all.readableBytes < stated { throw NodeTransportError.endedShort }
         return all
     }
 }
@@ -106,6 +135,8 @@ extension NodeTransport {
 
 package enum NodeTransportError: Error, Sendable {
     case responseTooLarge
+    /// The body ended before the length its head stated.
+    case endedShort
     /// The node has no link to this gateway.
     case notLinked(NodeID)
 }

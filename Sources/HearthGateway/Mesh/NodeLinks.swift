@@ -127,6 +127,7 @@ package final class NodeLinks: NodeTransport {
         return NodeResponse(
             status: Int(response.head.status.code),
             contentType: response.head.headers.first(name: "content-type"),
+            contentLength: response.head.headers.first(name: "content-length").flatMap { Int($0) },
             body: NodeResponseBody(next: { try await body.next() }, trailer: { body.trailers?.first(name: $0) }, eventLoop: link.channel.eventLoop),
             prefill: Self.prefill(response.head.headers.first(name: LinkProtocol.Header.prefill))
         )

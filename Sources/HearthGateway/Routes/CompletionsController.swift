@@ -133,7 +133,10 @@ struct CompletionsController {
                 // broken off there rather than held whole.
                 let limit = min(served.upstream.bounds.answerBytes, UsageBounds.largestWholeAnswer) - answer.readableBytes
                 guard limit >= 0 else { throw NodeTransportError.responseTooLarge }
-                var rest = try await served.upstream.response.body.collect(upTo: limit)
+                // A node states its whole answer's length: the client is answered at its last byte, and the receipt
+                // after it is read in the settlement.
+                let stated = served.upstream.response.contentLength.map { $0 - answer.readableBytes }
+                var rest = try await served.upstream.response.body.collect(upTo: limit, stated: stated)
                 answer.writeBuffer(&rest)
                 // A 200 that is no completion (empty when the node's engine broke off mid-answer; anything a node
                 // may send) is a broken answer too: never passed on as the client's answer.

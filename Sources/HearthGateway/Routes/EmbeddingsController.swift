@@ -61,7 +61,8 @@ struct EmbeddingsController {
             var answer = served.upstream.firstChunk ?? ByteBuffer()
             let complete: Bool
             do {
-                var rest = try await served.upstream.response.body.collect(upTo: UsageBounds.largestWholeAnswer)
+                let stated = served.upstream.response.contentLength.map { $0 - answer.readableBytes }
+                var rest = try await served.upstream.response.body.collect(upTo: UsageBounds.largestWholeAnswer, stated: stated)
                 answer.writeBuffer(&rest)
                 complete = true
             } catch {

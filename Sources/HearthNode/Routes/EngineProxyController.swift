@@ -178,45 +178,44 @@ struct EngineProxyController {
         }
         var headers = HTTPFields()
         headers[.contentType] = head.headers.first(name: "content-type") ?? "application/json"
-        let answerModel = call.answerModel
-        let load = self.load
-        let inFlight = self.inFlight
         let receipt = receiptDraft(request, spec: engine.spec, maxTokens: fields?.maxTokens, pool: shares)
-        let requestID = receipt.requestID
-        // A gateway that reset the link stream before the head could be written: the engine stops, the slot is free.
-        let unwritten: @Sendable () -> Void = {
-            answer.cancel()
-            load.end()
-            engine.end()
+        // The answer is read whole before its head is written, so that the head states its length: the gateway then
+        // answers its client at the body's last byte, while this node still signs the receipt that follows it.
+        // A gateway's cancellation stops the engine at once, even while it is still generating, and the answer still
+        // ends with a receipt; a reset of the link stream cancels this task (`LinkResponder`), which drops the
+        // engine's request the same way.
+        let cancellation = receipt.requestID.map { inFlight.open($0) }
+        cancellation?.onCancel { answer.cancel() }
+        var outcome = Receipt.Outcome.ok
+        var answerBody = ByteBuffer()
+        do {
+            answerBody = try await answer.wholeBody()
+            if cancellation?.isCancelled == true { outcome = .cancelled }
+        } catch {
+            outcome = cancellation?.isCancelled == true ? .cancelled : .engineError
         }
+        answer.cancel()
+        if let requestID = receipt.requestID, let cancellation { inFlight.close(requestID, cancellation) }
+        load.end()
+        engine.end()
+        // The gateway reset the stream: nothing can be written to it, not even a receipt.
+        if Task.isCancelled { throw CancellationError() }
+        if let answerModel = call.answerModel { answerBody = EngineCall.renamed(answerBody, model: answerModel) }
+        var tap = UsageTap(streaming: false)
+        tap.observe(answerBody)
+        let (usage, ended) = (tap.usage, outcome)
+        // Only a whole answer is passed on: the gateway takes an empty 200 as a broken answer and asks another node.
+        let answered = outcome == .ok ? answerBody : ByteBuffer()
         return Response(
             status: .ok,
             headers: headers,
-            body: .owing(ifNeverRun: unwritten) { writer in
-                // A cancellation from the gateway stops the engine at once, even while it is still generating, and
-                // the answer still ends with a receipt.
-                let cancellation = requestID.map { inFlight.open($0) }
-                cancellation?.onCancel { answer.cancel() }
-                defer {
-                    answer.cancel()
-                    if let requestID, let cancellation { inFlight.close(requestID, cancellation) }
-                    load.end()
-                    engine.end()
-                }
-                var tap = UsageTap(streaming: false)
-                var outcome = Receipt.Outcome.ok
-                var body = ByteBuffer()
-                do {
-                    body = try await answer.wholeBody()
-                    if cancellation?.isCancelled == true { outcome = .cancelled }
-                } catch {
-                    outcome = cancellation?.isCancelled == true ? .cancelled : .engineError
-                }
-                if let answerModel { body = EngineCall.renamed(body, model: answerModel) }
-                tap.observe(body)
-                // A failed write means the gateway went away: the stream is reset, so no receipt can follow.
-                if outcome == .ok, body.readableBytes > 0 { try await writer.write(body) }
-                try await writer.finish(receipt.trailers(usage: tap.usage, outcome: outcome))
+            body: ResponseBody(contentLength: answered.readableBytes) { writer in
+                if answered.readableBytes > 0 { try await writer.write(answered) }
+                // This task runs on the link's event loop, where a write's flush waits for a task the loop runs after
+                // this one (`LinkFlushCoalescer`): yielding puts the rest of this task behind that flush, so the body
+                // leaves before the receipt is signed.
+                await Task.yield()
+                try await writer.finish(receipt.trailers(usage: usage, outcome: ended))
             }
         )
     }
@@ -361,13 +360,15 @@ struct EngineProxyController {
             return Self.error(error as? APIFailure ?? APIFailure(.server, "\(error)"))
         }
         let bytes = ByteBuffer(bytes: (try? JSONEncoder().encode(result.answer)) ?? Data())
-        let finalTrailers = receipt.trailers(usage: result.usage, outcome: .ok)
+        let usage = result.usage
         return Response(
             status: .ok,
             headers: [.contentType: "application/json"],
-            body: ResponseBody { writer in
+            body: ResponseBody(contentLength: bytes.readableBytes) { writer in
                 try await writer.write(bytes)
-                try await writer.finish(finalTrailers)
+                // As a whole completion's: the body leaves before the receipt is signed.
+                await Task.yield()
+                try await writer.finish(receipt.trailers(usage: usage, outcome: .ok))
             }
         )
     }

@@ -34,7 +34,7 @@ struct UsageTap: Sendable {
         if streaming {
             splitter.append(chunk)
             // It watches the rewriter's output, whole events only: an event too long never reaches it.
-            while let event = try? splitter.nextEvent() { event.withUnsafeReadableBytes { count.observe(bytes: $0) } }
+            while let event = try? splitter.nextEvent() { _ = event.withUnsafeReadableBytes { count.observe(bytes: $0) } }
         } else if answer.readableBytes + chunk.readableBytes <= Self.answerLimit {
             var chunk = chunk
             answer.writeBuffer(&chunk)
@@ -43,7 +43,7 @@ struct UsageTap: Sendable {
 
     /// The end of the stream: an unterminated last event counts too.
     mutating func finish() {
-        if streaming, let rest = splitter.remainder() { rest.withUnsafeReadableBytes { count.observe(bytes: $0) } }
+        if streaming, let rest = splitter.remainder() { _ = rest.withUnsafeReadableBytes { count.observe(bytes: $0) } }
     }
 
     /// Events counted on a stream (neither the usage report alone nor `[DONE]`).
