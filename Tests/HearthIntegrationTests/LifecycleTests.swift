@@ -80,4 +80,35 @@ struct LifecycleTests {
             #expect(engines.allSatisfy { !processIsAlive($0) })
         }
     }
+
+    /// A whole answer states its length and is sent before its receipt is signed: the node it is in flight on still
+    /// drains until the receipt too is written, so the answer arrives whole and the node is credited for it.
+    @Test func nodeFinishesAWholeAnswerInFlightWithItsReceiptOnSIGTERM() async throws {
+        try await Cluster.with(label: "drain-whole") { cluster in
+            let node = try await cluster.startNode("node-a")
+            try await cluster.waitForReadyNodes(1)
+            let engine = try #require(childProcesses(of: node.pid, named: "llama-server").first)
+            let enginePort = try #require(commandLineValue(of: engine, flag: "--port"))
+            let body: JSONValue = [
+                "model": .string(DefaultModel.id.rawValue), "prompt": "Once upon a time", "max_tokens": 300, "ignore_eos": true,
+            ]
+            let answering = Task { try await HTTP.post(cluster.url + "/v1/completions", json: body) }
+            // Signalled once the engine generates the answer, not before the node has it.
+            _ = try await eventually("the engine to generate the answer", within: .seconds(60)) { () -> Bool? in
+                let slots = try? await HTTP.get("http://127.0.0.1:\(enginePort)/slots").json
+                return slots?.arrayValue?.contains { $0["is_processing"] == true } == true ? true : nil
+            }
+            node.send(SIGTERM)
+            let reply = try await answering.value
+            #expect(reply.status == 200)
+            #expect(reply.json["usage"]?["completion_tokens"] == 300, "\(reply.text.prefix(300))")
+            let requestID = try #require(reply.headers.first(name: "x-request-id"))
+            let entry = try await eventually("the answer's receipt in the ledger", within: .seconds(30)) { () -> JSONValue? in
+                let entries = try await HTTP.get(cluster.url + "/api/ledger/entries").json["data"]?.arrayValue ?? []
+                return entries.first { $0["request_id"]?.stringValue == requestID }
+            }
+            #expect(entry["completion_tokens"] == 300)
+            #expect(await node.waitForExit(timeout: .seconds(20)) == 0)
+        }
+    }
 }

@@ -184,6 +184,7 @@ struct EngineProxyController {
         // A gateway's cancellation stops the engine at once, even while it is still generating, and the answer still
         // ends with a receipt; a reset of the link stream cancels this task (`LinkResponder`), which drops the
         // engine's request the same way.
+        let inFlight = self.inFlight
         let cancellation = receipt.requestID.map { inFlight.open($0) }
         cancellation?.onCancel { answer.cancel() }
         var outcome = Receipt.Outcome.ok
@@ -195,11 +196,17 @@ struct EngineProxyController {
             outcome = cancellation?.isCancelled == true ? .cancelled : .engineError
         }
         answer.cancel()
-        if let requestID = receipt.requestID, let cancellation { inFlight.close(requestID, cancellation) }
         load.end()
         engine.end()
+        // The answer is in flight until its last part is written: a draining node closes its link once none is.
+        let written: @Sendable () -> Void = {
+            if let requestID = receipt.requestID, let cancellation { inFlight.close(requestID, cancellation) }
+        }
         // The gateway reset the stream: nothing can be written to it, not even a receipt.
-        if Task.isCancelled { throw CancellationError() }
+        if Task.isCancelled {
+            written()
+            throw CancellationError()
+        }
         if let answerModel = call.answerModel { answerBody = EngineCall.renamed(answerBody, model: answerModel) }
         var tap = UsageTap(streaming: false)
         tap.observe(answerBody)
@@ -209,7 +216,8 @@ struct EngineProxyController {
         return Response(
             status: .ok,
             headers: headers,
-            body: ResponseBody(contentLength: answered.readableBytes) { writer in
+            body: .owing(contentLength: answered.readableBytes, ifNeverRun: written) { writer in
+                defer { written() }
                 if answered.readableBytes > 0 { try await writer.write(answered) }
                 // This task runs on the link's event loop, where a write's flush waits for a task the loop runs after
                 // this one (`LinkFlushCoalescer`): yielding puts the rest of this task behind that flush, so the body
