@@ -3,6 +3,7 @@ import Foundation
 import HearthTesting
 import NIOCore
 import NIOHTTP1
+import Synchronization
 import Testing
 
 @testable import HearthCore
@@ -87,16 +88,29 @@ struct LifecycleTests {
         try await Cluster.with(label: "drain-whole") { cluster in
             let node = try await cluster.startNode("node-a")
             try await cluster.waitForReadyNodes(1)
-            let engine = try #require(childProcesses(of: node.pid, named: "llama-server").first)
-            let enginePort = try #require(commandLineValue(of: engine, flag: "--port"))
             let body: JSONValue = [
                 "model": .string(DefaultModel.id.rawValue), "prompt": "Once upon a time", "max_tokens": 300, "ignore_eos": true,
             ]
-            let answering = Task { try await HTTP.post(cluster.url + "/v1/completions", json: body) }
-            // Signalled once the engine generates the answer, not before the node has it.
-            _ = try await eventually("the engine to generate the answer", within: .seconds(60)) { () -> Bool? in
-                let slots = try? await HTTP.get("http://127.0.0.1:\(enginePort)/slots").json
-                return slots?.arrayValue?.contains { $0["is_processing"] == true } == true ? true : nil
+            let answered = Mutex(false)
+            let answering = Task {
+                defer { answered.withLock { $0 = true } }
+                return try await HTTP.post(cluster.url + "/v1/completions", json: body)
+            }
+            // Signalled once the engine generates the answer, not before the node has it; an answer that comes first
+            // (an error) is reported as it is.
+            let generating = try await eventually("the engine to generate the answer", within: .seconds(120)) { () -> Bool? in
+                // The node's engine as of now: one restarted on a busy machine listens on another port.
+                for engine in childProcesses(of: node.pid, named: "llama-server") {
+                    guard let port = commandLineValue(of: engine, flag: "--port") else { continue }
+                    let slots = try? await HTTP.get("http://127.0.0.1:\(port)/slots").json
+                    if slots?.arrayValue?.contains(where: { $0["is_processing"] == true }) == true { return true }
+                }
+                return answered.withLock { $0 } ? false : nil
+            }
+            guard generating else {
+                let early = try await answering.value
+                Issue.record("the answer came before the engine was seen generating it: HTTP \(early.status) \(early.text.prefix(400))")
+                return
             }
             node.send(SIGTERM)
             let reply = try await answering.value
