@@ -346,25 +346,15 @@ package struct Dispatcher: Sendable {
                     APIFailure(.notFound, "The model '\(model)' does not exist on this network.", param: "model", code: "model_not_found")
                 )
             )
-        case .noReadyNode:
+        case .noReadyNode, .failedEverywhere:
+            // A model every node reports failed is not ready "yet": no node is on its way to serving it. The code is the
+            // same either way, the one clients retry on; a node whose engine or owner's server comes back serves it again.
+            let message =
+                plan == .failedEverywhere
+                ? "Every node offering '\(model)' reports it failed, so none can serve it now; it is served again once a node has it ready."
+                : "No node serving '\(model)' is ready yet; try again shortly."
             return .refusedUnlessWarming(
-                DispatchFailure(
-                    APIFailure(.unavailable, "No node serving '\(model)' is ready yet; try again shortly.", code: "model_not_ready"),
-                    retryAfter: retryAfterSeconds
-                )
-            )
-        case .failedEverywhere:
-            // Not "yet": no node is on its way to serving it. The code stays the one of a model not ready, which is what
-            // clients retry on; a node whose engine or owner's server comes back serves it again.
-            return .refusedUnlessWarming(
-                DispatchFailure(
-                    APIFailure(
-                        .unavailable,
-                        "Every node offering '\(model)' reports it failed, so none can serve it now; it is served again once a node has it ready.",
-                        code: "model_not_ready"
-                    ),
-                    retryAfter: retryAfterSeconds
-                )
+                DispatchFailure(APIFailure(.unavailable, message, code: "model_not_ready"), retryAfter: retryAfterSeconds)
             )
         case .candidates(let planned, let name):
             // A continuation goes only to another node with the very file the earlier part came from.
