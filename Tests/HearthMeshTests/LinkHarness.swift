@@ -156,7 +156,7 @@ final class EchoHandler: ChannelInboundHandler {
             let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
             let endless = uri.hasPrefix("/endless")
-            func tick(_ remaining: Int) {
+            @Sendable func tick(_ remaining: Int) {
                 let context = loopContext.value
                 guard context.channel.isActive else { return }
                 if remaining == 0 && !endless {
