@@ -143,6 +143,35 @@ package enum EngineCache {
     package static var directory: String { EngineInstaller.defaultCacheDirectory() }
 }
 
+/// One row of `/proc/<pid>/net/tcp{,6}` (Linux): its addresses in /proc's hex form (`0100007F:1F90`), its state
+/// (`0A` listening, `01` established) and its socket's inode.
+package struct ProcSocket: Sendable {
+    package var local: String
+    package var remote: String
+    package var state: String
+    package var inode: String
+
+    package var localPort: Int? { local.split(separator: ":").last.flatMap { Int($0, radix: 16) } }
+    package var remotePort: Int? { remote.split(separator: ":").last.flatMap { Int($0, radix: 16) } }
+}
+
+/// The TCP sockets of the network namespace `pid` is in (this process's by default), IPv4 and IPv6.
+package func tcpSockets(seenBy pid: String = "self") -> [ProcSocket] {
+    var sockets: [ProcSocket] = []
+    for table in ["/proc/\(pid)/net/tcp", "/proc/\(pid)/net/tcp6"] {
+        // Read to the end: procfs reports a size of 0, and a busy table is longer than one read (`String(contentsOfFile:)`
+        // stops after the first page).
+        guard let data = FileHandle(forReadingAtPath: table)?.readDataToEndOfFile() else { continue }
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n").dropFirst() {
+            // sl, local_address, rem_address, st, tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, inode
+            let fields = line.split(separator: " ")
+            guard fields.count > 9 else { continue }
+            sockets.append(ProcSocket(local: String(fields[1]), remote: String(fields[2]), state: String(fields[3]), inode: String(fields[9])))
+        }
+    }
+    return sockets
+}
+
 /// The TCP addresses (`ip:port`, IPv4 and IPv6 in /proc's hex form decoded) on which `pid` listens, from its open
 /// sockets and `/proc/net/tcp{,6}` (Linux).
 package func listeningAddresses(of pid: Int32) -> [String] {
@@ -155,19 +184,7 @@ package func listeningAddresses(of pid: Int32) -> [String] {
             return String(target.dropFirst("socket:[".count).dropLast())
         }
     )
-    var addresses: [String] = []
-    for table in ["/proc/\(pid)/net/tcp", "/proc/\(pid)/net/tcp6"] {
-        // Read to the end: procfs reports a size of 0, and a busy table is longer than one read.
-        guard let data = FileHandle(forReadingAtPath: table)?.readDataToEndOfFile() else { continue }
-        let text = String(decoding: data, as: UTF8.self)
-        for line in text.split(separator: "\n").dropFirst() {
-            let fields = line.split(separator: " ")
-            // local_address, state 0A = LISTEN, inode
-            guard fields.count > 9, fields[3] == "0A", inodes.contains(String(fields[9])) else { continue }
-            addresses.append(decodeProcAddress(String(fields[1])))
-        }
-    }
-    return addresses
+    return tcpSockets(seenBy: String(pid)).filter { $0.state == "0A" && inodes.contains($0.inode) }.map { decodeProcAddress($0.local) }
 }
 
 /// `0100007F:1F90` → `127.0.0.1:8080`; IPv6 addresses stay in hex except `::` and `::1`.

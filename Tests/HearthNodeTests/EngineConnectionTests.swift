@@ -44,6 +44,28 @@ struct EngineConnectionTests {
         }
     }
 
+    /// Connections wait idle on the loop they were made on, but no more than the request's limit to one engine on all
+    /// loops together: a managed llama-server gives each open connection a thread of a pool sized for its slots
+    /// twice, so idle ones past the slots would leave a new request waiting for a thread.
+    @Test(arguments: [1, Int.max]) func idleConnectionsStayWithinTheirLimitOverAllLoops(limit: Int) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { group.shutdownGracefully { _ in } }
+        let loops = Array(group.makeIterator())
+        try await FakeEngine.with(.answers("{}")) { engine in
+            var request = engine.request(keep: true)
+            request.idleLimit = limit
+            _ = try await Reader.exchange(request, on: loops[0])
+            _ = try await Reader.exchange(request, on: loops[1])
+            // The second loop has none of its own to take: a second connection, kept only within the limit.
+            #expect(engine.connections == 2)
+            _ = try await eventually("the connection past the limit to close") { engine.open == min(limit, 2) ? true : nil }
+            #expect(EngineConnection.idle.count(EngineEndpoint(loopbackPort: engine.port)) == min(limit, 2))
+            // The first loop's is kept and carries its next request.
+            _ = try await Reader.exchange(request, on: loops[0])
+            #expect(engine.connections == 2)
+        }
+    }
+
     /// An owner's server named by its host name is resolved (an address is connected to without a lookup).
     @Test func aServerNamedByItsHostNameIsReached() async throws {
         try await FakeEngine.with(.answers("{}")) { engine in

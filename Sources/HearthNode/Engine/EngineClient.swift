@@ -13,8 +13,8 @@ import NIOCore
 /// which is what happens when the gateway resets the request's stream (see `linkResponder`).
 enum EngineClient {
     ///
-    /// A request to a managed engine has its own loopback connection (`connection: close`; an owner's server keeps
-    /// them, see `EngineAddress.keepsConnection`), so the pool must not cap them: AsyncHTTPClient's default of 8 per
+    /// A request to a managed engine through this client has its own loopback connection (`connection: close`; an
+    /// owner's server keeps them, see `EngineAddress.clientRequestHeaders`), so the pool must not cap them: AsyncHTTPClient's default of 8 per
     /// host made the ninth concurrent stream wait for a slot, and a wait longer than the connect timeout failed it.
     /// Connecting on loopback is immediate or refused; 30 s covers a machine under heavy load.
     ///

@@ -72,6 +72,8 @@ struct EngineRequest: Sendable {
     var tls: NIOSSLContext? = nil
     /// How long the connection may wait idle for the next request once the answer is in, when it is kept.
     var idleTimeout = EngineConnection.idleTimeout
+    /// How many connections to the endpoint may wait idle at once (`EngineAddress.idleLimit`); past it, one closes.
+    var idleLimit = Int.max
 
     /// Whether the connection may carry another request after this one's answer.
     var keepsConnection: Bool { !headers[canonicalForm: "connection"].contains { $0.lowercased() == "close" } }
@@ -117,8 +119,9 @@ enum EngineExchangeError: Error, Equatable, CustomStringConvertible {
 /// per token, `perf`). The node's other exchanges with its engines (looks, templating, embeddings) keep it.
 ///
 /// A connection is kept for the next request only when the request did not ask to close it (`EngineAddress
-/// .keepsConnection`) and the engine's answer allows it, on the loop it was made on, for at most a second idle: servers
-/// close kept connections after a few seconds (llama-server, uvicorn and Node's after 5). One a server closed just as a
+/// .keepsConnection`) and the engine's answer allows it, on the loop it was made on, for at most a second idle (servers
+/// close kept connections after a few seconds: llama-server, uvicorn and Node's after 5), and while fewer than the
+/// request's `idleLimit` to its engine wait idle on all loops together. One a server closed just as a
 /// request went out on it (the connection lost before any answer came) has the request sent once more, on a new
 /// connection, as browsers do: the server dropped it unread. A new connection lost so, or an answer broken off once
 /// begun, fails the request.
@@ -154,8 +157,22 @@ enum EngineConnection {
             }
         }
 
-        func put(_ channel: any Channel, _ endpoint: EngineEndpoint) {
-            table.withLock { $0[Key(loop: ObjectIdentifier(channel.eventLoop), endpoint: endpoint), default: []].append(channel) }
+        /// Keeps `channel` idle unless `limit` connections to `endpoint` already are, on any loop; says whether it did.
+        func put(_ channel: any Channel, _ endpoint: EngineEndpoint, limit: Int) -> Bool {
+            table.withLock { table in
+                guard Self.count(endpoint, in: table) < limit else { return false }
+                table[Key(loop: ObjectIdentifier(channel.eventLoop), endpoint: endpoint), default: []].append(channel)
+                return true
+            }
+        }
+
+        /// The connections to `endpoint` waiting idle, on every loop.
+        func count(_ endpoint: EngineEndpoint) -> Int {
+            table.withLock { Self.count(endpoint, in: $0) }
+        }
+
+        private static func count(_ endpoint: EngineEndpoint, in table: [Key: [any Channel]]) -> Int {
+            table.reduce(0) { $1.key.endpoint == endpoint ? $0 + $1.value.count : $0 }
         }
 
         func remove(_ channel: any Channel, _ endpoint: EngineEndpoint) {
@@ -172,8 +189,7 @@ enum EngineConnection {
 
     /// A connection to `endpoint` from `eventLoop` (over TLS with `context`, else the system's roots, when it is
     /// `https`). An address given as such (a managed engine's 127.0.0.1, an owner's server by its IP) is connected to
-    /// at once: NIO resolves a name on a thread of its own, a hand-off per connection, and a managed engine gets a new
-    /// connection per request.
+    /// at once: NIO resolves a name on a thread of its own, a hand-off per connection.
     static func connect(_ endpoint: EngineEndpoint, tls context: NIOSSLContext?, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
@@ -401,13 +417,14 @@ private final class EngineConnectionHandler: ChannelDuplexHandler, RemovableChan
         endWaiting = false
         guard let exchange else { return }
         self.exchange = nil
-        if keepAlive, let context, context.channel.isActive {
+        if keepAlive, let context, context.channel.isActive,
+            EngineConnection.idle.put(context.channel, endpoint, limit: exchange.request.idleLimit)
+        {
             let (channel, endpoint) = (context.channel, endpoint)
             idleTimer = channel.eventLoop.scheduleTask(in: exchange.request.idleTimeout) {
                 EngineConnection.idle.remove(channel, endpoint)
                 channel.close(promise: nil)
             }
-            EngineConnection.idle.put(channel, endpoint)
             context.read()
         } else {
             context?.close(promise: nil)

@@ -8,6 +8,9 @@ package final class EngineHandle: Sendable {
         package var state: EngineState
         /// The loopback port the engine listens on, while it runs.
         var port: Int?
+        /// The requests the running engine serves at once (its `--parallel`): as many of the node's connections to
+        /// it may be kept (`EngineAddress.keepsConnection`).
+        var slots = 0
         package var detail: String?
         /// Engine starts so far (1 after the first start).
         var starts: Int

@@ -183,6 +183,7 @@ struct EngineSupervisorService: Service {
         handle.update {
             $0.state = .loading
             $0.port = port
+            $0.slots = configuration.limits.parallelSlots
             $0.starts += 1
         }
         let process: Subprocess
@@ -275,6 +276,10 @@ struct EngineSupervisorService: Service {
             // not charge, which would take an engine past its sandbox limit after enough distinct prompts. Each slot
             // still reuses its own cached prefix.
             "--cache-ram", "0",
+            // Its HTTP server serves each open connection on a thread of a fixed pool (by default its slots and two),
+            // and the node keeps up to its slots connections idle beside as many requests (`EngineAddress
+            // .keepsConnection`): room for both, and two for the node's looks.
+            "--threads-http", String(2 * limits.parallelSlots + 2),
         ]
         if handle.spec.servesEmbeddings(forAll: configuration.embeddings) {
             // Mean pooling: right for the catalog's embedding models, and what a chat model's embeddings are taken

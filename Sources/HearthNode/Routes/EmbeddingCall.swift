@@ -64,7 +64,7 @@ struct EmbeddingCall {
     private func ask(_ body: JSONValue) async throws(APIFailure) -> JSONValue {
         var request = HTTPClientRequest(url: address.url("/v1/embeddings"))
         request.method = .POST
-        request.headers = address.requestHeaders
+        request.headers = address.clientRequestHeaders
         request.tlsConfiguration = address.trust?.configuration
         do {
             request.body = .bytes(ByteBuffer(bytes: try JSONEncoder().encode(body)))
