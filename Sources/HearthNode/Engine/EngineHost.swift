@@ -188,14 +188,16 @@ struct EngineAddress: Sendable, Equatable {
     /// Authorities the owner's `https` server's certificate may come from beside the system's roots.
     let trust: BackendTrust?
 
-    /// The headers of a request to the engine through `EngineConnection`.
-    var requestHeaders: HTTPHeaders { requestHeaders(keeping: keepsConnection) }
+    /// The headers of a request to the engine through `EngineConnection`. llama-server closes its connection after a
+    /// streamed answer whatever its head said, so a stream to a managed engine closes its own rather than leave one to
+    /// be found closed by the next request.
+    func requestHeaders(streaming: Bool) -> HTTPHeaders { requestHeaders(keeping: keepsConnection && !(streaming && port != nil)) }
 
     /// The headers of a request through `EngineClient` (AsyncHTTPClient, whose kept connections `idleLimit` does not
     /// count): a managed engine's connection closes after it, since its thread pool has no room for them.
     var clientRequestHeaders: HTTPHeaders { requestHeaders(keeping: keepsConnection && port == nil) }
 
-    func requestHeaders(keeping: Bool) -> HTTPHeaders {
+    private func requestHeaders(keeping: Bool) -> HTTPHeaders {
         var headers: HTTPHeaders = ["content-type": "application/json"]
         if !keeping { headers.add(name: "connection", value: "close") }
         if let apiKey { headers.add(name: "authorization", value: "Bearer " + apiKey) }

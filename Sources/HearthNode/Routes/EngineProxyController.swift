@@ -234,13 +234,10 @@ struct EngineProxyController {
         guard let endpoint = address.endpoint else {
             throw APIFailure(.server, "The engine's address is not an http(s) URL.")
         }
-        // llama-server closes its connection after a streamed answer whatever its head said: a stream to a managed
-        // engine closes its own, rather than leave one to be found closed by the next request.
-        let keeping = address.keepsConnection && (call.rewriter == nil || address.port == nil)
         var request = EngineRequest(
             endpoint: endpoint,
             path: call.path,
-            headers: address.requestHeaders(keeping: keeping),
+            headers: address.requestHeaders(streaming: call.rewriter != nil),
             body: call.body,
             deadline: .now() + .hours(6)
         )
